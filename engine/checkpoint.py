@@ -1,0 +1,224 @@
+"""Random-weight checkpoints that vLLM serves like real ones.
+
+No weights can be downloaded here, so tests and benchmarks run against
+checkpoints built from a preset and a seed: real configs, real tensor names,
+the real Qwen2.5 tokenizer, random bf16 weights. The same seed always gives
+the same bytes, and a build is published by renaming a finished directory,
+so an interrupted build never leaves something that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.architectures import DEFAULT_ARCHITECTURE, get_architecture
+from engine.presets import get_preset
+from engine.tokenizer import save_tokenizer
+
+__all__ = [
+    "MANIFEST_NAME",
+    "build_checkpoint",
+    "checkpoint_is_complete",
+    "ensure_checkpoint",
+    "read_manifest",
+]
+
+MANIFEST_NAME = "tantra_checkpoint.json"
+"""Written last; lists every file with its size and hash."""
+
+_MANIFEST_FORMAT = 1
+_PARTIAL_MARK = ".partial-"
+
+
+def build_checkpoint(
+    out_dir: str | os.PathLike[str],
+    preset: str = "tiny",
+    seed: int = 0,
+    architecture: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Build a checkpoint at `out_dir`, replacing an earlier checkpoint there.
+
+    Writes `model.safetensors`, `config.json`, `generation_config.json`, the
+    tokenizer files and a manifest into a sibling temporary directory, then
+    renames it into place. `cache_dir` is where the tokenizer build is cached.
+    """
+    out = Path(out_dir).absolute()
+    shape = get_preset(preset)
+    arch_name = architecture or DEFAULT_ARCHITECTURE
+    writer = get_architecture(arch_name)
+
+    if out.exists() and read_manifest(out) is None and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not a Tantra checkpoint; refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_partials(out)
+    partial = out.parent / f".{out.name}{_PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        config = writer.config(shape)
+        _write_json(partial / "config.json", config)
+        _write_json(partial / "generation_config.json", _generation_config(config))
+        _write_weights(partial / "model.safetensors", writer.tensors(config, _generator(seed)))
+        save_tokenizer(partial, model_max_length=int(config["max_position_embeddings"]), cache_dir=cache_dir)
+        _write_json(
+            partial / MANIFEST_NAME,
+            {
+                "format": _MANIFEST_FORMAT,
+                "architecture": arch_name,
+                "preset": shape.name,
+                "seed": seed,
+                "files": {name: _describe(partial / name) for name in sorted(os.listdir(partial))},
+            },
+        )
+        _fsync_dir(partial)
+        _publish(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+def ensure_checkpoint(
+    out_dir: str | os.PathLike[str],
+    preset: str = "tiny",
+    seed: int = 0,
+    architecture: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Reuse a complete checkpoint built with the same recipe, else build it."""
+    out = Path(out_dir).absolute()
+    if _matches(out, preset, seed, architecture or DEFAULT_ARCHITECTURE):
+        return out
+    return build_checkpoint(out, preset, seed, architecture, cache_dir=cache_dir)
+
+
+def checkpoint_is_complete(path: str | os.PathLike[str], *, verify_hashes: bool = False) -> bool:
+    """Whether `path` holds a whole checkpoint: manifest present, every file the right size.
+
+    With `verify_hashes`, also re-hash every file (slow for large presets).
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    if manifest is None:
+        return False
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "config.json" not in files or "model.safetensors" not in files:
+        return False
+    for name, meta in files.items():
+        target = root / name
+        if not target.is_file() or target.stat().st_size != meta.get("bytes"):
+            return False
+        if verify_hashes and _sha256(target) != meta.get("sha256"):
+            return False
+    return True
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The checkpoint's manifest, or None when it is missing or unreadable."""
+    try:
+        data = json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _matches(path: Path, preset: str, seed: int, architecture: str) -> bool:
+    manifest = read_manifest(path)
+    return (
+        manifest is not None
+        and manifest.get("preset") == preset
+        and manifest.get("seed") == seed
+        and manifest.get("architecture") == architecture
+        and checkpoint_is_complete(path)
+    )
+
+
+def _generator(seed: int) -> Any:
+    import torch
+
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def _generation_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Token ids only: no sampling defaults.
+
+    vLLM applies a checkpoint's sampling defaults to every request that does
+    not set them; leaving them out keeps requests meaning what they say.
+    The instruct models stop at either `<|im_end|>` or `<|endoftext|>`.
+    """
+    bos = config.get("bos_token_id")
+    eos = config.get("eos_token_id")
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if isinstance(bos, int) and bos not in eos_ids:
+        eos_ids.append(bos)
+    return {"bos_token_id": bos, "eos_token_id": eos_ids, "pad_token_id": bos}
+
+
+def _write_weights(path: Path, tensors: Mapping[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    save_file(dict(tensors), str(path), metadata={"format": "pt"})
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush file contents before the rename publishes them."""
+    for child in path.iterdir():
+        with child.open("rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _publish(partial: Path, out: Path) -> None:
+    """Rename the finished build into place.
+
+    A directory cannot be renamed over a non-empty one, so an existing
+    checkpoint is first moved aside, then removed. If another process
+    published a complete checkpoint in the meantime, ours simply replaces it.
+    """
+    if out.exists() or out.is_symlink():
+        retired = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(out, retired)
+        shutil.rmtree(retired, ignore_errors=True)
+    os.replace(partial, out)
+
+
+def _sweep_stale_partials(out: Path) -> None:
+    """Remove half-built siblings left by builds whose process is gone."""
+    prefix = f".{out.name}{_PARTIAL_MARK}"
+    for sibling in out.parent.glob(f"{prefix}*"):
+        pid_text = sibling.name[len(prefix) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

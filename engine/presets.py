@@ -1,0 +1,77 @@
+"""Model sizes for random-weight test checkpoints.
+
+A preset names a shape, not an architecture: every registered architecture
+reads the same fields, so `tiny` means "fast enough for tests" whether the
+layers are Qwen2 or SpikingBrain's GLA/sliding-window hybrid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PRESETS", "QWEN2_5_VOCAB_SIZE", "Preset", "get_preset"]
+
+QWEN2_5_VOCAB_SIZE = 151936
+"""Qwen2.5's small models pad the 151,665-token vocabulary to 151,936 rows."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The shape of a checkpoint; architectures derive their config from it."""
+
+    name: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    vocab_size: int = QWEN2_5_VOCAB_SIZE
+    tie_word_embeddings: bool = True
+    init_std: float = 0.02
+    """Std of the embedding init (the config's `initializer_range`); projections
+    use 1/sqrt(fan_in) instead, see `engine.architectures.linear`."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"{self.name}: hidden_size must be a multiple of num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"{self.name}: num_attention_heads must be a multiple of num_key_value_heads")
+
+
+PRESETS: dict[str, Preset] = {
+    # Head dim 64: vLLM's CPU kernels accept it, and it is what the hybrid
+    # (recurrent) kernels need at minimum; 2 layers keep startup short.
+    "tiny": Preset(
+        name="tiny",
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=256,
+        max_position_embeddings=4096,
+    ),
+    # About 290M parameters with head dim 128 like the 7B models: large
+    # enough for throughput benchmarks to mean something on CPU.
+    "small": Preset(
+        name="small",
+        hidden_size=1024,
+        num_hidden_layers=12,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=2816,
+        max_position_embeddings=32768,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name, listing the valid names when it is unknown."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}") from None

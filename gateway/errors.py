@@ -1,0 +1,97 @@
+"""The gateway's errors: a small hierarchy, mapped to OpenAI's envelope in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+
+class APIError(Exception):
+    """An error the client should see, with OpenAI's status, type, param and code."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> Response:
+        return error_response(self.status, self.body(), self.headers)
+
+
+class InvalidRequest(APIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class NotFound(APIError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(APIError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(APIError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class EngineUnavailable(APIError):
+    status = 503
+    type = "server_error"
+    code = "engine_unavailable"
+
+
+class EngineTimeout(APIError):
+    status = 504
+    type = "server_error"
+    code = "engine_timeout"
+
+
+class UpstreamError(APIError):
+    """The engine answered with an error the gateway passes on, with the engine's status."""
+
+    type = "server_error"
+
+
+def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def sse_error_event(error: APIError) -> bytes:
+    """An error inside a stream that has begun: one `data:` event, as OpenAI sends it."""
+    return b"data: " + orjson.dumps(error.body()) + b"\n\n"

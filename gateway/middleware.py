@@ -1,0 +1,68 @@
+"""Pure ASGI middleware: no per-request objects beyond what each job needs, and streams pass untouched."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import APIError
+
+_log = logging.getLogger("tantra.gateway")
+
+_SAFE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class EdgeMiddleware:
+    """The outermost layer: a request id on every response, and no stack trace ever sent.
+
+    The id comes from `x-request-id` when the client sent a usable one; it is stored
+    in the scope (`scope["state"]["request_id"]`) and echoed on the response; the
+    engine gets a unique variant of it, so logs on both sides can be joined. An
+    exception nothing else handled becomes a 500 in OpenAI's envelope (Starlette's
+    own handler would answer in plain text).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _incoming_id(scope)
+        request_id = given or uuid.uuid4().hex.encode()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id.decode()
+        # The engine needs an id unique among its live requests, which a client's id need not be.
+        state["engine_request_id"] = (
+            f"{request_id.decode()}-{uuid.uuid4().hex[:8]}" if given else state["request_id"]
+        )
+        header = (b"x-request-id", request_id)
+
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            _log.exception("unhandled error", extra={"request_id": request_id.decode()})
+            if started:
+                raise
+            response = APIError("The server had an error while processing your request.").response()
+            await response(scope, receive, send_with_id)
+
+
+def _incoming_id(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value if _SAFE_ID.match(value) else None
+    return None

@@ -1,0 +1,194 @@
+"""The /v1/chat/completions request, as OpenAI documents it, plus vLLM's extras."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag
+
+from gateway.protocol.common import (
+    InvalidParam,
+    Open,
+    ResponseFormat,
+    SamplingParams,
+    Strict,
+    TokenCount,
+    check_stream_options,
+)
+
+
+class TextPart(Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(Open):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(Open):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class InputAudio(Open):
+    data: str
+    format: str
+
+
+class AudioPart(Open):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FilePart(Open):
+    type: Literal["file"]
+    file: dict[str, Any]
+
+
+class RefusalPart(Open):
+    type: Literal["refusal"]
+    refusal: str
+
+
+class OtherPart(Open):
+    """Part types OpenAI or vLLM add later (video_url, audio_url, ...): forwarded as they are."""
+
+    type: str
+
+
+def _part_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in _KNOWN_PARTS else "other"
+
+
+_KNOWN_PARTS = {"text", "image_url", "input_audio", "file", "refusal"}
+
+# A callable discriminator: a bad part reports the errors of its own type only,
+# while part types this schema does not know yet still pass through.
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("text")]
+    | Annotated[ImagePart, Tag("image_url")]
+    | Annotated[AudioPart, Tag("input_audio")]
+    | Annotated[FilePart, Tag("file")]
+    | Annotated[RefusalPart, Tag("refusal")]
+    | Annotated[OtherPart, Tag("other")],
+    Discriminator(_part_tag),
+]
+Content = str | list[ContentPart]
+
+
+class FunctionCall(Open):
+    name: str
+    arguments: str
+
+
+class ToolCall(Open):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class SystemMessage(Open):
+    role: Literal["system"]
+    content: Content
+    name: str | None = None
+
+
+class DeveloperMessage(Open):
+    role: Literal["developer"]
+    content: Content
+    name: str | None = None
+
+
+class UserMessage(Open):
+    role: Literal["user"]
+    content: Content
+    name: str | None = None
+
+
+class AssistantMessage(Open):
+    role: Literal["assistant"]
+    content: Content | None = None
+    name: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None
+
+
+class ToolMessage(Open):
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str
+
+
+class FunctionMessage(Open):
+    role: Literal["function"]
+    content: str | None
+    name: str
+
+
+Message = Annotated[
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
+    Field(discriminator="role"),
+]
+
+
+class FunctionDefinition(Open):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(Open):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(Strict):
+    name: str
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class ChatCompletionRequest(SamplingParams):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_completion_tokens: TokenCount | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDefinition] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    reasoning_effort: str | None = None
+    modalities: list[str] | None = None
+
+    def check(self) -> None:
+        """Rules that span fields, reported with the param OpenAI would name."""
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidParam("top_logprobs", "`logprobs` must be true when `top_logprobs` is set.")
+        check_stream_options(self)
+        if isinstance(self.tool_choice, NamedToolChoice) or self.tool_choice == "required":
+            if not self.tools:
+                raise InvalidParam("tool_choice", "`tool_choice` needs `tools` to be given.")
+            if isinstance(self.tool_choice, NamedToolChoice):
+                names = {tool.function.name for tool in self.tools}
+                if self.tool_choice.function.name not in names:
+                    raise InvalidParam(
+                        "tool_choice",
+                        f"`tool_choice` names function {self.tool_choice.function.name!r}, "
+                        "which is not among `tools`.",
+                    )

@@ -1,0 +1,99 @@
+"""Turn a JSON body into a request model, or into the one error OpenAI would report."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from gateway.protocol.common import InvalidParam, SamplingParams
+
+RequestT = TypeVar("RequestT", bound=SamplingParams)
+
+
+def parse_request(model: type[RequestT], body: Any) -> RequestT:
+    """Validate `body`; raise InvalidParam naming the first offending field, as OpenAI does."""
+    if not isinstance(body, dict):
+        raise InvalidParam(None, "The request body must be a JSON object.")
+    try:
+        request = model.model_validate(body)
+    except ValidationError as exc:
+        raise _first_problem(exc, body) from None
+    request.check()
+    return request
+
+
+def _first_problem(exc: ValidationError, body: dict[str, Any]) -> InvalidParam:
+    # A union reports one error per member; the one that got deepest into the
+    # body is the one the client meant (a list of parts, not a plain string).
+    located = [
+        (_visible_loc(e["loc"], body, keep_last=e["type"] in _NAMES_A_KEY), e)
+        for e in exc.errors(include_url=False)
+    ]
+    loc, error = max(located, key=lambda item: len(item[0]))
+    if error["type"] == "union_tag_invalid":
+        # Name the field the union is keyed on (`messages[0].role`), as OpenAI does.
+        ctx = error.get("ctx", {})
+        key = str(ctx.get("discriminator", "")).strip("'")
+        return InvalidParam(
+            format_param((*loc, key)),
+            f"Invalid value: {ctx.get('tag')!r}. Supported values are: {ctx.get('expected_tags')}.",
+        )
+    param = format_param(loc) or None
+    if error["type"] == "missing":
+        return InvalidParam(param, f"Missing required parameter: '{param}'.")
+    if error["type"] == "extra_forbidden":
+        return InvalidParam(param, f"Unrecognized request argument supplied: '{param}'.")
+    given = error.get("input")
+    shown = (
+        repr(given) if isinstance(given, str | int | float | bool) or given is None else type(given).__name__
+    )
+    return InvalidParam(param, f"Invalid value for '{param}': {error['msg']} (got {shown}).")
+
+
+_NAMES_A_KEY = {"missing", "extra_forbidden"}
+
+
+def _visible_loc(loc: tuple[int | str, ...], body: Any, *, keep_last: bool) -> tuple[int | str, ...]:
+    """The real path to the bad value, without the union tags pydantic adds to locations.
+
+    A tag (`user`, `text`, `str`, `list[...]`) may share its name with a real key
+    (`text`, `function`), so each step is tried both as a key of the body and as a
+    tag, and the longest path that exists in the body wins. With `keep_last`, the
+    last step is kept though the body lacks it: it names the missing or unknown key.
+    """
+    if not loc:
+        return ()
+    part, rest = loc[0], loc[1:]
+    if not rest:
+        exists = _child(body, part) is not _ABSENT
+        return (part,) if exists or keep_last else ()
+    best = _visible_loc(rest, body, keep_last=keep_last)  # `part` is a tag
+    child = _child(body, part)
+    if child is not _ABSENT:
+        through = (part, *_visible_loc(rest, child, keep_last=keep_last))
+        if len(through) >= len(best):
+            best = through
+    return best
+
+
+_ABSENT = object()
+
+
+def _child(value: Any, part: int | str) -> Any:
+    if isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value):
+        return value[part]
+    if isinstance(part, str) and isinstance(value, dict) and part in value:
+        return value[part]
+    return _ABSENT
+
+
+def format_param(loc: tuple[int | str, ...]) -> str:
+    """`("messages", 0, "content")` -> `messages[0].content`, OpenAI's spelling."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out

@@ -1,0 +1,55 @@
+"""POST /v1/chat/completions and POST /v1/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse
+from gateway.relay import SSERelay
+from gateway.serving import InferenceService
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Invalid request: the message and `param` say what to change.",
+        404: "Unknown model (`code`: model_not_found).",
+        413: "Request body too large.",
+        503: "The engine is unavailable.",
+        504: "The engine did not answer in time.",
+    }.items()
+}
+
+
+def inference_router(service: InferenceService) -> APIRouter:
+    router = APIRouter(tags=["inference"], responses=_ERRORS)
+
+    @router.post(
+        "/v1/chat/completions",
+        summary="Create a chat completion (JSON, or SSE with `stream: true`)",
+        openapi_extra=_body(ChatCompletionRequest),
+        response_model=None,
+    )
+    async def chat_completions(request: Request) -> Response | SSERelay:
+        return await service.handle(request, ChatCompletionRequest, "/v1/chat/completions")
+
+    @router.post(
+        "/v1/completions",
+        summary="Create a text completion (JSON, or SSE with `stream: true`)",
+        openapi_extra=_body(CompletionRequest),
+        response_model=None,
+    )
+    async def completions(request: Request) -> Response | SSERelay:
+        return await service.handle(request, CompletionRequest, "/v1/completions")
+
+    return router
+
+
+def _body(schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> dict[str, object]:
+    """Document the body the route validates by hand (it reads raw bytes to forward them unchanged)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema.model_json_schema(by_alias=True)}},
+        }
+    }

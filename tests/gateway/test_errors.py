@@ -1,0 +1,152 @@
+"""Every failure a client can cause or meet, each in OpenAI's envelope with the right status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway import Settings, create_app
+from tests.servers import ThreadedServer, free_port
+
+pytestmark = pytest.mark.engine
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def envelope(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers.get("x-request-id")
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert "Traceback" not in body["error"]["message"]
+    return dict(body["error"])
+
+
+def post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", timeout=60, **kwargs)
+
+
+def test_malformed_json(gateway_url: str) -> None:
+    error = envelope(
+        post(
+            gateway_url, content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"}
+        ),
+        400,
+    )
+    assert error["type"] == "invalid_request_error"
+    assert "JSON" in error["message"]
+
+
+def test_body_that_is_not_an_object(gateway_url: str) -> None:
+    assert envelope(post(gateway_url, json=[1, 2]), 400)["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"temperature": 9}, "temperature"),
+        ({"n": "many"}, "n"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"messages": None}, "messages"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ],
+)
+def test_bad_field_is_400_naming_param(
+    gateway_url: str, model: str, extra: dict[str, Any], param: str
+) -> None:
+    error = envelope(post(gateway_url, json={"model": model, "messages": HELLO, **extra}), 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+
+
+def test_bad_completion_field(gateway_url: str, model: str) -> None:
+    response = httpx.post(
+        gateway_url + "/v1/completions", json={"model": model, "prompt": "x", "max_tokens": -5}
+    )
+    assert envelope(response, 400)["param"] == "max_tokens"
+
+
+def test_unknown_model(gateway_url: str, openai_client: openai.OpenAI) -> None:
+    error = envelope(post(gateway_url, json={"model": "gpt-nope", "messages": HELLO}), 404)
+    assert error == {
+        "message": "The model `gpt-nope` does not exist or you do not have access to it.",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+    with pytest.raises(openai.NotFoundError) as caught:
+        openai_client.chat.completions.create(model="gpt-nope", messages=HELLO)  # type: ignore[arg-type]
+    assert caught.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_prompt_longer_than_context(gateway_url: str, model: str, stream: bool) -> None:
+    long_prompt = "hello " * 5000  # about 5000 tokens against the test engine's 2048
+    response = post(
+        gateway_url,
+        json={"model": model, "messages": [{"role": "user", "content": long_prompt}], "stream": stream},
+    )
+    error = envelope(response, 400)
+    assert error["code"] == "context_length_exceeded"
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == "messages"
+
+
+def test_completion_budget_beyond_context(gateway_url: str, model: str, openai_client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client.chat.completions.create(model=model, messages=HELLO, max_completion_tokens=100_000)  # type: ignore[arg-type]
+    assert caught.value.code == "context_length_exceeded"
+    assert caught.value.param == "max_completion_tokens"
+
+
+def test_unknown_route_and_method(gateway_url: str) -> None:
+    error = envelope(httpx.post(gateway_url + "/v1/nothing-here", json={}), 404)
+    assert error["message"] == "Invalid URL (POST /v1/nothing-here)"
+    assert envelope(httpx.get(gateway_url + "/v1/chat/completions"), 405)["type"] == "invalid_request_error"
+
+
+@pytest.fixture(scope="module")
+def small_body_gateway(engine_url: str) -> Iterator[str]:
+    settings = Settings(engine_url=engine_url, max_body_bytes=2048)  # type: ignore[arg-type]
+    with ThreadedServer(create_app(settings)) as server:
+        yield server.url
+
+
+def test_body_too_large(small_body_gateway: str, model: str) -> None:
+    big = {"model": model, "messages": [{"role": "user", "content": "x" * 4096}]}
+    error = envelope(post(small_body_gateway, json=big), 413)
+    assert error["code"] == "request_too_large"
+    # A chunked body, with no content-length to check up front, is cut off too.
+    chunks = iter([b'{"model": "m", "messages": [{"role": "user", "content": "', b"y" * 4096, b'"}]}'])
+    assert envelope(post(small_body_gateway, content=chunks), 413)["code"] == "request_too_large"
+
+
+@pytest.fixture(scope="module")
+def orphan_gateway() -> Iterator[str]:
+    """A gateway whose engine is down: nothing listens on its engine port."""
+    settings = Settings(engine_url=f"http://127.0.0.1:{free_port()}", connect_timeout_s=1)  # type: ignore[arg-type]
+    with ThreadedServer(create_app(settings)) as server:
+        yield server.url
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_engine_down_is_503(orphan_gateway: str, stream: bool) -> None:
+    error = envelope(post(orphan_gateway, json={"model": "any", "messages": HELLO, "stream": stream}), 503)
+    assert error["type"] == "server_error"
+    assert error["code"] == "engine_unavailable"
+    envelope(httpx.get(orphan_gateway + "/v1/models"), 503)
+    envelope(httpx.get(orphan_gateway + "/readyz"), 503)
+    assert httpx.get(orphan_gateway + "/healthz").status_code == 200
+
+
+def test_engine_down_with_the_sdk(orphan_gateway: str) -> None:
+    client = openai.OpenAI(base_url=orphan_gateway + "/v1", api_key="sk-local", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="any", messages=HELLO)  # type: ignore[arg-type]
+    assert caught.value.status_code == 503

@@ -1,0 +1,142 @@
+"""The OpenAI schema: what is accepted, and the `param` an error names (no engine needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, InvalidParam, parse_request
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def problem(body: Any, schema: type = ChatCompletionRequest) -> tuple[str | None, str]:
+    with pytest.raises(InvalidParam) as caught:
+        parse_request(schema, body)
+    return caught.value.param, caught.value.message
+
+
+def test_every_documented_chat_parameter_is_accepted() -> None:
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "developer", "content": "be brief"},
+            {"role": "system", "content": [{"type": "text", "text": "sys"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "hi"},
+                    {"type": "image_url", "image_url": {"url": "data:x"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ],
+        "frequency_penalty": 0.5,
+        "presence_penalty": -0.5,
+        "logit_bias": {"9707": -100},
+        "logprobs": True,
+        "top_logprobs": 5,
+        "max_tokens": 10,
+        "max_completion_tokens": 10,
+        "n": 2,
+        "seed": 7,
+        "stop": ["\n", "END"],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "parallel_tool_calls": False,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object"}},
+        },
+        "user": "u1",
+        "metadata": {"k": "v"},
+        "store": False,
+        "service_tier": "auto",
+        # vLLM's extras pass through too
+        "top_k": 20,
+        "min_p": 0.05,
+        "repetition_penalty": 1.1,
+        "ignore_eos": True,
+        "guided_choice": ["a", "b"],
+    }
+    request = parse_request(ChatCompletionRequest, body)
+    assert request.model_extra == {"guided_choice": ["a", "b"]}
+
+
+def test_completion_prompts_of_every_shape() -> None:
+    for prompt in ["text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]]:
+        parse_request(CompletionRequest, {"model": "m", "prompt": prompt, "echo": True, "logprobs": 2})
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "m"}, "messages"),
+        ({"model": "m", "messages": []}, "messages"),
+        ({"model": "m", "messages": "hi"}, "messages"),
+        ({"model": "m", "messages": [{"role": "bogus", "content": "x"}]}, "messages[0].role"),
+        ({"model": "m", "messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            "messages[0].content[0].text",
+        ),
+        ({"model": "m", "messages": USER, "temperature": 2.5}, "temperature"),
+        ({"model": "m", "messages": USER, "temperature": "hot"}, "temperature"),
+        ({"model": "m", "messages": USER, "top_p": 1.5}, "top_p"),
+        ({"model": "m", "messages": USER, "n": 0}, "n"),
+        ({"model": "m", "messages": USER, "max_tokens": 0}, "max_tokens"),
+        ({"model": "m", "messages": USER, "max_completion_tokens": -1}, "max_completion_tokens"),
+        ({"model": "m", "messages": USER, "stop": 5}, "stop"),
+        ({"model": "m", "messages": USER, "logit_bias": {"1": 500}}, "logit_bias.1"),
+        ({"model": "m", "messages": USER, "top_logprobs": 3}, "top_logprobs"),
+        ({"model": "m", "messages": USER, "stream_options": {"include_usage": True}}, "stream_options"),
+        ({"model": "m", "messages": USER, "response_format": {"type": "xml"}}, "response_format.type"),
+        (
+            {"model": "m", "messages": USER, "response_format": {"type": "json_schema"}},
+            "response_format.json_schema",
+        ),
+        ({"model": "m", "messages": USER, "tool_choice": "required"}, "tool_choice"),
+        (
+            {
+                "model": "m",
+                "messages": USER,
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice",
+        ),
+        (
+            {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {"name": "a b"}}]},
+            "tools[0].function.name",
+        ),
+    ],
+)
+def test_errors_name_the_offending_param(body: dict[str, Any], param: str) -> None:
+    assert problem(body)[0] == param
+
+
+def test_missing_parameter_message_says_so() -> None:
+    assert problem({"model": "m"})[1] == "Missing required parameter: 'messages'."
+
+
+def test_body_must_be_an_object() -> None:
+    assert problem([1, 2]) == (None, "The request body must be a JSON object.")
+
+
+def test_completion_rules() -> None:
+    assert problem({"model": "m", "prompt": []}, CompletionRequest)[0] == "prompt"
+    assert problem({"model": "m", "prompt": "x", "n": 3, "best_of": 2}, CompletionRequest)[0] == "best_of"
+    assert problem({"model": "m"}, CompletionRequest)[0] == "prompt"
