@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ARCHITECTURE", "architecture_names", "get_architecture", "register_architecture"]
 
-DEFAULT_ARCHITECTURE = "qwen2"
+DEFAULT_ARCHITECTURE = "gla_swa"
 
 # Built-in writers. `gla_swa` is SpikingBrain's hybrid; its writer lives with
 # the rest of the SpikingBrain code and is expected at this path.

@@ -17,4 +17,11 @@ def tokenizer_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def built_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tokenizer_cache: Path) -> Path:
-    return build_checkpoint(tmp_path_factory.mktemp("ck") / "tiny", "tiny", seed=0, cache_dir=tokenizer_cache)
+    """A Qwen2-architecture checkpoint: what these tests check is the builder, not SpikingBrain's layers."""
+    return build_checkpoint(
+        tmp_path_factory.mktemp("ck") / "tiny",
+        "tiny",
+        seed=0,
+        architecture="qwen2",
+        cache_dir=tokenizer_cache,
+    )

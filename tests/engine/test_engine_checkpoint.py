@@ -59,12 +59,16 @@ def test_files_present_and_complete(built_tiny_checkpoint: Path) -> None:
 
 
 def test_same_seed_same_bytes(built_tiny_checkpoint: Path, tmp_path: Path, tokenizer_cache: Path) -> None:
-    again = build_checkpoint(tmp_path / "again", "tiny", seed=0, cache_dir=tokenizer_cache)
+    again = build_checkpoint(
+        tmp_path / "again", "tiny", seed=0, architecture="qwen2", cache_dir=tokenizer_cache
+    )
     assert _hashes(again) == _hashes(built_tiny_checkpoint)
 
 
 def test_other_seed_other_weights(built_tiny_checkpoint: Path, tmp_path: Path, tokenizer_cache: Path) -> None:
-    other = build_checkpoint(tmp_path / "seed1", "tiny", seed=1, cache_dir=tokenizer_cache)
+    other = build_checkpoint(
+        tmp_path / "seed1", "tiny", seed=1, architecture="qwen2", cache_dir=tokenizer_cache
+    )
     ours, theirs = _hashes(built_tiny_checkpoint), _hashes(other)
     assert ours["model.safetensors"] != theirs["model.safetensors"]
     assert ours["tokenizer.json"] == theirs["tokenizer.json"]
@@ -271,3 +275,11 @@ def test_presets() -> None:
             intermediate_size=8,
             max_position_embeddings=8,
         )
+
+
+def test_default_architecture_is_spikingbrain() -> None:
+    """`make run` and the test engine serve the SpikingBrain core unless told otherwise."""
+    from engine.architectures import DEFAULT_ARCHITECTURE
+
+    assert DEFAULT_ARCHITECTURE == "gla_swa"
+    assert get_architecture(DEFAULT_ARCHITECTURE).config(get_preset("tiny"))["model_type"] == "gla_swa"

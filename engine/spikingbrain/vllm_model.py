@@ -1,0 +1,309 @@
+"""`GLAswaForCausalLM` for vLLM: SpikingBrain's GLA / sliding-window hybrid.
+
+Even layers (by default) are GLA with a recurrent state in vLLM's state cache
+(`vllm_gla`); odd layers are Qwen2-style attention with RoPE over a sliding
+window, served by vLLM's own `Attention`. Weights load by the published names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from vllm.compilation.decorators import support_torch_compile
+from vllm.config import VllmConfig
+from vllm.distributed import get_tensor_model_parallel_world_size
+from vllm.model_executor.layers.activation import SiluAndMul
+from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.mamba.mamba_utils import MambaStateCopyFuncCalculator
+from vllm.model_executor.layers.rotary_embedding import get_rope
+from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid
+from vllm.sequence import IntermediateTensors
+
+from engine.spikingbrain.config import GLAswaConfig
+from engine.spikingbrain.vllm_gla import GLAswaLinearAttention, gla_state_dtype, gla_state_shape
+from engine.spikingbrain.weights import (
+    GateLayout,
+    checkpoint_tensor_names,
+    gate_layout,
+    quantized_weight_names,
+    with_weight_quantizers_applied,
+)
+
+__all__ = ["GLAswaForCausalLM"]
+
+# Checkpoint projections that vLLM stacks into one matmul: (param, weight, shard).
+_STACKED = (
+    ("qkv_proj", "q_proj", "q"),
+    ("qkv_proj", "k_proj", "k"),
+    ("qkv_proj", "v_proj", "v"),
+    ("gate_up_proj", "gate_proj", 0),
+    ("gate_up_proj", "up_proj", 1),
+)
+
+
+def _config(vllm_config: VllmConfig) -> GLAswaConfig:
+    config = vllm_config.model_config.hf_config
+    if not isinstance(config, GLAswaConfig):
+        # A config class registered under another name still carries the same keys.
+        config = GLAswaConfig(**config.to_dict())
+    if config.use_short_conv:
+        raise NotImplementedError("gla_swa with use_short_conv=true (no published checkpoint uses it)")
+    return config
+
+
+class GLAswaMLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)); the published `hidden_act` is swish = silu."""
+
+    def __init__(self, config: GLAswaConfig, vllm_config: VllmConfig, prefix: str) -> None:
+        super().__init__()
+        self.gate_up_proj = MergedColumnParallelLinear(
+            config.hidden_size,
+            [config.intermediate_size] * 2,
+            bias=False,
+            quant_config=vllm_config.quant_config,
+            prefix=f"{prefix}.gate_up_proj",
+        )
+        self.down_proj = RowParallelLinear(
+            config.intermediate_size,
+            config.hidden_size,
+            bias=False,
+            quant_config=vllm_config.quant_config,
+            prefix=f"{prefix}.down_proj",
+        )
+        self.act_fn = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up, _ = self.gate_up_proj(x)
+        out, _ = self.down_proj(self.act_fn(gate_up))
+        return out
+
+
+class GLAswaWindowAttention(nn.Module):
+    """Softmax attention with RoPE over the token and the `sliding_window` tokens before it."""
+
+    def __init__(self, config: GLAswaConfig, vllm_config: VllmConfig, prefix: str) -> None:
+        super().__init__()
+        tp_size = get_tensor_model_parallel_world_size()
+        self.head_dim = config.head_dim
+        self.num_heads = config.num_attention_heads // tp_size
+        self.num_kv_heads = max(1, config.num_key_value_heads // tp_size)
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        quant_config = vllm_config.quant_config
+
+        self.qkv_proj = QKVParallelLinear(
+            config.hidden_size,
+            self.head_dim,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            bias=True,
+            quant_config=quant_config,
+            prefix=f"{prefix}.qkv_proj",
+        )
+        self.o_proj = RowParallelLinear(
+            config.num_attention_heads * self.head_dim,
+            config.hidden_size,
+            bias=False,
+            quant_config=quant_config,
+            prefix=f"{prefix}.o_proj",
+        )
+        self.rotary_emb = get_rope(
+            self.head_dim,
+            max_position=config.max_position_embeddings,
+            is_neox_style=True,
+            rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        )
+        # flash-attn's window_size=(W, 0) in the published code lets a token see
+        # itself and W earlier tokens; vLLM's sliding_window counts the token itself.
+        self.attn = Attention(
+            self.num_heads,
+            self.head_dim,
+            self.head_dim**-0.5,
+            num_kv_heads=self.num_kv_heads,
+            cache_config=vllm_config.cache_config,
+            quant_config=quant_config,
+            per_layer_sliding_window=config.sliding_window + 1,
+            prefix=f"{prefix}.attn",
+        )
+
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
+        qkv, _ = self.qkv_proj(hidden_states)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q, k = self.rotary_emb(positions, q, k)
+        out, _ = self.o_proj(self.attn(q, k, v))
+        return out
+
+
+class GLAswaDecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(attn_norm(x)), then + mlp(mlp_norm(.))."""
+
+    def __init__(
+        self, config: GLAswaConfig, vllm_config: VllmConfig, layer_idx: int, prefix: str, gate: GateLayout
+    ) -> None:
+        super().__init__()
+        self.is_window = config.is_window_layer(layer_idx)
+        self.attn_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.attn: GLAswaWindowAttention | GLAswaLinearAttention
+        if self.is_window:
+            self.attn = GLAswaWindowAttention(config, vllm_config, prefix=f"{prefix}.attn")
+        else:
+            self.attn = GLAswaLinearAttention(config, vllm_config, prefix=f"{prefix}.attn", gate=gate)
+        self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mlp = GLAswaMLP(config, vllm_config, prefix=f"{prefix}.mlp")
+
+    def forward(
+        self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if residual is None:
+            residual = hidden_states
+            hidden_states = self.attn_norm(hidden_states)
+        else:
+            hidden_states, residual = self.attn_norm(hidden_states, residual)
+        if isinstance(self.attn, GLAswaWindowAttention):
+            hidden_states = self.attn(positions, hidden_states)
+        else:
+            hidden_states = self.attn(hidden_states)
+        hidden_states, residual = self.mlp_norm(hidden_states, residual)
+        return self.mlp(hidden_states), residual
+
+
+# Explicit because string annotations (`from __future__ import annotations`)
+# hide the tensor arguments from vLLM's inference of the dynamic dimensions.
+@support_torch_compile(
+    dynamic_arg_dims={"input_ids": 0, "positions": -1, "intermediate_tensors": 0, "inputs_embeds": 0}
+)
+class GLAswaModel(nn.Module):
+    """Embeddings, the hybrid stack and the final norm."""
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "", gate: GateLayout = "low_rank") -> None:
+        super().__init__()
+        config = _config(vllm_config)
+        self.config = config
+        self.embeddings = VocabParallelEmbedding(
+            config.vocab_size, config.hidden_size, prefix=f"{prefix}.embeddings"
+        )
+        self.layers = nn.ModuleList(
+            GLAswaDecoderLayer(config, vllm_config, i, prefix=f"{prefix}.layers.{i}", gate=gate)
+            for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden_states = inputs_embeds if inputs_embeds is not None else self.embeddings(input_ids)
+        residual: torch.Tensor | None = None
+        for layer in self.layers:
+            hidden_states, residual = layer(positions, hidden_states, residual)
+        hidden_states, _ = self.norm(hidden_states, residual)
+        return hidden_states
+
+
+class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid):
+    """The vLLM entry class, registered under the published architecture name."""
+
+    packed_modules_mapping = {
+        "qkv_proj": ["q_proj", "k_proj", "v_proj"],
+        "gate_up_proj": ["gate_proj", "up_proj"],
+    }
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
+        super().__init__()
+        config = _config(vllm_config)
+        self.config = config
+        names = _local_tensor_names(vllm_config.model_config.model)
+        self._quantized = quantized_weight_names(names)
+        self.model = GLAswaModel(
+            vllm_config=vllm_config, prefix=_join(prefix, "model"), gate=gate_layout(names)
+        )
+        self.lm_head = ParallelLMHead(
+            config.vocab_size,
+            config.hidden_size,
+            quant_config=vllm_config.quant_config,
+            prefix=_join(prefix, "lm_head"),
+        )
+        if config.tie_word_embeddings:
+            self.lm_head = self.lm_head.tie_weights(self.model.embeddings)
+        self.logits_processor = LogitsProcessor(config.vocab_size)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_input_ids(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        return self.logits_processor(self.lm_head, hidden_states)
+
+    # -- what vLLM's hybrid cache manager asks before building the model ----------
+
+    @classmethod
+    def get_mamba_state_shape_from_config(cls, vllm_config: VllmConfig) -> tuple[tuple[int, int, int]]:
+        return gla_state_shape(_config(vllm_config), vllm_config.parallel_config.tensor_parallel_size)
+
+    @classmethod
+    def get_mamba_state_dtype_from_config(cls, vllm_config: VllmConfig) -> tuple[torch.dtype]:
+        return gla_state_dtype(vllm_config)
+
+    @classmethod
+    def get_mamba_state_copy_func(cls) -> tuple[Any, ...]:
+        return MambaStateCopyFuncCalculator.linear_attention_state_copy_func()
+
+    # -- weights -------------------------------------------------------------------
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Load by the published names, stacking q/k/v and gate/up projections."""
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        for name, tensor in with_weight_quantizers_applied(weights, self._quantized):
+            if self.config.tie_word_embeddings and name == "lm_head.weight":
+                continue
+            for param_name, weight_name, shard in _STACKED:
+                if f".{weight_name}." not in name:
+                    continue
+                target = name.replace(f".{weight_name}.", f".{param_name}.")
+                param = params[target]
+                param.weight_loader(param, tensor, shard)  # type: ignore[attr-defined]
+                loaded.add(target)
+                break
+            else:
+                if name not in params:
+                    raise KeyError(
+                        f"checkpoint tensor {name} has no place in GLAswaForCausalLM "
+                        "(the gate layout is read from a local checkpoint directory; serve from one)"
+                    )
+                param = params[name]
+                getattr(param, "weight_loader", default_weight_loader)(param, tensor)
+                loaded.add(name)
+        return loaded
+
+
+def _local_tensor_names(model: str) -> set[str]:
+    """The checkpoint's tensor names when `model` is a local directory, else none known."""
+    return checkpoint_tensor_names(model) if Path(model).is_dir() else set()
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

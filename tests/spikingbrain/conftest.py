@@ -1,0 +1,132 @@
+"""Fixtures for the SpikingBrain tests: a tiny random `gla_swa` checkpoint, fixed prompts,
+the reference's answers for them, and a way to run vLLM's offline engine on them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine.architectures import register_architecture
+from engine.checkpoint import ensure_checkpoint
+from engine.spikingbrain.checkpoint import GlaSwaW8ASpikeWriter
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("vllm_driver.py")
+NEW_TOKENS = 64
+# Mixed lengths around the tiny preset's 32-token window, including a
+# one-token prompt (a "prefill" vLLM schedules like a decode step).
+PROMPT_LENGTHS = (1, 9, 31, 33, 64, 97, 150, 230)
+VLLM_TIMEOUT_S = 1500
+
+
+@dataclass(frozen=True)
+class ReferenceAnswers:
+    """Greedy continuations and float32 prompt logits from the plain-PyTorch reference."""
+
+    greedy: list[list[int]]
+    prompt_logits: list[torch.Tensor]
+
+
+@pytest.fixture(scope="session")
+def gla_swa_checkpoint() -> Path:
+    return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "gla_swa-tiny", "tiny", 0, "gla_swa")
+
+
+@pytest.fixture(scope="session")
+def w8aspike_checkpoint() -> Path:
+    """The same shape in W8ASpike's layout: full-rank gate, int8-grid scales on every projection."""
+    register_architecture(GlaSwaW8ASpikeWriter.name, GlaSwaW8ASpikeWriter())
+    return ensure_checkpoint(
+        ROOT / ".cache" / "checkpoints" / "gla_swa_w8aspike-tiny", "tiny", 0, GlaSwaW8ASpikeWriter.name
+    )
+
+
+@pytest.fixture(scope="session")
+def prompts() -> list[list[int]]:
+    rng = random.Random(0)
+    return [[rng.randrange(151643) for _ in range(n)] for n in PROMPT_LENGTHS]
+
+
+@pytest.fixture(scope="session")
+def reference(gla_swa_checkpoint: Path) -> Any:
+    from engine.spikingbrain.reference import GLAswaReference
+
+    return GLAswaReference.from_pretrained(gla_swa_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def reference_answers(reference: Any, prompts: list[list[int]]) -> ReferenceAnswers:
+    return ReferenceAnswers(
+        greedy=[reference.generate_greedy(p, NEW_TOKENS) for p in prompts],
+        prompt_logits=[reference.prefill_logits(p) for p in prompts],
+    )
+
+
+VllmRunner = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def run_vllm(
+    gla_swa_checkpoint: Path, prompts: list[list[int]], tmp_path_factory: pytest.TempPathFactory
+) -> VllmRunner:
+    """Run the offline-engine driver in its own process group and return its JSON report.
+
+    One engine at a time: each call starts vLLM, submits all prompts as one
+    batch, and tears the whole process group down before returning.
+    """
+    if os.environ.get("TANTRA_SKIP_VLLM"):
+        pytest.skip("TANTRA_SKIP_VLLM is set")
+    pytest.importorskip("vllm")
+    workdir = tmp_path_factory.mktemp("vllm-runs")
+
+    def run(name: str, *args: str, model: Path = gla_swa_checkpoint) -> dict[str, Any]:
+        out = workdir / f"{name}.json"
+        prompt_file = workdir / f"{name}-prompts.json"
+        prompt_file.write_text(json.dumps(prompts))
+        log = ROOT / ".cache" / f"spikingbrain-vllm-{name}.log"
+        cmd = [
+            sys.executable,
+            str(DRIVER),
+            "--model",
+            str(model),
+            "--prompts",
+            str(prompt_file),
+            "--out",
+            str(out),
+            "--max-tokens",
+            str(NEW_TOKENS),
+            *args,
+        ]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+        with log.open("w") as sink:
+            proc = subprocess.Popen(
+                cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            try:
+                code = proc.wait(timeout=VLLM_TIMEOUT_S)
+            finally:
+                _kill_group(proc.pid)
+        if code != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            pytest.fail(f"vLLM run {name!r} exited {code}; log {log}:\n{tail}")
+        report: dict[str, Any] = json.loads(out.read_text())
+        return report
+
+    return run
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)

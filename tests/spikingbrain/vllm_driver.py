@@ -1,0 +1,98 @@
+"""Run vLLM's offline engine on a `gla_swa` checkpoint and print what it produced as JSON.
+
+The tests start this in its own process group, so every process vLLM spawns
+dies with it when the test ends or times out. Greedy continuations and raw
+prompt logits (`logprobs_mode="raw_logits"`) come back for token-id prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--prompts", required=True, help="JSON file: a list of token-id lists")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None)
+    parser.add_argument("--prompt-logprobs", type=int, default=0)
+    parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument(
+        "--repeat", action="store_true", help="submit the prompts a second time, to hit the prefix cache"
+    )
+    args = parser.parse_args(argv)
+
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from engine.spikingbrain.vllm_plugin import register
+
+    register()  # the entry point does this too; harmless twice
+    prompts: list[list[int]] = json.loads(Path(args.prompts).read_text())
+    engine_args: dict[str, Any] = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "max_model_len": args.max_model_len,
+        "enforce_eager": args.enforce_eager,
+        "logprobs_mode": "raw_logits",
+        "enable_prefix_caching": not args.no_prefix_caching,
+        "seed": 0,
+    }
+    if args.max_num_batched_tokens is not None:
+        engine_args["enable_chunked_prefill"] = True
+        engine_args["max_num_batched_tokens"] = args.max_num_batched_tokens
+    llm = LLM(**engine_args)
+    params = SamplingParams(
+        temperature=0.0,
+        max_tokens=args.max_tokens,
+        ignore_eos=True,
+        prompt_logprobs=args.prompt_logprobs or None,
+        logprobs=1,
+    )
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params)
+    results = []
+    for out in outputs:
+        completion = out.outputs[0]
+        prompt_logits = None
+        if out.prompt_logprobs is not None:
+            # Entry i scores token i given tokens < i; the first is None.
+            prompt_logits = [
+                None if entry is None else {str(tok): lp.logprob for tok, lp in entry.items()}
+                for entry in out.prompt_logprobs
+            ]
+        sampled_logits = None
+        if completion.logprobs is not None:
+            sampled_logits = [
+                entry[tok].logprob
+                for entry, tok in zip(completion.logprobs, completion.token_ids, strict=True)
+            ]
+        results.append(
+            {
+                "token_ids": list(completion.token_ids),
+                "prompt_logits": prompt_logits,
+                "sampled_logits": sampled_logits,
+            }
+        )
+    report: dict[str, Any] = {"results": results}
+    if args.repeat:
+        again = llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts],
+            SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True),
+        )
+        report["repeat_token_ids"] = [list(out.outputs[0].token_ids) for out in again]
+        report["repeat_cached_tokens"] = [out.num_cached_tokens or 0 for out in again]
+    Path(args.out).write_text(json.dumps(report))
+    print(f"wrote {len(results)} results to {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
