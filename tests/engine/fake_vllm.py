@@ -35,6 +35,9 @@ def main() -> None:
         sys.exit(1)
     if mode == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("FAKE_VLLM_IGNORE_TERM"):
+        # A wedged server that SIGTERM does not stop; only SIGKILL ends it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if mode == "hang":
         time.sleep(600)
         return
