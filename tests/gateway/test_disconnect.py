@@ -24,6 +24,14 @@ def engine_metric(engine_url: str, name: str, **labels: str) -> float:
     return total
 
 
+def wait_until_running(engine_url: str, timeout: float = 15.0) -> None:
+    """Wait until the engine reports one running request; its gauges trail the tokens it sends."""
+    deadline = time.monotonic() + timeout
+    while engine_metric(engine_url, "vllm:num_requests_running") != 1:
+        assert time.monotonic() < deadline, "the engine never reported the request as running"
+        time.sleep(0.05)
+
+
 def wait_until_idle(engine_url: str, timeout: float = 10.0) -> float:
     """Seconds until the engine runs no request, or fail."""
     start = time.monotonic()
@@ -56,7 +64,7 @@ def test_disconnect_cancels_engine_request(
                 events = response.iter_lines()
                 seen = [next(events) for _ in range(6)]
                 assert any(line.startswith("data: {") for line in seen)
-                assert engine_metric(engine_url, "vllm:num_requests_running") == 1
+                wait_until_running(engine_url)
             # leaving the `with` closes the connection mid-stream
         else:
             # The client gives up while the engine is still generating.
