@@ -1,4 +1,4 @@
-"""`python -m engine` / `tantra-engine`: build test checkpoints and serve them with vLLM.
+"""`python -m engine` / `tantra-engine`: build test checkpoints, quantize them, and serve them with vLLM.
 
 Exit codes: 0 on success or a clean stop by SIGINT/SIGTERM, 2 for bad input
 (unknown preset, missing checkpoint, port taken), 1 for runtime failures
@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "build-checkpoint":
         return _build(args)
+    if args.command == "quantize":
+        return _quantize(args)
     return _serve(args)
 
 
@@ -57,6 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--cache-dir", type=Path, default=None, help="tokenizer build cache (default ~/.cache/tantra)"
     )
+
+    quantize = commands.add_parser(
+        "quantize", help="write a compressed-tensors int8 (w8a8) or 4-bit (w4a16) copy of a checkpoint"
+    )
+    quantize.add_argument("--scheme", choices=("w8a8", "w4a16"), default="w8a8")
+    quantize.add_argument(
+        "--model", type=Path, default=None, help="bf16 checkpoint dir; default .cache/checkpoints/tiny"
+    )
+    quantize.add_argument("--out", type=Path, default=None, help="default <model>-<scheme> beside the model")
+    quantize.add_argument("--force", action="store_true", help="rewrite even if an up-to-date copy is there")
 
     serve = commands.add_parser("serve", help="serve a checkpoint with vLLM's OpenAI server")
     serve.add_argument(
@@ -109,6 +121,26 @@ def _build(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"built {args.preset} checkpoint in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(path)
+    return EXIT_OK
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from engine.quantization import ensure_quantized, quantize_checkpoint
+
+    model: Path = args.model or DEFAULT_CHECKPOINT_ROOT / "tiny"
+    if not (model / "config.json").is_file():
+        print(f"error: {model} is not a checkpoint directory (no config.json)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out: Path = args.out or model.parent / f"{model.name}-{args.scheme}"
+    started = time.monotonic()
+    try:
+        convert = quantize_checkpoint if args.force else ensure_quantized
+        path = convert(model, out, args.scheme)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{args.scheme} checkpoint ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
     print(path)
     return EXIT_OK
 
