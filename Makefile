@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 CHECKPOINT ?= .cache/checkpoints/tiny
 PYTEST_ARGS ?=
 
-.PHONY: run test lint install checkpoint clean
+.PHONY: run test lint install checkpoint clean run-services test-services bench
 
-run: $(STAMP) $(CHECKPOINT)/config.json
+run: $(STAMP) $(CHECKPOINT)/config.json run-services
 	@CHECKPOINT=$(CHECKPOINT) PY=$(PY) bash scripts/run.sh
 
-test: $(STAMP)
+test: $(STAMP) test-services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -20,7 +20,27 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy gateway engine adapters
 
-install: $(STAMP)
+install: $(STAMP) test-services
+
+# Debian's packages for the services: redis-server holds the rate limits (make run and the tests
+# need it); PostgreSQL runs the store tests a second time (they are skipped, loudly, without it).
+# Non-interactive and idempotent: nothing is installed when the binaries are already there.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends
+APT_UPDATED := $(VENV)/.apt-updated
+
+run-services:
+	@command -v redis-server >/dev/null || { $(MAKE) --no-print-directory $(APT_UPDATED) && $(APT_INSTALL) redis-server; }
+
+test-services: run-services
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		{ $(MAKE) --no-print-directory $(APT_UPDATED) && $(APT_INSTALL) postgresql; } || \
+		echo "WARNING: PostgreSQL could not be installed; its store tests will be skipped"
+
+$(APT_UPDATED):
+	@mkdir -p $(VENV)
+	$(SUDO) apt-get update -q
+	touch $@
 
 checkpoint: $(CHECKPOINT)/config.json
 
@@ -41,3 +61,7 @@ $(CHECKPOINT)/config.json: | $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+
+# The gateway-overhead, engine and sustained-load benchmarks (bench/README.md); 25-40 minutes.
+bench: $(STAMP)
+	$(PY) -m bench

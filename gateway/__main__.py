@@ -1,24 +1,121 @@
-"""`python -m gateway` / `tantra-gateway`: serve the gateway with uvicorn, configured from TANTRA_*."""
+"""`python -m gateway` / `tantra-gateway`: serve the gateway with uvicorn, configured from TANTRA_*.
+
+python -m gateway                 serve (the default)
+python -m gateway migrate         bring the database schema up to date (Alembic)
+python -m gateway bootstrap ...   for `make run`: an admin key file and a dev tenant with a key
+"""
 
 from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from pathlib import Path
 
 import uvicorn
 
 from gateway.app import create_app
+from gateway.auth import KeyAdmin, hash_key
 from gateway.config import Settings
+from gateway.observability import ConfigError, configure_logging, load_settings
+from gateway.observability.logs import resolve_format
+from gateway.store import AuditContext, Database, Limits, Store
 
 
-def main() -> None:
-    settings = Settings()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway", description="Tantra's OpenAI-compatible gateway."
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the gateway (the default)")
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    boot = commands.add_parser(
+        "bootstrap", help="make an admin key file and a dev tenant with an API key, unless they exist"
+    )
+    boot.add_argument("--admin-key-file", type=Path, required=True, help="created with a new key if missing")
+    boot.add_argument("--dev-key-file", type=Path, required=True, help="holds the dev key; made if missing")
+    boot.add_argument("--tenant", default="dev", help="the dev tenant's name (default: dev)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings(Settings)
+    except ConfigError as exc:
+        # Every problem at once, each with its setting's name; values that may be secret are not shown.
+        print(f"tantra-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+    elif args.command == "bootstrap":
+        if not args.admin_key_file.exists():
+            _write_secret(args.admin_key_file, "tantra-admin-" + secrets.token_urlsafe(32))
+        dev_key = args.dev_key_file.read_text().strip() if args.dev_key_file.exists() else None
+        secret = asyncio.run(_bootstrap(settings, dev_key, args.tenant))
+        if secret is not None:
+            _write_secret(args.dev_key_file, secret)
+            print(f"created a key for tenant {args.tenant!r} in {args.dev_key_file}", file=sys.stderr)
+    else:
+        serve(settings)
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(
+        log_format=resolve_format(settings.log_format),
+        level=settings.log_level,
+        log_prompts=settings.log_prompts,
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # Logging is structlog's (configured above); the gateway writes its own access line.
+        log_config=None,
+        access_log=False,
         # The gateway's own x-request-id and error envelope replace uvicorn's extras.
         server_header=False,
         timeout_graceful_shutdown=30,
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    database = Database(settings.database_url)
+    try:
+        await database.migrate()
+    finally:
+        await database.close()
+    print(f"database schema is up to date ({database.url.render_as_string(hide_password=True)})")
+
+
+async def _bootstrap(settings: Settings, dev_key: str | None, tenant_name: str) -> str | None:
+    """A new dev key's secret, or None when `dev_key` still works (so bootstrapping is idempotent)."""
+    database = Database(settings.database_url)
+    try:
+        await database.migrate()
+        store = Store(database)
+        if dev_key:
+            record = await store.find_key(hash_key(dev_key))
+            if record is not None and record.revoked_at is None:
+                return None
+        audit = AuditContext(actor="bootstrap")
+        admin = KeyAdmin(store, bus=None)
+        tenant = await store.find_tenant(tenant_name)
+        if tenant is None:
+            tenant = await admin.create_tenant(tenant_name, Limits(), audit=audit)
+        _, secret = await admin.create_key(
+            tenant.id, name="dev", limits=Limits(), expires_at=None, audit=audit
+        )
+        return secret
+    finally:
+        await database.close()
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
 
 
 if __name__ == "__main__":

@@ -2,39 +2,183 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from opentelemetry.sdk.trace import SpanProcessor
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.config import Settings
-from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
+from gateway.config import RELOADABLE, Settings
+from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound, StoreUnavailable
+from gateway.limits import PriceBook, RateLimiter, TokenEstimator
+from gateway.limits.accounting import Accountant
+from gateway.limits.limiter import ScopeKind
 from gateway.middleware import EdgeMiddleware
-from gateway.routes import health_router, inference_router, models_router
+from gateway.observability import (
+    ConfigReloader,
+    GatewayMetrics,
+    HealthMonitor,
+    LiveConfig,
+    Profiler,
+    RequestInstrumentation,
+    Tracing,
+)
+from gateway.observability.logs import apply_log_settings
+from gateway.openapi import install_openapi
+from gateway.routes import admin_router, inference_router, models_router, operations_router
 from gateway.serving import InferenceService
+from gateway.store import Database, Store, UsageLedger
 from gateway.upstreams import EngineUpstream, ModelCatalog
 
+_log = logging.getLogger("tantra.gateway")
 
-def create_app(settings: Settings | None = None, *, http_client: httpx.AsyncClient | None = None) -> FastAPI:
-    """Build the gateway. A caller-supplied `http_client` is used as is and not closed by the app."""
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    span_processor: SpanProcessor | None = None,
+) -> FastAPI:
+    """Build the gateway. A caller-supplied `http_client` is used as is and not closed by the app;
+    `span_processor` receives the spans (tests hand in an in-memory exporter's).
+
+    Nothing connects here: the database is migrated, and the background tasks (ledger writer,
+    invalidation listener, health checks, config watcher) start, in the app's lifespan.
+    """
     settings = settings or Settings()
+    live = LiveConfig(settings)
+    metrics = GatewayMetrics()
+    tracing = Tracing(
+        service_name=settings.tracing_service_name,
+        otlp_endpoint=settings.otlp_endpoint,
+        processor=span_processor,
+    )
     client = http_client or engine_client(settings)
     engine = EngineUpstream(str(settings.engine_url), client)
     catalog = ModelCatalog(engine, settings.models_ttl_s)
-    inference = InferenceService(engine, catalog, settings.max_body_bytes)
+
+    database = Database(settings.database_url)
+    store = Store(database)
+    ledger = UsageLedger(
+        store, flush_interval_s=settings.ledger_flush_interval_s, batch_size=settings.ledger_batch_size
+    )
+    redis = redis_client(settings)
+    # The subscriber waits on its connection for as long as nothing is published: no read timeout.
+    subscriber = redis_client(settings, read_timeout_s=None)
+    cache = KeyCache(ttl_s=settings.auth_cache_ttl_s, degraded_ttl_s=settings.auth_cache_degraded_ttl_s)
+    bus = InvalidationBus(subscriber, cache)
+    authenticator = Authenticator(store, cache, enabled=settings.auth_enabled)
+
+    async def seed(kind: ScopeKind, scope_id: str, since: datetime) -> tuple[int, int]:
+        if kind == "key":
+            return await store.usage_since(key_id=scope_id, since=since)
+        return await store.usage_since(tenant_id=scope_id, since=since)
+
+    limiter = RateLimiter(
+        redis,
+        window_s=settings.limits_window_s,
+        lease_s=settings.limits_lease_s,
+        failure_mode=settings.limits_failure_mode,
+        seed=seed,
+    )
+    accountant = Accountant(
+        limiter,
+        ledger,
+        TokenEstimator(settings.limits_default_completion_tokens),
+        PriceBook(settings.model_prices),
+    )
+    inference = InferenceService(
+        engine,
+        catalog,
+        settings.max_body_bytes,
+        authenticator=authenticator,
+        accountant=accountant,
+        live=live,
+    )
+    health = HealthMonitor(
+        client,
+        settings.upstream_urls(),
+        interval_s=settings.health_interval_s,
+        timeout_s=settings.health_timeout_s,
+        default_model=settings.routing.default_model,
+        dependencies=_dependencies(settings, database, redis),
+        metrics=metrics,
+        deep=settings.health_deep,
+    )
+    for name in settings.upstream_urls():
+        metrics.set_circuit(name, "closed")  # no breaker yet: the upstream pool will drive this
+    reloader = ConfigReloader(
+        live,
+        Settings,
+        restart_only=set(Settings.model_fields) - RELOADABLE,
+        poll_interval_s=settings.config_poll_s,
+        metrics=metrics,
+        overrides=settings.init_values(),
+    )
+
+    def on_reload(old: Settings, new: Settings) -> None:
+        apply_log_settings(new.log_format, new.log_level, new.log_prompts)
+        health.reconfigure(
+            new.upstream_urls(), new.routing.default_model, new.health_interval_s, new.health_timeout_s
+        )
+        health.deep = new.health_deep
+
+    live.subscribe(on_reload)
+
+    async def status() -> dict[str, Any]:
+        try:
+            redis_ok = bool(await redis.ping())
+        except Exception:
+            redis_ok = False
+        return {
+            "redis": {"reachable": redis_ok, "invalidations_live": cache.live},
+            "limits": {"failure_mode": limiter.failure_mode, **asdict(limiter.stats)},
+            "ledger": {
+                "pending": ledger.pending,
+                "written": ledger.written,
+                "dropped": ledger.dropped,
+                "failures": ledger.failures,
+            },
+            "auth_cache": {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+        }
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.database_auto_migrate:
+            await database.migrate()
+        ledger.start()
+        if settings.auth_enabled:
+            bus.start()
+        health.start()
+        reloader.start()
         try:
             yield
         finally:
+            await reloader.close()
+            await health.close()
+            await bus.close()
+            await accountant.drain()
+            await ledger.close()
+            await redis.aclose()
+            await subscriber.aclose()
+            await database.close()
             if http_client is None:
                 await client.aclose()
+            tracing.shutdown()
 
     app = FastAPI(
         title="Tantra",
@@ -43,12 +187,57 @@ def create_app(settings: Settings | None = None, *, http_client: httpx.AsyncClie
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.include_router(health_router(engine, timeout_s=settings.connect_timeout_s))
-    app.include_router(models_router(catalog))
+    app.state.live_config = live
+    app.state.metrics = metrics
+    app.state.health = health
+    app.state.reloader = reloader
+    app.state.accountant = accountant
+    app.state.invalidations = bus
+    guard = AdminGuard(settings.resolved_admin_key())
+
+    async def require_admin(request: Request) -> None:
+        guard.check(request.headers)
+
+    app.include_router(
+        operations_router(
+            health=health,
+            metrics=metrics,
+            engine_client=client,
+            upstreams=lambda: live.current.upstream_urls(),
+            scrape_timeout_s=settings.connect_timeout_s,
+            profiler=Profiler() if settings.profiling_enabled else None,
+            admin_guard=require_admin,
+        )
+    )
+    app.include_router(models_router(catalog, inference.authenticate))
     app.include_router(inference_router(inference))
+    app.include_router(admin_router(guard, KeyAdmin(store, bus), store, ledger, status))
     _install_error_handlers(app)
+    install_openapi(app, description=_DESCRIPTION)
+    # Added first, so it runs inside EdgeMiddleware: the request id is known when it starts.
+    app.add_middleware(RequestInstrumentation, metrics=metrics, tracing=tracing, routes=app.router.routes)
     app.add_middleware(EdgeMiddleware)
     return app
+
+
+_DESCRIPTION = """OpenAI's API for the models Tantra serves: the same request fields, the same SSE stream,
+and every error in OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
+
+Authenticate with `Authorization: Bearer <API key>`; the admin API (`/admin`) takes the admin key.
+Operators: `/livez`, `/readyz`, `/metrics` (see docs/operations.md)."""
+
+
+def _dependencies(settings: Settings, database: Database, redis: Redis) -> dict[str, Any]:
+    """What readiness needs besides an engine: the store, and Redis when limits fail closed."""
+
+    async def redis_ping() -> None:
+        if not await redis.ping():
+            raise ConnectionError("Redis did not answer PING")
+
+    checks: dict[str, Any] = {"store": database.ping}
+    if settings.limits_failure_mode == "closed" and settings.auth_enabled:
+        checks["redis"] = redis_ping
+    return checks
 
 
 def engine_client(settings: Settings) -> httpx.AsyncClient:
@@ -62,6 +251,22 @@ def engine_client(settings: Settings) -> httpx.AsyncClient:
         ),
         trust_env=False,
     )
+
+
+def redis_client(settings: Settings, *, read_timeout_s: float | None = -1.0) -> Redis:
+    """Short timeouts and no retries: on the request path a slow Redis falls to the failure policy
+    at once instead of stalling requests; the limiter itself decides when to try again. Past
+    `max_connections` busy connections a command waits (up to the timeout) for one to come free."""
+    timeout = settings.redis_timeout_s if read_timeout_s == -1.0 else read_timeout_s
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_s,
+        socket_timeout=timeout,
+        # Opening connections under a burst takes longer than a command; a dead Redis refuses at once.
+        socket_connect_timeout=max(1.0, settings.redis_timeout_s),
+    )
+    return Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -86,6 +291,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         loc = [str(part) for part in first.get("loc", ())[1:]]
         return InvalidRequest(first.get("msg", "Invalid request."), param=".".join(loc) or None).response()
 
+    async def store_error(_: Request, exc: Exception) -> Response:
+        # The admin API and the ledger's reports need the database; its outage is a 503, not a 500.
+        _log.error("database error: %s", exc)
+        return StoreUnavailable("The database cannot be reached right now; try again shortly.").response()
+
     app.add_exception_handler(APIError, api_error)
+    # A database that refuses connections raises the driver's OSError before SQLAlchemy wraps anything.
+    for kind in (SQLAlchemyError, ConnectionError, TimeoutError):
+        app.add_exception_handler(kind, store_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

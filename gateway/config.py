@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field, HttpUrl
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, HttpUrl, PrivateAttr, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.observability.sections import (
+    LimitsConfig,
+    ModelRoute,
+    RoutingConfig,
+    UpstreamConfig,
+    cross_check,
+)
+from gateway.observability.settings_load import customise_sources
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens, for spend budgets and the ledger's cost column."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -29,4 +48,182 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         512, gt=0, description="Connections the gateway keeps open to the engine, at most."
     )
-    log_level: str = Field("info", description="uvicorn's log level.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="The lowest level logged."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`json` lines (production), `console` (development); `auto`: console on a TTY."
+    )
+    log_prompts: bool = Field(
+        False, description="Log prompts and completions in debug lines; never on by default."
+    )
+
+    # What an operator sees and changes.
+    config_file: Path | None = Field(
+        None, description="A YAML file of settings (models, upstreams, limits, routing); reloaded live."
+    )
+    config_poll_s: float = Field(2.0, gt=0, description="How often the config file is checked for changes.")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector for traces (http://collector:4318); unset: tracing off."
+    )
+    tracing_service_name: str = Field("tantra-gateway", description="The service name on spans.")
+    health_interval_s: float = Field(5.0, gt=0, description="Time between deep health checks.")
+    health_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a deep health check (one generated token) may take."
+    )
+    health_deep: bool = Field(True, description="Make each upstream generate one token in health checks.")
+    profiling_enabled: bool = Field(False, description="Serve /debug/profile (py-spy; admin key).")
+    upstreams: dict[str, UpstreamConfig] = Field(
+        default_factory=dict, description="Named vLLM servers; empty: one, `engine`, at engine_url."
+    )
+    models: dict[str, ModelRoute] = Field(
+        default_factory=dict, description="Which upstreams serve each model."
+    )
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="Limits on top of the store's: defaults for keys and tenants, overrides by id.",
+    )
+
+    # Who is calling.
+    auth_enabled: bool = Field(
+        True, description="Require an API key on /v1 routes; false serves everyone, unlimited."
+    )
+    admin_key: SecretStr | None = Field(None, description="The key that opens /admin; unset closes it.")
+    admin_key_file: Path | None = Field(None, description="A file holding the admin key (first line).")
+    auth_cache_ttl_s: float = Field(
+        30.0, gt=0, description="How long a looked-up key is trusted while invalidations arrive."
+    )
+    auth_cache_degraded_ttl_s: float = Field(
+        1.0, gt=0, description="The same while the invalidation channel (Redis) is down."
+    )
+
+    # Where state lives.
+    database_url: str = Field(
+        "sqlite+aiosqlite:///.cache/tantra/tantra.db",
+        description="SQLAlchemy URL of the store: SQLite by default, postgresql://... in deployments.",
+    )
+    database_auto_migrate: bool = Field(
+        True, description="Bring the database schema up to date (Alembic) when the gateway starts."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis shared by every replica.")
+    redis_max_connections: int = Field(
+        64, ge=1, description="Connections to Redis per replica; more requests wait for a free one."
+    )
+    redis_timeout_s: float = Field(
+        1.0, gt=0, description="Longest wait for Redis on the request path before the policy applies."
+    )
+
+    # What callers may do.
+    limits_failure_mode: Literal["open", "closed"] = Field(
+        "open",
+        description="When Redis is unreachable: `open` serves without limits (logged and counted), "
+        "`closed` answers 503.",
+    )
+    limits_window_s: int = Field(
+        60, ge=1, le=3600, description="Length of the sliding window that RPM and TPM are counted in."
+    )
+    limits_default_completion_tokens: int = Field(
+        256, ge=1, description="Completion tokens reserved for a request that sets no max_tokens."
+    )
+    limits_lease_s: float = Field(
+        900.0,
+        gt=0,
+        description="A concurrency slot whose request never reports back frees itself after this.",
+    )
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per million tokens per model, as JSON: "
+        '{"tantra-tiny": {"prompt": 0.1, "completion": 0.4}}.',
+    )
+
+    # What callers used.
+    ledger_flush_interval_s: float = Field(
+        0.5, gt=0, description="How often the usage ledger writes its buffered rows."
+    )
+    ledger_batch_size: int = Field(500, ge=1, description="Most ledger rows written in one transaction.")
+
+    _init_values: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        # What the caller passed in by hand wins over every source, on a live reload too.
+        self._init_values = {name: value for name, value in values.items() if not name.startswith("_")}
+
+    def init_values(self) -> dict[str, Any]:
+        return dict(self._init_values)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lowercase_level(cls, level: Any) -> Any:
+        return level.lower() if isinstance(level, str) else level
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then TANTRA_*_FILE secrets, then the YAML file, then the defaults.
+        return customise_sources(settings_cls, init_settings, env_settings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        # Plain URLs name the sync drivers; the gateway talks to the database asynchronously.
+        for plain, asynchronous in _ASYNC_DRIVERS.items():
+            if url.startswith(plain):
+                return asynchronous + url[len(plain) :]
+        return url
+
+    def upstream_urls(self) -> dict[str, str]:
+        """Every upstream by name; without `upstreams`, the one engine at `engine_url`."""
+        if self.upstreams:
+            return {name: str(upstream.url).rstrip("/") for name, upstream in self.upstreams.items()}
+        return {"engine": str(self.engine_url).rstrip("/")}
+
+    def problems(self) -> list[str]:
+        """What no single field shows, each named by its setting (the loader lists them all)."""
+        found = [
+            f"{name}: {message}" for name, message in cross_check(self.upstreams, self.models, self.routing)
+        ]
+        if self.admin_key_file is not None and not self.admin_key_file.is_file():
+            found.append(f"admin_key_file (TANTRA_ADMIN_KEY_FILE): {self.admin_key_file} is not a file")
+        return found
+
+    def resolved_admin_key(self) -> str | None:
+        """The admin key from `admin_key`, else from the first line of `admin_key_file`."""
+        if self.admin_key is not None and self.admin_key.get_secret_value():
+            return self.admin_key.get_secret_value()
+        if self.admin_key_file is not None:
+            lines = self.admin_key_file.read_text().splitlines()
+            return lines[0].strip() if lines and lines[0].strip() else None
+        return None
+
+
+# What a live reload may change; anything else needs a restart (a reload that changes it says so).
+RELOADABLE = frozenset(
+    {
+        "log_level",
+        "log_format",
+        "log_prompts",
+        "health_interval_s",
+        "health_timeout_s",
+        "health_deep",
+        "upstreams",
+        "models",
+        "routing",
+        "limits",
+        "max_body_bytes",
+    }
+)
+
+_ASYNC_DRIVERS = {
+    "sqlite:///": "sqlite+aiosqlite:///",
+    "postgresql://": "postgresql+asyncpg://",
+    "postgres://": "postgresql+asyncpg://",
+    "postgresql+psycopg2://": "postgresql+asyncpg://",
+}

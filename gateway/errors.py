@@ -70,6 +70,67 @@ class PayloadTooLarge(APIError):
     code = "request_too_large"
 
 
+class AuthenticationFailed(APIError):
+    """No key, a wrong one, a revoked or expired one: OpenAI's 401 `invalid_api_key`."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"www-authenticate": 'Bearer realm="tantra"'})
+
+
+class PermissionDenied(APIError):
+    """A valid key asking for what it may not have (a model outside its list, the admin API)."""
+
+    status = 403
+    type = "permission_error"
+
+
+class Conflict(APIError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class RateLimited(APIError):
+    """Over requests per minute, tokens per minute or concurrent requests: OpenAI's 429."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+    # Which limit refused, for metrics: rpm, tpm or concurrency; and its scope, key or tenant.
+    limit: str | None = None
+    scope: str | None = None
+
+
+class QuotaExceeded(APIError):
+    """Over a token or spend budget: OpenAI's 429 `insufficient_quota`; retrying will not help."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    limit: str | None = "budget"
+    scope: str | None = None
+
+
+class LimiterUnavailable(APIError):
+    """Redis cannot be reached and the policy is to refuse rather than serve unlimited."""
+
+    status = 503
+    type = "server_error"
+    code = "rate_limiter_unavailable"
+
+
+class StoreUnavailable(APIError):
+    """The database cannot be reached to look a key up or record an admin change."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
+
+
 class EngineUnavailable(APIError):
     status = 503
     type = "server_error"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
 
 import anyio
 import httpx
+import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -22,6 +23,11 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 _DONE = b"data: [DONE]\n\n"
+_EVENT_END = b"\n\n"
+# An engine event longer than this without its end is passed on unread rather than held.
+_MAX_HELD_BYTES = 1 << 20
+
+StreamOutcome = Literal["completed", "client_closed", "failed"]
 
 
 class ClientGone(Exception):
@@ -52,25 +58,102 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     raise ClientGone
 
 
+class StreamUsage:
+    """Reads the usage of a stream as its events pass, without changing the events it forwards.
+
+    The engine's final usage event (`"choices": []`) gives the real counts; it is held back when
+    the client did not ask for it (the gateway asked on its behalf). Until then, and for a stream
+    cut short, the generated tokens are counted as the engine streams them: one event per token
+    for each choice.
+    """
+
+    def __init__(self, *, forward_usage: bool) -> None:
+        self.forward_usage = forward_usage
+        self.usage: dict[str, Any] | None = None
+        self.completion_tokens = 0
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The complete events of `chunk` (and of what came before) that the client should get."""
+        data = self._held + chunk if self._held else chunk
+        end = data.rfind(_EVENT_END)
+        if end < 0:
+            if len(data) > _MAX_HELD_BYTES:
+                self._held = b""
+                return data
+            self._held = data
+            return b""
+        self._held = data[end + 2 :]
+        events = data[: end + 2]
+        if events.count(_EVENT_END) == 1:
+            return events if self._read(events[:-2]) else b""
+        return b"".join(event + _EVENT_END for event in events.split(_EVENT_END)[:-1] if self._read(event))
+
+    def rest(self) -> bytes:
+        held, self._held = self._held, b""
+        return held
+
+    def _read(self, event: bytes) -> bool:
+        """Take what the event says about usage; True when it goes on to the client."""
+        if not event.startswith(b"data: {"):
+            return True
+        try:
+            body = orjson.loads(event[6:])
+        except orjson.JSONDecodeError:
+            return True
+        choices = body.get("choices")
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+            if choices == []:
+                return self.forward_usage
+        if isinstance(choices, list):
+            self.completion_tokens += sum(1 for choice in choices if _carries_token(choice))
+        return True
+
+
+def _carries_token(choice: Any) -> bool:
+    if not isinstance(choice, dict):
+        return False
+    delta = choice.get("delta")
+    if isinstance(delta, dict):  # chat: the first event per choice only names the role
+        return bool(delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"))
+    return bool(choice.get("text"))
+
+
 class SSERelay(Response):
     """An ASGI response that passes the engine's SSE bytes through unchanged.
 
-    Chunks are not parsed or re-serialised: the engine already speaks OpenAI's SSE
-    (`data: {...}`, usage chunk, `data: [DONE]`). When the client disconnects, the
-    relay stops and closes the engine connection at once, which makes vLLM abort the
-    request instead of generating tokens nobody reads.
+    Events are not re-serialised: the engine already speaks OpenAI's SSE (`data: {...}`,
+    usage chunk, `data: [DONE]`); they are forwarded whole, read on the way for usage. When
+    the client disconnects, the relay stops and closes the engine connection at once, which
+    makes vLLM abort the request instead of generating tokens nobody reads. `on_close` is
+    told how the stream ended and what it used, whatever happened.
     """
 
     media_type = "text/event-stream"
 
-    def __init__(self, upstream: httpx.Response) -> None:
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        *,
+        headers: Mapping[str, str] | None = None,
+        usage: StreamUsage | None = None,
+        on_close: Callable[[StreamOutcome, StreamUsage], None] | None = None,
+    ) -> None:
         # A Response subclass only so that FastAPI hands it to the server untouched.
         self._upstream = upstream
+        self._usage = usage or StreamUsage(forward_usage=True)
+        self._on_close = on_close
         self.status_code = 200
         self.background = None
-        self.raw_headers = list(_SSE_HEADERS)
+        self.raw_headers = [
+            *_SSE_HEADERS,
+            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome: StreamOutcome = "client_closed"
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async with anyio.create_task_group() as group:
@@ -80,22 +163,30 @@ class SSERelay(Response):
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch)
-                await self._relay(send)
+                outcome = await self._relay(send)
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._upstream.aclose()
+            if self._on_close is not None:
+                self._on_close(outcome, self._usage)
 
-    async def _relay(self, send: Send) -> None:
+    async def _relay(self, send: Send) -> StreamOutcome:
+        outcome: StreamOutcome = "completed"
         try:
             async for chunk in self._upstream.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                events = self._usage.feed(chunk)
+                if events:
+                    await send({"type": "http.response.body", "body": events, "more_body": True})
         except httpx.TimeoutException:
+            outcome = "failed"
             tail = sse_error_event(EngineTimeout("The engine stopped sending tokens in time.")) + _DONE
         except httpx.HTTPError:
+            outcome = "failed"
             tail = (
                 sse_error_event(EngineUnavailable("The engine failed in the middle of the stream.")) + _DONE
             )
         else:
             tail = b""
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await send({"type": "http.response.body", "body": self._usage.rest() + tail, "more_body": False})
+        return outcome

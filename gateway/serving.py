@@ -1,15 +1,36 @@
-"""The inference path shared by /v1/chat/completions and /v1/completions: parse, resolve, relay."""
+"""The inference path shared by /v1/chat/completions and /v1/completions:
+authenticate, parse, resolve, limit, relay, and settle what the request used."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
 import orjson
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
+from gateway.auth import Authenticator, Principal
+from gateway.auth.keys import PREFIX
+from gateway.errors import (
+    APIError,
+    InvalidRequest,
+    PayloadTooLarge,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    StoreUnavailable,
+)
+from gateway.limits import Demand, TokenEstimator
+from gateway.limits.accounting import Accountant, Tab
+from gateway.observability import LiveConfig, RequestRecord, bind_request, passthrough_traceparent, record_of
+from gateway.observability.sections import LimitsConfig
 from gateway.protocol import InvalidParam, parse_request
-from gateway.protocol.common import SamplingParams
-from gateway.relay import ClientGone, SSERelay, unless_disconnected
+from gateway.protocol.common import SamplingParams, StreamOptions
+from gateway.relay import ClientGone, SSERelay, StreamOutcome, StreamUsage, unless_disconnected
 from gateway.upstreams import EngineUpstream, ModelCatalog
 from gateway.upstreams.engine import read_body
 
@@ -17,17 +38,132 @@ from gateway.upstreams.engine import read_body
 class InferenceService:
     """Validates a request against OpenAI's schema, then relays the client's own bytes to the engine.
 
-    The body is forwarded as received (no re-serialisation), so every parameter,
-    OpenAI's or vLLM's, reaches the engine exactly as the client wrote it.
+    The body is forwarded as received (no re-serialisation), so every parameter, OpenAI's or
+    vLLM's, reaches the engine exactly as the client wrote it. The one addition: a stream whose
+    client did not ask for usage asks the engine for it, so that the real usage can be settled;
+    that usage event is taken out again before the client sees it.
     """
 
-    def __init__(self, engine: EngineUpstream, catalog: ModelCatalog, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        engine: EngineUpstream,
+        catalog: ModelCatalog,
+        max_body_bytes: int,
+        *,
+        authenticator: Authenticator,
+        accountant: Accountant,
+        live: LiveConfig[Any] | None = None,
+    ) -> None:
+        self._live = live
         self._engine = engine
         self._catalog = catalog
         self._max_body_bytes = max_body_bytes
+        self._auth = authenticator
+        self._accountant = accountant
+        self._estimator: TokenEstimator = accountant.estimator
+
+    async def authenticate(self, request: Request) -> Principal:
+        try:
+            return await self._auth.authenticate(request.headers)
+        except (SQLAlchemyError, ConnectionError, TimeoutError) as exc:
+            raise StoreUnavailable("API keys cannot be checked right now; try again shortly.") from exc
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response | SSERelay:
-        body = await self._read_body(request)
+        record = record_of(request.state)
+        # The configuration in force when the request arrived, for all of it: a reload mid-stream
+        # changes the next request, never this one.
+        config = self._live.current if self._live is not None else None
+        with _stage(record, "auth"):
+            principal = await self.authenticate(request)
+        if record is not None:
+            record.tenant, record.key_prefix = principal.tenant_id, _key_prefix(request)
+            bind_request(tenant=record.tenant, key_prefix=record.key_prefix)
+        if config is not None and not config.limits.empty:
+            principal = _with_file_limits(principal, config.limits)
+        tab = self._accountant.open(
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            endpoint=path,
+            request_id=request.state.request_id,
+        )
+        try:
+            body, parsed = await self._admit(request, schema, path, principal, tab, record, config)
+        except APIError as exc:
+            tab.close(status=exc.status, outcome="rejected")
+            if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
+                record.rejected_by = (exc.limit or "unknown", exc.scope or "unknown")
+            raise
+        except BaseException:
+            tab.close(status=500, outcome="failed")
+            raise
+        assert tab.reservation is not None
+        limit_headers = tab.reservation.headers
+
+        headers = {"x-request-id": request.state.engine_request_id}
+        if record is not None:
+            record.model, record.stream = tab.model, bool(parsed.stream)
+            bind_request(model=tab.model, upstream="engine")
+            span = record.start_upstream("engine", {"gen_ai.request.model": tab.model})
+            if record.tracing.enabled:
+                record.tracing.inject(span, headers)
+            else:
+                passthrough_traceparent(request.headers, headers)
+        try:
+            if parsed.stream:
+                wants_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+                forwarded = body if wants_usage else _asking_for_usage(body, parsed.stream_options)
+                upstream = await unless_disconnected(
+                    request.receive, self._engine.open(path, forwarded, headers)
+                )
+                return SSERelay(
+                    upstream,
+                    headers=limit_headers,
+                    usage=StreamUsage(forward_usage=wants_usage),
+                    on_close=lambda outcome, usage: _close_stream(tab, outcome, usage, record),
+                )
+            answer = await unless_disconnected(request.receive, self._complete(path, body, headers))
+        except ClientGone:
+            # Nobody is left to read the answer; 499 is what nginx logs for the same case.
+            tab.close(status=499, outcome="client_closed", completion_tokens=0)
+            return Response(status_code=499)
+        except APIError as exc:
+            tab.close(status=exc.status, outcome="rejected" if exc.status < 500 else "failed")
+            raise
+        except BaseException:
+            tab.close(status=500, outcome="failed")
+            raise
+        usage = _usage_of(answer)
+        tab.close(status=200, outcome="completed", usage=usage)
+        if record is not None and usage is not None:
+            record.use(
+                prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens")
+            )
+        return Response(answer, media_type="application/json", headers=limit_headers)
+
+    async def _admit(
+        self,
+        request: Request,
+        schema: type[SamplingParams],
+        path: str,
+        principal: Principal,
+        tab: Tab,
+        record: RequestRecord | None,
+        config: Any,
+    ) -> tuple[bytes, SamplingParams]:
+        """Read, validate, resolve the model, check the caller may use it, and reserve its limits."""
+        with _stage(record, "preprocess"):
+            body, parsed, card = await self._preprocess(request, schema, tab, config)
+        if record is not None:
+            record.model = str(card["id"])
+        with _stage(record, "rate_limit"):
+            await self._reserve(path, parsed, card, principal, tab)
+        return body, parsed
+
+    async def _preprocess(
+        self, request: Request, schema: type[SamplingParams], tab: Tab, config: Any
+    ) -> tuple[bytes, SamplingParams, dict[str, Any]]:
+        limit = config.max_body_bytes if config is not None else self._max_body_bytes
+        body = await self._read_body(request, limit)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -35,38 +171,115 @@ class InferenceService:
                 "We could not parse the JSON body of your request. The API expects a JSON object; "
                 "check that the body is valid JSON and that Content-Type is application/json."
             ) from None
+        if isinstance(payload, dict) and isinstance(payload.get("model"), str):
+            tab.model = payload["model"]
         try:
             parsed = parse_request(schema, payload)
         except InvalidParam as exc:
             raise InvalidRequest(exc.message, param=exc.param) from None
-        await self._catalog.resolve(parsed.model)
+        card = await self._catalog.resolve(parsed.model)
+        return body, parsed, card
 
-        headers = {"x-request-id": request.state.engine_request_id}
-        try:
-            if parsed.stream:
-                upstream = await unless_disconnected(request.receive, self._engine.open(path, body, headers))
-                return SSERelay(upstream)
-            answer = await unless_disconnected(request.receive, self._complete(path, body, headers))
-        except ClientGone:
-            # Nobody is left to read the answer; 499 is what nginx logs for the same case.
-            return Response(status_code=499)
-        return Response(answer, media_type="application/json")
+    async def _reserve(
+        self, path: str, parsed: SamplingParams, card: dict[str, Any], principal: Principal, tab: Tab
+    ) -> None:
+        model = str(card["id"])
+        tab.model, tab.stream = model, bool(parsed.stream)
+        if not principal.may_use(model):
+            raise PermissionDenied(
+                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
+            )
+        max_len = card.get("max_model_len")
+        estimate = self._estimator.estimate(
+            parsed, path, model, max_len if isinstance(max_len, int) else None
+        )
+        cost = self._accountant.prices.cost_micros(model, estimate.prompt_tokens, estimate.completion_tokens)
+        reservation = await self._accountant.limiter.reserve(principal.scopes(), Demand(estimate.total, cost))
+        tab.hold(reservation, estimate)
 
     async def _complete(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         return await read_body(await self._engine.open(path, body, headers))
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, limit: int) -> bytes:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body_bytes:
-            raise self._too_large()
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self._max_body_bytes:
-                raise self._too_large()
+            if size > limit:
+                raise _too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _too_large(self) -> APIError:
-        return PayloadTooLarge(f"The request body is larger than the limit of {self._max_body_bytes} bytes.")
+
+def _too_large(limit: int) -> APIError:
+    return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+
+
+@contextlib.contextmanager
+def _stage(record: RequestRecord | None, name: str) -> Iterator[None]:
+    """A child span of the request for one stage of its admission (nothing when tracing is off)."""
+    if record is None or not record.tracing.enabled:
+        yield
+        return
+    with record.child(name):
+        yield
+
+
+def _key_prefix(request: Request) -> str | None:
+    """Enough of the presented key to tell keys apart in logs (`sk-tantra-AbCd`), never more."""
+    header = request.headers.get("authorization") or request.headers.get("api-key") or ""
+    key = header.partition(" ")[2].strip() if " " in header else header.strip()
+    if not key:
+        return None
+    if key.startswith(PREFIX) and len(key) > len(PREFIX) + 12:
+        return key[: len(PREFIX) + 4]
+    return key[: min(6, len(key) // 4)] or None  # a short key shows at most a quarter of itself
+
+
+def _with_file_limits(principal: Principal, limits: LimitsConfig) -> Principal:
+    """The principal with the config file's limits applied over the store's."""
+    return dataclasses.replace(
+        principal,
+        key_limits=limits.for_key(principal.key_id, principal.key_limits),
+        tenant_limits=limits.for_tenant(principal.tenant_id, principal.tenant_limits),
+    )
+
+
+def _close_stream(tab: Tab, outcome: StreamOutcome, usage: StreamUsage, record: RequestRecord | None) -> None:
+    status = 499 if outcome == "client_closed" else 200
+    tab.close(status=status, outcome=outcome, usage=usage.usage, completion_tokens=usage.completion_tokens)
+    if record is None:
+        return
+    record.outcome = outcome
+    if outcome == "failed":
+        record.error_type = "server_error"
+    if usage.usage is not None:
+        record.use(
+            prompt_tokens=usage.usage.get("prompt_tokens"),
+            completion_tokens=usage.usage.get("completion_tokens"),
+        )
+    else:
+        record.use(
+            prompt_tokens=tab.estimate.prompt_tokens if tab.estimate else 0,
+            completion_tokens=usage.completion_tokens,
+        )
+
+
+def _asking_for_usage(body: bytes, options: StreamOptions | None) -> bytes:
+    """The client's bytes with `stream_options.include_usage` set. The key is appended: JSON
+    parsers keep the last of a repeated key, and every other byte stays as the client sent it."""
+    wanted: dict[str, Any] = options.model_dump(exclude_none=True) if options is not None else {}
+    wanted["include_usage"] = True
+    trimmed = body.rstrip()
+    return trimmed[:-1] + b',"stream_options":' + orjson.dumps(wanted) + b"}"
+
+
+def _usage_of(answer: bytes) -> dict[str, Any] | None:
+    try:
+        usage = orjson.loads(answer).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None

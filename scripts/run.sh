@@ -7,6 +7,9 @@ CHECKPOINT=${CHECKPOINT:-.cache/checkpoints/tiny}
 MODEL_NAME=${TANTRA_MODEL_NAME:-tantra-tiny}
 ENGINE_PORT=${TANTRA_ENGINE_PORT:-8001}
 GATEWAY_PORT=${TANTRA_PORT:-8000}
+REDIS_PORT=${TANTRA_REDIS_PORT:-6379}
+STATE=${TANTRA_STATE_DIR:-.cache/tantra}
+export TANTRA_DATABASE_URL=${TANTRA_DATABASE_URL:-sqlite+aiosqlite:///$STATE/tantra.db}
 
 pids=()
 stop() {
@@ -24,16 +27,34 @@ wait_for() {  # url, pid, what
   done
 }
 
+# Redis holds the rate limits; without TANTRA_REDIS_URL a local one is started (or reused).
+if [ -z "${TANTRA_REDIS_URL:-}" ]; then
+  export TANTRA_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
+    pids+=($!)
+  fi
+fi
+
+# First run: an admin key and a dev tenant with an API key, kept in $STATE (mode 600).
+if [ -z "${TANTRA_ADMIN_KEY:-}" ]; then
+  export TANTRA_ADMIN_KEY_FILE=${TANTRA_ADMIN_KEY_FILE:-$STATE/admin.key}
+fi
+ADMIN_KEY_FILE=${TANTRA_ADMIN_KEY_FILE:-$STATE/admin.key}
+"$PY" -m gateway bootstrap --admin-key-file "$ADMIN_KEY_FILE" --dev-key-file "$STATE/dev.key"
+
 "$PY" -m engine serve --model "$CHECKPOINT" --served-model-name "$MODEL_NAME" --port "$ENGINE_PORT" &
 pids+=($!)
-wait_for "http://127.0.0.1:$ENGINE_PORT/health" "${pids[0]}" engine
+wait_for "http://127.0.0.1:$ENGINE_PORT/health" "${pids[-1]}" engine
 
 TANTRA_ENGINE_URL="http://127.0.0.1:$ENGINE_PORT" TANTRA_PORT="$GATEWAY_PORT" "$PY" -m gateway &
 pids+=($!)
-wait_for "http://127.0.0.1:$GATEWAY_PORT/healthz" "${pids[1]}" gateway
+wait_for "http://127.0.0.1:$GATEWAY_PORT/healthz" "${pids[-1]}" gateway
 
 echo
 echo "Tantra is serving model '$MODEL_NAME'."
 echo "  base_url: http://localhost:$GATEWAY_PORT/v1   (Ctrl-C stops engine and gateway)"
+echo "  api_key:  $(cat "$STATE/dev.key")   (in $STATE/dev.key; admin key in $ADMIN_KEY_FILE)"
+echo "  export OPENAI_BASE_URL=http://localhost:$GATEWAY_PORT/v1 OPENAI_API_KEY=\$(cat $STATE/dev.key)"
 echo
 wait -n "${pids[@]}"

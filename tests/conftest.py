@@ -1,9 +1,12 @@
-"""Session fixtures: one real vLLM engine on the tiny checkpoint, one gateway in front of it, real clients."""
+"""Session fixtures: one real vLLM engine on the tiny checkpoint, real Redis (and PostgreSQL for the
+store tests), one gateway in front of the engine with auth on, a key for it, and real clients."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
@@ -11,7 +14,13 @@ import pytest
 from engine.checkpoint import ensure_checkpoint
 from engine.launcher import EngineConfig, EngineProcess
 from gateway import Settings, create_app
+from tests.gateway.helpers import AdminClient
 from tests.servers import ThreadedServer, free_port
+
+if TYPE_CHECKING:
+    from tests.services import RedisServer
+
+pytest_plugins = ["tests.services"]
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tantra-tiny"
@@ -50,23 +59,72 @@ def engine_url(engine: EngineProcess) -> str:
 
 
 @pytest.fixture(scope="session")
-def gateway_url(engine_url: str) -> Iterator[str]:
-    settings = Settings(engine_url=engine_url)  # type: ignore[arg-type]
-    with ThreadedServer(create_app(settings)) as server:
+def admin_key() -> str:
+    return "tantra-admin-" + secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's SQLite store, shared by every in-process gateway of the session."""
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('store') / 'tantra.db'}"
+
+
+@pytest.fixture(scope="session")
+def gateway_settings(redis_server: RedisServer, database_url: str, admin_key: str) -> Callable[..., Settings]:
+    """Settings for a test gateway on the session's Redis and store; keyword arguments override."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "engine_url": f"http://127.0.0.1:{free_port()}",
+            "redis_url": redis_server.url,
+            "database_url": database_url,
+            "admin_key": admin_key,
+            "ledger_flush_interval_s": 0.1,
+            # Deep health checks generate tokens, which would show in the engine metrics that
+            # other tests count; the tests of the checks themselves turn them on.
+            "health_deep": False,
+            **overrides,
+        }
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def gateway_url(engine_url: str, gateway_settings: Callable[..., Settings]) -> Iterator[str]:
+    with ThreadedServer(create_app(gateway_settings(engine_url=engine_url))) as server:
         yield server.url
 
 
 @pytest.fixture(scope="session")
-def openai_client(gateway_url: str) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=gateway_url + "/v1", api_key="sk-local", max_retries=0, timeout=120
-    ) as client:
+def admin(gateway_url: str, admin_key: str) -> Iterator[AdminClient]:
+    client = AdminClient(gateway_url, admin_key)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def api_key(admin: AdminClient) -> str:
+    """A key with no limits, for tests about everything but limits."""
+    tenant = admin.tenant("session")
+    secret, _ = admin.key(tenant["id"], "session")
+    return secret
+
+
+@pytest.fixture(scope="session")
+def auth(api_key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture(scope="session")
+def openai_client(gateway_url: str, api_key: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway_url + "/v1", api_key=api_key, max_retries=0, timeout=120) as client:
         yield client
 
 
 @pytest.fixture
-async def async_openai_client(gateway_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+async def async_openai_client(gateway_url: str, api_key: str) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(
-        base_url=gateway_url + "/v1", api_key="sk-local", max_retries=0, timeout=120
+        base_url=gateway_url + "/v1", api_key=api_key, max_retries=0, timeout=120
     ) as client:
         yield client

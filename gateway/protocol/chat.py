@@ -60,7 +60,8 @@ class OtherPart(Open):
 
 def _part_tag(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in _KNOWN_PARTS else "other"
+    # A `type` that is not a string (a list, an object) is no known part; it must not crash the lookup.
+    return kind if isinstance(kind, str) and kind in _KNOWN_PARTS else "other"
 
 
 _KNOWN_PARTS = {"text", "image_url", "input_audio", "file", "refusal"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.openapi import inference_responses
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse
 from gateway.relay import SSERelay
 from gateway.serving import InferenceService
@@ -13,9 +14,12 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Invalid request: the message and `param` say what to change.",
+        401: "Missing, wrong, revoked or expired API key (`code`: invalid_api_key).",
+        403: "The key may not use this model (`code`: model_not_allowed).",
         404: "Unknown model (`code`: model_not_found).",
         413: "Request body too large.",
-        503: "The engine is unavailable.",
+        429: "Over a rate limit (`rate_limit_exceeded`, Retry-After) or a budget (`insufficient_quota`).",
+        503: "The engine, or the rate limiter under the closed policy, is unavailable.",
         504: "The engine did not answer in time.",
     }.items()
 }
@@ -29,6 +33,7 @@ def inference_router(service: InferenceService) -> APIRouter:
         summary="Create a chat completion (JSON, or SSE with `stream: true`)",
         openapi_extra=_body(ChatCompletionRequest),
         response_model=None,
+        responses=inference_responses("/v1/chat/completions"),
     )
     async def chat_completions(request: Request) -> Response | SSERelay:
         return await service.handle(request, ChatCompletionRequest, "/v1/chat/completions")
@@ -38,6 +43,7 @@ def inference_router(service: InferenceService) -> APIRouter:
         summary="Create a text completion (JSON, or SSE with `stream: true`)",
         openapi_extra=_body(CompletionRequest),
         response_model=None,
+        responses=inference_responses("/v1/completions"),
     )
     async def completions(request: Request) -> Response | SSERelay:
         return await service.handle(request, CompletionRequest, "/v1/completions")

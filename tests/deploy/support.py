@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from gateway.config import Settings
@@ -214,13 +213,3 @@ def exec_form(args: str) -> list[str]:
     parsed = json.loads(args)
     assert isinstance(parsed, list) and all(isinstance(part, str) for part in parsed), args
     return parsed
-
-
-# The deployment files already pass the keys/limits/store settings (TANTRA_REDIS_URL, ...); until
-# gateway/config.py has them, the check that every variable is a real setting is expected to fail.
-# strict: the marker must go as soon as the settings land.
-ISSUE5_SETTINGS_PENDING = pytest.mark.xfail(
-    "redis_url" not in Settings.model_fields,
-    reason="the keys/limits/store settings (issue 5) are not in gateway/config.py yet",
-    strict=True,
-)

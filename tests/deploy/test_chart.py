@@ -23,7 +23,6 @@ from tests.deploy.support import (
     ENGINE_HEALTH,
     GATEWAY_LIVENESS,
     GATEWAY_READINESS,
-    ISSUE5_SETTINGS_PENDING,
     Manifests,
     check_engine_arguments,
     gateway_drain_seconds,
@@ -282,7 +281,6 @@ def test_gateway_reaches_the_engine_service(manifests: Manifests) -> None:
     assert url == f"http://{engine_service['metadata']['name']}:{engine_service['spec']['ports'][0]['port']}"
 
 
-@ISSUE5_SETTINGS_PENDING
 def test_gateway_environment_names_real_settings(manifests: Manifests, values_name: str) -> None:
     # Every TANTRA_* variable the chart sets is a field of gateway/config.py's Settings, so a
     # renamed setting fails here instead of being ignored by the gateway in a cluster.

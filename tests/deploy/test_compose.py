@@ -19,7 +19,6 @@ from tests.deploy.support import (
     COMPOSE_GPU_FILE,
     ENGINE_HEALTH,
     ENV_EXAMPLE,
-    ISSUE5_SETTINGS_PENDING,
     ROOT,
     check_engine_arguments,
     compose_binary,
@@ -99,7 +98,6 @@ def test_secrets_reach_containers_as_files(config: dict[str, Any]) -> None:
         assert "environment" in secret, f"secret {name} should come from .env"
 
 
-@ISSUE5_SETTINGS_PENDING
 def test_gateway_environment_names_real_settings(config: dict[str, Any]) -> None:
     fields = set(Settings.model_fields)
     env = config["services"]["gateway"]["environment"]

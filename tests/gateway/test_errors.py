@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from gateway import Settings, create_app
+from tests.gateway.helpers import envelope
 from tests.servers import ThreadedServer, free_port
 
 pytestmark = pytest.mark.engine
@@ -17,25 +18,19 @@ pytestmark = pytest.mark.engine
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-def envelope(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    assert response.headers.get("x-request-id")
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert "Traceback" not in body["error"]["message"]
-    return dict(body["error"])
+def post(
+    url: str, auth: dict[str, str], headers: dict[str, str] | None = None, **kwargs: Any
+) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", timeout=60, headers={**auth, **(headers or {})}, **kwargs)
 
 
-def post(url: str, **kwargs: Any) -> httpx.Response:
-    return httpx.post(url + "/v1/chat/completions", timeout=60, **kwargs)
-
-
-def test_malformed_json(gateway_url: str) -> None:
+def test_malformed_json(gateway_url: str, auth: dict[str, str]) -> None:
     error = envelope(
         post(
-            gateway_url, content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"}
+            gateway_url,
+            auth,
+            content=b'{"model": "x", "messages": [',
+            headers={"content-type": "application/json"},
         ),
         400,
     )
@@ -43,8 +38,8 @@ def test_malformed_json(gateway_url: str) -> None:
     assert "JSON" in error["message"]
 
 
-def test_body_that_is_not_an_object(gateway_url: str) -> None:
-    assert envelope(post(gateway_url, json=[1, 2]), 400)["type"] == "invalid_request_error"
+def test_body_that_is_not_an_object(gateway_url: str, auth: dict[str, str]) -> None:
+    assert envelope(post(gateway_url, auth, json=[1, 2]), 400)["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize(
@@ -58,22 +53,24 @@ def test_body_that_is_not_an_object(gateway_url: str) -> None:
     ],
 )
 def test_bad_field_is_400_naming_param(
-    gateway_url: str, model: str, extra: dict[str, Any], param: str
+    gateway_url: str, auth: dict[str, str], model: str, extra: dict[str, Any], param: str
 ) -> None:
-    error = envelope(post(gateway_url, json={"model": model, "messages": HELLO, **extra}), 400)
+    error = envelope(post(gateway_url, auth, json={"model": model, "messages": HELLO, **extra}), 400)
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
 
 
-def test_bad_completion_field(gateway_url: str, model: str) -> None:
+def test_bad_completion_field(gateway_url: str, auth: dict[str, str], model: str) -> None:
     response = httpx.post(
-        gateway_url + "/v1/completions", json={"model": model, "prompt": "x", "max_tokens": -5}
+        gateway_url + "/v1/completions",
+        headers=auth,
+        json={"model": model, "prompt": "x", "max_tokens": -5},
     )
     assert envelope(response, 400)["param"] == "max_tokens"
 
 
-def test_unknown_model(gateway_url: str, openai_client: openai.OpenAI) -> None:
-    error = envelope(post(gateway_url, json={"model": "gpt-nope", "messages": HELLO}), 404)
+def test_unknown_model(gateway_url: str, auth: dict[str, str], openai_client: openai.OpenAI) -> None:
+    error = envelope(post(gateway_url, auth, json={"model": "gpt-nope", "messages": HELLO}), 404)
     assert error == {
         "message": "The model `gpt-nope` does not exist or you do not have access to it.",
         "type": "invalid_request_error",
@@ -86,10 +83,11 @@ def test_unknown_model(gateway_url: str, openai_client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_prompt_longer_than_context(gateway_url: str, model: str, stream: bool) -> None:
+def test_prompt_longer_than_context(gateway_url: str, auth: dict[str, str], model: str, stream: bool) -> None:
     long_prompt = "hello " * 5000  # about 5000 tokens against the test engine's 2048
     response = post(
         gateway_url,
+        auth,
         json={"model": model, "messages": [{"role": "user", "content": long_prompt}], "stream": stream},
     )
     error = envelope(response, 400)
@@ -112,41 +110,43 @@ def test_unknown_route_and_method(gateway_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_body_gateway(engine_url: str) -> Iterator[str]:
-    settings = Settings(engine_url=engine_url, max_body_bytes=2048)  # type: ignore[arg-type]
+def small_body_gateway(engine_url: str, gateway_settings: Callable[..., Settings]) -> Iterator[str]:
+    settings = gateway_settings(engine_url=engine_url, max_body_bytes=2048)
     with ThreadedServer(create_app(settings)) as server:
         yield server.url
 
 
-def test_body_too_large(small_body_gateway: str, model: str) -> None:
+def test_body_too_large(small_body_gateway: str, auth: dict[str, str], model: str) -> None:
     big = {"model": model, "messages": [{"role": "user", "content": "x" * 4096}]}
-    error = envelope(post(small_body_gateway, json=big), 413)
+    error = envelope(post(small_body_gateway, auth, json=big), 413)
     assert error["code"] == "request_too_large"
     # A chunked body, with no content-length to check up front, is cut off too.
     chunks = iter([b'{"model": "m", "messages": [{"role": "user", "content": "', b"y" * 4096, b'"}]}'])
-    assert envelope(post(small_body_gateway, content=chunks), 413)["code"] == "request_too_large"
+    assert envelope(post(small_body_gateway, auth, content=chunks), 413)["code"] == "request_too_large"
 
 
 @pytest.fixture(scope="module")
-def orphan_gateway() -> Iterator[str]:
+def orphan_gateway(gateway_settings: Callable[..., Settings]) -> Iterator[str]:
     """A gateway whose engine is down: nothing listens on its engine port."""
-    settings = Settings(engine_url=f"http://127.0.0.1:{free_port()}", connect_timeout_s=1)  # type: ignore[arg-type]
+    settings = gateway_settings(engine_url=f"http://127.0.0.1:{free_port()}", connect_timeout_s=1)
     with ThreadedServer(create_app(settings)) as server:
         yield server.url
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_engine_down_is_503(orphan_gateway: str, stream: bool) -> None:
-    error = envelope(post(orphan_gateway, json={"model": "any", "messages": HELLO, "stream": stream}), 503)
+def test_engine_down_is_503(orphan_gateway: str, auth: dict[str, str], stream: bool) -> None:
+    error = envelope(
+        post(orphan_gateway, auth, json={"model": "any", "messages": HELLO, "stream": stream}), 503
+    )
     assert error["type"] == "server_error"
     assert error["code"] == "engine_unavailable"
-    envelope(httpx.get(orphan_gateway + "/v1/models"), 503)
+    envelope(httpx.get(orphan_gateway + "/v1/models", headers=auth), 503)
     envelope(httpx.get(orphan_gateway + "/readyz"), 503)
     assert httpx.get(orphan_gateway + "/healthz").status_code == 200
 
 
-def test_engine_down_with_the_sdk(orphan_gateway: str) -> None:
-    client = openai.OpenAI(base_url=orphan_gateway + "/v1", api_key="sk-local", max_retries=0)
+def test_engine_down_with_the_sdk(orphan_gateway: str, api_key: str) -> None:
+    client = openai.OpenAI(base_url=orphan_gateway + "/v1", api_key=api_key, max_retries=0)
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="any", messages=HELLO)  # type: ignore[arg-type]
     assert caught.value.status_code == 503

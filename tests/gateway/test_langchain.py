@@ -9,10 +9,10 @@ from langchain_openai import ChatOpenAI
 pytestmark = pytest.mark.engine
 
 
-def chat_model(gateway_url: str, model: str, **kwargs: object) -> ChatOpenAI:
+def chat_model(gateway_url: str, api_key: str, model: str, **kwargs: object) -> ChatOpenAI:
     return ChatOpenAI(
         base_url=gateway_url + "/v1",
-        api_key="sk-local",  # type: ignore[arg-type]
+        api_key=api_key,  # type: ignore[arg-type]
         model=model,
         max_completion_tokens=6,
         temperature=0,
@@ -21,8 +21,8 @@ def chat_model(gateway_url: str, model: str, **kwargs: object) -> ChatOpenAI:
     )
 
 
-def test_invoke(gateway_url: str, model: str) -> None:
-    answer = chat_model(gateway_url, model).invoke(
+def test_invoke(gateway_url: str, api_key: str, model: str) -> None:
+    answer = chat_model(gateway_url, api_key, model).invoke(
         [SystemMessage("You are terse."), HumanMessage("Name a colour.")]
     )
     assert isinstance(answer, AIMessage)
@@ -32,16 +32,16 @@ def test_invoke(gateway_url: str, model: str) -> None:
     assert answer.response_metadata["finish_reason"] == "length"
 
 
-def test_stream(gateway_url: str, model: str) -> None:
-    llm = chat_model(gateway_url, model)
+def test_stream(gateway_url: str, api_key: str, model: str) -> None:
+    llm = chat_model(gateway_url, api_key, model)
     chunks = list(llm.stream("Tell me a story."))
     assert all(isinstance(c, AIMessageChunk) for c in chunks)
     streamed = "".join(str(c.content) for c in chunks)
     assert streamed == llm.invoke("Tell me a story.").content
 
 
-def test_stream_usage(gateway_url: str, model: str) -> None:
-    llm = chat_model(gateway_url, model, stream_usage=True)
+def test_stream_usage(gateway_url: str, api_key: str, model: str) -> None:
+    llm = chat_model(gateway_url, api_key, model, stream_usage=True)
     total: AIMessageChunk | None = None
     for chunk in llm.stream("Hi"):
         total = chunk if total is None else total + chunk
@@ -50,14 +50,14 @@ def test_stream_usage(gateway_url: str, model: str) -> None:
     assert total.usage_metadata["input_tokens"] > 0
 
 
-def test_batch(gateway_url: str, model: str) -> None:
-    answers = chat_model(gateway_url, model).batch(["one", "two", "three"])
+def test_batch(gateway_url: str, api_key: str, model: str) -> None:
+    answers = chat_model(gateway_url, api_key, model).batch(["one", "two", "three"])
     assert len(answers) == 3
     assert all(a.usage_metadata and a.usage_metadata["output_tokens"] == 6 for a in answers)
 
 
-async def test_async_invoke_and_stream(gateway_url: str, model: str) -> None:
-    llm = chat_model(gateway_url, model)
+async def test_async_invoke_and_stream(gateway_url: str, api_key: str, model: str) -> None:
+    llm = chat_model(gateway_url, api_key, model)
     answer = await llm.ainvoke("Hello")
     assert answer.usage_metadata is not None
     chunks = [c async for c in llm.astream("Hello")]

@@ -174,18 +174,20 @@ def test_models(openai_client: openai.OpenAI, model: str) -> None:
     assert caught.value.code == "model_not_found"
 
 
-def test_request_id_is_echoed_or_made(openai_client: openai.OpenAI, model: str, gateway_url: str) -> None:
+def test_request_id_is_echoed_or_made(
+    openai_client: openai.OpenAI, model: str, gateway_url: str, auth: dict[str, str]
+) -> None:
     raw = openai_client.chat.completions.with_raw_response.create(
         model=model, messages=HELLO, max_completion_tokens=1, extra_headers={"x-request-id": "trace-me-42"}
     )
     assert raw.headers["x-request-id"] == "trace-me-42"
     for path in ("/healthz", "/v1/models", "/nowhere"):
-        made = httpx.get(gateway_url + path).headers.get("x-request-id")
+        made = httpx.get(gateway_url + path, headers=auth).headers.get("x-request-id")
         assert made and len(made) == 32
     streamed = httpx.post(
         gateway_url + "/v1/chat/completions",
         json={"model": model, "messages": HELLO, "max_tokens": 2, "stream": True},
-        headers={"x-request-id": "stream-id-1"},
+        headers={"x-request-id": "stream-id-1", **auth},
     )
     assert streamed.headers["x-request-id"] == "stream-id-1"
     assert streamed.headers["content-type"].startswith("text/event-stream")

@@ -1,0 +1,69 @@
+"""Looked-up keys kept in memory, so the hot path never waits on the database."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from gateway.store import KeyRecord
+
+
+@dataclass(frozen=True)
+class _Entry:
+    record: KeyRecord | None
+    expires: float
+
+
+class KeyCache:
+    """Key hash -> KeyRecord (or None: no such key), least recently used first out.
+
+    Entries live `ttl_s` while invalidations arrive (Redis pub/sub), `degraded_ttl_s` while they
+    cannot, so a change reaches every replica within about a second either way. `generation` moves
+    on every invalidation; a lookup that started before one is not cached, so an answer read from
+    the database just before a revocation cannot outlive it.
+    """
+
+    def __init__(self, *, ttl_s: float, degraded_ttl_s: float, max_entries: int = 50_000) -> None:
+        self._ttl_s = ttl_s
+        self._degraded_ttl_s = degraded_ttl_s
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.generation = 0
+        self.live = False  # invalidations are being received
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key_hash: str) -> tuple[bool, KeyRecord | None]:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry.expires <= time.monotonic():
+            self.misses += 1
+            return False, None
+        self._entries.move_to_end(key_hash)
+        self.hits += 1
+        return True, entry.record
+
+    def put(self, key_hash: str, record: KeyRecord | None, generation: int) -> None:
+        if generation != self.generation:
+            return
+        ttl = self._ttl_s if self.live else self._degraded_ttl_s
+        if record is None:
+            ttl = min(ttl, 5.0)
+        self._entries[key_hash] = _Entry(record, time.monotonic() + ttl)
+        self._entries.move_to_end(key_hash)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, *, key_id: str | None = None, tenant_id: str | None = None) -> None:
+        self.generation += 1
+        for key_hash, entry in list(self._entries.items()):
+            record = entry.record
+            if record is None or record.key_id == key_id or record.tenant_id == tenant_id:
+                del self._entries[key_hash]
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

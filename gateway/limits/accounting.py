@@ -1,0 +1,131 @@
+"""Settling each request when it ends: the real usage into Redis (replacing the estimate) and into
+the ledger, both off the request's path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.limits.estimate import Estimate, TokenEstimator
+from gateway.limits.limiter import RateLimiter, Reservation
+from gateway.limits.pricing import PriceBook
+from gateway.store import UsageLedger, UsageRow
+
+_log = logging.getLogger("tantra.limits")
+
+
+class Accountant:
+    def __init__(
+        self, limiter: RateLimiter, ledger: UsageLedger, estimator: TokenEstimator, prices: PriceBook
+    ) -> None:
+        self.limiter = limiter
+        self.ledger = ledger
+        self.estimator = estimator
+        self.prices = prices
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def open(self, *, tenant_id: str | None, key_id: str | None, endpoint: str, request_id: str) -> Tab:
+        return Tab(self, tenant_id=tenant_id, key_id=key_id, endpoint=endpoint, request_id=request_id)
+
+    def settle_later(self, reservation: Reservation, tokens: int, cost_micros: int) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self.limiter.settle(reservation, tokens=tokens, cost_micros=cost_micros)
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def drain(self) -> None:
+        """Wait for settlements under way (at shutdown, and in tests)."""
+        while self._settling:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*list(self._settling), return_exceptions=True)
+
+
+class Tab:
+    """One request's account, from authentication to its last byte; closed exactly once."""
+
+    def __init__(
+        self,
+        accountant: Accountant,
+        *,
+        tenant_id: str | None,
+        key_id: str | None,
+        endpoint: str,
+        request_id: str,
+    ) -> None:
+        self._accountant = accountant
+        self.tenant_id = tenant_id
+        self.key_id = key_id
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.model = ""
+        self.stream = False
+        self.estimate: Estimate | None = None
+        self.reservation: Reservation | None = None
+        self._started = time.monotonic()
+        self._wall_start = time.time()
+        self.closed = False
+
+    def hold(self, reservation: Reservation, estimate: Estimate) -> None:
+        self.reservation = reservation
+        self.estimate = estimate
+
+    def close(
+        self,
+        *,
+        status: int,
+        outcome: str,
+        usage: Mapping[str, Any] | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        accountant = self._accountant
+        prompt, completion = self._tokens(usage, completion_tokens)
+        if usage is not None and self.estimate is not None and isinstance(usage.get("prompt_tokens"), int):
+            accountant.estimator.observe(
+                self.endpoint, self.model, self.estimate, int(usage["prompt_tokens"])
+            )
+        cost = accountant.prices.cost_micros(self.model, prompt, completion)
+        if self.reservation is not None:
+            accountant.settle_later(self.reservation, prompt + completion, cost)
+        admitted = self.reservation.admitted_at if self.reservation is not None else self._wall_start
+        try:
+            accountant.ledger.record(
+                UsageRow(
+                    created_at=datetime.fromtimestamp(admitted, UTC).replace(tzinfo=None),
+                    request_id=self.request_id,
+                    tenant_id=self.tenant_id,
+                    key_id=self.key_id,
+                    model=self.model[:200],
+                    endpoint=self.endpoint,
+                    stream=self.stream,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost_micros=cost,
+                    latency_ms=round((time.monotonic() - self._started) * 1000),
+                    status=status,
+                    outcome=outcome,
+                )
+            )
+        except Exception:  # the ledger must never fail a request
+            _log.exception("usage ledger: could not record request %s", self.request_id)
+
+    def _tokens(self, usage: Mapping[str, Any] | None, counted: int | None) -> tuple[int, int]:
+        """The engine's own counts when it gave them; otherwise the prompt as estimated (the engine
+        read it) and the completion tokens counted on the way, for a request that reached the engine."""
+        if usage is not None:
+            return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        if counted is None or self.estimate is None:
+            return 0, 0
+        return self.estimate.prompt_tokens, counted
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) else 0

@@ -1,0 +1,119 @@
+"""How many tokens a request will use, estimated before it runs, cheaply and on the high side.
+
+The gateway has no tokenizer. Like OpenAI's own limiter it counts characters (four to a token),
+plus a few tokens per chat message; what the chat template adds (a default system prompt, role
+markers) is learned per model from the real `prompt_tokens` the engine reports: the estimate adds
+the largest shortfall seen in the last requests. Completions reserve `max_tokens` (or the default)
+for every choice of every prompt. Settlement charges the real usage afterwards; an estimate on the
+high side makes a limit hold even while many requests are in flight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.protocol.common import SamplingParams
+
+_CHARS_PER_TOKEN = 4
+_PER_MESSAGE = 4
+# Non-text parts (images, audio) until adapters report their real cost: OpenAI's low-detail image.
+_PER_MEDIA_PART = 85
+# Before any real usage is seen: enough for common chat templates' system prompt and markers.
+_INITIAL_SLACK = {"/v1/chat/completions": 32, "/v1/completions": 4}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    prompt_tokens: int
+    completion_tokens: int
+    raw_prompt_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class TokenEstimator:
+    def __init__(self, default_completion_tokens: int, *, history: int = 64) -> None:
+        self._default_completion = default_completion_tokens
+        self._history = history
+        self._shortfalls: dict[tuple[str, str], deque[int]] = {}
+
+    def estimate(
+        self, request: SamplingParams, endpoint: str, model: str, max_model_len: int | None = None
+    ) -> Estimate:
+        raw, prompts = _prompt_tokens(request)
+        prompt = raw + self._slack(endpoint, model)
+        per_choice = _max_tokens(request) or self._default_completion
+        if max_model_len:
+            per_choice = max(1, min(per_choice, max_model_len - prompt // max(prompts, 1)))
+        choices = max(request.n or 1, getattr(request, "best_of", None) or 1)
+        return Estimate(prompt, per_choice * choices * prompts, raw)
+
+    def observe(self, endpoint: str, model: str, estimate: Estimate, actual_prompt_tokens: int) -> None:
+        """Learn from a finished request how far the raw estimate fell short of the real prompt."""
+        shortfalls = self._shortfalls.setdefault((endpoint, model), deque(maxlen=self._history))
+        shortfalls.append(actual_prompt_tokens - estimate.raw_prompt_tokens)
+
+    def _slack(self, endpoint: str, model: str) -> int:
+        shortfalls = self._shortfalls.get((endpoint, model))
+        if not shortfalls:
+            return _INITIAL_SLACK.get(endpoint, 0)
+        return max(0, max(shortfalls))
+
+
+def _max_tokens(request: SamplingParams) -> int | None:
+    value = getattr(request, "max_completion_tokens", None) or request.max_tokens
+    return int(value) if value else None
+
+
+def _prompt_tokens(request: SamplingParams) -> tuple[int, int]:
+    """Raw estimate of the prompt, and how many prompts the request holds (completions take lists)."""
+    messages = getattr(request, "messages", None)
+    if messages is not None:
+        chars = 0
+        media = 0
+        for message in messages:
+            content = getattr(message, "content", None)
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                for part in content:
+                    text = getattr(part, "text", None)
+                    if isinstance(text, str):
+                        chars += len(text)
+                    else:
+                        media += 1
+            for extra in ("tool_calls", "function_call"):
+                value = getattr(message, extra, None)
+                if value:
+                    chars += len(orjson.dumps(_dump(value)))
+        for extra in ("tools", "functions"):
+            value = getattr(request, extra, None)
+            if value:
+                chars += len(orjson.dumps(_dump(value)))
+        tokens = math.ceil(chars / _CHARS_PER_TOKEN) + _PER_MESSAGE * len(messages) + _PER_MEDIA_PART * media
+        return tokens, 1
+    prompt = getattr(request, "prompt", None)
+    if isinstance(prompt, str):
+        return math.ceil(len(prompt) / _CHARS_PER_TOKEN), 1
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, int) for p in prompt):
+            return len(prompt), 1
+        total = 0
+        for item in prompt:
+            total += len(item) if isinstance(item, list) else math.ceil(len(str(item)) / _CHARS_PER_TOKEN)
+        return total, len(prompt)
+    return 0, 1
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if dump is not None else value

@@ -1,0 +1,154 @@
+"""The limiter's Lua scripts. Each runs atomically in Redis: one round trip checks and reserves every
+limit of a request, another settles it. Time is Redis's own clock, so replicas never disagree.
+
+Sliding windows are logs: a sorted set of request members scored by admission time (ms), and for
+tokens a hash from member to tokens plus a running total under the field `#`. A request is admitted
+when the window (now - window, now] plus the request stays within the limit, so no window of that
+length ever holds more than the limit.
+"""
+
+# KEYS, in check order: R -> log; T -> log, tokens; C -> leases; B -> counter.
+# ARGV: member, window_ms, lease_ms, n, then per check: kind, limit, amount, ttl_ms.
+# Returns {1, 0, 0, now, remaining_1, reset_1, ...} when admitted, else
+# {0, i, retry_ms, now} over a limit, {-1, i, 0, now} budget counter missing (seed it and retry),
+# {-2, i, 0, now} the request alone is larger than limit i, {-3, i, retry_ms, now} budget spent.
+RESERVE = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member = ARGV[1]
+local window = tonumber(ARGV[2])
+local lease = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local cutoff = now - window
+
+local function trim_tokens(log, tokens)
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff, 'LIMIT', 0, 500)
+    if #old == 0 then break end
+    local values = redis.call('HMGET', tokens, unpack(old))
+    local freed = 0
+    for i = 1, #values do freed = freed + (tonumber(values[i]) or 0) end
+    redis.call('HDEL', tokens, unpack(old))
+    redis.call('ZREM', log, unpack(old))
+    redis.call('HINCRBY', tokens, '#', -freed)
+  end
+  return tonumber(redis.call('HGET', tokens, '#') or '0')
+end
+
+local used = {}
+local k = 1
+for i = 1, n do
+  local base = 4 + (i - 1) * 4
+  local kind = ARGV[base + 1]
+  local limit = tonumber(ARGV[base + 2])
+  local amount = tonumber(ARGV[base + 3])
+  if kind == 'R' then
+    local log = KEYS[k]; k = k + 1
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
+    local count = redis.call('ZCARD', log)
+    if limit < 1 then return {-2, i, 0, now} end
+    if count + 1 > limit then
+      local oldest = redis.call('ZRANGE', log, count - limit, count - limit, 'WITHSCORES')
+      return {0, i, tonumber(oldest[2]) + window - now, now}
+    end
+    used[i] = count
+  elseif kind == 'T' then
+    local log, tokens = KEYS[k], KEYS[k + 1]; k = k + 2
+    local total = trim_tokens(log, tokens)
+    if amount > limit then return {-2, i, 0, now} end
+    if total + amount > limit then
+      local need = total + amount - limit
+      local retry = window
+      local entries = redis.call('ZRANGE', log, 0, 999, 'WITHSCORES')
+      local freed = 0
+      for j = 1, #entries, 2 do
+        freed = freed + (tonumber(redis.call('HGET', tokens, entries[j])) or 0)
+        if freed >= need then retry = tonumber(entries[j + 1]) + window - now; break end
+      end
+      return {0, i, retry, now}
+    end
+    used[i] = total
+  elseif kind == 'C' then
+    local leases = KEYS[k]; k = k + 1
+    redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+    local count = redis.call('ZCARD', leases)
+    if limit < 1 then return {-2, i, 0, now} end
+    if count + 1 > limit then return {0, i, 1000, now} end
+    used[i] = count
+  else -- 'B'
+    local counter = KEYS[k]; k = k + 1
+    local value = redis.call('GET', counter)
+    if not value then return {-1, i, 0, now} end
+    if tonumber(value) + amount > limit then return {-3, i, redis.call('PTTL', counter), now} end
+    used[i] = tonumber(value)
+  end
+end
+
+local out = {1, 0, 0, now}
+k = 1
+for i = 1, n do
+  local base = 4 + (i - 1) * 4
+  local kind = ARGV[base + 1]
+  local limit = tonumber(ARGV[base + 2])
+  local amount = tonumber(ARGV[base + 3])
+  local remaining, reset = 0, 0
+  if kind == 'R' then
+    local log = KEYS[k]; k = k + 1
+    redis.call('ZADD', log, now, member)
+    redis.call('PEXPIRE', log, window + 1000)
+    local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+    remaining = limit - used[i] - 1
+    reset = tonumber(oldest[2]) + window - now
+  elseif kind == 'T' then
+    local log, tokens = KEYS[k], KEYS[k + 1]; k = k + 2
+    redis.call('ZADD', log, now, member)
+    redis.call('HSET', tokens, member, amount)
+    redis.call('HINCRBY', tokens, '#', amount)
+    redis.call('PEXPIRE', log, window + 60000)
+    redis.call('PEXPIRE', tokens, window + 60000)
+    local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+    remaining = limit - used[i] - amount
+    reset = tonumber(oldest[2]) + window - now
+  elseif kind == 'C' then
+    local leases = KEYS[k]; k = k + 1
+    redis.call('ZADD', leases, now + lease, member)
+    redis.call('PEXPIRE', leases, lease)
+    remaining = limit - used[i] - 1
+  else
+    local counter = KEYS[k]; k = k + 1
+    redis.call('INCRBY', counter, amount)
+    remaining = limit - used[i] - amount
+    reset = redis.call('PTTL', counter)
+  end
+  out[#out + 1] = remaining
+  out[#out + 1] = reset
+end
+return out
+"""
+
+# Settle a reservation once the real usage is known (or release it when the request failed).
+# KEYS, in check order: T -> log, tokens; C -> leases; B -> counter (R checks pass no keys).
+# ARGV: member, n, then per check: kind, value (T: real tokens; B: real minus reserved; else 0).
+SETTLE = r"""
+local member = ARGV[1]
+local n = tonumber(ARGV[2])
+local k = 1
+for i = 1, n do
+  local kind = ARGV[2 + (i - 1) * 2 + 1]
+  local value = tonumber(ARGV[2 + (i - 1) * 2 + 2])
+  if kind == 'T' then
+    local tokens = KEYS[k + 1]; k = k + 2
+    local old = redis.call('HGET', tokens, member)
+    if old then
+      redis.call('HSET', tokens, member, value)
+      redis.call('HINCRBY', tokens, '#', value - tonumber(old))
+    end
+  elseif kind == 'C' then
+    redis.call('ZREM', KEYS[k], member); k = k + 1
+  elseif kind == 'B' then
+    if redis.call('EXISTS', KEYS[k]) == 1 and value ~= 0 then redis.call('INCRBY', KEYS[k], value) end
+    k = k + 1
+  end
+end
+return 1
+"""

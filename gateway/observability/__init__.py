@@ -1,0 +1,35 @@
+"""Observability and operations: logs, metrics, traces, health, live configuration, profiling.
+
+Everything here is built by the app factory from the settings and handed to whoever records;
+nothing runs or registers on import.
+"""
+
+from gateway.observability.health import HealthMonitor, HealthReport
+from gateway.observability.instrument import RequestInstrumentation
+from gateway.observability.logs import bind_request, configure_logging, get_logger
+from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.profiling import Profiler
+from gateway.observability.record import RequestRecord, record_of
+from gateway.observability.reload import ConfigReloader, LiveConfig
+from gateway.observability.settings_load import ConfigError, load_settings, redacted_dump
+from gateway.observability.tracing import Tracing, passthrough_traceparent
+
+__all__ = [
+    "ConfigError",
+    "ConfigReloader",
+    "GatewayMetrics",
+    "HealthMonitor",
+    "HealthReport",
+    "LiveConfig",
+    "Profiler",
+    "RequestInstrumentation",
+    "RequestRecord",
+    "Tracing",
+    "bind_request",
+    "configure_logging",
+    "get_logger",
+    "load_settings",
+    "passthrough_traceparent",
+    "record_of",
+    "redacted_dump",
+]

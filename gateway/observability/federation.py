@@ -1,0 +1,89 @@
+"""The engines' own metrics (vllm:*), federated into the gateway's /metrics/engines.
+
+Each upstream's exposition is fetched when scraped (never on the request path) and every sample
+gains an `upstream` label, so one scrape of any gateway shows the whole fleet's engines and series
+from two engines stay apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import httpx
+
+
+class Exposition:
+    """Families from several upstreams, merged so that each family's samples stay together (as the
+    text format requires), every sample labelled with the upstream it came from."""
+
+    def __init__(self) -> None:
+        self._meta: dict[str, list[str]] = {}
+        self._samples: dict[str, list[str]] = {}
+
+    def add(self, text: str, upstream: str) -> None:
+        label = f'upstream="{_escape(upstream)}"'
+        family = ""
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    meta = self._meta.setdefault(family, [])
+                    self._samples.setdefault(family, [])
+                    if not any(m.split(" ", 3)[1] == parts[1] for m in meta):
+                        meta.append(line)
+                continue
+            name_end = min(i for i in (line.find("{"), line.find(" "), len(line)) if i >= 0)
+            name = line[:name_end]
+            key = family if family and name.startswith(family) else name
+            self._samples.setdefault(key, []).append(_with_label(line, name_end, label))
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for family, samples in self._samples.items():
+            out.extend(self._meta.get(family, ()))
+            out.extend(samples)
+        return out
+
+
+def _with_label(line: str, name_end: int, label: str) -> str:
+    if name_end < len(line) and line[name_end] == "{":
+        close = line.find("}", name_end)
+        inner = line[name_end + 1 : close]
+        joined = f"{label},{inner}" if inner.strip() else label
+        return f"{line[:name_end]}{{{joined}}}{line[close + 1 :]}"
+    return f"{line[:name_end]}{{{label}}}{line[name_end:]}"
+
+
+async def federate(client: httpx.AsyncClient, upstreams: Mapping[str, str], timeout_s: float) -> bytes:
+    """Every upstream's metrics in one exposition; an upstream that does not answer is marked down
+    with `tantra_engine_scrape_up 0` instead of failing the whole scrape."""
+
+    async def scrape(url: str) -> str | None:
+        try:
+            response = await client.get(url.rstrip("/") + "/metrics", timeout=timeout_s)
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None
+
+    names = list(upstreams)
+    texts = await asyncio.gather(*(scrape(upstreams[name]) for name in names))
+    exposition = Exposition()
+    lines = [
+        "# HELP tantra_engine_scrape_up 1 when the upstream's own /metrics answered this scrape.",
+        "# TYPE tantra_engine_scrape_up gauge",
+    ]
+    for name, text in zip(names, texts, strict=True):
+        lines.append(f'tantra_engine_scrape_up{{upstream="{_escape(name)}"}} {0 if text is None else 1}')
+    for name, text in zip(names, texts, strict=True):
+        if text is not None:
+            exposition.add(text, name)
+    lines.extend(exposition.lines())
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

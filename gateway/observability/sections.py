@@ -1,0 +1,102 @@
+"""The structured parts of the configuration file: upstreams, models, routing and limit overrides.
+
+They are fields of the one Settings model (so `TANTRA_UPSTREAMS='{...}'` works as well as YAML),
+kept here so that config.py stays a flat list of knobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+T = TypeVar("T")
+
+
+class UpstreamConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrl = Field(description="Base URL of a vLLM OpenAI server, without /v1.")
+
+
+class ModelRoute(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    upstreams: list[str] = Field(default_factory=list, description="Upstream names serving this model.")
+
+
+class RoutingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_model: str | None = Field(
+        None, description="The model readiness requires; unset: whatever the engines serve first."
+    )
+
+
+class LimitOverride(BaseModel):
+    """Limits set in the file; each set field replaces the store's value for that field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_models: tuple[str, ...] | None = None
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+    budget_tokens: Annotated[int, Field(ge=0)] | None = None
+    budget_usd: Annotated[float, Field(ge=0)] | None = None
+    budget_period: Literal["day", "month"] | None = None
+
+    def apply(self, limits: T, *, only_unset: bool) -> T:
+        """`limits` (the store's frozen Limits dataclass) with this override's fields applied;
+        `only_unset` fills only what the store left unlimited (the defaults' meaning)."""
+        changes: dict[str, Any] = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if value is None or not hasattr(limits, name):
+                continue
+            if only_unset and getattr(limits, name) is not None and name != "budget_period":
+                continue
+            changes[name] = value
+        return dataclasses.replace(limits, **changes) if changes else limits  # type: ignore[type-var]
+
+
+class LimitsConfig(BaseModel):
+    """Limits from the file, on top of the store's: defaults for every key or tenant that has none,
+    and overrides for one key or tenant by id. A reload applies to the next request at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_defaults: LimitOverride = Field(default_factory=LimitOverride)
+    tenant_defaults: LimitOverride = Field(default_factory=LimitOverride)
+    keys: dict[str, LimitOverride] = Field(default_factory=dict, description="By key id.")
+    tenants: dict[str, LimitOverride] = Field(default_factory=dict, description="By tenant id.")
+
+    def for_key(self, key_id: str | None, limits: T) -> T:
+        limits = self.key_defaults.apply(limits, only_unset=True)
+        override = self.keys.get(key_id) if key_id else None
+        return override.apply(limits, only_unset=False) if override else limits
+
+    def for_tenant(self, tenant_id: str | None, limits: T) -> T:
+        limits = self.tenant_defaults.apply(limits, only_unset=True)
+        override = self.tenants.get(tenant_id) if tenant_id else None
+        return override.apply(limits, only_unset=False) if override else limits
+
+    @property
+    def empty(self) -> bool:
+        defaults = self.key_defaults.model_fields_set | self.tenant_defaults.model_fields_set
+        return not (self.keys or self.tenants or defaults)
+
+
+def cross_check(
+    upstreams: dict[str, UpstreamConfig], models: dict[str, ModelRoute], routing: RoutingConfig
+) -> list[tuple[str, str]]:
+    """Problems that no single field shows: (setting name, message), all of them at once."""
+    problems: list[tuple[str, str]] = []
+    for model, route in models.items():
+        for name in route.upstreams:
+            if name not in upstreams:
+                problems.append((f"models.{model}.upstreams", f"names unknown upstream {name!r}"))
+    if routing.default_model and models and routing.default_model not in models:
+        problems.append(("routing.default_model", f"{routing.default_model!r} is not among `models`"))
+    return problems

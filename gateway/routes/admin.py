@@ -1,0 +1,319 @@
+"""The admin API under /admin: tenants, keys (create, rotate, revoke), limits, usage, audit, status.
+
+Every route needs the admin key (`TANTRA_ADMIN_KEY`). Limits are fields of a tenant or a key, set
+when it is created and changed with PATCH; `null` removes a limit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from gateway.auth import AdminGuard, KeyAdmin
+from gateway.errors import InvalidRequest
+from gateway.protocol import ErrorResponse
+from gateway.store import GROUPS, AuditContext, Limits, Store, UsageLedger
+from gateway.store.models import ApiKey, AuditEvent, Tenant
+from gateway.store.records import LIMIT_FIELDS
+
+StatusFn = Callable[[], Awaitable[dict[str, Any]]]
+
+
+# Bounded so that every value fits its column on SQLite and PostgreSQL alike.
+_Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
+_Tokens = Annotated[int, Field(ge=0, le=2**62)]
+_Dollars = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+
+
+class LimitFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_models: list[str] | None = Field(None, description="Models this may use; null: all.")
+    rpm: _Count | None = Field(None, description="Requests per window.")
+    tpm: _Count | None = Field(None, description="Prompt plus completion tokens per window.")
+    max_concurrent: _Count | None = Field(None, description="Requests in flight at once.")
+    budget_tokens: _Tokens | None = Field(None, description="Tokens per budget period.")
+    budget_usd: _Dollars | None = Field(None, description="Spend (USD) per budget period.")
+    budget_period: Literal["day", "month"] = "month"
+
+    def limits(self) -> Limits:
+        return Limits(
+            allowed_models=tuple(self.allowed_models) if self.allowed_models is not None else None,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_concurrent=self.max_concurrent,
+            budget_tokens=self.budget_tokens,
+            budget_usd=self.budget_usd,
+            budget_period=self.budget_period,
+        )
+
+    def changes(self, also: tuple[str, ...]) -> dict[str, Any]:
+        """Only the fields the client sent: an explicit null removes that limit."""
+        return {name: getattr(self, name) for name in self.model_fields_set if name in (*LIMIT_FIELDS, *also)}
+
+
+class TenantCreate(LimitFields):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    disabled: bool = False
+
+
+class TenantUpdate(LimitFields):
+    # Absent means unchanged; these cannot be null.
+    name: Annotated[str, Field(min_length=1, max_length=200)] = None  # type: ignore[assignment]
+    disabled: bool = None  # type: ignore[assignment]
+
+
+class KeyCreate(LimitFields):
+    tenant_id: str
+    name: Annotated[str, Field(max_length=200)] = ""
+    expires_at: datetime | None = Field(None, description="When the key stops working (ISO 8601).")
+
+
+class KeyUpdate(LimitFields):
+    name: Annotated[str, Field(max_length=200)] = None  # type: ignore[assignment]
+    expires_at: datetime | None = None
+
+
+class KeyRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: Annotated[float, Field(ge=0, le=7 * 86_400)] = Field(
+        0, description="How long the old secret keeps working; 0 stops it at once."
+    )
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Invalid request.",
+        401: "Missing or wrong admin key.",
+        403: "The admin API is disabled (no admin key configured).",
+        404: "No such tenant or key.",
+        409: "A tenant of that name exists, or the key is revoked.",
+    }.items()
+}
+
+
+def admin_router(
+    guard: AdminGuard, keys: KeyAdmin, store: Store, ledger: UsageLedger, status: StatusFn
+) -> APIRouter:
+    async def require_admin(request: Request) -> None:
+        guard.check(request.headers)
+
+    # A router-wide dependency runs before the body is validated: no key, no other answer than 401.
+    router = APIRouter(
+        prefix="/admin", tags=["admin"], responses=_ERRORS, dependencies=[Depends(require_admin)]
+    )
+
+    @router.post("/tenants", status_code=201, summary="Create a tenant, with its limits")
+    async def create_tenant(body: TenantCreate, request: Request) -> dict[str, Any]:
+        tenant = await keys.create_tenant(
+            body.name, body.limits(), disabled=body.disabled, audit=_audit(request)
+        )
+        return tenant_view(tenant)
+
+    @router.get("/tenants", summary="List tenants")
+    async def list_tenants() -> dict[str, Any]:
+        return {"object": "list", "data": [tenant_view(t) for t in await store.list_tenants()]}
+
+    @router.get("/tenants/{tenant_id}", summary="One tenant")
+    async def get_tenant(tenant_id: str) -> dict[str, Any]:
+        return tenant_view(await keys.get_tenant(tenant_id))
+
+    @router.patch("/tenants/{tenant_id}", summary="Change a tenant's name, limits, or disable it")
+    async def update_tenant(tenant_id: str, body: TenantUpdate, request: Request) -> dict[str, Any]:
+        changes = body.changes(("name", "disabled"))
+        return tenant_view(await keys.update_tenant(tenant_id, changes, audit=_audit(request)))
+
+    @router.post("/keys", status_code=201, summary="Create an API key; its secret is shown only here")
+    async def create_key(body: KeyCreate, request: Request) -> dict[str, Any]:
+        key, secret = await keys.create_key(
+            body.tenant_id,
+            name=body.name,
+            limits=body.limits(),
+            expires_at=_naive_utc(body.expires_at),
+            audit=_audit(request),
+        )
+        return {**key_view(key), "key": secret}
+
+    @router.get("/keys", summary="List API keys (never their secrets)")
+    async def list_keys(tenant_id: str | None = None) -> dict[str, Any]:
+        return {"object": "list", "data": [key_view(k) for k in await store.list_keys(tenant_id)]}
+
+    @router.get("/keys/{key_id}", summary="One API key")
+    async def get_key(key_id: str) -> dict[str, Any]:
+        return key_view(await keys.get_key(key_id))
+
+    @router.patch("/keys/{key_id}", summary="Change a key's name, expiry or limits")
+    async def update_key(key_id: str, body: KeyUpdate, request: Request) -> dict[str, Any]:
+        changes = body.changes(("name", "expires_at"))
+        if "expires_at" in changes:
+            changes["expires_at"] = _naive_utc(changes["expires_at"])
+        return key_view(await keys.update_key(key_id, changes, audit=_audit(request)))
+
+    @router.post("/keys/{key_id}/rotate", summary="Give a key a new secret (shown only here)")
+    async def rotate_key(key_id: str, request: Request, body: KeyRotate | None = None) -> dict[str, Any]:
+        grace = timedelta(seconds=body.grace_seconds if body is not None else 0)
+        key, secret = await keys.rotate_key(key_id, grace=grace, audit=_audit(request))
+        return {**key_view(key), "key": secret}
+
+    @router.post("/keys/{key_id}/revoke", summary="Revoke a key for good")
+    async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
+        return key_view(await keys.revoke_key(key_id, audit=_audit(request)))
+
+    @router.get(
+        "/usage",
+        summary="Usage totals from the ledger, grouped; JSON or CSV",
+        response_model=None,
+        responses={200: {"content": {"application/json": {}, "text/csv": {}}, "description": "Totals"}},
+    )
+    async def usage(
+        group_by: Annotated[
+            str, Query(description="Any of tenant, key, model, day.")
+        ] = "tenant,key,model,day",
+        start: Annotated[datetime | date | None, Query(description="From this UTC time or day.")] = None,
+        end: Annotated[datetime | date | None, Query(description="Before this UTC time or day.")] = None,
+        tenant_id: str | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        format: Literal["json", "csv"] = "json",
+    ) -> dict[str, Any] | Response:
+        groups = [g.strip() for g in group_by.split(",") if g.strip()]
+        unknown = [g for g in groups if g not in GROUPS]
+        if unknown or len(set(groups)) != len(groups):
+            raise InvalidRequest(
+                f"`group_by` takes distinct names among {', '.join(GROUPS)}; got {group_by!r}.",
+                param="group_by",
+            )
+        await ledger.flush()  # this replica's latest rows; others write theirs within a flush interval
+        rows = await store.usage_report(
+            group_by=groups,  # type: ignore[arg-type]
+            start=_as_time(start),
+            end=_as_time(end),
+            tenant_id=tenant_id,
+            key_id=key_id,
+            model=model,
+        )
+        if format == "csv":
+            return _csv(rows, [*(f"{g}_id" if g in ("tenant", "key") else g for g in groups), *_TOTALS])
+        return {"object": "list", "group_by": groups, "data": rows}
+
+    @router.get("/audit", summary="The audit log, newest first")
+    async def audit_log(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_id: Annotated[int, Query(ge=1, le=2**62)] | None = None,
+        target_id: str | None = None,
+    ) -> dict[str, Any]:
+        events = await store.list_audit(limit=limit, before_id=before_id, target_id=target_id)
+        return {"object": "list", "data": [audit_view(e) for e in events]}
+
+    @router.get("/status", summary="Redis, limiter, ledger and key-cache state of this replica")
+    async def admin_status() -> dict[str, Any]:
+        return await status()
+
+    return router
+
+
+_TOTALS = [
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "avg_latency_ms",
+    "errors",
+]
+
+
+def _audit(request: Request) -> AuditContext:
+    return AuditContext(
+        actor="admin",
+        request_id=getattr(request.state, "request_id", None),
+        client_ip=request.client.host if request.client else None,
+    )
+
+
+def tenant_view(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "object": "tenant",
+        "name": tenant.name,
+        "disabled": tenant.disabled,
+        "created_at": _iso(tenant.created_at),
+        "updated_at": _iso(tenant.updated_at),
+        "limits": Limits.of(tenant).as_dict(),
+    }
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    if key.revoked_at is not None:
+        state = "revoked"
+    elif key.expires_at is not None and key.expires_at <= now:
+        state = "expired"
+    else:
+        state = "active"
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "tenant_id": key.tenant_id,
+        "name": key.name,
+        "redacted": key.redacted,
+        "status": state,
+        "created_at": _iso(key.created_at),
+        "updated_at": _iso(key.updated_at),
+        "rotated_at": _iso(key.rotated_at),
+        "previous_valid_until": _iso(key.previous_valid_until),
+        "expires_at": _iso(key.expires_at),
+        "revoked_at": _iso(key.revoked_at),
+        "limits": Limits.of(key).as_dict(),
+    }
+
+
+def audit_view(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "created_at": _iso(event.created_at),
+        "actor": event.actor,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "request_id": event.request_id,
+        "client_ip": event.client_ip,
+        "details": event.details,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value is not None else None
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _as_time(value: datetime | date | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return _naive_utc(value)
+    return datetime(value.year, value.month, value.day)
+
+
+def _csv(rows: list[dict[str, Any]], columns: list[str]) -> Response:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="usage.csv"'},
+    )

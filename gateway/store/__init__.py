@@ -1,0 +1,22 @@
+"""Tenants, keys, limits, the usage ledger and the audit log in a SQL database (SQLAlchemy, Alembic)."""
+
+from gateway.store.database import Database
+from gateway.store.ledger import UsageLedger
+from gateway.store.records import AuditContext, BudgetPeriod, KeyRecord, Limits, UsageRow
+from gateway.store.repository import GROUPS, AlreadyExists, GroupBy, NotFoundInStore, Store, utcnow
+
+__all__ = [
+    "GROUPS",
+    "AlreadyExists",
+    "AuditContext",
+    "BudgetPeriod",
+    "Database",
+    "GroupBy",
+    "KeyRecord",
+    "Limits",
+    "NotFoundInStore",
+    "Store",
+    "UsageLedger",
+    "UsageRow",
+    "utcnow",
+]

@@ -1,0 +1,123 @@
+"""The store's tables: tenants, their API keys, the usage ledger and the audit log.
+
+Times are naive UTC everywhere, so that grouping by day means the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, false
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGSERIAL.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LimitColumns:
+    """Limits a tenant or a key may carry; NULL means "no limit at this level"."""
+
+    @declared_attr
+    def allowed_models(cls) -> Mapped[list[str] | None]:
+        return mapped_column(JSON, nullable=True)
+
+    @declared_attr
+    def rpm(cls) -> Mapped[int | None]:
+        return mapped_column(Integer, nullable=True)
+
+    @declared_attr
+    def tpm(cls) -> Mapped[int | None]:
+        return mapped_column(Integer, nullable=True)
+
+    @declared_attr
+    def max_concurrent(cls) -> Mapped[int | None]:
+        return mapped_column(Integer, nullable=True)
+
+    @declared_attr
+    def budget_tokens(cls) -> Mapped[int | None]:
+        return mapped_column(BigInteger, nullable=True)
+
+    @declared_attr
+    def budget_usd(cls) -> Mapped[float | None]:
+        return mapped_column(Float(asdecimal=False), nullable=True)
+
+    @declared_attr
+    def budget_period(cls) -> Mapped[str]:
+        return mapped_column(String(8), nullable=False, default="month", server_default="month")
+
+
+class Tenant(LimitColumns, Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class ApiKey(LimitColumns, Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    # SHA-256 of the secret; the secret itself is shown once and never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    # What a person recognises the key by: `sk-tantra-AbCd...wxyz`.
+    redacted: Mapped[str] = mapped_column(String(40), nullable=False)
+    # During a rotation's grace period the old secret still works until `previous_valid_until`.
+    previous_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    previous_valid_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class UsageRecord(Base):
+    """One row per authenticated request: the ledger."""
+
+    __tablename__ = "usage"
+    __table_args__ = (
+        Index("ix_usage_tenant_time", "tenant_id", "created_at"),
+        Index("ix_usage_key_time", "key_id", "created_at"),
+        Index("ix_usage_time", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    request_id: Mapped[str] = mapped_column(String(160), nullable=False)
+    tenant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    endpoint: Mapped[str] = mapped_column(String(64), nullable=False)
+    stream: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Millionths of a US dollar, an integer so that sums are exact on every database.
+    cost_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    # completed, client_closed, upstream_error, rejected, failed
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(String(100), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    target_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    target_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)

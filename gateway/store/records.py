@@ -1,0 +1,115 @@
+"""Plain values the store hands out, so callers never hold ORM objects or sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+BudgetPeriod = Literal["day", "month"]
+LIMIT_FIELDS = (
+    "allowed_models",
+    "rpm",
+    "tpm",
+    "max_concurrent",
+    "budget_tokens",
+    "budget_usd",
+    "budget_period",
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one tenant or one key may do; None means no limit at that level."""
+
+    allowed_models: tuple[str, ...] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    budget_tokens: int | None = None
+    budget_usd: float | None = None
+    budget_period: BudgetPeriod = "month"
+
+    @classmethod
+    def of(cls, row: Any) -> Limits:
+        models = row.allowed_models
+        return cls(
+            allowed_models=tuple(models) if models is not None else None,
+            rpm=row.rpm,
+            tpm=row.tpm,
+            max_concurrent=row.max_concurrent,
+            budget_tokens=row.budget_tokens,
+            budget_usd=row.budget_usd,
+            budget_period=row.budget_period or "month",
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "allowed_models": list(self.allowed_models) if self.allowed_models is not None else None,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrent": self.max_concurrent,
+            "budget_tokens": self.budget_tokens,
+            "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
+        }
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """Everything authentication needs about one key, joined with its tenant."""
+
+    key_id: str
+    key_name: str
+    tenant_id: str
+    tenant_name: str
+    key_limits: Limits
+    tenant_limits: Limits
+    tenant_disabled: bool
+    revoked_at: datetime | None
+    expires_at: datetime | None
+    # Set when the secret matched is the one replaced by a rotation: it works until then.
+    superseded_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who made an admin change, recorded with it in the same transaction."""
+
+    actor: str = "admin"
+    request_id: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    created_at: datetime
+    request_id: str
+    tenant_id: str | None
+    key_id: str | None
+    model: str
+    endpoint: str
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+    latency_ms: int
+    status: int
+    outcome: str
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "created_at": self.created_at,
+            "request_id": self.request_id,
+            "tenant_id": self.tenant_id,
+            "key_id": self.key_id,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "stream": self.stream,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_micros": self.cost_micros,
+            "latency_ms": self.latency_ms,
+            "status": self.status,
+            "outcome": self.outcome,
+        }

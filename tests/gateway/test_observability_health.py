@@ -1,0 +1,72 @@
+"""The deep health monitor against the session's real engine, a dead one, and an unreachable store
+(the frozen-engine case, through /readyz, is in test_observability_readiness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from gateway.observability import GatewayMetrics, HealthMonitor
+from tests.servers import free_port
+
+pytestmark = pytest.mark.engine
+
+INTERVAL_S = 0.5
+TIMEOUT_S = 2.0
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        yield http
+
+
+async def test_a_healthy_engine_generates_a_token(
+    client: httpx.AsyncClient, engine_url: str, model: str
+) -> None:
+    metrics = GatewayMetrics()
+
+    async def store_ok() -> None:
+        return None
+
+    monitor = HealthMonitor(
+        client,
+        {"engine": engine_url},
+        interval_s=INTERVAL_S,
+        timeout_s=30,
+        default_model=model,
+        dependencies={"store": store_ok},
+        metrics=metrics,
+    )
+    assert not monitor.report().ready  # nothing checked yet
+    await monitor.check_now()
+    report = monitor.report()
+    assert report.ready, report.body()
+    assert report.upstreams["engine"]["model"] == model
+    assert report.dependencies == {"store": {"reachable": True, "reason": None}}
+    assert 'tantra_upstream_healthy{upstream="engine"} 1.0' in metrics.render().decode()
+
+
+async def test_dead_engine_or_store_is_not_ready(client: httpx.AsyncClient, engine_url: str) -> None:
+    async def store_down() -> None:
+        raise ConnectionRefusedError("the database refused the connection")
+
+    dead = HealthMonitor(client, {"engine": f"http://127.0.0.1:{free_port()}"}, interval_s=1, timeout_s=2)
+    await dead.check_now()
+    report = dead.report()
+    assert not report.ready
+    assert "ConnectError" in str(report.upstreams["engine"]["reason"])
+    assert report.problems == ["no healthy upstream serves the default model"]
+
+    no_store = HealthMonitor(
+        client, {"engine": engine_url}, interval_s=1, timeout_s=30, dependencies={"store": store_down}
+    )
+    await no_store.check_now()
+    report = no_store.report()
+    assert not report.ready
+    assert report.upstreams["engine"]["healthy"]
+    assert report.problems == [
+        "store is not reachable: ConnectionRefusedError: the database refused the connection"
+    ]
