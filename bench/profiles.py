@@ -1,0 +1,119 @@
+"""Feature profiles: each a named set of TANTRA_* settings, so every feature's cost shows as its own row.
+
+A profile names the Settings fields it needs; when the gateway under test does not
+have them yet, the profile is reported as pending instead of silently measuring
+something else. Profiles that need a caller key create a tenant and a key through
+the admin API once the gateway is up, with limits high enough never to refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ADMIN_KEY = "bench-admin-" + secrets.token_hex(8)
+# High enough that the limiter does all its work (one Redis round trip per check) yet never refuses.
+_GENEROUS_LIMITS = {"rpm": 10_000_000, "tpm": 1_000_000_000, "max_concurrent": 100_000}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """`settings` are TANTRA_* variables; `needs` are Settings fields that must exist."""
+
+    name: str
+    description: str
+    settings: dict[str, str] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    redis: bool = False
+    key_limits: dict[str, int] | None = None
+    """None: no caller key. A dict: create a key with these limits and send it."""
+
+
+PROFILES: tuple[Profile, ...] = (
+    Profile(
+        "tantra",
+        "relay only: auth off, access log off",
+        {"TANTRA_AUTH_ENABLED": "false", "TANTRA_LOG_LEVEL": "warning"},
+    ),
+    Profile(
+        "tantra+access-log",
+        "relay plus uvicorn's access log, which the default log level (info) turns on",
+        {"TANTRA_AUTH_ENABLED": "false", "TANTRA_LOG_LEVEL": "info"},
+    ),
+    Profile(
+        "tantra+auth",
+        "API keys checked (cached), usage ledger",
+        {"TANTRA_AUTH_ENABLED": "true", "TANTRA_LOG_LEVEL": "warning"},
+        needs=("auth_enabled", "admin_key", "database_url", "redis_url"),
+        redis=True,
+        key_limits={},
+    ),
+    Profile(
+        "tantra+auth+limits",
+        "keys plus RPM, TPM and concurrency limits in Redis",
+        {"TANTRA_AUTH_ENABLED": "true", "TANTRA_LOG_LEVEL": "warning"},
+        needs=("auth_enabled", "admin_key", "database_url", "redis_url", "limits_window_s"),
+        redis=True,
+        key_limits=_GENEROUS_LIMITS,
+    ),
+    Profile(
+        "tantra+all",
+        "keys, limits, access log, metrics and tracing",
+        {"TANTRA_AUTH_ENABLED": "true", "TANTRA_LOG_LEVEL": "info"},
+        needs=("auth_enabled", "admin_key", "redis_url", "metrics_enabled", "tracing_enabled"),
+        redis=True,
+        key_limits=_GENEROUS_LIMITS,
+    ),
+)
+
+
+def by_name(name: str) -> Profile:
+    for profile in PROFILES:
+        if profile.name == name:
+            return profile
+    raise KeyError(f"no profile {name!r}; known: {', '.join(p.name for p in PROFILES)}")
+
+
+def missing_fields(profile: Profile, settings_fields: set[str]) -> list[str]:
+    """The Settings fields a profile needs that the gateway under test does not have yet."""
+    return [name for name in profile.needs if name not in settings_fields]
+
+
+def settings_for(profile: Profile, redis_url: str | None, state_dir: Path) -> dict[str, str]:
+    """The profile's variables plus where its state lives (a fresh SQLite file, the bench's Redis)."""
+    env = dict(profile.settings)
+    if profile.needs:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        env["TANTRA_ADMIN_KEY"] = ADMIN_KEY
+        database = state_dir / f"{profile.name}-{secrets.token_hex(4)}.db"
+        env["TANTRA_DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
+    if redis_url is not None:
+        env["TANTRA_REDIS_URL"] = redis_url
+    return env
+
+
+def provision_key(base_url: str, profile: Profile) -> dict[str, str]:
+    """Create a tenant and a key through /admin; returns the headers a caller sends."""
+    if profile.key_limits is None:
+        return {}
+    name = f"bench-{profile.name}-{secrets.token_hex(4)}"  # a fresh name: the store may be reused
+    tenant = _admin_post(base_url, "/admin/tenants", {"name": name})
+    key = _admin_post(
+        base_url, "/admin/keys", {"tenant_id": tenant["id"], "name": "bench", **profile.key_limits}
+    )
+    return {"authorization": f"Bearer {key['key']}"}
+
+
+def _admin_post(base_url: str, path: str, body: dict[str, object]) -> dict[str, str]:
+    request = urllib.request.Request(
+        base_url + path,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, str] = json.loads(response.read())
+        return answer

