@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapters import TEXT_ONLY, Modality
 from gateway.auth import Authenticator, Principal
 from gateway.auth.keys import PREFIX
 from gateway.errors import (
@@ -26,9 +27,10 @@ from gateway.errors import (
 )
 from gateway.limits import Demand, TokenEstimator
 from gateway.limits.accounting import Accountant, Tab
+from gateway.multimodal import MediaService, Prepared, with_media_usage
 from gateway.observability import LiveConfig, RequestRecord, bind_request, passthrough_traceparent, record_of
 from gateway.observability.sections import LimitsConfig
-from gateway.protocol import InvalidParam, parse_request
+from gateway.protocol import ChatCompletionRequest, InvalidParam, parse_request
 from gateway.protocol.common import SamplingParams, StreamOptions
 from gateway.relay import ClientGone, SSERelay, StreamOutcome, StreamUsage, unless_disconnected
 from gateway.upstreams import EngineUpstream, ModelCatalog
@@ -53,8 +55,12 @@ class InferenceService:
         authenticator: Authenticator,
         accountant: Accountant,
         live: LiveConfig[Any] | None = None,
+        media: MediaService | None = None,
+        default_accepts: Collection[Modality] = TEXT_ONLY,
     ) -> None:
         self._live = live
+        self._media = media
+        self._default_accepts = tuple(default_accepts)
         self._engine = engine
         self._catalog = catalog
         self._max_body_bytes = max_body_bytes
@@ -87,7 +93,7 @@ class InferenceService:
             request_id=request.state.request_id,
         )
         try:
-            body, parsed = await self._admit(request, schema, path, principal, tab, record, config)
+            body, parsed, media = await self._admit(request, schema, path, principal, tab, record, config)
         except APIError as exc:
             tab.close(status=exc.status, outcome="rejected")
             if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
@@ -118,7 +124,7 @@ class InferenceService:
                 return SSERelay(
                     upstream,
                     headers=limit_headers,
-                    usage=StreamUsage(forward_usage=wants_usage),
+                    usage=StreamUsage(forward_usage=wants_usage, extra=_media_extra(media)),
                     on_close=lambda outcome, usage: _close_stream(tab, outcome, usage, record),
                 )
             answer = await unless_disconnected(request.receive, self._complete(path, body, headers))
@@ -138,6 +144,8 @@ class InferenceService:
             record.use(
                 prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens")
             )
+        if media is not None:
+            answer = with_media_usage(answer, media.usage)
         return Response(answer, media_type="application/json", headers=limit_headers)
 
     async def _admit(
@@ -149,19 +157,36 @@ class InferenceService:
         tab: Tab,
         record: RequestRecord | None,
         config: Any,
-    ) -> tuple[bytes, SamplingParams]:
-        """Read, validate, resolve the model, check the caller may use it, and reserve its limits."""
+    ) -> tuple[bytes, SamplingParams, Prepared | None]:
+        """Read, validate, resolve the model, turn media into what it takes, check the caller may
+        use it, and reserve its limits."""
         with _stage(record, "preprocess"):
-            body, parsed, card = await self._preprocess(request, schema, tab, config)
+            body, parsed, card, payload = await self._preprocess(request, schema, tab, config)
         if record is not None:
             record.model = str(card["id"])
+        media = None
+        if self._media is not None and isinstance(parsed, ChatCompletionRequest):
+            # Only after the key is known to be allowed this model: media work is the costly part.
+            self._check_allowed(str(card["id"]), principal)
+            with _stage(record, "media"):
+                media = await self._media.prepare(payload, self._accepts(str(card["id"]), config))
+            if media is not None:
+                body, parsed = media.body, _parse(schema, payload)
         with _stage(record, "rate_limit"):
             await self._reserve(path, parsed, card, principal, tab)
-        return body, parsed
+        return body, parsed, media
+
+    def _accepts(self, model: str, config: Any) -> tuple[Modality, ...]:
+        route = config.models.get(model) if config is not None else None
+        if route is not None and route.accepts is not None:
+            return tuple(route.accepts)
+        if config is not None:
+            return tuple(config.media_default_accepts)
+        return self._default_accepts
 
     async def _preprocess(
         self, request: Request, schema: type[SamplingParams], tab: Tab, config: Any
-    ) -> tuple[bytes, SamplingParams, dict[str, Any]]:
+    ) -> tuple[bytes, SamplingParams, dict[str, Any], dict[str, Any]]:
         limit = config.max_body_bytes if config is not None else self._max_body_bytes
         body = await self._read_body(request, limit)
         try:
@@ -173,22 +198,16 @@ class InferenceService:
             ) from None
         if isinstance(payload, dict) and isinstance(payload.get("model"), str):
             tab.model = payload["model"]
-        try:
-            parsed = parse_request(schema, payload)
-        except InvalidParam as exc:
-            raise InvalidRequest(exc.message, param=exc.param) from None
+        parsed = _parse(schema, payload)
         card = await self._catalog.resolve(parsed.model)
-        return body, parsed, card
+        return body, parsed, card, payload
 
     async def _reserve(
         self, path: str, parsed: SamplingParams, card: dict[str, Any], principal: Principal, tab: Tab
     ) -> None:
         model = str(card["id"])
         tab.model, tab.stream = model, bool(parsed.stream)
-        if not principal.may_use(model):
-            raise PermissionDenied(
-                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
-            )
+        self._check_allowed(model, principal)
         max_len = card.get("max_model_len")
         estimate = self._estimator.estimate(
             parsed, path, model, max_len if isinstance(max_len, int) else None
@@ -196,6 +215,13 @@ class InferenceService:
         cost = self._accountant.prices.cost_micros(model, estimate.prompt_tokens, estimate.completion_tokens)
         reservation = await self._accountant.limiter.reserve(principal.scopes(), Demand(estimate.total, cost))
         tab.hold(reservation, estimate)
+
+    @staticmethod
+    def _check_allowed(model: str, principal: Principal) -> None:
+        if not principal.may_use(model):
+            raise PermissionDenied(
+                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
+            )
 
     async def _complete(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         return await read_body(await self._engine.open(path, body, headers))
@@ -212,6 +238,17 @@ class InferenceService:
                 raise _too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _parse(schema: type[SamplingParams], payload: Any) -> SamplingParams:
+    try:
+        return parse_request(schema, payload)
+    except InvalidParam as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
+
+
+def _media_extra(media: Prepared | None) -> dict[str, Any] | None:
+    return {"tantra_media": media.usage} if media is not None else None
 
 
 def _too_large(limit: int) -> APIError:

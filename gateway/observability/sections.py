@@ -24,6 +24,11 @@ class ModelRoute(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     upstreams: list[str] = Field(default_factory=list, description="Upstream names serving this model.")
+    accepts: list[Literal["text", "image", "video", "audio"]] | None = Field(
+        None,
+        description="What the model takes itself; other media parts become derived text "
+        "(unset: TANTRA_MEDIA_DEFAULT_ACCEPTS).",
+    )
 
 
 class RoutingConfig(BaseModel):
