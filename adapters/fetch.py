@@ -29,7 +29,11 @@ class UrlPolicy:
         self._suffixes = tuple(host[1:] for host in hosts if host.startswith("*."))
 
     def allows(self, url: str) -> bool:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (a bad port raises here, not at fetch time)
+        except ValueError:
+            return False
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False
         if any(url.startswith(prefix) for prefix in self._prefixes):
@@ -64,7 +68,7 @@ class UrlFetcher:
             raise MediaError(
                 param, f"Fetching this URL took longer than {self._timeout_s:g} s.", code="url_fetch_failed"
             ) from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise MediaError(
                 param, f"This URL could not be fetched ({type(exc).__name__}).", code="url_fetch_failed"
             ) from None

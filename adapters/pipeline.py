@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import structlog
 from PIL import Image
 
 from adapters.documents import document_text
@@ -23,6 +24,8 @@ from adapters.parts import MediaPart
 from adapters.policy import ImageFilter
 from adapters.sources import Blob, decode_base64, decode_data_url, is_data_url
 from adapters.video import sample_frames, video_text
+
+_log = structlog.stdlib.get_logger("tantra.adapters")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,19 @@ class Preprocessor:
         numbers: Counter[str] = Counter()
         for job in jobs:
             numbers[job.part.kind] += 1
-            outcome.parts.append(self._one(job, numbers[job.part.kind], tally))
+            try:
+                outcome.parts.append(self._one(job, numbers[job.part.kind], tally))
+            except MediaError:
+                raise
+            except Exception as exc:
+                # A decoder failing in a way nobody foresaw is still the client's file, not a
+                # gateway fault: the request gets a 400 naming the part, the worker lives on.
+                _log.warning("media_part_failed", param=job.part.param, error=repr(exc)[:500])
+                raise MediaError(
+                    job.part.param,
+                    f"This part could not be processed ({type(exc).__name__}).",
+                    code="invalid_content_part",
+                ) from exc
         return outcome
 
     def _one(self, job: Job, number: int, tally: Tally) -> dict[str, Any]:

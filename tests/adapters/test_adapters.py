@@ -254,3 +254,47 @@ def test_open_image_counts_against_the_request() -> None:
     open_image(png(Image.new("RGB", (10, 10))), "p", tally)
     with pytest.raises(MediaError):
         open_image(png(Image.new("RGB", (10, 10))), "p", tally)
+
+
+@pytest.mark.parametrize("kind", ["image", "pdf", "video", "text"])
+def test_random_and_mangled_bytes_are_only_ever_a_media_error(kind: str) -> None:
+    import random
+
+    rng = random.Random(kind)
+    good = {
+        "image": png(text_image("x", (64, 64), 10)),
+        "pdf": text_pdf(["one", "two"]),
+        "video": text_video(["A"], seconds_each=0.3),
+        "text": b"hello",
+    }[kind]
+    for _ in range(25):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 40)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(1, len(data))]
+        part = {
+            "image": image_part(data_url(bytes(data), "image/png")),
+            "pdf": file_part(bytes(data), "application/pdf"),
+            "video": video_part(bytes(data)),
+            "text": file_part(bytes(data), "text/plain", "a.txt"),
+        }[kind]
+        try:
+            run(chat(part))
+        except MediaError as error:
+            assert error.status in (400, 413) and error.param == "messages[0].content[1]." + (
+                "image_url" if kind == "image" else "video_url" if kind == "video" else "file"
+            )
+
+
+def test_urls_that_do_not_parse_are_not_allowed() -> None:
+    from adapters import UrlPolicy
+
+    policy = UrlPolicy(["example.com", "*.cdn.net", "https://files.org/public/"])
+    assert policy.allows("https://example.com/a.png") and policy.allows("http://x.cdn.net/a")
+    assert policy.allows("https://files.org/public/a.pdf")
+    assert not policy.allows("https://files.org/private/a.pdf")
+    assert not policy.allows("https://example.com.evil.io/a.png")
+    assert not policy.allows("http://[::1")
+    assert not policy.allows("http://example.com:99999/")
+    assert not policy.allows("ftp://example.com/a")
