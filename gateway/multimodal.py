@@ -98,9 +98,12 @@ def media_executor(spec: WorkerSpec, kind: str, workers: int) -> Executor:
     second or more); in a process it cannot. `forkserver`: never fork the threaded gateway."""
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tantra-media")
+    context = multiprocessing.get_context("forkserver")
+    # The server imports the adapters once; each worker forked from it then starts in milliseconds.
+    context.set_forkserver_preload(["gateway.multimodal"])
     return ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context("forkserver"),
+        mp_context=context,
         initializer=init_worker,
         initargs=(spec,),
     )
