@@ -190,7 +190,7 @@ def create_app(
                 await client.aclose()
             await media_client.aclose()
             if media is not None:
-                media.close()
+                await media.close()
             tracing.shutdown()
 
     app = FastAPI(

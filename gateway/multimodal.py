@@ -225,8 +225,9 @@ class MediaService:
                 code="invalid_content_part",
             ) from None
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Stop the workers (waiting in a thread: one may be finishing an OCR call)."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
 
 async def _nothing() -> None:

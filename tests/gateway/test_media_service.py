@@ -129,4 +129,4 @@ async def test_worker_processes_do_the_work_and_a_dead_one_is_replaced() -> None
         again = await media.prepare(request("green"), ("text", "image"))
         assert again is not None and again.usage["images"] == 1
     finally:
-        media.close()
+        await media.close()
