@@ -43,6 +43,7 @@ from gateway.routes import admin_router, inference_router, models_router, operat
 from gateway.serving import InferenceService
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstreams import EngineUpstream, ModelCatalog
+from gateway.upstreams.transport import engine_transport
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -76,9 +77,7 @@ def create_app(
     ledger = UsageLedger(
         store, flush_interval_s=settings.ledger_flush_interval_s, batch_size=settings.ledger_batch_size
     )
-    redis = redis_client(settings)
-    # The subscriber waits on its connection for as long as nothing is published: no read timeout.
-    subscriber = redis_client(settings, read_timeout_s=None)
+    redis, subscriber = redis_clients(settings)
     cache = KeyCache(ttl_s=settings.auth_cache_ttl_s, degraded_ttl_s=settings.auth_cache_degraded_ttl_s)
     bus = InvalidationBus(subscriber, cache)
     authenticator = Authenticator(store, cache, enabled=settings.auth_enabled)
@@ -244,13 +243,28 @@ def engine_client(settings: Settings) -> httpx.AsyncClient:
     """One pooled client for all engine traffic; its read timeout bounds the wait for each next chunk."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-            keepalive_expiry=30.0,
-        ),
+        transport=engine_transport(settings.max_connections, keepalive_expiry_s=30.0),
         trust_env=False,
     )
+
+
+IN_PROCESS_REDIS = "memory://"
+
+
+def redis_clients(settings: Settings) -> tuple[Redis, Redis]:
+    """The request path's client and the key-invalidation subscriber's.
+
+    `TANTRA_REDIS_URL=memory://` keeps the limits in this process, for a single replica without a
+    Redis server: fakeredis runs the limiter's own Lua scripts (through lupa), so the limits behave
+    exactly as with Redis, only not shared with other replicas.
+    """
+    if settings.redis_url == IN_PROCESS_REDIS:
+        from fakeredis import FakeAsyncRedis, FakeServer
+
+        server = FakeServer()
+        return FakeAsyncRedis(server=server), FakeAsyncRedis(server=server)
+    # The subscriber waits on its connection for as long as nothing is published: no read timeout.
+    return redis_client(settings), redis_client(settings, read_timeout_s=None)
 
 
 def redis_client(settings: Settings, *, read_timeout_s: float | None = -1.0) -> Redis:
