@@ -106,7 +106,11 @@ class Settings(BaseSettings):
     database_auto_migrate: bool = Field(
         True, description="Bring the database schema up to date (Alembic) when the gateway starts."
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis shared by every replica.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis shared by every replica; `memory://` keeps the limits in this process "
+        "(one replica, no Redis server).",
+    )
     redis_max_connections: int = Field(
         64, ge=1, description="Connections to Redis per replica; more requests wait for a free one."
     )
