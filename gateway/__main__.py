@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     boot.add_argument("--dev-key-file", type=Path, required=True, help="holds the dev key; made if missing")
     boot.add_argument("--tenant", default="dev", help="the dev tenant's name (default: dev)")
     args = parser.parse_args(argv)
+    if args.command == "bootstrap" and not args.admin_key_file.exists():
+        # Before the settings are read: TANTRA_ADMIN_KEY_FILE may name this very file, and the
+        # settings check that it exists.
+        _write_secret(args.admin_key_file, "tantra-admin-" + secrets.token_urlsafe(32))
 
     try:
         settings = load_settings(Settings)
@@ -48,8 +52,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
     elif args.command == "bootstrap":
-        if not args.admin_key_file.exists():
-            _write_secret(args.admin_key_file, "tantra-admin-" + secrets.token_urlsafe(32))
         dev_key = args.dev_key_file.read_text().strip() if args.dev_key_file.exists() else None
         secret = asyncio.run(_bootstrap(settings, dev_key, args.tenant))
         if secret is not None:
