@@ -124,7 +124,9 @@ class Settings(BaseSettings):
         256, ge=0, description="Leading prompt characters hashed to pick a replica (prefix cache); 0: off."
     )
     drain_grace_s: float = Field(
-        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+        25.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight requests may take to finish (uvicorn then has 5 s more).",
     )
 
     # Who is calling.
