@@ -122,7 +122,7 @@ class InferenceService:
                     request.receive,
                     self._dispatcher.open_stream(path, forwarded, headers, plan, deadline, affinity=affinity),
                 )
-                bind_request(upstream=attempt.member.name)
+                _chose(record, attempt.member.name)
                 failover = None
                 if (config is None or config.failover_enabled) and can_continue(path, payload):
                     failover = Failover(
@@ -150,7 +150,7 @@ class InferenceService:
                 request.receive,
                 self._dispatcher.complete(path, body, headers, plan, deadline, affinity=affinity),
             )
-            bind_request(upstream=member.name)
+            _chose(record, member.name)
         except ClientGone:
             # Nobody is left to read the answer; 499 is what nginx logs for the same case.
             tab.close(status=499, outcome="client_closed", completion_tokens=0)
@@ -239,6 +239,15 @@ class InferenceService:
                 raise _too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _chose(record: RequestRecord | None, upstream: str) -> None:
+    """Name the upstream that answers in the request's logs, access line and span."""
+    bind_request(upstream=upstream)
+    if record is not None:
+        record.upstream = upstream
+        if record.upstream_span is not None and record.tracing.enabled:
+            record.upstream_span.set_attribute("tantra.upstream", upstream)
 
 
 def _affinity_key(path: str, payload: dict[str, Any], chars: int) -> str | None:

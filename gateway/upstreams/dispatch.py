@@ -61,11 +61,13 @@ class Attempt:
         if self.closed:
             return
         self.closed = True
-        with anyio.CancelScope(shield=True):
-            await self.response.aclose()  # for an unfinished stream: vLLM aborts the request
-        if failed:
-            self.member.breaker.failure()
-        self.member.give_back()
+        try:
+            with anyio.CancelScope(shield=True), contextlib.suppress(httpx.HTTPError):
+                await self.response.aclose()  # for an unfinished stream: vLLM aborts the request
+        finally:
+            if failed:
+                self.member.breaker.failure()
+            self.member.give_back()
 
 
 class Dispatcher:
@@ -152,35 +154,25 @@ class Dispatcher:
             payload = body if target.served == plan[0].model else _renamed(body, target.served)
             failed = set(avoid)
 
-            def stop(state: RetryCallState, policy: RetryPolicy = policy) -> bool:
-                if state.attempt_number >= policy.attempts or deadline.left() <= 0:
-                    return True
-                return not self.budget.try_spend()  # spent only when a retry will really happen
+            async def once(target: Target = target, payload: bytes = payload, failed: set[str] = failed) -> T:
+                nonlocal sent_count
+                member = self.pool.choose(target.members, affinity, failed)
+                # vLLM needs each live request's id to be unique: a retry gets its own.
+                sent = _numbered(headers, str(sent_count)) if sent_count else headers
+                sent_count += 1
+                try:
+                    return await attempt(member, target, payload, sent)
+                except UpstreamFailed:
+                    failed.add(member.name)
+                    raise
 
-            def counted(state: RetryCallState) -> None:
-                exc = state.outcome.exception() if state.outcome is not None else None
-                if isinstance(exc, UpstreamFailed) and self.metrics is not None:
-                    self.metrics.upstream_retries.labels(exc.upstream).inc()
-
-            retrying = AsyncRetrying(
-                stop=stop,
-                wait=BackoffWait(policy.backoff_s, policy.backoff_max_s),
-                retry=retry_if_exception(lambda exc: isinstance(exc, UpstreamFailed) and exc.retryable),
-                before_sleep=counted,
-                reraise=True,
-            )
             try:
-                async for trial in retrying:
-                    with trial:
-                        member = self.pool.choose(target.members, affinity, failed)
-                        # vLLM needs each live request's id to be unique: a retry gets its own.
-                        sent = _numbered(headers, str(sent_count)) if sent_count else headers
-                        sent_count += 1
-                        try:
-                            return await attempt(member, target, payload, sent)
-                        except UpstreamFailed:
-                            failed.add(member.name)
-                            raise
+                try:
+                    return await once()  # the common case, without any retry machinery
+                except UpstreamFailed as first:
+                    if not first.retryable:
+                        raise
+                    return await self._retry_more(first, once, policy, deadline)
             except UpstreamFailed as exc:
                 if not exc.retryable:
                     raise exc.error from None
@@ -193,6 +185,42 @@ class Dispatcher:
                 last = exc
         assert last is not None
         raise last
+
+    async def _retry_more(
+        self, first: UpstreamFailed, once: Callable[[], Awaitable[T]], policy: RetryPolicy, deadline: Deadline
+    ) -> T:
+        """Tries 2..attempts after a retryable failure, each after a backoff, within the budget."""
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number + 1 >= policy.attempts or deadline.left() <= 0:
+                return True
+            return not self.budget.try_spend()  # spent only when a retry will really happen
+
+        def counted(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, UpstreamFailed):
+                self._count_retry(exc)
+
+        if policy.attempts <= 1 or deadline.left() <= 0 or not self.budget.try_spend():
+            raise first
+        self._count_retry(first)
+        backoff = BackoffWait(policy.backoff_s, policy.backoff_max_s, first_attempt=2)
+        await asyncio.sleep(backoff.seconds(1, first.retry_after_s))
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=backoff,
+            retry=retry_if_exception(lambda exc: isinstance(exc, UpstreamFailed) and exc.retryable),
+            before_sleep=counted,
+            reraise=True,
+        )
+        async for trial in retrying:
+            with trial:
+                return await once()
+        raise first  # not reached: tenacity re-raises the last failure
+
+    def _count_retry(self, failure: UpstreamFailed) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_retries.labels(failure.upstream).inc()
 
     async def _open(
         self,

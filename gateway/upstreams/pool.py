@@ -156,13 +156,23 @@ class UpstreamPool:
     def choose(self, members: Iterable[Member], affinity: str | None, avoid: Collection[str] = ()) -> Member:
         """The member to send a request to: EngineUnavailable when every breaker is open,
         Overloaded (503, Retry-After) when every open one is full."""
-        usable = [member for member in members if member.breaker.allows()]
+        # While the background probe runs, it alone decides when an open upstream is tried again
+        # (a hung one would otherwise cost a real request its timeout); without it, requests probe.
+        probing = self._probe_task is not None
+        usable = [
+            member
+            for member in members
+            if member.breaker.allows() and not (probing and member.breaker.state == "open")
+        ]
         if not usable:
             raise EngineUnavailable("Every upstream serving this model is down; try again shortly.")
         fresh = [member for member in usable if member.name not in avoid] or usable
         room = [member for member in fresh if not member.saturated]
         if not room:
             raise Overloaded("Every upstream serving this model is at capacity; try again shortly.")
+        for member in room:
+            if member.breaker.state == "half_open":
+                return member  # the recovering upstream's trial: affinity alone might never send it
         least = min(member.outstanding for member in room)
         if affinity and len(room) > 1:
             preferred = max(room, key=lambda member: zlib.crc32(f"{member.name}\0{affinity}".encode()))
@@ -206,9 +216,14 @@ class UpstreamPool:
         (the next request is the trial), silence re-arms the wait."""
         while True:
             await asyncio.sleep(_PROBE_INTERVAL_S)
-            due = [member for member in self.members.values() if member.breaker.probe_due()]
-            if not due:
-                continue
+            try:
+                await self._probe_due()
+            except Exception:  # a probe bug must not end the loop: breakers would stay open
+                _log.exception("probing open upstreams failed")
+
+    async def _probe_due(self) -> None:
+        due = [member for member in self.members.values() if member.breaker.probe_due()]
+        if due:
             results = await asyncio.gather(
                 *(member.upstream.is_healthy(self._policy.breaker_open_s) for member in due)
             )

@@ -4,10 +4,11 @@ budget so that retries cannot multiply the load on an upstream that is already f
 from __future__ import annotations
 
 import collections
+import random
 import time
 from collections.abc import Callable
 
-from tenacity import RetryCallState, wait_exponential_jitter
+from tenacity import RetryCallState
 
 from gateway.errors import APIError, EngineTimeout, EngineUnavailable
 
@@ -67,18 +68,25 @@ class RetryBudget:
 
 
 class BackoffWait:
-    """tenacity's exponential backoff with full jitter, stretched to an upstream's Retry-After."""
+    """Exponential backoff with jitter (tenacity's `wait_exponential_jitter` formula), stretched to
+    an upstream's Retry-After and capped at `max_s`. `first_attempt` numbers tenacity's first
+    attempt when the dispatcher made one before handing over to tenacity."""
 
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self._jitter = wait_exponential_jitter(initial=initial_s, max=max_s, jitter=initial_s)
+    def __init__(self, initial_s: float, max_s: float, *, first_attempt: int = 1) -> None:
+        self.initial_s = initial_s
         self.max_s = max_s
+        self._offset = first_attempt - 1
+
+    def seconds(self, failed_attempt: int, retry_after_s: float | None) -> float:
+        """The wait after attempt number `failed_attempt` (1-based) failed."""
+        wait = self.initial_s * 2 ** (failed_attempt - 1) + random.uniform(0, self.initial_s)
+        if retry_after_s is not None:
+            wait = max(wait, retry_after_s)
+        return min(wait, self.max_s)
 
     def __call__(self, state: RetryCallState) -> float:
-        wait = float(self._jitter(state))
         failure = _failure_of(state)
-        if failure is not None and failure.retry_after_s is not None:
-            wait = max(wait, failure.retry_after_s)
-        return min(wait, self.max_s)
+        return self.seconds(state.attempt_number + self._offset, failure.retry_after_s if failure else None)
 
 
 def _failure_of(state: RetryCallState) -> UpstreamFailed | None:

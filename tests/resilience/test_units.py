@@ -406,3 +406,34 @@ async def test_a_stalled_stream_trips_the_inter_token_timeout() -> None:
         await asyncio.wait_for(relay({"type": "http"}, collector.receive, collector.send), 5)
     last = [line for line in collector.body.split(b"\n\n") if line.startswith(b"data: {")][-1]
     assert orjson.loads(last[6:])["error"]["code"] == "engine_timeout"
+
+
+async def test_a_recovered_upstream_is_probed_half_open_and_gets_the_next_request() -> None:
+    alive = {"a": True}
+
+    def maybe(request: httpx.Request) -> httpx.Response:
+        if not alive["a"]:
+            raise httpx.ConnectError("connection refused")
+        return httpx.Response(200, json={"data": [{"id": "m"}]})
+
+    pool, client = make_pool({"a": maybe, "b": lambda request: httpx.Response(200, json={"data": []})})
+    pool.reconfigure({"a": "http://a", "b": "http://b"}, {}, {})
+    async with client:
+        await pool.list_models(1)
+        pool.members["a"].breaker = CircuitBreaker(failures=1, open_s=0.2)
+        pool.start()
+        try:
+            alive["a"] = False
+            pool.members["a"].breaker.failure()
+            members = list(pool.members.values())
+            # Open, and probed in the background only: requests all go to b meanwhile.
+            assert {pool.choose(members, "same prefix").name for _ in range(20)} == {"b"}
+            await asyncio.sleep(1.0)
+            assert pool.members["a"].breaker.state == "open"  # the probe failed: still open
+            alive["a"] = True
+            await asyncio.sleep(1.0)
+            assert pool.members["a"].breaker.state == "half_open"
+            # The trial goes to a whatever the prefix would prefer.
+            assert all(pool.choose(members, f"prefix {i}").name == "a" for i in range(5))
+        finally:
+            await pool.close()
