@@ -263,6 +263,8 @@ class SSERelay(Response):
         self._last = float("inf")  # the dispatcher's own clocks bound the failover
         failed = self._attempt
         await failed.close(failed=True)
+        if self._failover is not None and self._failover.transcript.finished:
+            return _DONE, "completed"  # the answer was whole; only its usage event and [DONE] were lost
         if self._failover is not None and self._failover.possible(self._usage.done):
             try:
                 resumed = await self._failover.resume(failed)
