@@ -210,7 +210,8 @@ class SSERelay(Response):
         attempt, usage = self._attempt, self._usage
         self._stalled = None
         self._last = time.monotonic()
-        with anyio.CancelScope() as scope:
+        failure: APIError | None = None
+        with anyio.CancelScope() as scope:  # the watchdog cancels it when the upstream stalls
             self._scope = scope
             try:
                 if rewrite is None:  # the hot path: the engine's bytes, as they come
@@ -225,16 +226,18 @@ class SSERelay(Response):
                 else:
                     await self._pump_rewritten(send, rewrite)
             except httpx.TimeoutException:
-                return EngineTimeout("The engine stopped sending tokens in time.")
+                failure = EngineTimeout("The engine stopped sending tokens in time.")
             except httpx.HTTPError:
-                return EngineUnavailable("The engine failed in the middle of the stream.")
+                failure = EngineUnavailable("The engine failed in the middle of the stream.")
             finally:
                 self._scope = None
-        if self._stalled is not None:
-            return self._stalled
-        if not usage.done:
-            return EngineUnavailable("The engine ended the stream before it was complete.")
-        return None
+        if usage.done:
+            return None  # whatever broke after [DONE] broke nothing the client needed
+        return (
+            self._stalled
+            or failure
+            or EngineUnavailable("The engine ended the stream before it was complete.")
+        )
 
     async def _pump_rewritten(self, send: Send, failover: Failover) -> None:
         attempt, usage = self._attempt, self._usage

@@ -256,13 +256,14 @@ async def test_sigkill_one_replica_under_20_streams_every_stream_completes(
         victim_pid = replicas[victim].pid
         assert victim_pid is not None
         os.kill(victim_pid, signal.SIGKILL)
-        await asyncio.to_thread(wait_for, lambda: upstream_state(gateway, victim) == "open", 15)
+        # Generous: on a loaded machine the gateway (in this process) answers slowly.
+        await asyncio.to_thread(wait_for, lambda: upstream_state(gateway, victim) == "open", 90, 0.2)
 
         def failed_over() -> float:
             text = httpx.get(gateway + "/metrics", timeout=30).text
             return engine_metric_text(text, "tantra_upstream_failovers_total", upstream=victim)
 
-        await asyncio.to_thread(wait_for, lambda: failed_over() >= states[victim]["outstanding"], 60, 0.2)
+        await asyncio.to_thread(wait_for, lambda: failed_over() >= states[victim]["outstanding"], 120, 0.2)
         await asyncio.sleep(0.5)
         leave.set()  # the leaver's continuation is running on the survivor: disconnect now
         await leaving

@@ -437,3 +437,16 @@ async def test_a_recovered_upstream_is_probed_half_open_and_gets_the_next_reques
             assert all(pool.choose(members, f"prefix {i}").name == "a" for i in range(5))
         finally:
             await pool.close()
+
+
+async def test_a_connection_that_breaks_after_done_ends_the_stream_cleanly() -> None:
+    events = [*sse(chunk("first", role=True), chunk("first", "hi", finish="stop")), b"data: [DONE]\n\n"]
+    pool, client = make_pool({"a": streaming([*events, b""], fail_after=3)})
+    dispatcher = make_dispatcher(pool)
+    async with client:
+        attempt = await dispatcher.open_stream(CHAT, b"{}", {}, dispatcher.plan("m"), Deadline(30))
+        relay = SSERelay(attempt, usage=StreamUsage(forward_usage=True), inter_token_s=5)
+        collector = Collector()
+        await relay({"type": "http"}, collector.receive, collector.send)
+    assert collector.body.endswith(b"data: [DONE]\n\n") and b'"error"' not in collector.body
+    assert pool.members["a"].outstanding == 0
