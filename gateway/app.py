@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.config import RELOADABLE, Settings
+from gateway.drain import Drain, DrainMiddleware
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound, StoreUnavailable
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
@@ -42,7 +43,11 @@ from gateway.openapi import install_openapi
 from gateway.routes import admin_router, inference_router, models_router, operations_router
 from gateway.serving import InferenceService
 from gateway.store import Database, Store, UsageLedger
-from gateway.upstreams import EngineUpstream, ModelCatalog
+from gateway.upstreams import ModelCatalog
+from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
+from gateway.upstreams.pool import PoolPolicy, UpstreamPool
+from gateway.upstreams.retry import RetryBudget
+from gateway.upstreams.timeouts import Timeouts
 from gateway.upstreams.transport import engine_transport
 
 _log = logging.getLogger("tantra.gateway")
@@ -69,8 +74,31 @@ def create_app(
         processor=span_processor,
     )
     client = http_client or engine_client(settings)
-    engine = EngineUpstream(str(settings.engine_url), client)
-    catalog = ModelCatalog(engine, settings.models_ttl_s)
+    pool = UpstreamPool(
+        client,
+        settings.upstream_urls(),
+        settings.upstreams,
+        settings.models,
+        PoolPolicy(
+            breaker_failures=settings.breaker_failures,
+            breaker_open_s=settings.breaker_open_s,
+            max_outstanding=settings.upstream_max_outstanding,
+        ),
+        metrics,
+    )
+    dispatcher = Dispatcher(
+        pool,
+        budget=RetryBudget(
+            ratio=settings.retry_budget_ratio,
+            window_s=settings.retry_budget_window_s,
+            minimum=settings.retry_budget_min,
+        ),
+        retry=lambda: _retry_policy(live.current),
+        timeouts=lambda: _timeouts(live.current),
+        metrics=metrics,
+    )
+    catalog = ModelCatalog(lambda: pool.list_models(settings.connect_timeout_s), settings.models_ttl_s)
+    drain = Drain()
 
     database = Database(settings.database_url)
     store = Store(database)
@@ -101,7 +129,7 @@ def create_app(
         PriceBook(settings.model_prices),
     )
     inference = InferenceService(
-        engine,
+        dispatcher,
         catalog,
         settings.max_body_bytes,
         authenticator=authenticator,
@@ -118,8 +146,6 @@ def create_app(
         metrics=metrics,
         deep=settings.health_deep,
     )
-    for name in settings.upstream_urls():
-        metrics.set_circuit(name, "closed")  # no breaker yet: the upstream pool will drive this
     reloader = ConfigReloader(
         live,
         Settings,
@@ -135,6 +161,7 @@ def create_app(
             new.upstream_urls(), new.routing.default_model, new.health_interval_s, new.health_timeout_s
         )
         health.deep = new.health_deep
+        pool.reconfigure(new.upstream_urls(), new.upstreams, new.models)
 
     live.subscribe(on_reload)
 
@@ -163,10 +190,12 @@ def create_app(
         if settings.auth_enabled:
             bus.start()
         health.start()
+        pool.start()
         reloader.start()
         try:
             yield
         finally:
+            await pool.close()
             await reloader.close()
             await health.close()
             await bus.close()
@@ -192,6 +221,8 @@ def create_app(
     app.state.reloader = reloader
     app.state.accountant = accountant
     app.state.invalidations = bus
+    app.state.pool = pool
+    app.state.drain = drain
     guard = AdminGuard(settings.resolved_admin_key())
 
     async def require_admin(request: Request) -> None:
@@ -206,6 +237,8 @@ def create_app(
             scrape_timeout_s=settings.connect_timeout_s,
             profiler=Profiler() if settings.profiling_enabled else None,
             admin_guard=require_admin,
+            upstream_states=pool.snapshot,
+            draining=lambda: drain.draining,
         )
     )
     app.include_router(models_router(catalog, inference.authenticate))
@@ -215,8 +248,22 @@ def create_app(
     install_openapi(app, description=_DESCRIPTION)
     # Added first, so it runs inside EdgeMiddleware: the request id is known when it starts.
     app.add_middleware(RequestInstrumentation, metrics=metrics, tracing=tracing, routes=app.router.routes)
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(EdgeMiddleware)
     return app
+
+
+def _retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s)
+
+
+def _timeouts(settings: Settings) -> Timeouts:
+    return Timeouts(
+        connect_s=settings.connect_timeout_s,
+        ttft_s=settings.ttft_timeout_s,
+        inter_token_s=settings.inter_token_timeout_s,
+        total_s=settings.total_timeout_s,
+    )
 
 
 _DESCRIPTION = """OpenAI's API for the models Tantra serves: the same request fields, the same SSE stream,
