@@ -17,8 +17,14 @@ COPY docker/install.sh ./docker/
 RUN sh docker/install.sh gateway /opt/tantra
 
 FROM ${PYTHON_IMAGE}
+# tesseract-ocr reads text in images for text-only models (adapters/ocr.py, docs/adapters.md).
+# Versions float with the pinned base image so security updates land on rebuild.
 # The base image's pip and setuptools are not needed at run time; nothing gets installed there.
-RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/* \
+    && python -m pip uninstall --yes --quiet pip setuptools wheel \
     && groupadd --gid 10001 tantra \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tantra \
     && mkdir /var/lib/tantra && chown 10001:10001 /var/lib/tantra

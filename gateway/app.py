@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -21,6 +22,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapters import (
+    ImageCheck,
+    ImageFilter,
+    MediaLimits,
+    Ocr,
+    Preprocessor,
+    SizeTypePolicy,
+    UrlFetcher,
+    UrlPolicy,
+    load_check,
+)
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.config import RELOADABLE, Settings
 from gateway.drain import Drain, DrainMiddleware
@@ -29,6 +41,7 @@ from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
 from gateway.limits.limiter import ScopeKind
 from gateway.middleware import EdgeMiddleware
+from gateway.multimodal import MediaService
 from gateway.observability import (
     ConfigReloader,
     GatewayMetrics,
@@ -128,6 +141,8 @@ def create_app(
         TokenEstimator(settings.limits_default_completion_tokens),
         PriceBook(settings.model_prices),
     )
+    media_executor = ThreadPoolExecutor(max_workers=settings.media_workers, thread_name_prefix="tantra-media")
+    media_client = media_fetch_client(settings)
     inference = InferenceService(
         dispatcher,
         catalog,
@@ -135,6 +150,8 @@ def create_app(
         authenticator=authenticator,
         accountant=accountant,
         live=live,
+        media=media_service(settings, media_client, media_executor) if settings.media_enabled else None,
+        default_accepts=settings.media_default_accepts,
     )
     health = HealthMonitor(
         client,
@@ -206,6 +223,8 @@ def create_app(
             await database.close()
             if http_client is None:
                 await client.aclose()
+            await media_client.aclose()
+            media_executor.shutdown(wait=False, cancel_futures=True)
             tracing.shutdown()
 
     app = FastAPI(
@@ -312,6 +331,52 @@ def redis_clients(settings: Settings) -> tuple[Redis, Redis]:
         return FakeAsyncRedis(server=server), FakeAsyncRedis(server=server)
     # The subscriber waits on its connection for as long as nothing is published: no read timeout.
     return redis_client(settings), redis_client(settings, read_timeout_s=None)
+
+
+def media_service(settings: Settings, client: httpx.AsyncClient, executor: Executor) -> MediaService:
+    """The adapters with this gateway's limits, OCR, image policy and URL allow-list."""
+    limits = MediaLimits(
+        max_parts=settings.media_max_parts,
+        max_images=settings.media_max_images,
+        max_image_pixels=settings.media_max_image_pixels,
+        max_total_pixels=settings.media_max_total_pixels,
+        image_pixel_budget=settings.media_image_pixel_budget,
+        max_part_bytes=settings.media_max_part_bytes,
+        max_total_bytes=settings.media_max_total_bytes,
+        max_pages=settings.media_max_pages,
+        max_video_seconds=settings.media_max_video_seconds,
+        video_fps=settings.media_video_fps,
+        max_video_frames=settings.media_max_video_frames,
+    )
+    checks: list[ImageCheck] = [SizeTypePolicy(settings.media_image_formats)]
+    if settings.media_image_filter:
+        checks.append(load_check(settings.media_image_filter))
+    ocr = Ocr(lang=settings.media_ocr_lang, timeout_s=settings.media_ocr_timeout_s)
+    if not settings.media_ocr_enabled:
+        ocr.binary = None
+    preprocessor = Preprocessor(limits, ocr, ImageFilter(checks))
+    fetcher = UrlFetcher(
+        UrlPolicy(settings.media_url_allowlist),
+        client,
+        timeout_s=settings.media_fetch_timeout_s,
+        max_bytes=settings.media_max_part_bytes,
+    )
+    return MediaService(
+        preprocessor,
+        fetcher,
+        executor,
+        concurrency=settings.media_workers,
+        queue_timeout_s=settings.media_queue_timeout_s,
+    )
+
+
+def media_fetch_client(settings: Settings) -> httpx.AsyncClient:
+    """Media URLs are fetched with their own client: the engine pool's timeouts and limits are not theirs."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.media_fetch_timeout_s),
+        limits=httpx.Limits(max_connections=32),
+        trust_env=False,
+    )
 
 
 def redis_client(settings: Settings, *, read_timeout_s: float | None = -1.0) -> Redis:

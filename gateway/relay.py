@@ -30,6 +30,8 @@ _DONE = b"data: [DONE]\n\n"
 _EVENT_END = b"\n\n"
 # An engine event longer than this without its end is passed on unread rather than held.
 _MAX_HELD_BYTES = 1 << 20
+# StreamUsage._read's answer for "forward the event as it came" (compared by identity, never copied).
+_SAME = b"\x00same"
 
 StreamOutcome = Literal["completed", "client_closed", "failed"]
 
@@ -71,8 +73,16 @@ class StreamUsage:
     for each choice.
     """
 
-    def __init__(self, *, forward_usage: bool, transcript: Transcript | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        forward_usage: bool,
+        transcript: Transcript | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.forward_usage = forward_usage
+        # Fields added to the final usage event (what the adapters derived); None: no event is rewritten.
+        self.extra = extra
         self.usage: dict[str, Any] | None = None
         self.completion_tokens = 0
         self.done = False
@@ -92,23 +102,30 @@ class StreamUsage:
         self._held = data[end + 2 :]
         events = data[: end + 2]
         if events.count(_EVENT_END) == 1:
-            return events if self._read(events[:-2]) else b""
-        return b"".join(event + _EVENT_END for event in events.split(_EVENT_END)[:-1] if self._read(event))
+            single = self._read(events[:-2])
+            if single is None:
+                return b""
+            return events if single is _SAME else single + _EVENT_END
+        kept = [(self._read(event), event) for event in events.split(_EVENT_END)[:-1]]
+        return b"".join(
+            (event if out is _SAME else out) + _EVENT_END for out, event in kept if out is not None
+        )
 
     def rest(self) -> bytes:
         held, self._held = self._held, b""
         return held
 
-    def _read(self, event: bytes) -> bool:
-        """Take what the event says about usage; True when it goes on to the client."""
+    def _read(self, event: bytes) -> bytes | None:
+        """Take what the event says about usage. What goes on to the client: `_SAME` (the event
+        unchanged), a rewritten event (the final usage with `extra`), or None (held back)."""
         if not event.startswith(b"data: {"):
             if event == b"data: [DONE]":
                 self.done = True
-            return True
+            return _SAME
         try:
             body = orjson.loads(event[6:])
         except orjson.JSONDecodeError:
-            return True
+            return _SAME
         if self.transcript is not None:
             self.transcript.see(body)
         choices = body.get("choices")
@@ -116,10 +133,14 @@ class StreamUsage:
         if isinstance(usage, dict):
             self.usage = usage
             if choices == []:
-                return self.forward_usage
+                if not self.forward_usage:
+                    return None
+                if self.extra:
+                    usage.update(self.extra)
+                    return b"data: " + orjson.dumps(body)
         if isinstance(choices, list):
             self.completion_tokens += sum(1 for choice in choices if _carries_token(choice))
-        return True
+        return _SAME
 
 
 def _carries_token(choice: Any) -> bool:

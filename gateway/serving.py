@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapters import TEXT_ONLY, Modality
 from gateway.auth import Authenticator, Principal
 from gateway.auth.keys import PREFIX
 from gateway.errors import (
@@ -26,9 +27,10 @@ from gateway.errors import (
 )
 from gateway.limits import Demand, TokenEstimator
 from gateway.limits.accounting import Accountant, Tab
+from gateway.multimodal import MediaService, Prepared, with_media_usage
 from gateway.observability import LiveConfig, RequestRecord, bind_request, passthrough_traceparent, record_of
 from gateway.observability.sections import LimitsConfig
-from gateway.protocol import InvalidParam, parse_request
+from gateway.protocol import ChatCompletionRequest, InvalidParam, parse_request
 from gateway.protocol.common import SamplingParams, StreamOptions
 from gateway.relay import ClientGone, SSERelay, StreamOutcome, StreamUsage, unless_disconnected
 from gateway.upstreams import ModelCatalog
@@ -55,9 +57,13 @@ class InferenceService:
         authenticator: Authenticator,
         accountant: Accountant,
         live: LiveConfig[Any] | None = None,
+        media: MediaService | None = None,
+        default_accepts: Collection[Modality] = TEXT_ONLY,
     ) -> None:
         self._live = live
         self._dispatcher = dispatcher
+        self._media = media
+        self._default_accepts = tuple(default_accepts)
         self._catalog = catalog
         self._max_body_bytes = max_body_bytes
         self._auth = authenticator
@@ -89,7 +95,9 @@ class InferenceService:
             request_id=request.state.request_id,
         )
         try:
-            body, parsed, payload = await self._admit(request, schema, path, principal, tab, record, config)
+            body, parsed, payload, media = await self._admit(
+                request, schema, path, principal, tab, record, config
+            )
         except APIError as exc:
             tab.close(status=exc.status, outcome="rejected")
             if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
@@ -139,7 +147,9 @@ class InferenceService:
                     attempt,
                     headers=limit_headers,
                     usage=StreamUsage(
-                        forward_usage=wants_usage, transcript=failover.transcript if failover else None
+                        forward_usage=wants_usage,
+                        transcript=failover.transcript if failover else None,
+                        extra=_media_extra(media),
                     ),
                     on_close=lambda outcome, usage: _close_stream(tab, outcome, usage, record),
                     inter_token_s=attempt.target.timeouts.inter_token_s,
@@ -167,6 +177,8 @@ class InferenceService:
             record.use(
                 prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens")
             )
+        if media is not None:
+            answer = with_media_usage(answer, media.usage)
         return Response(answer, media_type="application/json", headers=limit_headers)
 
     async def _admit(
@@ -178,15 +190,33 @@ class InferenceService:
         tab: Tab,
         record: RequestRecord | None,
         config: Any,
-    ) -> tuple[bytes, SamplingParams, dict[str, Any]]:
-        """Read, validate, resolve the model, check the caller may use it, and reserve its limits."""
+    ) -> tuple[bytes, SamplingParams, dict[str, Any], Prepared | None]:
+        """Read, validate, resolve the model, turn media into what it takes, check the caller may
+        use it, and reserve its limits. The payload returned is the one sent (media turned into
+        text), which a failover continues from."""
         with _stage(record, "preprocess"):
             body, parsed, card, payload = await self._preprocess(request, schema, tab, config)
         if record is not None:
             record.model = str(card["id"])
+        media = None
+        if self._media is not None and isinstance(parsed, ChatCompletionRequest):
+            # Only after the key is known to be allowed this model: media work is the costly part.
+            self._check_allowed(str(card["id"]), principal)
+            with _stage(record, "media"):
+                media = await self._media.prepare(payload, self._accepts(str(card["id"]), config))
+            if media is not None:
+                body, parsed = media.body, _parse(schema, payload)
         with _stage(record, "rate_limit"):
             await self._reserve(path, parsed, card, principal, tab)
-        return body, parsed, payload
+        return body, parsed, payload, media
+
+    def _accepts(self, model: str, config: Any) -> tuple[Modality, ...]:
+        route = config.models.get(model) if config is not None else None
+        if route is not None and route.accepts is not None:
+            return tuple(route.accepts)
+        if config is not None:
+            return tuple(config.media_default_accepts)
+        return self._default_accepts
 
     async def _preprocess(
         self, request: Request, schema: type[SamplingParams], tab: Tab, config: Any
@@ -202,10 +232,7 @@ class InferenceService:
             ) from None
         if isinstance(payload, dict) and isinstance(payload.get("model"), str):
             tab.model = payload["model"]
-        try:
-            parsed = parse_request(schema, payload)
-        except InvalidParam as exc:
-            raise InvalidRequest(exc.message, param=exc.param) from None
+        parsed = _parse(schema, payload)
         card = await self._catalog.resolve(parsed.model)
         assert isinstance(payload, dict)  # parse_request accepts objects only
         return body, parsed, card, payload
@@ -215,10 +242,7 @@ class InferenceService:
     ) -> None:
         model = str(card["id"])
         tab.model, tab.stream = model, bool(parsed.stream)
-        if not principal.may_use(model):
-            raise PermissionDenied(
-                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
-            )
+        self._check_allowed(model, principal)
         max_len = card.get("max_model_len")
         estimate = self._estimator.estimate(
             parsed, path, model, max_len if isinstance(max_len, int) else None
@@ -226,6 +250,13 @@ class InferenceService:
         cost = self._accountant.prices.cost_micros(model, estimate.prompt_tokens, estimate.completion_tokens)
         reservation = await self._accountant.limiter.reserve(principal.scopes(), Demand(estimate.total, cost))
         tab.hold(reservation, estimate)
+
+    @staticmethod
+    def _check_allowed(model: str, principal: Principal) -> None:
+        if not principal.may_use(model):
+            raise PermissionDenied(
+                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
+            )
 
     async def _read_body(self, request: Request, limit: int) -> bytes:
         declared = request.headers.get("content-length")
@@ -269,6 +300,17 @@ def _affinity_key(path: str, payload: dict[str, Any], chars: int) -> str | None:
     prompt = payload.get("prompt")
     text = prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
     return text[:chars] or None
+
+
+def _parse(schema: type[SamplingParams], payload: Any) -> SamplingParams:
+    try:
+        return parse_request(schema, payload)
+    except InvalidParam as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
+
+
+def _media_extra(media: Prepared | None) -> dict[str, Any] | None:
+    return {"tantra_media": media.usage} if media is not None else None
 
 
 def _too_large(limit: int) -> APIError:

@@ -21,7 +21,8 @@ from gateway.protocol.common import SamplingParams
 
 _CHARS_PER_TOKEN = 4
 _PER_MESSAGE = 4
-# Non-text parts (images, audio) until adapters report their real cost: OpenAI's low-detail image.
+# A media part a model takes itself (an image for a vision model): OpenAI's low-detail image. Media
+# for a text-only model reach the estimate already turned into text by the adapters.
 _PER_MEDIA_PART = 85
 # Before any real usage is seen: enough for common chat templates' system prompt and markers.
 _INITIAL_SLACK = {"/v1/chat/completions": 32, "/v1/completions": 4}

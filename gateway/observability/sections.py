@@ -48,6 +48,11 @@ class ModelRoute(BaseModel):
         None, description="The name the upstreams know the model by; unset: the model's own name."
     )
     timeouts: TimeoutOverride = Field(default_factory=TimeoutOverride)
+    accepts: list[Literal["text", "image", "video", "audio"]] | None = Field(
+        None,
+        description="What the model takes itself; other media parts become derived text "
+        "(unset: TANTRA_MEDIA_DEFAULT_ACCEPTS).",
+    )
 
 
 class RoutingConfig(BaseModel):

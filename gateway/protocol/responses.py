@@ -12,10 +12,27 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class MediaUsage(_Open):
+    """What the gateway derived from a request's images, files and video (docs/adapters.md)."""
+
+    images: int = 0
+    image_pixels: int = 0
+    documents: int = 0
+    pages: int = 0
+    videos: int = 0
+    video_seconds: float = 0.0
+    video_frames: int = 0
+    bytes: int = 0
+    derived_text_chars: int = 0
+    derived: list[str] = []
+
+
 class Usage(_Open):
     prompt_tokens: int
     completion_tokens: int = 0
     total_tokens: int
+    # Tantra's extra, only on requests whose media parts the gateway processed.
+    tantra_media: MediaUsage | None = None
 
 
 class ChatMessageOut(_Open):

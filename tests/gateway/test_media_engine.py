@@ -1,0 +1,253 @@
+"""Media through the real engine with the real clients: a PNG with rendered text, a multi-page PDF and
+a short video, each made in the test, reach the text-only SpikingBrain core as derived text. The
+prompt the engine really tokenized is read back from vLLM's `prompt_logprobs` (each prompt token
+with its decoded text), so the assertions are on what the model saw, not on what the gateway meant
+to send."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+from langchain_core.messages import HumanMessage
+from langchain_openai import ChatOpenAI
+from PIL import Image
+
+from gateway import Settings, create_app
+from tests.adapters.media import data_url, png, text_image, text_pdf, text_video
+from tests.gateway.helpers import AdminClient
+from tests.servers import ThreadedServer
+
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract-ocr not installed"),
+]
+
+# vLLM's extra: return the prompt's own tokens (each with its decoded text) along with the answer.
+SEE_PROMPT = {"prompt_logprobs": 0, "ignore_eos": True}
+
+
+def engine_prompt(completion: Any) -> str:
+    """The prompt text the engine tokenized, rebuilt from vLLM's per-token prompt logprobs."""
+    entries = completion.model_extra["prompt_logprobs"]
+    pieces = []
+    for entry in entries:
+        if entry is None:  # the first token has no logprob
+            continue
+        (token,) = [value for value in entry.values() if value.get("rank") is not None] or list(
+            entry.values()
+        )
+        pieces.append(token["decoded_token"])
+    return "".join(pieces)
+
+
+def ask(client: openai.OpenAI, model: str, *parts: dict[str, Any]) -> Any:
+    return client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Read this."}, *parts]}],  # type: ignore[list-item, misc]
+        max_completion_tokens=2,
+        temperature=0,
+        extra_body=SEE_PROMPT,
+    )
+
+
+def test_image_text_reaches_the_model_by_ocr(openai_client: openai.OpenAI, model: str) -> None:
+    url = data_url(png(text_image("PURPLE ELEPHANT 42")), "image/png")
+    completion = ask(openai_client, model, {"type": "image_url", "image_url": {"url": url}})
+    prompt = engine_prompt(completion)
+    assert "[image 1, text read by OCR]\nPURPLE ELEPHANT 42\n[end of image 1]" in prompt
+    assert completion.usage is not None
+    media = completion.usage.model_extra["tantra_media"]
+    assert media["images"] == 1 and media["derived"] == ["ocr"]
+
+    # The same words sent as plain text cost exactly as many prompt tokens: nothing else was added.
+    plain = ask(openai_client, model, {"type": "text", "text": media_text(prompt)})
+    assert plain.usage is not None and plain.usage.prompt_tokens == completion.usage.prompt_tokens
+
+
+def media_text(prompt: str) -> str:
+    start = prompt.index("[image 1")
+    end = prompt.index("[end of image 1]") + len("[end of image 1]")
+    return prompt[start:end]
+
+
+def test_pdf_pages_reach_the_model_with_page_markers(openai_client: openai.OpenAI, model: str) -> None:
+    pdf = text_pdf(["Quarterly revenue rose in March.", "Costs fell in April.", "Outlook: steady."])
+    part = {"type": "file", "file": {"file_data": data_url(pdf, "application/pdf"), "filename": "q1.pdf"}}
+    completion = ask(openai_client, model, part)
+    prompt = engine_prompt(completion)
+    assert "[document q1.pdf, 3 pages]\n[page 1]\nQuarterly revenue rose in March.\n[page 2]\n" in prompt
+    assert "Costs fell in April.\n[page 3]\nOutlook: steady.\n[end of document q1.pdf]" in prompt
+    assert completion.usage is not None and completion.usage.model_extra["tantra_media"]["pages"] == 3
+
+
+def test_video_frames_reach_the_model_by_ocr(openai_client: openai.OpenAI, model: str) -> None:
+    video = text_video(["RED SUNRISE", "BLUE NOON", "GREY DUSK"], seconds_each=1.0)
+    part = {"type": "video_url", "video_url": {"url": data_url(video, "video/mp4")}}
+    completion = ask(openai_client, model, part)
+    prompt = engine_prompt(completion)
+    assert "[video 1: 3.0 s, 3 frames sampled at 1 per second]" in prompt
+    assert "[0.0 s]\nRED SUNRISE\n[1.0 s]\nBLUE NOON\n[2.0 s]\nGREY DUSK\n[end of video 1]" in prompt
+    assert completion.usage is not None
+    media = completion.usage.model_extra["tantra_media"]
+    assert media["video_seconds"] == pytest.approx(3.0) and media["video_frames"] == 3
+
+
+def test_langchain_image_message(gateway_url: str, api_key: str, model: str) -> None:
+    llm = ChatOpenAI(
+        base_url=gateway_url + "/v1",
+        api_key=api_key,  # type: ignore[arg-type]
+        model=model,
+        max_completion_tokens=2,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    url = data_url(png(text_image("GREEN LANTERN 7")), "image/png")
+    answer = llm.invoke(
+        [
+            HumanMessage(
+                content=[
+                    {"type": "text", "text": "Read this."},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ]
+            )
+        ]
+    )
+    derived = "[image 1, text read by OCR]\nGREEN LANTERN 7\n[end of image 1]"
+    plain = llm.invoke(
+        [HumanMessage(content=[{"type": "text", "text": "Read this."}, {"type": "text", "text": derived}])]
+    )
+    assert answer.usage_metadata is not None and plain.usage_metadata is not None
+    assert answer.usage_metadata["input_tokens"] == plain.usage_metadata["input_tokens"]
+
+
+def test_limits_and_unsupported_parts_through_the_sdk(openai_client: openai.OpenAI, model: str) -> None:
+    tiny = {"type": "image_url", "image_url": {"url": data_url(png(text_image("x", (8, 8), 4)), "image/png")}}
+    with pytest.raises(openai.BadRequestError) as bad:
+        ask(openai_client, model, *[tiny] * 9)  # the default cap is 8 images
+    assert bad.value.code == "too_many_images" and bad.value.param == "messages[0].content[9].image_url"
+
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as bad:
+        ask(openai_client, model, audio)
+    assert bad.value.code == "unsupported_content_part"
+    assert bad.value.param == "messages[0].content[1].input_audio"
+
+    disallowed = {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data"}}
+    with pytest.raises(openai.BadRequestError) as bad:
+        ask(openai_client, model, disallowed)
+    assert bad.value.code == "url_not_allowed"
+
+    bomb = {
+        "type": "image_url",
+        "image_url": {"url": data_url(png(text_image("x", (9000, 9000), 8)), "image/png")},
+    }
+    with pytest.raises(openai.BadRequestError) as bad:
+        ask(openai_client, model, bomb)
+    assert bad.value.code == "image_too_large"
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(engine_url: str, gateway_settings: Callable[..., Settings]) -> Iterator[str]:
+    """A second gateway on the same engine with small media limits."""
+    settings = gateway_settings(
+        engine_url=engine_url, auth_enabled=False, media_max_part_bytes=50_000, media_max_pages=2
+    )
+    with ThreadedServer(create_app(settings)) as server:
+        yield server.url
+
+
+def test_media_limits_are_413_and_400(strict_gateway: str, model: str) -> None:
+    with openai.OpenAI(base_url=strict_gateway + "/v1", api_key="unused", max_retries=0) as client:
+        noise = Image.effect_noise((400, 400), 100)  # incompressible: well over 50 kB as PNG
+        big = {"type": "image_url", "image_url": {"url": data_url(png(noise), "image/png")}}
+        with pytest.raises(openai.APIStatusError) as caught:
+            ask(client, model, big)
+        assert caught.value.status_code == 413
+        assert caught.value.code == "media_too_large"  # type: ignore[attr-defined]
+
+        pdf = text_pdf(["one", "two", "three"])
+        part = {"type": "file", "file": {"file_data": data_url(pdf, "application/pdf")}}
+        with pytest.raises(openai.BadRequestError) as bad:
+            ask(client, model, part)
+        assert bad.value.code == "too_many_pages" and bad.value.param == "messages[0].content[1].file"
+
+
+@pytest.fixture(scope="module")
+def roomy_gateway(engine_url: str, gateway_settings: Callable[..., Settings]) -> Iterator[str]:
+    """A gateway on the same engine (and store) that takes long documents."""
+    with ThreadedServer(create_app(gateway_settings(engine_url=engine_url, media_max_pages=200))) as server:
+        yield server.url
+
+
+async def test_stream_keeps_flowing_while_a_big_pdf_is_processed(
+    admin: AdminClient, api_key: str, roomy_gateway: str, model: str
+) -> None:
+    lines = "\n".join(
+        f"Line {n}: the quick brown fox jumps over the lazy dog, again and again." for n in range(45)
+    )
+    pdf = text_pdf([lines] * 120)  # 120 dense pages: seconds of pypdf work
+    part = {"type": "file", "file": {"file_data": data_url(pdf, "application/pdf"), "filename": "big.pdf"}}
+    # The PDF goes in on a key whose tokens-per-minute limit its derived text far exceeds: the
+    # gateway reads the whole document, then refuses it (429) without sending it to the engine,
+    # so what the stream shows is the gateway's own behaviour, not the engine tokenizing 100k tokens.
+    tenant = admin.tenant("media-flow")
+    limited_key, _ = admin.key(tenant["id"], "media-flow", tpm=1000)
+    arrivals: list[float] = []
+    pdf_window: list[float] = []
+    flowing = asyncio.Event()
+
+    # Both clients exist before the stream starts: building one (its TLS context) blocks this
+    # test's own event loop, which would bunch up the arrivals it measures.
+    streaming = openai.AsyncOpenAI(
+        base_url=roomy_gateway + "/v1", api_key=api_key, max_retries=0, timeout=120
+    )
+    limited = openai.AsyncOpenAI(
+        base_url=roomy_gateway + "/v1", api_key=limited_key, max_retries=0, timeout=120
+    )
+
+    async def stream() -> None:
+        chunks = await streaming.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Tell me a long story."}],
+            max_completion_tokens=1800,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        async for _ in chunks:
+            arrivals.append(time.monotonic())
+            if len(arrivals) == 5:
+                flowing.set()
+
+    async def big_pdf() -> None:
+        await flowing.wait()  # the stream is flowing first
+        pdf_window.append(time.monotonic())
+        with pytest.raises(openai.RateLimitError) as refused:
+            await limited.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": [part]}],  # type: ignore[list-item]
+                max_completion_tokens=1,
+            )
+        pdf_window.append(time.monotonic())
+        assert refused.value.code == "rate_limit_exceeded"  # sized from the derived text: read in full
+
+    async with streaming, limited:
+        await asyncio.gather(stream(), big_pdf())
+    start, end = pdf_window
+    covered = min(end, arrivals[-1]) - start  # the part of the PDF's time the stream was running
+    during = [start, *(t for t in arrivals if start < t <= end)]
+    gaps = [b - a for a, b in itertools.pairwise(during)]
+    took = end - start
+    print(f"pdf took {took:.2f} s; {len(during) - 1} chunks in {covered:.2f} s; max gap {max(gaps):.3f} s")
+    assert covered > 0.5, "the PDF should take a while while the stream runs, or this shows nothing"
+    assert len(during) >= 10
+    # Processed on the event loop, the stream stalls for about the whole time the PDF takes (1.6 s
+    # of 1.7 s when tried); off it, tokens keep coming. The bound is relative because the machine's
+    # two cores are shared: under load every gap and the PDF's own time grow together.
+    assert max(gaps) < max(0.25, covered / 3)
