@@ -19,6 +19,7 @@ from engine.architectures import DEFAULT_ARCHITECTURE, architecture_names
 from engine.checkpoint import build_checkpoint, checkpoint_is_complete, ensure_checkpoint, read_manifest
 from engine.launcher import EngineConfig, EngineProcess, EngineStartError
 from engine.presets import PRESETS
+from engine.supervisor import EngineSupervisor
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -88,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
         help="let vLLM compile the model (slower start, faster decode)",
     )
     serve.add_argument("--startup-timeout", type=float, default=600.0)
+    serve.add_argument(
+        "--restart",
+        action="store_true",
+        help="once healthy, restart the engine whenever it dies (backoff 1 s doubling to 60 s)",
+    )
     serve.add_argument(
         "--python", default=sys.executable, help="interpreter that has vLLM installed (default: this one)"
     )
@@ -170,6 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
         python=args.python,
     )
     engine = EngineProcess(config, startup_timeout=args.startup_timeout)
+    supervisor: EngineSupervisor | None = None
     previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         engine.start()
@@ -179,7 +186,18 @@ def _serve(args: argparse.Namespace) -> int:
         while engine.running:
             time.sleep(0.5)
         print(f"error: engine exited unexpectedly with code {engine.returncode}", file=sys.stderr)
-        return EXIT_RUNTIME
+        if not args.restart:
+            return EXIT_RUNTIME
+        engine.stop()
+        # The first start proved the inputs good; from here on a death is a crash to recover from.
+        supervisor = EngineSupervisor(
+            config,
+            startup_timeout=args.startup_timeout,
+            on_event=lambda kind, detail: print(f"engine {kind} {detail}", file=sys.stderr, flush=True),
+        )
+        supervisor.start(wait=False)
+        while True:
+            time.sleep(0.5)
     except _Shutdown:
         return EXIT_OK
     except EngineStartError as exc:
@@ -191,6 +209,8 @@ def _serve(args: argparse.Namespace) -> int:
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
         engine.stop()
+        if supervisor is not None:
+            supervisor.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.auth import KeyAdmin, hash_key
 from gateway.config import Settings
+from gateway.drain import Drain
 from gateway.observability import ConfigError, configure_logging, load_settings
 from gateway.observability.logs import resolve_format
 from gateway.store import AuditContext, Database, Limits, Store
@@ -38,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     boot.add_argument("--dev-key-file", type=Path, required=True, help="holds the dev key; made if missing")
     boot.add_argument("--tenant", default="dev", help="the dev tenant's name (default: dev)")
     args = parser.parse_args(argv)
+    if args.command == "bootstrap" and not args.admin_key_file.exists():
+        # Before the settings are read: TANTRA_ADMIN_KEY_FILE may name this very file, and the
+        # settings check that it exists.
+        _write_secret(args.admin_key_file, "tantra-admin-" + secrets.token_urlsafe(32))
 
     try:
         settings = load_settings(Settings)
@@ -48,8 +56,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
     elif args.command == "bootstrap":
-        if not args.admin_key_file.exists():
-            _write_secret(args.admin_key_file, "tantra-admin-" + secrets.token_urlsafe(32))
         dev_key = args.dev_key_file.read_text().strip() if args.dev_key_file.exists() else None
         secret = asyncio.run(_bootstrap(settings, dev_key, args.tenant))
         if secret is not None:
@@ -65,8 +71,9 @@ def serve(settings: Settings) -> None:
         level=settings.log_level,
         log_prompts=settings.log_prompts,
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -75,8 +82,33 @@ def serve(settings: Settings) -> None:
         access_log=False,
         # The gateway's own x-request-id and error envelope replace uvicorn's extras.
         server_header=False,
-        timeout_graceful_shutdown=30,
+        # The drain has already waited for in-flight requests; this bounds what is left after it.
+        timeout_graceful_shutdown=5,
     )
+    DrainingServer(config, app.state.drain, settings.drain_grace_s).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM drains before exiting: uvicorn alone would close
+    its listening socket at once (new clients get a refused connection, not a 503) and give
+    in-flight streams only its own timeout. A second signal, or SIGINT, exits as uvicorn does."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, grace_s: float) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._grace_s = grace_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self._drain.draining or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().handle_exit(sig, frame)
+            return
+        exit_now = functools.partial(super().handle_exit, sig, frame)
+        loop.call_soon_threadsafe(self._drain.begin, self._grace_s, exit_now)
 
 
 async def _migrate(settings: Settings) -> None:

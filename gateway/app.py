@@ -28,6 +28,7 @@ from adapters import (
 )
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.config import RELOADABLE, Settings
+from gateway.drain import Drain, DrainMiddleware
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound, StoreUnavailable
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
@@ -48,7 +49,12 @@ from gateway.openapi import install_openapi
 from gateway.routes import admin_router, inference_router, models_router, operations_router
 from gateway.serving import InferenceService
 from gateway.store import Database, Store, UsageLedger
-from gateway.upstreams import EngineUpstream, ModelCatalog
+from gateway.upstreams import ModelCatalog
+from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
+from gateway.upstreams.pool import PoolPolicy, UpstreamPool
+from gateway.upstreams.retry import RetryBudget
+from gateway.upstreams.timeouts import Timeouts
+from gateway.upstreams.transport import engine_transport
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -74,17 +80,38 @@ def create_app(
         processor=span_processor,
     )
     client = http_client or engine_client(settings)
-    engine = EngineUpstream(str(settings.engine_url), client)
-    catalog = ModelCatalog(engine, settings.models_ttl_s)
+    pool = UpstreamPool(
+        client,
+        settings.upstream_urls(),
+        settings.upstreams,
+        settings.models,
+        PoolPolicy(
+            breaker_failures=settings.breaker_failures,
+            breaker_open_s=settings.breaker_open_s,
+            max_outstanding=settings.upstream_max_outstanding,
+        ),
+        metrics,
+    )
+    dispatcher = Dispatcher(
+        pool,
+        budget=RetryBudget(
+            ratio=settings.retry_budget_ratio,
+            window_s=settings.retry_budget_window_s,
+            minimum=settings.retry_budget_min,
+        ),
+        retry=lambda: _retry_policy(live.current),
+        timeouts=lambda: _timeouts(live.current),
+        metrics=metrics,
+    )
+    catalog = ModelCatalog(lambda: pool.list_models(settings.connect_timeout_s), settings.models_ttl_s)
+    drain = Drain()
 
     database = Database(settings.database_url)
     store = Store(database)
     ledger = UsageLedger(
         store, flush_interval_s=settings.ledger_flush_interval_s, batch_size=settings.ledger_batch_size
     )
-    redis = redis_client(settings)
-    # The subscriber waits on its connection for as long as nothing is published: no read timeout.
-    subscriber = redis_client(settings, read_timeout_s=None)
+    redis, subscriber = redis_clients(settings)
     cache = KeyCache(ttl_s=settings.auth_cache_ttl_s, degraded_ttl_s=settings.auth_cache_degraded_ttl_s)
     bus = InvalidationBus(subscriber, cache)
     authenticator = Authenticator(store, cache, enabled=settings.auth_enabled)
@@ -110,7 +137,7 @@ def create_app(
     media_client = media_fetch_client(settings)
     media = media_service(settings, media_client) if settings.media_enabled else None
     inference = InferenceService(
-        engine,
+        dispatcher,
         catalog,
         settings.max_body_bytes,
         authenticator=authenticator,
@@ -129,8 +156,6 @@ def create_app(
         metrics=metrics,
         deep=settings.health_deep,
     )
-    for name in settings.upstream_urls():
-        metrics.set_circuit(name, "closed")  # no breaker yet: the upstream pool will drive this
     reloader = ConfigReloader(
         live,
         Settings,
@@ -146,6 +171,7 @@ def create_app(
             new.upstream_urls(), new.routing.default_model, new.health_interval_s, new.health_timeout_s
         )
         health.deep = new.health_deep
+        pool.reconfigure(new.upstream_urls(), new.upstreams, new.models)
 
     live.subscribe(on_reload)
 
@@ -174,10 +200,12 @@ def create_app(
         if settings.auth_enabled:
             bus.start()
         health.start()
+        pool.start()
         reloader.start()
         try:
             yield
         finally:
+            await pool.close()
             await reloader.close()
             await health.close()
             await bus.close()
@@ -206,6 +234,8 @@ def create_app(
     app.state.reloader = reloader
     app.state.accountant = accountant
     app.state.invalidations = bus
+    app.state.pool = pool
+    app.state.drain = drain
     guard = AdminGuard(settings.resolved_admin_key())
 
     async def require_admin(request: Request) -> None:
@@ -220,6 +250,8 @@ def create_app(
             scrape_timeout_s=settings.connect_timeout_s,
             profiler=Profiler() if settings.profiling_enabled else None,
             admin_guard=require_admin,
+            upstream_states=pool.snapshot,
+            draining=lambda: drain.draining,
         )
     )
     app.include_router(models_router(catalog, inference.authenticate))
@@ -229,8 +261,22 @@ def create_app(
     install_openapi(app, description=_DESCRIPTION)
     # Added first, so it runs inside EdgeMiddleware: the request id is known when it starts.
     app.add_middleware(RequestInstrumentation, metrics=metrics, tracing=tracing, routes=app.router.routes)
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(EdgeMiddleware)
     return app
+
+
+def _retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s)
+
+
+def _timeouts(settings: Settings) -> Timeouts:
+    return Timeouts(
+        connect_s=settings.connect_timeout_s,
+        ttft_s=settings.ttft_timeout_s,
+        inter_token_s=settings.inter_token_timeout_s,
+        total_s=settings.total_timeout_s,
+    )
 
 
 _DESCRIPTION = """OpenAI's API for the models Tantra serves: the same request fields, the same SSE stream,
@@ -257,13 +303,28 @@ def engine_client(settings: Settings) -> httpx.AsyncClient:
     """One pooled client for all engine traffic; its read timeout bounds the wait for each next chunk."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-            keepalive_expiry=30.0,
-        ),
+        transport=engine_transport(settings.max_connections, keepalive_expiry_s=30.0),
         trust_env=False,
     )
+
+
+IN_PROCESS_REDIS = "memory://"
+
+
+def redis_clients(settings: Settings) -> tuple[Redis, Redis]:
+    """The request path's client and the key-invalidation subscriber's.
+
+    `TANTRA_REDIS_URL=memory://` keeps the limits in this process, for a single replica without a
+    Redis server: fakeredis runs the limiter's own Lua scripts (through lupa), so the limits behave
+    exactly as with Redis, only not shared with other replicas.
+    """
+    if settings.redis_url == IN_PROCESS_REDIS:
+        from fakeredis import FakeAsyncRedis, FakeServer
+
+        server = FakeServer()
+        return FakeAsyncRedis(server=server), FakeAsyncRedis(server=server)
+    # The subscriber waits on its connection for as long as nothing is published: no read timeout.
+    return redis_client(settings), redis_client(settings, read_timeout_s=None)
 
 
 def media_service(settings: Settings, client: httpx.AsyncClient) -> MediaService:

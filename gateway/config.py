@@ -86,6 +86,50 @@ class Settings(BaseSettings):
         description="Limits on top of the store's: defaults for keys and tenants, overrides by id.",
     )
 
+    # Surviving failures (docs/resilience.md).
+    ttft_timeout_s: float = Field(
+        60.0, gt=0, description="Longest wait for an upstream's first token; then the next replica, or 504."
+    )
+    inter_token_timeout_s: float = Field(
+        30.0, gt=0, description="Longest gap between a stream's tokens before the upstream counts as hung."
+    )
+    total_timeout_s: float = Field(600.0, gt=0, description="Longest a whole request may take.")
+    retry_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per request before its first byte (1: no retries)."
+    )
+    retry_backoff_s: float = Field(0.05, ge=0, description="First retry's backoff; doubles, with jitter.")
+    retry_backoff_max_s: float = Field(
+        2.0, ge=0, description="Longest backoff, and the longest Retry-After an upstream may ask for."
+    )
+    retry_budget_ratio: float = Field(
+        0.2, ge=0, le=1, description="Retries allowed as a share of requests over the budget window."
+    )
+    retry_budget_window_s: float = Field(10.0, gt=0, description="The retry budget's sliding window.")
+    retry_budget_min: int = Field(
+        5, ge=0, description="Retries always allowed per window, so a quiet gateway can still retry."
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failures that open an upstream's circuit breaker."
+    )
+    breaker_open_s: float = Field(
+        5.0, gt=0, description="How long an open breaker waits before probing the upstream again."
+    )
+    upstream_max_outstanding: int = Field(
+        0, ge=0, description="Requests in flight per upstream before load shedding; 0: unbounded."
+    )
+    failover_enabled: bool = Field(
+        True, description="Continue a stream on another replica when its upstream dies mid-stream."
+    )
+    failover_max: int = Field(2, ge=0, description="Most mid-stream failovers for one stream.")
+    affinity_prefix_chars: int = Field(
+        256, ge=0, description="Leading prompt characters hashed to pick a replica (prefix cache); 0: off."
+    )
+    drain_grace_s: float = Field(
+        25.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight requests may take to finish (uvicorn then has 5 s more).",
+    )
+
     # Who is calling.
     auth_enabled: bool = Field(
         True, description="Require an API key on /v1 routes; false serves everyone, unlimited."
@@ -107,7 +151,11 @@ class Settings(BaseSettings):
     database_auto_migrate: bool = Field(
         True, description="Bring the database schema up to date (Alembic) when the gateway starts."
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis shared by every replica.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis shared by every replica; `memory://` keeps the limits in this process "
+        "(one replica, no Redis server).",
+    )
     redis_max_connections: int = Field(
         64, ge=1, description="Connections to Redis per replica; more requests wait for a free one."
     )
@@ -278,6 +326,15 @@ RELOADABLE = frozenset(
         "routing",
         "limits",
         "max_body_bytes",
+        "ttft_timeout_s",
+        "inter_token_timeout_s",
+        "total_timeout_s",
+        "retry_attempts",
+        "retry_backoff_s",
+        "retry_backoff_max_s",
+        "failover_enabled",
+        "failover_max",
+        "affinity_prefix_chars",
     }
 )
 

@@ -14,6 +14,8 @@ class APIError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    # What an upstream asked for in its Retry-After, when this error came from one.
+    retry_after_s: float | None = None
 
     def __init__(
         self,
@@ -135,6 +137,31 @@ class EngineUnavailable(APIError):
     status = 503
     type = "server_error"
     code = "engine_unavailable"
+
+
+class Overloaded(APIError):
+    """Every upstream that could serve the request is at its limit: shed now rather than queue."""
+
+    status = 503
+    type = "server_error"
+    code = "engine_overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after_s)})
+
+
+class ShuttingDown(APIError):
+    """The gateway is draining before it exits; another replica (or a retry) will serve."""
+
+    status = 503
+    type = "server_error"
+    code = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This gateway is shutting down; retry the request.",
+            headers={"retry-after": "1", "connection": "close"},
+        )
 
 
 class EngineTimeout(APIError):

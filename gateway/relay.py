@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -13,7 +14,10 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import EngineTimeout, EngineUnavailable, sse_error_event
+from gateway.errors import APIError, EngineTimeout, EngineUnavailable, sse_error_event
+from gateway.upstreams.dispatch import Attempt
+from gateway.upstreams.failover import Failover, Transcript
+from gateway.upstreams.timeouts import Deadline
 
 T = TypeVar("T")
 
@@ -69,12 +73,20 @@ class StreamUsage:
     for each choice.
     """
 
-    def __init__(self, *, forward_usage: bool, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        forward_usage: bool,
+        transcript: Transcript | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.forward_usage = forward_usage
         # Fields added to the final usage event (what the adapters derived); None: no event is rewritten.
         self.extra = extra
         self.usage: dict[str, Any] | None = None
         self.completion_tokens = 0
+        self.done = False
+        self.transcript = transcript
         self._held = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -107,11 +119,15 @@ class StreamUsage:
         """Take what the event says about usage. What goes on to the client: `_SAME` (the event
         unchanged), a rewritten event (the final usage with `extra`), or None (held back)."""
         if not event.startswith(b"data: {"):
+            if event == b"data: [DONE]":
+                self.done = True
             return _SAME
         try:
             body = orjson.loads(event[6:])
         except orjson.JSONDecodeError:
             return _SAME
+        if self.transcript is not None:
+            self.transcript.see(body)
         choices = body.get("choices")
         usage = body.get("usage")
         if isinstance(usage, dict):
@@ -142,24 +158,35 @@ class SSERelay(Response):
     Events are not re-serialised: the engine already speaks OpenAI's SSE (`data: {...}`,
     usage chunk, `data: [DONE]`); they are forwarded whole, read on the way for usage. When
     the client disconnects, the relay stops and closes the engine connection at once, which
-    makes vLLM abort the request instead of generating tokens nobody reads. `on_close` is
-    told how the stream ended and what it used, whatever happened.
+    makes vLLM abort the request instead of generating tokens nobody reads. A stream that breaks
+    (the connection torn, no token within `inter_token_s`, the request's deadline passed, no
+    `[DONE]`) is continued on another replica by `failover` when it can, and otherwise ends with
+    an error event and `[DONE]`. `on_close` is told how the stream ended and what it used.
     """
 
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        upstream: httpx.Response,
+        attempt: Attempt,
         *,
         headers: Mapping[str, str] | None = None,
         usage: StreamUsage | None = None,
         on_close: Callable[[StreamOutcome, StreamUsage], None] | None = None,
+        inter_token_s: float = 600.0,
+        deadline: Deadline | None = None,
+        failover: Failover | None = None,
     ) -> None:
         # A Response subclass only so that FastAPI hands it to the server untouched.
-        self._upstream = upstream
+        self._attempt = attempt
         self._usage = usage or StreamUsage(forward_usage=True)
         self._on_close = on_close
+        self._gap_s = inter_token_s
+        self._deadline = deadline
+        self._failover = failover
+        self._last = time.monotonic()
+        self._scope: anyio.CancelScope | None = None
+        self._stalled: APIError | None = None
         self.status_code = 200
         self.background = None
         self.raw_headers = [
@@ -178,30 +205,122 @@ class SSERelay(Response):
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch)
+                group.start_soon(self._watchdog)
                 outcome = await self._relay(send)
                 group.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._upstream.aclose()
+            await self._attempt.close()
             if self._on_close is not None:
                 self._on_close(outcome, self._usage)
 
     async def _relay(self, send: Send) -> StreamOutcome:
-        outcome: StreamOutcome = "completed"
-        try:
-            async for chunk in self._upstream.aiter_raw():
-                events = self._usage.feed(chunk)
-                if events:
-                    await send({"type": "http.response.body", "body": events, "more_body": True})
-        except httpx.TimeoutException:
-            outcome = "failed"
-            tail = sse_error_event(EngineTimeout("The engine stopped sending tokens in time.")) + _DONE
-        except httpx.HTTPError:
-            outcome = "failed"
-            tail = (
-                sse_error_event(EngineUnavailable("The engine failed in the middle of the stream.")) + _DONE
-            )
-        else:
-            tail = b""
-        await send({"type": "http.response.body", "body": self._usage.rest() + tail, "more_body": False})
-        return outcome
+        failure = await self._pump(send, rewrite=None)
+        while failure is not None:
+            self._usage.rest()  # a torn event is dropped: the continuation says it again
+            resumed = await self._resume(failure)
+            if isinstance(resumed, tuple):
+                tail, outcome = resumed
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
+                return outcome
+            failure = await self._pump(send, rewrite=resumed)
+        await send({"type": "http.response.body", "body": self._usage.rest(), "more_body": False})
+        return "completed"
+
+    async def _pump(self, send: Send, rewrite: Failover | None) -> APIError | None:
+        """Relay the current attempt to its end; the reason it broke, or None when it finished."""
+        attempt, usage = self._attempt, self._usage
+        self._stalled = None
+        self._last = time.monotonic()
+        failure: APIError | None = None
+        with anyio.CancelScope() as scope:  # the watchdog cancels it when the upstream stalls
+            self._scope = scope
+            try:
+                if rewrite is None:  # the hot path: the engine's bytes, as they come
+                    events = usage.feed(attempt.first)
+                    if events:
+                        await send({"type": "http.response.body", "body": events, "more_body": True})
+                    async for chunk in attempt.chunks:
+                        self._last = time.monotonic()
+                        events = usage.feed(chunk)
+                        if events:
+                            await send({"type": "http.response.body", "body": events, "more_body": True})
+                else:
+                    await self._pump_rewritten(send, rewrite)
+            except httpx.TimeoutException:
+                failure = EngineTimeout("The engine stopped sending tokens in time.")
+            except httpx.HTTPError:
+                failure = EngineUnavailable("The engine failed in the middle of the stream.")
+            finally:
+                self._scope = None
+        if usage.done:
+            return None  # whatever broke after [DONE] broke nothing the client needed
+        return (
+            self._stalled
+            or failure
+            or EngineUnavailable("The engine ended the stream before it was complete.")
+        )
+
+    async def _pump_rewritten(self, send: Send, failover: Failover) -> None:
+        attempt, usage = self._attempt, self._usage
+        pending = b""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield attempt.first
+            async for chunk in attempt.chunks:
+                yield chunk
+
+        async for chunk in chunks():
+            self._last = time.monotonic()
+            data = pending + chunk
+            end = data.rfind(_EVENT_END)
+            if end < 0:
+                pending = data
+                continue
+            pending = data[end + 2 :]
+            out = failover.rewrite(data[: end + 2])
+            events = usage.feed(out) if out else b""
+            if events:
+                await send({"type": "http.response.body", "body": events, "more_body": True})
+
+    async def _resume(self, failure: APIError) -> Failover | tuple[bytes, StreamOutcome]:
+        """Another replica's continuation of the stream, or the bytes that end it."""
+        self._last = float("inf")  # the dispatcher's own clocks bound the failover
+        failed = self._attempt
+        await failed.close(failed=True)
+        if self._failover is not None and self._failover.transcript.finished:
+            return _DONE, "completed"  # the answer was whole; only its usage event and [DONE] were lost
+        if self._failover is not None and self._failover.possible(self._usage.done):
+            try:
+                resumed = await self._failover.resume(failed)
+            except APIError as exc:
+                failure = exc
+            else:
+                if isinstance(resumed, bytes):
+                    return resumed + _DONE, "completed"
+                self._attempt = resumed
+                return self._failover
+        return sse_error_event(failure) + _DONE, "failed"
+
+    async def _watchdog(self) -> None:
+        """Cancels the current pump when no token came within the gap, or the deadline passed:
+        one sleeping task per stream, woken about once per gap, rather than a timer per chunk."""
+        while True:
+            now = time.monotonic()
+            due = self._last + self._gap_s
+            if self._deadline is not None:
+                due = min(due, self._deadline.at)
+            if now >= due and self._scope is None:
+                await anyio.sleep(self._gap_s)  # between attempts: the dispatcher's clocks rule
+                continue
+            if now >= due and self._scope is not None:
+                past_deadline = self._deadline is not None and now >= self._deadline.at
+                self._stalled = EngineTimeout(
+                    "The request took longer than its time limit."
+                    if past_deadline
+                    else f"The engine sent no token for {self._gap_s:g}s."
+                )
+                self._scope.cancel()
+                self._last = float("inf") if past_deadline else now
+                if past_deadline:
+                    return
+            await anyio.sleep(min(max(0.01, due - now), self._gap_s))

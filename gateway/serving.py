@@ -33,8 +33,10 @@ from gateway.observability.sections import LimitsConfig
 from gateway.protocol import ChatCompletionRequest, InvalidParam, parse_request
 from gateway.protocol.common import SamplingParams, StreamOptions
 from gateway.relay import ClientGone, SSERelay, StreamOutcome, StreamUsage, unless_disconnected
-from gateway.upstreams import EngineUpstream, ModelCatalog
-from gateway.upstreams.engine import read_body
+from gateway.upstreams import ModelCatalog
+from gateway.upstreams.dispatch import Dispatcher
+from gateway.upstreams.failover import Failover, Transcript, can_continue
+from gateway.upstreams.timeouts import Deadline
 
 
 class InferenceService:
@@ -48,7 +50,7 @@ class InferenceService:
 
     def __init__(
         self,
-        engine: EngineUpstream,
+        dispatcher: Dispatcher,
         catalog: ModelCatalog,
         max_body_bytes: int,
         *,
@@ -59,9 +61,9 @@ class InferenceService:
         default_accepts: Collection[Modality] = TEXT_ONLY,
     ) -> None:
         self._live = live
+        self._dispatcher = dispatcher
         self._media = media
         self._default_accepts = tuple(default_accepts)
-        self._engine = engine
         self._catalog = catalog
         self._max_body_bytes = max_body_bytes
         self._auth = authenticator
@@ -93,7 +95,9 @@ class InferenceService:
             request_id=request.state.request_id,
         )
         try:
-            body, parsed, media = await self._admit(request, schema, path, principal, tab, record, config)
+            body, parsed, payload, media = await self._admit(
+                request, schema, path, principal, tab, record, config
+            )
         except APIError as exc:
             tab.close(status=exc.status, outcome="rejected")
             if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
@@ -108,26 +112,55 @@ class InferenceService:
         headers = {"x-request-id": request.state.engine_request_id}
         if record is not None:
             record.model, record.stream = tab.model, bool(parsed.stream)
-            bind_request(model=tab.model, upstream="engine")
+            bind_request(model=tab.model)
             span = record.start_upstream("engine", {"gen_ai.request.model": tab.model})
             if record.tracing.enabled:
                 record.tracing.inject(span, headers)
             else:
                 passthrough_traceparent(request.headers, headers)
+        assert tab.model is not None
+        plan = self._dispatcher.plan(tab.model)
+        deadline = Deadline(plan[0].timeouts.total_s)
+        affinity = _affinity_key(path, payload, config.affinity_prefix_chars if config is not None else 256)
         try:
             if parsed.stream:
                 wants_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
                 forwarded = body if wants_usage else _asking_for_usage(body, parsed.stream_options)
-                upstream = await unless_disconnected(
-                    request.receive, self._engine.open(path, forwarded, headers)
+                attempt = await unless_disconnected(
+                    request.receive,
+                    self._dispatcher.open_stream(path, forwarded, headers, plan, deadline, affinity=affinity),
                 )
+                _chose(record, attempt.member.name)
+                failover = None
+                if (config is None or config.failover_enabled) and can_continue(path, payload):
+                    failover = Failover(
+                        Transcript(path, payload),
+                        self._dispatcher,
+                        plan=plan,
+                        headers=headers,
+                        deadline=deadline,
+                        affinity=affinity,
+                        limit=config.failover_max if config is not None else 2,
+                        metrics=self._dispatcher.metrics,
+                    )
                 return SSERelay(
-                    upstream,
+                    attempt,
                     headers=limit_headers,
-                    usage=StreamUsage(forward_usage=wants_usage, extra=_media_extra(media)),
+                    usage=StreamUsage(
+                        forward_usage=wants_usage,
+                        transcript=failover.transcript if failover else None,
+                        extra=_media_extra(media),
+                    ),
                     on_close=lambda outcome, usage: _close_stream(tab, outcome, usage, record),
+                    inter_token_s=attempt.target.timeouts.inter_token_s,
+                    deadline=deadline,
+                    failover=failover,
                 )
-            answer = await unless_disconnected(request.receive, self._complete(path, body, headers))
+            answer, member = await unless_disconnected(
+                request.receive,
+                self._dispatcher.complete(path, body, headers, plan, deadline, affinity=affinity),
+            )
+            _chose(record, member.name)
         except ClientGone:
             # Nobody is left to read the answer; 499 is what nginx logs for the same case.
             tab.close(status=499, outcome="client_closed", completion_tokens=0)
@@ -157,9 +190,10 @@ class InferenceService:
         tab: Tab,
         record: RequestRecord | None,
         config: Any,
-    ) -> tuple[bytes, SamplingParams, Prepared | None]:
+    ) -> tuple[bytes, SamplingParams, dict[str, Any], Prepared | None]:
         """Read, validate, resolve the model, turn media into what it takes, check the caller may
-        use it, and reserve its limits."""
+        use it, and reserve its limits. The payload returned is the one sent (media turned into
+        text), which a failover continues from."""
         with _stage(record, "preprocess"):
             body, parsed, card, payload = await self._preprocess(request, schema, tab, config)
         if record is not None:
@@ -174,7 +208,7 @@ class InferenceService:
                 body, parsed = media.body, _parse(schema, payload)
         with _stage(record, "rate_limit"):
             await self._reserve(path, parsed, card, principal, tab)
-        return body, parsed, media
+        return body, parsed, payload, media
 
     def _accepts(self, model: str, config: Any) -> tuple[Modality, ...]:
         route = config.models.get(model) if config is not None else None
@@ -200,6 +234,7 @@ class InferenceService:
             tab.model = payload["model"]
         parsed = _parse(schema, payload)
         card = await self._catalog.resolve(parsed.model)
+        assert isinstance(payload, dict)  # parse_request accepts objects only
         return body, parsed, card, payload
 
     async def _reserve(
@@ -223,9 +258,6 @@ class InferenceService:
                 f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
             )
 
-    async def _complete(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        return await read_body(await self._engine.open(path, body, headers))
-
     async def _read_body(self, request: Request, limit: int) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -238,6 +270,36 @@ class InferenceService:
                 raise _too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _chose(record: RequestRecord | None, upstream: str) -> None:
+    """Name the upstream that answers in the request's logs, access line and span."""
+    bind_request(upstream=upstream)
+    if record is not None:
+        record.upstream = upstream
+        if record.upstream_span is not None and record.tracing.enabled:
+            record.upstream_span.set_attribute("tantra.upstream", upstream)
+
+
+def _affinity_key(path: str, payload: dict[str, Any], chars: int) -> str | None:
+    """The prompt's first `chars` characters: requests sharing them go to the same replica, whose
+    prefix cache already holds that prefix (system prompts, few-shot examples, a conversation)."""
+    if chars <= 0:
+        return None
+    if path == "/v1/chat/completions":
+        parts: list[str] = []
+        size = 0
+        for message in payload.get("messages") or ():
+            content = message.get("content") if isinstance(message, dict) else None
+            text = content if isinstance(content, str) else orjson.dumps(content).decode()
+            parts.append(text)
+            size += len(text)
+            if size >= chars:
+                break
+        return "\x1e".join(parts)[:chars] or None
+    prompt = payload.get("prompt")
+    text = prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
+    return text[:chars] or None
 
 
 def _parse(schema: type[SamplingParams], payload: Any) -> SamplingParams:

@@ -43,7 +43,8 @@ fi
 ADMIN_KEY_FILE=${TANTRA_ADMIN_KEY_FILE:-$STATE/admin.key}
 "$PY" -m gateway bootstrap --admin-key-file "$ADMIN_KEY_FILE" --dev-key-file "$STATE/dev.key"
 
-"$PY" -m engine serve --model "$CHECKPOINT" --served-model-name "$MODEL_NAME" --port "$ENGINE_PORT" &
+# --restart: a crashed engine comes back on the same port; the gateway notices on its own.
+"$PY" -m engine serve --model "$CHECKPOINT" --served-model-name "$MODEL_NAME" --port "$ENGINE_PORT" --restart &
 pids+=($!)
 wait_for "http://127.0.0.1:$ENGINE_PORT/health" "${pids[-1]}" engine
 

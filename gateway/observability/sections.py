@@ -18,12 +18,36 @@ class UpstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: HttpUrl = Field(description="Base URL of a vLLM OpenAI server, without /v1.")
+    max_outstanding: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="Requests this upstream may have in flight from this gateway; past it, others are "
+        "chosen, and when all are full the gateway sheds with 503. Unset: TANTRA_UPSTREAM_MAX_OUTSTANDING.",
+    )
+
+
+class TimeoutOverride(BaseModel):
+    """A model's own timeouts; each unset field keeps the gateway-wide TANTRA_*_TIMEOUT_S value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect_s: Annotated[float, Field(gt=0)] | None = None
+    ttft_s: Annotated[float, Field(gt=0)] | None = None
+    inter_token_s: Annotated[float, Field(gt=0)] | None = None
+    total_s: Annotated[float, Field(gt=0)] | None = None
 
 
 class ModelRoute(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     upstreams: list[str] = Field(default_factory=list, description="Upstream names serving this model.")
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Models to answer from, in order, when none of this model's upstreams can.",
+    )
+    served_name: str | None = Field(
+        None, description="The name the upstreams know the model by; unset: the model's own name."
+    )
+    timeouts: TimeoutOverride = Field(default_factory=TimeoutOverride)
     accepts: list[Literal["text", "image", "video", "audio"]] | None = Field(
         None,
         description="What the model takes itself; other media parts become derived text "
@@ -102,6 +126,9 @@ def cross_check(
         for name in route.upstreams:
             if name not in upstreams:
                 problems.append((f"models.{model}.upstreams", f"names unknown upstream {name!r}"))
+        for fallback in route.fallbacks:
+            if fallback not in models:
+                problems.append((f"models.{model}.fallbacks", f"names unknown model {fallback!r}"))
     if routing.default_model and models and routing.default_model not in models:
         problems.append(("routing.default_model", f"{routing.default_model!r} is not among `models`"))
     return problems

@@ -54,6 +54,8 @@ def operations_router(
     scrape_timeout_s: float,
     profiler: Profiler | None,
     admin_guard: Guard,
+    upstream_states: Callable[[], dict[str, dict[str, Any]]] = dict,
+    draining: Callable[[], bool] = lambda: False,
 ) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -75,11 +77,22 @@ def operations_router(
         responses={503: {"model": ErrorResponse, "description": "Not ready; the message says why."}},
     )
     async def readyz() -> Response:
+        if draining():
+            raise NotReady("Not ready: the gateway is shutting down.")
         await health.settled()
         report = health.report()
         if not report.ready:
             raise NotReady(f"Not ready: {report.summary()}.")
         return Response(orjson.dumps(report.body()), media_type="application/json")
+
+    @router.get(
+        "/health/upstreams",
+        summary="Each upstream's circuit breaker and load, as routing sees them now",
+        description="state is `closed` (serving), `open` (no traffic; probed in the background) or "
+        "`half_open` (one trial request); outstanding is the requests this gateway has in flight there.",
+    )
+    async def upstream_health() -> dict[str, Any]:
+        return {"upstreams": upstream_states(), "draining": draining()}
 
     @router.get(
         "/metrics",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.errors import ModelNotFound
-from gateway.upstreams.engine import EngineUpstream
 
 _MIN_REFRESH_S = 0.5
 
@@ -20,8 +20,8 @@ class ModelCatalog:
     has just started serving is found at once.
     """
 
-    def __init__(self, engine: EngineUpstream, ttl_s: float) -> None:
-        self._engine = engine
+    def __init__(self, fetch: Callable[[], Awaitable[list[dict[str, Any]]]], ttl_s: float) -> None:
+        self._fetch = fetch
         self._ttl_s = ttl_s
         self._cards: dict[str, dict[str, Any]] = {}
         self._fetched_at = float("-inf")
@@ -49,10 +49,10 @@ class ModelCatalog:
         return card
 
     async def refresh(self) -> None:
-        """Ask the engine for its models; raises EngineUnavailable when it cannot be reached."""
+        """Ask the upstreams for their models; raises EngineUnavailable when none can be reached."""
         async with self._lock:
-            body = await self._engine.get_json("/v1/models")
-            self._cards = {card["id"]: card for card in body.get("data", [])}
+            cards = await self._fetch()
+            self._cards = {card["id"]: card for card in cards}
             self._fetched_at = time.monotonic()
 
     def _lookup(self, name: str | None) -> dict[str, Any] | None:

@@ -19,6 +19,19 @@ from gateway.errors import (
     UpstreamError,
 )
 
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Retry-After (seconds, or OpenAI's retry-after-ms) of an upstream's answer; dates are ignored."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                continue
+    return None
+
+
 # vLLM words an over-long prompt several ways across versions; all mean the same to a client.
 _CONTEXT_LENGTH = re.compile(
     r"maximum context length|max_model_len|maximum model length|context length|"
@@ -34,14 +47,22 @@ class EngineUpstream:
         self.base_url = base_url.rstrip("/")
         self._client = client
 
-    async def open(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async def open(
+        self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
+    ) -> httpx.Response:
         """Send a request and return the engine's 200 response with its body still unread.
 
-        Any other status is raised as the APIError a client should see; the caller
-        owns the returned response and must close it.
+        Any other status is raised as the APIError a client should see (its `retry_after_s` taken
+        from the engine's Retry-After); the caller owns the returned response and must close it.
         """
+        timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
+        if connect_timeout_s is not None:
+            default = self._client.timeout
+            timeout = httpx.Timeout(
+                default.read, connect=connect_timeout_s, write=default.write, pool=default.pool
+            )
         request = self._client.build_request(
-            "POST", self.base_url + path, content=body, headers={**_JSON, **headers}
+            "POST", self.base_url + path, content=body, headers={**_JSON, **headers}, timeout=timeout
         )
         response = await self._send(request)
         if response.status_code != 200:
@@ -51,8 +72,23 @@ class EngineUpstream:
                 raise EngineUnavailable("The engine failed while reporting an error.") from exc
             finally:
                 await response.aclose()
-            raise engine_error(response.status_code, raw, prompt_param=_PROMPT_PARAM.get(path, "prompt"))
+            error = engine_error(response.status_code, raw, prompt_param=_PROMPT_PARAM.get(path, "prompt"))
+            error.retry_after_s = retry_after_seconds(response.headers)
+            raise error
         return response
+
+    async def count_tokens(self, model: str, text: str, timeout_s: float) -> int | None:
+        """How many tokens `text` is to the engine's tokenizer (vLLM's /tokenize), or None."""
+        try:
+            response = await self._client.post(
+                self.base_url + "/tokenize",
+                json={"model": model, "prompt": text, "add_special_tokens": False},
+                timeout=timeout_s,
+            )
+            count = response.json().get("count") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return count if isinstance(count, int) else None
 
     async def get_json(self, path: str, timeout_s: float | None = None) -> Any:
         request = self._client.build_request(

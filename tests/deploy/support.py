@@ -125,11 +125,16 @@ def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def gateway_drain_seconds() -> float:
-    """How long the gateway drains on SIGTERM: the `timeout_graceful_shutdown` it gives uvicorn.
+    """How long the gateway drains on SIGTERM: its own drain (`drain_grace_s`, default) plus the
+    `timeout_graceful_shutdown` it then gives uvicorn.
 
     Read from gateway/__main__.py, so the deployment checks follow the code: a literal there, or a
     `settings.<field>` whose default is taken from the Settings model.
     """
+    return float(Settings.model_fields["drain_grace_s"].default) + _uvicorn_shutdown_seconds()
+
+
+def _uvicorn_shutdown_seconds() -> float:
     tree = ast.parse((ROOT / "gateway" / "__main__.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "timeout_graceful_shutdown":

@@ -11,16 +11,20 @@ applies where bf16's own top-2 margin is clear.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from bench.core.agreement import agreement, greedy_sequences, random_prompts, teacher_forced
 from bench.core.engine import Served, serve
 from engine.checkpoint import ensure_checkpoint
 from engine.quantization import ensure_quantized
-from tests.servers import free_port
+from gateway.app import create_app
+from gateway.config import Settings
+from tests.servers import ThreadedServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHS = ("gla_swa", "qwen2")
@@ -39,7 +43,11 @@ Such positions are few: the tiny model's margins are mostly below 0.1."""
 
 Runs = dict[tuple[str, str], dict[str, Any]]
 
-pytestmark = pytest.mark.skipif(bool(os.environ.get("TANTRA_SKIP_VLLM")), reason="TANTRA_SKIP_VLLM is set")
+pytestmark = [
+    pytest.mark.skipif(bool(os.environ.get("TANTRA_SKIP_VLLM")), reason="TANTRA_SKIP_VLLM is set"),
+    # The first test also starts six engines in turn: ~4.5 min on a quiet machine, far more when loaded.
+    pytest.mark.timeout(2400),
+]
 
 
 def _measure(served: Served, prompts: list[list[int]], baseline: list[list[int]] | None) -> dict[str, Any]:
@@ -55,8 +63,36 @@ def _measure(served: Served, prompts: list[list[int]], baseline: list[list[int]]
     return {"status": (text.status_code, chat.status_code), "greedy": greedy, "forced": forced}
 
 
+def _through_gateway(served: Served, gateway_settings: Callable[..., Settings]) -> dict[str, Any]:
+    """The same engine behind Tantra's gateway, called with the openai SDK: JSON and a stream."""
+    settings = gateway_settings(engine_url=str(served.client.base_url), auth_enabled=False)
+    with (
+        ThreadedServer(create_app(settings)) as gateway,
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=120) as client,
+    ):
+        messages: Any = [{"role": "user", "content": "Hi"}]
+        reply = client.chat.completions.create(
+            model=served.model, messages=messages, max_tokens=4, extra_body={"ignore_eos": True}
+        )
+        chunks = list(
+            client.chat.completions.create(
+                model=served.model,
+                messages=messages,
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+            )
+        )
+    usage = chunks[-1].usage
+    return {
+        "json_tokens": reply.usage.completion_tokens if reply.usage else None,
+        "stream_tokens": usage.completion_tokens if usage else None,
+    }
+
+
 @pytest.fixture(scope="module")
-def runs() -> Runs:
+def runs(gateway_settings: Callable[..., Settings]) -> Runs:
     pytest.importorskip("vllm")
     prompts = random_prompts(PROMPT_LENGTHS, seed=5)
     results: dict[tuple[str, str], dict[str, Any]] = {}
@@ -76,6 +112,7 @@ def runs() -> Runs:
                 log_path=ROOT / ".cache" / f"test-quantize-{arch}-{scheme}.log",
             ) as served:
                 results[(arch, scheme)] = _measure(served, prompts, baseline)
+                results[(arch, scheme)]["gateway"] = _through_gateway(served, gateway_settings)
             baseline = baseline or results[(arch, scheme)]["greedy"]
     return results
 
@@ -88,6 +125,8 @@ def test_quantized_checkpoint_serves(
     run = runs[(arch, scheme)]
     assert run["status"] == (200, 200)
     assert all(len(tokens) == NEW_TOKENS for tokens in run["greedy"])
+    # ... and through the gateway, as a client of Tantra would use it.
+    assert run["gateway"] == {"json_tokens": 4, "stream_tokens": 4}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

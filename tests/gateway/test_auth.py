@@ -296,7 +296,12 @@ def test_bootstrap_for_make_run(tmp_path: object, offline_gateway: str, database
     from pathlib import Path
 
     state = Path(str(tmp_path))
-    env = {**os.environ, "TANTRA_DATABASE_URL": database_url}
+    # As scripts/run.sh calls it: the settings name the admin key file that bootstrap makes.
+    env = {
+        **os.environ,
+        "TANTRA_DATABASE_URL": database_url,
+        "TANTRA_ADMIN_KEY_FILE": str(state / "admin.key"),
+    }
     command = [sys.executable, "-m", "gateway", "bootstrap", "--admin-key-file", str(state / "admin.key"),
                "--dev-key-file", str(state / "dev.key"), "--tenant", "bootstrap-test"]  # fmt: skip
     subprocess.run(command, env=env, check=True, timeout=60)

@@ -296,3 +296,27 @@ def test_usage_report_matches_what_clients_received(gateway_url: str, admin: Adm
         "tenant_id", "key_id", "model", "day", "requests", "prompt_tokens", "completion_tokens",
         "total_tokens", "cost_usd", "avg_latency_ms", "errors",
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def in_process_gateway(engine_url: str, gateway_settings: Callable[..., Settings]) -> Iterator[str]:
+    """A single replica without a Redis server: TANTRA_REDIS_URL=memory://."""
+    settings = gateway_settings(engine_url=engine_url, redis_url="memory://")
+    with ThreadedServer(create_app(settings)) as server:
+        yield server.url
+
+
+def test_limits_in_process_without_redis(in_process_gateway: str, admin: AdminClient, model: str) -> None:
+    """The same scripts, run in process: requests per minute, tokens per minute and their headers."""
+    key, _ = new_key(admin, "in-process-rpm", rpm=2)
+    assert chat(in_process_gateway, key, model).headers["x-ratelimit-remaining-requests"] == "1"
+    assert chat(in_process_gateway, key, model).status_code == 200
+    response = chat(in_process_gateway, key, model)
+    assert "Limit 2" in limited(response, "requests")["message"]
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+
+    key, _ = new_key(admin, "in-process-tpm", tpm=100)
+    response = chat(in_process_gateway, key, model, max_tokens=500)
+    assert "Request too large" in limited(response, "tokens")["message"]
+    assert response.headers["x-should-retry"] == "false"
+    assert chat(in_process_gateway, key, model, max_tokens=4).status_code == 200

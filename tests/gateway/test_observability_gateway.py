@@ -25,7 +25,7 @@ from gateway import Settings, create_app
 from gateway.app import engine_client
 from gateway.observability import configure_logging
 from gateway.observability.logs import reset_logging
-from tests.gateway.helpers import AdminClient, bearer
+from tests.gateway.helpers import AdminClient, bearer, wait_for
 from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.engine
@@ -137,7 +137,13 @@ def test_metrics_move_with_real_requests(
         assert http.post(route, json=chat(model)).status_code == 401
         assert http.post(route, json=chat("no-such-model"), headers=bearer(secret)).status_code == 404
 
-    assert gateway.metric("tantra_requests_total", route=route, model=model, status="200") == ok_before + 2
+    # A stream is counted when the relay closes, which can be just after the client read `[DONE]`.
+    wait_for(
+        lambda: (
+            gateway.metric("tantra_requests_total", route=route, model=model, status="200") == ok_before + 2
+            and gateway.metric("tantra_requests_in_flight", route=route) == 0
+        )
+    )
     prompt = answer["usage"]["prompt_tokens"] + streamed_usage["prompt_tokens"]
     completion = answer["usage"]["completion_tokens"] + streamed_usage["completion_tokens"]
     assert gateway.metric("tantra_tokens_total", model=model, kind="prompt") == prompt_before + prompt
@@ -149,9 +155,9 @@ def test_metrics_move_with_real_requests(
         gateway.metric("tantra_time_to_first_token_seconds_count", route=route, model=model)
         == ttft_before + 1
     )
-    assert (
-        gateway.metric("tantra_inter_token_latency_seconds_count", route=route, model=model) >= itl_before + 5
-    )
+    # One gap per chunk the gateway read after the first; a loaded machine hands it several events
+    # per read, so only "some gaps were measured" holds everywhere.
+    assert gateway.metric("tantra_inter_token_latency_seconds_count", route=route, model=model) > itl_before
     assert (
         gateway.metric("tantra_requests_total", status="401", error_type="authentication_error")
         == auth_before + 1
@@ -161,8 +167,16 @@ def test_metrics_move_with_real_requests(
     assert gateway.metric("tantra_queue_time_seconds_count", route=route) >= 2
     assert gateway.metric("tantra_upstream_circuit_state", upstream="engine") == 0
 
-    engines = httpx.get(gateway.url + "/metrics/engines").text
-    assert 'tantra_engine_scrape_up{upstream="engine"} 1' in engines
+    # vLLM's own /metrics answers slowly while it streams; a scrape that timed out says so, and the
+    # next one succeeds.
+    scraped: list[str] = []
+
+    def scraped_up() -> bool:
+        scraped.append(httpx.get(gateway.url + "/metrics/engines", timeout=60).text)
+        return 'tantra_engine_scrape_up{upstream="engine"} 1' in scraped[-1]
+
+    wait_for(scraped_up, timeout=60, interval=0.5)
+    engines = scraped[-1]
     running = [f for f in text_string_to_metric_families(engines) if f.name == "vllm:num_requests_running"]
     assert running and all(s.labels["upstream"] == "engine" for s in running[0].samples)
 

@@ -1,0 +1,237 @@
+"""The replicas behind the gateway: which may take a request now, and which should.
+
+Routing picks, among the replicas serving a model whose breaker lets traffic through and that
+have room, the one the request's prompt prefix hashes to (rendezvous hashing, so vLLM's prefix
+cache on that replica hits), unless it is busier than the least busy one by more than
+`_AFFINITY_SLACK` requests; then the least busy one. Open breakers are probed in the background
+(`/health`) and become half-open when it answers, so a restarted engine rejoins on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import zlib
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gateway.errors import EngineUnavailable, Overloaded
+from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.sections import ModelRoute, UpstreamConfig
+from gateway.upstreams.breaker import BreakerState, CircuitBreaker
+from gateway.upstreams.engine import EngineUpstream
+
+_log = logging.getLogger("tantra.upstreams")
+
+# How many more requests in flight the prefix's replica may have than the least busy one.
+_AFFINITY_SLACK = 2
+_PROBE_INTERVAL_S = 0.5
+
+
+@dataclass(eq=False)
+class Member:
+    """One upstream in the pool, with what routing needs to know about it right now."""
+
+    name: str
+    upstream: EngineUpstream
+    breaker: CircuitBreaker
+    max_outstanding: int = 0
+    outstanding: int = 0
+    served: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def saturated(self) -> bool:
+        return 0 < self.max_outstanding <= self.outstanding
+
+    def take(self) -> None:
+        self.outstanding += 1
+        self.breaker.acquire()
+
+    def give_back(self) -> None:
+        self.outstanding = max(0, self.outstanding - 1)
+        self.breaker.release()
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    breaker_failures: int
+    breaker_open_s: float
+    max_outstanding: int
+
+
+class UpstreamPool:
+    """Every upstream by name, built from the settings' `upstreams` (or the one `engine_url`)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        urls: Mapping[str, str],
+        configs: Mapping[str, UpstreamConfig],
+        routes: Mapping[str, ModelRoute],
+        policy: PoolPolicy,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._metrics = metrics
+        self.members: dict[str, Member] = {}
+        self.routes: dict[str, ModelRoute] = {}
+        self._probe_task: asyncio.Task[None] | None = None
+        self.reconfigure(urls, configs, routes)
+
+    def reconfigure(
+        self, urls: Mapping[str, str], configs: Mapping[str, UpstreamConfig], routes: Mapping[str, ModelRoute]
+    ) -> None:
+        """A live reload: known upstreams keep their breaker and counts, new ones start closed."""
+        members: dict[str, Member] = {}
+        for name, url in urls.items():
+            config = configs.get(name)
+            limit = config.max_outstanding if config and config.max_outstanding is not None else None
+            member = self.members.get(name)
+            if member is None or member.upstream.base_url != url.rstrip("/"):
+                member = Member(name, EngineUpstream(url, self._client), self._breaker(name))
+            member.max_outstanding = self._policy.max_outstanding if limit is None else limit
+            members[name] = member
+        self.members = members
+        self.routes = dict(routes)
+
+    def _breaker(self, name: str) -> CircuitBreaker:
+        def changed(state: BreakerState) -> None:
+            (_log.warning if state == "open" else _log.info)("upstream %s circuit %s", name, state)
+            if self._metrics is not None:
+                self._metrics.set_circuit(name, state)
+
+        if self._metrics is not None:
+            self._metrics.set_circuit(name, "closed")
+        return CircuitBreaker(
+            failures=self._policy.breaker_failures, open_s=self._policy.breaker_open_s, on_change=changed
+        )
+
+    # -- which upstreams serve a model --------------------------------------------------------
+
+    def route(self, model: str) -> ModelRoute | None:
+        return self.routes.get(model)
+
+    def members_for(self, model: str) -> list[Member]:
+        """The upstreams configured for `model`; unconfigured, those whose model list names it
+        (every upstream, before any list has been read)."""
+        route = self.routes.get(model)
+        if route is not None and route.upstreams:
+            return [self.members[name] for name in route.upstreams if name in self.members]
+        serving = [member for member in self.members.values() if model in member.served]
+        return serving or list(self.members.values())
+
+    async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Every model the upstreams serve (asked concurrently), and the configured ones; an
+        upstream that does not answer is skipped. Raises EngineUnavailable when nothing is known."""
+        members = list(self.members.values())
+        answers = await asyncio.gather(
+            *(member.upstream.get_json("/v1/models", timeout_s) for member in members), return_exceptions=True
+        )
+        cards: dict[str, dict[str, Any]] = {}
+        for member, answer in zip(members, answers, strict=True):
+            if isinstance(answer, BaseException):
+                continue
+            data = [card for card in answer.get("data", []) if isinstance(card, dict) and "id" in card]
+            member.served = frozenset(str(card["id"]) for card in data)
+            for card in data:
+                cards.setdefault(str(card["id"]), card)
+        if not cards and all(isinstance(answer, BaseException) for answer in answers) and not self.routes:
+            raise EngineUnavailable("No upstream is reachable; try again shortly.")
+        for model, route in self.routes.items():
+            if model not in cards:
+                base = cards.get(route.served_name or model, {})
+                owner = base.get("owned_by", "tantra")
+                cards[model] = {**base, "id": model, "object": "model", "owned_by": owner}
+        return list(cards.values())
+
+    # -- choosing one ---------------------------------------------------------------------------
+
+    def choose(self, members: Iterable[Member], affinity: str | None, avoid: Collection[str] = ()) -> Member:
+        """The member to send a request to: EngineUnavailable when every breaker is open,
+        Overloaded (503, Retry-After) when every open one is full."""
+        # While the background probe runs, it alone decides when an open upstream is tried again
+        # (a hung one would otherwise cost a real request its timeout); without it, requests probe.
+        probing = self._probe_task is not None
+        usable = [
+            member
+            for member in members
+            if member.breaker.allows() and not (probing and member.breaker.state == "open")
+        ]
+        if not usable:
+            raise EngineUnavailable("Every upstream serving this model is down; try again shortly.")
+        fresh = [member for member in usable if member.name not in avoid] or usable
+        room = [member for member in fresh if not member.saturated]
+        if not room:
+            raise Overloaded("Every upstream serving this model is at capacity; try again shortly.")
+        for member in room:
+            if member.breaker.state == "half_open":
+                return member  # the recovering upstream's trial: affinity alone might never send it
+        least = min(member.outstanding for member in room)
+        if affinity and len(room) > 1:
+            preferred = max(room, key=lambda member: zlib.crc32(f"{member.name}\0{affinity}".encode()))
+            if preferred.outstanding <= least + _AFFINITY_SLACK:
+                return preferred
+        return random.choice([member for member in room if member.outstanding == least])
+
+    # -- state and recovery ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        return {
+            name: {
+                "url": member.upstream.base_url,
+                "state": member.breaker.state,
+                "consecutive_failures": member.breaker.consecutive_failures,
+                "outstanding": member.outstanding,
+                "max_outstanding": member.max_outstanding or None,
+                "open_for_s": round(now - member.breaker.opened_at, 2)
+                if member.breaker.state == "open"
+                else None,
+                "models": sorted(member.served),
+            }
+            for name, member in self.members.items()
+        }
+
+    def start(self) -> None:
+        if self._probe_task is None:
+            loop = asyncio.get_running_loop()
+            self._probe_task = loop.create_task(self._probe_loop(), name="tantra-breakers")
+
+    async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
+
+    async def _probe_loop(self) -> None:
+        """Open breakers whose wait is over get a /health probe: an answer half-opens the breaker
+        (the next request is the trial), silence re-arms the wait."""
+        while True:
+            await asyncio.sleep(_PROBE_INTERVAL_S)
+            try:
+                await self._probe_due()
+            except Exception:  # a probe bug must not end the loop: breakers would stay open
+                _log.exception("probing open upstreams failed")
+
+    async def _probe_due(self) -> None:
+        due = [member for member in self.members.values() if member.breaker.probe_due()]
+        if due:
+            results = await asyncio.gather(
+                *(member.upstream.is_healthy(self._policy.breaker_open_s) for member in due)
+            )
+            for member, healthy in zip(due, results, strict=True):
+                if member.breaker.state != "open":
+                    continue
+                if healthy:
+                    member.breaker.acquire()  # to half-open ...
+                    member.breaker.release()  # ... with the trial slot left for a real request
+                else:
+                    member.breaker.opened_at = time.monotonic()
