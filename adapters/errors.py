@@ -18,3 +18,12 @@ class MediaError(Exception):
         self.message = message
         self.code = code
         self.status = status
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in a worker process, it must arrive whole in the gateway's (the default pickling
+        # would call __init__ with the message alone).
+        return (_rebuild, (self.param, self.message, self.code, self.status))
+
+
+def _rebuild(param: str | None, message: str, code: str, status: int) -> MediaError:
+    return MediaError(param, message, code=code, status=status)

@@ -1,4 +1,4 @@
-"""One request's media turned into what its model takes: run in a worker thread, never on the event loop.
+"""One request's media turned into what its model takes: run in a worker, never on the event loop.
 
 For each part the plan says `native` (the model takes it: an image is normalised and re-encoded
 as a PNG data URL, a video is length-checked and passed on) or `derive` (text for a text-only

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -23,15 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters import (
-    ImageCheck,
-    ImageFilter,
     MediaLimits,
-    Ocr,
-    Preprocessor,
-    SizeTypePolicy,
     UrlFetcher,
     UrlPolicy,
-    load_check,
 )
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.config import RELOADABLE, Settings
@@ -41,7 +34,7 @@ from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
 from gateway.limits.limiter import ScopeKind
 from gateway.middleware import EdgeMiddleware
-from gateway.multimodal import MediaService
+from gateway.multimodal import MediaService, WorkerSpec, media_executor
 from gateway.observability import (
     ConfigReloader,
     GatewayMetrics,
@@ -141,8 +134,8 @@ def create_app(
         TokenEstimator(settings.limits_default_completion_tokens),
         PriceBook(settings.model_prices),
     )
-    media_executor = ThreadPoolExecutor(max_workers=settings.media_workers, thread_name_prefix="tantra-media")
     media_client = media_fetch_client(settings)
+    media = media_service(settings, media_client) if settings.media_enabled else None
     inference = InferenceService(
         dispatcher,
         catalog,
@@ -150,7 +143,7 @@ def create_app(
         authenticator=authenticator,
         accountant=accountant,
         live=live,
-        media=media_service(settings, media_client, media_executor) if settings.media_enabled else None,
+        media=media,
         default_accepts=settings.media_default_accepts,
     )
     health = HealthMonitor(
@@ -224,7 +217,8 @@ def create_app(
             if http_client is None:
                 await client.aclose()
             await media_client.aclose()
-            media_executor.shutdown(wait=False, cancel_futures=True)
+            if media is not None:
+                await media.close()
             tracing.shutdown()
 
     app = FastAPI(
@@ -333,8 +327,8 @@ def redis_clients(settings: Settings) -> tuple[Redis, Redis]:
     return redis_client(settings), redis_client(settings, read_timeout_s=None)
 
 
-def media_service(settings: Settings, client: httpx.AsyncClient, executor: Executor) -> MediaService:
-    """The adapters with this gateway's limits, OCR, image policy and URL allow-list."""
+def media_service(settings: Settings, client: httpx.AsyncClient) -> MediaService:
+    """The adapters with this gateway's limits, OCR, image policy, URL allow-list and worker pool."""
     limits = MediaLimits(
         max_parts=settings.media_max_parts,
         max_images=settings.media_max_images,
@@ -348,13 +342,17 @@ def media_service(settings: Settings, client: httpx.AsyncClient, executor: Execu
         video_fps=settings.media_video_fps,
         max_video_frames=settings.media_max_video_frames,
     )
-    checks: list[ImageCheck] = [SizeTypePolicy(settings.media_image_formats)]
-    if settings.media_image_filter:
-        checks.append(load_check(settings.media_image_filter))
-    ocr = Ocr(lang=settings.media_ocr_lang, timeout_s=settings.media_ocr_timeout_s)
-    if not settings.media_ocr_enabled:
-        ocr.binary = None
-    preprocessor = Preprocessor(limits, ocr, ImageFilter(checks))
+    spec = WorkerSpec(
+        limits,
+        ocr_enabled=settings.media_ocr_enabled,
+        ocr_lang=settings.media_ocr_lang,
+        ocr_timeout_s=settings.media_ocr_timeout_s,
+        image_formats=tuple(settings.media_image_formats),
+        image_filter=settings.media_image_filter,
+        log_format=settings.log_format,
+        log_level=settings.log_level,
+        log_prompts=settings.log_prompts,
+    )
     fetcher = UrlFetcher(
         UrlPolicy(settings.media_url_allowlist),
         client,
@@ -362,9 +360,9 @@ def media_service(settings: Settings, client: httpx.AsyncClient, executor: Execu
         max_bytes=settings.media_max_part_bytes,
     )
     return MediaService(
-        preprocessor,
+        spec.preprocessor(),
         fetcher,
-        executor,
+        lambda: media_executor(spec, settings.media_executor, settings.media_workers),
         concurrency=settings.media_workers,
         queue_timeout_s=settings.media_queue_timeout_s,
     )

@@ -225,7 +225,12 @@ class Settings(BaseSettings):
     media_ocr_lang: str = Field("eng", description="Tesseract's language(s), e.g. `eng+deu`.")
     media_ocr_timeout_s: float = Field(30.0, gt=0, description="Longest OCR of one image or frame.")
     media_workers: int = Field(
-        2, ge=1, description="Requests whose media are processed at once (worker threads)."
+        2, ge=1, description="Requests whose media are processed at once (worker processes or threads)."
+    )
+    media_executor: Literal["process", "thread"] = Field(
+        "process",
+        description="Where media work runs: worker processes (never competes with the event loop for "
+        "the GIL) or threads of the gateway's process.",
     )
     media_queue_timeout_s: float = Field(
         30.0, gt=0, description="Longest wait for a free worker before 503 `preprocessing_busy`."

@@ -10,29 +10,103 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import multiprocessing
 import time
-from collections.abc import Collection
-from concurrent.futures import Executor
+from collections.abc import Callable, Collection
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 
 from adapters import (
+    ImageCheck,
+    ImageFilter,
     Job,
     MediaError,
+    MediaLimits,
     Modality,
+    Ocr,
+    Outcome,
     Preprocessor,
+    SizeTypePolicy,
     UrlFetcher,
     check_counts,
     find_media,
+    load_check,
     route,
 )
+from adapters.images import FORMATS
 from adapters.sources import is_data_url
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
-from gateway.observability import get_logger
+from gateway.observability import configure_logging, get_logger
+from gateway.observability.logs import resolve_format
 
 _log = get_logger("tantra.media")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to build its own Preprocessor: plain values, so that it crosses
+    into a worker process (a classifier is named by import path and loaded there)."""
+
+    limits: MediaLimits
+    ocr_enabled: bool = True
+    ocr_lang: str = "eng"
+    ocr_timeout_s: float = 30.0
+    image_formats: tuple[str, ...] = FORMATS
+    image_filter: str | None = None
+    log_format: str = "auto"
+    log_level: str = "info"
+    log_prompts: bool = False
+
+    def preprocessor(self) -> Preprocessor:
+        checks: list[ImageCheck] = [SizeTypePolicy(self.image_formats)]
+        if self.image_filter:
+            checks.append(load_check(self.image_filter))
+        ocr = Ocr(lang=self.ocr_lang, timeout_s=self.ocr_timeout_s)
+        if not self.ocr_enabled:
+            ocr.binary = None
+        return Preprocessor(self.limits, ocr, ImageFilter(checks))
+
+
+_worker: Preprocessor | None = None
+
+
+def init_worker(spec: WorkerSpec) -> None:
+    """A worker process's start: its logs go the gateway's way, its Preprocessor is built once."""
+    global _worker
+    configure_logging(
+        log_format=resolve_format(spec.log_format), level=spec.log_level, log_prompts=spec.log_prompts
+    )
+    _worker = spec.preprocessor()
+
+
+def run_in_worker(jobs: list[Job], log_context: dict[str, Any]) -> Outcome:
+    """One request's media in a worker process, logged with the request's id and tenant."""
+    assert _worker is not None, "init_worker did not run"
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(**log_context)
+    return _worker.run(jobs)
+
+
+def media_executor(spec: WorkerSpec, kind: str, workers: int) -> Executor:
+    """Processes by default: pypdf is pure Python, and in a thread of the gateway's own process it
+    competes with the event loop for the GIL (on a loaded machine a stream then stalls for a
+    second or more); in a process it cannot. `forkserver`: never fork the threaded gateway."""
+    if kind == "thread":
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tantra-media")
+    context = multiprocessing.get_context("forkserver")
+    # The server imports the adapters once; each worker forked from it then starts in milliseconds.
+    context.set_forkserver_preload(["gateway.multimodal"])
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=init_worker,
+        initargs=(spec,),
+    )
 
 
 class MediaBusy(APIError):
@@ -50,21 +124,22 @@ class Prepared:
 
 
 class MediaService:
-    """At most `concurrency` requests' media are processed at once, each in a worker thread; the
+    """At most `concurrency` requests' media are processed at once, each in a worker (process); the
     event loop only finds parts, fetches allowed URLs and swaps the results in."""
 
     def __init__(
         self,
         preprocessor: Preprocessor,
         fetcher: UrlFetcher,
-        executor: Executor,
+        executor: Callable[[], Executor],
         *,
         concurrency: int,
         queue_timeout_s: float,
     ) -> None:
         self._preprocessor = preprocessor
         self._fetcher = fetcher
-        self._executor = executor
+        self._new_executor = executor
+        self._executor = executor()
         self._slots = asyncio.Semaphore(concurrency)
         self._queue_timeout_s = queue_timeout_s
 
@@ -113,17 +188,46 @@ class MediaService:
                 headers={"retry-after": "1"},
             ) from None
         loop = asyncio.get_running_loop()
-        # The worker sees the request's log context (request id, tenant) through a copy of it.
-        context = contextvars.copy_context()
+        executor = self._executor
+        if isinstance(executor, ProcessPoolExecutor):
+            # Either way the worker logs with the request's context (request id, tenant).
+            task: tuple[Any, ...] = (run_in_worker, jobs, structlog.contextvars.get_contextvars())
+        else:
+            task = (contextvars.copy_context().run, self._preprocessor.run, jobs)
+
+        def submit() -> Future[Outcome]:
+            work = executor.submit(*task)
+            # The slot frees when the work ends, not when its waiter does: a client that leaves
+            # cannot make room for more work than the pool really has.
+            work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
+            return work
+
+        def unless_submitted(submitting: asyncio.Future[Future[Outcome]]) -> None:
+            if submitting.cancelled() or submitting.exception() is not None:
+                self._slots.release()
+
+        # Submitting may start a worker process (a fork of the forkserver that must answer with its
+        # pid): done in a thread, so that not even a cold pool holds up the event loop.
+        submitting = asyncio.ensure_future(asyncio.to_thread(submit))
+        submitting.add_done_callback(unless_submitted)
         try:
-            work = self._executor.submit(context.run, self._preprocessor.run, jobs)
-        except BaseException:
-            self._slots.release()
-            raise
-        # The slot frees when the work ends, not when its waiter does: a client that leaves
-        # cannot make room for more work than the pool really has.
-        work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
-        return await asyncio.wrap_future(work)
+            work = await asyncio.shield(submitting)
+            return await asyncio.wrap_future(work)
+        except BrokenProcessPool:
+            # A decoder crashed its process (or the OS killed it): replace the pool (once, however
+            # many requests saw it break) and fail this request.
+            _log.error("media_worker_died")
+            if self._executor is executor:
+                self._executor = self._new_executor()
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise InvalidRequest(
+                "A media part of this request crashed its decoder and could not be processed.",
+                code="invalid_content_part",
+            ) from None
+
+    async def close(self) -> None:
+        """Stop the workers (waiting in a thread: one may be finishing an OCR call)."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
 
 async def _nothing() -> None:

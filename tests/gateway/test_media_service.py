@@ -1,5 +1,6 @@
 """MediaService's bounded pool on its own: a slot is held while its work runs (even when its waiter
-has gone), a request that cannot get one in time is a 503, and the work runs off the event loop."""
+has gone), a request that cannot get one in time is a 503, the work runs off the event loop, and a
+worker process that dies takes only its own request with it."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class SlowPreprocessor(Preprocessor):
 
 def service(pre: Preprocessor, executor: ThreadPoolExecutor, queue_timeout_s: float) -> MediaService:
     fetcher = UrlFetcher(UrlPolicy([]), httpx.AsyncClient(), timeout_s=1, max_bytes=1)
-    return MediaService(pre, fetcher, executor, concurrency=1, queue_timeout_s=queue_timeout_s)
+    return MediaService(pre, fetcher, lambda: executor, concurrency=1, queue_timeout_s=queue_timeout_s)
 
 
 def payload() -> dict[str, Any]:
@@ -82,3 +83,50 @@ async def test_requests_without_media_are_not_touched() -> None:
         media = service(SlowPreprocessor(0), executor, 1)
         plain = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
         assert await media.prepare(plain, ("text",)) is None
+
+
+def crash_on_red() -> Any:
+    """An image check that kills its process on a red image, standing in for a decoder that segfaults."""
+    import os
+
+    from adapters import Verdict
+
+    def check(facts: Any, image: Any) -> Verdict:
+        if image.convert("RGB").getpixel((0, 0)) == (255, 0, 0):
+            os._exit(1)
+        return Verdict(True)
+
+    return check
+
+
+async def test_worker_processes_do_the_work_and_a_dead_one_is_replaced() -> None:
+    from PIL import Image
+
+    from gateway.multimodal import WorkerSpec, media_executor
+    from tests.adapters.media import data_url, png
+
+    spec = WorkerSpec(MediaLimits(), image_filter="tests.gateway.test_media_service:crash_on_red")
+    fetcher = UrlFetcher(UrlPolicy([]), httpx.AsyncClient(), timeout_s=1, max_bytes=1)
+    media = MediaService(
+        spec.preprocessor(),
+        fetcher,
+        lambda: media_executor(spec, "process", 1),
+        concurrency=1,
+        queue_timeout_s=30,
+    )
+
+    def request(colour: str) -> dict[str, Any]:
+        url = data_url(png(Image.new("RGB", (16, 16), colour)), "image/png")
+        part = {"type": "image_url", "image_url": {"url": url}}
+        return {"model": "m", "messages": [{"role": "user", "content": [part]}]}
+
+    try:
+        prepared = await media.prepare(request("blue"), ("text", "image"))
+        assert prepared is not None and prepared.usage["images"] == 1
+        with pytest.raises(APIError) as crashed:
+            await media.prepare(request("red"), ("text", "image"))
+        assert crashed.value.status == 400 and crashed.value.code == "invalid_content_part"
+        again = await media.prepare(request("green"), ("text", "image"))
+        assert again is not None and again.usage["images"] == 1
+    finally:
+        await media.close()
