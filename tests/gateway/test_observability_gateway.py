@@ -155,9 +155,10 @@ def test_metrics_move_with_real_requests(
         gateway.metric("tantra_time_to_first_token_seconds_count", route=route, model=model)
         == ttft_before + 1
     )
-    # One gap per chunk the gateway read after the first; a loaded machine hands it several events
-    # per read, so only "some gaps were measured" holds everywhere.
-    assert gateway.metric("tantra_inter_token_latency_seconds_count", route=route, model=model) > itl_before
+    # One gap per chunk the gateway read after the first; a loaded machine can hand it a short
+    # stream in a single read, so only "never fewer" holds everywhere (the unit tests in
+    # test_observability_metrics.py check the gaps themselves).
+    assert gateway.metric("tantra_inter_token_latency_seconds_count", route=route, model=model) >= itl_before
     assert (
         gateway.metric("tantra_requests_total", status="401", error_type="authentication_error")
         == auth_before + 1
@@ -261,21 +262,29 @@ def test_sighup_reload_while_streams_run(
             time.sleep(0.02)
 
     results: list[list[str]] = []
+    flowing = [threading.Event(), threading.Event()]
 
-    def stream() -> None:
+    def stream(started: threading.Event) -> None:
         body = chat(model, stream=True, max_tokens=300, ignore_eos=True)
         with (
             httpx.Client(base_url=gateway.url, timeout=120) as http,
             http.stream("POST", "/v1/chat/completions", json=body, headers=bearer(secret)) as response,
         ):
             assert response.status_code == 200
-            results.append([line for line in response.iter_lines() if line.startswith("data: ")])
+            events: list[str] = []
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line)
+                    started.set()
+            results.append(events)
 
     rejected_before = gateway.metric("tantra_ratelimit_rejections_total", limit="rpm", scope="key")
-    streams = [threading.Thread(target=stream) for _ in range(2)]
+    streams = [threading.Thread(target=stream, args=(started,)) for started in flowing]
     for thread in streams:
         thread.start()
-    time.sleep(1.0)  # both streams admitted and running
+    # Both streams admitted and running before the reload (a fixed sleep was too short when loaded:
+    # a stream admitted after the reload took the new one-request window itself).
+    assert all(started.wait(60) for started in flowing)
     config.write_text(f"log_level: info\nlimits:\n  keys:\n    {key['id']}: {{rpm: 1}}\n")
     sighup_and_wait(live.generation)
     assert live.current.limits.keys[key["id"]].rpm == 1
