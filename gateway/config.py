@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         512, gt=0, description="Connections the gateway keeps open to the engine, at most."
     )
+    engine_transport: Literal["httpx", "aiohttp"] = Field(
+        "httpx",
+        description="The engine client's connection pool: httpx's own, or aiohttp's (much less CPU per "
+        "request at high concurrency; mid-stream failover with it is not yet proven).",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="The lowest level logged."
     )
