@@ -245,6 +245,18 @@ def test_spans_chain_and_the_trace_id_reaches_the_engine(
     assert sent.headers["traceparent"] == f"00-{trace_id}-{format(upstream.context.span_id, '016x')}-01"
 
 
+def refused_within(tries: int, url: str, model: str, secret: str) -> httpx.Response:
+    """The first 429 among a few requests. On a loaded machine a Redis call can outlast
+    TANTRA_REDIS_TIMEOUT_S, and the default fail-open policy then serves that one request unlimited
+    (and unreserved), so the next one meets the limit."""
+    for _ in range(tries):
+        response = httpx.post(url + "/v1/chat/completions", json=chat(model), headers=bearer(secret))
+        if response.status_code == 429:
+            return response
+        assert response.status_code == 200, response.text
+    raise AssertionError(f"no 429 in {tries} requests over a one-request-per-minute limit")
+
+
 def test_sighup_reload_while_streams_run(
     gateway: Gateway, tenant_key: tuple[str, dict[str, Any], dict[str, Any]], model: str
 ) -> None:
@@ -291,8 +303,7 @@ def test_sighup_reload_while_streams_run(
     # Requests admitted before carried no rpm, so the window starts with the first one after.
     first = httpx.post(gateway.url + "/v1/chat/completions", json=chat(model), headers=bearer(secret))
     assert first.status_code == 200, first.text
-    limited = httpx.post(gateway.url + "/v1/chat/completions", json=chat(model), headers=bearer(secret))
-    assert limited.status_code == 429, limited.text
+    limited = refused_within(3, gateway.url, model, secret)
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
 
     active = live.current
@@ -302,8 +313,7 @@ def test_sighup_reload_while_streams_run(
     sighup_and_wait(generation)
     assert reloader.last_error is not None and live.current is active
     assert any("limits.keys" in problem for problem in reloader.last_error.problems)
-    again = httpx.post(gateway.url + "/v1/chat/completions", json=chat(model), headers=bearer(secret))
-    assert again.status_code == 429
+    refused_within(3, gateway.url, model, secret)
 
     for thread in streams:
         thread.join(120)
