@@ -56,6 +56,9 @@ class Profiler:
                     "--format", fmt,
                     "--output", str(out),
                     "--nonblocking",
+                    # Idle threads too: a quiet gateway still yields a profile, and a wedged event
+                    # loop shows where it waits.
+                    "--idle",
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
                 )  # fmt: skip
