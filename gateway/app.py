@@ -54,7 +54,7 @@ from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool
 from gateway.upstreams.retry import RetryBudget
 from gateway.upstreams.timeouts import Timeouts
-from gateway.upstreams.transport import engine_transport
+from gateway.upstreams.transport import EngineTransport
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -301,25 +301,17 @@ def _dependencies(settings: Settings, database: Database, redis: Redis) -> dict[
 
 def engine_client(settings: Settings) -> httpx.AsyncClient:
     """One pooled client for all engine traffic; its read timeout bounds the wait for each next chunk."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
-        # httpx's own pool by default: with aiohttp's pool (`TANTRA_ENGINE_TRANSPORT=aiohttp`, far
-        # cheaper per request at high concurrency, docs/performance.md) mid-stream failover after a
-        # replica is SIGKILLed does not yet complete (tests/resilience); until that is understood it
-        # stays opt-in.
-        **(
-            {"transport": engine_transport(settings.max_connections, keepalive_expiry_s=30.0)}
-            if settings.engine_transport == "aiohttp"
-            else {
-                "limits": httpx.Limits(
-                    max_connections=settings.max_connections,
-                    max_keepalive_connections=settings.max_connections,
-                    keepalive_expiry=30.0,
-                )
-            }
-        ),
-        trust_env=False,
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_connections,
+        keepalive_expiry=30.0,
     )
+    timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
+    if settings.engine_transport == "aiohttp":
+        # Far cheaper per request at high concurrency (docs/performance.md), but mid-stream failover
+        # after a replica is SIGKILLed does not yet complete with it (tests/resilience): opt-in.
+        return httpx.AsyncClient(timeout=timeout, transport=EngineTransport(limits=limits), trust_env=False)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
 
 
 IN_PROCESS_REDIS = "memory://"

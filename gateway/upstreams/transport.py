@@ -65,6 +65,12 @@ class _Body(httpx.AsyncByteStream):
 
 
 class EngineTransport(AiohttpTransport):
+    """httpx-aiohttp's transport with aiohttp's errors given httpx's meaning (see above). It ignores
+    proxy settings from the environment, like the engine client itself (`trust_env=False`)."""
+
+    def __init__(self, *, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await super().handle_async_request(request)
@@ -73,14 +79,3 @@ class EngineTransport(AiohttpTransport):
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Body(response.stream)
         return response
-
-
-def engine_transport(max_connections: int, keepalive_expiry_s: float) -> EngineTransport:
-    return EngineTransport(
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=keepalive_expiry_s,
-        ),
-        trust_env=False,
-    )

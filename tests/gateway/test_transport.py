@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from gateway.upstreams.transport import engine_transport
+from gateway.upstreams.transport import EngineTransport
 from tests.servers import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -28,7 +28,8 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, str]:
 
 async def client(read_s: float = 5.0) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        timeout=httpx.Timeout(read_s, connect=2.0), transport=engine_transport(8, 30.0)
+        timeout=httpx.Timeout(read_s, connect=2.0),
+        transport=EngineTransport(limits=httpx.Limits(max_connections=8, keepalive_expiry=30.0)),
     ) as c:
         yield c
 
