@@ -46,7 +46,8 @@ from gateway.observability import (
 )
 from gateway.observability.logs import apply_log_settings
 from gateway.openapi import install_openapi
-from gateway.routes import admin_router, inference_router, models_router, operations_router
+from gateway.realtime.session import RealtimeLimits
+from gateway.routes import admin_router, inference_router, models_router, operations_router, realtime_router
 from gateway.serving import InferenceService
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstreams import ModelCatalog
@@ -256,6 +257,10 @@ def create_app(
     )
     app.include_router(models_router(catalog, inference.authenticate))
     app.include_router(inference_router(inference))
+    if settings.realtime_enabled:
+        app.include_router(
+            realtime_router(catalog, inference.authenticate_headers, lambda: _realtime_limits(settings))
+        )
     app.include_router(admin_router(guard, KeyAdmin(store, bus), store, ledger, status))
     _install_error_handlers(app)
     install_openapi(app, description=_DESCRIPTION)
@@ -264,6 +269,15 @@ def create_app(
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(EdgeMiddleware)
     return app
+
+
+def _realtime_limits(settings: Settings) -> RealtimeLimits:
+    return RealtimeLimits(
+        max_audio_buffer_s=settings.realtime_max_audio_buffer_s,
+        max_items=settings.realtime_max_items,
+        transcription_model=settings.realtime_transcription_model,
+        speech_model=settings.realtime_speech_model,
+    )
 
 
 def _retry_policy(settings: Settings) -> RetryPolicy:

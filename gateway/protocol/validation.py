@@ -4,23 +4,29 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.protocol.common import InvalidParam, SamplingParams
 
 RequestT = TypeVar("RequestT", bound=SamplingParams)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def parse_request(model: type[RequestT], body: Any) -> RequestT:
     """Validate `body`; raise InvalidParam naming the first offending field, as OpenAI does."""
-    if not isinstance(body, dict):
-        raise InvalidParam(None, "The request body must be a JSON object.")
-    try:
-        request = model.model_validate(body)
-    except ValidationError as exc:
-        raise _first_problem(exc, body) from None
+    request = parse_object(model, body, "The request body must be a JSON object.")
     request.check()
     return request
+
+
+def parse_object(model: type[ModelT], body: Any, not_an_object: str) -> ModelT:
+    """Validate any JSON object against `model`, with the same errors as a request body."""
+    if not isinstance(body, dict):
+        raise InvalidParam(None, not_an_object)
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _first_problem(exc, body) from None
 
 
 def _first_problem(exc: ValidationError, body: dict[str, Any]) -> InvalidParam:
