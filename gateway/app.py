@@ -259,7 +259,7 @@ def create_app(
     app.include_router(inference_router(inference))
     if settings.realtime_enabled:
         app.include_router(
-            realtime_router(catalog, inference.authenticate_headers, lambda: _realtime_limits(settings))
+            realtime_router(catalog, inference.authenticate_headers, lambda: _realtime_limits(live.current))
         )
     app.include_router(admin_router(guard, KeyAdmin(store, bus), store, ledger, status))
     _install_error_handlers(app)

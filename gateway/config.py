@@ -355,6 +355,10 @@ RELOADABLE = frozenset(
         "failover_enabled",
         "failover_max",
         "affinity_prefix_chars",
+        "realtime_max_audio_buffer_s",
+        "realtime_max_items",
+        "realtime_transcription_model",
+        "realtime_speech_model",
     }
 )
 
