@@ -153,9 +153,11 @@ class UpstreamPool:
             raise EngineUnavailable("No upstream is reachable; try again shortly.")
         for model, route in self.routes.items():
             if model not in cards:
+                # A model no upstream listed (a provider's, or one whose engines are down) still
+                # gets a whole card: `created` is required by OpenAI's schema (0: not known).
                 base = cards.get(route.served_name or model, {})
                 owner = base.get("owned_by", "tantra")
-                cards[model] = {**base, "id": model, "object": "model", "owned_by": owner}
+                cards[model] = {"created": 0, **base, "id": model, "object": "model", "owned_by": owner}
         return list(cards.values())
 
     # -- choosing one ---------------------------------------------------------------------------

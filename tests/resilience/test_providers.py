@@ -28,6 +28,7 @@ from tests.resilience.test_units import (
     chunk,
     make_dispatcher,
     make_pool,
+    refusing,
     sse,
     streaming,
 )
@@ -118,8 +119,9 @@ async def test_a_provider_gets_the_gateway_key_its_own_model_name_and_is_probed_
 
         # The provider's catalogue is not the gateway's: only what is routed to it is listed, and
         # an unconfigured model never goes there.
-        cards = {card["id"] for card in await pool.list_models(1)}
-        assert cards == {"tiny", "chat", "chat-ext"}
+        cards = {card["id"]: card for card in await pool.list_models(1)}
+        assert set(cards) == {"tiny", "chat", "chat-ext"}
+        assert cards["chat-ext"]["created"] == 0  # a whole card, though no upstream listed it
         assert [member.name for member in pool.members_for("gpt-x")] == ["local"]
     assert pool.snapshot()["ext"]["kind"] == "openai"
 
@@ -143,6 +145,18 @@ async def test_a_refused_provider_key_is_a_server_error_and_opens_the_breaker(
     assert caught.value.status == 502 and caught.value.body()["error"]["code"] == "upstream_auth_failed"
     assert "Invalid API key" not in caught.value.message  # the provider's words about our key stay here
     assert pool.members["ext"].breaker.state == "open"  # breaker_failures=2 in make_pool
+
+    # A LiteLLM proxy without a database says the same with a 400 of its own type.
+    no_db = {"error": {"message": "No connected db.", "type": "no_db_connection", "code": "400"}}
+    pool, client = routed(
+        {"local": refusing, "ext": lambda request: httpx.Response(400, json=no_db)},
+        {"ext": external(api_key_env=KEY_ENV)},
+    )
+    dispatcher = make_dispatcher(pool, attempts=1)
+    async with client:
+        with pytest.raises(UpstreamAuthFailed):
+            await dispatcher.complete(CHAT, b'{"model":"chat"}', {}, dispatcher.plan("chat"), Deadline(30))
+    assert pool.members["ext"].breaker.consecutive_failures == 1
 
 
 async def test_a_reload_rebuilds_an_upstream_whose_kind_or_key_changed(
