@@ -22,8 +22,9 @@ class UpstreamConfig(BaseModel):
     # `openai` is any OpenAI-compatible API: OpenAI itself, Together, Groq, ..., or a LiteLLM proxy,
     # which is how hosted non-OpenAI providers (Anthropic, Bedrock, Vertex) are reached. LiteLLM runs
     # as a sidecar rather than as its SDK in the gateway: the SDK's pins (huggingface-hub<2, boto3)
-    # clash with the engine stack's in one environment, and its per-request work would run in the
-    # gateway's process; the gateway speaks OpenAI's HTTP API natively, so such an upstream needs no SDK.
+    # would pull the engine stack's environment back a major version, and its per-request work would
+    # run in the gateway's process; the gateway speaks OpenAI's HTTP API natively, so such an upstream
+    # needs no SDK (docs/resilience.md, External providers).
     kind: Literal["vllm", "openai"] = Field(
         "vllm",
         description="`vllm`: a vLLM server (health, tokenizer, metrics, deep probes); `openai`: any other "

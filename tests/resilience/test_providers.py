@@ -16,19 +16,17 @@ from gateway.errors import UpstreamAuthFailed
 from gateway.observability import ConfigError, load_settings
 from gateway.observability.health import HealthMonitor
 from gateway.observability.sections import ModelRoute, UpstreamConfig
-from gateway.relay import SSERelay, StreamUsage
-from gateway.upstreams.failover import Failover, Transcript
 from gateway.upstreams.pool import UpstreamPool
 from gateway.upstreams.provider import ProviderUpstream
 from gateway.upstreams.timeouts import Deadline
 from tests.resilience.test_units import (
     CHAT,
-    Collector,
     Handler,
     chunk,
     make_dispatcher,
     make_pool,
     refusing,
+    relay_with_failover,
     sse,
     streaming,
 )
@@ -206,18 +204,6 @@ async def test_a_broken_stream_does_not_continue_on_a_provider() -> None:
         plan = dispatcher.plan("chat")
         deadline = Deadline(30)
         attempt = await dispatcher.open_stream(CHAT, orjson.dumps(payload), {}, plan, deadline)
-        transcript = Transcript(CHAT, payload)
-        failover = Failover(
-            transcript, dispatcher, plan=plan, headers={}, deadline=deadline, affinity=None, limit=2
-        )
-        relay = SSERelay(
-            attempt,
-            usage=StreamUsage(forward_usage=True, transcript=transcript),
-            inter_token_s=5,
-            deadline=deadline,
-            failover=failover,
-        )
-        collector = Collector()
-        await relay({"type": "http"}, collector.receive, collector.send)
-    assert collector.body.endswith(DONE) and b'"error"' in collector.body
+        body = await relay_with_failover(dispatcher, attempt, payload, plan, deadline)
+    assert body.endswith(DONE) and b'"error"' in body
     assert asked == []
