@@ -80,11 +80,28 @@ def tantra(
     return service, url
 
 
-def litellm(logs: Path, venv: Path, model: str, engine_url: str, cpus: list[int]) -> tuple[Service, str]:
-    """LiteLLM's proxy with one OpenAI-compatible model on the same upstream: no database, no master
-    key, no callbacks, minimal logging; the equivalent of Tantra's own configuration."""
+def litellm(
+    logs: Path,
+    venv: Path,
+    model: str,
+    engine_url: str,
+    cpus: list[int] | None,
+    *,
+    master_key: str | None = None,
+) -> tuple[Service, str]:
+    """LiteLLM's proxy with one OpenAI-compatible model on the same upstream: no database, no
+    callbacks, minimal logging; the equivalent of Tantra's own configuration. Without `master_key`
+    it checks no keys (as the bench's Tantra profiles); with it, it requires that key, as a proxy
+    the gateway reaches as a `kind: openai` upstream would (tests/resilience/test_litellm_vllm.py)."""
     port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
     config = logs / "litellm-config.yaml"
+    # Tantra's base profile checks no keys either; LiteLLM refuses that unless told.
+    keys = (
+        f"  master_key: {master_key}\n"
+        if master_key
+        else "  dangerously_permit_weak_or_unset_master_key: true\n"
+    )
     config.write_text(
         "model_list:\n"
         f"  - model_name: {model}\n"
@@ -99,9 +116,7 @@ def litellm(logs: Path, venv: Path, model: str, engine_url: str, cpus: list[int]
         "  request_timeout: 600\n"
         "general_settings:\n"
         "  disable_spend_logs: true\n"
-        "  disable_error_logs: true\n"
-        # Tantra's base profile checks no keys either; LiteLLM refuses that unless told.
-        "  dangerously_permit_weak_or_unset_master_key: true\n"
+        "  disable_error_logs: true\n" + keys
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM", "DATABASE_URL"))}
     env.update(

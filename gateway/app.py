@@ -149,7 +149,7 @@ def create_app(
     )
     health = HealthMonitor(
         client,
-        settings.upstream_urls(),
+        settings.engine_urls(),
         interval_s=settings.health_interval_s,
         timeout_s=settings.health_timeout_s,
         default_model=settings.routing.default_model,
@@ -169,7 +169,7 @@ def create_app(
     def on_reload(old: Settings, new: Settings) -> None:
         apply_log_settings(new.log_format, new.log_level, new.log_prompts)
         health.reconfigure(
-            new.upstream_urls(), new.routing.default_model, new.health_interval_s, new.health_timeout_s
+            new.engine_urls(), new.routing.default_model, new.health_interval_s, new.health_timeout_s
         )
         health.deep = new.health_deep
         pool.reconfigure(new.upstream_urls(), new.upstreams, new.models)
@@ -247,7 +247,7 @@ def create_app(
             health=health,
             metrics=metrics,
             engine_client=client,
-            upstreams=lambda: live.current.upstream_urls(),
+            upstreams=lambda: live.current.engine_urls(),
             scrape_timeout_s=settings.connect_timeout_s,
             profiler=Profiler() if settings.profiling_enabled else None,
             admin_guard=require_admin,

@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     health_deep: bool = Field(True, description="Make each upstream generate one token in health checks.")
     profiling_enabled: bool = Field(False, description="Serve /debug/profile (py-spy; admin key).")
     upstreams: dict[str, UpstreamConfig] = Field(
-        default_factory=dict, description="Named vLLM servers; empty: one, `engine`, at engine_url."
+        default_factory=dict,
+        description="Named upstreams (vLLM servers, or `kind: openai` providers); empty: one, `engine`, "
+        "at engine_url.",
     )
     models: dict[str, ModelRoute] = Field(
         default_factory=dict, description="Which upstreams serve each model."
@@ -312,6 +314,15 @@ class Settings(BaseSettings):
         if self.upstreams:
             return {name: str(upstream.url).rstrip("/") for name, upstream in self.upstreams.items()}
         return {"engine": str(self.engine_url).rstrip("/")}
+
+    def engine_urls(self) -> dict[str, str]:
+        """The vLLM servers among the upstreams: what readiness probes and /metrics/engines scrapes
+        (an external provider is probed by its breaker alone, and has no metrics of ours)."""
+        return {
+            name: url
+            for name, url in self.upstream_urls().items()
+            if name not in self.upstreams or self.upstreams[name].kind == "vllm"
+        }
 
     def problems(self) -> list[str]:
         """What no single field shows, each named by its setting (the loader lists them all)."""

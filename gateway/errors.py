@@ -176,6 +176,15 @@ class UpstreamError(APIError):
     type = "server_error"
 
 
+class UpstreamAuthFailed(APIError):
+    """An external provider refused the gateway's own key (its 401/403): the operator's problem,
+    never shown as the client's key being wrong, and a failure of that upstream for its breaker."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_auth_failed"
+
+
 def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 

@@ -132,7 +132,8 @@ class HealthMonitor:
             }
             if ok and (self.default_model is None or health.model == self.default_model):
                 serving.append(name)
-        if not serving:
+        # Readiness is about the local engines; a gateway fronting only providers has none to wait for.
+        if self.state and not serving:
             report.ready = False
             which = f"model {self.default_model!r}" if self.default_model else "the default model"
             report.problems.append(f"no healthy upstream serves {which}")

@@ -7,9 +7,10 @@ kept here so that config.py stays a flat list of knobs.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 T = TypeVar("T")
 
@@ -17,12 +18,41 @@ T = TypeVar("T")
 class UpstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: HttpUrl = Field(description="Base URL of a vLLM OpenAI server, without /v1.")
+    url: HttpUrl = Field(description="Base URL of the upstream's OpenAI API, without /v1.")
+    # `openai` is any OpenAI-compatible API: OpenAI itself, Together, Groq, ..., or a LiteLLM proxy,
+    # which is how hosted non-OpenAI providers (Anthropic, Bedrock, Vertex) are reached. LiteLLM runs
+    # as a sidecar rather than as its SDK in the gateway: the SDK's pins (huggingface-hub<2, boto3)
+    # would pull the engine stack's environment back a major version, and its per-request work would
+    # run in the gateway's process; the gateway speaks OpenAI's HTTP API natively, so such an upstream
+    # needs no SDK (docs/resilience.md, External providers).
+    kind: Literal["vllm", "openai"] = Field(
+        "vllm",
+        description="`vllm`: a vLLM server (health, tokenizer, metrics, deep probes); `openai`: any other "
+        "OpenAI-compatible API, e.g. a provider or a LiteLLM proxy (docs/resilience.md).",
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the key sent to an `openai` upstream "
+        "(the key itself never goes in the file); read when the configuration is (re)loaded.",
+    )
     max_outstanding: Annotated[int, Field(ge=0)] | None = Field(
         None,
         description="Requests this upstream may have in flight from this gateway; past it, others are "
         "chosen, and when all are full the gateway sheds with 503. Unset: TANTRA_UPSTREAM_MAX_OUTSTANDING.",
     )
+
+    @model_validator(mode="after")
+    def _key_for_providers_only(self) -> UpstreamConfig:
+        if self.api_key_env is not None and self.kind != "openai":
+            # The gateway's probes and scrapes of a vLLM server send no key.
+            raise ValueError("api_key_env is for `kind: openai` upstreams")
+        return self
+
+    def api_key(self) -> str | None:
+        """The key from the environment variable `api_key_env` names; None when unset or empty."""
+        if self.api_key_env is None:
+            return None
+        return os.environ.get(self.api_key_env) or None
 
 
 class TimeoutOverride(BaseModel):
@@ -129,6 +159,11 @@ def cross_check(
         for fallback in route.fallbacks:
             if fallback not in models:
                 problems.append((f"models.{model}.fallbacks", f"names unknown model {fallback!r}"))
+    for name, upstream in upstreams.items():
+        if upstream.api_key_env and upstream.api_key() is None:
+            problems.append(
+                (f"upstreams.{name}.api_key_env", f"environment variable {upstream.api_key_env} is not set")
+            )
     if routing.default_model and models and routing.default_model not in models:
         problems.append(("routing.default_model", f"{routing.default_model!r} is not among `models`"))
     return problems

@@ -2,5 +2,6 @@
 
 from gateway.upstreams.catalog import ModelCatalog
 from gateway.upstreams.engine import EngineUpstream, engine_error
+from gateway.upstreams.provider import ProviderUpstream, make_upstream
 
-__all__ = ["EngineUpstream", "ModelCatalog", "engine_error"]
+__all__ = ["EngineUpstream", "ModelCatalog", "ProviderUpstream", "engine_error", "make_upstream"]

@@ -43,9 +43,19 @@ _CONTEXT_LENGTH = re.compile(
 class EngineUpstream:
     """A vLLM OpenAI server. The pooled client is shared by every request the gateway relays."""
 
+    kind = "vllm"
+
     def __init__(self, base_url: str, client: httpx.AsyncClient) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = client
+        self._auth: dict[str, str] = {}  # headers every call carries (a provider's key)
+
+    def same_as(self, kind: str, base_url: str, api_key: str | None) -> bool:
+        """Whether this upstream is the one a (reloaded) configuration describes."""
+        return (kind, base_url.rstrip("/"), api_key) == (self.kind, self.base_url, self._key())
+
+    def _key(self) -> str | None:
+        return None
 
     async def open(
         self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
@@ -62,7 +72,11 @@ class EngineUpstream:
                 default.read, connect=connect_timeout_s, write=default.write, pool=default.pool
             )
         request = self._client.build_request(
-            "POST", self.base_url + path, content=body, headers={**_JSON, **headers}, timeout=timeout
+            "POST",
+            self.base_url + path,
+            content=body,
+            headers={**_JSON, **headers, **self._auth},
+            timeout=timeout,
         )
         response = await self._send(request)
         if response.status_code != 200:
@@ -72,7 +86,7 @@ class EngineUpstream:
                 raise EngineUnavailable("The engine failed while reporting an error.") from exc
             finally:
                 await response.aclose()
-            error = engine_error(response.status_code, raw, prompt_param=_PROMPT_PARAM.get(path, "prompt"))
+            error = self._error(response.status_code, raw, prompt_param=_PROMPT_PARAM.get(path, "prompt"))
             error.retry_after_s = retry_after_seconds(response.headers)
             raise error
         return response
@@ -94,20 +108,29 @@ class EngineUpstream:
         request = self._client.build_request(
             "GET",
             self.base_url + path,
+            headers=self._auth,
             timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
         )
         response = await self._send(request)
         raw = await read_body(response)
         if response.status_code != 200:
-            raise engine_error(response.status_code, raw)
+            raise self._error(response.status_code, raw)
         return orjson.loads(raw)
+
+    # What the breaker's probe asks: vLLM's /health (a provider has none; see ProviderUpstream).
+    _health_path = "/health"
 
     async def is_healthy(self, timeout_s: float) -> bool:
         try:
-            response = await self._client.get(self.base_url + "/health", timeout=timeout_s)
+            response = await self._client.get(
+                self.base_url + self._health_path, headers=self._auth, timeout=timeout_s
+            )
         except httpx.HTTPError:
             return False
         return response.status_code == 200
+
+    def _error(self, status: int, raw: bytes, *, prompt_param: str = "prompt") -> APIError:
+        return engine_error(status, raw, prompt_param=prompt_param)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -10,6 +10,7 @@ and re-serialises events; the normal path passes the engine's bytes through.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -179,7 +180,12 @@ class Failover:
     ) -> None:
         self.transcript = transcript
         self._dispatcher = dispatcher
-        self._plan = plan
+        # Only a vLLM server takes the continuation (`continue_final_message` is vLLM's): a provider
+        # in the chain would refuse it, so a stream that broke there ends with an error event.
+        self._plan = [
+            dataclasses.replace(target, members=[m for m in target.members if m.upstream.kind == "vllm"])
+            for target in plan
+        ]
         self._headers = headers
         self._deadline = deadline
         self._affinity = affinity

@@ -4,7 +4,8 @@ Routing picks, among the replicas serving a model whose breaker lets traffic thr
 have room, the one the request's prompt prefix hashes to (rendezvous hashing, so vLLM's prefix
 cache on that replica hits), unless it is busier than the least busy one by more than
 `_AFFINITY_SLACK` requests; then the least busy one. Open breakers are probed in the background
-(`/health`) and become half-open when it answers, so a restarted engine rejoins on its own.
+(`/health`; a provider's `/v1/models`) and become half-open when it answers, so a restarted engine
+rejoins on its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker
 from gateway.upstreams.engine import EngineUpstream
+from gateway.upstreams.provider import make_upstream
 
 _log = logging.getLogger("tantra.upstreams")
 
@@ -93,9 +95,11 @@ class UpstreamPool:
         for name, url in urls.items():
             config = configs.get(name)
             limit = config.max_outstanding if config and config.max_outstanding is not None else None
+            kind = config.kind if config else "vllm"
+            key = config.api_key() if config else None  # read now: a reload picks up a rotated key
             member = self.members.get(name)
-            if member is None or member.upstream.base_url != url.rstrip("/"):
-                member = Member(name, EngineUpstream(url, self._client), self._breaker(name))
+            if member is None or not member.upstream.same_as(kind, url, key):
+                member = Member(name, make_upstream(kind, url, self._client, key), self._breaker(name))
             member.max_outstanding = self._policy.max_outstanding if limit is None else limit
             members[name] = member
         self.members = members
@@ -119,18 +123,21 @@ class UpstreamPool:
         return self.routes.get(model)
 
     def members_for(self, model: str) -> list[Member]:
-        """The upstreams configured for `model`; unconfigured, those whose model list names it
-        (every upstream, before any list has been read)."""
+        """The upstreams configured for `model`; unconfigured, the vLLM servers whose model list
+        names it (every one, before any list has been read). A provider serves only the models
+        routed to it: its catalogue is not the gateway's."""
         route = self.routes.get(model)
         if route is not None and route.upstreams:
             return [self.members[name] for name in route.upstreams if name in self.members]
-        serving = [member for member in self.members.values() if model in member.served]
-        return serving or list(self.members.values())
+        engines = [member for member in self.members.values() if member.upstream.kind == "vllm"]
+        serving = [member for member in engines if model in member.served]
+        return serving or engines
 
     async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
         """Every model the upstreams serve (asked concurrently), and the configured ones; an
-        upstream that does not answer is skipped. Raises EngineUnavailable when nothing is known."""
-        members = list(self.members.values())
+        upstream that does not answer is skipped. Raises EngineUnavailable when nothing is known.
+        Providers are not asked: only the models configured for them are listed."""
+        members = [member for member in self.members.values() if member.upstream.kind == "vllm"]
         answers = await asyncio.gather(
             *(member.upstream.get_json("/v1/models", timeout_s) for member in members), return_exceptions=True
         )
@@ -146,9 +153,11 @@ class UpstreamPool:
             raise EngineUnavailable("No upstream is reachable; try again shortly.")
         for model, route in self.routes.items():
             if model not in cards:
+                # A model no upstream listed (a provider's, or one whose engines are down) still
+                # gets a whole card: `created` is required by OpenAI's schema (0: not known).
                 base = cards.get(route.served_name or model, {})
                 owner = base.get("owned_by", "tantra")
-                cards[model] = {**base, "id": model, "object": "model", "owned_by": owner}
+                cards[model] = {"created": 0, **base, "id": model, "object": "model", "owned_by": owner}
         return list(cards.values())
 
     # -- choosing one ---------------------------------------------------------------------------
@@ -187,6 +196,7 @@ class UpstreamPool:
         return {
             name: {
                 "url": member.upstream.base_url,
+                "kind": member.upstream.kind,
                 "state": member.breaker.state,
                 "consecutive_failures": member.breaker.consecutive_failures,
                 "outstanding": member.outstanding,

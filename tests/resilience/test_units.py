@@ -15,7 +15,7 @@ from gateway.errors import EngineTimeout, EngineUnavailable, InvalidRequest, Ove
 from gateway.observability.sections import ModelRoute, UpstreamConfig
 from gateway.relay import SSERelay, StreamUsage
 from gateway.upstreams.breaker import CircuitBreaker
-from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
+from gateway.upstreams.dispatch import Attempt, Dispatcher, RetryPolicy, Target
 from gateway.upstreams.failover import Failover, Transcript, can_continue
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool
 from gateway.upstreams.retry import RetryBudget
@@ -317,27 +317,35 @@ async def run_relay(
             CHAT, orjson.dumps(payload), {"x-request-id": "r"}, plan, deadline
         )
         pool.members["b"].breaker.success()
-        transcript = Transcript(CHAT, payload)
-        failover = Failover(
-            transcript,
-            dispatcher,
-            plan=plan,
-            headers={"x-request-id": "r"},
-            deadline=deadline,
-            affinity=None,
-            limit=2,
-        )
-        relay = SSERelay(
-            attempt,
-            usage=StreamUsage(forward_usage=True, transcript=transcript),
-            inter_token_s=5,
-            deadline=deadline,
-            failover=failover,
-        )
-        collector = Collector()
-        await relay({"type": "http"}, collector.receive, collector.send)
-    events = [orjson.loads(line[6:]) for line in collector.body.split(b"\n\n") if line.startswith(b"data: {")]
-    return events, collector.body
+        body = await relay_with_failover(dispatcher, attempt, payload, plan, deadline)
+    events = [orjson.loads(line[6:]) for line in body.split(b"\n\n") if line.startswith(b"data: {")]
+    return events, body
+
+
+async def relay_with_failover(
+    dispatcher: Dispatcher, attempt: Attempt, payload: dict[str, Any], plan: list[Target], deadline: Deadline
+) -> bytes:
+    """What a client is sent of `attempt`'s stream, failing over along `plan` when it breaks."""
+    transcript = Transcript(CHAT, payload)
+    failover = Failover(
+        transcript,
+        dispatcher,
+        plan=plan,
+        headers={"x-request-id": "r"},
+        deadline=deadline,
+        affinity=None,
+        limit=2,
+    )
+    relay = SSERelay(
+        attempt,
+        usage=StreamUsage(forward_usage=True, transcript=transcript),
+        inter_token_s=5,
+        deadline=deadline,
+        failover=failover,
+    )
+    collector = Collector()
+    await relay({"type": "http"}, collector.receive, collector.send)
+    return collector.body
 
 
 async def test_a_stream_torn_mid_way_continues_on_another_replica_as_one_stream() -> None:
