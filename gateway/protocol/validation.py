@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from gateway.protocol.common import InvalidParam, SamplingParams
+from gateway.protocol.common import InvalidParam
 
-RequestT = TypeVar("RequestT", bound=SamplingParams)
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
 def parse_request(model: type[RequestT], body: Any) -> RequestT:
@@ -19,7 +19,9 @@ def parse_request(model: type[RequestT], body: Any) -> RequestT:
         request = model.model_validate(body)
     except ValidationError as exc:
         raise _first_problem(exc, body) from None
-    request.check()
+    check = getattr(request, "check", None)
+    if check is not None:
+        check()  # rules that span fields
     return request
 
 

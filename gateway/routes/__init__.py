@@ -4,5 +4,6 @@ from gateway.routes.admin import admin_router
 from gateway.routes.inference import inference_router
 from gateway.routes.models import models_router
 from gateway.routes.operations import operations_router
+from gateway.routes.speech import speech_router
 
-__all__ = ["admin_router", "inference_router", "models_router", "operations_router"]
+__all__ = ["admin_router", "inference_router", "models_router", "operations_router", "speech_router"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from adapters.tts import (
     split_sentences,
     wav_header,
 )
-from tests.audio_samples import SENTENCE, decode, espeak_seconds, needs_espeak
+from tests.audio_samples import decode, espeak_seconds, needs_espeak
 
 PARAGRAPH = (
     "Tantra serves language models on a single machine. It speaks OpenAI's API, so every client works. "
@@ -118,23 +117,39 @@ async def test_speed(synthesizer: Synthesizer) -> None:
     async def seconds(speed: float) -> float:
         return len(await synthesizer.speak(PARAGRAPH, "echo", "pcm", speed)) / 2 / SAMPLE_RATE
 
-    normal, double, quarter, fastest = await asyncio.gather(seconds(1.0), seconds(2.0), seconds(0.25), seconds(4))
+    normal, double, quarter, fastest = await asyncio.gather(
+        seconds(1.0), seconds(2.0), seconds(0.25), seconds(4)
+    )
     assert 0.4 <= double / normal <= 0.6, (normal, double)
     assert 3.2 <= quarter / normal <= 4.6, (normal, quarter)  # past eSpeak's slowest: stretched
     assert fastest < double
 
 
+class _Counting(EspeakBackend):
+    """Real eSpeak NG, counting the sentences it has spoken."""
+
+    spoken = 0
+
+    async def synthesize(self, text: str, voice: str, speed: float) -> Pcm:
+        pcm = await super().synthesize(text, voice, speed)
+        self.spoken += 1
+        return pcm
+
+
 @needs_espeak
-async def test_pcm_is_streamed_sentence_by_sentence(synthesizer: Synthesizer) -> None:
+async def test_pcm_is_streamed_sentence_by_sentence() -> None:
+    backend = _Counting()
+    synthesizer = Synthesizer([backend], concurrency=2, lookahead=2)
     text = " ".join(f"This is sentence number {i} of a long answer." for i in range(12))
-    arrivals: list[float] = []
-    start = time.monotonic()
-    async for chunk in synthesizer.stream_pcm(text, "alloy"):
-        arrivals.append(time.monotonic() - start)
+    voice = await synthesizer.voice("alloy")
+    spoken_at: list[int] = []
+    async for chunk in synthesizer.stream_pcm(text, voice):
+        spoken_at.append(backend.spoken)
         assert len(chunk) % 2 == 0
-    assert len(arrivals) >= 12
-    # The first sentence is heard long before the last is made.
-    assert arrivals[0] < arrivals[-1] / 3, arrivals
+    assert len(spoken_at) >= 12  # and the resampler's last few samples
+    # The first sentence is handed over when at most the lookahead's sentences more are made.
+    assert spoken_at[0] <= 3, spoken_at
+    assert spoken_at[-1] == 12
 
 
 @needs_espeak
@@ -142,7 +157,7 @@ async def test_text_arriving_in_pieces_is_spoken_as_sentences_complete(synthesiz
     released = asyncio.Event()
 
     async def llm() -> AsyncIterator[str]:
-        for word in "The first sentence is done. The second".split(" "):
+        for word in ["The", "first", "sentence", "is", "done.", "The", "second"]:
             yield word + " "
         await released.wait()  # the model is still thinking
         yield "one ends here."
