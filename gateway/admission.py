@@ -8,14 +8,26 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
 from gateway.auth import Authenticator, Principal
 from gateway.auth.keys import PREFIX
-from gateway.errors import APIError, PayloadTooLarge, PermissionDenied, StoreUnavailable
+from gateway.errors import (
+    APIError,
+    InvalidRequest,
+    PayloadTooLarge,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    StoreUnavailable,
+)
+from gateway.limits.accounting import Accountant, Tab
 from gateway.observability import RequestRecord, bind_request
 from gateway.observability.sections import LimitsConfig
+from gateway.protocol import InvalidParam, parse_request
+from gateway.protocol.validation import RequestT
 
 
 class Gate:
@@ -41,6 +53,32 @@ class Gate:
         return principal
 
 
+def open_tab(accountant: Accountant, principal: Principal, request: Request, endpoint: str) -> Tab:
+    """The request's account, from now until its last byte."""
+    return accountant.open(
+        tenant_id=principal.tenant_id,
+        key_id=principal.key_id,
+        endpoint=endpoint,
+        request_id=request.state.request_id,
+    )
+
+
+@contextlib.contextmanager
+def admitting(tab: Tab, record: RequestRecord | None) -> Iterator[None]:
+    """Close `tab` for a request refused (or failed) before its answer starts, and name the limit
+    that refused it in its record."""
+    try:
+        yield
+    except APIError as exc:
+        tab.close(status=exc.status, outcome="rejected")
+        if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
+            record.rejected_by = (exc.limit or "unknown", exc.scope or "unknown")
+        raise
+    except BaseException:
+        tab.close(status=500, outcome="failed")
+        raise
+
+
 def check_allowed(model: str, principal: Principal) -> None:
     if not principal.may_use(model):
         raise PermissionDenied(
@@ -61,6 +99,24 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def load_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The API expects a JSON object; "
+            "check that the body is valid JSON and that Content-Type is application/json."
+        ) from None
+
+
+def validate(schema: type[RequestT], payload: Any) -> RequestT:
+    """`payload` as `schema`, or OpenAI's 400 naming the first offending field."""
+    try:
+        return parse_request(schema, payload)
+    except InvalidParam as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
 
 
 def _too_large(limit: int) -> APIError:

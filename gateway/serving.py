@@ -11,19 +11,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters import TEXT_ONLY, Modality
-from gateway.admission import Gate, check_allowed, read_body, stage
+from gateway.admission import (
+    Gate,
+    admitting,
+    check_allowed,
+    load_json,
+    open_tab,
+    read_body,
+    stage,
+    validate,
+)
 from gateway.auth import Authenticator, Principal
 from gateway.errors import (
     APIError,
-    InvalidRequest,
-    QuotaExceeded,
-    RateLimited,
 )
 from gateway.limits import Demand, TokenEstimator
 from gateway.limits.accounting import Accountant, Tab
 from gateway.multimodal import MediaService, Prepared, with_media_usage
 from gateway.observability import LiveConfig, RequestRecord, bind_request, passthrough_traceparent, record_of
-from gateway.protocol import ChatCompletionRequest, InvalidParam, parse_request
+from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams, StreamOptions
 from gateway.relay import ClientGone, SSERelay, StreamOutcome, StreamUsage, unless_disconnected
 from gateway.upstreams import ModelCatalog
@@ -72,24 +78,11 @@ class InferenceService:
         # changes the next request, never this one.
         config = self._live.current if self._live is not None else None
         principal = await self.gate.identify(request, record, config)
-        tab = self._accountant.open(
-            tenant_id=principal.tenant_id,
-            key_id=principal.key_id,
-            endpoint=path,
-            request_id=request.state.request_id,
-        )
-        try:
+        tab = open_tab(self._accountant, principal, request, path)
+        with admitting(tab, record):
             body, parsed, payload, media = await self._admit(
                 request, schema, path, principal, tab, record, config
             )
-        except APIError as exc:
-            tab.close(status=exc.status, outcome="rejected")
-            if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
-                record.rejected_by = (exc.limit or "unknown", exc.scope or "unknown")
-            raise
-        except BaseException:
-            tab.close(status=500, outcome="failed")
-            raise
         assert tab.reservation is not None
         limit_headers = tab.reservation.headers
 
@@ -189,7 +182,7 @@ class InferenceService:
             with stage(record, "media"):
                 media = await self._media.prepare(payload, self._accepts(str(card["id"]), config))
             if media is not None:
-                body, parsed = media.body, _parse(schema, payload)
+                body, parsed = media.body, validate(schema, payload)
         with stage(record, "rate_limit"):
             await self._reserve(path, parsed, card, principal, tab)
         return body, parsed, payload, media
@@ -207,16 +200,10 @@ class InferenceService:
     ) -> tuple[bytes, SamplingParams, dict[str, Any], dict[str, Any]]:
         limit = config.max_body_bytes if config is not None else self._max_body_bytes
         body = await read_body(request, limit)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest(
-                "We could not parse the JSON body of your request. The API expects a JSON object; "
-                "check that the body is valid JSON and that Content-Type is application/json."
-            ) from None
+        payload = load_json(body)
         if isinstance(payload, dict) and isinstance(payload.get("model"), str):
             tab.model = payload["model"]
-        parsed = _parse(schema, payload)
+        parsed = validate(schema, payload)
         card = await self._catalog.resolve(parsed.model)
         assert isinstance(payload, dict)  # parse_request accepts objects only
         return body, parsed, card, payload
@@ -264,13 +251,6 @@ def _affinity_key(path: str, payload: dict[str, Any], chars: int) -> str | None:
     prompt = payload.get("prompt")
     text = prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
     return text[:chars] or None
-
-
-def _parse(schema: type[SamplingParams], payload: Any) -> SamplingParams:
-    try:
-        return parse_request(schema, payload)
-    except InvalidParam as exc:
-        raise InvalidRequest(exc.message, param=exc.param) from None
 
 
 def _media_extra(media: Prepared | None) -> dict[str, Any] | None:

@@ -4,13 +4,13 @@ then stream the audio as the synthesizer makes it, and settle what the request u
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, Literal
 
-import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,22 +18,29 @@ from starlette.types import Receive, Scope, Send
 
 from adapters import MediaError
 from adapters.tts import CONTENT_TYPES, Synthesizer
-from gateway.admission import Gate, check_allowed, read_body, stage
+from gateway.admission import (
+    Gate,
+    admitting,
+    check_allowed,
+    load_json,
+    open_tab,
+    read_body,
+    stage,
+    validate,
+)
 from gateway.errors import (
     APIError,
     InvalidRequest,
     ModelNotFound,
-    QuotaExceeded,
-    RateLimited,
     sse_error_event,
 )
 from gateway.limits import Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
 from gateway.multimodal import as_api_error
 from gateway.observability import LiveConfig, RequestRecord, bind_request, record_of
-from gateway.protocol import InvalidParam, SpeechAudioDelta, SpeechAudioDone, SpeechRequest, parse_request
+from gateway.protocol import SpeechAudioDelta, SpeechAudioDone, SpeechRequest
 from gateway.protocol.speech import SpeechUsage
-from gateway.relay import wait_for_disconnect
+from gateway.relay import while_connected
 
 PATH = "/v1/audio/speech"
 # Input characters count against token limits the way prompts do when estimated: four to a token.
@@ -77,17 +84,12 @@ class SpeechService:
         record = record_of(request.state)
         config = self._live.current if self._live is not None else None
         principal = await self._gate.identify(request, record, config)
-        tab = self._accountant.open(
-            tenant_id=principal.tenant_id,
-            key_id=principal.key_id,
-            endpoint=PATH,
-            request_id=request.state.request_id,
-        )
+        tab = open_tab(self._accountant, principal, request, PATH)
         tab.model = self.model
-        try:
+        with admitting(tab, record), _as_api_errors():
             with stage(record, "preprocess"):
                 limit = config.max_body_bytes if config is not None else self._max_body_bytes
-                parsed = _parse(await read_body(request, limit))
+                parsed = validate(SpeechRequest, load_json(await read_body(request, limit)))
                 self._check(parsed)
                 check_allowed(self.model, principal)
                 voice = await self.synthesizer.voice(parsed.voice_name)
@@ -104,17 +106,6 @@ class SpeechService:
             # The first sentence is spoken before the answer starts: an engine that cannot speak
             # gets an error status, not a 200 with an empty body.
             first = await _first(audio)
-        except MediaError as exc:
-            tab.close(status=exc.status, outcome="rejected" if exc.status < 500 else "failed")
-            raise as_api_error(exc) from None
-        except APIError as exc:
-            tab.close(status=exc.status, outcome="rejected")
-            if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
-                record.rejected_by = (exc.limit or "unknown", exc.scope or "unknown")
-            raise
-        except BaseException:
-            tab.close(status=500, outcome="failed")
-            raise
         usage = SpeechUsage(input_tokens=tokens, output_tokens=0, total_tokens=tokens)
         return AudioStream(
             first,
@@ -142,18 +133,12 @@ class SpeechService:
             raise InvalidRequest("`input` has nothing to speak (no letters or digits).", param="input")
 
 
-def _parse(body: bytes) -> SpeechRequest:
+@contextlib.contextmanager
+def _as_api_errors() -> Iterator[None]:
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. The API expects a JSON object; "
-            "check that the body is valid JSON and that Content-Type is application/json."
-        ) from None
-    try:
-        return parse_request(SpeechRequest, payload)
-    except InvalidParam as exc:
-        raise InvalidRequest(exc.message, param=exc.param) from None
+        yield
+    except MediaError as exc:
+        raise as_api_error(exc) from None
 
 
 async def _first(audio: AsyncGenerator[bytes, None]) -> bytes:
@@ -209,15 +194,7 @@ class AudioStream(Response):
         outcome: Outcome = "client_closed"
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async with anyio.create_task_group() as group:
-
-                async def watch() -> None:
-                    await wait_for_disconnect(receive)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch)
-                outcome = await self._pump(send)
-                group.cancel_scope.cancel()
+            outcome = await while_connected(receive, self._pump(send)) or outcome
         finally:
             await self._rest.aclose()
             self._on_close(outcome)
