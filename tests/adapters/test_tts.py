@@ -233,7 +233,7 @@ async def test_piper_without_its_package_says_how_to_install_it(tmp_path: Path) 
     try:
         import piper  # noqa: F401
 
-        pytest.skip("piper-tts is installed")
+        pytest.skip("piper-tts is installed (test_a_piper_voice speaks)")
     except ImportError:
         pass
     voice = tmp_path / "amy.onnx"
@@ -244,3 +244,36 @@ async def test_piper_without_its_package_says_how_to_install_it(tmp_path: Path) 
     with pytest.raises(SpeechUnavailable) as caught:
         await synthesizer.speak("Hello.", resolved)
     assert "tantra[piper]" in caught.value.message
+
+
+async def test_a_piper_voice_speaks(tmp_path: Path) -> None:
+    """Piper's own loading, phonemizing and ONNX inference, on a voice built here (tests/piper_voice.py)."""
+    pytest.importorskip("piper")
+    pytest.importorskip("onnx")
+    from tests.piper_voice import HOP, build_piper_voice
+    from tests.piper_voice import SAMPLE_RATE as PIPER_RATE
+
+    synthesizer = Synthesizer([PiperBackend({"alloy": build_piper_voice(tmp_path)}), EspeakBackend()])
+    voice = await synthesizer.voice("alloy")
+    assert voice.backend.name == "piper"  # a Piper voice's name wins over OpenAI's eSpeak alias
+
+    async def seconds(speed: float) -> float:
+        return (
+            len(await synthesizer.speak("Hello there. A second sentence.", voice, "pcm", speed))
+            / 2
+            / SAMPLE_RATE
+        )
+
+    normal, double = await asyncio.gather(seconds(1.0), seconds(2.0))
+    assert 0.3 < normal < 3  # about one hop per phoneme id, resampled from 22.05 kHz
+    assert abs(double / normal - 0.5) < 0.05
+    assert HOP and PIPER_RATE != SAMPLE_RATE
+    audio, rate, _ = decode(await synthesizer.speak("Hello there.", voice, "mp3"))
+    assert audio > 0.1 and rate == SAMPLE_RATE
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    (tmp_path / "broken.onnx.json").write_text((tmp_path / "tone.onnx.json").read_text())
+    bad = Synthesizer([PiperBackend({"broken": broken})])
+    with pytest.raises(SpeechUnavailable) as caught:
+        await bad.speak("Hello.", "broken")
+    assert "could not be loaded" in caught.value.message

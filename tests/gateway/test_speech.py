@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -265,3 +266,27 @@ def test_rate_limited_per_key_and_recorded(
     assert {row.endpoint for row in rows} == {"/v1/audio/speech"}
     assert {row.model for row in rows} == {"tantra-tts"}
     assert all(row.prompt_tokens == 3 for row in rows if row.status == 200)  # 12 characters
+
+
+def test_a_configured_piper_voice(
+    gateway_settings: Callable[..., Settings], admin_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TANTRA_TTS_PIPER_VOICES names Piper voices; they speak through the same endpoint."""
+    pytest.importorskip("piper")
+    pytest.importorskip("onnx")
+    from tests.piper_voice import build_piper_voice
+
+    monkeypatch.setenv(
+        "TANTRA_TTS_PIPER_VOICES", orjson.dumps({"robot": str(build_piper_voice(tmp_path))}).decode()
+    )
+    settings = gateway_settings(auth_enabled=False)
+    assert settings.tts_piper_voices["robot"].suffix == ".onnx"
+    app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_models)))
+    with ThreadedServer(app) as server:
+        body = {"model": "tts-1", "voice": "robot", "input": "Hello there.", "response_format": "flac"}
+        response = post(server.url, "unused", body)
+        assert response.status_code == 200, response.text
+        seconds, rate, _ = decode(response.content)
+        assert 0.1 < seconds < 2 and rate == 24_000
+        body["voice"] = "alloy"  # eSpeak's voices are still there
+        assert decode(post(server.url, "unused", body).content)[0] > 0.3
