@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -35,8 +35,12 @@ class Gate:
         self._auth = authenticator
 
     async def authenticate(self, request: Request) -> Principal:
+        return await self.authenticate_headers(request.headers)
+
+    async def authenticate_headers(self, headers: Mapping[str, str]) -> Principal:
+        """The caller of any transport (an HTTP request, a WebSocket's handshake)."""
         try:
-            return await self._auth.authenticate(request.headers)
+            return await self._auth.authenticate(headers)
         except (SQLAlchemyError, ConnectionError, TimeoutError) as exc:
             raise StoreUnavailable("API keys cannot be checked right now; try again shortly.") from exc
 

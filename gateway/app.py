@@ -47,7 +47,15 @@ from gateway.observability import (
 )
 from gateway.observability.logs import apply_log_settings
 from gateway.openapi import install_openapi
-from gateway.routes import admin_router, inference_router, models_router, operations_router, speech_router
+from gateway.realtime.session import RealtimeLimits
+from gateway.routes import (
+    admin_router,
+    inference_router,
+    models_router,
+    operations_router,
+    realtime_router,
+    speech_router,
+)
 from gateway.serving import InferenceService
 from gateway.speech import SpeechService
 from gateway.store import Database, Store, UsageLedger
@@ -263,6 +271,10 @@ def create_app(
     app.include_router(inference_router(inference))
     if speech is not None:
         app.include_router(speech_router(speech))
+    if settings.realtime_enabled:
+        app.include_router(
+            realtime_router(catalog, inference.authenticate_headers, lambda: _realtime_limits(live.current))
+        )
     app.include_router(admin_router(guard, KeyAdmin(store, bus), store, ledger, status))
     _install_error_handlers(app)
     install_openapi(app, description=_DESCRIPTION)
@@ -271,6 +283,15 @@ def create_app(
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(EdgeMiddleware)
     return app
+
+
+def _realtime_limits(settings: Settings) -> RealtimeLimits:
+    return RealtimeLimits(
+        max_audio_buffer_s=settings.realtime_max_audio_buffer_s,
+        max_items=settings.realtime_max_items,
+        transcription_model=settings.realtime_transcription_model,
+        speech_model=settings.realtime_speech_model,
+    )
 
 
 def _retry_policy(settings: Settings) -> RetryPolicy:

@@ -191,6 +191,21 @@ class Settings(BaseSettings):
         '{"tantra-tiny": {"prompt": 0.1, "completion": 0.4}}.',
     )
 
+    # WebSocket /v1/realtime (gateway/realtime/, docs/realtime.md).
+    realtime_enabled: bool = Field(
+        True, description="Serve OpenAI's Realtime API over WebSocket at /v1/realtime."
+    )
+    realtime_max_audio_buffer_s: float = Field(
+        300.0, gt=0, description="Seconds of uncommitted input audio a realtime session may hold."
+    )
+    realtime_max_items: int = Field(512, ge=1, description="Conversation items a realtime session may hold.")
+    realtime_transcription_model: str = Field(
+        "whisper-1", description="The speech-to-text model committed realtime audio is sent to by default."
+    )
+    realtime_speech_model: str = Field(
+        "tts-1", description="The text-to-speech model realtime answers are spoken by."
+    )
+
     # Images, documents and video in chat content parts (adapters/, docs/adapters.md).
     media_enabled: bool = Field(
         True, description="Process media parts; false forwards them to the engine untouched."
@@ -361,6 +376,10 @@ RELOADABLE = frozenset(
         "failover_enabled",
         "failover_max",
         "affinity_prefix_chars",
+        "realtime_max_audio_buffer_s",
+        "realtime_max_items",
+        "realtime_transcription_model",
+        "realtime_speech_model",
     }
 )
 

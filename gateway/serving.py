@@ -3,7 +3,7 @@ authenticate, parse, resolve, limit, relay, and settle what the request used."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import orjson
@@ -71,6 +71,9 @@ class InferenceService:
 
     async def authenticate(self, request: Request) -> Principal:
         return await self.gate.authenticate(request)
+
+    async def authenticate_headers(self, headers: Mapping[str, str]) -> Principal:
+        return await self.gate.authenticate_headers(headers)
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response | SSERelay:
         record = record_of(request.state)
@@ -168,23 +171,24 @@ class InferenceService:
         record: RequestRecord | None,
         config: Any,
     ) -> tuple[bytes, SamplingParams, dict[str, Any], Prepared | None]:
-        """Read, validate, resolve the model, turn media into what it takes, check the caller may
-        use it, and reserve its limits. The payload returned is the one sent (media turned into
-        text), which a failover continues from."""
+        """Read, validate, resolve the model, check the caller may use it and reserve its limits,
+        then turn media into what the model takes. Limits come before media work (decoding, OCR,
+        transcription: the costly part), so a key over its limits costs the gateway nothing; the
+        reservation is from the text before media, and the engine's real counts settle it. The
+        payload returned is the one sent (media turned into text), which a failover continues from."""
         with stage(record, "preprocess"):
             body, parsed, card, payload = await self._preprocess(request, schema, tab, config)
         if record is not None:
             record.model = str(card["id"])
+        with stage(record, "rate_limit"):
+            await self._reserve(path, parsed, card, principal, tab)
         media = None
         if self._media is not None and isinstance(parsed, ChatCompletionRequest):
-            # Only after the key is known to be allowed this model: media work is the costly part.
-            check_allowed(str(card["id"]), principal)
             with stage(record, "media"):
                 media = await self._media.prepare(payload, self._accepts(str(card["id"]), config))
             if media is not None:
                 body, parsed = media.body, validate(schema, payload)
-        with stage(record, "rate_limit"):
-            await self._reserve(path, parsed, card, principal, tab)
+                tab.estimate_covers_prompt = False
         return body, parsed, payload, media
 
     def _accepts(self, model: str, config: Any) -> tuple[Modality, ...]:

@@ -67,6 +67,9 @@ class Tab:
         self.stream = False
         self.estimate: Estimate | None = None
         self.reservation: Reservation | None = None
+        # False when the prompt grew after the estimate (media turned into text): the estimator
+        # must not learn from that pair.
+        self.estimate_covers_prompt = True
         self._started = time.monotonic()
         self._wall_start = time.time()
         self.closed = False
@@ -88,7 +91,12 @@ class Tab:
         self.closed = True
         accountant = self._accountant
         prompt, completion = self._tokens(usage, completion_tokens)
-        if usage is not None and self.estimate is not None and isinstance(usage.get("prompt_tokens"), int):
+        if (
+            usage is not None
+            and self.estimate is not None
+            and self.estimate_covers_prompt
+            and isinstance(usage.get("prompt_tokens"), int)
+        ):
             accountant.estimator.observe(
                 self.endpoint, self.model, self.estimate, int(usage["prompt_tokens"])
             )

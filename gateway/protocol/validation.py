@@ -9,20 +9,26 @@ from pydantic import BaseModel, ValidationError
 from gateway.protocol.common import InvalidParam
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def parse_request(model: type[RequestT], body: Any) -> RequestT:
     """Validate `body`; raise InvalidParam naming the first offending field, as OpenAI does."""
-    if not isinstance(body, dict):
-        raise InvalidParam(None, "The request body must be a JSON object.")
-    try:
-        request = model.model_validate(body)
-    except ValidationError as exc:
-        raise _first_problem(exc, body) from None
+    request = parse_object(model, body, "The request body must be a JSON object.")
     check = getattr(request, "check", None)
     if check is not None:
-        check()  # rules that span fields
+        check()  # rules that span fields (SamplingParams')
     return request
+
+
+def parse_object(model: type[ModelT], body: Any, not_an_object: str) -> ModelT:
+    """Validate any JSON object against `model`, with the same errors as a request body."""
+    if not isinstance(body, dict):
+        raise InvalidParam(None, not_an_object)
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _first_problem(exc, body) from None
 
 
 def _first_problem(exc: ValidationError, body: dict[str, Any]) -> InvalidParam:

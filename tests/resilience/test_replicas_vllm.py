@@ -41,6 +41,7 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tantra-tiny"
+LEAVER_TOKENS = 2000  # as long as the 2,048-token context allows
 CHAT = "/v1/chat/completions"
 
 
@@ -232,12 +233,17 @@ async def test_sigkill_one_replica_under_20_streams_every_stream_completes(
     async with httpx.AsyncClient(base_url=gateway, timeout=300) as client:
         # The leaver starts alone, so that its replica is known: that is the one killed.
         leaver_started, leave = asyncio.Event(), asyncio.Event()
-        body = chat(content="Leave early.", max_tokens=1900, ignore_eos=True, stream=True)
+        body = chat(content="Leave early.", max_tokens=LEAVER_TOKENS, ignore_eos=True, stream=True)
         leaving = asyncio.create_task(stream_chat(client, body, leaver, started=leaver_started, leave=leave))
         await asyncio.wait_for(leaver_started.wait(), 60)
         states = (await client.get("/health/upstreams")).json()["upstreams"]
         victim = next(name for name in ("a", "b") if states[name]["outstanding"] == 1)
         survivor = "b" if victim == "a" else "a"
+        survivor_url = replicas[survivor].base_url
+        # Read while the survivor is idle: vLLM's /metrics answers slowly while it streams.
+        finished_before = await asyncio.to_thread(engine_metric, survivor_url, "vllm:request_success_total")
+        victim_pid = replicas[victim].pid
+        assert victim_pid is not None
 
         starts = [asyncio.Event() for _ in logs]
         tasks = [
@@ -257,15 +263,16 @@ async def test_sigkill_one_replica_under_20_streams_every_stream_completes(
             for i, (log, start) in enumerate(zip(logs, starts, strict=True))
         ]
         await asyncio.wait_for(asyncio.gather(*(start.wait() for start in starts)), 120)
+        # Freeze the victim at once, so that none of its streams can end before it dies however
+        # slow the checks below are on a loaded machine (they used to race the streams).
+        os.kill(victim_pid, signal.SIGSTOP)
+        running_at_stop = sum(not log.done for log in logs)
+        leaver_running = not leaver.done and len(leaver.events) < LEAVER_TOKENS - 300
         states = (await client.get("/health/upstreams")).json()["upstreams"]
-        assert states["a"]["outstanding"] > 0 and states["b"]["outstanding"] > 0, states
-        assert not any(log.done for log in logs), "streams must still run when the replica dies"
-        survivor_url = replicas[survivor].base_url
-        finished_before = await asyncio.to_thread(engine_metric, survivor_url, "vllm:request_success_total")
-
-        victim_pid = replicas[victim].pid
-        assert victim_pid is not None
+        assert states[victim]["outstanding"] >= 2, states  # the leaver and some of the 20
         os.kill(victim_pid, signal.SIGKILL)
+        # The leaver disconnects on the next bytes it gets: its continuation's, on the survivor.
+        leave.set()
         # Generous: on a loaded machine the gateway (in this process) answers slowly.
         await asyncio.to_thread(wait_for, lambda: upstream_state(gateway, victim) == "open", 90, 0.2)
 
@@ -274,17 +281,18 @@ async def test_sigkill_one_replica_under_20_streams_every_stream_completes(
             return engine_metric_text(text, "tantra_upstream_failovers_total", upstream=victim)
 
         await asyncio.to_thread(wait_for, lambda: failed_over() >= states[victim]["outstanding"], 120, 0.2)
-        await asyncio.sleep(0.5)
-        leave.set()  # the leaver's continuation is running on the survivor: disconnect now
         await leaving
         await asyncio.wait_for(asyncio.gather(*tasks), 240)
 
     for log in logs:
         log.check_complete(max_tokens)
-    # The survivor finished each of the 20 streams (its own, and the continuations of the dead
-    # replica's); the leaver's continuation was aborted, so it is not among them.
-    assert engine_metric(survivor_url, "vllm:request_success_total") - finished_before == 20
-    assert not leaver.done
+    # The survivor finished every stream still running when the victim froze (its own, and the
+    # continuations of the victim's), and perhaps some that had ended before; the leaver's
+    # continuation was aborted, so it is not among them.
+    finished = engine_metric(survivor_url, "vllm:request_success_total") - finished_before
+    assert running_at_stop <= finished <= 20, (running_at_stop, finished)
+    if leaver_running:  # on a very loaded machine it may have been near its end when frozen
+        assert not leaver.done, "the leaver's stream ran to its end after it left"
     wait_rejoined(gateway, replicas[victim], victim)
     assert replicas[victim].restarts >= 1
     assert engine_metric(replicas[victim].base_url, "vllm:request_success_total") >= 1
@@ -335,7 +343,7 @@ def test_sigterm_lets_10_streams_finish_and_refuses_new_requests(
                     return False
 
             wait_for(up, timeout=60, interval=0.2)
-            asyncio.run(_drain_under_streams(url, process))
+            asyncio.run(_drain_under_streams(url, process, [replicas[name].pid for name in ("a", "b")]))
             assert process.wait(timeout=60) in (0, -signal.SIGTERM)
         finally:
             if process.poll() is None:
@@ -343,7 +351,7 @@ def test_sigterm_lets_10_streams_finish_and_refuses_new_requests(
                 process.wait()
 
 
-async def _drain_under_streams(url: str, process: subprocess.Popen[bytes]) -> None:
+async def _drain_under_streams(url: str, process: subprocess.Popen[bytes], engines: list[int | None]) -> None:
     max_tokens = 1900
     logs = [StreamLog() for _ in range(10)]
     starts = [asyncio.Event() for _ in logs]
@@ -360,16 +368,25 @@ async def _drain_under_streams(url: str, process: subprocess.Popen[bytes]) -> No
             for i, (log, start) in enumerate(zip(logs, starts, strict=True))
         ]
         await asyncio.wait_for(asyncio.gather(*(start.wait() for start in starts)), 120)
-        # On a loaded machine the first streams can be far along before the last one starts.
-        in_flight = sum(not log.done for log in logs)
-        assert in_flight >= 5, f"only {in_flight} streams still running at SIGTERM"
-        process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        async with httpx.AsyncClient(base_url=url, timeout=30) as fresh:  # a new connection
-            refused = await fresh.post(CHAT, json=chat(max_tokens=2))
-            error = envelope(refused, 503)
-            assert error["code"] == "shutting_down" and refused.headers["retry-after"] == "1"
-            assert (await fresh.get("/readyz")).status_code == 503
+        # The engines pause while the gateway is told to stop, so that the streams are certainly
+        # still running when SIGTERM arrives (on a fast machine they could all end first).
+        for pid in engines:
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            in_flight = sum(not log.done for log in logs)
+            assert in_flight >= 1, "every stream ended before SIGTERM"
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient(base_url=url, timeout=30) as fresh:  # a new connection
+                refused = await fresh.post(CHAT, json=chat(max_tokens=2))
+                error = envelope(refused, 503)
+                assert error["code"] == "shutting_down" and refused.headers["retry-after"] == "1"
+                assert (await fresh.get("/readyz")).status_code == 503
+        finally:
+            for pid in engines:
+                assert pid is not None
+                os.kill(pid, signal.SIGCONT)
         await asyncio.wait_for(asyncio.gather(*tasks), 240)
     for log in logs:
         log.check_complete(max_tokens)

@@ -1,0 +1,151 @@
+"""The client events of OpenAI's Realtime API that /v1/realtime understands (a practical subset).
+
+Names follow the Realtime API as OpenAI's SDKs send them (`session.update`,
+`input_audio_buffer.append`, `conversation.item.create`, `response.create`, `response.cancel`,
+...). Unknown keys inside a known event are ignored, as OpenAI's server ignores what it does not
+use; an unknown event type is an `error` event, never a closed socket.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.protocol.common import InvalidParam
+from gateway.protocol.validation import parse_object
+
+Modality = Literal["text", "audio"]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SessionUpdate(_Lenient):
+    """What `session.update` may set; a field left out keeps its value."""
+
+    modalities: list[Modality] | None = Field(None, min_length=1)
+    instructions: str | None = None
+    voice: str | None = Field(None, min_length=1, max_length=64)
+    input_audio_format: Literal["pcm16"] | None = None
+    output_audio_format: Literal["pcm16"] | None = None
+    input_audio_transcription: dict[str, Any] | None = None
+    turn_detection: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_response_output_tokens: int | Literal["inf"] | None = None
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    tools: list[dict[str, Any]] | None = None
+
+
+class ContentPart(_Lenient):
+    type: Literal["input_text", "input_audio", "text", "audio"]
+    text: str | None = None
+    audio: str | None = Field(None, description="Base64 pcm16, 24 kHz mono (input_audio).")
+    transcript: str | None = None
+
+
+class Item(_Lenient):
+    id: str | None = Field(None, max_length=64)
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system"]
+    content: list[ContentPart] = Field(min_length=1)
+
+
+class ResponseOptions(_Lenient):
+    modalities: list[Modality] | None = Field(None, min_length=1)
+    instructions: str | None = None
+    voice: str | None = Field(None, min_length=1, max_length=64)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_output_tokens: int | Literal["inf"] | None = None
+    max_response_output_tokens: int | Literal["inf"] | None = None
+
+
+class _Event(_Lenient):
+    event_id: str | None = Field(None, max_length=128)
+
+
+class SessionUpdateEvent(_Event):
+    type: Literal["session.update"]
+    session: SessionUpdate
+
+
+class AppendAudioEvent(_Event):
+    type: Literal["input_audio_buffer.append"]
+    audio: str
+
+
+class CommitAudioEvent(_Event):
+    type: Literal["input_audio_buffer.commit"]
+
+
+class ClearAudioEvent(_Event):
+    type: Literal["input_audio_buffer.clear"]
+
+
+class CreateItemEvent(_Event):
+    type: Literal["conversation.item.create"]
+    previous_item_id: str | None = None
+    item: Item
+
+
+class DeleteItemEvent(_Event):
+    type: Literal["conversation.item.delete"]
+    item_id: str
+
+
+class CreateResponseEvent(_Event):
+    type: Literal["response.create"]
+    response: ResponseOptions = Field(default_factory=ResponseOptions)
+
+
+class CancelResponseEvent(_Event):
+    type: Literal["response.cancel"]
+    response_id: str | None = None
+
+
+ClientEvent = Annotated[
+    SessionUpdateEvent
+    | AppendAudioEvent
+    | CommitAudioEvent
+    | ClearAudioEvent
+    | CreateItemEvent
+    | DeleteItemEvent
+    | CreateResponseEvent
+    | CancelResponseEvent,
+    Field(discriminator="type"),
+]
+
+
+class _Envelope(BaseModel):
+    event: ClientEvent
+
+
+CLIENT_EVENT_TYPES = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.delete",
+    "response.create",
+    "response.cancel",
+)
+
+
+def parse_client_event(payload: Any) -> ClientEvent:
+    """One client event, or InvalidParam naming what is wrong with it (`param` as OpenAI writes it)."""
+    if not isinstance(payload, dict):
+        raise InvalidParam(None, "A client event must be a JSON object.")
+    if payload.get("type") not in CLIENT_EVENT_TYPES:
+        raise InvalidParam(
+            "type",
+            f"Invalid value: {payload.get('type')!r}. "
+            f"Supported event types are: {', '.join(CLIENT_EVENT_TYPES)}.",
+        )
+    try:
+        envelope = parse_object(_Envelope, {"event": payload}, "")
+    except InvalidParam as exc:
+        param = exc.param.removeprefix("event.").removeprefix("event") if exc.param else None
+        raise InvalidParam(param or None, exc.message.replace("'event.", "'")) from None
+    return envelope.event

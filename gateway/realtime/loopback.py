@@ -1,0 +1,142 @@
+"""Requests from a realtime session through the gateway's own HTTP stack, in process.
+
+A realtime response is a chat completion. Running it through the app itself (not a second code
+path) means it is authenticated, rate limited, accounted in the ledger, logged, counted in the
+metrics, retried, failed over and transcribed (audio parts) exactly as the same request over HTTP,
+with no socket and no serialisation beyond the request body. Cancelling is a client disconnect:
+the relay stops reading and the engine aborts the request, as for an HTTP client that leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Scope
+
+_DONE = object()
+_SETTLE_S = 10.0
+
+
+@dataclass
+class LoopbackResponse:
+    status: int
+    chunks: AsyncIterator[bytes]
+
+
+class Loopback:
+    """Calls `app` with an HTTP scope derived from the realtime connection's own scope."""
+
+    def __init__(self, app: ASGIApp, connection: Scope, headers: Mapping[str, str]) -> None:
+        self._app = app
+        self._base: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "scheme": "https" if connection.get("scheme") == "wss" else "http",
+            "server": connection.get("server"),
+            "client": connection.get("client"),
+            "root_path": connection.get("root_path", ""),
+            "query_string": b"",
+        }
+        self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    @contextlib.asynccontextmanager
+    async def post(
+        self, path: str, body: bytes, cancel: asyncio.Event, *, content_type: str = "application/json"
+    ) -> AsyncIterator[LoopbackResponse]:
+        """POST `body` to `path`; the response's body arrives chunk by chunk, as the app sends it.
+        Setting `cancel` (or leaving the block early) disconnects the request."""
+        scope: Scope = {
+            **self._base,
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode(),
+            "headers": [
+                *self._headers,
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "state": {},
+        }
+        gone = asyncio.Event()
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            waiters = [asyncio.ensure_future(cancel.wait()), asyncio.ensure_future(gone.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            return {"type": "http.disconnect"}
+
+        messages: asyncio.Queue[Message | object] = asyncio.Queue()
+
+        async def send(message: Message) -> None:
+            await messages.put(message)
+
+        async def run() -> None:
+            try:
+                await self._app(scope, receive, send)
+            finally:
+                await messages.put(_DONE)
+
+        task = asyncio.ensure_future(run())
+        try:
+            start = await messages.get()
+            if start is _DONE:
+                await task  # the app ended without answering: let its exception show
+                raise RuntimeError("the gateway answered an internal request with nothing")
+            assert isinstance(start, dict) and start["type"] == "http.response.start"
+
+            async def chunks() -> AsyncIterator[bytes]:
+                while True:
+                    message = await messages.get()
+                    if message is _DONE:
+                        return
+                    assert isinstance(message, dict)
+                    if message.get("body"):
+                        yield message["body"]
+                    if not message.get("more_body", False):
+                        return
+
+            yield LoopbackResponse(int(start["status"]), chunks())
+        finally:
+            gone.set()
+            # The app sees the disconnect and ends; one that does not is cancelled, not waited for.
+            await asyncio.wait({task}, timeout=_SETTLE_S)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON payloads of an SSE stream's `data:` lines, up to `[DONE]`."""
+    held = b""
+    async for chunk in chunks:
+        held += chunk
+        while b"\n\n" in held:
+            event, held = held.split(b"\n\n", 1)
+            for line in event.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    parsed = orjson.loads(data)
+                    if isinstance(parsed, dict):
+                        yield parsed
+
+
+async def read_all(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in chunks])

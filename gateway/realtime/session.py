@@ -1,0 +1,491 @@
+"""One /v1/realtime conversation: client events in, OpenAI's server events out.
+
+The conversation lives here; every model call goes through the gateway's own HTTP endpoints by
+the in-process loopback (`Loopback`): a response is a streamed chat completion, committed audio a
+transcription (`/v1/audio/transcriptions`), spoken output one speech request per sentence
+(`/v1/audio/speech`, pcm). So the session needs no engine client, limiter or ledger of its own,
+and each of those calls is limited and accounted for the connection's key as over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import uuid
+import wave
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.protocol.common import InvalidParam
+from gateway.protocol.realtime import (
+    AppendAudioEvent,
+    CancelResponseEvent,
+    ClearAudioEvent,
+    ClientEvent,
+    CommitAudioEvent,
+    CreateItemEvent,
+    CreateResponseEvent,
+    DeleteItemEvent,
+    Item,
+    ResponseOptions,
+    SessionUpdateEvent,
+    parse_client_event,
+)
+from gateway.realtime.events import EventError, failure_of, new_id
+from gateway.realtime.loopback import Loopback, read_all
+from gateway.realtime.response import Plan, Response
+
+SAMPLE_RATE = 24_000  # pcm16 in and out, mono, little-endian: the Realtime API's own format
+_BYTES_PER_S = SAMPLE_RATE * 2
+_MIN_COMMIT_BYTES = _BYTES_PER_S // 10  # OpenAI refuses a commit of less than 100 ms
+
+
+@dataclass(frozen=True)
+class RealtimeLimits:
+    max_audio_buffer_s: float = 300.0
+    max_items: int = 512
+    transcription_model: str = "whisper-1"
+    speech_model: str = "tts-1"
+
+
+@dataclass
+class _Session:
+    id: str
+    model: str
+    modalities: list[str] = field(default_factory=lambda: ["text", "audio"])
+    instructions: str = ""
+    voice: str = "alloy"
+    speed: float = 1.0
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    transcription: dict[str, Any] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "realtime.session",
+            "model": self.model,
+            "modalities": self.modalities,
+            "instructions": self.instructions,
+            "voice": self.voice,
+            "speed": self.speed,
+            "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16",
+            "input_audio_transcription": self.transcription,
+            "turn_detection": None,
+            "tools": [],
+            "tool_choice": "none",
+            "temperature": self.temperature,
+            "max_response_output_tokens": self.max_output_tokens if self.max_output_tokens else "inf",
+        }
+
+
+class RealtimeSession:
+    """Runs one connection: `feed` takes each client message; `send` writes server events."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        loopback: Loopback,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        limits: RealtimeLimits,
+    ) -> None:
+        self._session = _Session(id=new_id("sess"), model=model)
+        self._loopback = loopback
+        self._send = send
+        self._limits = limits
+        self._items: list[dict[str, Any]] = []
+        self._audio = bytearray()
+        self._transcribing: dict[str, asyncio.Task[None]] = {}
+        self._response: Response | None = None
+
+    async def start(self) -> None:
+        await self.emit({"type": "session.created", "session": self._session.describe()})
+
+    async def close(self) -> None:
+        """The client left: stop the running response (and its engine request) and transcriptions."""
+        if self._response is not None:
+            await self._response.cancel()
+        for task in self._transcribing.values():
+            task.cancel()
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        await self._send({"event_id": new_id("event"), **event})
+
+    async def error(self, problem: EventError, event_id: str | None) -> None:
+        await self.emit(
+            {
+                "type": "error",
+                "error": {
+                    "type": problem.kind,
+                    "code": problem.code,
+                    "message": problem.message,
+                    "param": problem.param,
+                    "event_id": event_id,
+                },
+            }
+        )
+
+    async def feed(self, message: str | bytes) -> None:
+        """One message from the client. Every problem is answered with an `error` event."""
+        event_id = None
+        try:
+            try:
+                payload = orjson.loads(message)
+            except orjson.JSONDecodeError:
+                raise EventError("The event is not valid JSON.", code="invalid_json") from None
+            if isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
+                event_id = payload["event_id"]
+            try:
+                event = parse_client_event(payload)
+            except InvalidParam as exc:
+                raise EventError(exc.message, code="invalid_value", param=exc.param) from None
+            await self._handle(event)
+        except EventError as problem:
+            await self.error(problem, event_id)
+
+    async def _handle(self, event: ClientEvent) -> None:
+        if isinstance(event, SessionUpdateEvent):
+            await self._update(event)
+        elif isinstance(event, AppendAudioEvent):
+            self._append(event.audio)
+        elif isinstance(event, CommitAudioEvent):
+            await self._commit()
+        elif isinstance(event, ClearAudioEvent):
+            self._audio.clear()
+            await self.emit({"type": "input_audio_buffer.cleared"})
+        elif isinstance(event, CreateItemEvent):
+            await self._create_item(event.item, event.previous_item_id)
+        elif isinstance(event, DeleteItemEvent):
+            await self._delete_item(event.item_id)
+        elif isinstance(event, CreateResponseEvent):
+            await self._create_response(event.response)
+        elif isinstance(event, CancelResponseEvent):
+            await self._cancel_response(event.response_id)
+
+    async def _update(self, event: SessionUpdateEvent) -> None:
+        update, given = event.session, event.session.model_fields_set
+        if update.turn_detection is not None:
+            raise EventError(
+                "Only `turn_detection: null` is supported: commit the audio buffer "
+                "(`input_audio_buffer.commit`) and ask for a response (`response.create`).",
+                code="unsupported_turn_detection",
+                param="session.turn_detection",
+            )
+        if update.tools:
+            raise EventError(
+                "Function calling is not supported over /v1/realtime yet.",
+                code="unsupported_tools",
+                param="session.tools",
+            )
+        state = self._session
+        if update.modalities is not None:
+            state.modalities = _modalities(update.modalities, "session.modalities")
+        if update.instructions is not None:
+            state.instructions = update.instructions
+        if update.voice is not None:
+            state.voice = update.voice
+        if update.speed is not None:
+            state.speed = update.speed
+        if "temperature" in given:
+            state.temperature = update.temperature
+        if "max_response_output_tokens" in given:
+            state.max_output_tokens = _token_cap(update.max_response_output_tokens)
+        if "input_audio_transcription" in given:
+            state.transcription = update.input_audio_transcription
+        await self.emit({"type": "session.updated", "session": state.describe()})
+
+    def _append(self, audio: str) -> None:
+        chunk = _b64(audio, "audio")
+        if len(self._audio) + len(chunk) > self._limits.max_audio_buffer_s * _BYTES_PER_S:
+            raise EventError(
+                f"The input audio buffer would hold more than {self._limits.max_audio_buffer_s:g} s; "
+                "commit or clear it first.",
+                code="input_audio_buffer_full",
+                param="audio",
+            )
+        self._audio += chunk
+
+    async def _commit(self) -> None:
+        if len(self._audio) < _MIN_COMMIT_BYTES:
+            raise EventError(
+                f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+                f"but buffer only has {len(self._audio) / _BYTES_PER_S * 1000:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+            )
+        pcm, self._audio = bytes(self._audio), bytearray()
+        previous = self._items[-1]["id"] if self._items else None
+        item = self._add_item(new_id("item"), "user", [{"type": "input_audio", "transcript": None}])
+        await self.emit(
+            {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item["id"]}
+        )
+        await self._announce(item, previous)
+        self._transcribe(item, 0, pcm)
+
+    async def _create_item(self, given: Item, previous_id: str | None) -> None:
+        if given.role != "user" and any(
+            p.type.startswith("input_") and p.type != "input_text" for p in given.content
+        ):
+            raise EventError(
+                "Only user messages may carry input audio.", code="invalid_value", param="item.content"
+            )
+        content: list[dict[str, Any]] = []
+        audio: list[tuple[int, bytes]] = []
+        for index, part in enumerate(given.content):
+            if part.type in ("input_text", "text"):
+                if part.text is None:
+                    raise EventError(
+                        "A text part needs `text`.",
+                        code="missing_required_parameter",
+                        param=f"item.content[{index}].text",
+                    )
+                content.append({"type": part.type, "text": part.text})
+            elif part.type == "input_audio":
+                if part.audio is None:
+                    if part.transcript is None:
+                        raise EventError(
+                            "An input_audio part needs `audio` (base64 pcm16, 24 kHz mono).",
+                            code="missing_required_parameter",
+                            param=f"item.content[{index}].audio",
+                        )
+                    content.append({"type": "input_audio", "transcript": part.transcript})
+                else:
+                    audio.append((index, _b64(part.audio, f"item.content[{index}].audio")))
+                    content.append({"type": "input_audio", "transcript": None})
+            else:
+                content.append({"type": "audio", "transcript": part.transcript or part.text or ""})
+        if given.id is not None and any(existing["id"] == given.id for existing in self._items):
+            raise EventError(
+                f"An item with id `{given.id}` already exists.", code="item_already_exists", param="item.id"
+            )
+        item = self._add_item(given.id or new_id("item"), given.role, content, after=previous_id)
+        await self._announce(item, self._previous_of(item))
+        for index, pcm in audio:
+            self._transcribe(item, index, pcm)
+
+    async def _delete_item(self, item_id: str) -> None:
+        for index, item in enumerate(self._items):
+            if item["id"] == item_id:
+                del self._items[index]
+                await self.emit({"type": "conversation.item.deleted", "item_id": item_id})
+                return
+        raise EventError(f"Item with item_id not found: {item_id}", code="item_not_found", param="item_id")
+
+    def _add_item(
+        self, item_id: str, role: str, content: list[dict[str, Any]], *, after: str | None = None
+    ) -> dict[str, Any]:
+        if len(self._items) >= self._limits.max_items:
+            raise EventError(
+                f"The conversation holds {self._limits.max_items} items, the most allowed; "
+                "delete some first.",
+                code="conversation_full",
+            )
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": role,
+            "content": content,
+        }
+        if after is None:
+            self._items.append(item)
+        elif after == "root":
+            self._items.insert(0, item)
+        else:
+            positions = [i for i, existing in enumerate(self._items) if existing["id"] == after]
+            if not positions:
+                raise EventError(
+                    f"Item with item_id not found: {after}", code="item_not_found", param="previous_item_id"
+                )
+            self._items.insert(positions[0] + 1, item)
+        return item
+
+    def _previous_of(self, item: dict[str, Any]) -> str | None:
+        index = self._items.index(item)
+        return self._items[index - 1]["id"] if index > 0 else None
+
+    async def _announce(self, item: dict[str, Any], previous: str | None) -> None:
+        await self.emit({"type": "conversation.item.created", "previous_item_id": previous, "item": item})
+
+    def _transcribe(self, item: dict[str, Any], index: int, pcm: bytes) -> None:
+        """Transcribe in the background; a response created meanwhile waits for the transcript."""
+        key = f"{item['id']}:{index}"
+        self._transcribing[key] = asyncio.create_task(self._run_transcription(item, index, pcm))
+        self._transcribing[key].add_done_callback(lambda _: self._transcribing.pop(key, None))
+
+    async def _run_transcription(self, item: dict[str, Any], index: int, pcm: bytes) -> None:
+        options = self._session.transcription or {}
+        fields = {
+            "model": str(options.get("model") or self._limits.transcription_model),
+            "response_format": "json",
+        }
+        for name in ("language", "prompt"):
+            if isinstance(options.get(name), str):
+                fields[name] = options[name]
+        boundary = uuid.uuid4().hex
+        body = _multipart(boundary, fields, "audio.wav", _wav(pcm))
+        try:
+            async with self._loopback.post(
+                "/v1/audio/transcriptions",
+                body,
+                asyncio.Event(),
+                content_type=f"multipart/form-data; boundary={boundary}",
+            ) as answer:
+                raw = await read_all(answer.chunks)
+            payload = orjson.loads(raw) if raw else {}
+            if answer.status != 200:
+                raise failure_of(payload, answer.status)
+            transcript = str(payload.get("text", "")).strip()
+        except EventError as problem:
+            item["content"][index]["transcript"] = ""
+            await self.emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.failed",
+                    "item_id": item["id"],
+                    "content_index": index,
+                    "error": {
+                        "type": problem.kind,
+                        "code": problem.code,
+                        "message": problem.message,
+                        "param": problem.param,
+                    },
+                }
+            )
+            return
+        item["content"][index]["transcript"] = transcript
+        await self.emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item["id"],
+                "content_index": index,
+                "transcript": transcript,
+            }
+        )
+
+    async def _create_response(self, options: ResponseOptions) -> None:
+        if self._response is not None and not self._response.done:
+            raise EventError(
+                f"Conversation already has an active response in progress: {self._response.id}. "
+                "Wait until the response is finished before creating a new one.",
+                code="conversation_already_has_active_response",
+            )
+        state = self._session
+        modalities = (
+            _modalities(options.modalities, "response.modalities") if options.modalities else state.modalities
+        )
+        given = options.model_fields_set
+        cap = (
+            options.max_output_tokens if "max_output_tokens" in given else options.max_response_output_tokens
+        )
+        plan = Plan(
+            modalities=modalities,
+            instructions=options.instructions if options.instructions is not None else state.instructions,
+            voice=options.voice or state.voice,
+            speed=state.speed,
+            temperature=options.temperature if options.temperature is not None else state.temperature,
+            max_tokens=_token_cap(cap)
+            if {"max_output_tokens", "max_response_output_tokens"} & given
+            else state.max_output_tokens,
+        )
+        self._response = Response(self, plan, self._limits)
+        await self._response.start()
+
+    async def _cancel_response(self, response_id: str | None) -> None:
+        running = self._response
+        if running is None or running.done or (response_id is not None and response_id != running.id):
+            raise EventError(
+                "Cancellation failed: no active response found.", code="response_cancel_not_active"
+            )
+        await running.cancel()
+
+    # What a response needs of the session.
+    async def wait_for_transcripts(self) -> None:
+        while self._transcribing:
+            await asyncio.gather(*self._transcribing.values(), return_exceptions=True)
+
+    def messages(self, instructions: str) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": instructions}] if instructions else []
+        for item in self._items:
+            text = "".join(_text_of(part) for part in item["content"])
+            if text:
+                messages.append({"role": item["role"], "content": text})
+        return messages
+
+    def remember(self, item: dict[str, Any]) -> None:
+        self._items.append(item)
+
+    @property
+    def model(self) -> str:
+        return self._session.model
+
+    @property
+    def loopback(self) -> Loopback:
+        return self._loopback
+
+
+def _text_of(part: dict[str, Any]) -> str:
+    if part["type"] in ("input_text", "text"):
+        return str(part.get("text") or "")
+    return str(part.get("transcript") or "")
+
+
+def _modalities(given: Sequence[str], param: str) -> list[str]:
+    if set(given) not in ({"text"}, {"text", "audio"}):
+        raise EventError(
+            "Invalid modalities: only ['text'] and ['text', 'audio'] are supported.",
+            code="invalid_value",
+            param=param,
+        )
+    return ["text", "audio"] if "audio" in given else ["text"]
+
+
+def _token_cap(value: int | str | None) -> int | None:
+    if value is None or value == "inf":
+        return None
+    assert isinstance(value, int)
+    if value < 1:
+        raise EventError(
+            "The output token cap must be at least 1 or 'inf'.",
+            code="invalid_value",
+            param="max_response_output_tokens",
+        )
+    return value
+
+
+def _b64(data: str, param: str) -> bytes:
+    try:
+        decoded = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise EventError("The audio is not valid base64.", code="invalid_value", param=param) from None
+    if len(decoded) % 2:
+        raise EventError("pcm16 audio has an even number of bytes.", code="invalid_value", param=param)
+    return decoded
+
+
+def _wav(pcm: bytes) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(SAMPLE_RATE)
+        writer.writeframes(pcm)
+    return out.getvalue()
+
+
+def _multipart(boundary: str, fields: dict[str, str], filename: str, data: bytes) -> bytes:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    )
+    return b"".join(parts) + head.encode() + data + f"\r\n--{boundary}--\r\n".encode()

@@ -1,0 +1,215 @@
+"""WebSocket /v1/realtime with the `websockets` library against the real gateway and engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from tests.gateway.helpers import AdminClient
+from tests.gateway.test_disconnect import LONG, engine_metric, wait_until_idle
+
+pytestmark = pytest.mark.engine
+
+TIMEOUT = 120.0
+
+
+def ws_url(gateway_url: str, model: str) -> str:
+    return gateway_url.replace("http://", "ws://") + f"/v1/realtime?model={model}"
+
+
+class Session:
+    """A realtime client: send events, read server events until one of a type arrives."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        self.seen: list[dict[str, Any]] = []
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.connection.send(json.dumps(event))
+
+    async def next(self) -> dict[str, Any]:
+        event = json.loads(await asyncio.wait_for(self.connection.recv(), TIMEOUT))
+        self.seen.append(event)
+        return dict(event)
+
+    async def until(self, kind: str, *, errors_expected: bool = False) -> dict[str, Any]:
+        while (event := await self.next())["type"] != kind:
+            assert event["type"] != "error" or errors_expected, event
+        return event
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [event for event in self.seen if event["type"] == kind]
+
+
+async def connect(gateway_url: str, model: str, key: str, **kwargs: Any) -> AsyncIterator[Session]:
+    async with websockets.connect(
+        ws_url(gateway_url, model), additional_headers={"authorization": f"Bearer {key}"}, **kwargs
+    ) as connection:
+        session = Session(connection)
+        created = await session.next()
+        assert created["type"] == "session.created", created
+        yield session
+
+
+@pytest.fixture
+async def session(gateway_url: str, model: str, api_key: str) -> AsyncIterator[Session]:
+    async for opened in connect(gateway_url, model, api_key):
+        await opened.send({"type": "session.update", "session": {"modalities": ["text"]}})
+        await opened.until("session.updated")
+        yield opened
+
+
+async def say(session: Session, text: str) -> None:
+    await session.send(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+        }
+    )
+    created = await session.until("conversation.item.created")
+    assert created["item"]["content"][0]["text"] == text
+
+
+async def test_text_in_streams_text_deltas_out(session: Session) -> None:
+    await say(session, "Say something.")
+    await session.send({"type": "response.create", "response": {"max_output_tokens": 24}})
+    created = await session.until("response.created")
+    done = await session.until("response.done")
+    response = done["response"]
+    assert response["id"] == created["response"]["id"]
+    assert response["status"] in ("completed", "incomplete")
+    deltas = session.of("response.text.delta")
+    assert len(deltas) > 1, "the text did not stream token by token"
+    text = "".join(event["delta"] for event in deltas)
+    assert session.of("response.text.done")[0]["text"] == text
+    assert response["output"][0]["content"] == [{"type": "text", "text": text}]
+    assert response["usage"]["output_tokens"] == 24 or response["status"] == "completed"
+    assert response["usage"]["input_tokens"] > 0
+    order = [event["type"] for event in session.seen]
+    assert order.index("response.output_item.added") < order.index("response.text.delta")
+    assert order.index("response.text.done") < order.index("response.done")
+    # The answer joins the conversation: the next response sees it.
+    await say(session, "And again.")
+    await session.send({"type": "response.create", "response": {"max_output_tokens": 4}})
+    assert (await session.until("response.done"))["response"]["status"] in ("completed", "incomplete")
+
+
+async def test_cancel_stops_generation_and_the_engine_request(
+    session: Session, gateway_url: str, auth: dict[str, str], engine_url: str, model: str
+) -> None:
+    wait_until_idle(engine_url)
+    # A second request with many choices keeps the engine's steps slow, so that the realtime
+    # answer cannot be generated in full before the cancel arrives (the tiny core is very fast).
+    async with httpx.AsyncClient(base_url=gateway_url, headers=auth, timeout=120) as client:
+        load = asyncio.create_task(
+            client.post(
+                "/v1/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": "Go on."}], **LONG},
+            )
+        )
+        try:
+            generated_before = engine_metric(engine_url, "vllm:generation_tokens_total")
+            await say(session, "Talk for a long time.")
+            await session.send({"type": "response.create", "response": {"max_output_tokens": 1800}})
+            await session.until("response.text.delta")
+            await session.send({"type": "response.cancel"})
+            done = await session.until("response.done")
+            assert done["response"]["status"] == "cancelled"
+            assert done["response"]["status_details"]["reason"] == "client_cancelled"
+            # A cancelled response has nothing running any more: cancelling again is an error.
+            await session.send({"type": "response.cancel", "event_id": "again"})
+            error = await session.until("error")
+            assert error["error"]["code"] == "response_cancel_not_active"
+            assert error["error"]["event_id"] == "again"
+        finally:
+            load.cancel()
+    wait_until_idle(engine_url, timeout=30)
+    generated = engine_metric(engine_url, "vllm:generation_tokens_total") - generated_before
+    assert generated < LONG["max_tokens"] * LONG["n"] + 1800, "an engine request ran to its end for nobody"
+
+
+async def test_one_response_at_a_time_and_bad_events_get_errors(session: Session) -> None:
+    await session.send({"type": "no.such.event", "event_id": "e1"})
+    error = (await session.until("error"))["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "type" and error["event_id"] == "e1"
+    await session.send({"type": "session.update", "session": {"temperature": 7}})
+    error = (await session.until("error"))["error"]
+    assert error["param"] == "session.temperature", error
+    await session.connection.send("{not json")
+    assert (await session.until("error"))["error"]["code"] == "invalid_json"
+    await session.send({"type": "input_audio_buffer.commit"})
+    assert (await session.until("error"))["error"]["code"] == "input_audio_buffer_commit_empty"
+    await session.send({"type": "input_audio_buffer.append", "audio": "@@@"})
+    assert (await session.until("error"))["error"]["param"] == "audio"
+    await session.send({"type": "response.create"})
+    assert (await session.until("error"))["error"]["code"] == "conversation_empty"
+    await say(session, "Hello.")
+    await session.send({"type": "response.create", "response": {"max_output_tokens": 200}})
+    await session.send({"type": "response.create", "event_id": "second"})
+    error = (await session.until("error"))["error"]
+    assert error["code"] == "conversation_already_has_active_response" and error["event_id"] == "second"
+    await session.until("response.done", errors_expected=True)
+
+
+async def test_engine_errors_become_error_events(session: Session) -> None:
+    await say(session, "word " * 3000)  # longer than the tiny engine's context
+    await session.send({"type": "response.create"})
+    error = (await session.until("error"))["error"]
+    assert error["type"] == "invalid_request_error", error
+    done = await session.until("response.done", errors_expected=True)
+    assert done["response"]["status"] == "failed"
+
+
+async def test_unauthenticated_and_unknown_model_are_refused(
+    gateway_url: str, model: str, api_key: str
+) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(ws_url(gateway_url, model)):
+            pass
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body)["error"]["code"] == "invalid_api_key"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(
+            ws_url(gateway_url, "no-such-model"), additional_headers={"authorization": f"Bearer {api_key}"}
+        ):
+            pass
+    assert refused.value.response.status_code == 404
+
+
+async def test_browser_subprotocol_key_and_model_permissions(
+    gateway_url: str, model: str, admin: AdminClient
+) -> None:
+    tenant = admin.tenant("realtime-browser")
+    allowed, _ = admin.key(tenant["id"], "browser")
+    protocols = ["realtime", f"openai-insecure-api-key.{allowed}"]
+    async with websockets.connect(ws_url(gateway_url, model), subprotocols=protocols) as connection:  # type: ignore[arg-type]
+        assert connection.subprotocol == "realtime"
+        assert json.loads(await connection.recv())["type"] == "session.created"
+    narrow, _ = admin.key(tenant["id"], "narrow", allowed_models=["some-other-model"])
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(
+            ws_url(gateway_url, model), additional_headers={"authorization": f"Bearer {narrow}"}
+        ):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_rate_limits_apply_to_each_response(gateway_url: str, model: str, admin: AdminClient) -> None:
+    tenant = admin.tenant("realtime-limited")
+    key, _ = admin.key(tenant["id"], "one-a-minute", rpm=1)
+    async for session in connect(gateway_url, model, key):
+        await session.send({"type": "session.update", "session": {"modalities": ["text"]}})
+        await say(session, "Hi.")
+        for _ in range(2):
+            await session.send({"type": "response.create", "response": {"max_output_tokens": 2}})
+            done = await session.until("response.done", errors_expected=True)
+        assert done["response"]["status"] == "failed"
+        errors = session.of("error")
+        assert errors and errors[-1]["error"]["code"] == "rate_limit_exceeded", errors
