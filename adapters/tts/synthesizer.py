@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from adapters.tts.audio import Pcm, Resampler, ResponseFormat, encoder
+from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, Pcm, Resampler, ResponseFormat, encoder
 from adapters.tts.backends import SpeechBackend
 from adapters.tts.errors import UnknownVoice
 from adapters.tts.sentences import SentenceSplitter, split_sentences
@@ -58,6 +58,7 @@ class Synthesizer:
         aliases: Mapping[str, str] = OPENAI_VOICES,
         max_sentence_chars: int = 300,
         lookahead: int = 2,
+        chunk_seconds: float = 0.25,
     ) -> None:
         if not backends:
             raise ValueError("a Synthesizer needs at least one backend")
@@ -66,6 +67,9 @@ class Synthesizer:
         self._slots = asyncio.Semaphore(concurrency)
         self._max_sentence_chars = max_sentence_chars
         self._lookahead = lookahead
+        # A sentence's audio goes out in pieces of at most this much: a realtime client gets
+        # deltas of a size it can take (OpenAI's are a fraction of a second), HTTP a steady flow.
+        self._chunk_bytes = max(2, round(chunk_seconds * SAMPLE_RATE)) * SAMPLE_WIDTH
 
     async def voice(self, requested: str) -> Voice:
         """Resolve a voice name, or raise UnknownVoice (a 400 naming `voice`)."""
@@ -78,7 +82,8 @@ class Synthesizer:
     async def stream_pcm(
         self, text: str | AsyncIterable[str], voice: str | Voice, speed: float = 1.0
     ) -> AsyncGenerator[bytes, None]:
-        """16-bit mono PCM at 24 kHz, one chunk per sentence, each as soon as it is made.
+        """16-bit mono PCM at 24 kHz, each sentence as soon as it is made (in pieces of at most
+        `chunk_seconds`, cut at whole samples).
 
         `text` is a whole text, or text arriving in pieces (an LLM's deltas): its sentences are
         spoken as each completes. Up to `lookahead` sentences are synthesised ahead of the one the
@@ -96,9 +101,9 @@ class Synthesizer:
             while (task := await ready.get()) is not None:
                 pcm = await task
                 started.remove(task)
-                chunk = await asyncio.to_thread(resampler.convert, pcm)
-                if chunk:
-                    yield chunk
+                audio = await asyncio.to_thread(resampler.convert, pcm)
+                for start in range(0, len(audio), self._chunk_bytes):
+                    yield audio[start : start + self._chunk_bytes]
             await producer  # raises what reading the text raised
             tail = resampler.flush()
             if tail:
