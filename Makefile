@@ -23,8 +23,9 @@ lint: $(STAMP)
 install: $(STAMP) test-services
 
 # Debian's packages for the services: redis-server holds the rate limits (make run and the tests
-# need it); tesseract-ocr reads text in images for text-only models (adapters/ocr.py); PostgreSQL
-# runs the store tests a second time (they are skipped, loudly, without it).
+# need it); tesseract-ocr reads text in images for text-only models (adapters/ocr.py); espeak-ng
+# speaks /v1/audio/speech (adapters/tts/); PostgreSQL runs the store tests a second time (they are
+# skipped, loudly, without it).
 # Non-interactive and idempotent: nothing is installed when the binaries are already there.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends
@@ -34,6 +35,7 @@ run-services:
 	@command -v redis-server >/dev/null || { $(MAKE) --no-print-directory $(APT_UPDATED) && $(APT_INSTALL) redis-server; }
 	@tesseract --list-langs 2>/dev/null | grep -qx eng || \
 		{ $(MAKE) --no-print-directory $(APT_UPDATED) && $(APT_INSTALL) tesseract-ocr tesseract-ocr-eng; }
+	@command -v espeak-ng >/dev/null || { $(MAKE) --no-print-directory $(APT_UPDATED) && $(APT_INSTALL) espeak-ng; }
 
 test-services: run-services
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \

@@ -17,12 +17,13 @@ COPY docker/install.sh ./docker/
 RUN sh docker/install.sh gateway /opt/tantra
 
 FROM ${PYTHON_IMAGE}
-# tesseract-ocr reads text in images for text-only models (adapters/ocr.py, docs/adapters.md).
+# tesseract-ocr reads text in images for text-only models (adapters/ocr.py, docs/adapters.md);
+# espeak-ng speaks /v1/audio/speech (adapters/tts/, docs/audio.md).
 # Versions float with the pinned base image so security updates land on rebuild.
 # The base image's pip and setuptools are not needed at run time; nothing gets installed there.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install --yes --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && apt-get install --yes --no-install-recommends tesseract-ocr tesseract-ocr-eng espeak-ng \
     && rm -rf /var/lib/apt/lists/* \
     && python -m pip uninstall --yes --quiet pip setuptools wheel \
     && groupadd --gid 10001 tantra \

@@ -26,6 +26,7 @@ from adapters import (
     UrlFetcher,
     UrlPolicy,
 )
+from adapters.tts import EspeakBackend, PiperBackend, SpeechBackend, Synthesizer
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.config import RELOADABLE, Settings
 from gateway.drain import Drain, DrainMiddleware
@@ -47,8 +48,16 @@ from gateway.observability import (
 from gateway.observability.logs import apply_log_settings
 from gateway.openapi import install_openapi
 from gateway.realtime.session import RealtimeLimits
-from gateway.routes import admin_router, inference_router, models_router, operations_router, realtime_router
+from gateway.routes import (
+    admin_router,
+    inference_router,
+    models_router,
+    operations_router,
+    realtime_router,
+    speech_router,
+)
 from gateway.serving import InferenceService
+from gateway.speech import SpeechService
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
@@ -147,6 +156,7 @@ def create_app(
         media=media,
         default_accepts=settings.media_default_accepts,
     )
+    speech = speech_service(settings, inference, accountant, live) if settings.tts_enabled else None
     health = HealthMonitor(
         client,
         settings.engine_urls(),
@@ -237,6 +247,8 @@ def create_app(
     app.state.invalidations = bus
     app.state.pool = pool
     app.state.drain = drain
+    # The realtime endpoint speaks its answers with the same synthesizer (None when TTS is off).
+    app.state.synthesizer = speech.synthesizer if speech is not None else None
     guard = AdminGuard(settings.resolved_admin_key())
 
     async def require_admin(request: Request) -> None:
@@ -255,8 +267,10 @@ def create_app(
             draining=lambda: drain.draining,
         )
     )
-    app.include_router(models_router(catalog, inference.authenticate))
+    app.include_router(models_router(catalog, inference.authenticate, [speech] if speech else []))
     app.include_router(inference_router(inference))
+    if speech is not None:
+        app.include_router(speech_router(speech))
     if settings.realtime_enabled:
         app.include_router(
             realtime_router(catalog, inference.authenticate_headers, lambda: _realtime_limits(live.current))
@@ -385,6 +399,26 @@ def media_service(settings: Settings, client: httpx.AsyncClient) -> MediaService
         lambda: media_executor(spec, settings.media_executor, settings.media_workers),
         concurrency=settings.media_workers,
         queue_timeout_s=settings.media_queue_timeout_s,
+    )
+
+
+def speech_service(
+    settings: Settings, inference: InferenceService, accountant: Accountant, live: LiveConfig[Settings]
+) -> SpeechService:
+    """/v1/audio/speech: Piper voices (when any are configured) before eSpeak NG's."""
+    backends: list[SpeechBackend] = []
+    if settings.tts_piper_voices:
+        backends.append(PiperBackend(settings.tts_piper_voices))
+    backends.append(EspeakBackend(settings.tts_espeak_binary, timeout_s=settings.tts_timeout_s))
+    return SpeechService(
+        Synthesizer(backends, concurrency=settings.tts_concurrency),
+        inference.gate,
+        accountant,
+        model=settings.tts_model,
+        aliases=settings.tts_model_aliases,
+        max_input_chars=settings.tts_max_input_chars,
+        max_body_bytes=settings.max_body_bytes,
+        live=live,
     )
 
 

@@ -267,6 +267,27 @@ class Settings(BaseSettings):
         description="Image formats the safety policy lets through.",
     )
 
+    # Text to speech, POST /v1/audio/speech (adapters/tts/, docs/audio.md).
+    tts_enabled: bool = Field(True, description="Serve /v1/audio/speech and list the speech model.")
+    tts_model: str = Field("tantra-tts", description="The speech model's id in /v1/models and the ledger.")
+    tts_model_aliases: list[str] = Field(
+        default_factory=lambda: ["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"],
+        description="OpenAI's speech model names, accepted as the speech model.",
+    )
+    tts_max_input_chars: int = Field(4096, ge=1, description="Longest `input` to speak, as OpenAI's.")
+    tts_concurrency: int = Field(
+        2,
+        ge=1,
+        description="Sentences synthesised at once across all requests (eSpeak processes, Piper runs).",
+    )
+    tts_espeak_binary: str = Field("espeak-ng", description="The eSpeak NG command (Debian's espeak-ng).")
+    tts_timeout_s: float = Field(30.0, gt=0, description="Longest synthesis of one sentence.")
+    tts_piper_voices: dict[str, Path] = Field(
+        default_factory=dict,
+        description='Piper voices by name, as JSON: {"amy": "/voices/en_US-amy-medium.onnx"} (each with '
+        "its .onnx.json beside it); needs the `piper` extra. A name here wins over eSpeak's.",
+    )
+
     # What callers used.
     ledger_flush_interval_s: float = Field(
         0.5, gt=0, description="How often the usage ledger writes its buffered rows."

@@ -237,6 +237,8 @@ async def _nothing() -> None:
 def as_api_error(exc: MediaError) -> APIError:
     if exc.status == 413:
         return PayloadTooLarge(exc.message, param=exc.param, code=exc.code)
+    if exc.status >= 500:
+        return APIError(exc.message, param=exc.param, code=exc.code, status=exc.status)
     return InvalidRequest(exc.message, param=exc.param, code=exc.code, status=exc.status)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -43,6 +43,26 @@ class ClientGone(Exception):
 async def wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def while_connected(
+    receive: Receive, work: Awaitable[T], *companions: Callable[[], Coroutine[Any, Any, None]]
+) -> T | None:
+    """Run `work` (a response's sending) with its `companions` beside it, until it ends or the
+    client disconnects; None when the client left first (`work` is cancelled)."""
+    result: T | None = None
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            await wait_for_disconnect(receive)
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        for companion in companions:
+            group.start_soon(companion)
+        result = await work
+        group.cancel_scope.cancel()
+    return result
 
 
 async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
@@ -198,16 +218,7 @@ class SSERelay(Response):
         outcome: StreamOutcome = "client_closed"
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async with anyio.create_task_group() as group:
-
-                async def watch() -> None:
-                    await wait_for_disconnect(receive)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch)
-                group.start_soon(self._watchdog)
-                outcome = await self._relay(send)
-                group.cancel_scope.cancel()
+            outcome = await while_connected(receive, self._relay(send), self._watchdog) or outcome
         finally:
             await self._attempt.close()
             if self._on_close is not None:

@@ -3,34 +3,33 @@ authenticate, parse, resolve, limit, relay, and settle what the request used."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters import TEXT_ONLY, Modality
+from gateway.admission import (
+    Gate,
+    admitting,
+    check_allowed,
+    load_json,
+    open_tab,
+    read_body,
+    stage,
+    validate,
+)
 from gateway.auth import Authenticator, Principal
-from gateway.auth.keys import PREFIX
 from gateway.errors import (
     APIError,
-    InvalidRequest,
-    PayloadTooLarge,
-    PermissionDenied,
-    QuotaExceeded,
-    RateLimited,
-    StoreUnavailable,
 )
 from gateway.limits import Demand, TokenEstimator
 from gateway.limits.accounting import Accountant, Tab
 from gateway.multimodal import MediaService, Prepared, with_media_usage
 from gateway.observability import LiveConfig, RequestRecord, bind_request, passthrough_traceparent, record_of
-from gateway.observability.sections import LimitsConfig
-from gateway.protocol import ChatCompletionRequest, InvalidParam, parse_request
+from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams, StreamOptions
 from gateway.relay import ClientGone, SSERelay, StreamOutcome, StreamUsage, unless_disconnected
 from gateway.upstreams import ModelCatalog
@@ -66,49 +65,27 @@ class InferenceService:
         self._default_accepts = tuple(default_accepts)
         self._catalog = catalog
         self._max_body_bytes = max_body_bytes
-        self._auth = authenticator
+        self.gate = Gate(authenticator)
         self._accountant = accountant
         self._estimator: TokenEstimator = accountant.estimator
 
     async def authenticate(self, request: Request) -> Principal:
-        return await self.authenticate_headers(request.headers)
+        return await self.gate.authenticate(request)
 
     async def authenticate_headers(self, headers: Mapping[str, str]) -> Principal:
-        try:
-            return await self._auth.authenticate(headers)
-        except (SQLAlchemyError, ConnectionError, TimeoutError) as exc:
-            raise StoreUnavailable("API keys cannot be checked right now; try again shortly.") from exc
+        return await self.gate.authenticate_headers(headers)
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response | SSERelay:
         record = record_of(request.state)
         # The configuration in force when the request arrived, for all of it: a reload mid-stream
         # changes the next request, never this one.
         config = self._live.current if self._live is not None else None
-        with _stage(record, "auth"):
-            principal = await self.authenticate(request)
-        if record is not None:
-            record.tenant, record.key_prefix = principal.tenant_id, _key_prefix(request)
-            bind_request(tenant=record.tenant, key_prefix=record.key_prefix)
-        if config is not None and not config.limits.empty:
-            principal = _with_file_limits(principal, config.limits)
-        tab = self._accountant.open(
-            tenant_id=principal.tenant_id,
-            key_id=principal.key_id,
-            endpoint=path,
-            request_id=request.state.request_id,
-        )
-        try:
+        principal = await self.gate.identify(request, record, config)
+        tab = open_tab(self._accountant, principal, request, path)
+        with admitting(tab, record):
             body, parsed, payload, media = await self._admit(
                 request, schema, path, principal, tab, record, config
             )
-        except APIError as exc:
-            tab.close(status=exc.status, outcome="rejected")
-            if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
-                record.rejected_by = (exc.limit or "unknown", exc.scope or "unknown")
-            raise
-        except BaseException:
-            tab.close(status=500, outcome="failed")
-            raise
         assert tab.reservation is not None
         limit_headers = tab.reservation.headers
 
@@ -199,18 +176,18 @@ class InferenceService:
         transcription: the costly part), so a key over its limits costs the gateway nothing; the
         reservation is from the text before media, and the engine's real counts settle it. The
         payload returned is the one sent (media turned into text), which a failover continues from."""
-        with _stage(record, "preprocess"):
+        with stage(record, "preprocess"):
             body, parsed, card, payload = await self._preprocess(request, schema, tab, config)
         if record is not None:
             record.model = str(card["id"])
-        with _stage(record, "rate_limit"):
+        with stage(record, "rate_limit"):
             await self._reserve(path, parsed, card, principal, tab)
         media = None
         if self._media is not None and isinstance(parsed, ChatCompletionRequest):
-            with _stage(record, "media"):
+            with stage(record, "media"):
                 media = await self._media.prepare(payload, self._accepts(str(card["id"]), config))
             if media is not None:
-                body, parsed = media.body, _parse(schema, payload)
+                body, parsed = media.body, validate(schema, payload)
                 tab.estimate_covers_prompt = False
         return body, parsed, payload, media
 
@@ -226,17 +203,11 @@ class InferenceService:
         self, request: Request, schema: type[SamplingParams], tab: Tab, config: Any
     ) -> tuple[bytes, SamplingParams, dict[str, Any], dict[str, Any]]:
         limit = config.max_body_bytes if config is not None else self._max_body_bytes
-        body = await self._read_body(request, limit)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest(
-                "We could not parse the JSON body of your request. The API expects a JSON object; "
-                "check that the body is valid JSON and that Content-Type is application/json."
-            ) from None
+        body = await read_body(request, limit)
+        payload = load_json(body)
         if isinstance(payload, dict) and isinstance(payload.get("model"), str):
             tab.model = payload["model"]
-        parsed = _parse(schema, payload)
+        parsed = validate(schema, payload)
         card = await self._catalog.resolve(parsed.model)
         assert isinstance(payload, dict)  # parse_request accepts objects only
         return body, parsed, card, payload
@@ -246,7 +217,7 @@ class InferenceService:
     ) -> None:
         model = str(card["id"])
         tab.model, tab.stream = model, bool(parsed.stream)
-        self._check_allowed(model, principal)
+        check_allowed(model, principal)
         max_len = card.get("max_model_len")
         estimate = self._estimator.estimate(
             parsed, path, model, max_len if isinstance(max_len, int) else None
@@ -254,26 +225,6 @@ class InferenceService:
         cost = self._accountant.prices.cost_micros(model, estimate.prompt_tokens, estimate.completion_tokens)
         reservation = await self._accountant.limiter.reserve(principal.scopes(), Demand(estimate.total, cost))
         tab.hold(reservation, estimate)
-
-    @staticmethod
-    def _check_allowed(model: str, principal: Principal) -> None:
-        if not principal.may_use(model):
-            raise PermissionDenied(
-                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
-            )
-
-    async def _read_body(self, request: Request, limit: int) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def _chose(record: RequestRecord | None, upstream: str) -> None:
@@ -306,49 +257,8 @@ def _affinity_key(path: str, payload: dict[str, Any], chars: int) -> str | None:
     return text[:chars] or None
 
 
-def _parse(schema: type[SamplingParams], payload: Any) -> SamplingParams:
-    try:
-        return parse_request(schema, payload)
-    except InvalidParam as exc:
-        raise InvalidRequest(exc.message, param=exc.param) from None
-
-
 def _media_extra(media: Prepared | None) -> dict[str, Any] | None:
     return {"tantra_media": media.usage} if media is not None else None
-
-
-def _too_large(limit: int) -> APIError:
-    return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-
-
-@contextlib.contextmanager
-def _stage(record: RequestRecord | None, name: str) -> Iterator[None]:
-    """A child span of the request for one stage of its admission (nothing when tracing is off)."""
-    if record is None or not record.tracing.enabled:
-        yield
-        return
-    with record.child(name):
-        yield
-
-
-def _key_prefix(request: Request) -> str | None:
-    """Enough of the presented key to tell keys apart in logs (`sk-tantra-AbCd`), never more."""
-    header = request.headers.get("authorization") or request.headers.get("api-key") or ""
-    key = header.partition(" ")[2].strip() if " " in header else header.strip()
-    if not key:
-        return None
-    if key.startswith(PREFIX) and len(key) > len(PREFIX) + 12:
-        return key[: len(PREFIX) + 4]
-    return key[: min(6, len(key) // 4)] or None  # a short key shows at most a quarter of itself
-
-
-def _with_file_limits(principal: Principal, limits: LimitsConfig) -> Principal:
-    """The principal with the config file's limits applied over the store's."""
-    return dataclasses.replace(
-        principal,
-        key_limits=limits.for_key(principal.key_id, principal.key_limits),
-        tenant_limits=limits.for_tenant(principal.tenant_id, principal.tenant_limits),
-    )
 
 
 def _close_stream(tab: Tab, outcome: StreamOutcome, usage: StreamUsage, record: RequestRecord | None) -> None:

@@ -5,6 +5,7 @@ from gateway.protocol.common import InvalidParam
 from gateway.protocol.completions import CompletionRequest
 from gateway.protocol.errors import ErrorBody, ErrorResponse
 from gateway.protocol.models import ModelCard, ModelList
+from gateway.protocol.speech import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, SpeechUsage
 from gateway.protocol.validation import parse_request
 
 __all__ = [
@@ -15,5 +16,9 @@ __all__ = [
     "InvalidParam",
     "ModelCard",
     "ModelList",
+    "SpeechAudioDelta",
+    "SpeechAudioDone",
+    "SpeechRequest",
+    "SpeechUsage",
     "parse_request",
 ]

@@ -6,16 +6,18 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.protocol.common import InvalidParam, SamplingParams
+from gateway.protocol.common import InvalidParam
 
-RequestT = TypeVar("RequestT", bound=SamplingParams)
+RequestT = TypeVar("RequestT", bound=BaseModel)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def parse_request(model: type[RequestT], body: Any) -> RequestT:
     """Validate `body`; raise InvalidParam naming the first offending field, as OpenAI does."""
     request = parse_object(model, body, "The request body must be a JSON object.")
-    request.check()
+    check = getattr(request, "check", None)
+    if check is not None:
+        check()  # rules that span fields (SamplingParams')
     return request
 
 

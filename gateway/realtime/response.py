@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from adapters.tts import SentenceSplitter
 from gateway.realtime.events import EventError, failure_of, new_id, unexpected
 from gateway.realtime.loopback import Loopback, read_all, sse_events
-from gateway.realtime.sentences import SentenceSplitter
 
 if TYPE_CHECKING:
     from gateway.realtime.session import RealtimeLimits, RealtimeSession

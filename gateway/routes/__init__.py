@@ -5,5 +5,13 @@ from gateway.routes.inference import inference_router
 from gateway.routes.models import models_router
 from gateway.routes.operations import operations_router
 from gateway.routes.realtime import realtime_router
+from gateway.routes.speech import speech_router
 
-__all__ = ["admin_router", "inference_router", "models_router", "operations_router", "realtime_router"]
+__all__ = [
+    "admin_router",
+    "inference_router",
+    "models_router",
+    "operations_router",
+    "realtime_router",
+    "speech_router",
+]

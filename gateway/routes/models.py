@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 
@@ -15,13 +15,24 @@ from gateway.upstreams import ModelCatalog
 Authenticate = Callable[[Request], Awaitable[Principal]]
 
 
-def models_router(catalog: ModelCatalog, authenticate: Authenticate) -> APIRouter:
+class LocalModel(Protocol):
+    """A model the gateway serves itself (the speech model), listed after the engines' models."""
+
+    def card(self) -> dict[str, Any]: ...
+
+    def knows(self, model: str) -> bool: ...
+
+
+def models_router(
+    catalog: ModelCatalog, authenticate: Authenticate, local: Sequence[LocalModel] = ()
+) -> APIRouter:
     router = APIRouter(tags=["models"])
 
     @router.get("/v1/models", response_model=ModelList, summary="List the models being served")
     async def list_models(request: Request) -> dict[str, Any]:
         principal = await authenticate(request)
-        cards = [card for card in await catalog.list() if principal.may_use(str(card["id"]))]
+        cards = [*await catalog.list(), *(model.card() for model in local)]
+        cards = [card for card in cards if principal.may_use(str(card["id"]))]
         return {"object": "list", "data": cards}
 
     @router.get(
@@ -32,7 +43,8 @@ def models_router(catalog: ModelCatalog, authenticate: Authenticate) -> APIRoute
     )
     async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
         principal = await authenticate(request)
-        card = await catalog.resolve(model)
+        own = next((served.card() for served in local if served.knows(model)), None)
+        card = own if own is not None else await catalog.resolve(model)
         if not principal.may_use(str(card["id"])):
             # As OpenAI answers for a model the key cannot see.
             raise ModelNotFound(

@@ -36,6 +36,7 @@ def test_openapi_document_is_valid_and_complete(open_gateway: str) -> None:
     validate(document)
     paths = document["paths"]
     expected = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{model}", "/livez"}
+    expected.add("/v1/audio/speech")
     assert expected | {"/healthz", "/readyz", "/metrics", "/admin/keys"} <= set(paths)
     chat = paths["/v1/chat/completions"]["post"]
     assert chat["requestBody"]["content"]["application/json"]["examples"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.audio_samples import needs_espeak
 from tests.gateway.helpers import AdminClient
 from tests.gateway.test_disconnect import LONG, engine_metric, wait_until_idle
 
@@ -213,3 +215,23 @@ async def test_rate_limits_apply_to_each_response(gateway_url: str, model: str, 
         assert done["response"]["status"] == "failed"
         errors = session.of("error")
         assert errors and errors[-1]["error"]["code"] == "rate_limit_exceeded", errors
+
+
+@needs_espeak
+async def test_audio_out_is_spoken_sentence_by_sentence(gateway_url: str, model: str, api_key: str) -> None:
+    """The answer's text is spoken by /v1/audio/speech (eSpeak NG) as its sentences complete."""
+    async for session in connect(gateway_url, model, api_key):
+        await session.send(
+            {"type": "session.update", "session": {"modalities": ["text", "audio"], "voice": "nova"}}
+        )
+        await session.until("session.updated")
+        await say(session, "Say something.")
+        await session.send({"type": "response.create", "response": {"max_output_tokens": 48}})
+        done = await session.until("response.done")
+        assert done["response"]["status"] in ("completed", "incomplete"), done
+        transcript = "".join(event["delta"] for event in session.of("response.audio_transcript.delta"))
+        pcm = b"".join(base64.b64decode(event["delta"]) for event in session.of("response.audio.delta"))
+        if any(ch.isalnum() for ch in transcript):  # random weights: the words are noise, usually speakable
+            assert len(pcm) / 2 / 24_000 > 0.2, transcript
+            assert len(pcm) % 2 == 0
+        assert not session.of("error")

@@ -1,0 +1,188 @@
+"""The speech service the gateway's routes (and the realtime endpoint) call: text in, audio out as it
+is made, sentence by sentence, with bounded synthesis concurrency and nothing on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, Pcm, Resampler, ResponseFormat, encoder
+from adapters.tts.backends import SpeechBackend
+from adapters.tts.errors import UnknownVoice
+from adapters.tts.sentences import SentenceSplitter, split_sentences
+
+# OpenAI's voices, as eSpeak NG voice+variant: the accent and register each is described with.
+OPENAI_VOICES: Mapping[str, str] = {
+    "alloy": "en-us+f4",
+    "ash": "en-us+m3",
+    "ballad": "en-gb-x-rp+m2",
+    "coral": "en-us+f3",
+    "echo": "en-us+m1",
+    "fable": "en-gb+m4",
+    "onyx": "en-us+m7",
+    "nova": "en-us+f2",
+    "sage": "en-gb+f1",
+    "shimmer": "en-us+f5",
+    "verse": "en-us+m6",
+    "marin": "en-us+f1",
+    "cedar": "en-gb-scotland+m5",
+}
+
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A requested voice resolved to the backend that speaks it and that backend's own name for it."""
+
+    requested: str
+    backend: SpeechBackend
+    name: str
+
+
+class Synthesizer:
+    """Speaks text with the first backend that knows the voice.
+
+    Backends are asked in order, so a Piper voice named `alloy` wins over eSpeak's `alloy`; OpenAI's
+    voice names not claimed by a backend map to eSpeak NG voices (OPENAI_VOICES), and any other name
+    is passed to the backends as it is (`de`, `en-gb+f3`, a Piper voice's name).
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[SpeechBackend],
+        *,
+        concurrency: int = 2,
+        aliases: Mapping[str, str] = OPENAI_VOICES,
+        max_sentence_chars: int = 300,
+        lookahead: int = 2,
+        chunk_seconds: float = 0.25,
+    ) -> None:
+        if not backends:
+            raise ValueError("a Synthesizer needs at least one backend")
+        self._backends = tuple(backends)
+        self._aliases = dict(aliases)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._max_sentence_chars = max_sentence_chars
+        self._lookahead = lookahead
+        # A sentence's audio goes out in pieces of at most this much: a realtime client gets
+        # deltas of a size it can take (OpenAI's are a fraction of a second), HTTP a steady flow.
+        self._chunk_bytes = max(2, round(chunk_seconds * SAMPLE_RATE)) * SAMPLE_WIDTH
+
+    async def voice(self, requested: str) -> Voice:
+        """Resolve a voice name, or raise UnknownVoice (a 400 naming `voice`)."""
+        for candidate in dict.fromkeys((requested, self._aliases.get(requested.lower(), requested))):
+            for backend in self._backends:
+                if await backend.has_voice(candidate):
+                    return Voice(requested, backend, candidate)
+        raise UnknownVoice(requested, ", ".join(self._aliases) + ", or an eSpeak NG voice such as en-gb+f3")
+
+    async def stream_pcm(
+        self, text: str | AsyncIterable[str], voice: str | Voice, speed: float = 1.0
+    ) -> AsyncGenerator[bytes, None]:
+        """16-bit mono PCM at 24 kHz, each sentence as soon as it is made (in pieces of at most
+        `chunk_seconds`, cut at whole samples).
+
+        `text` is a whole text, or text arriving in pieces (an LLM's deltas): its sentences are
+        spoken as each completes. Up to `lookahead` sentences are synthesised ahead of the one the
+        caller is handling. Leaving the loop early stops the synthesis under way.
+        """
+        resolved = voice if isinstance(voice, Voice) else await self.voice(voice)
+        speed = min(max(speed, MIN_SPEED), MAX_SPEED)
+        ready: asyncio.Queue[asyncio.Task[Pcm] | None] = asyncio.Queue(self._lookahead)
+        started: list[asyncio.Task[Pcm]] = []
+        producer = asyncio.ensure_future(
+            self._produce(self._sentences(text), resolved, speed, ready, started)
+        )
+        resampler = Resampler()
+        try:
+            while (task := await ready.get()) is not None:
+                pcm = await task
+                started.remove(task)
+                audio = await asyncio.to_thread(resampler.convert, pcm)
+                for start in range(0, len(audio), self._chunk_bytes):
+                    yield audio[start : start + self._chunk_bytes]
+            await producer  # raises what reading the text raised
+            tail = resampler.flush()
+            if tail:
+                yield tail
+        finally:
+            producer.cancel()
+            with contextlib.suppress(BaseException):
+                await producer
+            for task in started:
+                task.cancel()
+                task.add_done_callback(_quietly)
+
+    async def stream(
+        self,
+        text: str | AsyncIterable[str],
+        voice: str | Voice,
+        response_format: ResponseFormat = "mp3",
+        speed: float = 1.0,
+    ) -> AsyncGenerator[bytes, None]:
+        """`text` spoken in `response_format`, encoded as it is made: the first bytes come once the
+        first sentence is spoken. Resolve the voice first (`voice()`) to have UnknownVoice raised
+        before anything is sent."""
+        codec = encoder(response_format)
+        pcm = self.stream_pcm(text, voice, speed)
+        try:
+            async for chunk in pcm:
+                encoded = await asyncio.to_thread(codec.encode, chunk)
+                if encoded:
+                    yield encoded
+            tail = await asyncio.to_thread(codec.finish)
+            if tail:
+                yield tail
+        finally:
+            await pcm.aclose()
+
+    async def speak(
+        self, text: str, voice: str | Voice, response_format: ResponseFormat = "wav", speed: float = 1.0
+    ) -> bytes:
+        """The whole of `text` spoken, as one file."""
+        return b"".join([chunk async for chunk in self.stream(text, voice, response_format, speed)])
+
+    async def _sentences(self, text: str | AsyncIterable[str]) -> AsyncIterator[str]:
+        if isinstance(text, str):
+            for sentence in split_sentences(text, max_chars=self._max_sentence_chars):
+                yield sentence
+            return
+        splitter = SentenceSplitter(max_chars=self._max_sentence_chars)
+        async for delta in text:
+            for sentence in splitter.feed(delta):
+                yield sentence
+        for sentence in splitter.flush():
+            yield sentence
+
+    async def _produce(
+        self,
+        sentences: AsyncIterator[str],
+        voice: Voice,
+        speed: float,
+        ready: asyncio.Queue[asyncio.Task[Pcm] | None],
+        started: list[asyncio.Task[Pcm]],
+    ) -> None:
+        try:
+            async for sentence in sentences:
+                task = asyncio.ensure_future(self._synthesize(sentence, voice, speed))
+                started.append(task)
+                await ready.put(task)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            await ready.put(None)  # the consumer finds the end, then the error when it awaits this task
+            raise
+        await ready.put(None)
+
+    async def _synthesize(self, sentence: str, voice: Voice, speed: float) -> Pcm:
+        async with self._slots:
+            return await voice.backend.synthesize(sentence, voice.name, speed)
+
+
+def _quietly(task: asyncio.Task[Pcm]) -> None:
+    """A sentence nobody will hear: its error, if any, is not worth a warning."""
+    if not task.cancelled():
+        task.exception()
