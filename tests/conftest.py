@@ -13,6 +13,7 @@ import pytest
 
 from engine.checkpoint import ensure_checkpoint
 from engine.launcher import EngineConfig, EngineProcess
+from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient
 from tests.servers import ThreadedServer, free_port
@@ -34,6 +35,15 @@ def model() -> str:
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "tiny", preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def whisper_model() -> Path:
+    """The whisper.cpp model file of the random-weight tiny Whisper (built once, then cached)."""
+    directory = ensure_checkpoint(
+        ROOT / ".cache" / "checkpoints" / "whisper-tiny", preset="whisper-tiny", seed=0
+    )
+    return directory / WHISPER_MODEL_FILE
 
 
 @pytest.fixture(scope="session")
