@@ -26,6 +26,7 @@ from adapters import (
     UrlFetcher,
     UrlPolicy,
 )
+from adapters.speech import Transcriber
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.config import RELOADABLE, Settings
 from gateway.drain import Drain, DrainMiddleware
@@ -46,8 +47,9 @@ from gateway.observability import (
 )
 from gateway.observability.logs import apply_log_settings
 from gateway.openapi import install_openapi
-from gateway.routes import admin_router, inference_router, models_router, operations_router
+from gateway.routes import admin_router, audio_router, inference_router, models_router, operations_router
 from gateway.serving import InferenceService
+from gateway.speech import SpeechService
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
@@ -135,7 +137,8 @@ def create_app(
         PriceBook(settings.model_prices),
     )
     media_client = media_fetch_client(settings)
-    media = media_service(settings, media_client) if settings.media_enabled else None
+    transcriber = speech_transcriber(settings)
+    media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
     inference = InferenceService(
         dispatcher,
         catalog,
@@ -145,6 +148,13 @@ def create_app(
         live=live,
         media=media,
         default_accepts=settings.media_default_accepts,
+    )
+    speech = SpeechService(
+        transcriber,
+        settings.audio_model_names,
+        authenticate=inference.authenticate,
+        accountant=accountant,
+        max_upload_bytes=settings.audio_max_upload_bytes,
     )
     health = HealthMonitor(
         client,
@@ -219,6 +229,8 @@ def create_app(
             await media_client.aclose()
             if media is not None:
                 await media.close()
+            if transcriber is not None:
+                await transcriber.close()
             tracing.shutdown()
 
     app = FastAPI(
@@ -254,8 +266,9 @@ def create_app(
             draining=lambda: drain.draining,
         )
     )
-    app.include_router(models_router(catalog, inference.authenticate))
+    app.include_router(models_router(catalog, inference.authenticate, speech.model_cards))
     app.include_router(inference_router(inference))
+    app.include_router(audio_router(speech))
     app.include_router(admin_router(guard, KeyAdmin(store, bus), store, ledger, status))
     _install_error_handlers(app)
     install_openapi(app, description=_DESCRIPTION)
@@ -333,7 +346,23 @@ def redis_clients(settings: Settings) -> tuple[Redis, Redis]:
     return redis_client(settings), redis_client(settings, read_timeout_s=None)
 
 
-def media_service(settings: Settings, client: httpx.AsyncClient) -> MediaService:
+def speech_transcriber(settings: Settings) -> Transcriber | None:
+    """whisper.cpp in worker processes, started on first use (None without a configured model)."""
+    if settings.audio_whisper_model is None:
+        return None
+    return Transcriber(
+        settings.audio_whisper_model,
+        workers=settings.audio_workers,
+        threads=settings.audio_threads,
+        nice=settings.audio_nice,
+        queue_timeout_s=settings.audio_queue_timeout_s,
+        max_seconds=settings.audio_max_seconds,
+    )
+
+
+def media_service(
+    settings: Settings, client: httpx.AsyncClient, transcriber: Transcriber | None = None
+) -> MediaService:
     """The adapters with this gateway's limits, OCR, image policy, URL allow-list and worker pool."""
     limits = MediaLimits(
         max_parts=settings.media_max_parts,
@@ -371,6 +400,7 @@ def media_service(settings: Settings, client: httpx.AsyncClient) -> MediaService
         lambda: media_executor(spec, settings.media_executor, settings.media_workers),
         concurrency=settings.media_workers,
         queue_timeout_s=settings.media_queue_timeout_s,
+        transcriber=transcriber,
     )
 
 

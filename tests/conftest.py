@@ -80,7 +80,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def gateway_settings(redis_server: RedisServer, database_url: str, admin_key: str) -> Callable[..., Settings]:
+def gateway_settings(
+    redis_server: RedisServer, database_url: str, admin_key: str, whisper_model: Path
+) -> Callable[..., Settings]:
     """Settings for a test gateway on the session's Redis and store; keyword arguments override."""
 
     def make(**overrides: Any) -> Settings:
@@ -93,6 +95,7 @@ def gateway_settings(redis_server: RedisServer, database_url: str, admin_key: st
             # Deep health checks generate tokens, which would show in the engine metrics that
             # other tests count; the tests of the checks themselves turn them on.
             "health_deep": False,
+            "audio_whisper_model": whisper_model,
             **overrides,
         }
         return Settings(**values)

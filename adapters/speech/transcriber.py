@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -103,7 +103,7 @@ class Transcriber:
 
     async def stream(
         self, audio: bytes | Pcm | np.ndarray, options: TranscribeOptions | None = None, **fields: Any
-    ) -> AsyncIterator[Segment | Transcript]:
+    ) -> AsyncGenerator[Segment | Transcript, None]:
         """Each Segment as it is produced, then the Transcript. `fields` are TranscribeOptions'."""
         options = options or TranscribeOptions(**fields)
         options = TranscribeOptions(

@@ -15,13 +15,18 @@ from gateway.upstreams import ModelCatalog
 Authenticate = Callable[[Request], Awaitable[Principal]]
 
 
-def models_router(catalog: ModelCatalog, authenticate: Authenticate) -> APIRouter:
+def models_router(
+    catalog: ModelCatalog,
+    authenticate: Authenticate,
+    extra: Callable[[], list[dict[str, Any]]] = list,
+) -> APIRouter:
+    """`extra`: models served in the gateway itself (speech), listed beside the engine's."""
     router = APIRouter(tags=["models"])
 
     @router.get("/v1/models", response_model=ModelList, summary="List the models being served")
     async def list_models(request: Request) -> dict[str, Any]:
         principal = await authenticate(request)
-        cards = [card for card in await catalog.list() if principal.may_use(str(card["id"]))]
+        cards = [card for card in [*await catalog.list(), *extra()] if principal.may_use(str(card["id"]))]
         return {"object": "list", "data": cards}
 
     @router.get(
@@ -32,7 +37,8 @@ def models_router(catalog: ModelCatalog, authenticate: Authenticate) -> APIRoute
     )
     async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
         principal = await authenticate(request)
-        card = await catalog.resolve(model)
+        own = {str(card["id"]): card for card in extra()}
+        card = own[model] if model in own else await catalog.resolve(model)
         if not principal.may_use(str(card["id"])):
             # As OpenAI answers for a model the key cannot see.
             raise ModelNotFound(
