@@ -156,7 +156,7 @@ def test_bad_input_gets_clear_4xx(strict_gateway: str, openai_client: openai.Ope
     assert error["code"] == "audio_too_long"
     error = error_of(httpx.post(url, json={"model": "whisper-1", "file": "x"}), 400)
     assert error["code"] == "invalid_content_type"
-    error = error_of(httpx.post(url, data=form), 400)
+    error = error_of(httpx.post(url, data=form, files={"notes": ("notes.txt", b"not the audio")}), 400)
     assert error["param"] == "file"
     error = error_of(httpx.post(url, files={"file": ("a.wav", WAV)}), 400)
     assert error["param"] == "model"
@@ -194,16 +194,21 @@ def _ttft(client: openai.OpenAI, model: str) -> float:
     return first
 
 
-def test_twenty_transcriptions_do_not_stall_chat_streams(openai_client: openai.OpenAI, model: str) -> None:
+def test_twenty_transcriptions_do_not_stall_chat_streams(
+    openai_client: openai.OpenAI, model: str, gateway_url: str, api_key: str
+) -> None:
     """Median time to first token of chat streams while 20 transcriptions run stays within 2x of the
     idle median (plus 50 ms for timer noise on a shared 2-core machine)."""
     _ttft(openai_client, model)  # warm
     idle = statistics.median(_ttft(openai_client, model) for _ in range(5))
     failures: list[BaseException] = []
 
+    # The 20 queue for the speech worker(s): minutes on a busy 2-core machine, not the SDK's 2.
+    patient = openai.OpenAI(base_url=gateway_url + "/v1", api_key=api_key, max_retries=0, timeout=900)
+
     def one() -> None:
         try:
-            transcribe(openai_client, speech_file("wav", 2.0))
+            transcribe(patient, speech_file("wav", 1.0))
         except BaseException as exc:
             failures.append(exc)
 
