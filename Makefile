@@ -5,12 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHECKPOINT ?= .cache/checkpoints/tiny
+WHISPER ?= .cache/checkpoints/whisper-tiny
 PYTEST_ARGS ?=
 
 .PHONY: run test lint install checkpoint clean run-services test-services bench test-resilience
 
-run: $(STAMP) $(CHECKPOINT)/config.json run-services
-	@CHECKPOINT=$(CHECKPOINT) PY=$(PY) bash scripts/run.sh
+run: $(STAMP) $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin run-services
+	@CHECKPOINT=$(CHECKPOINT) WHISPER=$(WHISPER) PY=$(PY) bash scripts/run.sh
 
 test: $(STAMP) test-services
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -47,7 +48,11 @@ $(APT_UPDATED):
 	$(SUDO) apt-get update -q
 	touch $@
 
-checkpoint: $(CHECKPOINT)/config.json
+checkpoint: $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin
+
+# The random-weight tiny Whisper in whisper.cpp's format (engine/whisper.py): /v1/audio/transcriptions.
+$(WHISPER)/ggml-model.bin: | $(STAMP)
+	$(PY) -m engine build-checkpoint --preset whisper-tiny --out $(WHISPER)
 
 $(VENV)/bin/python:
 	@[ -n "$(PYTHON)" ] || { echo "Python 3.11 is needed (python3.11 not found)"; exit 1; }

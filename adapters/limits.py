@@ -39,6 +39,8 @@ class Tally:
     videos: int = 0
     video_seconds: float = 0.0
     video_frames: int = 0
+    audios: int = 0
+    audio_seconds: float = 0.0
     bytes: int = 0
     derived_chars: int = 0
     modes: set[str] = field(default_factory=set)
@@ -111,6 +113,16 @@ class Tally:
         self.videos += 1
         self.video_seconds += seconds
 
+    def absorb(self, other: Tally) -> None:
+        """Add what another part of the same request used (audio is transcribed apart from the rest)."""
+        for name in ("images", "image_pixels", "pages", "documents", "videos", "video_frames", "audios"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.video_seconds += other.video_seconds
+        self.audio_seconds += other.audio_seconds
+        self.bytes += other.bytes
+        self.derived_chars += other.derived_chars
+        self.modes |= other.modes
+
     def usage(self) -> dict[str, object]:
         """The `usage.tantra_media` object of the response."""
         return {
@@ -121,6 +133,8 @@ class Tally:
             "videos": self.videos,
             "video_seconds": round(self.video_seconds, 3),
             "video_frames": self.video_frames,
+            "audios": self.audios,
+            "audio_seconds": round(self.audio_seconds, 3),
             "bytes": self.bytes,
             "derived_text_chars": self.derived_chars,
             "derived": sorted(self.modes),

@@ -81,12 +81,13 @@ def check_counts(parts: list[MediaPart], limits: MediaLimits) -> None:
 
 
 def route(
-    part: MediaPart, accepts: Collection[Modality], *, can_derive_text: bool
+    part: MediaPart, accepts: Collection[Modality], *, can_derive_text: bool, can_transcribe: bool = False
 ) -> Literal["native", "derive"]:
-    """What the served model gets for this part: the part itself, or text derived from it."""
+    """What the served model gets for this part: the part itself, or text derived from it (OCR for
+    images and video, a transcript for audio)."""
     if part.kind in accepts:
         return "native"
-    if part.kind == "audio":
+    if part.kind == "audio" and not can_transcribe:
         raise MediaError(
             part.param,
             "This model does not take audio, and this gateway has no speech adapter to transcribe it.",

@@ -16,10 +16,17 @@ from pathlib import Path
 from types import FrameType
 
 from engine.architectures import DEFAULT_ARCHITECTURE, architecture_names
-from engine.checkpoint import build_checkpoint, checkpoint_is_complete, ensure_checkpoint, read_manifest
+from engine.checkpoint import (
+    WHISPER_ARCHITECTURE,
+    build_checkpoint,
+    checkpoint_is_complete,
+    ensure_checkpoint,
+    read_manifest,
+)
 from engine.launcher import EngineConfig, EngineProcess, EngineStartError
 from engine.presets import PRESETS
 from engine.supervisor import EngineSupervisor
+from engine.whisper import WHISPER_PRESETS
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -47,8 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tantra-engine", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("build-checkpoint", help="write a random-weight checkpoint vLLM can serve")
-    build.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    build = commands.add_parser(
+        "build-checkpoint",
+        help="write a random-weight checkpoint vLLM can serve (or, whisper-*, a whisper.cpp ggml model)",
+    )
+    build.add_argument("--preset", choices=sorted([*PRESETS, *WHISPER_PRESETS]), default="tiny")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument(
         "--architecture",
@@ -105,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _build(args: argparse.Namespace) -> int:
     out: Path = args.out or DEFAULT_CHECKPOINT_ROOT / args.preset
-    architecture = args.architecture or DEFAULT_ARCHITECTURE
+    default = WHISPER_ARCHITECTURE if args.preset in WHISPER_PRESETS else DEFAULT_ARCHITECTURE
+    architecture = args.architecture or default
     manifest = read_manifest(out)
     if not args.force and manifest is not None and checkpoint_is_complete(out):
         recipe = (manifest.get("preset"), manifest.get("seed"), manifest.get("architecture"))

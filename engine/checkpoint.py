@@ -21,6 +21,8 @@ from typing import Any
 from engine.architectures import DEFAULT_ARCHITECTURE, get_architecture
 from engine.presets import get_preset
 from engine.tokenizer import save_tokenizer
+from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
+from engine.whisper import WHISPER_PRESETS, write_whisper_checkpoint
 
 __all__ = [
     "MANIFEST_NAME",
@@ -32,6 +34,9 @@ __all__ = [
 
 MANIFEST_NAME = "tantra_checkpoint.json"
 """Written last; lists every file with its size and hash."""
+
+WHISPER_ARCHITECTURE = "whisper"
+"""What a Whisper preset's manifest names as its architecture (whisper.cpp's ggml file)."""
 
 _MANIFEST_FORMAT = 1
 _PARTIAL_MARK = ".partial-"
@@ -52,9 +57,11 @@ def build_checkpoint(
     renames it into place. `cache_dir` is where the tokenizer build is cached.
     """
     out = Path(out_dir).absolute()
-    shape = get_preset(preset)
-    arch_name = architecture or DEFAULT_ARCHITECTURE
-    writer = get_architecture(arch_name)
+    whisper = preset in WHISPER_PRESETS
+    shape = None if whisper else get_preset(preset)
+    arch_name = WHISPER_ARCHITECTURE if whisper else architecture or DEFAULT_ARCHITECTURE
+    if whisper and architecture not in (None, WHISPER_ARCHITECTURE):
+        raise ValueError(f"preset {preset} is a Whisper model; it takes no --architecture")
 
     if out.exists() and read_manifest(out) is None and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not a Tantra checkpoint; refusing to replace it")
@@ -63,17 +70,25 @@ def build_checkpoint(
     partial = out.parent / f".{out.name}{_PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
-        config = writer.config(shape)
-        _write_json(partial / "config.json", config)
-        _write_json(partial / "generation_config.json", _generation_config(config))
-        _write_weights(partial / "model.safetensors", writer.tensors(config, _generator(seed)))
-        save_tokenizer(partial, model_max_length=int(config["max_position_embeddings"]), cache_dir=cache_dir)
+        if shape is None:
+            _write_json(
+                partial / "config.json", write_whisper_checkpoint(partial, preset, seed, cache_dir=cache_dir)
+            )
+        else:
+            writer = get_architecture(arch_name)
+            config = writer.config(shape)
+            _write_json(partial / "config.json", config)
+            _write_json(partial / "generation_config.json", _generation_config(config))
+            _write_weights(partial / "model.safetensors", writer.tensors(config, _generator(seed)))
+            save_tokenizer(
+                partial, model_max_length=int(config["max_position_embeddings"]), cache_dir=cache_dir
+            )
         _write_json(
             partial / MANIFEST_NAME,
             {
                 "format": _MANIFEST_FORMAT,
                 "architecture": arch_name,
-                "preset": shape.name,
+                "preset": preset,
                 "seed": seed,
                 "files": {name: _describe(partial / name) for name in sorted(os.listdir(partial))},
             },
@@ -95,7 +110,8 @@ def ensure_checkpoint(
 ) -> Path:
     """Reuse a complete checkpoint built with the same recipe, else build it."""
     out = Path(out_dir).absolute()
-    if _matches(out, preset, seed, architecture or DEFAULT_ARCHITECTURE):
+    default = WHISPER_ARCHITECTURE if preset in WHISPER_PRESETS else DEFAULT_ARCHITECTURE
+    if _matches(out, preset, seed, architecture or default):
         return out
     return build_checkpoint(out, preset, seed, architecture, cache_dir=cache_dir)
 
@@ -110,7 +126,9 @@ def checkpoint_is_complete(path: str | os.PathLike[str], *, verify_hashes: bool 
     if manifest is None:
         return False
     files = manifest.get("files")
-    if not isinstance(files, dict) or "config.json" not in files or "model.safetensors" not in files:
+    if not isinstance(files, dict) or "config.json" not in files:
+        return False
+    if "model.safetensors" not in files and WHISPER_MODEL_FILE not in files:
         return False
     for name, meta in files.items():
         target = root / name

@@ -26,6 +26,7 @@ from adapters import (
     UrlFetcher,
     UrlPolicy,
 )
+from adapters.speech import Transcriber
 from adapters.tts import EspeakBackend, PiperBackend, SpeechBackend, Synthesizer
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.config import RELOADABLE, Settings
@@ -55,10 +56,13 @@ from gateway.routes import (
     operations_router,
     realtime_router,
     speech_router,
+    transcription_router,
 )
+from gateway.routes.models import LocalModel
 from gateway.serving import InferenceService
 from gateway.speech import SpeechService
 from gateway.store import Database, Store, UsageLedger
+from gateway.transcription import TranscriptionService
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool
@@ -145,7 +149,8 @@ def create_app(
         PriceBook(settings.model_prices),
     )
     media_client = media_fetch_client(settings)
-    media = media_service(settings, media_client) if settings.media_enabled else None
+    transcriber = speech_transcriber(settings)
+    media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
     inference = InferenceService(
         dispatcher,
         catalog,
@@ -157,6 +162,13 @@ def create_app(
         default_accepts=settings.media_default_accepts,
     )
     speech = speech_service(settings, inference, accountant, live) if settings.tts_enabled else None
+    transcription = TranscriptionService(
+        transcriber,
+        settings.audio_model_names,
+        authenticate=inference.authenticate,
+        accountant=accountant,
+        max_upload_bytes=settings.audio_max_upload_bytes,
+    )
     health = HealthMonitor(
         client,
         settings.engine_urls(),
@@ -230,6 +242,8 @@ def create_app(
             await media_client.aclose()
             if media is not None:
                 await media.close()
+            if transcriber is not None:
+                await transcriber.close()
             tracing.shutdown()
 
     app = FastAPI(
@@ -267,8 +281,10 @@ def create_app(
             draining=lambda: drain.draining,
         )
     )
-    app.include_router(models_router(catalog, inference.authenticate, [speech] if speech else []))
+    local_models: list[LocalModel] = [transcription, *([speech] if speech else [])]
+    app.include_router(models_router(catalog, inference.authenticate, local_models))
     app.include_router(inference_router(inference))
+    app.include_router(transcription_router(transcription))
     if speech is not None:
         app.include_router(speech_router(speech))
     if settings.realtime_enabled:
@@ -361,7 +377,23 @@ def redis_clients(settings: Settings) -> tuple[Redis, Redis]:
     return redis_client(settings), redis_client(settings, read_timeout_s=None)
 
 
-def media_service(settings: Settings, client: httpx.AsyncClient) -> MediaService:
+def speech_transcriber(settings: Settings) -> Transcriber | None:
+    """whisper.cpp in worker processes, started on first use (None without a configured model)."""
+    if settings.audio_whisper_model is None:
+        return None
+    return Transcriber(
+        settings.audio_whisper_model,
+        workers=settings.audio_workers,
+        threads=settings.audio_threads,
+        nice=settings.audio_nice,
+        queue_timeout_s=settings.audio_queue_timeout_s,
+        max_seconds=settings.audio_max_seconds,
+    )
+
+
+def media_service(
+    settings: Settings, client: httpx.AsyncClient, transcriber: Transcriber | None = None
+) -> MediaService:
     """The adapters with this gateway's limits, OCR, image policy, URL allow-list and worker pool."""
     limits = MediaLimits(
         max_parts=settings.media_max_parts,
@@ -399,6 +431,7 @@ def media_service(settings: Settings, client: httpx.AsyncClient) -> MediaService
         lambda: media_executor(spec, settings.media_executor, settings.media_workers),
         concurrency=settings.media_workers,
         queue_timeout_s=settings.media_queue_timeout_s,
+        transcriber=transcriber,
     )
 
 

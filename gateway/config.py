@@ -288,6 +288,33 @@ class Settings(BaseSettings):
         "its .onnx.json beside it); needs the `piper` extra. A name here wins over eSpeak's.",
     )
 
+    # Speech to text (adapters/speech, docs/audio.md).
+    audio_whisper_model: Path | None = Field(
+        None,
+        description="A whisper.cpp ggml model file (`make run` builds .cache/checkpoints/whisper-tiny/"
+        "ggml-model.bin); unset: no speech-to-text.",
+    )
+    audio_model_names: list[str] = Field(
+        default_factory=lambda: ["whisper-1"],
+        description="The model names /v1/audio/transcriptions answers to, all served by that model.",
+    )
+    audio_workers: int = Field(
+        1, ge=1, description="Transcriptions run at once (each in a worker process with its own model)."
+    )
+    audio_threads: int = Field(2, ge=1, description="whisper.cpp threads per worker.")
+    audio_nice: int = Field(
+        10, ge=0, le=19, description="How far below the gateway and vLLM the workers' CPU priority is."
+    )
+    audio_max_upload_bytes: int = Field(
+        25 * 1024 * 1024, gt=0, description="Largest audio upload (OpenAI's 25 MB); larger gets 413."
+    )
+    audio_max_seconds: float = Field(
+        600.0, gt=0, description="Longest audio accepted, per upload or chat part; longer gets 400."
+    )
+    audio_queue_timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait for a free speech worker before 503 `transcription_busy`."
+    )
+
     # What callers used.
     ledger_flush_interval_s: float = Field(
         0.5, gt=0, description="How often the usage ledger writes its buffered rows."

@@ -39,7 +39,10 @@ from adapters import (
     route,
 )
 from adapters.images import FORMATS
-from adapters.sources import is_data_url
+from adapters.limits import Tally
+from adapters.parts import PART_TYPES, MediaPart
+from adapters.sources import decode_base64, decode_data_url, is_data_url
+from adapters.speech import Transcriber, TranscriberBusy
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
 from gateway.observability import configure_logging, get_logger
 from gateway.observability.logs import resolve_format
@@ -135,8 +138,10 @@ class MediaService:
         *,
         concurrency: int,
         queue_timeout_s: float,
+        transcriber: Transcriber | None = None,
     ) -> None:
         self._preprocessor = preprocessor
+        self._transcriber = transcriber
         self._fetcher = fetcher
         self._new_executor = executor
         self._executor = executor()
@@ -156,7 +161,15 @@ class MediaService:
         started = time.perf_counter()
         try:
             check_counts(parts, self._preprocessor.limits)
-            plans = [route(part, accepts, can_derive_text=self.can_derive_text) for part in parts]
+            plans = [
+                route(
+                    part,
+                    accepts,
+                    can_derive_text=self.can_derive_text,
+                    can_transcribe=self._transcriber is not None,
+                )
+                for part in parts
+            ]
             fetched = await asyncio.gather(
                 *(
                     self._fetcher.fetch(url, part.param)
@@ -166,17 +179,53 @@ class MediaService:
                 )
             )
             jobs = [Job(part, plan, blob) for part, plan, blob in zip(parts, plans, fetched, strict=True)]
-            outcome = await self._run(jobs)
+            # Audio is transcribed by the speech workers, the rest by the media workers.
+            audio = [job for job in jobs if job.part.kind == "audio"]
+            others = [job for job in jobs if job.part.kind != "audio"]
+            heard = Tally(self._preprocessor.limits)
+            replacements = [await self._audio(job, number, heard) for number, job in enumerate(audio, 1)]
+            outcome = await self._run(others) if others else Outcome(tally=Tally(self._preprocessor.limits))
         except MediaError as exc:
             _log.info("media_refused", param=exc.param, code=exc.code, status=exc.status, reason=exc.message)
             raise as_api_error(exc) from None
         messages = payload["messages"]
-        for job, replacement in zip(jobs, outcome.parts, strict=True):
+        for job, replacement in [
+            *zip(others, outcome.parts, strict=True),
+            *zip(audio, replacements, strict=True),
+        ]:
             messages[job.part.message]["content"][job.part.index] = replacement
         assert outcome.tally is not None
+        outcome.tally.absorb(heard)
         usage = outcome.tally.usage()
         _log.info("media_prepared", seconds=round(time.perf_counter() - started, 3), **usage)
         return Prepared(orjson.dumps(payload), usage)
+
+    async def _audio(self, job: Job, number: int, tally: Tally) -> dict[str, Any]:
+        """An audio part: as sent to a model that takes audio, else its transcript as text."""
+        part = job.part
+        if job.plan == "native":
+            return part.part
+        assert self._transcriber is not None
+        data = job.fetched.data if job.fetched is not None else _audio_bytes(part, tally)
+        if job.fetched is not None:
+            tally.add_bytes(part.param, len(data))
+        try:
+            pcm = await self._transcriber.decode(data, param=part.param)
+            transcript = await self._transcriber.transcribe(pcm)
+        except TranscriberBusy:
+            raise MediaBusy(
+                "Every speech worker is busy; try again shortly.", headers={"retry-after": "1"}
+            ) from None
+        except MediaError as exc:
+            raise MediaError(part.param, exc.message, code=exc.code, status=exc.status) from None
+        tally.audios += 1
+        tally.audio_seconds += pcm.seconds
+        tally.modes.add("transcription")
+        label = f"audio {number}"
+        heard = transcript.text or "[no speech recognised]"
+        text = f"[{label}: {pcm.seconds:.1f} s, transcribed]\n{heard}\n[end of {label}]"
+        tally.derived_chars += len(text)
+        return {"type": "text", "text": text}
 
     async def _run(self, jobs: list[Job]) -> Any:
         try:
@@ -234,7 +283,22 @@ async def _nothing() -> None:
     return None
 
 
+def _audio_bytes(part: MediaPart, tally: Tally) -> bytes:
+    """`input_audio.data` (bare base64, as OpenAI sends it) or an `audio_url` data URL."""
+    source = part.part.get(PART_TYPES[str(part.part["type"])][1])
+    url = part.url
+    if url is not None and is_data_url(url):
+        return decode_data_url(url, part.param, tally).data
+    data = source.get("data") if isinstance(source, dict) else None
+    if not isinstance(data, str):
+        raise MediaError(part.param, "An `input_audio` part needs `data`: the audio, base64-encoded.")
+    tally.add_bytes(part.param, len(data) * 3 // 4)
+    return decode_base64(data, part.param)
+
+
 def as_api_error(exc: MediaError) -> APIError:
+    if exc.status >= 500:
+        return APIError(exc.message, param=exc.param, code=exc.code, status=exc.status)
     if exc.status == 413:
         return PayloadTooLarge(exc.message, param=exc.param, code=exc.code)
     if exc.status >= 500:

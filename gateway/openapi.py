@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.protocol import ErrorResponse
+from gateway.protocol.audio import Transcription, TranscriptionVerbose
 from gateway.protocol.responses import ChatCompletion, Completion
 
 _CHAT_STREAM_EXAMPLE = (
@@ -140,16 +141,12 @@ def install_openapi(app: FastAPI, *, description: str) -> None:
             routes=app.routes,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.setdefault(
-            "ErrorResponse", ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-        )
-        for name, definition in (
-            ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-            .get("$defs", {})
-            .items()
-        ):
-            components.setdefault(name, definition)
-        components["ErrorResponse"].pop("$defs", None)
+        # The envelope, and the answers that routes written by hand point at by name.
+        for model in (ErrorResponse, Transcription, TranscriptionVerbose):
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, nested in definition.pop("$defs", {}).items():
+                components.setdefault(name, nested)
+            components.setdefault(model.__name__, definition)
         envelope = {"$ref": "#/components/schemas/ErrorResponse"}
         for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():

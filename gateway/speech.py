@@ -73,9 +73,12 @@ class SpeechService:
         self._live = live
         self._created = int(time.time())
 
-    def card(self) -> dict[str, Any]:
-        """The speech model as /v1/models lists it."""
-        return {"id": self.model, "object": "model", "created": self._created, "owned_by": "tantra"}
+    def cards(self) -> list[dict[str, Any]]:
+        """The speech model as /v1/models lists it (its OpenAI aliases answer for it, unlisted)."""
+        return [{"id": self.model, "object": "model", "created": self._created, "owned_by": "tantra"}]
+
+    def card_for(self, model: str) -> dict[str, Any] | None:
+        return self.cards()[0] if self.knows(model) else None
 
     def knows(self, model: str) -> bool:
         return model in self._names

@@ -4,6 +4,11 @@ set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
 CHECKPOINT=${CHECKPOINT:-.cache/checkpoints/tiny}
+WHISPER=${WHISPER:-.cache/checkpoints/whisper-tiny}
+# Speech to text (whisper-1) from the locally built tiny Whisper unless another model is configured.
+if [ -z "${TANTRA_AUDIO_WHISPER_MODEL:-}" ] && [ -f "$WHISPER/ggml-model.bin" ]; then
+  export TANTRA_AUDIO_WHISPER_MODEL="$WHISPER/ggml-model.bin"
+fi
 MODEL_NAME=${TANTRA_MODEL_NAME:-tantra-tiny}
 ENGINE_PORT=${TANTRA_ENGINE_PORT:-8001}
 GATEWAY_PORT=${TANTRA_PORT:-8000}

@@ -13,6 +13,7 @@ import pytest
 
 from engine.checkpoint import ensure_checkpoint
 from engine.launcher import EngineConfig, EngineProcess
+from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient
 from tests.servers import ThreadedServer, free_port
@@ -34,6 +35,15 @@ def model() -> str:
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "tiny", preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def whisper_model() -> Path:
+    """The whisper.cpp model file of the random-weight tiny Whisper (built once, then cached)."""
+    directory = ensure_checkpoint(
+        ROOT / ".cache" / "checkpoints" / "whisper-tiny", preset="whisper-tiny", seed=0
+    )
+    return directory / WHISPER_MODEL_FILE
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +80,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def gateway_settings(redis_server: RedisServer, database_url: str, admin_key: str) -> Callable[..., Settings]:
+def gateway_settings(
+    redis_server: RedisServer, database_url: str, admin_key: str, whisper_model: Path
+) -> Callable[..., Settings]:
     """Settings for a test gateway on the session's Redis and store; keyword arguments override."""
 
     def make(**overrides: Any) -> Settings:
@@ -83,6 +95,7 @@ def gateway_settings(redis_server: RedisServer, database_url: str, admin_key: st
             # Deep health checks generate tokens, which would show in the engine metrics that
             # other tests count; the tests of the checks themselves turn them on.
             "health_deep": False,
+            "audio_whisper_model": whisper_model,
             **overrides,
         }
         return Settings(**values)

@@ -6,6 +6,7 @@ from gateway.routes.models import models_router
 from gateway.routes.operations import operations_router
 from gateway.routes.realtime import realtime_router
 from gateway.routes.speech import speech_router
+from gateway.routes.transcription import transcription_router
 
 __all__ = [
     "admin_router",
@@ -14,4 +15,5 @@ __all__ = [
     "operations_router",
     "realtime_router",
     "speech_router",
+    "transcription_router",
 ]

@@ -16,11 +16,13 @@ Authenticate = Callable[[Request], Awaitable[Principal]]
 
 
 class LocalModel(Protocol):
-    """A model the gateway serves itself (the speech model), listed after the engines' models."""
+    """Models the gateway serves itself (speech, transcription), listed after the engines' models."""
 
-    def card(self) -> dict[str, Any]: ...
+    def cards(self) -> list[dict[str, Any]]: ...
 
-    def knows(self, model: str) -> bool: ...
+    def card_for(self, model: str) -> dict[str, Any] | None:
+        """The card answering for `model` (a name or an alias), or None."""
+        ...
 
 
 def models_router(
@@ -31,7 +33,7 @@ def models_router(
     @router.get("/v1/models", response_model=ModelList, summary="List the models being served")
     async def list_models(request: Request) -> dict[str, Any]:
         principal = await authenticate(request)
-        cards = [*await catalog.list(), *(model.card() for model in local)]
+        cards = [*await catalog.list(), *(card for served in local for card in served.cards())]
         cards = [card for card in cards if principal.may_use(str(card["id"]))]
         return {"object": "list", "data": cards}
 
@@ -43,7 +45,7 @@ def models_router(
     )
     async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
         principal = await authenticate(request)
-        own = next((served.card() for served in local if served.knows(model)), None)
+        own = next((card for served in local if (card := served.card_for(model)) is not None), None)
         card = own if own is not None else await catalog.resolve(model)
         if not principal.may_use(str(card["id"])):
             # As OpenAI answers for a model the key cannot see.

@@ -212,7 +212,7 @@ def test_refusals_name_the_part(gateway: str) -> None:
 
     audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
     error = envelope(post(gateway, chat(TEXT, audio)), 400)
-    assert error["code"] == "unsupported_content_part"
+    assert error["code"] == "invalid_audio"
     assert error["param"] == "messages[0].content[1].input_audio"
 
     big = image(data_url(b"\x89PNG" + b"\0" * 250_000, "image/png"))

@@ -166,7 +166,8 @@ def test_completions(openai_client: openai.OpenAI, model: str) -> None:
 
 def test_models(openai_client: openai.OpenAI, model: str) -> None:
     listed = openai_client.models.list()
-    assert [m.id for m in listed.data] == [model, "tantra-tts"]  # the engine's, then the speech model
+    # The engine's model, then the gateway's own: transcription and speech.
+    assert [m.id for m in listed.data] == [model, "whisper-1", "tantra-tts"]
     assert listed.data[0].object == "model"
     assert openai_client.models.retrieve(model).id == model
     with pytest.raises(openai.NotFoundError) as caught:

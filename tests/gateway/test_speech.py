@@ -163,7 +163,7 @@ def post(url: str, key: str, body: Any) -> httpx.Response:
 
 def test_the_speech_model_is_listed(client: openai.OpenAI) -> None:
     ids = [model.id for model in client.models.list()]
-    assert ids == ["tantra-tiny", "tantra-tts"]
+    assert ids[0] == "tantra-tiny" and "tantra-tts" in ids  # the engine's first, then the gateway's own
     assert client.models.retrieve("tantra-tts").owned_by == "tantra"
     assert client.models.retrieve("tts-1").id == "tantra-tts"
 

@@ -1,0 +1,22 @@
+"""Speech to text: audio decoded with PyAV to 16 kHz mono, transcribed by whisper.cpp (pywhispercpp)
+in worker processes. Knows nothing of HTTP; the gateway's audio routes, chat's `input_audio` parts and
+the realtime endpoint all call `Transcriber`. See docs/audio.md."""
+
+from adapters.speech.audio import SAMPLE_RATE, Pcm, PcmResampler, decode_audio, pcm16_to_pcm
+from adapters.speech.transcriber import Transcriber, TranscriberBusy
+from adapters.speech.whisper import Segment, TranscribeOptions, Transcript, Word, check_language
+
+__all__ = [
+    "SAMPLE_RATE",
+    "Pcm",
+    "PcmResampler",
+    "Segment",
+    "TranscribeOptions",
+    "Transcriber",
+    "TranscriberBusy",
+    "Transcript",
+    "Word",
+    "check_language",
+    "decode_audio",
+    "pcm16_to_pcm",
+]

@@ -1,0 +1,105 @@
+"""/v1/audio/transcriptions and /v1/audio/translations: OpenAI's multipart fields and answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+Granularity = Literal["word", "segment"]
+
+
+class TranscriptionRequest(BaseModel):
+    """The form fields (`file` is the upload itself). Translations take the same less `language`,
+    `timestamp_granularities[]` and `stream`."""
+
+    model: str
+    language: str | None = None
+    prompt: str | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    response_format: ResponseFormat = "json"
+    timestamp_granularities: list[Granularity] = Field(default_factory=list)
+    stream: bool = False
+
+
+class TranscriptionWord(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionSegment(BaseModel):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class DurationUsage(BaseModel):
+    type: Literal["duration"] = "duration"
+    seconds: float
+
+
+class Transcription(BaseModel):
+    text: str
+    usage: DurationUsage | None = None
+
+
+class TranscriptionVerbose(BaseModel):
+    task: Literal["transcribe", "translate"]
+    language: str
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment] | None = None
+    words: list[TranscriptionWord] | None = None
+    usage: DurationUsage | None = None
+
+
+class TranscriptTextDelta(BaseModel):
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class TranscriptTextDone(BaseModel):
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: DurationUsage | None = None
+
+
+def multipart_schema(*, translation: bool) -> dict[str, object]:
+    """The request body as OpenAPI describes a multipart upload (validated by hand in the route)."""
+    fields: dict[str, object] = {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "The audio: wav, mp3, ogg, flac, webm, m4a.",
+        },
+        "model": {"type": "string", "example": "whisper-1"},
+        "prompt": {"type": "string"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]},
+    }
+    if not translation:
+        fields["language"] = {"type": "string", "description": "ISO-639-1, e.g. `en`."}
+        fields["timestamp_granularities[]"] = {
+            "type": "array",
+            "items": {"type": "string", "enum": ["word", "segment"]},
+        }
+        fields["stream"] = {"type": "boolean"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": ["file", "model"], "properties": fields}
+                }
+            },
+        }
+    }
