@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import av
 import httpx
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.audio_samples import needs_espeak
+from tests.audio_samples import needs_espeak, spoken_sentence
 from tests.gateway.helpers import AdminClient
 from tests.gateway.test_disconnect import LONG, engine_metric, wait_until_idle
 
@@ -235,3 +237,49 @@ async def test_audio_out_is_spoken_sentence_by_sentence(gateway_url: str, model:
             assert len(pcm) / 2 / 24_000 > 0.2, transcript
             assert len(pcm) % 2 == 0
         assert not session.of("error")
+
+
+def pcm16_24k(wav: bytes) -> bytes:
+    """A WAV file as the Realtime API's input audio: 16-bit little-endian mono at 24 kHz."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=24_000)
+    out = bytearray()
+    with av.open(io.BytesIO(wav)) as source:
+        for frame in [*source.decode(audio=0), None]:
+            for converted in resampler.resample(frame):
+                out += converted.to_ndarray().tobytes()
+    return bytes(out)
+
+
+@needs_espeak
+async def test_audio_in_is_transcribed_and_answered(gateway_url: str, model: str, api_key: str) -> None:
+    """Spoken audio appended in chunks and committed becomes a user item with its transcript
+    (by /v1/audio/transcriptions, whisper.cpp), which the response then answers."""
+    pcm = pcm16_24k(spoken_sentence())
+    async for session in connect(gateway_url, model, api_key):
+        await session.send({"type": "session.update", "session": {"modalities": ["text"]}})
+        await session.until("session.updated")
+        for start in range(0, len(pcm), 9600):  # 200 ms per event, as a microphone would send
+            chunk = pcm[start : start + 9600]
+            await session.send(
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()}
+            )
+        await session.send({"type": "input_audio_buffer.commit"})
+        committed = await session.until("input_audio_buffer.committed")
+        created = await session.until("conversation.item.created")
+        assert created["item"]["id"] == committed["item_id"]
+        assert created["item"]["content"] == [{"type": "input_audio", "transcript": None}]
+        # Asked for at once: the response waits for the transcript it answers.
+        await session.send({"type": "response.create", "response": {"max_output_tokens": 8}})
+        transcribed = await session.until("conversation.item.input_audio_transcription.completed")
+        assert transcribed["item_id"] == committed["item_id"] and isinstance(transcribed["transcript"], str)
+        done = await session.until("response.done")
+        # Random weights: the transcript may be empty, and then there is nothing to answer.
+        if transcribed["transcript"].strip():
+            assert done["response"]["status"] in ("completed", "incomplete"), done
+            assert done["response"]["usage"]["input_tokens"] > 0
+        else:
+            assert done["response"]["status"] == "failed"
+            assert session.of("error")[-1]["error"]["code"] == "conversation_empty"
+        # The buffer was emptied by the commit.
+        await session.send({"type": "input_audio_buffer.commit"})
+        assert (await session.until("error"))["error"]["code"] == "input_audio_buffer_commit_empty"
