@@ -42,7 +42,7 @@ from adapters.images import FORMATS
 from adapters.limits import Tally
 from adapters.parts import PART_TYPES, MediaPart
 from adapters.sources import decode_base64, decode_data_url, is_data_url
-from adapters.speech import Transcriber, TranscriberBusy
+from adapters.speech import Transcriber, TranscriberBusy, has_audio
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
 from gateway.observability import configure_logging, get_logger
 from gateway.observability.logs import resolve_format
@@ -185,12 +185,17 @@ class MediaService:
             heard = Tally(self._preprocessor.limits)
             replacements = [await self._audio(job, number, heard) for number, job in enumerate(audio, 1)]
             outcome = await self._run(others) if others else Outcome(tally=Tally(self._preprocessor.limits))
+            # A video turned into text gets its soundtrack's transcript too, once its frames passed.
+            seen = [
+                await self._soundtrack(job, part, heard)
+                for job, part in zip(others, outcome.parts, strict=True)
+            ]
         except MediaError as exc:
             _log.info("media_refused", param=exc.param, code=exc.code, status=exc.status, reason=exc.message)
             raise as_api_error(exc) from None
         messages = payload["messages"]
         for job, replacement in [
-            *zip(others, outcome.parts, strict=True),
+            *zip(others, seen, strict=True),
             *zip(audio, replacements, strict=True),
         ]:
             messages[job.part.message]["content"][job.part.index] = replacement
@@ -205,27 +210,49 @@ class MediaService:
         part = job.part
         if job.plan == "native":
             return part.part
-        assert self._transcriber is not None
         data = job.fetched.data if job.fetched is not None else _audio_bytes(part, tally)
         if job.fetched is not None:
             tally.add_bytes(part.param, len(data))
+        seconds, heard = await self._transcribe(data, part.param, tally)
+        label = f"audio {number}"
+        text = f"[{label}: {seconds:.1f} s, transcribed]\n{heard}\n[end of {label}]"
+        tally.derived_chars += len(text)
+        return {"type": "text", "text": text}
+
+    async def _soundtrack(self, job: Job, replacement: dict[str, Any], tally: Tally) -> dict[str, Any]:
+        """A video given to a text-only model as frame text, with its audio track's transcript
+        added before its end marker (a video without an audio track, or no speech model: as is)."""
+        part = job.part
+        if self._transcriber is None or part.kind != "video" or replacement.get("type") != "text":
+            return replacement
+        url = part.url or ""
+        data = (
+            job.fetched.data if job.fetched is not None else decode_base64(url.partition(",")[2], part.param)
+        )
+        if not await asyncio.to_thread(has_audio, data):
+            return replacement
+        _, heard = await self._transcribe(data, part.param, tally)
+        body, _, end = str(replacement["text"]).rpartition("\n")
+        added = f"[soundtrack, transcribed]\n{heard}"
+        tally.derived_chars += len(added) + 1
+        return {"type": "text", "text": f"{body}\n{added}\n{end}"}
+
+    async def _transcribe(self, data: bytes, param: str, tally: Tally) -> tuple[float, str]:
+        """Seconds and transcript of the audio in `data`, counted in the request's tally."""
+        assert self._transcriber is not None
         try:
-            pcm = await self._transcriber.decode(data, param=part.param)
+            pcm = await self._transcriber.decode(data, param=param)
             transcript = await self._transcriber.transcribe(pcm)
         except TranscriberBusy:
             raise MediaBusy(
                 "Every speech worker is busy; try again shortly.", headers={"retry-after": "1"}
             ) from None
         except MediaError as exc:
-            raise MediaError(part.param, exc.message, code=exc.code, status=exc.status) from None
+            raise MediaError(param, exc.message, code=exc.code, status=exc.status) from None
         tally.audios += 1
         tally.audio_seconds += pcm.seconds
         tally.modes.add("transcription")
-        label = f"audio {number}"
-        heard = transcript.text or "[no speech recognised]"
-        text = f"[{label}: {pcm.seconds:.1f} s, transcribed]\n{heard}\n[end of {label}]"
-        tally.derived_chars += len(text)
-        return {"type": "text", "text": text}
+        return pcm.seconds, transcript.text or "[no speech recognised]"
 
     async def _run(self, jobs: list[Job]) -> Any:
         try:

@@ -31,6 +31,15 @@ class Pcm:
         return len(self.samples) / SAMPLE_RATE
 
 
+def has_audio(data: bytes) -> bool:
+    """Whether `data` is a container with an audio stream (a video's soundtrack), from its header."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            return bool(container.streams.audio)
+    except (av.FFmpegError, ValueError, OSError):
+        return False
+
+
 def decode_audio(data: bytes, *, param: str | None = None, max_seconds: float | None = None) -> Pcm:
     """Decode the first audio stream of `data` to 16 kHz mono float32. MediaError: `invalid_audio`
     (not audio, corrupt, no samples), `audio_too_long` (over `max_seconds`)."""

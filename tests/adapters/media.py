@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from fractions import Fraction
+from typing import Any
 
 import av
 from PIL import Image, ImageDraw, ImageFont
@@ -61,14 +62,22 @@ def scanned_pdf(text: str) -> bytes:
     return out.getvalue()
 
 
-def text_video(captions: list[str], seconds_each: float = 1.0, fps: int = 10, fmt: str = "mp4") -> bytes:
-    """A video showing each caption for `seconds_each` seconds (mpeg4 in MP4, made with PyAV)."""
+def text_video(
+    captions: list[str],
+    seconds_each: float = 1.0,
+    fps: int = 10,
+    fmt: str = "mp4",
+    soundtrack: bytes | None = None,
+) -> bytes:
+    """A video showing each caption for `seconds_each` seconds (mpeg4 in MP4, made with PyAV),
+    with `soundtrack` (any audio file PyAV reads) as its AAC audio track when given."""
     out = io.BytesIO()
     with av.open(out, mode="w", format=fmt) as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height = 640, 160
         stream.pix_fmt = "yuv420p"
         stream.time_base = Fraction(1, fps)
+        track = container.add_stream("aac", rate=22_050) if soundtrack is not None else None
         index = 0
         for caption in captions:
             picture = text_image(caption, (640, 160), 40)
@@ -80,4 +89,15 @@ def text_video(captions: list[str], seconds_each: float = 1.0, fps: int = 10, fm
                     container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if track is not None and soundtrack is not None:
+            _mux_soundtrack(container, track, soundtrack)
     return out.getvalue()
+
+
+def _mux_soundtrack(container: Any, track: Any, audio: bytes) -> None:
+    resampler = av.AudioResampler(format="fltp", layout=track.layout.name, rate=22_050, frame_size=1024)
+    with av.open(io.BytesIO(audio)) as source:
+        for frame in [*source.decode(audio=0), None]:
+            for converted in resampler.resample(frame):
+                container.mux(track.encode(converted))
+    container.mux(track.encode(None))

@@ -18,6 +18,7 @@ from PIL import Image
 
 from gateway import Settings, create_app
 from tests.adapters.media import data_url, png, text_image, text_pdf, text_video
+from tests.audio_samples import needs_espeak, spoken_sentence
 from tests.servers import ThreadedServer
 
 pytestmark = [
@@ -93,6 +94,23 @@ def test_video_frames_reach_the_model_by_ocr(openai_client: openai.OpenAI, model
     assert completion.usage is not None
     media = completion.usage.model_extra["tantra_media"]
     assert media["video_seconds"] == pytest.approx(3.0) and media["video_frames"] == 3
+
+
+@needs_espeak
+def test_a_video_soundtrack_is_transcribed_beside_its_frames(
+    openai_client: openai.OpenAI, model: str
+) -> None:
+    video = text_video(["RED SUNRISE", "BLUE NOON", "GREY DUSK"], soundtrack=spoken_sentence())
+    part = {"type": "video_url", "video_url": {"url": data_url(video, "video/mp4")}}
+    completion = ask(openai_client, model, part)
+    prompt = engine_prompt(completion)
+    assert (
+        "[0.0 s]\nRED SUNRISE\n[1.0 s]\nBLUE NOON\n[2.0 s]\nGREY DUSK\n[soundtrack, transcribed]\n" in prompt
+    )
+    assert prompt.index("[soundtrack, transcribed]") < prompt.index("[end of video 1]")
+    assert completion.usage is not None
+    media = completion.usage.model_extra["tantra_media"]
+    assert media["audio_seconds"] > 2 and "transcription" in media["derived"]
 
 
 def test_langchain_image_message(gateway_url: str, api_key: str, model: str) -> None:
