@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import multiprocessing
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ from adapters.images import FORMATS
 from adapters.limits import Tally
 from adapters.parts import PART_TYPES, MediaPart
 from adapters.sources import decode_base64, decode_data_url, is_data_url
-from adapters.speech import Transcriber, TranscriberBusy, has_audio
+from adapters.speech import Pcm, Transcriber, TranscriberBusy, has_audio
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
 from gateway.observability import configure_logging, get_logger
 from gateway.observability.logs import resolve_format
@@ -112,6 +112,11 @@ def media_executor(spec: WorkerSpec, kind: str, workers: int) -> Executor:
     )
 
 
+# Called with the seconds of audio about to be transcribed, once decoded and before whisper runs:
+# the caller's audio-seconds limit, which raises to refuse the request.
+AdmitAudio = Callable[[float], Awaitable[None]]
+
+
 class MediaBusy(APIError):
     status = 503
     type = "server_error"
@@ -152,9 +157,17 @@ class MediaService:
     def can_derive_text(self) -> bool:
         return self._preprocessor.ocr.available
 
-    async def prepare(self, payload: dict[str, Any], accepts: Collection[Modality]) -> Prepared | None:
+    async def prepare(
+        self,
+        payload: dict[str, Any],
+        accepts: Collection[Modality],
+        *,
+        admit_audio: AdmitAudio | None = None,
+    ) -> Prepared | None:
         """None when the request has no media parts; else its rewritten body. MediaError becomes
-        the OpenAI error naming the part."""
+        the OpenAI error naming the part. The audio parts to transcribe are all decoded first and
+        their total passed to `admit_audio` before any is transcribed; a video's soundtrack is
+        passed on its own, once decoded."""
         parts = find_media(payload)
         if not parts:
             return None
@@ -183,11 +196,18 @@ class MediaService:
             audio = [job for job in jobs if job.part.kind == "audio"]
             others = [job for job in jobs if job.part.kind != "audio"]
             heard = Tally(self._preprocessor.limits)
-            replacements = [await self._audio(job, number, heard) for number, job in enumerate(audio, 1)]
+            decoded = [await self._decode_part(job, heard) for job in audio]
+            seconds = sum(pcm.seconds for pcm in decoded if pcm is not None)
+            if seconds > 0 and admit_audio is not None:
+                await admit_audio(seconds)
+            replacements = [
+                await self._audio(job, pcm, number, heard)
+                for number, (job, pcm) in enumerate(zip(audio, decoded, strict=True), 1)
+            ]
             outcome = await self._run(others) if others else Outcome(tally=Tally(self._preprocessor.limits))
             # A video turned into text gets its soundtrack's transcript too, once its frames passed.
             seen = [
-                await self._soundtrack(job, part, heard)
+                await self._soundtrack(job, part, heard, admit_audio)
                 for job, part in zip(others, outcome.parts, strict=True)
             ]
         except MediaError as exc:
@@ -205,21 +225,29 @@ class MediaService:
         _log.info("media_prepared", seconds=round(time.perf_counter() - started, 3), **usage)
         return Prepared(orjson.dumps(payload), usage)
 
-    async def _audio(self, job: Job, number: int, tally: Tally) -> dict[str, Any]:
-        """An audio part: as sent to a model that takes audio, else its transcript as text."""
+    async def _decode_part(self, job: Job, tally: Tally) -> Pcm | None:
+        """An audio part to transcribe, decoded (None for one the model takes itself)."""
         part = job.part
         if job.plan == "native":
-            return part.part
+            return None
         data = job.fetched.data if job.fetched is not None else _audio_bytes(part, tally)
         if job.fetched is not None:
             tally.add_bytes(part.param, len(data))
-        seconds, heard = await self._transcribe(data, part.param, tally)
+        return await self._decode(data, part.param)
+
+    async def _audio(self, job: Job, pcm: Pcm | None, number: int, tally: Tally) -> dict[str, Any]:
+        """An audio part: as sent to a model that takes audio, else its transcript as text."""
+        if pcm is None:
+            return job.part.part
+        heard = await self._transcribe(pcm, job.part.param, tally)
         label = f"audio {number}"
-        text = f"[{label}: {seconds:.1f} s, transcribed]\n{heard}\n[end of {label}]"
+        text = f"[{label}: {pcm.seconds:.1f} s, transcribed]\n{heard}\n[end of {label}]"
         tally.derived_chars += len(text)
         return {"type": "text", "text": text}
 
-    async def _soundtrack(self, job: Job, replacement: dict[str, Any], tally: Tally) -> dict[str, Any]:
+    async def _soundtrack(
+        self, job: Job, replacement: dict[str, Any], tally: Tally, admit_audio: AdmitAudio | None
+    ) -> dict[str, Any]:
         """A video given to a text-only model as frame text, with its audio track's transcript
         added before its end marker (a video without an audio track, or no speech model: as is)."""
         part = job.part
@@ -231,17 +259,26 @@ class MediaService:
         )
         if not await asyncio.to_thread(has_audio, data):
             return replacement
-        _, heard = await self._transcribe(data, part.param, tally)
+        pcm = await self._decode(data, part.param)
+        if admit_audio is not None:
+            await admit_audio(pcm.seconds)
+        heard = await self._transcribe(pcm, part.param, tally)
         body, _, end = str(replacement["text"]).rpartition("\n")
         added = f"[soundtrack, transcribed]\n{heard}"
         tally.derived_chars += len(added) + 1
         return {"type": "text", "text": f"{body}\n{added}\n{end}"}
 
-    async def _transcribe(self, data: bytes, param: str, tally: Tally) -> tuple[float, str]:
-        """Seconds and transcript of the audio in `data`, counted in the request's tally."""
+    async def _decode(self, data: bytes, param: str) -> Pcm:
         assert self._transcriber is not None
         try:
-            pcm = await self._transcriber.decode(data, param=param)
+            return await self._transcriber.decode(data, param=param)
+        except MediaError as exc:
+            raise MediaError(param, exc.message, code=exc.code, status=exc.status) from None
+
+    async def _transcribe(self, pcm: Pcm, param: str, tally: Tally) -> str:
+        """The transcript of `pcm`, counted in the request's tally."""
+        assert self._transcriber is not None
+        try:
             transcript = await self._transcriber.transcribe(pcm)
         except TranscriberBusy:
             raise MediaBusy(
@@ -252,7 +289,7 @@ class MediaService:
         tally.audios += 1
         tally.audio_seconds += pcm.seconds
         tally.modes.add("transcription")
-        return pcm.seconds, transcript.text or "[no speech recognised]"
+        return transcript.text or "[no speech recognised]"
 
     async def _run(self, jobs: list[Job]) -> Any:
         try:

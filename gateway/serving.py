@@ -87,7 +87,7 @@ class InferenceService:
                 request, schema, path, principal, tab, record, config
             )
         assert tab.reservation is not None
-        limit_headers = tab.reservation.headers
+        limit_headers = tab.limit_headers
 
         headers = {"x-request-id": request.state.engine_request_id}
         if record is not None:
@@ -174,7 +174,8 @@ class InferenceService:
         """Read, validate, resolve the model, check the caller may use it and reserve its limits,
         then turn media into what the model takes. Limits come before media work (decoding, OCR,
         transcription: the costly part), so a key over its limits costs the gateway nothing; the
-        reservation is from the text before media, and the engine's real counts settle it. The
+        reservation is from the text before media, and the engine's real counts settle it. Audio
+        parts' seconds are reserved apart, once decoded and before they are transcribed. The
         payload returned is the one sent (media turned into text), which a failover continues from."""
         with stage(record, "preprocess"):
             body, parsed, card, payload = await self._preprocess(request, schema, tab, config)
@@ -185,10 +186,16 @@ class InferenceService:
         media = None
         if self._media is not None and isinstance(parsed, ChatCompletionRequest):
             with stage(record, "media"):
-                media = await self._media.prepare(payload, self._accepts(str(card["id"]), config))
+                media = await self._media.prepare(
+                    payload,
+                    self._accepts(str(card["id"]), config),
+                    admit_audio=lambda seconds: self._reserve_audio(principal, tab, seconds),
+                )
             if media is not None:
                 body, parsed = media.body, validate(schema, payload)
                 tab.estimate_covers_prompt = False
+                tab.media = media.usage
+                tab.audio_seconds = float(media.usage.get("audio_seconds") or 0.0)
         return body, parsed, payload, media
 
     def _accepts(self, model: str, config: Any) -> tuple[Modality, ...]:
@@ -225,6 +232,9 @@ class InferenceService:
         cost = self._accountant.prices.cost_micros(model, estimate.prompt_tokens, estimate.completion_tokens)
         reservation = await self._accountant.limiter.reserve(principal.scopes(), Demand(estimate.total, cost))
         tab.hold(reservation, estimate)
+
+    async def _reserve_audio(self, principal: Principal, tab: Tab, seconds: float) -> None:
+        tab.hold_audio(await self._accountant.limiter.reserve_audio(principal.scopes(), seconds))
 
 
 def _chose(record: RequestRecord | None, upstream: str) -> None:

@@ -90,6 +90,8 @@ class TranscriptionService:
             tab.hold(reservation, Estimate(0, 0, 0))
             assert self.transcriber is not None
             pcm = await self.transcriber.decode(upload, param="file")
+            # Its length is known now: the key's audio seconds are reserved before whisper runs.
+            tab.hold_audio(await self._accountant.limiter.reserve_audio(principal.scopes(), pcm.seconds))
             options = TranscribeOptions(
                 language=None if translate else fields.language,
                 prompt=fields.prompt,
@@ -99,8 +101,10 @@ class TranscriptionService:
             )
             if fields.stream:
                 tab.stream = True
+                tab.audio_seconds = pcm.seconds
                 return self._stream(pcm, options, tab)
             transcript = await self.transcriber.transcribe(pcm, options)
+            tab.audio_seconds = transcript.duration_s
         except MediaError as exc:
             error = as_api_error(exc)
             tab.close(status=error.status, outcome="rejected" if error.status < 500 else "failed")
@@ -115,7 +119,9 @@ class TranscriptionService:
             tab.close(status=500, outcome="failed")
             raise
         tab.close(status=200, outcome="completed")
-        return render(transcript, fields.response_format, task="translate" if translate else "transcribe")
+        response = render(transcript, fields.response_format, task="translate" if translate else "transcribe")
+        response.headers.update(tab.limit_headers)
+        return response
 
     def _stream(self, pcm: Any, options: TranscribeOptions, tab: Tab) -> StreamingResponse:
         assert self.transcriber is not None
@@ -141,7 +147,9 @@ class TranscriptionService:
                 tab.close(status=status, outcome=outcome)
 
         return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            events(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", **tab.limit_headers},
         )
 
     def _check_model(self, model: str, principal: Principal) -> None:

@@ -32,9 +32,13 @@ class Accountant:
     def open(self, *, tenant_id: str | None, key_id: str | None, endpoint: str, request_id: str) -> Tab:
         return Tab(self, tenant_id=tenant_id, key_id=key_id, endpoint=endpoint, request_id=request_id)
 
-    def settle_later(self, reservation: Reservation, tokens: int, cost_micros: int) -> None:
+    def settle_later(
+        self, reservation: Reservation, tokens: int, cost_micros: int, audio_seconds: float = 0.0
+    ) -> None:
         task = asyncio.get_running_loop().create_task(
-            self.limiter.settle(reservation, tokens=tokens, cost_micros=cost_micros)
+            self.limiter.settle(
+                reservation, tokens=tokens, cost_micros=cost_micros, audio_seconds=audio_seconds
+            )
         )
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
@@ -67,6 +71,12 @@ class Tab:
         self.stream = False
         self.estimate: Estimate | None = None
         self.reservation: Reservation | None = None
+        # Audio seconds are reserved apart, once the audio is decoded (RateLimiter.reserve_audio):
+        # a chat request's audio parts together, then each video's soundtrack.
+        self.audio_reservations: list[Reservation] = []
+        # What the request heard (settles the audio reservation), and its media's usage, if any.
+        self.audio_seconds = 0.0
+        self.media: dict[str, Any] | None = None
         # False when the prompt grew after the estimate (media turned into text): the estimator
         # must not learn from that pair.
         self.estimate_covers_prompt = True
@@ -77,6 +87,18 @@ class Tab:
     def hold(self, reservation: Reservation, estimate: Estimate) -> None:
         self.reservation = reservation
         self.estimate = estimate
+
+    def hold_audio(self, reservation: Reservation) -> None:
+        self.audio_reservations.append(reservation)
+
+    @property
+    def limit_headers(self) -> dict[str, str]:
+        """The x-ratelimit-* headers of what the request holds."""
+        headers: dict[str, str] = {}
+        for reservation in (self.reservation, *self.audio_reservations):
+            if reservation is not None:
+                headers.update(reservation.headers)  # the latest audio reservation's are the newest
+        return headers
 
     def close(
         self,
@@ -103,6 +125,11 @@ class Tab:
         cost = accountant.prices.cost_micros(self.model, prompt, completion)
         if self.reservation is not None:
             accountant.settle_later(self.reservation, prompt + completion, cost)
+        for held in self.audio_reservations:
+            # What was reserved was decoded audio: heard in full when the request heard its audio
+            # (`audio_seconds` set), else not at all (refused or failed before whisper's answer).
+            heard = held.demand.audio_seconds if self.audio_seconds else 0.0
+            accountant.settle_later(held, 0, 0, heard)
         admitted = self.reservation.admitted_at if self.reservation is not None else self._wall_start
         try:
             accountant.ledger.record(
@@ -120,6 +147,8 @@ class Tab:
                     latency_ms=round((time.monotonic() - self._started) * 1000),
                     status=status,
                     outcome=outcome,
+                    audio_seconds=round(self.audio_seconds, 3) if self.audio_seconds else None,
+                    media=self.media,
                 )
             )
         except Exception:  # the ledger must never fail a request

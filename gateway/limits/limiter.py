@@ -4,6 +4,9 @@ Limits hold across all replicas that share one Redis. A request reserves up fron
 against RPM, its estimated prompt plus completion budget against TPM and the token budget, its
 estimated cost against the spend budget, and a concurrency slot. When it ends, `settle` replaces
 the estimate with the real usage and frees the slot; a failed request settles with what it used.
+
+Audio seconds per window are reserved apart (`reserve_audio`), once a request's audio is decoded and
+its length known, before it is transcribed: a request holds then two reservations, settled together.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _slow(exc: BaseException) -> bool:
 
 
 ScopeKind = Literal["key", "tenant"]
-CheckKind = Literal["R", "T", "C", "B"]
+CheckKind = Literal["R", "T", "A", "C", "B"]
 # (scope kind, scope id, period start) -> (tokens, micro-USD) the ledger holds for that period.
 SeedFn = Callable[[ScopeKind, str, datetime], Awaitable[tuple[int, int]]]
 
@@ -57,6 +60,7 @@ class Demand:
 
     tokens: int
     cost_micros: int = 0
+    audio_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,22 @@ class RateLimiter:
     async def reserve(self, scopes: Sequence[Scope], demand: Demand) -> Reservation:
         """Admit the request or raise RateLimited / QuotaExceeded (or LimiterUnavailable, when
         Redis is down and the policy is `closed`)."""
+        return await self._reserve_checks(self._checks(scopes, demand), demand)
+
+    async def reserve_audio(self, scopes: Sequence[Scope], seconds: float) -> Reservation:
+        """Reserve `seconds` of audio against each scope's `audio_spm`, or raise RateLimited: a
+        reservation of its own, made once a request's audio is decoded (its length known) and
+        before it is transcribed."""
+        demand = Demand(0, audio_seconds=seconds)
+        checks = tuple(
+            _Check("A", scope, scope.limits.audio_spm * 1000, _millis(seconds), self._audio_keys(scope))
+            for scope in scopes
+            if scope.limits.audio_spm is not None
+        )
+        return await self._reserve_checks(checks, demand)
+
+    async def _reserve_checks(self, checks: tuple[_Check, ...], demand: Demand) -> Reservation:
         member = uuid.uuid4().hex
-        checks = self._checks(scopes, demand)
         if not checks:
             return Reservation(member, demand=demand, enforced=False)
         if not self.redis_ok:
@@ -159,7 +177,9 @@ class RateLimiter:
         self.stats.rejected += 1
         raise _rejection(status, checks[index - 1], retry_ms, demand)
 
-    async def settle(self, reservation: Reservation, *, tokens: int, cost_micros: int = 0) -> None:
+    async def settle(
+        self, reservation: Reservation, *, tokens: int, cost_micros: int = 0, audio_seconds: float = 0.0
+    ) -> None:
         """Replace the estimate with what the request really used and free its slot. Never raises."""
         if reservation.settled or not (reservation.enforced or reservation.uncertain):
             reservation.settled = True
@@ -174,6 +194,8 @@ class RateLimiter:
                 continue
             if check.kind == "T":
                 value = tokens
+            elif check.kind == "A":
+                value = _millis(audio_seconds)
             elif check.kind == "B":
                 real = cost_micros if check.spend else tokens
                 value = real - check.amount
@@ -195,7 +217,7 @@ class RateLimiter:
         checks: list[_Check] = []
         for scope in scopes:
             limits = scope.limits
-            base = f"{self._prefix}:rl:{scope.kind}:{scope.id}"
+            base = self._base(scope)
             if limits.rpm is not None:
                 checks.append(_Check("R", scope, limits.rpm, 1, (f"{base}:req",)))
             if limits.tpm is not None:
@@ -226,6 +248,13 @@ class RateLimiter:
                         )
                     )
         return tuple(checks)
+
+    def _base(self, scope: Scope) -> str:
+        return f"{self._prefix}:rl:{scope.kind}:{scope.id}"
+
+    def _audio_keys(self, scope: Scope) -> tuple[str, str]:
+        base = self._base(scope)
+        return (f"{base}:audio", f"{base}:audion")
 
     async def _run_reserve(self, member: str, checks: Sequence[_Check]) -> list[int]:
         keys: list[str] = []
@@ -318,7 +347,7 @@ def format_duration(ms: int) -> str:
     return f"{hours}h{minutes}m{rest}s"
 
 
-_DIMENSION = {"R": "requests", "T": "tokens"}
+_DIMENSION = {"R": "requests", "T": "tokens", "A": "audio-seconds"}
 _PERIODLY = {"day": "daily", "month": "monthly"}
 
 
@@ -330,11 +359,15 @@ def _headers(checks: Sequence[_Check], values: Sequence[int]) -> dict[str, str]:
         if dimension is None:
             continue
         remaining, reset = int(values[2 * i]), int(values[2 * i + 1])
+        if check.kind == "A":  # kept in milliseconds, shown in whole seconds
+            remaining //= 1000
         if dimension not in tightest or remaining < tightest[dimension][1]:
             tightest[dimension] = (check.limit, remaining, reset)
     headers: dict[str, str] = {}
     for dimension, (limit, remaining, reset) in tightest.items():
-        headers[f"x-ratelimit-limit-{dimension}"] = str(limit)
+        headers[f"x-ratelimit-limit-{dimension}"] = str(
+            limit // 1000 if dimension == "audio-seconds" else limit
+        )
         headers[f"x-ratelimit-remaining-{dimension}"] = str(max(0, remaining))
         headers[f"x-ratelimit-reset-{dimension}"] = format_duration(reset)
     return headers
@@ -345,7 +378,7 @@ def _retry_headers(retry_ms: int) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(retry_ms / 1000))), "retry-after-ms": str(retry_ms)}
 
 
-_LIMIT_NAMES = {"R": "rpm", "T": "tpm", "C": "concurrency", "B": "budget"}
+_LIMIT_NAMES = {"R": "rpm", "T": "tpm", "A": "audio_spm", "C": "concurrency", "B": "budget"}
 
 
 def _rejection(status: int, check: _Check, retry_ms: int, demand: Demand) -> RateLimited | QuotaExceeded:
@@ -369,6 +402,8 @@ def _rejection_error(
             message = f"This request alone ({check.amount} estimated) exceeds the {what} budget for {who}."
         # Waiting will not help before the period ends; the SDKs honour x-should-retry.
         return QuotaExceeded(message, headers={"x-should-retry": "false"})
+    if check.kind == "A":
+        return _audio_rejection(status, check, retry_ms, who)
     dimension = {"R": "requests", "T": "tokens", "C": "requests"}[check.kind]
     if status == -2:
         message = (
@@ -397,3 +432,29 @@ def _rejection_error(
     error = RateLimited(message, headers=headers)
     error.type = dimension
     return error
+
+
+def _audio_rejection(status: int, check: _Check, retry_ms: int, who: str) -> RateLimited:
+    limit, asked = check.limit // 1000, f"{check.amount / 1000:g}"
+    if status == -2:
+        message = (
+            f"Request too large for {who} on audio seconds per window: Limit {limit}, Requested "
+            f"{asked}. Send shorter audio."
+        )
+        headers = {"x-should-retry": "false"}
+    else:
+        message = (
+            f"Rate limit reached for {who} on audio seconds per window: Limit {limit}, Requested "
+            f"{asked}. Please try again in {format_duration(retry_ms)}."
+        )
+        headers = _retry_headers(retry_ms)
+        headers["x-ratelimit-reset-audio-seconds"] = format_duration(retry_ms)
+    headers["x-ratelimit-limit-audio-seconds"] = str(limit)
+    headers["x-ratelimit-remaining-audio-seconds"] = "0"
+    error = RateLimited(message, headers=headers)
+    error.type = "audio_seconds"
+    return error
+
+
+def _millis(seconds: float) -> int:
+    return math.ceil(max(0.0, seconds) * 1000)

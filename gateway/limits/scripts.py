@@ -7,7 +7,8 @@ when the window (now - window, now] plus the request stays within the limit, so 
 length ever holds more than the limit.
 """
 
-# KEYS, in check order: R -> log; T -> log, tokens; C -> leases; B -> counter.
+# KEYS, in check order: R -> log; T (and A) -> log, tokens; C -> leases; B -> counter.
+# A (audio milliseconds per window) is kept exactly as T (tokens per window) is.
 # ARGV: member, window_ms, lease_ms, n, then per check: kind, limit, amount, ttl_ms.
 # Returns {1, 0, 0, now, remaining_1, reset_1, ...} when admitted, else
 # {0, i, retry_ms, now} over a limit, {-1, i, 0, now} budget counter missing (seed it and retry),
@@ -52,7 +53,7 @@ for i = 1, n do
       return {0, i, tonumber(oldest[2]) + window - now, now}
     end
     used[i] = count
-  elseif kind == 'T' then
+  elseif kind == 'T' or kind == 'A' then
     local log, tokens = KEYS[k], KEYS[k + 1]; k = k + 2
     local total = trim_tokens(log, tokens)
     if amount > limit then return {-2, i, 0, now} end
@@ -99,7 +100,7 @@ for i = 1, n do
     local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
     remaining = limit - used[i] - 1
     reset = tonumber(oldest[2]) + window - now
-  elseif kind == 'T' then
+  elseif kind == 'T' or kind == 'A' then
     local log, tokens = KEYS[k], KEYS[k + 1]; k = k + 2
     redis.call('ZADD', log, now, member)
     redis.call('HSET', tokens, member, amount)
@@ -127,8 +128,9 @@ return out
 """
 
 # Settle a reservation once the real usage is known (or release it when the request failed).
-# KEYS, in check order: T -> log, tokens; C -> leases; B -> counter (R checks pass no keys).
-# ARGV: member, n, then per check: kind, value (T: real tokens; B: real minus reserved; else 0).
+# KEYS, in check order: T, A -> log, tokens; C -> leases; B -> counter (R checks pass no keys).
+# ARGV: member, n, then per check: kind, value (T: real tokens; A: real audio ms; B: real minus
+# reserved; else 0).
 SETTLE = r"""
 local member = ARGV[1]
 local n = tonumber(ARGV[2])
@@ -136,7 +138,7 @@ local k = 1
 for i = 1, n do
   local kind = ARGV[2 + (i - 1) * 2 + 1]
   local value = tonumber(ARGV[2 + (i - 1) * 2 + 2])
-  if kind == 'T' then
+  if kind == 'T' or kind == 'A' then
     local tokens = KEYS[k + 1]; k = k + 2
     local old = redis.call('HGET', tokens, member)
     if old then

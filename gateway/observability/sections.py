@@ -101,6 +101,7 @@ class LimitOverride(BaseModel):
     allowed_models: tuple[str, ...] | None = None
     rpm: Annotated[int, Field(ge=1)] | None = None
     tpm: Annotated[int, Field(ge=1)] | None = None
+    audio_spm: Annotated[int, Field(ge=1)] | None = None
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
     budget_tokens: Annotated[int, Field(ge=0)] | None = None
     budget_usd: Annotated[float, Field(ge=0)] | None = None

@@ -38,6 +38,9 @@ class LimitFields(BaseModel):
     allowed_models: list[str] | None = Field(None, description="Models this may use; null: all.")
     rpm: _Count | None = Field(None, description="Requests per window.")
     tpm: _Count | None = Field(None, description="Prompt plus completion tokens per window.")
+    audio_spm: _Count | None = Field(
+        None, description="Seconds of audio heard (transcriptions, chat audio parts) per window."
+    )
     max_concurrent: _Count | None = Field(None, description="Requests in flight at once.")
     budget_tokens: _Tokens | None = Field(None, description="Tokens per budget period.")
     budget_usd: _Dollars | None = Field(None, description="Spend (USD) per budget period.")
@@ -48,6 +51,7 @@ class LimitFields(BaseModel):
             allowed_models=tuple(self.allowed_models) if self.allowed_models is not None else None,
             rpm=self.rpm,
             tpm=self.tpm,
+            audio_spm=self.audio_spm,
             max_concurrent=self.max_concurrent,
             budget_tokens=self.budget_tokens,
             budget_usd=self.budget_usd,
@@ -227,6 +231,8 @@ _TOTALS = [
     "completion_tokens",
     "total_tokens",
     "cost_usd",
+    "audio_seconds",
+    "media_requests",
     "avg_latency_ms",
     "errors",
 ]

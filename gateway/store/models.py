@@ -35,6 +35,10 @@ class LimitColumns:
         return mapped_column(Integer, nullable=True)
 
     @declared_attr
+    def audio_spm(cls) -> Mapped[int | None]:
+        return mapped_column(Integer, nullable=True)
+
+    @declared_attr
     def max_concurrent(cls) -> Mapped[int | None]:
         return mapped_column(Integer, nullable=True)
 
@@ -107,6 +111,9 @@ class UsageRecord(Base):
     status: Mapped[int] = mapped_column(Integer, nullable=False)
     # completed, client_closed, upstream_error, rejected, failed
     outcome: Mapped[str] = mapped_column(String(20), nullable=False)
+    audio_seconds: Mapped[float | None] = mapped_column(Float(asdecimal=False), nullable=True)
+    # `usage.tantra_media` of a chat request with media parts.
+    media: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class AuditEvent(Base):

@@ -11,6 +11,7 @@ LIMIT_FIELDS = (
     "allowed_models",
     "rpm",
     "tpm",
+    "audio_spm",
     "max_concurrent",
     "budget_tokens",
     "budget_usd",
@@ -25,6 +26,8 @@ class Limits:
     allowed_models: tuple[str, ...] | None = None
     rpm: int | None = None
     tpm: int | None = None
+    # Seconds of audio heard (transcribed) per window.
+    audio_spm: int | None = None
     max_concurrent: int | None = None
     budget_tokens: int | None = None
     budget_usd: float | None = None
@@ -37,6 +40,7 @@ class Limits:
             allowed_models=tuple(models) if models is not None else None,
             rpm=row.rpm,
             tpm=row.tpm,
+            audio_spm=row.audio_spm,
             max_concurrent=row.max_concurrent,
             budget_tokens=row.budget_tokens,
             budget_usd=row.budget_usd,
@@ -48,6 +52,7 @@ class Limits:
             "allowed_models": list(self.allowed_models) if self.allowed_models is not None else None,
             "rpm": self.rpm,
             "tpm": self.tpm,
+            "audio_spm": self.audio_spm,
             "max_concurrent": self.max_concurrent,
             "budget_tokens": self.budget_tokens,
             "budget_usd": self.budget_usd,
@@ -96,6 +101,10 @@ class UsageRow:
     latency_ms: int
     status: int
     outcome: str
+    # Seconds of audio heard: a transcription's upload, or a chat request's audio parts.
+    audio_seconds: float | None = None
+    # A chat request's `usage.tantra_media` (what its media parts used), when it had any.
+    media: dict[str, Any] | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -112,4 +121,6 @@ class UsageRow:
             "latency_ms": self.latency_ms,
             "status": self.status,
             "outcome": self.outcome,
+            "audio_seconds": self.audio_seconds,
+            "media": self.media,
         }

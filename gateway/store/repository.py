@@ -245,6 +245,8 @@ class Store:
             func.coalesce(func.sum(UsageRecord.prompt_tokens), 0).label("prompt_tokens"),
             func.coalesce(func.sum(UsageRecord.completion_tokens), 0).label("completion_tokens"),
             func.coalesce(func.sum(UsageRecord.cost_micros), 0).label("cost_micros"),
+            func.coalesce(func.sum(UsageRecord.audio_seconds), 0).label("audio_seconds"),
+            func.count(UsageRecord.media).label("media_requests"),
             func.coalesce(func.avg(UsageRecord.latency_ms), 0).label("avg_latency_ms"),
             func.sum(_is_error()).label("errors"),
         )
@@ -271,6 +273,8 @@ class Store:
             row["completion_tokens"] = int(row["completion_tokens"])
             row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
             row["cost_usd"] = int(row.pop("cost_micros")) / 1_000_000
+            row["audio_seconds"] = round(float(row["audio_seconds"]), 3)
+            row["media_requests"] = int(row["media_requests"])
             row["avg_latency_ms"] = round(float(row["avg_latency_ms"]), 1)
             row["errors"] = int(row["errors"] or 0)
         return rows

@@ -183,3 +183,49 @@ def test_format_duration() -> None:
         "1m0s",
         "6m0s",
     ]
+
+
+async def _audio_seconds_reserved_then_settled(redis: Redis, prefix: str) -> None:
+    rl = limiter(redis, prefix=prefix)
+    key = key_scope(audio_spm=5)
+    tenant = Scope("tenant", "t1", Limits(audio_spm=100))
+    # The request's own reservation holds no audio check: audio is reserved once decoded.
+    assert not (await rl.reserve([key, tenant], Demand(10))).enforced
+    first = await rl.reserve_audio([key, tenant], 2.0)
+    assert first.headers["x-ratelimit-limit-audio-seconds"] == "5"  # the tightest scope's
+    assert first.headers["x-ratelimit-remaining-audio-seconds"] == "3"
+    assert first.headers["x-ratelimit-reset-audio-seconds"].endswith("s")
+    second = await rl.reserve_audio([key, tenant], 2.5)
+    assert second.headers["x-ratelimit-remaining-audio-seconds"] == "0"  # 0.5 s left, whole seconds shown
+    with pytest.raises(RateLimited) as caught:
+        await rl.reserve_audio([key, tenant], 1.0)
+    error = caught.value
+    assert (error.status, error.type, error.code, error.limit) == (
+        429,
+        "audio_seconds",
+        "rate_limit_exceeded",
+        "audio_spm",
+    )
+    assert 1 <= int(error.headers["retry-after"]) <= 60
+    assert error.headers["x-ratelimit-limit-audio-seconds"] == "5"
+    assert error.headers["x-ratelimit-remaining-audio-seconds"] == "0"
+    assert "audio seconds" in error.message
+    await rl.settle(second, tokens=0, audio_seconds=0.0)  # its transcription never ran
+    third = await rl.reserve_audio([key, tenant], 1.0)
+    assert third.headers["x-ratelimit-remaining-audio-seconds"] == "2"
+    with pytest.raises(RateLimited) as alone:
+        await rl.reserve_audio([key], 6.0)
+    assert alone.value.headers["x-should-retry"] == "false"
+    # Without the limit, audio is not counted at all.
+    assert not (await rl.reserve_audio([key_scope(tpm=10)], 600.0)).enforced
+
+
+async def test_audio_seconds_reserved_then_settled(redis: Redis) -> None:
+    await _audio_seconds_reserved_then_settled(redis, "t-audio")
+
+
+async def test_audio_seconds_in_process() -> None:
+    """`memory://`: fakeredis runs the same Lua."""
+    from fakeredis import FakeAsyncRedis
+
+    await _audio_seconds_reserved_then_settled(FakeAsyncRedis(), "t-audio-mem")

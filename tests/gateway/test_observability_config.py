@@ -105,6 +105,12 @@ def test_limit_overrides_fill_and_replace() -> None:
     assert limits.for_key("k0", StoreLimits(tpm=50)) == StoreLimits(rpm=10, tpm=50)
     assert limits.for_key("k1", StoreLimits(rpm=100)) == StoreLimits(rpm=2, tpm=1000)
     assert LimitsConfig().empty and not limits.empty
+    audio = LimitsConfig.model_validate(
+        {"tenants": {"t1": {"audio_spm": 120}}, "key_defaults": {"audio_spm": 60}}
+    )
+    assert audio.for_tenant("t1", StoreLimits(audio_spm=5)) == StoreLimits(audio_spm=120)
+    assert audio.for_key("k0", StoreLimits()) == StoreLimits(audio_spm=60)
+    assert audio.for_key("k0", StoreLimits(audio_spm=5)) == StoreLimits(audio_spm=5)
 
 
 async def test_reload_swaps_whole_and_refuses_bad_files(tmp_path: Path) -> None:

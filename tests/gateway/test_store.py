@@ -155,3 +155,37 @@ async def test_usage_report(store: Store) -> None:
     assert (await store.usage_report(group_by=[], tenant_id="t2"))[0]["requests"] == 1
     assert await store.usage_since(tenant_id="t1", since=datetime(2026, 5, 1, 12)) == (27, 30 + 3)
     assert await store.usage_since(key_id="k3", since=datetime(2026, 5, 3)) == (0, 0)
+
+
+async def test_audio_seconds_limit_and_media_in_the_ledger(store: Store) -> None:
+    tenant = await store.create_tenant("audio", Limits(audio_spm=600), audit=AUDIT)
+    await store.create_key(
+        tenant.id,
+        name="",
+        key_hash="d" * 64,
+        redacted="x",
+        limits=Limits(audio_spm=30),
+        expires_at=None,
+        audit=AUDIT,
+    )
+    found = await store.find_key("d" * 64)
+    assert found is not None
+    assert (found.key_limits.audio_spm, found.tenant_limits.audio_spm) == (30, 600)
+    updated = await store.update_tenant(tenant.id, {"audio_spm": None}, audit=AUDIT)
+    assert updated.audio_spm is None
+
+    media = {"images": 1, "audios": 1, "audio_seconds": 2.0, "derived": ["ocr", "transcription"]}
+    await store.add_usage(
+        [
+            row(3, 1, "ta", "ka", "whisper-1", 0, 0, endpoint="/v1/audio/transcriptions", audio_seconds=1.5),
+            row(3, 2, "ta", "ka", "m1", 10, 5, audio_seconds=2.0, media=media),
+            row(3, 3, "ta", "ka", "m1", 10, 5),
+        ]
+    )
+    rows = await store.usage_rows(key_id="ka")
+    assert [(r.audio_seconds, r.media) for r in rows] == [(1.5, None), (2.0, media), (None, None)]
+    report = await store.usage_report(group_by=["model"], key_id="ka")
+    assert [(r["model"], r["audio_seconds"], r["media_requests"]) for r in report] == [
+        ("m1", 2.0, 1),
+        ("whisper-1", 1.5, 0),
+    ]
