@@ -165,9 +165,10 @@ def create_app(
     transcription = TranscriptionService(
         transcriber,
         settings.audio_model_names,
-        authenticate=inference.authenticate,
-        accountant=accountant,
+        inference.gate,
+        accountant,
         max_upload_bytes=settings.audio_max_upload_bytes,
+        live=live,
     )
     health = HealthMonitor(
         client,

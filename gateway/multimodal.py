@@ -9,10 +9,11 @@ was derived (`usage.tantra_media`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import multiprocessing
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -358,6 +359,15 @@ def _audio_bytes(part: MediaPart, tally: Tally) -> bytes:
         raise MediaError(part.param, "An `input_audio` part needs `data`: the audio, base64-encoded.")
     tally.add_bytes(part.param, len(data) * 3 // 4)
     return decode_base64(data, part.param)
+
+
+@contextlib.contextmanager
+def as_api_errors() -> Iterator[None]:
+    """A MediaError raised inside, as the OpenAI error naming the part."""
+    try:
+        yield
+    except MediaError as exc:
+        raise as_api_error(exc) from None
 
 
 def as_api_error(exc: MediaError) -> APIError:

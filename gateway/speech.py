@@ -4,11 +4,10 @@ then stream the audio as the synthesizer makes it, and settle what the request u
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -36,7 +35,7 @@ from gateway.errors import (
 )
 from gateway.limits import Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
-from gateway.multimodal import as_api_error
+from gateway.multimodal import as_api_error, as_api_errors
 from gateway.observability import LiveConfig, RequestRecord, bind_request, record_of
 from gateway.protocol import SpeechAudioDelta, SpeechAudioDone, SpeechRequest
 from gateway.protocol.speech import SpeechUsage
@@ -89,7 +88,7 @@ class SpeechService:
         principal = await self._gate.identify(request, record, config)
         tab = open_tab(self._accountant, principal, request, PATH)
         tab.model = self.model
-        with admitting(tab, record), _as_api_errors():
+        with admitting(tab, record), as_api_errors():
             with stage(record, "preprocess"):
                 limit = config.max_body_bytes if config is not None else self._max_body_bytes
                 parsed = validate(SpeechRequest, load_json(await read_body(request, limit)))
@@ -134,14 +133,6 @@ class SpeechService:
             )
         if not any(ch.isalnum() for ch in parsed.input):
             raise InvalidRequest("`input` has nothing to speak (no letters or digits).", param="input")
-
-
-@contextlib.contextmanager
-def _as_api_errors() -> Iterator[None]:
-    try:
-        yield
-    except MediaError as exc:
-        raise as_api_error(exc) from None
 
 
 async def _first(audio: AsyncGenerator[bytes, None]) -> bytes:

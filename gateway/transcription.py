@@ -1,6 +1,7 @@
-"""Speech to text behind /v1/audio/transcriptions and /v1/audio/translations: authenticate, limit,
-read the multipart upload (capped while it arrives), decode, transcribe off the event loop, and shape
-the answer in the format asked for (json, text, srt, vtt, verbose_json, or an SSE stream)."""
+"""Speech to text behind /v1/audio/transcriptions and /v1/audio/translations: the admission every
+endpoint shares (gateway/admission.py), the multipart upload read (capped while it arrives), limits,
+decode, the audio's seconds reserved, transcribe off the event loop, and the answer shaped in the
+format asked for (json, text, srt, vtt, verbose_json, or an SSE stream)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from starlette.types import Message
 
 from adapters import MediaError
 from adapters.speech import Segment, TranscribeOptions, Transcriber, TranscriberBusy, Transcript
-from gateway.auth import Principal
-from gateway.errors import APIError, InvalidRequest, ModelNotFound, PayloadTooLarge, PermissionDenied
+from gateway.admission import Gate, admitting, check_allowed, open_tab, stage
+from gateway.errors import APIError, InvalidRequest, ModelNotFound, PayloadTooLarge
 from gateway.limits import Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
-from gateway.multimodal import as_api_error
-from gateway.observability import get_logger
+from gateway.multimodal import as_api_error, as_api_errors
+from gateway.observability import LiveConfig, bind_request, get_logger, record_of
 from gateway.protocol.audio import (
     DurationUsage,
     TranscriptionRequest,
@@ -37,8 +38,6 @@ from gateway.protocol.validation import format_param
 
 _log = get_logger("tantra.speech")
 
-Authenticate = Callable[[Request], Awaitable[Principal]]
-
 
 class TranscriptionBusy(APIError):
     status = 503
@@ -51,16 +50,18 @@ class TranscriptionService:
         self,
         transcriber: Transcriber | None,
         model_names: Sequence[str],
-        *,
-        authenticate: Authenticate,
+        gate: Gate,
         accountant: Accountant,
+        *,
         max_upload_bytes: int,
+        live: LiveConfig[Any] | None = None,
     ) -> None:
         self.transcriber = transcriber
         self.model_names = tuple(model_names) if transcriber is not None else ()
-        self._authenticate = authenticate
+        self._gate = gate
         self._accountant = accountant
         self._max_upload_bytes = max_upload_bytes
+        self._live = live
         self._created = int(time.time())
 
     def cards(self) -> list[dict[str, Any]]:
@@ -74,50 +75,51 @@ class TranscriptionService:
         return next((card for card in self.cards() if card["id"] == model), None)
 
     async def handle(self, request: Request, *, translate: bool) -> Response:
-        path = request.url.path
-        principal = await self._authenticate(request)
-        tab = self._accountant.open(
-            tenant_id=principal.tenant_id,
-            key_id=principal.key_id,
-            endpoint=path,
-            request_id=request.state.request_id,
-        )
-        try:
-            upload, fields = await self._read_form(request)
-            tab.model = fields.model
-            self._check_model(fields.model, principal)
-            reservation = await self._accountant.limiter.reserve(principal.scopes(), Demand(0))
+        record = record_of(request.state)
+        config = self._live.current if self._live is not None else None
+        principal = await self._gate.identify(request, record, config)
+        tab = open_tab(self._accountant, principal, request, request.url.path)
+        with admitting(tab, record), as_api_errors():
+            with stage(record, "preprocess"):
+                upload, fields = await self._read_form(request)
+                tab.model = fields.model
+                self._check_model(fields.model)
+                check_allowed(fields.model, principal)
+            with stage(record, "rate_limit"):
+                reservation = await self._accountant.limiter.reserve(principal.scopes(), Demand(0))
             tab.hold(reservation, Estimate(0, 0, 0))
+            tab.stream = fields.stream
+            if record is not None:
+                record.model, record.stream = fields.model, fields.stream
+                bind_request(model=fields.model)
             assert self.transcriber is not None
             pcm = await self.transcriber.decode(upload, param="file")
-            # Its length is known now: the key's audio seconds are reserved before whisper runs.
-            tab.hold_audio(await self._accountant.limiter.reserve_audio(principal.scopes(), pcm.seconds))
-            options = TranscribeOptions(
-                language=None if translate else fields.language,
-                prompt=fields.prompt,
-                temperature=fields.temperature,
-                translate=translate,
-                word_timestamps="word" in fields.timestamp_granularities,
-            )
-            if fields.stream:
-                tab.stream = True
-                tab.audio_seconds = pcm.seconds
-                return self._stream(pcm, options, tab)
+            # Its length is known now: the audio's seconds are reserved before whisper runs.
+            with stage(record, "rate_limit"):
+                tab.hold_audio(await self._accountant.limiter.reserve_audio(principal.scopes(), pcm.seconds))
+        options = TranscribeOptions(
+            language=None if translate else fields.language,
+            prompt=fields.prompt,
+            temperature=fields.temperature,
+            translate=translate,
+            word_timestamps="word" in fields.timestamp_granularities,
+        )
+        if fields.stream:
+            tab.audio_seconds = pcm.seconds
+            return self._stream(pcm, options, tab)
+        try:
             transcript = await self.transcriber.transcribe(pcm, options)
-            tab.audio_seconds = transcript.duration_s
+        except TranscriberBusy as exc:
+            tab.close(status=503, outcome="rejected")
+            raise TranscriptionBusy(f"{exc} Try again shortly.", headers={"retry-after": "1"}) from None
         except MediaError as exc:
             error = as_api_error(exc)
             tab.close(status=error.status, outcome="rejected" if error.status < 500 else "failed")
             raise error from None
-        except TranscriberBusy as exc:
-            tab.close(status=503, outcome="rejected")
-            raise TranscriptionBusy(f"{exc} Try again shortly.", headers={"retry-after": "1"}) from None
-        except APIError as exc:
-            tab.close(status=exc.status, outcome="rejected" if exc.status < 500 else "failed")
-            raise
         except BaseException:
             tab.close(status=500, outcome="failed")
             raise
+        tab.audio_seconds = transcript.duration_s
         tab.close(status=200, outcome="completed")
         response = render(transcript, fields.response_format, task="translate" if translate else "transcribe")
         response.headers.update(tab.limit_headers)
@@ -152,7 +154,7 @@ class TranscriptionService:
             headers={"cache-control": "no-cache", **tab.limit_headers},
         )
 
-    def _check_model(self, model: str, principal: Principal) -> None:
+    def _check_model(self, model: str) -> None:
         if model not in self.model_names:
             hint = (
                 f" Speech models here: {', '.join(self.model_names)}."
@@ -161,10 +163,6 @@ class TranscriptionService:
             )
             raise ModelNotFound(
                 f"The model `{model}` does not exist or you do not have access to it.{hint}", param="model"
-            )
-        if not principal.may_use(model):
-            raise PermissionDenied(
-                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
             )
 
     async def _read_form(self, request: Request) -> tuple[bytes, TranscriptionRequest]:
