@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from adapters import MediaError
 from adapters.tts import CONTENT_TYPES, Synthesizer
+from adapters.tts.audio import SAMPLE_RATE
 from gateway.admission import (
     Gate,
     admitting,
@@ -104,7 +105,10 @@ class SpeechService:
             if record is not None:
                 record.model, record.stream = self.model, tab.stream
                 bind_request(model=self.model)
-            audio = self.synthesizer.stream(parsed.input, voice, parsed.response_format, parsed.speed)
+            spoken = _Spoken()
+            audio = self.synthesizer.stream(
+                parsed.input, voice, parsed.response_format, parsed.speed, on_samples=spoken.add
+            )
             # The first sentence is spoken before the answer starts: an engine that cannot speak
             # gets an error status, not a 200 with an empty body.
             first = await _first(audio)
@@ -115,7 +119,7 @@ class SpeechService:
             sse=usage if parsed.stream_format == "sse" else None,
             media_type=CONTENT_TYPES[parsed.response_format],
             headers=reservation.headers,
-            on_close=lambda outcome: _settle(tab, outcome, tokens, record),
+            on_close=lambda outcome: _settle(tab, outcome, tokens, record, spoken.seconds),
         )
 
     def _check(self, parsed: SpeechRequest) -> None:
@@ -145,8 +149,24 @@ async def _first(audio: AsyncGenerator[bytes, None]) -> bytes:
         raise
 
 
-def _settle(tab: Tab, outcome: Outcome, tokens: int, record: RequestRecord | None) -> None:
+class _Spoken:
+    """How much audio a request's synthesis made, for its ledger row."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def add(self, samples: int) -> None:
+        self.samples += samples
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+def _settle(tab: Tab, outcome: Outcome, tokens: int, record: RequestRecord | None, seconds: float) -> None:
     status = {"completed": 200, "client_closed": 499, "failed": 500}[outcome]
+    # Audio spoken, in the ledger's audio_seconds: this endpoint hears none, and has no audio limit.
+    tab.audio_seconds = seconds
     tab.close(status=status, outcome=outcome, usage={"prompt_tokens": tokens, "completion_tokens": 0})
     if record is not None:
         record.outcome = outcome

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, Pcm, Resampler, ResponseFormat, encoder
@@ -122,14 +122,19 @@ class Synthesizer:
         voice: str | Voice,
         response_format: ResponseFormat = "mp3",
         speed: float = 1.0,
+        *,
+        on_samples: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """`text` spoken in `response_format`, encoded as it is made: the first bytes come once the
         first sentence is spoken. Resolve the voice first (`voice()`) to have UnknownVoice raised
-        before anything is sent."""
+        before anything is sent. `on_samples` hears how many samples (at SAMPLE_RATE) each piece
+        holds, before it is encoded: what was spoken, whatever the format."""
         codec = encoder(response_format)
         pcm = self.stream_pcm(text, voice, speed)
         try:
             async for chunk in pcm:
+                if on_samples is not None:
+                    on_samples(len(chunk) // SAMPLE_WIDTH)
                 encoded = await asyncio.to_thread(codec.encode, chunk)
                 if encoded:
                     yield encoded

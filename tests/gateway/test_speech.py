@@ -266,6 +266,9 @@ def test_rate_limited_per_key_and_recorded(
     assert {row.endpoint for row in rows} == {"/v1/audio/speech"}
     assert {row.model for row in rows} == {"tantra-tts"}
     assert all(row.prompt_tokens == 3 for row in rows if row.status == 200)  # 12 characters
+    # The seconds spoken, as the WAV answers hold them.
+    spoken = sorted(row.audio_seconds or 0.0 for row in rows)
+    assert spoken[0] == 0.0 and spoken[1] == pytest.approx(decode(first.content)[0], abs=0.05)
 
 
 def test_a_configured_piper_voice(
