@@ -231,10 +231,11 @@ _TOTALS = [
     "completion_tokens",
     "total_tokens",
     "cost_usd",
-    "audio_seconds",
-    "media_requests",
     "avg_latency_ms",
     "errors",
+    # Added later: at the end, so that a CSV read by position keeps its columns.
+    "audio_seconds",
+    "media_requests",
 ]
 
 

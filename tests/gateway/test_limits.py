@@ -294,7 +294,7 @@ def test_usage_report_matches_what_clients_received(gateway_url: str, admin: Adm
     assert int(line["completion_tokens"]) == completion and int(line["requests"]) == 4
     assert list(line) == [
         "tenant_id", "key_id", "model", "day", "requests", "prompt_tokens", "completion_tokens",
-        "total_tokens", "cost_usd", "avg_latency_ms", "errors",
+        "total_tokens", "cost_usd", "avg_latency_ms", "errors", "audio_seconds", "media_requests",
     ]  # fmt: skip
 
 
