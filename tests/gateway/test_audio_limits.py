@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.adapters.media import data_url, text_video
 from tests.audio import speech_file
+from tests.audio_samples import needs_espeak, spoken_sentence
 from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows
 
 pytestmark = pytest.mark.engine
@@ -129,3 +131,22 @@ def test_the_ledger_records_audio_seconds_and_media(
         "/admin/usage", params={"key_id": key_id, "group_by": "key", "format": "csv"}
     ).text
     assert "audio_seconds,media_requests" in csv_text.splitlines()[0]
+
+
+@needs_espeak
+def test_a_video_soundtrack_counts_against_the_limit(
+    gateway_url: str, admin: AdminClient, model: str
+) -> None:
+    video = text_video(["RED SUNRISE"], soundtrack=spoken_sentence())
+    part = {"type": "video_url", "video_url": {"url": data_url(video, "video/mp4")}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is in it?"}, part]}]
+    key, _ = new_key(admin, "aspm-video", audio_spm=1)
+    response = httpx.post(
+        gateway_url + "/v1/chat/completions",
+        headers=bearer(key),
+        json={"model": model, "messages": messages, "max_tokens": 2},
+        timeout=120,
+    )
+    error = envelope(response, 429)
+    assert error["type"] == "audio_seconds" and response.headers["x-should-retry"] == "false"
+    assert response.headers["x-ratelimit-limit-audio-seconds"] == "1"
