@@ -96,6 +96,9 @@ def gateway_settings(
             # other tests count; the tests of the checks themselves turn them on.
             "health_deep": False,
             "audio_whisper_model": whisper_model,
+            # Twenty queued transcriptions take minutes on a loaded 2-core machine: the tests are
+            # about answers, so none is turned away as busy.
+            "audio_queue_timeout_s": 900,
             **overrides,
         }
         return Settings(**values)
