@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
 import uuid
-import wave
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from adapters.tts import SAMPLE_RATE, wav_header
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.realtime import (
     AppendAudioEvent,
@@ -40,7 +39,8 @@ from gateway.realtime.events import EventError, failure_of, new_id
 from gateway.realtime.loopback import Loopback, read_all
 from gateway.realtime.response import Plan, Response
 
-SAMPLE_RATE = 24_000  # pcm16 in and out, mono, little-endian: the Realtime API's own format
+# pcm16 in and out, mono, little-endian, at 24 kHz: the Realtime API's own format, and the speech
+# endpoint's `pcm` output.
 _BYTES_PER_S = SAMPLE_RATE * 2
 _MIN_COMMIT_BYTES = _BYTES_PER_S // 10  # OpenAI refuses a commit of less than 100 ms
 
@@ -330,7 +330,7 @@ class RealtimeSession:
             if isinstance(options.get(name), str):
                 fields[name] = options[name]
         boundary = uuid.uuid4().hex
-        body = _multipart(boundary, fields, "audio.wav", _wav(pcm))
+        body = _multipart(boundary, fields, "audio.wav", wav_header(len(pcm)) + pcm)
         try:
             async with self._loopback.post(
                 "/v1/audio/transcriptions",
@@ -467,16 +467,6 @@ def _b64(data: str, param: str) -> bytes:
     if len(decoded) % 2:
         raise EventError("pcm16 audio has an even number of bytes.", code="invalid_value", param=param)
     return decoded
-
-
-def _wav(pcm: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(SAMPLE_RATE)
-        writer.writeframes(pcm)
-    return out.getvalue()
 
 
 def _multipart(boundary: str, fields: dict[str, str], filename: str, data: bytes) -> bytes:
