@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="let vLLM compile the model (slower start, faster decode)",
     )
+    serve.add_argument(
+        "--cpu-cores",
+        default=None,
+        help="CPU cores for vLLM's worker threads, e.g. 0-3; give each replica on one host its own",
+    )
     serve.add_argument("--startup-timeout", type=float, default=600.0)
     serve.add_argument(
         "--restart",
@@ -185,6 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
         fast_start=args.fast_start,
         extra_args=tuple(extra),
         python=args.python,
+        cpu_cores=args.cpu_cores,
     )
     engine = EngineProcess(config, startup_timeout=args.startup_timeout)
     supervisor: EngineSupervisor | None = None

@@ -102,6 +102,10 @@ class EngineConfig:
     `device="cuda"` only changes the environment and arguments passed to
     vLLM (no CPU KV-cache variable, GPU memory utilisation left to vLLM); it
     is untested here because this machine has no GPU.
+
+    `cpu_cores` ("0-3", "4,5") pins vLLM's CPU worker threads to those cores. Left unset, vLLM
+    binds every server to the same first cores, so two replicas on one host take turns on one
+    core and each stalls for seconds while the other decodes: give each its own (`split_cores`).
     """
 
     model_dir: Path
@@ -118,6 +122,7 @@ class EngineConfig:
     extra_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     python: str = sys.executable
+    cpu_cores: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -170,8 +175,27 @@ class EngineConfig:
         env.pop("VLLM_CPU_KVCACHE_SPACE", None)
         if self.device == "cpu" and float(self.kv_cache_gib).is_integer():
             env["VLLM_CPU_KVCACHE_SPACE"] = str(int(self.kv_cache_gib))
+        if self.device == "cpu" and self.cpu_cores:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_cores
         env.update(self.env)
         return env
+
+
+def split_cores(replicas: int, cores: Sequence[int] | None = None) -> list[str | None]:
+    """Disjoint `cpu_cores` for `replicas` engines on this host (default: the cores this process
+    may use), as even as the count allows; None for each when there are fewer cores than engines
+    (vLLM's own binding then, shared)."""
+    available = sorted(os.sched_getaffinity(0) if cores is None else cores)
+    if replicas < 1 or len(available) < replicas:
+        return [None] * max(replicas, 0)
+    share, extra = divmod(len(available), replicas)
+    sets: list[str | None] = []
+    start = 0
+    for index in range(replicas):
+        size = share + (1 if index < extra else 0)
+        sets.append(",".join(str(core) for core in available[start : start + size]))
+        start += size
+    return sets
 
 
 def stderr_sink(line: str) -> None:

@@ -297,7 +297,7 @@ class SSERelay(Response):
         """Another replica's continuation of the stream, or the bytes that end it."""
         self._last = float("inf")  # the dispatcher's own clocks bound the failover
         failed = self._attempt
-        await failed.close(failed=True)
+        await failed.close(failed=failure.message)
         if self._failover is not None and self._failover.transcript.finished:
             return _DONE, "completed"  # the answer was whole; only its usage event and [DONE] were lost
         if self._failover is not None and self._failover.possible(self._usage.done):

@@ -30,6 +30,7 @@ class CircuitBreaker:
         self.consecutive_failures = 0
         self.opened_at = float("-inf")
         self.trials = 0
+        self.last_failure = ""  # why the last failure counted: logged when the breaker opens
         self._on_change = on_change
         self._clock = clock
 
@@ -60,8 +61,9 @@ class CircuitBreaker:
         if self.state != "closed":
             self._move("closed")
 
-    def failure(self) -> None:
+    def failure(self, reason: str = "") -> None:
         self.consecutive_failures += 1
+        self.last_failure = reason
         if self.state == "half_open" or (
             self.state == "closed" and self.consecutive_failures >= self.threshold
         ):

@@ -57,7 +57,8 @@ class Attempt:
     first: bytes
     closed: bool = field(default=False)
 
-    async def close(self, *, failed: bool = False) -> None:
+    async def close(self, *, failed: str | None = None) -> None:
+        """`failed`: why the stream broke, when it counts against the upstream."""
         if self.closed:
             return
         self.closed = True
@@ -65,8 +66,8 @@ class Attempt:
             with anyio.CancelScope(shield=True), contextlib.suppress(httpx.HTTPError):
                 await self.response.aclose()  # for an unfinished stream: vLLM aborts the request
         finally:
-            if failed:
-                self.member.breaker.failure()
+            if failed is not None:
+                self.member.breaker.failure(failed)
             self.member.give_back()
 
 
@@ -252,7 +253,7 @@ class Dispatcher:
         except APIError as exc:
             error = exc
         except BaseException:
-            await _abandon(member, response, failed=False)
+            await _abandon(member, response)
             raise
         else:
             member.breaker.success()
@@ -282,7 +283,7 @@ class Dispatcher:
         except APIError as exc:
             error = exc
         except BaseException:
-            await _abandon(member, response, failed=False)
+            await _abandon(member, response)
             raise
         else:
             member.breaker.success()
@@ -294,19 +295,19 @@ class Dispatcher:
 async def _failed(member: Member, response: httpx.Response | None, error: APIError) -> UpstreamFailed:
     failure = UpstreamFailed(error, upstream=member.name, retry_after_s=error.retry_after_s)
     if failure.counts_against_upstream:
-        await _abandon(member, response, failed=True)
+        await _abandon(member, response, failed=error.message)
     else:
         member.breaker.success()  # it answered: a 4xx or a 429 says nothing against its health
-        await _abandon(member, response, failed=False)
+        await _abandon(member, response)
     return failure
 
 
-async def _abandon(member: Member, response: httpx.Response | None, *, failed: bool) -> None:
+async def _abandon(member: Member, response: httpx.Response | None, *, failed: str | None = None) -> None:
     if response is not None:
         with anyio.CancelScope(shield=True), contextlib.suppress(httpx.HTTPError):
             await response.aclose()
-    if failed:
-        member.breaker.failure()
+    if failed is not None:
+        member.breaker.failure(failed)
     member.give_back()
 
 

@@ -107,15 +107,19 @@ class UpstreamPool:
 
     def _breaker(self, name: str) -> CircuitBreaker:
         def changed(state: BreakerState) -> None:
-            (_log.warning if state == "open" else _log.info)("upstream %s circuit %s", name, state)
+            if state == "open":
+                _log.warning("upstream %s circuit open; last failure: %s", name, breaker.last_failure)
+            else:
+                _log.info("upstream %s circuit %s", name, state)
             if self._metrics is not None:
                 self._metrics.set_circuit(name, state)
 
         if self._metrics is not None:
             self._metrics.set_circuit(name, "closed")
-        return CircuitBreaker(
+        breaker = CircuitBreaker(
             failures=self._policy.breaker_failures, open_s=self._policy.breaker_open_s, on_change=changed
         )
+        return breaker
 
     # -- which upstreams serve a model --------------------------------------------------------
 
@@ -199,6 +203,7 @@ class UpstreamPool:
                 "kind": member.upstream.kind,
                 "state": member.breaker.state,
                 "consecutive_failures": member.breaker.consecutive_failures,
+                "last_failure": member.breaker.last_failure or None,
                 "outstanding": member.outstanding,
                 "max_outstanding": member.max_outstanding or None,
                 "open_for_s": round(now - member.breaker.opened_at, 2)

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.launcher import EngineConfig, EngineProcess, EngineStartError, GiB, diagnose_log, port_is_free
+from engine.launcher import (
+    EngineConfig,
+    EngineProcess,
+    EngineStartError,
+    GiB,
+    diagnose_log,
+    port_is_free,
+    split_cores,
+)
 from tests.engine.helpers import fake_python, free_port, model_dir, pid_alive, wait_gone
 
 
@@ -75,6 +83,22 @@ def test_environment(tmp_path: Path) -> None:
         base
     )
     assert "VLLM_CPU_KVCACHE_SPACE" not in EngineConfig(model_dir=tmp_path, device="cuda").environment(base)
+
+
+def test_cpu_cores_pin_the_worker_threads(tmp_path: Path) -> None:
+    env = EngineConfig(model_dir=tmp_path, cpu_cores="2,3").environment({})
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "2,3"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in EngineConfig(model_dir=tmp_path).environment({})
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in EngineConfig(
+        model_dir=tmp_path, cpu_cores="0", device="cuda"
+    ).environment({})
+
+
+def test_split_cores_gives_each_replica_its_own() -> None:
+    assert split_cores(2, [0, 1]) == ["0", "1"]
+    assert split_cores(2, [4, 5, 6, 7, 8]) == ["4,5,6", "7,8"]
+    assert split_cores(3, [0, 1]) == [None, None, None]  # too few: vLLM's shared binding
+    assert split_cores(1, [0, 1]) == ["0,1"]
 
 
 def test_missing_checkpoint_fails_before_spawning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from engine.launcher import EngineConfig
+from engine.launcher import EngineConfig, split_cores
 from engine.supervisor import EngineSupervisor
 from gateway import Settings, create_app
 from tests.gateway.helpers import envelope, wait_for
@@ -37,17 +37,22 @@ CHAT = "/v1/chat/completions"
 
 @pytest.fixture(scope="module")
 def replicas(tiny_checkpoint: Path) -> Iterator[dict[str, EngineSupervisor]]:
-    """Two supervised engines, started side by side; logs in .cache/test-replica-<name>.log."""
+    """Two supervised engines, started side by side, each on its own cores (sharing them, one
+    stalls for seconds while the other decodes); logs in .cache/test-replica-<name>.log."""
     logs = {name: (ROOT / ".cache" / f"test-replica-{name}.log").open("w") for name in ("a", "b")}
     supervisors = {}
-    for name, log in logs.items():
+    for (name, log), cores in zip(logs.items(), split_cores(2), strict=True):
 
         def sink(line: str, log: Any = log) -> None:
             log.write(line + "\n")
             log.flush()
 
         config = EngineConfig(
-            model_dir=tiny_checkpoint, served_model_name=MODEL, port=free_port(), max_model_len=2048
+            model_dir=tiny_checkpoint,
+            served_model_name=MODEL,
+            port=free_port(),
+            max_model_len=2048,
+            cpu_cores=cores,
         )
         supervisors[name] = EngineSupervisor(
             config, log_sink=sink, startup_timeout=900, backoff_s=0.5, backoff_max_s=5
@@ -258,9 +263,11 @@ async def test_sigkill_one_replica_under_20_streams_every_stream_completes(
         os.kill(victim_pid, signal.SIGSTOP)
         running_at_stop = sum(not log.done for log in logs)
         leaver_running = not leaver.done and len(leaver.events) < LEAVER_TOKENS - 300
-        states = (await client.get("/health/upstreams")).json()["upstreams"]
+        try:
+            states = (await client.get("/health/upstreams")).json()["upstreams"]
+        finally:
+            os.kill(victim_pid, signal.SIGKILL)
         assert states[victim]["outstanding"] >= 2, states  # the leaver and some of the 20
-        os.kill(victim_pid, signal.SIGKILL)
         # The leaver disconnects on the next bytes it gets: its continuation's, on the survivor.
         leave.set()
         # Generous: on a loaded machine the gateway (in this process) answers slowly.
