@@ -46,6 +46,7 @@ class Member:
     max_outstanding: int = 0
     outstanding: int = 0
     served: frozenset[str] = field(default_factory=frozenset)
+    cards: tuple[dict[str, Any], ...] = ()  # its last /v1/models answer
 
     @property
     def saturated(self) -> bool:
@@ -138,20 +139,22 @@ class UpstreamPool:
         return serving or engines
 
     async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
-        """Every model the upstreams serve (asked concurrently), and the configured ones; an
-        upstream that does not answer is skipped. Raises EngineUnavailable when nothing is known.
-        Providers are not asked: only the models configured for them are listed."""
+        """Every model the upstreams serve (asked concurrently), and the configured ones. An
+        upstream that does not answer now (down, or too busy streaming to list in time) counts with
+        its last answer: its models stay known, and reach its breaker (503), not a 404. Raises
+        EngineUnavailable when nothing is known. Providers are not asked: only the models
+        configured for them are listed."""
         members = [member for member in self.members.values() if member.upstream.kind == "vllm"]
         answers = await asyncio.gather(
             *(member.upstream.get_json("/v1/models", timeout_s) for member in members), return_exceptions=True
         )
         cards: dict[str, dict[str, Any]] = {}
         for member, answer in zip(members, answers, strict=True):
-            if isinstance(answer, BaseException):
-                continue
-            data = [card for card in answer.get("data", []) if isinstance(card, dict) and "id" in card]
-            member.served = frozenset(str(card["id"]) for card in data)
-            for card in data:
+            if not isinstance(answer, BaseException):
+                data = [card for card in answer.get("data", []) if isinstance(card, dict) and "id" in card]
+                member.served = frozenset(str(card["id"]) for card in data)
+                member.cards = tuple(data)
+            for card in member.cards:
                 cards.setdefault(str(card["id"]), card)
         if not cards and all(isinstance(answer, BaseException) for answer in answers) and not self.routes:
             raise EngineUnavailable("No upstream is reachable; try again shortly.")

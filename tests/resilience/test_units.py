@@ -416,6 +416,25 @@ async def test_a_stalled_stream_trips_the_inter_token_timeout() -> None:
     assert orjson.loads(last[6:])["error"]["code"] == "engine_timeout"
 
 
+async def test_a_model_stays_known_while_its_upstreams_cannot_list_it() -> None:
+    """Engines too busy (or down) to answer /v1/models keep their last list: a routed model's card
+    must not push the unrouted ones out, or their requests get 404 instead of being served."""
+    answering = {"on": True}
+
+    def models(request: httpx.Request) -> httpx.Response:
+        if not answering["on"]:
+            raise httpx.ReadTimeout("busy")
+        return httpx.Response(200, json={"data": [{"id": "m", "object": "model", "created": 1}]})
+
+    pool, client = make_pool({"a": models, "b": models})
+    pool.reconfigure({"a": "http://a", "b": "http://b"}, {}, {"alias": ModelRoute(served_name="m")})
+    async with client:
+        assert {card["id"] for card in await pool.list_models(1)} == {"m", "alias"}
+        answering["on"] = False
+        assert {card["id"] for card in await pool.list_models(1)} == {"m", "alias"}
+        assert {member.name for member in pool.members_for("m")} == {"a", "b"}
+
+
 async def test_a_recovered_upstream_is_probed_half_open_and_gets_the_next_request() -> None:
     alive = {"a": True}
 
