@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     engine_transport: Literal["httpx", "aiohttp"] = Field(
         "httpx",
         description="The engine client's connection pool: httpx's own, or aiohttp's (much less CPU per "
-        "request at high concurrency; mid-stream failover with it is not yet proven).",
+        "request at high concurrency; its connects timed out once on an overloaded machine).",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="The lowest level logged."
