@@ -175,7 +175,9 @@ class Dispatcher:
                         raise
                     return await self._retry_more(first, once, policy, deadline)
             except UpstreamFailed as exc:
-                if not exc.retryable:
+                # A 404 is the upstream not serving this model (or path) under that name, which
+                # the next model of the chain may: other client errors would fail there too.
+                if not exc.retryable and exc.error.status != 404:
                     raise exc.error from None
                 last = exc.error
             except EngineUnavailable as exc:  # every breaker open, or every upstream full

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.errors import EngineTimeout, EngineUnavailable, InvalidRequest, Overloaded
+from gateway.errors import APIError, EngineTimeout, EngineUnavailable, InvalidRequest, Overloaded
 from gateway.observability.sections import ModelRoute, UpstreamConfig
 from gateway.relay import SSERelay, StreamUsage
 from gateway.upstreams.breaker import CircuitBreaker
@@ -250,6 +250,43 @@ async def test_fallback_chain_answers_when_the_model_upstreams_are_down() -> Non
         assert attempt.member.name == "remote" and attempt.target.model == "chat-backup"
         await attempt.close()
     assert orjson.loads(seen[0])["model"] == "tiny"
+
+
+async def test_a_404_moves_on_to_the_fallback_and_a_400_ends_the_chain() -> None:
+    def missing(request: httpx.Request) -> httpx.Response:
+        error = {"message": "The model `chat` does not exist.", "type": "NotFoundError", "code": 404}
+        return httpx.Response(404, json={"error": error, "object": "error"})
+
+    def bad(request: httpx.Request) -> httpx.Response:
+        error = {"message": "bad logit bias", "type": "BadRequestError", "param": "logit_bias", "code": 400}
+        return httpx.Response(400, json={"error": error, "object": "error"})
+
+    answer = streaming([*sse(chunk("x", "hi", finish="stop")), b"data: [DONE]\n\n"])
+    for primary, expected in ((missing, None), (bad, 400)):
+        pool, client = make_pool({"local": primary, "remote": answer})
+        pool.reconfigure(
+            {"local": "http://local", "remote": "http://remote"},
+            {},
+            {
+                "chat": ModelRoute(upstreams=["local"], fallbacks=["chat-backup"]),
+                "chat-backup": ModelRoute(upstreams=["remote"]),
+            },
+        )
+        dispatcher = make_dispatcher(pool)
+        async with client:
+            if expected is None:
+                attempt = await dispatcher.open_stream(
+                    CHAT, b'{"model":"chat"}', {}, dispatcher.plan("chat"), Deadline(30)
+                )
+                assert attempt.target.model == "chat-backup"
+                await attempt.close()
+            else:
+                with pytest.raises(APIError) as raised:
+                    await dispatcher.open_stream(
+                        CHAT, b'{"model":"chat"}', {}, dispatcher.plan("chat"), Deadline(30)
+                    )
+                assert raised.value.status == expected
+        assert pool.members["local"].breaker.state == "closed"  # an answer, not a failure
 
 
 # -- failover ------------------------------------------------------------------------------------
