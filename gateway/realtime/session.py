@@ -38,6 +38,7 @@ from gateway.protocol.realtime import (
 from gateway.realtime.events import EventError, failure_of, new_id
 from gateway.realtime.loopback import Loopback, read_all
 from gateway.realtime.response import Plan, Response
+from gateway.realtime.vad import SpeechDetector, Turn, VadSettings
 
 # pcm16 in and out, mono, little-endian, at 24 kHz: the Realtime API's own format, and the speech
 # endpoint's `pcm` output.
@@ -64,6 +65,7 @@ class _Session:
     temperature: float | None = None
     max_output_tokens: int | None = None
     transcription: dict[str, Any] | None = None
+    turn_detection: VadSettings | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -77,7 +79,7 @@ class _Session:
             "input_audio_format": "pcm16",
             "output_audio_format": "pcm16",
             "input_audio_transcription": self.transcription,
-            "turn_detection": None,
+            "turn_detection": self.turn_detection.describe() if self.turn_detection else None,
             "tools": [],
             "tool_choice": "none",
             "temperature": self.temperature,
@@ -104,6 +106,10 @@ class RealtimeSession:
         self._audio = bytearray()
         self._transcribing: dict[str, asyncio.Task[None]] = {}
         self._response: Response | None = None
+        # Server VAD: the detector, and the id the item of the turn in progress will have (sent
+        # with speech_started).
+        self._detector: SpeechDetector | None = None
+        self._turn_item: str | None = None
 
     async def start(self) -> None:
         await self.emit({"type": "session.created", "session": self._session.describe()})
@@ -154,7 +160,7 @@ class RealtimeSession:
         if isinstance(event, SessionUpdateEvent):
             await self._update(event)
         elif isinstance(event, AppendAudioEvent):
-            self._append(event.audio)
+            await self._append(event.audio)
         elif isinstance(event, CommitAudioEvent):
             await self._commit()
         elif isinstance(event, ClearAudioEvent):
@@ -171,13 +177,7 @@ class RealtimeSession:
 
     async def _update(self, event: SessionUpdateEvent) -> None:
         update, given = event.session, event.session.model_fields_set
-        if update.turn_detection is not None:
-            raise EventError(
-                "Only `turn_detection: null` is supported: commit the audio buffer "
-                "(`input_audio_buffer.commit`) and ask for a response (`response.create`).",
-                code="unsupported_turn_detection",
-                param="session.turn_detection",
-            )
+        vad = VadSettings.parse(update.turn_detection) if update.turn_detection is not None else None
         if update.tools:
             raise EventError(
                 "Function calling is not supported over /v1/realtime yet.",
@@ -199,9 +199,15 @@ class RealtimeSession:
             state.max_output_tokens = _token_cap(update.max_response_output_tokens)
         if "input_audio_transcription" in given:
             state.transcription = update.input_audio_transcription
+        if "turn_detection" in given and vad != state.turn_detection:
+            state.turn_detection = vad
+            # Detection starts afresh with the audio appended from now on.
+            self._detector = SpeechDetector(vad) if vad else None
+            self._turn_item = None
+            self._audio.clear()
         await self.emit({"type": "session.updated", "session": state.describe()})
 
-    def _append(self, audio: str) -> None:
+    async def _append(self, audio: str) -> None:
         chunk = _b64(audio, "audio")
         if len(self._audio) + len(chunk) > self._limits.max_audio_buffer_s * _BYTES_PER_S:
             raise EventError(
@@ -211,8 +217,51 @@ class RealtimeSession:
                 param="audio",
             )
         self._audio += chunk
+        if self._detector is not None:
+            for turn in self._detector.feed(chunk):
+                await self._turn(turn)
+            if not self._detector.speaking:
+                self._trim_to_padding()
 
-    async def _commit(self) -> None:
+    def _trim_to_padding(self) -> None:
+        """Between turns only the last `prefix_padding_ms` is kept: the lead-in of the next turn."""
+        assert self._detector is not None
+        keep = self._detector.settings.prefix_padding_ms * _BYTES_PER_S // 1000
+        keep -= keep % 2
+        if len(self._audio) > keep:
+            dropped = len(self._audio) - keep
+            del self._audio[:dropped]
+
+    async def _turn(self, turn: Turn) -> None:
+        """A server-VAD edge: a start may interrupt the response being given; a stop commits the
+        buffer and, unless told not to, asks for a response."""
+        assert self._detector is not None
+        settings = self._detector.settings
+        if turn.edge == "start":
+            self._turn_item = new_id("item")
+            if settings.interrupt_response and self._response is not None and not self._response.done:
+                await self._response.cancel()
+            await self.emit(
+                {
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": turn.ms,
+                    "item_id": self._turn_item,
+                }
+            )
+            return
+        item_id, self._turn_item = self._turn_item or new_id("item"), None
+        await self.emit(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": turn.ms, "item_id": item_id}
+        )
+        try:
+            await self._commit(item_id)
+        except EventError as problem:  # a turn too short to commit: reported, the session goes on
+            await self.error(problem, None)
+            return
+        if settings.create_response and (self._response is None or self._response.done):
+            await self._create_response(ResponseOptions())
+
+    async def _commit(self, item_id: str | None = None) -> None:
         if len(self._audio) < _MIN_COMMIT_BYTES:
             raise EventError(
                 f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
@@ -221,7 +270,9 @@ class RealtimeSession:
             )
         pcm, self._audio = bytes(self._audio), bytearray()
         previous = self._items[-1]["id"] if self._items else None
-        item = self._add_item(new_id("item"), "user", [{"type": "input_audio", "transcript": None}])
+        item = self._add_item(
+            item_id or new_id("item"), "user", [{"type": "input_audio", "transcript": None}]
+        )
         await self.emit(
             {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item["id"]}
         )

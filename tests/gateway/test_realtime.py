@@ -283,3 +283,38 @@ async def test_audio_in_is_transcribed_and_answered(gateway_url: str, model: str
         # The buffer was emptied by the commit.
         await session.send({"type": "input_audio_buffer.commit"})
         assert (await session.until("error"))["error"]["code"] == "input_audio_buffer_commit_empty"
+
+
+@needs_espeak
+async def test_server_vad_commits_each_turn_and_answers_it(
+    gateway_url: str, model: str, api_key: str
+) -> None:
+    """With `turn_detection: server_vad` the client only streams its microphone: the server finds
+    where the speech starts and stops, commits that turn, transcribes it and answers it."""
+    speech = pcm16_24k(spoken_sentence())
+    audio = bytes(24_000) + speech + bytes(48_000)  # 0.5 s of silence, the sentence, 1 s of silence
+    async for session in connect(gateway_url, model, api_key):
+        vad = {"type": "server_vad", "silence_duration_ms": 700}
+        await session.send(
+            {"type": "session.update", "session": {"modalities": ["text"], "turn_detection": vad}}
+        )
+        updated = await session.until("session.updated")
+        assert updated["session"]["turn_detection"]["silence_duration_ms"] == 700
+        for start in range(0, len(audio), 9600):
+            chunk = audio[start : start + 9600]
+            await session.send(
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()}
+            )
+        started = await session.until("input_audio_buffer.speech_started")
+        assert 300 <= started["audio_start_ms"] <= 1000, started
+        stopped = await session.until("input_audio_buffer.speech_stopped")
+        speech_ms = len(speech) * 1000 // 48_000
+        assert stopped["audio_end_ms"] - started["audio_start_ms"] <= speech_ms + 100, (started, stopped)
+        committed = await session.until("input_audio_buffer.committed")
+        assert started["item_id"] == stopped["item_id"] == committed["item_id"]
+        transcribed = await session.until("conversation.item.input_audio_transcription.completed")
+        assert transcribed["item_id"] == committed["item_id"]
+        # No response.create was sent: the turn's end asked for the answer.
+        done = await session.until("response.done")
+        assert done["response"]["status"] in ("completed", "incomplete", "failed"), done
+        assert len(session.of("input_audio_buffer.speech_started")) == 1
