@@ -239,8 +239,6 @@ class RealtimeSession:
         settings = self._detector.settings
         if turn.edge == "start":
             self._turn_item = new_id("item")
-            if settings.interrupt_response and self._response is not None and not self._response.done:
-                await self._response.cancel()
             await self.emit(
                 {
                     "type": "input_audio_buffer.speech_started",
@@ -248,6 +246,8 @@ class RealtimeSession:
                     "item_id": self._turn_item,
                 }
             )
+            if settings.interrupt_response and self._response is not None and not self._response.done:
+                await self._response.cancel()
             return
         item_id, self._turn_item = self._turn_item or new_id("item"), None
         await self.emit(

@@ -318,3 +318,31 @@ async def test_server_vad_commits_each_turn_and_answers_it(
         done = await session.until("response.done")
         assert done["response"]["status"] in ("completed", "incomplete", "failed"), done
         assert len(session.of("input_audio_buffer.speech_started")) == 1
+
+
+@needs_espeak
+async def test_speech_interrupts_the_response_being_given(gateway_url: str, model: str, api_key: str) -> None:
+    """Barge-in: the user starts talking while the answer streams, and the answer stops there."""
+    speech = pcm16_24k(spoken_sentence())
+    async for session in connect(gateway_url, model, api_key):
+        vad = {"type": "server_vad", "create_response": False}
+        await session.send(
+            {"type": "session.update", "session": {"modalities": ["text"], "turn_detection": vad}}
+        )
+        await session.until("session.updated")
+        await say(session, "Tell me a long story.")
+        await session.send({"type": "response.create", "response": {"max_output_tokens": 1500}})
+        await session.until("response.text.delta")
+        for start in range(0, len(speech), 9600):
+            chunk = speech[start : start + 9600]
+            await session.send(
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()}
+            )
+        await session.until("input_audio_buffer.speech_started")
+        done = await session.until("response.done")
+        assert done["response"]["status"] == "cancelled", done
+        await session.send(
+            {"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(48_000)).decode()}
+        )
+        await session.until("input_audio_buffer.committed")
+        assert not session.of("response.created")[1:], "create_response: false asks for no answer"
