@@ -94,6 +94,18 @@ class DeleteItemEvent(_Event):
     item_id: str
 
 
+class TruncateItemEvent(_Event):
+    type: Literal["conversation.item.truncate"]
+    item_id: str
+    content_index: int = Field(ge=0)
+    audio_end_ms: int = Field(ge=0)
+
+
+class RetrieveItemEvent(_Event):
+    type: Literal["conversation.item.retrieve"]
+    item_id: str
+
+
 class CreateResponseEvent(_Event):
     type: Literal["response.create"]
     response: ResponseOptions = Field(default_factory=ResponseOptions)
@@ -111,6 +123,8 @@ ClientEvent = Annotated[
     | ClearAudioEvent
     | CreateItemEvent
     | DeleteItemEvent
+    | TruncateItemEvent
+    | RetrieveItemEvent
     | CreateResponseEvent
     | CancelResponseEvent,
     Field(discriminator="type"),
@@ -128,6 +142,8 @@ CLIENT_EVENT_TYPES = (
     "input_audio_buffer.clear",
     "conversation.item.create",
     "conversation.item.delete",
+    "conversation.item.truncate",
+    "conversation.item.retrieve",
     "response.create",
     "response.cancel",
 )

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from gateway.realtime.session import RealtimeLimits, RealtimeSession
 
 
+@dataclass
+class Spoken:
+    text: str
+    pcm_bytes: int = 0
+
+
 @dataclass(frozen=True)
 class Plan:
     modalities: list[str]
@@ -43,6 +49,9 @@ class Response:
         self._item_id = new_id("item")
         self._task: asyncio.Task[None] | None = None
         self._audio = "audio" in plan.modalities
+        # Each spoken sentence and how many pcm bytes of it were sent: what a later
+        # `conversation.item.truncate` needs to keep only the text the user heard.
+        self.spoken: list[Spoken] = []
 
     @property
     def speech_model(self) -> str:
@@ -116,7 +125,7 @@ class Response:
             else []
         )
         if output:
-            self._session.remember(output[0])
+            self._session.remember(output[0], self.spoken if self._audio else None)
         await self._emit_response(status, output=output, usage=usage, details=details)
 
     def _item(self, text: str, status: str) -> dict[str, Any]:
@@ -210,6 +219,7 @@ class Response:
         await self._session.emit({"type": kind, **self._where(), "delta": delta})
 
     async def audio_delta(self, pcm: bytes) -> None:
+        self.spoken[-1].pcm_bytes += len(pcm)
         await self._session.emit(
             {"type": "response.audio.delta", **self._where(), "delta": base64.b64encode(pcm).decode()}
         )
@@ -277,6 +287,7 @@ class _Speaker:
             "response_format": "pcm",
             "speed": self._plan.speed,
         }
+        self._response.spoken.append(Spoken(sentence))
         async with self._response.loopback.post("/v1/audio/speech", orjson.dumps(body), self._stop) as answer:
             if answer.status != 200:
                 raw = await read_all(answer.chunks)

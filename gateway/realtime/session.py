@@ -32,12 +32,14 @@ from gateway.protocol.realtime import (
     DeleteItemEvent,
     Item,
     ResponseOptions,
+    RetrieveItemEvent,
     SessionUpdateEvent,
+    TruncateItemEvent,
     parse_client_event,
 )
 from gateway.realtime.events import EventError, failure_of, new_id
 from gateway.realtime.loopback import Loopback, read_all
-from gateway.realtime.response import Plan, Response
+from gateway.realtime.response import Plan, Response, Spoken
 from gateway.realtime.vad import SpeechDetector, Turn, VadSettings
 
 # pcm16 in and out, mono, little-endian, at 24 kHz: the Realtime API's own format, and the speech
@@ -106,6 +108,7 @@ class RealtimeSession:
         self._audio = bytearray()
         self._transcribing: dict[str, asyncio.Task[None]] = {}
         self._response: Response | None = None
+        self._spoken: dict[str, list[Spoken]] = {}  # assistant audio items: their sentences' audio
         # Server VAD: the detector, and the id the item of the turn in progress will have (sent
         # with speech_started).
         self._detector: SpeechDetector | None = None
@@ -170,6 +173,10 @@ class RealtimeSession:
             await self._create_item(event.item, event.previous_item_id)
         elif isinstance(event, DeleteItemEvent):
             await self._delete_item(event.item_id)
+        elif isinstance(event, TruncateItemEvent):
+            await self._truncate(event)
+        elif isinstance(event, RetrieveItemEvent):
+            await self.emit({"type": "conversation.item.retrieved", "item": self._item(event.item_id)})
         elif isinstance(event, CreateResponseEvent):
             await self._create_response(event.response)
         elif isinstance(event, CancelResponseEvent):
@@ -321,12 +328,47 @@ class RealtimeSession:
             self._transcribe(item, index, pcm)
 
     async def _delete_item(self, item_id: str) -> None:
-        for index, item in enumerate(self._items):
+        self._items.remove(self._item(item_id))
+        self._spoken.pop(item_id, None)
+        await self.emit({"type": "conversation.item.deleted", "item_id": item_id})
+
+    def _item(self, item_id: str) -> dict[str, Any]:
+        for item in self._items:
             if item["id"] == item_id:
-                del self._items[index]
-                await self.emit({"type": "conversation.item.deleted", "item_id": item_id})
-                return
+                return item
         raise EventError(f"Item with item_id not found: {item_id}", code="item_not_found", param="item_id")
+
+    async def _truncate(self, event: TruncateItemEvent) -> None:
+        """The user heard only `audio_end_ms` of an assistant's spoken answer (they interrupted
+        it): its transcript keeps what was heard, so the model is not told it said the rest."""
+        item = self._item(event.item_id)
+        content = item["content"]
+        if item["role"] != "assistant" or event.content_index >= len(content):
+            raise EventError(
+                "Only an assistant item's audio can be truncated.", code="invalid_value", param="item_id"
+            )
+        part = content[event.content_index]
+        if part["type"] != "audio":
+            raise EventError("The content part is not audio.", code="invalid_value", param="content_index")
+        spoken = self._spoken.get(item["id"], [])
+        length_ms = sum(segment.pcm_bytes for segment in spoken) * 1000 // _BYTES_PER_S
+        if event.audio_end_ms > length_ms:
+            raise EventError(
+                f"Audio content of {length_ms}ms is already shorter than {event.audio_end_ms}ms",
+                code="invalid_value",
+                param="audio_end_ms",
+            )
+        heard = _heard(spoken, event.audio_end_ms * _BYTES_PER_S // 1000)
+        self._spoken[item["id"]] = heard
+        part["transcript"] = " ".join(segment.text for segment in heard if segment.text)
+        await self.emit(
+            {
+                "type": "conversation.item.truncated",
+                "item_id": item["id"],
+                "content_index": event.content_index,
+                "audio_end_ms": event.audio_end_ms,
+            }
+        )
 
     def _add_item(
         self, item_id: str, role: str, content: list[dict[str, Any]], *, after: str | None = None
@@ -469,8 +511,10 @@ class RealtimeSession:
                 messages.append({"role": item["role"], "content": text})
         return messages
 
-    def remember(self, item: dict[str, Any]) -> None:
+    def remember(self, item: dict[str, Any], spoken: list[Spoken] | None = None) -> None:
         self._items.append(item)
+        if spoken is not None:
+            self._spoken[item["id"]] = spoken
 
     @property
     def model(self) -> str:
@@ -479,6 +523,25 @@ class RealtimeSession:
     @property
     def loopback(self) -> Loopback:
         return self._loopback
+
+
+def _heard(spoken: list[Spoken], pcm_bytes: int) -> list[Spoken]:
+    """The sentences within the first `pcm_bytes` of audio; the one cut mid-way keeps the words
+    its heard share of the audio covers (by characters, to the last whole word)."""
+    heard: list[Spoken] = []
+    left = pcm_bytes
+    for segment in spoken:
+        if left <= 0:
+            break
+        if segment.pcm_bytes <= left:
+            heard.append(segment)
+            left -= segment.pcm_bytes
+            continue
+        cut = segment.text[: len(segment.text) * left // segment.pcm_bytes]
+        words = cut.rsplit(" ", 1)[0] if " " in cut else ""
+        heard.append(Spoken(words.rstrip(), left))
+        break
+    return heard
 
 
 def _text_of(part: dict[str, Any]) -> str:

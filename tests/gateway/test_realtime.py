@@ -236,6 +236,21 @@ async def test_audio_out_is_spoken_sentence_by_sentence(gateway_url: str, model:
         if any(ch.isalnum() for ch in transcript):  # random weights: the words are noise, usually speakable
             assert len(pcm) / 2 / 24_000 > 0.2, transcript
             assert len(pcm) % 2 == 0
+            # The user heard half of it: the conversation keeps only the words of that half.
+            item_id = done["response"]["output"][0]["id"]
+            half_ms = len(pcm) // 96
+            await session.send(
+                {
+                    "type": "conversation.item.truncate",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "audio_end_ms": half_ms,
+                }
+            )
+            assert (await session.until("conversation.item.truncated"))["audio_end_ms"] == half_ms
+            await session.send({"type": "conversation.item.retrieve", "item_id": item_id})
+            heard = (await session.until("conversation.item.retrieved"))["item"]["content"][0]["transcript"]
+            assert len(heard) < len(transcript.strip())
         assert not session.of("error")
 
 
