@@ -11,6 +11,7 @@ from typing import Any
 
 import av
 import httpx
+import openai
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -361,3 +362,38 @@ async def test_speech_interrupts_the_response_being_given(gateway_url: str, mode
         )
         await session.until("input_audio_buffer.committed")
         assert not session.of("response.created")[1:], "create_response: false asks for no answer"
+
+
+async def test_the_openai_sdk_realtime_client_talks_to_it(gateway_url: str, model: str, api_key: str) -> None:
+    """OpenAI's own SDK (`client.beta.realtime`, its typed events) as the client: text in, text
+    streamed out, and a server-VAD session update it sends as OpenAI documents it."""
+    # The SDK speaks wss:// unless told the WebSocket base: plain ws:// on this test server.
+    client = openai.AsyncOpenAI(
+        base_url=gateway_url + "/v1",
+        websocket_base_url=gateway_url.replace("http://", "ws://") + "/v1",
+        api_key=api_key,
+        max_retries=0,
+    )
+    async with client.beta.realtime.connect(model=model) as connection:
+        await connection.session.update(
+            session={"modalities": ["text"], "turn_detection": {"type": "server_vad", "threshold": 0.6}}
+        )
+        await connection.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
+        )
+        await connection.response.create(response={"max_output_tokens": 8})
+        kinds, deltas = [], []
+        async for event in connection:
+            kinds.append(event.type)
+            if event.type == "session.updated":
+                assert event.session.turn_detection is not None
+                assert event.session.turn_detection.threshold == 0.6
+            elif event.type == "response.text.delta":
+                deltas.append(event.delta)
+            elif event.type == "response.done":
+                assert event.response.status in ("completed", "incomplete"), event
+                assert event.response.usage is not None and event.response.usage.output_tokens
+                break
+            assert event.type != "error", event
+    assert kinds[0] == "session.created" and deltas
+    await client.close()
