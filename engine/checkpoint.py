@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.architectures import DEFAULT_ARCHITECTURE, get_architecture
 from engine.presets import VisionLanguagePreset, get_preset
-from engine.tokenizer import save_tokenizer
+from engine.tokenizer import CHAT_TEMPLATE_RESOURCE, save_tokenizer
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from engine.whisper import WHISPER_PRESETS, write_whisper_checkpoint
 
@@ -96,6 +96,7 @@ def build_checkpoint(
                 model_max_length=int(text["max_position_embeddings"]),
                 cache_dir=cache_dir,
                 extra_special_tokens=getattr(writer, "added_tokens", ()),
+                chat_template_resource=getattr(writer, "chat_template", CHAT_TEMPLATE_RESOURCE),
             )
             extra_files = getattr(writer, "extra_files", None)
             for name, payload in (extra_files(config) if extra_files else {}).items():

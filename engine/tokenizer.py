@@ -31,6 +31,7 @@ __all__ = [
     "PAD_TOKEN",
     "QWEN2_PATTERN",
     "SPECIAL_TOKENS",
+    "VL_CHAT_TEMPLATE_RESOURCE",
     "build_tokenizer",
     "chat_template",
     "default_cache_dir",
@@ -88,6 +89,8 @@ EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
 DEFAULT_MODEL_MAX_LENGTH = 131072
 CHAT_TEMPLATE_RESOURCE = "templates/qwen2_5_chat.jinja"
+VL_CHAT_TEMPLATE_RESOURCE = "templates/qwen2_5_vl_chat.jinja"
+"""The same, for content sent as a list of parts: each image becomes `<image>` where it was sent."""
 
 # Bump when the way the backend tokenizer is built changes, so stale caches
 # are ignored rather than trusted.
@@ -113,9 +116,9 @@ def tiktoken_path() -> Path:
     raise FileNotFoundError("dashscope is installed but has no resources/qwen.tiktoken")
 
 
-def chat_template() -> str:
-    """Qwen2.5-Instruct's ChatML template, with tools and tool calls."""
-    return resources.files("engine").joinpath(CHAT_TEMPLATE_RESOURCE).read_text(encoding="utf-8")
+def chat_template(resource: str = CHAT_TEMPLATE_RESOURCE) -> str:
+    """Qwen2.5-Instruct's ChatML template, with tools and tool calls (or another packaged one)."""
+    return resources.files("engine").joinpath(resource).read_text(encoding="utf-8")
 
 
 def default_cache_dir() -> Path:
@@ -158,6 +161,7 @@ def save_tokenizer(
     model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
     cache_dir: str | os.PathLike[str] | None = None,
     extra_special_tokens: Sequence[str] = (),
+    chat_template_resource: str = CHAT_TEMPLATE_RESOURCE,
 ) -> Path:
     """Write the tokenizer files a Qwen2.5 checkpoint ships.
 
@@ -168,7 +172,8 @@ def save_tokenizer(
 
     `extra_special_tokens` are added after Qwen2.5's own, from id 151665 on, as
     models built on Qwen2.5 add theirs (a vision model's `<image>`); they fit in the
-    embedding's padding rows.
+    embedding's padding rows. `chat_template_resource` names the packaged
+    template to ship (a vision model's places its image tokens).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,12 +187,15 @@ def save_tokenizer(
     (out / "merges.txt").write_text(
         "#version: 0.2\n" + "".join(f"{left} {right}\n" for left, right in merges), encoding="utf-8"
     )
-    _write_json(out / "tokenizer_config.json", _tokenizer_config(model_max_length, extras))
+    template = chat_template(chat_template_resource)
+    _write_json(out / "tokenizer_config.json", _tokenizer_config(model_max_length, extras, template))
     _write_json(out / "special_tokens_map.json", _special_tokens_map(extras))
     return out
 
 
-def _tokenizer_config(model_max_length: int, extras: Sequence[SpecialToken] = ()) -> dict[str, Any]:
+def _tokenizer_config(
+    model_max_length: int, extras: Sequence[SpecialToken] = (), template: str | None = None
+) -> dict[str, Any]:
     """The published Qwen2.5-Instruct `tokenizer_config.json`, field for field (plus `extras`)."""
     return {
         "add_bos_token": False,
@@ -205,7 +213,7 @@ def _tokenizer_config(model_max_length: int, extras: Sequence[SpecialToken] = ()
         },
         "additional_special_tokens": _additional_special_tokens(extras),
         "bos_token": None,
-        "chat_template": chat_template(),
+        "chat_template": template or chat_template(),
         "clean_up_tokenization_spaces": False,
         "eos_token": EOS_TOKEN,
         "errors": "replace",

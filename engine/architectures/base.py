@@ -25,9 +25,10 @@ class ArchitectureWriter(Protocol):
 
     Optional, read with `getattr`: `vision_language` (True: the writer takes
     vision-language presets, and only those), `added_tokens`, tokens the
-    tokenizer adds after Qwen2.5's own (Idefics3's `<image>`), and
-    `extra_files(config)`, other JSON files of the checkpoint by name (a
-    processor's configs).
+    tokenizer adds after Qwen2.5's own (Idefics3's `<image>`), `chat_template`,
+    the packaged template the tokenizer ships (`engine.tokenizer`'s resource
+    names), and `extra_files(config)`, other JSON files of the checkpoint by
+    name (a processor's configs).
     """
 
     name: str

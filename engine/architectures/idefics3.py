@@ -5,7 +5,8 @@ Written in the published layout: `config.json` with an `idefics3_vision` vision 
 `llama` text config, the tokenizer with Idefics3's image tokens added, and the processor's files
 (`preprocessor_config.json` for `Idefics3ImageProcessor`, `processor_config.json` for
 `Idefics3Processor`). vLLM and transformers load it with their own code, unchanged. The tokenizer
-is Qwen2.5's (the only one buildable offline here) rather than SmolLM2's.
+is Qwen2.5's (the only one buildable offline here) rather than SmolLM2's, and so is its ChatML
+chat template, taught to place `<image>` where each image part is.
 
 Why Idefics3: vLLM 0.32 serves it on CPU, several images per prompt, and both vLLM's model module
 and transformers' processor import without torchvision, whose PyPI builds break vLLM's import
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.presets import VisionLanguagePreset
+from engine.tokenizer import VL_CHAT_TEMPLATE_RESOURCE
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +72,9 @@ class Idefics3Writer:
     name = "idefics3"
     vision_language = True
     added_tokens = IMAGE_TOKENS
+    chat_template = VL_CHAT_TEMPLATE_RESOURCE
+    """Qwen2.5's ChatML over lists of parts: each image's `<image>` goes where the client put it
+    (with a string-content template vLLM would put every image before the message's text)."""
 
     def config(self, preset: Preset) -> dict[str, Any]:
         if not isinstance(preset, VisionLanguagePreset):

@@ -103,3 +103,55 @@ def test_shapes_and_architectures_must_fit(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs a vision-language preset"):
         build_checkpoint(tmp_path / "y", "tiny", architecture="idefics3")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_chat_template_places_images_where_they_were_sent(vl_checkpoint: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(vl_checkpoint))
+    parts = [
+        {"type": "text", "text": "Compare "},
+        {"type": "image"},
+        {"type": "text", "text": " with "},
+        {"type": "image_url", "image_url": {"url": "data:,"}},
+    ]
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": parts}], tokenize=False)
+    assert "<|im_start|>user\nCompare <image> with <image><|im_end|>\n" in rendered
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "hi"}],
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "bye"},
+        ],
+    ],
+)
+def test_chat_template_renders_text_as_qwen2_5_does(
+    vl_checkpoint: Path, tokenizer_cache: Path, messages: list[Any]
+) -> None:
+    """String content, or the same text as a list of parts, renders exactly as Qwen2.5's template."""
+    from transformers import AutoTokenizer
+
+    from engine.tokenizer import build_tokenizer
+
+    vl = AutoTokenizer.from_pretrained(str(vl_checkpoint))
+    expected = build_tokenizer(cache_dir=tokenizer_cache).apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
+    as_parts = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in messages]
+    for variant in (messages, as_parts):
+        assert vl.apply_chat_template(variant, tokenize=False, add_generation_prompt=True) == expected
+
+
+def test_vllm_reads_the_template_as_taking_lists_of_parts(vl_checkpoint: Path) -> None:
+    """vLLM hands the template OpenAI-style parts (so it places the images) only when it sees the
+    template loop over a message's content."""
+    from vllm.renderers.hf import _detect_content_format
+
+    template = json.loads((vl_checkpoint / "tokenizer_config.json").read_text())["chat_template"]
+    assert _detect_content_format(template, default="string") == "openai"
