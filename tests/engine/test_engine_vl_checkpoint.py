@@ -115,7 +115,8 @@ def test_chat_template_places_images_where_they_were_sent(vl_checkpoint: Path) -
         {"type": "text", "text": " with "},
         {"type": "image_url", "image_url": {"url": "data:,"}},
     ]
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": parts}], tokenize=False)
+    messages: Any = [{"role": "user", "content": parts}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
     assert "<|im_start|>user\nCompare <image> with <image><|im_end|>\n" in rendered
 
 
