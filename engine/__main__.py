@@ -17,9 +17,9 @@ from types import FrameType
 
 from engine.architectures import DEFAULT_ARCHITECTURE, architecture_names
 from engine.checkpoint import (
-    WHISPER_ARCHITECTURE,
     build_checkpoint,
     checkpoint_is_complete,
+    default_architecture,
     ensure_checkpoint,
     read_manifest,
 )
@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--architecture",
         default=None,
-        help=f"default {DEFAULT_ARCHITECTURE}; one of {', '.join(architecture_names())}",
+        help=f"default {DEFAULT_ARCHITECTURE} (idefics3 for tiny-vl, whisper for whisper-*); "
+        f"one of {', '.join(architecture_names())}",
     )
     build.add_argument("--out", type=Path, default=None, help="default .cache/checkpoints/<preset>")
     build.add_argument("--force", action="store_true", help="rebuild even if a complete checkpoint is there")
@@ -120,8 +121,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _build(args: argparse.Namespace) -> int:
     out: Path = args.out or DEFAULT_CHECKPOINT_ROOT / args.preset
-    default = WHISPER_ARCHITECTURE if args.preset in WHISPER_PRESETS else DEFAULT_ARCHITECTURE
-    architecture = args.architecture or default
+    architecture = args.architecture or default_architecture(args.preset)
     manifest = read_manifest(out)
     if not args.force and manifest is not None and checkpoint_is_complete(out):
         recipe = (manifest.get("preset"), manifest.get("seed"), manifest.get("architecture"))

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.architectures import DEFAULT_ARCHITECTURE, get_architecture
-from engine.presets import get_preset
-from engine.tokenizer import save_tokenizer
+from engine.presets import VisionLanguagePreset, get_preset
+from engine.tokenizer import CHAT_TEMPLATE_RESOURCE, save_tokenizer
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from engine.whisper import WHISPER_PRESETS, write_whisper_checkpoint
 
@@ -28,6 +28,7 @@ __all__ = [
     "MANIFEST_NAME",
     "build_checkpoint",
     "checkpoint_is_complete",
+    "default_architecture",
     "ensure_checkpoint",
     "read_manifest",
 ]
@@ -37,6 +38,9 @@ MANIFEST_NAME = "tantra_checkpoint.json"
 
 WHISPER_ARCHITECTURE = "whisper"
 """What a Whisper preset's manifest names as its architecture (whisper.cpp's ggml file)."""
+
+VISION_LANGUAGE_ARCHITECTURE = "idefics3"
+"""What a vision-language preset is built as unless told otherwise."""
 
 _MANIFEST_FORMAT = 1
 _PARTIAL_MARK = ".partial-"
@@ -53,15 +57,20 @@ def build_checkpoint(
     """Build a checkpoint at `out_dir`, replacing an earlier checkpoint there.
 
     Writes `model.safetensors`, `config.json`, `generation_config.json`, the
-    tokenizer files and a manifest into a sibling temporary directory, then
-    renames it into place. `cache_dir` is where the tokenizer build is cached.
+    tokenizer files (and whatever other files the architecture ships, such as a
+    vision model's processor configs) and a manifest into a sibling temporary
+    directory, then renames it into place. `cache_dir` is where the tokenizer
+    build is cached.
     """
     out = Path(out_dir).absolute()
     whisper = preset in WHISPER_PRESETS
     shape = None if whisper else get_preset(preset)
-    arch_name = WHISPER_ARCHITECTURE if whisper else architecture or DEFAULT_ARCHITECTURE
-    if whisper and architecture not in (None, WHISPER_ARCHITECTURE):
+    arch_name = architecture or default_architecture(preset)
+    if whisper and arch_name != WHISPER_ARCHITECTURE:
         raise ValueError(f"preset {preset} is a Whisper model; it takes no --architecture")
+    writer = None if shape is None else get_architecture(arch_name)
+    if isinstance(shape, VisionLanguagePreset) and not getattr(writer, "vision_language", False):
+        raise ValueError(f"preset {preset} is a vision-language shape; architecture {arch_name} is text-only")
 
     if out.exists() and read_manifest(out) is None and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not a Tantra checkpoint; refusing to replace it")
@@ -70,19 +79,28 @@ def build_checkpoint(
     partial = out.parent / f".{out.name}{_PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
-        if shape is None:
+        if shape is None or writer is None:
             _write_json(
                 partial / "config.json", write_whisper_checkpoint(partial, preset, seed, cache_dir=cache_dir)
             )
         else:
-            writer = get_architecture(arch_name)
             config = writer.config(shape)
+            # A vision-language config nests its text model's; the tokenizer and the stop
+            # tokens are the text model's.
+            text = config.get("text_config", config)
             _write_json(partial / "config.json", config)
-            _write_json(partial / "generation_config.json", _generation_config(config))
+            _write_json(partial / "generation_config.json", _generation_config(text))
             _write_weights(partial / "model.safetensors", writer.tensors(config, _generator(seed)))
             save_tokenizer(
-                partial, model_max_length=int(config["max_position_embeddings"]), cache_dir=cache_dir
+                partial,
+                model_max_length=int(text["max_position_embeddings"]),
+                cache_dir=cache_dir,
+                extra_special_tokens=getattr(writer, "added_tokens", ()),
+                chat_template_resource=getattr(writer, "chat_template", CHAT_TEMPLATE_RESOURCE),
             )
+            extra_files = getattr(writer, "extra_files", None)
+            for name, payload in (extra_files(config) if extra_files else {}).items():
+                _write_json(partial / name, payload)
         _write_json(
             partial / MANIFEST_NAME,
             {
@@ -110,10 +128,19 @@ def ensure_checkpoint(
 ) -> Path:
     """Reuse a complete checkpoint built with the same recipe, else build it."""
     out = Path(out_dir).absolute()
-    default = WHISPER_ARCHITECTURE if preset in WHISPER_PRESETS else DEFAULT_ARCHITECTURE
-    if _matches(out, preset, seed, architecture or default):
+    if _matches(out, preset, seed, architecture or default_architecture(preset)):
         return out
     return build_checkpoint(out, preset, seed, architecture, cache_dir=cache_dir)
+
+
+def default_architecture(preset: str) -> str:
+    """What a preset is built as without `--architecture`: Whisper presets as whisper.cpp
+    models, vision-language presets as Idefics3, the rest as SpikingBrain's core."""
+    if preset in WHISPER_PRESETS:
+        return WHISPER_ARCHITECTURE
+    if isinstance(get_preset(preset), VisionLanguagePreset):
+        return VISION_LANGUAGE_ARCHITECTURE
+    return DEFAULT_ARCHITECTURE
 
 
 def checkpoint_is_complete(path: str | os.PathLike[str], *, verify_hashes: bool = False) -> bool:

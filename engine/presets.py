@@ -2,14 +2,16 @@
 
 A preset names a shape, not an architecture: every registered architecture
 reads the same fields, so `tiny` means "fast enough for tests" whether the
-layers are Qwen2 or SpikingBrain's GLA/sliding-window hybrid.
+layers are Qwen2 or SpikingBrain's GLA/sliding-window hybrid. A
+vision-language preset adds a vision tower's shape to a text one; only
+vision-language architectures (`idefics3`) take it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PRESETS", "QWEN2_5_VOCAB_SIZE", "Preset", "get_preset"]
+__all__ = ["PRESETS", "QWEN2_5_VOCAB_SIZE", "Preset", "VisionLanguagePreset", "get_preset"]
 
 QWEN2_5_VOCAB_SIZE = 151936
 """Qwen2.5's small models pad the 151,665-token vocabulary to 151,936 rows."""
@@ -43,6 +45,35 @@ class Preset:
             raise ValueError(f"{self.name}: num_attention_heads must be a multiple of num_key_value_heads")
 
 
+@dataclass(frozen=True)
+class VisionLanguagePreset(Preset):
+    """A text shape plus a SigLIP-style vision tower: square images cut into square patches,
+    whose features are merged `scale_factor` x `scale_factor` (Idefics3's pixel shuffle)
+    before they enter the prompt."""
+
+    vision_hidden_size: int = 128
+    vision_num_hidden_layers: int = 2
+    vision_num_attention_heads: int = 2
+    vision_intermediate_size: int = 256
+    image_size: int = 256
+    patch_size: int = 16
+    scale_factor: int = 2
+
+    @property
+    def image_tokens(self) -> int:
+        """`<image>` tokens one image takes in the prompt (Idefics3's `image_seq_len`)."""
+        return (self.image_size // self.patch_size) ** 2 // self.scale_factor**2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_size % (self.patch_size * self.scale_factor):
+            raise ValueError(f"{self.name}: image_size must be a multiple of patch_size * scale_factor")
+        if self.vision_hidden_size % self.vision_num_attention_heads:
+            raise ValueError(
+                f"{self.name}: vision_hidden_size must be a multiple of vision_num_attention_heads"
+            )
+
+
 PRESETS: dict[str, Preset] = {
     # Head dim 64: vLLM's CPU kernels accept it, and it is what the hybrid
     # (recurrent) kernels need at minimum; 2 layers keep startup short.
@@ -65,6 +96,17 @@ PRESETS: dict[str, Preset] = {
         num_key_value_heads=2,
         intermediate_size=2816,
         max_position_embeddings=32768,
+    ),
+    # `tiny`'s text shape behind a two-layer vision tower (head dim 64 on both
+    # sides): 256 px images in 16 px patches, merged 2 x 2: 64 prompt tokens per image.
+    "tiny-vl": VisionLanguagePreset(
+        name="tiny-vl",
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=256,
+        max_position_embeddings=4096,
     ),
 }
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "PAD_TOKEN",
     "QWEN2_PATTERN",
     "SPECIAL_TOKENS",
+    "VL_CHAT_TEMPLATE_RESOURCE",
     "build_tokenizer",
     "chat_template",
     "default_cache_dir",
@@ -87,6 +89,8 @@ EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
 DEFAULT_MODEL_MAX_LENGTH = 131072
 CHAT_TEMPLATE_RESOURCE = "templates/qwen2_5_chat.jinja"
+VL_CHAT_TEMPLATE_RESOURCE = "templates/qwen2_5_vl_chat.jinja"
+"""The same, for content sent as a list of parts: each image becomes `<image>` where it was sent."""
 
 # Bump when the way the backend tokenizer is built changes, so stale caches
 # are ignored rather than trusted.
@@ -112,9 +116,9 @@ def tiktoken_path() -> Path:
     raise FileNotFoundError("dashscope is installed but has no resources/qwen.tiktoken")
 
 
-def chat_template() -> str:
-    """Qwen2.5-Instruct's ChatML template, with tools and tool calls."""
-    return resources.files("engine").joinpath(CHAT_TEMPLATE_RESOURCE).read_text(encoding="utf-8")
+def chat_template(resource: str = CHAT_TEMPLATE_RESOURCE) -> str:
+    """Qwen2.5-Instruct's ChatML template, with tools and tool calls (or another packaged one)."""
+    return resources.files("engine").joinpath(resource).read_text(encoding="utf-8")
 
 
 def default_cache_dir() -> Path:
@@ -156,6 +160,8 @@ def save_tokenizer(
     *,
     model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
     cache_dir: str | os.PathLike[str] | None = None,
+    extra_special_tokens: Sequence[str] = (),
+    chat_template_resource: str = CHAT_TEMPLATE_RESOURCE,
 ) -> Path:
     """Write the tokenizer files a Qwen2.5 checkpoint ships.
 
@@ -163,10 +169,17 @@ def save_tokenizer(
     changes between transformers versions (v5 moves the chat template out of
     `tokenizer_config.json`); this keeps the published layout, which both
     `AutoTokenizer.from_pretrained` and vLLM read.
+
+    `extra_special_tokens` are added after Qwen2.5's own, from id 151665 on, as
+    models built on Qwen2.5 add theirs (a vision model's `<image>`); they fit in the
+    embedding's padding rows. `chat_template_resource` names the packaged
+    template to ship (a vision model's places its image tokens).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     backend = _load_or_build_backend(Path(cache_dir) if cache_dir else default_cache_dir())
+    extras = tuple(SpecialToken(content, True) for content in extra_special_tokens)
+    _add_special_tokens(backend, extras, first_id=FIRST_SPECIAL_ID + len(SPECIAL_TOKENS))
     backend.save(str(out / "tokenizer.json"))
 
     vocab, merges = _vocab_and_merges(backend)
@@ -174,13 +187,16 @@ def save_tokenizer(
     (out / "merges.txt").write_text(
         "#version: 0.2\n" + "".join(f"{left} {right}\n" for left, right in merges), encoding="utf-8"
     )
-    _write_json(out / "tokenizer_config.json", _tokenizer_config(model_max_length))
-    _write_json(out / "special_tokens_map.json", _special_tokens_map())
+    template = chat_template(chat_template_resource)
+    _write_json(out / "tokenizer_config.json", _tokenizer_config(model_max_length, extras, template))
+    _write_json(out / "special_tokens_map.json", _special_tokens_map(extras))
     return out
 
 
-def _tokenizer_config(model_max_length: int) -> dict[str, Any]:
-    """The published Qwen2.5-Instruct `tokenizer_config.json`, field for field."""
+def _tokenizer_config(
+    model_max_length: int, extras: Sequence[SpecialToken] = (), template: str | None = None
+) -> dict[str, Any]:
+    """The published Qwen2.5-Instruct `tokenizer_config.json`, field for field (plus `extras`)."""
     return {
         "add_bos_token": False,
         "add_prefix_space": False,
@@ -193,11 +209,11 @@ def _tokenizer_config(model_max_length: int) -> dict[str, Any]:
                 "single_word": False,
                 "special": token.special,
             }
-            for i, token in enumerate(SPECIAL_TOKENS)
+            for i, token in enumerate((*SPECIAL_TOKENS, *extras))
         },
-        "additional_special_tokens": _additional_special_tokens(),
+        "additional_special_tokens": _additional_special_tokens(extras),
         "bos_token": None,
-        "chat_template": chat_template(),
+        "chat_template": template or chat_template(),
         "clean_up_tokenization_spaces": False,
         "eos_token": EOS_TOKEN,
         "errors": "replace",
@@ -209,7 +225,7 @@ def _tokenizer_config(model_max_length: int) -> dict[str, Any]:
     }
 
 
-def _special_tokens_map() -> dict[str, Any]:
+def _special_tokens_map(extras: Sequence[SpecialToken] = ()) -> dict[str, Any]:
     def entry(content: str) -> dict[str, Any]:
         return {
             "content": content,
@@ -220,15 +236,15 @@ def _special_tokens_map() -> dict[str, Any]:
         }
 
     return {
-        "additional_special_tokens": _additional_special_tokens(),
+        "additional_special_tokens": _additional_special_tokens(extras),
         "eos_token": entry(EOS_TOKEN),
         "pad_token": entry(PAD_TOKEN),
     }
 
 
-def _additional_special_tokens() -> list[str]:
+def _additional_special_tokens(extras: Sequence[SpecialToken] = ()) -> list[str]:
     """The published list: every `special` added token except the pad/`<|endoftext|>`."""
-    return [t.content for t in SPECIAL_TOKENS if t.special and t.content != PAD_TOKEN]
+    return [t.content for t in (*SPECIAL_TOKENS, *extras) if t.special and t.content != PAD_TOKEN]
 
 
 def _load_or_build_backend(cache_dir: Path) -> Tokenizer:
@@ -265,7 +281,7 @@ def _build_backend(rank_file: Path) -> Tokenizer:
     NFC normalization, Qwen2's split pattern, byte-level BPE; the added tokens
     are appended in id order so they land on 151643..151664.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
@@ -296,7 +312,15 @@ def _build_backend(rank_file: Path) -> Tokenizer:
     backend.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     # The decoder only maps bytes back; its flags do not change decoding.
     backend.decoder = decoders.ByteLevel()
-    for token in SPECIAL_TOKENS:
+    _add_special_tokens(backend, SPECIAL_TOKENS, first_id=FIRST_SPECIAL_ID)
+    return backend
+
+
+def _add_special_tokens(backend: Tokenizer, tokens: Sequence[SpecialToken], *, first_id: int) -> None:
+    """Append added tokens in order; each must land on the id after the previous one."""
+    from tokenizers import AddedToken
+
+    for token in tokens:
         added = AddedToken(
             token.content,
             single_word=False,
@@ -311,10 +335,9 @@ def _build_backend(rank_file: Path) -> Tokenizer:
             backend.add_special_tokens([added])
         else:
             backend.add_tokens([added])
-    for i, token in enumerate(SPECIAL_TOKENS):
-        if backend.token_to_id(token.content) != FIRST_SPECIAL_ID + i:
-            raise ValueError(f"{token.content} did not land on id {FIRST_SPECIAL_ID + i}")
-    return backend
+    for i, token in enumerate(tokens):
+        if backend.token_to_id(token.content) != first_id + i:
+            raise ValueError(f"{token.content} did not land on id {first_id + i}")
 
 
 def _vocab_and_merges(backend: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]:

@@ -22,6 +22,13 @@ class ArchitectureWriter(Protocol):
     tensor of `model.safetensors`, named as the published checkpoints name
     them. Draw all randomness from `generator`, in a fixed order, so a seed
     always gives the same bytes.
+
+    Optional, read with `getattr`: `vision_language` (True: the writer takes
+    vision-language presets, and only those), `added_tokens`, tokens the
+    tokenizer adds after Qwen2.5's own (Idefics3's `<image>`), `chat_template`,
+    the packaged template the tokenizer ships (`engine.tokenizer`'s resource
+    names), and `extra_files(config)`, other JSON files of the checkpoint by
+    name (a processor's configs).
     """
 
     name: str

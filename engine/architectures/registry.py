@@ -21,6 +21,7 @@ DEFAULT_ARCHITECTURE = "gla_swa"
 # the rest of the SpikingBrain code and is expected at this path.
 _LAZY: dict[str, str] = {
     "qwen2": "engine.architectures.qwen2:Qwen2Writer",
+    "idefics3": "engine.architectures.idefics3:Idefics3Writer",
     "gla_swa": "engine.spikingbrain.checkpoint:GlaSwaWriter",
 }
 _LOADED: dict[str, ArchitectureWriter] = {}

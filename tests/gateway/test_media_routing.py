@@ -1,7 +1,8 @@
 """The gateway's media path against a recording stand-in for the engine (no vLLM needed): capability
 routing (a model declared vision-capable gets the image, a text-only one gets OCR text), byte
 passthrough of plain requests, usage.tantra_media (streamed and not), the allow-list, and the
-4xx envelopes naming the part."""
+4xx envelopes naming the part. The same routing against vLLM serving a real vision-language
+checkpoint is tests/gateway/test_media_vl_engine.py."""
 
 from __future__ import annotations
 
