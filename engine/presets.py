@@ -9,7 +9,7 @@ vision-language architectures (`idefics3`) take it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 __all__ = ["PRESETS", "QWEN2_5_VOCAB_SIZE", "Preset", "VisionLanguagePreset", "get_preset"]
 
@@ -74,18 +74,20 @@ class VisionLanguagePreset(Preset):
             )
 
 
+# Head dim 64: vLLM's CPU kernels accept it, and it is what the hybrid
+# (recurrent) kernels need at minimum; 2 layers keep startup short.
+_TINY = Preset(
+    name="tiny",
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    intermediate_size=256,
+    max_position_embeddings=4096,
+)
+
 PRESETS: dict[str, Preset] = {
-    # Head dim 64: vLLM's CPU kernels accept it, and it is what the hybrid
-    # (recurrent) kernels need at minimum; 2 layers keep startup short.
-    "tiny": Preset(
-        name="tiny",
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=256,
-        max_position_embeddings=4096,
-    ),
+    "tiny": _TINY,
     # About 290M parameters with head dim 128 like the 7B models: large
     # enough for throughput benchmarks to mean something on CPU.
     "small": Preset(
@@ -99,15 +101,7 @@ PRESETS: dict[str, Preset] = {
     ),
     # `tiny`'s text shape behind a two-layer vision tower (head dim 64 on both
     # sides): 256 px images in 16 px patches, merged 2 x 2: 64 prompt tokens per image.
-    "tiny-vl": VisionLanguagePreset(
-        name="tiny-vl",
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=256,
-        max_position_embeddings=4096,
-    ),
+    "tiny-vl": VisionLanguagePreset(**{**asdict(_TINY), "name": "tiny-vl"}),
 }
 
 

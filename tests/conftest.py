@@ -16,7 +16,7 @@ from engine.launcher import EngineConfig, EngineProcess
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient
-from tests.servers import ThreadedServer, free_port
+from tests.servers import ThreadedServer, free_port, logged_engine
 
 if TYPE_CHECKING:
     from tests.services import RedisServer
@@ -49,18 +49,11 @@ def whisper_model() -> Path:
 @pytest.fixture(scope="session")
 def engine(tiny_checkpoint: Path) -> Iterator[EngineProcess]:
     """The one engine of the session; its log goes to .cache/test-engine.log (its tail shows on failure)."""
-    log_path = ROOT / ".cache" / "test-engine.log"
-    with log_path.open("w") as log:
-
-        def sink(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-
-        config = EngineConfig(
-            model_dir=tiny_checkpoint, served_model_name=MODEL, port=free_port(), max_model_len=2048
-        )
-        with EngineProcess(config, log_sink=sink, startup_timeout=900) as process:
-            yield process
+    config = EngineConfig(
+        model_dir=tiny_checkpoint, served_model_name=MODEL, port=free_port(), max_model_len=2048
+    )
+    with logged_engine(config, ROOT / ".cache" / "test-engine.log") as process:
+        yield process
 
 
 @pytest.fixture(scope="session")

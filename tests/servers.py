@@ -1,14 +1,33 @@
-"""Running real servers inside the test process: the gateway under uvicorn on a background thread."""
+"""Running real servers for tests: the gateway under uvicorn on a background thread, and vLLM
+engines as child processes with their logs in files."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from engine.launcher import EngineConfig, EngineProcess
+
+
+@contextlib.contextmanager
+def logged_engine(config: EngineConfig, log_path: Path) -> Iterator[EngineProcess]:
+    """A healthy vLLM engine for `config`, its output in `log_path` (read it when a test fails)."""
+    with log_path.open("w") as log:
+
+        def sink(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+
+        with EngineProcess(config, log_sink=sink, startup_timeout=900) as process:
+            yield process
 
 
 def free_port() -> int:

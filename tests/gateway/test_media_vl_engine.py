@@ -32,7 +32,8 @@ from engine.launcher import EngineConfig, EngineProcess
 from engine.presets import VisionLanguagePreset, get_preset
 from gateway import Settings, create_app
 from tests.adapters.media import data_url, png, text_image
-from tests.servers import ThreadedServer, free_port
+from tests.gateway.test_media_engine import ask
+from tests.servers import ThreadedServer, free_port, logged_engine
 
 pytestmark = [
     pytest.mark.engine,
@@ -55,7 +56,6 @@ PER_IMAGE = image_prompt_tokens(PRESET)
 chat template puts its placeholder where the image part was, with nothing else)."""
 
 SIGN = "PURPLE ELEPHANT 42"
-SEE_PROMPT = {"prompt_logprobs": 0, "ignore_eos": True}
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):
@@ -86,18 +86,9 @@ def vl_engine() -> Iterator[EngineProcess]:
     """vLLM on the tiny-vl checkpoint (built once under .cache/checkpoints), as `python -m engine
     serve` runs it; its log goes to .cache/test-engine-vl.log."""
     checkpoint = ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "tiny-vl", preset="tiny-vl", seed=0)
-    log_path = ROOT / ".cache" / "test-engine-vl.log"
-    with log_path.open("w") as log:
-
-        def sink(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-
-        config = EngineConfig(
-            model_dir=checkpoint, served_model_name=VL, port=free_port(), max_model_len=2048
-        )
-        with EngineProcess(config, log_sink=sink, startup_timeout=900) as process:
-            yield process
+    config = EngineConfig(model_dir=checkpoint, served_model_name=VL, port=free_port(), max_model_len=2048)
+    with logged_engine(config, ROOT / ".cache" / "test-engine-vl.log") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +126,6 @@ def client(gateway: str) -> Iterator[openai.OpenAI]:
 
 def image_part(image: Image.Image) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": data_url(png(image), "image/png")}}
-
-
-def ask(client: openai.OpenAI, model: str, *parts: dict[str, Any]) -> Any:
-    return client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Read this."}, *parts]}],  # type: ignore[list-item, misc]
-        max_completion_tokens=2,
-        temperature=0,
-        extra_body=SEE_PROMPT,
-    )
 
 
 def engine_tokens(completion: Any) -> list[str]:

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.launcher import EngineConfig, EngineProcess
-from tests.servers import free_port
+from engine.launcher import EngineConfig
+from tests.servers import free_port, logged_engine
 from tests.spikingbrain.conftest import NEW_TOKENS, ROOT, ReferenceAnswers
 
 MODEL_NAME = "spikingbrain-tiny"
@@ -27,22 +27,15 @@ def server(gla_swa_checkpoint: Path) -> Any:
     if os.environ.get("TANTRA_SKIP_VLLM"):
         pytest.skip("TANTRA_SKIP_VLLM is set")
     pytest.importorskip("vllm")
-    log_path = ROOT / ".cache" / "spikingbrain-vllm-http.log"
-    with log_path.open("w") as log:
-
-        def sink(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-
-        config = EngineConfig(
-            model_dir=gla_swa_checkpoint,
-            served_model_name=MODEL_NAME,
-            port=free_port(),
-            dtype="float32",
-            tool_call_parser=None,
-        )
-        with EngineProcess(config, log_sink=sink, startup_timeout=900) as process:
-            yield process
+    config = EngineConfig(
+        model_dir=gla_swa_checkpoint,
+        served_model_name=MODEL_NAME,
+        port=free_port(),
+        dtype="float32",
+        tool_call_parser=None,
+    )
+    with logged_engine(config, ROOT / ".cache" / "spikingbrain-vllm-http.log") as process:
+        yield process
 
 
 def test_concurrent_completions_match_reference(
