@@ -37,6 +37,7 @@ from gateway.protocol.realtime import (
     TruncateItemEvent,
     parse_client_event,
 )
+from gateway.realtime import ga
 from gateway.realtime.events import EventError, failure_of, new_id
 from gateway.realtime.loopback import Loopback, read_all
 from gateway.realtime.response import Plan, Response, Spoken
@@ -113,6 +114,7 @@ class RealtimeSession:
         # with speech_started).
         self._detector: SpeechDetector | None = None
         self._turn_item: str | None = None
+        self._ga = False  # the client speaks the GA shapes (gateway/realtime/ga.py)
 
     async def start(self) -> None:
         await self.emit({"type": "session.created", "session": self._session.describe()})
@@ -125,6 +127,8 @@ class RealtimeSession:
             task.cancel()
 
     async def emit(self, event: dict[str, Any]) -> None:
+        if self._ga:
+            event = ga.server_event(event)
         await self._send({"event_id": new_id("event"), **event})
 
     async def error(self, problem: EventError, event_id: str | None) -> None:
@@ -151,6 +155,10 @@ class RealtimeSession:
                 raise EventError("The event is not valid JSON.", code="invalid_json") from None
             if isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
                 event_id = payload["event_id"]
+            if ga.is_ga_update(payload):
+                self._ga = True
+            if self._ga and isinstance(payload, dict):
+                payload = ga.client_event(payload)
             try:
                 event = parse_client_event(payload)
             except InvalidParam as exc:

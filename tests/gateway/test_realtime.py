@@ -397,3 +397,47 @@ async def test_the_openai_sdk_realtime_client_talks_to_it(gateway_url: str, mode
             assert event.type != "error", event
     assert kinds[0] == "session.created" and deltas
     await client.close()
+
+
+async def test_the_openai_sdk_ga_realtime_client_talks_to_it(
+    gateway_url: str, model: str, api_key: str
+) -> None:
+    """The SDK's GA interface (`client.realtime`): GA session shape in, GA event names out."""
+    client = openai.AsyncOpenAI(
+        base_url=gateway_url + "/v1",
+        websocket_base_url=gateway_url.replace("http://", "ws://") + "/v1",
+        api_key=api_key,
+        max_retries=0,
+    )
+    async with client.realtime.connect(model=model) as connection:
+        await connection.session.update(
+            session={
+                "type": "realtime",
+                "output_modalities": ["text"],
+                "instructions": "Be brief.",
+                "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 600}}},
+            }
+        )
+        await connection.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
+        )
+        await connection.response.create(response={"output_modalities": ["text"], "max_output_tokens": 8})
+        kinds, deltas = [], []
+        async for event in connection:
+            kinds.append(event.type)
+            assert event.type != "error", event
+            if event.type == "session.updated":
+                assert event.session.type == "realtime"  # type: ignore[union-attr]
+                assert event.session.output_modalities == ["text"]  # type: ignore[union-attr]
+                detection = event.session.audio.input.turn_detection  # type: ignore[union-attr]
+                assert detection is not None and detection.silence_duration_ms == 600  # type: ignore[union-attr]
+            elif event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+            elif event.type == "response.done":
+                assert event.response.status in ("completed", "incomplete"), event
+                assert event.response.output_modalities == ["text"]
+                content = event.response.output[0].content  # type: ignore[union-attr]
+                assert content is not None and content[0].type == "output_text"
+                break
+    assert deltas and "response.text.delta" not in kinds and "response.output_text.done" in kinds
+    await client.close()
