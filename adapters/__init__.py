@@ -1,6 +1,6 @@
 """Multimodal preprocessing in front of the language core: images, documents and video turned into
 what the served model takes. Pure preprocessing with no knowledge of HTTP routes; the gateway calls
-it (gateway/multimodal.py) and maps its MediaError to OpenAI's envelope. See docs/adapters.md."""
+it (gateway/media/service.py) and maps its MediaError to OpenAI's envelope. See docs/adapters.md."""
 
 from adapters.errors import MediaError
 from adapters.fetch import UrlFetcher, UrlPolicy

@@ -374,7 +374,7 @@ def _settings_fields(gateway_src: Path | None) -> set[str]:
     env = dict(os.environ)
     if gateway_src is not None:
         env["PYTHONPATH"] = str(gateway_src)
-    code = "import json; from gateway.config import Settings; print(json.dumps(list(Settings.model_fields)))"
+    code = "import json; from gateway import Settings; print(json.dumps(list(Settings.model_fields)))"
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -21,10 +21,11 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.auth import KeyAdmin, hash_key
-from gateway.config import Settings
-from gateway.drain import Drain
-from gateway.observability import ConfigError, configure_logging, load_settings
+from gateway.http.drain import Drain
+from gateway.observability import configure_logging
 from gateway.observability.logs import resolve_format
+from gateway.settings.load import ConfigError, load_settings
+from gateway.settings.schema import Settings
 from gateway.store import AuditContext, Database, Limits, Store
 
 

@@ -25,9 +25,9 @@ from gateway.errors import (
 )
 from gateway.limits.accounting import Accountant, Tab
 from gateway.observability import RequestRecord, bind_request
-from gateway.observability.sections import LimitsConfig
 from gateway.protocol import InvalidParam, parse_request
 from gateway.protocol.validation import RequestT
+from gateway.settings.sections import LimitsConfig
 
 
 class Gate:

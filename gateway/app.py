@@ -26,28 +26,25 @@ from adapters import (
     UrlFetcher,
     UrlPolicy,
 )
-from adapters.speech import Transcriber
+from adapters.stt import Transcriber
 from adapters.tts import EspeakBackend, PiperBackend, SpeechBackend, Synthesizer
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
-from gateway.config import RELOADABLE, Settings
-from gateway.drain import Drain, DrainMiddleware
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound, StoreUnavailable
+from gateway.http.drain import Drain, DrainMiddleware
+from gateway.http.edge import EdgeMiddleware
+from gateway.http.openapi import install_openapi
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
 from gateway.limits.limiter import ScopeKind
-from gateway.middleware import EdgeMiddleware
-from gateway.multimodal import MediaService, WorkerSpec, media_executor
+from gateway.media.service import MediaService, WorkerSpec, media_executor
 from gateway.observability import (
-    ConfigReloader,
     GatewayMetrics,
     HealthMonitor,
-    LiveConfig,
     Profiler,
     RequestInstrumentation,
     Tracing,
 )
 from gateway.observability.logs import apply_log_settings
-from gateway.openapi import install_openapi
 from gateway.realtime.session import RealtimeLimits
 from gateway.routes import (
     admin_router,
@@ -59,10 +56,12 @@ from gateway.routes import (
     transcription_router,
 )
 from gateway.routes.models import LocalModel
-from gateway.serving import InferenceService
-from gateway.speech import SpeechService
+from gateway.services.inference import InferenceService
+from gateway.services.speech import SpeechService
+from gateway.services.transcription import TranscriptionService
+from gateway.settings.reload import ConfigReloader, LiveConfig
+from gateway.settings.schema import RELOADABLE, Settings
 from gateway.store import Database, Store, UsageLedger
-from gateway.transcription import TranscriptionService
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.config import ModelPrice
+from gateway.settings.sections import ModelPrice
 
 
 class PriceBook:

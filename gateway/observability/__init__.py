@@ -1,4 +1,5 @@
-"""Observability and operations: logs, metrics, traces, health, live configuration, profiling.
+"""Observability and operations: logs, metrics, traces, health, profiling (telemetry only; live
+configuration is gateway.settings').
 
 Everything here is built by the app factory from the settings and handed to whoever records;
 nothing runs or registers on import.
@@ -10,17 +11,12 @@ from gateway.observability.logs import bind_request, configure_logging, get_logg
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.profiling import Profiler
 from gateway.observability.record import RequestRecord, record_of
-from gateway.observability.reload import ConfigReloader, LiveConfig
-from gateway.observability.settings_load import ConfigError, load_settings, redacted_dump
 from gateway.observability.tracing import Tracing, passthrough_traceparent
 
 __all__ = [
-    "ConfigError",
-    "ConfigReloader",
     "GatewayMetrics",
     "HealthMonitor",
     "HealthReport",
-    "LiveConfig",
     "Profiler",
     "RequestInstrumentation",
     "RequestRecord",
@@ -28,8 +24,6 @@ __all__ = [
     "bind_request",
     "configure_logging",
     "get_logger",
-    "load_settings",
     "passthrough_traceparent",
     "record_of",
-    "redacted_dump",
 ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.openapi import inference_responses
+from gateway.http.openapi import inference_responses
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse
-from gateway.relay import SSERelay
-from gateway.serving import InferenceService
+from gateway.services.inference import InferenceService
+from gateway.services.relay import SSERelay
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse, "description": description}

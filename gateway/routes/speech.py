@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from adapters.tts import CONTENT_TYPES
 from gateway.protocol import ErrorResponse, SpeechRequest
-from gateway.speech import PATH, SpeechService
+from gateway.services.speech import PATH, SpeechService
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}

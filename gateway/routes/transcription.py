@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from gateway.protocol import ErrorResponse
 from gateway.protocol.audio import multipart_schema
-from gateway.transcription import TranscriptionService
+from gateway.services.transcription import TranscriptionService
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -25,7 +25,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def _ok(translation: bool) -> dict[int | str, dict[str, object]]:
-    # The components are registered by gateway/openapi.py.
+    # The components are registered by gateway/http/openapi.py.
     schema = {
         "anyOf": [
             {"$ref": "#/components/schemas/Transcription"},

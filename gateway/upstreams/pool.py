@@ -24,7 +24,7 @@ import httpx
 
 from gateway.errors import EngineUnavailable, Overloaded
 from gateway.observability.metrics import GatewayMetrics
-from gateway.observability.sections import ModelRoute, UpstreamConfig
+from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker
 from gateway.upstreams.engine import EngineUpstream
 from gateway.upstreams.provider import make_upstream

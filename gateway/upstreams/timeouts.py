@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from gateway.observability.sections import TimeoutOverride
+from gateway.settings.sections import TimeoutOverride
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from adapters import MediaError
-from adapters.speech import (
+from adapters.stt import (
     SAMPLE_RATE,
     PcmResampler,
     Segment,

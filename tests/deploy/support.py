@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gateway.config import Settings
+from gateway.settings.schema import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "tantra"

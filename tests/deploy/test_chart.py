@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.config import Settings
+from gateway.settings.schema import Settings
 from tests.deploy.support import (
     CHART,
     DASHBOARD_FILE,
@@ -282,7 +282,7 @@ def test_gateway_reaches_the_engine_service(manifests: Manifests) -> None:
 
 
 def test_gateway_environment_names_real_settings(manifests: Manifests, values_name: str) -> None:
-    # Every TANTRA_* variable the chart sets is a field of gateway/config.py's Settings, so a
+    # Every TANTRA_* variable the chart sets is a field of gateway/settings/schema.py's Settings, so a
     # renamed setting fails here instead of being ignored by the gateway in a cluster.
     fields = set(Settings.model_fields)
     gateway = container(manifests, "gateway")

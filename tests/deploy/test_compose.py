@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import Settings
+from gateway.settings.schema import Settings
 from tests.deploy.support import (
     COMPOSE_FILE,
     COMPOSE_GPU_FILE,

@@ -23,7 +23,7 @@ from bench.core.engine import Served, serve
 from engine.checkpoint import ensure_checkpoint
 from engine.quantization import ensure_quantized
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.settings.schema import Settings
 from tests.servers import ThreadedServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app import redis_client
-from gateway.config import Settings
 from gateway.errors import QuotaExceeded, RateLimited
 from gateway.limits import Demand, RateLimiter, Scope, format_duration
+from gateway.settings.schema import Settings
 from gateway.store import Limits
 from tests.services import RedisServer
 

@@ -15,7 +15,7 @@ import pytest
 
 from adapters import ImageFilter, MediaLimits, Ocr, Outcome, Preprocessor, Tally, UrlFetcher, UrlPolicy
 from gateway.errors import APIError
-from gateway.multimodal import MediaService
+from gateway.media.service import MediaService
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 
@@ -102,7 +102,7 @@ def crash_on_red() -> Any:
 async def test_worker_processes_do_the_work_and_a_dead_one_is_replaced() -> None:
     from PIL import Image
 
-    from gateway.multimodal import WorkerSpec, media_executor
+    from gateway.media.service import WorkerSpec, media_executor
     from tests.adapters.media import data_url, png
 
     spec = WorkerSpec(MediaLimits(), image_filter="tests.gateway.test_media_service:crash_on_red")

@@ -11,9 +11,10 @@ import pytest
 from pydantic import BaseModel, Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.observability import ConfigError, ConfigReloader, GatewayMetrics, LiveConfig, load_settings
-from gateway.observability.sections import LimitOverride, LimitsConfig
-from gateway.observability.settings_load import customise_sources, redacted_dump
+from gateway.observability import GatewayMetrics
+from gateway.settings.load import ConfigError, customise_sources, load_settings, redacted_dump
+from gateway.settings.reload import ConfigReloader, LiveConfig
+from gateway.settings.sections import LimitOverride, LimitsConfig
 
 
 class Limits(BaseModel):
@@ -21,7 +22,7 @@ class Limits(BaseModel):
 
 
 class DemoSettings(BaseSettings):
-    """The shape of gateway.config.Settings, small: what the loader is meant to serve."""
+    """The shape of gateway.settings.schema.Settings, small: what the loader is meant to serve."""
 
     model_config = SettingsConfigDict(env_prefix="TANTRA_", extra="ignore", frozen=True)
 

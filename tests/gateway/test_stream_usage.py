@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.relay import StreamUsage
+from gateway.services.relay import StreamUsage
 
 
 def event(body: object) -> bytes:

@@ -13,9 +13,9 @@ import pytest
 
 from gateway import Settings
 from gateway.errors import UpstreamAuthFailed
-from gateway.observability import ConfigError, load_settings
 from gateway.observability.health import HealthMonitor
-from gateway.observability.sections import ModelRoute, UpstreamConfig
+from gateway.settings.load import ConfigError, load_settings
+from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.pool import UpstreamPool
 from gateway.upstreams.provider import ProviderUpstream
 from gateway.upstreams.timeouts import Deadline

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from gateway.errors import APIError, EngineTimeout, EngineUnavailable, InvalidRequest, Overloaded
-from gateway.observability.sections import ModelRoute, UpstreamConfig
-from gateway.relay import SSERelay, StreamUsage
+from gateway.services.relay import SSERelay, StreamUsage
+from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.breaker import CircuitBreaker
 from gateway.upstreams.dispatch import Attempt, Dispatcher, RetryPolicy, Target
 from gateway.upstreams.failover import Failover, Transcript, can_continue

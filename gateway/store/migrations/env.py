@@ -23,7 +23,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_from_url() -> None:
-    from gateway.config import Settings
+    from gateway.settings.schema import Settings
 
     url = config.get_main_option("sqlalchemy.url") or Settings().database_url
     engine = create_async_engine(url)

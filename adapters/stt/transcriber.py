@@ -31,8 +31,8 @@ import numpy as np
 import structlog
 
 from adapters.errors import MediaError
-from adapters.speech.audio import SAMPLE_RATE, Pcm, decode_audio
-from adapters.speech.whisper import Segment, TranscribeOptions, Transcript, WhisperModel, check_language
+from adapters.stt.audio import SAMPLE_RATE, Pcm, decode_audio
+from adapters.stt.whisper import Segment, TranscribeOptions, Transcript, WhisperModel, check_language
 
 _log = structlog.stdlib.get_logger("tantra.speech")
 

@@ -36,11 +36,12 @@ from gateway.errors import (
 )
 from gateway.limits import Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
-from gateway.multimodal import as_api_error, as_api_errors
-from gateway.observability import LiveConfig, RequestRecord, bind_request, record_of
+from gateway.media.service import as_api_error, as_api_errors
+from gateway.observability import RequestRecord, bind_request, record_of
 from gateway.protocol import SpeechAudioDelta, SpeechAudioDone, SpeechRequest
 from gateway.protocol.speech import SpeechUsage
-from gateway.relay import while_connected
+from gateway.services.relay import while_connected
+from gateway.settings.reload import LiveConfig
 
 PATH = "/v1/audio/speech"
 # Input characters count against token limits the way prompts do when estimated: four to a token.

@@ -18,13 +18,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message
 
 from adapters import MediaError
-from adapters.speech import Segment, TranscribeOptions, Transcriber, TranscriberBusy, Transcript
+from adapters.stt import Segment, TranscribeOptions, Transcriber, TranscriberBusy, Transcript
 from gateway.admission import Gate, admitting, check_allowed, open_tab, stage
 from gateway.errors import APIError, InvalidRequest, ModelNotFound, PayloadTooLarge
 from gateway.limits import Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
-from gateway.multimodal import as_api_error, as_api_errors
-from gateway.observability import LiveConfig, bind_request, get_logger, record_of
+from gateway.media.service import as_api_error, as_api_errors
+from gateway.observability import bind_request, get_logger, record_of
 from gateway.protocol.audio import (
     DurationUsage,
     TranscriptionRequest,
@@ -35,6 +35,7 @@ from gateway.protocol.audio import (
     TranscriptTextDone,
 )
 from gateway.protocol.validation import format_param
+from gateway.settings.reload import LiveConfig
 
 _log = get_logger("tantra.speech")
 

@@ -1,7 +1,7 @@
 """The structured parts of the configuration file: upstreams, models, routing and limit overrides.
 
 They are fields of the one Settings model (so `TANTRA_UPSTREAMS='{...}'` works as well as YAML),
-kept here so that config.py stays a flat list of knobs.
+kept here so that schema.py stays a flat list of knobs. Pure data: the request path may import it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,13 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 T = TypeVar("T")
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens, for spend budgets and the ledger's cost column."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
 
 
 class UpstreamConfig(BaseModel):

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from pydantic_settings import BaseSettings
 
 from gateway.observability.metrics import GatewayMetrics
-from gateway.observability.settings_load import ConfigError, load_settings
+from gateway.settings.load import ConfigError, load_settings
 
 S = TypeVar("S", bound=BaseSettings)
 Listener = Callable[[Any, Any], None]

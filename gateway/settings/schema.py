@@ -5,25 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl, PrivateAttr, SecretStr, field_validator
+from pydantic import Field, HttpUrl, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adapters.parts import Modality
-from gateway.observability.sections import (
+from gateway.settings.load import customise_sources
+from gateway.settings.sections import (
     LimitsConfig,
+    ModelPrice,
     ModelRoute,
     RoutingConfig,
     UpstreamConfig,
     cross_check,
 )
-from gateway.observability.settings_load import customise_sources
-
-
-class ModelPrice(BaseModel):
-    """USD per million tokens, for spend budgets and the ledger's cost column."""
-
-    prompt: float = Field(0.0, ge=0)
-    completion: float = Field(0.0, ge=0)
 
 
 class Settings(BaseSettings):

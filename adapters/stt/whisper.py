@@ -8,7 +8,7 @@ API one to one. This module uses that low-level binding rather than its `Model` 
 for word times, and an abort callback so a caller that leaves stops the work.
 
 whisper.cpp releases the GIL while it runs; it still runs in a worker process of its own (see
-adapters/speech/transcriber.py) so that its threads can be niced below the gateway and vLLM.
+adapters/stt/transcriber.py) so that its threads can be niced below the gateway and vLLM.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from adapters.errors import MediaError
-from adapters.speech.audio import SAMPLE_RATE
+from adapters.stt.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

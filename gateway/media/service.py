@@ -43,7 +43,7 @@ from adapters.images import FORMATS
 from adapters.limits import Tally
 from adapters.parts import PART_TYPES, MediaPart
 from adapters.sources import decode_base64, decode_data_url, is_data_url
-from adapters.speech import Pcm, Transcriber, TranscriberBusy, has_audio
+from adapters.stt import Pcm, Transcriber, TranscriberBusy, has_audio
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
 from gateway.observability import configure_logging, get_logger
 from gateway.observability.logs import resolve_format
@@ -104,7 +104,7 @@ def media_executor(spec: WorkerSpec, kind: str, workers: int) -> Executor:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tantra-media")
     context = multiprocessing.get_context("forkserver")
     # The server imports the adapters once; each worker forked from it then starts in milliseconds.
-    context.set_forkserver_preload(["gateway.multimodal"])
+    context.set_forkserver_preload(["gateway.media.service"])
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,

@@ -27,11 +27,12 @@ from gateway.errors import (
 )
 from gateway.limits import Demand, TokenEstimator
 from gateway.limits.accounting import Accountant, Tab
-from gateway.multimodal import MediaService, Prepared, with_media_usage
-from gateway.observability import LiveConfig, RequestRecord, bind_request, passthrough_traceparent, record_of
+from gateway.media.service import MediaService, Prepared, with_media_usage
+from gateway.observability import RequestRecord, bind_request, passthrough_traceparent, record_of
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams, StreamOptions
-from gateway.relay import ClientGone, SSERelay, StreamOutcome, StreamUsage, unless_disconnected
+from gateway.services.relay import ClientGone, SSERelay, StreamOutcome, StreamUsage, unless_disconnected
+from gateway.settings.reload import LiveConfig
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.failover import Failover, Transcript, can_continue
