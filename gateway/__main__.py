@@ -86,7 +86,7 @@ def serve(settings: Settings) -> None:
         # The drain has already waited for in-flight requests; this bounds what is left after it.
         timeout_graceful_shutdown=5,
     )
-    DrainingServer(config, app.state.drain, settings.drain_grace_s).run()
+    DrainingServer(config, app.state.components.drain, settings.drain_grace_s).run()
 
 
 class DrainingServer(uvicorn.Server):

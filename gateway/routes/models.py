@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
@@ -12,7 +12,7 @@ from gateway.errors import ModelNotFound
 from gateway.protocol import ErrorResponse, ModelCard, ModelList
 from gateway.upstreams import ModelCatalog
 
-Authenticate = Callable[[Request], Awaitable[Principal]]
+Authenticate = Callable[[Mapping[str, str]], Awaitable[Principal]]
 
 
 class LocalModel(Protocol):
@@ -32,7 +32,7 @@ def models_router(
 
     @router.get("/v1/models", response_model=ModelList, summary="List the models being served")
     async def list_models(request: Request) -> dict[str, Any]:
-        principal = await authenticate(request)
+        principal = await authenticate(request.headers)
         cards = [*await catalog.list(), *(card for served in local for card in served.cards())]
         cards = [card for card in cards if principal.may_use(str(card["id"]))]
         return {"object": "list", "data": cards}
@@ -44,7 +44,7 @@ def models_router(
         responses={404: {"model": ErrorResponse, "description": "Unknown model"}},
     )
     async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
-        principal = await authenticate(request)
+        principal = await authenticate(request.headers)
         own = next((card for served in local if (card := served.card_for(model)) is not None), None)
         card = own if own is not None else await catalog.resolve(model)
         if not principal.may_use(str(card["id"])):

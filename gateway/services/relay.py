@@ -2,86 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any
 
 import anyio
 import httpx
 import orjson
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Send
 
+from gateway.admission.outcome import Outcome
 from gateway.errors import APIError, EngineTimeout, EngineUnavailable, sse_error_event
+from gateway.http.sse import DONE, EVENT_END, SSE_HEADERS
+from gateway.http.streaming import RawStream, send_chunk
 from gateway.upstreams.dispatch import Attempt
 from gateway.upstreams.failover import Failover, Transcript
 from gateway.upstreams.timeouts import Deadline
 
-T = TypeVar("T")
-
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-_DONE = b"data: [DONE]\n\n"
-_EVENT_END = b"\n\n"
 # An engine event longer than this without its end is passed on unread rather than held.
 _MAX_HELD_BYTES = 1 << 20
 # StreamUsage._read's answer for "forward the event as it came" (compared by identity, never copied).
 _SAME = b"\x00same"
-
-StreamOutcome = Literal["completed", "client_closed", "failed"]
-
-
-class ClientGone(Exception):
-    """The client closed its connection before the answer was ready."""
-
-
-async def wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def while_connected(
-    receive: Receive, work: Awaitable[T], *companions: Callable[[], Coroutine[Any, Any, None]]
-) -> T | None:
-    """Run `work` (a response's sending) with its `companions` beside it, until it ends or the
-    client disconnects; None when the client left first (`work` is cancelled)."""
-    result: T | None = None
-    async with anyio.create_task_group() as group:
-
-        async def watch() -> None:
-            await wait_for_disconnect(receive)
-            group.cancel_scope.cancel()
-
-        group.start_soon(watch)
-        for companion in companions:
-            group.start_soon(companion)
-        result = await work
-        group.cancel_scope.cancel()
-    return result
-
-
-async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
-    """Await `work`, but cancel it (and so the engine request) if the client leaves first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    raise ClientGone
 
 
 class StreamUsage:
@@ -112,7 +53,7 @@ class StreamUsage:
     def feed(self, chunk: bytes) -> bytes:
         """The complete events of `chunk` (and of what came before) that the client should get."""
         data = self._held + chunk if self._held else chunk
-        end = data.rfind(_EVENT_END)
+        end = data.rfind(EVENT_END)
         if end < 0:
             if len(data) > _MAX_HELD_BYTES:
                 self._held = b""
@@ -121,14 +62,14 @@ class StreamUsage:
             return b""
         self._held = data[end + 2 :]
         events = data[: end + 2]
-        if events.count(_EVENT_END) == 1:
+        if events.count(EVENT_END) == 1:
             single = self._read(events[:-2])
             if single is None:
                 return b""
-            return events if single is _SAME else single + _EVENT_END
-        kept = [(self._read(event), event) for event in events.split(_EVENT_END)[:-1]]
+            return events if single is _SAME else single + EVENT_END
+        kept = [(self._read(event), event) for event in events.split(EVENT_END)[:-1]]
         return b"".join(
-            (event if out is _SAME else out) + _EVENT_END for out, event in kept if out is not None
+            (event if out is _SAME else out) + EVENT_END for out, event in kept if out is not None
         )
 
     def rest(self) -> bytes:
@@ -172,7 +113,7 @@ def _carries_token(choice: Any) -> bool:
     return bool(choice.get("text"))
 
 
-class SSERelay(Response):
+class SSERelay(RawStream):
     """An ASGI response that passes the engine's SSE bytes through unchanged.
 
     Events are not re-serialised: the engine already speaks OpenAI's SSE (`data: {...}`,
@@ -181,7 +122,7 @@ class SSERelay(Response):
     makes vLLM abort the request instead of generating tokens nobody reads. A stream that breaks
     (the connection torn, no token within `inter_token_s`, the request's deadline passed, no
     `[DONE]`) is continued on another replica by `failover` when it can, and otherwise ends with
-    an error event and `[DONE]`. `on_close` is told how the stream ended and what it used.
+    an error event and `[DONE]`. `on_close` is told how the stream ended.
     """
 
     media_type = "text/event-stream"
@@ -192,50 +133,39 @@ class SSERelay(Response):
         *,
         headers: Mapping[str, str] | None = None,
         usage: StreamUsage | None = None,
-        on_close: Callable[[StreamOutcome, StreamUsage], None] | None = None,
+        on_close: Callable[[Outcome], None] | None = None,
         inter_token_s: float = 600.0,
         deadline: Deadline | None = None,
         failover: Failover | None = None,
     ) -> None:
-        # A Response subclass only so that FastAPI hands it to the server untouched.
+        super().__init__(SSE_HEADERS, headers, on_close)
         self._attempt = attempt
         self._usage = usage or StreamUsage(forward_usage=True)
-        self._on_close = on_close
         self._gap_s = inter_token_s
         self._deadline = deadline
         self._failover = failover
         self._last = time.monotonic()
         self._scope: anyio.CancelScope | None = None
         self._stalled: APIError | None = None
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = [
-            *_SSE_HEADERS,
-            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()),
-        ]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        outcome: StreamOutcome = "client_closed"
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            outcome = await while_connected(receive, self._relay(send), self._watchdog) or outcome
-        finally:
-            await self._attempt.close()
-            if self._on_close is not None:
-                self._on_close(outcome, self._usage)
+    def companions(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], ...]:
+        return (self._watchdog,)
 
-    async def _relay(self, send: Send) -> StreamOutcome:
+    async def finish(self) -> None:
+        await self._attempt.close()
+
+    async def pump(self, send: Send) -> Outcome:
         failure = await self._pump(send, rewrite=None)
         while failure is not None:
             self._usage.rest()  # a torn event is dropped: the continuation says it again
             resumed = await self._resume(failure)
             if isinstance(resumed, tuple):
                 tail, outcome = resumed
-                await send({"type": "http.response.body", "body": tail, "more_body": False})
+                await send_chunk(send, tail, more=False)
                 return outcome
             failure = await self._pump(send, rewrite=resumed)
-        await send({"type": "http.response.body", "body": self._usage.rest(), "more_body": False})
-        return "completed"
+        await send_chunk(send, self._usage.rest(), more=False)
+        return Outcome.COMPLETED
 
     async def _pump(self, send: Send, rewrite: Failover | None) -> APIError | None:
         """Relay the current attempt to its end; the reason it broke, or None when it finished."""
@@ -249,12 +179,12 @@ class SSERelay(Response):
                 if rewrite is None:  # the hot path: the engine's bytes, as they come
                     events = usage.feed(attempt.first)
                     if events:
-                        await send({"type": "http.response.body", "body": events, "more_body": True})
+                        await send_chunk(send, events)
                     async for chunk in attempt.chunks:
                         self._last = time.monotonic()
                         events = usage.feed(chunk)
                         if events:
-                            await send({"type": "http.response.body", "body": events, "more_body": True})
+                            await send_chunk(send, events)
                 else:
                     await self._pump_rewritten(send, rewrite)
             except httpx.TimeoutException:
@@ -283,7 +213,7 @@ class SSERelay(Response):
         async for chunk in chunks():
             self._last = time.monotonic()
             data = pending + chunk
-            end = data.rfind(_EVENT_END)
+            end = data.rfind(EVENT_END)
             if end < 0:
                 pending = data
                 continue
@@ -291,15 +221,15 @@ class SSERelay(Response):
             out = failover.rewrite(data[: end + 2])
             events = usage.feed(out) if out else b""
             if events:
-                await send({"type": "http.response.body", "body": events, "more_body": True})
+                await send_chunk(send, events)
 
-    async def _resume(self, failure: APIError) -> Failover | tuple[bytes, StreamOutcome]:
+    async def _resume(self, failure: APIError) -> Failover | tuple[bytes, Outcome]:
         """Another replica's continuation of the stream, or the bytes that end it."""
         self._last = float("inf")  # the dispatcher's own clocks bound the failover
         failed = self._attempt
         await failed.close(failed=failure.message)
         if self._failover is not None and self._failover.transcript.finished:
-            return _DONE, "completed"  # the answer was whole; only its usage event and [DONE] were lost
+            return DONE, Outcome.COMPLETED  # the answer was whole; only its usage event and [DONE] were lost
         if self._failover is not None and self._failover.possible(self._usage.done):
             try:
                 resumed = await self._failover.resume(failed)
@@ -307,10 +237,10 @@ class SSERelay(Response):
                 failure = exc
             else:
                 if isinstance(resumed, bytes):
-                    return resumed + _DONE, "completed"
+                    return resumed + DONE, Outcome.COMPLETED
                 self._attempt = resumed
                 return self._failover
-        return sse_error_event(failure) + _DONE, "failed"
+        return sse_error_event(failure) + DONE, Outcome.FAILED
 
     async def _watchdog(self) -> None:
         """Cancels the current pump when no token came within the gap, or the deadline passed:

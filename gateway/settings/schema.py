@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from adapters.parts import Modality
 from gateway.settings.load import customise_sources
+from gateway.settings.policy import Policy
 from gateway.settings.sections import (
     LimitsConfig,
     ModelPrice,
@@ -365,6 +366,18 @@ class Settings(BaseSettings):
             for name, url in self.upstream_urls().items()
             if name not in self.upstreams or self.upstreams[name].kind == "vllm"
         }
+
+    def policy(self) -> Policy:
+        """What the request path reads of these settings (it never sees Settings itself)."""
+        return Policy(
+            max_body_bytes=self.max_body_bytes,
+            limits=self.limits,
+            models=self.models,
+            media_default_accepts=tuple(self.media_default_accepts),
+            affinity_prefix_chars=self.affinity_prefix_chars,
+            failover_enabled=self.failover_enabled,
+            failover_max=self.failover_max,
+        )
 
     def problems(self) -> list[str]:
         """What no single field shows, each named by its setting (the loader lists them all)."""

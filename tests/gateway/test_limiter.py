@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from redis.asyncio import Redis
 
-from gateway.app import redis_client
+from gateway.clients import redis_client
 from gateway.errors import QuotaExceeded, RateLimited
 from gateway.limits import Demand, RateLimiter, Scope, format_duration
 from gateway.settings.schema import Settings

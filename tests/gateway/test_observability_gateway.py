@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import Settings, create_app
-from gateway.app import engine_client
+from gateway.clients import engine_client
 from gateway.observability import configure_logging
 from gateway.observability.logs import reset_logging
 from tests.gateway.helpers import AdminClient, bearer, wait_for
@@ -261,10 +261,10 @@ def test_sighup_reload_while_streams_run(
     gateway: Gateway, tenant_key: tuple[str, dict[str, Any], dict[str, Any]], model: str
 ) -> None:
     secret, key, _ = tenant_key
-    config = Path(str(gateway.app.state.live_config.current.config_file))
-    reloader = gateway.app.state.reloader
+    config = Path(str(gateway.app.state.components.live.current.config_file))
+    reloader = gateway.app.state.components.reloader
     reloader.install_signal_handler()  # signals reach the main thread only; uvicorn runs on another
-    live = gateway.app.state.live_config
+    live = gateway.app.state.components.live
 
     def sighup_and_wait(generation: int) -> None:
         os.kill(os.getpid(), signal.SIGHUP)

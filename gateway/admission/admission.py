@@ -1,0 +1,210 @@
+"""One way in for every endpoint: who is calling, a body within its limit, a model the key may use,
+limits reserved, and one settlement when the request ends, whatever the endpoint.
+
+    async with admission.enter(request, "/v1/audio/speech") as ticket:
+        parsed = await ticket.read_json(SpeechRequest)
+        ticket.use_model(model, stream=False)
+        await ticket.reserve(Estimate(tokens, 0, tokens))
+        ...
+        ticket.settle(Outcome.COMPLETED, usage=...)     # or ticket.defer() for a stream
+
+A request refused inside the block (any APIError) or failing there is settled on its way out, with
+the limit that refused it named in its record; a stream's settlement is deferred to its last byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway.admission.body import load_json, read_request_body, validate
+from gateway.admission.gate import Gate
+from gateway.admission.outcome import Outcome
+from gateway.auth import Principal
+from gateway.errors import APIError, PermissionDenied, QuotaExceeded, RateLimited
+from gateway.http.disconnect import ClientGone
+from gateway.limits import Demand, Estimate
+from gateway.limits.accounting import Accountant, Tab
+from gateway.observability import RequestRecord, bind_request, record_of
+from gateway.protocol.validation import RequestT
+from gateway.settings.policy import Policy, PolicySource
+
+
+class Ticket:
+    """One admitted request: what it may do, what it holds, and its one settlement."""
+
+    def __init__(
+        self,
+        request: Request,
+        principal: Principal,
+        accountant: Accountant,
+        tab: Tab,
+        record: RequestRecord | None,
+        policy: Policy,
+    ) -> None:
+        self.request = request
+        self._accountant = accountant
+        self.principal = principal
+        self.tab = tab
+        self.record = record
+        # The settings in force when the request arrived, for all of it: a reload mid-stream
+        # changes the next request, never this one.
+        self.policy = policy
+        self.deferred = False
+
+    @property
+    def settled(self) -> bool:
+        return self.tab.closed
+
+    @property
+    def limit_headers(self) -> dict[str, str]:
+        """The x-ratelimit-* headers of what the request holds."""
+        return self.tab.limit_headers
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """A child span of the request for one stage of its work (nothing when tracing is off)."""
+        with stage(self.record, name):
+            yield
+
+    async def read_json(self, schema: type[RequestT]) -> tuple[bytes, dict[str, Any], RequestT]:
+        """The body as received, its JSON object, and that object validated against `schema`."""
+        body = await read_request_body(self.request, self.policy.max_body_bytes)
+        payload = load_json(body)
+        if isinstance(payload, dict) and isinstance(payload.get("model"), str):
+            self.tab.model = payload["model"]  # the ledger names what was asked, even if refused
+        parsed = validate(schema, payload)
+        assert isinstance(payload, dict)  # parse_request accepts objects only
+        return body, payload, parsed
+
+    def use_model(self, model: str, *, stream: bool) -> None:
+        """The model the request is for: 403 unless the key may use it."""
+        self.tab.model, self.tab.stream = model, stream
+        if self.record is not None:
+            self.record.model, self.record.stream = model, stream
+            bind_request(model=model)
+        if not self.principal.may_use(model):
+            raise PermissionDenied(
+                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
+            )
+
+    async def reserve(self, estimate: Estimate) -> None:
+        """Reserve every limit for `estimate` (priced by the request's model) in one round trip."""
+        accountant = self._accountant
+        cost = accountant.prices.cost_micros(
+            self.tab.model, estimate.prompt_tokens, estimate.completion_tokens
+        )
+        with self.stage("rate_limit"):
+            reservation = await accountant.limiter.reserve(
+                self.principal.scopes(), Demand(estimate.total, cost)
+            )
+        self.tab.hold(reservation, estimate)
+
+    async def reserve_audio(self, seconds: float) -> None:
+        """Reserve `seconds` of audio heard, once decoded and before it is transcribed."""
+        with self.stage("rate_limit"):
+            held = await self._accountant.limiter.reserve_audio(self.principal.scopes(), seconds)
+        self.tab.hold_audio(held)
+
+    def defer(self) -> None:
+        """The answer streams on after the handler returns; its end settles the request."""
+        self.deferred = True
+
+    def settle(
+        self,
+        outcome: Outcome,
+        *,
+        status: int | None = None,
+        usage: Mapping[str, Any] | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        """Close the request's account (once): the real usage replaces the reservation, a ledger
+        row is written, and its record says how it ended and what it used."""
+        if self.tab.closed:
+            return
+        self.close(outcome, status=status, usage=usage, completion_tokens=completion_tokens)
+        record = self.record
+        if record is None:
+            return
+        record.outcome = outcome.value
+        if outcome is Outcome.FAILED:
+            record.error_type = "server_error"
+        if usage is not None:
+            record.use(
+                prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens")
+            )
+        elif completion_tokens is not None:
+            estimate = self.tab.estimate
+            record.use(
+                prompt_tokens=estimate.prompt_tokens if estimate else 0, completion_tokens=completion_tokens
+            )
+
+    def close(
+        self,
+        outcome: Outcome,
+        *,
+        status: int | None = None,
+        usage: Mapping[str, Any] | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        """Close the account alone: for a request that ended by an exception, whose record the
+        instrumentation fills in from the error response."""
+        self.tab.close(
+            status=status if status is not None else outcome.status,
+            outcome=outcome.value,
+            usage=usage,
+            completion_tokens=completion_tokens,
+        )
+
+
+class Admission:
+    """Built once per gateway and shared by every endpoint."""
+
+    def __init__(self, gate: Gate, accountant: Accountant, policy: PolicySource) -> None:
+        self.gate = gate
+        self._accountant = accountant
+        self._policy = policy
+
+    @contextlib.asynccontextmanager
+    async def enter(self, request: Request, endpoint: str) -> AsyncIterator[Ticket]:
+        record = record_of(request.state)
+        policy = self._policy.current
+        with stage(record, "auth"):
+            principal = await self.gate.identify(request.headers, record, policy.limits)
+        tab = self._accountant.open(
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            endpoint=endpoint,
+            request_id=request.state.request_id,
+        )
+        ticket = Ticket(request, principal, self._accountant, tab, record, policy)
+        try:
+            yield ticket
+        except ClientGone:
+            # Nobody is left to read the answer; 499 is what nginx logs for the same case.
+            ticket.close(Outcome.CLIENT_CLOSED, completion_tokens=0)
+            raise
+        except APIError as exc:
+            rejected = exc.status < 500
+            ticket.close(Outcome.REJECTED if rejected else Outcome.FAILED, status=exc.status)
+            if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
+                record.rejected_by = (exc.limit or "unknown", exc.scope or "unknown")
+            raise
+        except BaseException:
+            ticket.close(Outcome.FAILED)
+            raise
+        if not ticket.deferred and not ticket.settled:
+            ticket.settle(Outcome.COMPLETED)
+
+
+@contextlib.contextmanager
+def stage(record: RequestRecord | None, name: str) -> Iterator[None]:
+    """A child span of the request for one stage of its work (nothing when tracing is off)."""
+    if record is None or not record.tracing.enabled:
+        yield
+        return
+    with record.child(name):
+        yield

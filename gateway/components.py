@@ -1,0 +1,395 @@
+"""The composition root: every component of a gateway built once from one Settings object, in one
+typed bundle that starts and stops as a whole. `gateway.app` only wires it to routes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from opentelemetry.sdk.trace import SpanProcessor
+from redis.asyncio import Redis
+
+from adapters import MediaLimits, UrlFetcher, UrlPolicy
+from adapters.stt import Transcriber
+from adapters.tts import EspeakBackend, PiperBackend, SpeechBackend, Synthesizer
+from gateway.admission import Admission, Gate
+from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
+from gateway.clients import engine_client, media_fetch_client, redis_clients
+from gateway.http.drain import Drain
+from gateway.limits import PriceBook, RateLimiter, TokenEstimator
+from gateway.limits.accounting import Accountant
+from gateway.limits.limiter import ScopeKind
+from gateway.media.service import MediaService, WorkerSpec, media_executor
+from gateway.observability import GatewayMetrics, HealthMonitor, Profiler, Tracing
+from gateway.observability.logs import apply_log_settings
+from gateway.realtime.session import RealtimeLimits
+from gateway.services.inference import InferenceService
+from gateway.services.speech import SpeechService
+from gateway.services.transcription import TranscriptionService
+from gateway.settings.policy import LivePolicy
+from gateway.settings.reload import ConfigReloader, LiveConfig
+from gateway.settings.schema import RELOADABLE, Settings
+from gateway.store import Database, Store, UsageLedger
+from gateway.upstreams import ModelCatalog
+from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
+from gateway.upstreams.pool import PoolPolicy, UpstreamPool
+from gateway.upstreams.retry import RetryBudget
+from gateway.upstreams.timeouts import Timeouts
+
+_log = logging.getLogger("tantra.gateway")
+
+
+@dataclass(eq=False)
+class Components:
+    """Everything a running gateway is made of; built by `build`, started and stopped together."""
+
+    settings: Settings
+    live: LiveConfig[Settings]
+    policy: LivePolicy
+    metrics: GatewayMetrics
+    tracing: Tracing
+    client: httpx.AsyncClient
+    owns_client: bool
+    pool: UpstreamPool
+    catalog: ModelCatalog
+    drain: Drain
+    database: Database
+    store: Store
+    ledger: UsageLedger
+    redis: Redis
+    subscriber: Redis
+    key_cache: KeyCache
+    invalidations: InvalidationBus
+    limiter: RateLimiter
+    accountant: Accountant
+    admission: Admission
+    admin_guard: AdminGuard
+    key_admin: KeyAdmin
+    media_client: httpx.AsyncClient
+    transcriber: Transcriber | None
+    media: MediaService | None
+    inference: InferenceService
+    speech: SpeechService | None
+    transcription: TranscriptionService
+    health: HealthMonitor
+    reloader: ConfigReloader[Settings]
+    profiler: Profiler | None
+
+    async def start(self) -> None:
+        """Connect and start the background tasks (ledger writer, invalidation listener, health
+        checks, breaker probes, config watcher); nothing connects before this."""
+        if self.settings.database_auto_migrate:
+            await self.database.migrate()
+        self.ledger.start()
+        if self.settings.auth_enabled:
+            self.invalidations.start()
+        self.health.start()
+        self.pool.start()
+        self.reloader.start()
+
+    async def stop(self) -> None:
+        await self.pool.close()
+        await self.reloader.close()
+        await self.health.close()
+        await self.invalidations.close()
+        await self.accountant.drain()
+        await self.ledger.close()
+        await self.redis.aclose()
+        await self.subscriber.aclose()
+        await self.database.close()
+        if self.owns_client:
+            await self.client.aclose()
+        await self.media_client.aclose()
+        if self.media is not None:
+            await self.media.close()
+        if self.transcriber is not None:
+            await self.transcriber.close()
+        self.tracing.shutdown()
+
+    def apply(self, old: Settings, new: Settings) -> None:
+        """A live reload: what the new settings change in running components."""
+        apply_log_settings(new.log_format, new.log_level, new.log_prompts)
+        self.policy.update(new.policy())
+        self.health.reconfigure(
+            new.engine_urls(), new.routing.default_model, new.health_interval_s, new.health_timeout_s
+        )
+        self.health.deep = new.health_deep
+        self.pool.reconfigure(new.upstream_urls(), new.upstreams, new.models)
+
+    def realtime_limits(self) -> RealtimeLimits:
+        current = self.live.current
+        return RealtimeLimits(
+            max_audio_buffer_s=current.realtime_max_audio_buffer_s,
+            max_items=current.realtime_max_items,
+            transcription_model=current.realtime_transcription_model,
+            speech_model=current.realtime_speech_model,
+        )
+
+    async def status(self) -> dict[str, Any]:
+        """The shared state's health, for the admin API."""
+        try:
+            redis_ok = bool(await self.redis.ping())
+        except Exception:
+            redis_ok = False
+        ledger, cache = self.ledger, self.key_cache
+        return {
+            "redis": {"reachable": redis_ok, "invalidations_live": cache.live},
+            "limits": {"failure_mode": self.limiter.failure_mode, **asdict(self.limiter.stats)},
+            "ledger": {
+                "pending": ledger.pending,
+                "written": ledger.written,
+                "dropped": ledger.dropped,
+                "failures": ledger.failures,
+            },
+            "auth_cache": {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+        }
+
+
+def build(
+    settings: Settings,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    span_processor: SpanProcessor | None = None,
+) -> Components:
+    """Every component, from `settings`. A caller-supplied `http_client` is used as is and not
+    closed; `span_processor` receives the spans (tests hand in an in-memory exporter's)."""
+    live = LiveConfig(settings)
+    policy = LivePolicy(settings.policy())
+    metrics = GatewayMetrics()
+    tracing = Tracing(
+        service_name=settings.tracing_service_name,
+        otlp_endpoint=settings.otlp_endpoint,
+        processor=span_processor,
+    )
+    client = http_client or engine_client(settings)
+    pool, dispatcher, catalog = _upstreams(settings, live, client, metrics)
+    database = Database(settings.database_url)
+    store = Store(database)
+    ledger = UsageLedger(
+        store, flush_interval_s=settings.ledger_flush_interval_s, batch_size=settings.ledger_batch_size
+    )
+    redis, subscriber = redis_clients(settings)
+    cache = KeyCache(ttl_s=settings.auth_cache_ttl_s, degraded_ttl_s=settings.auth_cache_degraded_ttl_s)
+    bus = InvalidationBus(subscriber, cache)
+    limiter = _limiter(settings, redis, store)
+    accountant = Accountant(
+        limiter,
+        ledger,
+        TokenEstimator(settings.limits_default_completion_tokens),
+        PriceBook(settings.model_prices),
+    )
+    admission = Admission(
+        Gate(Authenticator(store, cache, enabled=settings.auth_enabled)), accountant, policy
+    )
+    media_client = media_fetch_client(settings)
+    transcriber = speech_transcriber(settings)
+    media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
+    components = Components(
+        settings=settings,
+        live=live,
+        policy=policy,
+        metrics=metrics,
+        tracing=tracing,
+        client=client,
+        owns_client=http_client is None,
+        pool=pool,
+        catalog=catalog,
+        drain=Drain(),
+        database=database,
+        store=store,
+        ledger=ledger,
+        redis=redis,
+        subscriber=subscriber,
+        key_cache=cache,
+        invalidations=bus,
+        limiter=limiter,
+        accountant=accountant,
+        admission=admission,
+        admin_guard=AdminGuard(settings.resolved_admin_key()),
+        key_admin=KeyAdmin(store, bus),
+        media_client=media_client,
+        transcriber=transcriber,
+        media=media,
+        inference=InferenceService(admission, dispatcher, catalog, accountant.estimator, media),
+        speech=speech_service(settings, admission) if settings.tts_enabled else None,
+        transcription=TranscriptionService(
+            transcriber,
+            settings.audio_model_names,
+            admission,
+            max_upload_bytes=settings.audio_max_upload_bytes,
+        ),
+        health=_health(settings, client, database, redis, metrics),
+        reloader=ConfigReloader(
+            live,
+            Settings,
+            restart_only=set(Settings.model_fields) - RELOADABLE,
+            poll_interval_s=settings.config_poll_s,
+            metrics=metrics,
+            overrides=settings.init_values(),
+        ),
+        profiler=Profiler() if settings.profiling_enabled else None,
+    )
+    live.subscribe(components.apply)
+    return components
+
+
+def _upstreams(
+    settings: Settings, live: LiveConfig[Settings], client: httpx.AsyncClient, metrics: GatewayMetrics
+) -> tuple[UpstreamPool, Dispatcher, ModelCatalog]:
+    pool = UpstreamPool(
+        client,
+        settings.upstream_urls(),
+        settings.upstreams,
+        settings.models,
+        PoolPolicy(
+            breaker_failures=settings.breaker_failures,
+            breaker_open_s=settings.breaker_open_s,
+            max_outstanding=settings.upstream_max_outstanding,
+        ),
+        metrics,
+    )
+    dispatcher = Dispatcher(
+        pool,
+        budget=RetryBudget(
+            ratio=settings.retry_budget_ratio,
+            window_s=settings.retry_budget_window_s,
+            minimum=settings.retry_budget_min,
+        ),
+        retry=lambda: _retry_policy(live.current),
+        timeouts=lambda: _timeouts(live.current),
+        metrics=metrics,
+    )
+    catalog = ModelCatalog(lambda: pool.list_models(settings.connect_timeout_s), settings.models_ttl_s)
+    return pool, dispatcher, catalog
+
+
+def _limiter(settings: Settings, redis: Redis, store: Store) -> RateLimiter:
+    async def seed(kind: ScopeKind, scope_id: str, since: datetime) -> tuple[int, int]:
+        if kind == "key":
+            return await store.usage_since(key_id=scope_id, since=since)
+        return await store.usage_since(tenant_id=scope_id, since=since)
+
+    return RateLimiter(
+        redis,
+        window_s=settings.limits_window_s,
+        lease_s=settings.limits_lease_s,
+        failure_mode=settings.limits_failure_mode,
+        seed=seed,
+    )
+
+
+def _health(
+    settings: Settings, client: httpx.AsyncClient, database: Database, redis: Redis, metrics: GatewayMetrics
+) -> HealthMonitor:
+    return HealthMonitor(
+        client,
+        settings.engine_urls(),
+        interval_s=settings.health_interval_s,
+        timeout_s=settings.health_timeout_s,
+        default_model=settings.routing.default_model,
+        dependencies=_dependencies(settings, database, redis),
+        metrics=metrics,
+        deep=settings.health_deep,
+    )
+
+
+def _dependencies(settings: Settings, database: Database, redis: Redis) -> dict[str, Any]:
+    """What readiness needs besides an engine: the store, and Redis when limits fail closed."""
+
+    async def redis_ping() -> None:
+        if not await redis.ping():
+            raise ConnectionError("Redis did not answer PING")
+
+    checks: dict[str, Any] = {"store": database.ping}
+    if settings.limits_failure_mode == "closed" and settings.auth_enabled:
+        checks["redis"] = redis_ping
+    return checks
+
+
+def _retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s)
+
+
+def _timeouts(settings: Settings) -> Timeouts:
+    return Timeouts(
+        connect_s=settings.connect_timeout_s,
+        ttft_s=settings.ttft_timeout_s,
+        inter_token_s=settings.inter_token_timeout_s,
+        total_s=settings.total_timeout_s,
+    )
+
+
+def speech_transcriber(settings: Settings) -> Transcriber | None:
+    """whisper.cpp in worker processes, started on first use (None without a configured model)."""
+    if settings.audio_whisper_model is None:
+        return None
+    return Transcriber(
+        settings.audio_whisper_model,
+        workers=settings.audio_workers,
+        threads=settings.audio_threads,
+        nice=settings.audio_nice,
+        queue_timeout_s=settings.audio_queue_timeout_s,
+        max_seconds=settings.audio_max_seconds,
+    )
+
+
+def media_service(
+    settings: Settings, client: httpx.AsyncClient, transcriber: Transcriber | None = None
+) -> MediaService:
+    """The adapters with this gateway's limits, OCR, image policy, URL allow-list and worker pool."""
+    limits = MediaLimits(
+        max_parts=settings.media_max_parts,
+        max_images=settings.media_max_images,
+        max_image_pixels=settings.media_max_image_pixels,
+        max_total_pixels=settings.media_max_total_pixels,
+        image_pixel_budget=settings.media_image_pixel_budget,
+        max_part_bytes=settings.media_max_part_bytes,
+        max_total_bytes=settings.media_max_total_bytes,
+        max_pages=settings.media_max_pages,
+        max_video_seconds=settings.media_max_video_seconds,
+        video_fps=settings.media_video_fps,
+        max_video_frames=settings.media_max_video_frames,
+    )
+    spec = WorkerSpec(
+        limits,
+        ocr_enabled=settings.media_ocr_enabled,
+        ocr_lang=settings.media_ocr_lang,
+        ocr_timeout_s=settings.media_ocr_timeout_s,
+        image_formats=tuple(settings.media_image_formats),
+        image_filter=settings.media_image_filter,
+        log_format=settings.log_format,
+        log_level=settings.log_level,
+        log_prompts=settings.log_prompts,
+    )
+    fetcher = UrlFetcher(
+        UrlPolicy(settings.media_url_allowlist),
+        client,
+        timeout_s=settings.media_fetch_timeout_s,
+        max_bytes=settings.media_max_part_bytes,
+    )
+    return MediaService(
+        spec.preprocessor(),
+        fetcher,
+        lambda: media_executor(spec, settings.media_executor, settings.media_workers),
+        concurrency=settings.media_workers,
+        queue_timeout_s=settings.media_queue_timeout_s,
+        transcriber=transcriber,
+    )
+
+
+def speech_service(settings: Settings, admission: Admission) -> SpeechService:
+    """/v1/audio/speech: Piper voices (when any are configured) before eSpeak NG's."""
+    backends: list[SpeechBackend] = []
+    if settings.tts_piper_voices:
+        backends.append(PiperBackend(settings.tts_piper_voices))
+    backends.append(EspeakBackend(settings.tts_espeak_binary, timeout_s=settings.tts_timeout_s))
+    return SpeechService(
+        Synthesizer(backends, concurrency=settings.tts_concurrency),
+        admission,
+        model=settings.tts_model,
+        aliases=settings.tts_model_aliases,
+        max_input_chars=settings.tts_max_input_chars,
+    )

@@ -1,0 +1,57 @@
+"""One base for the answers the gateway writes to the socket itself (relayed SSE, spoken audio,
+transcripts as they are made): the status line, a body sent piece by piece while the client is
+watched, and one callback told how it ended."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.admission.outcome import Outcome
+from gateway.http.disconnect import while_connected
+
+
+class RawStream(Response):
+    """A Response subclass only so that FastAPI hands it to the server untouched; subclasses write
+    the body in `pump` and may run `companions` beside it (a stall watchdog). A client that leaves
+    cancels `pump`; `on_close` then hears CLIENT_CLOSED. `finish` runs last, whatever happened."""
+
+    def __init__(
+        self,
+        base_headers: Iterable[tuple[bytes, bytes]],
+        headers: Mapping[str, str] | None,
+        on_close: Callable[[Outcome], None] | None,
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            *base_headers,
+            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()),
+        ]
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome = Outcome.CLIENT_CLOSED
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            outcome = await while_connected(receive, self.pump(send), *self.companions()) or outcome
+        finally:
+            await self.finish()
+            if self._on_close is not None:
+                self._on_close(outcome)
+
+    async def pump(self, send: Send) -> Outcome:
+        raise NotImplementedError
+
+    def companions(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], ...]:
+        return ()
+
+    async def finish(self) -> None:
+        """Release what the body was read from (an upstream connection, a generator)."""
+
+
+async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": more})

@@ -1,0 +1,51 @@
+"""What the request path reads of the settings in force, as one typed snapshot.
+
+A request takes `PolicySource.current` once when it arrives and keeps it to its last byte: a live
+reload changes the next request, never a running one. The request path imports this module and
+`sections` only, never the schema or the loader, so nothing on it can reach the settings machinery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from adapters.parts import TEXT_ONLY, Modality
+from gateway.settings.sections import LimitsConfig, ModelRoute
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_body_bytes: int = 16 * 1024 * 1024
+    # The config file's limits, over the store's.
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    models: Mapping[str, ModelRoute] = field(default_factory=dict)
+    # What a model takes when its route does not say (media turned into text otherwise).
+    media_default_accepts: tuple[Modality, ...] = tuple(TEXT_ONLY)
+    # Prompt characters hashed for prefix-cache affinity; 0 turns affinity off.
+    affinity_prefix_chars: int = 256
+    failover_enabled: bool = True
+    failover_max: int = 2
+
+    def accepts(self, model: str) -> tuple[Modality, ...]:
+        """The modalities `model` takes as they are (the rest is turned into text)."""
+        route = self.models.get(model)
+        if route is not None and route.accepts is not None:
+            return tuple(route.accepts)
+        return self.media_default_accepts
+
+
+class PolicySource(Protocol):
+    @property
+    def current(self) -> Policy: ...
+
+
+class LivePolicy:
+    """The policy in force: replaced whole on each reload (`update`), read once per request."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.current = policy
+
+    def update(self, policy: Policy) -> None:
+        self.current = policy
