@@ -7,7 +7,7 @@ from adapters.fetch import UrlFetcher, UrlPolicy
 from adapters.limits import MediaLimits, Tally
 from adapters.ocr import Ocr
 from adapters.parts import TEXT_ONLY, MediaPart, Modality, check_counts, find_media, route
-from adapters.pipeline import Job, Outcome, Preprocessor
+from adapters.pipeline import Job, Preprocessed, Preprocessor
 from adapters.policy import ImageCheck, ImageFilter, SizeTypePolicy, Verdict, load_check
 
 __all__ = [
@@ -20,7 +20,7 @@ __all__ = [
     "MediaPart",
     "Modality",
     "Ocr",
-    "Outcome",
+    "Preprocessed",
     "Preprocessor",
     "SizeTypePolicy",
     "Tally",

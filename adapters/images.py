@@ -19,7 +19,6 @@ from adapters.limits import Tally
 
 # What decoders are tried at all: formats a browser or phone sends. Anything else is refused unread.
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,3 @@ def to_data_url(image: Image.Image) -> str:
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=False)
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
-
-
-def mime_of(image_format: str) -> str:
-    return _MIME.get(image_format, "image/" + image_format.lower())

@@ -38,7 +38,7 @@ class Job:
 
 
 @dataclass
-class Outcome:
+class Preprocessed:
     """Each job's replacement part, in job order, and what the request's media used."""
 
     parts: list[dict[str, Any]] = field(default_factory=list)
@@ -51,9 +51,9 @@ class Preprocessor:
     ocr: Ocr
     image_filter: ImageFilter
 
-    def run(self, jobs: list[Job]) -> Outcome:
+    def run(self, jobs: list[Job]) -> Preprocessed:
         tally = Tally(self.limits)
-        outcome = Outcome(tally=tally)
+        outcome = Preprocessed(tally=tally)
         numbers: Counter[str] = Counter()
         for job in jobs:
             numbers[job.part.kind] += 1

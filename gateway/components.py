@@ -22,7 +22,7 @@ from gateway.http.drain import Drain
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
 from gateway.limits.limiter import ScopeKind
-from gateway.media.service import MediaService, WorkerSpec, media_executor
+from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
 from gateway.observability import GatewayMetrics, HealthMonitor, Profiler, Tracing
 from gateway.observability.logs import apply_log_settings
 from gateway.realtime.session import RealtimeLimits
@@ -353,7 +353,7 @@ def media_service(
         video_fps=settings.media_video_fps,
         max_video_frames=settings.media_max_video_frames,
     )
-    spec = WorkerSpec(
+    spec = MediaWorkerSpec(
         limits,
         ocr_enabled=settings.media_ocr_enabled,
         ocr_lang=settings.media_ocr_lang,

@@ -21,7 +21,7 @@ SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
-class Pcm:
+class DecodedAudio:
     """Mono float32 samples at 16 kHz."""
 
     samples: np.ndarray
@@ -40,7 +40,7 @@ def has_audio(data: bytes) -> bool:
         return False
 
 
-def decode_audio(data: bytes, *, param: str | None = None, max_seconds: float | None = None) -> Pcm:
+def decode_audio(data: bytes, *, param: str | None = None, max_seconds: float | None = None) -> DecodedAudio:
     """Decode the first audio stream of `data` to 16 kHz mono float32. MediaError: `invalid_audio`
     (not audio, corrupt, no samples), `audio_too_long` (over `max_seconds`)."""
     try:
@@ -78,7 +78,7 @@ def decode_audio(data: bytes, *, param: str | None = None, max_seconds: float | 
     samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     if not len(samples):
         raise MediaError(param, "This audio file holds no samples.", code="invalid_audio")
-    return Pcm(np.clip(samples, -1.0, 1.0))
+    return DecodedAudio(np.clip(samples, -1.0, 1.0))
 
 
 class PcmResampler:
@@ -114,10 +114,10 @@ class PcmResampler:
         return np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames]).astype(np.float32)
 
 
-def pcm16_to_pcm(data: bytes, rate: int = 24_000) -> Pcm:
+def pcm16_to_pcm(data: bytes, rate: int = 24_000) -> DecodedAudio:
     """A whole buffer of 16-bit mono PCM at `rate` as 16 kHz float32."""
     resampler = PcmResampler(rate)
-    return Pcm(np.concatenate([resampler.feed(data), resampler.flush()]))
+    return DecodedAudio(np.concatenate([resampler.feed(data), resampler.flush()]))
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float:

@@ -31,7 +31,7 @@ import numpy as np
 import structlog
 
 from adapters.errors import MediaError
-from adapters.stt.audio import SAMPLE_RATE, Pcm, decode_audio
+from adapters.stt.audio import SAMPLE_RATE, DecodedAudio, decode_audio
 from adapters.stt.whisper import Segment, TranscribeOptions, Transcript, WhisperModel, check_language
 
 _log = structlog.stdlib.get_logger("tantra.speech")
@@ -42,7 +42,7 @@ class TranscriberBusy(Exception):
 
 
 @dataclass(frozen=True)
-class WorkerSpec:
+class WhisperWorkerSpec:
     model_path: Path
     threads: int = 2
     nice: int = 10
@@ -51,7 +51,7 @@ class WorkerSpec:
 class Transcriber:
     """`await transcribe(audio)` for the whole transcript, or `async for item in stream(audio)` for
     each Segment as whisper.cpp finishes it and the Transcript last. `audio` is encoded bytes (any
-    format PyAV reads), a Pcm, or 16 kHz mono float32 samples."""
+    format PyAV reads), a DecodedAudio, or 16 kHz mono float32 samples."""
 
     def __init__(
         self,
@@ -67,7 +67,7 @@ class Transcriber:
         self.model_path = Path(model_path)
         self.abort_grace_s = abort_grace_s
         self.max_seconds = max_seconds
-        self._spec = WorkerSpec(self.model_path, threads, nice)
+        self._spec = WhisperWorkerSpec(self.model_path, threads, nice)
         self._size = workers
         self._queue_timeout_s = queue_timeout_s
         self._idle: asyncio.Queue[_Worker] | None = None
@@ -87,13 +87,18 @@ class Transcriber:
             self._starting = asyncio.ensure_future(self._start())
         await asyncio.shield(self._starting)
 
-    async def decode(self, data: bytes, *, param: str | None = None, max_seconds: float | None = None) -> Pcm:
+    async def decode(
+        self, data: bytes, *, param: str | None = None, max_seconds: float | None = None
+    ) -> DecodedAudio:
         """Encoded audio to 16 kHz mono float32, in a thread (FFmpeg releases the GIL)."""
         limit = self.max_seconds if max_seconds is None else max_seconds
         return await asyncio.to_thread(decode_audio, data, param=param, max_seconds=limit)
 
     async def transcribe(
-        self, audio: bytes | Pcm | np.ndarray, options: TranscribeOptions | None = None, **fields: Any
+        self,
+        audio: bytes | DecodedAudio | np.ndarray,
+        options: TranscribeOptions | None = None,
+        **fields: Any,
     ) -> Transcript:
         last: Segment | Transcript | None = None
         async for last in self.stream(audio, options, **fields):  # noqa: B007
@@ -102,7 +107,10 @@ class Transcriber:
         return last
 
     async def stream(
-        self, audio: bytes | Pcm | np.ndarray, options: TranscribeOptions | None = None, **fields: Any
+        self,
+        audio: bytes | DecodedAudio | np.ndarray,
+        options: TranscribeOptions | None = None,
+        **fields: Any,
     ) -> AsyncGenerator[Segment | Transcript, None]:
         """Each Segment as it is produced, then the Transcript. `fields` are TranscribeOptions'."""
         options = options or TranscribeOptions(**fields)
@@ -115,7 +123,7 @@ class Transcriber:
         )
         if isinstance(audio, bytes | bytearray | memoryview):
             audio = await self.decode(bytes(audio))
-        samples = audio.samples if isinstance(audio, Pcm) else np.asarray(audio, dtype=np.float32)
+        samples = audio.samples if isinstance(audio, DecodedAudio) else np.asarray(audio, dtype=np.float32)
         seconds = len(samples) / SAMPLE_RATE
         if self.max_seconds is not None and seconds > self.max_seconds + 0.1:
             raise MediaError(
@@ -269,7 +277,7 @@ class _Worker:
         self.pending: asyncio.Future[tuple[str, Any]] | None = None
 
     @classmethod
-    def spawn(cls, spec: WorkerSpec) -> _Worker:
+    def spawn(cls, spec: WhisperWorkerSpec) -> _Worker:
         """Start a worker and wait until its model is loaded (blocking: called in a thread)."""
         # forkserver: the threaded gateway is never forked; each worker starts from a clean process.
         context = multiprocessing.get_context("forkserver")
@@ -313,7 +321,7 @@ def _stop_all(workers: list[_Worker]) -> None:
         worker.stop()
 
 
-def _serve(conn: Connection, abort: Event, spec: WorkerSpec) -> None:
+def _serve(conn: Connection, abort: Event, spec: WhisperWorkerSpec) -> None:
     """A worker process: load the model, then transcribe one job at a time until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when its workers stop
     with contextlib.suppress(OSError):

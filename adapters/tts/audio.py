@@ -17,10 +17,10 @@ import av.filter
 SAMPLE_RATE = 24_000
 SAMPLE_WIDTH = 2  # bytes: signed 16-bit little-endian, mono
 
-ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
-RESPONSE_FORMATS: tuple[ResponseFormat, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+RESPONSE_FORMATS: tuple[AudioFormat, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
-CONTENT_TYPES: dict[ResponseFormat, str] = {
+CONTENT_TYPES: dict[AudioFormat, str] = {
     "mp3": "audio/mpeg",
     "opus": "audio/ogg",
     "aac": "audio/aac",
@@ -31,7 +31,7 @@ CONTENT_TYPES: dict[ResponseFormat, str] = {
 
 
 @dataclass(frozen=True)
-class Pcm:
+class SpokenPcm:
     """Mono signed 16-bit little-endian samples at `rate` Hz."""
 
     data: bytes
@@ -42,7 +42,7 @@ class Pcm:
         return len(self.data) / SAMPLE_WIDTH / self.rate
 
 
-def _frame(pcm: Pcm) -> av.AudioFrame:
+def _frame(pcm: SpokenPcm) -> av.AudioFrame:
     samples = len(pcm.data) // SAMPLE_WIDTH
     frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
     frame.planes[0].update(pcm.data[: samples * SAMPLE_WIDTH])
@@ -61,7 +61,7 @@ class Resampler:
         self._resampler: av.AudioResampler | None = None
         self._rate = 0
 
-    def convert(self, pcm: Pcm) -> bytes:
+    def convert(self, pcm: SpokenPcm) -> bytes:
         if pcm.rate == SAMPLE_RATE or not pcm.data:
             return pcm.data
         out = b""
@@ -78,7 +78,7 @@ class Resampler:
         return _bytes(resampler.resample(None))
 
 
-def change_tempo(pcm: Pcm, tempo: float) -> Pcm:
+def change_tempo(pcm: SpokenPcm, tempo: float) -> SpokenPcm:
     """The same speech `tempo` times as fast, pitch kept (FFmpeg's atempo; 0.5 to 100 per pass)."""
     if abs(tempo - 1.0) < 1e-3 or not pcm.data:
         return pcm
@@ -109,7 +109,7 @@ def change_tempo(pcm: Pcm, tempo: float) -> Pcm:
             frames.append(cast(av.AudioFrame, sink.pull()))
         except (av.BlockingIOError, av.EOFError):
             break
-    return Pcm(_bytes(frames), pcm.rate)
+    return SpokenPcm(_bytes(frames), pcm.rate)
 
 
 class Encoder(Protocol):
@@ -120,7 +120,7 @@ class Encoder(Protocol):
     def finish(self) -> bytes: ...
 
 
-def encoder(response_format: ResponseFormat) -> Encoder:
+def encoder(response_format: AudioFormat) -> Encoder:
     if response_format == "pcm":
         return _Raw()
     if response_format == "wav":
@@ -210,7 +210,7 @@ class _Container:
 
     def encode(self, pcm: bytes) -> bytes:
         if pcm:
-            frame = _frame(Pcm(pcm, SAMPLE_RATE))
+            frame = _frame(SpokenPcm(pcm, SAMPLE_RATE))
             frame.pts = self._pts
             self._pts += frame.samples
             self._mux(self._to_codec.resample(frame))

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from adapters.tts.audio import SAMPLE_WIDTH, Pcm, change_tempo
+from adapters.tts.audio import SAMPLE_WIDTH, SpokenPcm, change_tempo
 from adapters.tts.errors import SpeechUnavailable, UnknownVoice
 
 _log = logging.getLogger("tantra.tts")
@@ -28,7 +28,7 @@ class SpeechBackend(Protocol):
 
     async def voices(self) -> list[str]: ...
 
-    async def synthesize(self, text: str, voice: str, speed: float) -> Pcm: ...
+    async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm: ...
 
 
 # eSpeak NG's pace at speed 1.0, and the range of its -s flag (words per minute); past 450 it speeds
@@ -68,11 +68,11 @@ class EspeakBackend:
         languages, variants = await self._catalog()
         return base in languages and (not variant or variant in variants)
 
-    async def synthesize(self, text: str, voice: str, speed: float) -> Pcm:
+    async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm:
         wpm = _ESPEAK_WPM * speed
         clamped = min(max(round(wpm), _ESPEAK_MIN_WPM), _ESPEAK_MAX_WPM)
         wav = await self._run("--stdout", "-b", "1", "-v", voice, "-s", str(clamped), stdin=text.encode())
-        pcm = Pcm(_wav_samples(wav), _wav_rate(wav))
+        pcm = SpokenPcm(_wav_samples(wav), _wav_rate(wav))
         if wpm < _ESPEAK_MIN_WPM:
             pcm = await asyncio.to_thread(change_tempo, pcm, wpm / _ESPEAK_MIN_WPM)
         return pcm
@@ -161,19 +161,19 @@ class PiperBackend:
     async def has_voice(self, voice: str) -> bool:
         return voice in self._paths
 
-    async def synthesize(self, text: str, voice: str, speed: float) -> Pcm:
+    async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm:
         if voice not in self._paths:
             raise UnknownVoice(voice)
         return await asyncio.to_thread(self._speak, text, voice, speed)
 
-    def _speak(self, text: str, voice: str, speed: float) -> Pcm:
+    def _speak(self, text: str, voice: str, speed: float) -> SpokenPcm:
         model = self._load(voice)
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=(model.config.length_scale or 1.0) / speed)
         chunks = list(model.synthesize(text, syn_config=config))
         rate = chunks[0].sample_rate if chunks else model.config.sample_rate
-        return Pcm(b"".join(chunk.audio_int16_bytes for chunk in chunks), rate)
+        return SpokenPcm(b"".join(chunk.audio_int16_bytes for chunk in chunks), rate)
 
     def _load(self, voice: str) -> Any:
         with self._lock:

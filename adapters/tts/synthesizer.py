@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, Pcm, Resampler, ResponseFormat, encoder
+from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, AudioFormat, Resampler, SpokenPcm, encoder
 from adapters.tts.backends import SpeechBackend
 from adapters.tts.errors import UnknownVoice
 from adapters.tts.sentences import SentenceSplitter, split_sentences
@@ -91,8 +91,8 @@ class Synthesizer:
         """
         resolved = voice if isinstance(voice, Voice) else await self.voice(voice)
         speed = min(max(speed, MIN_SPEED), MAX_SPEED)
-        ready: asyncio.Queue[asyncio.Task[Pcm] | None] = asyncio.Queue(self._lookahead)
-        started: list[asyncio.Task[Pcm]] = []
+        ready: asyncio.Queue[asyncio.Task[SpokenPcm] | None] = asyncio.Queue(self._lookahead)
+        started: list[asyncio.Task[SpokenPcm]] = []
         producer = asyncio.ensure_future(
             self._produce(self._sentences(text), resolved, speed, ready, started)
         )
@@ -120,7 +120,7 @@ class Synthesizer:
         self,
         text: str | AsyncIterable[str],
         voice: str | Voice,
-        response_format: ResponseFormat = "mp3",
+        response_format: AudioFormat = "mp3",
         speed: float = 1.0,
         *,
         on_samples: Callable[[int], None] | None = None,
@@ -145,7 +145,7 @@ class Synthesizer:
             await pcm.aclose()
 
     async def speak(
-        self, text: str, voice: str | Voice, response_format: ResponseFormat = "wav", speed: float = 1.0
+        self, text: str, voice: str | Voice, response_format: AudioFormat = "wav", speed: float = 1.0
     ) -> bytes:
         """The whole of `text` spoken, as one file."""
         return b"".join([chunk async for chunk in self.stream(text, voice, response_format, speed)])
@@ -167,8 +167,8 @@ class Synthesizer:
         sentences: AsyncIterator[str],
         voice: Voice,
         speed: float,
-        ready: asyncio.Queue[asyncio.Task[Pcm] | None],
-        started: list[asyncio.Task[Pcm]],
+        ready: asyncio.Queue[asyncio.Task[SpokenPcm] | None],
+        started: list[asyncio.Task[SpokenPcm]],
     ) -> None:
         try:
             async for sentence in sentences:
@@ -182,12 +182,12 @@ class Synthesizer:
             raise
         await ready.put(None)
 
-    async def _synthesize(self, sentence: str, voice: Voice, speed: float) -> Pcm:
+    async def _synthesize(self, sentence: str, voice: Voice, speed: float) -> SpokenPcm:
         async with self._slots:
             return await voice.backend.synthesize(sentence, voice.name, speed)
 
 
-def _quietly(task: asyncio.Task[Pcm]) -> None:
+def _quietly(task: asyncio.Task[SpokenPcm]) -> None:
     """A sentence nobody will hear: its error, if any, is not worth a warning."""
     if not task.cancelled():
         task.exception()

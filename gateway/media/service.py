@@ -30,7 +30,7 @@ from adapters import (
     MediaLimits,
     Modality,
     Ocr,
-    Outcome,
+    Preprocessed,
     Preprocessor,
     SizeTypePolicy,
     UrlFetcher,
@@ -43,7 +43,7 @@ from adapters.images import FORMATS
 from adapters.limits import Tally
 from adapters.parts import PART_TYPES, MediaPart
 from adapters.sources import decode_base64, decode_data_url, is_data_url
-from adapters.stt import Pcm, Transcriber, TranscriberBusy, has_audio
+from adapters.stt import DecodedAudio, Transcriber, TranscriberBusy, has_audio
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
 from gateway.observability import configure_logging, get_logger
 from gateway.observability.logs import resolve_format
@@ -52,7 +52,7 @@ _log = get_logger("tantra.media")
 
 
 @dataclass(frozen=True)
-class WorkerSpec:
+class MediaWorkerSpec:
     """Everything a worker needs to build its own Preprocessor: plain values, so that it crosses
     into a worker process (a classifier is named by import path and loaded there)."""
 
@@ -79,7 +79,7 @@ class WorkerSpec:
 _worker: Preprocessor | None = None
 
 
-def init_worker(spec: WorkerSpec) -> None:
+def init_worker(spec: MediaWorkerSpec) -> None:
     """A worker process's start: its logs go the gateway's way, its Preprocessor is built once."""
     global _worker
     configure_logging(
@@ -88,7 +88,7 @@ def init_worker(spec: WorkerSpec) -> None:
     _worker = spec.preprocessor()
 
 
-def run_in_worker(jobs: list[Job], log_context: dict[str, Any]) -> Outcome:
+def run_in_worker(jobs: list[Job], log_context: dict[str, Any]) -> Preprocessed:
     """One request's media in a worker process, logged with the request's id and tenant."""
     assert _worker is not None, "init_worker did not run"
     structlog.contextvars.clear_contextvars()
@@ -96,7 +96,7 @@ def run_in_worker(jobs: list[Job], log_context: dict[str, Any]) -> Outcome:
     return _worker.run(jobs)
 
 
-def media_executor(spec: WorkerSpec, kind: str, workers: int) -> Executor:
+def media_executor(spec: MediaWorkerSpec, kind: str, workers: int) -> Executor:
     """Processes by default: pypdf is pure Python, and in a thread of the gateway's own process it
     competes with the event loop for the GIL (on a loaded machine a stream then stalls for a
     second or more); in a process it cannot. `forkserver`: never fork the threaded gateway."""
@@ -205,7 +205,9 @@ class MediaService:
                 await self._audio(job, pcm, number, heard)
                 for number, (job, pcm) in enumerate(zip(audio, decoded, strict=True), 1)
             ]
-            outcome = await self._run(others) if others else Outcome(tally=Tally(self._preprocessor.limits))
+            outcome = (
+                await self._run(others) if others else Preprocessed(tally=Tally(self._preprocessor.limits))
+            )
             # A video turned into text gets its soundtrack's transcript too, once its frames passed.
             seen = [
                 await self._soundtrack(job, part, heard, admit_audio)
@@ -226,7 +228,7 @@ class MediaService:
         _log.info("media_prepared", seconds=round(time.perf_counter() - started, 3), **usage)
         return Prepared(orjson.dumps(payload), usage)
 
-    async def _decode_part(self, job: Job, tally: Tally) -> Pcm | None:
+    async def _decode_part(self, job: Job, tally: Tally) -> DecodedAudio | None:
         """An audio part to transcribe, decoded (None for one the model takes itself)."""
         part = job.part
         if job.plan == "native":
@@ -236,7 +238,7 @@ class MediaService:
             tally.add_bytes(part.param, len(data))
         return await self._decode(data, part.param)
 
-    async def _audio(self, job: Job, pcm: Pcm | None, number: int, tally: Tally) -> dict[str, Any]:
+    async def _audio(self, job: Job, pcm: DecodedAudio | None, number: int, tally: Tally) -> dict[str, Any]:
         """An audio part: as sent to a model that takes audio, else its transcript as text."""
         if pcm is None:
             return job.part.part
@@ -269,14 +271,14 @@ class MediaService:
         tally.derived_chars += len(added) + 1
         return {"type": "text", "text": f"{body}\n{added}\n{end}"}
 
-    async def _decode(self, data: bytes, param: str) -> Pcm:
+    async def _decode(self, data: bytes, param: str) -> DecodedAudio:
         assert self._transcriber is not None
         try:
             return await self._transcriber.decode(data, param=param)
         except MediaError as exc:
             raise MediaError(param, exc.message, code=exc.code, status=exc.status) from None
 
-    async def _transcribe(self, pcm: Pcm, param: str, tally: Tally) -> str:
+    async def _transcribe(self, pcm: DecodedAudio, param: str, tally: Tally) -> str:
         """The transcript of `pcm`, counted in the request's tally."""
         assert self._transcriber is not None
         try:
@@ -309,14 +311,14 @@ class MediaService:
         else:
             task = (contextvars.copy_context().run, self._preprocessor.run, jobs)
 
-        def submit() -> Future[Outcome]:
+        def submit() -> Future[Preprocessed]:
             work = executor.submit(*task)
             # The slot frees when the work ends, not when its waiter does: a client that leaves
             # cannot make room for more work than the pool really has.
             work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
             return work
 
-        def unless_submitted(submitting: asyncio.Future[Future[Outcome]]) -> None:
+        def unless_submitted(submitting: asyncio.Future[Future[Preprocessed]]) -> None:
             if submitting.cancelled() or submitting.exception() is not None:
                 self._slots.release()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
 from typing import IO, Any, Literal
 
 import orjson
@@ -149,11 +148,6 @@ def bind_request(**fields: Any) -> None:
 
 def clear_request() -> None:
     structlog.contextvars.clear_contextvars()
-
-
-def redacted_mapping(values: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """For printing a settings dump: the same masking as the log pipeline."""
-    return Redactor(log_prompts=False)(None, "", dict(values))
 
 
 def apply_log_settings(log_format: str, level: str, log_prompts: bool) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+TranscriptFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 Granularity = Literal["word", "segment"]
 
 
@@ -18,7 +18,7 @@ class TranscriptionRequest(BaseModel):
     language: str | None = None
     prompt: str | None = None
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    response_format: ResponseFormat = "json"
+    response_format: TranscriptFormat = "json"
     timestamp_granularities: list[Granularity] = Field(default_factory=list)
     stream: bool = False
 

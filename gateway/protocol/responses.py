@@ -59,30 +59,6 @@ class ChatCompletion(_Open):
     usage: Usage | None = None
 
 
-class ChatDelta(_Open):
-    role: str | None = None
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-
-
-class ChatChunkChoice(_Open):
-    index: int
-    delta: ChatDelta
-    finish_reason: str | None = None
-
-
-class ChatCompletionChunk(_Open):
-    """One `data:` event of a chat stream; the usage event (with `stream_options.include_usage`)
-    has `choices: []`; an error after the stream began comes as `data: {"error": {...}}`."""
-
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: Usage | None = None
-
-
 class CompletionChoice(_Open):
     index: int
     text: str

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from adapters import MediaError
-from adapters.stt import Pcm, Segment, TranscribeOptions, Transcriber, TranscriberBusy
+from adapters.stt import DecodedAudio, Segment, TranscribeOptions, Transcriber, TranscriberBusy
 from gateway.admission import Admission, Outcome, Ticket
 from gateway.admission.form import read_upload
 from gateway.errors import APIError, InvalidRequest, ModelNotFound, sse_error_event
@@ -101,7 +101,7 @@ class TranscriptionService:
         response.headers.update(ticket.limit_headers)
         return response
 
-    def _stream(self, pcm: Pcm, options: TranscribeOptions, ticket: Ticket) -> StreamingResponse:
+    def _stream(self, pcm: DecodedAudio, options: TranscribeOptions, ticket: Ticket) -> StreamingResponse:
         assert self.transcriber is not None
         stream = self.transcriber.stream(pcm, options)
 

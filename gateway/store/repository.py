@@ -303,18 +303,6 @@ class Store:
         async with self.db.session() as session:
             return list((await session.execute(query)).scalars())
 
-    async def record_audit(
-        self,
-        audit: AuditContext,
-        action: str,
-        target_type: str,
-        target_id: str | None,
-        details: dict[str, Any],
-    ) -> None:
-        async with self.db.session() as session:
-            _audit(session, audit, action, target_type, target_id, _jsonable(details))
-            await session.commit()
-
 
 def _is_error() -> Any:
     return case((UsageRecord.status >= 400, 1), else_=0)

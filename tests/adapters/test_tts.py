@@ -16,10 +16,10 @@ from adapters.tts import (
     RESPONSE_FORMATS,
     SAMPLE_RATE,
     EspeakBackend,
-    Pcm,
     PiperBackend,
     SentenceSplitter,
     SpeechUnavailable,
+    SpokenPcm,
     Synthesizer,
     UnknownVoice,
     split_sentences,
@@ -130,7 +130,7 @@ class _Counting(EspeakBackend):
 
     spoken = 0
 
-    async def synthesize(self, text: str, voice: str, speed: float) -> Pcm:
+    async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm:
         pcm = await super().synthesize(text, voice, speed)
         self.spoken += 1
         return pcm
@@ -216,9 +216,9 @@ class _Tone:
     async def voices(self) -> list[str]:
         return ["tone"]
 
-    async def synthesize(self, text: str, voice: str, speed: float) -> Pcm:
+    async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm:
         samples = int(16_000 * 0.5 / speed)
-        return Pcm(struct.pack(f"<{samples}h", *([1000, -1000] * (samples // 2))), 16_000)
+        return SpokenPcm(struct.pack(f"<{samples}h", *([1000, -1000] * (samples // 2))), 16_000)
 
 
 @needs_espeak

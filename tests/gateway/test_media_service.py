@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import ImageFilter, MediaLimits, Ocr, Outcome, Preprocessor, Tally, UrlFetcher, UrlPolicy
+from adapters import ImageFilter, MediaLimits, Ocr, Preprocessed, Preprocessor, Tally, UrlFetcher, UrlPolicy
 from gateway.errors import APIError
 from gateway.media.service import MediaService
 
@@ -28,10 +28,10 @@ class SlowPreprocessor(Preprocessor):
         self.seconds = seconds
         self.threads: list[str] = []
 
-    def run(self, jobs: list[Any]) -> Outcome:
+    def run(self, jobs: list[Any]) -> Preprocessed:
         self.threads.append(threading.current_thread().name)
         time.sleep(self.seconds)
-        return Outcome(parts=[{"type": "text", "text": "done"} for _ in jobs], tally=Tally(self.limits))
+        return Preprocessed(parts=[{"type": "text", "text": "done"} for _ in jobs], tally=Tally(self.limits))
 
 
 def service(pre: Preprocessor, executor: ThreadPoolExecutor, queue_timeout_s: float) -> MediaService:
@@ -102,10 +102,10 @@ def crash_on_red() -> Any:
 async def test_worker_processes_do_the_work_and_a_dead_one_is_replaced() -> None:
     from PIL import Image
 
-    from gateway.media.service import WorkerSpec, media_executor
+    from gateway.media.service import MediaWorkerSpec, media_executor
     from tests.adapters.media import data_url, png
 
-    spec = WorkerSpec(MediaLimits(), image_filter="tests.gateway.test_media_service:crash_on_red")
+    spec = MediaWorkerSpec(MediaLimits(), image_filter="tests.gateway.test_media_service:crash_on_red")
     fetcher = UrlFetcher(UrlPolicy([]), httpx.AsyncClient(), timeout_s=1, max_bytes=1)
     media = MediaService(
         spec.preprocessor(),
