@@ -2,7 +2,8 @@
 
 from gateway.limits.checks import Demand, Scope, ScopeKind, period_bounds
 from gateway.limits.estimate import Estimate, TokenEstimator
-from gateway.limits.limiter import LimiterStats, RateLimiter, Reservation, format_duration
+from gateway.limits.headers import format_duration
+from gateway.limits.limiter import LimiterStats, RateLimiter, Reservation
 from gateway.limits.pricing import PriceBook
 
 __all__ = [

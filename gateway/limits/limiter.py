@@ -8,40 +8,33 @@ the estimate with the real usage and frees the slot; a failed request settles wi
 Audio seconds per window are reserved apart (`reserve_audio`), once a request's audio is decoded and
 its length known, before it is transcribed: a request holds then two reservations, settled together.
 
-What is checked and where it is counted is `checks.py`; the Lua and its wire format `scripts.py`.
+What is checked and where it is counted is `checks.py`; the Lua and its wire format `scripts.py`;
+what a client is told, `headers.py` and `rejections.py`. This module decides: admit, refuse, seed a
+budget from the ledger, or follow the failure policy when Redis does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from gateway.errors import LimiterUnavailable, QuotaExceeded, RateLimited
+from gateway.errors import LimiterUnavailable
 from gateway.limits.checks import Check, Demand, KeySchema, Scope, ScopeCheck, ScopeKind, plan, plan_audio
+from gateway.limits.headers import admitted_headers
+from gateway.limits.rejections import rejection
 from gateway.limits.scripts import Reply, Scripts, Verdict
 
-__all__ = [
-    "Demand",
-    "LimiterStats",
-    "RateLimiter",
-    "Reservation",
-    "Scope",
-    "ScopeKind",
-    "SeedFn",
-    "format_duration",
-]
+__all__ = ["Demand", "LimiterStats", "RateLimiter", "Reservation", "Scope", "ScopeKind", "SeedFn"]
 
 _log = logging.getLogger("tantra.limits")
 
@@ -240,155 +233,3 @@ class RateLimiter:
                 self.stats.failed_open,
                 self.stats.failed_closed,
             )
-
-
-# The limits that have headers, by the name OpenAI gives their dimension. Concurrency and budgets
-# have none of their own.
-DIMENSIONS: Final[Mapping[Check, str]] = MappingProxyType(
-    {Check.RPM: "requests", Check.TPM: "tokens", Check.AUDIO: "audio-seconds"}
-)
-
-
-def shown(kind: Check, value: int) -> int:
-    """A counter's value as a client reads it: audio is counted in milliseconds, shown in whole
-    seconds."""
-    return value // 1000 if kind is Check.AUDIO else value
-
-
-def ratelimit_headers(dimension: str, limit: int, remaining: int, reset_ms: int | None) -> dict[str, str]:
-    """One dimension's x-ratelimit-* headers (without a reset when `reset_ms` is None)."""
-    headers = {
-        f"x-ratelimit-limit-{dimension}": str(limit),
-        f"x-ratelimit-remaining-{dimension}": str(max(0, remaining)),
-    }
-    if reset_ms is not None:
-        headers[f"x-ratelimit-reset-{dimension}"] = format_duration(reset_ms)
-    return headers
-
-
-def admitted_headers(checks: Sequence[ScopeCheck], values: Sequence[int]) -> dict[str, str]:
-    """The headers of an admitted request, from the tightest of the key's and the tenant's limits.
-    `values` are the reserve script's remaining amount and reset time of each check, in order."""
-    tightest: dict[str, tuple[int, int, int]] = {}
-    for i, check in enumerate(checks):
-        dimension = DIMENSIONS.get(check.kind)
-        if dimension is None:
-            continue
-        remaining, reset = shown(check.kind, int(values[2 * i])), int(values[2 * i + 1])
-        if dimension not in tightest or remaining < tightest[dimension][1]:
-            tightest[dimension] = (shown(check.kind, check.limit), remaining, reset)
-    headers: dict[str, str] = {}
-    for dimension, (limit, remaining, reset) in tightest.items():
-        headers.update(ratelimit_headers(dimension, limit, remaining, reset))
-    return headers
-
-
-def retry_headers(retry_ms: int) -> dict[str, str]:
-    """When to try again: at least a millisecond, and `retry-after` rounded up to whole seconds."""
-    retry_ms = max(1, int(retry_ms))
-    return {"retry-after": str(max(1, math.ceil(retry_ms / 1000))), "retry-after-ms": str(retry_ms)}
-
-
-def format_duration(ms: int) -> str:
-    """OpenAI's reset spelling: `120ms`, `1.5s`, `6m0s`."""
-    ms = max(0, int(ms))
-    if ms < 1000:
-        return f"{ms}ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes}m{rest}s"
-
-
-_PERIODLY = MappingProxyType({"day": "daily", "month": "monthly"})
-_NO_RETRY = MappingProxyType({"x-should-retry": "false"})
-
-
-def rejection(
-    verdict: Verdict, check: ScopeCheck, retry_ms: int, demand: Demand
-) -> RateLimited | QuotaExceeded:
-    """The error for a request that `check` refused with `verdict`, `retry_ms` before it could fit."""
-    who = f"{check.scope.kind} {check.scope.id}"
-    error: RateLimited | QuotaExceeded
-    if check.kind is Check.BUDGET:
-        error = _quota(verdict, check, who)
-    elif check.kind is Check.AUDIO:
-        error = _audio(verdict, check, retry_ms, who)
-    elif verdict is Verdict.TOO_LARGE:
-        error = _too_large(check, demand, who)
-    else:
-        error = _over(check, retry_ms, who)
-    error.limit, error.scope = check.kind.value, check.scope.kind
-    return error
-
-
-def _quota(verdict: Verdict, check: ScopeCheck, who: str) -> QuotaExceeded:
-    """A budget refuses until its period ends."""
-    what = "spend (USD)" if check.spend else "tokens"
-    if verdict is Verdict.TOO_LARGE:
-        message = f"This request alone ({check.amount} estimated) exceeds the {what} budget for {who}."
-    else:
-        limit = check.limit / 1_000_000 if check.spend else check.limit
-        period = _PERIODLY[check.scope.limits.budget_period]
-        message = (
-            f"You exceeded your current quota: the {period} {what} budget of {limit:g} for {who} is used up."
-        )
-    return QuotaExceeded(message, headers=dict(_NO_RETRY))
-
-
-def _too_large(check: ScopeCheck, demand: Demand, who: str) -> RateLimited:
-    """More tokens than the window holds (or a zero RPM / concurrency limit): no wait helps."""
-    message = (
-        f"Request too large for {who} on tokens per window: Limit {check.limit}, Requested "
-        f"{demand.tokens}. Lower max_tokens or the prompt."
-    )
-    error = RateLimited(message, headers=dict(_NO_RETRY))
-    error.type = "tokens"
-    return error
-
-
-def _over(check: ScopeCheck, retry_ms: int, who: str) -> RateLimited:
-    """A full window (RPM, TPM) or every concurrency slot taken: try again in `retry_ms`."""
-    if check.kind is Check.CONCURRENCY:
-        seconds = max(0.001, retry_ms / 1000)
-        message = (
-            f"Too many concurrent requests for {who}: Limit {check.limit}. Please try again in {seconds:g}s."
-        )
-    else:
-        message = (
-            f"Rate limit reached for {who} on {DIMENSIONS[check.kind]} per window: Limit {check.limit}, "
-            f"Requested {check.amount}. Please try again in {format_duration(retry_ms)}."
-        )
-    headers = retry_headers(retry_ms)
-    if check.kind in DIMENSIONS:
-        headers.update(ratelimit_headers(DIMENSIONS[check.kind], check.limit, 0, retry_ms))
-    error = RateLimited(message, headers=headers)
-    error.type = DIMENSIONS.get(check.kind, "requests")
-    return error
-
-
-def _audio(verdict: Verdict, check: ScopeCheck, retry_ms: int, who: str) -> RateLimited:
-    """Audio seconds, counted in milliseconds, told in seconds."""
-    limit, asked = shown(Check.AUDIO, check.limit), f"{check.amount / 1000:g}"
-    if verdict is Verdict.TOO_LARGE:
-        message = (
-            f"Request too large for {who} on audio seconds per window: Limit {limit}, Requested "
-            f"{asked}. Send shorter audio."
-        )
-        headers = dict(_NO_RETRY)
-        reset_ms: int | None = None
-    else:
-        message = (
-            f"Rate limit reached for {who} on audio seconds per window: Limit {limit}, Requested "
-            f"{asked}. Please try again in {format_duration(retry_ms)}."
-        )
-        headers = retry_headers(retry_ms)
-        reset_ms = retry_ms
-    headers.update(ratelimit_headers(DIMENSIONS[Check.AUDIO], limit, 0, reset_ms))
-    error = RateLimited(message, headers=headers)
-    error.type = "audio_seconds"
-    return error
