@@ -41,6 +41,8 @@ _log = logging.getLogger("tantra.limits")
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 # Tries of one reservation while budget counters are missing: each try seeds one of them.
 _SEED_TRIES = 3
+# Slow answers in a row after which Redis is left alone for `retry_redis_after_s`.
+_SLOW_ANSWERS_TO_PAUSE = 3
 
 
 def _slow(exc: BaseException) -> bool:
@@ -82,6 +84,9 @@ class LimiterStats:
 class RateLimiter:
     """Reserves and settles requests against the limits of their scopes, in Redis."""
 
+    # How long Redis calls stop after Redis refused, or answered too slowly three times running.
+    retry_redis_after_s: float = 1.0
+
     def __init__(
         self,
         redis: Redis,
@@ -90,7 +95,6 @@ class RateLimiter:
         lease_s: float,
         failure_mode: Literal["open", "closed"],
         seed: SeedFn,
-        retry_redis_after_s: float = 1.0,
         prefix: str = "tantra",
     ) -> None:
         self._redis = redis
@@ -98,7 +102,6 @@ class RateLimiter:
         self._keys = KeySchema(prefix)
         self.failure_mode = failure_mode
         self._seed = seed
-        self._retry_after_s = retry_redis_after_s
         self._down_until = 0.0
         self._slow_answers = 0
         self._last_warning = 0.0
@@ -213,12 +216,11 @@ class RateLimiter:
         """A refused or broken connection stops Redis calls for `retry_redis_after_s`; so do three
         slow answers in a row. One slow answer only fails its own request to the policy."""
         self.stats.redis_errors += 1
-        if _slow(exc):
+        slow = _slow(exc)
+        if slow:
             self._slow_answers += 1
-            if self._slow_answers >= 3:
-                self._down_until = time.monotonic() + self._retry_after_s
-        else:
-            self._down_until = time.monotonic() + self._retry_after_s
+        if not slow or self._slow_answers >= _SLOW_ANSWERS_TO_PAUSE:
+            self._down_until = time.monotonic() + self.retry_redis_after_s
         now = time.monotonic()
         if now - self._last_warning >= 5.0:
             self._last_warning = now
