@@ -186,7 +186,7 @@ class Verdict(IntEnum):
     """RESERVE's first value: what became of the request."""
 
     ADMITTED = 1
-    OVER_LIMIT = 0
+    OVER_LIMIT = 0  # a window is full, or every concurrency slot taken: retry in `retry_ms`
     UNSEEDED = -1  # a budget counter Redis does not hold: seed it from the ledger and ask again
     TOO_LARGE = -2  # the request alone is larger than the limit: waiting will not help
     SPENT = -3  # a budget is used up until its period ends
