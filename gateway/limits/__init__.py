@@ -1,15 +1,9 @@
 """What callers may do: limits checked and reserved in Redis, shared by every gateway replica."""
 
+from gateway.limits.checks import Demand, Scope, ScopeKind, period_bounds
 from gateway.limits.estimate import Estimate, TokenEstimator
-from gateway.limits.limiter import (
-    Demand,
-    LimiterStats,
-    RateLimiter,
-    Reservation,
-    Scope,
-    format_duration,
-    period_bounds,
-)
+from gateway.limits.headers import format_duration
+from gateway.limits.limiter import LimiterStats, RateLimiter, Reservation
 from gateway.limits.pricing import PriceBook
 
 __all__ = [
@@ -20,6 +14,7 @@ __all__ = [
     "RateLimiter",
     "Reservation",
     "Scope",
+    "ScopeKind",
     "TokenEstimator",
     "format_duration",
     "period_bounds",

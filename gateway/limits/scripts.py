@@ -5,7 +5,33 @@ Sliding windows are logs: a sorted set of request members scored by admission ti
 tokens a hash from member to tokens plus a running total under the field `#`. A request is admitted
 when the window (now - window, now] plus the request stays within the limit, so no window of that
 length ever holds more than the limit.
+
+`Scripts` is the one caller of the Lua: it packs the checks into KEYS and ARGV, each kind of check
+as its letter (`WIRE`), and reads RESERVE's answer back as a `Reply`.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Final
+
+from redis.asyncio import Redis
+
+from gateway.limits.checks import Check, ScopeCheck
+
+# How the Lua knows each kind of check: the only place the letters are spelt in Python.
+WIRE: Final[Mapping[Check, str]] = MappingProxyType(
+    {
+        Check.RPM: "R",
+        Check.TPM: "T",
+        Check.AUDIO: "A",
+        Check.CONCURRENCY: "C",
+        Check.BUDGET: "B",
+    }
+)
 
 # KEYS, in check order: R -> log; T (and A) -> log, tokens; C -> leases; B -> counter.
 # A (audio milliseconds per window) is kept exactly as T (tokens per window) is.
@@ -154,3 +180,56 @@ for i = 1, n do
 end
 return 1
 """
+
+
+class Verdict(IntEnum):
+    """RESERVE's first value: what became of the request."""
+
+    ADMITTED = 1
+    OVER_LIMIT = 0  # a window is full, or every concurrency slot taken: retry in `retry_ms`
+    UNSEEDED = -1  # a budget counter Redis does not hold: seed it from the ledger and ask again
+    TOO_LARGE = -2  # the request alone is larger than the limit: waiting will not help
+    SPENT = -3  # a budget is used up until its period ends
+
+
+@dataclass(frozen=True)
+class Reply:
+    """RESERVE's answer. `index` is the (1-based, as in Lua) check that refused or needs seeding;
+    `values` holds each check's remaining amount and reset time (ms) when admitted."""
+
+    verdict: Verdict
+    index: int
+    retry_ms: int
+    now_ms: int
+    values: tuple[int, ...] = ()
+
+    def culprit(self, checks: Sequence[ScopeCheck]) -> ScopeCheck:
+        return checks[self.index - 1]
+
+
+class Scripts:
+    """The two scripts, registered on one Redis client and called in their wire format."""
+
+    def __init__(self, redis: Redis, *, window_ms: int, lease_ms: int) -> None:
+        self._reserve = redis.register_script(RESERVE)
+        self._settle = redis.register_script(SETTLE)
+        self._window_ms = window_ms
+        self._lease_ms = lease_ms
+
+    async def reserve(self, member: str, checks: Sequence[ScopeCheck]) -> Reply:
+        keys: list[str] = []
+        args: list[str | int] = [member, self._window_ms, self._lease_ms, len(checks)]
+        for check in checks:
+            keys.extend(check.keys)
+            args.extend((WIRE[check.kind], check.limit, check.amount, check.ttl_ms))
+        status, index, retry_ms, now_ms, *values = (int(v) for v in await self._reserve(keys=keys, args=args))
+        return Reply(Verdict(status), index, retry_ms, now_ms, tuple(values))
+
+    async def settle(self, member: str, values: Sequence[tuple[ScopeCheck, int]]) -> None:
+        """Settle `member`'s checks, each with the value `ScopeCheck.settle_value` gave it."""
+        keys: list[str] = []
+        args: list[str | int] = [member, len(values)]
+        for check, value in values:
+            keys.extend(check.keys)
+            args.extend((WIRE[check.kind], value))
+        await self._settle(keys=keys, args=args)

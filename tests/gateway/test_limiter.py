@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -229,3 +230,15 @@ async def test_audio_seconds_in_process() -> None:
     from fakeredis import FakeAsyncRedis
 
     await _audio_seconds_reserved_then_settled(FakeAsyncRedis(), "t-audio-mem")
+
+
+async def test_an_uncertain_reservation_settles_all_but_its_budgets(redis: Redis) -> None:
+    """Redis answered too late: the request may hold its reservation, so its slot and tokens are
+    settled; its budget is not, as settling by difference needs the reservation to have been made."""
+    rl = limiter(redis, prefix="t-uncertain")
+    scope = key_scope(tpm=1000, max_concurrent=1, budget_tokens=100)
+    held = await rl.reserve([scope], Demand(60))
+    await rl.settle(dataclasses.replace(held, enforced=False, uncertain=True), tokens=0)
+    with pytest.raises(QuotaExceeded):  # the slot is free, but the 60 tokens stay on the budget
+        await rl.reserve([scope], Demand(60))
+    assert (await rl.reserve([scope], Demand(40))).headers["x-ratelimit-remaining-tokens"] == "960"
