@@ -39,10 +39,6 @@ __all__ = ["Demand", "LimiterStats", "RateLimiter", "Reservation", "Scope", "Sco
 _log = logging.getLogger("tantra.limits")
 
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
-# Tries of one reservation while budget counters are missing: each try seeds one of them. A request
-# with three or more counters missing (a key's and its tenant's budgets, first use in a period) is
-# refused once, as if spent; the next finds them seeded.
-_SEED_TRIES = 3
 # Slow answers in a row after which Redis is left alone for `retry_redis_after_s`.
 _SLOW_ANSWERS_TO_PAUSE = 3
 
@@ -148,8 +144,10 @@ class RateLimiter:
         raise rejection(reply.verdict, reply.culprit(checks), reply.retry_ms, demand)
 
     async def _reserve_seeded(self, member: str, checks: tuple[ScopeCheck, ...]) -> Reply:
-        """Reserve, seeding a missing budget counter from the ledger and asking again."""
-        for _ in range(_SEED_TRIES):
+        """Reserve, seeding a missing budget counter from the ledger and asking again: each try
+        seeds one counter, so every budget of the request (a key's and its tenant's, tokens and
+        spend, all new in a period) gets its try before the answer is taken."""
+        for _ in range(1 + sum(check.kind is Check.BUDGET for check in checks)):
             reply = await self._scripts.reserve(member, checks)
             if reply.verdict is not Verdict.UNSEEDED:
                 break

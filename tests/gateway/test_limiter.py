@@ -140,6 +140,16 @@ async def test_token_budget_seeded_from_the_ledger(redis: Redis) -> None:
     await rl.reserve([scope], Demand(40))
 
 
+async def test_four_unseeded_budgets_are_all_seeded_before_the_answer(redis: Redis) -> None:
+    """A key and its tenant each with a token and a spend budget, first use in the period: four
+    counters to seed from the ledger, and the request is admitted, not refused as if spent."""
+    rl = limiter(redis, seeded=(10, 10), prefix="t-four-budgets")
+    limits = {"budget_tokens": 1000, "budget_usd": 1.0, "budget_period": "day"}
+    scopes = [key_scope(**limits), Scope("tenant", "t1", Limits(**limits))]  # type: ignore[arg-type]
+    reservation = await rl.reserve(scopes, Demand(40, 40))
+    assert reservation.enforced
+
+
 async def test_spend_budget(redis: Redis) -> None:
     rl = limiter(redis, prefix="t-spend")
     scope = key_scope(budget_usd=0.001)  # 1000 micro-USD
