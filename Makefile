@@ -19,7 +19,7 @@ test: $(STAMP) test-services
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy gateway engine adapters
+	$(PY) -m mypy gateway engine adapters tests bench
 
 install: $(STAMP) test-services
 
