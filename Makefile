@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy gateway engine adapters tests bench
+	$(VENV)/bin/lint-imports --no-logo
 
 install: $(STAMP) test-services
 
