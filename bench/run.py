@@ -265,8 +265,7 @@ def _engine_part(
             )
 
 
-# The sweep needs the whole running stack it measures; bundling it would only rename the arguments.
-def _sweep(  # noqa: PLR0913
+def _sweep(  # noqa: PLR0913 -- it needs the whole running stack it measures
     plan: Plan,
     cores: Cores,
     checkpoint: Path,
