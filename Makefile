@@ -19,7 +19,8 @@ test: $(STAMP) test-services
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy gateway engine adapters
+	$(PY) -m mypy gateway engine adapters tests bench
+	$(VENV)/bin/lint-imports --no-logo
 
 install: $(STAMP) test-services
 

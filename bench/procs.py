@@ -170,7 +170,7 @@ _PR_SET_PDEATHSIG = 1
 def _prctl() -> Callable[..., int] | None:
     """libc's prctl, looked up in the parent so the forked child loads nothing before exec."""
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
 

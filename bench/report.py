@@ -89,8 +89,8 @@ def targets(fake: list[dict[str, Any]], engine: list[dict[str, Any]], outcome: O
             ("added_p50_ms", ADDED_P50_MS, "p50"),
             ("added_p99_ms", ADDED_P99_MS, "p99"),
         ):
-            values = [row[(profile, s)].get(key) for s in ("json-c1", "stream-c1") if (profile, s) in row]
-            values = [v for v in values if v is not None]
+            found = [row[(profile, s)].get(key) for s in ("json-c1", "stream-c1") if (profile, s) in row]
+            values: list[float] = [v for v in found if v is not None]
             worst = max(values) if values else None
             checks.append(
                 Check(

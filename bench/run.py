@@ -265,7 +265,7 @@ def _engine_part(
             )
 
 
-def _sweep(
+def _sweep(  # noqa: PLR0913 -- it needs the whole running stack it measures
     plan: Plan,
     cores: Cores,
     checkpoint: Path,

@@ -4,6 +4,7 @@ harmonics and a syllable rhythm) encoded by PyAV into each container the gateway
 from __future__ import annotations
 
 import io
+from typing import cast
 
 import av
 import numpy as np
@@ -41,7 +42,7 @@ def encode(samples: np.ndarray, fmt: str, rate: int = 24_000) -> bytes:
     container, codec, codec_rate = FORMATS[fmt]
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=codec_rate or rate, layout="mono")
+        stream = cast(av.AudioStream, out.add_stream(codec, rate=codec_rate or rate, layout="mono"))
         pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = rate

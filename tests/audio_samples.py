@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import av
 import pytest
@@ -61,25 +62,28 @@ def spoken_sentence(text: str = SENTENCE, fmt: str = "wav", *, voice: str = "en-
     with tempfile.TemporaryDirectory() as folder:
         # A real file: mp4 writes its index at the end, which needs seeking.
         path = Path(folder) / f"speech.{fmt}"
-        with av.open(io.BytesIO(wav)) as source, av.open(str(path), "w", format=container) as output:
-            stream = output.add_stream(codec, rate=rate)
-            stream.layout = "mono"  # type: ignore[union-attr]
+        with (
+            av.open(io.BytesIO(wav), mode="r") as source,
+            av.open(str(path), "w", format=container) as output,
+        ):
+            stream = cast(av.AudioStream, output.add_stream(codec, rate=rate))
+            stream.layout = "mono"
             resampler = av.AudioResampler(
-                format=stream.codec_context.format.name,  # type: ignore[union-attr]
+                format=stream.codec_context.format.name,
                 layout="mono",
                 rate=rate,
-                frame_size=stream.codec_context.frame_size or None,  # type: ignore[union-attr]
+                frame_size=stream.codec_context.frame_size or None,
             )
             for frame in [*source.decode(audio=0), None]:
-                for converted in resampler.resample(frame):  # type: ignore[arg-type]
-                    output.mux(stream.encode(converted))  # type: ignore[union-attr]
-            output.mux(stream.encode(None))  # type: ignore[union-attr]
+                for converted in resampler.resample(frame):
+                    output.mux(stream.encode(converted))
+            output.mux(stream.encode(None))
         return path.read_bytes()
 
 
 def decode(data: bytes) -> tuple[float, int, int]:
     """(seconds, sample rate, channels) of an audio file, decoded to its end with PyAV."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.audio[0]
         samples = 0
         rate = channels = 0

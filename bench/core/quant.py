@@ -38,7 +38,8 @@ class SchemePoint:
 CLEAR_MARGIN = 0.1
 
 
-def run_quant_bench(
+# The benchmark's knobs, all by keyword, straight from the CLI.
+def run_quant_bench(  # noqa: PLR0913
     checkpoints: dict[str, Path],
     *,
     prompt_tokens: int,

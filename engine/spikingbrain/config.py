@@ -33,7 +33,8 @@ class GLAswaConfig(PretrainedConfig):
     model_type = MODEL_TYPE
     keys_to_ignore_at_inference = ["past_key_values"]
 
-    def __init__(
+    # transformers' PretrainedConfig contract: one keyword per published config.json field.
+    def __init__(  # noqa: PLR0913
         self,
         vocab_size: int = 152064,
         hidden_size: int = 3584,

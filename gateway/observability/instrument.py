@@ -46,7 +46,9 @@ class RequestInstrumentation:
         # structured line through the gateway's pipeline where `configure_logging` ran.
         self._log = access_log or logging.getLogger("tantra.access")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # The whole request's span, metrics and access log in one pass of the ASGI call, kept together so
+    # every exit path (error, disconnect, stream end) records the same way.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901, PLR0915
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -96,7 +96,7 @@ def text_video(
 
 def _mux_soundtrack(container: Any, track: Any, audio: bytes) -> None:
     resampler = av.AudioResampler(format="fltp", layout=track.layout.name, rate=22_050, frame_size=1024)
-    with av.open(io.BytesIO(audio)) as source:
+    with av.open(io.BytesIO(audio), mode="r") as source:
         for frame in [*source.decode(audio=0), None]:
             for converted in resampler.resample(frame):
                 container.mux(track.encode(converted))

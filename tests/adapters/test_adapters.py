@@ -10,10 +10,12 @@ import pytest
 from PIL import Image
 
 from adapters import (
+    TEXT_ONLY,
     ImageFilter,
     Job,
     MediaError,
     MediaLimits,
+    Modality,
     Ocr,
     Preprocessor,
     SizeTypePolicy,
@@ -52,12 +54,12 @@ def video_part(data: bytes) -> dict[str, Any]:
 
 
 def run(
-    payload: dict[str, Any], accepts: tuple[str, ...] = ("text",), **limits: Any
+    payload: dict[str, Any], accepts: tuple[Modality, ...] = ("text",), **limits: Any
 ) -> tuple[list[Any], Tally]:
     pre = preprocessor(**limits)
     parts = find_media(payload)
     check_counts(parts, pre.limits)
-    jobs = [Job(p, route(p, accepts, can_derive_text=True)) for p in parts]  # type: ignore[arg-type]
+    jobs = [Job(p, route(p, accepts, can_derive_text=True)) for p in parts]
     outcome = pre.run(jobs)
     assert outcome.tally is not None
     return outcome.parts, outcome.tally
@@ -206,14 +208,14 @@ def test_audio_without_a_speech_adapter_is_a_400_naming_the_part() -> None:
     payload = chat({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}})
     (part,) = find_media(payload)
     with pytest.raises(MediaError) as caught:
-        route(part, ("text",), can_derive_text=True)
+        route(part, TEXT_ONLY, can_derive_text=True)
     assert caught.value.param == "messages[0].content[1].input_audio"
 
 
 def test_image_for_text_model_without_ocr_is_a_400() -> None:
     (part,) = find_media(chat(image_part("data:image/png;base64,AAAA")))
     with pytest.raises(MediaError) as caught:
-        route(part, ("text",), can_derive_text=False)
+        route(part, TEXT_ONLY, can_derive_text=False)
     assert caught.value.code == "unsupported_content_part"
 
 

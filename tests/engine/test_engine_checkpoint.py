@@ -124,7 +124,7 @@ def test_tensors(built_tiny_checkpoint: Path) -> None:
 
 def test_greedy_generation_depends_on_context(built_tiny_checkpoint: Path) -> None:
     """Random weights, but not degenerate: different prompts give different, varied continuations."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding
 
     tokenizer = AutoTokenizer.from_pretrained(str(built_tiny_checkpoint))
     model = AutoModelForCausalLM.from_pretrained(str(built_tiny_checkpoint), dtype=torch.bfloat16)
@@ -136,7 +136,10 @@ def test_greedy_generation_depends_on_context(built_tiny_checkpoint: Path) -> No
             return_tensors="pt",
             return_dict=True,
         )
-        generated = model.generate(
+        assert isinstance(inputs, BatchEncoding)  # return_dict=True
+        # transformers annotates the Auto class's model as `_BaseModelWithGenerate`, which its own
+        # `generate(self: GenerativePreTrainedModel)` does not accept; the loaded model is a real one.
+        generated = model.generate(  # type: ignore[misc]
             **inputs, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=151643
         )
         outputs.append(generated[0, inputs["input_ids"].shape[1] :].tolist())

@@ -143,13 +143,14 @@ def test_chat_template_tools_keep_given_system_prompt(tok: PreTrainedTokenizerFa
         tools=[WEATHER_TOOL],
         tokenize=False,
     )
+    assert isinstance(rendered, str)  # tokenize=False renders text
     assert rendered.startswith("<|im_start|>system\nBe brief.\n\n# Tools\n\n")
     assert DEFAULT_SYSTEM not in rendered
     assert rendered.endswith("<|im_start|>user\nHi<|im_end|>\n")
 
 
 def test_chat_template_tool_calls_and_responses(tok: PreTrainedTokenizerFast) -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "Weather in Paris and Oslo?"},
         {
             "role": "assistant",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionContentPartInputAudioParam
 
 from gateway import Settings, create_app
 from tests.audio import FORMATS, MIME, speech_file
@@ -116,32 +117,39 @@ def test_translation(openai_client: openai.OpenAI) -> None:
     answer = openai_client.audio.translations.create(
         model="whisper-1", file=("speech.mp3", speech_file("mp3")), response_format="verbose_json"
     )
-    assert answer.duration == pytest.approx(2.0, abs=0.1)  # type: ignore[attr-defined]
+    assert answer.duration == pytest.approx(2.0, abs=0.1)
     assert isinstance(
         openai_client.audio.translations.create(model="whisper-1", file=("a.wav", WAV)).text, str
     )
 
 
 def test_chat_with_input_audio_completes_through_the_engine(openai_client: openai.OpenAI, model: str) -> None:
-    audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(WAV).decode(), "format": "wav"}}
+    audio: ChatCompletionContentPartInputAudioParam = {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(WAV).decode(), "format": "wav"},
+    }
     answer = openai_client.chat.completions.create(
         model=model,
-        messages=[{"role": "user", "content": [{"type": "text", "text": "What was said?"}, audio]}],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What was said?"}, audio]}],
         max_tokens=4,
     )
     assert answer.choices[0].message.content is not None
-    media = answer.usage.model_extra["tantra_media"]  # type: ignore[union-attr]
+    assert answer.usage is not None and answer.usage.model_extra is not None
+    media = answer.usage.model_extra["tantra_media"]
     assert media["audios"] == 1 and media["audio_seconds"] == pytest.approx(2.0, abs=0.05)
     assert "transcription" in media["derived"]
 
 
 def test_bad_audio_in_chat_is_a_400_naming_the_part(openai_client: openai.OpenAI, model: str) -> None:
-    audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    audio: ChatCompletionContentPartInputAudioParam = {
+        "type": "input_audio",
+        "input_audio": {"data": "UklGRg==", "format": "wav"},
+    }
     with pytest.raises(openai.BadRequestError) as bad:
         openai_client.chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": [audio]}],
-            max_tokens=2,  # type: ignore[list-item]
+            max_tokens=2,
         )
     assert bad.value.code == "invalid_audio" and bad.value.param == "messages[0].content[0].input_audio"
 
@@ -160,7 +168,7 @@ def error_of(response: httpx.Response, status: int) -> dict[str, object]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
-    return error  # type: ignore[no-any-return]
+    return error
 
 
 def test_bad_input_gets_clear_4xx(strict_gateway: str, openai_client: openai.OpenAI) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import openai
@@ -163,6 +164,20 @@ def test_admin_key_from_a_file(gateway_settings: Callable[..., Settings], tmp_pa
         assert httpx.get(server.url + "/admin/tenants", headers=bearer("from-a-file")).status_code == 200
 
 
+def test_admin_key_from_a_file_refuses_any_other_key(
+    gateway_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The file's key is the only one: another key, a prefix of it, or none is a 401, not an open API."""
+    path = tmp_path / "admin.key"
+    path.write_text("from-a-file\n")
+    with ThreadedServer(create_app(gateway_settings(admin_key=None, admin_key_file=path))) as server:
+        url = server.url + "/admin/tenants"
+        error = unauthorized(httpx.get(url, headers=bearer("from-another-file")))
+        assert error["code"] == "invalid_api_key"
+        unauthorized(httpx.get(url, headers=bearer("from-a-fil")))
+        unauthorized(httpx.get(url))
+
+
 def test_admin_errors(offline_gateway: str, offline_admin: AdminClient) -> None:
     http = offline_admin.http
     assert envelope(http.post("/admin/tenants", json={"name": ""}), 400)["param"] == "name"
@@ -286,6 +301,19 @@ def test_auth_off(gateway_settings: Callable[..., Settings], engine_url: str, mo
     settings = gateway_settings(engine_url=engine_url, auth_enabled=False)
     with ThreadedServer(create_app(settings)) as server:
         assert chat(server.url, {}, model).status_code == 200
+
+
+def test_auth_off_still_locks_the_admin_api(
+    gateway_settings: Callable[..., Settings], admin_key: str
+) -> None:
+    """auth_enabled=False opens /v1 only: /admin still wants the admin key, and a wrong one is a 401."""
+    with ThreadedServer(create_app(gateway_settings(auth_enabled=False))) as server:
+        url = server.url + "/admin/tenants"
+        error = unauthorized(httpx.get(url, headers=bearer("tantra-admin-wrong")))
+        assert error["code"] == "invalid_api_key"
+        unauthorized(httpx.get(url))
+        unauthorized(httpx.post(url, json={"name": "let-me-in"}))
+        assert httpx.get(url, headers=bearer(admin_key)).status_code == 200
 
 
 def test_bootstrap_for_make_run(tmp_path: object, offline_gateway: str, database_url: str) -> None:

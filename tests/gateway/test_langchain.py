@@ -12,12 +12,12 @@ pytestmark = pytest.mark.engine
 def chat_model(gateway_url: str, api_key: str, model: str, **kwargs: object) -> ChatOpenAI:
     return ChatOpenAI(
         base_url=gateway_url + "/v1",
-        api_key=api_key,  # type: ignore[arg-type]
+        api_key=api_key,
         model=model,
         max_completion_tokens=6,
         temperature=0,
         extra_body={"ignore_eos": True},
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows, wait_for
@@ -20,7 +21,7 @@ from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.engine
 
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 EXACT = {"ignore_eos": True, "temperature": 0}
 
 
@@ -50,7 +51,7 @@ def new_key(
 def test_requests_per_minute(gateway_url: str, admin: AdminClient, model: str) -> None:
     key, _ = new_key(admin, "rpm", rpm=2)
     client = openai.OpenAI(base_url=gateway_url + "/v1", api_key=key, max_retries=0)
-    first = client.chat.completions.with_raw_response.create(model=model, messages=HELLO, max_tokens=2)  # type: ignore[arg-type]
+    first = client.chat.completions.with_raw_response.create(model=model, messages=HELLO, max_tokens=2)
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert first.headers["x-ratelimit-remaining-requests"] == "1"
     assert first.headers["x-ratelimit-reset-requests"].endswith("s")
@@ -66,7 +67,7 @@ def test_requests_per_minute(gateway_url: str, admin: AdminClient, model: str) -
     assert response.headers["x-ratelimit-remaining-requests"] == "0"
     assert response.headers["x-ratelimit-reset-requests"]
     with pytest.raises(openai.RateLimitError) as caught:
-        client.chat.completions.create(model=model, messages=HELLO, max_tokens=2)  # type: ignore[arg-type]
+        client.chat.completions.create(model=model, messages=HELLO, max_tokens=2)
     assert caught.value.status_code == 429 and caught.value.code == "rate_limit_exceeded"
 
 
@@ -231,7 +232,7 @@ def test_token_budget(gateway_url: str, admin: AdminClient, model: str) -> None:
     assert response.headers["x-should-retry"] == "false"
     client = openai.OpenAI(base_url=gateway_url + "/v1", api_key=key, max_retries=3)
     with pytest.raises(openai.RateLimitError) as caught:
-        client.chat.completions.create(model=model, messages=HELLO, max_tokens=4)  # type: ignore[arg-type]
+        client.chat.completions.create(model=model, messages=HELLO, max_tokens=4)
     assert caught.value.code == "insufficient_quota"
 
 
@@ -267,7 +268,7 @@ def test_usage_report_matches_what_clients_received(gateway_url: str, admin: Adm
     for max_tokens in (1, 2, 3):
         answer = client.chat.completions.create(
             model=model, messages=HELLO, max_tokens=max_tokens, extra_body=EXACT
-        )  # type: ignore[arg-type]
+        )
         assert answer.usage is not None
         prompt += answer.usage.prompt_tokens
         completion += answer.usage.completion_tokens

@@ -116,7 +116,7 @@ def test_a_video_soundtrack_is_transcribed_beside_its_frames(
 def test_langchain_image_message(gateway_url: str, api_key: str, model: str) -> None:
     llm = ChatOpenAI(
         base_url=gateway_url + "/v1",
-        api_key=api_key,  # type: ignore[arg-type]
+        api_key=api_key,
         model=model,
         max_completion_tokens=2,
         temperature=0,
@@ -184,7 +184,7 @@ def test_media_limits_are_413_and_400(strict_gateway: str, model: str) -> None:
         with pytest.raises(openai.APIStatusError) as caught:
             ask(client, model, big)
         assert caught.value.status_code == 413
-        assert caught.value.code == "media_too_large"  # type: ignore[attr-defined]
+        assert caught.value.code == "media_too_large"
 
         pdf = text_pdf(["one", "two", "three"])
         part = {"type": "file", "file": {"file_data": data_url(pdf, "application/pdf")}}

@@ -13,7 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import ImageFilter, MediaLimits, Ocr, Preprocessed, Preprocessor, Tally, UrlFetcher, UrlPolicy
+from adapters import (
+    TEXT_ONLY,
+    ImageFilter,
+    MediaLimits,
+    Ocr,
+    Preprocessed,
+    Preprocessor,
+    Tally,
+    UrlFetcher,
+    UrlPolicy,
+)
 from gateway.errors import APIError
 from gateway.media.service import MediaService
 
@@ -82,7 +92,7 @@ async def test_requests_without_media_are_not_touched() -> None:
     with ThreadPoolExecutor(1) as executor:
         media = service(SlowPreprocessor(0), executor, 1)
         plain = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
-        assert await media.prepare(plain, ("text",)) is None
+        assert await media.prepare(plain, TEXT_ONLY) is None
 
 
 def crash_on_red() -> Any:

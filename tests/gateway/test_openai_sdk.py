@@ -9,11 +9,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from transformers import AutoTokenizer
+from openai.types.chat import ChatCompletionMessageParam
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 pytestmark = pytest.mark.engine
 
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 # The tiny model's weights are random: `ignore_eos` (a vLLM extra the gateway passes through)
 # makes token counts exact regardless of what it happens to generate.
 EXACT = {"ignore_eos": True}
@@ -216,11 +217,17 @@ def test_tools_are_accepted(openai_client: openai.OpenAI, model: str) -> None:
     assert answer.choices[0].message.role == "assistant"
 
 
+def decoded(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
+    text = tokenizer.decode([token_id])
+    assert isinstance(text, str)  # one sequence of ids decodes to one string
+    return text
+
+
 def test_json_schema_response_format(openai_client: openai.OpenAI, model: str, tiny_checkpoint: Path) -> None:
     """Structured output: the engine's guided decoding makes even a random model emit valid JSON."""
     # Random weights favour whitespace, which JSON allows without end; `logit_bias` forbids it.
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
-    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()]
+    blank = [i for i in range(len(tokenizer)) if not decoded(tokenizer, i).strip()]
     answer = openai_client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "Give a colour."}],

@@ -75,9 +75,39 @@ def test_every_documented_chat_parameter_is_accepted() -> None:
     assert request.model_extra == {"guided_choice": ["a", "b"]}
 
 
-def test_completion_prompts_of_every_shape() -> None:
-    for prompt in ["text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]]:
-        parse_request(CompletionRequest, {"model": "m", "prompt": prompt, "echo": True, "logprobs": 2})
+def shape(value: Any) -> str:
+    """The JSON shape of a prompt as Python types: `list[list[int]]` for a batch of token ids."""
+    if isinstance(value, list):
+        inner = {shape(item) for item in value}
+        assert len(inner) == 1, f"mixed list {value!r}"
+        return f"list[{inner.pop()}]"
+    return type(value).__name__
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("text", "str"),
+        (["a", "b"], "list[str]"),
+        ([1, 2, 3], "list[int]"),
+        ([[1, 2], [3]], "list[list[int]]"),
+    ],
+    ids=["text", "texts", "token-ids", "token-id-lists"],
+)
+def test_completion_prompts_of_every_shape(prompt: Any, expected: str) -> None:
+    """Each of OpenAI's four prompt shapes is kept as it came: token ids stay ints, texts stay
+    texts, and nothing is flattened or joined; echo and logprobs ride along."""
+    body = {"model": "m", "prompt": prompt, "echo": True, "logprobs": 2}
+    request = parse_request(CompletionRequest, body)
+    assert request.prompt == prompt
+    assert shape(request.prompt) == expected
+    assert request.echo is True and request.logprobs == 2
+    assert request.model_dump(exclude_unset=True) == body
+
+
+def test_a_prompt_mixing_texts_and_token_ids_is_a_400_naming_the_prompt() -> None:
+    param, _ = problem({"model": "m", "prompt": [1, "a"]}, CompletionRequest)
+    assert param is not None and param.startswith("prompt")
 
 
 @pytest.mark.parametrize(

@@ -259,7 +259,7 @@ def pcm16_24k(wav: bytes) -> bytes:
     """A WAV file as the Realtime API's input audio: 16-bit little-endian mono at 24 kHz."""
     resampler = av.AudioResampler(format="s16", layout="mono", rate=24_000)
     out = bytearray()
-    with av.open(io.BytesIO(wav)) as source:
+    with av.open(io.BytesIO(wav), mode="r") as source:
         for frame in [*source.decode(audio=0), None]:
             for converted in resampler.resample(frame):
                 out += converted.to_ndarray().tobytes()
@@ -394,7 +394,7 @@ async def test_the_openai_sdk_realtime_client_talks_to_it(gateway_url: str, mode
         await connection.conversation.item.create(
             item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
         )
-        await connection.response.create(response={"max_output_tokens": 8})
+        await connection.response.create(response={"max_response_output_tokens": 8})
         kinds, deltas = [], []
         async for event in connection:
             kinds.append(event.type)
@@ -440,8 +440,8 @@ async def test_the_openai_sdk_ga_realtime_client_talks_to_it(
             kinds.append(event.type)
             assert event.type != "error", event
             if event.type == "session.updated":
-                assert event.session.type == "realtime"  # type: ignore[union-attr]
-                assert event.session.output_modalities == ["text"]  # type: ignore[union-attr]
+                assert event.session.type == "realtime"
+                assert event.session.output_modalities == ["text"]
                 detection = event.session.audio.input.turn_detection  # type: ignore[union-attr]
                 assert detection is not None and detection.silence_duration_ms == 600  # type: ignore[union-attr]
             elif event.type == "response.output_text.delta":
@@ -449,8 +449,10 @@ async def test_the_openai_sdk_ga_realtime_client_talks_to_it(
             elif event.type == "response.done":
                 assert event.response.status in ("completed", "incomplete"), event
                 assert event.response.output_modalities == ["text"]
-                content = event.response.output[0].content  # type: ignore[union-attr]
-                assert content is not None and content[0].type == "output_text"
+                assert event.response.output, event
+                item = event.response.output[0]
+                assert item.type == "message", item
+                assert item.content and item.content[0].type == "output_text"
                 break
     assert deltas and "response.text.delta" not in kinds and "response.output_text.done" in kinds
     await client.close()

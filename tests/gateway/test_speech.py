@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def client(speech_gateway: str, speech_key: str) -> Iterator[openai.OpenAI]:
         yield c
 
 
-def speak(client: openai.OpenAI, **fields: Any) -> tuple[bytes, httpx.Headers]:
+def speak(client: openai.OpenAI, **fields: Any) -> tuple[bytes, Mapping[str, str]]:
     body = {"model": "tts-1", "voice": "alloy", "input": TEXT, **fields}
     with client.audio.speech.with_streaming_response.create(**body) as response:
         return response.read(), response.headers

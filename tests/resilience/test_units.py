@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from starlette.types import Message
 
 from gateway.errors import APIError, EngineTimeout, EngineUnavailable, InvalidRequest, Overloaded
 from gateway.services.relay import SSERelay, StreamUsage
@@ -236,7 +237,7 @@ async def test_fallback_chain_answers_when_the_model_upstreams_are_down() -> Non
     pool, client = make_pool({"local": refusing, "remote": backup})
     pool.reconfigure(
         {"local": "http://local", "remote": "http://remote"},
-        {"remote": UpstreamConfig(url="http://remote")},  # type: ignore[arg-type]
+        {"remote": UpstreamConfig(url="http://remote")},
         {
             "chat": ModelRoute(upstreams=["local"], fallbacks=["chat-backup"]),
             "chat-backup": ModelRoute(upstreams=["remote"], served_name="tiny"),
@@ -330,13 +331,13 @@ class Collector:
         self.body = b""
         self.done = asyncio.Event()
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         if message["type"] == "http.response.body":
             self.body += message.get("body", b"")
             if not message.get("more_body"):
                 self.done.set()
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Message:
         await asyncio.Event().wait()  # the client never leaves
         raise AssertionError
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -13,7 +14,7 @@ from engine.spikingbrain.checkpoint import GlaSwaWriter
 from engine.spikingbrain.config import GLAswaConfig
 
 # BICLab/SpikingBrain-7B, W8ASpike/config.json, minus the bookkeeping keys.
-PUBLISHED_7B = {
+PUBLISHED_7B: dict[str, Any] = {
     "architectures": ["GLAswaForCausalLM"],
     "attention_dropout": 0.0,
     "attn_layers": list(range(1, 28, 2)),

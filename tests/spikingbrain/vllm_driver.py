@@ -69,12 +69,13 @@ def main(argv: list[str] | None = None) -> None:
                 None if entry is None else {str(tok): lp.logprob for tok, lp in entry.items()}
                 for entry in out.prompt_logprobs
             ]
-        sampled_logits = None
+        sampled_logits: list[float] | None = None
         if completion.logprobs is not None:
-            sampled_logits = [
-                entry[tok].logprob
-                for entry, tok in zip(completion.logprobs, completion.token_ids, strict=True)
-            ]
+            sampled_logits = []
+            for entry, tok in zip(completion.logprobs, completion.token_ids, strict=True):
+                # logprobs=1 asks for one entry per sampled token; only prompt entries may be None.
+                assert entry is not None, "vLLM returned no logprob for a sampled token"
+                sampled_logits.append(entry[tok].logprob)
         results.append(
             {
                 "token_ids": list(completion.token_ids),
