@@ -20,8 +20,8 @@ from gateway.auth import AdminGuard, KeyAdmin
 from gateway.errors import InvalidRequest
 from gateway.protocol import ErrorResponse
 from gateway.store import GROUPS, AuditContext, Limits, Store, UsageLedger
-from gateway.store.models import ApiKey, AuditEvent, Tenant
 from gateway.store.records import LIMIT_FIELDS
+from gateway.store.views import audit_view, key_view, tenant_view
 
 StatusFn = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -246,61 +246,6 @@ def _audit(request: Request) -> AuditContext:
         request_id=getattr(request.state, "request_id", None),
         client_ip=request.client.host if request.client else None,
     )
-
-
-def tenant_view(tenant: Tenant) -> dict[str, Any]:
-    return {
-        "id": tenant.id,
-        "object": "tenant",
-        "name": tenant.name,
-        "disabled": tenant.disabled,
-        "created_at": _iso(tenant.created_at),
-        "updated_at": _iso(tenant.updated_at),
-        "limits": Limits.of(tenant).as_dict(),
-    }
-
-
-def key_view(key: ApiKey) -> dict[str, Any]:
-    now = datetime.now(UTC).replace(tzinfo=None)
-    if key.revoked_at is not None:
-        state = "revoked"
-    elif key.expires_at is not None and key.expires_at <= now:
-        state = "expired"
-    else:
-        state = "active"
-    return {
-        "id": key.id,
-        "object": "api_key",
-        "tenant_id": key.tenant_id,
-        "name": key.name,
-        "redacted": key.redacted,
-        "status": state,
-        "created_at": _iso(key.created_at),
-        "updated_at": _iso(key.updated_at),
-        "rotated_at": _iso(key.rotated_at),
-        "previous_valid_until": _iso(key.previous_valid_until),
-        "expires_at": _iso(key.expires_at),
-        "revoked_at": _iso(key.revoked_at),
-        "limits": Limits.of(key).as_dict(),
-    }
-
-
-def audit_view(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "created_at": _iso(event.created_at),
-        "actor": event.actor,
-        "action": event.action,
-        "target_type": event.target_type,
-        "target_id": event.target_id,
-        "request_id": event.request_id,
-        "client_ip": event.client_ip,
-        "details": event.details,
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") + "Z" if value is not None else None
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
