@@ -32,7 +32,6 @@ from gateway.routes import (
     speech_router,
     transcription_router,
 )
-from gateway.routes.models import LocalModel
 from gateway.settings.schema import Settings
 
 _log = logging.getLogger("tantra.gateway")
@@ -80,10 +79,11 @@ def create_app(
 
 
 def _include_routes(app: FastAPI, parts: Components) -> None:
-    settings, authenticate = parts.settings, parts.admission.gate.authenticate
+    settings, services, access = parts.settings, parts.services, parts.access
+    authenticate = parts.access.admission.gate.authenticate
 
     async def require_admin(request: Request) -> None:
-        parts.admin_guard.check(request.headers)
+        parts.access.admin_guard.check(request.headers)
 
     app.include_router(
         operations_router(
@@ -98,16 +98,17 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
             draining=lambda: parts.drain.draining,
         )
     )
-    local_models: list[LocalModel] = [parts.transcription, *([parts.speech] if parts.speech else [])]
-    app.include_router(models_router(parts.catalog, authenticate, local_models))
-    app.include_router(inference_router(parts.inference))
-    app.include_router(transcription_router(parts.transcription))
-    if parts.speech is not None:
-        app.include_router(speech_router(parts.speech))
+    app.include_router(models_router(parts.catalog, authenticate, services.local_models))
+    app.include_router(inference_router(services.inference))
+    app.include_router(transcription_router(services.transcription))
+    if services.speech is not None:
+        app.include_router(speech_router(services.speech))
     if settings.realtime_enabled:
         app.include_router(realtime_router(parts.catalog, authenticate, parts.realtime_limits))
     app.include_router(
-        admin_router(parts.admin_guard, parts.key_admin, parts.store, parts.ledger, parts.status)
+        admin_router(
+            access.admin_guard, access.key_admin, parts.shared.store, parts.shared.ledger, parts.status
+        )
     )
 
 

@@ -12,9 +12,7 @@ import httpx
 from opentelemetry.sdk.trace import SpanProcessor
 from redis.asyncio import Redis
 
-from adapters import MediaLimits, UrlFetcher, UrlPolicy
 from adapters.stt import Transcriber
-from adapters.tts import EspeakBackend, PiperBackend, SpeechBackend, Synthesizer
 from gateway.admission import Admission, Gate
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.clients import engine_client, media_fetch_client, redis_clients
@@ -22,10 +20,11 @@ from gateway.http.drain import Drain
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
 from gateway.limits.limiter import ScopeKind
-from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
+from gateway.media.service import MediaService
 from gateway.observability import GatewayMetrics, HealthMonitor, Profiler, Tracing
 from gateway.observability.logs import apply_log_settings
 from gateway.realtime.session import RealtimeLimits
+from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
 from gateway.services.speech import SpeechService
 from gateway.services.transcription import TranscriptionService
@@ -38,8 +37,51 @@ from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool
 from gateway.upstreams.retry import RetryBudget
 from gateway.upstreams.timeouts import Timeouts
+from gateway.worker_pools import media_service, speech_service, speech_transcriber
 
 _log = logging.getLogger("tantra.gateway")
+
+
+@dataclass(eq=False)
+class SharedState:
+    """What every replica shares: the SQL store with its ledger, Redis, and the key cache kept
+    current over Redis."""
+
+    database: Database
+    store: Store
+    ledger: UsageLedger
+    redis: Redis
+    subscriber: Redis
+    key_cache: KeyCache
+    invalidations: InvalidationBus
+
+
+@dataclass(eq=False)
+class Access:
+    """Who may call, and what they may use: admission for the API, the guard for the admin API."""
+
+    limiter: RateLimiter
+    accountant: Accountant
+    admission: Admission
+    admin_guard: AdminGuard
+    key_admin: KeyAdmin
+
+
+@dataclass(eq=False)
+class Services:
+    """One service per endpoint family, and the media and speech workers they share."""
+
+    media_client: httpx.AsyncClient
+    transcriber: Transcriber | None
+    media: MediaService | None
+    inference: InferenceService
+    speech: SpeechService | None
+    transcription: TranscriptionService
+
+    @property
+    def local_models(self) -> list[LocalModel]:
+        """The models the gateway serves itself, listed after the engines'."""
+        return [self.transcription, *([self.speech] if self.speech else [])]
 
 
 @dataclass(eq=False)
@@ -56,24 +98,9 @@ class Components:
     pool: UpstreamPool
     catalog: ModelCatalog
     drain: Drain
-    database: Database
-    store: Store
-    ledger: UsageLedger
-    redis: Redis
-    subscriber: Redis
-    key_cache: KeyCache
-    invalidations: InvalidationBus
-    limiter: RateLimiter
-    accountant: Accountant
-    admission: Admission
-    admin_guard: AdminGuard
-    key_admin: KeyAdmin
-    media_client: httpx.AsyncClient
-    transcriber: Transcriber | None
-    media: MediaService | None
-    inference: InferenceService
-    speech: SpeechService | None
-    transcription: TranscriptionService
+    shared: SharedState
+    access: Access
+    services: Services
     health: HealthMonitor
     reloader: ConfigReloader[Settings]
     profiler: Profiler | None
@@ -82,10 +109,10 @@ class Components:
         """Connect and start the background tasks (ledger writer, invalidation listener, health
         checks, breaker probes, config watcher); nothing connects before this."""
         if self.settings.database_auto_migrate:
-            await self.database.migrate()
-        self.ledger.start()
+            await self.shared.database.migrate()
+        self.shared.ledger.start()
         if self.settings.auth_enabled:
-            self.invalidations.start()
+            self.shared.invalidations.start()
         self.health.start()
         self.pool.start()
         self.reloader.start()
@@ -94,19 +121,19 @@ class Components:
         await self.pool.close()
         await self.reloader.close()
         await self.health.close()
-        await self.invalidations.close()
-        await self.accountant.drain()
-        await self.ledger.close()
-        await self.redis.aclose()
-        await self.subscriber.aclose()
-        await self.database.close()
+        await self.shared.invalidations.close()
+        await self.access.accountant.drain()
+        await self.shared.ledger.close()
+        await self.shared.redis.aclose()
+        await self.shared.subscriber.aclose()
+        await self.shared.database.close()
         if self.owns_client:
             await self.client.aclose()
-        await self.media_client.aclose()
-        if self.media is not None:
-            await self.media.close()
-        if self.transcriber is not None:
-            await self.transcriber.close()
+        await self.services.media_client.aclose()
+        if self.services.media is not None:
+            await self.services.media.close()
+        if self.services.transcriber is not None:
+            await self.services.transcriber.close()
         self.tracing.shutdown()
 
     def apply(self, old: Settings, new: Settings) -> None:
@@ -131,13 +158,13 @@ class Components:
     async def status(self) -> dict[str, Any]:
         """The shared state's health, for the admin API."""
         try:
-            redis_ok = bool(await self.redis.ping())
+            redis_ok = bool(await self.shared.redis.ping())
         except Exception:
             redis_ok = False
-        ledger, cache = self.ledger, self.key_cache
+        ledger, cache, limiter = self.shared.ledger, self.shared.key_cache, self.access.limiter
         return {
             "redis": {"reachable": redis_ok, "invalidations_live": cache.live},
-            "limits": {"failure_mode": self.limiter.failure_mode, **asdict(self.limiter.stats)},
+            "limits": {"failure_mode": limiter.failure_mode, **asdict(limiter.stats)},
             "ledger": {
                 "pending": ledger.pending,
                 "written": ledger.written,
@@ -159,69 +186,29 @@ def build(
     live = LiveConfig(settings)
     policy = LivePolicy(settings.policy())
     metrics = GatewayMetrics()
-    tracing = Tracing(
-        service_name=settings.tracing_service_name,
-        otlp_endpoint=settings.otlp_endpoint,
-        processor=span_processor,
-    )
     client = http_client or engine_client(settings)
     pool, dispatcher, catalog = _upstreams(settings, live, client, metrics)
-    database = Database(settings.database_url)
-    store = Store(database)
-    ledger = UsageLedger(
-        store, flush_interval_s=settings.ledger_flush_interval_s, batch_size=settings.ledger_batch_size
-    )
-    redis, subscriber = redis_clients(settings)
-    cache = KeyCache(ttl_s=settings.auth_cache_ttl_s, degraded_ttl_s=settings.auth_cache_degraded_ttl_s)
-    bus = InvalidationBus(subscriber, cache)
-    limiter = _limiter(settings, redis, store)
-    accountant = Accountant(
-        limiter,
-        ledger,
-        TokenEstimator(settings.limits_default_completion_tokens),
-        PriceBook(settings.model_prices),
-    )
-    admission = Admission(
-        Gate(Authenticator(store, cache, enabled=settings.auth_enabled)), accountant, policy
-    )
-    media_client = media_fetch_client(settings)
-    transcriber = speech_transcriber(settings)
-    media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
+    shared = _shared_state(settings)
+    access = _access(settings, shared, policy)
     components = Components(
         settings=settings,
         live=live,
         policy=policy,
         metrics=metrics,
-        tracing=tracing,
+        tracing=Tracing(
+            service_name=settings.tracing_service_name,
+            otlp_endpoint=settings.otlp_endpoint,
+            processor=span_processor,
+        ),
         client=client,
         owns_client=http_client is None,
         pool=pool,
         catalog=catalog,
         drain=Drain(),
-        database=database,
-        store=store,
-        ledger=ledger,
-        redis=redis,
-        subscriber=subscriber,
-        key_cache=cache,
-        invalidations=bus,
-        limiter=limiter,
-        accountant=accountant,
-        admission=admission,
-        admin_guard=AdminGuard(settings.resolved_admin_key()),
-        key_admin=KeyAdmin(store, bus),
-        media_client=media_client,
-        transcriber=transcriber,
-        media=media,
-        inference=InferenceService(admission, dispatcher, catalog, accountant.estimator, media),
-        speech=speech_service(settings, admission) if settings.tts_enabled else None,
-        transcription=TranscriptionService(
-            transcriber,
-            settings.audio_model_names,
-            admission,
-            max_upload_bytes=settings.audio_max_upload_bytes,
-        ),
-        health=_health(settings, client, database, redis, metrics),
+        shared=shared,
+        access=access,
+        services=_services(settings, access, dispatcher, catalog),
+        health=_health(settings, client, shared, metrics),
         reloader=ConfigReloader(
             live,
             Settings,
@@ -234,6 +221,62 @@ def build(
     )
     live.subscribe(components.apply)
     return components
+
+
+def _shared_state(settings: Settings) -> SharedState:
+    database = Database(settings.database_url)
+    store = Store(database)
+    redis, subscriber = redis_clients(settings)
+    cache = KeyCache(ttl_s=settings.auth_cache_ttl_s, degraded_ttl_s=settings.auth_cache_degraded_ttl_s)
+    return SharedState(
+        database=database,
+        store=store,
+        ledger=UsageLedger(
+            store, flush_interval_s=settings.ledger_flush_interval_s, batch_size=settings.ledger_batch_size
+        ),
+        redis=redis,
+        subscriber=subscriber,
+        key_cache=cache,
+        invalidations=InvalidationBus(subscriber, cache),
+    )
+
+
+def _access(settings: Settings, shared: SharedState, policy: LivePolicy) -> Access:
+    limiter = _limiter(settings, shared.redis, shared.store)
+    accountant = Accountant(
+        limiter,
+        shared.ledger,
+        TokenEstimator(settings.limits_default_completion_tokens),
+        PriceBook(settings.model_prices),
+    )
+    authenticator = Authenticator(shared.store, shared.key_cache, enabled=settings.auth_enabled)
+    return Access(
+        limiter=limiter,
+        accountant=accountant,
+        admission=Admission(Gate(authenticator), accountant, policy),
+        admin_guard=AdminGuard(settings.resolved_admin_key()),
+        key_admin=KeyAdmin(shared.store, shared.invalidations),
+    )
+
+
+def _services(settings: Settings, access: Access, dispatcher: Dispatcher, catalog: ModelCatalog) -> Services:
+    media_client = media_fetch_client(settings)
+    transcriber = speech_transcriber(settings)
+    media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
+    admission = access.admission
+    return Services(
+        media_client=media_client,
+        transcriber=transcriber,
+        media=media,
+        inference=InferenceService(admission, dispatcher, catalog, access.accountant.estimator, media),
+        speech=speech_service(settings, admission) if settings.tts_enabled else None,
+        transcription=TranscriptionService(
+            transcriber,
+            settings.audio_model_names,
+            admission,
+            max_upload_bytes=settings.audio_max_upload_bytes,
+        ),
+    )
 
 
 def _upstreams(
@@ -282,7 +325,7 @@ def _limiter(settings: Settings, redis: Redis, store: Store) -> RateLimiter:
 
 
 def _health(
-    settings: Settings, client: httpx.AsyncClient, database: Database, redis: Redis, metrics: GatewayMetrics
+    settings: Settings, client: httpx.AsyncClient, shared: SharedState, metrics: GatewayMetrics
 ) -> HealthMonitor:
     return HealthMonitor(
         client,
@@ -290,7 +333,7 @@ def _health(
         interval_s=settings.health_interval_s,
         timeout_s=settings.health_timeout_s,
         default_model=settings.routing.default_model,
-        dependencies=_dependencies(settings, database, redis),
+        dependencies=_dependencies(settings, shared.database, shared.redis),
         metrics=metrics,
         deep=settings.health_deep,
     )
@@ -319,77 +362,4 @@ def _timeouts(settings: Settings) -> Timeouts:
         ttft_s=settings.ttft_timeout_s,
         inter_token_s=settings.inter_token_timeout_s,
         total_s=settings.total_timeout_s,
-    )
-
-
-def speech_transcriber(settings: Settings) -> Transcriber | None:
-    """whisper.cpp in worker processes, started on first use (None without a configured model)."""
-    if settings.audio_whisper_model is None:
-        return None
-    return Transcriber(
-        settings.audio_whisper_model,
-        workers=settings.audio_workers,
-        threads=settings.audio_threads,
-        nice=settings.audio_nice,
-        queue_timeout_s=settings.audio_queue_timeout_s,
-        max_seconds=settings.audio_max_seconds,
-    )
-
-
-def media_service(
-    settings: Settings, client: httpx.AsyncClient, transcriber: Transcriber | None = None
-) -> MediaService:
-    """The adapters with this gateway's limits, OCR, image policy, URL allow-list and worker pool."""
-    limits = MediaLimits(
-        max_parts=settings.media_max_parts,
-        max_images=settings.media_max_images,
-        max_image_pixels=settings.media_max_image_pixels,
-        max_total_pixels=settings.media_max_total_pixels,
-        image_pixel_budget=settings.media_image_pixel_budget,
-        max_part_bytes=settings.media_max_part_bytes,
-        max_total_bytes=settings.media_max_total_bytes,
-        max_pages=settings.media_max_pages,
-        max_video_seconds=settings.media_max_video_seconds,
-        video_fps=settings.media_video_fps,
-        max_video_frames=settings.media_max_video_frames,
-    )
-    spec = MediaWorkerSpec(
-        limits,
-        ocr_enabled=settings.media_ocr_enabled,
-        ocr_lang=settings.media_ocr_lang,
-        ocr_timeout_s=settings.media_ocr_timeout_s,
-        image_formats=tuple(settings.media_image_formats),
-        image_filter=settings.media_image_filter,
-        log_format=settings.log_format,
-        log_level=settings.log_level,
-        log_prompts=settings.log_prompts,
-    )
-    fetcher = UrlFetcher(
-        UrlPolicy(settings.media_url_allowlist),
-        client,
-        timeout_s=settings.media_fetch_timeout_s,
-        max_bytes=settings.media_max_part_bytes,
-    )
-    return MediaService(
-        spec.preprocessor(),
-        fetcher,
-        lambda: media_executor(spec, settings.media_executor, settings.media_workers),
-        concurrency=settings.media_workers,
-        queue_timeout_s=settings.media_queue_timeout_s,
-        transcriber=transcriber,
-    )
-
-
-def speech_service(settings: Settings, admission: Admission) -> SpeechService:
-    """/v1/audio/speech: Piper voices (when any are configured) before eSpeak NG's."""
-    backends: list[SpeechBackend] = []
-    if settings.tts_piper_voices:
-        backends.append(PiperBackend(settings.tts_piper_voices))
-    backends.append(EspeakBackend(settings.tts_espeak_binary, timeout_s=settings.tts_timeout_s))
-    return SpeechService(
-        Synthesizer(backends, concurrency=settings.tts_concurrency),
-        admission,
-        model=settings.tts_model,
-        aliases=settings.tts_model_aliases,
-        max_input_chars=settings.tts_max_input_chars,
     )

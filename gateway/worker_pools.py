@@ -1,0 +1,87 @@
+"""The worker pools behind media, transcription and speech, built from the settings: the heavy
+work (OCR, decoding, whisper.cpp, speech synthesis) runs there, off the event loop."""
+
+from __future__ import annotations
+
+import httpx
+
+from adapters import MediaLimits, UrlFetcher, UrlPolicy
+from adapters.stt import Transcriber
+from adapters.tts import EspeakBackend, PiperBackend, SpeechBackend, Synthesizer
+from gateway.admission import Admission
+from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
+from gateway.services.speech import SpeechService
+from gateway.settings.schema import Settings
+
+
+def speech_transcriber(settings: Settings) -> Transcriber | None:
+    """whisper.cpp in worker processes, started on first use (None without a configured model)."""
+    if settings.audio_whisper_model is None:
+        return None
+    return Transcriber(
+        settings.audio_whisper_model,
+        workers=settings.audio_workers,
+        threads=settings.audio_threads,
+        nice=settings.audio_nice,
+        queue_timeout_s=settings.audio_queue_timeout_s,
+        max_seconds=settings.audio_max_seconds,
+    )
+
+
+def media_service(
+    settings: Settings, client: httpx.AsyncClient, transcriber: Transcriber | None = None
+) -> MediaService:
+    """The adapters with this gateway's limits, OCR, image policy, URL allow-list and worker pool."""
+    limits = MediaLimits(
+        max_parts=settings.media_max_parts,
+        max_images=settings.media_max_images,
+        max_image_pixels=settings.media_max_image_pixels,
+        max_total_pixels=settings.media_max_total_pixels,
+        image_pixel_budget=settings.media_image_pixel_budget,
+        max_part_bytes=settings.media_max_part_bytes,
+        max_total_bytes=settings.media_max_total_bytes,
+        max_pages=settings.media_max_pages,
+        max_video_seconds=settings.media_max_video_seconds,
+        video_fps=settings.media_video_fps,
+        max_video_frames=settings.media_max_video_frames,
+    )
+    spec = MediaWorkerSpec(
+        limits,
+        ocr_enabled=settings.media_ocr_enabled,
+        ocr_lang=settings.media_ocr_lang,
+        ocr_timeout_s=settings.media_ocr_timeout_s,
+        image_formats=tuple(settings.media_image_formats),
+        image_filter=settings.media_image_filter,
+        log_format=settings.log_format,
+        log_level=settings.log_level,
+        log_prompts=settings.log_prompts,
+    )
+    fetcher = UrlFetcher(
+        UrlPolicy(settings.media_url_allowlist),
+        client,
+        timeout_s=settings.media_fetch_timeout_s,
+        max_bytes=settings.media_max_part_bytes,
+    )
+    return MediaService(
+        spec.preprocessor(),
+        fetcher,
+        lambda: media_executor(spec, settings.media_executor, settings.media_workers),
+        concurrency=settings.media_workers,
+        queue_timeout_s=settings.media_queue_timeout_s,
+        transcriber=transcriber,
+    )
+
+
+def speech_service(settings: Settings, admission: Admission) -> SpeechService:
+    """/v1/audio/speech: Piper voices (when any are configured) before eSpeak NG's."""
+    backends: list[SpeechBackend] = []
+    if settings.tts_piper_voices:
+        backends.append(PiperBackend(settings.tts_piper_voices))
+    backends.append(EspeakBackend(settings.tts_espeak_binary, timeout_s=settings.tts_timeout_s))
+    return SpeechService(
+        Synthesizer(backends, concurrency=settings.tts_concurrency),
+        admission,
+        model=settings.tts_model,
+        aliases=settings.tts_model_aliases,
+        max_input_chars=settings.tts_max_input_chars,
+    )
