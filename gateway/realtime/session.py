@@ -10,8 +10,6 @@ and each of those calls is limited and accounted for the connection's key as ove
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from adapters.tts import SAMPLE_RATE, wav_header
+from adapters.tts import wav_header
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.realtime import (
     AppendAudioEvent,
@@ -30,23 +28,24 @@ from gateway.protocol.realtime import (
     CreateItemEvent,
     CreateResponseEvent,
     DeleteItemEvent,
-    Item,
     ResponseOptions,
     RetrieveItemEvent,
     SessionUpdateEvent,
     TruncateItemEvent,
     parse_client_event,
 )
-from gateway.realtime import ga
+from gateway.realtime import ga, pcm
+from gateway.realtime.conversation import (
+    Conversation,
+    InputAudioPart,
+    Message,
+    created_event,
+    message_of,
+)
 from gateway.realtime.events import EventError, failure_of, new_id
 from gateway.realtime.loopback import Loopback, read_all
-from gateway.realtime.response import Plan, Response, Spoken
+from gateway.realtime.response import Plan, Response
 from gateway.realtime.vad import SpeechDetector, Turn, VadSettings
-
-# pcm16 in and out, mono, little-endian, at 24 kHz: the Realtime API's own format, and the speech
-# endpoint's `pcm` output.
-_BYTES_PER_S = SAMPLE_RATE * 2
-_MIN_COMMIT_BYTES = _BYTES_PER_S // 10  # OpenAI refuses a commit of less than 100 ms
 
 
 @dataclass(frozen=True)
@@ -105,11 +104,10 @@ class RealtimeSession:
         self._loopback = loopback
         self._send = send
         self._limits = limits
-        self._items: list[dict[str, Any]] = []
+        self._conversation = Conversation(limits.max_items)
         self._audio = bytearray()
         self._transcribing: dict[str, asyncio.Task[None]] = {}
         self._response: Response | None = None
-        self._spoken: dict[str, list[Spoken]] = {}  # assistant audio items: their sentences' audio
         # Server VAD: the detector, and the id the item of the turn in progress will have (sent
         # with speech_started).
         self._detector: SpeechDetector | None = None
@@ -178,13 +176,14 @@ class RealtimeSession:
             self._audio.clear()
             await self.emit({"type": "input_audio_buffer.cleared"})
         elif isinstance(event, CreateItemEvent):
-            await self._create_item(event.item, event.previous_item_id)
+            await self._create_item(event)
         elif isinstance(event, DeleteItemEvent):
             await self._delete_item(event.item_id)
         elif isinstance(event, TruncateItemEvent):
             await self._truncate(event)
         elif isinstance(event, RetrieveItemEvent):
-            await self.emit({"type": "conversation.item.retrieved", "item": self._item(event.item_id)})
+            item = self._conversation.get(event.item_id)
+            await self.emit({"type": "conversation.item.retrieved", "item": item.describe()})
         elif isinstance(event, CreateResponseEvent):
             await self._create_response(event.response)
         elif isinstance(event, CancelResponseEvent):
@@ -223,8 +222,8 @@ class RealtimeSession:
         await self.emit({"type": "session.updated", "session": state.describe()})
 
     async def _append(self, audio: str) -> None:
-        chunk = _b64(audio, "audio")
-        if len(self._audio) + len(chunk) > self._limits.max_audio_buffer_s * _BYTES_PER_S:
+        chunk = pcm.decode(audio, "audio")
+        if len(self._audio) + len(chunk) > self._limits.max_audio_buffer_s * pcm.BYTES_PER_S:
             raise EventError(
                 f"The input audio buffer would hold more than {self._limits.max_audio_buffer_s:g} s; "
                 "commit or clear it first.",
@@ -241,7 +240,7 @@ class RealtimeSession:
     def _trim_to_padding(self) -> None:
         """Between turns only the last `prefix_padding_ms` is kept: the lead-in of the next turn."""
         assert self._detector is not None
-        keep = self._detector.settings.prefix_padding_ms * _BYTES_PER_S // 1000
+        keep = pcm.bytes_of(self._detector.settings.prefix_padding_ms)
         keep -= keep % 2
         if len(self._audio) > keep:
             dropped = len(self._audio) - keep
@@ -277,151 +276,53 @@ class RealtimeSession:
             await self._create_response(ResponseOptions())
 
     async def _commit(self, item_id: str | None = None) -> None:
-        if len(self._audio) < _MIN_COMMIT_BYTES:
+        if len(self._audio) < pcm.MIN_COMMIT_BYTES:
             raise EventError(
                 f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
-                f"but buffer only has {len(self._audio) / _BYTES_PER_S * 1000:.2f}ms of audio.",
+                f"but buffer only has {len(self._audio) / pcm.BYTES_PER_S * 1000:.2f}ms of audio.",
                 code="input_audio_buffer_commit_empty",
             )
-        pcm, self._audio = bytes(self._audio), bytearray()
-        previous = self._items[-1]["id"] if self._items else None
-        item = self._add_item(
-            item_id or new_id("item"), "user", [{"type": "input_audio", "transcript": None}]
-        )
+        audio, self._audio = bytes(self._audio), bytearray()
+        item = Message(item_id or new_id("item"), "user", [InputAudioPart()])
+        previous = self._conversation.add(item)
         await self.emit(
-            {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item["id"]}
+            {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item.id}
         )
-        await self._announce(item, previous)
-        self._transcribe(item, 0, pcm)
+        await self.emit(created_event(item, previous))
+        self._transcribe(item, 0, audio)
 
-    async def _create_item(self, given: Item, previous_id: str | None) -> None:
-        if given.role != "user" and any(
-            p.type.startswith("input_") and p.type != "input_text" for p in given.content
-        ):
-            raise EventError(
-                "Only user messages may carry input audio.", code="invalid_value", param="item.content"
-            )
-        content: list[dict[str, Any]] = []
-        audio: list[tuple[int, bytes]] = []
-        for index, part in enumerate(given.content):
-            if part.type in ("input_text", "text"):
-                if part.text is None:
-                    raise EventError(
-                        "A text part needs `text`.",
-                        code="missing_required_parameter",
-                        param=f"item.content[{index}].text",
-                    )
-                content.append({"type": part.type, "text": part.text})
-            elif part.type == "input_audio":
-                if part.audio is None:
-                    if part.transcript is None:
-                        raise EventError(
-                            "An input_audio part needs `audio` (base64 pcm16, 24 kHz mono).",
-                            code="missing_required_parameter",
-                            param=f"item.content[{index}].audio",
-                        )
-                    content.append({"type": "input_audio", "transcript": part.transcript})
-                else:
-                    audio.append((index, _b64(part.audio, f"item.content[{index}].audio")))
-                    content.append({"type": "input_audio", "transcript": None})
-            else:
-                content.append({"type": "audio", "transcript": part.transcript or part.text or ""})
-        if given.id is not None and any(existing["id"] == given.id for existing in self._items):
-            raise EventError(
-                f"An item with id `{given.id}` already exists.", code="item_already_exists", param="item.id"
-            )
-        item = self._add_item(given.id or new_id("item"), given.role, content, after=previous_id)
-        await self._announce(item, self._previous_of(item))
-        for index, pcm in audio:
-            self._transcribe(item, index, pcm)
+    async def _create_item(self, event: CreateItemEvent) -> None:
+        item, audio = message_of(event.item)
+        self._conversation.check_new(event.item.id)
+        previous = self._conversation.add(item, after=event.previous_item_id)
+        await self.emit(created_event(item, previous))
+        for index, data in audio:
+            self._transcribe(item, index, data)
 
     async def _delete_item(self, item_id: str) -> None:
-        self._items.remove(self._item(item_id))
-        self._spoken.pop(item_id, None)
+        self._conversation.delete(item_id)
         await self.emit({"type": "conversation.item.deleted", "item_id": item_id})
 
-    def _item(self, item_id: str) -> dict[str, Any]:
-        for item in self._items:
-            if item["id"] == item_id:
-                return item
-        raise EventError(f"Item with item_id not found: {item_id}", code="item_not_found", param="item_id")
-
     async def _truncate(self, event: TruncateItemEvent) -> None:
-        """The user heard only `audio_end_ms` of an assistant's spoken answer (they interrupted
-        it): its transcript keeps what was heard, so the model is not told it said the rest."""
-        item = self._item(event.item_id)
-        content = item["content"]
-        if item["role"] != "assistant" or event.content_index >= len(content):
-            raise EventError(
-                "Only an assistant item's audio can be truncated.", code="invalid_value", param="item_id"
-            )
-        part = content[event.content_index]
-        if part["type"] != "audio":
-            raise EventError("The content part is not audio.", code="invalid_value", param="content_index")
-        spoken = self._spoken.get(item["id"], [])
-        length_ms = sum(segment.pcm_bytes for segment in spoken) * 1000 // _BYTES_PER_S
-        if event.audio_end_ms > length_ms:
-            raise EventError(
-                f"Audio content of {length_ms}ms is already shorter than {event.audio_end_ms}ms",
-                code="invalid_value",
-                param="audio_end_ms",
-            )
-        heard = _heard(spoken, event.audio_end_ms * _BYTES_PER_S // 1000)
-        self._spoken[item["id"]] = heard
-        part["transcript"] = " ".join(segment.text for segment in heard if segment.text)
+        self._conversation.truncate(event.item_id, event.content_index, event.audio_end_ms)
         await self.emit(
             {
                 "type": "conversation.item.truncated",
-                "item_id": item["id"],
+                "item_id": event.item_id,
                 "content_index": event.content_index,
                 "audio_end_ms": event.audio_end_ms,
             }
         )
 
-    def _add_item(
-        self, item_id: str, role: str, content: list[dict[str, Any]], *, after: str | None = None
-    ) -> dict[str, Any]:
-        if len(self._items) >= self._limits.max_items:
-            raise EventError(
-                f"The conversation holds {self._limits.max_items} items, the most allowed; "
-                "delete some first.",
-                code="conversation_full",
-            )
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": role,
-            "content": content,
-        }
-        if after is None:
-            self._items.append(item)
-        elif after == "root":
-            self._items.insert(0, item)
-        else:
-            positions = [i for i, existing in enumerate(self._items) if existing["id"] == after]
-            if not positions:
-                raise EventError(
-                    f"Item with item_id not found: {after}", code="item_not_found", param="previous_item_id"
-                )
-            self._items.insert(positions[0] + 1, item)
-        return item
-
-    def _previous_of(self, item: dict[str, Any]) -> str | None:
-        index = self._items.index(item)
-        return self._items[index - 1]["id"] if index > 0 else None
-
-    async def _announce(self, item: dict[str, Any], previous: str | None) -> None:
-        await self.emit({"type": "conversation.item.created", "previous_item_id": previous, "item": item})
-
-    def _transcribe(self, item: dict[str, Any], index: int, pcm: bytes) -> None:
+    def _transcribe(self, item: Message, index: int, audio: bytes) -> None:
         """Transcribe in the background; a response created meanwhile waits for the transcript."""
-        key = f"{item['id']}:{index}"
-        self._transcribing[key] = asyncio.create_task(self._run_transcription(item, index, pcm))
+        key = f"{item.id}:{index}"
+        self._transcribing[key] = asyncio.create_task(self._run_transcription(item, index, audio))
         self._transcribing[key].add_done_callback(lambda _: self._transcribing.pop(key, None))
 
-    async def _run_transcription(self, item: dict[str, Any], index: int, pcm: bytes) -> None:
+    async def _run_transcription(self, item: Message, index: int, audio: bytes) -> None:
+        part = item.content[index]
+        assert isinstance(part, InputAudioPart)
         options = self._session.transcription or {}
         fields = {
             "model": str(options.get("model") or self._limits.transcription_model),
@@ -431,7 +332,7 @@ class RealtimeSession:
             if isinstance(options.get(name), str):
                 fields[name] = options[name]
         boundary = uuid.uuid4().hex
-        body = _multipart(boundary, fields, "audio.wav", wav_header(len(pcm)) + pcm)
+        body = _multipart(boundary, fields, "audio.wav", wav_header(len(audio)) + audio)
         try:
             async with self._loopback.post(
                 "/v1/audio/transcriptions",
@@ -445,11 +346,11 @@ class RealtimeSession:
                 raise failure_of(payload, answer.status)
             transcript = str(payload.get("text", "")).strip()
         except EventError as problem:
-            item["content"][index]["transcript"] = ""
+            part.transcript = ""
             await self.emit(
                 {
                     "type": "conversation.item.input_audio_transcription.failed",
-                    "item_id": item["id"],
+                    "item_id": item.id,
                     "content_index": index,
                     "error": {
                         "type": problem.kind,
@@ -460,11 +361,11 @@ class RealtimeSession:
                 }
             )
             return
-        item["content"][index]["transcript"] = transcript
+        part.transcript = transcript
         await self.emit(
             {
                 "type": "conversation.item.input_audio_transcription.completed",
-                "item_id": item["id"],
+                "item_id": item.id,
                 "content_index": index,
                 "transcript": transcript,
             }
@@ -512,17 +413,11 @@ class RealtimeSession:
             await asyncio.gather(*self._transcribing.values(), return_exceptions=True)
 
     def messages(self, instructions: str) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": instructions}] if instructions else []
-        for item in self._items:
-            text = "".join(_text_of(part) for part in item["content"])
-            if text:
-                messages.append({"role": item["role"], "content": text})
-        return messages
+        return self._conversation.messages(instructions)
 
-    def remember(self, item: dict[str, Any], spoken: list[Spoken] | None = None) -> None:
-        self._items.append(item)
-        if spoken is not None:
-            self._spoken[item["id"]] = spoken
+    def remember(self, item: Message) -> None:
+        """A response's answer joins the conversation."""
+        self._conversation.remember(item)
 
     @property
     def model(self) -> str:
@@ -531,31 +426,6 @@ class RealtimeSession:
     @property
     def loopback(self) -> Loopback:
         return self._loopback
-
-
-def _heard(spoken: list[Spoken], pcm_bytes: int) -> list[Spoken]:
-    """The sentences within the first `pcm_bytes` of audio; the one cut mid-way keeps the words
-    its heard share of the audio covers (by characters, to the last whole word)."""
-    heard: list[Spoken] = []
-    left = pcm_bytes
-    for segment in spoken:
-        if left <= 0:
-            break
-        if segment.pcm_bytes <= left:
-            heard.append(segment)
-            left -= segment.pcm_bytes
-            continue
-        cut = segment.text[: len(segment.text) * left // segment.pcm_bytes]
-        words = cut.rsplit(" ", 1)[0] if " " in cut else ""
-        heard.append(Spoken(words.rstrip(), left))
-        break
-    return heard
-
-
-def _text_of(part: dict[str, Any]) -> str:
-    if part["type"] in ("input_text", "text"):
-        return str(part.get("text") or "")
-    return str(part.get("transcript") or "")
 
 
 def _modalities(given: Sequence[str], param: str) -> list[str]:
@@ -579,16 +449,6 @@ def _token_cap(value: int | str | None) -> int | None:
             param="max_response_output_tokens",
         )
     return value
-
-
-def _b64(data: str, param: str) -> bytes:
-    try:
-        decoded = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise EventError("The audio is not valid base64.", code="invalid_value", param=param) from None
-    if len(decoded) % 2:
-        raise EventError("pcm16 audio has an even number of bytes.", code="invalid_value", param=param)
-    return decoded
 
 
 def _multipart(boundary: str, fields: dict[str, str], filename: str, data: bytes) -> bytes:
