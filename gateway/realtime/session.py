@@ -1,9 +1,9 @@
 """One /v1/realtime connection: client events in, OpenAI's server events out.
 
-The session parses each client event and hands it to its handler; its parts do the work: the
-conversation (conversation.py), the input audio buffer and its turns (input_audio.py), the
-transcription of committed audio (input_transcription.py) and the response being given
-(response.py). Every model call goes through the gateway's own HTTP endpoints
+The session parses each client event and hands it to its handler (one table: event type ->
+handler); its parts do the work: the conversation (conversation.py), the input audio buffer and
+its turns (input_audio.py), the transcription of committed audio (input_transcription.py) and
+the response being given (response.py). Every model call goes through the gateway's own HTTP endpoints
 by the in-process loopback (`Loopback`): a response is a streamed chat completion, committed audio
 a transcription (`/v1/audio/transcriptions`), spoken output one speech request per sentence
 (`/v1/audio/speech`, pcm). So the session needs no engine client, limiter or ledger of its own,
@@ -12,14 +12,15 @@ and each of those calls is limited and accounted for the connection's key as ove
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 import orjson
 
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.realtime import (
+    CLIENT_EVENT_TYPES,
     AppendAudioEvent,
     CancelResponseEvent,
     ClearAudioEvent,
@@ -42,6 +43,9 @@ from gateway.realtime.input_transcription import Transcriber
 from gateway.realtime.loopback import Loopback
 from gateway.realtime.response import Plan, Response
 from gateway.realtime.vad import VadSettings
+
+_Event = TypeVar("_Event", bound=ClientEvent)
+_Handler = Callable[[Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,21 @@ class RealtimeSession:
         )
         self._audio = InputAudio(self._conversation, self._transcriber, self, limits.max_audio_buffer_s)
         self._response: Response | None = None
+        self._handlers = dict(
+            [
+                _route(SessionUpdateEvent, self._update),
+                _route(AppendAudioEvent, lambda event: self._audio.append(event.audio)),
+                _route(CommitAudioEvent, lambda _: self._audio.commit()),
+                _route(ClearAudioEvent, lambda _: self._audio.clear()),
+                _route(CreateItemEvent, self._create_item),
+                _route(DeleteItemEvent, self._delete_item),
+                _route(TruncateItemEvent, self._truncate_item),
+                _route(RetrieveItemEvent, self._retrieve_item),
+                _route(CreateResponseEvent, lambda event: self._create_response(event.response)),
+                _route(CancelResponseEvent, lambda event: self._cancel_response(event.response_id)),
+            ]
+        )
+        assert set(self._handlers) == set(CLIENT_EVENT_TYPES)
 
     async def start(self) -> None:
         await self.emit({"type": "session.created", "session": self._config.describe()})
@@ -149,31 +168,9 @@ class RealtimeSession:
                 event = parse_client_event(payload)
             except InvalidParam as exc:
                 raise EventError(exc.message, code="invalid_value", param=exc.param) from None
-            await self._handle(event)
+            await self._handlers[event.type](event)
         except EventError as problem:
             await self.error(problem, event_id)
-
-    async def _handle(self, event: ClientEvent) -> None:
-        if isinstance(event, SessionUpdateEvent):
-            await self._update(event)
-        elif isinstance(event, AppendAudioEvent):
-            await self._audio.append(event.audio)
-        elif isinstance(event, CommitAudioEvent):
-            await self._audio.commit()
-        elif isinstance(event, ClearAudioEvent):
-            await self._audio.clear()
-        elif isinstance(event, CreateItemEvent):
-            await self._create_item(event)
-        elif isinstance(event, DeleteItemEvent):
-            await self._delete_item(event)
-        elif isinstance(event, TruncateItemEvent):
-            await self._truncate_item(event)
-        elif isinstance(event, RetrieveItemEvent):
-            await self._retrieve_item(event)
-        elif isinstance(event, CreateResponseEvent):
-            await self._create_response(event.response)
-        elif isinstance(event, CancelResponseEvent):
-            await self._cancel_response(event.response_id)
 
     async def _update(self, event: SessionUpdateEvent) -> None:
         update, given = event.session, event.session.model_fields_set
@@ -300,6 +297,12 @@ class RealtimeSession:
     @property
     def loopback(self) -> Loopback:
         return self._loopback
+
+
+def _route(kind: type[_Event], handler: Callable[[_Event], Awaitable[None]]) -> tuple[str, _Handler]:
+    """One row of the dispatch table: the event type `kind` parses, and its handler."""
+    (name,) = get_args(kind.model_fields["type"].annotation)
+    return name, handler
 
 
 def _modalities(given: Sequence[str], param: str) -> list[str]:
