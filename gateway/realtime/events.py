@@ -1,12 +1,17 @@
-"""What a realtime session's parts share: ids, and the error a client event can end in."""
+"""What a realtime session's parts share: ids, the way out for server events, and the error a
+client event can end in."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 _log = logging.getLogger("tantra.realtime")
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+"""Sends one server event to the client (the session's `emit`)."""
 
 
 def new_id(prefix: str) -> str:

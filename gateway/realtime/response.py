@@ -13,17 +13,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from adapters.tts import SentenceSplitter
+from gateway.realtime.conversation import AudioPart, Message, Part, Spoken, Status, TextPart
 from gateway.realtime.events import EventError, failure_of, new_id, unexpected
 from gateway.realtime.loopback import Loopback, read_all, sse_events
 
 if TYPE_CHECKING:
     from gateway.realtime.session import RealtimeLimits, RealtimeSession
-
-
-@dataclass
-class Spoken:
-    text: str
-    pcm_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,7 @@ class Response:
         self,
         status: str,
         *,
-        output: list[dict[str, Any]] | None = None,
+        output: list[Message] | None = None,
         usage: dict[str, Any] | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
@@ -92,7 +87,7 @@ class Response:
                     "object": "realtime.response",
                     "status": status,
                     "status_details": details,
-                    "output": output or [],
+                    "output": [item.describe() for item in output or []],
                     "modalities": self._plan.modalities,
                     "voice": self._plan.voice,
                     "usage": usage,
@@ -125,19 +120,15 @@ class Response:
             else []
         )
         if output:
-            self._session.remember(output[0], self.spoken if self._audio else None)
+            self._session.remember(output[0])
         await self._emit_response(status, output=output, usage=usage, details=details)
 
-    def _item(self, text: str, status: str) -> dict[str, Any]:
-        part = {"type": "audio", "transcript": text} if self._audio else {"type": "text", "text": text}
-        return {
-            "id": self._item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": [part],
-        }
+    def _item(self, text: str, status: Status) -> Message:
+        return Message(self._item_id, "assistant", [self._part(text)], status)
+
+    def _part(self, text: str) -> Part:
+        # A spoken answer keeps what each sentence was spoken with, for a later truncate.
+        return AudioPart(text, self.spoken) if self._audio else TextPart("text", text)
 
     async def _generate(self) -> tuple[str, dict[str, Any] | None, str | None]:
         await self._session.wait_for_transcripts()
@@ -206,12 +197,11 @@ class Response:
         return {"response_id": self.id, "item_id": self._item_id, "output_index": 0, "content_index": 0}
 
     async def _open_output(self) -> None:
-        item = self._item("", "in_progress")
-        item["content"] = []
+        item = Message(self._item_id, "assistant", [], "in_progress").describe()
         await self._session.emit(
             {"type": "response.output_item.added", "response_id": self.id, "output_index": 0, "item": item}
         )
-        part = {"type": "audio", "transcript": ""} if self._audio else {"type": "text", "text": ""}
+        part = self._part("").describe()
         await self._session.emit({"type": "response.content_part.added", **self._where(), "part": part})
 
     async def _delta(self, delta: str) -> None:
@@ -229,12 +219,11 @@ class Response:
         if self._audio:
             await self._session.emit({"type": "response.audio.done", **where})
             await self._session.emit({"type": "response.audio_transcript.done", **where, "transcript": text})
-            part: dict[str, Any] = {"type": "audio", "transcript": text}
         else:
             await self._session.emit({"type": "response.text.done", **where, "text": text})
-            part = {"type": "text", "text": text}
+        part = self._part(text).describe()
         await self._session.emit({"type": "response.content_part.done", **where, "part": part})
-        item = self._item(text, "incomplete" if self._cancel.is_set() else "completed")
+        item = self._item(text, "incomplete" if self._cancel.is_set() else "completed").describe()
         await self._session.emit(
             {"type": "response.output_item.done", "response_id": self.id, "output_index": 0, "item": item}
         )

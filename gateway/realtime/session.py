@@ -1,27 +1,26 @@
-"""One /v1/realtime conversation: client events in, OpenAI's server events out.
+"""One /v1/realtime connection: client events in, OpenAI's server events out.
 
-The conversation lives here; every model call goes through the gateway's own HTTP endpoints by
-the in-process loopback (`Loopback`): a response is a streamed chat completion, committed audio a
-transcription (`/v1/audio/transcriptions`), spoken output one speech request per sentence
+The session parses each client event and hands it to its handler (one table: event type ->
+handler); its parts do the work: the conversation (conversation.py), the input audio buffer and
+its turns (input_audio.py), the transcription of committed audio (input_transcription.py) and
+the response being given (response.py). Every model call goes through the gateway's own HTTP endpoints
+by the in-process loopback (`Loopback`): a response is a streamed chat completion, committed audio
+a transcription (`/v1/audio/transcriptions`), spoken output one speech request per sentence
 (`/v1/audio/speech`, pcm). So the session needs no engine client, limiter or ledger of its own,
 and each of those calls is limited and accounted for the connection's key as over HTTP.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 import orjson
 
-from adapters.tts import SAMPLE_RATE, wav_header
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.realtime import (
+    CLIENT_EVENT_TYPES,
     AppendAudioEvent,
     CancelResponseEvent,
     ClearAudioEvent,
@@ -30,7 +29,6 @@ from gateway.protocol.realtime import (
     CreateItemEvent,
     CreateResponseEvent,
     DeleteItemEvent,
-    Item,
     ResponseOptions,
     RetrieveItemEvent,
     SessionUpdateEvent,
@@ -38,15 +36,16 @@ from gateway.protocol.realtime import (
     parse_client_event,
 )
 from gateway.realtime import ga
-from gateway.realtime.events import EventError, failure_of, new_id
-from gateway.realtime.loopback import Loopback, read_all
-from gateway.realtime.response import Plan, Response, Spoken
-from gateway.realtime.vad import SpeechDetector, Turn, VadSettings
+from gateway.realtime.conversation import Conversation, Message, created_event, message_of
+from gateway.realtime.events import Emit, EventError, new_id
+from gateway.realtime.input_audio import InputAudio
+from gateway.realtime.input_transcription import Transcriber
+from gateway.realtime.loopback import Loopback
+from gateway.realtime.response import Plan, Response
+from gateway.realtime.vad import VadSettings
 
-# pcm16 in and out, mono, little-endian, at 24 kHz: the Realtime API's own format, and the speech
-# endpoint's `pcm` output.
-_BYTES_PER_S = SAMPLE_RATE * 2
-_MIN_COMMIT_BYTES = _BYTES_PER_S // 10  # OpenAI refuses a commit of less than 100 ms
+_Event = TypeVar("_Event", bound=ClientEvent)
+_Handler = Callable[[Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,9 @@ class RealtimeLimits:
 
 
 @dataclass
-class _Session:
+class SessionConfig:
+    """What `session.update` sets; `describe()` is the `session` of `session.created`/`.updated`."""
+
     id: str
     model: str
     modalities: list[str] = field(default_factory=lambda: ["text", "audio"])
@@ -93,38 +94,42 @@ class _Session:
 class RealtimeSession:
     """Runs one connection: `feed` takes each client message; `send` writes server events."""
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        loopback: Loopback,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
-        limits: RealtimeLimits,
-    ) -> None:
-        self._session = _Session(id=new_id("sess"), model=model)
+    def __init__(self, *, model: str, loopback: Loopback, send: Emit, limits: RealtimeLimits) -> None:
+        self._config = SessionConfig(id=new_id("sess"), model=model)
         self._loopback = loopback
         self._send = send
         self._limits = limits
-        self._items: list[dict[str, Any]] = []
-        self._audio = bytearray()
-        self._transcribing: dict[str, asyncio.Task[None]] = {}
-        self._response: Response | None = None
-        self._spoken: dict[str, list[Spoken]] = {}  # assistant audio items: their sentences' audio
-        # Server VAD: the detector, and the id the item of the turn in progress will have (sent
-        # with speech_started).
-        self._detector: SpeechDetector | None = None
-        self._turn_item: str | None = None
         self._ga = False  # the client speaks the GA shapes (gateway/realtime/ga.py)
+        self._conversation = Conversation(limits.max_items)
+        self._transcriber = Transcriber(
+            loopback, self.emit, limits.transcription_model, lambda: self._config.transcription
+        )
+        self._audio = InputAudio(self._conversation, self._transcriber, self, limits.max_audio_buffer_s)
+        self._response: Response | None = None
+        self._handlers = dict(
+            [
+                _route(SessionUpdateEvent, self._update),
+                _route(AppendAudioEvent, lambda event: self._audio.append(event.audio)),
+                _route(CommitAudioEvent, lambda _: self._audio.commit()),
+                _route(ClearAudioEvent, lambda _: self._audio.clear()),
+                _route(CreateItemEvent, self._create_item),
+                _route(DeleteItemEvent, self._delete_item),
+                _route(TruncateItemEvent, self._truncate_item),
+                _route(RetrieveItemEvent, self._retrieve_item),
+                _route(CreateResponseEvent, lambda event: self._create_response(event.response)),
+                _route(CancelResponseEvent, lambda event: self._cancel_response(event.response_id)),
+            ]
+        )
+        assert set(self._handlers) == set(CLIENT_EVENT_TYPES)
 
     async def start(self) -> None:
-        await self.emit({"type": "session.created", "session": self._session.describe()})
+        await self.emit({"type": "session.created", "session": self._config.describe()})
 
     async def close(self) -> None:
         """The client left: stop the running response (and its engine request) and transcriptions."""
         if self._response is not None:
             await self._response.cancel()
-        for task in self._transcribing.values():
-            task.cancel()
+        self._transcriber.cancel()
 
     async def emit(self, event: dict[str, Any]) -> None:
         if self._ga:
@@ -163,32 +168,9 @@ class RealtimeSession:
                 event = parse_client_event(payload)
             except InvalidParam as exc:
                 raise EventError(exc.message, code="invalid_value", param=exc.param) from None
-            await self._handle(event)
+            await self._handlers[event.type](event)
         except EventError as problem:
             await self.error(problem, event_id)
-
-    async def _handle(self, event: ClientEvent) -> None:
-        if isinstance(event, SessionUpdateEvent):
-            await self._update(event)
-        elif isinstance(event, AppendAudioEvent):
-            await self._append(event.audio)
-        elif isinstance(event, CommitAudioEvent):
-            await self._commit()
-        elif isinstance(event, ClearAudioEvent):
-            self._audio.clear()
-            await self.emit({"type": "input_audio_buffer.cleared"})
-        elif isinstance(event, CreateItemEvent):
-            await self._create_item(event.item, event.previous_item_id)
-        elif isinstance(event, DeleteItemEvent):
-            await self._delete_item(event.item_id)
-        elif isinstance(event, TruncateItemEvent):
-            await self._truncate(event)
-        elif isinstance(event, RetrieveItemEvent):
-            await self.emit({"type": "conversation.item.retrieved", "item": self._item(event.item_id)})
-        elif isinstance(event, CreateResponseEvent):
-            await self._create_response(event.response)
-        elif isinstance(event, CancelResponseEvent):
-            await self._cancel_response(event.response_id)
 
     async def _update(self, event: SessionUpdateEvent) -> None:
         update, given = event.session, event.session.model_fields_set
@@ -199,287 +181,65 @@ class RealtimeSession:
                 code="unsupported_tools",
                 param="session.tools",
             )
-        state = self._session
+        config = self._config
         if update.modalities is not None:
-            state.modalities = _modalities(update.modalities, "session.modalities")
+            config.modalities = _modalities(update.modalities, "session.modalities")
         if update.instructions is not None:
-            state.instructions = update.instructions
+            config.instructions = update.instructions
         if update.voice is not None:
-            state.voice = update.voice
+            config.voice = update.voice
         if update.speed is not None:
-            state.speed = update.speed
+            config.speed = update.speed
         if "temperature" in given:
-            state.temperature = update.temperature
+            config.temperature = update.temperature
         if "max_response_output_tokens" in given:
-            state.max_output_tokens = _token_cap(update.max_response_output_tokens)
+            config.max_output_tokens = _token_cap(update.max_response_output_tokens)
         if "input_audio_transcription" in given:
-            state.transcription = update.input_audio_transcription
-        if "turn_detection" in given and vad != state.turn_detection:
-            state.turn_detection = vad
-            # Detection starts afresh with the audio appended from now on.
-            self._detector = SpeechDetector(vad) if vad else None
-            self._turn_item = None
-            self._audio.clear()
-        await self.emit({"type": "session.updated", "session": state.describe()})
+            config.transcription = update.input_audio_transcription
+        if "turn_detection" in given and vad != config.turn_detection:
+            config.turn_detection = vad
+            self._audio.detect(vad)
+        await self.emit({"type": "session.updated", "session": config.describe()})
 
-    async def _append(self, audio: str) -> None:
-        chunk = _b64(audio, "audio")
-        if len(self._audio) + len(chunk) > self._limits.max_audio_buffer_s * _BYTES_PER_S:
-            raise EventError(
-                f"The input audio buffer would hold more than {self._limits.max_audio_buffer_s:g} s; "
-                "commit or clear it first.",
-                code="input_audio_buffer_full",
-                param="audio",
-            )
-        self._audio += chunk
-        if self._detector is not None:
-            for turn in self._detector.feed(chunk):
-                await self._turn(turn)
-            if not self._detector.speaking:
-                self._trim_to_padding()
-
-    def _trim_to_padding(self) -> None:
-        """Between turns only the last `prefix_padding_ms` is kept: the lead-in of the next turn."""
-        assert self._detector is not None
-        keep = self._detector.settings.prefix_padding_ms * _BYTES_PER_S // 1000
-        keep -= keep % 2
-        if len(self._audio) > keep:
-            dropped = len(self._audio) - keep
-            del self._audio[:dropped]
-
-    async def _turn(self, turn: Turn) -> None:
-        """A server-VAD edge: a start may interrupt the response being given; a stop commits the
-        buffer and, unless told not to, asks for a response."""
-        assert self._detector is not None
-        settings = self._detector.settings
-        if turn.edge == "start":
-            self._turn_item = new_id("item")
-            await self.emit(
-                {
-                    "type": "input_audio_buffer.speech_started",
-                    "audio_start_ms": turn.ms,
-                    "item_id": self._turn_item,
-                }
-            )
-            if settings.interrupt_response and self._response is not None and not self._response.done:
-                await self._response.cancel()
-            return
-        item_id, self._turn_item = self._turn_item or new_id("item"), None
-        await self.emit(
-            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": turn.ms, "item_id": item_id}
-        )
-        try:
-            await self._commit(item_id)
-        except EventError as problem:  # a turn too short to commit: reported, the session goes on
-            await self.error(problem, None)
-            return
-        if settings.create_response and (self._response is None or self._response.done):
-            await self._create_response(ResponseOptions())
-
-    async def _commit(self, item_id: str | None = None) -> None:
-        if len(self._audio) < _MIN_COMMIT_BYTES:
-            raise EventError(
-                f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
-                f"but buffer only has {len(self._audio) / _BYTES_PER_S * 1000:.2f}ms of audio.",
-                code="input_audio_buffer_commit_empty",
-            )
-        pcm, self._audio = bytes(self._audio), bytearray()
-        previous = self._items[-1]["id"] if self._items else None
-        item = self._add_item(
-            item_id or new_id("item"), "user", [{"type": "input_audio", "transcript": None}]
-        )
-        await self.emit(
-            {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item["id"]}
-        )
-        await self._announce(item, previous)
-        self._transcribe(item, 0, pcm)
-
-    async def _create_item(self, given: Item, previous_id: str | None) -> None:
-        if given.role != "user" and any(
-            p.type.startswith("input_") and p.type != "input_text" for p in given.content
-        ):
-            raise EventError(
-                "Only user messages may carry input audio.", code="invalid_value", param="item.content"
-            )
-        content: list[dict[str, Any]] = []
-        audio: list[tuple[int, bytes]] = []
-        for index, part in enumerate(given.content):
-            if part.type in ("input_text", "text"):
-                if part.text is None:
-                    raise EventError(
-                        "A text part needs `text`.",
-                        code="missing_required_parameter",
-                        param=f"item.content[{index}].text",
-                    )
-                content.append({"type": part.type, "text": part.text})
-            elif part.type == "input_audio":
-                if part.audio is None:
-                    if part.transcript is None:
-                        raise EventError(
-                            "An input_audio part needs `audio` (base64 pcm16, 24 kHz mono).",
-                            code="missing_required_parameter",
-                            param=f"item.content[{index}].audio",
-                        )
-                    content.append({"type": "input_audio", "transcript": part.transcript})
-                else:
-                    audio.append((index, _b64(part.audio, f"item.content[{index}].audio")))
-                    content.append({"type": "input_audio", "transcript": None})
-            else:
-                content.append({"type": "audio", "transcript": part.transcript or part.text or ""})
-        if given.id is not None and any(existing["id"] == given.id for existing in self._items):
-            raise EventError(
-                f"An item with id `{given.id}` already exists.", code="item_already_exists", param="item.id"
-            )
-        item = self._add_item(given.id or new_id("item"), given.role, content, after=previous_id)
-        await self._announce(item, self._previous_of(item))
+    async def _create_item(self, event: CreateItemEvent) -> None:
+        item, audio = message_of(event.item)
+        self._conversation.check_new(event.item.id)
+        previous = self._conversation.add(item, after=event.previous_item_id)
+        await self.emit(created_event(item, previous))
         for index, pcm in audio:
-            self._transcribe(item, index, pcm)
+            self._transcriber.start(item, index, pcm)
 
-    async def _delete_item(self, item_id: str) -> None:
-        self._items.remove(self._item(item_id))
-        self._spoken.pop(item_id, None)
-        await self.emit({"type": "conversation.item.deleted", "item_id": item_id})
+    async def _delete_item(self, event: DeleteItemEvent) -> None:
+        self._conversation.delete(event.item_id)
+        await self.emit({"type": "conversation.item.deleted", "item_id": event.item_id})
 
-    def _item(self, item_id: str) -> dict[str, Any]:
-        for item in self._items:
-            if item["id"] == item_id:
-                return item
-        raise EventError(f"Item with item_id not found: {item_id}", code="item_not_found", param="item_id")
-
-    async def _truncate(self, event: TruncateItemEvent) -> None:
-        """The user heard only `audio_end_ms` of an assistant's spoken answer (they interrupted
-        it): its transcript keeps what was heard, so the model is not told it said the rest."""
-        item = self._item(event.item_id)
-        content = item["content"]
-        if item["role"] != "assistant" or event.content_index >= len(content):
-            raise EventError(
-                "Only an assistant item's audio can be truncated.", code="invalid_value", param="item_id"
-            )
-        part = content[event.content_index]
-        if part["type"] != "audio":
-            raise EventError("The content part is not audio.", code="invalid_value", param="content_index")
-        spoken = self._spoken.get(item["id"], [])
-        length_ms = sum(segment.pcm_bytes for segment in spoken) * 1000 // _BYTES_PER_S
-        if event.audio_end_ms > length_ms:
-            raise EventError(
-                f"Audio content of {length_ms}ms is already shorter than {event.audio_end_ms}ms",
-                code="invalid_value",
-                param="audio_end_ms",
-            )
-        heard = _heard(spoken, event.audio_end_ms * _BYTES_PER_S // 1000)
-        self._spoken[item["id"]] = heard
-        part["transcript"] = " ".join(segment.text for segment in heard if segment.text)
+    async def _truncate_item(self, event: TruncateItemEvent) -> None:
+        self._conversation.truncate(event.item_id, event.content_index, event.audio_end_ms)
         await self.emit(
             {
                 "type": "conversation.item.truncated",
-                "item_id": item["id"],
+                "item_id": event.item_id,
                 "content_index": event.content_index,
                 "audio_end_ms": event.audio_end_ms,
             }
         )
 
-    def _add_item(
-        self, item_id: str, role: str, content: list[dict[str, Any]], *, after: str | None = None
-    ) -> dict[str, Any]:
-        if len(self._items) >= self._limits.max_items:
-            raise EventError(
-                f"The conversation holds {self._limits.max_items} items, the most allowed; "
-                "delete some first.",
-                code="conversation_full",
-            )
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": role,
-            "content": content,
-        }
-        if after is None:
-            self._items.append(item)
-        elif after == "root":
-            self._items.insert(0, item)
-        else:
-            positions = [i for i, existing in enumerate(self._items) if existing["id"] == after]
-            if not positions:
-                raise EventError(
-                    f"Item with item_id not found: {after}", code="item_not_found", param="previous_item_id"
-                )
-            self._items.insert(positions[0] + 1, item)
-        return item
-
-    def _previous_of(self, item: dict[str, Any]) -> str | None:
-        index = self._items.index(item)
-        return self._items[index - 1]["id"] if index > 0 else None
-
-    async def _announce(self, item: dict[str, Any], previous: str | None) -> None:
-        await self.emit({"type": "conversation.item.created", "previous_item_id": previous, "item": item})
-
-    def _transcribe(self, item: dict[str, Any], index: int, pcm: bytes) -> None:
-        """Transcribe in the background; a response created meanwhile waits for the transcript."""
-        key = f"{item['id']}:{index}"
-        self._transcribing[key] = asyncio.create_task(self._run_transcription(item, index, pcm))
-        self._transcribing[key].add_done_callback(lambda _: self._transcribing.pop(key, None))
-
-    async def _run_transcription(self, item: dict[str, Any], index: int, pcm: bytes) -> None:
-        options = self._session.transcription or {}
-        fields = {
-            "model": str(options.get("model") or self._limits.transcription_model),
-            "response_format": "json",
-        }
-        for name in ("language", "prompt"):
-            if isinstance(options.get(name), str):
-                fields[name] = options[name]
-        boundary = uuid.uuid4().hex
-        body = _multipart(boundary, fields, "audio.wav", wav_header(len(pcm)) + pcm)
-        try:
-            async with self._loopback.post(
-                "/v1/audio/transcriptions",
-                body,
-                asyncio.Event(),
-                content_type=f"multipart/form-data; boundary={boundary}",
-            ) as answer:
-                raw = await read_all(answer.chunks)
-            payload = orjson.loads(raw) if raw else {}
-            if answer.status != 200:
-                raise failure_of(payload, answer.status)
-            transcript = str(payload.get("text", "")).strip()
-        except EventError as problem:
-            item["content"][index]["transcript"] = ""
-            await self.emit(
-                {
-                    "type": "conversation.item.input_audio_transcription.failed",
-                    "item_id": item["id"],
-                    "content_index": index,
-                    "error": {
-                        "type": problem.kind,
-                        "code": problem.code,
-                        "message": problem.message,
-                        "param": problem.param,
-                    },
-                }
-            )
-            return
-        item["content"][index]["transcript"] = transcript
-        await self.emit(
-            {
-                "type": "conversation.item.input_audio_transcription.completed",
-                "item_id": item["id"],
-                "content_index": index,
-                "transcript": transcript,
-            }
-        )
+    async def _retrieve_item(self, event: RetrieveItemEvent) -> None:
+        item = self._conversation.get(event.item_id)
+        await self.emit({"type": "conversation.item.retrieved", "item": item.describe()})
 
     async def _create_response(self, options: ResponseOptions) -> None:
-        if self._response is not None and not self._response.done:
+        if (running := self._running()) is not None:
             raise EventError(
-                f"Conversation already has an active response in progress: {self._response.id}. "
+                f"Conversation already has an active response in progress: {running.id}. "
                 "Wait until the response is finished before creating a new one.",
                 code="conversation_already_has_active_response",
             )
-        state = self._session
+        config = self._config
         modalities = (
-            _modalities(options.modalities, "response.modalities") if options.modalities else state.modalities
+            _modalities(options.modalities, "response.modalities")
+            if options.modalities
+            else config.modalities
         )
         given = options.model_fields_set
         cap = (
@@ -487,75 +247,62 @@ class RealtimeSession:
         )
         plan = Plan(
             modalities=modalities,
-            instructions=options.instructions if options.instructions is not None else state.instructions,
-            voice=options.voice or state.voice,
-            speed=state.speed,
-            temperature=options.temperature if options.temperature is not None else state.temperature,
+            instructions=options.instructions if options.instructions is not None else config.instructions,
+            voice=options.voice or config.voice,
+            speed=config.speed,
+            temperature=options.temperature if options.temperature is not None else config.temperature,
             max_tokens=_token_cap(cap)
             if {"max_output_tokens", "max_response_output_tokens"} & given
-            else state.max_output_tokens,
+            else config.max_output_tokens,
         )
         self._response = Response(self, plan, self._limits)
         await self._response.start()
 
     async def _cancel_response(self, response_id: str | None) -> None:
-        running = self._response
-        if running is None or running.done or (response_id is not None and response_id != running.id):
+        running = self._running()
+        if running is None or (response_id is not None and response_id != running.id):
             raise EventError(
                 "Cancellation failed: no active response found.", code="response_cancel_not_active"
             )
         await running.cancel()
 
+    def _running(self) -> Response | None:
+        """The response being given, if one is."""
+        return self._response if self._response is not None and not self._response.done else None
+
+    # What the input audio's turns need of the session (input_audio.Speaker).
+    async def interrupt(self) -> None:
+        if (running := self._running()) is not None:
+            await running.cancel()
+
+    async def answer_turn(self) -> None:
+        if self._running() is None:
+            await self._create_response(ResponseOptions())
+
     # What a response needs of the session.
     async def wait_for_transcripts(self) -> None:
-        while self._transcribing:
-            await asyncio.gather(*self._transcribing.values(), return_exceptions=True)
+        await self._transcriber.wait()
 
     def messages(self, instructions: str) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": instructions}] if instructions else []
-        for item in self._items:
-            text = "".join(_text_of(part) for part in item["content"])
-            if text:
-                messages.append({"role": item["role"], "content": text})
-        return messages
+        return self._conversation.messages(instructions)
 
-    def remember(self, item: dict[str, Any], spoken: list[Spoken] | None = None) -> None:
-        self._items.append(item)
-        if spoken is not None:
-            self._spoken[item["id"]] = spoken
+    def remember(self, item: Message) -> None:
+        """A response's answer joins the conversation."""
+        self._conversation.remember(item)
 
     @property
     def model(self) -> str:
-        return self._session.model
+        return self._config.model
 
     @property
     def loopback(self) -> Loopback:
         return self._loopback
 
 
-def _heard(spoken: list[Spoken], pcm_bytes: int) -> list[Spoken]:
-    """The sentences within the first `pcm_bytes` of audio; the one cut mid-way keeps the words
-    its heard share of the audio covers (by characters, to the last whole word)."""
-    heard: list[Spoken] = []
-    left = pcm_bytes
-    for segment in spoken:
-        if left <= 0:
-            break
-        if segment.pcm_bytes <= left:
-            heard.append(segment)
-            left -= segment.pcm_bytes
-            continue
-        cut = segment.text[: len(segment.text) * left // segment.pcm_bytes]
-        words = cut.rsplit(" ", 1)[0] if " " in cut else ""
-        heard.append(Spoken(words.rstrip(), left))
-        break
-    return heard
-
-
-def _text_of(part: dict[str, Any]) -> str:
-    if part["type"] in ("input_text", "text"):
-        return str(part.get("text") or "")
-    return str(part.get("transcript") or "")
+def _route(kind: type[_Event], handler: Callable[[_Event], Awaitable[None]]) -> tuple[str, _Handler]:
+    """One row of the dispatch table: the event type `kind` parses, and its handler."""
+    (name,) = get_args(kind.model_fields["type"].annotation)
+    return name, handler
 
 
 def _modalities(given: Sequence[str], param: str) -> list[str]:
@@ -579,25 +326,3 @@ def _token_cap(value: int | str | None) -> int | None:
             param="max_response_output_tokens",
         )
     return value
-
-
-def _b64(data: str, param: str) -> bytes:
-    try:
-        decoded = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise EventError("The audio is not valid base64.", code="invalid_value", param=param) from None
-    if len(decoded) % 2:
-        raise EventError("pcm16 audio has an even number of bytes.", code="invalid_value", param=param)
-    return decoded
-
-
-def _multipart(boundary: str, fields: dict[str, str], filename: str, data: bytes) -> bytes:
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: audio/wav\r\n\r\n"
-    )
-    return b"".join(parts) + head.encode() + data + f"\r\n--{boundary}--\r\n".encode()

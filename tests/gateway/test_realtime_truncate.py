@@ -7,8 +7,8 @@ from typing import Any, cast
 
 import orjson
 
+from gateway.realtime.conversation import AudioPart, Message, Spoken
 from gateway.realtime.loopback import Loopback
-from gateway.realtime.response import Spoken
 from gateway.realtime.session import RealtimeLimits, RealtimeSession
 
 SECOND = 48_000  # pcm16 bytes of one second at 24 kHz
@@ -29,22 +29,18 @@ class Client:
         return self.events[-1]
 
 
-def answer(item_id: str, text: str) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "object": "realtime.item",
-        "type": "message",
-        "status": "completed",
-        "role": "assistant",
-        "content": [{"type": "audio", "transcript": text}],
-    }
+def answer(item_id: str, text: str, spoken: list[Spoken]) -> Message:
+    return Message(item_id, "assistant", [AudioPart(text, spoken)])
 
 
 async def test_truncate_keeps_what_was_heard() -> None:
     client = Client()
     client.session.remember(
-        answer("item_a", "Hello there. How are you today?"),
-        [Spoken("Hello there.", SECOND), Spoken("How are you today?", SECOND)],
+        answer(
+            "item_a",
+            "Hello there. How are you today?",
+            [Spoken("Hello there.", SECOND), Spoken("How are you today?", SECOND)],
+        )
     )
     event = {"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0}
     truncated = await client.send({**event, "audio_end_ms": 1500})

@@ -1,0 +1,123 @@
+"""A realtime session's input audio buffer: `input_audio_buffer.append` / `.commit` / `.clear`,
+and, with server VAD (`turn_detection: server_vad`, the detector in vad.py), the turns found in
+what is appended: each one's start may interrupt the answer being given, its end commits it and
+may ask for an answer."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from gateway.realtime import pcm
+from gateway.realtime.conversation import Conversation, InputAudioPart, Message, created_event
+from gateway.realtime.events import EventError, new_id
+from gateway.realtime.input_transcription import Transcriber
+from gateway.realtime.vad import SpeechDetector, Turn, VadSettings
+
+
+class Speaker(Protocol):
+    """What the input audio needs of its session."""
+
+    async def emit(self, event: dict[str, Any]) -> None: ...
+
+    async def error(self, problem: EventError, event_id: str | None) -> None: ...
+
+    async def interrupt(self) -> None:
+        """The user started speaking: stop the answer being given, if one is."""
+
+    async def answer_turn(self) -> None:
+        """The user's turn was committed: answer it, unless an answer is being given."""
+
+
+class InputAudio:
+    def __init__(
+        self, conversation: Conversation, transcriber: Transcriber, session: Speaker, max_s: float
+    ) -> None:
+        self._conversation = conversation
+        self._transcriber = transcriber
+        self._session = session
+        self._max_s = max_s  # the most audio held uncommitted, in seconds
+        self._buffer = bytearray()
+        # Server VAD: the detector, and the id the item of the turn in progress will have (sent
+        # with speech_started).
+        self._detector: SpeechDetector | None = None
+        self._turn_item: str | None = None
+
+    def detect(self, vad: VadSettings | None) -> None:
+        """Turn detection (none with `None`) starts afresh with the audio appended from now on."""
+        self._detector = SpeechDetector(vad) if vad else None
+        self._turn_item = None
+        self._buffer.clear()
+
+    async def append(self, audio: str) -> None:
+        chunk = pcm.decode(audio, "audio")
+        if len(self._buffer) + len(chunk) > self._max_s * pcm.BYTES_PER_S:
+            raise EventError(
+                f"The input audio buffer would hold more than {self._max_s:g} s; commit or clear it first.",
+                code="input_audio_buffer_full",
+                param="audio",
+            )
+        self._buffer += chunk
+        if self._detector is not None:
+            for turn in self._detector.feed(chunk):
+                await self._turn(turn)
+            if not self._detector.speaking:
+                self._trim_to_padding()
+
+    async def clear(self) -> None:
+        self._buffer.clear()
+        await self._session.emit({"type": "input_audio_buffer.cleared"})
+
+    async def commit(self, item_id: str | None = None) -> None:
+        """The buffer becomes a user item, transcribed in the background; the buffer is emptied."""
+        if len(self._buffer) < pcm.MIN_COMMIT_BYTES:
+            raise EventError(
+                f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+                f"but buffer only has {len(self._buffer) / pcm.BYTES_PER_S * 1000:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+            )
+        audio, self._buffer = bytes(self._buffer), bytearray()
+        item = Message(item_id or new_id("item"), "user", [InputAudioPart()])
+        previous = self._conversation.add(item)
+        await self._session.emit(
+            {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item.id}
+        )
+        await self._session.emit(created_event(item, previous))
+        self._transcriber.start(item, 0, audio)
+
+    def _trim_to_padding(self) -> None:
+        """Between turns only the last `prefix_padding_ms` is kept: the lead-in of the next turn."""
+        assert self._detector is not None
+        keep = pcm.bytes_of(self._detector.settings.prefix_padding_ms)
+        keep -= keep % 2
+        if len(self._buffer) > keep:
+            dropped = len(self._buffer) - keep
+            del self._buffer[:dropped]
+
+    async def _turn(self, turn: Turn) -> None:
+        """A server-VAD edge: a start may interrupt the response being given; a stop commits the
+        buffer and, unless told not to, asks for a response."""
+        assert self._detector is not None
+        settings = self._detector.settings
+        if turn.edge == "start":
+            self._turn_item = new_id("item")
+            await self._session.emit(
+                {
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": turn.ms,
+                    "item_id": self._turn_item,
+                }
+            )
+            if settings.interrupt_response:
+                await self._session.interrupt()
+            return
+        item_id, self._turn_item = self._turn_item or new_id("item"), None
+        await self._session.emit(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": turn.ms, "item_id": item_id}
+        )
+        try:
+            await self.commit(item_id)
+        except EventError as problem:  # a turn too short to commit: reported, the session goes on
+            await self._session.error(problem, None)
+            return
+        if settings.create_response:
+            await self._session.answer_turn()

@@ -1,0 +1,112 @@
+"""The transcription of a realtime session's input audio, by the gateway's own
+/v1/audio/transcriptions (through the loopback), in the background: a response created meanwhile
+waits for the transcripts it answers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from adapters.tts import wav_header
+from gateway.realtime.conversation import InputAudioPart, Message
+from gateway.realtime.events import Emit, EventError, failure_of
+from gateway.realtime.loopback import Loopback, read_all
+
+
+class Transcriber:
+    """Transcribes input audio parts; `options` is the session's `input_audio_transcription`."""
+
+    def __init__(
+        self,
+        loopback: Loopback,
+        emit: Emit,
+        model: str,
+        options: Callable[[], dict[str, Any] | None],
+    ) -> None:
+        self._loopback = loopback
+        self._emit = emit
+        self._model = model  # when the options name none
+        self._options = options
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, item: Message, index: int, pcm: bytes) -> None:
+        """Transcribe `pcm`, the audio of `item`'s part `index`, in the background."""
+        key = f"{item.id}:{index}"
+        self._running[key] = asyncio.create_task(self._run(item, index, pcm))
+        self._running[key].add_done_callback(lambda _: self._running.pop(key, None))
+
+    async def wait(self) -> None:
+        """Until no transcription runs."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    def cancel(self) -> None:
+        for task in self._running.values():
+            task.cancel()
+
+    async def _run(self, item: Message, index: int, pcm: bytes) -> None:
+        part = item.content[index]
+        assert isinstance(part, InputAudioPart)
+        try:
+            transcript = await self._transcribe(pcm)
+        except EventError as problem:
+            part.transcript = ""
+            await self._emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.failed",
+                    "item_id": item.id,
+                    "content_index": index,
+                    "error": {
+                        "type": problem.kind,
+                        "code": problem.code,
+                        "message": problem.message,
+                        "param": problem.param,
+                    },
+                }
+            )
+            return
+        part.transcript = transcript
+        await self._emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item.id,
+                "content_index": index,
+                "transcript": transcript,
+            }
+        )
+
+    async def _transcribe(self, pcm: bytes) -> str:
+        options = self._options() or {}
+        fields = {"model": str(options.get("model") or self._model), "response_format": "json"}
+        for name in ("language", "prompt"):
+            if isinstance(options.get(name), str):
+                fields[name] = options[name]
+        boundary = uuid.uuid4().hex
+        body = _multipart(boundary, fields, "audio.wav", wav_header(len(pcm)) + pcm)
+        async with self._loopback.post(
+            "/v1/audio/transcriptions",
+            body,
+            asyncio.Event(),
+            content_type=f"multipart/form-data; boundary={boundary}",
+        ) as answer:
+            raw = await read_all(answer.chunks)
+        payload = orjson.loads(raw) if raw else {}
+        if answer.status != 200:
+            raise failure_of(payload, answer.status)
+        return str(payload.get("text", "")).strip()
+
+
+def _multipart(boundary: str, fields: dict[str, str], filename: str, data: bytes) -> bytes:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    )
+    return b"".join(parts) + head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
