@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.validation import parse_object
 
-Modality = Literal["text", "audio"]
+RealtimeModality = Literal["text", "audio"]
 
 
 class _Lenient(BaseModel):
@@ -25,7 +25,7 @@ class _Lenient(BaseModel):
 class SessionUpdate(_Lenient):
     """What `session.update` may set; a field left out keeps its value."""
 
-    modalities: list[Modality] | None = Field(None, min_length=1)
+    modalities: list[RealtimeModality] | None = Field(None, min_length=1)
     instructions: str | None = None
     voice: str | None = Field(None, min_length=1, max_length=64)
     input_audio_format: Literal["pcm16"] | None = None
@@ -53,7 +53,7 @@ class Item(_Lenient):
 
 
 class ResponseOptions(_Lenient):
-    modalities: list[Modality] | None = Field(None, min_length=1)
+    modalities: list[RealtimeModality] | None = Field(None, min_length=1)
     instructions: str | None = None
     voice: str | None = Field(None, min_length=1, max_length=64)
     temperature: float | None = Field(None, ge=0, le=2)

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from gateway.realtime import pcm
 from gateway.realtime.conversation import Conversation, InputAudioPart, Message, created_event
 from gateway.realtime.events import EventError, new_id
-from gateway.realtime.input_transcription import Transcriber
+from gateway.realtime.input_transcription import InputTranscriber
 from gateway.realtime.vad import SpeechDetector, Turn, VadSettings
 
 
@@ -30,7 +30,7 @@ class Speaker(Protocol):
 
 class InputAudio:
     def __init__(
-        self, conversation: Conversation, transcriber: Transcriber, session: Speaker, max_s: float
+        self, conversation: Conversation, transcriber: InputTranscriber, session: Speaker, max_s: float
     ) -> None:
         self._conversation = conversation
         self._transcriber = transcriber

@@ -17,7 +17,7 @@ from gateway.realtime.events import Emit, EventError, failure_of
 from gateway.realtime.loopback import Loopback, read_all
 
 
-class Transcriber:
+class InputTranscriber:
     """Transcribes input audio parts; `options` is the session's `input_audio_transcription`."""
 
     def __init__(

@@ -39,7 +39,7 @@ from gateway.realtime import ga
 from gateway.realtime.conversation import Conversation, Message, created_event, message_of
 from gateway.realtime.events import Emit, EventError, new_id
 from gateway.realtime.input_audio import InputAudio
-from gateway.realtime.input_transcription import Transcriber
+from gateway.realtime.input_transcription import InputTranscriber
 from gateway.realtime.loopback import Loopback
 from gateway.realtime.response import Plan, Response
 from gateway.realtime.vad import VadSettings
@@ -101,7 +101,7 @@ class RealtimeSession:
         self._limits = limits
         self._ga = False  # the client speaks the GA shapes (gateway/realtime/ga.py)
         self._conversation = Conversation(limits.max_items)
-        self._transcriber = Transcriber(
+        self._transcriber = InputTranscriber(
             loopback, self.emit, limits.transcription_model, lambda: self._config.transcription
         )
         self._audio = InputAudio(self._conversation, self._transcriber, self, limits.max_audio_buffer_s)
