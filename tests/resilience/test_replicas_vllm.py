@@ -24,7 +24,7 @@ from engine.launcher import EngineConfig, split_cores
 from engine.supervisor import EngineSupervisor
 from gateway import Settings, create_app
 from tests.gateway.helpers import envelope, wait_for
-from tests.gateway.test_disconnect import engine_metric
+from tests.gateway.http.test_disconnect import engine_metric
 from tests.servers import ThreadedServer, free_port
 
 pytestmark = pytest.mark.engine

@@ -115,7 +115,7 @@ async def test_worker_processes_do_the_work_and_a_dead_one_is_replaced() -> None
     from gateway.media.service import MediaWorkerSpec, media_executor
     from tests.adapters.media import data_url, png
 
-    spec = MediaWorkerSpec(MediaLimits(), image_filter="tests.gateway.test_media_service:crash_on_red")
+    spec = MediaWorkerSpec(MediaLimits(), image_filter="tests.gateway.media.test_media_service:crash_on_red")
     fetcher = UrlFetcher(UrlPolicy([]), httpx.AsyncClient(), timeout_s=1, max_bytes=1)
     media = MediaService(
         spec.preprocessor(),

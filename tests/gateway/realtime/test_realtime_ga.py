@@ -1,5 +1,5 @@
 """The GA <-> beta translation of /v1/realtime events (no engine); the SDK's GA client against the
-real engine is in tests/gateway/test_realtime.py."""
+real engine is in tests/gateway/realtime/test_realtime.py."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.audio_samples import needs_espeak, spoken_sentence
 from tests.gateway.helpers import AdminClient
-from tests.gateway.test_disconnect import LONG, engine_metric, wait_until_idle
+from tests.gateway.http.test_disconnect import LONG, engine_metric, wait_until_idle
 
 pytestmark = pytest.mark.engine
 

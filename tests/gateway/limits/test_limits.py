@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows, wait_for
-from tests.gateway.test_disconnect import engine_metric, wait_until_idle
+from tests.gateway.http.test_disconnect import engine_metric, wait_until_idle
 from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.engine

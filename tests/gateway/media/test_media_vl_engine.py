@@ -32,7 +32,7 @@ from engine.launcher import EngineConfig, EngineProcess
 from engine.presets import VisionLanguagePreset, get_preset
 from gateway import Settings, create_app
 from tests.adapters.media import data_url, png, text_image
-from tests.gateway.test_media_engine import ask
+from tests.gateway.media.test_media_engine import ask
 from tests.servers import ThreadedServer, free_port, logged_engine
 
 pytestmark = [
@@ -40,7 +40,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract-ocr not installed"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VL = "tantra-vl"
 
 

@@ -26,7 +26,7 @@ TIMEOUT_S = 2.0
 @pytest.fixture(scope="module")
 def spare_engine(tiny_checkpoint: Path, model: str) -> Iterator[EngineProcess]:
     """An engine of this module's own, so freezing it never stalls the session's shared engine."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     with (root / ".cache" / "test-engine-frozen.log").open("w") as log:
 
         def sink(line: str) -> None:

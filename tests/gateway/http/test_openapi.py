@@ -73,7 +73,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(
         "--generation-deterministic",
         "--no-color",
     ]
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.gateway.schemathesis_hooks", "PYTHONPATH": str(root)}
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=900, check=False, env=env, cwd=tmp_path

@@ -1,5 +1,5 @@
 """`conversation.item.truncate` and `.retrieve` on a session (no engine: no model call is made);
-tests/gateway/test_realtime.py truncates a real spoken answer."""
+tests/gateway/realtime/test_realtime.py truncates a real spoken answer."""
 
 from __future__ import annotations
 

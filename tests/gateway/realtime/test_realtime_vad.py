@@ -1,5 +1,5 @@
 """Server VAD's energy detector and its settings (no engine): the session test with real speech
-is tests/gateway/test_realtime.py."""
+is tests/gateway/realtime/test_realtime.py."""
 
 from __future__ import annotations
 

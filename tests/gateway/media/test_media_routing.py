@@ -2,7 +2,7 @@
 routing (a model declared vision-capable gets the image, a text-only one gets OCR text), byte
 passthrough of plain requests, usage.tantra_media (streamed and not), the allow-list, and the
 4xx envelopes naming the part. The same routing against vLLM serving a real vision-language
-checkpoint is tests/gateway/test_media_vl_engine.py."""
+checkpoint is tests/gateway/media/test_media_vl_engine.py."""
 
 from __future__ import annotations
 
