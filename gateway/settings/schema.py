@@ -18,6 +18,7 @@ from gateway.settings.sections import (
     UpstreamConfig,
     cross_check,
 )
+from gateway.upstreams.factory import config_problems
 
 
 class Settings(BaseSettings):
@@ -368,9 +369,8 @@ class Settings(BaseSettings):
 
     def problems(self) -> list[str]:
         """What no single field shows, each named by its setting (the loader lists them all)."""
-        found = [
-            f"{name}: {message}" for name, message in cross_check(self.upstreams, self.models, self.routing)
-        ]
+        checks = [*cross_check(self.upstreams, self.models, self.routing), *config_problems(self.upstreams)]
+        found = [f"{name}: {message}" for name, message in checks]
         if self.admin_key_file is not None and not self.admin_key_file.is_file():
             found.append(f"admin_key_file (TANTRA_ADMIN_KEY_FILE): {self.admin_key_file} is not a file")
         return found

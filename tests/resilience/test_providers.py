@@ -16,6 +16,7 @@ from gateway.errors import UpstreamAuthFailed
 from gateway.observability.health import HealthMonitor
 from gateway.settings.load import ConfigError, load_settings
 from gateway.settings.sections import ModelRoute, UpstreamConfig
+from gateway.upstreams.interface import UpstreamSpec
 from gateway.upstreams.pool import UpstreamPool
 from gateway.upstreams.provider import ProviderUpstream
 from gateway.upstreams.timeouts import Deadline
@@ -170,7 +171,7 @@ async def test_a_reload_rebuilds_an_upstream_whose_kind_or_key_changed(
     monkeypatch.setenv(KEY_ENV, "sk-two")  # a rotated key is picked up by the next reload
     pool.reconfigure(urls, {"ext": external(api_key_env=KEY_ENV)}, {})
     rotated = pool.members["ext"]
-    assert rotated is not first and rotated.upstream.same_as("openai", "http://ext", "sk-two")
+    assert rotated is not first and rotated.upstream.same_as(UpstreamSpec("openai", "http://ext", "sk-two"))
     pool.reconfigure(urls, {"ext": UpstreamConfig.model_validate({"url": "http://ext"})}, {})
     assert pool.members["ext"].upstream.kind == "vllm"
     await client.aclose()
