@@ -40,6 +40,7 @@ from gateway.media.service import MediaService, WorkerSpec, media_executor
 from gateway.observability import (
     GatewayMetrics,
     HealthMonitor,
+    HealthPolicy,
     Profiler,
     RequestInstrumentation,
     Tracing,
@@ -51,6 +52,7 @@ from gateway.routes import (
     inference_router,
     models_router,
     operations_router,
+    profile_router,
     realtime_router,
     speech_router,
     transcription_router,
@@ -169,15 +171,11 @@ def create_app(
         max_upload_bytes=settings.audio_max_upload_bytes,
         live=live,
     )
-    health = HealthMonitor(
-        client,
-        settings.engine_urls(),
-        interval_s=settings.health_interval_s,
-        timeout_s=settings.health_timeout_s,
-        default_model=settings.routing.default_model,
+    health = HealthMonitor(  # its upstreams are the pool's, and follow its reconfigurations
+        pool,
+        lambda: _health_policy(live.current),
         dependencies=_dependencies(settings, database, redis),
         metrics=metrics,
-        deep=settings.health_deep,
     )
     reloader = ConfigReloader(
         live,
@@ -190,10 +188,6 @@ def create_app(
 
     def on_reload(old: Settings, new: Settings) -> None:
         apply_log_settings(new.log_format, new.log_level, new.log_prompts)
-        health.reconfigure(
-            new.engine_urls(), new.routing.default_model, new.health_interval_s, new.health_timeout_s
-        )
-        health.deep = new.health_deep
         pool.reconfigure(new.upstream_urls(), new.upstreams, new.models)
 
     live.subscribe(on_reload)
@@ -272,15 +266,13 @@ def create_app(
         operations_router(
             health=health,
             metrics=metrics,
-            engine_client=client,
-            upstreams=lambda: live.current.engine_urls(),
+            pool=pool,
             scrape_timeout_s=settings.connect_timeout_s,
-            profiler=Profiler() if settings.profiling_enabled else None,
-            admin_guard=require_admin,
-            upstream_states=pool.snapshot,
             draining=lambda: drain.draining,
         )
     )
+    if settings.profiling_enabled:
+        app.include_router(profile_router(Profiler(), require_admin))
     local_models: list[LocalModel] = [transcription, *([speech] if speech else [])]
     app.include_router(models_router(catalog, inference.authenticate, local_models))
     app.include_router(inference_router(inference))
@@ -312,6 +304,15 @@ def _realtime_limits(settings: Settings) -> RealtimeLimits:
 
 def _retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s)
+
+
+def _health_policy(settings: Settings) -> HealthPolicy:
+    return HealthPolicy(
+        interval_s=settings.health_interval_s,
+        timeout_s=settings.health_timeout_s,
+        default_model=settings.routing.default_model,
+        deep=settings.health_deep,
+    )
 
 
 def _timeouts(settings: Settings) -> Timeouts:

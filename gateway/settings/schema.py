@@ -358,15 +358,6 @@ class Settings(BaseSettings):
             return {name: str(upstream.url).rstrip("/") for name, upstream in self.upstreams.items()}
         return {"engine": str(self.engine_url).rstrip("/")}
 
-    def engine_urls(self) -> dict[str, str]:
-        """The vLLM servers among the upstreams: what readiness probes and /metrics/engines scrapes
-        (an external provider is probed by its breaker alone, and has no metrics of ours)."""
-        return {
-            name: url
-            for name, url in self.upstream_urls().items()
-            if name not in self.upstreams or self.upstreams[name].kind == "vllm"
-        }
-
     def problems(self) -> list[str]:
         """What no single field shows, each named by its setting (the loader lists them all)."""
         checks = [*cross_check(self.upstreams, self.models, self.routing), *config_problems(self.upstreams)]

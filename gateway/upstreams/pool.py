@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,8 @@ class PoolPolicy:
 
 
 class UpstreamPool:
-    """Every upstream by name, built from the settings' `upstreams` (or the one `engine_url`)."""
+    """Every upstream by name, built from the settings' `upstreams` (or the one `engine_url`): the
+    gateway's one registry of upstreams, which health checks and metrics federation read too."""
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class UpstreamPool:
         self.members: dict[str, Member] = {}
         self.routes: dict[str, ModelRoute] = {}
         self._probe_task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
         self.reconfigure(urls, configs, routes)
 
     def reconfigure(
@@ -104,6 +106,16 @@ class UpstreamPool:
             members[name] = member
         self.members = members
         self.routes = dict(routes)
+        for listener in self._listeners:
+            listener()
+
+    def on_reconfigure(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every reconfiguration (health checks probe new upstreams at once)."""
+        self._listeners.append(listener)
+
+    def upstreams(self) -> dict[str, Upstream]:
+        """Every upstream by name, as configured now."""
+        return {name: member.upstream for name, member in self.members.items()}
 
     def _breaker(self, name: str) -> CircuitBreaker:
         def changed(state: BreakerState) -> None:
