@@ -28,6 +28,7 @@ from gateway.routes import (
     inference_router,
     models_router,
     operations_router,
+    profile_router,
     realtime_router,
     speech_router,
     transcription_router,
@@ -89,15 +90,13 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         operations_router(
             health=parts.health,
             metrics=parts.metrics,
-            engine_client=parts.client,
-            upstreams=lambda: parts.live.current.engine_urls(),
+            pool=parts.pool,
             scrape_timeout_s=settings.connect_timeout_s,
-            profiler=parts.profiler,
-            admin_guard=require_admin,
-            upstream_states=parts.pool.snapshot,
             draining=lambda: parts.drain.draining,
         )
     )
+    if parts.profiler is not None:
+        app.include_router(profile_router(parts.profiler, require_admin))
     app.include_router(models_router(parts.catalog, authenticate, services.local_models))
     app.include_router(inference_router(services.inference))
     app.include_router(transcription_router(services.transcription))

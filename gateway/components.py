@@ -21,7 +21,7 @@ from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
 from gateway.limits.limiter import ScopeKind
 from gateway.media.service import MediaService
-from gateway.observability import GatewayMetrics, HealthMonitor, Profiler, Tracing
+from gateway.observability import GatewayMetrics, HealthMonitor, HealthPolicy, Profiler, Tracing
 from gateway.observability.logs import apply_log_settings
 from gateway.realtime.session import RealtimeLimits
 from gateway.routes.models import LocalModel
@@ -140,10 +140,6 @@ class Components:
         """A live reload: what the new settings change in running components."""
         apply_log_settings(new.log_format, new.log_level, new.log_prompts)
         self.policy.update(new.policy())
-        self.health.reconfigure(
-            new.engine_urls(), new.routing.default_model, new.health_interval_s, new.health_timeout_s
-        )
-        self.health.deep = new.health_deep
         self.pool.reconfigure(new.upstream_urls(), new.upstreams, new.models)
 
     def realtime_limits(self) -> RealtimeLimits:
@@ -208,7 +204,7 @@ def build(
         shared=shared,
         access=access,
         services=_services(settings, access, dispatcher, catalog),
-        health=_health(settings, client, shared, metrics),
+        health=_health(settings, live, pool, shared, metrics),
         reloader=ConfigReloader(
             live,
             Settings,
@@ -325,16 +321,26 @@ def _limiter(settings: Settings, redis: Redis, store: Store) -> RateLimiter:
 
 
 def _health(
-    settings: Settings, client: httpx.AsyncClient, shared: SharedState, metrics: GatewayMetrics
+    settings: Settings,
+    live: LiveConfig[Settings],
+    pool: UpstreamPool,
+    shared: SharedState,
+    metrics: GatewayMetrics,
 ) -> HealthMonitor:
+    """Its upstreams are the pool's, and follow its reconfigurations; its clocks follow reloads."""
     return HealthMonitor(
-        client,
-        settings.engine_urls(),
+        pool,
+        lambda: _health_policy(live.current),
+        dependencies=_dependencies(settings, shared.database, shared.redis),
+        metrics=metrics,
+    )
+
+
+def _health_policy(settings: Settings) -> HealthPolicy:
+    return HealthPolicy(
         interval_s=settings.health_interval_s,
         timeout_s=settings.health_timeout_s,
         default_model=settings.routing.default_model,
-        dependencies=_dependencies(settings, shared.database, shared.redis),
-        metrics=metrics,
         deep=settings.health_deep,
     )
 

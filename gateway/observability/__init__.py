@@ -5,7 +5,7 @@ Everything here is built by the app factory from the settings and handed to whoe
 nothing runs or registers on import.
 """
 
-from gateway.observability.health import HealthMonitor, HealthReport
+from gateway.observability.health import HealthMonitor, HealthPolicy, HealthReport
 from gateway.observability.instrument import RequestInstrumentation
 from gateway.observability.logs import bind_request, configure_logging, get_logger
 from gateway.observability.metrics import GatewayMetrics
@@ -16,6 +16,7 @@ from gateway.observability.tracing import Tracing, passthrough_traceparent
 __all__ = [
     "GatewayMetrics",
     "HealthMonitor",
+    "HealthPolicy",
     "HealthReport",
     "Profiler",
     "RequestInstrumentation",

@@ -1,16 +1,19 @@
 """The engines' own metrics (vllm:*), federated into the gateway's /metrics/engines.
 
-Each upstream's exposition is fetched when scraped (never on the request path) and every sample
-gains an `upstream` label, so one scrape of any gateway shows the whole fleet's engines and series
-from two engines stay apart.
+Each upstream's exposition is fetched (by the upstream itself) when scraped, never on the request
+path, and every sample gains an `upstream` label, so one scrape of any gateway shows the whole
+fleet's engines and series from two engines stay apart. Upstreams without metrics of their own
+(providers) are left out rather than shown down.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    from gateway.upstreams.interface import Upstream
 
 
 class Exposition:
@@ -58,19 +61,12 @@ def _with_label(line: str, name_end: int, label: str) -> str:
     return f"{line[:name_end]}{{{label}}}{line[name_end:]}"
 
 
-async def federate(client: httpx.AsyncClient, upstreams: Mapping[str, str], timeout_s: float) -> bytes:
-    """Every upstream's metrics in one exposition; an upstream that does not answer is marked down
-    with `tantra_engine_scrape_up 0` instead of failing the whole scrape."""
-
-    async def scrape(url: str) -> str | None:
-        try:
-            response = await client.get(url.rstrip("/") + "/metrics", timeout=timeout_s)
-        except httpx.HTTPError:
-            return None
-        return response.text if response.status_code == 200 else None
-
-    names = list(upstreams)
-    texts = await asyncio.gather(*(scrape(upstreams[name]) for name in names))
+async def federate(upstreams: Mapping[str, Upstream], timeout_s: float) -> bytes:
+    """Every metrics-serving upstream's metrics in one exposition; one that does not answer is
+    marked down with `tantra_engine_scrape_up 0` instead of failing the whole scrape."""
+    scraped = {name: upstream for name, upstream in upstreams.items() if upstream.capabilities.serves_metrics}
+    names = list(scraped)
+    texts = await asyncio.gather(*(scraped[name].scrape_metrics(timeout_s) for name in names))
     exposition = Exposition()
     lines = [
         "# HELP tantra_engine_scrape_up 1 when the upstream's own /metrics answered this scrape.",

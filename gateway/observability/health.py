@@ -1,10 +1,15 @@
 """Readiness that a hung engine cannot fool: each upstream must generate one token, in time.
 
-A background loop probes every `interval_s`: the engine's /health, then a one-token completion
-for the model it serves, each bounded by `timeout_s`. A dead engine fails the first, a frozen or
-wedged one (its HTTP server answering while its core does not) fails the second. /readyz only
-reads the cached verdict, so probes cost nothing however often they come, and a verdict older
-than `interval_s + timeout_s` is itself a failure (the loop is stuck).
+A background loop asks every `interval_s` each of the pool's upstreams that has a health endpoint
+(the local engines) for its deep check: its /health, then a one-token completion for the model it
+serves, together bounded by `timeout_s`. A dead engine fails the first, a frozen or wedged one (its
+HTTP server answering while its core does not) fails the second. /readyz only reads the cached
+verdict, so probes cost nothing however often they come, and a verdict older than
+`interval_s + timeout_s` is itself a failure (the loop is stuck).
+
+The upstreams are the pool's, read afresh each round: a live reload reconfigures the pool, and the
+monitor follows it (woken at once), dropping the verdicts about upstreams that were replaced. The
+checks' own settings (`HealthPolicy`) may be a function returning the live ones, read as needed.
 """
 
 from __future__ import annotations
@@ -15,15 +20,28 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from gateway.observability.metrics import GatewayMetrics
+from gateway.upstreams.interface import ProbeFailed
+
+if TYPE_CHECKING:
+    from gateway.upstreams.interface import Upstream
+    from gateway.upstreams.pool import UpstreamPool
 
 _log = logging.getLogger("tantra.health")
 
 Check = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """How upstreams are checked."""
+
+    interval_s: float
+    timeout_s: float  # for one upstream's whole deep check, and one dependency's check
+    default_model: str | None = None  # the model readiness requires; None: whatever they serve first
+    deep: bool = True  # generate one token: a wedged engine still answers /health
 
 
 @dataclass
@@ -61,38 +79,34 @@ class HealthReport:
 class HealthMonitor:
     """Probes upstreams and dependencies off the request path; answers readiness from memory.
 
-    `upstreams` maps a name to the engine's base URL; `models` maps a served model to the upstreams
-    that serve it (learned from each engine's /v1/models when not configured). `dependencies` are
-    named checks (the store, Redis under a fail-closed policy) that raise when unreachable.
+    The upstreams are the `pool`'s that have a health endpoint (a provider is left to its breaker:
+    a probe completion there would cost money). `policy` is fixed, or a function returning the live
+    one. `dependencies` are named checks (the store, Redis under a fail-closed policy) that raise
+    when unreachable.
     """
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
-        upstreams: Mapping[str, str],
+        pool: UpstreamPool,
+        policy: HealthPolicy | Callable[[], HealthPolicy],
         *,
-        interval_s: float,
-        timeout_s: float,
-        default_model: str | None = None,
         dependencies: Mapping[str, Check] | None = None,
         metrics: GatewayMetrics | None = None,
-        deep: bool = True,
     ) -> None:
-        self._client = client
-        self.upstreams = dict(upstreams)
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self.default_model = default_model
-        self.deep = deep
+        self._pool = pool
+        self._policy = policy
         self._dependencies = dict(dependencies or {})
         self._metrics = metrics
-        self.state: dict[str, UpstreamHealth] = {name: UpstreamHealth() for name in self.upstreams}
+        self.state: dict[str, UpstreamHealth] = {}
+        self._about: dict[str, Upstream] = {}  # the upstream each verdict in `state` is about
         self.dependency_state: dict[str, UpstreamHealth] = {
             name: UpstreamHealth() for name in self._dependencies
         }
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._first_round = asyncio.Event()
+        pool.on_reconfigure(self._wake.set)
+        self._follow_pool()
 
     def start(self) -> None:
         if self._task is None:
@@ -105,19 +119,30 @@ class HealthMonitor:
                 await self._task
             self._task = None
 
-    def reconfigure(
-        self, upstreams: Mapping[str, str], default_model: str | None, interval_s: float, timeout_s: float
-    ) -> None:
-        """A live reload: new upstreams start unhealthy until probed; the loop is woken at once."""
-        self.upstreams = dict(upstreams)
-        self.state = {name: self.state.get(name, UpstreamHealth()) for name in self.upstreams}
-        self.default_model = default_model
-        self.interval_s, self.timeout_s = interval_s, timeout_s
-        self._wake.set()
+    @property
+    def policy(self) -> HealthPolicy:
+        return self._policy if isinstance(self._policy, HealthPolicy) else self._policy()
+
+    def _follow_pool(self) -> dict[str, Upstream]:
+        """The pool's upstreams to probe now. An upstream the pool added or replaced starts
+        unhealthy until probed; verdicts about removed or replaced ones are dropped."""
+        upstreams = {
+            name: member.upstream
+            for name, member in self._pool.members.items()
+            if member.upstream.capabilities.has_health_endpoint
+        }
+        self.state = {
+            name: self.state[name] if self._about.get(name) is upstream else UpstreamHealth()
+            for name, upstream in upstreams.items()
+        }
+        self._about = upstreams
+        return upstreams
 
     def report(self) -> HealthReport:
+        self._follow_pool()
+        policy = self.policy
         now = time.monotonic()
-        stale_after = self.interval_s + self.timeout_s * 2 + 1.0
+        stale_after = policy.interval_s + policy.timeout_s * 2 + 1.0
         report = HealthReport(ready=True)
         serving = []
         for name, health in self.state.items():
@@ -130,12 +155,12 @@ class HealthMonitor:
                 "reason": None if ok else (health.reason if fresh else health.reason or "check is stale"),
                 "checked_s_ago": round(now - health.checked_at, 2) if health.checked_at > 0 else None,
             }
-            if ok and (self.default_model is None or health.model == self.default_model):
+            if ok and (policy.default_model is None or health.model == policy.default_model):
                 serving.append(name)
         # Readiness is about the local engines; a gateway fronting only providers has none to wait for.
         if self.state and not serving:
             report.ready = False
-            which = f"model {self.default_model!r}" if self.default_model else "the default model"
+            which = f"model {policy.default_model!r}" if policy.default_model else "the default model"
             report.problems.append(f"no healthy upstream serves {which}")
         for name, health in self.dependency_state.items():
             fresh = now - health.checked_at <= stale_after
@@ -149,7 +174,7 @@ class HealthMonitor:
     async def check_now(self) -> None:
         """One round of every probe, concurrently; each result lands in the cache as it comes."""
         await asyncio.gather(
-            *(self._probe_upstream(name, url) for name, url in list(self.upstreams.items())),
+            *(self._probe_upstream(name, upstream) for name, upstream in self._follow_pool().items()),
             *(self._probe_dependency(name, check) for name, check in self._dependencies.items()),
         )
 
@@ -158,7 +183,7 @@ class HealthMonitor:
         after startup gets a verdict rather than "not checked yet"."""
         if not self._first_round.is_set() and self._task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._first_round.wait(), timeout=self.timeout_s)
+                await asyncio.wait_for(self._first_round.wait(), timeout=self.policy.timeout_s)
 
     async def _loop(self) -> None:
         while True:
@@ -168,32 +193,29 @@ class HealthMonitor:
                 _log.exception("health check round failed")
             self._first_round.set()
             self._wake.clear()
+            # Not wait_for: on 3.11 it loses a cancellation that comes as the wake-up does (a pool
+            # reconfiguration right before shutdown), and close() would wait an interval or forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+                async with asyncio.timeout(self.policy.interval_s):
+                    await self._wake.wait()
 
-    async def _probe_upstream(self, name: str, url: str) -> None:
+    async def _probe_upstream(self, name: str, upstream: Upstream) -> None:
+        policy = self.policy
         started = time.monotonic()
         health = UpstreamHealth(checked_at=started)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                try:
-                    health.model = await self._generate_one_token(url)
-                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-                    # A pooled keep-alive connection the engine had just closed: once more, on a
-                    # fresh one, so that a race does not flap readiness. A hang is not retried.
-                    health.model = await self._generate_one_token(url)
+            async with asyncio.timeout(policy.timeout_s):
+                health.model = await upstream.deep_check(policy.default_model, generate=policy.deep)
             health.healthy = True
             health.reason = None
         except TimeoutError:
-            health.reason = f"no answer within {self.timeout_s:g}s (engine hung or overloaded)"
-        except httpx.HTTPError as exc:
-            health.reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except _ProbeFailed as exc:
+            health.reason = f"no answer within {policy.timeout_s:g}s (engine hung or overloaded)"
+        except ProbeFailed as exc:
             health.reason = str(exc)
         health.latency_s = time.monotonic() - started
         health.checked_at = time.monotonic()
         previous = self.state.get(name)
-        if name in self.upstreams:
+        if self._about.get(name) is upstream:  # not replaced by a reload while it was probed
             self.state[name] = health
         if previous is not None and previous.healthy != health.healthy and previous.checked_at > 0:
             if health.healthy:
@@ -204,43 +226,16 @@ class HealthMonitor:
             self._metrics.upstream_healthy.labels(name).set(1 if health.healthy else 0)
             self._metrics.health_check_duration.labels(name).observe(health.latency_s)
 
-    async def _generate_one_token(self, url: str) -> str:
-        base = url.rstrip("/")
-        response = await self._client.get(base + "/health")
-        if response.status_code != 200:
-            raise _ProbeFailed(f"/health answered {response.status_code}")
-        models = await self._client.get(base + "/v1/models")
-        data = models.json().get("data") if models.status_code == 200 else None
-        if not data:
-            raise _ProbeFailed("the engine lists no model")
-        ids = [str(card.get("id")) for card in data if isinstance(card, dict)]
-        model = self.default_model if self.default_model in ids else ids[0]
-        if not self.deep:
-            return model
-        answer = await self._client.post(
-            base + "/v1/completions",
-            json={"model": model, "prompt": "ok", "max_tokens": 1, "temperature": 0},
-            headers={"x-request-id": f"tantra-health-{time.monotonic_ns()}"},
-        )
-        if answer.status_code != 200:
-            raise _ProbeFailed(f"a one-token completion answered {answer.status_code}")
-        if not answer.json().get("choices"):
-            raise _ProbeFailed("a one-token completion came back without choices")
-        return model
-
     async def _probe_dependency(self, name: str, check: Check) -> None:
+        timeout_s = self.policy.timeout_s
         health = UpstreamHealth(checked_at=time.monotonic())
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 await check()
             health.healthy, health.reason = True, None
         except TimeoutError:
-            health.reason = f"no answer within {self.timeout_s:g}s"
+            health.reason = f"no answer within {timeout_s:g}s"
         except Exception as exc:
             health.reason = f"{type(exc).__name__}: {exc}"[:300]
         health.checked_at = time.monotonic()
         self.dependency_state[name] = health
-
-
-class _ProbeFailed(Exception):
-    pass

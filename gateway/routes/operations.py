@@ -4,10 +4,9 @@ Thin: each reads what the observability pieces it is handed already know."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import httpx
 import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -19,6 +18,7 @@ from gateway.observability.health import HealthMonitor
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.profiling import ProfileFormat, Profiler, ProfilerUnavailable
 from gateway.protocol import ErrorResponse
+from gateway.upstreams.pool import UpstreamPool
 
 Guard = Callable[[Request], Awaitable[None]]
 
@@ -46,20 +46,44 @@ _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 
 # Every collaborator by keyword: the router is the operations surface's one composition point.
-def operations_router(  # noqa: PLR0913
+def operations_router(
     *,
     health: HealthMonitor,
     metrics: GatewayMetrics,
-    engine_client: httpx.AsyncClient,
-    upstreams: Callable[[], Mapping[str, str]],
+    pool: UpstreamPool,
     scrape_timeout_s: float,
-    profiler: Profiler | None,
-    admin_guard: Guard,
-    upstream_states: Callable[[], dict[str, dict[str, Any]]] = dict,
     draining: Callable[[], bool] = lambda: False,
 ) -> APIRouter:
+    """The probes and metrics; `pool` is the live registry of upstreams (their breaker states, and
+    whom /metrics/engines scrapes)."""
     router = APIRouter(tags=["operations"])
+    _add_probes(router, health, pool, draining)
 
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics of this gateway replica",
+        response_class=Response,
+        responses={200: {"content": _TEXT, "description": "Prometheus text exposition format."}},
+    )
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @router.get(
+        "/metrics/engines",
+        summary="The engines' own vLLM metrics, each sample labelled with its upstream",
+        response_class=Response,
+        responses={200: {"content": _TEXT, "description": "Prometheus text exposition format."}},
+    )
+    async def engine_metrics() -> Response:
+        body = await federate(pool.upstreams(), scrape_timeout_s)
+        return Response(body, media_type=metrics.content_type)
+
+    return router
+
+
+def _add_probes(
+    router: APIRouter, health: HealthMonitor, pool: UpstreamPool, draining: Callable[[], bool]
+) -> None:
     @router.get("/livez", summary="Liveness: the gateway process answers", response_model=Liveness)
     async def livez() -> dict[str, str]:
         return {"status": "ok"}
@@ -93,56 +117,40 @@ def operations_router(  # noqa: PLR0913
         "`half_open` (one trial request); outstanding is the requests this gateway has in flight there.",
     )
     async def upstream_health() -> dict[str, Any]:
-        return {"upstreams": upstream_states(), "draining": draining()}
+        return {"upstreams": pool.snapshot(), "draining": draining()}
+
+
+def profile_router(profiler: Profiler, admin_guard: Guard) -> APIRouter:
+    """/debug/profile, behind the admin key (only when profiling is enabled)."""
+    router = APIRouter(tags=["operations"])
 
     @router.get(
-        "/metrics",
-        summary="Prometheus metrics of this gateway replica",
+        "/debug/profile",
+        summary="Profile the running gateway with py-spy (admin key; TANTRA_PROFILING_ENABLED)",
         response_class=Response,
-        responses={200: {"content": _TEXT, "description": "Prometheus text exposition format."}},
-    )
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
-
-    @router.get(
-        "/metrics/engines",
-        summary="The engines' own vLLM metrics, each sample labelled with its upstream",
-        response_class=Response,
-        responses={200: {"content": _TEXT, "description": "Prometheus text exposition format."}},
-    )
-    async def engine_metrics() -> Response:
-        body = await federate(engine_client, upstreams(), scrape_timeout_s)
-        return Response(body, media_type=metrics.content_type)
-
-    if profiler is not None:
-
-        @router.get(
-            "/debug/profile",
-            summary="Profile the running gateway with py-spy (admin key; TANTRA_PROFILING_ENABLED)",
-            response_class=Response,
-            responses={
-                200: {
-                    "description": "The profile: speedscope JSON, flamegraph SVG or raw folded stacks.",
-                    "content": {
-                        "application/json": {},
-                        "image/svg+xml": {"schema": {"type": "string"}},
-                        "text/plain": {"schema": {"type": "string"}},
-                    },
+        responses={
+            200: {
+                "description": "The profile: speedscope JSON, flamegraph SVG or raw folded stacks.",
+                "content": {
+                    "application/json": {},
+                    "image/svg+xml": {"schema": {"type": "string"}},
+                    "text/plain": {"schema": {"type": "string"}},
                 },
-                401: {"model": ErrorResponse, "description": "Missing or wrong admin key."},
-                503: {"model": ErrorResponse, "description": "py-spy is missing, busy or failed."},
             },
-        )
-        async def profile(
-            request: Request,
-            seconds: Annotated[float, Query(ge=1, le=60, description="How long to sample.")] = 5,
-            format: Annotated[ProfileFormat, Query(description="Output format.")] = "speedscope",
-        ) -> Response:
-            await admin_guard(request)
-            try:
-                data = await profiler.record(seconds, format)
-            except ProfilerUnavailable as exc:
-                raise APIError(str(exc), status=503, code="profiler_unavailable") from None
-            return Response(data, media_type=profiler.media_type(format))
+            401: {"model": ErrorResponse, "description": "Missing or wrong admin key."},
+            503: {"model": ErrorResponse, "description": "py-spy is missing, busy or failed."},
+        },
+    )
+    async def profile(
+        request: Request,
+        seconds: Annotated[float, Query(ge=1, le=60, description="How long to sample.")] = 5,
+        format: Annotated[ProfileFormat, Query(description="Output format.")] = "speedscope",
+    ) -> Response:
+        await admin_guard(request)
+        try:
+            data = await profiler.record(seconds, format)
+        except ProfilerUnavailable as exc:
+            raise APIError(str(exc), status=503, code="profiler_unavailable") from None
+        return Response(data, media_type=profiler.media_type(format))
 
     return router

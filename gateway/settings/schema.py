@@ -19,6 +19,7 @@ from gateway.settings.sections import (
     UpstreamConfig,
     cross_check,
 )
+from gateway.upstreams.factory import config_problems
 
 
 class Settings(BaseSettings):
@@ -358,15 +359,6 @@ class Settings(BaseSettings):
             return {name: str(upstream.url).rstrip("/") for name, upstream in self.upstreams.items()}
         return {"engine": str(self.engine_url).rstrip("/")}
 
-    def engine_urls(self) -> dict[str, str]:
-        """The vLLM servers among the upstreams: what readiness probes and /metrics/engines scrapes
-        (an external provider is probed by its breaker alone, and has no metrics of ours)."""
-        return {
-            name: url
-            for name, url in self.upstream_urls().items()
-            if name not in self.upstreams or self.upstreams[name].kind == "vllm"
-        }
-
     def policy(self) -> Policy:
         """What the request path reads of these settings (it never sees Settings itself)."""
         return Policy(
@@ -381,9 +373,8 @@ class Settings(BaseSettings):
 
     def problems(self) -> list[str]:
         """What no single field shows, each named by its setting (the loader lists them all)."""
-        found = [
-            f"{name}: {message}" for name, message in cross_check(self.upstreams, self.models, self.routing)
-        ]
+        checks = [*cross_check(self.upstreams, self.models, self.routing), *config_problems(self.upstreams)]
+        found = [f"{name}: {message}" for name, message in checks]
         if self.admin_key_file is not None and not self.admin_key_file.is_file():
             found.append(f"admin_key_file (TANTRA_ADMIN_KEY_FILE): {self.admin_key_file} is not a file")
         return found

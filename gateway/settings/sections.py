@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 T = TypeVar("T")
 
@@ -40,20 +40,14 @@ class UpstreamConfig(BaseModel):
     api_key_env: str | None = Field(
         None,
         description="Name of the environment variable holding the key sent to an `openai` upstream "
-        "(the key itself never goes in the file); read when the configuration is (re)loaded.",
+        "(the key itself never goes in the file); read when the configuration is (re)loaded. Which "
+        "kinds take one is the upstream classes' business (gateway.upstreams.factory).",
     )
     max_outstanding: Annotated[int, Field(ge=0)] | None = Field(
         None,
         description="Requests this upstream may have in flight from this gateway; past it, others are "
         "chosen, and when all are full the gateway sheds with 503. Unset: TANTRA_UPSTREAM_MAX_OUTSTANDING.",
     )
-
-    @model_validator(mode="after")
-    def _key_for_providers_only(self) -> UpstreamConfig:
-        if self.api_key_env is not None and self.kind != "openai":
-            # The gateway's probes and scrapes of a vLLM server send no key.
-            raise ValueError("api_key_env is for `kind: openai` upstreams")
-        return self
 
     def api_key(self) -> str | None:
         """The key from the environment variable `api_key_env` names; None when unset or empty."""

@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from gateway.errors import APIError, EngineTimeout, EngineUnavailable
 from gateway.observability.metrics import GatewayMetrics
-from gateway.upstreams.engine import read_body
+from gateway.upstreams.http_api import read_body
 from gateway.upstreams.pool import Member, UpstreamPool
 from gateway.upstreams.retry import BackoffWait, RetryBudget, UpstreamFailed
 from gateway.upstreams.timeouts import Deadline, Timeouts

@@ -18,6 +18,7 @@ import orjson
 if TYPE_CHECKING:
     from gateway.observability.metrics import GatewayMetrics
     from gateway.upstreams.dispatch import Attempt, Dispatcher, Target
+    from gateway.upstreams.pool import Member
     from gateway.upstreams.timeouts import Deadline
 
 CHAT = "/v1/chat/completions"
@@ -180,10 +181,13 @@ class Failover:
     ) -> None:
         self.transcript = transcript
         self._dispatcher = dispatcher
-        # Only a vLLM server takes the continuation (`continue_final_message` is vLLM's): a provider
-        # in the chain would refuse it, so a stream that broke there ends with an error event.
+        # Only an upstream that continues streams takes the continuation (`continue_final_message`
+        # is vLLM's): a provider in the chain would refuse it, so a stream that broke there ends
+        # with an error event.
         self._plan = [
-            dataclasses.replace(target, members=[m for m in target.members if m.upstream.kind == "vllm"])
+            dataclasses.replace(
+                target, members=[m for m in target.members if m.upstream.capabilities.continues_streams]
+            )
             for target in plan
         ]
         self._headers = headers
@@ -209,9 +213,7 @@ class Failover:
         # is close to what was generated; the larger of the two undercounts the least.
         already = transcript.events
         text = transcript.text
-        counter = next(
-            (m for m in failed.target.members if m is not failed.member and m.breaker.allows()), None
-        )
+        counter = next((m for m in failed.target.members if _can_count(m, failed.member)), None)
         if text and counter is not None:
             wait_s = max(0.1, self._deadline.cap(failed.target.timeouts.ttft_s))
             counted = await counter.upstream.count_tokens(failed.target.served, text, timeout_s=wait_s)
@@ -234,3 +236,11 @@ class Failover:
         """Complete events of the continuation, as the first stream would have sent them."""
         out = (self.transcript.rewrite(event + b"\n\n", self._already) for event in events.split(b"\n\n"))
         return b"".join(event for event in out if event and event != b"\n\n")
+
+
+def _can_count(member: Member, failed: Member) -> bool:
+    """Whether `member` may re-tokenize the text for the failover (a tokenizer, its breaker letting
+    traffic through)."""
+    if member is failed or not member.upstream.capabilities.counts_tokens:
+        return False
+    return member.breaker.allows()

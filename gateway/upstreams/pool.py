@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,8 @@ from gateway.errors import EngineUnavailable, Overloaded
 from gateway.observability.metrics import GatewayMetrics
 from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker
-from gateway.upstreams.engine import EngineUpstream
-from gateway.upstreams.provider import make_upstream
+from gateway.upstreams.factory import make_upstream
+from gateway.upstreams.interface import Upstream, UpstreamSpec
 
 _log = logging.getLogger("tantra.upstreams")
 
@@ -41,7 +41,7 @@ class Member:
     """One upstream in the pool, with what routing needs to know about it right now."""
 
     name: str
-    upstream: EngineUpstream
+    upstream: Upstream
     breaker: CircuitBreaker
     max_outstanding: int = 0
     outstanding: int = 0
@@ -69,7 +69,8 @@ class PoolPolicy:
 
 
 class UpstreamPool:
-    """Every upstream by name, built from the settings' `upstreams` (or the one `engine_url`)."""
+    """Every upstream by name, built from the settings' `upstreams` (or the one `engine_url`): the
+    gateway's one registry of upstreams, which health checks and metrics federation read too."""
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class UpstreamPool:
         self.members: dict[str, Member] = {}
         self.routes: dict[str, ModelRoute] = {}
         self._probe_task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
         self.reconfigure(urls, configs, routes)
 
     def reconfigure(
@@ -94,17 +96,26 @@ class UpstreamPool:
         """A live reload: known upstreams keep their breaker and counts, new ones start closed."""
         members: dict[str, Member] = {}
         for name, url in urls.items():
-            config = configs.get(name)
-            limit = config.max_outstanding if config and config.max_outstanding is not None else None
-            kind = config.kind if config else "vllm"
-            key = config.api_key() if config else None  # read now: a reload picks up a rotated key
+            config = configs.get(name) or UpstreamConfig.model_validate({"url": url})  # the defaults
+            spec = UpstreamSpec(config.kind, url.rstrip("/"), config.api_key())  # a rotated key too
             member = self.members.get(name)
-            if member is None or not member.upstream.same_as(kind, url, key):
-                member = Member(name, make_upstream(kind, url, self._client, key), self._breaker(name))
+            if member is None or not member.upstream.same_as(spec):
+                member = Member(name, make_upstream(spec, self._client), self._breaker(name))
+            limit = config.max_outstanding
             member.max_outstanding = self._policy.max_outstanding if limit is None else limit
             members[name] = member
         self.members = members
         self.routes = dict(routes)
+        for listener in self._listeners:
+            listener()
+
+    def on_reconfigure(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every reconfiguration (health checks probe new upstreams at once)."""
+        self._listeners.append(listener)
+
+    def upstreams(self) -> dict[str, Upstream]:
+        """Every upstream by name, as configured now."""
+        return {name: member.upstream for name, member in self.members.items()}
 
     def _breaker(self, name: str) -> CircuitBreaker:
         def changed(state: BreakerState) -> None:
@@ -134,7 +145,7 @@ class UpstreamPool:
         route = self.routes.get(model)
         if route is not None and route.upstreams:
             return [self.members[name] for name in route.upstreams if name in self.members]
-        engines = [member for member in self.members.values() if member.upstream.kind == "vllm"]
+        engines = [member for member in self.members.values() if member.upstream.capabilities.joins_catalogue]
         serving = [member for member in engines if model in member.served]
         return serving or engines
 
@@ -142,18 +153,17 @@ class UpstreamPool:
         """Every model the upstreams serve (asked concurrently), and the configured ones. An
         upstream that does not answer now (down, or too busy streaming to list in time) counts with
         its last answer: its models stay known, and reach its breaker (503), not a 404. Raises
-        EngineUnavailable when nothing is known. Providers are not asked: only the models
-        configured for them are listed."""
-        members = [member for member in self.members.values() if member.upstream.kind == "vllm"]
+        EngineUnavailable when nothing is known. Upstreams that do not join the catalogue (providers)
+        are not asked: only the models configured for them are listed."""
+        members = [member for member in self.members.values() if member.upstream.capabilities.joins_catalogue]
         answers = await asyncio.gather(
-            *(member.upstream.get_json("/v1/models", timeout_s) for member in members), return_exceptions=True
+            *(member.upstream.list_models(timeout_s) for member in members), return_exceptions=True
         )
         cards: dict[str, dict[str, Any]] = {}
         for member, answer in zip(members, answers, strict=True):
             if not isinstance(answer, BaseException):
-                data = [card for card in answer.get("data", []) if isinstance(card, dict) and "id" in card]
-                member.served = frozenset(str(card["id"]) for card in data)
-                member.cards = tuple(data)
+                member.served = frozenset(str(card["id"]) for card in answer)
+                member.cards = tuple(answer)
             for card in member.cards:
                 cards.setdefault(str(card["id"]), card)
         if not cards and all(isinstance(answer, BaseException) for answer in answers) and not self.routes:

@@ -9,36 +9,75 @@ refused (a 502 `upstream_auth_failed`), a failure of this upstream rather than t
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, ClassVar
+
 import httpx
 import orjson
 
 from gateway.errors import APIError, UpstreamAuthFailed
-from gateway.upstreams.engine import EngineUpstream
+from gateway.upstreams.http_api import HttpApi, engine_error, probe_failure, served_model
+from gateway.upstreams.interface import Capabilities, UpstreamSpec
+
+# Nothing beyond OpenAI's API: no continuation, tokenizer, metrics or /health of its own.
+PROVIDER = Capabilities(uses_api_key=True)
 
 
-class ProviderUpstream(EngineUpstream):
-    kind = "openai"
-    _health_path = "/v1/models"
+class ProviderUpstream:
+    """A provider or proxy reached with the gateway's key (the spec's `api_key`)."""
 
-    def __init__(self, base_url: str, client: httpx.AsyncClient, api_key: str | None) -> None:
-        super().__init__(base_url, client)
-        self._api_key = api_key
-        if api_key:
-            self._auth = {"authorization": f"Bearer {api_key}"}
+    capabilities: ClassVar[Capabilities] = PROVIDER
 
-    def _key(self) -> str | None:
-        return self._api_key
+    def __init__(self, spec: UpstreamSpec, client: httpx.AsyncClient) -> None:
+        auth = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+        self._api = HttpApi(spec.base_url, client, auth=auth, error=provider_error)
+        self._spec = dataclasses.replace(spec, base_url=self._api.base_url)
+
+    @property
+    def kind(self) -> str:
+        return self._spec.kind
+
+    @property
+    def base_url(self) -> str:
+        return self._api.base_url
+
+    def same_as(self, spec: UpstreamSpec) -> bool:
+        """Equal specs, key included: a rotated key rebuilds the upstream."""
+        return dataclasses.replace(spec, base_url=spec.base_url.rstrip("/")) == self._spec
+
+    async def open(
+        self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
+    ) -> httpx.Response:
+        return await self._api.open(path, body, headers, connect_timeout_s=connect_timeout_s)
+
+    async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
+        return await self._api.models(timeout_s)
+
+    async def is_healthy(self, timeout_s: float) -> bool:
+        return await self._api.answers("/v1/models", timeout_s)
+
+    async def deep_check(self, model: str | None, *, generate: bool) -> str:
+        """Its model list only, whatever `generate` says: a probe completion would cost money."""
+        try:
+            return served_model(await self._api.get("/v1/models"), model)
+        except httpx.HTTPError as exc:
+            raise probe_failure(exc) from exc
 
     async def count_tokens(self, model: str, text: str, timeout_s: float) -> int | None:
         return None  # no tokenizer endpoint: failover counts the streamed events instead
 
-    def _error(self, status: int, raw: bytes, *, prompt_param: str = "prompt") -> APIError:
-        if status in (401, 403) or _error_type(raw) in _KEY_REFUSED_TYPES:
-            return UpstreamAuthFailed(
-                f"The upstream provider refused the gateway's credentials (status {status}); "
-                "the gateway's operator must fix its key."
-            )
-        return super()._error(status, raw, prompt_param=prompt_param)
+    async def scrape_metrics(self, timeout_s: float) -> str | None:
+        return None  # its metrics are not the gateway's to federate
+
+
+def provider_error(status: int, raw: bytes, *, prompt_param: str = "prompt") -> APIError:
+    """A refused key is the operator's problem (502); anything else reads as an engine's error."""
+    if status in (401, 403) or _error_type(raw) in _KEY_REFUSED_TYPES:
+        return UpstreamAuthFailed(
+            f"The upstream provider refused the gateway's credentials (status {status}); "
+            "the gateway's operator must fix its key."
+        )
+    return engine_error(status, raw, prompt_param=prompt_param)
 
 
 # Error types that mean the gateway's key was refused whatever the status: a LiteLLM proxy without a
@@ -54,12 +93,3 @@ def _error_type(raw: bytes) -> str | None:
     error = body.get("error") if isinstance(body, dict) else None
     kind = error.get("type") if isinstance(error, dict) else None
     return kind if isinstance(kind, str) else None
-
-
-def make_upstream(
-    kind: str, base_url: str, client: httpx.AsyncClient, api_key: str | None = None
-) -> EngineUpstream:
-    """The upstream a configuration entry describes."""
-    if kind == "openai":
-        return ProviderUpstream(base_url, client, api_key)
-    return EngineUpstream(base_url, client)

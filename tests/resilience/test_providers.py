@@ -13,9 +13,11 @@ import pytest
 
 from gateway import Settings
 from gateway.errors import UpstreamAuthFailed
-from gateway.observability.health import HealthMonitor
+from gateway.observability.health import HealthMonitor, HealthPolicy
 from gateway.settings.load import ConfigError, load_settings
 from gateway.settings.sections import ModelRoute, UpstreamConfig
+from gateway.upstreams.factory import capabilities_of
+from gateway.upstreams.interface import UpstreamSpec
 from gateway.upstreams.pool import UpstreamPool
 from gateway.upstreams.provider import ProviderUpstream
 from gateway.upstreams.timeouts import Deadline
@@ -70,7 +72,8 @@ def test_the_key_comes_from_the_named_variable_and_a_missing_one_is_a_config_pro
     assert settings.upstreams["ext"].api_key() == "sk-provider"
     assert "sk-provider" not in settings.model_dump_json()  # only the variable's name is config
     # Readiness probes and /metrics/engines scrapes are for the vLLM servers only.
-    assert settings.engine_urls() == {"local": "http://engine:8001"}
+    can = {name: capabilities_of(upstream.kind) for name, upstream in settings.upstreams.items()}
+    assert {name for name, c in can.items() if c.has_health_endpoint and c.serves_metrics} == {"local"}
     assert set(settings.upstream_urls()) == {"local", "ext"}
 
     with pytest.raises(ConfigError) as caught:
@@ -170,19 +173,21 @@ async def test_a_reload_rebuilds_an_upstream_whose_kind_or_key_changed(
     monkeypatch.setenv(KEY_ENV, "sk-two")  # a rotated key is picked up by the next reload
     pool.reconfigure(urls, {"ext": external(api_key_env=KEY_ENV)}, {})
     rotated = pool.members["ext"]
-    assert rotated is not first and rotated.upstream.same_as("openai", "http://ext", "sk-two")
+    assert rotated is not first and rotated.upstream.same_as(UpstreamSpec("openai", "http://ext", "sk-two"))
     pool.reconfigure(urls, {"ext": UpstreamConfig.model_validate({"url": "http://ext"})}, {})
     assert pool.members["ext"].upstream.kind == "vllm"
     await client.aclose()
 
 
 async def test_readiness_is_about_local_engines_only() -> None:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(500)))
-    async with client:
-        providers_only = HealthMonitor(client, {}, interval_s=1, timeout_s=1)
+    pool, client = make_pool({"ext": lambda request: httpx.Response(500)})
+    pool.reconfigure({"ext": "http://ext"}, {"ext": external()}, {})  # a provider only
+    engine_pool, engine_client = make_pool({"local": lambda request: httpx.Response(500)})
+    async with client, engine_client:
+        providers_only = HealthMonitor(pool, HealthPolicy(interval_s=1, timeout_s=1))
         await providers_only.check_now()
         assert providers_only.report().ready
-        with_engine = HealthMonitor(client, {"local": "http://local"}, interval_s=1, timeout_s=1)
+        with_engine = HealthMonitor(engine_pool, HealthPolicy(interval_s=1, timeout_s=1))
         await with_engine.check_now()
         assert not with_engine.report().ready
 

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gateway.observability import GatewayMetrics, HealthMonitor
+from gateway.observability import GatewayMetrics, HealthMonitor, HealthPolicy
+from gateway.upstreams.pool import PoolPolicy, UpstreamPool
 from tests.servers import free_port
 
 pytestmark = pytest.mark.engine
@@ -23,6 +24,12 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+def pool_of(client: httpx.AsyncClient, url: str) -> UpstreamPool:
+    """The one vLLM server `engine` at `url`: what health checks probe."""
+    policy = PoolPolicy(breaker_failures=3, breaker_open_s=5, max_outstanding=0)
+    return UpstreamPool(client, {"engine": url}, {}, {}, policy)
+
+
 async def test_a_healthy_engine_generates_a_token(
     client: httpx.AsyncClient, engine_url: str, model: str
 ) -> None:
@@ -32,11 +39,8 @@ async def test_a_healthy_engine_generates_a_token(
         return None
 
     monitor = HealthMonitor(
-        client,
-        {"engine": engine_url},
-        interval_s=INTERVAL_S,
-        timeout_s=30,
-        default_model=model,
+        pool_of(client, engine_url),
+        HealthPolicy(interval_s=INTERVAL_S, timeout_s=30, default_model=model),
         dependencies={"store": store_ok},
         metrics=metrics,
     )
@@ -53,7 +57,7 @@ async def test_dead_engine_or_store_is_not_ready(client: httpx.AsyncClient, engi
     async def store_down() -> None:
         raise ConnectionRefusedError("the database refused the connection")
 
-    dead = HealthMonitor(client, {"engine": f"http://127.0.0.1:{free_port()}"}, interval_s=1, timeout_s=2)
+    dead = HealthMonitor(pool_of(client, f"http://127.0.0.1:{free_port()}"), HealthPolicy(1, 2))
     await dead.check_now()
     report = dead.report()
     assert not report.ready
@@ -61,7 +65,7 @@ async def test_dead_engine_or_store_is_not_ready(client: httpx.AsyncClient, engi
     assert report.problems == ["no healthy upstream serves the default model"]
 
     no_store = HealthMonitor(
-        client, {"engine": engine_url}, interval_s=1, timeout_s=30, dependencies={"store": store_down}
+        pool_of(client, engine_url), HealthPolicy(1, 30), dependencies={"store": store_down}
     )
     await no_store.check_now()
     report = no_store.report()

@@ -1,9 +1,14 @@
-"""One vLLM engine reached over HTTP: the transport, and the engine's errors in OpenAI's terms."""
+"""OpenAI's HTTP API on an upstream, as both kinds of upstream speak it: the transport, and errors.
+
+`HttpApi` is the shared helper the upstream classes are composed of (one pooled client for every
+request the gateway relays); the functions turn an engine's answers into what a client should see.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -18,52 +23,39 @@ from gateway.errors import (
     NotFound,
     UpstreamError,
 )
+from gateway.upstreams.interface import ProbeFailed
 
 
-def retry_after_seconds(headers: Any) -> float | None:
-    """Retry-After (seconds, or OpenAI's retry-after-ms) of an upstream's answer; dates are ignored."""
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) / scale)
-            except ValueError:
-                continue
-    return None
+class ErrorMap(Protocol):
+    """How an upstream's error answer becomes the APIError a client sees."""
+
+    def __call__(self, status: int, raw: bytes, *, prompt_param: str = "prompt") -> APIError: ...
 
 
-# vLLM words an over-long prompt several ways across versions; all mean the same to a client.
-_CONTEXT_LENGTH = re.compile(
-    r"maximum context length|max_model_len|maximum model length|context length|"
-    r"longer than the maximum|prompt is too long|exceeds the model",
-    re.IGNORECASE,
-)
+class HttpApi:
+    """One upstream's base URL on the gateway's pooled client, with the headers every call carries
+    (a provider's key) and the upstream's way of reading its error answers."""
 
-
-class EngineUpstream:
-    """A vLLM OpenAI server. The pooled client is shared by every request the gateway relays."""
-
-    kind = "vllm"
-
-    def __init__(self, base_url: str, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        client: httpx.AsyncClient,
+        *,
+        auth: Mapping[str, str] | None = None,
+        error: ErrorMap | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = client
-        self._auth: dict[str, str] = {}  # headers every call carries (a provider's key)
-
-    def same_as(self, kind: str, base_url: str, api_key: str | None) -> bool:
-        """Whether this upstream is the one a (reloaded) configuration describes."""
-        return (kind, base_url.rstrip("/"), api_key) == (self.kind, self.base_url, self._key())
-
-    def _key(self) -> str | None:
-        return None
+        self._auth = dict(auth or {})
+        self._error: ErrorMap = error or engine_error
 
     async def open(
         self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
     ) -> httpx.Response:
-        """Send a request and return the engine's 200 response with its body still unread.
+        """Send a request and return the upstream's 200 response with its body still unread.
 
         Any other status is raised as the APIError a client should see (its `retry_after_s` taken
-        from the engine's Retry-After); the caller owns the returned response and must close it.
+        from the upstream's Retry-After); the caller owns the returned response and must close it.
         """
         timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
         if connect_timeout_s is not None:
@@ -91,20 +83,30 @@ class EngineUpstream:
             raise error
         return response
 
-    async def count_tokens(self, model: str, text: str, timeout_s: float) -> int | None:
-        """How many tokens `text` is to the engine's tokenizer (vLLM's /tokenize), or None."""
+    async def get(self, path: str, timeout_s: float | None = None) -> httpx.Response:
+        """A whole GET answer; transport failures stay httpx's (probes report them by name)."""
+        timeout = timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT
+        return await self._client.get(self.base_url + path, headers=self._auth, timeout=timeout)
+
+    async def post(
+        self, path: str, payload: dict[str, Any], *, timeout_s: float | None = None, headers: dict[str, str]
+    ) -> httpx.Response:
+        """A whole POST answer of a JSON payload; transport failures stay httpx's."""
+        timeout = timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT
+        return await self._client.post(
+            self.base_url + path, json=payload, headers={**headers, **self._auth}, timeout=timeout
+        )
+
+    async def answers(self, path: str, timeout_s: float) -> bool:
+        """Whether a GET of `path` answers 200 in time: a breaker's probe."""
         try:
-            response = await self._client.post(
-                self.base_url + "/tokenize",
-                json={"model": model, "prompt": text, "add_special_tokens": False},
-                timeout=timeout_s,
-            )
-            count = response.json().get("count") if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None
-        return count if isinstance(count, int) else None
+            response = await self.get(path, timeout_s)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
 
     async def get_json(self, path: str, timeout_s: float | None = None) -> Any:
+        """A GET's JSON body; failures and other statuses raised as APIErrors."""
         request = self._client.build_request(
             "GET",
             self.base_url + path,
@@ -117,20 +119,9 @@ class EngineUpstream:
             raise self._error(response.status_code, raw)
         return orjson.loads(raw)
 
-    # What the breaker's probe asks: vLLM's /health (a provider has none; see ProviderUpstream).
-    _health_path = "/health"
-
-    async def is_healthy(self, timeout_s: float) -> bool:
-        try:
-            response = await self._client.get(
-                self.base_url + self._health_path, headers=self._auth, timeout=timeout_s
-            )
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
-
-    def _error(self, status: int, raw: bytes, *, prompt_param: str = "prompt") -> APIError:
-        return engine_error(status, raw, prompt_param=prompt_param)
+    async def models(self, timeout_s: float) -> list[dict[str, Any]]:
+        """The /v1/models cards that name a model; APIError when the upstream cannot say."""
+        return model_cards(await self.get_json("/v1/models", timeout_s))
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -148,6 +139,41 @@ _JSON = {"content-type": "application/json", "accept-encoding": "identity"}
 _PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt"}
 
 
+def model_cards(answer: Any) -> list[dict[str, Any]]:
+    """The cards of a /v1/models answer that name a model; whatever else it holds is ignored."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    return [card for card in data or [] if isinstance(card, dict) and "id" in card]
+
+
+def served_model(response: httpx.Response, preferred: str | None) -> str:
+    """From a /v1/models answer: `preferred` when listed, else the first model; ProbeFailed when none."""
+    try:
+        cards = model_cards(response.json()) if response.status_code == 200 else []
+    except ValueError:
+        cards = []
+    if not cards:
+        raise ProbeFailed("the engine lists no model")
+    ids = [str(card["id"]) for card in cards]
+    return preferred if preferred in ids else ids[0]
+
+
+def probe_failure(exc: httpx.HTTPError) -> ProbeFailed:
+    """A transport failure as readiness reports it: the error's name, and its words when it has any."""
+    return ProbeFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Retry-After (seconds, or OpenAI's retry-after-ms) of an upstream's answer; dates are ignored."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                continue
+    return None
+
+
 async def read_body(response: httpx.Response) -> bytes:
     try:
         return await response.aread()
@@ -157,6 +183,14 @@ async def read_body(response: httpx.Response) -> bytes:
         raise EngineUnavailable("The engine broke off its answer.") from exc
     finally:
         await response.aclose()
+
+
+# vLLM words an over-long prompt several ways across versions; all mean the same to a client.
+_CONTEXT_LENGTH = re.compile(
+    r"maximum context length|max_model_len|maximum model length|context length|"
+    r"longer than the maximum|prompt is too long|exceeds the model",
+    re.IGNORECASE,
+)
 
 
 def engine_error(status: int, raw: bytes, *, prompt_param: str = "prompt") -> APIError:

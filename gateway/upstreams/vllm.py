@@ -1,0 +1,111 @@
+"""A vLLM OpenAI server as an upstream: everything the Upstream interface offers, over HTTP.
+
+Beyond OpenAI's API it has /health, /tokenize and /metrics, and takes the continuation requests
+failover sends (`continue_final_message`): its capabilities say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, ClassVar
+
+import httpx
+
+from gateway.upstreams.http_api import HttpApi, probe_failure, served_model
+from gateway.upstreams.interface import Capabilities, ProbeFailed, UpstreamSpec
+
+VLLM = Capabilities(
+    continues_streams=True,
+    counts_tokens=True,
+    serves_metrics=True,
+    has_health_endpoint=True,
+    joins_catalogue=True,
+)
+
+# A keep-alive connection the engine had just closed: the deep check asks once more, on a fresh one.
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class VllmUpstream:
+    """A vLLM server. The pooled client is shared by every request the gateway relays."""
+
+    capabilities: ClassVar[Capabilities] = VLLM
+
+    def __init__(self, spec: UpstreamSpec, client: httpx.AsyncClient) -> None:
+        self._api = HttpApi(spec.base_url, client)  # no key: vLLM's probes and scrapes send none
+        self._spec = dataclasses.replace(spec, base_url=self._api.base_url)
+
+    @property
+    def kind(self) -> str:
+        return self._spec.kind
+
+    @property
+    def base_url(self) -> str:
+        return self._api.base_url
+
+    def same_as(self, spec: UpstreamSpec) -> bool:
+        return dataclasses.replace(spec, base_url=spec.base_url.rstrip("/")) == self._spec
+
+    async def open(
+        self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
+    ) -> httpx.Response:
+        return await self._api.open(path, body, headers, connect_timeout_s=connect_timeout_s)
+
+    async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
+        return await self._api.models(timeout_s)
+
+    async def is_healthy(self, timeout_s: float) -> bool:
+        return await self._api.answers("/health", timeout_s)
+
+    async def deep_check(self, model: str | None, *, generate: bool) -> str:
+        """/health, then its model list, then (when `generate`) a one-token completion: a dead
+        engine fails the first, a wedged one (HTTP answering, its core not) the last."""
+        try:
+            try:
+                return await self._check(model, generate)
+            except _STALE_CONNECTION:
+                # Once more, so that a race with the engine closing it does not flap readiness; a
+                # hang is not retried (the caller's clock ends it).
+                return await self._check(model, generate)
+        except httpx.HTTPError as exc:
+            raise probe_failure(exc) from exc
+
+    async def _check(self, model: str | None, generate: bool) -> str:
+        health = await self._api.get("/health")
+        if health.status_code != 200:
+            raise ProbeFailed(f"/health answered {health.status_code}")
+        served = served_model(await self._api.get("/v1/models"), model)
+        if not generate:
+            return served
+        answer = await self._api.post(
+            "/v1/completions",
+            {"model": served, "prompt": "ok", "max_tokens": 1, "temperature": 0},
+            headers={"x-request-id": f"tantra-health-{time.monotonic_ns()}"},
+        )
+        if answer.status_code != 200:
+            raise ProbeFailed(f"a one-token completion answered {answer.status_code}")
+        try:
+            choices = answer.json().get("choices")
+        except (ValueError, AttributeError):
+            choices = None
+        if not choices:
+            raise ProbeFailed("a one-token completion came back without choices")
+        return served
+
+    async def count_tokens(self, model: str, text: str, timeout_s: float) -> int | None:
+        """vLLM's /tokenize count of `text`, or None."""
+        payload = {"model": model, "prompt": text, "add_special_tokens": False}
+        try:
+            response = await self._api.post("/tokenize", payload, timeout_s=timeout_s, headers={})
+            count = response.json().get("count") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return count if isinstance(count, int) else None
+
+    async def scrape_metrics(self, timeout_s: float) -> str | None:
+        try:
+            response = await self._api.get("/metrics", timeout_s)
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None
