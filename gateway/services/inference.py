@@ -3,6 +3,7 @@ the client's own bytes to an upstream and its answer back."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from starlette.responses import Response
@@ -14,12 +15,11 @@ from gateway.media.service import MediaService, Prepared, with_media_usage
 from gateway.observability import bind_request, passthrough_traceparent
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
-from gateway.services.forwarding import affinity_key, asking_for_usage, usage_of
+from gateway.services.forwarding import asking_for_usage, usage_of
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
-from gateway.upstreams.failover import Failover, Transcript, can_continue
-from gateway.upstreams.timeouts import Deadline
+from gateway.upstreams.stream import UpstreamRequest
 
 
 class InferenceService:
@@ -90,56 +90,43 @@ class InferenceService:
         parsed: SamplingParams,
         media: Prepared | None,
     ) -> Response:
-        headers = self._upstream_headers(ticket)
-        plan = self._dispatcher.plan(ticket.tab.model)
-        deadline = Deadline(plan[0].timeouts.total_s)
-        affinity = affinity_key(path, payload, ticket.policy.affinity_prefix_chars)
-        if parsed.stream:
-            wants_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-            forwarded = body if wants_usage else asking_for_usage(body, parsed.stream_options)
-            attempt = await unless_disconnected(
-                ticket.request.receive,
-                self._dispatcher.open_stream(path, forwarded, headers, plan, deadline, affinity=affinity),
-            )
-            _chose(ticket, attempt.member.name)
-            failover = None
-            if ticket.policy.failover_enabled and can_continue(path, payload):
-                failover = Failover(
-                    Transcript(path, payload),
-                    self._dispatcher,
-                    plan=plan,
-                    headers=headers,
-                    deadline=deadline,
-                    affinity=affinity,
-                    limit=ticket.policy.failover_max,
-                    metrics=self._dispatcher.metrics,
-                )
-            usage = StreamUsage(
-                forward_usage=wants_usage,
-                transcript=failover.transcript if failover else None,
-                extra={"tantra_media": media.usage} if media is not None else None,
-            )
-            ticket.defer()
-            return SSERelay(
-                attempt,
-                headers=ticket.limit_headers,
-                usage=usage,
-                on_close=lambda outcome: ticket.settle(
-                    outcome, usage=usage.usage, completion_tokens=usage.completion_tokens
-                ),
-                inter_token_s=attempt.target.timeouts.inter_token_s,
-                deadline=deadline,
-                failover=failover,
-            )
-        answer, member = await unless_disconnected(
-            ticket.request.receive,
-            self._dispatcher.complete(path, body, headers, plan, deadline, affinity=affinity),
+        policy = ticket.policy
+        request = UpstreamRequest(
+            path,
+            body,
+            payload,
+            ticket.tab.model,
+            self._upstream_headers(ticket),
+            affinity_chars=policy.affinity_prefix_chars,
+            failover_max=policy.failover_max if policy.failover_enabled else 0,
         )
-        _chose(ticket, member.name)
-        ticket.settle(Outcome.COMPLETED, usage=usage_of(answer))
-        if media is not None:
-            answer = with_media_usage(answer, media.usage)
-        return Response(answer, media_type="application/json", headers=ticket.limit_headers)
+        receive = ticket.request.receive
+        if not parsed.stream:
+            answer, upstream = await unless_disconnected(receive, self._dispatcher.answer(request))
+            _chose(ticket, upstream)
+            ticket.settle(Outcome.COMPLETED, usage=usage_of(answer))
+            if media is not None:
+                answer = with_media_usage(answer, media.usage)
+            return Response(answer, media_type="application/json", headers=ticket.limit_headers)
+        wants_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+        if not wants_usage:
+            request = dataclasses.replace(request, body=asking_for_usage(body, parsed.stream_options))
+        stream = await unless_disconnected(receive, self._dispatcher.stream(request))
+        _chose(ticket, stream.upstream)
+        usage = StreamUsage(
+            forward_usage=wants_usage,
+            observe=stream.observe,
+            extra={"tantra_media": media.usage} if media is not None else None,
+        )
+        ticket.defer()
+        return SSERelay(
+            stream,
+            usage=usage,
+            headers=ticket.limit_headers,
+            on_close=lambda outcome: ticket.settle(
+                outcome, usage=usage.usage, completion_tokens=usage.completion_tokens
+            ),
+        )
 
     @staticmethod
     def _upstream_headers(ticket: Ticket) -> dict[str, str]:

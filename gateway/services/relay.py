@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import anyio
-import httpx
 import orjson
 from starlette.types import Send
 
 from gateway.admission.outcome import Outcome
-from gateway.errors import APIError, EngineTimeout, EngineUnavailable, sse_error_event
-from gateway.http.sse import DONE, EVENT_END, SSE_HEADERS
+from gateway.http.sse import EVENT_END, SSE_HEADERS
 from gateway.http.streaming import RawStream, send_chunk
-from gateway.upstreams.dispatch import Attempt
-from gateway.upstreams.failover import Failover, Transcript
-from gateway.upstreams.timeouts import Deadline
+from gateway.upstreams.stream import UpstreamStream
 
 # An engine event longer than this without its end is passed on unread rather than held.
 _MAX_HELD_BYTES = 1 << 20
@@ -38,7 +32,7 @@ class StreamUsage:
         self,
         *,
         forward_usage: bool,
-        transcript: Transcript | None = None,
+        observe: Callable[[dict[str, Any]], None] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.forward_usage = forward_usage
@@ -47,7 +41,8 @@ class StreamUsage:
         self.usage: dict[str, Any] | None = None
         self.completion_tokens = 0
         self.done = False
-        self.transcript = transcript
+        # Who else reads each parsed event (a failover's transcript): one parse serves both.
+        self._observe = observe
         self._held = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -87,8 +82,8 @@ class StreamUsage:
             body = orjson.loads(event[6:])
         except orjson.JSONDecodeError:
             return _SAME
-        if self.transcript is not None:
-            self.transcript.see(body)
+        if self._observe is not None:
+            self._observe(body)
         choices = body.get("choices")
         usage = body.get("usage")
         if isinstance(usage, dict):
@@ -116,152 +111,53 @@ def _carries_token(choice: Any) -> bool:
 class SSERelay(RawStream):
     """An ASGI response that passes the engine's SSE bytes through unchanged.
 
-    Events are not re-serialised: the engine already speaks OpenAI's SSE (`data: {...}`,
-    usage chunk, `data: [DONE]`); they are forwarded whole, read on the way for usage. When
-    the client disconnects, the relay stops and closes the engine connection at once, which
-    makes vLLM abort the request instead of generating tokens nobody reads. A stream that breaks
-    (the connection torn, no token within `inter_token_s`, the request's deadline passed, no
-    `[DONE]`) is continued on another replica by `failover` when it can, and otherwise ends with
-    an error event and `[DONE]`. `on_close` is told how the stream ended.
+    Events are not re-serialised: the engine already speaks OpenAI's SSE (`data: {...}`, usage
+    chunk, `data: [DONE]`); they are forwarded whole, read on the way for usage. The relay only
+    pumps bytes, watches the client and feeds usage: when the client disconnects it stops, and the
+    upstream connection is closed at once, which makes vLLM abort the request. What breaks on the
+    upstream side (stalls, torn connections, continuing elsewhere) is the `UpstreamStream`'s to
+    handle. `on_close` is told how the stream ended.
     """
 
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        attempt: Attempt,
+        stream: UpstreamStream,
         *,
+        usage: StreamUsage,
         headers: Mapping[str, str] | None = None,
-        usage: StreamUsage | None = None,
         on_close: Callable[[Outcome], None] | None = None,
-        inter_token_s: float = 600.0,
-        deadline: Deadline | None = None,
-        failover: Failover | None = None,
     ) -> None:
         super().__init__(SSE_HEADERS, headers, on_close)
-        self._attempt = attempt
-        self._usage = usage or StreamUsage(forward_usage=True)
-        self._gap_s = inter_token_s
-        self._deadline = deadline
-        self._failover = failover
-        self._last = time.monotonic()
-        self._scope: anyio.CancelScope | None = None
-        self._stalled: APIError | None = None
-
-    def companions(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], ...]:
-        return (self._watchdog,)
+        self._stream = stream
+        self._usage = usage
 
     async def finish(self) -> None:
-        await self._attempt.close()
+        await self._stream.close()
 
     async def pump(self, send: Send) -> Outcome:
-        failure = await self._pump(send, rewrite=None)
-        while failure is not None:
-            self._usage.rest()  # a torn event is dropped: the continuation says it again
-            resumed = await self._resume(failure)
-            if isinstance(resumed, tuple):
-                tail, outcome = resumed
-                await send_chunk(send, tail, more=False)
-                return outcome
-            failure = await self._pump(send, rewrite=resumed)
-        await send_chunk(send, self._usage.rest(), more=False)
-        return Outcome.COMPLETED
+        end = await self._stream.run(_ClientSink(self._usage, send))
+        tail = end.tail if end.tail is not None else self._usage.rest()
+        await send_chunk(send, tail, more=False)
+        return Outcome.COMPLETED if end.completed else Outcome.FAILED
 
-    async def _pump(self, send: Send, rewrite: Failover | None) -> APIError | None:
-        """Relay the current attempt to its end; the reason it broke, or None when it finished."""
-        attempt, usage = self._attempt, self._usage
-        self._stalled = None
-        self._last = time.monotonic()
-        failure: APIError | None = None
-        with anyio.CancelScope() as scope:  # the watchdog cancels it when the upstream stalls
-            self._scope = scope
-            try:
-                if rewrite is None:  # the hot path: the engine's bytes, as they come
-                    events = usage.feed(attempt.first)
-                    if events:
-                        await send_chunk(send, events)
-                    async for chunk in attempt.chunks:
-                        self._last = time.monotonic()
-                        events = usage.feed(chunk)
-                        if events:
-                            await send_chunk(send, events)
-                else:
-                    await self._pump_rewritten(send, rewrite)
-            except httpx.TimeoutException:
-                failure = EngineTimeout("The engine stopped sending tokens in time.")
-            except httpx.HTTPError:
-                failure = EngineUnavailable("The engine failed in the middle of the stream.")
-            finally:
-                self._scope = None
-        if usage.done:
-            return None  # whatever broke after [DONE] broke nothing the client needed
-        return (
-            self._stalled
-            or failure
-            or EngineUnavailable("The engine ended the stream before it was complete.")
-        )
 
-    async def _pump_rewritten(self, send: Send, failover: Failover) -> None:
-        attempt, usage = self._attempt, self._usage
-        pending = b""
+class _ClientSink:
+    """The upstream stream's bytes, read for usage, on their way to the client."""
 
-        async def chunks() -> AsyncIterator[bytes]:
-            yield attempt.first
-            async for chunk in attempt.chunks:
-                yield chunk
+    def __init__(self, usage: StreamUsage, send: Send) -> None:
+        self._usage = usage
+        self._send = send
 
-        async for chunk in chunks():
-            self._last = time.monotonic()
-            data = pending + chunk
-            end = data.rfind(EVENT_END)
-            if end < 0:
-                pending = data
-                continue
-            pending = data[end + 2 :]
-            out = failover.rewrite(data[: end + 2])
-            events = usage.feed(out) if out else b""
-            if events:
-                await send_chunk(send, events)
+    @property
+    def done(self) -> bool:
+        return self._usage.done
 
-    async def _resume(self, failure: APIError) -> Failover | tuple[bytes, Outcome]:
-        """Another replica's continuation of the stream, or the bytes that end it."""
-        self._last = float("inf")  # the dispatcher's own clocks bound the failover
-        failed = self._attempt
-        await failed.close(failed=failure.message)
-        if self._failover is not None and self._failover.transcript.finished:
-            return DONE, Outcome.COMPLETED  # the answer was whole; only its usage event and [DONE] were lost
-        if self._failover is not None and self._failover.possible(self._usage.done):
-            try:
-                resumed = await self._failover.resume(failed)
-            except APIError as exc:
-                failure = exc
-            else:
-                if isinstance(resumed, bytes):
-                    return resumed + DONE, Outcome.COMPLETED
-                self._attempt = resumed
-                return self._failover
-        return sse_error_event(failure) + DONE, Outcome.FAILED
+    async def feed(self, chunk: bytes) -> None:
+        events = self._usage.feed(chunk)
+        if events:
+            await send_chunk(self._send, events)
 
-    async def _watchdog(self) -> None:
-        """Cancels the current pump when no token came within the gap, or the deadline passed:
-        one sleeping task per stream, woken about once per gap, rather than a timer per chunk."""
-        while True:
-            now = time.monotonic()
-            due = self._last + self._gap_s
-            if self._deadline is not None:
-                due = min(due, self._deadline.at)
-            if now >= due and self._scope is None:
-                await anyio.sleep(self._gap_s)  # between attempts: the dispatcher's clocks rule
-                continue
-            if now >= due and self._scope is not None:
-                past_deadline = self._deadline is not None and now >= self._deadline.at
-                self._stalled = EngineTimeout(
-                    "The request took longer than its time limit."
-                    if past_deadline
-                    else f"The engine sent no token for {self._gap_s:g}s."
-                )
-                self._scope.cancel()
-                self._last = float("inf") if past_deadline else now
-                if past_deadline:
-                    return
-            await anyio.sleep(min(max(0.01, due - now), self._gap_s))
+    def drop_partial(self) -> None:
+        self._usage.rest()

@@ -70,13 +70,6 @@ class CircuitBreaker:
             self.opened_at = self._clock()
             self._move("open")
 
-    def trip(self) -> None:
-        """Open at once: the upstream is known dead (its connection refused, its stream torn)."""
-        self.consecutive_failures = max(self.consecutive_failures, self.threshold)
-        if self.state != "open":
-            self.opened_at = self._clock()
-            self._move("open")
-
     def _move(self, state: BreakerState) -> None:
         self.state = state
         if state != "half_open":

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -21,22 +21,16 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from gateway.errors import APIError, EngineTimeout, EngineUnavailable
 from gateway.observability.metrics import GatewayMetrics
+from gateway.upstreams.affinity import affinity_key
+from gateway.upstreams.attempt import Attempt, Target
+from gateway.upstreams.failover import Failover, can_continue
 from gateway.upstreams.http_api import read_body
 from gateway.upstreams.pool import Member, UpstreamPool
 from gateway.upstreams.retry import BackoffWait, RetryBudget, UpstreamFailed
+from gateway.upstreams.stream import UpstreamRequest, UpstreamStream
 from gateway.upstreams.timeouts import Deadline, Timeouts
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Target:
-    """One entry of a model's chain: a model name, the name its upstreams know, and its clocks."""
-
-    model: str
-    served: str
-    members: list[Member]
-    timeouts: Timeouts
 
 
 @dataclass(frozen=True)
@@ -44,31 +38,6 @@ class RetryPolicy:
     attempts: int
     backoff_s: float
     backoff_max_s: float
-
-
-@dataclass(eq=False)
-class Attempt:
-    """An upstream's stream that has sent its first event; the caller must `close` it."""
-
-    member: Member
-    target: Target
-    response: httpx.Response
-    chunks: AsyncIterator[bytes]
-    first: bytes
-    closed: bool = field(default=False)
-
-    async def close(self, *, failed: str | None = None) -> None:
-        """`failed`: why the stream broke, when it counts against the upstream."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            with anyio.CancelScope(shield=True), contextlib.suppress(httpx.HTTPError):
-                await self.response.aclose()  # for an unfinished stream: vLLM aborts the request
-        finally:
-            if failed is not None:
-                self.member.breaker.failure(failed)
-            self.member.give_back()
 
 
 class Dispatcher:
@@ -100,6 +69,33 @@ class Dispatcher:
             served = (route.served_name if route else None) or name
             targets.append(Target(name, served, self.pool.members_for(name), timeouts))
         return targets
+
+    async def stream(self, request: UpstreamRequest) -> UpstreamStream:
+        """The request's stream, open at its first event: the model's plan (its fallbacks after it),
+        the pool's choice of replica, retries before the first byte; a failover ready when the
+        request allows it and its stream could be stitched from two generations."""
+        plan = self.plan(request.model)
+        deadline = Deadline(plan[0].timeouts.total_s)
+        affinity = affinity_key(request.path, request.payload, request.affinity_chars)
+        attempt = await self.open_stream(
+            request.path, request.body, request.headers, plan, deadline, affinity=affinity
+        )
+        failover = None
+        if request.failover_max > 0 and can_continue(request.path, request.payload):
+            failover = Failover(self, request, plan=plan, deadline=deadline, affinity=affinity)
+        return UpstreamStream(
+            attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=failover
+        )
+
+    async def answer(self, request: UpstreamRequest) -> tuple[bytes, str]:
+        """A whole non-streamed answer, and the upstream that gave it."""
+        plan = self.plan(request.model)
+        deadline = Deadline(plan[0].timeouts.total_s)
+        affinity = affinity_key(request.path, request.payload, request.affinity_chars)
+        body, member = await self.complete(
+            request.path, request.body, request.headers, plan, deadline, affinity=affinity
+        )
+        return body, member.name
 
     async def open_stream(
         self,

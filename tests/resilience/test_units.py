@@ -15,11 +15,13 @@ from starlette.types import Message
 from gateway.errors import APIError, EngineTimeout, EngineUnavailable, InvalidRequest, Overloaded
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.settings.sections import ModelRoute, UpstreamConfig
+from gateway.upstreams.attempt import Attempt, Target
 from gateway.upstreams.breaker import CircuitBreaker
-from gateway.upstreams.dispatch import Attempt, Dispatcher, RetryPolicy, Target
-from gateway.upstreams.failover import Failover, Transcript, can_continue
+from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
+from gateway.upstreams.failover import Failover, StreamTranscript, can_continue
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool
 from gateway.upstreams.retry import RetryBudget
+from gateway.upstreams.stream import UpstreamRequest, UpstreamStream
 from gateway.upstreams.timeouts import Deadline, Timeouts
 
 CHAT = "/v1/chat/completions"
@@ -222,7 +224,7 @@ async def test_routing_prefers_the_prefix_replica_then_the_least_busy_and_sheds_
             pool.choose(members, None)
         assert shed.value.status == 503 and shed.value.headers["retry-after"] == "1"
         for member in members:
-            member.breaker.trip()
+            trip(member.breaker)
         with pytest.raises(EngineUnavailable):
             pool.choose(members, None)
 
@@ -312,7 +314,7 @@ def test_continuation_requests_the_rest_of_the_answer() -> None:
         "max_tokens": 10,
         "stream": True,
     }
-    transcript = Transcript(CHAT, payload)
+    transcript = StreamTranscript(CHAT, payload)
     for event in sse(chunk("first", role=True), chunk("first", "Hel"), chunk("first", "lo")):
         transcript.see(orjson.loads(event[6:]))
     body = orjson.loads(transcript.continuation(already=2) or b"")
@@ -321,7 +323,7 @@ def test_continuation_requests_the_rest_of_the_answer() -> None:
     assert body["max_tokens"] == 8 and body["stream_options"] == {"include_usage": True}
     assert transcript.continuation(already=10) is None
 
-    completion = Transcript("/v1/completions", {"model": "m", "prompt": "Once", "max_tokens": 5})
+    completion = StreamTranscript("/v1/completions", {"model": "m", "prompt": "Once", "max_tokens": 5})
     completion.see({"id": "c", "created": 1, "model": "m", "choices": [{"index": 0, "text": " upon"}]})
     assert orjson.loads(completion.continuation(already=1) or b"")["prompt"] == "Once upon"
 
@@ -349,7 +351,7 @@ async def run_relay(
     dispatcher = make_dispatcher(pool)
     async with client:
         plan = [t for t in dispatcher.plan("m")]
-        pool.members["b"].breaker.trip()  # the first stream must go to `a`
+        trip(pool.members["b"].breaker)  # the first stream must go to `a`
         deadline = Deadline(30)
         attempt = await dispatcher.open_stream(
             CHAT, orjson.dumps(payload), {"x-request-id": "r"}, plan, deadline
@@ -360,27 +362,27 @@ async def run_relay(
     return events, body
 
 
+def trip(breaker: CircuitBreaker) -> None:
+    """Open the breaker at once, as that many failures in a row would."""
+    for _ in range(breaker.threshold):
+        breaker.failure("tripped by the test")
+
+
+def relayed(attempt: Attempt, inter_token_s: float) -> UpstreamStream:
+    """`attempt`'s stream with no failover (nothing to continue it on)."""
+    return UpstreamStream(attempt, inter_token_s=inter_token_s, deadline=None, failover=None)
+
+
 async def relay_with_failover(
     dispatcher: Dispatcher, attempt: Attempt, payload: dict[str, Any], plan: list[Target], deadline: Deadline
 ) -> bytes:
     """What a client is sent of `attempt`'s stream, failing over along `plan` when it breaks."""
-    transcript = Transcript(CHAT, payload)
-    failover = Failover(
-        transcript,
-        dispatcher,
-        plan=plan,
-        headers={"x-request-id": "r"},
-        deadline=deadline,
-        affinity=None,
-        limit=2,
+    request = UpstreamRequest(
+        CHAT, orjson.dumps(payload), payload, "m", {"x-request-id": "r"}, failover_max=2
     )
-    relay = SSERelay(
-        attempt,
-        usage=StreamUsage(forward_usage=True, transcript=transcript),
-        inter_token_s=5,
-        deadline=deadline,
-        failover=failover,
-    )
+    failover = Failover(dispatcher, request, plan=plan, deadline=deadline, affinity=None)
+    stream = UpstreamStream(attempt, inter_token_s=5, deadline=deadline, failover=failover)
+    relay = SSERelay(stream, usage=StreamUsage(forward_usage=True, observe=stream.observe))
     collector = Collector()
     await relay({"type": "http"}, collector.receive, collector.send)
     return collector.body
@@ -426,7 +428,7 @@ async def test_a_stream_that_cannot_be_continued_ends_with_an_error_event() -> N
         attempt = await dispatcher.open_stream(
             CHAT, orjson.dumps(payload), {}, dispatcher.plan("m"), Deadline(30)
         )
-        relay = SSERelay(attempt, usage=StreamUsage(forward_usage=True), inter_token_s=5)
+        relay = SSERelay(relayed(attempt, 5), usage=StreamUsage(forward_usage=True))
         collector = Collector()
         await relay({"type": "http"}, collector.receive, collector.send)
     assert collector.body.endswith(b"data: [DONE]\n\n")
@@ -447,7 +449,7 @@ async def test_a_stalled_stream_trips_the_inter_token_timeout() -> None:
     dispatcher = make_dispatcher(pool)
     async with client:
         attempt = await dispatcher.open_stream(CHAT, b"{}", {}, dispatcher.plan("m"), Deadline(30))
-        relay = SSERelay(attempt, usage=StreamUsage(forward_usage=True), inter_token_s=0.3)
+        relay = SSERelay(relayed(attempt, 0.3), usage=StreamUsage(forward_usage=True))
         collector = Collector()
         await asyncio.wait_for(relay({"type": "http"}, collector.receive, collector.send), 5)
     last = [line for line in collector.body.split(b"\n\n") if line.startswith(b"data: {")][-1]
@@ -510,7 +512,7 @@ async def test_a_connection_that_breaks_after_done_ends_the_stream_cleanly() -> 
     dispatcher = make_dispatcher(pool)
     async with client:
         attempt = await dispatcher.open_stream(CHAT, b"{}", {}, dispatcher.plan("m"), Deadline(30))
-        relay = SSERelay(attempt, usage=StreamUsage(forward_usage=True), inter_token_s=5)
+        relay = SSERelay(relayed(attempt, 5), usage=StreamUsage(forward_usage=True))
         collector = Collector()
         await relay({"type": "http"}, collector.receive, collector.send)
     assert collector.body.endswith(b"data: [DONE]\n\n") and b'"error"' not in collector.body
