@@ -63,60 +63,66 @@ class Loopback:
             ],
             "state": {},
         }
-        gone = asyncio.Event()
-        sent = False
-
-        async def receive() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            waiters = [asyncio.ensure_future(cancel.wait()), asyncio.ensure_future(gone.wait())]
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-            return {"type": "http.disconnect"}
-
-        messages: asyncio.Queue[Message | object] = asyncio.Queue()
-
-        async def send(message: Message) -> None:
-            await messages.put(message)
-
-        async def run() -> None:
-            try:
-                await self._app(scope, receive, send)
-            finally:
-                await messages.put(_DONE)
-
-        task = asyncio.ensure_future(run())
+        exchange = _Exchange(body, cancel)
+        task = asyncio.ensure_future(exchange.run(self._app, scope))
         try:
-            start = await messages.get()
+            start = await exchange.messages.get()
             if start is _DONE:
                 await task  # the app ended without answering: let its exception show
                 raise RuntimeError("the gateway answered an internal request with nothing")
             assert isinstance(start, dict) and start["type"] == "http.response.start"
-
-            async def chunks() -> AsyncIterator[bytes]:
-                while True:
-                    message = await messages.get()
-                    if message is _DONE:
-                        return
-                    assert isinstance(message, dict)
-                    if message.get("body"):
-                        yield message["body"]
-                    if not message.get("more_body", False):
-                        return
-
-            yield LoopbackResponse(int(start["status"]), chunks())
+            yield LoopbackResponse(int(start["status"]), exchange.chunks())
         finally:
-            gone.set()
+            exchange.gone.set()
             # The app sees the disconnect and ends; one that does not is cancelled, not waited for.
             await asyncio.wait({task}, timeout=_SETTLE_S)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class _Exchange:
+    """One in-process request: its body handed to the app once, then a disconnect when the caller
+    cancels or leaves; the app's messages queued for the caller as they are sent."""
+
+    def __init__(self, body: bytes, cancel: asyncio.Event) -> None:
+        self._body = body
+        self._cancel = cancel
+        self._sent = False
+        self.gone = asyncio.Event()
+        self.messages: asyncio.Queue[Message | object] = asyncio.Queue()
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        finally:
+            await self.messages.put(_DONE)
+
+    async def receive(self) -> Message:
+        if not self._sent:
+            self._sent = True
+            return {"type": "http.request", "body": self._body, "more_body": False}
+        waiters = [asyncio.ensure_future(self._cancel.wait()), asyncio.ensure_future(self.gone.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        await self.messages.put(message)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.messages.get()
+            if message is _DONE:
+                return
+            assert isinstance(message, dict)
+            if message.get("body"):
+                yield message["body"]
+            if not message.get("more_body", False):
+                return
 
 
 async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
