@@ -132,6 +132,27 @@ class Response:
 
     async def _generate(self) -> tuple[str, dict[str, Any] | None, str | None]:
         await self._session.wait_for_transcripts()
+        body = self._request_body()
+        async with self._session.loopback.post(
+            "/v1/chat/completions", orjson.dumps(body), self._cancel
+        ) as answer:
+            if answer.status != 200:
+                raw = await read_all(answer.chunks)
+                raise failure_of(orjson.loads(raw) if raw else {}, answer.status)
+            await self._open_output()
+            voice = _Speaker(self, self._plan) if self._audio else None
+            try:
+                text, usage, finish = await self._read(answer.chunks, voice)
+                if voice is not None:
+                    await voice.finish(cancelled=self._cancel.is_set())
+            finally:
+                if voice is not None:
+                    await voice.stop()
+        await self._close_output(text)
+        return text, usage, finish
+
+    def _request_body(self) -> dict[str, Any]:
+        """The chat completion that answers: the conversation so far, streamed with its usage."""
         plan = self._plan
         body: dict[str, Any] = {
             "model": self._session_model,
@@ -148,46 +169,36 @@ class Response:
                 "The conversation is empty: add an item before asking for a response.",
                 code="conversation_empty",
             )
+        return body
+
+    async def _read(
+        self, chunks: AsyncIterator[bytes], voice: _Speaker | None
+    ) -> tuple[str, dict[str, Any] | None, str | None]:
+        """The answer's text, usage and finish reason, each delta sent on (and spoken) as it comes."""
         texts: list[str] = []
         usage: dict[str, Any] | None = None
         finish: str | None = None
-        async with self._session.loopback.post(
-            "/v1/chat/completions", orjson.dumps(body), self._cancel
-        ) as answer:
-            if answer.status != 200:
-                raw = await read_all(answer.chunks)
-                raise failure_of(orjson.loads(raw) if raw else {}, answer.status)
-            await self._open_output()
-            voice = _Speaker(self, plan) if self._audio else None
-            try:
-                async for event in sse_events(answer.chunks):
-                    if self._cancel.is_set():
-                        break
-                    if "error" in event:
-                        failure = event["error"] if isinstance(event["error"], dict) else {}
-                        raise EventError(
-                            str(failure.get("message", "The engine failed.")),
-                            code=str(failure.get("code") or "server_error"),
-                            kind="server_error",
-                        )
-                    if isinstance(event.get("usage"), dict):
-                        usage = _realtime_usage(event["usage"])
-                    for choice in event.get("choices") or ():
-                        delta = (choice.get("delta") or {}).get("content")
-                        finish = choice.get("finish_reason") or finish
-                        if delta:
-                            texts.append(delta)
-                            await self._delta(delta)
-                            if voice is not None:
-                                voice.feed(delta)
-                if voice is not None:
-                    await voice.finish(cancelled=self._cancel.is_set())
-            finally:
-                if voice is not None:
-                    await voice.stop()
-        text = "".join(texts)
-        await self._close_output(text)
-        return text, usage, finish
+        async for event in sse_events(chunks):
+            if self._cancel.is_set():
+                break
+            if "error" in event:
+                failure = event["error"] if isinstance(event["error"], dict) else {}
+                raise EventError(
+                    str(failure.get("message", "The engine failed.")),
+                    code=str(failure.get("code") or "server_error"),
+                    kind="server_error",
+                )
+            if isinstance(event.get("usage"), dict):
+                usage = _realtime_usage(event["usage"])
+            for choice in event.get("choices") or ():
+                delta = (choice.get("delta") or {}).get("content")
+                finish = choice.get("finish_reason") or finish
+                if delta:
+                    texts.append(delta)
+                    await self._delta(delta)
+                    if voice is not None:
+                        voice.feed(delta)
+        return "".join(texts), usage, finish
 
     @property
     def _session_model(self) -> str:
