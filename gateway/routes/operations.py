@@ -59,6 +59,20 @@ def operations_router(  # noqa: PLR0913
     draining: Callable[[], bool] = lambda: False,
 ) -> APIRouter:
     router = APIRouter(tags=["operations"])
+    _add_probes(router, health, upstream_states, draining)
+    _add_metrics(router, metrics, engine_client, upstreams, scrape_timeout_s)
+    if profiler is not None:
+        _add_profile(router, profiler, admin_guard)
+    return router
+
+
+def _add_probes(
+    router: APIRouter,
+    health: HealthMonitor,
+    upstream_states: Callable[[], dict[str, dict[str, Any]]],
+    draining: Callable[[], bool],
+) -> None:
+    """What Kubernetes and an operator ask: is the process alive, is it ready, how are the upstreams."""
 
     @router.get("/livez", summary="Liveness: the gateway process answers", response_model=Liveness)
     async def livez() -> dict[str, str]:
@@ -95,6 +109,16 @@ def operations_router(  # noqa: PLR0913
     async def upstream_health() -> dict[str, Any]:
         return {"upstreams": upstream_states(), "draining": draining()}
 
+
+def _add_metrics(
+    router: APIRouter,
+    metrics: GatewayMetrics,
+    engine_client: httpx.AsyncClient,
+    upstreams: Callable[[], Mapping[str, str]],
+    scrape_timeout_s: float,
+) -> None:
+    """What Prometheus scrapes: this replica's metrics, and the engines' own (federated)."""
+
     @router.get(
         "/metrics",
         summary="Prometheus metrics of this gateway replica",
@@ -114,35 +138,35 @@ def operations_router(  # noqa: PLR0913
         body = await federate(engine_client, upstreams(), scrape_timeout_s)
         return Response(body, media_type=metrics.content_type)
 
-    if profiler is not None:
 
-        @router.get(
-            "/debug/profile",
-            summary="Profile the running gateway with py-spy (admin key; TANTRA_PROFILING_ENABLED)",
-            response_class=Response,
-            responses={
-                200: {
-                    "description": "The profile: speedscope JSON, flamegraph SVG or raw folded stacks.",
-                    "content": {
-                        "application/json": {},
-                        "image/svg+xml": {"schema": {"type": "string"}},
-                        "text/plain": {"schema": {"type": "string"}},
-                    },
+def _add_profile(router: APIRouter, profiler: Profiler, admin_guard: Guard) -> None:
+    """/debug/profile, only when profiling is enabled: py-spy on the running gateway (admin key)."""
+
+    @router.get(
+        "/debug/profile",
+        summary="Profile the running gateway with py-spy (admin key; TANTRA_PROFILING_ENABLED)",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The profile: speedscope JSON, flamegraph SVG or raw folded stacks.",
+                "content": {
+                    "application/json": {},
+                    "image/svg+xml": {"schema": {"type": "string"}},
+                    "text/plain": {"schema": {"type": "string"}},
                 },
-                401: {"model": ErrorResponse, "description": "Missing or wrong admin key."},
-                503: {"model": ErrorResponse, "description": "py-spy is missing, busy or failed."},
             },
-        )
-        async def profile(
-            request: Request,
-            seconds: Annotated[float, Query(ge=1, le=60, description="How long to sample.")] = 5,
-            format: Annotated[ProfileFormat, Query(description="Output format.")] = "speedscope",
-        ) -> Response:
-            await admin_guard(request)
-            try:
-                data = await profiler.record(seconds, format)
-            except ProfilerUnavailable as exc:
-                raise APIError(str(exc), status=503, code="profiler_unavailable") from None
-            return Response(data, media_type=profiler.media_type(format))
-
-    return router
+            401: {"model": ErrorResponse, "description": "Missing or wrong admin key."},
+            503: {"model": ErrorResponse, "description": "py-spy is missing, busy or failed."},
+        },
+    )
+    async def profile(
+        request: Request,
+        seconds: Annotated[float, Query(ge=1, le=60, description="How long to sample.")] = 5,
+        format: Annotated[ProfileFormat, Query(description="Output format.")] = "speedscope",
+    ) -> Response:
+        await admin_guard(request)
+        try:
+            data = await profiler.record(seconds, format)
+        except ProfilerUnavailable as exc:
+            raise APIError(str(exc), status=503, code="profiler_unavailable") from None
+        return Response(data, media_type=profiler.media_type(format))
