@@ -20,6 +20,33 @@ from bench.servers import ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.replot:
+        document = json.loads((args.out / "results.json").read_text())
+        per_minute = document["meta"].get("plan", {}).get("sustained_per_minute", 120.0)
+        print("bench: drew", ", ".join(report.draw(document, per_minute, args.out)))
+        return 0
+    plan = _plan(args)
+
+    # SIGTERM unwinds like Ctrl-C, so every server the run started is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+    outcome = Outcome(plan, {})
+    try:
+        execute(plan, outcome)
+    except (KeyboardInterrupt, SystemExit):
+        # Whatever was measured before the stop is still written, marked as such.
+        outcome.notes.append("The run was interrupted; the parts after the interruption are missing.")
+        report.write(outcome, plan.out)
+        raise
+    report.write(outcome, plan.out)
+    minutes = (time.monotonic() - started) / 60
+    print(f"bench: done in {minutes:.1f} min; see {plan.out / 'results.md'}")
+    print((plan.out / "results.md").read_text().split("## Targets", 1)[-1].split("\n## ", 1)[0])
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds per part instead of minutes")
     parser.add_argument("--smoke", action="store_true", help="a moment per part: checks the code, not speed")
@@ -47,13 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (fixed-latency part)")
     parser.add_argument("--sustained-minutes", type=float, default=None)
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.replot:
-        document = json.loads((args.out / "results.json").read_text())
-        per_minute = document["meta"].get("plan", {}).get("sustained_per_minute", 120.0)
-        print("bench: drew", ", ".join(report.draw(document, per_minute, args.out)))
-        return 0
+
+def _plan(args: argparse.Namespace) -> Plan:
+    """The smoke, quick or full plan, with the command line's choices on top."""
     if args.smoke:
         plan = Plan.smoke(args.out)
     elif args.quick:
@@ -73,24 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         changes["rounds"] = args.rounds
     if args.sustained_minutes is not None:
         changes["sustained_minutes"] = args.sustained_minutes
-    plan = dataclasses.replace(plan, **changes)  # type: ignore[arg-type]
-
-    # SIGTERM unwinds like Ctrl-C, so every server the run started is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    started = time.monotonic()
-    outcome = Outcome(plan, {})
-    try:
-        execute(plan, outcome)
-    except (KeyboardInterrupt, SystemExit):
-        # Whatever was measured before the stop is still written, marked as such.
-        outcome.notes.append("The run was interrupted; the parts after the interruption are missing.")
-        report.write(outcome, plan.out)
-        raise
-    report.write(outcome, plan.out)
-    minutes = (time.monotonic() - started) / 60
-    print(f"bench: done in {minutes:.1f} min; see {plan.out / 'results.md'}")
-    print((plan.out / "results.md").read_text().split("## Targets", 1)[-1].split("\n## ", 1)[0])
-    return 0
+    return dataclasses.replace(plan, **changes)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

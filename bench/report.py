@@ -177,11 +177,30 @@ def markdown(
     engine_rows: list[dict[str, Any]],
     pngs: list[str],
 ) -> str:
+    lines = _heading(outcome, checks)
+    if outcome.pending:
+        lines += [
+            "Feature profiles not measured: " + "; ".join(f"`{k}` ({v})" for k, v in outcome.pending.items()),
+            "",
+        ]
+    lines += _overhead_table("Gateway overhead and feature cost: fixed-latency upstream", fake_rows)
+    lines += _direct_table(fake_summary)
+    lines += _overhead_table("Gateway overhead: real vLLM engine (tiny model)", engine_rows)
+    lines += _sweep_table(outcome.sweep)
+    lines += _sustained_section(outcome)
+    lines += [*(f"![{p}]({p})" for p in pngs), ""]
+    if outcome.notes:
+        lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]
+    return "\n".join(lines)
+
+
+def _heading(outcome: Outcome, checks: list[Check]) -> list[str]:
+    """The title, the machine and the plan in one paragraph, and the targets table."""
     meta: dict[str, Any] = {"versions": {}, **outcome.meta}
     for key in ("date", "cpu", "cores", "memory_gib", "tantra_rev", "litellm", "load_average_start"):
         meta.setdefault(key, "?")
     plan = outcome.plan
-    lines = [
+    return [
         "# Tantra benchmark results",
         "",
         f"{meta['date']} · {meta['cpu']} · {meta['cores']} cores · {meta['memory_gib']} GiB · "
@@ -202,66 +221,66 @@ def markdown(
         *(f"| {c.target} | {c.measured} | {_verdict(c.holds)} | {c.note} |" for c in checks),
         "",
     ]
-    if outcome.pending:
-        lines += [
-            "Feature profiles not measured: " + "; ".join(f"`{k}` ({v})" for k, v in outcome.pending.items()),
-            "",
-        ]
-    lines += _overhead_table("Gateway overhead and feature cost: fixed-latency upstream", fake_rows)
-    lines += _direct_table(fake_summary)
-    lines += _overhead_table("Gateway overhead: real vLLM engine (tiny model)", engine_rows)
-    if outcome.sweep:
-        lines += [
-            "## Concurrency sweep (vllm bench serve, real engine)",
-            "",
-            _row(
-                "concurrency",
-                "endpoint",
-                "req/s",
-                "output tok/s",
-                "TTFT p50 / p99 ms",
-                "e2e p50 ms",
-                "engine cores",
-                "gateway cores",
-                "errors",
-            ),
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in sorted(outcome.sweep, key=lambda r: (r["concurrency"], r["label"] != "direct")):
-            lines.append(
-                f"| {r['concurrency']} | {r['label']} | {_num(r['request_throughput'])} | "
-                f"{_num(r['output_throughput'])} | {_num(r['ttft_50_ms'])} / {_num(r['ttft_99_ms'])} | "
-                f"{_num(r['e2el_50_ms'])} | {_num(r.get('engine_cores'))} | {_num(r.get('gateway_cores'))} | "
-                f"{r['failed']} |"
-            )
-        lines.append("")
-    if outcome.sustained:
-        s = outcome.sustained
-        lines += [
-            "## Sustained load (vllm bench serve, Poisson arrivals, full stack)",
-            "",
-            f"{s['label']}: {s['requests']} short chats ({plan.chat_input_len} tokens in, "
-            f"{plan.chat_output_len} out) at {plan.sustained_per_minute:g}/min for "
-            f"{s['duration_s'] / 60:.1f} min; {s['failed']} failed "
-            f"({_pct(s['error_rate'])}); {_num(s['requests_per_minute'])} completed per minute.",
-            "",
-            "| metric | p50 | p95 | p99 |",
-            "|---|---|---|---|",
-            f"| time to first token (ms) | {_num(s['ttft_50_ms'])} | {_num(s['ttft_95_ms'])} | "
-            f"{_num(s['ttft_99_ms'])} |",
-            _row("end to end (ms)", *(_num(s[f"e2el_{p}_ms"]) for p in (50, 95, 99))),
-            _row("inter-token (ms)", *(_num(s[f"itl_{p}_ms"]) for p in (50, 95, 99))),
-            "",
-            f"Engine busy {_num(s.get('engine_cores'))} cores, gateway {_num(s.get('gateway_cores'))} "
-            "cores on average.",
-            "",
-        ]
-        if s.get("error_samples"):
-            lines += ["Errors seen: " + "; ".join(f"`{e}`" for e in s["error_samples"]), ""]
-    lines += [*(f"![{p}]({p})" for p in pngs), ""]
-    if outcome.notes:
-        lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]
-    return "\n".join(lines)
+
+
+def _sweep_table(sweep: list[dict[str, Any]]) -> list[str]:
+    if not sweep:
+        return []
+    lines = [
+        "## Concurrency sweep (vllm bench serve, real engine)",
+        "",
+        _row(
+            "concurrency",
+            "endpoint",
+            "req/s",
+            "output tok/s",
+            "TTFT p50 / p99 ms",
+            "e2e p50 ms",
+            "engine cores",
+            "gateway cores",
+            "errors",
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(sweep, key=lambda r: (r["concurrency"], r["label"] != "direct")):
+        lines.append(
+            f"| {r['concurrency']} | {r['label']} | {_num(r['request_throughput'])} | "
+            f"{_num(r['output_throughput'])} | {_num(r['ttft_50_ms'])} / {_num(r['ttft_99_ms'])} | "
+            f"{_num(r['e2el_50_ms'])} | {_num(r.get('engine_cores'))} | {_num(r.get('gateway_cores'))} | "
+            f"{r['failed']} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _sustained_section(outcome: Outcome) -> list[str]:
+    """The sustained load through the full stack: its rate, failures and latency percentiles."""
+    s = outcome.sustained
+    if not s:
+        return []
+    plan = outcome.plan
+    lines = [
+        "## Sustained load (vllm bench serve, Poisson arrivals, full stack)",
+        "",
+        f"{s['label']}: {s['requests']} short chats ({plan.chat_input_len} tokens in, "
+        f"{plan.chat_output_len} out) at {plan.sustained_per_minute:g}/min for "
+        f"{s['duration_s'] / 60:.1f} min; {s['failed']} failed "
+        f"({_pct(s['error_rate'])}); {_num(s['requests_per_minute'])} completed per minute.",
+        "",
+        "| metric | p50 | p95 | p99 |",
+        "|---|---|---|---|",
+        f"| time to first token (ms) | {_num(s['ttft_50_ms'])} | {_num(s['ttft_95_ms'])} | "
+        f"{_num(s['ttft_99_ms'])} |",
+        _row("end to end (ms)", *(_num(s[f"e2el_{p}_ms"]) for p in (50, 95, 99))),
+        _row("inter-token (ms)", *(_num(s[f"itl_{p}_ms"]) for p in (50, 95, 99))),
+        "",
+        f"Engine busy {_num(s.get('engine_cores'))} cores, gateway {_num(s.get('gateway_cores'))} "
+        "cores on average.",
+        "",
+    ]
+    if s.get("error_samples"):
+        lines += ["Errors seen: " + "; ".join(f"`{e}`" for e in s["error_samples"]), ""]
+    return lines
 
 
 def _overhead_table(title: str, rows: list[dict[str, Any]]) -> list[str]:

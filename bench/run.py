@@ -168,32 +168,9 @@ def _overhead_run(
         else:
             assert engine_url is not None
             upstream_url = engine_url
-        targets = [Target("direct", upstream_url, MODEL)]
-        billed: dict[str, Service] = {}
-        redis_url = _start_redis(plan, cores, chosen, stack, outcome)
-        for profile in chosen:
-            if profile.redis and redis_url is None:
-                continue
-            env = profiles.settings_for(profile, redis_url, plan.logs / "state")
-            gateway, url = servers.tantra(
-                plan.logs, profile.name, upstream_url, env, cores.gateway, plan.gateway_src
-            )
-            stack.enter_context(gateway)
-            headers = profiles.provision_key(url, profile)
-            targets.append(Target(profile.name, url, MODEL, headers))
-            billed[profile.name] = gateway
-        base = profiles.PROFILES[0]
-        for label, src in plan.variants:
-            env = profiles.settings_for(base, None, plan.logs / "state")
-            gateway, url = servers.tantra(plan.logs, label, upstream_url, env, cores.gateway, src)
-            stack.enter_context(gateway)
-            targets.append(Target(label, url, MODEL))
-            billed[label] = gateway
-        if venv is not None:
-            proxy, url = servers.litellm(plan.logs, venv, MODEL, upstream_url, cores.gateway)
-            stack.enter_context(proxy)
-            targets.append(Target("litellm", url, MODEL))
-            billed["litellm"] = proxy
+        gateways = _start_gateways(plan, cores, chosen, venv, upstream_url, stack, outcome)
+        targets = [Target("direct", upstream_url, MODEL), *(target for target, _ in gateways)]
+        billed = {target.name: service for target, service in gateways}
         scenarios = FAKE_SCENARIOS if fake else ENGINE_SCENARIOS
         rounds = plan.rounds if fake else plan.engine_rounds
         duration = plan.duration_s if fake else plan.engine_duration_s
@@ -210,6 +187,42 @@ def _overhead_run(
                 progress=progress,
             )
         )
+
+
+def _start_gateways(
+    plan: Plan,
+    cores: Cores,
+    chosen: list[profiles.Profile],
+    venv: Path | None,
+    upstream_url: str,
+    stack: contextlib.ExitStack,
+    outcome: Outcome,
+) -> list[tuple[Target, Service]]:
+    """Tantra once per profile (Redis first, when one needs it), each variant, and LiteLLM's proxy
+    with a venv, all in front of `upstream_url`: each as its load target and the server it bills."""
+    started: list[tuple[Target, Service]] = []
+    redis_url = _start_redis(plan, cores, chosen, stack, outcome)
+    for profile in chosen:
+        if profile.redis and redis_url is None:
+            continue
+        env = profiles.settings_for(profile, redis_url, plan.logs / "state")
+        gateway, url = servers.tantra(
+            plan.logs, profile.name, upstream_url, env, cores.gateway, plan.gateway_src
+        )
+        stack.enter_context(gateway)
+        headers = profiles.provision_key(url, profile)
+        started.append((Target(profile.name, url, MODEL, headers), gateway))
+    base = profiles.PROFILES[0]
+    for label, src in plan.variants:
+        env = profiles.settings_for(base, None, plan.logs / "state")
+        gateway, url = servers.tantra(plan.logs, label, upstream_url, env, cores.gateway, src)
+        stack.enter_context(gateway)
+        started.append((Target(label, url, MODEL), gateway))
+    if venv is not None:
+        proxy, url = servers.litellm(plan.logs, venv, MODEL, upstream_url, cores.gateway)
+        stack.enter_context(proxy)
+        started.append((Target("litellm", url, MODEL), proxy))
+    return started
 
 
 def _engine_part(

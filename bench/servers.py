@@ -96,28 +96,7 @@ def litellm(
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     config = logs / "litellm-config.yaml"
-    # Tantra's base profile checks no keys either; LiteLLM refuses that unless told.
-    keys = (
-        f"  master_key: {master_key}\n"
-        if master_key
-        else "  dangerously_permit_weak_or_unset_master_key: true\n"
-    )
-    config.write_text(
-        "model_list:\n"
-        f"  - model_name: {model}\n"
-        "    litellm_params:\n"
-        f"      model: openai/{model}\n"
-        f"      api_base: {engine_url}/v1\n"
-        "      api_key: sk-bench\n"
-        "litellm_settings:\n"
-        "  set_verbose: false\n"
-        "  json_logs: false\n"
-        "  telemetry: false\n"
-        "  request_timeout: 600\n"
-        "general_settings:\n"
-        "  disable_spend_logs: true\n"
-        "  disable_error_logs: true\n" + keys
-    )
+    config.write_text(_litellm_config(model, engine_url, master_key))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM", "DATABASE_URL"))}
     env.update(
         {
@@ -151,6 +130,32 @@ def litellm(
         ready_timeout_s=180.0,
     )
     return service, url
+
+
+def _litellm_config(model: str, engine_url: str, master_key: str | None) -> str:
+    """LiteLLM's YAML: the one model on the upstream, spend and error logs off, the key (if any)."""
+    # Tantra's base profile checks no keys either; LiteLLM refuses that unless told.
+    keys = (
+        f"  master_key: {master_key}\n"
+        if master_key
+        else "  dangerously_permit_weak_or_unset_master_key: true\n"
+    )
+    return (
+        "model_list:\n"
+        f"  - model_name: {model}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{model}\n"
+        f"      api_base: {engine_url}/v1\n"
+        "      api_key: sk-bench\n"
+        "litellm_settings:\n"
+        "  set_verbose: false\n"
+        "  json_logs: false\n"
+        "  telemetry: false\n"
+        "  request_timeout: 600\n"
+        "general_settings:\n"
+        "  disable_spend_logs: true\n"
+        "  disable_error_logs: true\n" + keys
+    )
 
 
 def redis(logs: Path, cpus: list[int]) -> tuple[Service, str] | None:

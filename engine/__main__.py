@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _serve(args)
 
 
+# Long: an argparse parser, every subcommand's options declared in one place.
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tantra-engine", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,18 +168,12 @@ def _quantize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _engine_config(args: argparse.Namespace, model: Path) -> EngineConfig:
+    """The `serve` options as the launcher's config; what follows `--` goes to vLLM as is."""
     extra = list(args.vllm_args)
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    model: Path | None = args.model
-    if model is None:
-        try:
-            model = ensure_checkpoint(DEFAULT_CHECKPOINT_ROOT / "tiny", "tiny", 0)
-        except (ValueError, FileExistsError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-    config = EngineConfig(
+    return EngineConfig(
         model_dir=model,
         served_model_name=args.served_model_name or model.absolute().name,
         host=args.host,
@@ -192,6 +187,17 @@ def _serve(args: argparse.Namespace) -> int:
         python=args.python,
         cpu_cores=args.cpu_cores,
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    model: Path | None = args.model
+    if model is None:
+        try:
+            model = ensure_checkpoint(DEFAULT_CHECKPOINT_ROOT / "tiny", "tiny", 0)
+        except (ValueError, FileExistsError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    config = _engine_config(args, model)
     engine = EngineProcess(config, startup_timeout=args.startup_timeout)
     supervisor: EngineSupervisor | None = None
     previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.architectures import DEFAULT_ARCHITECTURE, get_architecture
-from engine.presets import VisionLanguagePreset, get_preset
+from engine.architectures import DEFAULT_ARCHITECTURE, ArchitectureWriter, get_architecture
+from engine.presets import Preset, VisionLanguagePreset, get_preset
 from engine.tokenizer import CHAT_TEMPLATE_RESOURCE, save_tokenizer
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from engine.whisper import WHISPER_PRESETS, write_whisper_checkpoint
@@ -63,15 +63,8 @@ def build_checkpoint(
     build is cached.
     """
     out = Path(out_dir).absolute()
-    whisper = preset in WHISPER_PRESETS
-    shape = None if whisper else get_preset(preset)
     arch_name = architecture or default_architecture(preset)
-    if whisper and arch_name != WHISPER_ARCHITECTURE:
-        raise ValueError(f"preset {preset} is a Whisper model; it takes no --architecture")
-    writer = None if shape is None else get_architecture(arch_name)
-    if isinstance(shape, VisionLanguagePreset) and not getattr(writer, "vision_language", False):
-        raise ValueError(f"preset {preset} is a vision-language shape; architecture {arch_name} is text-only")
-
+    model = _model_recipe(preset, arch_name)
     if out.exists() and read_manifest(out) is None and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not a Tantra checkpoint; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,28 +72,12 @@ def build_checkpoint(
     partial = out.parent / f".{out.name}{_PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
-        if shape is None or writer is None:
+        if model is None:
             _write_json(
                 partial / "config.json", write_whisper_checkpoint(partial, preset, seed, cache_dir=cache_dir)
             )
         else:
-            config = writer.config(shape)
-            # A vision-language config nests its text model's; the tokenizer and the stop
-            # tokens are the text model's.
-            text = config.get("text_config", config)
-            _write_json(partial / "config.json", config)
-            _write_json(partial / "generation_config.json", _generation_config(text))
-            _write_weights(partial / "model.safetensors", writer.tensors(config, _generator(seed)))
-            save_tokenizer(
-                partial,
-                model_max_length=int(text["max_position_embeddings"]),
-                cache_dir=cache_dir,
-                extra_special_tokens=getattr(writer, "added_tokens", ()),
-                chat_template_resource=getattr(writer, "chat_template", CHAT_TEMPLATE_RESOURCE),
-            )
-            extra_files = getattr(writer, "extra_files", None)
-            for name, payload in (extra_files(config) if extra_files else {}).items():
-                _write_json(partial / name, payload)
+            _write_model(partial, *model, seed, cache_dir)
         _write_json(
             partial / MANIFEST_NAME,
             {
@@ -116,6 +93,47 @@ def build_checkpoint(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+def _model_recipe(preset: str, arch_name: str) -> tuple[Preset, ArchitectureWriter] | None:
+    """The preset's shape and the architecture's writer (None for a Whisper preset: whisper.py
+    writes those), refusing a combination that cannot be built before anything is written."""
+    if preset in WHISPER_PRESETS:
+        if arch_name != WHISPER_ARCHITECTURE:
+            raise ValueError(f"preset {preset} is a Whisper model; it takes no --architecture")
+        return None
+    shape = get_preset(preset)
+    writer = get_architecture(arch_name)
+    if isinstance(shape, VisionLanguagePreset) and not getattr(writer, "vision_language", False):
+        raise ValueError(f"preset {preset} is a vision-language shape; architecture {arch_name} is text-only")
+    return shape, writer
+
+
+def _write_model(
+    partial: Path,
+    shape: Preset,
+    writer: ArchitectureWriter,
+    seed: int,
+    cache_dir: str | os.PathLike[str] | None,
+) -> None:
+    """A vLLM model's files into `partial`: configs, random weights, tokenizer, the writer's extras."""
+    config = writer.config(shape)
+    # A vision-language config nests its text model's; the tokenizer and the stop
+    # tokens are the text model's.
+    text = config.get("text_config", config)
+    _write_json(partial / "config.json", config)
+    _write_json(partial / "generation_config.json", _generation_config(text))
+    _write_weights(partial / "model.safetensors", writer.tensors(config, _generator(seed)))
+    save_tokenizer(
+        partial,
+        model_max_length=int(text["max_position_embeddings"]),
+        cache_dir=cache_dir,
+        extra_special_tokens=getattr(writer, "added_tokens", ()),
+        chat_template_resource=getattr(writer, "chat_template", CHAT_TEMPLATE_RESOURCE),
+    )
+    extra_files = getattr(writer, "extra_files", None)
+    for name, payload in (extra_files(config) if extra_files else {}).items():
+        _write_json(partial / name, payload)
 
 
 def ensure_checkpoint(

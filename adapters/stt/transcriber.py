@@ -113,24 +113,8 @@ class Transcriber:
         **fields: Any,
     ) -> AsyncGenerator[Segment | Transcript, None]:
         """Each Segment as it is produced, then the Transcript. `fields` are TranscribeOptions'."""
-        options = options or TranscribeOptions(**fields)
-        options = TranscribeOptions(
-            language=check_language(options.language),
-            prompt=options.prompt,
-            temperature=options.temperature,
-            translate=options.translate,
-            word_timestamps=options.word_timestamps,
-        )
-        if isinstance(audio, bytes | bytearray | memoryview):
-            audio = await self.decode(bytes(audio))
-        samples = audio.samples if isinstance(audio, DecodedAudio) else np.asarray(audio, dtype=np.float32)
-        seconds = len(samples) / SAMPLE_RATE
-        if self.max_seconds is not None and seconds > self.max_seconds + 0.1:
-            raise MediaError(
-                None,
-                f"This audio lasts {seconds:.1f} s; at most {self.max_seconds:g} s are accepted.",
-                code="audio_too_long",
-            )
+        options = _checked(options or TranscribeOptions(**fields))
+        samples = await self._samples(audio)
         worker: _Worker | None = await self._acquire()
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -167,14 +151,7 @@ class Transcriber:
             ) from None
         finally:
             if worker is not None:
-                if finished:
-                    self._release(worker)
-                else:
-                    # The caller left mid-way: stop whisper.cpp and take the worker back once it answers.
-                    worker.abort.set()
-                    drain = asyncio.ensure_future(self._drain(worker))
-                    self._drains.add(drain)
-                    drain.add_done_callback(self._drains.discard)
+                self._hand_back(worker, finished)
 
     async def close(self) -> None:
         if self._starting is not None and not self._starting.done():
@@ -185,6 +162,31 @@ class Transcriber:
         self._all.clear()
         await asyncio.to_thread(_stop_all, workers)
         self._pipes.shutdown(wait=False, cancel_futures=True)
+
+    async def _samples(self, audio: bytes | DecodedAudio | np.ndarray) -> np.ndarray:
+        """16 kHz mono float32 samples (encoded bytes decoded first), refused when over `max_seconds`."""
+        if isinstance(audio, bytes | bytearray | memoryview):
+            audio = await self.decode(bytes(audio))
+        samples = audio.samples if isinstance(audio, DecodedAudio) else np.asarray(audio, dtype=np.float32)
+        seconds = len(samples) / SAMPLE_RATE
+        if self.max_seconds is not None and seconds > self.max_seconds + 0.1:
+            raise MediaError(
+                None,
+                f"This audio lasts {seconds:.1f} s; at most {self.max_seconds:g} s are accepted.",
+                code="audio_too_long",
+            )
+        return samples
+
+    def _hand_back(self, worker: _Worker, finished: bool) -> None:
+        """A worker whose transcription ended goes back to the idle ones; one whose caller left
+        mid-way is told to stop whisper.cpp and is taken back once it answers (`_drain`)."""
+        if finished:
+            self._release(worker)
+            return
+        worker.abort.set()
+        drain = asyncio.ensure_future(self._drain(worker))
+        self._drains.add(drain)
+        drain.add_done_callback(self._drains.discard)
 
     async def _start(self) -> None:
         self._idle = asyncio.Queue()
@@ -314,6 +316,17 @@ class _Worker:
             self.process.kill()
             self.process.join(2)
         self.conn.close()
+
+
+def _checked(options: TranscribeOptions) -> TranscribeOptions:
+    """The options with their language checked (and normalised) here, before a worker is taken."""
+    return TranscribeOptions(
+        language=check_language(options.language),
+        prompt=options.prompt,
+        temperature=options.temperature,
+        translate=options.translate,
+        word_timestamps=options.word_timestamps,
+    )
 
 
 def _stop_all(workers: list[_Worker]) -> None:

@@ -68,13 +68,7 @@ def run_quant_bench(  # noqa: PLR0913
             log_path=logs / f"quant-{scheme}.log",
             compile_model=compile_model,
         ) as served:
-            stream_completion(served, random_prompts([16], seed=2)[0], 8)
-            pid = served.process.pid
-            assert pid is not None
-            singles = [
-                stream_completion(served, batch[0], new_tokens).decode_s_per_token for _ in range(repeats)
-            ]
-            rss = _run_batch_sampling_rss(served, batch, new_tokens, pid)
+            decode_tok_s, rss = _speed(served, batch, new_tokens, repeats)
             greedy = greedy_sequences(served, probe, 32)
             scored = teacher_forced(served, probe, baseline or greedy)
             forced = free = clear = None
@@ -88,7 +82,7 @@ def run_quant_bench(  # noqa: PLR0913
             point = SchemePoint(
                 scheme=scheme,
                 weights_bytes=sum(p.stat().st_size for p in checkpoint.glob("*.safetensors")),
-                decode_tok_s=1.0 / sorted(singles)[len(singles) // 2],
+                decode_tok_s=decode_tok_s,
                 batch_tok_s=rss[0],
                 concurrency=concurrency,
                 rss_bytes=rss[1],
@@ -101,6 +95,18 @@ def run_quant_bench(  # noqa: PLR0913
             print(json.dumps(asdict(point)), flush=True)
             points.append(point)
     return points
+
+
+def _speed(
+    served: Served, batch: list[list[int]], new_tokens: int, repeats: int
+) -> tuple[float, tuple[float, int, int]]:
+    """After a warm-up: one request decoding alone (tokens / s, the median of `repeats`), and the
+    whole batch at once (`_run_batch_sampling_rss`)."""
+    stream_completion(served, random_prompts([16], seed=2)[0], 8)
+    pid = served.process.pid
+    assert pid is not None
+    singles = [stream_completion(served, batch[0], new_tokens).decode_s_per_token for _ in range(repeats)]
+    return 1.0 / sorted(singles)[len(singles) // 2], _run_batch_sampling_rss(served, batch, new_tokens, pid)
 
 
 def _clear_margin_agreement(

@@ -77,30 +77,48 @@ def _prompt_tokens(request: SamplingParams) -> tuple[int, int]:
     """Raw estimate of the prompt, and how many prompts the request holds (completions take lists)."""
     messages = getattr(request, "messages", None)
     if messages is not None:
-        chars = 0
-        media = 0
-        for message in messages:
-            content = getattr(message, "content", None)
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                for part in content:
-                    text = getattr(part, "text", None)
-                    if isinstance(text, str):
-                        chars += len(text)
-                    else:
-                        media += 1
-            for extra in ("tool_calls", "function_call"):
-                value = getattr(message, extra, None)
-                if value:
-                    chars += len(orjson.dumps(_dump(value)))
-        for extra in ("tools", "functions"):
-            value = getattr(request, extra, None)
+        return _chat_tokens(request, messages), 1
+    return _completion_tokens(getattr(request, "prompt", None))
+
+
+def _chat_tokens(request: SamplingParams, messages: list[Any]) -> int:
+    """A chat's messages: their text and tool calls by characters, the request's tools too, a few
+    tokens per message and a fixed cost per media part."""
+    chars = 0
+    media = 0
+    for message in messages:
+        text, parts = _content_size(getattr(message, "content", None))
+        chars += text
+        media += parts
+        for extra in ("tool_calls", "function_call"):
+            value = getattr(message, extra, None)
             if value:
                 chars += len(orjson.dumps(_dump(value)))
-        tokens = math.ceil(chars / _CHARS_PER_TOKEN) + _PER_MESSAGE * len(messages) + _PER_MEDIA_PART * media
-        return tokens, 1
-    prompt = getattr(request, "prompt", None)
+    for extra in ("tools", "functions"):
+        value = getattr(request, extra, None)
+        if value:
+            chars += len(orjson.dumps(_dump(value)))
+    return math.ceil(chars / _CHARS_PER_TOKEN) + _PER_MESSAGE * len(messages) + _PER_MEDIA_PART * media
+
+
+def _content_size(content: Any) -> tuple[int, int]:
+    """(characters of text, media parts) of one message's content: a string or a list of parts."""
+    if isinstance(content, str):
+        return len(content), 0
+    if not isinstance(content, list):
+        return 0, 0
+    chars = media = 0
+    for part in content:
+        text = getattr(part, "text", None)
+        if isinstance(text, str):
+            chars += len(text)
+        else:
+            media += 1
+    return chars, media
+
+
+def _completion_tokens(prompt: Any) -> tuple[int, int]:
+    """A completion's prompt: a string, token ids, or a list of prompts (each string or token ids)."""
     if isinstance(prompt, str):
         return math.ceil(len(prompt) / _CHARS_PER_TOKEN), 1
     if isinstance(prompt, list) and prompt:

@@ -174,37 +174,12 @@ class MediaService:
             return None
         started = time.perf_counter()
         try:
-            check_counts(parts, self._preprocessor.limits)
-            plans = [
-                route(
-                    part,
-                    accepts,
-                    can_derive_text=self.can_derive_text,
-                    can_transcribe=self._transcriber is not None,
-                )
-                for part in parts
-            ]
-            fetched = await asyncio.gather(
-                *(
-                    self._fetcher.fetch(url, part.param)
-                    if (url := part.url) is not None and not is_data_url(url)
-                    else _nothing()
-                    for part in parts
-                )
-            )
-            jobs = [Job(part, plan, blob) for part, plan, blob in zip(parts, plans, fetched, strict=True)]
+            jobs = await self._jobs(parts, accepts)
             # Audio is transcribed by the speech workers, the rest by the media workers.
             audio = [job for job in jobs if job.part.kind == "audio"]
             others = [job for job in jobs if job.part.kind != "audio"]
             heard = Tally(self._preprocessor.limits)
-            decoded = [await self._decode_part(job, heard) for job in audio]
-            seconds = sum(pcm.seconds for pcm in decoded if pcm is not None)
-            if seconds > 0 and admit_audio is not None:
-                await admit_audio(seconds)
-            replacements = [
-                await self._audio(job, pcm, number, heard)
-                for number, (job, pcm) in enumerate(zip(audio, decoded, strict=True), 1)
-            ]
+            replacements = await self._hear(audio, heard, admit_audio)
             outcome = (
                 await self._run(others) if others else Preprocessed(tally=Tally(self._preprocessor.limits))
             )
@@ -227,6 +202,37 @@ class MediaService:
         usage = outcome.tally.usage()
         _log.info("media_prepared", seconds=round(time.perf_counter() - started, 3), **usage)
         return Prepared(orjson.dumps(payload), usage)
+
+    async def _jobs(self, parts: list[MediaPart], accepts: Collection[Modality]) -> list[Job]:
+        """Each part with its plan (by what the model accepts) and its bytes if fetched from a URL."""
+        check_counts(parts, self._preprocessor.limits)
+        can_transcribe = self._transcriber is not None
+        plans = [
+            route(part, accepts, can_derive_text=self.can_derive_text, can_transcribe=can_transcribe)
+            for part in parts
+        ]
+        fetched = await asyncio.gather(
+            *(
+                self._fetcher.fetch(url, part.param)
+                if (url := part.url) is not None and not is_data_url(url)
+                else _nothing()
+                for part in parts
+            )
+        )
+        return [Job(part, plan, blob) for part, plan, blob in zip(parts, plans, fetched, strict=True)]
+
+    async def _hear(
+        self, audio: list[Job], heard: Tally, admit_audio: AdmitAudio | None
+    ) -> list[dict[str, Any]]:
+        """The audio parts' replacements: all decoded and admitted by their total before whisper runs."""
+        decoded = [await self._decode_part(job, heard) for job in audio]
+        seconds = sum(pcm.seconds for pcm in decoded if pcm is not None)
+        if seconds > 0 and admit_audio is not None:
+            await admit_audio(seconds)
+        return [
+            await self._audio(job, pcm, number, heard)
+            for number, (job, pcm) in enumerate(zip(audio, decoded, strict=True), 1)
+        ]
 
     async def _decode_part(self, job: Job, tally: Tally) -> DecodedAudio | None:
         """An audio part to transcribe, decoded (None for one the model takes itself)."""
@@ -377,8 +383,6 @@ def as_api_error(exc: MediaError) -> APIError:
         return APIError(exc.message, param=exc.param, code=exc.code, status=exc.status)
     if exc.status == 413:
         return PayloadTooLarge(exc.message, param=exc.param, code=exc.code)
-    if exc.status >= 500:
-        return APIError(exc.message, param=exc.param, code=exc.code, status=exc.status)
     return InvalidRequest(exc.message, param=exc.param, code=exc.code, status=exc.status)
 
 

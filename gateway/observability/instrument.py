@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import orjson
 from opentelemetry.trace import Status, StatusCode
+from prometheus_client import Histogram
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,7 +49,7 @@ class RequestInstrumentation:
 
     # The whole request's span, metrics and access log in one pass of the ASGI call, kept together so
     # every exit path (error, disconnect, stream end) records the same way.
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901, PLR0915
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -66,49 +67,18 @@ class RequestInstrumentation:
         state["obs"] = record
         in_flight = self._metrics.in_flight.labels(route)
         in_flight.inc()
-        status = 500
-        streaming = False
-        first_at: float | None = None
-        last_at = 0.0
-        itl = None
-        error_body: list[bytes] | None = None
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status, streaming, first_at, last_at, itl, error_body
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name == b"content-type":
-                        streaming = value.startswith(b"text/event-stream")
-                        if status >= 400 and value.startswith(b"application/json"):
-                            error_body = []
-            elif message["type"] == "http.response.body":
-                body = message.get("body", b"")
-                if error_body is not None and sum(map(len, error_body)) < _MAX_ERROR_BODY:
-                    error_body.append(body)
-                if streaming and body:
-                    now = time.perf_counter()
-                    if first_at is None:
-                        first_at = now
-                        self._metrics.ttft.labels(route, record.model).observe(now - record.started)
-                        (record.upstream_span or span).add_event("first_token")
-                        itl = self._metrics.itl.labels(route, record.model)
-                    elif itl is not None and message.get("more_body", False):
-                        itl.observe(now - last_at)
-                    last_at = now
-            await send(message)
-
+        response = _ResponseWatch(send, self._metrics, record)
         try:
-            await self.app(scope, receive, send_observed)
+            await self.app(scope, receive, response.send)
         except BaseException:
-            status = 500
+            response.status = 500
             record.error_type = record.error_type or "server_error"
             raise
         finally:
             in_flight.dec()
-            if error_body is not None and not record.error_type:
-                record.error_type = _error_type(b"".join(error_body))
-            self._finish(scope, record, status, first_at)
+            if response.error_body is not None and not record.error_type:
+                record.error_type = _error_type(b"".join(response.error_body))
+            self._finish(scope, record, response.status, response.first_at)
 
     def _finish(self, scope: Scope, record: RequestRecord, status: int, first_at: float | None) -> None:
         elapsed = time.perf_counter() - record.started
@@ -155,6 +125,67 @@ class RequestInstrumentation:
                 "trace_id": format(span.get_span_context().trace_id, "032x") if span.is_recording() else None,
             },
         )
+
+
+class _ResponseWatch:
+    """What a response's ASGI messages tell, as they pass: its status, when a stream's chunks went
+    out (time to first token, inter-token latency) and, for a JSON error, its body (to read the type).
+    One per request; `send` wraps the app's send."""
+
+    __slots__ = (
+        "_itl",
+        "_last_at",
+        "_metrics",
+        "_record",
+        "_send",
+        "error_body",
+        "first_at",
+        "status",
+        "streaming",
+    )
+
+    def __init__(self, send: Send, metrics: GatewayMetrics, record: RequestRecord) -> None:
+        self._send = send
+        self._metrics = metrics
+        self._record = record
+        self._itl: Histogram | None = None
+        self._last_at = 0.0
+        self.status = 500
+        self.streaming = False
+        self.first_at: float | None = None
+        self.error_body: list[bytes] | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._started(message)
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if self.error_body is not None and sum(map(len, self.error_body)) < _MAX_ERROR_BODY:
+                self.error_body.append(body)
+            if self.streaming and body:
+                self._chunk(message)
+        await self._send(message)
+
+    def _started(self, message: Message) -> None:
+        self.status = message["status"]
+        for name, value in message.get("headers", ()):
+            if name == b"content-type":
+                self.streaming = value.startswith(b"text/event-stream")
+                if self.status >= 400 and value.startswith(b"application/json"):
+                    self.error_body = []
+
+    def _chunk(self, message: Message) -> None:
+        """A stream's chunk went out: the first one is the time to first token, the others ITL."""
+        now = time.perf_counter()
+        record = self._record
+        if self.first_at is None:
+            self.first_at = now
+            self._metrics.ttft.labels(record.route, record.model).observe(now - record.started)
+            (record.upstream_span or record.span).add_event("first_token")
+            self._itl = self._metrics.itl.labels(record.route, record.model)
+        elif self._itl is not None and message.get("more_body", False):
+            self._itl.observe(now - self._last_at)
+        self._last_at = now
 
 
 class _RouteNames:

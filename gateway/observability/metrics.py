@@ -37,6 +37,7 @@ class GatewayMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
+    # Long: the registry declares every metric of deploy/metrics.json, one statement each.
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry

@@ -105,8 +105,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-# One closure per admin endpoint, sharing the guard and the store: long by design, each branch small.
-def admin_router(  # noqa: C901
+def admin_router(
     guard: AdminGuard, keys: KeyAdmin, store: Store, ledger: UsageLedger, status: StatusFn
 ) -> APIRouter:
     async def require_admin(request: Request) -> None:
@@ -116,6 +115,14 @@ def admin_router(  # noqa: C901
     router = APIRouter(
         prefix="/admin", tags=["admin"], responses=_ERRORS, dependencies=[Depends(require_admin)]
     )
+    _add_tenant_routes(router, keys, store)
+    _add_key_routes(router, keys, store)
+    _add_report_routes(router, store, ledger, status)
+    return router
+
+
+def _add_tenant_routes(router: APIRouter, keys: KeyAdmin, store: Store) -> None:
+    """/admin/tenants: create, list, read and change tenants (changes go through KeyAdmin, audited)."""
 
     @router.post("/tenants", status_code=201, summary="Create a tenant, with its limits")
     async def create_tenant(body: TenantCreate, request: Request) -> dict[str, Any]:
@@ -136,6 +143,10 @@ def admin_router(  # noqa: C901
     async def update_tenant(tenant_id: str, body: TenantUpdate, request: Request) -> dict[str, Any]:
         changes = body.changes(("name", "disabled"))
         return tenant_view(await keys.update_tenant(tenant_id, changes, audit=_audit(request)))
+
+
+def _add_key_routes(router: APIRouter, keys: KeyAdmin, store: Store) -> None:
+    """/admin/keys: create, list, read, change, rotate and revoke API keys (audited, like tenants)."""
 
     @router.post("/keys", status_code=201, summary="Create an API key; its secret is shown only here")
     async def create_key(body: KeyCreate, request: Request) -> dict[str, Any]:
@@ -172,6 +183,10 @@ def admin_router(  # noqa: C901
     @router.post("/keys/{key_id}/revoke", summary="Revoke a key for good")
     async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
         return key_view(await keys.revoke_key(key_id, audit=_audit(request)))
+
+
+def _add_report_routes(router: APIRouter, store: Store, ledger: UsageLedger, status: StatusFn) -> None:
+    """What an operator reads: usage totals from the ledger, the audit log, this replica's status."""
 
     @router.get(
         "/usage",
@@ -222,8 +237,6 @@ def admin_router(  # noqa: C901
     @router.get("/status", summary="Redis, limiter, ledger and key-cache state of this replica")
     async def admin_status() -> dict[str, Any]:
         return await status()
-
-    return router
 
 
 _TOTALS = [

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import Field, HttpUrl, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from adapters.parts import Modality
+from gateway.settings.fields_audio import AudioFields
+from gateway.settings.fields_media import MediaFields
 from gateway.settings.load import customise_sources
 from gateway.settings.policy import Policy
 from gateway.settings.sections import (
@@ -22,7 +23,10 @@ from gateway.settings.sections import (
 from gateway.upstreams.factory import config_problems
 
 
-class Settings(BaseSettings):
+class Settings(MediaFields, AudioFields, BaseSettings):
+    """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
+    from TANTRA_* exactly as the fields here."""
+
     model_config = SettingsConfigDict(env_prefix="TANTRA_", extra="ignore", frozen=True)
 
     host: str = Field("0.0.0.0", description="Interface the gateway listens on.")
@@ -187,128 +191,6 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="USD per million tokens per model, as JSON: "
         '{"tantra-tiny": {"prompt": 0.1, "completion": 0.4}}.',
-    )
-
-    # WebSocket /v1/realtime (gateway/realtime/, docs/realtime.md).
-    realtime_enabled: bool = Field(
-        True, description="Serve OpenAI's Realtime API over WebSocket at /v1/realtime."
-    )
-    realtime_max_audio_buffer_s: float = Field(
-        300.0, gt=0, description="Seconds of uncommitted input audio a realtime session may hold."
-    )
-    realtime_max_items: int = Field(512, ge=1, description="Conversation items a realtime session may hold.")
-    realtime_transcription_model: str = Field(
-        "whisper-1", description="The speech-to-text model committed realtime audio is sent to by default."
-    )
-    realtime_speech_model: str = Field(
-        "tts-1", description="The text-to-speech model realtime answers are spoken by."
-    )
-
-    # Images, documents and video in chat content parts (adapters/, docs/adapters.md).
-    media_enabled: bool = Field(
-        True, description="Process media parts; false forwards them to the engine untouched."
-    )
-    media_default_accepts: list[Modality] = Field(
-        default_factory=lambda: list[Modality](["text"]),
-        description="What a model takes itself unless `models.<name>.accepts` says otherwise.",
-    )
-    media_url_allowlist: list[str] = Field(
-        default_factory=list,
-        description="Hosts (`img.example.com`, `*.example.com`) or URL prefixes media may be fetched "
-        "from; empty: only data URLs.",
-    )
-    media_fetch_timeout_s: float = Field(10.0, gt=0, description="Longest fetch of one media URL.")
-    media_max_parts: int = Field(16, ge=0, description="Media parts per request, at most.")
-    media_max_images: int = Field(8, ge=0, description="Images per request, at most.")
-    media_max_image_pixels: int = Field(
-        40_000_000, gt=0, description="Pixels of one image (or video frame) before it is refused as a bomb."
-    )
-    media_max_total_pixels: int = Field(80_000_000, gt=0, description="Image pixels per request, at most.")
-    media_image_pixel_budget: int = Field(
-        1_048_576, gt=0, description="Images are scaled down to at most this many pixels for the model."
-    )
-    media_max_part_bytes: int = Field(
-        16 * 1024 * 1024, gt=0, description="Decoded bytes of one media part; larger gets 413."
-    )
-    media_max_total_bytes: int = Field(
-        32 * 1024 * 1024, gt=0, description="Decoded media bytes per request; more gets 413."
-    )
-    media_max_pages: int = Field(50, ge=0, description="Document pages per request, at most.")
-    media_max_video_seconds: float = Field(60.0, ge=0, description="Seconds of video per request, at most.")
-    media_video_fps: float = Field(1.0, gt=0, description="Video frames sampled per second of video.")
-    media_max_video_frames: int = Field(32, ge=1, description="Frames sampled from one video, at most.")
-    media_ocr_enabled: bool = Field(
-        True, description="Derive text from images for text-only models (Tesseract); false: 400 instead."
-    )
-    media_ocr_lang: str = Field("eng", description="Tesseract's language(s), e.g. `eng+deu`.")
-    media_ocr_timeout_s: float = Field(30.0, gt=0, description="Longest OCR of one image or frame.")
-    media_workers: int = Field(
-        2, ge=1, description="Requests whose media are processed at once (worker processes or threads)."
-    )
-    media_executor: Literal["process", "thread"] = Field(
-        "process",
-        description="Where media work runs: worker processes (never competes with the event loop for "
-        "the GIL) or threads of the gateway's process.",
-    )
-    media_queue_timeout_s: float = Field(
-        30.0, gt=0, description="Longest wait for a free worker before 503 `preprocessing_busy`."
-    )
-    media_image_filter: str | None = Field(
-        None,
-        description="Import path `package.module:factory` of an image classifier run after the "
-        "size/type policy; the factory returns `(facts, image) -> Verdict`.",
-    )
-    media_image_formats: list[str] = Field(
-        default_factory=lambda: ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"],
-        description="Image formats the safety policy lets through.",
-    )
-
-    # Text to speech, POST /v1/audio/speech (adapters/tts/, docs/audio.md).
-    tts_enabled: bool = Field(True, description="Serve /v1/audio/speech and list the speech model.")
-    tts_model: str = Field("tantra-tts", description="The speech model's id in /v1/models and the ledger.")
-    tts_model_aliases: list[str] = Field(
-        default_factory=lambda: ["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"],
-        description="OpenAI's speech model names, accepted as the speech model.",
-    )
-    tts_max_input_chars: int = Field(4096, ge=1, description="Longest `input` to speak, as OpenAI's.")
-    tts_concurrency: int = Field(
-        2,
-        ge=1,
-        description="Sentences synthesised at once across all requests (eSpeak processes, Piper runs).",
-    )
-    tts_espeak_binary: str = Field("espeak-ng", description="The eSpeak NG command (Debian's espeak-ng).")
-    tts_timeout_s: float = Field(30.0, gt=0, description="Longest synthesis of one sentence.")
-    tts_piper_voices: dict[str, Path] = Field(
-        default_factory=dict,
-        description='Piper voices by name, as JSON: {"amy": "/voices/en_US-amy-medium.onnx"} (each with '
-        "its .onnx.json beside it); needs the `piper` extra. A name here wins over eSpeak's.",
-    )
-
-    # Speech to text (adapters/speech, docs/audio.md).
-    audio_whisper_model: Path | None = Field(
-        None,
-        description="A whisper.cpp ggml model file (`make run` builds .cache/checkpoints/whisper-tiny/"
-        "ggml-model.bin); unset: no speech-to-text.",
-    )
-    audio_model_names: list[str] = Field(
-        default_factory=lambda: ["whisper-1"],
-        description="The model names /v1/audio/transcriptions answers to, all served by that model.",
-    )
-    audio_workers: int = Field(
-        1, ge=1, description="Transcriptions run at once (each in a worker process with its own model)."
-    )
-    audio_threads: int = Field(2, ge=1, description="whisper.cpp threads per worker.")
-    audio_nice: int = Field(
-        10, ge=0, le=19, description="How far below the gateway and vLLM the workers' CPU priority is."
-    )
-    audio_max_upload_bytes: int = Field(
-        25 * 1024 * 1024, gt=0, description="Largest audio upload (OpenAI's 25 MB); larger gets 413."
-    )
-    audio_max_seconds: float = Field(
-        600.0, gt=0, description="Longest audio accepted, per upload or chat part; longer gets 400."
-    )
-    audio_queue_timeout_s: float = Field(
-        120.0, gt=0, description="Longest wait for a free speech worker before 503 `transcription_busy`."
     )
 
     # What callers used.

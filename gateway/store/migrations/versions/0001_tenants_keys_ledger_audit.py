@@ -30,6 +30,7 @@ def _limit_columns() -> list[sa.Column]:
     ]
 
 
+# Long: the first schema, every table and index as Alembic declares them, in one migration.
 def upgrade() -> None:
     op.create_table(
         "tenants",

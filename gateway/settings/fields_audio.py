@@ -1,0 +1,79 @@
+"""The audio settings: realtime sessions (`TANTRA_REALTIME_*`), text to speech (`TANTRA_TTS_*`) and
+speech to text (`TANTRA_AUDIO_*`).
+
+A mixin of `Settings` (gateway/settings/schema.py), kept apart so the schema stays readable; the
+fields are read, named and reloaded exactly as the schema's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class AudioFields(BaseModel):
+    """What the gateway hears and speaks: realtime sessions, speech synthesis and transcription."""
+
+    # WebSocket /v1/realtime (gateway/realtime/, docs/realtime.md).
+    realtime_enabled: bool = Field(
+        True, description="Serve OpenAI's Realtime API over WebSocket at /v1/realtime."
+    )
+    realtime_max_audio_buffer_s: float = Field(
+        300.0, gt=0, description="Seconds of uncommitted input audio a realtime session may hold."
+    )
+    realtime_max_items: int = Field(512, ge=1, description="Conversation items a realtime session may hold.")
+    realtime_transcription_model: str = Field(
+        "whisper-1", description="The speech-to-text model committed realtime audio is sent to by default."
+    )
+    realtime_speech_model: str = Field(
+        "tts-1", description="The text-to-speech model realtime answers are spoken by."
+    )
+
+    # Text to speech, POST /v1/audio/speech (adapters/tts/, docs/audio.md).
+    tts_enabled: bool = Field(True, description="Serve /v1/audio/speech and list the speech model.")
+    tts_model: str = Field("tantra-tts", description="The speech model's id in /v1/models and the ledger.")
+    tts_model_aliases: list[str] = Field(
+        default_factory=lambda: ["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"],
+        description="OpenAI's speech model names, accepted as the speech model.",
+    )
+    tts_max_input_chars: int = Field(4096, ge=1, description="Longest `input` to speak, as OpenAI's.")
+    tts_concurrency: int = Field(
+        2,
+        ge=1,
+        description="Sentences synthesised at once across all requests (eSpeak processes, Piper runs).",
+    )
+    tts_espeak_binary: str = Field("espeak-ng", description="The eSpeak NG command (Debian's espeak-ng).")
+    tts_timeout_s: float = Field(30.0, gt=0, description="Longest synthesis of one sentence.")
+    tts_piper_voices: dict[str, Path] = Field(
+        default_factory=dict,
+        description='Piper voices by name, as JSON: {"amy": "/voices/en_US-amy-medium.onnx"} (each with '
+        "its .onnx.json beside it); needs the `piper` extra. A name here wins over eSpeak's.",
+    )
+
+    # Speech to text (adapters/speech, docs/audio.md).
+    audio_whisper_model: Path | None = Field(
+        None,
+        description="A whisper.cpp ggml model file (`make run` builds .cache/checkpoints/whisper-tiny/"
+        "ggml-model.bin); unset: no speech-to-text.",
+    )
+    audio_model_names: list[str] = Field(
+        default_factory=lambda: ["whisper-1"],
+        description="The model names /v1/audio/transcriptions answers to, all served by that model.",
+    )
+    audio_workers: int = Field(
+        1, ge=1, description="Transcriptions run at once (each in a worker process with its own model)."
+    )
+    audio_threads: int = Field(2, ge=1, description="whisper.cpp threads per worker.")
+    audio_nice: int = Field(
+        10, ge=0, le=19, description="How far below the gateway and vLLM the workers' CPU priority is."
+    )
+    audio_max_upload_bytes: int = Field(
+        25 * 1024 * 1024, gt=0, description="Largest audio upload (OpenAI's 25 MB); larger gets 413."
+    )
+    audio_max_seconds: float = Field(
+        600.0, gt=0, description="Longest audio accepted, per upload or chat part; longer gets 400."
+    )
+    audio_queue_timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait for a free speech worker before 503 `transcription_busy`."
+    )
