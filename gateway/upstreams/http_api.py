@@ -6,6 +6,7 @@ request the gateway relays); the functions turn an engine's answers into what a 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from gateway.errors import (
     NotFound,
     UpstreamError,
 )
-from gateway.upstreams.interface import ProbeFailed
+from gateway.upstreams.interface import ProbeFailed, UpstreamSpec
 
 
 class ErrorMap(Protocol):
@@ -227,3 +228,32 @@ def _engine_message(raw: bytes) -> tuple[str | None, str | None]:
         if isinstance(error, str):
             return error, None
     return None, None
+
+
+class HttpUpstream:
+    """What both kinds of upstream do the same way over HTTP: their spec, their URL, and the
+    request path's one call. Each kind adds its own probes (`is_healthy`, `deep_check`, ...)."""
+
+    def __init__(self, spec: UpstreamSpec, api: HttpApi) -> None:
+        self._api = api
+        self._spec = dataclasses.replace(spec, base_url=api.base_url)
+
+    @property
+    def kind(self) -> str:
+        return self._spec.kind
+
+    @property
+    def base_url(self) -> str:
+        return self._api.base_url
+
+    def same_as(self, spec: UpstreamSpec) -> bool:
+        """Equal specs, key included: a rotated key rebuilds the upstream."""
+        return dataclasses.replace(spec, base_url=spec.base_url.rstrip("/")) == self._spec
+
+    async def open(
+        self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
+    ) -> httpx.Response:
+        return await self._api.open(path, body, headers, connect_timeout_s=connect_timeout_s)
+
+    async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
+        return await self._api.models(timeout_s)

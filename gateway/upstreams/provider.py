@@ -9,49 +9,27 @@ refused (a 502 `upstream_auth_failed`), a failure of this upstream rather than t
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import httpx
 import orjson
 
 from gateway.errors import APIError, UpstreamAuthFailed
-from gateway.upstreams.http_api import HttpApi, engine_error, probe_failure, served_model
+from gateway.upstreams.http_api import HttpApi, HttpUpstream, engine_error, probe_failure, served_model
 from gateway.upstreams.interface import Capabilities, UpstreamSpec
 
 # Nothing beyond OpenAI's API: no continuation, tokenizer, metrics or /health of its own.
 PROVIDER = Capabilities(uses_api_key=True)
 
 
-class ProviderUpstream:
+class ProviderUpstream(HttpUpstream):
     """A provider or proxy reached with the gateway's key (the spec's `api_key`)."""
 
     capabilities: ClassVar[Capabilities] = PROVIDER
 
     def __init__(self, spec: UpstreamSpec, client: httpx.AsyncClient) -> None:
         auth = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
-        self._api = HttpApi(spec.base_url, client, auth=auth, error=provider_error)
-        self._spec = dataclasses.replace(spec, base_url=self._api.base_url)
-
-    @property
-    def kind(self) -> str:
-        return self._spec.kind
-
-    @property
-    def base_url(self) -> str:
-        return self._api.base_url
-
-    def same_as(self, spec: UpstreamSpec) -> bool:
-        """Equal specs, key included: a rotated key rebuilds the upstream."""
-        return dataclasses.replace(spec, base_url=spec.base_url.rstrip("/")) == self._spec
-
-    async def open(
-        self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
-    ) -> httpx.Response:
-        return await self._api.open(path, body, headers, connect_timeout_s=connect_timeout_s)
-
-    async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
-        return await self._api.models(timeout_s)
+        super().__init__(spec, HttpApi(spec.base_url, client, auth=auth, error=provider_error))
 
     async def is_healthy(self, timeout_s: float) -> bool:
         return await self._api.answers("/v1/models", timeout_s)

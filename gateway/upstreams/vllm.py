@@ -6,13 +6,12 @@ failover sends (`continue_final_message`): its capabilities say so.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import httpx
 
-from gateway.upstreams.http_api import HttpApi, probe_failure, served_model
+from gateway.upstreams.http_api import HttpApi, HttpUpstream, probe_failure, served_model
 from gateway.upstreams.interface import Capabilities, ProbeFailed, UpstreamSpec
 
 VLLM = Capabilities(
@@ -27,33 +26,13 @@ VLLM = Capabilities(
 _STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
-class VllmUpstream:
+class VllmUpstream(HttpUpstream):
     """A vLLM server. The pooled client is shared by every request the gateway relays."""
 
     capabilities: ClassVar[Capabilities] = VLLM
 
     def __init__(self, spec: UpstreamSpec, client: httpx.AsyncClient) -> None:
-        self._api = HttpApi(spec.base_url, client)  # no key: vLLM's probes and scrapes send none
-        self._spec = dataclasses.replace(spec, base_url=self._api.base_url)
-
-    @property
-    def kind(self) -> str:
-        return self._spec.kind
-
-    @property
-    def base_url(self) -> str:
-        return self._api.base_url
-
-    def same_as(self, spec: UpstreamSpec) -> bool:
-        return dataclasses.replace(spec, base_url=spec.base_url.rstrip("/")) == self._spec
-
-    async def open(
-        self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
-    ) -> httpx.Response:
-        return await self._api.open(path, body, headers, connect_timeout_s=connect_timeout_s)
-
-    async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
-        return await self._api.models(timeout_s)
+        super().__init__(spec, HttpApi(spec.base_url, client))  # no key: vLLM's probes and scrapes send none
 
     async def is_healthy(self, timeout_s: float) -> bool:
         return await self._api.answers("/health", timeout_s)
