@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from gateway.http.sse import sse_event
+
 
 class APIError(Exception):
     """An error the client should see, with OpenAI's status, type, param and code."""
@@ -191,4 +193,4 @@ def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
 
 def sse_error_event(error: APIError) -> bytes:
     """An error inside a stream that has begun: one `data:` event, as OpenAI sends it."""
-    return b"data: " + orjson.dumps(error.body()) + b"\n\n"
+    return sse_event(error.body())

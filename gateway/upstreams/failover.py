@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.http.sse import sse_event
+
 if TYPE_CHECKING:
     from gateway.upstreams.attempt import Attempt, Target
     from gateway.upstreams.dispatch import Dispatcher
@@ -148,7 +150,7 @@ class StreamTranscript:
                 del delta["role"]  # the client had its role event from the first replica
                 if not delta.get("content") and not choices[0].get("finish_reason") and not usage:
                     return None
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return sse_event(body)
 
     def finish_event(self) -> bytes:
         """The last event of a stream whose token limit was reached at the moment it broke."""
@@ -161,7 +163,7 @@ class StreamTranscript:
             kind = "text_completion"
         body: dict[str, Any] = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
         body["choices"] = [choice]
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return sse_event(body)
 
 
 class Failover:
