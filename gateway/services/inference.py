@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.admission import Admission, Outcome, Ticket, validate
@@ -45,7 +46,7 @@ class InferenceService:
         self._estimator = estimator
         self._media = media
 
-    async def handle(self, request: Any, schema: type[SamplingParams], path: str) -> Response:
+    async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:
             body, payload, parsed, media = await self._admit(ticket, schema, path)
             return await self._answer(ticket, path, body, payload, parsed, media)
