@@ -1,6 +1,6 @@
-"""One base for the answers the gateway writes to the socket itself (relayed SSE, spoken audio,
-transcripts as they are made): the status line, a body sent piece by piece while the client is
-watched, and one callback told how it ended."""
+"""One base for the answers the gateway writes to the socket itself (relayed SSE, spoken audio):
+the status line, a body sent piece by piece while the client is watched, and one callback told how
+it ended."""
 
 from __future__ import annotations
 
