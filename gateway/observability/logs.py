@@ -58,6 +58,16 @@ class Redactor:
         return event
 
 
+def scrub_formatted(_: Any, __: str, event: EventDict) -> EventDict:
+    """Masks secrets in what is formatted after the redactor ran: an exception's traceback (its
+    message may quote a key or a database URL) and a stack."""
+    for name in ("exception", "stack"):
+        value = event.get(name)
+        if isinstance(value, str) and ("sk-" in value or "://" in value):
+            event[name] = _scrub_text(value)
+    return event
+
+
 def _orjson_dumps(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
@@ -100,6 +110,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            scrub_formatted,
             renderer,
         ],
     )

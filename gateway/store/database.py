@@ -22,7 +22,9 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = make_url(url)
-        options: dict[str, Any] = {"echo": echo}
+        # A refused statement's error quotes its parameters: the ledger's would be every tenant's rows
+        # of the batch, in a log line. The statement and the driver's reason are enough.
+        options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
             _ensure_parent(self.url.database)
         else:
