@@ -34,8 +34,9 @@ def realtime_router(
         offered = [
             p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
         ]
-        key = presented_key(websocket.headers) or _subprotocol_key(offered)
         try:
+            # A malformed Authorization header is a 401 like any other key problem.
+            key = presented_key(websocket.headers) or _subprotocol_key(offered)
             # A key sent as a subprotocol is checked exactly as the same key in a header.
             principal = await authenticate({"authorization": f"Bearer {key}"} if key else {})
             model = websocket.query_params.get("model")
