@@ -109,6 +109,13 @@ class RateLimited(APIError):
     scope: str | None = None
 
 
+class UpstreamRateLimited(RateLimited):
+    """An upstream (a provider, a busy engine) answered 429: a rate limit, passed on as one, with
+    its Retry-After, so the client's SDK backs off as it would against the provider itself."""
+
+    limit: str | None = "upstream"
+
+
 class QuotaExceeded(APIError):
     """Over a token or spend budget: OpenAI's 429 `insufficient_quota`; retrying will not help."""
 

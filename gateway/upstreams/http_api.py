@@ -7,6 +7,7 @@ request the gateway relays); the functions turn an engine's answers into what a 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from gateway.errors import (
     ModelNotFound,
     NotFound,
     UpstreamError,
+    UpstreamRateLimited,
 )
 from gateway.upstreams.interface import ProbeFailed, UpstreamSpec
 
@@ -81,6 +83,8 @@ class HttpApi:
                 await response.aclose()
             error = self._error(response.status_code, raw, prompt_param=_PROMPT_PARAM.get(path, "prompt"))
             error.retry_after_s = retry_after_seconds(response.headers)
+            if error.status == 429 and error.retry_after_s is not None:
+                error.headers.setdefault("retry-after", str(max(1, math.ceil(error.retry_after_s))))
             raise error
         return response
 
@@ -206,6 +210,8 @@ def engine_error(status: int, raw: bytes, *, prompt_param: str = "prompt") -> AP
         return ModelNotFound(message, param="model")
     if status == 404:
         return NotFound(message)
+    if status == 429:
+        return UpstreamRateLimited(message)
     if 400 <= status < 500:
         return InvalidRequest(message, param=param, status=status)
     if status == 503:
