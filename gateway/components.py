@@ -166,6 +166,7 @@ class Components:
                 "written": ledger.written,
                 "dropped": ledger.dropped,
                 "failures": ledger.failures,
+                "set_aside": ledger.set_aside,
             },
             "auth_cache": {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
         }
@@ -184,7 +185,7 @@ def build(
     metrics = GatewayMetrics()
     client = http_client or engine_client(settings)
     pool, dispatcher, catalog = _upstreams(settings, live, client, metrics)
-    shared = _shared_state(settings)
+    shared = _shared_state(settings, metrics)
     access = _access(settings, shared, policy)
     components = Components(
         settings=settings,
@@ -219,7 +220,7 @@ def build(
     return components
 
 
-def _shared_state(settings: Settings) -> SharedState:
+def _shared_state(settings: Settings, metrics: GatewayMetrics) -> SharedState:
     database = Database(settings.database_url)
     store = Store(database)
     redis, subscriber = redis_clients(settings)
@@ -228,7 +229,10 @@ def _shared_state(settings: Settings) -> SharedState:
         database=database,
         store=store,
         ledger=UsageLedger(
-            store, flush_interval_s=settings.ledger_flush_interval_s, batch_size=settings.ledger_batch_size
+            store,
+            flush_interval_s=settings.ledger_flush_interval_s,
+            batch_size=settings.ledger_batch_size,
+            on_set_aside=metrics.ledger_set_aside.inc,
         ),
         redis=redis,
         subscriber=subscriber,

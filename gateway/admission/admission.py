@@ -74,8 +74,8 @@ class Ticket:
         """The body as received, its JSON object, and that object validated against `schema`."""
         body = await read_request_body(self.request, self.policy.max_body_bytes)
         payload = load_json(body)
-        if isinstance(payload, dict) and isinstance(payload.get("model"), str):
-            self.tab.model = payload["model"]  # the ledger names what was asked, even if refused
+        # The ledger names a model only once it is known (use_model): what a client wrote in
+        # `model` never reaches a ledger row.
         parsed = validate(schema, payload)
         assert isinstance(payload, dict)  # parse_request accepts objects only
         return body, payload, parsed

@@ -17,6 +17,8 @@ from gateway.limits.pricing import PriceBook
 from gateway.store import UsageLedger, UsageRow
 
 _log = logging.getLogger("tantra.limits")
+# The ledger's model for a request refused before its model was known (an unknown name, a bad body).
+UNKNOWN_MODEL = "(unknown)"
 
 
 class Accountant:
@@ -138,7 +140,7 @@ class Tab:
                     request_id=self.request_id,
                     tenant_id=self.tenant_id,
                     key_id=self.key_id,
-                    model=self.model[:200],
+                    model=(self.model or UNKNOWN_MODEL)[:200],
                     endpoint=self.endpoint,
                     stream=self.stream,
                     prompt_tokens=prompt,

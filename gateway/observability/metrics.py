@@ -118,6 +118,11 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.ledger_set_aside = Counter(
+            "tantra_ledger_set_aside_total",
+            "Ledger rows the database refused, kept in usage_dead_letter instead of blocking the rest.",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "tantra_config_reloads_total",
             "Configuration reloads, by result: applied or rejected.",

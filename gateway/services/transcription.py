@@ -72,7 +72,6 @@ class TranscriptionService:
                 ticket.request, self._max_upload_bytes, list_fields=("timestamp_granularities",)
             )
             fields = _parse_fields(values)
-            ticket.tab.model = fields.model
             self._check_model(fields.model)
             ticket.use_model(fields.model, stream=fields.stream)
         await ticket.reserve(Estimate(0, 0, 0))

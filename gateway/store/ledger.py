@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from gateway.store.records import UsageRow
 from gateway.store.repository import Store
@@ -16,10 +19,18 @@ _log = logging.getLogger("tantra.ledger")
 class UsageLedger:
     """`record` never waits: a background task writes what was recorded every `flush_interval_s`
     (sooner when `batch_size` rows are waiting). A database that fails keeps the rows buffered and
-    retried; past `max_buffered` the oldest are dropped and counted, so memory stays bounded."""
+    retried; past `max_buffered` the oldest are dropped and counted, so memory stays bounded. A
+    batch the database refuses for its data (not for being down) is split until the row it refuses
+    is found; that row is set aside (`usage_dead_letter`), counted, and the rest is written."""
 
     def __init__(
-        self, store: Store, *, flush_interval_s: float, batch_size: int, max_buffered: int = 200_000
+        self,
+        store: Store,
+        *,
+        flush_interval_s: float,
+        batch_size: int,
+        max_buffered: int = 200_000,
+        on_set_aside: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._interval = flush_interval_s
@@ -31,6 +42,8 @@ class UsageLedger:
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self.set_aside = 0
+        self._on_set_aside = on_set_aside
 
     @property
     def pending(self) -> int:
@@ -52,10 +65,36 @@ class UsageLedger:
         async with self._lock:
             while self._rows:
                 batch = [self._rows[i] for i in range(min(self._batch_size, len(self._rows)))]
-                await self._store.add_usage(batch)
+                await self._write(batch)
                 for _ in batch:
                     self._rows.popleft()
-                self.written += len(batch)
+
+    async def _write(self, batch: Sequence[UsageRow]) -> None:
+        """Write `batch`; a batch refused for its data is halved until each refused row is alone,
+        and set aside. Any other failure (the database down) is raised, and the batch kept."""
+        try:
+            await self._store.add_usage(batch)
+        except Exception as exc:
+            if not _refused_for_data(exc):
+                raise
+            if len(batch) > 1:
+                half = len(batch) // 2
+                await self._write(batch[:half])
+                await self._write(batch[half:])
+                return
+            await self._set_aside(batch[0], exc)
+            return
+        self.written += len(batch)
+
+    async def _set_aside(self, row: UsageRow, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {getattr(exc, 'orig', exc)}"
+        await self._store.set_aside(row, reason)
+        self.set_aside += 1
+        if self._on_set_aside is not None:
+            self._on_set_aside()
+        # The request id only: the row may hold what the database refused, and other tenants' rows
+        # are never in this line.
+        _log.error("usage ledger: set aside request %s's row, which the database refused", row.request_id)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -81,3 +120,11 @@ class UsageLedger:
                 self.failures += 1
                 _log.exception("usage ledger: write failed; %d rows kept for the next try", len(self._rows))
                 await asyncio.sleep(self._interval)
+
+
+def _refused_for_data(exc: Exception) -> bool:
+    """The database answered and refused what was sent (a NUL byte, a value too long), as opposed
+    to being unreachable: only then does splitting the batch find a culprit."""
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    return not isinstance(exc, OperationalError | InterfaceError)

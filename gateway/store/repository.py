@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import Select, case, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.store.database import Database
-from gateway.store.models import ApiKey, AuditEvent, Tenant, UsageRecord
+from gateway.store.models import ApiKey, AuditEvent, DeadLetter, Tenant, UsageRecord
 from gateway.store.records import LIMIT_FIELDS, AuditContext, KeyRecord, Limits, UsageRow
 
 GroupBy = Literal["tenant", "key", "model", "day"]
@@ -205,6 +206,22 @@ class Store:
             await session.execute(insert(UsageRecord), [row.as_row() for row in rows])
             await session.commit()
 
+    async def set_aside(self, row: UsageRow, reason: str) -> None:
+        """Keep a row the usage table refused, as escaped JSON, with the database's reason."""
+        record = DeadLetter(
+            created_at=datetime.now(UTC).replace(tzinfo=None),
+            request_id=_printable(row.request_id)[:160],
+            reason=_printable(reason)[:2000],
+            row=orjson.dumps(row.as_row(), default=str).decode(),
+        )
+        async with self.db.session() as session:
+            session.add(record)
+            await session.commit()
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        async with self.db.session() as session:
+            return list((await session.execute(select(DeadLetter).order_by(DeadLetter.id))).scalars())
+
     async def usage_since(
         self, *, tenant_id: str | None = None, key_id: str | None = None, since: datetime
     ) -> tuple[int, int]:
@@ -302,6 +319,11 @@ class Store:
             query = query.where(AuditEvent.target_id == target_id)
         async with self.db.session() as session:
             return list((await session.execute(query)).scalars())
+
+
+def _printable(text: str) -> str:
+    """`text` without NUL and other control characters, which some databases refuse."""
+    return "".join(ch for ch in text if ch.isprintable() or ch in "\t\n")
 
 
 def _is_error() -> Any:
