@@ -178,7 +178,8 @@ class Admission:
             tenant_id=principal.tenant_id,
             key_id=principal.key_id,
             endpoint=endpoint,
-            request_id=request.state.request_id,
+            request_id=request.state.unique_request_id,
+            client_request_id=request.state.client_request_id,
         )
         ticket = Ticket(request, principal, self._accountant, tab, record, policy)
         try:

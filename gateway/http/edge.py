@@ -20,7 +20,9 @@ class EdgeMiddleware:
 
     The id comes from `x-request-id` when the client sent a usable one; it is stored
     in the scope (`scope["state"]["request_id"]`) and echoed on the response; the
-    engine gets a unique variant of it, so logs on both sides can be joined. An
+    engine gets a unique variant of it, so logs on both sides can be joined. Clients
+    may reuse ids, so the ledger keys its row by the gateway's own
+    (`unique_request_id`, the request id itself when the client sent none). An
     exception nothing else handled becomes a 500 in OpenAI's envelope (Starlette's
     own handler would answer in plain text).
     """
@@ -33,13 +35,15 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         given = _incoming_id(scope)
-        request_id = given or uuid.uuid4().hex.encode()
+        own = uuid.uuid4().hex
+        request_id = given or own.encode()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
+        # The gateway's own id, unique per request whatever the client sends: the ledger's key.
+        state["unique_request_id"] = own
+        state["client_request_id"] = given.decode() if given else None
         # The engine needs an id unique among its live requests, which a client's id need not be.
-        state["engine_request_id"] = (
-            f"{request_id.decode()}-{uuid.uuid4().hex[:8]}" if given else state["request_id"]
-        )
+        state["engine_request_id"] = f"{request_id.decode()}-{own[:8]}" if given else own
         header = (b"x-request-id", request_id)
 
         started = False

@@ -31,8 +31,23 @@ class Accountant:
         self.prices = prices
         self._settling: set[asyncio.Task[None]] = set()
 
-    def open(self, *, tenant_id: str | None, key_id: str | None, endpoint: str, request_id: str) -> Tab:
-        return Tab(self, tenant_id=tenant_id, key_id=key_id, endpoint=endpoint, request_id=request_id)
+    def open(
+        self,
+        *,
+        tenant_id: str | None,
+        key_id: str | None,
+        endpoint: str,
+        request_id: str,
+        client_request_id: str | None = None,
+    ) -> Tab:
+        return Tab(
+            self,
+            tenant_id=tenant_id,
+            key_id=key_id,
+            endpoint=endpoint,
+            request_id=request_id,
+            client_request_id=client_request_id,
+        )
 
     def settle_later(
         self, reservation: Reservation, tokens: int, cost_micros: int, audio_seconds: float = 0.0
@@ -63,13 +78,18 @@ class Tab:
         key_id: str | None,
         endpoint: str,
         request_id: str,
+        client_request_id: str | None = None,
     ) -> None:
         self._accountant = accountant
         self.tenant_id = tenant_id
         self.key_id = key_id
         self.endpoint = endpoint
+        # The gateway's own id (unique: the ledger's key) and the client's x-request-id, if any.
         self.request_id = request_id
+        self.client_request_id = client_request_id
+        # The model asked for, and the one that answered (a fallback's): the answer is priced by it.
         self.model = ""
+        self.served_model: str | None = None
         self.stream = False
         self.estimate: Estimate | None = None
         self.reservation: Reservation | None = None
@@ -115,16 +135,8 @@ class Tab:
         self.closed = True
         accountant = self._accountant
         prompt, completion = self._tokens(usage, completion_tokens)
-        if (
-            usage is not None
-            and self.estimate is not None
-            and self.estimate_covers_prompt
-            and isinstance(usage.get("prompt_tokens"), int)
-        ):
-            accountant.estimator.observe(
-                self.endpoint, self.model, self.estimate, int(usage["prompt_tokens"])
-            )
-        cost = accountant.prices.cost_micros(self.model, prompt, completion)
+        self._observe(usage)
+        cost = accountant.prices.cost_micros(self.served_model or self.model, prompt, completion)
         if self.reservation is not None:
             accountant.settle_later(self.reservation, prompt + completion, cost)
         for held in self.audio_reservations:
@@ -141,6 +153,8 @@ class Tab:
                     tenant_id=self.tenant_id,
                     key_id=self.key_id,
                     model=(self.model or UNKNOWN_MODEL)[:200],
+                    served_model=self.served_model,
+                    client_request_id=self.client_request_id,
                     endpoint=self.endpoint,
                     stream=self.stream,
                     prompt_tokens=prompt,
@@ -155,6 +169,20 @@ class Tab:
             )
         except Exception:  # the ledger must never fail a request
             _log.exception("usage ledger: could not record request %s", self.request_id)
+
+    def _observe(self, usage: Mapping[str, Any] | None) -> None:
+        """Teach the estimator the engine's count for the prompt it estimated: only when the
+        request's own model counted it (a fallback's tokenizer is another's)."""
+        if (
+            usage is not None
+            and self.estimate is not None
+            and self.estimate_covers_prompt
+            and self.served_model in (None, self.model)
+            and isinstance(usage.get("prompt_tokens"), int)
+        ):
+            self._accountant.estimator.observe(
+                self.endpoint, self.model, self.estimate, int(usage["prompt_tokens"])
+            )
 
     def _tokens(self, usage: Mapping[str, Any] | None, counted: int | None) -> tuple[int, int]:
         """The engine's own counts when it gave them; otherwise the prompt as estimated (the engine

@@ -3,7 +3,8 @@
 from gateway.store.database import Database
 from gateway.store.ledger import UsageLedger
 from gateway.store.records import AuditContext, BudgetPeriod, KeyRecord, Limits, UsageRow
-from gateway.store.repository import GROUPS, AlreadyExists, GroupBy, NotFoundInStore, Store, utcnow
+from gateway.store.reports import GROUPS, GroupBy
+from gateway.store.repository import AlreadyExists, NotFoundInStore, Store, utcnow
 
 __all__ = [
     "GROUPS",

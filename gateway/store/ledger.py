@@ -19,9 +19,12 @@ _log = logging.getLogger("tantra.ledger")
 class UsageLedger:
     """`record` never waits: a background task writes what was recorded every `flush_interval_s`
     (sooner when `batch_size` rows are waiting). A database that fails keeps the rows buffered and
-    retried; past `max_buffered` the oldest are dropped and counted, so memory stays bounded. A
-    batch the database refuses for its data (not for being down) is split until the row it refuses
-    is found; that row is set aside (`usage_dead_letter`), counted, and the rest is written."""
+    retried; past `max_buffered` the oldest are dropped and counted, so memory stays bounded (the
+    batch being written is held apart: rows recorded during a write that succeeds are all kept). A
+    write retried after a commit whose answer was lost adds nothing: the request id is unique and
+    rows already written are skipped. A batch the database refuses for its data (not for being
+    down) is split until the row it refuses is found; that row is set aside (`usage_dead_letter`),
+    counted, and the rest is written."""
 
     def __init__(
         self,
@@ -35,7 +38,12 @@ class UsageLedger:
         self._store = store
         self._interval = flush_interval_s
         self._batch_size = batch_size
-        self._rows: deque[UsageRow] = deque(maxlen=max_buffered)
+        # Rows waiting to be written, at most `max_buffered`; the batch being written is taken out
+        # (`_writing`, at most `batch_size` more), so rows recorded meanwhile never push it out nor
+        # are popped in its place when it is done.
+        self._rows: deque[UsageRow] = deque()
+        self._writing: list[UsageRow] = []
+        self._max = max_buffered
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -47,10 +55,14 @@ class UsageLedger:
 
     @property
     def pending(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + len(self._writing)
 
     def record(self, row: UsageRow) -> None:
-        if len(self._rows) == self._rows.maxlen:
+        """Buffer `row`; past `max_buffered` waiting rows the oldest waiting one is dropped (and
+        counted). The batch being written is not among them: a write that succeeds loses nothing
+        recorded meanwhile, and one that fails is put back and the bound applied then."""
+        if len(self._rows) >= self._max:
+            self._rows.popleft()
             self.dropped += 1
         self._rows.append(row)
         if len(self._rows) >= self._batch_size:
@@ -64,10 +76,24 @@ class UsageLedger:
         """Write everything recorded so far; raises if the database refuses."""
         async with self._lock:
             while self._rows:
-                batch = [self._rows[i] for i in range(min(self._batch_size, len(self._rows)))]
-                await self._write(batch)
-                for _ in batch:
-                    self._rows.popleft()
+                rows = self._rows
+                self._writing = [rows.popleft() for _ in range(min(self._batch_size, len(rows)))]
+                try:
+                    await self._write(self._writing)
+                except BaseException:
+                    self._keep(self._writing)
+                    raise
+                finally:
+                    self._writing = []
+
+    def _keep(self, batch: list[UsageRow]) -> None:
+        """Put back a batch that was not written (or not known to be), ahead of what came since;
+        past the bound the oldest go. A retry skips rows already committed (the request id is
+        unique)."""
+        self._rows.extendleft(reversed(batch))
+        while len(self._rows) > self._max:
+            self._rows.popleft()
+            self.dropped += 1
 
     async def _write(self, batch: Sequence[UsageRow]) -> None:
         """Write `batch`; a batch refused for its data is halved until each refused row is alone,

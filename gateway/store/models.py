@@ -117,14 +117,23 @@ class UsageRecord(Base):
         Index("ix_usage_tenant_time", "tenant_id", "created_at"),
         Index("ix_usage_key_time", "key_id", "created_at"),
         Index("ix_usage_time", "created_at"),
+        # The gateway's own id, one per request (migration 0004): a write retried after a commit
+        # whose answer was lost adds nothing (ON CONFLICT DO NOTHING).
+        Index("uq_usage_request_id", "request_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
     request_id: Mapped[str] = mapped_column(String(160), nullable=False)
+    # The client's x-request-id, when it sent one: clients may reuse it, so it is not the key.
+    client_request_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
     tenant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The model the client asked for (its catalog name) ...
     model: Mapped[str] = mapped_column(String(200), nullable=False)
+    # ... and the one that answered (a fallback's), which `cost_micros` is priced by; NULL when no
+    # upstream answered (refused, failed before an answer).
+    served_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     endpoint: Mapped[str] = mapped_column(String(64), nullable=False)
     stream: Mapped[bool] = mapped_column(Boolean, nullable=False)
     prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -105,6 +105,11 @@ class UsageRow:
     audio_seconds: float | None = None
     # A chat request's `usage.tantra_media` (what its media parts used), when it had any.
     media: dict[str, Any] | None = None
+    # The model that answered (`model`, or a fallback of it), which `cost_micros` is priced by;
+    # None when no upstream answered.
+    served_model: str | None = None
+    # The client's x-request-id; `request_id` is the gateway's own, unique per request.
+    client_request_id: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -123,4 +128,6 @@ class UsageRow:
             "outcome": self.outcome,
             "audio_seconds": self.audio_seconds,
             "media": self.media,
+            "served_model": self.served_model,
+            "client_request_id": self.client_request_id,
         }

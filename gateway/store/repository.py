@@ -6,19 +6,18 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from sqlalchemy import Select, case, func, insert, or_, select
+from sqlalchemy import func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.store.database import Database
 from gateway.store.models import ApiKey, AuditEvent, DeadLetter, Tenant, UsageRecord
 from gateway.store.records import LIMIT_FIELDS, AuditContext, KeyRecord, Limits, UsageRow
-
-GroupBy = Literal["tenant", "key", "model", "day"]
-GROUPS: tuple[GroupBy, ...] = ("tenant", "key", "model", "day")
+from gateway.store.reports import GroupBy, report_query, report_row
 
 
 class NotFoundInStore(LookupError):
@@ -203,8 +202,14 @@ class Store:
         if not rows:
             return
         async with self.db.session() as session:
-            await session.execute(insert(UsageRecord), [row.as_row() for row in rows])
+            await session.execute(self._insert_new_usage(), [row.as_row() for row in rows])
             await session.commit()
+
+    def _insert_new_usage(self) -> Any:
+        """An insert that skips a row whose request id is already written: a batch retried after a
+        commit whose answer was lost (the connection dropped) adds nothing the second time."""
+        dialect = postgresql if self.db.url.get_backend_name() == "postgresql" else sqlite
+        return dialect.insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"])
 
     async def set_aside(self, row: UsageRow, reason: str) -> None:
         """Keep a row the usage table refused, as escaped JSON, with the database's reason."""
@@ -247,54 +252,13 @@ class Store:
         tenant_id: str | None = None,
         key_id: str | None = None,
         model: str | None = None,
+        served_model: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Ledger totals grouped by any of tenant, key, model and (UTC) day."""
-        columns: dict[str, Any] = {
-            "tenant": UsageRecord.tenant_id,
-            "key": UsageRecord.key_id,
-            "model": UsageRecord.model,
-            "day": func.date(UsageRecord.created_at),
-        }
-        keys = [columns[g].label(f"{g}_id" if g in ("tenant", "key") else g) for g in group_by]
-        query: Select[Any] = select(
-            *keys,
-            func.count().label("requests"),
-            func.coalesce(func.sum(UsageRecord.prompt_tokens), 0).label("prompt_tokens"),
-            func.coalesce(func.sum(UsageRecord.completion_tokens), 0).label("completion_tokens"),
-            func.coalesce(func.sum(UsageRecord.cost_micros), 0).label("cost_micros"),
-            func.coalesce(func.sum(UsageRecord.audio_seconds), 0).label("audio_seconds"),
-            func.count(UsageRecord.media).label("media_requests"),
-            func.coalesce(func.avg(UsageRecord.latency_ms), 0).label("avg_latency_ms"),
-            func.sum(_is_error()).label("errors"),
-        )
-        if start is not None:
-            query = query.where(UsageRecord.created_at >= start)
-        if end is not None:
-            query = query.where(UsageRecord.created_at < end)
-        if tenant_id is not None:
-            query = query.where(UsageRecord.tenant_id == tenant_id)
-        if key_id is not None:
-            query = query.where(UsageRecord.key_id == key_id)
-        if model is not None:
-            query = query.where(UsageRecord.model == model)
-        if group_by:
-            grouped = [columns[g] for g in group_by]
-            query = query.group_by(*grouped).order_by(*grouped)
+        """Ledger totals grouped by any of tenant, key, model, served model and (UTC) day."""
+        filters = {"tenant_id": tenant_id, "key_id": key_id, "model": model, "served_model": served_model}
         async with self.db.session() as session:
-            result = await session.execute(query)
-            rows = [dict(row._mapping) for row in result]
-        for row in rows:
-            if "day" in row and row["day"] is not None:
-                row["day"] = str(row["day"])[:10]
-            row["prompt_tokens"] = int(row["prompt_tokens"])
-            row["completion_tokens"] = int(row["completion_tokens"])
-            row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
-            row["cost_usd"] = int(row.pop("cost_micros")) / 1_000_000
-            row["audio_seconds"] = round(float(row["audio_seconds"]), 3)
-            row["media_requests"] = int(row["media_requests"])
-            row["avg_latency_ms"] = round(float(row["avg_latency_ms"]), 1)
-            row["errors"] = int(row["errors"] or 0)
-        return rows
+            result = await session.execute(report_query(group_by, start, end, filters))
+            return [report_row(dict(row._mapping)) for row in result]
 
     async def usage_rows(
         self, *, key_id: str | None = None, tenant_id: str | None = None
@@ -324,10 +288,6 @@ class Store:
 def _printable(text: str) -> str:
     """`text` without NUL and other control characters, which some databases refuse."""
     return "".join(ch for ch in text if ch.isprintable() or ch in "\t\n")
-
-
-def _is_error() -> Any:
-    return case((UsageRecord.status >= 400, 1), else_=0)
 
 
 def _columns(limits: Limits) -> dict[str, Any]:
