@@ -90,7 +90,8 @@ class RequestInstrumentation:
         if record.rejected_by is not None:
             self._metrics.rejected(*record.rejected_by)
         if record.prompt_tokens or record.completion_tokens:
-            self._metrics.count_tokens(model, record.prompt_tokens, record.completion_tokens)
+            served = record.served_model or model
+            self._metrics.count_tokens(model, served, record.prompt_tokens, record.completion_tokens)
         if record.upstream_span is not None:
             record.upstream_span.end()
         span = record.span
@@ -115,6 +116,7 @@ class RequestInstrumentation:
                 "tenant": record.tenant,
                 "key_prefix": record.key_prefix,
                 "upstream": record.upstream,
+                "served_model": record.served_model,
                 "stream": record.stream,
                 "outcome": record.outcome,
                 "error_type": error_type or None,

@@ -77,8 +77,9 @@ class GatewayMetrics:
         )
         self.tokens = Counter(
             "tantra_tokens_total",
-            "Tokens served, from each response's usage; kind is prompt or completion.",
-            ["model", "kind"],
+            "Tokens served, from each response's usage; kind is prompt or completion; served_model is "
+            "the model that answered (a fallback of model).",
+            ["model", "served_model", "kind"],
             registry=r,
         )
         self.in_flight = Gauge(
@@ -139,11 +140,11 @@ class GatewayMetrics:
         self.requests.labels(route, model, str(status), error_type).inc()
         self.duration.labels(route, model).observe(seconds)
 
-    def count_tokens(self, model: str, prompt: int, completion: int) -> None:
+    def count_tokens(self, model: str, served_model: str, prompt: int, completion: int) -> None:
         if prompt:
-            self.tokens.labels(model, "prompt").inc(prompt)
+            self.tokens.labels(model, served_model, "prompt").inc(prompt)
         if completion:
-            self.tokens.labels(model, "completion").inc(completion)
+            self.tokens.labels(model, served_model, "completion").inc(completion)
 
     def rejected(self, limit: str, scope: str) -> None:
         self.ratelimit_rejections.labels(limit, scope).inc()

@@ -27,6 +27,8 @@ class RequestRecord:
     tenant: str | None = None
     key_prefix: str | None = None
     upstream: str | None = None
+    # The model that answered (`model`, or a fallback of it), once an upstream answered.
+    served_model: str | None = None
     stream: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0

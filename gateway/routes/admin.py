@@ -196,13 +196,16 @@ def _add_report_routes(router: APIRouter, store: Store, ledger: UsageLedger, sta
     )
     async def usage(
         group_by: Annotated[
-            str, Query(description="Any of tenant, key, model, day.")
+            str, Query(description="Any of tenant, key, model, served_model, day.")
         ] = "tenant,key,model,day",
         start: Annotated[datetime | date | None, Query(description="From this UTC time or day.")] = None,
         end: Annotated[datetime | date | None, Query(description="Before this UTC time or day.")] = None,
         tenant_id: str | None = None,
         key_id: str | None = None,
-        model: str | None = None,
+        model: Annotated[str | None, Query(description="The model asked for.")] = None,
+        served_model: Annotated[
+            str | None, Query(description="The model that answered (a fallback's); costs are its.")
+        ] = None,
         format: Literal["json", "csv"] = "json",
     ) -> dict[str, Any] | Response:
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
@@ -220,6 +223,7 @@ def _add_report_routes(router: APIRouter, store: Store, ledger: UsageLedger, sta
             tenant_id=tenant_id,
             key_id=key_id,
             model=model,
+            served_model=served_model,
         )
         if format == "csv":
             return _csv(rows, [*(f"{g}_id" if g in ("tenant", "key") else g for g in groups), *_TOTALS])

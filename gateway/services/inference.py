@@ -103,8 +103,8 @@ class InferenceService:
         )
         receive = ticket.request.receive
         if not parsed.stream:
-            answer, upstream = await unless_disconnected(receive, self._dispatcher.answer(request))
-            _chose(ticket, upstream)
+            answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
+            _chose(ticket, upstream, served)
             ticket.settle(Outcome.COMPLETED, usage=usage_of(answer))
             if media is not None:
                 answer = with_media_usage(answer, media.usage)
@@ -113,7 +113,7 @@ class InferenceService:
         if not wants_usage:
             request = dataclasses.replace(request, body=asking_for_usage(body, parsed.stream_options))
         stream = await unless_disconnected(receive, self._dispatcher.stream(request))
-        _chose(ticket, stream.upstream)
+        _chose(ticket, stream.upstream, stream.model)
         usage = StreamUsage(
             forward_usage=wants_usage,
             observe=stream.observe,
@@ -143,11 +143,14 @@ class InferenceService:
         return headers
 
 
-def _chose(ticket: Ticket, upstream: str) -> None:
-    """Name the upstream that answers in the request's logs, access line and span."""
+def _chose(ticket: Ticket, upstream: str, served_model: str) -> None:
+    """Name the upstream that answers in the request's logs, access line and span, and the model
+    it answered as (a fallback's) in its ledger row, which is priced by it."""
     bind_request(upstream=upstream)
+    ticket.tab.served_model = served_model
     record = ticket.record
     if record is not None:
         record.upstream = upstream
+        record.served_model = served_model
         if record.upstream_span is not None and record.tracing.enabled:
             record.upstream_span.set_attribute("tantra.upstream", upstream)

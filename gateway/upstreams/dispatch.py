@@ -87,15 +87,16 @@ class Dispatcher:
             attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=failover
         )
 
-    async def answer(self, request: UpstreamRequest) -> tuple[bytes, str]:
-        """A whole non-streamed answer, and the upstream that gave it."""
+    async def answer(self, request: UpstreamRequest) -> tuple[bytes, str, str]:
+        """A whole non-streamed answer, the upstream that gave it, and the model of the chain it
+        answered as (the request's, or a fallback's: the one the answer is priced by)."""
         plan = self.plan(request.model)
         deadline = Deadline(plan[0].timeouts.total_s)
         affinity = affinity_key(request.path, request.payload, request.affinity_chars)
-        body, member = await self.complete(
+        body, member, target = await self.complete(
             request.path, request.body, request.headers, plan, deadline, affinity=affinity
         )
-        return body, member.name
+        return body, member.name, target.model
 
     async def open_stream(
         self,
@@ -122,13 +123,13 @@ class Dispatcher:
         deadline: Deadline,
         *,
         affinity: str | None = None,
-    ) -> tuple[bytes, Member]:
+    ) -> tuple[bytes, Member, Target]:
         """A whole non-streamed answer: every failure comes before the client's first byte."""
 
         async def attempt(
             member: Member, target: Target, payload: bytes, sent: dict[str, str]
-        ) -> tuple[bytes, Member]:
-            return await self._read_whole(member, target, path, payload, sent, deadline), member
+        ) -> tuple[bytes, Member, Target]:
+            return await self._read_whole(member, target, path, payload, sent, deadline), member, target
 
         return await self._answer(plan, body, headers, deadline, affinity, (), attempt)
 

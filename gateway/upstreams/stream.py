@@ -80,6 +80,12 @@ class UpstreamStream:
         return self._attempt.member.name
 
     @property
+    def model(self) -> str:
+        """The model of the chain that answered first (the request's, or a fallback's): the one
+        the answer is priced by, a failover's continuation included."""
+        return self._attempt.target.model
+
+    @property
     def observe(self) -> Callable[[dict[str, Any]], None] | None:
         """What wants to see each parsed event the client is sent (the failover's transcript); the
         relay parses every event anyway, so this costs no second parse."""

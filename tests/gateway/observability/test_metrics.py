@@ -42,6 +42,7 @@ def build(metrics: GatewayMetrics, tracing: Tracing) -> RequestInstrumentation:
         with record.child("auth"):
             pass
         record.start_upstream("engine")
+        record.served_model = "m1-ext"  # a fallback of m1 answered: its tokens say so
         record.use(prompt_tokens=7, completion_tokens=3)
         return JSONResponse({"ok": True})
 
@@ -102,8 +103,8 @@ async def test_counts_latency_tokens_and_the_access_line(access: io.StringIO) ->
     )
     assert sample(metrics, "tantra_requests_total", route="other", status="404") == 1
     assert sample(metrics, "tantra_request_duration_seconds_count", route="/v1/answer") == 2
-    assert sample(metrics, "tantra_tokens_total", model="m1", kind="prompt") == 14
-    assert sample(metrics, "tantra_tokens_total", model="m1", kind="completion") == 6
+    assert sample(metrics, "tantra_tokens_total", model="m1", served_model="m1-ext", kind="prompt") == 14
+    assert sample(metrics, "tantra_tokens_total", model="m1", served_model="m1-ext", kind="completion") == 6
     assert sample(metrics, "tantra_queue_time_seconds_count", route="/v1/answer") == 2
     assert sample(metrics, "tantra_requests_in_flight", route="/v1/answer") == 0
 
@@ -117,6 +118,7 @@ async def test_counts_latency_tokens_and_the_access_line(access: io.StringIO) ->
         "sk-tantra-AbCd",
     )
     assert (first["prompt_tokens"], first["completion_tokens"], first["upstream"]) == (7, 3, "engine")
+    assert first["served_model"] == "m1-ext"
     assert first["latency_ms"] >= 0
     assert len([line for line in lines if line.get("event") == "request"]) == 5
 
