@@ -1,16 +1,21 @@
 """Issue 16, point 15: ledger durability. Each row is keyed by an id the gateway makes (clients
 reuse x-request-id; theirs is kept apart), unique in the table, so a write retried after a commit
 whose answer was lost adds nothing; rows recorded while a batch is being written are never popped
-in its place; and what is buffered at shutdown (SIGTERM: uvicorn's lifespan shutdown) is written."""
+in its place; and what is buffered when the gateway gets SIGTERM is written before it exits."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic import command
 from sqlalchemy import insert
@@ -21,7 +26,11 @@ from gateway import Settings, create_app
 from gateway.store import Database, Store, UsageLedger, UsageRow
 from gateway.store.database import alembic_config
 from gateway.store.models import UsageRecord
-from tests.services import PostgresServer
+from tests.gateway.helpers import wait_for
+from tests.servers import free_port
+from tests.services import PostgresServer, RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 _names = itertools.count()
 
@@ -154,20 +163,59 @@ def test_a_reused_client_request_id_gets_rows_of_its_own(
     assert [client_id for _, client_id in rows] == ["client-id-1", "client-id-1"]
 
 
-def test_rows_buffered_at_shutdown_are_written(
-    gateway_settings: Callable[..., Settings], ledger_url: str
+def test_rows_buffered_at_sigterm_are_written(
+    ledger_url: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    # No flush before shutdown: an hour's interval and a batch far larger than the traffic.
-    settings = gateway_settings(
-        auth_enabled=False,
-        database_url=ledger_url,
-        ledger_flush_interval_s=3600,
-        ledger_batch_size=10_000,
+    """A real `python -m gateway` told to stop: its buffered rows (never flushed: an hour's interval
+    and a batch far larger than the traffic) are in the database once it has exited."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TANTRA_HOST": "127.0.0.1",
+        "TANTRA_PORT": str(port),
+        "TANTRA_ENGINE_URL": f"http://127.0.0.1:{free_port()}",
+        "TANTRA_REDIS_URL": redis_server.url,
+        "TANTRA_DATABASE_URL": ledger_url,
+        "TANTRA_AUTH_ENABLED": "false",
+        "TANTRA_HEALTH_DEEP": "false",
+        "TANTRA_LEDGER_FLUSH_INTERVAL_S": "3600",
+        "TANTRA_LEDGER_BATCH_SIZE": "10000",
+        "TANTRA_DRAIN_GRACE_S": "2",
+        "TANTRA_LOG_LEVEL": "warning",
+    }
+    log = (tmp_path / "gateway.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    with TestClient(create_app(settings)) as client:
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            assert process.poll() is None, (tmp_path / "gateway.log").read_text()[-2000:]
+            try:
+                return httpx.get(url + "/livez", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=60, interval=0.2)
         for _ in range(3):
-            client.post("/v1/chat/completions", json={"model": "no-such-model", "messages": []})
+            # Refused (no engine is needed for that), and each refusal is a ledger row.
+            body = {"model": "no-such-model", "messages": []}
+            answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+            assert answer.status_code == 400, answer.text
         assert asyncio.run(_written(ledger_url)) == []  # all three still buffered
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
     assert len(asyncio.run(_written(ledger_url))) == 3
 
 
