@@ -92,13 +92,16 @@ class Ticket:
             )
 
     async def reserve(self, estimate: Estimate) -> None:
-        """Reserve every limit for `estimate` (priced by the request's model) in one round trip."""
-        accountant = self._accountant
-        cost = accountant.prices.cost_micros(
-            self.tab.model, estimate.prompt_tokens, estimate.completion_tokens
+        """Reserve every limit for `estimate` in one round trip, priced by the dearest model that
+        may answer (the request's or a fallback's): a spend budget is not passed by a free model
+        whose paid fallback answers. The settlement charges the one that did."""
+        prices = self._accountant.prices
+        cost = max(
+            prices.cost_micros(name, estimate.prompt_tokens, estimate.completion_tokens)
+            for name in self.policy.chain(self.tab.model)
         )
         with self.stage("rate_limit"):
-            reservation = await accountant.limiter.reserve(
+            reservation = await self._accountant.limiter.reserve(
                 self.principal.scopes(), Demand(estimate.total, cost)
             )
         self.tab.hold(reservation, estimate)

@@ -28,6 +28,12 @@ class Policy:
     failover_enabled: bool = True
     failover_max: int = 2
 
+    def chain(self, model: str) -> tuple[str, ...]:
+        """`model`, then the fallbacks that may answer for it, in order (as the dispatcher plans)."""
+        route = self.models.get(model)
+        fallbacks = route.fallbacks if route is not None else ()
+        return (model, *(name for name in fallbacks if name != model))
+
     def accepts(self, model: str) -> tuple[Modality, ...]:
         """The modalities `model` takes as they are (the rest is turned into text)."""
         route = self.models.get(model)

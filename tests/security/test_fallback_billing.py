@@ -1,6 +1,7 @@
 """Issue 16, point 4: a free local model that falls back to a paid provider was charged $0, under
 the local model's name. The ledger now records the model asked for and the model that answered,
-and prices the request by the one that answered; /admin/usage groups and filters by it."""
+and prices the request by the one that answered; /admin/usage groups and filters by it. A spend
+budget reserves at the price of the dearest model that may answer."""
 
 from __future__ import annotations
 
@@ -81,10 +82,14 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _settings(
-    gateway_settings: Callable[..., Settings], local: ThreadedServer, provider: ThreadedServer, url: str
+    gateway_settings: Callable[..., Settings],
+    local: ThreadedServer,
+    provider: ThreadedServer,
+    url: str,
+    auth_enabled: bool = False,
 ) -> Settings:
     return gateway_settings(
-        auth_enabled=False,
+        auth_enabled=auth_enabled,
         database_url=url,
         retry_attempts=1,
         upstreams={
@@ -141,3 +146,34 @@ def test_a_fallback_is_charged_at_the_price_of_the_model_that_answered(
     [total] = report.json()["data"]
     assert (total["model"], total["served_model"], total["requests"]) == ("chat", "chat-ext", 2)
     assert total["cost_usd"] == pytest.approx(2 * COST_MICROS / 1_000_000)
+
+
+def test_a_spend_budget_counts_the_price_of_a_paid_fallback_before_it_answers(
+    gateway_settings: Callable[..., Settings],
+    local: ThreadedServer,
+    provider: ThreadedServer,
+    ledger_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    admin_key: str,
+) -> None:
+    """The reservation is priced by the dearest model that may answer: 100 completion tokens at the
+    fallback's price (1000 micro-USD) do not fit a budget of 500, although the model asked for is
+    free. (On the old code the request was admitted at $0 and charged nothing.)"""
+    monkeypatch.setenv("TEST_PROVIDER_KEY", "pk-test")
+    settings = _settings(gateway_settings, local, provider, ledger_url, auth_enabled=True)
+    with TestClient(create_app(settings)) as client:
+        admin = {"authorization": f"Bearer {admin_key}"}
+        tenant = client.post("/admin/tenants", json={"name": "fallback-budget"}, headers=admin).json()
+        created = client.post(
+            "/admin/keys",
+            json={"tenant_id": tenant["id"], "budget_usd": 0.0005, "budget_period": "day"},
+            headers=admin,
+        )
+        assert created.status_code == 201, created.text
+        answer = client.post(
+            "/v1/chat/completions",
+            json={"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100},
+            headers={"authorization": f"Bearer {created.json()['key']}"},
+        )
+    assert answer.status_code == 429, answer.text
+    assert "budget" in answer.json()["error"]["message"]
