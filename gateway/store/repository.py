@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Select, case, func, insert, or_, select, update
+from sqlalchemy import Select, case, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.store.database import Database
 from gateway.store.models import ApiKey, AuditEvent, DeadLetter, Tenant, UsageRecord
 from gateway.store.records import LIMIT_FIELDS, AuditContext, KeyRecord, Limits, UsageRow
+from gateway.store.rotation import grace_conflict, swap
 
 GroupBy = Literal["tenant", "key", "model", "day"]
 GROUPS: tuple[GroupBy, ...] = ("tenant", "key", "model", "day")
@@ -142,42 +143,15 @@ class Store:
         self, key_id: str, *, key_hash: str, redacted: str, grace: timedelta, audit: AuditContext
     ) -> tuple[ApiKey, str]:
         """Give the key a new secret; the old one works for `grace` more. Returns the old hash too.
-
-        Only one previous secret is kept, so a rotation with a grace period is refused (409) while an
-        earlier one's grace still runs: it would end the original secret at once. The row is locked
-        (PostgreSQL) and the write is a compare-and-swap on the current hash (any database), so of
-        two rotations at once the second is refused rather than silently replacing the first.
-        """
+        Serialized (row lock, compare-and-swap: `rotation`); refused while a grace period runs."""
         now = utcnow()
         async with self.db.session() as session:
             key = await self._live_key(session, key_id, lock=True)
             old_hash = key.key_hash
-            if (
-                grace > timedelta(0)
-                and key.previous_valid_until is not None
-                and key.previous_valid_until > now
-            ):
-                raise AlreadyExists(
-                    f"The API key {key_id!r} is in the grace period of an earlier rotation until "
-                    f"{key.previous_valid_until.isoformat()}Z; rotating it again with a grace period "
-                    "would end its previous secret at once. Wait until then, or rotate with "
-                    "grace_seconds 0 to end every older secret now."
-                )
-            swap = (
-                update(ApiKey)
-                .where(ApiKey.id == key_id, ApiKey.key_hash == old_hash, ApiKey.revoked_at.is_(None))
-                .values(
-                    previous_hash=old_hash if grace > timedelta(0) else None,
-                    previous_valid_until=now + grace if grace > timedelta(0) else None,
-                    key_hash=key_hash,
-                    redacted=redacted,
-                    rotated_at=now,
-                    updated_at=now,
-                )
-                .returning(ApiKey)
-                .execution_options(populate_existing=True)
-            )
-            rotated = (await session.execute(swap)).scalar_one_or_none()
+            if (conflict := grace_conflict(key, grace, now)) is not None:
+                raise AlreadyExists(conflict)
+            swapped = swap(key, key_hash=key_hash, redacted=redacted, grace=grace, now=now)
+            rotated = (await session.execute(swapped)).scalar_one_or_none()
             if rotated is None:
                 raise AlreadyExists(f"The API key {key_id!r} changed while it was rotated; try again.")
             details = {"redacted": redacted, "grace_seconds": grace.total_seconds()}
@@ -221,8 +195,7 @@ class Store:
         )
 
     async def _live_key(self, session: AsyncSession, key_id: str, *, lock: bool = False) -> ApiKey:
-        """The key, not revoked; `lock` holds its row until the transaction ends (PostgreSQL: FOR
-        UPDATE; SQLite has no row locks, its writers take turns on the whole database)."""
+        """The key, not revoked; `lock` holds its row to the transaction's end (PostgreSQL's FOR UPDATE)."""
         key = await session.get(ApiKey, key_id, with_for_update=lock)
         if key is None:
             raise NotFoundInStore(f"No API key with id {key_id!r}.")
