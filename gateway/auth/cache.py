@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -13,30 +14,52 @@ from gateway.store import KeyRecord
 class _Entry:
     record: KeyRecord | None
     expires: float
+    stored: float
 
 
 class KeyCache:
     """Key hash -> KeyRecord (or None: no such key), least recently used first out.
 
-    Entries live `ttl_s` while invalidations arrive (Redis pub/sub), `degraded_ttl_s` while they
-    cannot, so a change reaches every replica within about a second either way. `generation` moves
-    on every invalidation; a lookup that started before one is not cached, so an answer read from
-    the database just before a revocation cannot outlive it.
+    Entries live `ttl_s` while invalidations are known to arrive (Redis pub/sub), `degraded_ttl_s`
+    while not, so a change reaches every replica within about a second either way. "Known" is
+    `confirmed_at`: the send time of the last PING the subscription answered, before which every
+    published change has been applied (Redis answers in order). An entry is trusted for
+    `degraded_ttl_s` past the later of its lookup and that time, so a silent (half-open) subscription
+    cannot keep an entry alive longer than a dead one. `generation` moves on every invalidation; a
+    lookup that started before one is not cached, so an answer read from the database just before a
+    revocation cannot outlive it.
     """
 
     def __init__(self, *, ttl_s: float, degraded_ttl_s: float, max_entries: int = 50_000) -> None:
         self._ttl_s = ttl_s
-        self._degraded_ttl_s = degraded_ttl_s
+        self.degraded_ttl_s = degraded_ttl_s
         self._max_entries = max_entries
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.generation = 0
-        self.live = False  # invalidations are being received
+        self.confirmed_at = -math.inf  # monotonic: every invalidation published before it applied
         self.hits = 0
         self.misses = 0
 
+    @property
+    def live(self) -> bool:
+        """Invalidations are known to arrive: the subscription answered a PING recently enough."""
+        return time.monotonic() - self.confirmed_at <= self.degraded_ttl_s
+
+    def confirm(self, sent_at: float) -> None:
+        """A PING sent at `sent_at` (monotonic) was answered: every change published before is applied."""
+        self.confirmed_at = max(self.confirmed_at, sent_at)
+
+    def distrust(self) -> None:
+        self.confirmed_at = -math.inf
+
     def get(self, key_hash: str) -> tuple[bool, KeyRecord | None]:
         entry = self._entries.get(key_hash)
-        if entry is None or entry.expires <= time.monotonic():
+        now = time.monotonic()
+        if (
+            entry is None
+            or entry.expires <= now
+            or now - max(entry.stored, self.confirmed_at) > self.degraded_ttl_s
+        ):
             self.misses += 1
             return False, None
         self._entries.move_to_end(key_hash)
@@ -46,10 +69,11 @@ class KeyCache:
     def put(self, key_hash: str, record: KeyRecord | None, generation: int) -> None:
         if generation != self.generation:
             return
-        ttl = self._ttl_s if self.live else self._degraded_ttl_s
+        now = time.monotonic()
+        ttl = self._ttl_s if self.live else self.degraded_ttl_s
         if record is None:
             ttl = min(ttl, 5.0)
-        self._entries[key_hash] = _Entry(record, time.monotonic() + ttl)
+        self._entries[key_hash] = _Entry(record, now + ttl, now)
         self._entries.move_to_end(key_hash)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

@@ -89,7 +89,9 @@ class KeyRotate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grace_seconds: Annotated[float, Field(ge=0, le=7 * 86_400)] = Field(
-        0, description="How long the old secret keeps working; 0 stops it at once."
+        0,
+        description="How long the old secret keeps working; 0 stops it (and any older one) at once. "
+        "Above 0 while an earlier rotation's grace period runs: 409, the original secret would end.",
     )
 
 

@@ -147,7 +147,11 @@ class Settings(MediaFields, AudioFields, BaseSettings):
         30.0, gt=0, description="How long a looked-up key is trusted while invalidations arrive."
     )
     auth_cache_degraded_ttl_s: float = Field(
-        1.0, gt=0, description="The same while the invalidation channel (Redis) is down."
+        1.0,
+        gt=0,
+        description="The same while the invalidation channel (Redis) is down or silent (no PING "
+        "answered within it; it is PINGed four times per this): the longest a change takes to reach "
+        "a replica.",
     )
 
     # Where state lives.

@@ -18,6 +18,7 @@ from gateway.store.database import Database
 from gateway.store.models import ApiKey, AuditEvent, DeadLetter, Tenant, UsageRecord
 from gateway.store.records import LIMIT_FIELDS, AuditContext, KeyRecord, Limits, UsageRow
 from gateway.store.reports import GroupBy, report_query, report_row
+from gateway.store.rotation import grace_conflict, swap
 
 
 class NotFoundInStore(LookupError):
@@ -140,18 +141,22 @@ class Store:
     async def rotate_key(
         self, key_id: str, *, key_hash: str, redacted: str, grace: timedelta, audit: AuditContext
     ) -> tuple[ApiKey, str]:
-        """Give the key a new secret; the old one works for `grace` more. Returns the old hash too."""
+        """Give the key a new secret; the old one works for `grace` more. Returns the old hash too.
+        Serialized (row lock, compare-and-swap: `rotation`); refused while a grace period runs."""
         now = utcnow()
         async with self.db.session() as session:
-            key = await self._live_key(session, key_id)
+            key = await self._live_key(session, key_id, lock=True)
             old_hash = key.key_hash
-            key.previous_hash = old_hash if grace > timedelta(0) else None
-            key.previous_valid_until = now + grace if grace > timedelta(0) else None
-            key.key_hash, key.redacted, key.rotated_at, key.updated_at = key_hash, redacted, now, now
+            if (conflict := grace_conflict(key, grace, now)) is not None:
+                raise AlreadyExists(conflict)
+            swapped = swap(key, key_hash=key_hash, redacted=redacted, grace=grace, now=now)
+            rotated = (await session.execute(swapped)).scalar_one_or_none()
+            if rotated is None:
+                raise AlreadyExists(f"The API key {key_id!r} changed while it was rotated; try again.")
             details = {"redacted": redacted, "grace_seconds": grace.total_seconds()}
             _audit(session, audit, "key.rotate", "key", key_id, details)
             await session.commit()
-        return key, old_hash
+        return rotated, old_hash
 
     async def revoke_key(self, key_id: str, *, audit: AuditContext) -> ApiKey:
         now = utcnow()
@@ -188,8 +193,9 @@ class Store:
             superseded_until=key.previous_valid_until if key.key_hash != key_hash else None,
         )
 
-    async def _live_key(self, session: AsyncSession, key_id: str) -> ApiKey:
-        key = await session.get(ApiKey, key_id)
+    async def _live_key(self, session: AsyncSession, key_id: str, *, lock: bool = False) -> ApiKey:
+        """The key, not revoked; `lock` holds its row to the transaction's end (PostgreSQL's FOR UPDATE)."""
+        key = await session.get(ApiKey, key_id, with_for_update=lock)
         if key is None:
             raise NotFoundInStore(f"No API key with id {key_id!r}.")
         if key.revoked_at is not None:

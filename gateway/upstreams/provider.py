@@ -5,18 +5,33 @@ differences a provider makes: the gateway's own key on every call (a client's ke
 forwarded), health is `GET /v1/models` answering 200 (there is no /health, no /tokenize, no
 /metrics, and a probe completion would cost money), and a 401/403 is the operator's key being
 refused (a 502 `upstream_auth_failed`), a failure of this upstream rather than the client's mistake.
+
+A provider's error text is the operator's account talking (its organisation id, project, quota and
+billing state, sometimes URLs), so it never reaches a tenant: the gateway's log keeps it, the client
+gets a message of the gateway's own with the provider's status, type, code and a plain `param`. The
+gateway's own vLLM engines are not providers: their messages describe the request and pass verbatim.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import ClassVar
 
 import httpx
 import orjson
 
-from gateway.errors import APIError, UpstreamAuthFailed
+from gateway.errors import (
+    APIError,
+    ContextLengthExceeded,
+    ModelNotFound,
+    RateLimited,
+    UpstreamAuthFailed,
+)
 from gateway.upstreams.http_api import HttpApi, HttpUpstream, engine_error, probe_failure, served_model
 from gateway.upstreams.interface import Capabilities, UpstreamSpec
+
+_log = logging.getLogger("tantra.upstreams")
 
 # Nothing beyond OpenAI's API: no continuation, tokenizer, metrics or /health of its own.
 PROVIDER = Capabilities(uses_api_key=True)
@@ -55,7 +70,32 @@ def provider_error(status: int, raw: bytes, *, prompt_param: str = "prompt") -> 
             f"The upstream provider refused the gateway's credentials (status {status}); "
             "the gateway's operator must fix its key."
         )
-    return engine_error(status, raw, prompt_param=prompt_param)
+    error = engine_error(status, raw, prompt_param=prompt_param)
+    _log.warning("upstream provider answered %s: %s", status, error.message)
+    error.message = _own_words(error, status)
+    error.args = (error.message,)
+    if error.param is not None and not _PLAIN_PARAM.fullmatch(error.param):
+        error.param = None
+    return error
+
+
+# A parameter name as OpenAI reports one (`messages`, `tools[0].function.name`): anything else is text.
+_PLAIN_PARAM = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
+
+
+def _own_words(error: APIError, status: int) -> str:
+    """What the client reads instead of the provider's text: the kind of failure, never its words."""
+    if isinstance(error, ContextLengthExceeded):
+        what = "The request exceeds the model's context length: shorten the input or lower max_tokens"
+    elif isinstance(error, RateLimited):
+        what = "The upstream provider is rate limiting requests for this model; retry after a while"
+    elif isinstance(error, ModelNotFound):
+        what = "The upstream provider does not serve this model"
+    elif 400 <= status < 500:
+        what = "The upstream provider refused the request"
+    else:
+        what = "The upstream provider failed to answer; try again shortly"
+    return f"{what} (upstream status {status})."
 
 
 # Error types that mean the gateway's key was refused whatever the status: a LiteLLM proxy without a
