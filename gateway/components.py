@@ -15,11 +15,14 @@ from redis.asyncio import Redis
 from adapters.stt import Transcriber
 from gateway.admission import Admission, Gate
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
+from gateway.auth.failures import AuthFailures
 from gateway.clients import engine_client, media_fetch_client, redis_clients
 from gateway.http.drain import Drain
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
 from gateway.limits.limiter import ScopeKind
+from gateway.limits.rejection_budget import RejectionBudget
+from gateway.limits.strikes import Strikes
 from gateway.media.service import MediaService
 from gateway.observability import GatewayMetrics, HealthMonitor, HealthPolicy, Profiler, Tracing
 from gateway.observability.logs import apply_log_settings
@@ -168,7 +171,12 @@ class Components:
                 "failures": ledger.failures,
                 "set_aside": ledger.set_aside,
             },
-            "auth_cache": {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+            "auth_cache": {
+                "entries": len(cache),
+                "unknown_keys_cached": cache.unknown,
+                "hits": cache.hits,
+                "misses": cache.misses,
+            },
         }
 
 
@@ -186,7 +194,7 @@ def build(
     client = http_client or engine_client(settings)
     pool, dispatcher, catalog = _upstreams(settings, live, client, metrics)
     shared = _shared_state(settings, metrics)
-    access = _access(settings, shared, policy)
+    access = _access(settings, shared, policy, metrics)
     components = Components(
         settings=settings,
         live=live,
@@ -224,7 +232,11 @@ def _shared_state(settings: Settings, metrics: GatewayMetrics) -> SharedState:
     database = Database(settings.database_url)
     store = Store(database)
     redis, subscriber = redis_clients(settings)
-    cache = KeyCache(ttl_s=settings.auth_cache_ttl_s, degraded_ttl_s=settings.auth_cache_degraded_ttl_s)
+    cache = KeyCache(
+        ttl_s=settings.auth_cache_ttl_s,
+        degraded_ttl_s=settings.auth_cache_degraded_ttl_s,
+        max_negative=settings.auth_negative_cache_entries,
+    )
     return SharedState(
         database=database,
         store=store,
@@ -241,7 +253,7 @@ def _shared_state(settings: Settings, metrics: GatewayMetrics) -> SharedState:
     )
 
 
-def _access(settings: Settings, shared: SharedState, policy: LivePolicy) -> Access:
+def _access(settings: Settings, shared: SharedState, policy: LivePolicy, metrics: GatewayMetrics) -> Access:
     limiter = _limiter(settings, shared.redis, shared.store)
     accountant = Accountant(
         limiter,
@@ -249,11 +261,18 @@ def _access(settings: Settings, shared: SharedState, policy: LivePolicy) -> Acce
         TokenEstimator(settings.limits_default_completion_tokens),
         PriceBook(settings.model_prices),
     )
-    authenticator = Authenticator(shared.store, shared.key_cache, enabled=settings.auth_enabled)
+    redis = shared.redis
+    failures = AuthFailures(
+        Strikes(redis, "authfail"), lambda outcome: metrics.auth_failures.labels(outcome).inc()
+    )
+    authenticator = Authenticator(
+        shared.store, shared.key_cache, enabled=settings.auth_enabled, failures=failures
+    )
+    budget = RejectionBudget(Strikes(redis, "rejected:key"), Strikes(redis, "rejected:addr"))
     return Access(
         limiter=limiter,
         accountant=accountant,
-        admission=Admission(Gate(authenticator), accountant, policy),
+        admission=Admission(Gate(authenticator, policy), accountant, policy, budget),
         admin_guard=AdminGuard(settings.resolved_admin_key()),
         key_admin=KeyAdmin(shared.store, shared.invalidations),
     )

@@ -92,6 +92,12 @@ def gateway_settings(
             # Twenty queued transcriptions take minutes on a loaded 2-core machine: the tests are
             # about answers, so none is turned away as busy.
             "audio_queue_timeout_s": 900,
+            # Every test gateway shares one Redis and most share one client address: the suite's
+            # deliberate refusals (bad bodies, wrong keys, fuzzing) would spend the abuse budgets
+            # other tests then trip over. tests/security turns them on where they are the subject.
+            "rejection_budget_per_key": 0,
+            "rejection_budget_per_address": 0,
+            "auth_failures_per_address": 0,
             **overrides,
         }
         return Settings(**values)

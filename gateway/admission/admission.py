@@ -20,14 +20,16 @@ from typing import Any
 
 from starlette.requests import Request
 
-from gateway.admission.body import load_json, read_request_body, validate
+from gateway.admission.body import check_shape, load_json, read_request_body, validate
 from gateway.admission.gate import Gate
 from gateway.admission.outcome import Outcome
 from gateway.auth import Principal
 from gateway.errors import APIError, PermissionDenied, QuotaExceeded, RateLimited
+from gateway.http.address import client_address
 from gateway.http.disconnect import ClientGone
 from gateway.limits import Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
+from gateway.limits.rejection_budget import RejectionBudget
 from gateway.observability import RequestRecord, bind_request, record_of
 from gateway.protocol.validation import RequestT
 from gateway.settings.policy import Policy, PolicySource
@@ -72,8 +74,10 @@ class Ticket:
 
     async def read_json(self, schema: type[RequestT]) -> tuple[bytes, dict[str, Any], RequestT]:
         """The body as received, its JSON object, and that object validated against `schema`."""
-        body = await read_request_body(self.request, self.policy.max_body_bytes)
+        policy = self.policy
+        body = await read_request_body(self.request, policy.max_body_bytes)
         payload = load_json(body)
+        check_shape(payload, max_messages=policy.max_messages, max_parts=policy.max_content_parts)
         # The ledger names a model only once it is known (use_model): what a client wrote in
         # `model` never reaches a ledger row.
         parsed = validate(schema, payload)
@@ -166,17 +170,30 @@ class Ticket:
 class Admission:
     """Built once per gateway and shared by every endpoint."""
 
-    def __init__(self, gate: Gate, accountant: Accountant, policy: PolicySource) -> None:
+    def __init__(
+        self, gate: Gate, accountant: Accountant, policy: PolicySource, budget: RejectionBudget | None = None
+    ) -> None:
         self.gate = gate
         self._accountant = accountant
         self._policy = policy
+        self._budget = budget
 
     @contextlib.asynccontextmanager
     async def enter(self, request: Request, endpoint: str) -> AsyncIterator[Ticket]:
         record = record_of(request.state)
         policy = self._policy.current
-        with stage(record, "auth"):
-            principal = await self.gate.identify(request.headers, record, policy.limits)
+        address = client_address(request)
+        budget = self._budget
+        try:
+            if budget is not None:
+                budget.check_address(address, policy.rejections_per_address)
+            with stage(record, "auth"):
+                principal = await self.gate.identify(request.headers, record, policy, address)
+            if budget is not None:
+                budget.check_key(principal.key_id, policy.rejections_per_key)
+        except RateLimited as exc:
+            _rejected_by(record, exc)
+            raise
         tab = self._accountant.open(
             tenant_id=principal.tenant_id,
             key_id=principal.key_id,
@@ -194,14 +211,27 @@ class Admission:
         except APIError as exc:
             rejected = exc.status < 500
             ticket.close(Outcome.REJECTED if rejected else Outcome.FAILED, status=exc.status)
-            if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
-                record.rejected_by = (exc.limit or "unknown", exc.scope or "unknown")
+            _rejected_by(record, exc)
+            if budget is not None:
+                await budget.count(
+                    exc.status,
+                    key_id=principal.key_id,
+                    address=address,
+                    per_key=policy.rejections_per_key,
+                    per_address=policy.rejections_per_address,
+                )
             raise
         except BaseException:
             ticket.close(Outcome.FAILED)
             raise
         if not ticket.deferred and not ticket.settled:
             ticket.settle(Outcome.COMPLETED)
+
+
+def _rejected_by(record: RequestRecord | None, exc: APIError) -> None:
+    """Name the limit that refused the request in its record (for the metrics)."""
+    if record is not None and isinstance(exc, RateLimited | QuotaExceeded):
+        record.rejected_by = (exc.limit or "unknown", exc.scope or "unknown")
 
 
 @contextlib.contextmanager

@@ -1,7 +1,14 @@
-"""A request's JSON body: read within its size limit, parsed, and validated against OpenAI's schema."""
+"""A request's JSON body: read within its size limit, parsed, bounded, and validated against
+OpenAI's schema.
+
+All of it runs on the event loop, so its cost is bounded before the costly part: the body by
+`max_body_bytes` (413), then the parsed object's messages and content parts by `max_messages` and
+`max_content_parts` (400) before validation and token estimation, whose cost grows with them.
+"""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import orjson
@@ -27,7 +34,16 @@ async def read_request_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# Bodies from this size are parsed with the garbage collector paused: a body of millions of small
+# arrays otherwise triggers collection after collection during the parse (3 s instead of 0.9 s for
+# 16 MiB of `[]`). A thread would not help: orjson holds the GIL for the whole parse.
+_PAUSE_GC_FROM_BYTES = 64 * 1024
+
+
 def load_json(body: bytes) -> Any:
+    paused = len(body) >= _PAUSE_GC_FROM_BYTES and gc.isenabled()
+    if paused:
+        gc.disable()
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -35,6 +51,45 @@ def load_json(body: bytes) -> Any:
             "We could not parse the JSON body of your request. The API expects a JSON object; "
             "check that the body is valid JSON and that Content-Type is application/json."
         ) from None
+    finally:
+        if paused:
+            gc.enable()
+
+
+def check_shape(payload: Any, *, max_messages: int, max_parts: int) -> None:
+    """400 when the body asks for more messages (or batched prompts) or content parts than allowed,
+    checked on the parsed object before it is validated: counting is cheap, validating is not."""
+    if not isinstance(payload, dict):
+        return
+    prompt = payload.get("prompt")
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        _at_most("prompt", len(prompt), max_messages)
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return
+    _at_most("messages", len(messages), max_messages)
+    parts = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            parts += len(content)
+    if parts > max_parts:
+        raise InvalidRequest(
+            f"Invalid 'messages': too many content parts. Expected at most {max_parts} over all "
+            f"messages, but got {parts} instead.",
+            param="messages",
+            code="array_above_max_length",
+        )
+
+
+def _at_most(param: str, length: int, limit: int) -> None:
+    if length > limit:
+        raise InvalidRequest(
+            f"Invalid '{param}': array too long. Expected an array with maximum length {limit}, "
+            f"but got an array with length {length} instead.",
+            param=param,
+            code="array_above_max_length",
+        )
 
 
 def validate(schema: type[RequestT], payload: Any) -> RequestT:

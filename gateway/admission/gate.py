@@ -12,26 +12,34 @@ from gateway.auth import Authenticator, Principal
 from gateway.auth.keys import PREFIX
 from gateway.errors import StoreUnavailable
 from gateway.observability import RequestRecord, bind_request
+from gateway.settings.policy import Allowance, Policy, PolicySource
 from gateway.settings.sections import LimitsConfig
 
 
 class Gate:
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, policy: PolicySource | None = None) -> None:
         self._auth = authenticator
+        self._policy = policy
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """The caller (401 otherwise); a store that cannot answer is a 503, not a 500."""
+    async def authenticate(
+        self, headers: Mapping[str, str], address: str | None = None, allowance: Allowance | None = None
+    ) -> Principal:
+        """The caller (401 otherwise; 429 from an `address` that presented too many unknown keys);
+        a store that cannot answer is a 503, not a 500."""
+        if allowance is None:
+            allowance = self._policy.current.auth_failures_per_address if self._policy else Allowance(0)
         try:
-            return await self._auth.authenticate(headers)
+            return await self._auth.authenticate(headers, address=address, allowance=allowance)
         except (SQLAlchemyError, ConnectionError, TimeoutError) as exc:
             raise StoreUnavailable("API keys cannot be checked right now; try again shortly.") from exc
 
     async def identify(
-        self, headers: Mapping[str, str], record: RequestRecord | None, limits: LimitsConfig
+        self, headers: Mapping[str, str], record: RequestRecord | None, policy: Policy, address: str | None
     ) -> Principal:
-        """The caller, named in the request's logs, with the config file's `limits` (those in force
-        when the request arrived) over the store's."""
-        principal = await self.authenticate(headers)
+        """The caller, named in the request's logs, with the config file's limits (those of
+        `policy`, in force when the request arrived) over the store's."""
+        principal = await self.authenticate(headers, address, policy.auth_failures_per_address)
+        limits = policy.limits
         if record is not None:
             record.tenant, record.key_prefix = principal.tenant_id, key_prefix(headers)
             bind_request(tenant=record.tenant, key_prefix=record.key_prefix)

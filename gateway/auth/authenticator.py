@@ -6,9 +6,11 @@ import hmac
 from collections.abc import Mapping
 
 from gateway.auth.cache import KeyCache
+from gateway.auth.failures import AuthFailures
 from gateway.auth.keys import hash_key, redact
 from gateway.auth.principal import ANONYMOUS, Principal
 from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.settings.policy import Allowance
 from gateway.store import KeyRecord, Store, utcnow
 
 _NO_KEY = (
@@ -34,14 +36,25 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+_NO_THROTTLE = Allowance(0)
+
+
 class Authenticator:
-    def __init__(self, store: Store, cache: KeyCache, *, enabled: bool = True) -> None:
+    def __init__(
+        self, store: Store, cache: KeyCache, *, enabled: bool = True, failures: AuthFailures | None = None
+    ) -> None:
         self._store = store
         self._cache = cache
         self.enabled = enabled
+        self.failures = failures
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """The caller, or AuthenticationFailed (401) with OpenAI's `invalid_api_key` envelope."""
+    async def authenticate(
+        self, headers: Mapping[str, str], *, address: str | None = None, allowance: Allowance = _NO_THROTTLE
+    ) -> Principal:
+        """The caller, or AuthenticationFailed (401) with OpenAI's `invalid_api_key` envelope.
+
+        An unknown key counts against the client `address`; past its `allowance`, a key that is
+        not in the cache gets 429 instead of a database lookup."""
         if not self.enabled:
             return ANONYMOUS
         key = presented_key(headers)
@@ -49,11 +62,12 @@ class Authenticator:
             raise AuthenticationFailed(_NO_KEY)
         key_hash = hash_key(key)
         found, record = self._cache.get(key_hash)
+        failures = self.failures
         if not found:
-            generation = self._cache.generation
-            record = await self._store.find_key(key_hash)
-            self._cache.put(key_hash, record, generation)
+            record = await self._look_up(key_hash, address, allowance)
         if record is None:
+            if failures is not None:
+                await failures.failed(address, allowance)
             raise AuthenticationFailed(f"Incorrect API key provided: {redact(key)}.")
         _check_usable(record, key)
         return Principal(
@@ -62,6 +76,20 @@ class Authenticator:
             key_limits=record.key_limits,
             tenant_limits=record.tenant_limits,
         )
+
+    async def _look_up(self, key_hash: str, address: str | None, allowance: Allowance) -> KeyRecord | None:
+        """The store's record of a key not in the cache; from an address that presented too many
+        unknown keys, a stale cache entry or 429 instead (no query)."""
+        failures = self.failures
+        if failures is not None and address is not None and failures.blocked(address, allowance):
+            record = self._cache.stale(key_hash)
+            if record is None:
+                failures.refuse(address)
+            return record
+        generation = self._cache.generation
+        record = await self._store.find_key(key_hash)
+        self._cache.put(key_hash, record, generation)
+        return record
 
 
 def _check_usable(record: KeyRecord, key: str) -> None:

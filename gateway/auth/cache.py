@@ -28,13 +28,21 @@ class KeyCache:
     cannot keep an entry alive longer than a dead one. `generation` moves on every invalidation; a
     lookup that started before one is not cached, so an answer read from the database just before a
     revocation cannot outlive it.
+
+    Unknown keys are remembered apart (`max_negative` entries, at most 5 s): a flood of guessed
+    keys evicts other guesses, never a valid key, so it cannot push tenants' lookups back onto
+    the database.
     """
 
-    def __init__(self, *, ttl_s: float, degraded_ttl_s: float, max_entries: int = 50_000) -> None:
+    def __init__(
+        self, *, ttl_s: float, degraded_ttl_s: float, max_entries: int = 50_000, max_negative: int = 10_000
+    ) -> None:
         self._ttl_s = ttl_s
         self.degraded_ttl_s = degraded_ttl_s
         self._max_entries = max_entries
+        self._max_negative = max_negative
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._negative: OrderedDict[str, float] = OrderedDict()  # key hash -> monotonic expiry
         self.generation = 0
         self.confirmed_at = -math.inf  # monotonic: every invalidation published before it applied
         self.hits = 0
@@ -60,11 +68,21 @@ class KeyCache:
             or entry.expires <= now
             or now - max(entry.stored, self.confirmed_at) > self.degraded_ttl_s
         ):
+            expires = self._negative.get(key_hash)
+            if expires is not None and expires > now:
+                self.hits += 1
+                return True, None
             self.misses += 1
             return False, None
         self._entries.move_to_end(key_hash)
         self.hits += 1
         return True, entry.record
+
+    def stale(self, key_hash: str) -> KeyRecord | None:
+        """A valid key's entry past its TTL but still held, while invalidations arrive (so it was
+        not revoked or changed meanwhile): what a throttled address is served instead of a lookup."""
+        entry = self._entries.get(key_hash)
+        return entry.record if entry is not None and self.live else None
 
     def put(self, key_hash: str, record: KeyRecord | None, generation: int) -> None:
         if generation != self.generation:
@@ -72,14 +90,26 @@ class KeyCache:
         now = time.monotonic()
         ttl = self._ttl_s if self.live else self.degraded_ttl_s
         if record is None:
-            ttl = min(ttl, 5.0)
+            self._remember_unknown(key_hash, min(ttl, 5.0))
+            return
+        self._negative.pop(key_hash, None)
         self._entries[key_hash] = _Entry(record, now + ttl, now)
         self._entries.move_to_end(key_hash)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
+    def _remember_unknown(self, key_hash: str, ttl: float) -> None:
+        if self._max_negative <= 0:
+            return
+        self._entries.pop(key_hash, None)
+        self._negative[key_hash] = time.monotonic() + ttl
+        self._negative.move_to_end(key_hash)
+        while len(self._negative) > self._max_negative:
+            self._negative.popitem(last=False)
+
     def invalidate(self, *, key_id: str | None = None, tenant_id: str | None = None) -> None:
         self.generation += 1
+        self._negative.clear()  # a key just created may be among them
         for key_hash, entry in list(self._entries.items()):
             record = entry.record
             if record is None or record.key_id == key_id or record.tenant_id == tenant_id:
@@ -88,6 +118,12 @@ class KeyCache:
     def clear(self) -> None:
         self.generation += 1
         self._entries.clear()
+        self._negative.clear()
+
+    @property
+    def unknown(self) -> int:
+        """Unknown keys remembered now."""
+        return len(self._negative)
 
     def __len__(self) -> int:
         return len(self._entries)

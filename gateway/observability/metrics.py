@@ -87,8 +87,16 @@ class GatewayMetrics:
         )
         self.ratelimit_rejections = Counter(
             "tantra_ratelimit_rejections_total",
-            "Requests refused by a limit: limit is rpm, tpm, concurrency or budget; scope key or tenant.",
+            "Requests refused by a limit: limit is rpm, tpm, concurrency, budget, rejections (the "
+            "rejection budget) or auth_failures; scope key, tenant or address.",
             ["limit", "scope"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "tantra_auth_failures_total",
+            "Unknown API keys presented (outcome unknown_key, a 401) and lookups refused to an address "
+            "that presented too many (outcome throttled, a 429 without a database query).",
+            ["outcome"],
             registry=r,
         )
         self.upstream_retries = Counter(

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Request
 
 from gateway.auth import Principal
 from gateway.errors import ModelNotFound
+from gateway.http.address import client_address
 from gateway.protocol import ErrorResponse, ModelCard, ModelList
 from gateway.upstreams import ModelCatalog
 
-Authenticate = Callable[[Mapping[str, str]], Awaitable[Principal]]
+# The request's headers and its client address (unknown keys are throttled per address).
+Authenticate = Callable[[Mapping[str, str], str | None], Awaitable[Principal]]
 
 
 class LocalModel(Protocol):
@@ -32,7 +34,7 @@ def models_router(
 
     @router.get("/v1/models", response_model=ModelList, summary="List the models being served")
     async def list_models(request: Request) -> dict[str, Any]:
-        principal = await authenticate(request.headers)
+        principal = await authenticate(request.headers, client_address(request))
         cards = [*await catalog.list(), *(card for served in local for card in served.cards())]
         cards = [card for card in cards if principal.may_use(str(card["id"]))]
         return {"object": "list", "data": cards}
@@ -44,7 +46,7 @@ def models_router(
         responses={404: {"model": ErrorResponse, "description": "Unknown model"}},
     )
     async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
-        principal = await authenticate(request.headers)
+        principal = await authenticate(request.headers, client_address(request))
         own = next((card for served in local if (card := served.card_for(model)) is not None), None)
         card = own if own is not None else await catalog.resolve(model)
         if not principal.may_use(str(card["id"])):

@@ -13,6 +13,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from gateway.auth import Principal
 from gateway.auth.authenticator import presented_key
 from gateway.errors import APIError, PermissionDenied
+from gateway.http.address import client_address
 from gateway.realtime.loopback import Loopback
 from gateway.realtime.session import RealtimeLimits, RealtimeSession
 from gateway.upstreams import ModelCatalog
@@ -24,7 +25,7 @@ _OUTBOX = 256  # server events queued for a slow client before the session waits
 
 def realtime_router(
     catalog: ModelCatalog,
-    authenticate: Callable[[Mapping[str, str]], Awaitable[Principal]],
+    authenticate: Callable[[Mapping[str, str], str | None], Awaitable[Principal]],
     limits: Callable[[], RealtimeLimits],
 ) -> APIRouter:
     router = APIRouter()
@@ -38,7 +39,8 @@ def realtime_router(
             # A malformed Authorization header is a 401 like any other key problem.
             key = presented_key(websocket.headers) or _subprotocol_key(offered)
             # A key sent as a subprotocol is checked exactly as the same key in a header.
-            principal = await authenticate({"authorization": f"Bearer {key}"} if key else {})
+            headers = {"authorization": f"Bearer {key}"} if key else {}
+            principal = await authenticate(headers, client_address(websocket))
             model = websocket.query_params.get("model")
             card = await catalog.resolve(model)
             name = str(card["id"])

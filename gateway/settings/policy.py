@@ -16,8 +16,24 @@ from gateway.settings.sections import LimitsConfig, ModelRoute
 
 
 @dataclass(frozen=True, slots=True)
+class Allowance:
+    """`count` refusals of one subject per `window_s`, then 429 until the window ends; 0: off."""
+
+    count: int = 0
+    window_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     max_body_bytes: int = 16 * 1024 * 1024
+    # The work a body may ask for before it is validated (400 `array_above_max_length`).
+    max_messages: int = 2048
+    max_content_parts: int = 4096
+    # Refused requests (400, 403, 404, 413, 429) a key and a client address may send per window.
+    rejections_per_key: Allowance = Allowance(300)
+    rejections_per_address: Allowance = Allowance(0)
+    # Unknown keys one client address may present per window before lookups are refused (429).
+    auth_failures_per_address: Allowance = Allowance(30)
     # The config file's limits, over the store's.
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     models: Mapping[str, ModelRoute] = field(default_factory=dict)

@@ -8,10 +8,11 @@ from typing import Any, Literal
 from pydantic import Field, HttpUrl, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.settings.fields_abuse import AbuseFields
 from gateway.settings.fields_audio import AudioFields
 from gateway.settings.fields_media import MediaFields
 from gateway.settings.load import customise_sources
-from gateway.settings.policy import Policy
+from gateway.settings.policy import Allowance, Policy
 from gateway.settings.sections import (
     LimitsConfig,
     ModelPrice,
@@ -23,7 +24,7 @@ from gateway.settings.sections import (
 from gateway.upstreams.factory import config_problems
 
 
-class Settings(MediaFields, AudioFields, BaseSettings):
+class Settings(MediaFields, AudioFields, AbuseFields, BaseSettings):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
     from TANTRA_* exactly as the fields here."""
 
@@ -249,6 +250,11 @@ class Settings(MediaFields, AudioFields, BaseSettings):
         """What the request path reads of these settings (it never sees Settings itself)."""
         return Policy(
             max_body_bytes=self.max_body_bytes,
+            max_messages=self.max_messages,
+            max_content_parts=self.max_content_parts,
+            rejections_per_key=Allowance(self.rejection_budget_per_key, self.rejection_window_s),
+            rejections_per_address=Allowance(self.rejection_budget_per_address, self.rejection_window_s),
+            auth_failures_per_address=Allowance(self.auth_failures_per_address, self.auth_failure_window_s),
             limits=self.limits,
             models=self.models,
             media_default_accepts=tuple(self.media_default_accepts),
@@ -289,6 +295,13 @@ RELOADABLE = frozenset(
         "routing",
         "limits",
         "max_body_bytes",
+        "max_messages",
+        "max_content_parts",
+        "rejection_budget_per_key",
+        "rejection_budget_per_address",
+        "rejection_window_s",
+        "auth_failures_per_address",
+        "auth_failure_window_s",
         "ttft_timeout_s",
         "inter_token_timeout_s",
         "total_timeout_s",

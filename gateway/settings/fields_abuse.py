@@ -1,0 +1,43 @@
+"""The settings that bound what one client can make a replica do before it is admitted or refused
+(issue 16, points 8 and 9): message and part counts, the rejection budget, the throttling of
+failed authentication.
+
+A mixin of `Settings` (gateway/settings/schema.py), kept apart so the schema stays readable; the
+fields are read, named and reloaded exactly as the schema's own.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class AbuseFields(BaseModel):
+    """Per-request work bounds and per-client refusal budgets."""
+
+    # Checked on the parsed body before it is validated, so validation and token estimation are
+    # bounded by these and not by the body size alone.
+    max_messages: int = Field(
+        2048, ge=1, description="Most `messages` (or batched prompts) in one request; more get 400."
+    )
+    max_content_parts: int = Field(
+        4096, ge=1, description="Most content parts over all messages of one request; more get 400."
+    )
+    # Refused requests are counted in Redis (all replicas) per key and per client address; past
+    # the budget the rest of the window is answered 429 before the body is read.
+    rejection_budget_per_key: int = Field(
+        300, ge=0, description="Refused requests (400/403/404/413/429) per key per window; 0: off."
+    )
+    # Off by default: behind a reverse proxy every client has the proxy's address (until its
+    # forwarded address is read), and one client's refusals would then throttle all of them.
+    rejection_budget_per_address: int = Field(0, ge=0, description="The same per client address; 0: off.")
+    rejection_window_s: float = Field(60.0, gt=0, description="The window of the rejection budgets.")
+    # Unknown keys presented from one address; past it, keys not already cached get 429 without a
+    # database lookup (keys in the cache still work, so a shared address is not locked out).
+    auth_failures_per_address: int = Field(
+        30, ge=0, description="Unknown keys one client address may present per window; 0: off."
+    )
+    auth_failure_window_s: float = Field(60.0, gt=0, description="The window of auth failures.")
+    # Restart only: the key cache is built once.
+    auth_negative_cache_entries: int = Field(
+        10_000, ge=0, description="Unknown key hashes remembered apart from the valid keys' cache."
+    )
