@@ -19,7 +19,9 @@ class MediaFields(BaseModel):
     """How chat media parts are fetched, limited, checked and turned into what a model takes."""
 
     media_enabled: bool = Field(
-        True, description="Process media parts; false forwards them to the engine untouched."
+        True,
+        description="Process media parts; false forwards them to the engine untouched (but never "
+        "an http(s) URL, nor a part type the gateway does not check).",
     )
     media_default_accepts: list[Modality] = Field(
         default_factory=lambda: list[Modality](["text"]),
