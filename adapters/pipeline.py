@@ -1,9 +1,10 @@
 """One request's media turned into what its model takes: run in a worker, never on the event loop.
 
 For each part the plan says `native` (the model takes it: an image is normalised and re-encoded
-as a PNG data URL, a video is length-checked and passed on) or `derive` (text for a text-only
-model: OCR of images, a document's text with page markers, OCR of sampled video frames). The
-parts are replaced in place; everything else in the request stays as the client sent it.
+as a PNG data URL, a video is length-checked and passed on, as a data URL if it was fetched) or
+`derive` (text for a text-only model: OCR of images, a document's text with page markers, OCR of
+sampled video frames). The parts are replaced in place; everything else in the request stays as
+the client sent it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from adapters.errors import MediaError
 from adapters.images import ImageFacts, fit_budget, open_image, to_data_url
 from adapters.limits import MediaLimits, Tally
 from adapters.ocr import Ocr
-from adapters.parts import MediaPart
+from adapters.parts import MediaPart, forwarded
 from adapters.policy import ImageFilter
 from adapters.sources import Blob, decode_base64, decode_data_url, is_data_url
 from adapters.video import sample_frames, video_text
@@ -95,7 +96,7 @@ class Preprocessor:
             tally.modes.add("image")
             source = dict(part.part["image_url"]) if isinstance(part.part["image_url"], dict) else {}
             source["url"] = to_data_url(fit_budget(image, self.limits.image_pixel_budget))
-            return {**part.part, "image_url": source}
+            return {**part.part, "type": "image_url", "image_url": source}  # `input_image` too
         text = self.ocr.read(fit_budget(image, self.limits.image_pixel_budget * 4), part.param)
         tally.modes.add("ocr")
         label = f"image {number}"
@@ -107,12 +108,13 @@ class Preprocessor:
         part = job.part
         blob = job.fetched or self._url_blob(part, tally)
         if job.plan == "native":
-            # Sampling checks the length and decodability; the model gets the part as it was sent.
+            # Sampling checks the length and decodability; the model gets the part as it was sent,
+            # or the bytes checked here when they were fetched (the engine never fetches a URL).
             _, frames = sample_frames(blob.data, part.param, tally, self.limits.image_pixel_budget)
             for frame in frames:
                 self._check_frame(part, frame.image)
             tally.modes.add("video")
-            return part.part
+            return forwarded(part, job.fetched)
         text = video_text(
             blob.data, part.param, tally, self.ocr, f"video {number}", self.limits.image_pixel_budget
         )

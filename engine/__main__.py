@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         help="once healthy, restart the engine whenever it dies (backoff 1 s doubling to 60 s)",
     )
     serve.add_argument(
+        "--allowed-media-domains",
+        default="",
+        help="comma-separated hosts vLLM may fetch media URLs from; default none (the gateway "
+        "sends media as data URLs)",
+    )
+    serve.add_argument(
         "--python", default=sys.executable, help="interpreter that has vLLM installed (default: this one)"
     )
     serve.add_argument(
@@ -184,6 +190,7 @@ def _engine_config(args: argparse.Namespace, model: Path) -> EngineConfig:
         device=args.device,
         fast_start=args.fast_start,
         extra_args=tuple(extra),
+        allowed_media_domains=tuple(d.strip() for d in args.allowed_media_domains.split(",") if d.strip()),
         python=args.python,
         cpu_cores=args.cpu_cores,
     )

@@ -44,6 +44,10 @@ GiB = 1 << 30
 LogSink = Callable[[str], None]
 """Receives each log line of the child, already prefixed, without newline."""
 
+NO_MEDIA_DOMAIN = "media.invalid"
+"""What `--allowed-media-domains` gets when no domain is allowed: vLLM reads an empty list as
+"any domain", so the engine is given one under the reserved `.invalid` TLD, which never resolves."""
+
 _FAST_START_ARGS: tuple[str, ...] = ("--enforce-eager",)
 """Skip torch.compile: with an explicit KV cache size this also skips vLLM's
 CPU warm-up pass, which together are most of a tiny model's startup time."""
@@ -103,6 +107,10 @@ class EngineConfig:
     vLLM (no CPU KV-cache variable, GPU memory utilisation left to vLLM); it
     is untested here because this machine has no GPU.
 
+    `allowed_media_domains`: hosts vLLM itself may fetch media URLs from; none by default (the
+    gateway sends media the engine takes as `data:` URLs, so the engine fetches nothing, and a URL
+    that reached it anyway must not be a way into the network: issue 16, point 6).
+
     `cpu_cores` ("0-3", "4,5") pins vLLM's CPU worker threads to those cores. Left unset, vLLM
     binds every server to the same first cores, so two replicas on one host take turns on one
     core and each stalls for seconds while the other decodes: give each its own (`split_cores`).
@@ -120,6 +128,7 @@ class EngineConfig:
     request_id_headers: bool = True
     tool_call_parser: str | None = "hermes"
     extra_args: Sequence[str] = ()
+    allowed_media_domains: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     python: str = sys.executable
     cpu_cores: str | None = None
@@ -162,6 +171,7 @@ class EngineConfig:
             args += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]
         if self.fast_start:
             args.extend(_FAST_START_ARGS)
+        args += ["--allowed-media-domains", *(self.allowed_media_domains or (NO_MEDIA_DOMAIN,))]
         args.extend(self.extra_args)
         return args
 
@@ -177,6 +187,8 @@ class EngineConfig:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(int(self.kv_cache_gib))
         if self.device == "cpu" and self.cpu_cores:
             env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_cores
+        # A media URL of an allowed domain must not redirect vLLM to another host.
+        env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"
         env.update(self.env)
         return env
 

@@ -57,7 +57,7 @@ def media_service(
         log_prompts=settings.log_prompts,
     )
     fetcher = UrlFetcher(
-        UrlPolicy(settings.media_url_allowlist),
+        UrlPolicy(settings.media_url_allowlist, [str(net) for net in settings.media_url_allowed_networks]),
         client,
         timeout_s=settings.media_fetch_timeout_s,
         max_bytes=settings.media_max_part_bytes,

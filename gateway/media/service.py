@@ -41,7 +41,7 @@ from adapters import (
 )
 from adapters.images import FORMATS
 from adapters.limits import Tally
-from adapters.parts import PART_TYPES, MediaPart
+from adapters.parts import PART_TYPES, MediaPart, forwarded
 from adapters.sources import decode_base64, decode_data_url, is_data_url
 from adapters.stt import DecodedAudio, Transcriber, TranscriberBusy, has_audio
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
@@ -169,11 +169,11 @@ class MediaService:
         the OpenAI error naming the part. The audio parts to transcribe are all decoded first and
         their total passed to `admit_audio` before any is transcribed; a video's soundtrack is
         passed on its own, once decoded."""
-        parts = find_media(payload)
-        if not parts:
-            return None
         started = time.perf_counter()
         try:
+            parts = find_media(payload)  # refuses parts it cannot check, before any fetch
+            if not parts:
+                return None
             jobs = await self._jobs(parts, accepts)
             # Audio is transcribed by the speech workers, the rest by the media workers.
             audio = [job for job in jobs if job.part.kind == "audio"]
@@ -245,9 +245,10 @@ class MediaService:
         return await self._decode(data, part.param)
 
     async def _audio(self, job: Job, pcm: DecodedAudio | None, number: int, tally: Tally) -> dict[str, Any]:
-        """An audio part: as sent to a model that takes audio, else its transcript as text."""
+        """An audio part: as sent (fetched bytes as a data URL) to a model that takes audio, else its
+        transcript as text."""
         if pcm is None:
-            return job.part.part
+            return forwarded(job.part, job.fetched)
         heard = await self._transcribe(pcm, job.part.param, tally)
         label = f"audio {number}"
         text = f"[{label}: {pcm.seconds:.1f} s, transcribed]\n{heard}\n[end of {label}]"

@@ -9,10 +9,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapters.parts import refuse_remote_media
 from gateway.admission import Admission, Outcome, Ticket, validate
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import TokenEstimator
-from gateway.media.service import MediaService, Prepared, with_media_usage
+from gateway.media.service import MediaService, Prepared, as_api_errors, with_media_usage
 from gateway.observability import bind_request, passthrough_traceparent
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
@@ -68,7 +69,12 @@ class InferenceService:
         await ticket.reserve(
             self._estimator.estimate(parsed, path, model, max_len if isinstance(max_len, int) else None)
         )
-        if self._media is None or not isinstance(parsed, ChatCompletionRequest):
+        if not isinstance(parsed, ChatCompletionRequest):
+            return body, payload, parsed, None
+        if self._media is None:
+            # Media processing off: parts go on as sent, but never a URL the engine would fetch.
+            with as_api_errors():
+                refuse_remote_media(payload)
             return body, payload, parsed, None
         with ticket.stage("media"):
             media = await self._media.prepare(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, IPvAnyNetwork, field_validator
 
+from adapters.fetch import UrlPolicy
 from adapters.parts import Modality
 
 
@@ -18,7 +19,9 @@ class MediaFields(BaseModel):
     """How chat media parts are fetched, limited, checked and turned into what a model takes."""
 
     media_enabled: bool = Field(
-        True, description="Process media parts; false forwards them to the engine untouched."
+        True,
+        description="Process media parts; false forwards them to the engine untouched (but never "
+        "an http(s) URL, nor a part type the gateway does not check).",
     )
     media_default_accepts: list[Modality] = Field(
         default_factory=lambda: list[Modality](["text"]),
@@ -26,8 +29,16 @@ class MediaFields(BaseModel):
     )
     media_url_allowlist: list[str] = Field(
         default_factory=list,
-        description="Hosts (`img.example.com`, `*.example.com`) or URL prefixes media may be fetched "
-        "from; empty: only data URLs.",
+        description="Hosts (`img.example.com`, `img.example.com:8443`, `*.example.com`) or URL prefixes "
+        "(`https://cdn.example.com/public/`) media may be fetched from, compared by parsed scheme, "
+        "host, port and path segments; empty: only data URLs.",
+    )
+    # SSRF guard (issue 16, point 5): an allowed host must still resolve to public addresses only;
+    # a loopback, private, link-local or metadata address is fetched from only inside these CIDRs.
+    media_url_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="CIDRs (`10.1.2.0/24`) media URLs may resolve to although not public; empty: "
+        "public addresses only.",
     )
     media_fetch_timeout_s: float = Field(10.0, gt=0, description="Longest fetch of one media URL.")
     media_max_parts: int = Field(16, ge=0, description="Media parts per request, at most.")
@@ -74,3 +85,9 @@ class MediaFields(BaseModel):
         default_factory=lambda: ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"],
         description="Image formats the safety policy lets through.",
     )
+
+    @field_validator("media_url_allowlist")
+    @classmethod
+    def _parsed_allowlist(cls, entries: list[str]) -> list[str]:
+        UrlPolicy(entries)  # an entry that does not parse fails at startup, not on a request
+        return entries

@@ -224,7 +224,7 @@ def test_network_policy_lets_only_gateways_reach_the_engine(manifests: Manifests
     engine_pods = pod_labels(manifests, "Deployment", "-engine")
     policy = manifests.get("NetworkPolicy", "-engine")["spec"]
     assert labels_match(policy["podSelector"]["matchLabels"], engine_pods)
-    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
     for rule in policy["ingress"]:
         for peer in rule["from"]:
             if "podSelector" in peer:
@@ -238,6 +238,34 @@ def test_network_policy_lets_only_gateways_reach_the_engine(manifests: Manifests
             (rule,) = state["spec"]["ingress"]
             (peer,) = rule["from"]
             assert labels_match(peer["podSelector"]["matchLabels"], gateway_pods)
+
+
+def test_the_engine_reaches_nothing_but_what_a_remote_model_download_needs(
+    rendered: dict[str, Manifests], values_name: str
+) -> None:
+    """Issue 16, point 6: a media URL smuggled to vLLM must not be a way into the cluster. A preset
+    model needs no egress at all; a remote one gets DNS and public addresses on 80/443 only."""
+    policy = rendered[values_name].get("NetworkPolicy", "-engine")["spec"]
+    source = merged_values(values_name)["engine"]["model"]["source"]
+    if not source.startswith(("hf://", "http://", "https://")):
+        assert policy["egress"] == []
+        return
+    for rule in policy["egress"]:
+        assert {port["port"] for port in rule["ports"]} <= {53, 80, 443}
+        for peer in rule["to"]:
+            if "ipBlock" in peer:
+                assert peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+                closed = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"}
+                assert closed <= set(peer["ipBlock"]["except"])
+            else:
+                assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+
+
+def test_vllm_fetches_media_from_no_domain_by_default(manifests: Manifests, values_name: str) -> None:
+    """Issue 16, point 6: `engine serve` turns an empty list into a domain that never resolves."""
+    domains = merged_values(values_name)["engine"]["allowedMediaDomains"]
+    assert _arg(container(manifests, "engine"), "--allowed-media-domains") == ",".join(domains)
+    assert domains == []
 
 
 def pod_labels(manifests: Manifests, kind: str, suffix: str) -> dict[str, str]:

@@ -153,6 +153,12 @@ def test_engine_command_is_one_engine_serve_accepts(config: dict[str, Any], tmp_
     assert init["command"][1] == command[command.index("--model") + 1]
 
 
+def test_vllm_fetches_media_from_no_domain_by_default(config: dict[str, Any]) -> None:
+    """Issue 16, point 6: `engine serve` turns the empty value into a domain that never resolves."""
+    command = config["services"]["engine"]["command"]
+    assert command[command.index("--allowed-media-domains") + 1] == ""
+
+
 def test_prometheus_scrapes_every_gateway_replica_and_the_engine(config: dict[str, Any]) -> None:
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}

@@ -290,3 +290,12 @@ def test_real_vllm_with_a_broken_checkpoint_exits_with_a_reason(tmp_path: Path) 
     assert len(reason.split(": ", 1)) == 2, reason  # a cause follows the exit code
     assert str(caught.value).count("\n") >= 2  # the message carries the log tail
     json.dumps(caught.value.log_tail)
+
+
+def test_vllm_fetches_media_from_no_domain_unless_told(tmp_path: Path) -> None:
+    """Issue 16, point 6: vLLM reads an empty `--allowed-media-domains` as "any domain"."""
+    argv = EngineConfig(model_dir=tmp_path).command()
+    assert argv[argv.index("--allowed-media-domains") + 1 :][:1] == ["media.invalid"]
+    assert EngineConfig(model_dir=tmp_path).environment({})["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] == "0"
+    opened = EngineConfig(model_dir=tmp_path, allowed_media_domains=("img.example.com",)).command()
+    assert opened[opened.index("--allowed-media-domains") + 1] == "img.example.com"

@@ -99,6 +99,8 @@ def gateway(fake: FakeEngine, gateway_settings: Callable[..., Settings], images_
         auth_enabled=False,
         models={VISION: {"accepts": ["text", "image"]}, TEXT: {"accepts": ["text"]}},
         media_url_allowlist=[images_host + "/"],
+        # The image server is on loopback, which a gateway fetches from only when opened explicitly.
+        media_url_allowed_networks=["127.0.0.1/32"],
         media_max_images=3,
         media_max_part_bytes=200_000,
     )
