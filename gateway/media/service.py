@@ -43,7 +43,7 @@ from adapters.images import FORMATS
 from adapters.limits import Tally
 from adapters.parts import PART_TYPES, MediaPart
 from adapters.sources import decode_base64, decode_data_url, is_data_url
-from adapters.stt import DecodedAudio, Transcriber, TranscriberBusy, has_audio
+from adapters.stt import DecodedAudio, Transcriber, TranscriberBusy
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
 from gateway.observability import configure_logging, get_logger
 from gateway.observability.logs import resolve_format
@@ -266,7 +266,7 @@ class MediaService:
         data = (
             job.fetched.data if job.fetched is not None else decode_base64(url.partition(",")[2], part.param)
         )
-        if not await asyncio.to_thread(has_audio, data):
+        if not await self._transcriber.has_audio(data):
             return replacement
         pcm = await self._decode(data, part.param)
         if admit_audio is not None:
