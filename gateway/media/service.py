@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 import structlog
+from starlette.types import Receive
 
 from adapters import (
     Job,
@@ -42,6 +43,7 @@ from adapters.parts import PART_TYPES, MediaPart
 from adapters.sources import decode_base64, decode_data_url, is_data_url
 from adapters.stt import DecodedAudio, Transcriber, TranscriberBusy
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
+from gateway.http.disconnect import unless_disconnected
 from gateway.media.workers import MediaWorkerSpec, media_executor, run_in_worker
 from gateway.observability import get_logger
 
@@ -103,11 +105,13 @@ class MediaService:
         accepts: Collection[Modality],
         *,
         admit_audio: AdmitAudio | None = None,
+        receive: Receive | None = None,
     ) -> Prepared | None:
         """None when the request has no media parts; else its rewritten body. MediaError becomes
         the OpenAI error naming the part. The audio parts to transcribe are all decoded first and
         their total passed to `admit_audio` before any is transcribed; a video's soundtrack is
-        passed on its own, once decoded."""
+        passed on its own, once decoded. With `receive` (the request's), a client that leaves stops
+        the work (ClientGone): OCR of a long scan can take minutes."""
         parts = find_media(payload)
         if not parts:
             return None
@@ -116,9 +120,10 @@ class MediaService:
         # The whole preparation (fetches, queue, decoding, OCR, transcription) has one deadline;
         # the worker is told it too, and is told to stop when this coroutine is cancelled.
         stop = Stop.after(limit, str(self._flags / uuid.uuid4().hex))
+        work = self._work(parts, accepts, admit_audio, stop)
         try:
             async with asyncio.timeout(limit):
-                replaced, tally = await self._work(parts, accepts, admit_audio, stop)
+                replaced, tally = await (work if receive is None else unless_disconnected(receive, work))
         except TimeoutError:
             refused = deadline_error(None, limit)
             _log.info("media_refused", code=refused.code, status=refused.status, reason=refused.message)

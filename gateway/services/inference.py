@@ -71,10 +71,11 @@ class InferenceService:
         if self._media is None or not isinstance(parsed, ChatCompletionRequest):
             return body, payload, parsed, None
         with ticket.stage("media"):
-            # A client that leaves stops its media work (OCR of a large scan can take minutes).
-            media = await unless_disconnected(
-                ticket.request.receive,
-                self._media.prepare(payload, ticket.policy.accepts(model), admit_audio=ticket.reserve_audio),
+            media = await self._media.prepare(
+                payload,
+                ticket.policy.accepts(model),
+                admit_audio=ticket.reserve_audio,
+                receive=ticket.request.receive,
             )
         if media is None:
             return body, payload, parsed, None

@@ -29,6 +29,7 @@ from gateway import Settings, create_app
 from gateway.errors import APIError
 from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
 from tests.adapters.media import data_url, text_image
+from tests.servers import ThreadedServer
 
 
 def engine(request: httpx.Request) -> httpx.Response:
@@ -98,11 +99,10 @@ def client(gateway_settings: Callable[..., Settings]) -> Iterator[Callable[..., 
         test_client.__exit__(None, None, None)
 
 
-def ask(client: TestClient, pdf: bytes) -> Any:
+def ask(client: TestClient | httpx.Client, pdf: bytes, **options: Any) -> Any:
     part = {"type": "file", "file": {"file_data": data_url(pdf, "application/pdf"), "filename": "scan.pdf"}}
-    return client.post(
-        "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": [part]}]}
-    )
+    body = {"model": "m", "messages": [{"role": "user", "content": [part]}]}
+    return client.post("/v1/chat/completions", json=body, **options)
 
 
 def test_every_occurrence_of_an_image_counts_against_the_image_budget(
@@ -152,6 +152,30 @@ def test_a_video_without_a_declared_length_is_not_decoded_without_end(
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "video_too_long" and "more than 1200 frames" in error["message"]
+
+
+def test_a_client_that_hangs_up_frees_the_worker(gateway_settings: Callable[..., Settings]) -> None:
+    """Through HTTP: a client gives up on a long scan; the next request gets the only worker."""
+    settings = gateway_settings(
+        auth_enabled=False,
+        media_workers=1,
+        media_queue_timeout_s=4,
+        media_max_images=100,
+        media_max_total_pixels=10**9,
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(engine))
+    pdf = scans([f"Page number {n} of a long scan" for n in range(40)])  # tens of seconds of OCR
+    note = {"type": "file", "file": {"file_data": data_url(b"a note", "text/plain")}}
+    with ThreadedServer(create_app(settings, http_client=http)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            body = {"model": "m", "messages": [{"role": "user", "content": [note]}]}
+            assert client.post("/v1/chat/completions", json=body).status_code == 200  # the worker is up
+            with pytest.raises(httpx.ReadTimeout):
+                ask(client, pdf, timeout=1.5)
+            started = time.monotonic()
+            answer = client.post("/v1/chat/completions", json=body)
+        assert answer.status_code == 200, answer.text
+        assert time.monotonic() - started < 4
 
 
 async def test_work_stops_when_its_client_leaves() -> None:
