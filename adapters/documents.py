@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import PurePosixPath
+from typing import Any
 
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
 from adapters.errors import MediaError
-from adapters.images import open_image
+from adapters.images import fit_budget, open_image
 from adapters.limits import Tally
 from adapters.ocr import Ocr
 
@@ -75,7 +76,9 @@ def pdf_text(data: bytes, label: str, param: str, tally: Tally, ocr: Ocr) -> str
         ) from None
     tally.add_pages(param, count)
     lines = [f"[{label}, {count} page{'s' if count != 1 else ''}]"]
+    read: dict[tuple[int, int], str] = {}  # OCR text by image object: one image is read once
     for number, page in enumerate(reader.pages, start=1):
+        tally.check_time(param)
         try:
             text = (page.extract_text() or "").strip()
         except Exception as exc:  # pypdf raises many kinds on broken content streams
@@ -88,7 +91,7 @@ def pdf_text(data: bytes, label: str, param: str, tally: Tally, ocr: Ocr) -> str
             tally.modes.add("document_text")
             lines += [f"[page {number}]", text]
             continue
-        scanned = _scanned_text(page, param, tally, ocr)
+        scanned = _scanned_text(page, param, tally, ocr, read)
         lines += [f"[page {number}, read by OCR]" if scanned else f"[page {number}: no text]"]
         if scanned:
             lines.append(scanned)
@@ -96,19 +99,59 @@ def pdf_text(data: bytes, label: str, param: str, tally: Tally, ocr: Ocr) -> str
     return "\n".join(lines)
 
 
-def _scanned_text(page: object, param: str, tally: Tally, ocr: Ocr) -> str:
-    """OCR of the images on a page that has no text layer (a scan)."""
+def _scanned_text(page: Any, param: str, tally: Tally, ocr: Ocr, read: dict[tuple[int, int], str]) -> str:
+    """OCR of the images on a page that has no text layer (a scan). Every image the page shows is
+    counted against the request's image and pixel budgets, from its declared size before it is
+    decoded, each time it appears: a PDF that shows one large image hundreds of times is refused,
+    not read hundreds of times. An image object already read is not read again."""
     if not ocr.available:
         return ""
     texts = []
     try:
-        images = list(page.images)  # type: ignore[attr-defined]
+        images = page.images
+        keys = images.keys()
     except Exception:
         return ""
-    for found in images:
-        image, _ = open_image(found.data, param, tally, count=False)
-        text = ocr.read(image, param)
+    for key in keys:
+        tally.check_time(param)
+        xobject = _xobject(page, key)
+        pixels = _declared_pixels(xobject)
+        if pixels is not None:
+            tally.add_image(param, pixels)
+        ref = getattr(xobject, "indirect_reference", None)
+        identity = (ref.idnum, ref.generation) if ref is not None else None
+        if identity is not None and identity in read:
+            text = read[identity]
+        else:
+            image, _ = open_image(images[key].data, param, tally, count=pixels is None)
+            budget = tally.limits.ocr_pixel_budget
+            text = ocr.read(fit_budget(image, budget), param, tally.time_left(ocr.timeout_s))
+            if identity is not None:
+                read[identity] = text
         if text:
             tally.modes.add("ocr")
             texts.append(text)
     return "\n".join(texts)
+
+
+def _xobject(page: Any, key: str | list[str]) -> Any:
+    """The image XObject behind one of `page.images`' keys (through forms), None for an inline image."""
+    path = [key] if isinstance(key, str) else list(key)
+    if not path or path[-1].startswith("~"):
+        return None
+    holder = page
+    try:
+        for name in path:
+            holder = holder["/Resources"].get_object()["/XObject"].get_object()[name].get_object()
+    except (KeyError, TypeError, AttributeError, PyPdfError):
+        return None
+    return holder
+
+
+def _declared_pixels(xobject: Any) -> int | None:
+    """Width x height as the image declares them (None when it does not say)."""
+    try:
+        width, height = int(xobject["/Width"]), int(xobject["/Height"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(width, 0) * max(height, 0)

@@ -7,6 +7,8 @@ refused before it costs anything.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 
 from adapters.errors import MediaError
@@ -25,6 +27,46 @@ class MediaLimits:
     max_video_seconds: float = 60.0
     video_fps: float = 1.0
     max_video_frames: int = 32
+    # OCR reads an image (or a scanned page, or a frame) scaled down to at most this many pixels:
+    # Tesseract's time grows with the pixels, and text stays legible well below a full-page scan.
+    ocr_pixel_budget: int = 4_194_304
+    # The longest one request's media may take to prepare, from its first fetch to its last OCR call.
+    deadline_s: float = 120.0
+    # Frames decoded per second of allowed video, at most: a video without a declared length (or
+    # without timestamps) is stopped after max_video_seconds x this many frames, whatever it claims.
+    max_decoded_fps: float = 120.0
+
+
+@dataclass(frozen=True)
+class Stop:
+    """When one request's media work must end: its deadline (wall clock, which the gateway and its
+    worker processes share) or the gateway creating `flag` (a file) because the client left. Checked
+    between steps (a page, an image, a frame); a step itself is bounded (OCR by its timeout)."""
+
+    deadline: float
+    seconds: float
+    flag: str | None = None
+
+    @classmethod
+    def after(cls, seconds: float, flag: str | None = None) -> Stop:
+        return cls(time.time() + seconds, seconds, flag)
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+    def check(self, param: str | None) -> None:
+        if self.flag is not None and os.path.exists(self.flag):
+            raise MediaError(param, "The request was abandoned.", code="cancelled")
+        if self.left() <= 0:
+            raise deadline_error(param, self.seconds)
+
+
+def deadline_error(param: str | None, seconds: float) -> MediaError:
+    return MediaError(
+        param,
+        f"Preparing this request's media took longer than {seconds:g} s; send fewer or smaller parts.",
+        code="preprocessing_timeout",
+    )
 
 
 @dataclass
@@ -44,6 +86,16 @@ class Tally:
     bytes: int = 0
     derived_chars: int = 0
     modes: set[str] = field(default_factory=set)
+    stop: Stop | None = None
+
+    def check_time(self, param: str | None) -> None:
+        """Raise when the request's deadline passed or its client left (a no-op without a Stop)."""
+        if self.stop is not None:
+            self.stop.check(param)
+
+    def time_left(self, cap: float) -> float:
+        """How long the next step may take: `cap`, or less when the deadline is nearer."""
+        return cap if self.stop is None else max(0.1, min(cap, self.stop.left()))
 
     def add_bytes(self, param: str, size: int) -> None:
         if size > self.limits.max_part_bytes:
@@ -74,7 +126,10 @@ class Tally:
         self.check_pixels(param, pixels)
         if self.images + 1 > self.limits.max_images:
             raise MediaError(
-                param, f"A request may hold at most {self.limits.max_images} images.", code="too_many_images"
+                param,
+                f"A request may hold at most {self.limits.max_images} images (an image a scanned "
+                "document page shows counts each time it appears).",
+                code="too_many_images",
             )
         if pixels > self.limits.max_image_pixels:
             raise MediaError(

@@ -19,7 +19,7 @@ from PIL import Image
 from adapters.documents import document_text
 from adapters.errors import MediaError
 from adapters.images import ImageFacts, fit_budget, open_image, to_data_url
-from adapters.limits import MediaLimits, Tally
+from adapters.limits import MediaLimits, Stop, Tally
 from adapters.ocr import Ocr
 from adapters.parts import MediaPart, forwarded
 from adapters.policy import ImageFilter
@@ -52,11 +52,13 @@ class Preprocessor:
     ocr: Ocr
     image_filter: ImageFilter
 
-    def run(self, jobs: list[Job]) -> Preprocessed:
-        tally = Tally(self.limits)
+    def run(self, jobs: list[Job], stop: Stop | None = None) -> Preprocessed:
+        """Each job's replacement; `stop` ends the work early (deadline passed, client gone)."""
+        tally = Tally(self.limits, stop=stop)
         outcome = Preprocessed(tally=tally)
         numbers: Counter[str] = Counter()
         for job in jobs:
+            tally.check_time(job.part.param)
             numbers[job.part.kind] += 1
             try:
                 outcome.parts.append(self._one(job, numbers[job.part.kind], tally))
@@ -97,7 +99,9 @@ class Preprocessor:
             source = dict(part.part["image_url"]) if isinstance(part.part["image_url"], dict) else {}
             source["url"] = to_data_url(fit_budget(image, self.limits.image_pixel_budget))
             return {**part.part, "type": "image_url", "image_url": source}  # `input_image` too
-        text = self.ocr.read(fit_budget(image, self.limits.image_pixel_budget * 4), part.param)
+        text = self.ocr.read(
+            fit_budget(image, self.limits.ocr_pixel_budget), part.param, tally.time_left(self.ocr.timeout_s)
+        )
         tally.modes.add("ocr")
         label = f"image {number}"
         if not text:

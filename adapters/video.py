@@ -68,21 +68,7 @@ def sample_frames(data: bytes, param: str, tally: Tally, pixel_budget: int) -> t
         budget = limits.max_video_seconds - tally.video_seconds
         if declared > budget:
             tally.add_video(param, declared)  # raises, naming the limit
-        step = 1.0 / limits.video_fps
-        next_at, last = 0.0, 0.0
-        frames: list[Frame] = []
-        for frame in container.decode(stream):
-            at = float(frame.time) if frame.time is not None else last
-            last = max(last, at)
-            if at > budget:
-                tally.add_video(param, at)  # raises
-            if len(frames) >= limits.max_video_frames:
-                if declared > 0:
-                    break
-                continue
-            if at + 1e-6 >= next_at:
-                frames.append(Frame(at, fit_budget(frame.to_image(), pixel_budget)))
-                next_at = at + step
+        frames, last = _sample(container, stream, param, tally, budget, declared > 0, pixel_budget)
     except av.FFmpegError as exc:
         raise MediaError(param, f"This video is corrupt ({exc}).", code="invalid_video") from None
     finally:
@@ -93,13 +79,55 @@ def sample_frames(data: bytes, param: str, tally: Tally, pixel_budget: int) -> t
     return seconds, frames
 
 
+def _sample(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    param: str,
+    tally: Tally,
+    budget: float,
+    declared: bool,
+    pixel_budget: int,
+) -> tuple[list[Frame], float]:
+    """The sampled frames and the last frame's time. A video that declares its length stops at the
+    last frame sampled; one that does not is decoded on to learn its length, but never past the
+    seconds allowed, nor past `max_decoded_fps` frames per allowed second (frames without times
+    would otherwise be decoded without end), nor past the request's deadline."""
+    limits = tally.limits
+    step = 1.0 / limits.video_fps
+    most = max(1, int(budget * limits.max_decoded_fps))
+    next_at, last = 0.0, 0.0
+    frames: list[Frame] = []
+    for decoded, frame in enumerate(container.decode(stream), start=1):
+        tally.check_time(param)
+        at = float(frame.time) if frame.time is not None else last
+        last = max(last, at)
+        if at > budget:
+            tally.add_video(param, at)  # raises
+        if decoded > most:
+            raise MediaError(
+                param,
+                f"This video has more than {most} frames; at most {limits.max_decoded_fps:g} frames per "
+                f"second of the {limits.max_video_seconds:g} s allowed are decoded.",
+                code="video_too_long",
+            )
+        if len(frames) >= limits.max_video_frames:
+            if declared:
+                break
+            continue
+        if at + 1e-6 >= next_at:
+            frames.append(Frame(at, fit_budget(frame.to_image(), pixel_budget)))
+            next_at = at + step
+    return frames, last
+
+
 def video_text(data: bytes, param: str, tally: Tally, ocr: Ocr, label: str, pixel_budget: int) -> str:
     """The sampled frames' text with their times; a frame that repeats the last one's text is skipped."""
     seconds, frames = sample_frames(data, param, tally, pixel_budget)
     lines: list[str] = []
     previous = None
     for frame in frames:
-        text = ocr.read(frame.image, param)
+        tally.check_time(param)
+        text = ocr.read(frame.image, param, tally.time_left(ocr.timeout_s))
         if text and text != previous:
             lines += [f"[{frame.seconds:.1f} s]", text]
         previous = text

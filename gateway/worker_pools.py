@@ -44,6 +44,8 @@ def media_service(
         max_video_seconds=settings.media_max_video_seconds,
         video_fps=settings.media_video_fps,
         max_video_frames=settings.media_max_video_frames,
+        ocr_pixel_budget=settings.media_ocr_max_pixels,
+        deadline_s=settings.media_deadline_s,
     )
     spec = MediaWorkerSpec(
         limits,

@@ -9,18 +9,23 @@ transcriptions run at once and the rest wait (up to `queue_timeout_s`) for a fre
 A caller that stops listening (a client that left, a cancelled realtime response) aborts its
 transcription through whisper.cpp's abort callback; the worker is free again within moments.
 A worker that dies (a crash, the OOM killer) fails only its own request and is replaced.
+
+Client files are decoded (FFmpeg, through PyAV) in a separate pool of decoder processes, never in
+the caller's process: a decoder crash on a hostile file costs one request (400) and one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
 import time
-from collections.abc import AsyncGenerator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -31,7 +36,7 @@ import numpy as np
 import structlog
 
 from adapters.errors import MediaError
-from adapters.stt.audio import SAMPLE_RATE, DecodedAudio, decode_audio
+from adapters.stt.audio import SAMPLE_RATE, DecodedAudio, decode_audio, has_audio
 from adapters.stt.whisper import Segment, TranscribeOptions, Transcript, WhisperModel, check_language
 
 _log = structlog.stdlib.get_logger("tantra.speech")
@@ -76,6 +81,9 @@ class Transcriber:
         self._drains: set[asyncio.Task[None]] = set()
         # Blocking pipe reads and writes (a long recording is megabytes of samples) happen here.
         self._pipes = ThreadPoolExecutor(max_workers=2 * workers + 2, thread_name_prefix="tantra-speech")
+        # FFmpeg decodes client files in these processes, never in the gateway's: a decoder that
+        # crashes on a hostile file takes one of them with it (replaced), not the gateway.
+        self._decoders: ProcessPoolExecutor | None = None
 
     @property
     def available(self) -> bool:
@@ -90,9 +98,34 @@ class Transcriber:
     async def decode(
         self, data: bytes, *, param: str | None = None, max_seconds: float | None = None
     ) -> DecodedAudio:
-        """Encoded audio to 16 kHz mono float32, in a thread (FFmpeg releases the GIL)."""
+        """Encoded audio to 16 kHz mono float32, in a decoder process."""
         limit = self.max_seconds if max_seconds is None else max_seconds
-        return await asyncio.to_thread(decode_audio, data, param=param, max_seconds=limit)
+        decoded: DecodedAudio = await self._in_decoder(
+            functools.partial(decode_audio, data, param=param, max_seconds=limit), param
+        )
+        return decoded
+
+    async def has_audio(self, data: bytes) -> bool:
+        """Whether `data` has an audio track (a video's soundtrack), probed in a decoder process."""
+        found: bool = await self._in_decoder(functools.partial(has_audio, data), None)
+        return found
+
+    async def _in_decoder(self, call: Callable[[], Any], param: str | None) -> Any:
+        """`call` in a decoder process; a process that dies on the file is replaced, the request
+        gets a 400 (the file is the client's)."""
+        pool = self._decoders
+        if pool is None:
+            pool = self._decoders = _decoder_pool(self._size, self._spec.nice)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, call)
+        except BrokenProcessPool:
+            _log.error("audio_decoder_died")
+            if self._decoders is pool:
+                self._decoders = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise MediaError(
+                param, "This audio crashed its decoder and could not be read.", code="invalid_audio"
+            ) from None
 
     async def transcribe(
         self,
@@ -162,6 +195,8 @@ class Transcriber:
         self._all.clear()
         await asyncio.to_thread(_stop_all, workers)
         self._pipes.shutdown(wait=False, cancel_futures=True)
+        if self._decoders is not None:
+            self._decoders.shutdown(wait=False, cancel_futures=True)
 
     async def _samples(self, audio: bytes | DecodedAudio | np.ndarray) -> np.ndarray:
         """16 kHz mono float32 samples (encoded bytes decoded first), refused when over `max_seconds`."""
@@ -316,6 +351,22 @@ class _Worker:
             self.process.kill()
             self.process.join(2)
         self.conn.close()
+
+
+def _decoder_pool(workers: int, nice: int) -> ProcessPoolExecutor:
+    """Processes started from the forkserver (the threaded gateway is never forked), at low priority."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_lower_priority,
+        initargs=(nice,),
+    )
+
+
+def _lower_priority(nice: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when its workers stop
+    with contextlib.suppress(OSError):
+        os.nice(nice)
 
 
 def _checked(options: TranscribeOptions) -> TranscribeOptions:

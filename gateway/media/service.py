@@ -11,106 +11,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import multiprocessing
+import os
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
+from starlette.types import Receive
 
 from adapters import (
-    ImageCheck,
-    ImageFilter,
     Job,
     MediaError,
-    MediaLimits,
     Modality,
-    Ocr,
     Preprocessed,
     Preprocessor,
-    SizeTypePolicy,
     UrlFetcher,
     check_counts,
     find_media,
-    load_check,
     route,
 )
-from adapters.images import FORMATS
-from adapters.limits import Tally
+from adapters.limits import Stop, Tally, deadline_error
 from adapters.parts import PART_TYPES, MediaPart, forwarded
 from adapters.sources import decode_base64, decode_data_url, is_data_url
-from adapters.stt import DecodedAudio, Transcriber, TranscriberBusy, has_audio
+from adapters.stt import DecodedAudio, Transcriber, TranscriberBusy
 from gateway.errors import APIError, InvalidRequest, PayloadTooLarge
-from gateway.observability import configure_logging, get_logger
-from gateway.observability.logs import resolve_format
+from gateway.http.disconnect import unless_disconnected
+from gateway.media.workers import MediaWorkerSpec, media_executor, run_in_worker
+from gateway.observability import get_logger
 
 _log = get_logger("tantra.media")
 
-
-@dataclass(frozen=True)
-class MediaWorkerSpec:
-    """Everything a worker needs to build its own Preprocessor: plain values, so that it crosses
-    into a worker process (a classifier is named by import path and loaded there)."""
-
-    limits: MediaLimits
-    ocr_enabled: bool = True
-    ocr_lang: str = "eng"
-    ocr_timeout_s: float = 30.0
-    image_formats: tuple[str, ...] = FORMATS
-    image_filter: str | None = None
-    log_format: str = "auto"
-    log_level: str = "info"
-    log_prompts: bool = False
-
-    def preprocessor(self) -> Preprocessor:
-        checks: list[ImageCheck] = [SizeTypePolicy(self.image_formats)]
-        if self.image_filter:
-            checks.append(load_check(self.image_filter))
-        ocr = Ocr(lang=self.ocr_lang, timeout_s=self.ocr_timeout_s)
-        if not self.ocr_enabled:
-            ocr.binary = None
-        return Preprocessor(self.limits, ocr, ImageFilter(checks))
-
-
-_worker: Preprocessor | None = None
-
-
-def init_worker(spec: MediaWorkerSpec) -> None:
-    """A worker process's start: its logs go the gateway's way, its Preprocessor is built once."""
-    global _worker
-    configure_logging(
-        log_format=resolve_format(spec.log_format), level=spec.log_level, log_prompts=spec.log_prompts
-    )
-    _worker = spec.preprocessor()
-
-
-def run_in_worker(jobs: list[Job], log_context: dict[str, Any]) -> Preprocessed:
-    """One request's media in a worker process, logged with the request's id and tenant."""
-    assert _worker is not None, "init_worker did not run"
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(**log_context)
-    return _worker.run(jobs)
-
-
-def media_executor(spec: MediaWorkerSpec, kind: str, workers: int) -> Executor:
-    """Processes by default: pypdf is pure Python, and in a thread of the gateway's own process it
-    competes with the event loop for the GIL (on a loaded machine a stream then stalls for a
-    second or more); in a process it cannot. `forkserver`: never fork the threaded gateway."""
-    if kind == "thread":
-        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tantra-media")
-    context = multiprocessing.get_context("forkserver")
-    # The server imports the adapters once; each worker forked from it then starts in milliseconds.
-    context.set_forkserver_preload(["gateway.media.service"])
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=init_worker,
-        initargs=(spec,),
-    )
+__all__ = ["MediaService", "MediaWorkerSpec", "Prepared", "media_executor", "with_media_usage"]
 
 
 # Called with the seconds of audio about to be transcribed, once decoded and before whisper runs:
@@ -153,6 +92,8 @@ class MediaService:
         self._executor = executor()
         self._slots = asyncio.Semaphore(concurrency)
         self._queue_timeout_s = queue_timeout_s
+        # Where a request's stop flag is created when its client leaves (see adapters.limits.Stop).
+        self._flags = Path(tempfile.mkdtemp(prefix="tantra-media-"))
 
     @property
     def can_derive_text(self) -> bool:
@@ -164,44 +105,62 @@ class MediaService:
         accepts: Collection[Modality],
         *,
         admit_audio: AdmitAudio | None = None,
+        receive: Receive | None = None,
     ) -> Prepared | None:
         """None when the request has no media parts; else its rewritten body. MediaError becomes
         the OpenAI error naming the part. The audio parts to transcribe are all decoded first and
         their total passed to `admit_audio` before any is transcribed; a video's soundtrack is
-        passed on its own, once decoded."""
-        started = time.perf_counter()
+        passed on its own, once decoded. With `receive` (the request's), a client that leaves stops
+        the work (ClientGone): OCR of a long scan can take minutes."""
         try:
             parts = find_media(payload)  # refuses parts it cannot check, before any fetch
-            if not parts:
-                return None
-            jobs = await self._jobs(parts, accepts)
-            # Audio is transcribed by the speech workers, the rest by the media workers.
-            audio = [job for job in jobs if job.part.kind == "audio"]
-            others = [job for job in jobs if job.part.kind != "audio"]
-            heard = Tally(self._preprocessor.limits)
-            replacements = await self._hear(audio, heard, admit_audio)
-            outcome = (
-                await self._run(others) if others else Preprocessed(tally=Tally(self._preprocessor.limits))
-            )
-            # A video turned into text gets its soundtrack's transcript too, once its frames passed.
-            seen = [
-                await self._soundtrack(job, part, heard, admit_audio)
-                for job, part in zip(others, outcome.parts, strict=True)
-            ]
         except MediaError as exc:
-            _log.info("media_refused", param=exc.param, code=exc.code, status=exc.status, reason=exc.message)
-            raise as_api_error(exc) from None
+            raise _refused(exc) from None
+        if not parts:
+            return None
+        started = time.perf_counter()
+        limit = self._preprocessor.limits.deadline_s
+        # The whole preparation (fetches, queue, decoding, OCR, transcription) has one deadline;
+        # the worker is told it too, and is told to stop when this coroutine is cancelled.
+        stop = Stop.after(limit, str(self._flags / uuid.uuid4().hex))
+        work = self._work(parts, accepts, admit_audio, stop)
+        try:
+            async with asyncio.timeout(limit):
+                replaced, tally = await (work if receive is None else unless_disconnected(receive, work))
+        except TimeoutError:
+            raise _refused(deadline_error(None, limit)) from None
+        except MediaError as exc:
+            raise _refused(exc) from None
         messages = payload["messages"]
-        for job, replacement in [
-            *zip(others, seen, strict=True),
-            *zip(audio, replacements, strict=True),
-        ]:
+        for job, replacement in replaced:
             messages[job.part.message]["content"][job.part.index] = replacement
-        assert outcome.tally is not None
-        outcome.tally.absorb(heard)
-        usage = outcome.tally.usage()
+        usage = tally.usage()
         _log.info("media_prepared", seconds=round(time.perf_counter() - started, 3), **usage)
         return Prepared(orjson.dumps(payload), usage)
+
+    async def _work(
+        self,
+        parts: list[MediaPart],
+        accepts: Collection[Modality],
+        admit_audio: AdmitAudio | None,
+        stop: Stop,
+    ) -> tuple[list[tuple[Job, dict[str, Any]]], Tally]:
+        """Each part's replacement, and what all of them used."""
+        jobs = await self._jobs(parts, accepts)
+        # Audio is transcribed by the speech workers, the rest by the media workers.
+        audio = [job for job in jobs if job.part.kind == "audio"]
+        others = [job for job in jobs if job.part.kind != "audio"]
+        heard = Tally(self._preprocessor.limits)
+        replacements = await self._hear(audio, heard, admit_audio)
+        outcome = await self._run(others, stop) if others else Preprocessed(tally=Tally(heard.limits))
+        # A video turned into text gets its soundtrack's transcript too, once its frames passed.
+        seen = [
+            await self._soundtrack(job, part, heard, admit_audio)
+            for job, part in zip(others, outcome.parts, strict=True)
+        ]
+        assert outcome.tally is not None
+        outcome.tally.absorb(heard)
+        return [*zip(others, seen, strict=True), *zip(audio, replacements, strict=True)], outcome.tally
 
     async def _jobs(self, parts: list[MediaPart], accepts: Collection[Modality]) -> list[Job]:
         """Each part with its plan (by what the model accepts) and its bytes if fetched from a URL."""
@@ -267,7 +226,7 @@ class MediaService:
         data = (
             job.fetched.data if job.fetched is not None else decode_base64(url.partition(",")[2], part.param)
         )
-        if not await asyncio.to_thread(has_audio, data):
+        if not await self._transcriber.has_audio(data):
             return replacement
         pcm = await self._decode(data, part.param)
         if admit_audio is not None:
@@ -301,7 +260,7 @@ class MediaService:
         tally.modes.add("transcription")
         return transcript.text or "[no speech recognised]"
 
-    async def _run(self, jobs: list[Job]) -> Any:
+    async def _run(self, jobs: list[Job], stop: Stop) -> Any:
         try:
             async with asyncio.timeout(self._queue_timeout_s):
                 await self._slots.acquire()
@@ -314,15 +273,16 @@ class MediaService:
         executor = self._executor
         if isinstance(executor, ProcessPoolExecutor):
             # Either way the worker logs with the request's context (request id, tenant).
-            task: tuple[Any, ...] = (run_in_worker, jobs, structlog.contextvars.get_contextvars())
+            task: tuple[Any, ...] = (run_in_worker, jobs, structlog.contextvars.get_contextvars(), stop)
         else:
-            task = (contextvars.copy_context().run, self._preprocessor.run, jobs)
+            task = (contextvars.copy_context().run, self._preprocessor.run, jobs, stop)
 
         def submit() -> Future[Preprocessed]:
             work = executor.submit(*task)
             # The slot frees when the work ends, not when its waiter does: a client that leaves
             # cannot make room for more work than the pool really has.
             work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
+            work.add_done_callback(lambda _: _remove(stop.flag))
             return work
 
         def unless_submitted(submitting: asyncio.Future[Future[Preprocessed]]) -> None:
@@ -336,6 +296,11 @@ class MediaService:
         try:
             work = await asyncio.shield(submitting)
             return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            # The client left or the deadline passed: the worker stops at its next check (a page,
+            # an image, a frame) instead of finishing work nobody will read.
+            _raise_flag(stop.flag)
+            raise
         except BrokenProcessPool:
             # A decoder crashed its process (or the OS killed it): replace the pool (once, however
             # many requests saw it break) and fail this request.
@@ -351,6 +316,19 @@ class MediaService:
     async def close(self) -> None:
         """Stop the workers (waiting in a thread: one may be finishing an OCR call)."""
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        shutil.rmtree(self._flags, ignore_errors=True)
+
+
+def _raise_flag(flag: str | None) -> None:
+    if flag is not None:
+        with contextlib.suppress(OSError):
+            Path(flag).touch()
+
+
+def _remove(flag: str | None) -> None:
+    if flag is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(flag)
 
 
 async def _nothing() -> None:
@@ -377,6 +355,12 @@ def as_api_errors() -> Iterator[None]:
         yield
     except MediaError as exc:
         raise as_api_error(exc) from None
+
+
+def _refused(exc: MediaError) -> APIError:
+    """A refusal of the request's media, logged once with its reason."""
+    _log.info("media_refused", param=exc.param, code=exc.code, status=exc.status, reason=exc.message)
+    return as_api_error(exc)
 
 
 def as_api_error(exc: MediaError) -> APIError:

@@ -78,7 +78,10 @@ class InferenceService:
             return body, payload, parsed, None
         with ticket.stage("media"):
             media = await self._media.prepare(
-                payload, ticket.policy.accepts(model), admit_audio=ticket.reserve_audio
+                payload,
+                ticket.policy.accepts(model),
+                admit_audio=ticket.reserve_audio,
+                receive=ticket.request.receive,
             )
         if media is None:
             return body, payload, parsed, None

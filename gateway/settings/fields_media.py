@@ -65,6 +65,17 @@ class MediaFields(BaseModel):
     )
     media_ocr_lang: str = Field("eng", description="Tesseract's language(s), e.g. `eng+deu`.")
     media_ocr_timeout_s: float = Field(30.0, gt=0, description="Longest OCR of one image or frame.")
+    # Tesseract's time grows with the pixels it reads; a scan is legible at ~4 MP (A4 at ~200 dpi).
+    media_ocr_max_pixels: int = Field(
+        4_194_304, gt=0, description="Images, scanned pages and frames are scaled to at most this for OCR."
+    )
+    # One request's whole media work (fetches, queue, decoding, OCR, transcription) has one deadline,
+    # so no request holds a worker for longer, however its parts were crafted.
+    media_deadline_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest preparation of one request's media; over it: 400 preprocessing_timeout.",
+    )
     media_workers: int = Field(
         2, ge=1, description="Requests whose media are processed at once (worker processes or threads)."
     )

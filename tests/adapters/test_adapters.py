@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
+from pypdf import PdfReader, PdfWriter
+from pypdf.generic import NameObject
 
 from adapters import (
     TEXT_ONLY,
@@ -27,6 +30,7 @@ from adapters import (
     route,
 )
 from adapters.images import ImageFacts, fit_budget, open_image
+from adapters.limits import Stop
 from adapters.sources import decode_data_url
 from tests.adapters.media import data_url, jpeg, png, scanned_pdf, text_image, text_pdf, text_video
 
@@ -123,7 +127,7 @@ def test_scanned_pdf_page_is_read_by_ocr() -> None:
     parts, tally = run(chat(file_part(scanned_pdf("SCANNED INVOICE 7731"), "application/pdf")))
     assert "[page 1, read by OCR]" in parts[0]["text"]
     assert "SCANNED INVOICE 7731" in parts[0]["text"]
-    assert tally.images == 0 and "ocr" in tally.modes
+    assert tally.images == 1 and "ocr" in tally.modes  # a scanned page's image counts as an image
 
 
 def test_plain_text_file_and_bare_base64() -> None:
@@ -300,3 +304,44 @@ def test_urls_that_do_not_parse_are_not_allowed() -> None:
     assert not policy.allows("http://[::1")
     assert not policy.allows("http://example.com:99999/")
     assert not policy.allows("ftp://example.com/a")
+
+
+class CountingOcr(Ocr):
+    """Tesseract as usual, with the size of every image it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def read(self, image: Image.Image, param: str, timeout_s: float | None = None) -> str:
+        self.sizes.append(image.size)
+        return super().read(image, param, timeout_s)
+
+
+@needs_tesseract
+def test_ocr_reads_at_a_bounded_resolution_and_one_image_object_once() -> None:
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(scanned_pdf("SCANNED INVOICE 7731"))))
+    xobjects = writer.pages[0]["/Resources"].get_object()["/XObject"].get_object()  # type: ignore[index]
+    xobjects[NameObject("/Again")] = next(iter(xobjects.values()))
+    out = io.BytesIO()
+    writer.write(out)
+    ocr = CountingOcr()
+    pre = Preprocessor(MediaLimits(ocr_pixel_budget=120_000), ocr, ImageFilter([SizeTypePolicy()]))
+    payload = chat(file_part(out.getvalue(), "application/pdf"))
+    outcome = pre.run([Job(part, "derive") for part in find_media(payload)])
+    assert outcome.tally is not None and outcome.tally.images == 2  # shown twice, counted twice
+    assert len(ocr.sizes) == 1  # read once
+    width, height = ocr.sizes[0]
+    assert width * height <= 120_000  # the 1200 x 200 scan, scaled down
+
+
+def test_a_stopped_request_does_no_more_work(tmp_path: Path) -> None:
+    flag = tmp_path / "stop"
+    flag.touch()
+    payload = chat(file_part(text_pdf(["one", "two"]), "application/pdf"))
+    with pytest.raises(MediaError) as stopped:
+        preprocessor().run([Job(part, "derive") for part in find_media(payload)], Stop.after(60, str(flag)))
+    assert stopped.value.code == "cancelled"
+    with pytest.raises(MediaError) as late:
+        preprocessor().run([Job(part, "derive") for part in find_media(payload)], Stop.after(-1))
+    assert late.value.code == "preprocessing_timeout"

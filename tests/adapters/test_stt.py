@@ -4,6 +4,8 @@ running the locally built tiny model in worker processes, streaming, cancelling 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -142,3 +144,21 @@ async def test_a_caller_that_leaves_frees_the_worker(transcriber: Transcriber) -
     assert transcript.duration_s == pytest.approx(1.0, abs=0.1)
     # The abandoned 40 s job stops (abort, or kill and respawn after the grace) rather than running out.
     assert time.perf_counter() - started < 60
+
+
+async def test_a_decoder_that_dies_fails_only_its_request() -> None:
+    """A decoder process that dies (here by `os._exit`, standing in for FFmpeg crashing on a
+    hostile file) is a 400 for its request; the gateway's process lives on and so does decoding."""
+    service = Transcriber("/nonexistent.bin", workers=1, max_seconds=60)
+    try:
+        with pytest.raises(MediaError) as crashed:
+            await service._in_decoder(functools.partial(os._exit, 139), "file")
+        assert (crashed.value.status, crashed.value.code, crashed.value.param) == (
+            400,
+            "invalid_audio",
+            "file",
+        )
+        pcm = await service.decode(speech_file("wav", seconds=1.0), param="file")
+        assert pcm.seconds == pytest.approx(1.0, abs=0.05)
+    finally:
+        await service.close()

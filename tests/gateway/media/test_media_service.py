@@ -24,6 +24,7 @@ from adapters import (
     UrlFetcher,
     UrlPolicy,
 )
+from adapters.limits import Stop
 from gateway.errors import APIError
 from gateway.media.service import MediaService
 
@@ -38,7 +39,7 @@ class SlowPreprocessor(Preprocessor):
         self.seconds = seconds
         self.threads: list[str] = []
 
-    def run(self, jobs: list[Any]) -> Preprocessed:
+    def run(self, jobs: list[Any], stop: Stop | None = None) -> Preprocessed:
         self.threads.append(threading.current_thread().name)
         time.sleep(self.seconds)
         return Preprocessed(parts=[{"type": "text", "text": "done"} for _ in jobs], tally=Tally(self.limits))
