@@ -298,6 +298,9 @@ RELOADABLE = frozenset(
         "realtime_max_items",
         "realtime_transcription_model",
         "realtime_speech_model",
+        "realtime_max_sessions",
+        "realtime_max_sessions_per_key",
+        "realtime_idle_timeout_s",
     }
 )
 
