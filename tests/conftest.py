@@ -92,6 +92,9 @@ def gateway_settings(
             # Twenty queued transcriptions take minutes on a loaded 2-core machine: the tests are
             # about answers, so none is turned away as busy.
             "audio_queue_timeout_s": 900,
+            # One listener serving everything, as the tests talk to one port; the operator port
+            # itself (the shipped default) is tested in tests/security/test_operator_port.py.
+            "operator_port": 0,
             **overrides,
         }
         return Settings(**values)
