@@ -161,7 +161,8 @@ def test_admin_key_from_a_file(gateway_settings: Callable[..., Settings], tmp_pa
     path = Path(str(tmp_path)) / "admin.key"
     path.write_text("tantra-admin-key-from-a-file\n")
     with ThreadedServer(create_app(gateway_settings(admin_key=None, admin_key_file=path))) as server:
-        assert httpx.get(server.url + "/admin/tenants", headers=bearer("tantra-admin-key-from-a-file")).status_code == 200
+        answer = httpx.get(server.url + "/admin/tenants", headers=bearer("tantra-admin-key-from-a-file"))
+        assert answer.status_code == 200
 
 
 def test_admin_key_from_a_file_refuses_any_other_key(
