@@ -273,8 +273,9 @@ class RealtimeSession:
 
     @property
     def busy(self) -> bool:
-        """A response is being given: the session is not idle even if the client says nothing."""
-        return self._running() is not None
+        """A response is being given or audio transcribed: the session is not idle even if the
+        client says nothing (the client is waiting for the gateway)."""
+        return self._running() is not None or self._transcriber.running
 
     def _running(self) -> Response | None:
         """The response being given, if one is."""

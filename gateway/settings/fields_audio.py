@@ -39,8 +39,8 @@ class AudioFields(BaseModel):
     realtime_idle_timeout_s: float = Field(
         120.0,
         gt=0,
-        description="A realtime session that sends no event for this long while no response runs is "
-        "closed (1000, reason given), freeing its slot.",
+        description="A realtime session that sends no event for this long while no response or "
+        "transcription runs is closed (1000, reason given), freeing its slot.",
     )
     realtime_max_items: int = Field(512, ge=1, description="Conversation items a realtime session may hold.")
     realtime_transcription_model: str = Field(
