@@ -111,7 +111,9 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     if services.speech is not None:
         app.include_router(speech_router(services.speech))
     if settings.realtime_enabled:
-        app.include_router(realtime_router(parts.catalog, authenticate, parts.realtime_limits))
+        app.include_router(
+            realtime_router(parts.catalog, authenticate, parts.realtime_limits, parts.metrics.rejected)
+        )
     app.include_router(
         admin_router(
             access.admin_guard,

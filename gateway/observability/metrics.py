@@ -86,7 +86,8 @@ class GatewayMetrics:
         )
         self.ratelimit_rejections = Counter(
             "tantra_ratelimit_rejections_total",
-            "Requests refused by a limit: limit is rpm, tpm, concurrency or budget; scope key or tenant.",
+            "Requests refused by a limit: limit is rpm, tpm, concurrency, budget or realtime_sessions; "
+            "scope key, tenant (or replica, for realtime sessions).",
             ["limit", "scope"],
             registry=r,
         )

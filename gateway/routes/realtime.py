@@ -15,7 +15,7 @@ from gateway.auth.authenticator import presented_key
 from gateway.errors import APIError, PermissionDenied
 from gateway.realtime.loopback import Loopback
 from gateway.realtime.session import RealtimeLimits, RealtimeSession
-from gateway.realtime.slots import SessionCaps, SessionSlots
+from gateway.realtime.slots import SessionCaps, SessionSlots, TooManySessions
 from gateway.upstreams import ModelCatalog
 
 # Browsers cannot set headers on a WebSocket: OpenAI's clients pass the key as a subprotocol.
@@ -27,7 +27,9 @@ def realtime_router(
     catalog: ModelCatalog,
     authenticate: Callable[[Mapping[str, str]], Awaitable[Principal]],
     limits: Callable[[], RealtimeLimits],
+    rejected: Callable[[str, str], None] = lambda limit, scope: None,
 ) -> APIRouter:
+    """`rejected(limit, scope)` counts a handshake refused by a session cap (the rate-limit metric)."""
     router = APIRouter()
 
     slots = SessionSlots()  # this replica's open sessions
@@ -50,6 +52,8 @@ def realtime_router(
                 )
                 name = await _model_for(catalog, principal, websocket.query_params.get("model"))
             except APIError as exc:
+                if isinstance(exc, TooManySessions) and exc.scope is not None:
+                    rejected("realtime_sessions", exc.scope)
                 await websocket.send_denial_response(exc.response())
                 return
             chosen = "realtime" if "realtime" in offered else None

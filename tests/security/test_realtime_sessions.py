@@ -66,6 +66,8 @@ def test_a_key_holds_at_most_its_cap_of_sessions(
             assert denial.json()["error"]["code"] == "too_many_realtime_sessions"
             assert refused(client, other) is None  # another key is not affected
         assert refused(client, key) is None  # closing gave the slots back
+        metrics = client.get("/metrics").text
+    assert 'tantra_ratelimit_rejections_total{limit="realtime_sessions",scope="key"} 1.0' in metrics
 
 
 def test_a_session_counts_against_the_keys_concurrency(
