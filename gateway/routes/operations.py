@@ -35,11 +35,17 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     status: str = Field(description="`ready`.", examples=["ready"])
+    # The rest only on the operator port (the API port tells the status alone).
     upstreams: dict[str, dict[str, Any]] = Field(
-        description="Each upstream's last deep check: healthy, model, latency_ms, reason, checked_s_ago."
+        default_factory=dict,
+        description="Each upstream's last deep check: healthy, model, latency_ms, reason, checked_s_ago.",
     )
-    dependencies: dict[str, dict[str, Any]] = Field(description="The store (and Redis when it gates).")
-    problems: list[str] = Field(description="Empty: a gateway that is not ready answers 503.")
+    dependencies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="The store (and Redis when it gates)."
+    )
+    problems: list[str] = Field(
+        default_factory=list, description="Empty: a gateway that is not ready answers 503."
+    )
 
 
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
