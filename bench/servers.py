@@ -60,6 +60,8 @@ def tantra(
         {
             "TANTRA_HOST": "127.0.0.1",
             "TANTRA_PORT": str(port),
+            # Its own operator port: gateways side by side cannot share the default 9090.
+            "TANTRA_OPERATOR_PORT": str(free_port()),
             "TANTRA_ENGINE_URL": engine_url,
             "TANTRA_LOG_LEVEL": "warning",
             **settings_env,

@@ -35,13 +35,16 @@ ENV PATH=/opt/tantra/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TANTRA_HOST=0.0.0.0 \
-    TANTRA_PORT=8000
+    TANTRA_PORT=8000 \
+    TANTRA_OPERATOR_PORT=9090
 # The working directory is the gateway's own: the default SQLite store (.cache/tantra/tantra.db)
 # lands here, so a single container works without a database; mount a volume to keep it.
 WORKDIR /var/lib/tantra
 # A numeric user, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
-EXPOSE 8000
+# 8000: the API (publish it, or put a proxy in front); 9090: metrics and upstream health, for
+# Prometheus only (never publish it).
+EXPOSE 8000 9090
 # Liveness only: /readyz would mark every gateway unhealthy while the engine loads a model.
 HEALTHCHECK --interval=10s --timeout=4s --start-period=20s --retries=3 \
     CMD ["tantra-healthcheck", "http://127.0.0.1:${TANTRA_PORT}/healthz"]

@@ -86,7 +86,17 @@ def serve(settings: Settings) -> None:
         # The drain has already waited for in-flight requests; this bounds what is left after it.
         timeout_graceful_shutdown=5,
     )
-    DrainingServer(config, app.state.components.drain, settings.drain_grace_s).run()
+    # One process, two listening sockets: the API port, and the operator port (metrics, upstream
+    # health, detailed readiness) that the listener gate (gateway/http/listeners.py) tells apart.
+    sockets = [config.bind_socket()]
+    if settings.operator_port:
+        sockets.append(_listener(config, settings.operator_port).bind_socket())
+    DrainingServer(config, app.state.components.drain, settings.drain_grace_s).run(sockets=sockets)
+
+
+def _listener(config: uvicorn.Config, port: int) -> uvicorn.Config:
+    """The same server settings on another port (only its socket is used)."""
+    return uvicorn.Config(config.app, host=config.host, port=port, log_config=None)
 
 
 class DrainingServer(uvicorn.Server):

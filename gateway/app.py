@@ -18,9 +18,11 @@ from starlette.responses import Response
 
 from gateway.components import Components, build
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound, StoreUnavailable
+from gateway.http.client_address import TrustedProxies
 from gateway.http.disconnect import ClientGone
 from gateway.http.drain import DrainMiddleware
 from gateway.http.edge import EdgeMiddleware
+from gateway.http.listeners import ListenerGate, listener_of
 from gateway.http.openapi import install_openapi
 from gateway.observability import RequestInstrumentation
 from gateway.routes import (
@@ -75,7 +77,11 @@ def create_app(
         RequestInstrumentation, metrics=parts.metrics, tracing=parts.tracing, routes=app.router.routes
     )
     app.add_middleware(DrainMiddleware, drain=parts.drain)
-    app.add_middleware(EdgeMiddleware)
+    # Inside EdgeMiddleware: a route refused on this listener still gets a request id.
+    app.add_middleware(
+        ListenerGate, operator_port=parts.settings.operator_port, admin=parts.settings.admin_listener
+    )
+    app.add_middleware(EdgeMiddleware, proxies=TrustedProxies(parts.settings.trusted_proxies))
     return app
 
 
@@ -92,6 +98,8 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
             metrics=parts.metrics,
             pool=parts.pool,
             scrape_timeout_s=settings.connect_timeout_s,
+            engine_metrics_cache_s=settings.engine_metrics_cache_s,
+            detailed=lambda request: listener_of(request.scope, settings.operator_port) != "api",
             draining=lambda: parts.drain.draining,
         )
     )
@@ -103,10 +111,17 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     if services.speech is not None:
         app.include_router(speech_router(services.speech))
     if settings.realtime_enabled:
-        app.include_router(realtime_router(parts.catalog, authenticate, parts.realtime_limits))
+        app.include_router(
+            realtime_router(parts.catalog, authenticate, parts.realtime_limits, parts.metrics.rejected)
+        )
     app.include_router(
         admin_router(
-            access.admin_guard, access.key_admin, parts.shared.store, parts.shared.ledger, parts.status
+            access.admin_guard,
+            access.key_admin,
+            parts.shared.store,
+            parts.shared.ledger,
+            parts.status,
+            TrustedProxies(settings.trusted_proxies),
         )
     )
 
@@ -115,7 +130,8 @@ _DESCRIPTION = """OpenAI's API for the models Tantra serves: the same request fi
 and every error in OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
 
 Authenticate with `Authorization: Bearer <API key>`; the admin API (`/admin`) takes the admin key.
-Operators: `/livez`, `/readyz`, `/metrics` (see docs/operations.md)."""
+Operators: `/livez` and `/readyz` here; `/metrics`, `/metrics/engines`, `/health/upstreams` and the
+detailed `/readyz` on the operator port (`TANTRA_OPERATOR_PORT`, see docs/operations.md)."""
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -12,6 +12,8 @@ fi
 MODEL_NAME=${TANTRA_MODEL_NAME:-tantra-tiny}
 ENGINE_PORT=${TANTRA_ENGINE_PORT:-8001}
 GATEWAY_PORT=${TANTRA_PORT:-8000}
+# Metrics, upstream health and the detailed /readyz answer here only, never on GATEWAY_PORT.
+OPERATOR_PORT=${TANTRA_OPERATOR_PORT:-9090}
 REDIS_PORT=${TANTRA_REDIS_PORT:-6379}
 STATE=${TANTRA_STATE_DIR:-.cache/tantra}
 export TANTRA_DATABASE_URL=${TANTRA_DATABASE_URL:-sqlite+aiosqlite:///$STATE/tantra.db}
@@ -53,7 +55,8 @@ ADMIN_KEY_FILE=${TANTRA_ADMIN_KEY_FILE:-$STATE/admin.key}
 pids+=($!)
 wait_for "http://127.0.0.1:$ENGINE_PORT/health" "${pids[-1]}" engine
 
-TANTRA_ENGINE_URL="http://127.0.0.1:$ENGINE_PORT" TANTRA_PORT="$GATEWAY_PORT" "$PY" -m gateway &
+TANTRA_ENGINE_URL="http://127.0.0.1:$ENGINE_PORT" TANTRA_PORT="$GATEWAY_PORT" TANTRA_OPERATOR_PORT="$OPERATOR_PORT" \
+  "$PY" -m gateway &
 pids+=($!)
 wait_for "http://127.0.0.1:$GATEWAY_PORT/healthz" "${pids[-1]}" gateway
 
@@ -62,5 +65,6 @@ echo "Tantra is serving model '$MODEL_NAME'."
 echo "  base_url: http://localhost:$GATEWAY_PORT/v1   (Ctrl-C stops engine and gateway)"
 echo "  api_key:  $(cat "$STATE/dev.key")   (in $STATE/dev.key; admin key in $ADMIN_KEY_FILE)"
 echo "  export OPENAI_BASE_URL=http://localhost:$GATEWAY_PORT/v1 OPENAI_API_KEY=\$(cat $STATE/dev.key)"
+echo "  metrics:  http://localhost:$OPERATOR_PORT/metrics   (and /health/upstreams, /readyz in full)"
 echo
 wait -n "${pids[@]}"

@@ -98,6 +98,9 @@ def gateway_settings(
             "rejection_budget_per_key": 0,
             "rejection_budget_per_address": 0,
             "auth_failures_per_address": 0,
+            # One listener serving everything, as the tests talk to one port; the operator port
+            # itself (the shipped default) is tested in tests/security/test_operator_port.py.
+            "operator_port": 0,
             **overrides,
         }
         return Settings(**values)

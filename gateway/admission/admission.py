@@ -25,7 +25,7 @@ from gateway.admission.gate import Gate
 from gateway.admission.outcome import Outcome
 from gateway.auth import Principal
 from gateway.errors import APIError, PermissionDenied, QuotaExceeded, RateLimited
-from gateway.http.address import client_address
+from gateway.http.client_address import client_address
 from gateway.http.disconnect import ClientGone
 from gateway.limits import Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab

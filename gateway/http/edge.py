@@ -9,6 +9,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import APIError
+from gateway.http.client_address import TrustedProxies, resolve_client
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -24,13 +25,17 @@ class EdgeMiddleware:
     may reuse ids, so the ledger keys its row by the gateway's own
     (`unique_request_id`, the request id itself when the client sent none). An
     exception nothing else handled becomes a 500 in OpenAI's envelope (Starlette's
-    own handler would answer in plain text).
+    own handler would answer in plain text). With trusted proxies configured, the
+    client's forwarded address is resolved here, once (`client_address`).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, proxies: TrustedProxies | None = None) -> None:
         self.app = app
+        self._proxies = proxies if proxies is not None and proxies.configured else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._proxies is not None and scope["type"] in ("http", "websocket"):
+            resolve_client(scope, self._proxies)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -9,7 +9,9 @@ fleet's engines and series from two engines stay apart. Upstreams without metric
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -83,3 +85,22 @@ async def federate(upstreams: Mapping[str, Upstream], timeout_s: float) -> bytes
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class FederationCache:
+    """One fan-out scrape serves every /metrics/engines request for `ttl_s`: each request would
+    otherwise scrape every engine, so anyone able to reach the route could multiply the engines'
+    load. Concurrent requests wait for the scrape in progress instead of starting their own."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._lock = asyncio.Lock()
+        self._body = b""
+        self._at = -math.inf
+
+    async def get(self, upstreams: Callable[[], Mapping[str, Upstream]], timeout_s: float) -> bytes:
+        async with self._lock:
+            if time.monotonic() - self._at >= self._ttl_s:
+                self._body = await federate(upstreams(), timeout_s)
+                self._at = time.monotonic()
+            return self._body

@@ -88,7 +88,8 @@ class GatewayMetrics:
         self.ratelimit_rejections = Counter(
             "tantra_ratelimit_rejections_total",
             "Requests refused by a limit: limit is rpm, tpm, concurrency, budget, rejections (the "
-            "rejection budget) or auth_failures; scope key, tenant or address.",
+            "rejection budget), auth_failures or realtime_sessions; scope key, tenant, address (or "
+            "replica, for realtime sessions).",
             ["limit", "scope"],
             registry=r,
         )

@@ -39,6 +39,10 @@ class InputTranscriber:
         self._running[key] = asyncio.create_task(self._run(item, index, pcm))
         self._running[key].add_done_callback(lambda _: self._running.pop(key, None))
 
+    @property
+    def running(self) -> bool:
+        return bool(self._running)
+
     async def wait(self) -> None:
         """Until no transcription runs."""
         while self._running:

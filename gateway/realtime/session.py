@@ -50,10 +50,15 @@ _Handler = Callable[[Any], Awaitable[None]]
 
 @dataclass(frozen=True)
 class RealtimeLimits:
-    max_audio_buffer_s: float = 300.0
+    max_audio_buffer_s: float = 60.0
     max_items: int = 512
     transcription_model: str = "whisper-1"
     speech_model: str = "tts-1"
+    # Sessions open at once on this replica and per key (gateway/realtime/slots.py), and how long
+    # a session may go without a client event while nothing runs before it is closed.
+    max_sessions: int = 100
+    max_sessions_per_key: int = 4
+    idle_timeout_s: float = 120.0
 
 
 @dataclass
@@ -265,6 +270,12 @@ class RealtimeSession:
                 "Cancellation failed: no active response found.", code="response_cancel_not_active"
             )
         await running.cancel()
+
+    @property
+    def busy(self) -> bool:
+        """A response is being given or audio transcribed: the session is not idle even if the
+        client says nothing (the client is waiting for the gateway)."""
+        return self._running() is not None or self._transcriber.running
 
     def _running(self) -> Response | None:
         """The response being given, if one is."""

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from gateway.auth import AdminGuard, KeyAdmin
 from gateway.errors import InvalidRequest
+from gateway.http.client_address import TrustedProxies, client_address
 from gateway.protocol import ErrorResponse
 from gateway.store import GROUPS, AuditContext, Limits, Store, UsageLedger
 from gateway.store.records import LIMIT_FIELDS
@@ -108,10 +109,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def admin_router(
-    guard: AdminGuard, keys: KeyAdmin, store: Store, ledger: UsageLedger, status: StatusFn
+    guard: AdminGuard,
+    keys: KeyAdmin,
+    store: Store,
+    ledger: UsageLedger,
+    status: StatusFn,
+    proxies: TrustedProxies | None = None,
 ) -> APIRouter:
+    """`proxies`: whose X-Forwarded-For and X-Forwarded-User the audit log believes (none by default)."""
+    trusted = proxies or TrustedProxies()
+
     async def require_admin(request: Request) -> None:
         guard.check(request.headers)
+        request.state.admin_audit = _audit_context(request, trusted)
 
     # A router-wide dependency runs before the body is validated: no key, no other answer than 401.
     router = APIRouter(
@@ -259,12 +269,23 @@ _TOTALS = [
 ]
 
 
-def _audit(request: Request) -> AuditContext:
+def _audit_context(request: Request, proxies: TrustedProxies) -> AuditContext:
+    """Who made the change: the admin key's holder, named by an authenticating proxy when a trusted
+    one says so, from the address a trusted proxy forwarded (else the peer's own)."""
+    peer = request.client.host if request.client else None
+    user = proxies.forwarded_user(peer, request.headers)
     return AuditContext(
-        actor="admin",
+        actor=f"admin:{user}" if user else "admin",
         request_id=getattr(request.state, "request_id", None),
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_address(request),
     )
+
+
+def _audit(request: Request) -> AuditContext:
+    """The context `require_admin` made for this request (it runs before every admin route)."""
+    audit = request.state.admin_audit
+    assert isinstance(audit, AuditContext)
+    return audit
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from gateway.auth import Principal
 from gateway.errors import ModelNotFound
-from gateway.http.address import client_address
+from gateway.http.client_address import client_address
 from gateway.protocol import ErrorResponse, ModelCard, ModelList
 from gateway.upstreams import ModelCatalog
 

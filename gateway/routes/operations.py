@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from gateway.errors import APIError
-from gateway.observability.federation import federate
+from gateway.observability.federation import FederationCache
 from gateway.observability.health import HealthMonitor
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.profiling import ProfileFormat, Profiler, ProfilerUnavailable
@@ -35,11 +35,17 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     status: str = Field(description="`ready`.", examples=["ready"])
+    # The rest only on the operator port (the API port tells the status alone).
     upstreams: dict[str, dict[str, Any]] = Field(
-        description="Each upstream's last deep check: healthy, model, latency_ms, reason, checked_s_ago."
+        default_factory=dict,
+        description="Each upstream's last deep check: healthy, model, latency_ms, reason, checked_s_ago.",
     )
-    dependencies: dict[str, dict[str, Any]] = Field(description="The store (and Redis when it gates).")
-    problems: list[str] = Field(description="Empty: a gateway that is not ready answers 503.")
+    dependencies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="The store (and Redis when it gates)."
+    )
+    problems: list[str] = Field(
+        default_factory=list, description="Empty: a gateway that is not ready answers 503."
+    )
 
 
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
@@ -52,12 +58,16 @@ def operations_router(
     metrics: GatewayMetrics,
     pool: UpstreamPool,
     scrape_timeout_s: float,
+    engine_metrics_cache_s: float = 0.0,
+    detailed: Callable[[Request], bool] = lambda _: True,
     draining: Callable[[], bool] = lambda: False,
 ) -> APIRouter:
     """The probes and metrics; `pool` is the live registry of upstreams (their breaker states, and
-    whom /metrics/engines scrapes)."""
+    whom /metrics/engines scrapes). `detailed` says whether a request may see /readyz's details (it
+    arrived on the operator listener); the listener gate keeps the rest off the public port."""
     router = APIRouter(tags=["operations"])
-    _add_probes(router, health, pool, draining)
+    _add_probes(router, health, pool, draining, detailed)
+    engines = FederationCache(engine_metrics_cache_s)
 
     @router.get(
         "/metrics",
@@ -75,14 +85,18 @@ def operations_router(
         responses={200: {"content": _TEXT, "description": "Prometheus text exposition format."}},
     )
     async def engine_metrics() -> Response:
-        body = await federate(pool.upstreams(), scrape_timeout_s)
+        body = await engines.get(pool.upstreams, scrape_timeout_s)
         return Response(body, media_type=metrics.content_type)
 
     return router
 
 
 def _add_probes(
-    router: APIRouter, health: HealthMonitor, pool: UpstreamPool, draining: Callable[[], bool]
+    router: APIRouter,
+    health: HealthMonitor,
+    pool: UpstreamPool,
+    draining: Callable[[], bool],
+    detailed: Callable[[Request], bool],
 ) -> None:
     @router.get("/livez", summary="Liveness: the gateway process answers", response_model=Liveness)
     async def livez() -> dict[str, str]:
@@ -96,19 +110,22 @@ def _add_probes(
         "/readyz",
         summary="Readiness: a healthy upstream for the default model, and the store reachable",
         description="Answers from the cache of the background deep checks (each upstream generates "
-        "one token every interval), so probes are cheap. Not ready: 503 in OpenAI's error envelope, "
-        "the message naming every problem.",
+        "one token every interval), so probes are cheap. Not ready: 503 in OpenAI's error envelope. "
+        "On the operator port the body and the message name every problem; on the API port only the "
+        "status is told (upstream names, URLs and dependency errors are the operator's).",
         response_model=Readiness,
         responses={503: {"model": ErrorResponse, "description": "Not ready; the message says why."}},
     )
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         if draining():
             raise NotReady("Not ready: the gateway is shutting down.")
         await health.settled()
         report = health.report()
+        full = detailed(request)
         if not report.ready:
-            raise NotReady(f"Not ready: {report.summary()}.")
-        return Response(orjson.dumps(report.body()), media_type="application/json")
+            raise NotReady(f"Not ready: {report.summary()}." if full else "Not ready.")
+        body = report.body() if full else {"status": "ready"}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @router.get(
         "/health/upstreams",

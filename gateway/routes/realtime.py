@@ -13,9 +13,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from gateway.auth import Principal
 from gateway.auth.authenticator import presented_key
 from gateway.errors import APIError, PermissionDenied
-from gateway.http.address import client_address
+from gateway.http.client_address import client_address
 from gateway.realtime.loopback import Loopback
 from gateway.realtime.session import RealtimeLimits, RealtimeSession
+from gateway.realtime.slots import SessionCaps, SessionSlots, TooManySessions
 from gateway.upstreams import ModelCatalog
 
 # Browsers cannot set headers on a WebSocket: OpenAI's clients pass the key as a subprotocol.
@@ -27,50 +28,66 @@ def realtime_router(
     catalog: ModelCatalog,
     authenticate: Callable[[Mapping[str, str], str | None], Awaitable[Principal]],
     limits: Callable[[], RealtimeLimits],
+    rejected: Callable[[str, str], None] = lambda limit, scope: None,
 ) -> APIRouter:
+    """`rejected(limit, scope)` counts a handshake refused by a session cap (the rate-limit metric)."""
     router = APIRouter()
+
+    slots = SessionSlots()  # this replica's open sessions
 
     @router.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
         offered = [
             p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
         ]
-        try:
-            # A malformed Authorization header is a 401 like any other key problem.
-            key = presented_key(websocket.headers) or _subprotocol_key(offered)
-            # A key sent as a subprotocol is checked exactly as the same key in a header.
-            headers = {"authorization": f"Bearer {key}"} if key else {}
-            principal = await authenticate(headers, client_address(websocket))
-            model = websocket.query_params.get("model")
-            card = await catalog.resolve(model)
-            name = str(card["id"])
-            if not principal.may_use(name):
-                raise PermissionDenied(
-                    f"This API key may not use the model `{name}`.", param="model", code="model_not_allowed"
+        current = limits()
+        with contextlib.ExitStack() as held:
+            try:
+                # A malformed Authorization header is a 401 like any other key problem.
+                key = presented_key(websocket.headers) or _subprotocol_key(offered)
+                # A key sent as a subprotocol is checked exactly as the same key in a header.
+                headers = {"authorization": f"Bearer {key}"} if key else {}
+                principal = await authenticate(headers, client_address(websocket))
+                # Before the handshake: a refused client gets a plain 429, nothing is allocated.
+                held.enter_context(
+                    slots.hold(principal, SessionCaps(current.max_sessions, current.max_sessions_per_key))
                 )
-        except APIError as exc:
-            await websocket.send_denial_response(exc.response())
-            return
-        chosen = "realtime" if "realtime" in offered else None
-        await websocket.accept(subprotocol=chosen)
-        headers = {"authorization": f"Bearer {key}"} if key else {}
-        headers["user-agent"] = "tantra-realtime"
-        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_OUTBOX)
-        session = RealtimeSession(
-            model=name,
-            loopback=Loopback(websocket.scope["app"], websocket.scope, headers),
-            send=outbox.put,
-            limits=limits(),
-        )
-        await _serve(websocket, session, outbox)
+                name = await _model_for(catalog, principal, websocket.query_params.get("model"))
+            except APIError as exc:
+                if isinstance(exc, TooManySessions) and exc.scope is not None:
+                    rejected("realtime_sessions", exc.scope)
+                await websocket.send_denial_response(exc.response())
+                return
+            chosen = "realtime" if "realtime" in offered else None
+            await websocket.accept(subprotocol=chosen)
+            headers["user-agent"] = "tantra-realtime"
+            outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_OUTBOX)
+            session = RealtimeSession(
+                model=name,
+                loopback=Loopback(websocket.scope["app"], websocket.scope, headers),
+                send=outbox.put,
+                limits=current,
+            )
+            await _serve(websocket, session, outbox, current.idle_timeout_s)
 
     return router
 
 
+async def _model_for(catalog: ModelCatalog, principal: Principal, model: str | None) -> str:
+    card = await catalog.resolve(model)
+    name = str(card["id"])
+    if not principal.may_use(name):
+        raise PermissionDenied(
+            f"This API key may not use the model `{name}`.", param="model", code="model_not_allowed"
+        )
+    return name
+
+
 async def _serve(
-    websocket: WebSocket, session: RealtimeSession, outbox: asyncio.Queue[dict[str, Any]]
+    websocket: WebSocket, session: RealtimeSession, outbox: asyncio.Queue[dict[str, Any]], idle_s: float
 ) -> None:
-    """Read client events until the client leaves; one writer task sends the server's, in order."""
+    """Read client events until the client leaves (or stays silent for `idle_s` while no response
+    runs: its slot is then given back); one writer task sends the server's events, in order."""
 
     async def write() -> None:
         alive = True
@@ -87,7 +104,13 @@ async def _serve(
     try:
         await session.start()
         while True:
-            message = await websocket.receive()
+            try:
+                message = await asyncio.wait_for(websocket.receive(), idle_s)
+            except TimeoutError:
+                if session.busy:
+                    continue
+                await websocket.close(code=1000, reason=f"Session idle for {idle_s:g} s; closed.")
+                break
             if message["type"] == "websocket.disconnect":
                 break
             await session.feed(message.get("text") or message.get("bytes") or b"")

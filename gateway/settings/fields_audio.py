@@ -20,7 +20,27 @@ class AudioFields(BaseModel):
         True, description="Serve OpenAI's Realtime API over WebSocket at /v1/realtime."
     )
     realtime_max_audio_buffer_s: float = Field(
-        300.0, gt=0, description="Seconds of uncommitted input audio a realtime session may hold."
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds of uncommitted input audio a realtime session may hold (pcm16 at 24 kHz: "
+        "48 KiB a second, so 60 s is 2.8 MiB per session).",
+    )
+    # A session is a connection held open: capped, so that one key cannot exhaust a replica.
+    realtime_max_sessions: int = Field(
+        100, ge=1, description="Realtime sessions open at once on one replica; more get 429."
+    )
+    realtime_max_sessions_per_key: int = Field(
+        4,
+        ge=1,
+        description="Realtime sessions one key may have open on one replica (also capped by the key's "
+        "max_concurrent, and the tenant's); more get 429.",
+    )
+    realtime_idle_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A realtime session that sends no event for this long while no response or "
+        "transcription runs is closed (1000, reason given), freeing its slot.",
     )
     realtime_max_items: int = Field(512, ge=1, description="Conversation items a realtime session may hold.")
     realtime_transcription_model: str = Field(

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.settings.fields_abuse import AbuseFields
 from gateway.settings.fields_audio import AudioFields
 from gateway.settings.fields_media import MediaFields
+from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.load import customise_sources
 from gateway.settings.policy import Allowance, Policy
 from gateway.settings.sections import (
@@ -24,7 +25,7 @@ from gateway.settings.sections import (
 from gateway.upstreams.factory import config_problems
 
 
-class Settings(MediaFields, AudioFields, AbuseFields, BaseSettings):
+class Settings(MediaFields, AudioFields, AbuseFields, OperatorFields, BaseSettings):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
     from TANTRA_* exactly as the fields here."""
 
@@ -142,7 +143,10 @@ class Settings(MediaFields, AudioFields, AbuseFields, BaseSettings):
     auth_enabled: bool = Field(
         True, description="Require an API key on /v1 routes; false serves everyone, unlimited."
     )
-    admin_key: SecretStr | None = Field(None, description="The key that opens /admin; unset closes it.")
+    admin_key: SecretStr | None = Field(
+        None,
+        description=f"The key that opens /admin (at least {ADMIN_KEY_MIN_CHARS} characters); unset: closed.",
+    )
     admin_key_file: Path | None = Field(None, description="A file holding the admin key (first line).")
     auth_cache_ttl_s: float = Field(
         30.0, gt=0, description="How long a looked-up key is trusted while invalidations arrive."
@@ -231,6 +235,14 @@ class Settings(MediaFields, AudioFields, AbuseFields, BaseSettings):
         # Environment first, then TANTRA_*_FILE secrets, then the YAML file, then the defaults.
         return customise_sources(settings_cls, init_settings, env_settings)
 
+    @field_validator("admin_key")
+    @classmethod
+    def _long_admin_key(cls, key: SecretStr | None) -> SecretStr | None:
+        # The message never shows the key; an empty value means unset, as in resolved_admin_key.
+        if key is not None and 0 < len(key.get_secret_value().strip()) < ADMIN_KEY_MIN_CHARS:
+            raise ValueError(f"the admin key must be at least {ADMIN_KEY_MIN_CHARS} characters long")
+        return key
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
@@ -269,6 +281,13 @@ class Settings(MediaFields, AudioFields, AbuseFields, BaseSettings):
         found = [f"{name}: {message}" for name, message in checks]
         if self.admin_key_file is not None and not self.admin_key_file.is_file():
             found.append(f"admin_key_file (TANTRA_ADMIN_KEY_FILE): {self.admin_key_file} is not a file")
+        elif (key := self.resolved_admin_key()) is not None and len(key) < ADMIN_KEY_MIN_CHARS:
+            found.append(
+                f"admin_key_file (TANTRA_ADMIN_KEY_FILE): the admin key in {self.admin_key_file} must be "
+                f"at least {ADMIN_KEY_MIN_CHARS} characters long"
+            )
+        if self.operator_port and self.operator_port == self.port:
+            found.append("operator_port (TANTRA_OPERATOR_PORT): must differ from port (or be 0)")
         return found
 
     def resolved_admin_key(self) -> str | None:
@@ -315,6 +334,9 @@ RELOADABLE = frozenset(
         "realtime_max_items",
         "realtime_transcription_model",
         "realtime_speech_model",
+        "realtime_max_sessions",
+        "realtime_max_sessions_per_key",
+        "realtime_idle_timeout_s",
     }
 )
 

@@ -168,7 +168,8 @@ def test_prometheus_scrapes_every_gateway_replica_and_the_engine(config: dict[st
         (service,) = sd["names"]
         targets[service] = sd["port"]
         assert jobs[name]["metrics_path"] == "/metrics"
-    assert targets == {"gateway": 8000, "engine": 8001}
+    # The gateways' operator port: their API port answers /metrics with 404.
+    assert targets == {"gateway": 9090, "engine": 8001}
     assert set(targets) <= set(config["services"])
     mount = [v for v in config["services"]["prometheus"]["volumes"] if v["target"].endswith("prometheus.yml")]
     assert mount and Path(mount[0]["source"]) == ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -184,3 +185,12 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(config: dict[s
     }
     assert mounts[provider["options"]["path"]] == ROOT / "deploy" / "grafana" / "dashboards"
     assert mounts["/etc/grafana/provisioning"] == provisioning
+
+
+def test_only_the_api_port_is_published(config: dict[str, Any]) -> None:
+    # The operator port (metrics, upstream health) is reached by Prometheus on the project network.
+    gateway = config["services"]["gateway"]
+    assert gateway["environment"]["TANTRA_OPERATOR_PORT"] == "9090"
+    assert not gateway.get("ports")
+    nginx = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert "server gateway:8000" in nginx and "9090" not in nginx

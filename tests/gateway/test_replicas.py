@@ -43,7 +43,14 @@ class Replica:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway"],
             cwd=ROOT,
-            env={**os.environ, **env, "TANTRA_PORT": str(self.port), "TANTRA_HOST": "127.0.0.1"},
+            env={
+                **os.environ,
+                **env,
+                "TANTRA_PORT": str(self.port),
+                # Each replica's own operator port: two cannot share the default 9090.
+                "TANTRA_OPERATOR_PORT": str(free_port()),
+                "TANTRA_HOST": "127.0.0.1",
+            },
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # apart from the test runner's terminal and its signals

@@ -314,6 +314,7 @@ def test_sigterm_lets_10_streams_finish_and_refuses_new_requests(
         **os.environ,
         "TANTRA_HOST": "127.0.0.1",
         "TANTRA_PORT": str(port),
+        "TANTRA_OPERATOR_PORT": str(free_port()),  # not the default 9090, which may be taken
         "TANTRA_AUTH_ENABLED": "false",
         "TANTRA_REDIS_URL": settings.redis_url,
         "TANTRA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'drain.db'}",

@@ -159,9 +159,10 @@ def test_admin_key_from_a_file(gateway_settings: Callable[..., Settings], tmp_pa
     from pathlib import Path
 
     path = Path(str(tmp_path)) / "admin.key"
-    path.write_text("from-a-file\n")
+    path.write_text("tantra-admin-key-from-a-file\n")
     with ThreadedServer(create_app(gateway_settings(admin_key=None, admin_key_file=path))) as server:
-        assert httpx.get(server.url + "/admin/tenants", headers=bearer("from-a-file")).status_code == 200
+        answer = httpx.get(server.url + "/admin/tenants", headers=bearer("tantra-admin-key-from-a-file"))
+        assert answer.status_code == 200
 
 
 def test_admin_key_from_a_file_refuses_any_other_key(
@@ -169,12 +170,12 @@ def test_admin_key_from_a_file_refuses_any_other_key(
 ) -> None:
     """The file's key is the only one: another key, a prefix of it, or none is a 401, not an open API."""
     path = tmp_path / "admin.key"
-    path.write_text("from-a-file\n")
+    path.write_text("tantra-admin-key-from-a-file\n")
     with ThreadedServer(create_app(gateway_settings(admin_key=None, admin_key_file=path))) as server:
         url = server.url + "/admin/tenants"
-        error = unauthorized(httpx.get(url, headers=bearer("from-another-file")))
+        error = unauthorized(httpx.get(url, headers=bearer("tantra-admin-key-from-another-file")))
         assert error["code"] == "invalid_api_key"
-        unauthorized(httpx.get(url, headers=bearer("from-a-fil")))
+        unauthorized(httpx.get(url, headers=bearer("tantra-admin-key-from-a-fil")))
         unauthorized(httpx.get(url))
 
 

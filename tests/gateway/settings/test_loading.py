@@ -56,7 +56,7 @@ def test_env_beats_file_secrets_beat_yaml(tmp_path: Path, monkeypatch: pytest.Mo
     config = tmp_path / "tantra.yaml"
     config.write_text("port: 9000\nlog_level: debug\nlimits:\n  key_defaults: {rpm: 5}\n")
     secret = tmp_path / "admin"
-    secret.write_text("tantra-admin-from-file\n")
+    secret.write_text("tantra-admin-key-from-a-file\n")
     monkeypatch.setenv("TANTRA_CONFIG_FILE", str(config))
     monkeypatch.setenv("TANTRA_ADMIN_KEY_FILE", str(secret))
     monkeypatch.setenv("TANTRA_LOG_LEVEL", "warning")
@@ -64,9 +64,9 @@ def test_env_beats_file_secrets_beat_yaml(tmp_path: Path, monkeypatch: pytest.Mo
     assert settings.port == 9000
     assert settings.log_level == "warning"
     assert settings.admin_key is not None
-    assert settings.admin_key.get_secret_value() == "tantra-admin-from-file"
+    assert settings.admin_key.get_secret_value() == "tantra-admin-key-from-a-file"
     assert settings.limits.key_defaults.rpm == 5
-    assert "tantra-admin-from-file" not in repr(settings)
+    assert "tantra-admin-key-from-a-file" not in repr(settings)
     assert redacted_dump(settings)["admin_key"] == "[redacted]"
 
 
