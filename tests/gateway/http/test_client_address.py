@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
-from gateway.http.client_address import TrustedProxies
+from gateway.http.client_address import TrustedProxies, client_address
+from gateway.http.edge import EdgeMiddleware
 
 PROXIES = TrustedProxies(["10.0.0.0/8", "fd00::/8"])
 
@@ -39,3 +45,24 @@ def test_forwarded_user_is_bounded_and_printable() -> None:
     assert user is not None and user.startswith("alice") and len(user) == 90
     assert PROXIES.forwarded_user("192.0.2.1", {"x-forwarded-user": "alice"}) is None
     assert PROXIES.forwarded_user("10.0.0.2", {"x-forwarded-user": "  "}) is None
+
+
+def _resolved(proxies: TrustedProxies, peer: str, forwarded: str) -> str | None:
+    """What a route sees as `client_address` behind EdgeMiddleware."""
+    seen: list[str | None] = []
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        seen.append(client_address(request))
+        return PlainTextResponse("ok")
+
+    app = EdgeMiddleware(Starlette(routes=[Route("/", endpoint)]), proxies=proxies)
+    with TestClient(app, client=(peer, 1234)) as client:
+        client.get("/", headers={"x-forwarded-for": forwarded})
+    return seen[0]
+
+
+def test_every_route_sees_the_address_a_trusted_proxy_forwarded() -> None:
+    # The address the rejection budget, the auth-failure throttle and the audit log all count by.
+    assert _resolved(PROXIES, "10.0.0.2", "203.0.113.7") == "203.0.113.7"
+    assert _resolved(PROXIES, "192.0.2.1", "203.0.113.7") == "192.0.2.1"
+    assert _resolved(TrustedProxies(), "10.0.0.2", "203.0.113.7") == "10.0.0.2"
