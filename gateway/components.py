@@ -122,6 +122,7 @@ class Components:
         await self.reloader.close()
         await self.health.close()
         await self.shared.invalidations.close()
+        await self.access.limiter.close()
         await self.access.accountant.drain()
         await self.shared.ledger.close()
         await self.shared.redis.aclose()

@@ -182,10 +182,13 @@ class Settings(MediaFields, AudioFields, BaseSettings):
     limits_default_completion_tokens: int = Field(
         256, ge=1, description="Completion tokens reserved for a request that sets no max_tokens."
     )
+    # A concurrency slot is a lease renewed every third of this while its request runs (the
+    # heartbeat), so a replica that dies gives its slots back within this many seconds.
     limits_lease_s: float = Field(
-        900.0,
-        gt=0,
-        description="A concurrency slot whose request never reports back frees itself after this.",
+        15.0,
+        ge=1,
+        description="A concurrency slot is a lease of this length, renewed every third of it while its "
+        "request runs: a crashed replica's slots free themselves within it.",
     )
     model_prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
