@@ -247,7 +247,10 @@ def _access(settings: Settings, shared: SharedState, policy: LivePolicy) -> Acce
     accountant = Accountant(
         limiter,
         shared.ledger,
-        TokenEstimator(settings.limits_default_completion_tokens),
+        TokenEstimator(
+            settings.limits_default_completion_tokens,
+            completion_cap=settings.limits_max_completion_tokens,
+        ),
         PriceBook(settings.model_prices),
     )
     authenticator = Authenticator(shared.store, shared.key_cache, enabled=settings.auth_enabled)
