@@ -125,6 +125,7 @@ class RateLimiter:
         self._down_until = 0.0
         self._slow_answers = 0
         self._last_warning = 0.0
+        self._last_seed_warning = float("-inf")
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat = Heartbeat(self._scripts, lease_s)
         self._closing = False
@@ -198,15 +199,18 @@ class RateLimiter:
         """The ledger could not seed `check`'s counter. Nothing is written: the next request tries
         again. `closed` refuses the request (503); `open` serves it without that budget alone."""
         self.stats.seed_errors += 1
-        _log.exception(
-            "the %s budget of %s %s could not be read from the ledger: %s",
-            "spend" if check.spend else "token",
-            check.scope.kind,
-            check.scope.id,
-            "refusing the request (fail-closed)"
-            if self.failure_mode == "closed"
-            else "NOT ENFORCED (fail-open)",
-        )
+        now = time.monotonic()
+        if now - self._last_seed_warning >= 5.0:  # at most every 5 s, as Redis failures
+            self._last_seed_warning = now
+            _log.exception(
+                "the %s budget of %s %s could not be read from the ledger: %s",
+                "spend" if check.spend else "token",
+                check.scope.kind,
+                check.scope.id,
+                "refusing the request (fail-closed)"
+                if self.failure_mode == "closed"
+                else "NOT ENFORCED (fail-open)",
+            )
         if self.failure_mode == "closed":
             self.stats.failed_closed += 1
             raise LimiterUnavailable(

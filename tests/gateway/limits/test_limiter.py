@@ -142,6 +142,19 @@ async def test_token_budget_seeded_from_the_ledger(redis: Redis) -> None:
     await rl.reserve([scope], Demand(40))
 
 
+async def test_a_settlement_sent_twice_lands_once(redis: Redis) -> None:
+    """A settlement retried after an answer that came too late must not move a budget twice."""
+    rl = limiter(redis, seeded=(900, 0), prefix="t-settle-once")
+    scope = key_scope(budget_tokens=1000, budget_period="day")
+    first = await rl.reserve([scope], Demand(50))  # 950 held
+    await rl.settle(first, tokens=10)  # 910
+    first.settled = False
+    await rl.settle(first, tokens=10)  # sent again: still 910, not 870
+    await rl.reserve([scope], Demand(90))
+    with pytest.raises(QuotaExceeded):
+        await rl.reserve([scope], Demand(1))
+
+
 async def test_four_unseeded_budgets_are_all_seeded_before_the_answer(redis: Redis) -> None:
     """A key and its tenant each with a token and a spend budget, first use in the period: four
     counters to seed from the ledger, and the request is admitted, not refused as if spent."""
