@@ -31,6 +31,9 @@ _PER_MESSAGE = 4
 # A media part a model takes itself (an image for a vision model): OpenAI's low-detail image. Media
 # for a text-only model reach the estimate already turned into text by the adapters.
 _PER_MEDIA_PART = 85
+# A completion that leaves out max_tokens gets 16 (vLLM's default, and OpenAI's); one that sends
+# `"max_tokens": null` may use all the room the model has, as a chat without max_tokens may.
+_OMITTED_MAX_TOKENS = {"/v1/completions": 16}
 # Before any real usage is seen: enough for common chat templates' system prompt and markers.
 _INITIAL_SLACK = {"/v1/chat/completions": 32, "/v1/completions": 4}
 
@@ -64,15 +67,17 @@ class TokenEstimator:
         raw, prompts = _prompt_tokens(request)
         prompt = raw + self._slack(endpoint, model)
         room = max(1, max_model_len - prompt // max(prompts, 1)) if max_model_len else None
-        per_choice, cap = self._completion(request, room)
+        per_choice, cap = self._completion(request, endpoint, room)
         choices = max(request.n or 1, getattr(request, "best_of", None) or 1)
         return Estimate(prompt, per_choice * choices * prompts, raw, cap)
 
-    def _completion(self, request: SamplingParams, room: int | None) -> tuple[int, int | None]:
+    def _completion(self, request: SamplingParams, endpoint: str, room: int | None) -> tuple[int, int | None]:
         """Completion tokens per choice to reserve, and the cap to send when the request set none:
         its own max_tokens, else the configured cap (when below what the model has room for), else
         all the room the model has, else the default; never more than the room."""
         asked = _max_tokens(request)
+        if asked is None and "max_tokens" not in request.model_fields_set:
+            asked = _OMITTED_MAX_TOKENS.get(endpoint)
         if asked is None and self._cap is not None and (room is None or self._cap < room):
             return self._cap, self._cap
         per_choice = asked or room or self._default_completion
