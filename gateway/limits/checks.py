@@ -13,7 +13,7 @@ Redis key schema (`prefix` is `tantra` unless configured; `{tag}` is literally i
     {prefix}:rl:{tag}:{scope}:{id}:conc                   concurrency: leases of requests in flight
     {prefix}:budget:{tag}:{scope}:{id}:tokens:{period}:{YYYYMMDD}   token budget of the period
     {prefix}:budget:{tag}:{scope}:{id}:usd:{period}:{YYYYMMDD}      spend budget (micro-USD)
-    {prefix}:settled:{tag}:{member}                       a request's settlement, done (a day)
+    {prefix}:settled:{tag}:{member}                       a budget's settlement, done (16 minutes)
 
 The tag is Redis Cluster's hash tag: `{tenant:<id>}` for a key with a tenant (its key's and its
 tenant's counters alike), `{key:<id>}` without one. Every key one script touches then lies in one

@@ -103,9 +103,10 @@ class RateLimiter:
 
     # How long Redis calls stop after Redis refused, or answered too slowly three times running.
     retry_redis_after_s: float = 1.0
-    # How long a settlement Redis refuses is tried again (a day's budget counter outlives its
-    # period by a day; a lease frees itself after `lease_s` anyway). Shutdown stops the retries.
-    settle_retry_s: float = 3600.0
+    # How long a settlement Redis refuses is tried again (a lease frees itself after `lease_s`
+    # anyway; windows and budgets wait for it). Shutdown stops the retries. A settlement that moves
+    # a budget leaves a marker this long (plus a minute), so that a retry cannot move it twice.
+    settle_retry_s: float = 900.0
 
     def __init__(
         self,
@@ -245,7 +246,9 @@ class RateLimiter:
         wait = _SETTLE_FIRST_WAIT_S
         while True:
             try:
-                await self._scripts.settle(reservation.member, values, reservation.marker)
+                await self._scripts.settle(
+                    reservation.member, values, reservation.marker, int(self.settle_retry_s * 1000) + 60_000
+                )
                 return
             except _REDIS_ERRORS as exc:
                 self.stats.settle_errors += 1

@@ -158,23 +158,29 @@ return out
 
 # Settle a reservation once the real usage is known (or release it when the request failed).
 # KEYS, in check order: T, A -> log, tokens; C -> leases; B -> counter (R checks pass no keys); then
-# the request's settled marker, so that a settlement retried after an uncertain answer lands once.
-# ARGV: member, window_ms, n, then per check: kind, value (T: real tokens; A: real audio ms; B: real
-# minus reserved; else 0).
+# the request's settled marker. Windows and leases are set to a value, so settling twice is harmless;
+# a budget moves by a difference, so a settlement that moves one writes the marker (for marker_ms)
+# and one that finds it already there does nothing: a retry after an uncertain answer lands once.
+# ARGV: member, window_ms, marker_ms, n, then per check: kind, value (T: real tokens; A: real audio
+# ms; B: real minus reserved; else 0).
 # The real usage counts in the window in which it is settled, whether or not the reservation is
 # still in it: a stream that outlives the window is not forgotten, it is moved to now.
 SETTLE = r"""
-local marker = KEYS[#KEYS]
-if not redis.call('SET', marker, 1, 'NX', 'PX', 86400000) then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = ARGV[1]
 local window = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+for i = 1, n do
+  if ARGV[4 + (i - 1) * 2 + 1] == 'B' and tonumber(ARGV[4 + (i - 1) * 2 + 2]) ~= 0 then
+    if not redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', tonumber(ARGV[3])) then return 0 end
+    break
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local k = 1
 for i = 1, n do
-  local kind = ARGV[3 + (i - 1) * 2 + 1]
-  local value = tonumber(ARGV[3 + (i - 1) * 2 + 2])
+  local kind = ARGV[4 + (i - 1) * 2 + 1]
+  local value = tonumber(ARGV[4 + (i - 1) * 2 + 2])
   if kind == 'T' or kind == 'A' then
     local log, tokens = KEYS[k], KEYS[k + 1]; k = k + 2
     local old = tonumber(redis.call('HGET', tokens, member) or '0')
@@ -259,11 +265,13 @@ class Scripts:
         status, index, retry_ms, now_ms, *values = (int(v) for v in await self._reserve(keys=keys, args=args))
         return Reply(Verdict(status), index, retry_ms, now_ms, tuple(values))
 
-    async def settle(self, member: str, values: Sequence[tuple[ScopeCheck, int]], marker: str) -> None:
+    async def settle(
+        self, member: str, values: Sequence[tuple[ScopeCheck, int]], marker: str, marker_ms: int
+    ) -> None:
         """Settle `member`'s checks, each with the value `ScopeCheck.settle_value` gave it, once:
-        `marker` (a key in the checks' hash slot) says it was done."""
+        `marker` (a key in the checks' hash slot, kept `marker_ms`) says a budget was moved."""
         keys: list[str] = []
-        args: list[str | int] = [member, self._window_ms, len(values)]
+        args: list[str | int] = [member, self._window_ms, marker_ms, len(values)]
         for check, value in values:
             keys.extend(check.keys)
             args.extend((WIRE[check.kind], value))
