@@ -125,6 +125,7 @@ class Components:
         await self.reloader.close()
         await self.health.close()
         await self.shared.invalidations.close()
+        await self.access.limiter.close()
         await self.access.accountant.drain()
         await self.shared.ledger.close()
         await self.shared.redis.aclose()
@@ -261,7 +262,10 @@ def _access(settings: Settings, shared: SharedState, policy: LivePolicy, metrics
     accountant = Accountant(
         limiter,
         shared.ledger,
-        TokenEstimator(settings.limits_default_completion_tokens),
+        TokenEstimator(
+            settings.limits_default_completion_tokens,
+            completion_cap=settings.limits_max_completion_tokens,
+        ),
         PriceBook(settings.model_prices),
     )
     redis = shared.redis

@@ -110,6 +110,15 @@ class Ticket:
             )
         self.tab.hold(reservation, estimate)
 
+    async def reserve_more(self, tokens: int) -> None:
+        """Reserve `tokens` more prompt tokens found after admission (text derived from media)
+        against the token windows and budgets: 429 if they do not fit."""
+        accountant = self._accountant
+        cost = accountant.prices.cost_micros(self.tab.model, tokens, 0)
+        with self.stage("rate_limit"):
+            held = await accountant.limiter.reserve_tokens(self.principal.scopes(), tokens, cost)
+        self.tab.hold_extra(held)
+
     async def reserve_audio(self, seconds: float) -> None:
         """Reserve `seconds` of audio heard, once decoded and before it is transcribed."""
         with self.stage("rate_limit"):

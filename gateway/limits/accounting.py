@@ -96,6 +96,9 @@ class Tab:
         # Audio seconds are reserved apart, once the audio is decoded (RateLimiter.reserve_audio):
         # a chat request's audio parts together, then each video's soundtrack.
         self.audio_reservations: list[Reservation] = []
+        # Tokens reserved on top once known (text derived from media): settled at zero, since the
+        # real usage settles the first reservation.
+        self.extra_reservations: list[Reservation] = []
         # What the request heard (settles the audio reservation), and its media's usage, if any.
         self.audio_seconds = 0.0
         self.media: dict[str, Any] | None = None
@@ -113,11 +116,14 @@ class Tab:
     def hold_audio(self, reservation: Reservation) -> None:
         self.audio_reservations.append(reservation)
 
+    def hold_extra(self, reservation: Reservation) -> None:
+        self.extra_reservations.append(reservation)
+
     @property
     def limit_headers(self) -> dict[str, str]:
         """The x-ratelimit-* headers of what the request holds."""
         headers: dict[str, str] = {}
-        for reservation in (self.reservation, *self.audio_reservations):
+        for reservation in (self.reservation, *self.extra_reservations, *self.audio_reservations):
             if reservation is not None:
                 headers.update(reservation.headers)  # the latest audio reservation's are the newest
         return headers
@@ -139,6 +145,8 @@ class Tab:
         cost = accountant.prices.cost_micros(self.served_model or self.model, prompt, completion)
         if self.reservation is not None:
             accountant.settle_later(self.reservation, prompt + completion, cost)
+        for extra in self.extra_reservations:
+            accountant.settle_later(extra, 0, 0)
         for held in self.audio_reservations:
             # What was reserved was decoded audio: heard in full when the request heard its audio
             # (`audio_seconds` set), else not at all (refused or failed before whisper's answer).

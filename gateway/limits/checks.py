@@ -5,14 +5,19 @@ which kind of limit, how much the request asks of it, and the Redis keys that co
 sends the checks to the Lua scripts (`scripts.py`) in the order `plan` gives them, which is also the
 order a refusal and the x-ratelimit-* headers are chosen in.
 
-Redis key schema (`prefix` is `tantra` unless configured):
+Redis key schema (`prefix` is `tantra` unless configured; `{tag}` is literally in braces):
 
-    {prefix}:rl:{scope}:{id}:req                    RPM: log of admitted requests
-    {prefix}:rl:{scope}:{id}:tok, ...:tokn          TPM: log of requests, and tokens per request
-    {prefix}:rl:{scope}:{id}:audio, ...:audion      audio seconds: the same, in milliseconds
-    {prefix}:rl:{scope}:{id}:conc                   concurrency: leases of requests in flight
-    {prefix}:budget:{scope}:{id}:tokens:{period}:{YYYYMMDD}   token budget of the period
-    {prefix}:budget:{scope}:{id}:usd:{period}:{YYYYMMDD}      spend budget (micro-USD) of the period
+    {prefix}:rl:{tag}:{scope}:{id}:req                    RPM: log of admitted requests
+    {prefix}:rl:{tag}:{scope}:{id}:tok, ...:tokn          TPM: log of requests, and tokens per request
+    {prefix}:rl:{tag}:{scope}:{id}:audio, ...:audion      audio seconds: the same, in milliseconds
+    {prefix}:rl:{tag}:{scope}:{id}:conc                   concurrency: leases of requests in flight
+    {prefix}:budget:{tag}:{scope}:{id}:tokens:{period}:{YYYYMMDD}   token budget of the period
+    {prefix}:budget:{tag}:{scope}:{id}:usd:{period}:{YYYYMMDD}      spend budget (micro-USD)
+    {prefix}:settled:{tag}:{member}                       a budget's settlement, done (16 minutes)
+
+The tag is Redis Cluster's hash tag: `{tenant:<id>}` for a key with a tenant (its key's and its
+tenant's counters alike), `{key:<id>}` without one. Every key one script touches then lies in one
+hash slot, as Redis Cluster requires of a script; a tenant's counters live on one shard.
 """
 
 from __future__ import annotations
@@ -133,20 +138,30 @@ class KeySchema:
 
     prefix: str
 
-    def window(self, scope: Scope, kind: Check) -> tuple[str, ...]:
-        base = f"{self.prefix}:rl:{scope.kind}:{scope.id}"
+    @staticmethod
+    def tag(scopes: Sequence[Scope]) -> str:
+        """The hash tag of a request's keys: its tenant's, else its key's."""
+        chosen = next((s for s in scopes if s.kind == "tenant"), scopes[0] if scopes else None)
+        return "{-}" if chosen is None else f"{{{chosen.kind}:{chosen.id}}}"
+
+    def window(self, scope: Scope, kind: Check, tag: str) -> tuple[str, ...]:
+        base = f"{self.prefix}:rl:{tag}:{scope.kind}:{scope.id}"
         return tuple(f"{base}:{suffix}" for suffix in _WINDOW_KEYS[kind])
 
-    def budget(self, scope: Scope, *, spend: bool, start: datetime) -> str:
+    def budget(self, scope: Scope, *, spend: bool, start: datetime, tag: str) -> str:
         period = f"{scope.limits.budget_period}:{start:%Y%m%d}"
         unit = "usd" if spend else "tokens"
-        return f"{self.prefix}:budget:{scope.kind}:{scope.id}:{unit}:{period}"
+        return f"{self.prefix}:budget:{tag}:{scope.kind}:{scope.id}:{unit}:{period}"
+
+    def settled(self, tag: str, member: str) -> str:
+        return f"{self.prefix}:settled:{tag}:{member}"
 
 
 def plan(scopes: Sequence[Scope], demand: Demand, keys: KeySchema, now: datetime) -> tuple[ScopeCheck, ...]:
     """A request's checks, scope by scope: RPM, TPM, concurrency, then the token and spend budgets.
     Audio seconds are not among them: they are reserved apart (`plan_audio`)."""
     checks: list[ScopeCheck] = []
+    tag = keys.tag(scopes)
     for scope in scopes:
         limits = scope.limits
         for kind, limit in (
@@ -155,8 +170,9 @@ def plan(scopes: Sequence[Scope], demand: Demand, keys: KeySchema, now: datetime
             (Check.CONCURRENCY, limits.max_concurrent),
         ):
             if limit is not None:
-                checks.append(ScopeCheck(kind, scope, limit, measure(kind, demand), keys.window(scope, kind)))
-        checks.extend(_budgets(scope, demand, keys, now))
+                keys_of = keys.window(scope, kind, tag)
+                checks.append(ScopeCheck(kind, scope, limit, measure(kind, demand), keys_of))
+        checks.extend(_budgets(scope, demand, keys, now, tag))
     return tuple(checks)
 
 
@@ -168,14 +184,14 @@ def plan_audio(scopes: Sequence[Scope], demand: Demand, keys: KeySchema) -> tupl
             scope,
             scope.limits.audio_spm * 1000,
             measure(Check.AUDIO, demand),
-            keys.window(scope, Check.AUDIO),
+            keys.window(scope, Check.AUDIO, keys.tag(scopes)),
         )
         for scope in scopes
         if scope.limits.audio_spm is not None
     )
 
 
-def _budgets(scope: Scope, demand: Demand, keys: KeySchema, now: datetime) -> list[ScopeCheck]:
+def _budgets(scope: Scope, demand: Demand, keys: KeySchema, now: datetime, tag: str) -> list[ScopeCheck]:
     limits = scope.limits
     wanted = [(False, limits.budget_tokens), (True, _micros(limits.budget_usd))]
     if all(limit is None for _, limit in wanted):
@@ -188,7 +204,7 @@ def _budgets(scope: Scope, demand: Demand, keys: KeySchema, now: datetime) -> li
             scope,
             limit,
             measure(Check.BUDGET, demand, spend=spend),
-            (keys.budget(scope, spend=spend, start=start),),
+            (keys.budget(scope, spend=spend, start=start, tag=tag),),
             BudgetTerms(start, ttl_ms, spend),
         )
         for spend, limit in wanted

@@ -3,9 +3,16 @@
 The gateway has no tokenizer. Like OpenAI's own limiter it counts characters (four to a token),
 plus a few tokens per chat message; what the chat template adds (a default system prompt, role
 markers) is learned per model from the real `prompt_tokens` the engine reports: the estimate adds
-the largest shortfall seen in the last requests. Completions reserve `max_tokens` (or the default)
-for every choice of every prompt. Settlement charges the real usage afterwards; an estimate on the
-high side makes a limit hold even while many requests are in flight.
+the largest shortfall seen in the last requests. Completions reserve `max_tokens` for every choice of
+every prompt. Settlement charges the real usage afterwards; an estimate on the high side makes a
+limit hold even while many requests are in flight.
+
+A request that sets no `max_tokens` may make the engine generate up to the model's context (vLLM's
+default, and `ignore_eos` is forwarded), so it reserves that: the model's `max_model_len` less the
+prompt. With a completion cap configured (`limits_max_completion_tokens`) it reserves the cap
+instead, and the cap is sent to the engine as the request's `max_tokens` (`Estimate.cap`), so the
+engine cannot generate more than was reserved. Only when neither the cap nor the model's length is
+known (a provider that does not say) is the default reserved, and settlement counts what it used.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ _PER_MESSAGE = 4
 # A media part a model takes itself (an image for a vision model): OpenAI's low-detail image. Media
 # for a text-only model reach the estimate already turned into text by the adapters.
 _PER_MEDIA_PART = 85
+# A completion that leaves out max_tokens gets 16 (vLLM's default, and OpenAI's); one that sends
+# `"max_tokens": null` may use all the room the model has, as a chat without max_tokens may.
+_OMITTED_MAX_TOKENS = {"/v1/completions": 16}
 # Before any real usage is seen: enough for common chat templates' system prompt and markers.
 _INITIAL_SLACK = {"/v1/chat/completions": 32, "/v1/completions": 4}
 
@@ -33,6 +43,9 @@ class Estimate:
     prompt_tokens: int
     completion_tokens: int
     raw_prompt_tokens: int
+    # The completion tokens per choice the gateway adds to a request that set none (the configured
+    # cap), to be sent to the engine as its max_tokens; None when the request is sent as it is.
+    cap: int | None = None
 
     @property
     def total(self) -> int:
@@ -40,8 +53,11 @@ class Estimate:
 
 
 class TokenEstimator:
-    def __init__(self, default_completion_tokens: int, *, history: int = 64) -> None:
+    def __init__(
+        self, default_completion_tokens: int, *, completion_cap: int | None = None, history: int = 64
+    ) -> None:
         self._default_completion = default_completion_tokens
+        self._cap = completion_cap
         self._history = history
         self._shortfalls: dict[tuple[str, str], deque[int]] = {}
 
@@ -50,11 +66,22 @@ class TokenEstimator:
     ) -> Estimate:
         raw, prompts = _prompt_tokens(request)
         prompt = raw + self._slack(endpoint, model)
-        per_choice = _max_tokens(request) or self._default_completion
-        if max_model_len:
-            per_choice = max(1, min(per_choice, max_model_len - prompt // max(prompts, 1)))
+        room = max(1, max_model_len - prompt // max(prompts, 1)) if max_model_len else None
+        per_choice, cap = self._completion(request, endpoint, room)
         choices = max(request.n or 1, getattr(request, "best_of", None) or 1)
-        return Estimate(prompt, per_choice * choices * prompts, raw)
+        return Estimate(prompt, per_choice * choices * prompts, raw, cap)
+
+    def _completion(self, request: SamplingParams, endpoint: str, room: int | None) -> tuple[int, int | None]:
+        """Completion tokens per choice to reserve, and the cap to send when the request set none:
+        its own max_tokens, else the configured cap (when below what the model has room for), else
+        all the room the model has, else the default; never more than the room."""
+        asked = _max_tokens(request)
+        if asked is None and "max_tokens" not in request.model_fields_set:
+            asked = _OMITTED_MAX_TOKENS.get(endpoint)
+        if asked is None and self._cap is not None and (room is None or self._cap < room):
+            return self._cap, self._cap
+        per_choice = asked or room or self._default_completion
+        return (min(per_choice, room) if room is not None else per_choice), None
 
     def observe(self, endpoint: str, model: str, estimate: Estimate, actual_prompt_tokens: int) -> None:
         """Learn from a finished request how far the raw estimate fell short of the real prompt."""

@@ -6,6 +6,9 @@ tokens a hash from member to tokens plus a running total under the field `#`. A 
 when the window (now - window, now] plus the request stays within the limit, so no window of that
 length ever holds more than the limit.
 
+Every script takes only keys of one Redis Cluster hash slot: `checks.KeySchema` tags a request's
+keys with its tenant (or its key, when it has none), so the scripts run on Redis Cluster too.
+
 `Scripts` is the one caller of the Lua: it packs the checks into KEYS and ARGV, each kind of check
 as its letter (`WIRE`), and reads RESERVE's answer back as a `Reply`.
 """
@@ -154,28 +157,64 @@ return out
 """
 
 # Settle a reservation once the real usage is known (or release it when the request failed).
-# KEYS, in check order: T, A -> log, tokens; C -> leases; B -> counter (R checks pass no keys).
-# ARGV: member, n, then per check: kind, value (T: real tokens; A: real audio ms; B: real minus
-# reserved; else 0).
+# KEYS, in check order: T, A -> log, tokens; C -> leases; B -> counter (R checks pass no keys); then
+# the request's settled marker. Windows and leases are set to a value, so settling twice is harmless;
+# a budget moves by a difference, so a settlement that moves one writes the marker (for marker_ms)
+# and one that finds it already there does nothing: a retry after an uncertain answer lands once.
+# ARGV: member, window_ms, marker_ms, n, then per check: kind, value (T: real tokens; A: real audio
+# ms; B: real minus reserved; else 0).
+# The real usage counts in the window in which it is settled, whether or not the reservation is
+# still in it: a stream that outlives the window is not forgotten, it is moved to now.
 SETTLE = r"""
 local member = ARGV[1]
-local n = tonumber(ARGV[2])
+local window = tonumber(ARGV[2])
+local n = tonumber(ARGV[4])
+for i = 1, n do
+  if ARGV[4 + (i - 1) * 2 + 1] == 'B' and tonumber(ARGV[4 + (i - 1) * 2 + 2]) ~= 0 then
+    if not redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', tonumber(ARGV[3])) then return 0 end
+    break
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local k = 1
 for i = 1, n do
-  local kind = ARGV[2 + (i - 1) * 2 + 1]
-  local value = tonumber(ARGV[2 + (i - 1) * 2 + 2])
+  local kind = ARGV[4 + (i - 1) * 2 + 1]
+  local value = tonumber(ARGV[4 + (i - 1) * 2 + 2])
   if kind == 'T' or kind == 'A' then
-    local tokens = KEYS[k + 1]; k = k + 2
-    local old = redis.call('HGET', tokens, member)
-    if old then
+    local log, tokens = KEYS[k], KEYS[k + 1]; k = k + 2
+    local old = tonumber(redis.call('HGET', tokens, member) or '0')
+    if value > 0 then
+      redis.call('ZADD', log, now, member)
       redis.call('HSET', tokens, member, value)
-      redis.call('HINCRBY', tokens, '#', value - tonumber(old))
+    else
+      redis.call('ZREM', log, member)
+      redis.call('HDEL', tokens, member)
     end
+    redis.call('HINCRBY', tokens, '#', value - old)
+    redis.call('PEXPIRE', log, window + 60000)
+    redis.call('PEXPIRE', tokens, window + 60000)
   elseif kind == 'C' then
     redis.call('ZREM', KEYS[k], member); k = k + 1
   elseif kind == 'B' then
     if redis.call('EXISTS', KEYS[k]) == 1 and value ~= 0 then redis.call('INCRBY', KEYS[k], value) end
     k = k + 1
+  end
+end
+return 1
+"""
+
+# Renew the concurrency leases of a request still running (the heartbeat): each lease moves to
+# now + lease_ms, only if it is still held (a settled request's lease is not brought back).
+# KEYS: the request's leases (C checks). ARGV: member, lease_ms.
+RENEW = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  if redis.call('ZSCORE', KEYS[i], ARGV[1]) then
+    redis.call('ZADD', KEYS[i], 'XX', now + lease, ARGV[1])
+    redis.call('PEXPIRE', KEYS[i], lease)
   end
 end
 return 1
@@ -208,11 +247,12 @@ class Reply:
 
 
 class Scripts:
-    """The two scripts, registered on one Redis client and called in their wire format."""
+    """The scripts, registered on one Redis client and called in their wire format."""
 
     def __init__(self, redis: Redis, *, window_ms: int, lease_ms: int) -> None:
         self._reserve = redis.register_script(RESERVE)
         self._settle = redis.register_script(SETTLE)
+        self._renew = redis.register_script(RENEW)
         self._window_ms = window_ms
         self._lease_ms = lease_ms
 
@@ -225,11 +265,18 @@ class Scripts:
         status, index, retry_ms, now_ms, *values = (int(v) for v in await self._reserve(keys=keys, args=args))
         return Reply(Verdict(status), index, retry_ms, now_ms, tuple(values))
 
-    async def settle(self, member: str, values: Sequence[tuple[ScopeCheck, int]]) -> None:
-        """Settle `member`'s checks, each with the value `ScopeCheck.settle_value` gave it."""
+    async def settle(
+        self, member: str, values: Sequence[tuple[ScopeCheck, int]], marker: str, marker_ms: int
+    ) -> None:
+        """Settle `member`'s checks, each with the value `ScopeCheck.settle_value` gave it, once:
+        `marker` (a key in the checks' hash slot, kept `marker_ms`) says a budget was moved."""
         keys: list[str] = []
-        args: list[str | int] = [member, len(values)]
+        args: list[str | int] = [member, self._window_ms, marker_ms, len(values)]
         for check, value in values:
             keys.extend(check.keys)
             args.extend((WIRE[check.kind], value))
-        await self._settle(keys=keys, args=args)
+        await self._settle(keys=[*keys, marker], args=args)
+
+    async def renew(self, member: str, leases: Sequence[str]) -> None:
+        """Move `member`'s concurrency leases to now plus the lease time."""
+        await self._renew(keys=list(leases), args=[member, self._lease_ms])

@@ -17,7 +17,7 @@ from gateway.media.service import MediaService, Prepared, as_api_errors, with_me
 from gateway.observability import bind_request, passthrough_traceparent
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
-from gateway.services.forwarding import asking_for_usage, usage_of
+from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
@@ -58,38 +58,51 @@ class InferenceService:
         """Read, validate, resolve the model, check the caller may use it and reserve its limits,
         then turn media into what the model takes. Limits come before media work (decoding, OCR,
         transcription: the costly part), so a key over its limits costs the gateway nothing; the
-        reservation is from the text before media, and the engine's real counts settle it. The
-        payload returned is the one sent (media turned into text), which a failover continues from."""
+        tokens of the text derived from media are reserved on top once known, and the engine's real
+        counts settle both. A request without max_tokens is sent the configured cap it reserved.
+        The payload returned is the one sent (media turned into text), which a failover continues
+        from."""
         with ticket.stage("preprocess"):
             body, payload, parsed = await ticket.read_json(schema)
             card = await self._catalog.resolve(parsed.model)
         model = str(card["id"])
         ticket.use_model(model, stream=bool(parsed.stream))
         max_len = card.get("max_model_len")
-        await ticket.reserve(
-            self._estimator.estimate(parsed, path, model, max_len if isinstance(max_len, int) else None)
-        )
-        if not isinstance(parsed, ChatCompletionRequest):
-            return body, payload, parsed, None
+        max_len = max_len if isinstance(max_len, int) else None
+        estimate = self._estimator.estimate(parsed, path, model, max_len)
+        await ticket.reserve(estimate)
+        media = None
+        if isinstance(parsed, ChatCompletionRequest):
+            media = await self._media_of(ticket, payload, model)
+        if media is not None:
+            tab = ticket.tab
+            tab.estimate_covers_prompt = False
+            tab.media = media.usage
+            tab.audio_seconds = float(media.usage.get("audio_seconds") or 0.0)
+            body, parsed = media.body, validate(schema, payload)
+            derived = self._estimator.estimate(parsed, path, model, max_len).prompt_tokens
+            if derived > estimate.prompt_tokens:
+                await ticket.reserve_more(derived - estimate.prompt_tokens)
+        if estimate.cap is not None:
+            # The engine may generate no more than was reserved.
+            field = "max_completion_tokens" if isinstance(parsed, ChatCompletionRequest) else "max_tokens"
+            body, payload[field] = with_field(body, field, estimate.cap), estimate.cap
+        return body, payload, parsed, media
+
+    async def _media_of(self, ticket: Ticket, payload: dict[str, Any], model: str) -> Prepared | None:
+        """The chat body with its media turned into what the model takes (None: no media parts)."""
         if self._media is None:
             # Media processing off: parts go on as sent, but never a URL the engine would fetch.
             with as_api_errors():
                 refuse_remote_media(payload)
-            return body, payload, parsed, None
+            return None
         with ticket.stage("media"):
-            media = await self._media.prepare(
+            return await self._media.prepare(
                 payload,
                 ticket.policy.accepts(model),
                 admit_audio=ticket.reserve_audio,
                 receive=ticket.request.receive,
             )
-        if media is None:
-            return body, payload, parsed, None
-        tab = ticket.tab
-        tab.estimate_covers_prompt = False
-        tab.media = media.usage
-        tab.audio_seconds = float(media.usage.get("audio_seconds") or 0.0)
-        return media.body, payload, validate(schema, payload), media
 
     async def _answer(
         self,

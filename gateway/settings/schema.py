@@ -188,13 +188,28 @@ class Settings(MediaFields, AudioFields, AbuseFields, OperatorFields, BaseSettin
     limits_window_s: int = Field(
         60, ge=1, le=3600, description="Length of the sliding window that RPM and TPM are counted in."
     )
+    # A request without max_tokens reserves what the engine may really generate (the model's
+    # context less the prompt); the default is only for models whose length is unknown.
     limits_default_completion_tokens: int = Field(
-        256, ge=1, description="Completion tokens reserved for a request that sets no max_tokens."
+        256,
+        ge=1,
+        description="Completion tokens reserved for a request that sets no max_tokens, when neither "
+        "`limits_max_completion_tokens` nor the model's max_model_len is known.",
     )
+    # Sent to the engine as max_tokens when a request sets none, so what is reserved bounds it.
+    limits_max_completion_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Completion tokens a request without max_tokens may generate: reserved, and sent "
+        "to the engine as its max_tokens. Unset: such a request reserves the model's whole context.",
+    )
+    # A concurrency slot is a lease renewed every third of this while its request runs (the
+    # heartbeat), so a replica that dies gives its slots back within this many seconds.
     limits_lease_s: float = Field(
-        900.0,
-        gt=0,
-        description="A concurrency slot whose request never reports back frees itself after this.",
+        15.0,
+        ge=1,
+        description="A concurrency slot is a lease of this length, renewed every third of it while its "
+        "request runs: a crashed replica's slots free themselves within it.",
     )
     model_prices: dict[str, ModelPrice] = Field(
         default_factory=dict,

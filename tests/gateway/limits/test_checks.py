@@ -46,13 +46,20 @@ def test_verdicts_are_the_reserve_script_statuses() -> None:
 
 def test_key_schema() -> None:
     tenant = Scope("tenant", "t1", Limits(budget_period="day"))
-    assert KEYS.window(tenant, Check.RPM) == ("tantra:rl:tenant:t1:req",)
-    assert KEYS.window(tenant, Check.TPM) == ("tantra:rl:tenant:t1:tok", "tantra:rl:tenant:t1:tokn")
-    assert KEYS.window(tenant, Check.AUDIO) == ("tantra:rl:tenant:t1:audio", "tantra:rl:tenant:t1:audion")
-    assert KEYS.window(tenant, Check.CONCURRENCY) == ("tantra:rl:tenant:t1:conc",)
+    tag = KEYS.tag([Scope("key", "k1", Limits()), tenant])
+    assert tag == "{tenant:t1}"
+    base = "tantra:rl:{tenant:t1}:tenant:t1"
+    assert KEYS.window(tenant, Check.RPM, tag) == (f"{base}:req",)
+    assert KEYS.window(tenant, Check.TPM, tag) == (f"{base}:tok", f"{base}:tokn")
+    assert KEYS.window(tenant, Check.AUDIO, tag) == (f"{base}:audio", f"{base}:audion")
+    assert KEYS.window(tenant, Check.CONCURRENCY, tag) == (f"{base}:conc",)
     start = datetime(2025, 3, 15, tzinfo=UTC)
-    assert KEYS.budget(tenant, spend=False, start=start) == "tantra:budget:tenant:t1:tokens:day:20250315"
-    assert KEYS.budget(tenant, spend=True, start=start) == "tantra:budget:tenant:t1:usd:day:20250315"
+    budget = "tantra:budget:{tenant:t1}:tenant:t1"
+    assert KEYS.budget(tenant, spend=False, start=start, tag=tag) == f"{budget}:tokens:day:20250315"
+    assert KEYS.budget(tenant, spend=True, start=start, tag=tag) == f"{budget}:usd:day:20250315"
+    assert KEYS.settled(tag, "m1") == "tantra:settled:{tenant:t1}:m1"
+    # Without a tenant, the key's own tag; every key of a request shares one hash slot.
+    assert KEYS.tag([Scope("key", "k1", Limits())]) == "{key:k1}"
 
 
 def test_plan_orders_checks_scope_by_scope() -> None:
@@ -75,7 +82,8 @@ def test_plan_orders_checks_scope_by_scope() -> None:
     month, day = datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 15, tzinfo=UTC)
     # A budget counter expires a day after its period ends.
     assert checks[3].budget == BudgetTerms(month, (16 * 24 + 12 + 24) * 3_600_000, spend=False)
-    assert checks[4].keys == ("tantra:budget:key:k1:usd:month:20250301",)
+    assert checks[4].keys == ("tantra:budget:{tenant:t1}:key:k1:usd:month:20250301",)
+    assert {key.split("{")[1].split("}")[0] for c in checks for key in c.keys} == {"tenant:t1"}
     assert checks[6].budget == BudgetTerms(day, (12 + 24) * 3_600_000, spend=True)
     assert all(c.ttl_ms == 0 for c in checks if c.budget is None)
 

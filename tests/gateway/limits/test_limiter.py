@@ -98,7 +98,9 @@ async def test_all_limits_or_none(redis: Redis) -> None:
     await rl.reserve([key, tenant], Demand(100))
     with pytest.raises(RateLimited):
         await rl.reserve([key, tenant], Demand(100))
-    alone = await rl.reserve([key], Demand(100))
+    # The tenant's limits lifted: only the first request holds the key's (a key's counters are
+    # tagged with its tenant, so the key is asked with its tenant).
+    alone = await rl.reserve([key, dataclasses.replace(tenant, limits=Limits())], Demand(100))
     assert alone.headers["x-ratelimit-remaining-requests"] == "8"
     assert alone.headers["x-ratelimit-remaining-tokens"] == "800"
 
@@ -138,6 +140,19 @@ async def test_token_budget_seeded_from_the_ledger(redis: Redis) -> None:
     assert error.headers == {"x-should-retry": "false"}
     await rl.settle(first, tokens=10)  # 960 used: 40 fit again
     await rl.reserve([scope], Demand(40))
+
+
+async def test_a_settlement_sent_twice_lands_once(redis: Redis) -> None:
+    """A settlement retried after an answer that came too late must not move a budget twice."""
+    rl = limiter(redis, seeded=(900, 0), prefix="t-settle-once")
+    scope = key_scope(budget_tokens=1000, budget_period="day")
+    first = await rl.reserve([scope], Demand(50))  # 950 held
+    await rl.settle(first, tokens=10)  # 910
+    first.settled = False
+    await rl.settle(first, tokens=10)  # sent again: still 910, not 870
+    await rl.reserve([scope], Demand(90))
+    with pytest.raises(QuotaExceeded):
+        await rl.reserve([scope], Demand(1))
 
 
 async def test_four_unseeded_budgets_are_all_seeded_before_the_answer(redis: Redis) -> None:
