@@ -4,7 +4,7 @@ typed bundle that starts and stops as a whole. `gateway.app` only wires it to ro
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from gateway.media.service import MediaService
 from gateway.observability import GatewayMetrics, HealthMonitor, HealthPolicy, Profiler, Tracing
 from gateway.observability.logs import apply_log_settings
 from gateway.realtime.session import RealtimeLimits
+from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
 from gateway.services.speech import SpeechService
@@ -160,28 +161,9 @@ class Components:
 
     async def status(self) -> dict[str, Any]:
         """The shared state's health, for the admin API."""
-        try:
-            redis_ok = bool(await self.shared.redis.ping())
-        except Exception:
-            redis_ok = False
-        ledger, cache, limiter = self.shared.ledger, self.shared.key_cache, self.access.limiter
-        return {
-            "redis": {"reachable": redis_ok, "invalidations_live": cache.live},
-            "limits": {"failure_mode": limiter.failure_mode, **asdict(limiter.stats)},
-            "ledger": {
-                "pending": ledger.pending,
-                "written": ledger.written,
-                "dropped": ledger.dropped,
-                "failures": ledger.failures,
-                "set_aside": ledger.set_aside,
-            },
-            "auth_cache": {
-                "entries": len(cache),
-                "unknown_keys_cached": cache.unknown,
-                "hits": cache.hits,
-                "misses": cache.misses,
-            },
-        }
+        return await replica_status(
+            self.shared.redis, self.shared.ledger, self.shared.key_cache, self.access.limiter
+        )
 
 
 def build(
