@@ -5,26 +5,15 @@ enforced (before, a ledger error stopped all limits of the replica as if Redis w
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Literal
 
 import pytest
 from redis.asyncio import Redis
 
-from gateway.clients import redis_client
 from gateway.errors import LimiterUnavailable, QuotaExceeded, RateLimited
 from gateway.limits import Demand, RateLimiter, Scope
-from gateway.settings.schema import Settings
 from gateway.store import Limits
-from tests.services import RedisServer
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = redis_client(Settings(redis_url=redis_server.url))
-    yield client
-    await client.aclose()
 
 
 class Ledger:

@@ -10,11 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from gateway.clients import redis_client
@@ -22,24 +19,14 @@ from gateway.errors import RateLimited
 from gateway.limits import Demand, RateLimiter, Scope
 from gateway.settings.schema import Settings
 from gateway.store import Limits
+from tests.security.rows import no_ledger
 from tests.servers import free_port
 from tests.services import RedisServer
 
 
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = redis_client(Settings(redis_url=redis_server.url))
-    yield client
-    await client.aclose()
-
-
-async def _no_ledger(kind: str, scope_id: str, since: datetime) -> tuple[int, int]:
-    return 0, 0
-
-
 def _limiter(redis: Redis, *, lease_s: float, prefix: str) -> RateLimiter:
     return RateLimiter(
-        redis, window_s=60, lease_s=lease_s, failure_mode="open", seed=_no_ledger, prefix=prefix
+        redis, window_s=60, lease_s=lease_s, failure_mode="open", seed=no_ledger, prefix=prefix
     )
 
 

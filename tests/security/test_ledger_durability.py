@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,6 +26,7 @@ from gateway.store import Database, Store, UsageLedger, UsageRow
 from gateway.store.database import alembic_config
 from gateway.store.models import UsageRecord
 from tests.gateway.helpers import wait_for
+from tests.security.rows import usage_row
 from tests.servers import free_port
 from tests.services import PostgresServer, RedisServer
 
@@ -41,24 +41,6 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database(f"durability_{next(_names)}")
-
-
-def _row(request_id: str) -> UsageRow:
-    return UsageRow(
-        created_at=datetime.now(UTC).replace(tzinfo=None),
-        request_id=request_id,
-        tenant_id=None,
-        key_id=None,
-        model="m",
-        endpoint="/v1/chat/completions",
-        stream=False,
-        prompt_tokens=1,
-        completion_tokens=1,
-        cost_micros=0,
-        latency_ms=1,
-        status=200,
-        outcome="completed",
-    )
 
 
 async def _written(url: str) -> list[str]:
@@ -87,7 +69,7 @@ async def test_a_write_retried_after_a_lost_commit_adds_no_row(ledger_url: str) 
     ledger = UsageLedger(_LostAnswer(database), flush_interval_s=60, batch_size=10)
     try:
         for number in range(3):
-            ledger.record(_row(f"r{number}"))
+            ledger.record(usage_row(f"r{number}"))
         with pytest.raises(OperationalError):
             await ledger.flush()
         assert ledger.pending == 3  # not known to be written: kept for the next try
@@ -119,11 +101,11 @@ async def test_rows_recorded_during_a_write_are_not_popped_in_its_place(tmp_path
     ledger = UsageLedger(store, flush_interval_s=60, batch_size=2, max_buffered=4)
     try:
         for number in range(4):
-            ledger.record(_row(f"r{number}"))
+            ledger.record(usage_row(f"r{number}"))
         flushing = asyncio.create_task(ledger.flush())
         await asyncio.wait_for(store.writing.wait(), 10)  # r0 and r1 are being written
-        ledger.record(_row("r4"))
-        ledger.record(_row("r5"))
+        ledger.record(usage_row("r4"))
+        ledger.record(usage_row("r5"))
         store.go.set()
         await asyncio.wait_for(flushing, 30)
     finally:
@@ -229,14 +211,14 @@ async def test_the_migration_keeps_rows_whose_client_reused_an_id(ledger_url: st
         # Revision 0003's columns: the model has more now.
         old_columns = {"created_at", "request_id", "model", "endpoint", "stream", "prompt_tokens"}
         old_columns |= {"completion_tokens", "cost_micros", "latency_ms", "status", "outcome"}
-        rows = [_row(request_id).as_row() for request_id in ("same", "same", "other", "same")]
+        rows = [usage_row(request_id).as_row() for request_id in ("same", "same", "other", "same")]
         async with database.engine.begin() as conn:
             await conn.execute(insert(UsageRecord), [{c: row[c] for c in old_columns} for row in rows])
         await database.migrate()
         ids = [row.request_id for row in await Store(database).usage_rows()]
         with pytest.raises(IntegrityError):  # and the index is unique from now on
             async with database.session() as session:
-                await session.execute(insert(UsageRecord).values(**_row("other").as_row()))
+                await session.execute(insert(UsageRecord).values(**usage_row("other").as_row()))
                 await session.commit()
     finally:
         await database.close()

@@ -7,34 +7,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 from starlette.testclient import TestClient
 
 from gateway import Settings, create_app
-from gateway.store import Database, Store, UsageLedger, UsageRow
+from gateway.store import Database, Store, UsageLedger
+from tests.security.rows import usage_row
 from tests.services import PostgresServer
 
 _names = itertools.count()
-
-
-def _row(request_id: str, model: str) -> UsageRow:
-    return UsageRow(
-        created_at=datetime.now(UTC).replace(tzinfo=None),
-        request_id=request_id,
-        tenant_id=None,
-        key_id=None,
-        model=model,
-        endpoint="/v1/chat/completions",
-        stream=False,
-        prompt_tokens=1,
-        completion_tokens=1,
-        cost_micros=0,
-        latency_ms=1,
-        status=200,
-        outcome="completed",
-    )
 
 
 @pytest.fixture
@@ -49,9 +31,9 @@ async def test_a_row_the_database_refuses_is_set_aside_and_the_rest_written(post
     ledger = UsageLedger(store, flush_interval_s=60, batch_size=500)
     try:
         for number in range(6):
-            ledger.record(_row(f"good-{number}", "m"))
+            ledger.record(usage_row(f"good-{number}", "m"))
             if number == 2:
-                ledger.record(_row("bad", "x\x00"))
+                ledger.record(usage_row("bad", "x\x00"))
         await ledger.flush()
         rows = await store.usage_rows()
         set_aside = await store.dead_letters()

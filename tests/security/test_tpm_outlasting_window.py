@@ -7,8 +7,7 @@ media is reserved once known, before the engine runs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -17,32 +16,20 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import Settings, create_app
-from gateway.clients import redis_client
 from gateway.errors import RateLimited
 from gateway.limits import Demand, RateLimiter, Scope
 from gateway.store import Limits
 from tests.adapters.media import data_url
 from tests.gateway.helpers import AdminClient, bearer
+from tests.security.rows import no_ledger
 from tests.servers import ThreadedServer
-from tests.services import RedisServer
 
 MODEL = "long-context"
 
 
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = redis_client(Settings(redis_url=redis_server.url))
-    yield client
-    await client.aclose()
-
-
-async def _no_ledger(kind: str, scope_id: str, since: datetime) -> tuple[int, int]:
-    return 0, 0
-
-
 async def test_a_request_that_outlives_the_window_is_counted_when_it_settles(redis: Redis) -> None:
     limiter = RateLimiter(
-        redis, window_s=1, lease_s=60, failure_mode="open", seed=_no_ledger, prefix="sec-tpm"
+        redis, window_s=1, lease_s=60, failure_mode="open", seed=no_ledger, prefix="sec-tpm"
     )
     scope = Scope("key", "k-stream", Limits(tpm=1000))
     stream = await limiter.reserve([scope], Demand(300))
