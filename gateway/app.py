@@ -112,7 +112,9 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         app.include_router(speech_router(services.speech))
     if settings.realtime_enabled:
         app.include_router(
-            realtime_router(parts.catalog, authenticate, parts.realtime_limits, parts.metrics.rejected)
+            realtime_router(
+                parts.catalog, authenticate, parts.realtime_limits, access.limiter, parts.metrics.rejected
+            )
         )
     app.include_router(
         admin_router(

@@ -27,7 +27,7 @@ from gateway.auth import Principal
 from gateway.errors import APIError, PermissionDenied, QuotaExceeded, RateLimited
 from gateway.http.client_address import client_address
 from gateway.http.disconnect import ClientGone
-from gateway.limits import Demand, Estimate
+from gateway.limits import SESSION_SLOT, Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
 from gateway.limits.rejection_budget import RejectionBudget
 from gateway.observability import RequestRecord, bind_request, record_of
@@ -98,7 +98,9 @@ class Ticket:
     async def reserve(self, estimate: Estimate) -> None:
         """Reserve every limit for `estimate` in one round trip, priced by the dearest model that
         may answer (the request's or a fallback's): a spend budget is not passed by a free model
-        whose paid fallback answers. The settlement charges the one that did."""
+        whose paid fallback answers. The settlement charges the one that did. A realtime session's
+        own call (marked in its ASGI scope by the loopback) runs under the session's slot: no
+        concurrency slot of its own, every other limit as usual."""
         prices = self._accountant.prices
         cost = max(
             prices.cost_micros(name, estimate.prompt_tokens, estimate.completion_tokens)
@@ -106,7 +108,9 @@ class Ticket:
         )
         with self.stage("rate_limit"):
             reservation = await self._accountant.limiter.reserve(
-                self.principal.scopes(), Demand(estimate.total, cost)
+                self.principal.scopes(),
+                Demand(estimate.total, cost),
+                slot=not self.request.scope.get(SESSION_SLOT, False),
             )
         self.tab.hold(reservation, estimate)
 

@@ -11,6 +11,7 @@ Redis key schema (`prefix` is `tantra` unless configured; `{tag}` is literally i
     {prefix}:rl:{tag}:{scope}:{id}:tok, ...:tokn          TPM: log of requests, and tokens per request
     {prefix}:rl:{tag}:{scope}:{id}:audio, ...:audion      audio seconds: the same, in milliseconds
     {prefix}:rl:{tag}:{scope}:{id}:conc                   concurrency: leases of requests in flight
+    {prefix}:rl:{tag}:key:{id}:sessions                   realtime sessions: leases of open sessions
     {prefix}:budget:{tag}:{scope}:{id}:tokens:{period}:{YYYYMMDD}   token budget of the period
     {prefix}:budget:{tag}:{scope}:{id}:usd:{period}:{YYYYMMDD}      spend budget (micro-USD)
     {prefix}:settled:{tag}:{member}                       a budget's settlement, done (16 minutes)
@@ -46,6 +47,12 @@ class Check(StrEnum):
     AUDIO = "audio_spm"
     CONCURRENCY = "concurrency"
     BUDGET = "budget"
+    # A key's open realtime sessions: leases as concurrency's, in a set of their own.
+    SESSIONS = "realtime_sessions"
+
+
+# The kinds kept as leases (a slot held while the request or session lasts, renewed by the heartbeat).
+LEASES = frozenset({Check.CONCURRENCY, Check.SESSIONS})
 
 
 # Key suffixes of the windowed checks, under `{prefix}:rl:{scope}:{id}`: the log, then (for amounts
@@ -55,6 +62,7 @@ _WINDOW_KEYS: dict[Check, tuple[str, ...]] = {
     Check.TPM: ("tok", "tokn"),
     Check.AUDIO: ("audio", "audion"),
     Check.CONCURRENCY: ("conc",),
+    Check.SESSIONS: ("sessions",),
 }
 
 
@@ -109,7 +117,7 @@ class ScopeCheck:
     def settle_value(self, used: Demand) -> int:
         """What the settle script is told: a window's real amount (it replaces the reserved one), a
         budget's difference from the reservation (the counter moves by it), nothing for a slot."""
-        if self.kind is Check.CONCURRENCY:
+        if self.kind in LEASES:
             return 0
         if self.kind is Check.BUDGET:
             return measure(self.kind, used, spend=self.spend) - self.amount
@@ -173,6 +181,25 @@ def plan(scopes: Sequence[Scope], demand: Demand, keys: KeySchema, now: datetime
                 keys_of = keys.window(scope, kind, tag)
                 checks.append(ScopeCheck(kind, scope, limit, measure(kind, demand), keys_of))
         checks.extend(_budgets(scope, demand, keys, now, tag))
+    return tuple(checks)
+
+
+def plan_session(scopes: Sequence[Scope], per_key: int, keys: KeySchema) -> tuple[ScopeCheck, ...]:
+    """What an open realtime session holds: one of its key's `per_key` session leases (first, so that
+    a full cap is the refusal named), and one concurrency slot of each scope that sets
+    `max_concurrent`, as a request in flight does."""
+    tag = keys.tag(scopes)
+    checks = [
+        ScopeCheck(Check.SESSIONS, scope, per_key, 1, keys.window(scope, Check.SESSIONS, tag))
+        for scope in scopes
+        if scope.kind == "key"
+    ]
+    for scope in scopes:
+        limit = scope.limits.max_concurrent
+        if limit is not None:
+            checks.append(
+                ScopeCheck(Check.CONCURRENCY, scope, limit, 1, keys.window(scope, Check.CONCURRENCY, tag))
+            )
     return tuple(checks)
 
 

@@ -14,6 +14,11 @@ import contextlib
 
 from gateway.limits.scripts import Scripts
 
+# The ASGI scope entry a realtime session's own in-process requests carry (gateway/realtime/loopback.py
+# sets it; no client can: a scope is built by the server, never from a header). Such a request runs
+# under the session's concurrency slot, so admission takes no second one for it.
+SESSION_SLOT = "tantra.under_session_slot"
+
 # How many times a lease is renewed within its own length: a beat may be missed without losing it.
 BEATS_PER_LEASE = 3
 

@@ -11,6 +11,11 @@ refuses is tried again until it lands; the slot is a short lease renewed while t
 Tokens a request is found to need once it is admitted (text derived from its media) are reserved on
 top (`reserve_tokens`): its token windows and budgets only, settled with it.
 
+A realtime session holds, while it is open, one of its key's session leases and one concurrency
+slot of its key and tenant (`hold_session`): the same leases, renewed by the same heartbeat, so the
+caps hold across replicas and a dead replica's sessions free their slots within `lease_s`. The
+session's own model calls run under that slot (`reserve(..., slot=False)`): no second slot.
+
 Audio seconds per window are reserved apart (`reserve_audio`), once a request's audio is decoded and
 its length known, before it is transcribed: a request holds then two reservations, settled together.
 
@@ -37,7 +42,18 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from gateway.errors import LimiterUnavailable
-from gateway.limits.checks import Check, Demand, KeySchema, Scope, ScopeCheck, ScopeKind, plan, plan_audio
+from gateway.limits.checks import (
+    LEASES,
+    Check,
+    Demand,
+    KeySchema,
+    Scope,
+    ScopeCheck,
+    ScopeKind,
+    plan,
+    plan_audio,
+    plan_session,
+)
 from gateway.limits.headers import admitted_headers
 from gateway.limits.leases import Heartbeat
 from gateway.limits.rejections import rejection
@@ -136,10 +152,19 @@ class RateLimiter:
     def redis_ok(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    async def reserve(self, scopes: Sequence[Scope], demand: Demand) -> Reservation:
+    async def reserve(self, scopes: Sequence[Scope], demand: Demand, *, slot: bool = True) -> Reservation:
         """Admit the request or raise RateLimited / QuotaExceeded (or LimiterUnavailable, when
-        Redis is down and the policy is `closed`)."""
-        return await self._reserve_checks(scopes, plan(scopes, demand, self._keys, datetime.now(UTC)), demand)
+        Redis is down and the policy is `closed`). `slot=False` (a realtime session's own call, run
+        under the session's slot) leaves the concurrency check out; every other limit applies."""
+        checks = plan(scopes, demand, self._keys, datetime.now(UTC))
+        if not slot:
+            checks = tuple(check for check in checks if check.kind is not Check.CONCURRENCY)
+        return await self._reserve_checks(scopes, checks, demand)
+
+    async def hold_session(self, scopes: Sequence[Scope], per_key: int) -> Reservation:
+        """A realtime session's leases: one of the key's `per_key` sessions and a concurrency slot
+        of each scope with `max_concurrent`, or RateLimited. Held (renewed) until `settle`."""
+        return await self._reserve_checks(scopes, plan_session(scopes, per_key, self._keys), Demand(0))
 
     async def reserve_tokens(self, scopes: Sequence[Scope], tokens: int, cost_micros: int) -> Reservation:
         """Reserve `tokens` more against the token windows and budgets only (no request, no slot):
@@ -239,6 +264,11 @@ class RateLimiter:
         if values:
             await self._settle_until_landed(reservation, values)
 
+    def release(self, reservation: Reservation) -> asyncio.Task[None]:
+        """Settle `reservation` with nothing used, in a task of its own: a caller that is cancelled
+        (a connection torn down) still gives back what it held. Await the task to see it done."""
+        return self._background(self.settle(reservation, tokens=0))
+
     async def _settle_until_landed(
         self, reservation: Reservation, values: list[tuple[ScopeCheck, int]]
     ) -> None:
@@ -307,11 +337,12 @@ class RateLimiter:
         self.stats.failed_open += 1
         return reservation
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` off the request's path, holding a reference so it is not collected midway."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _note_redis_error(self, exc: Exception) -> None:
         """A refused or broken connection stops Redis calls for `retry_redis_after_s`; so do three
@@ -339,5 +370,5 @@ class RateLimiter:
 
 
 def _leases(checks: Sequence[ScopeCheck]) -> tuple[str, ...]:
-    """The concurrency keys among a request's checks: what the heartbeat renews."""
-    return tuple(check.keys[0] for check in checks if check.kind is Check.CONCURRENCY)
+    """The lease keys among a request's checks (concurrency, sessions): what the heartbeat renews."""
+    return tuple(check.keys[0] for check in checks if check.kind in LEASES)

@@ -28,6 +28,8 @@ def rejection(
         error = _quota(verdict, check, who)
     elif check.kind is Check.AUDIO:
         error = _audio(verdict, check, retry_ms, who)
+    elif check.kind is Check.SESSIONS:
+        error = _sessions(check, who)
     elif verdict is Verdict.TOO_LARGE:
         error = _too_large(check, demand, who)
     else:
@@ -79,6 +81,16 @@ def _over(check: ScopeCheck, retry_ms: int, who: str) -> RateLimited:
     error = RateLimited(message, headers=headers)
     error.type = DIMENSIONS.get(check.kind, "requests")
     return error
+
+
+def _sessions(check: ScopeCheck, who: str) -> RateLimited:
+    """A key's realtime sessions, counted across replicas: one must close before another opens."""
+    return RateLimited(
+        f"The {who} has {check.limit} realtime session(s) open, as many as it may; "
+        "close one before opening another.",
+        code="too_many_realtime_sessions",
+        headers={"retry-after": "5"},
+    )
 
 
 def _audio(verdict: Verdict, check: ScopeCheck, retry_ms: int, who: str) -> RateLimited:

@@ -33,11 +33,14 @@ WIRE: Final[Mapping[Check, str]] = MappingProxyType(
         Check.AUDIO: "A",
         Check.CONCURRENCY: "C",
         Check.BUDGET: "B",
+        # A realtime session's lease: kept exactly as a concurrency slot, in a set of its own.
+        Check.SESSIONS: "S",
     }
 )
 
-# KEYS, in check order: R -> log; T (and A) -> log, tokens; C -> leases; B -> counter.
-# A (audio milliseconds per window) is kept exactly as T (tokens per window) is.
+# KEYS, in check order: R -> log; T (and A) -> log, tokens; C (and S) -> leases; B -> counter.
+# A (audio milliseconds per window) is kept exactly as T (tokens per window) is; S (a key's realtime
+# sessions) exactly as C (requests in flight).
 # ARGV: member, window_ms, lease_ms, n, then per check: kind, limit, amount, ttl_ms.
 # Returns {1, 0, 0, now, remaining_1, reset_1, ...} when admitted, else
 # {0, i, retry_ms, now} over a limit, {-1, i, 0, now} budget counter missing (seed it and retry),
@@ -98,7 +101,7 @@ for i = 1, n do
       return {0, i, retry, now}
     end
     used[i] = total
-  elseif kind == 'C' then
+  elseif kind == 'C' or kind == 'S' then
     local leases = KEYS[k]; k = k + 1
     redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
     local count = redis.call('ZCARD', leases)
@@ -139,7 +142,7 @@ for i = 1, n do
     local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
     remaining = limit - used[i] - amount
     reset = tonumber(oldest[2]) + window - now
-  elseif kind == 'C' then
+  elseif kind == 'C' or kind == 'S' then
     local leases = KEYS[k]; k = k + 1
     redis.call('ZADD', leases, now + lease, member)
     redis.call('PEXPIRE', leases, lease)
@@ -157,7 +160,7 @@ return out
 """
 
 # Settle a reservation once the real usage is known (or release it when the request failed).
-# KEYS, in check order: T, A -> log, tokens; C -> leases; B -> counter (R checks pass no keys); then
+# KEYS, in check order: T, A -> log, tokens; C, S -> leases; B -> counter (R checks pass no keys); then
 # the request's settled marker. Windows and leases are set to a value, so settling twice is harmless;
 # a budget moves by a difference, so a settlement that moves one writes the marker (for marker_ms)
 # and one that finds it already there does nothing: a retry after an uncertain answer lands once.
@@ -194,7 +197,7 @@ for i = 1, n do
     redis.call('HINCRBY', tokens, '#', value - old)
     redis.call('PEXPIRE', log, window + 60000)
     redis.call('PEXPIRE', tokens, window + 60000)
-  elseif kind == 'C' then
+  elseif kind == 'C' or kind == 'S' then
     redis.call('ZREM', KEYS[k], member); k = k + 1
   elseif kind == 'B' then
     if redis.call('EXISTS', KEYS[k]) == 1 and value ~= 0 then redis.call('INCRBY', KEYS[k], value) end

@@ -5,6 +5,10 @@ path) means it is authenticated, rate limited, accounted in the ledger, logged, 
 metrics, retried, failed over and transcribed (audio parts) exactly as the same request over HTTP,
 with no socket and no serialisation beyond the request body. Cancelling is a client disconnect:
 the relay stops reading and the engine aborts the request, as for an HTTP client that leaves.
+
+One difference: each request is marked (`SESSION_SLOT`, an ASGI scope entry only the gateway sets,
+never a header) as running under the session's own concurrency slot, so it takes none of its own;
+RPM, TPM and budgets apply to it as to any request.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Scope
+
+from gateway.limits import SESSION_SLOT
 
 _DONE = object()
 _SETTLE_S = 10.0
@@ -42,6 +48,7 @@ class Loopback:
             "client": connection.get("client"),
             "root_path": connection.get("root_path", ""),
             "query_string": b"",
+            SESSION_SLOT: True,
         }
         self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 

@@ -3,20 +3,28 @@
 A session is a long-lived connection that holds memory (its conversation, its audio buffer) and
 can start model calls at any moment; without a cap one key could open thousands and exhaust the
 replica. The caps are checked before the WebSocket handshake, so a refused client gets an ordinary
-429 in OpenAI's envelope. A session counts against its key's and tenant's `max_concurrent` (it is a
-request that stays in flight), in this replica's count; its model calls are limited as HTTP requests
-by the same key.
+429 in OpenAI's envelope.
+
+Two counts: this replica's, in memory (`SessionSlots`: the replica's cap, and the key's and tenant's
+as a fallback when Redis is down and the limits fail open), and every replica's, in Redis
+(`leased`): one of the key's session leases (`realtime_max_sessions_per_key`) and one concurrency
+slot of its key and tenant, as a request in flight holds, so `max_concurrent` sees open sessions.
+The leases are renewed while the session lasts and given back when it closes; a replica that dies
+gives them back within `limits_lease_s`. The session's model calls run under its slot (the loopback
+marks them) and are limited otherwise as HTTP requests by the same key.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from gateway.auth import Principal
 from gateway.errors import RateLimited
+from gateway.limits import RateLimiter
 
 
 class TooManySessions(RateLimited):
@@ -71,6 +79,19 @@ class SessionSlots:
                 self._by[owner] -= 1
                 if self._by[owner] <= 0:
                     del self._by[owner]
+
+
+@asynccontextmanager
+async def leased(limiter: RateLimiter, principal: Principal, per_key: int) -> AsyncIterator[None]:
+    """The session's leases in Redis for its lifetime, or RateLimited (the key's session cap, or its
+    key's or tenant's concurrency, full on the replicas together). Redis down: the failure policy
+    (`open`: nothing held, this replica's caps alone; `closed`: LimiterUnavailable, a 503)."""
+    held = await limiter.hold_session(principal.scopes(), per_key)
+    try:
+        yield
+    finally:
+        # Shielded: a handler cancelled as its connection is torn down still frees the slots.
+        await asyncio.shield(limiter.release(held))
 
 
 def _owners(principal: Principal, caps: SessionCaps) -> list[tuple[str, int]]:

@@ -12,11 +12,12 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from gateway.auth import Principal
 from gateway.auth.authenticator import presented_key
-from gateway.errors import APIError, PermissionDenied
+from gateway.errors import APIError, PermissionDenied, RateLimited
 from gateway.http.client_address import client_address
+from gateway.limits import RateLimiter
 from gateway.realtime.loopback import Loopback
 from gateway.realtime.session import RealtimeLimits, RealtimeSession
-from gateway.realtime.slots import SessionCaps, SessionSlots, TooManySessions
+from gateway.realtime.slots import SessionCaps, SessionSlots, leased
 from gateway.upstreams import ModelCatalog
 
 # Browsers cannot set headers on a WebSocket: OpenAI's clients pass the key as a subprotocol.
@@ -28,9 +29,11 @@ def realtime_router(
     catalog: ModelCatalog,
     authenticate: Callable[[Mapping[str, str], str | None], Awaitable[Principal]],
     limits: Callable[[], RealtimeLimits],
+    limiter: RateLimiter,
     rejected: Callable[[str, str], None] = lambda limit, scope: None,
 ) -> APIRouter:
-    """`rejected(limit, scope)` counts a handshake refused by a session cap (the rate-limit metric)."""
+    """`rejected(limit, scope)` counts a handshake refused by a session cap or a concurrency limit
+    (the rate-limit metric)."""
     router = APIRouter()
 
     slots = SessionSlots()  # this replica's open sessions
@@ -41,7 +44,7 @@ def realtime_router(
             p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
         ]
         current = limits()
-        with contextlib.ExitStack() as held:
+        async with contextlib.AsyncExitStack() as held:
             try:
                 # A malformed Authorization header is a 401 like any other key problem.
                 key = presented_key(websocket.headers) or _subprotocol_key(offered)
@@ -52,10 +55,12 @@ def realtime_router(
                 held.enter_context(
                     slots.hold(principal, SessionCaps(current.max_sessions, current.max_sessions_per_key))
                 )
+                # Then every replica's count, in Redis: the key's sessions, its concurrency slot.
+                await held.enter_async_context(leased(limiter, principal, current.max_sessions_per_key))
                 name = await _model_for(catalog, principal, websocket.query_params.get("model"))
             except APIError as exc:
-                if isinstance(exc, TooManySessions) and exc.scope is not None:
-                    rejected("realtime_sessions", exc.scope)
+                if isinstance(exc, RateLimited) and exc.limit is not None and exc.scope is not None:
+                    rejected(exc.limit, exc.scope)
                 await websocket.send_denial_response(exc.response())
                 return
             chosen = "realtime" if "realtime" in offered else None

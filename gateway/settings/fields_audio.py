@@ -33,8 +33,9 @@ class AudioFields(BaseModel):
     realtime_max_sessions_per_key: int = Field(
         4,
         ge=1,
-        description="Realtime sessions one key may have open on one replica (also capped by the key's "
-        "max_concurrent, and the tenant's); more get 429.",
+        description="Realtime sessions one key may have open on all replicas together (counted in "
+        "Redis; each session also holds one of the key's and the tenant's max_concurrent slots); "
+        "more get 429.",
     )
     realtime_idle_timeout_s: float = Field(
         120.0,

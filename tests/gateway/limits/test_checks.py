@@ -16,6 +16,7 @@ from gateway.limits.checks import (
     period_bounds,
     plan,
     plan_audio,
+    plan_session,
 )
 from gateway.limits.scripts import RESERVE, SETTLE, WIRE, Verdict
 from gateway.store import Limits
@@ -31,11 +32,18 @@ def test_each_check_has_a_letter_of_its_own() -> None:
 
 def test_the_letters_are_those_the_lua_reads() -> None:
     read = set(re.findall(r"kind == '(\w)'", RESERVE + SETTLE)) | set(re.findall(r"-- '(\w)'", RESERVE))
-    assert read == set(WIRE.values()) == {"R", "T", "A", "C", "B"}
+    assert read == set(WIRE.values()) == {"R", "T", "A", "C", "B", "S"}
 
 
 def test_a_check_is_named_as_errors_and_metrics_name_its_limit() -> None:
-    assert [str(check) for check in Check] == ["rpm", "tpm", "audio_spm", "concurrency", "budget"]
+    assert [str(check) for check in Check] == [
+        "rpm",
+        "tpm",
+        "audio_spm",
+        "concurrency",
+        "budget",
+        "realtime_sessions",
+    ]
 
 
 def test_verdicts_are_the_reserve_script_statuses() -> None:
@@ -60,6 +68,21 @@ def test_key_schema() -> None:
     assert KEYS.settled(tag, "m1") == "tantra:settled:{tenant:t1}:m1"
     # Without a tenant, the key's own tag; every key of a request shares one hash slot.
     assert KEYS.tag([Scope("key", "k1", Limits())]) == "{key:k1}"
+
+
+def test_a_session_holds_a_session_lease_of_its_key_then_the_concurrency_slots() -> None:
+    key = Scope("key", "k1", Limits(max_concurrent=2))
+    tenant = Scope("tenant", "t1", Limits(max_concurrent=5, rpm=1))
+    checks = plan_session([key, tenant], 4, KEYS)
+    assert [(c.scope.id, c.kind, c.limit, c.amount) for c in checks] == [
+        ("k1", Check.SESSIONS, 4, 1),
+        ("k1", Check.CONCURRENCY, 2, 1),
+        ("t1", Check.CONCURRENCY, 5, 1),
+    ]
+    assert checks[0].keys == ("tantra:rl:{tenant:t1}:key:k1:sessions",)
+    assert checks[0].settle_value(Demand(0)) == 0
+    # Without max_concurrent, the session cap alone.
+    assert [c.kind for c in plan_session([Scope("key", "k2", Limits())], 1, KEYS)] == [Check.SESSIONS]
 
 
 def test_plan_orders_checks_scope_by_scope() -> None:
