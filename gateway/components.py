@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from adapters.stt import Transcriber
 from gateway.admission import Admission, Gate
+from gateway.admission.screen import BodyScreen
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.auth.failures import AuthFailures
 from gateway.clients import engine_client, media_fetch_client, redis_clients
@@ -135,6 +136,8 @@ class Components:
         if self.owns_client:
             await self.client.aclose()
         await self.services.media_client.aclose()
+        if self.access.admission.screen is not None:
+            await self.access.admission.screen.close()
         if self.services.media is not None:
             await self.services.media.close()
         if self.services.transcriber is not None:
@@ -261,7 +264,13 @@ def _access(settings: Settings, shared: SharedState, policy: LivePolicy, metrics
     return Access(
         limiter=limiter,
         accountant=accountant,
-        admission=Admission(Gate(authenticator, policy), accountant, policy, budget),
+        admission=Admission(
+            Gate(authenticator, policy),
+            accountant,
+            policy,
+            budget,
+            BodyScreen(settings.screen_workers, timeout_s=settings.screen_timeout_s),
+        ),
         admin_guard=AdminGuard(settings.resolved_admin_key()),
         key_admin=KeyAdmin(shared.store, shared.invalidations),
     )

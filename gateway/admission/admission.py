@@ -20,9 +20,10 @@ from typing import Any
 
 from starlette.requests import Request
 
-from gateway.admission.body import check_shape, load_json, read_request_body, validate
+from gateway.admission.body import check_shape, parse_json, read_request_body, validate
 from gateway.admission.gate import Gate
 from gateway.admission.outcome import Outcome
+from gateway.admission.screen import BodyScreen
 from gateway.auth import Principal
 from gateway.errors import APIError, PermissionDenied, QuotaExceeded, RateLimited
 from gateway.http.client_address import client_address
@@ -46,8 +47,10 @@ class Ticket:
         tab: Tab,
         record: RequestRecord | None,
         policy: Policy,
+        screen: BodyScreen | None = None,
     ) -> None:
         self.request = request
+        self._screen = screen
         self._accountant = accountant
         self.principal = principal
         self.tab = tab
@@ -76,7 +79,7 @@ class Ticket:
         """The body as received, its JSON object, and that object validated against `schema`."""
         policy = self.policy
         body = await read_request_body(self.request, policy.max_body_bytes)
-        payload = load_json(body)
+        payload = await parse_json(body, policy, self._screen)
         check_shape(payload, max_messages=policy.max_messages, max_parts=policy.max_content_parts)
         # The ledger names a model only once it is known (use_model): what a client wrote in
         # `model` never reaches a ledger row.
@@ -184,9 +187,16 @@ class Admission:
     """Built once per gateway and shared by every endpoint."""
 
     def __init__(
-        self, gate: Gate, accountant: Accountant, policy: PolicySource, budget: RejectionBudget | None = None
+        self,
+        gate: Gate,
+        accountant: Accountant,
+        policy: PolicySource,
+        budget: RejectionBudget | None = None,
+        screen: BodyScreen | None = None,
     ) -> None:
         self.gate = gate
+        # Large bodies are screened in its worker processes before the loop parses them.
+        self.screen = screen
         self._accountant = accountant
         self._policy = policy
         self._budget = budget
@@ -214,7 +224,7 @@ class Admission:
             request_id=request.state.unique_request_id,
             client_request_id=request.state.client_request_id,
         )
-        ticket = Ticket(request, principal, self._accountant, tab, record, policy)
+        ticket = Ticket(request, principal, self._accountant, tab, record, policy, self.screen)
         try:
             yield ticket
         except ClientGone:

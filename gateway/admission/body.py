@@ -1,9 +1,11 @@
-"""A request's JSON body: read within its size limit, parsed, bounded, and validated against
-OpenAI's schema.
+"""A request's JSON body: read within its size limit, screened, parsed, bounded, and validated
+against OpenAI's schema.
 
-All of it runs on the event loop, so its cost is bounded before the costly part: the body by
-`max_body_bytes` (413), then the parsed object's messages and content parts by `max_messages` and
-`max_content_parts` (400) before validation and token estimation, whose cost grows with them.
+Each step's cost is bounded before it runs on the event loop: the body by `max_body_bytes` (413);
+the parse by `max_json_nodes` (400), counted in a worker process for bodies above
+`screen_body_bytes` (screen.py; a smaller body cannot hold many more values than half its bytes);
+then validation and token estimation, whose cost grows with the messages and content parts, by
+`max_messages` and `max_content_parts` (400).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from gateway.admission.screen import BodyScreen, not_json
 from gateway.errors import InvalidRequest, PayloadTooLarge
 from gateway.protocol import InvalidParam, parse_request
 from gateway.protocol.validation import RequestT
+from gateway.settings.policy import Policy
 
 
 async def read_request_body(request: Request, limit: int) -> bytes:
@@ -34,6 +38,15 @@ async def read_request_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def parse_json(body: bytes, policy: Policy, screen: BodyScreen | None) -> Any:
+    """`body` parsed on the loop, once a worker has found it holds at most `max_json_nodes` values
+    when it is large enough to hold more (a JSON value takes at least two bytes with its comma)."""
+    threshold = policy.screen_body_bytes
+    if screen is not None and threshold and len(body) > min(threshold, 2 * policy.max_json_nodes - 1):
+        await screen.check(body, policy.max_json_nodes)
+    return load_json(body)
+
+
 # Bodies from this size are parsed with the garbage collector paused: a body of millions of small
 # arrays otherwise triggers collection after collection during the parse (3 s instead of 0.9 s for
 # 16 MiB of `[]`). A thread would not help: orjson holds the GIL for the whole parse.
@@ -47,10 +60,7 @@ def load_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. The API expects a JSON object; "
-            "check that the body is valid JSON and that Content-Type is application/json."
-        ) from None
+        raise not_json() from None
     finally:
         if paused:
             gc.enable()

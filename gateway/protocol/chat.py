@@ -13,7 +13,6 @@ from gateway.protocol.common import (
     SamplingParams,
     Strict,
     TokenCount,
-    check_stream_options,
 )
 
 
@@ -181,7 +180,7 @@ class ChatCompletionRequest(SamplingParams):
         """Rules that span fields, reported with the param OpenAI would name."""
         if self.top_logprobs and not self.logprobs:
             raise InvalidParam("top_logprobs", "`logprobs` must be true when `top_logprobs` is set.")
-        check_stream_options(self)
+        super().check()  # stream_options, stop
         if isinstance(self.tool_choice, NamedToolChoice) or self.tool_choice == "required":
             if not self.tools:
                 raise InvalidParam("tool_choice", "`tool_choice` needs `tools` to be given.")

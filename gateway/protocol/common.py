@@ -15,6 +15,8 @@ TokenCount = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 LogitBias = dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]]
 Stop = str | list[str] | None
+# Stop sequences OpenAI accepts, and vLLM too (its VLLM_MAX_STOP_STRINGS defaults to 4).
+MAX_STOP = 4
 
 
 class InvalidParam(ValueError):
@@ -108,6 +110,16 @@ class SamplingParams(Open):
     def check(self) -> None:
         """Rules that span fields, reported with the param OpenAI would name."""
         check_stream_options(self)
+        check_stop(self.stop)
+
+
+def check_stop(stop: Stop) -> None:
+    if isinstance(stop, list) and len(stop) > MAX_STOP:
+        raise InvalidParam(
+            "stop",
+            f"Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOP}, "
+            f"but got an array with length {len(stop)} instead.",
+        )
 
 
 def check_stream_options(request: SamplingParams) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from gateway.protocol.common import InvalidParam, SamplingParams, check_stream_options
+from gateway.protocol.common import InvalidParam, SamplingParams
 
 # A prompt is text, a list of texts, a list of token ids or a list of such lists.
 Prompt = str | list[str] | list[int] | list[list[int]]
@@ -20,7 +20,7 @@ class CompletionRequest(SamplingParams):
     suffix: str | None = None
 
     def check(self) -> None:
-        check_stream_options(self)
+        super().check()  # stream_options, stop
         if isinstance(self.prompt, list) and not self.prompt:
             raise InvalidParam("prompt", "`prompt` must not be an empty list.")
         if self.best_of is not None and self.n is not None and self.best_of < self.n:

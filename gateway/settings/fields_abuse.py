@@ -22,6 +22,23 @@ class AbuseFields(BaseModel):
     max_content_parts: int = Field(
         4096, ge=1, description="Most content parts over all messages of one request; more get 400."
     )
+    # The parse itself: bodies above `screen_body_bytes` are parsed first in a worker process, which
+    # counts their JSON values (objects, arrays and scalars) against `max_json_nodes`; only a body
+    # within it is parsed on the event loop. 512 Ki values hold 2048 messages of 4096 parts, tools
+    # with large schemas, a 128k-token prompt of ids and OpenAI's 300k-token embedding batches.
+    max_json_nodes: int = Field(
+        512 * 1024, ge=1, description="Most JSON values (at any depth) in one request body; more get 400."
+    )
+    # 1 MiB: a body below it costs the loop at most ~35 ms to parse even when it is all empty arrays
+    # (the worst case measured), and it cannot hold more than `max_json_nodes` values anyway.
+    screen_body_bytes: int = Field(
+        1024 * 1024, ge=0, description="Bodies above this size are screened in a worker first; 0: never."
+    )
+    # Restart only: the pool is built once, and started on the first large body.
+    screen_workers: int = Field(2, ge=1, description="Worker processes that screen large bodies.")
+    screen_timeout_s: float = Field(
+        10.0, gt=0, description="Most a large body waits for, and in, a screening worker; then 503."
+    )
     # Refused requests are counted in Redis (all replicas) per key and per client address; past
     # the budget the rest of the window is answered 429 before the body is read.
     rejection_budget_per_key: int = Field(

@@ -26,6 +26,10 @@ class Allowance:
 @dataclass(frozen=True, slots=True)
 class Policy:
     max_body_bytes: int = 16 * 1024 * 1024
+    # Bodies above this size are screened in a worker process (their JSON values counted against
+    # `max_json_nodes`, 400 past it) before the loop parses them; 0: never.
+    screen_body_bytes: int = 1024 * 1024
+    max_json_nodes: int = 512 * 1024
     # The work a body may ask for before it is validated (400 `array_above_max_length`).
     max_messages: int = 2048
     max_content_parts: int = 4096

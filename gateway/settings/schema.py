@@ -277,6 +277,8 @@ class Settings(MediaFields, AudioFields, AbuseFields, OperatorFields, BaseSettin
         """What the request path reads of these settings (it never sees Settings itself)."""
         return Policy(
             max_body_bytes=self.max_body_bytes,
+            screen_body_bytes=self.screen_body_bytes,
+            max_json_nodes=self.max_json_nodes,
             max_messages=self.max_messages,
             max_content_parts=self.max_content_parts,
             rejections_per_key=Allowance(self.rejection_budget_per_key, self.rejection_window_s),
@@ -329,6 +331,8 @@ RELOADABLE = frozenset(
         "routing",
         "limits",
         "max_body_bytes",
+        "screen_body_bytes",
+        "max_json_nodes",
         "max_messages",
         "max_content_parts",
         "rejection_budget_per_key",

@@ -170,3 +170,11 @@ def test_completion_rules() -> None:
     assert problem({"model": "m", "prompt": []}, CompletionRequest)[0] == "prompt"
     assert problem({"model": "m", "prompt": "x", "n": 3, "best_of": 2}, CompletionRequest)[0] == "best_of"
     assert problem({"model": "m"}, CompletionRequest)[0] == "prompt"
+
+
+def test_at_most_four_stop_sequences_as_openai_and_vllm_accept() -> None:
+    parse_request(ChatCompletionRequest, {"model": "m", "messages": USER, "stop": ["a", "b", "c", "d"]})
+    chat = problem({"model": "m", "messages": USER, "stop": ["a"] * 5})
+    completion = problem({"model": "m", "prompt": "a", "stop": ["a"] * 5}, CompletionRequest)
+    assert chat[0] == completion[0] == "stop"
+    assert "maximum length 4" in chat[1]
