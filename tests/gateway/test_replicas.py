@@ -110,6 +110,9 @@ def replicas(
         "TANTRA_LIMITS_WINDOW_S": str(WINDOW_S),
         "TANTRA_LEDGER_FLUSH_INTERVAL_S": "0.2",
         "TANTRA_LOG_LEVEL": "warning",
+        # The load below ignores Retry-After on purpose, to measure the limiter's precision; the
+        # rejection budget would (rightly) shut such a client out for the rest of its window.
+        "TANTRA_REJECTION_BUDGET_PER_KEY": "0",
     }
     logs = tmp_path_factory.mktemp("replica-logs")
     started = [Replica(env, logs / f"replica-{i}.log") for i in range(2)]
