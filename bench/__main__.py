@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LABEL=DIR",
         help="also measure the gateway package under DIR as target LABEL (repeatable)",
     )
+    parser.add_argument(
+        "--variant-profile",
+        default=profiles.PROFILES[0].name,
+        help="the feature profile the variants run with (one that needs Redis must be in --profiles too)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (fixed-latency part)")
     parser.add_argument("--sustained-minutes", type=float, default=None)
     return parser
@@ -94,6 +99,7 @@ def _plan(args: argparse.Namespace) -> Plan:
     if args.variant:
         pairs = [v.split("=", 1) for v in args.variant]
         changes["variants"] = tuple((label, Path(src).resolve()) for label, src in pairs)
+        changes["variant_profile"] = profiles.by_name(args.variant_profile).name
     if args.rounds is not None:
         changes["rounds"] = args.rounds
     if args.sustained_minutes is not None:

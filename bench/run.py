@@ -31,6 +31,9 @@ from bench.upstream import Latency
 MODEL = "tantra-tiny"
 
 
+_BASE_PROFILE = profiles.PROFILES[0].name  # relay only: what a hot-path change is judged on
+
+
 @dataclass(frozen=True)
 class Plan:
     """Every knob of a run; `full()` is `make bench`, `quick()` is for iteration and the smoke test."""
@@ -54,8 +57,9 @@ class Plan:
     engine: bool = True
     gateway_src: Path | None = None
     variants: tuple[tuple[str, Path], ...] = ()
-    """Extra Tantra targets (label, copy of the gateway package) run with the base profile: a change
+    """Extra Tantra targets (label, copy of the gateway package) run with `variant_profile`: a change
     measured side by side with the tree, in the same interleaved rounds."""
+    variant_profile: str = _BASE_PROFILE
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -212,12 +216,14 @@ def _start_gateways(
         stack.enter_context(gateway)
         headers = profiles.provision_key(url, profile)
         started.append((Target(profile.name, url, MODEL, headers), gateway))
-    base = profiles.PROFILES[0]
+    base = profiles.by_name(plan.variant_profile)
     for label, src in plan.variants:
-        env = profiles.settings_for(base, None, plan.logs / "state")
+        if base.redis and redis_url is None:
+            continue
+        env = profiles.settings_for(base, redis_url if base.redis else None, plan.logs / "state")
         gateway, url = servers.tantra(plan.logs, label, upstream_url, env, cores.gateway, src)
         stack.enter_context(gateway)
-        started.append((Target(label, url, MODEL), gateway))
+        started.append((Target(label, url, MODEL, profiles.provision_key(url, base)), gateway))
     if venv is not None:
         proxy, url = servers.litellm(plan.logs, venv, MODEL, upstream_url, cores.gateway)
         stack.enter_context(proxy)
