@@ -62,6 +62,14 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+def no_such_model(model: str) -> ModelNotFound:
+    """A model that is unknown or that the key may not use: one answer for both, as OpenAI gives,
+    so a key cannot learn which models exist beyond its own."""
+    return ModelNotFound(
+        f"The model `{model}` does not exist or you do not have access to it.", param="model"
+    )
+
+
 class MethodNotAllowed(APIError):
     status = 405
     type = "invalid_request_error"
@@ -75,10 +83,11 @@ class PayloadTooLarge(APIError):
 
 
 class AuthenticationFailed(APIError):
-    """No key, a wrong one, a revoked or expired one: OpenAI's 401 `invalid_api_key`."""
+    """No key, a wrong one, a revoked or expired one: OpenAI's 401, typed `invalid_request_error`
+    with code `invalid_api_key` exactly as OpenAI sends it (SDKs map 401 by status alone)."""
 
     status = 401
-    type = "authentication_error"
+    type = "invalid_request_error"
     code = "invalid_api_key"
 
     def __init__(self, message: str) -> None:

@@ -25,7 +25,7 @@ from gateway.admission.gate import Gate
 from gateway.admission.outcome import Outcome
 from gateway.admission.screen import BodyScreen
 from gateway.auth import Principal
-from gateway.errors import APIError, PermissionDenied, QuotaExceeded, RateLimited
+from gateway.errors import APIError, QuotaExceeded, RateLimited, no_such_model
 from gateway.http.client_address import client_address
 from gateway.http.disconnect import ClientGone
 from gateway.limits import SESSION_SLOT, Demand, Estimate
@@ -88,15 +88,14 @@ class Ticket:
         return body, payload, parsed
 
     def use_model(self, model: str, *, stream: bool) -> None:
-        """The model the request is for: 403 unless the key may use it."""
+        """The model the request is for: 404 `model_not_found` unless the key may use it (OpenAI's
+        answer for a model the key cannot see, the same as for a model that does not exist)."""
         self.tab.model, self.tab.stream = model, stream
         if self.record is not None:
             self.record.model, self.record.stream = model, stream
             bind_request(model=model)
         if not self.principal.may_use(model):
-            raise PermissionDenied(
-                f"This API key may not use the model `{model}`.", param="model", code="model_not_allowed"
-            )
+            raise no_such_model(model)
 
     async def reserve(self, estimate: Estimate) -> None:
         """Reserve every limit for `estimate` in one round trip, priced by the dearest model that

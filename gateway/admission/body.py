@@ -107,7 +107,7 @@ def validate(schema: type[RequestT], payload: Any) -> RequestT:
     try:
         return parse_request(schema, payload)
     except InvalidParam as exc:
-        raise InvalidRequest(exc.message, param=exc.param) from None
+        raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

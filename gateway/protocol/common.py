@@ -22,10 +22,11 @@ MAX_STOP = 4
 class InvalidParam(ValueError):
     """A request that parses but breaks one of OpenAI's rules; `param` names the offending field."""
 
-    def __init__(self, param: str | None, message: str) -> None:
+    def __init__(self, param: str | None, message: str, code: str | None = "invalid_value") -> None:
         super().__init__(message)
         self.param = param
         self.message = message
+        self.code = code
 
 
 class Strict(BaseModel):
@@ -119,6 +120,7 @@ def check_stop(stop: Stop) -> None:
             "stop",
             f"Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOP}, "
             f"but got an array with length {len(stop)} instead.",
+            "array_above_max_length",
         )
 
 

@@ -152,7 +152,7 @@ CLIENT_EVENT_TYPES = (
 def parse_client_event(payload: Any) -> ClientEvent:
     """One client event, or InvalidParam naming what is wrong with it (`param` as OpenAI writes it)."""
     if not isinstance(payload, dict):
-        raise InvalidParam(None, "A client event must be a JSON object.")
+        raise InvalidParam(None, "A client event must be a JSON object.", "invalid_type")
     if payload.get("type") not in CLIENT_EVENT_TYPES:
         raise InvalidParam(
             "type",
@@ -163,5 +163,5 @@ def parse_client_event(payload: Any) -> ClientEvent:
         envelope = parse_object(_Envelope, {"event": payload}, "")
     except InvalidParam as exc:
         param = exc.param.removeprefix("event.").removeprefix("event") if exc.param else None
-        raise InvalidParam(param or None, exc.message.replace("'event.", "'")) from None
+        raise InvalidParam(param or None, exc.message.replace("'event.", "'"), exc.code) from None
     return envelope.event

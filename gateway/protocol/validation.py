@@ -24,7 +24,7 @@ def parse_request(model: type[RequestT], body: Any) -> RequestT:
 def parse_object(model: type[ModelT], body: Any, not_an_object: str) -> ModelT:
     """Validate any JSON object against `model`, with the same errors as a request body."""
     if not isinstance(body, dict):
-        raise InvalidParam(None, not_an_object)
+        raise InvalidParam(None, not_an_object, "invalid_type")
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -48,18 +48,51 @@ def _first_problem(exc: ValidationError, body: dict[str, Any]) -> InvalidParam:
             f"Invalid value: {ctx.get('tag')!r}. Supported values are: {ctx.get('expected_tags')}.",
         )
     param = format_param(loc) or None
+    code = error_code(error["type"], error.get("input"), error.get("ctx"))
     if error["type"] == "missing":
-        return InvalidParam(param, f"Missing required parameter: '{param}'.")
+        return InvalidParam(param, f"Missing required parameter: '{param}'.", code)
     if error["type"] == "extra_forbidden":
-        return InvalidParam(param, f"Unrecognized request argument supplied: '{param}'.")
+        return InvalidParam(param, f"Unrecognized request argument supplied: '{param}'.", code)
     given = error.get("input")
     shown = (
         repr(given) if isinstance(given, str | int | float | bool) or given is None else type(given).__name__
     )
-    return InvalidParam(param, f"Invalid value for '{param}': {error['msg']} (got {shown}).")
+    return InvalidParam(param, f"Invalid value for '{param}': {error['msg']} (got {shown}).", code)
 
 
 _NAMES_A_KEY = {"missing", "extra_forbidden"}
+
+# OpenAI's `code` for each kind of pydantic error: the one mapping every validation 400 goes through.
+# Bounds are split by kind of number below (`integer_...` or `decimal_...`), as OpenAI words them.
+_CODES = {
+    "missing": "missing_required_parameter",
+    "union_tag_not_found": "missing_required_parameter",
+    "extra_forbidden": "unknown_parameter",
+    "string_too_long": "string_above_max_length",
+    "string_too_short": "string_below_min_length",
+    "too_long": "array_above_max_length",
+    "too_short": "array_below_min_length",
+    "less_than": "above_max_value",
+    "less_than_equal": "above_max_value",
+    "greater_than": "below_min_value",
+    "greater_than_equal": "below_min_value",
+}
+# Pydantic's error types that mean "a value of the wrong JSON type" (`string_type`, `int_parsing`...).
+_TYPE_SUFFIXES = ("_type", "_parsing", "_from_float", "is_instance_of")
+
+
+def error_code(kind: str, given: Any, ctx: dict[str, Any] | None) -> str:
+    """OpenAI's `code` for a pydantic error of type `kind`; `invalid_value` for any other rule."""
+    code = _CODES.get(kind)
+    if code is None:
+        return "invalid_type" if kind.endswith(_TYPE_SUFFIXES) else "invalid_value"
+    if kind == "too_short" and given in ([], {}):
+        return "empty_array"
+    if code.endswith(("max_value", "min_value")):
+        limit = next(iter((ctx or {}).values()), None)
+        decimal = isinstance(given, float) or isinstance(limit, float)
+        return ("decimal_" if decimal else "integer_") + code
+    return code
 
 
 def _visible_loc(loc: tuple[int | str, ...], body: Any, *, keep_last: bool) -> tuple[int | str, ...]:

@@ -172,7 +172,7 @@ class RealtimeSession:
             try:
                 event = parse_client_event(payload)
             except InvalidParam as exc:
-                raise EventError(exc.message, code="invalid_value", param=exc.param) from None
+                raise EventError(exc.message, code=exc.code or "invalid_value", param=exc.param) from None
             await self._handlers[event.type](event)
         except EventError as problem:
             await self.error(problem, event_id)

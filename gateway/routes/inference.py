@@ -15,8 +15,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     for status, description in {
         400: "Invalid request: the message and `param` say what to change.",
         401: "Missing, wrong, revoked or expired API key (`code`: invalid_api_key).",
-        403: "The key may not use this model (`code`: model_not_allowed).",
-        404: "Unknown model (`code`: model_not_found).",
+        404: "Unknown model, or one the key may not use (`code`: model_not_found).",
         413: "Request body too large.",
         429: "Over a rate limit (`rate_limit_exceeded`, Retry-After) or a budget (`insufficient_quota`).",
         503: "The engine, or the rate limiter under the closed policy, is unavailable.",

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Request
 
 from gateway.auth import Principal
-from gateway.errors import ModelNotFound
+from gateway.errors import no_such_model
 from gateway.http.client_address import client_address
 from gateway.protocol import ErrorResponse, ModelCard, ModelList
 from gateway.upstreams import ModelCatalog
@@ -51,9 +51,7 @@ def models_router(
         card = own if own is not None else await catalog.resolve(model)
         if not principal.may_use(str(card["id"])):
             # As OpenAI answers for a model the key cannot see.
-            raise ModelNotFound(
-                f"The model `{model}` does not exist or you do not have access to it.", param="model"
-            )
+            raise no_such_model(model)
         return card
 
     return router

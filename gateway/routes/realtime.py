@@ -12,7 +12,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from gateway.auth import Principal
 from gateway.auth.authenticator import presented_key
-from gateway.errors import APIError, PermissionDenied, RateLimited
+from gateway.errors import APIError, RateLimited, no_such_model
 from gateway.http.client_address import client_address
 from gateway.limits import RateLimiter
 from gateway.realtime.loopback import Loopback
@@ -82,9 +82,7 @@ async def _model_for(catalog: ModelCatalog, principal: Principal, model: str | N
     card = await catalog.resolve(model)
     name = str(card["id"])
     if not principal.may_use(name):
-        raise PermissionDenied(
-            f"This API key may not use the model `{name}`.", param="model", code="model_not_allowed"
-        )
+        raise no_such_model(name)
     return name
 
 

@@ -16,8 +16,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Invalid request: an unknown voice, an empty or too long `input`, a bad `speed` or format.",
         401: "Missing, wrong, revoked or expired API key (`code`: invalid_api_key).",
-        403: "The key may not use the speech model (`code`: model_not_allowed).",
-        404: "Not a speech model (`code`: model_not_found).",
+        404: "Not a speech model, or one the key may not use (`code`: model_not_found).",
         413: "Request body too large.",
         429: "Over a rate limit (`rate_limit_exceeded`, Retry-After) or a budget (`insufficient_quota`).",
         503: "The speech engine cannot run (`code`: speech_unavailable), or the rate limiter is down.",

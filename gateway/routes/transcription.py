@@ -15,8 +15,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         400: "Not multipart, a missing or bad field, or audio that cannot be decoded (`invalid_audio`), "
         "is too long (`audio_too_long`) or names an unknown language.",
         401: "Missing, wrong, revoked or expired API key (`code`: invalid_api_key).",
-        403: "The key may not use this model (`code`: model_not_allowed).",
-        404: "Unknown speech model (`code`: model_not_found).",
+        404: "Unknown speech model, or one the key may not use (`code`: model_not_found).",
         413: "The upload is over the size limit (`code`: file_too_large).",
         429: "Over a rate limit (`rate_limit_exceeded`, Retry-After) or a budget (`insufficient_quota`).",
         503: "Every speech worker is busy (`transcription_busy`, Retry-After), or the rate limiter is down.",

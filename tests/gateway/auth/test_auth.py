@@ -43,7 +43,7 @@ def chat(url: str, headers: dict[str, str], model: str = "tantra-tiny", **body: 
 
 def unauthorized(response: httpx.Response) -> dict[str, object]:
     error = envelope(response, 401)
-    assert error["type"] == "authentication_error"
+    assert error["type"] == "invalid_request_error"
     assert error["param"] is None
     assert response.headers["www-authenticate"] == 'Bearer realm="tantra"'
     return error
@@ -274,27 +274,28 @@ def test_model_outside_the_allowed_list(gateway_url: str, admin: AdminClient, mo
     other, _ = admin.key(tenant["id"], allowed_models=["some-other-model"])
     mine, _ = admin.key(tenant["id"], allowed_models=[model])
 
-    error = envelope(chat(gateway_url, bearer(other), model), 403)
+    # OpenAI's answer for a model the key cannot see: 404, worded as for a model that does not exist.
+    error = envelope(chat(gateway_url, bearer(other), model), 404)
+    unknown = envelope(chat(gateway_url, bearer(other), "no-such-model"), 404)
     assert error == {
-        "message": f"This API key may not use the model `{model}`.",
-        "type": "permission_error",
+        "message": f"The model `{model}` does not exist or you do not have access to it.",
+        "type": "invalid_request_error",
         "param": "model",
-        "code": "model_not_allowed",
+        "code": "model_not_found",
     }
+    assert unknown == {**error, "message": error["message"].replace(model, "no-such-model")}
     assert chat(gateway_url, bearer(mine), model).status_code == 200
     listed = httpx.get(gateway_url + "/v1/models", headers=bearer(other)).json()["data"]
     assert listed == []
-    assert envelope(httpx.get(gateway_url + f"/v1/models/{model}", headers=bearer(other)), 404)["code"] == (
-        "model_not_found"
-    )
+    assert envelope(httpx.get(gateway_url + f"/v1/models/{model}", headers=bearer(other)), 404) == error
     client = openai.OpenAI(base_url=gateway_url + "/v1", api_key=other, max_retries=0)
-    with pytest.raises(openai.PermissionDeniedError) as caught:
+    with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model=model, messages=HELLO, max_tokens=2)  # type: ignore[arg-type]
-    assert caught.value.code == "model_not_allowed"
+    assert caught.value.code == "model_not_found"
 
     # A tenant's list binds all its keys.
     admin.patch_tenant(tenant["id"], allowed_models=["some-other-model"])
-    assert envelope(chat(gateway_url, bearer(mine), model), 403)["code"] == "model_not_allowed"
+    assert envelope(chat(gateway_url, bearer(mine), model), 404)["code"] == "model_not_found"
 
 
 @pytest.mark.engine

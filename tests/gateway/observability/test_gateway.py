@@ -121,7 +121,7 @@ def test_metrics_move_with_real_requests(
     completion_before = gateway.metric("tantra_tokens_total", model=model, kind="completion")
     ttft_before = gateway.metric("tantra_time_to_first_token_seconds_count", route=route, model=model)
     itl_before = gateway.metric("tantra_inter_token_latency_seconds_count", route=route, model=model)
-    auth_before = gateway.metric("tantra_requests_total", status="401", error_type="authentication_error")
+    auth_before = gateway.metric("tantra_requests_total", status="401", error_type="invalid_request_error")
     missing_before = gateway.metric("tantra_requests_total", route=route, status="404")
 
     with httpx.Client(base_url=gateway.url, timeout=120) as http:
@@ -160,7 +160,7 @@ def test_metrics_move_with_real_requests(
     # test_observability_metrics.py check the gaps themselves).
     assert gateway.metric("tantra_inter_token_latency_seconds_count", route=route, model=model) >= itl_before
     assert (
-        gateway.metric("tantra_requests_total", status="401", error_type="authentication_error")
+        gateway.metric("tantra_requests_total", status="401", error_type="invalid_request_error")
         == auth_before + 1
     )
     assert gateway.metric("tantra_requests_total", route=route, status="404") == missing_before + 1

@@ -203,7 +203,7 @@ async def test_browser_subprotocol_key_and_model_permissions(
             ws_url(gateway_url, model), additional_headers={"authorization": f"Bearer {narrow}"}
         ):
             pass
-    assert refused.value.response.status_code == 403
+    assert refused.value.response.status_code == 404  # as for a model that does not exist
 
 
 async def test_rate_limits_apply_to_each_response(gateway_url: str, model: str, admin: AdminClient) -> None:
