@@ -43,21 +43,30 @@ def test_body_that_is_not_an_object(gateway_url: str, auth: dict[str, str]) -> N
 
 
 @pytest.mark.parametrize(
-    ("extra", "param"),
+    ("extra", "param", "code"),
     [
-        ({"temperature": 9}, "temperature"),
-        ({"n": "many"}, "n"),
-        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-        ({"messages": None}, "messages"),
-        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"temperature": 9}, "temperature", "decimal_above_max_value"),
+        ({"n": "many"}, "n", "invalid_type"),
+        ({"n": 0}, "n", "integer_below_min_value"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role", "invalid_value"),
+        ({"messages": None}, "messages", "invalid_type"),
+        ({"messages": []}, "messages", "empty_array"),
+        ({"stop": ["a"] * 5}, "stop", "array_above_max_length"),
+        ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),
     ],
 )
 def test_bad_field_is_400_naming_param(
-    gateway_url: str, auth: dict[str, str], model: str, extra: dict[str, Any], param: str
+    gateway_url: str, auth: dict[str, str], model: str, extra: dict[str, Any], param: str, code: str
 ) -> None:
     error = envelope(post(gateway_url, auth, json={"model": model, "messages": HELLO, **extra}), 400)
     assert error["type"] == "invalid_request_error"
-    assert error["param"] == param
+    assert (error["param"], error["code"]) == (param, code)
+
+
+def test_error_code_reaches_the_sdk(openai_client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client.chat.completions.create(model=model, messages=HELLO, n=0)  # type: ignore[arg-type]
+    assert (caught.value.code, caught.value.param) == ("integer_below_min_value", "n")
 
 
 def test_bad_completion_field(gateway_url: str, auth: dict[str, str], model: str) -> None:
@@ -66,7 +75,8 @@ def test_bad_completion_field(gateway_url: str, auth: dict[str, str], model: str
         headers=auth,
         json={"model": model, "prompt": "x", "max_tokens": -5},
     )
-    assert envelope(response, 400)["param"] == "max_tokens"
+    error = envelope(response, 400)
+    assert (error["param"], error["code"]) == ("max_tokens", "integer_below_min_value")
 
 
 def test_unknown_model(gateway_url: str, auth: dict[str, str], openai_client: openai.OpenAI) -> None:
