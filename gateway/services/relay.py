@@ -9,8 +9,10 @@ import orjson
 from starlette.types import Send
 
 from gateway.admission.outcome import Outcome
+from gateway.errors import sse_error_event
 from gateway.http.sse import EVENT_END, SSE_HEADERS
 from gateway.http.streaming import RawStream, send_chunk
+from gateway.upstreams.http_api import engine_stream_error
 from gateway.upstreams.stream import UpstreamStream
 
 # An engine event longer than this without its end is passed on unread rather than held.
@@ -20,12 +22,16 @@ _SAME = b"\x00same"
 
 
 class StreamUsage:
-    """Reads the usage of a stream as its events pass, without changing the events it forwards.
+    """Reads the usage of a stream as its events pass, changing only the events that need it.
 
     The engine's final usage event (`"choices": []`) gives the real counts; it is held back when
-    the client did not ask for it (the gateway asked on its behalf). Until then, and for a stream
-    cut short, the generated tokens are counted as the engine streams them: one event per token
-    for each choice.
+    the client did not ask for it (the gateway asked on its behalf). What else it carries
+    (`system_fingerprint`, vLLM's `metrics`) then goes onto the stream's terminal events (those
+    with a `finish_reason`), held from their arrival to the usage event's: where vLLM puts the
+    fingerprint when usage is not asked for, so the client gets what it would from vLLM directly.
+    Until then, and for a stream cut short, the generated tokens are counted as the engine streams
+    them: one event per token for each choice. An error event of the engine (vLLM's `type` is a
+    class name, its `code` an integer) is re-shaped into OpenAI's envelope.
     """
 
     def __init__(
@@ -44,6 +50,8 @@ class StreamUsage:
         # Who else reads each parsed event (a failover's transcript): one parse serves both.
         self._observe = observe
         self._held = b""
+        # Terminal events held until the usage event says what to add to them: (as sent, parsed).
+        self._finals: list[tuple[bytes, dict[str, Any]]] = []
 
     def feed(self, chunk: bytes) -> bytes:
         """The complete events of `chunk` (and of what came before) that the client should get."""
@@ -71,9 +79,19 @@ class StreamUsage:
         held, self._held = self._held, b""
         return held
 
+    def release(self) -> bytes:
+        """The terminal events still held (a stream that ended without its usage event), as sent."""
+        return b"".join(event + EVENT_END for event in self._released(None))
+
     def _read(self, event: bytes) -> bytes | None:
-        """Take what the event says about usage. What goes on to the client: `_SAME` (the event
-        unchanged), a rewritten event (the final usage with `extra`), or None (held back)."""
+        """The event's part in the stream: what goes on to the client, terminal events held
+        before it included: `_SAME` (the event unchanged), rewritten bytes, or None (held back)."""
+        out = self._take(event)
+        if self._finals and out is not None:
+            return EVENT_END.join([*self._released(None), event if out is _SAME else out])
+        return out
+
+    def _take(self, event: bytes) -> bytes | None:
         if not event.startswith(b"data: {"):
             if event == b"data: [DONE]":
                 self.done = True
@@ -84,19 +102,56 @@ class StreamUsage:
             return _SAME
         if self._observe is not None:
             self._observe(body)
+        if event.startswith(b'data: {"error"'):
+            return _reshaped_error(body)
         choices = body.get("choices")
         usage = body.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
             if choices == []:
-                if not self.forward_usage:
-                    return None
-                if self.extra:
-                    usage.update(self.extra)
-                    return b"data: " + orjson.dumps(body)
+                return self._usage_event(body, usage)
         if isinstance(choices, list):
             self.completion_tokens += sum(1 for choice in choices if _carries_token(choice))
+            if not self.forward_usage and any(_finishes(choice) for choice in choices):
+                self._finals.append((event, body))
+                return None
         return _SAME
+
+    def _usage_event(self, body: dict[str, Any], usage: dict[str, Any]) -> bytes | None:
+        if not self.forward_usage:
+            carried = {key: value for key, value in body.items() if key not in _CHUNK_KEYS}
+            finals = self._released(carried)
+            return EVENT_END.join(finals) if finals else None
+        if self.extra:
+            usage.update(self.extra)
+            return b"data: " + orjson.dumps(body)
+        return _SAME
+
+    def _released(self, carried: dict[str, Any] | None) -> list[bytes]:
+        """The held terminal events, with `carried` (the usage event's other fields) added."""
+        finals, self._finals = self._finals, []
+        if not carried:
+            return [event for event, _ in finals]
+        return [b"data: " + orjson.dumps({**carried, **_set(body)}) for _, body in finals]
+
+
+# The fields every chunk has; any other field of the usage event travels to the terminal events.
+_CHUNK_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"})
+
+
+def _set(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def _finishes(choice: Any) -> bool:
+    return isinstance(choice, dict) and choice.get("finish_reason") is not None
+
+
+def _reshaped_error(body: dict[str, Any]) -> bytes:
+    """An engine's error event in OpenAI's envelope; `_SAME` when it already is in it."""
+    error = body.get("error")
+    reshaped = engine_stream_error(error) if isinstance(error, dict) else None
+    return _SAME if reshaped is None else sse_error_event(reshaped)[:-2]
 
 
 def _carries_token(choice: Any) -> bool:
@@ -138,7 +193,7 @@ class SSERelay(RawStream):
 
     async def pump(self, send: Send) -> Outcome:
         end = await self._stream.run(_ClientSink(self._usage, send))
-        tail = end.tail if end.tail is not None else self._usage.rest()
+        tail = self._usage.release() + (end.tail if end.tail is not None else self._usage.rest())
         await send_chunk(send, tail, more=False)
         return Outcome.COMPLETED if end.completed else Outcome.FAILED
 

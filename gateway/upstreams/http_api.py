@@ -219,6 +219,32 @@ def engine_error(status: int, raw: bytes, *, prompt_param: str = "prompt") -> AP
     return UpstreamError(message, status=status if status >= 500 else 502)
 
 
+# vLLM's error types (`create_error_response`) and the status each stands for, for an error event
+# inside a stream, which carries no status of its own.
+_ENGINE_ERROR_STATUS = {
+    "BadRequestError": 400,
+    "NotFoundError": 404,
+    "UnprocessableEntityError": 400,
+    "TooManyRequestsError": 429,
+    "InternalServerError": 500,
+    "ServiceUnavailableError": 503,
+}
+
+
+def engine_stream_error(error: dict[str, Any]) -> APIError | None:
+    """An error event the engine sent inside a stream (vLLM's: `type` a class name, `code` the
+    HTTP status as an integer), re-typed and re-coded as `engine_error` does for an error answer;
+    None for one already in OpenAI's shape (a provider's), passed on as it came."""
+    code, kind = error.get("code"), error.get("type")
+    if isinstance(code, int) and 400 <= code < 600:
+        status = code
+    elif kind in _ENGINE_ERROR_STATUS or "object" in error:
+        status = _ENGINE_ERROR_STATUS.get(str(kind), 500)
+    else:
+        return None
+    return engine_error(status, orjson.dumps({"error": error}))
+
+
 def _engine_message(raw: bytes) -> tuple[str | None, str | None]:
     """The message and param of an engine error body, whatever shape it came in."""
     try:
