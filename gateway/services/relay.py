@@ -19,6 +19,9 @@ from gateway.upstreams.stream import UpstreamStream
 _MAX_HELD_BYTES = 1 << 20
 # StreamUsage._read's answer for "forward the event as it came" (compared by identity, never copied).
 _SAME = b"\x00same"
+# StreamUsage._take's answer for "forward it as it came, and keep the terminal events held": another
+# choice's token while one choice has finished (n > 1).
+_PASS = b"\x00pass"
 
 
 class StreamUsage:
@@ -27,8 +30,9 @@ class StreamUsage:
     The engine's final usage event (`"choices": []`) gives the real counts; it is held back when
     the client did not ask for it (the gateway asked on its behalf). What else it carries
     (`system_fingerprint`, vLLM's `metrics`) then goes onto the stream's terminal events (those
-    with a `finish_reason`), held from their arrival to the usage event's: where vLLM puts the
-    fingerprint when usage is not asked for, so the client gets what it would from vLLM directly.
+    with a `finish_reason`), held from their arrival to the usage event's (the other choices' events
+    pass meanwhile): where vLLM puts the fingerprint when usage is not asked for, so the client gets
+    what it would from vLLM directly.
     Until then, and for a stream cut short, the generated tokens are counted as the engine streams
     them: one event per token for each choice. An error event of the engine (vLLM's `type` is a
     class name, its `code` an integer) is re-shaped into OpenAI's envelope.
@@ -87,6 +91,8 @@ class StreamUsage:
         """The event's part in the stream: what goes on to the client, terminal events held
         before it included: `_SAME` (the event unchanged), rewritten bytes, or None (held back)."""
         out = self._take(event)
+        if out is _PASS:
+            return _SAME
         if self._finals and out is not None:
             return EVENT_END.join([*self._released(None), event if out is _SAME else out])
         return out
@@ -115,6 +121,7 @@ class StreamUsage:
             if not self.forward_usage and any(_finishes(choice) for choice in choices):
                 self._finals.append((event, body))
                 return None
+            return _PASS if choices else _SAME
         return _SAME
 
     def _usage_event(self, body: dict[str, Any], usage: dict[str, Any]) -> bytes | None:

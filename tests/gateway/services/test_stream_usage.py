@@ -102,6 +102,14 @@ def test_every_terminal_event_of_several_choices_is_stamped() -> None:
     assert all(body["system_fingerprint"] == "fp_vllm" for body in finals)  # type: ignore[index]
 
 
+def test_other_choices_stream_while_a_terminal_event_is_held() -> None:
+    other = event({"id": "c", "choices": [{"index": 1, "delta": {"content": "more"}}]})
+    reader = StreamUsage(forward_usage=False)
+    assert reader.feed(ROLE + FINISH + other) == ROLE + other
+    out = events_of(reader.feed(RICH_USAGE + DONE))
+    assert len(out) == 1 and out[0]["system_fingerprint"] == "fp_vllm"  # type: ignore[index]
+
+
 def test_a_terminal_event_is_not_lost_without_a_usage_event() -> None:
     reader = StreamUsage(forward_usage=False)
     assert reader.feed(ROLE + FINISH) == ROLE
