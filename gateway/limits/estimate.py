@@ -96,8 +96,10 @@ class TokenEstimator:
 
 
 def _max_tokens(request: SamplingParams) -> int | None:
-    value = getattr(request, "max_completion_tokens", None) or request.max_tokens
-    return int(value) if value else None
+    value = getattr(request, "max_completion_tokens", None)
+    value = request.max_tokens if value is None else value
+    # 0 is a completion that only scores its prompt (`echo`); vLLM generates one token for it.
+    return None if value is None else max(int(value), 1)
 
 
 def _prompt_tokens(request: SamplingParams) -> tuple[int, int]:

@@ -48,22 +48,24 @@ class StreamOptions(Open):
 
 
 class JsonSchemaFormat(Open):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    # OpenAI limits the name to `^[A-Za-z0-9_-]{1,64}$`; vLLM takes any string (spaces, dots), and so does the gateway.
+    name: str
     description: str | None = None
     # "schema" shadows a BaseModel attribute, hence the alias.
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class TextFormat(Strict):
+# vLLM accepts (and ignores) extra keys inside `response_format`, so these are open too.
+class TextFormat(Open):
     type: Literal["text"]
 
 
-class JsonObjectFormat(Strict):
+class JsonObjectFormat(Open):
     type: Literal["json_object"]
 
 
-class JsonSchemaResponseFormat(Strict):
+class JsonSchemaResponseFormat(Open):
     type: Literal["json_schema"]
     json_schema: JsonSchemaFormat
 
@@ -100,6 +102,7 @@ class SamplingParams(Open):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     user: str | None = None
+    service_tier: str | None = None
     # vLLM's most used extras, typed so bad values are caught at the gateway.
     top_k: Annotated[int, Field(ge=-1)] | None = None
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
@@ -111,6 +114,7 @@ class SamplingParams(Open):
         """Rules that span fields, reported with the param OpenAI would name."""
         check_stream_options(self)
         check_stop(self.stop)
+        check_passive_fields(self)
 
 
 def check_stop(stop: Stop) -> None:
@@ -123,5 +127,32 @@ def check_stop(stop: Stop) -> None:
 
 
 def check_stream_options(request: SamplingParams) -> None:
-    if request.stream_options is not None and not request.stream:
+    options = request.stream_options
+    # vLLM refuses only a non-empty `stream_options` without `stream` (an empty object passes).
+    if options is not None and (options.model_fields_set or options.model_extra) and not request.stream:
         raise InvalidParam("stream_options", "`stream_options` is only allowed when `stream` is true.")
+
+
+# Fields OpenAI serves and vLLM 0.32 takes but ignores: forwarding them would answer as if they
+# had worked, so the gateway says so instead (docs/architecture.md, "Fields that do nothing").
+SERVED_TIERS = ("auto", "default")
+_IGNORED = {
+    "prediction": "Predicted outputs (`prediction`) are not supported by this gateway's engines; "
+    "remove the field.",
+    "web_search_options": "Web search (`web_search_options`) is not available on this gateway; "
+    "remove the field.",
+}
+
+
+def check_passive_fields(request: SamplingParams) -> None:
+    extras = request.model_extra or {}
+    for field, message in _IGNORED.items():
+        if extras.get(field) is not None:
+            raise InvalidParam(field, message)
+    tier = request.service_tier
+    if tier is not None and tier not in SERVED_TIERS:
+        raise InvalidParam(
+            "service_tier",
+            f"Invalid value for 'service_tier': {tier[:40]!r}. This gateway serves every request in "
+            f"one tier; supported values are: {list(SERVED_TIERS)}.",
+        )

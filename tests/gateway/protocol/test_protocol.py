@@ -118,7 +118,7 @@ def test_a_prompt_mixing_texts_and_token_ids_is_a_400_naming_the_prompt() -> Non
         ({"model": "m", "messages": "hi"}, "messages"),
         ({"model": "m", "messages": [{"role": "bogus", "content": "x"}]}, "messages[0].role"),
         ({"model": "m", "messages": [{"role": "user"}]}, "messages[0].content"),
-        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        ({"model": "m", "messages": [{"role": "tool", "tool_call_id": "c1"}]}, "messages[0].content"),
         (
             {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
             "messages[0].content[0].text",
@@ -149,7 +149,7 @@ def test_a_prompt_mixing_texts_and_token_ids_is_a_400_naming_the_prompt() -> Non
             "tool_choice",
         ),
         (
-            {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {"name": "a b"}}]},
+            {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {"name": 5}}]},
             "tools[0].function.name",
         ),
     ],
