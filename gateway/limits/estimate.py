@@ -68,7 +68,9 @@ class TokenEstimator:
         prompt = raw + self._slack(endpoint, model)
         room = max(1, max_model_len - prompt // max(prompts, 1)) if max_model_len else None
         per_choice, cap = self._completion(request, endpoint, room)
-        choices = max(request.n or 1, getattr(request, "best_of", None) or 1)
+        # `best_of` is an untyped key now (vLLM 0.32 ignores it); a provider may still honour it.
+        best_of = (request.model_extra or {}).get("best_of")
+        choices = max(request.n or 1, best_of if isinstance(best_of, int) and 1 <= best_of <= 20 else 1)
         return Estimate(prompt, per_choice * choices * prompts, raw, cap)
 
     def _completion(self, request: SamplingParams, endpoint: str, room: int | None) -> tuple[int, int | None]:

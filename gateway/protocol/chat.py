@@ -188,7 +188,9 @@ class ChatCompletionRequest(SamplingParams):
             raise InvalidParam("top_logprobs", "`logprobs` must be true when `top_logprobs` is set.")
         super().check()  # stream_options, stop
         if self.tools == []:
-            raise InvalidParam("tools", "`tools` must not be an empty array; give at least one tool or omit it.")
+            raise InvalidParam(
+                "tools", "`tools` must not be an empty array; give at least one tool or omit it."
+            )
         if self.tool_choice is not None and self.tool_choice != "none":
             if not self.tools:
                 raise InvalidParam("tool_choice", "`tool_choice` needs `tools` to be given.")

@@ -48,7 +48,8 @@ class StreamOptions(Open):
 
 
 class JsonSchemaFormat(Open):
-    # OpenAI limits the name to `^[A-Za-z0-9_-]{1,64}$`; vLLM takes any string (spaces, dots), and so does the gateway.
+    # OpenAI limits the name to `^[A-Za-z0-9_-]{1,64}$`; vLLM takes any string (spaces, dots),
+    # and so does the gateway.
     name: str
     description: str | None = None
     # "schema" shadows a BaseModel attribute, hence the alias.

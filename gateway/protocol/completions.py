@@ -18,7 +18,8 @@ class CompletionRequest(SamplingParams):
     prompt_embeds: str | list[str] | None = None
     # 0 scores the prompt without generating, with `echo` (OpenAI's spec and vLLM both allow it).
     max_tokens: Annotated[int, Field(ge=0)] | None = None
-    best_of: Annotated[int, Field(ge=1, le=20)] | None = None
+    # No `best_of`: vLLM 0.32 has none (the key is ignored, whatever its value), so it is forwarded
+    # as an unknown key and reserves nothing beyond `n`.
     echo: bool | None = None
     # OpenAI stops at 5; vLLM takes -1 (the whole vocabulary) and any count up to its
     # `--max-logprobs`, which only the engine knows, so the engine judges the upper bound.
@@ -33,5 +34,3 @@ class CompletionRequest(SamplingParams):
             raise InvalidParam("prompt", "`prompt` must not be an empty list.")
         if self.max_tokens == 0 and not self.echo:
             raise InvalidParam("max_tokens", "`max_tokens` may be 0 only with `echo` (to score the prompt).")
-        if self.best_of is not None and self.n is not None and self.best_of < self.n:
-            raise InvalidParam("best_of", "`best_of` must be greater than or equal to `n`.")

@@ -31,7 +31,13 @@ def refusal(body: dict[str, Any], schema: type = ChatCompletionRequest) -> Inval
     [
         chat(response_format={"type": "json_object", "extra": 1}),
         chat(response_format={"type": "text", "note": "x"}),
-        chat(response_format={"type": "json_schema", "json_schema": {"name": "my schema.v1", "schema": {}}, "x": 1}),
+        chat(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "my schema.v1", "schema": {}},
+                "x": 1,
+            }
+        ),
         chat(response_format={"type": "json_schema", "json_schema": {"name": "n" * 100, "extra": True}}),
         chat(tools=[{"type": "function", "function": {"name": "a b/c:" + "d" * 70}}]),
         chat(tools=[TOOL], tool_choice={"function": {"name": "lookup"}, "extra": 1}),
@@ -73,7 +79,10 @@ def test_completion_bodies_vllm_accepts_pass(body: dict[str, Any]) -> None:
         (chat(tool_choice="auto"), "tool_choice"),
         (chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "other"}}), "tool_choice"),
         (chat(stream_options={"include_usage": True}), "stream_options"),
-        (chat(response_format={"type": "json_schema", "json_schema": {"schema": {}}}), "response_format.json_schema.name"),
+        (
+            chat(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+            "response_format.json_schema.name",
+        ),
     ],
 )
 def test_chat_rules_vllm_also_enforces(body: dict[str, Any], param: str) -> None:
