@@ -95,7 +95,7 @@ class ToolCall(Open):
 
 class SystemMessage(Open):
     role: Literal["system"]
-    content: Content
+    content: Content | None = None  # vLLM renders a system message without content
     name: str | None = None
 
 
@@ -133,9 +133,38 @@ class FunctionMessage(Open):
     name: str
 
 
+class RoleRequired(Open):
+    role: str  # absent: pydantic reports `messages[i].role` missing
+
+
+class CustomRoleMessage(Open):
+    """A role OpenAI does not know (`critic`, ...): vLLM passes it to the chat template, and so does
+    the gateway (the template decides)."""
+
+    role: str
+    content: Content | None = None
+
+
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def _role_tag(value: Any) -> str:
+    role = value.get("role") if isinstance(value, dict) else getattr(value, "role", None)
+    if role is None or not isinstance(role, str):
+        return "missing"  # no role: a 400 naming `role`, as before
+    return role if role in _ROLES else "custom"
+
+
 Message = Annotated[
-    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
-    Field(discriminator="role"),
+    Annotated[SystemMessage, Tag("system")]
+    | Annotated[DeveloperMessage, Tag("developer")]
+    | Annotated[UserMessage, Tag("user")]
+    | Annotated[AssistantMessage, Tag("assistant")]
+    | Annotated[ToolMessage, Tag("tool")]
+    | Annotated[FunctionMessage, Tag("function")]
+    | Annotated[CustomRoleMessage, Tag("custom")]
+    | Annotated[RoleRequired, Tag("missing")],
+    Discriminator(_role_tag),
 ]
 
 
@@ -175,12 +204,13 @@ class ChatCompletionRequest(SamplingParams):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    functions: list[FunctionDefinition] | None = None
-    function_call: Literal["none", "auto"] | NamedFunction | None = None
+    # OpenAI's deprecated function calling: vLLM 0.32 ignores both keys, whatever they hold.
+    functions: Any = None
+    function_call: Any = None
     store: bool | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Any = None  # OpenAI: string values only; vLLM ignores the key
     reasoning_effort: str | None = None
-    modalities: list[str] | None = None
+    modalities: Any = None  # vLLM ignores it; spoken answers are issue 17's point 4
 
     def check(self) -> None:
         """Rules that span fields, reported with the param OpenAI would name."""

@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-ChoiceCount = Annotated[int, Field(ge=1, le=128)]
+# OpenAI stops at 128; vLLM has no upper bound (its scheduler runs them), so neither does the gateway.
+ChoiceCount = Annotated[int, Field(ge=1)]
 TokenCount = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-LogitBias = dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]]
+# OpenAI refuses biases outside [-100, 100]; vLLM clamps them into that range, so they pass here.
+LogitBias = dict[str, float]
 Stop = str | list[str] | None
 # Stop sequences OpenAI accepts, and vLLM too (its VLLM_MAX_STOP_STRINGS defaults to 4).
 MAX_STOP = 4

@@ -50,6 +50,9 @@ def refusal(body: dict[str, Any], schema: type = ChatCompletionRequest) -> Inval
         chat(messages=[{"role": "tool", "content": "42"}]),
         chat(messages=[{"role": "user", "content": [{"text": "hi"}]}]),
         chat(top_k=5, chat_template_kwargs={"x": 1}, unknown_extra=[1, 2]),
+        chat(messages=[{"role": "critic", "content": "hi"}, {"role": "system"}, *USER]),
+        chat(logit_bias={"1": 200}, n=200, metadata={"a": 1}, modalities="text"),
+        chat(functions=[{"description": "x"}], function_call="required"),
     ],
 )
 def test_chat_bodies_vllm_accepts_pass(body: dict[str, Any]) -> None:
