@@ -101,13 +101,13 @@ class SystemMessage(Open):
 
 class DeveloperMessage(Open):
     role: Literal["developer"]
-    content: Content
+    content: Content | None = None  # OpenAI requires it; vLLM renders the message without
     name: str | None = None
 
 
 class UserMessage(Open):
     role: Literal["user"]
-    content: Content
+    content: Content | None = None  # OpenAI requires it; vLLM renders the message without
     name: str | None = None
 
 
@@ -122,7 +122,7 @@ class AssistantMessage(Open):
 
 class ToolMessage(Open):
     role: Literal["tool"]
-    content: Content
+    content: Content | None = None  # OpenAI requires it; vLLM renders the message without
     # OpenAI requires it; vLLM does not (a chat template may not use it), so neither does the gateway.
     tool_call_id: str | None = None
 
@@ -177,7 +177,7 @@ class FunctionDefinition(Open):
 
 
 class Tool(Open):
-    type: Literal["function"]
+    type: Literal["function"] = "function"  # vLLM's default when `type` is left out
     function: FunctionDefinition
 
 

@@ -162,6 +162,12 @@ CORPUS: list[tuple[str, str, dict[str, Any]]] = [
     ("chat-top-k-minus-5", CHAT, chat(top_k=-5)),
     ("chat-repetition-penalty-0", CHAT, chat(repetition_penalty=0)),
     ("chat-assistant-no-content", CHAT, said(*USER, {"role": "assistant"})),
+    ("chat-user-no-content", CHAT, said({"role": "user"})),
+    ("chat-developer-no-content", CHAT, said({"role": "developer"}, *USER)),
+    ("chat-tool-no-content", CHAT, said(*USER, {"role": "tool", "tool_call_id": "c1"})),
+    ("chat-text-part-null", CHAT, said({"role": "user", "content": [{"type": "text", "text": None}]})),
+    ("chat-tool-without-type", CHAT, chat(tools=[{"function": {"name": "lookup"}}])),
+    ("chat-max-completion-tokens-0", CHAT, {"messages": USER, "max_completion_tokens": 0}),
     # --- chat: refused at the gateway on purpose (see DELIBERATE in the test) ------------------------
     ("chat-prediction", CHAT, chat(prediction={"type": "content", "content": "hello"})),
     ("chat-web-search-options", CHAT, chat(web_search_options={})),

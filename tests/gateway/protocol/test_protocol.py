@@ -117,8 +117,8 @@ def test_a_prompt_mixing_texts_and_token_ids_is_a_400_naming_the_prompt() -> Non
         ({"model": "m", "messages": []}, "messages"),
         ({"model": "m", "messages": "hi"}, "messages"),
         ({"model": "m", "messages": [{"content": "x"}]}, "messages[0].role"),
-        ({"model": "m", "messages": [{"role": "user"}]}, "messages[0].content"),
-        ({"model": "m", "messages": [{"role": "tool", "tool_call_id": "c1"}]}, "messages[0].content"),
+        ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"model": "m", "messages": [{"role": "tool", "content": {}}]}, "messages[0].content"),
         (
             {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
             "messages[0].content[0].text",
