@@ -68,7 +68,9 @@ class TokenEstimator:
         prompt = raw + self._slack(endpoint, model)
         room = max(1, max_model_len - prompt // max(prompts, 1)) if max_model_len else None
         per_choice, cap = self._completion(request, endpoint, room)
-        choices = max(request.n or 1, getattr(request, "best_of", None) or 1)
+        # `best_of` is an untyped key now (vLLM 0.32 ignores it); a provider may still honour it.
+        best_of = (request.model_extra or {}).get("best_of")
+        choices = max(request.n or 1, best_of if isinstance(best_of, int) and 1 <= best_of <= 20 else 1)
         return Estimate(prompt, per_choice * choices * prompts, raw, cap)
 
     def _completion(self, request: SamplingParams, endpoint: str, room: int | None) -> tuple[int, int | None]:
@@ -96,8 +98,10 @@ class TokenEstimator:
 
 
 def _max_tokens(request: SamplingParams) -> int | None:
-    value = getattr(request, "max_completion_tokens", None) or request.max_tokens
-    return int(value) if value else None
+    value = getattr(request, "max_completion_tokens", None)
+    value = request.max_tokens if value is None else value
+    # 0 is a completion that only scores its prompt (`echo`); vLLM generates one token for it.
+    return None if value is None else max(int(value), 1)
 
 
 def _prompt_tokens(request: SamplingParams) -> tuple[int, int]:

@@ -11,7 +11,6 @@ from gateway.protocol.common import (
     Open,
     ResponseFormat,
     SamplingParams,
-    Strict,
     TokenCount,
 )
 
@@ -52,9 +51,13 @@ class RefusalPart(Open):
 
 
 class OtherPart(Open):
-    """Part types OpenAI or vLLM add later (video_url, audio_url, ...): forwarded as they are."""
+    """Part types OpenAI or vLLM add later (video_url, audio_url, ...): forwarded as they are.
 
-    type: str
+    vLLM also reads a part without `type` by the field it carries (`{"image_url": ...}`), so
+    `type` may be absent here; the media screen (adapters/parts.py) still judges any media field.
+    """
+
+    type: str | None = None
 
 
 def _part_tag(value: Any) -> str:
@@ -92,19 +95,19 @@ class ToolCall(Open):
 
 class SystemMessage(Open):
     role: Literal["system"]
-    content: Content
+    content: Content | None = None  # vLLM renders a system message without content
     name: str | None = None
 
 
 class DeveloperMessage(Open):
     role: Literal["developer"]
-    content: Content
+    content: Content | None = None  # OpenAI requires it; vLLM renders the message without
     name: str | None = None
 
 
 class UserMessage(Open):
     role: Literal["user"]
-    content: Content
+    content: Content | None = None  # OpenAI requires it; vLLM renders the message without
     name: str | None = None
 
 
@@ -119,8 +122,9 @@ class AssistantMessage(Open):
 
 class ToolMessage(Open):
     role: Literal["tool"]
-    content: Content
-    tool_call_id: str
+    content: Content | None = None  # OpenAI requires it; vLLM renders the message without
+    # OpenAI requires it; vLLM does not (a chat template may not use it), so neither does the gateway.
+    tool_call_id: str | None = None
 
 
 class FunctionMessage(Open):
@@ -129,30 +133,60 @@ class FunctionMessage(Open):
     name: str
 
 
+class RoleRequired(Open):
+    role: str  # absent: pydantic reports `messages[i].role` missing
+
+
+class CustomRoleMessage(Open):
+    """A role OpenAI does not know (`critic`, ...): vLLM passes it to the chat template, and so does
+    the gateway (the template decides)."""
+
+    role: str
+    content: Content | None = None
+
+
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def _role_tag(value: Any) -> str:
+    role = value.get("role") if isinstance(value, dict) else getattr(value, "role", None)
+    if role is None or not isinstance(role, str):
+        return "missing"  # no role: a 400 naming `role`, as before
+    return role if role in _ROLES else "custom"
+
+
 Message = Annotated[
-    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
-    Field(discriminator="role"),
+    Annotated[SystemMessage, Tag("system")]
+    | Annotated[DeveloperMessage, Tag("developer")]
+    | Annotated[UserMessage, Tag("user")]
+    | Annotated[AssistantMessage, Tag("assistant")]
+    | Annotated[ToolMessage, Tag("tool")]
+    | Annotated[FunctionMessage, Tag("function")]
+    | Annotated[CustomRoleMessage, Tag("custom")]
+    | Annotated[RoleRequired, Tag("missing")],
+    Discriminator(_role_tag),
 ]
 
 
 class FunctionDefinition(Open):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    # OpenAI limits names to `^[A-Za-z0-9_-]{1,64}$`; vLLM takes any string, and so does the gateway.
+    name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
 class Tool(Open):
-    type: Literal["function"]
+    type: Literal["function"] = "function"  # vLLM's default when `type` is left out
     function: FunctionDefinition
 
 
-class NamedFunction(Strict):
+class NamedFunction(Open):
     name: str
 
 
-class NamedToolChoice(Strict):
-    type: Literal["function"]
+class NamedToolChoice(Open):
+    type: Literal["function"] = "function"
     function: NamedFunction
 
 
@@ -163,25 +197,31 @@ class ChatCompletionRequest(SamplingParams):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: TokenCount | None = None
     logprobs: bool | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    # OpenAI stops at 20; vLLM takes -1 (the whole vocabulary) and any count up to its
+    # `--max-logprobs`, which only the engine knows, so the engine judges the upper bound.
+    top_logprobs: Annotated[int, Field(ge=-1)] | None = None
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    functions: list[FunctionDefinition] | None = None
-    function_call: Literal["none", "auto"] | NamedFunction | None = None
-    service_tier: str | None = None
+    # OpenAI's deprecated function calling: vLLM 0.32 ignores both keys, whatever they hold.
+    functions: Any = None
+    function_call: Any = None
     store: bool | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Any = None  # OpenAI: string values only; vLLM ignores the key
     reasoning_effort: str | None = None
-    modalities: list[str] | None = None
+    modalities: Any = None  # vLLM ignores it; spoken answers are issue 17's point 4
 
     def check(self) -> None:
         """Rules that span fields, reported with the param OpenAI would name."""
         if self.top_logprobs and not self.logprobs:
             raise InvalidParam("top_logprobs", "`logprobs` must be true when `top_logprobs` is set.")
         super().check()  # stream_options, stop
-        if isinstance(self.tool_choice, NamedToolChoice) or self.tool_choice == "required":
+        if self.tools == []:
+            raise InvalidParam(
+                "tools", "`tools` must not be an empty array; give at least one tool or omit it."
+            )
+        if self.tool_choice is not None and self.tool_choice != "none":
             if not self.tools:
                 raise InvalidParam("tool_choice", "`tool_choice` needs `tools` to be given.")
             if isinstance(self.tool_choice, NamedToolChoice):

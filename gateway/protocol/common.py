@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-ChoiceCount = Annotated[int, Field(ge=1, le=128)]
+# OpenAI stops at 128; vLLM has no upper bound (its scheduler runs them), so neither does the gateway.
+ChoiceCount = Annotated[int, Field(ge=1)]
 TokenCount = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-LogitBias = dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]]
+# OpenAI refuses biases outside [-100, 100]; vLLM clamps them into that range, so they pass here.
+LogitBias = dict[str, float]
 Stop = str | list[str] | None
 # Stop sequences OpenAI accepts, and vLLM too (its VLLM_MAX_STOP_STRINGS defaults to 4).
 MAX_STOP = 4
@@ -49,22 +51,25 @@ class StreamOptions(Open):
 
 
 class JsonSchemaFormat(Open):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    # OpenAI limits the name to `^[A-Za-z0-9_-]{1,64}$`; vLLM takes any string (spaces, dots),
+    # and so does the gateway.
+    name: str
     description: str | None = None
     # "schema" shadows a BaseModel attribute, hence the alias.
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class TextFormat(Strict):
+# vLLM accepts (and ignores) extra keys inside `response_format`, so these are open too.
+class TextFormat(Open):
     type: Literal["text"]
 
 
-class JsonObjectFormat(Strict):
+class JsonObjectFormat(Open):
     type: Literal["json_object"]
 
 
-class JsonSchemaResponseFormat(Strict):
+class JsonSchemaResponseFormat(Open):
     type: Literal["json_schema"]
     json_schema: JsonSchemaFormat
 
@@ -101,6 +106,7 @@ class SamplingParams(Open):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     user: str | None = None
+    service_tier: str | None = None
     # vLLM's most used extras, typed so bad values are caught at the gateway.
     top_k: Annotated[int, Field(ge=-1)] | None = None
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
@@ -112,6 +118,7 @@ class SamplingParams(Open):
         """Rules that span fields, reported with the param OpenAI would name."""
         check_stream_options(self)
         check_stop(self.stop)
+        check_passive_fields(self)
 
 
 def check_stop(stop: Stop) -> None:
@@ -125,5 +132,32 @@ def check_stop(stop: Stop) -> None:
 
 
 def check_stream_options(request: SamplingParams) -> None:
-    if request.stream_options is not None and not request.stream:
+    options = request.stream_options
+    # vLLM refuses only a non-empty `stream_options` without `stream` (an empty object passes).
+    if options is not None and (options.model_fields_set or options.model_extra) and not request.stream:
         raise InvalidParam("stream_options", "`stream_options` is only allowed when `stream` is true.")
+
+
+# Fields OpenAI serves and vLLM 0.32 takes but ignores: forwarding them would answer as if they
+# had worked, so the gateway says so instead (docs/architecture.md, "Fields that do nothing").
+SERVED_TIERS = ("auto", "default")
+_IGNORED = {
+    "prediction": "Predicted outputs (`prediction`) are not supported by this gateway's engines; "
+    "remove the field.",
+    "web_search_options": "Web search (`web_search_options`) is not available on this gateway; "
+    "remove the field.",
+}
+
+
+def check_passive_fields(request: SamplingParams) -> None:
+    extras = request.model_extra or {}
+    for field, message in _IGNORED.items():
+        if extras.get(field) is not None:
+            raise InvalidParam(field, message)
+    tier = request.service_tier
+    if tier is not None and tier not in SERVED_TIERS:
+        raise InvalidParam(
+            "service_tier",
+            f"Invalid value for 'service_tier': {tier[:40]!r}. This gateway serves every request in "
+            f"one tier; supported values are: {list(SERVED_TIERS)}.",
+        )

@@ -13,15 +13,24 @@ Prompt = str | list[str] | list[int] | list[list[int]]
 
 
 class CompletionRequest(SamplingParams):
-    prompt: Prompt
-    best_of: Annotated[int, Field(ge=1, le=20)] | None = None
+    # vLLM takes `prompt_embeds` (base64 tensors) in place of a prompt; one of the two is needed.
+    prompt: Prompt | None = None
+    prompt_embeds: str | list[str] | None = None
+    # 0 scores the prompt without generating, with `echo` (OpenAI's spec and vLLM both allow it).
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    # No `best_of`: vLLM 0.32 has none (the key is ignored, whatever its value), so it is forwarded
+    # as an unknown key and reserves nothing beyond `n`.
     echo: bool | None = None
-    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    # OpenAI stops at 5; vLLM takes -1 (the whole vocabulary) and any count up to its
+    # `--max-logprobs`, which only the engine knows, so the engine judges the upper bound.
+    logprobs: Annotated[int, Field(ge=-1)] | None = None
     suffix: str | None = None
 
     def check(self) -> None:
-        super().check()  # stream_options, stop
+        super().check()  # stream_options, stop, fields that do nothing
+        if self.prompt in (None, "") and not self.prompt_embeds:
+            raise InvalidParam("prompt", "Either `prompt` or `prompt_embeds` must be given and non-empty.")
         if isinstance(self.prompt, list) and not self.prompt:
             raise InvalidParam("prompt", "`prompt` must not be an empty list.")
-        if self.best_of is not None and self.n is not None and self.best_of < self.n:
-            raise InvalidParam("best_of", "`best_of` must be greater than or equal to `n`.")
+        if self.max_tokens == 0 and not self.echo:
+            raise InvalidParam("max_tokens", "`max_tokens` may be 0 only with `echo` (to score the prompt).")

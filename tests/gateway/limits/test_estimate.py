@@ -44,3 +44,16 @@ def test_a_completion_without_max_tokens_gets_the_engines_sixteen() -> None:
     assert estimator.estimate(_completion(), COMPLETIONS, "m", 4096).completion_tokens == 16
     explicit_null = estimator.estimate(_completion(max_tokens=None), COMPLETIONS, "m", 4096)
     assert explicit_null.completion_tokens == 4096 - explicit_null.prompt_tokens
+
+
+def test_prompt_scoring_reserves_one_token_and_keeps_its_max_tokens() -> None:
+    # `echo` with `max_tokens: 0` (issue 17): vLLM generates one token; the cap must not replace the 0.
+    capped = TokenEstimator(256, completion_cap=100)
+    estimate = capped.estimate(_completion(echo=True, max_tokens=0), COMPLETIONS, "m", 4096)
+    assert (estimate.completion_tokens, estimate.cap) == (1, None)
+
+
+def test_best_of_still_reserves_its_choices() -> None:
+    # `best_of` is forwarded untyped (vLLM 0.32 ignores it); a provider may honour it.
+    estimate = TokenEstimator(256).estimate(_completion(max_tokens=4, best_of=3), COMPLETIONS, "m", 4096)
+    assert estimate.completion_tokens == 12
