@@ -29,7 +29,9 @@ class CompletionRequest(SamplingParams):
     def check(self) -> None:
         super().check()  # stream_options, stop, fields that do nothing
         if self.prompt in (None, "") and not self.prompt_embeds:
-            raise InvalidParam("prompt", "Either `prompt` or `prompt_embeds` must be given and non-empty.")
+            code = "missing_required_parameter" if self.prompt is None else "invalid_value"
+            message = "Either `prompt` or `prompt_embeds` must be given and non-empty."
+            raise InvalidParam("prompt", message, code)
         if isinstance(self.prompt, list) and not self.prompt:
             raise InvalidParam("prompt", "`prompt` must not be an empty list.")
         if self.max_tokens == 0 and not self.echo:
