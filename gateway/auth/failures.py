@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from gateway.errors import RateLimited
+from gateway.limits.rejections import blocked
 from gateway.limits.strikes import Strikes
 from gateway.settings.policy import Allowance
 
@@ -40,13 +40,13 @@ class AuthFailures:
         seconds = self._strikes.blocked_for(address)
         self.stats.throttled += 1
         self._on_event("throttled")
-        error = RateLimited(
+        raise blocked(
             f"Too many requests with invalid API keys from this address; retry after {seconds:.0f} seconds.",
             code="too_many_auth_failures",
-            headers={"retry-after": str(max(1, round(seconds)))},
+            seconds=seconds,
+            limit="auth_failures",
+            scope="address",
         )
-        error.limit, error.scope = "auth_failures", "address"
-        raise error
 
     async def failed(self, address: str | None, allowance: Allowance) -> None:
         """Count one unknown key presented from `address`."""

@@ -9,7 +9,7 @@ for the limits) and the 429 of a limit counts against no limit itself. Counted: 
 
 from __future__ import annotations
 
-from gateway.errors import RateLimited
+from gateway.limits.rejections import blocked
 from gateway.limits.strikes import Strikes
 from gateway.settings.policy import Allowance
 
@@ -55,11 +55,11 @@ def _refuse_if_blocked(seconds: float, scope: str) -> None:
     if seconds <= 0:
         return
     subject = "API key" if scope == "key" else "client address"
-    error = RateLimited(
+    raise blocked(
         f"Too many refused requests from this {subject}; check the requests' errors, then retry "
         f"after {seconds:.0f} seconds.",
         code="too_many_rejections",
-        headers={"retry-after": str(max(1, round(seconds)))},
+        seconds=seconds,
+        limit="rejections",
+        scope=scope,
     )
-    error.limit, error.scope = "rejections", scope
-    raise error

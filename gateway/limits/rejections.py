@@ -114,3 +114,11 @@ def _audio(verdict: Verdict, check: ScopeCheck, retry_ms: int, who: str) -> Rate
     error = RateLimited(message, headers=headers)
     error.type = "audio_seconds"
     return error
+
+
+def blocked(message: str, *, code: str, seconds: float, limit: str, scope: str) -> RateLimited:
+    """The 429 for a subject blocked for `seconds` by a refusal counter (unknown keys from one
+    address, refused requests of one key or address): no lookup made, a wait that helps named."""
+    error = RateLimited(message, code=code, headers={"retry-after": str(max(1, round(seconds)))})
+    error.limit, error.scope = limit, scope
+    return error
