@@ -1,0 +1,235 @@
+"""Anthropic's Messages API: the request of POST /v1/messages and /v1/messages/count_tokens, as
+Anthropic validates it, and Anthropic's error envelope.
+
+The gateway relays these requests to vLLM's own implementation (vllm/entrypoints/anthropic), so the
+schema here only catches client mistakes early, with Anthropic's rules: `model`, `max_tokens` and
+`messages` required; roles `user` and `assistant` (vLLM also takes `system` messages; Anthropic does
+not, and neither does the gateway); content a string or a list of typed blocks; `system` a string
+or text blocks; `temperature` and `top_p` within 0..1. Unknown top-level keys are kept and
+forwarded (vLLM's extras: `chat_template_kwargs`, `cache_salt`, ...), as on the OpenAI routes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.protocol.common import InvalidParam, Open
+
+# Anthropic's bounds (its API reference); vLLM takes the same.
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+# Anthropic's minimum thinking budget; vLLM enforces it too.
+MIN_THINKING_BUDGET = 1024
+
+
+class TextBlock(Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageBlock(Open):
+    type: Literal["image"]
+    source: dict[str, Any]
+
+
+class DocumentBlock(Open):
+    type: Literal["document"]
+    source: dict[str, Any]
+
+
+class ToolUseBlock(Open):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(Open):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[dict[str, Any]] | None = None
+    is_error: bool | None = None
+
+
+class ThinkingBlock(Open):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(Open):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+class OtherBlock(Open):
+    """Block types vLLM takes whose shape it judges itself (its tool list changes, Anthropic's
+    server-tool and search-result blocks): forwarded as they are."""
+
+    type: Literal[
+        "tool_reference",
+        "tool_addition",
+        "tool_removal",
+        "search_result",
+        "server_tool_use",
+        "web_search_tool_result",
+    ]
+
+
+ContentBlock = Annotated[
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlock
+    | RedactedThinkingBlock
+    | OtherBlock,
+    Field(discriminator="type"),
+]
+
+
+class Message(Open):
+    role: Literal["user", "assistant"]
+    content: str | list[ContentBlock]
+
+
+class Tool(Open):
+    """A client tool (`input_schema` required), or one of Anthropic's server tools (`type` set,
+    e.g. `web_search_20250305`), which the engine judges."""
+
+    name: Annotated[str, Field(min_length=1)]
+    type: str | None = None
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+
+class ToolChoiceAuto(Open):
+    type: Literal["auto"]
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceAny(Open):
+    type: Literal["any"]
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceTool(Open):
+    type: Literal["tool"]
+    name: str
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceNone(Open):
+    type: Literal["none"]
+
+
+ToolChoice = Annotated[
+    ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone, Field(discriminator="type")
+]
+
+
+class ThinkingEnabled(Open):
+    type: Literal["enabled"]
+    budget_tokens: Annotated[int, Field(ge=MIN_THINKING_BUDGET)]
+
+
+class ThinkingDisabled(Open):
+    type: Literal["disabled"]
+
+
+class ThinkingAdaptive(Open):
+    type: Literal["adaptive"]
+
+
+Thinking = Annotated[ThinkingEnabled | ThinkingDisabled | ThinkingAdaptive, Field(discriminator="type")]
+
+
+class Metadata(Open):
+    user_id: str | None = None
+
+
+class CountTokensRequest(Open):
+    """POST /v1/messages/count_tokens: a Messages request without `max_tokens`."""
+
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    system: str | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+
+    def check(self) -> None:
+        """Rules that span fields (parse_request calls it after validation)."""
+        for index, tool in enumerate(self.tools or []):
+            if tool.type in (None, "custom") and tool.input_schema is None:
+                raise InvalidParam(
+                    f"tools[{index}].input_schema",
+                    f"Missing required parameter: 'tools[{index}].input_schema'.",
+                    "missing_required_parameter",
+                )
+
+
+class MessagesRequest(CountTokensRequest):
+    """POST /v1/messages."""
+
+    max_tokens: Annotated[int, Field(ge=1)]
+    stop_sequences: list[str] | None = None
+    stream: bool | None = False
+    temperature: Unit | None = None
+    top_p: Unit | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    metadata: Metadata | None = None
+
+    def check(self) -> None:
+        super().check()
+        thinking = self.thinking
+        if isinstance(thinking, ThinkingEnabled) and thinking.budget_tokens >= self.max_tokens:
+            raise InvalidParam(
+                "thinking.budget_tokens",
+                "`max_tokens` must be greater than `thinking.budget_tokens`.",
+            )
+
+
+class AnthropicError(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    """Every error of the Messages routes: `{"type": "error", "error": {"type", "message"}}`."""
+
+    model_config = ConfigDict(title="AnthropicErrorResponse")
+
+    type: Literal["error"] = "error"
+    error: AnthropicError
+
+
+# The gateway's statuses and the error type Anthropic gives each (its "Errors" reference); any
+# other 4xx is an invalid request, any other 5xx an `api_error`.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(status: int) -> str:
+    """Anthropic's error `type` for an HTTP status."""
+    known = ERROR_TYPES.get(status)
+    if known is not None:
+        return known
+    return "invalid_request_error" if 400 <= status < 500 else "api_error"
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return AnthropicErrorResponse(error=AnthropicError(type=error_type(status), message=message)).model_dump()
