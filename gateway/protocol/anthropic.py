@@ -3,9 +3,9 @@ Anthropic validates it, and Anthropic's error envelope.
 
 The gateway relays these requests to vLLM's own implementation (vllm/entrypoints/anthropic), so the
 schema here only catches client mistakes early, with Anthropic's rules: `model`, `max_tokens` and
-`messages` required; roles `user` and `assistant` (vLLM also takes `system` messages; Anthropic does
-not, and neither does the gateway); content a string or a list of typed blocks; `system` a string
-or text blocks; `temperature` and `top_p` within 0..1. Unknown top-level keys are kept and
+`messages` required (at least one); roles `user`, `assistant` and `system` (Anthropic's SDK 2.x and
+vLLM take system messages in the list too); content a string or a list of typed blocks; `system` a
+string or text blocks; `temperature` and `top_p` within 0..1. Unknown top-level keys are kept and
 forwarded (vLLM's extras: `chat_template_kwargs`, `cache_salt`, ...), as on the OpenAI routes.
 """
 
@@ -64,8 +64,8 @@ class RedactedThinkingBlock(Open):
 
 
 class OtherBlock(Open):
-    """Block types vLLM takes whose shape it judges itself (its tool list changes, Anthropic's
-    server-tool and search-result blocks): forwarded as they are."""
+    """Block types whose shape the engine judges itself: vLLM's tool list changes, and Anthropic's
+    server-tool, search-result and container blocks (vLLM refuses those it does not know)."""
 
     type: Literal[
         "tool_reference",
@@ -73,7 +73,13 @@ class OtherBlock(Open):
         "tool_removal",
         "search_result",
         "server_tool_use",
+        "container_upload",
         "web_search_tool_result",
+        "web_fetch_tool_result",
+        "tool_search_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
     ]
 
 
@@ -91,7 +97,7 @@ ContentBlock = Annotated[
 
 
 class Message(Open):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 

@@ -78,7 +78,7 @@ def anthropic_router(service: MessagesService) -> APIRouter:
 
     @router.post(
         MESSAGES,
-        summary="Create a message, Anthropic's Messages API (JSON, or Anthropic's SSE events with `stream: true`)",
+        summary="Create a message: Anthropic's Messages API (JSON, or its SSE events with `stream: true`)",
         openapi_extra=_body(MessagesRequest),
         response_model=None,
         responses={
@@ -101,7 +101,7 @@ def anthropic_router(service: MessagesService) -> APIRouter:
         response_model=None,
         responses={
             200: {
-                "description": "`{\"input_tokens\": N}`",
+                "description": '`{"input_tokens": N}`',
                 "content": {"application/json": {"schema": {"type": "object"}}},
             }
         },

@@ -88,7 +88,9 @@ class MessagesService:
         raw = prompt_tokens(parsed)
         max_len = card.get("max_model_len")
         room = max(1, max_len - raw) if isinstance(max_len, int) else parsed.max_tokens
-        await ticket.reserve(self._estimator.estimate_counted(MESSAGES, model, raw, min(parsed.max_tokens, room)))
+        await ticket.reserve(
+            self._estimator.estimate_counted(MESSAGES, model, raw, min(parsed.max_tokens, room))
+        )
         headers = _upstream_headers(ticket)
         deadline = Deadline(plan[0].timeouts.total_s)
         affinity = _affinity(payload, ticket.policy.affinity_prefix_chars)
@@ -113,7 +115,9 @@ class MessagesService:
             upstream,
             usage=usage,
             headers=ticket.limit_headers,
-            on_close=lambda outcome: ticket.settle(outcome, usage=usage.usage, completion_tokens=usage.deltas),
+            on_close=lambda outcome: ticket.settle(
+                outcome, usage=usage.usage, completion_tokens=usage.deltas
+            ),
         )
 
     async def _count(self, ticket: Ticket) -> Response:
@@ -203,7 +207,9 @@ def prompt_tokens(request: CountTokensRequest) -> int:
             else:
                 chars += len(orjson.dumps(block.model_dump(mode="json", exclude_none=True)))
     if request.tools:
-        chars += len(orjson.dumps([tool.model_dump(mode="json", exclude_none=True) for tool in request.tools]))
+        chars += len(
+            orjson.dumps([tool.model_dump(mode="json", exclude_none=True) for tool in request.tools])
+        )
     return (
         math.ceil(chars / _CHARS_PER_TOKEN)
         + _PER_MESSAGE * (len(request.messages) + 1)

@@ -50,9 +50,7 @@ def anthropic_envelope(body: Any, kind: str) -> str:
 
 
 def test_create_message(client: anthropic.Anthropic, model: str) -> None:
-    message = client.messages.create(
-        model=model, max_tokens=6, messages=HELLO, extra_body=EXACT
-    )
+    message = client.messages.create(model=model, max_tokens=6, messages=HELLO, extra_body=EXACT)
     assert message.type == "message"
     assert message.role == "assistant"
     assert message.id
@@ -73,7 +71,9 @@ def test_system_prompt_counts(client: anthropic.Anthropic, model: str) -> None:
     assert wordy.usage.input_tokens > brief.usage.input_tokens + 20
     counted = client.messages.count_tokens(model=model, messages=HELLO, system=long)
     assert counted.input_tokens == wordy.usage.input_tokens
-    blocks = client.messages.count_tokens(model=model, messages=HELLO, system=[{"type": "text", "text": long}])
+    blocks = client.messages.count_tokens(
+        model=model, messages=HELLO, system=[{"type": "text", "text": long}]
+    )
     assert blocks.input_tokens == counted.input_tokens
 
 
@@ -96,9 +96,7 @@ def test_tools_declared(client: anthropic.Anthropic, model: str) -> None:
 
 
 def test_stream(client: anthropic.Anthropic, model: str) -> None:
-    with client.messages.stream(
-        model=model, max_tokens=8, messages=HELLO, extra_body=EXACT
-    ) as stream:
+    with client.messages.stream(model=model, max_tokens=8, messages=HELLO, extra_body=EXACT) as stream:
         events = list(stream)
         final = stream.get_final_message()
     names = [event.type for event in events]
@@ -166,9 +164,11 @@ def test_version_header_optional_and_bearer_accepted(gateway_url: str, api_key: 
 
 
 def test_wrong_key(gateway_url: str, model: str) -> None:
-    with anthropic.Anthropic(base_url=gateway_url, api_key="sk-wrong", max_retries=0) as sdk:
-        with pytest.raises(anthropic.AuthenticationError) as caught:
-            sdk.messages.create(model=model, max_tokens=1, messages=HELLO)
+    with (
+        anthropic.Anthropic(base_url=gateway_url, api_key="sk-wrong", max_retries=0) as sdk,
+        pytest.raises(anthropic.AuthenticationError) as caught,
+    ):
+        sdk.messages.create(model=model, max_tokens=1, messages=HELLO)
     assert caught.value.status_code == 401
     anthropic_envelope(caught.value.body, "authentication_error")
 
@@ -181,7 +181,7 @@ def test_missing_key(gateway_url: str, model: str) -> None:
 
 def test_missing_max_tokens(client: anthropic.Anthropic, model: str) -> None:
     with pytest.raises(anthropic.BadRequestError) as caught:
-        client.messages.create(model=model, messages=HELLO, max_tokens=anthropic.omit)  # type: ignore[arg-type]
+        client.messages.create(model=model, messages=HELLO, max_tokens=anthropic.omit)  # type: ignore[call-overload]
     assert "max_tokens" in anthropic_envelope(caught.value.body, "invalid_request_error")
 
 
@@ -192,7 +192,7 @@ def test_missing_max_tokens(client: anthropic.Anthropic, model: str) -> None:
         ({"model": "M", "max_tokens": 1}, "messages"),
         ({"model": "M", "max_tokens": 1, "messages": []}, "messages"),
         ({"model": "M", "max_tokens": 0, "messages": HELLO}, "max_tokens"),
-        ({"model": "M", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}, "role"),
+        ({"model": "M", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]}, "role"),
         ({"model": "M", "max_tokens": 1, "messages": [{"role": "user", "content": 3}]}, "content"),
         ({"model": "M", "max_tokens": 1, "messages": HELLO, "temperature": 1.5}, "temperature"),
         ({"model": "M", "max_tokens": 1, "messages": HELLO, "top_p": -0.1}, "top_p"),
@@ -232,9 +232,11 @@ def test_unknown_model(client: anthropic.Anthropic) -> None:
 def test_model_outside_the_keys_list(gateway_url: str, admin: AdminClient, model: str) -> None:
     tenant = admin.tenant("anthropic-models")
     key, _ = admin.key(tenant["id"], "other-model-only", allowed_models=["some-other-model"])
-    with anthropic.Anthropic(base_url=gateway_url, api_key=key, max_retries=0) as sdk:
-        with pytest.raises(anthropic.NotFoundError) as caught:
-            sdk.messages.create(model=model, max_tokens=1, messages=HELLO)
+    with (
+        anthropic.Anthropic(base_url=gateway_url, api_key=key, max_retries=0) as sdk,
+        pytest.raises(anthropic.NotFoundError) as caught,
+    ):
+        sdk.messages.create(model=model, max_tokens=1, messages=HELLO)
     anthropic_envelope(caught.value.body, "not_found_error")
 
 
@@ -259,18 +261,20 @@ def test_over_tokens_per_minute(gateway_url: str, admin: AdminClient, model: str
     """`max_tokens` is reserved against TPM before the engine is reached."""
     tenant = admin.tenant("anthropic-tpm")
     key, _ = admin.key(tenant["id"], "anthropic-tpm", tpm=100)
-    with anthropic.Anthropic(base_url=gateway_url, api_key=key, max_retries=0) as sdk:
-        with pytest.raises(anthropic.RateLimitError) as caught:
-            sdk.messages.create(model=model, max_tokens=500, messages=HELLO)
+    with (
+        anthropic.Anthropic(base_url=gateway_url, api_key=key, max_retries=0) as sdk,
+        pytest.raises(anthropic.RateLimitError) as caught,
+    ):
+        sdk.messages.create(model=model, max_tokens=500, messages=HELLO)
     anthropic_envelope(caught.value.body, "rate_limit_error")
 
 
 def test_body_too_large(small_gateway: str, api_key: str, model: str) -> None:
-    with anthropic.Anthropic(base_url=small_gateway, api_key=api_key, max_retries=0) as sdk:
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            sdk.messages.create(
-                model=model, max_tokens=1, messages=[{"role": "user", "content": "x" * 8192}]
-            )
+    with (
+        anthropic.Anthropic(base_url=small_gateway, api_key=api_key, max_retries=0) as sdk,
+        pytest.raises(anthropic.APIStatusError) as caught,
+    ):
+        sdk.messages.create(model=model, max_tokens=1, messages=[{"role": "user", "content": "x" * 8192}])
     assert caught.value.status_code == 413
     anthropic_envelope(caught.value.body, "request_too_large")
 
