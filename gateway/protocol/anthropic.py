@@ -23,47 +23,47 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 MIN_THINKING_BUDGET = 1024
 
 
-class TextBlock(Open):
+class AnthropicTextBlock(Open):
     type: Literal["text"]
     text: str
 
 
-class ImageBlock(Open):
+class AnthropicImageBlock(Open):
     type: Literal["image"]
     source: dict[str, Any]
 
 
-class DocumentBlock(Open):
+class AnthropicDocumentBlock(Open):
     type: Literal["document"]
     source: dict[str, Any]
 
 
-class ToolUseBlock(Open):
+class AnthropicToolUseBlock(Open):
     type: Literal["tool_use"]
     id: str
     name: str
     input: dict[str, Any]
 
 
-class ToolResultBlock(Open):
+class AnthropicToolResultBlock(Open):
     type: Literal["tool_result"]
     tool_use_id: str
     content: str | list[dict[str, Any]] | None = None
     is_error: bool | None = None
 
 
-class ThinkingBlock(Open):
+class AnthropicThinkingBlock(Open):
     type: Literal["thinking"]
     thinking: str
     signature: str | None = None
 
 
-class RedactedThinkingBlock(Open):
+class AnthropicRedactedThinkingBlock(Open):
     type: Literal["redacted_thinking"]
     data: str
 
 
-class OtherBlock(Open):
+class AnthropicOtherBlock(Open):
     """Block types whose shape the engine judges itself: vLLM's tool list changes, and Anthropic's
     server-tool, search-result and container blocks (vLLM refuses those it does not know)."""
 
@@ -83,25 +83,25 @@ class OtherBlock(Open):
     ]
 
 
-ContentBlock = Annotated[
-    TextBlock
-    | ImageBlock
-    | DocumentBlock
-    | ToolUseBlock
-    | ToolResultBlock
-    | ThinkingBlock
-    | RedactedThinkingBlock
-    | OtherBlock,
+AnthropicContentBlock = Annotated[
+    AnthropicTextBlock
+    | AnthropicImageBlock
+    | AnthropicDocumentBlock
+    | AnthropicToolUseBlock
+    | AnthropicToolResultBlock
+    | AnthropicThinkingBlock
+    | AnthropicRedactedThinkingBlock
+    | AnthropicOtherBlock,
     Field(discriminator="type"),
 ]
 
 
-class Message(Open):
+class AnthropicMessage(Open):
     role: Literal["user", "assistant", "system"]
-    content: str | list[ContentBlock]
+    content: str | list[AnthropicContentBlock]
 
 
-class Tool(Open):
+class AnthropicTool(Open):
     """A client tool (`input_schema` required), or one of Anthropic's server tools (`type` set,
     e.g. `web_search_20250305`), which the engine judges."""
 
@@ -111,60 +111,64 @@ class Tool(Open):
     input_schema: dict[str, Any] | None = None
 
 
-class ToolChoiceAuto(Open):
+class AnthropicToolChoiceAuto(Open):
     type: Literal["auto"]
     disable_parallel_tool_use: bool | None = None
 
 
-class ToolChoiceAny(Open):
+class AnthropicToolChoiceAny(Open):
     type: Literal["any"]
     disable_parallel_tool_use: bool | None = None
 
 
-class ToolChoiceTool(Open):
+class AnthropicToolChoiceTool(Open):
     type: Literal["tool"]
     name: str
     disable_parallel_tool_use: bool | None = None
 
 
-class ToolChoiceNone(Open):
+class AnthropicToolChoiceNone(Open):
     type: Literal["none"]
 
 
-ToolChoice = Annotated[
-    ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone, Field(discriminator="type")
+AnthropicToolChoice = Annotated[
+    AnthropicToolChoiceAuto | AnthropicToolChoiceAny | AnthropicToolChoiceTool | AnthropicToolChoiceNone,
+    Field(discriminator="type"),
 ]
 
 
-class ThinkingEnabled(Open):
+class AnthropicThinkingEnabled(Open):
     type: Literal["enabled"]
     budget_tokens: Annotated[int, Field(ge=MIN_THINKING_BUDGET)]
 
 
-class ThinkingDisabled(Open):
+class AnthropicThinkingDisabled(Open):
     type: Literal["disabled"]
 
 
-class ThinkingAdaptive(Open):
+class AnthropicThinkingAdaptive(Open):
     type: Literal["adaptive"]
 
 
-Thinking = Annotated[ThinkingEnabled | ThinkingDisabled | ThinkingAdaptive, Field(discriminator="type")]
+AnthropicThinking = Annotated[
+    AnthropicThinkingEnabled | AnthropicThinkingDisabled | AnthropicThinkingAdaptive,
+    Field(discriminator="type"),
+]
 
 
-class Metadata(Open):
+class AnthropicMetadata(Open):
     user_id: str | None = None
 
 
-class CountTokensRequest(Open):
+class AnthropicCountTokensRequest(Open):
     """POST /v1/messages/count_tokens: a Messages request without `max_tokens`."""
 
     model: Annotated[str, Field(min_length=1)]
-    messages: Annotated[list[Message], Field(min_length=1)]
-    system: str | list[TextBlock] | None = None
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
-    thinking: Thinking | None = None
+    messages: Annotated[list[AnthropicMessage], Field(min_length=1)]
+    system: str | list[AnthropicTextBlock] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    thinking: AnthropicThinking | None = None
 
     def check(self) -> None:
         """Rules that span fields (parse_request calls it after validation)."""
@@ -177,7 +181,7 @@ class CountTokensRequest(Open):
                 )
 
 
-class MessagesRequest(CountTokensRequest):
+class AnthropicMessagesRequest(AnthropicCountTokensRequest):
     """POST /v1/messages."""
 
     max_tokens: Annotated[int, Field(ge=1)]
@@ -186,12 +190,12 @@ class MessagesRequest(CountTokensRequest):
     temperature: Unit | None = None
     top_p: Unit | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
-    metadata: Metadata | None = None
+    metadata: AnthropicMetadata | None = None
 
     def check(self) -> None:
         super().check()
         thinking = self.thinking
-        if isinstance(thinking, ThinkingEnabled) and thinking.budget_tokens >= self.max_tokens:
+        if isinstance(thinking, AnthropicThinkingEnabled) and thinking.budget_tokens >= self.max_tokens:
             raise InvalidParam(
                 "thinking.budget_tokens",
                 "`max_tokens` must be greater than `thinking.budget_tokens`.",

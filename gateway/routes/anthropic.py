@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.protocol.anthropic import CountTokensRequest, MessagesRequest, error_type
+from gateway.protocol.anthropic import AnthropicCountTokensRequest, AnthropicMessagesRequest, error_type
 from gateway.services.messages import COUNT_TOKENS, MESSAGES, MessagesService
 
 # Anthropic's envelope, inline (a response schema's own definitions would not be hoisted).
@@ -79,7 +79,7 @@ def anthropic_router(service: MessagesService) -> APIRouter:
     @router.post(
         MESSAGES,
         summary="Create a message: Anthropic's Messages API (JSON, or its SSE events with `stream: true`)",
-        openapi_extra=_body(MessagesRequest),
+        openapi_extra=_body(AnthropicMessagesRequest),
         response_model=None,
         responses={
             200: {
@@ -97,7 +97,7 @@ def anthropic_router(service: MessagesService) -> APIRouter:
     @router.post(
         COUNT_TOKENS,
         summary="Count a Messages request's input tokens (the engine's tokenizer and chat template)",
-        openapi_extra=_body(CountTokensRequest),
+        openapi_extra=_body(AnthropicCountTokensRequest),
         response_model=None,
         responses={
             200: {
@@ -112,12 +112,38 @@ def anthropic_router(service: MessagesService) -> APIRouter:
     return router
 
 
-def _body(schema: type[MessagesRequest] | type[CountTokensRequest]) -> dict[str, object]:
+_HELLO = [{"role": "user", "content": "Hello!"}]
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "simple": {
+        "summary": "One question",
+        "value": {"model": "tantra-tiny", "max_tokens": 20, "messages": _HELLO},
+    },
+    "stream": {
+        "summary": "Streamed, with a system prompt",
+        "value": {
+            "model": "tantra-tiny",
+            "max_tokens": 20,
+            "system": "Be brief.",
+            "messages": _HELLO,
+            "stream": True,
+        },
+    },
+}
+
+
+def _body(schema: type[AnthropicMessagesRequest] | type[AnthropicCountTokensRequest]) -> dict[str, object]:
     """Document the body the route validates by hand (it reads raw bytes to forward them unchanged)."""
+    examples = (
+        _EXAMPLES
+        if schema is AnthropicMessagesRequest
+        else {"simple": {"value": {"model": "tantra-tiny", "messages": _HELLO}}}
+    )
     return {
         "parameters": _HEADERS,
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schema.model_json_schema(by_alias=True)}},
+            "content": {
+                "application/json": {"schema": schema.model_json_schema(by_alias=True), "examples": examples}
+            },
         },
     }

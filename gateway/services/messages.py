@@ -27,7 +27,7 @@ from gateway.errors import APIError, InvalidRequest
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.observability import bind_request, passthrough_traceparent
-from gateway.protocol.anthropic import CountTokensRequest, Message, MessagesRequest
+from gateway.protocol.anthropic import AnthropicCountTokensRequest, AnthropicMessage, AnthropicMessagesRequest
 from gateway.services.messages_stream import (
     MessagesRelay,
     MessagesUsage,
@@ -78,7 +78,7 @@ class MessagesService:
 
     async def _create(self, ticket: Ticket) -> Response:
         with ticket.stage("preprocess"):
-            body, payload, parsed = await ticket.read_json(MessagesRequest)
+            body, payload, parsed = await ticket.read_json(AnthropicMessagesRequest)
             refuse_remote_sources(parsed.messages)
             card = await self._catalog.resolve(parsed.model)
         model = str(card["id"])
@@ -124,7 +124,7 @@ class MessagesService:
         """The engine's own count (its tokenizer and chat template). RPM and concurrency apply; no
         tokens are reserved or charged: counting generates nothing (Anthropic's is free too)."""
         with ticket.stage("preprocess"):
-            body, _, parsed = await ticket.read_json(CountTokensRequest)
+            body, _, parsed = await ticket.read_json(AnthropicCountTokensRequest)
             refuse_remote_sources(parsed.messages)
             card = await self._catalog.resolve(parsed.model)
         model = str(card["id"])
@@ -160,7 +160,7 @@ class MessagesService:
         return [served[0], *(target for target in served[1:] if target.members)]
 
 
-def refuse_remote_sources(messages: list[Message]) -> None:
+def refuse_remote_sources(messages: list[AnthropicMessage]) -> None:
     """A URL image or document source would have the engine fetch it, past the gateway's media
     screen (docs/security.md): 400, naming the block; base64 sources pass."""
     for i, message in enumerate(messages):
@@ -189,7 +189,7 @@ def _url_source(block: dict[str, Any]) -> str | None:
     return None
 
 
-def prompt_tokens(request: CountTokensRequest) -> int:
+def prompt_tokens(request: AnthropicCountTokensRequest) -> int:
     """The prompt's tokens, estimated before the engine counts them: text by characters, tool
     calls and results and the tool list by their JSON, media blocks at a fixed cost."""
     system = request.system

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.protocol import InvalidParam, parse_request
-from gateway.protocol.anthropic import CountTokensRequest, MessagesRequest, error_type
+from gateway.protocol.anthropic import AnthropicCountTokensRequest, AnthropicMessagesRequest, error_type
 
 BASE: dict[str, Any] = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
 TOOL = {"name": "get_weather", "description": "Weather.", "input_schema": {"type": "object"}}
@@ -56,7 +56,7 @@ TOOL = {"name": "get_weather", "description": "Weather.", "input_schema": {"type
     ],
 )
 def test_accepted(extra: dict[str, Any]) -> None:
-    parsed = parse_request(MessagesRequest, {**BASE, **extra})
+    parsed = parse_request(AnthropicMessagesRequest, {**BASE, **extra})
     for key in ("chat_template_kwargs", "cache_salt", "service_tier"):
         if key in extra:
             assert (parsed.model_extra or {})[key] == extra[key]
@@ -100,16 +100,16 @@ def test_refused(change: dict[str, Any], param: str, code: str | None) -> None:
     body = {**BASE, **change}
     body = {key: value for key, value in body.items() if value is not None}
     with pytest.raises(InvalidParam) as caught:
-        parse_request(MessagesRequest, body)
+        parse_request(AnthropicMessagesRequest, body)
     assert caught.value.param == param
     if code is not None:
         assert caught.value.code == code
 
 
 def test_count_tokens_takes_no_max_tokens() -> None:
-    parse_request(CountTokensRequest, {"model": "m", "messages": BASE["messages"], "tools": [TOOL]})
+    parse_request(AnthropicCountTokensRequest, {"model": "m", "messages": BASE["messages"], "tools": [TOOL]})
     with pytest.raises(InvalidParam) as caught:
-        parse_request(CountTokensRequest, {"model": "m"})
+        parse_request(AnthropicCountTokensRequest, {"model": "m"})
     assert caught.value.param == "messages"
 
 

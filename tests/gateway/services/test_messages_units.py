@@ -4,12 +4,14 @@ mid-way, and a model only a provider serves."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from gateway import Settings, create_app
 from gateway.admission.outcome import Outcome
 from gateway.errors import (
     APIError,
@@ -26,13 +28,14 @@ from gateway.errors import (
     RateLimited,
     UpstreamAuthFailed,
 )
-from gateway.protocol.anthropic import MessagesRequest
+from gateway.protocol.anthropic import AnthropicMessagesRequest
 from gateway.services.messages import MESSAGES, MessagesService, prompt_tokens
 from gateway.services.messages_stream import MessagesRelay, MessagesUsage, anthropic_error
 from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.stream import UpstreamStream
 from gateway.upstreams.timeouts import Deadline
 from tests.resilience.test_units import Collector, make_dispatcher, make_pool, streaming
+from tests.servers import ThreadedServer
 
 
 def event(name: str, body: dict[str, Any]) -> bytes:
@@ -203,10 +206,10 @@ async def test_a_model_only_a_provider_serves_is_a_400_naming_why() -> None:
 
 def test_the_prompt_estimate_counts_system_tools_and_blocks() -> None:
     base = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x" * 400}]}
-    plain = prompt_tokens(MessagesRequest.model_validate(base))
+    plain = prompt_tokens(AnthropicMessagesRequest.model_validate(base))
     assert plain == 100 + 8
     system = prompt_tokens(
-        MessagesRequest.model_validate({**base, "system": [{"type": "text", "text": "y" * 40}]})
+        AnthropicMessagesRequest.model_validate({**base, "system": [{"type": "text", "text": "y" * 40}]})
     )
     assert system == plain + 10
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
@@ -214,6 +217,96 @@ def test_the_prompt_estimate_counts_system_tools_and_blocks() -> None:
         **base,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 400}, image]}],
     }
-    assert prompt_tokens(MessagesRequest.model_validate(with_image)) == plain + 85
+    assert prompt_tokens(AnthropicMessagesRequest.model_validate(with_image)) == plain + 85
     tools = [{"name": "f", "input_schema": {"type": "object"}}]
-    assert prompt_tokens(MessagesRequest.model_validate({**base, "tools": tools})) > plain
+    assert prompt_tokens(AnthropicMessagesRequest.model_validate({**base, "tools": tools})) > plain
+
+
+# A gateway in front of a fake engine: what reaches the engine, and its errors as the client sees them.
+
+ANSWER = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "content": [{"type": "text", "text": "hi"}],
+    "model": "tantra-tiny",
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 5, "output_tokens": 1},
+}
+# What the fake engine answers, by the `metadata.user_id` of the request.
+ENGINE_ERRORS = {
+    "busy": httpx.Response(
+        429,
+        headers={"retry-after": "7"},
+        json={"type": "error", "error": {"type": "TooManyRequestsError", "message": "queue full"}},
+    ),
+    "bad": httpx.Response(
+        400, json={"type": "error", "error": {"type": "BadRequestError", "message": "bad template"}}
+    ),
+    "down": httpx.Response(
+        503, json={"type": "error", "error": {"type": "ServiceUnavailableError", "message": "x"}}
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def fake_engine(gateway_settings: Callable[..., Settings]) -> Iterator[tuple[str, list[httpx.Request]]]:
+    seen: list[httpx.Request] = []
+
+    def engine(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "tantra-tiny", "max_model_len": 2048}]})
+        seen.append(request)
+        user = (orjson.loads(request.content).get("metadata") or {}).get("user_id")
+        return ENGINE_ERRORS.get(str(user)) or httpx.Response(200, json=ANSWER)
+
+    settings = gateway_settings(auth_enabled=False, retry_attempts=1)
+    app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(engine)))
+    with ThreadedServer(app) as server:
+        yield server.url, seen
+
+
+def send(url: str, user: str | None = None, **headers: str) -> httpx.Response:
+    body = b'{"model": "tantra-tiny",  "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]'
+    if user is not None:
+        body += b', "metadata": {"user_id": "' + user.encode() + b'"}'
+    return httpx.post(url + "/v1/messages", content=body + b', "x_extra": 1}', headers=headers, timeout=30)
+
+
+def test_the_clients_bytes_and_anthropics_headers_reach_the_engine(
+    fake_engine: tuple[str, list[httpx.Request]],
+) -> None:
+    url, seen = fake_engine
+    seen.clear()
+    answer = send(url, None, **{"anthropic-version": "2023-06-01", "anthropic-beta": "x-2025"})
+    assert answer.status_code == 200 and answer.json() == ANSWER
+    [sent] = seen
+    assert sent.url.path == "/v1/messages"
+    assert sent.content.startswith(b'{"model": "tantra-tiny",  "max_tokens": 4')  # as written, spaces too
+    assert sent.content.endswith(b'"x_extra": 1}')
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.headers["anthropic-beta"] == "x-2025"
+    assert sent.headers["x-request-id"]
+    assert "anthropic-version" not in send(url).request.headers  # none sent, none required
+    assert seen[-1].headers.get("anthropic-version") is None
+
+
+@pytest.mark.parametrize(
+    ("user", "status", "kind"),
+    [
+        ("busy", 429, "rate_limit_error"),
+        ("bad", 400, "invalid_request_error"),
+        ("down", 503, "overloaded_error"),
+    ],
+)
+def test_the_engines_errors_in_anthropics_envelope(
+    fake_engine: tuple[str, list[httpx.Request]], user: str, status: int, kind: str
+) -> None:
+    url, _ = fake_engine
+    answer = send(url, user)
+    assert answer.status_code == status
+    body = answer.json()
+    assert set(body) == {"type", "error"} and body["error"]["type"] == kind
+    if status == 429:
+        assert answer.headers["retry-after"] == "7"  # the engine's own, kept
