@@ -5,7 +5,8 @@ The client's own bytes are relayed to the engine, as for chat; the gateway valid
 Anthropic's rules first (gateway/protocol/anthropic.py), reserves the key's limits (the prompt
 estimated as chat's is, `max_tokens` for the completion: Anthropic requires it), and settles with
 the usage the answer carries. Every error of these routes is answered in Anthropic's envelope, by
-one translation of the gateway's APIError here at the service's edge (messages_stream.py).
+one translation of the gateway's APIError (`gateway.errors.anthropic_error`) at the service's edge,
+and by the same one (`error_for`) in the middleware and the app's handlers for what fails before.
 
 Only upstreams that serve the Messages API take these requests (`Capabilities.serves_messages`:
 vLLM does, an OpenAI-compatible provider does not): a model served by providers alone is a 400
@@ -23,17 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.admission import Admission, Outcome, Ticket
-from gateway.errors import APIError, InvalidRequest
+from gateway.errors import APIError, InvalidRequest, anthropic_error
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.observability import bind_request, passthrough_traceparent
 from gateway.protocol.anthropic import AnthropicCountTokensRequest, AnthropicMessage, AnthropicMessagesRequest
-from gateway.services.messages_stream import (
-    MessagesRelay,
-    MessagesUsage,
-    anthropic_error,
-    usage_of_message,
-)
+from gateway.services.messages_stream import MessagesRelay, MessagesUsage, usage_of_message
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.affinity import affinity_key
 from gateway.upstreams.attempt import Target

@@ -1,5 +1,5 @@
-"""Anthropic's side of the Messages routes: the one translation of the gateway's errors into
-Anthropic's envelope, and the relay of vLLM's Anthropic SSE stream, read for its usage.
+"""The relay of vLLM's Anthropic SSE stream, read for its usage, with its errors as Anthropic's
+events (the envelope itself is `gateway.errors.anthropic_error_body`, shared with every response).
 
 vLLM's stream is Anthropic's own (`event: message_start` ... `event: message_stop`, no `[DONE]`):
 its bytes are forwarded as they come. Read on the way: `message_start.message.usage` (the prompt's
@@ -16,11 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-from starlette.responses import Response
 from starlette.types import Send
 
 from gateway.admission.outcome import Outcome
-from gateway.errors import APIError, EngineUnavailable, error_response
+from gateway.errors import APIError, EngineUnavailable, anthropic_error_body
 from gateway.http.sse import EVENT_END, SSE_HEADERS
 from gateway.http.streaming import RawStream, send_chunk
 from gateway.protocol.anthropic import ERROR_TYPES, error_body, error_type
@@ -42,23 +41,9 @@ _ANTHROPIC_TYPES = frozenset(ERROR_TYPES.values()) | {"timeout_error"}
 _MAX_HELD_BYTES = 1 << 20
 
 
-def anthropic_error(exc: APIError) -> Response:
-    """The gateway's error as Anthropic answers it: same status and headers (Retry-After, the
-    x-ratelimit-* ones), `{"type": "error", "error": {"type", "message"}}`. The one place every
-    error of the Messages routes becomes Anthropic's."""
-    return error_response(exc.status, error_body(exc.status, _message(exc)), exc.headers)
-
-
 def anthropic_error_event(exc: APIError) -> bytes:
     """An error after the stream's 200 was sent: Anthropic's `event: error`."""
-    return _event("error", error_body(exc.status, _message(exc)))
-
-
-def _message(exc: APIError) -> str:
-    # Anthropic has no `param`: the field the gateway's message names is put in front of it.
-    if exc.param and exc.param not in exc.message:
-        return f"{exc.param}: {exc.message}"
-    return exc.message
+    return _event("error", anthropic_error_body(exc))
 
 
 def _event(name: str, body: dict[str, Any]) -> bytes:

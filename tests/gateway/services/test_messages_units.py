@@ -27,10 +27,12 @@ from gateway.errors import (
     QuotaExceeded,
     RateLimited,
     UpstreamAuthFailed,
+    anthropic_error,
 )
+from gateway.http.drain import Drain, DrainMiddleware
 from gateway.protocol.anthropic import AnthropicMessagesRequest
 from gateway.services.messages import MESSAGES, MessagesService, prompt_tokens
-from gateway.services.messages_stream import MessagesRelay, MessagesUsage, anthropic_error
+from gateway.services.messages_stream import MessagesRelay, MessagesUsage
 from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.stream import UpstreamStream
 from gateway.upstreams.timeouts import Deadline
@@ -310,3 +312,47 @@ def test_the_engines_errors_in_anthropics_envelope(
     assert set(body) == {"type", "error"} and body["error"]["type"] == kind
     if status == 429:
         assert answer.headers["retry-after"] == "7"  # the engine's own, kept
+
+
+def test_what_fails_before_the_service_is_in_anthropics_envelope_too(
+    fake_engine: tuple[str, list[httpx.Request]],
+) -> None:
+    url, _ = fake_engine
+    wrong_method = httpx.get(url + "/v1/messages")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+    assert wrong_method.json()["type"] == "error"
+    unknown = httpx.post(url + "/v1/messages/batches", json={})
+    assert unknown.status_code == 404
+    assert unknown.json() == {"type": "error", "error": {"type": "not_found_error", "message": ANY_MESSAGE}}
+    chat = httpx.get(url + "/v1/chat/completions")  # OpenAI's routes keep OpenAI's envelope
+    assert set(chat.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_a_draining_gateway_refuses_messages_in_anthropics_envelope() -> None:
+    drain = Drain()
+    drain.draining = True
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a draining gateway takes no new work")
+
+    started: list[dict[str, Any]] = []
+    collector = Collector()
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message)
+        await collector.send(message)
+
+    await DrainMiddleware(app, drain)({"type": "http", "path": "/v1/messages"}, collector.receive, send)
+    assert started[0]["status"] == 503
+    assert orjson.loads(collector.body)["error"]["type"] == "overloaded_error"
+    assert (b"retry-after", b"1") in started[0]["headers"]
+
+
+class _Any:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str)
+
+
+ANY_MESSAGE: Any = _Any()
