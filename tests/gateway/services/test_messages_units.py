@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import orjson
 import pytest
@@ -261,6 +262,8 @@ def fake_engine(gateway_settings: Callable[..., Settings]) -> Iterator[tuple[str
             return httpx.Response(200, json={"data": [{"id": "tantra-tiny", "max_model_len": 2048}]})
         seen.append(request)
         user = (orjson.loads(request.content).get("metadata") or {}).get("user_id")
+        if user == "torn":  # a stream the engine breaks off after its third event
+            return streaming(STREAM, fail_after=3)(request)
         return ENGINE_ERRORS.get(str(user)) or httpx.Response(200, json=ANSWER)
 
     settings = gateway_settings(auth_enabled=False, retry_attempts=1)
@@ -356,3 +359,21 @@ class _Any:
 
 
 ANY_MESSAGE: Any = _Any()
+
+
+def test_the_sdk_raises_a_stream_torn_mid_way(fake_engine: tuple[str, list[httpx.Request]]) -> None:
+    url, _ = fake_engine
+    with (
+        anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0) as sdk,
+        pytest.raises(anthropic.APIStatusError) as caught,
+        sdk.messages.stream(
+            model="tantra-tiny",
+            max_tokens=4,
+            messages=[{"role": "user", "content": "Hi"}],
+            metadata={"user_id": "torn"},
+        ) as stream,
+    ):
+        for _ in stream:
+            pass
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["error"]["type"] == "overloaded_error"
