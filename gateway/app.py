@@ -17,7 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.components import Components, build
-from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound, StoreUnavailable
+from gateway.errors import (
+    APIError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    StoreUnavailable,
+    error_for,
+)
 from gateway.http.client_address import TrustedProxies
 from gateway.http.disconnect import ClientGone
 from gateway.http.drain import DrainMiddleware
@@ -27,6 +34,7 @@ from gateway.http.openapi import install_openapi
 from gateway.observability import RequestInstrumentation
 from gateway.routes import (
     admin_router,
+    anthropic_router,
     inference_router,
     models_router,
     operations_router,
@@ -107,6 +115,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         app.include_router(profile_router(parts.profiler, require_admin))
     app.include_router(models_router(parts.catalog, authenticate, services.local_models))
     app.include_router(inference_router(services.inference))
+    app.include_router(anthropic_router(services.messages))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))
@@ -137,31 +146,33 @@ detailed `/readyz` on the operator port (`TANTRA_OPERATOR_PORT`, see docs/operat
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def api_error(_: Request, exc: Exception) -> Response:
+    # Each error in the envelope of the API its path belongs to (Anthropic's on /v1/messages).
+    async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIError)
-        return exc.response()
+        return error_for(request.url.path, exc)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        path = request.url.path
         if exc.status_code == 404:
-            return NotFound(f"Invalid URL ({request.method} {request.url.path})").response()
+            return error_for(path, NotFound(f"Invalid URL ({request.method} {path})"))
         if exc.status_code == 405:
-            return MethodNotAllowed(
-                f"Method {request.method} is not allowed on {request.url.path}."
-            ).response()
-        return APIError(str(exc.detail), status=exc.status_code, code=None).response()
+            return error_for(path, MethodNotAllowed(f"Method {request.method} is not allowed on {path}."))
+        return error_for(path, APIError(str(exc.detail), status=exc.status_code, code=None))
 
-    async def validation_error(_: Request, exc: Exception) -> Response:
+    async def validation_error(request: Request, exc: Exception) -> Response:
         # FastAPI's own 422 for path or query parameters becomes OpenAI's 400.
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(part) for part in first.get("loc", ())[1:]]
-        return InvalidRequest(first.get("msg", "Invalid request."), param=".".join(loc) or None).response()
+        invalid = InvalidRequest(first.get("msg", "Invalid request."), param=".".join(loc) or None)
+        return error_for(request.url.path, invalid)
 
-    async def store_error(_: Request, exc: Exception) -> Response:
+    async def store_error(request: Request, exc: Exception) -> Response:
         # The admin API and the ledger's reports need the database; its outage is a 503, not a 500.
         _log.error("database error: %s", exc)
-        return StoreUnavailable("The database cannot be reached right now; try again shortly.").response()
+        unavailable = StoreUnavailable("The database cannot be reached right now; try again shortly.")
+        return error_for(request.url.path, unavailable)
 
     async def client_gone(_: Request, exc: Exception) -> Response:
         # Nobody is left to read the answer; 499 is what nginx logs for the same case.

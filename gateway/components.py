@@ -31,6 +31,7 @@ from gateway.realtime.session import RealtimeLimits
 from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
+from gateway.services.messages import MessagesService
 from gateway.services.speech import SpeechService
 from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
@@ -82,6 +83,7 @@ class Services:
     inference: InferenceService
     speech: SpeechService | None
     transcription: TranscriptionService
+    messages: MessagesService
 
     @property
     def local_models(self) -> list[LocalModel]:
@@ -293,6 +295,7 @@ def _services(settings: Settings, access: Access, dispatcher: Dispatcher, catalo
             admission,
             max_upload_bytes=settings.audio_max_upload_bytes,
         ),
+        messages=MessagesService(admission, dispatcher, catalog, access.accountant.estimator),
     )
 
 

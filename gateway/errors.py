@@ -8,6 +8,7 @@ import orjson
 from starlette.responses import Response
 
 from gateway.http.sse import sse_event
+from gateway.protocol.anthropic import error_body as anthropic_body
 
 
 class APIError(Exception):
@@ -205,6 +206,33 @@ class UpstreamAuthFailed(APIError):
 
 def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def is_anthropic(path: str) -> bool:
+    """Whether `path` is Anthropic's Messages API, whose errors are in Anthropic's envelope."""
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+def anthropic_error_body(error: APIError) -> dict[str, Any]:
+    """`error` in Anthropic's envelope, `{"type": "error", "error": {"type", "message"}}`, typed as
+    Anthropic types its status. Anthropic has no `param`: the field is put in front of the message."""
+    message = error.message
+    if error.param and error.param not in message:
+        message = f"{error.param}: {message}"
+    return anthropic_body(error.status, message)
+
+
+def anthropic_error(error: APIError) -> Response:
+    """`error` as Anthropic answers it: its envelope, with the same status and headers
+    (Retry-After, x-ratelimit-*)."""
+    return error_response(error.status, anthropic_error_body(error), error.headers)
+
+
+def error_for(path: str, error: APIError) -> Response:
+    """`error` as the API of `path` answers it: Anthropic's envelope on its Messages API, OpenAI's
+    everywhere else. Every error of the Messages routes, the middleware's included, goes through
+    here (or through `anthropic_error`, where the route is known)."""
+    return anthropic_error(error) if is_anthropic(path) else error.response()
 
 
 def sse_error_event(error: APIError) -> bytes:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import ShuttingDown
+from gateway.errors import ShuttingDown, error_for
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -68,7 +68,7 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            await ShuttingDown().response()(scope, receive, send)
+            await error_for(scope["path"], ShuttingDown())(scope, receive, send)
             return
         self.drain.enter()
         try:

@@ -8,7 +8,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import APIError
+from gateway.errors import APIError, error_for
 from gateway.http.client_address import TrustedProxies, resolve_client
 
 _log = logging.getLogger("tantra.gateway")
@@ -66,7 +66,8 @@ class EdgeMiddleware:
             _log.exception("unhandled error", extra={"request_id": request_id.decode()})
             if started:
                 raise
-            response = APIError("The server had an error while processing your request.").response()
+            failure = APIError("The server had an error while processing your request.")
+            response = error_for(scope["path"], failure)
             await response(scope, receive, send_with_id)
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import NotFound
+from gateway.errors import NotFound, error_for
 
 Listener = Literal["api", "operator", "single"]
 AdminListener = Literal["api", "operator", "both"]
@@ -58,5 +58,5 @@ class ListenerGate:
             await send({"type": "websocket.close", "code": 1008, "reason": ""})
             return
         method = scope.get("method", "GET")
-        response = NotFound(f"Invalid URL ({method} {scope['path']})").response()
+        response = error_for(scope["path"], NotFound(f"Invalid URL ({method} {scope['path']})"))
         await response(scope, receive, send)

@@ -35,7 +35,7 @@ _PER_MEDIA_PART = 85
 # `"max_tokens": null` may use all the room the model has, as a chat without max_tokens may.
 _OMITTED_MAX_TOKENS = {"/v1/completions": 16}
 # Before any real usage is seen: enough for common chat templates' system prompt and markers.
-_INITIAL_SLACK = {"/v1/chat/completions": 32, "/v1/completions": 4}
+_INITIAL_SLACK = {"/v1/chat/completions": 32, "/v1/completions": 4, "/v1/messages": 32}
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,14 @@ class TokenEstimator:
         best_of = (request.model_extra or {}).get("best_of")
         choices = max(request.n or 1, best_of if isinstance(best_of, int) and 1 <= best_of <= 20 else 1)
         return Estimate(prompt, per_choice * choices * prompts, raw, cap)
+
+    def estimate_counted(
+        self, endpoint: str, model: str, raw_prompt_tokens: int, completion_tokens: int
+    ) -> Estimate:
+        """An estimate of a prompt counted elsewhere (the Messages API's, whose schema is not
+        OpenAI's), with what the chat template adds learned per endpoint and model as for chat."""
+        prompt = raw_prompt_tokens + self._slack(endpoint, model)
+        return Estimate(prompt, completion_tokens, raw_prompt_tokens)
 
     def _completion(self, request: SamplingParams, endpoint: str, room: int | None) -> tuple[int, int | None]:
         """Completion tokens per choice to reserve, and the cap to send when the request set none:

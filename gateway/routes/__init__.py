@@ -1,6 +1,7 @@
 """One module per endpoint family; each builds its router from the services it is handed."""
 
 from gateway.routes.admin import admin_router
+from gateway.routes.anthropic import anthropic_router
 from gateway.routes.inference import inference_router
 from gateway.routes.models import models_router
 from gateway.routes.operations import operations_router, profile_router
@@ -10,6 +11,7 @@ from gateway.routes.transcription import transcription_router
 
 __all__ = [
     "admin_router",
+    "anthropic_router",
     "inference_router",
     "models_router",
     "operations_router",

@@ -31,6 +31,8 @@ class Capabilities:
     joins_catalogue: bool = False
     # Sends the gateway's own API key (`api_key_env`) on every call.
     uses_api_key: bool = False
+    # Serves Anthropic's Messages API (/v1/messages, /v1/messages/count_tokens) itself, as vLLM does.
+    serves_messages: bool = False
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class StreamEnd:
 
     completed: bool
     tail: bytes | None = None
+    # Why it did not complete, for a relay that words the error event its own way (Anthropic's).
+    error: APIError | None = None
 
 
 class UpstreamStream:
@@ -180,7 +182,7 @@ class UpstreamStream:
                     return StreamEnd(True, resumed + DONE)
                 self._attempt = resumed
                 return failover
-        return StreamEnd(False, sse_error_event(failure) + DONE)
+        return StreamEnd(False, sse_error_event(failure) + DONE, failure)
 
     async def _watchdog(self) -> None:
         """Cancels the current pump when no token came within the gap, or the deadline passed:

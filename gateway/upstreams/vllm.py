@@ -20,6 +20,7 @@ VLLM = Capabilities(
     serves_metrics=True,
     has_health_endpoint=True,
     joins_catalogue=True,
+    serves_messages=True,
 )
 
 # A keep-alive connection the engine had just closed: the deep check asks once more, on a fresh one.
