@@ -5,4 +5,12 @@ from gateway.blobs.interface import BlobStore, BlobTooLarge, counted, new_blob_k
 from gateway.blobs.local import LocalBlobStore
 from gateway.blobs.s3 import S3BlobStore, S3Options
 
-__all__ = ["BlobStore", "BlobTooLarge", "LocalBlobStore", "S3BlobStore", "S3Options", "counted", "new_blob_key"]
+__all__ = [
+    "BlobStore",
+    "BlobTooLarge",
+    "LocalBlobStore",
+    "S3BlobStore",
+    "S3Options",
+    "counted",
+    "new_blob_key",
+]

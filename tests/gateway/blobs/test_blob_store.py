@@ -89,6 +89,7 @@ async def test_over_the_cap_keeps_nothing(blobs: BlobStore) -> None:
     with pytest.raises(BlobTooLarge):
         await blobs.put(key, _chunks(os.urandom(6 * 1024 * 1024), 1 << 20), max_bytes=5 * 1024 * 1024 + 1)
     assert await blobs.size(key) is None
+
     # A failing source (the client went away) keeps nothing either.
     async def broken() -> AsyncIterator[bytes]:
         yield b"x" * 1000
