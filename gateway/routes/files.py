@@ -64,6 +64,12 @@ _FILE_FORM = _multipart(
 
 def files_router(files: FilesService, uploads: UploadsService) -> APIRouter:
     router = APIRouter(tags=["files"], responses=_ERRORS)
+    _file_routes(router, files)
+    _upload_routes(router, uploads)
+    return router
+
+
+def _file_routes(router: APIRouter, files: FilesService) -> None:
 
     @router.post("/v1/files", summary="Upload a file", openapi_extra=_FILE_FORM, response_model=FileObject)
     async def create_file(request: Request) -> Response:
@@ -92,6 +98,8 @@ def files_router(files: FilesService, uploads: UploadsService) -> APIRouter:
     async def file_content(request: Request, file_id: str) -> Response:
         return await files.content(request, file_id)
 
+
+def _upload_routes(router: APIRouter, uploads: UploadsService) -> None:
     @router.post(
         "/v1/uploads",
         summary="Start an upload",
@@ -122,5 +130,3 @@ def files_router(files: FilesService, uploads: UploadsService) -> APIRouter:
     @router.post("/v1/uploads/{upload_id}/cancel", summary="Cancel an upload", response_model=UploadObject)
     async def cancel_upload(request: Request, upload_id: str) -> Response:
         return await uploads.cancel(request, upload_id)
-
-    return router

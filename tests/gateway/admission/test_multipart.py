@@ -38,7 +38,7 @@ def _request(body: bytes, chunk: int, *, declared: int | None = None) -> tuple[R
         headers.append((b"content-length", str(declared).encode()))
     scope = {"type": "http", "method": "POST", "path": "/v1/files", "headers": headers}
     receive_fn: Callable[[], Awaitable[dict[str, object]]] = receive
-    return Request(scope, receive_fn), read  # type: ignore[arg-type]
+    return Request(scope, receive_fn), read
 
 
 def _too_large() -> PayloadTooLarge:

@@ -158,7 +158,7 @@ def test_another_tenants_file_is_not_found(client: openai.OpenAI, files_gateway:
             with pytest.raises(openai.NotFoundError) as missing:
                 call(mine.id)
             assert missing.value.status_code == 404
-            assert missing.value.body == {  # type: ignore[comparison-overlap]
+            assert missing.value.body == {
                 "message": f"No such File object: {mine.id}",
                 "type": "invalid_request_error",
                 "param": "id",
