@@ -42,8 +42,8 @@ def blob_store(settings: Settings) -> BlobStore:
             S3Options(
                 bucket=settings.blob_s3_bucket,
                 prefix=settings.blob_s3_prefix,
-                endpoint_url=settings.blob_s3_endpoint_url,
-                region=settings.blob_s3_region,
+                endpoint_url=settings.blob_s3_endpoint_url or None,
+                region=settings.blob_s3_region or None,
                 access_key_id=key_id.get_secret_value() if key_id else None,
                 secret_access_key=secret.get_secret_value() if secret else None,
                 part_bytes=settings.blob_s3_part_bytes,
