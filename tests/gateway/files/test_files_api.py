@@ -242,3 +242,31 @@ def test_every_call_is_in_the_ledger(files_gateway: FilesGateway, database_url: 
         ]
     )
     assert all(row.tenant_id == tenant["id"] and row.prompt_tokens == 0 for row in rows)
+
+
+def test_a_client_that_leaves_mid_upload_leaves_nothing(
+    client: openai.OpenAI, files_gateway: FilesGateway, tenant_key: str
+) -> None:
+    assert files_gateway.blob_dir is not None
+    before = sorted(path for path in files_gateway.blob_dir.rglob("*") if path.is_file())
+    address = urlsplit(files_gateway.url)
+    boundary = "leavingboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="half.bin"\r\n\r\n'
+    ).encode()
+    request = (
+        f"POST /v1/files HTTP/1.1\r\nHost: {address.hostname}\r\nAuthorization: Bearer {tenant_key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 1048576\r\n\r\n"
+    ).encode()
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(request + head + b"h" * 300_000)
+        time.sleep(0.5)  # the gateway is writing the part
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = sorted(path for path in files_gateway.blob_dir.rglob("*") if path.is_file())
+        if now == before:
+            break
+        time.sleep(0.1)
+    assert now == before  # the partial blob is gone
+    assert list(client.files.list()) == []  # and no row is left

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import boto3
+import openai
 import pytest
 
 from gateway import Settings, create_app
@@ -19,7 +20,7 @@ from tests.services import S3Server
 @pytest.fixture(scope="module")
 def s3_gateway(
     gateway_settings: Callable[..., Settings], admin_key: str, s3_server: S3Server
-) -> Iterator[tuple[FilesGateway, object]]:
+) -> Iterator[tuple[FilesGateway, object, str]]:
     bucket = s3_server.bucket("tantra-files-e2e")
     settings = gateway_settings(
         blob_backend="s3",
@@ -38,9 +39,9 @@ def s3_gateway(
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
-    with ThreadedServer(create_app(settings)) as server:
+    with ThreadedServer(create_app(settings)) as server, ThreadedServer(create_app(settings)) as other:
         admin = AdminClient(server.url, admin_key)
-        yield FilesGateway(server.url, admin, None), s3
+        yield FilesGateway(server.url, admin, None), s3, other.url
         admin.close()
 
 
@@ -49,8 +50,8 @@ def _keys(s3: object) -> list[str]:
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
-def test_files_and_uploads_on_s3(s3_gateway: tuple[FilesGateway, object]) -> None:
-    gateway, s3 = s3_gateway
+def test_files_and_uploads_on_s3(s3_gateway: tuple[FilesGateway, object, str]) -> None:
+    gateway, s3, other_replica = s3_gateway
     with gateway.client(gateway.tenant_key("s3")) as client:
         data = os.urandom(6 * 1024 * 1024 + 7)  # two S3 parts
         made = client.files.create(file=("s3.bin", data), purpose="user_data")
@@ -59,6 +60,10 @@ def test_files_and_uploads_on_s3(s3_gateway: tuple[FilesGateway, object]) -> Non
         assert len(keys) == 1 and keys[0].startswith("gw/files/")
         assert client.files.content(made.id).content == data
         assert [item.id for item in client.files.list()] == [made.id]
+        # Another replica (its own process state, the same store and bucket) serves the same file.
+        with openai.OpenAI(base_url=other_replica + "/v1", api_key=client.api_key, max_retries=0) as replica:
+            assert replica.files.retrieve(made.id).bytes == len(data)
+            assert replica.files.content(made.id).content == data
 
         upload = client.uploads.create(filename="u.txt", purpose="batch", bytes=9, mime_type="text/plain")
         parts = [client.uploads.parts.create(upload.id, data=chunk) for chunk in (b"one", b"two", b"333")]
