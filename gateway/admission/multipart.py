@@ -61,7 +61,9 @@ class MultipartStream:
                 code="invalid_content_type",
             )
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        # The body's declared length (an upper bound of any part's size), when it has one.
+        self.declared = int(declared) if declared.isdigit() else None
+        if self.declared is not None and self.declared > limit:
             raise too_large()
         self._request = request
         self._limit = limit

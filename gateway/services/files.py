@@ -64,7 +64,7 @@ class FilesService:
                     elif part.name != "file" or row is not None:
                         raise InvalidRequest("Only one file, in the `file` part, is taken.", param="file")
                     else:
-                        row = await self._store(owner, part, now, cap, too_large)
+                        row = await self._store(owner, part, now, (cap, form.declared), too_large)
                 if row is None:
                     raise InvalidRequest("Missing required parameter: 'file'.", param="file")
                 purpose, expires_at = _form_fields(fields, now)
@@ -78,15 +78,23 @@ class FilesService:
             return answer(ticket, file_object(saved).model_dump())
 
     async def _store(
-        self, owner: Owner, part: FilePart, now: datetime, cap: int, too_large: Callable[[], APIError]
+        self,
+        owner: Owner,
+        part: FilePart,
+        now: datetime,
+        room: tuple[int, int | None],
+        too_large: Callable[[], APIError],
     ) -> StoredFile:
+        cap, declared = room
         file_id = object_id("file-")
         row = StoredFile(
             id=file_id,
             **owner.columns(),
             filename=(part.filename or "file")[:512],
             purpose="",
-            bytes=0,
+            # While it is written the row holds the room the body declared: a tenant's uploads
+            # running at once see each other's in its quota (a body of undeclared length holds none).
+            bytes=min(declared or 0, cap),
             content_type=(part.content_type or None) and part.content_type[:255],
             blob_key=new_blob_key("files", owner.tenant_id, file_id),
             status=UPLOADING,

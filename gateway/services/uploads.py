@@ -78,7 +78,7 @@ class UploadsService:
             part: UploadPart | None = None
             async for item in form.parts():
                 if isinstance(item, FilePart) and item.name == "data" and part is None:
-                    part = await self._store_part(upload, item, now, cap, too_large)
+                    part = await self._store_part(upload, item, now, (cap, form.declared), too_large)
             if part is None:
                 raise InvalidRequest("Missing required parameter: 'data'.", param="data")
             created = unix(part.created_at)
@@ -88,8 +88,14 @@ class UploadsService:
             )
 
     async def _store_part(
-        self, upload: Upload, item: FilePart, now: datetime, cap: int, too_large: Callable[[], APIError]
+        self,
+        upload: Upload,
+        item: FilePart,
+        now: datetime,
+        room: tuple[int, int | None],
+        too_large: Callable[[], APIError],
     ) -> UploadPart:
+        cap, declared = room
         part_id = object_id("part_")
         part = UploadPart(
             id=part_id,
@@ -97,7 +103,7 @@ class UploadsService:
             tenant_id=upload.tenant_id,
             created_by=upload.created_by,
             user=upload.user,
-            bytes=0,
+            bytes=min(declared or 0, cap),  # the room it holds while written, as a file's row
             blob_key=new_blob_key("parts", upload.tenant_id, part_id),
             created_at=now,
         )

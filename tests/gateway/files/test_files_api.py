@@ -270,3 +270,45 @@ def test_a_client_that_leaves_mid_upload_leaves_nothing(
         time.sleep(0.1)
     assert now == before  # the partial blob is gone
     assert list(client.files.list()) == []  # and no row is left
+
+
+def test_uploads_running_at_once_share_the_quota(
+    client: openai.OpenAI, files_gateway: FilesGateway, tenant_key: str
+) -> None:
+    """An upload in flight holds the room its Content-Length declares: a second upload of the same
+    tenant meanwhile sees only what is left (3 MiB quota, 2 MiB held), and gets it back after."""
+    address = urlsplit(files_gateway.url)
+    boundary = "slowboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.bin"\r\n\r\n'
+    ).encode()
+    request = (
+        f"POST /v1/files HTTP/1.1\r\nHost: {address.hostname}\r\nAuthorization: Bearer {tenant_key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {2 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    second = ("second.bin", b"s" * (1536 * 1024))
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(request + head + b"h" * 1000)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.files.create(file=second, purpose="user_data")
+            except openai.APIStatusError as refused:
+                assert refused.status_code == 413
+                assert refused.body["code"] == "storage_quota_exceeded"  # type: ignore[index]
+                break
+            # The slow upload had not started yet: take the file back out and try again.
+            for item in client.files.list():
+                client.files.delete(item.id)
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    # The slow client left: its room is free again.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.files.create(file=second, purpose="user_data")
+            break
+        except openai.APIStatusError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
