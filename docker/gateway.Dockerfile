@@ -28,7 +28,7 @@ RUN apt-get update \
     && python -m pip uninstall --yes --quiet pip setuptools wheel \
     && groupadd --gid 10001 tantra \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tantra \
-    && mkdir /var/lib/tantra && chown 10001:10001 /var/lib/tantra
+    && mkdir -p /var/lib/tantra/blobs && chown -R 10001:10001 /var/lib/tantra
 COPY --from=build /opt/tantra /opt/tantra
 COPY docker/healthcheck.py /usr/local/bin/tantra-healthcheck
 ENV PATH=/opt/tantra/bin:$PATH \

@@ -43,6 +43,7 @@ from gateway.routes import (
     speech_router,
     transcription_router,
 )
+from gateway.routes.files import files_router
 from gateway.settings.schema import Settings
 
 _log = logging.getLogger("tantra.gateway")
@@ -119,6 +120,8 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))
+    if parts.storage is not None:
+        app.include_router(files_router(parts.storage.files, parts.storage.uploads))
     if settings.realtime_enabled:
         app.include_router(
             realtime_router(

@@ -18,6 +18,7 @@ from gateway.admission.screen import BodyScreen
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.auth.failures import AuthFailures
 from gateway.clients import engine_client, media_fetch_client, redis_clients
+from gateway.file_storage import FileStorage, file_storage
 from gateway.http.drain import Drain
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
@@ -111,6 +112,8 @@ class Components:
     health: HealthMonitor
     reloader: ConfigReloader[Settings]
     profiler: Profiler | None
+    # The Files and Uploads APIs (None when files_enabled is off).
+    storage: FileStorage | None = None
 
     async def start(self) -> None:
         """Connect and start the background tasks (ledger writer, invalidation listener, health
@@ -118,6 +121,8 @@ class Components:
         if self.settings.database_auto_migrate:
             await self.shared.database.migrate()
         self.shared.ledger.start()
+        if self.storage is not None:
+            await self.storage.start()
         if self.settings.auth_enabled:
             self.shared.invalidations.start()
         self.health.start()
@@ -128,6 +133,8 @@ class Components:
         await self.pool.close()
         await self.reloader.close()
         await self.health.close()
+        if self.storage is not None:
+            await self.storage.close()
         await self.shared.invalidations.close()
         await self.access.limiter.close()
         await self.access.accountant.drain()
@@ -214,6 +221,7 @@ def build(
             overrides=settings.init_values(),
         ),
         profiler=Profiler() if settings.profiling_enabled else None,
+        storage=file_storage(settings, access.admission, shared.database),
     )
     live.subscribe(components.apply)
     return components

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.settings.fields_abuse import AbuseFields
 from gateway.settings.fields_audio import AudioFields
+from gateway.settings.fields_files import FilesFields
 from gateway.settings.fields_media import MediaFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.load import customise_sources
@@ -25,7 +26,7 @@ from gateway.settings.sections import (
 from gateway.upstreams.factory import config_problems
 
 
-class Settings(MediaFields, AudioFields, AbuseFields, OperatorFields, BaseSettings):
+class Settings(MediaFields, AudioFields, FilesFields, AbuseFields, OperatorFields, BaseSettings):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
     from TANTRA_* exactly as the fields here."""
 
@@ -305,7 +306,7 @@ class Settings(MediaFields, AudioFields, AbuseFields, OperatorFields, BaseSettin
             )
         if self.operator_port and self.operator_port == self.port:
             found.append("operator_port (TANTRA_OPERATOR_PORT): must differ from port (or be 0)")
-        return found
+        return found + self.files_problems()
 
     def resolved_admin_key(self) -> str | None:
         """The admin key from `admin_key`, else from the first line of `admin_key_file`."""

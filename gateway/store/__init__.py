@@ -1,6 +1,7 @@
 """Tenants, keys, limits, the usage ledger and the audit log in a SQL database (SQLAlchemy, Alembic)."""
 
 from gateway.store.database import Database
+from gateway.store.files import FileStore, Owner
 from gateway.store.ledger import UsageLedger
 from gateway.store.records import AuditContext, BudgetPeriod, KeyRecord, Limits, UsageRow
 from gateway.store.reports import GROUPS, GroupBy
@@ -12,10 +13,12 @@ __all__ = [
     "AuditContext",
     "BudgetPeriod",
     "Database",
+    "FileStore",
     "GroupBy",
     "KeyRecord",
     "Limits",
     "NotFoundInStore",
+    "Owner",
     "Store",
     "UsageLedger",
     "UsageRow",

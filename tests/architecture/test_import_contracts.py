@@ -22,6 +22,7 @@ PROBES = {
     "protocol-leaf": ("gateway/protocol/_contract_probe.py", "import gateway.errors\n"),
     "routes-no-storage": ("gateway/routes/_contract_probe.py", "import sqlalchemy\n"),
     "request-path-no-loader": ("gateway/http/_contract_probe.py", "import gateway.settings.load\n"),
+    "blobs-standalone": ("gateway/blobs/_contract_probe.py", "import gateway.errors\n"),
 }
 
 
