@@ -132,36 +132,7 @@ class JobQueue:
     async def claim(self, token: str, kinds: Iterable[str], lease_s: float) -> JobRecord | None:
         """Take the most urgent job of `kinds` that is queued and due, or running under a lease that
         expired (its replica died) with attempts left; it becomes `running` under `token`."""
-        now = utcnow()
-        claimable = or_(
-            and_(JobRow.status == "queued", JobRow.run_after <= now),
-            and_(
-                JobRow.status == "running",
-                JobRow.lease_expires_at < now,
-                JobRow.attempts < JobRow.max_attempts,
-            ),
-        )
-        pick = (
-            select(JobRow.id)
-            .where(JobRow.kind.in_(list(kinds)), claimable)
-            .order_by(JobRow.priority.desc(), JobRow.run_after, JobRow.created_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        statement = (
-            update(JobRow)
-            .where(JobRow.id == pick)
-            .values(
-                status="running",
-                lease_owner=token,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                attempts=JobRow.attempts + 1,
-                started_at=func.coalesce(JobRow.started_at, now),
-                updated_at=now,
-            )
-            .returning(*_COLUMNS)
-        )
+        statement = claim_statement(token, kinds, lease_s, utcnow())
         async with self.db.engine.begin() as conn:
             row = (await conn.execute(statement)).mappings().first()
         return _record(row) if row is not None else None
@@ -256,3 +227,37 @@ def _fenced(job_id: str, token: str) -> Update:
 
 def _unleased(now: datetime) -> dict[str, Any]:
     return {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+
+
+def claim_statement(token: str, kinds: Iterable[str], lease_s: float, now: datetime) -> Update:
+    """The claim: one UPDATE of the row its subquery picks and locks (SKIP LOCKED on PostgreSQL;
+    SQLite drops the FOR UPDATE and runs the statement alone)."""
+    claimable = or_(
+        and_(JobRow.status == "queued", JobRow.run_after <= now),
+        and_(
+            JobRow.status == "running",
+            JobRow.lease_expires_at < now,
+            JobRow.attempts < JobRow.max_attempts,
+        ),
+    )
+    pick = (
+        select(JobRow.id)
+        .where(JobRow.kind.in_(list(kinds)), claimable)
+        .order_by(JobRow.priority.desc(), JobRow.run_after, JobRow.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(JobRow)
+        .where(JobRow.id == pick)
+        .values(
+            status="running",
+            lease_owner=token,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=JobRow.attempts + 1,
+            started_at=func.coalesce(JobRow.started_at, now),
+            updated_at=now,
+        )
+        .returning(*_COLUMNS)
+    )

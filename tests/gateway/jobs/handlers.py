@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import text
 
-from gateway.jobs import Job
+from gateway.jobs import Job, JobRecord, JobRunner
 from gateway.store import Database
 
 # The handlers' output: one row per item answered, with no unique constraint, so a duplicate shows.
@@ -46,3 +48,21 @@ async def write_items(job: Job) -> dict[str, Any]:
             await asyncio.sleep(delay / 2)
             step.checkpoint({"next": item + 1})
     return {"items": job.payload["items"], "resumed_from": start}
+
+
+async def until(check: Callable[[], Awaitable[bool]], within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def finished(runner: JobRunner, job_id: str, within_s: float = 30.0) -> JobRecord:
+    async def done() -> bool:
+        record = await runner.get(job_id)
+        return record is not None and record.done
+
+    await until(done, within_s)
+    record = await runner.get(job_id)
+    assert record is not None
+    return record

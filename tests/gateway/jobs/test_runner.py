@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,12 @@ from gateway.jobs import (
     JobFailed,
     JobOptions,
     JobQueue,
-    JobRecord,
     JobRunner,
     RunnerPolicy,
     UnknownJobKind,
 )
 from gateway.store import Database
-from tests.gateway.jobs.handlers import create_output_table, output, write_items
+from tests.gateway.jobs.handlers import create_output_table, finished, output, until, write_items
 from tests.services import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,24 +55,6 @@ def runner_on(database: Database, **policy: Any) -> JobRunner:
     runner = JobRunner(JobQueue(database), RunnerPolicy(**values))
     runner.register("items", write_items)
     return runner
-
-
-async def until(check: Callable[[], Awaitable[bool]], within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
-async def finished(runner: JobRunner, job_id: str, within_s: float = 30.0) -> JobRecord:
-    async def done() -> bool:
-        record = await runner.get(job_id)
-        return record is not None and record.done
-
-    await until(done, within_s)
-    record = await runner.get(job_id)
-    assert record is not None
-    return record
 
 
 async def test_submit_claim_run_complete(database: Database) -> None:
