@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -98,14 +99,16 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
+        self._next_sweep = 0.0
 
     # Features' side ----------------------------------------------------------------------------
 
     def register(
         self, kind: str, handler: Handler, *, max_attempts: int | None = None, priority: int = 0
     ) -> None:
-        """Before `start`: the handler of every job of `kind` (its runs may land on any replica, so
-        every replica registers the same kinds)."""
+        """The handler of every job of `kind`, registered where the feature is built (in `build`):
+        its runs may land on any replica, so every replica registers the same kinds; a replica
+        claims only the kinds it knows."""
         if kind in self.kinds:
             raise ValueError(f"job kind {kind!r} is registered already")
         self.kinds[kind] = JobKind(kind, handler, max_attempts, priority)
@@ -156,7 +159,7 @@ class JobRunner:
     # The lifespan ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.enabled and self._loop is None and self.kinds:
+        if self.enabled and self._loop is None:
             self._loop = asyncio.create_task(self._claim_loop(), name="job-runner")
 
     async def stop(self) -> None:
@@ -203,9 +206,13 @@ class JobRunner:
 
     async def _claim_due(self) -> None:
         kinds = list(self.kinds)
-        failed = await self.queue.fail_abandoned(kinds)
-        if failed:
-            _log.warning("job runner: %d jobs failed after their replica died on every attempt", failed)
+        if not kinds:
+            return
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.policy.lease_s
+            failed = await self.queue.fail_abandoned(kinds)
+            if failed:
+                _log.warning("job runner: %d jobs failed, their replica died on every attempt", failed)
         while len(self._runs) < self.policy.concurrency and not self._stopping:
             token = f"{self.name}:{secrets.token_hex(6)}"
             record = await self.queue.claim(token, kinds, self.policy.lease_s)
