@@ -64,6 +64,8 @@ class JobKind:
     # Unset: the runner's policy.
     max_attempts: int | None
     priority: int
+    # Runs of this kind at once on one replica; unset: as many as the runner's concurrency.
+    concurrency: int | None = None
 
 
 @dataclass(eq=False)
@@ -104,14 +106,22 @@ class JobRunner:
     # Features' side ----------------------------------------------------------------------------
 
     def register(
-        self, kind: str, handler: Handler, *, max_attempts: int | None = None, priority: int = 0
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        max_attempts: int | None = None,
+        priority: int = 0,
+        concurrency: int | None = None,
     ) -> None:
         """The handler of every job of `kind`, registered where the feature is built (in `build`):
         its runs may land on any replica, so every replica registers the same kinds; a replica
-        claims only the kinds it knows."""
+        claims only the kinds it knows. `concurrency` caps this kind's runs on the replica below
+        the runner's own, so that long jobs (batches) leave slots to short ones (background
+        responses)."""
         if kind in self.kinds:
             raise ValueError(f"job kind {kind!r} is registered already")
-        self.kinds[kind] = JobKind(kind, handler, max_attempts, priority)
+        self.kinds[kind] = JobKind(kind, handler, max_attempts, priority, concurrency)
 
     async def submit(
         self,
@@ -205,15 +215,15 @@ class JobRunner:
             self._wake.clear()
 
     async def _claim_due(self) -> None:
-        kinds = list(self.kinds)
-        if not kinds:
-            return
-        if time.monotonic() >= self._next_sweep:
+        if self.kinds and time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.policy.lease_s
-            failed = await self.queue.fail_abandoned(kinds)
+            failed = await self.queue.fail_abandoned(list(self.kinds))
             if failed:
                 _log.warning("job runner: %d jobs failed, their replica died on every attempt", failed)
         while len(self._runs) < self.policy.concurrency and not self._stopping:
+            kinds = self._claimable_kinds()
+            if not kinds:
+                return
             token = f"{self.name}:{secrets.token_hex(6)}"
             record = await self.queue.claim(token, kinds, self.policy.lease_s)
             if record is None:
@@ -222,6 +232,17 @@ class JobRunner:
             task = asyncio.create_task(self._run(job), name=f"job-{record.id}")
             self._runs[record.id] = _Run(job, task)
             task.add_done_callback(functools.partial(self._finished, record.id))
+
+    def _claimable_kinds(self) -> list[str]:
+        """The registered kinds with a free slot of their own on this replica."""
+        running: dict[str, int] = {}
+        for run in self._runs.values():
+            running[run.job.kind] = running.get(run.job.kind, 0) + 1
+        return [
+            name
+            for name, kind in self.kinds.items()
+            if kind.concurrency is None or running.get(name, 0) < kind.concurrency
+        ]
 
     def _finished(self, job_id: str, _: asyncio.Task[None]) -> None:
         self._runs.pop(job_id, None)

@@ -20,10 +20,11 @@ class JobsFields(BaseModel):
         "replicas with it on run them.",
     )
     jobs_concurrency: int = Field(
-        2,
+        8,
         ge=1,
         le=256,
-        description="Jobs this replica runs at once (each a batch, a background response...).",
+        description="Jobs this replica runs at once (batches, background responses...); a kind may take "
+        "fewer of them (batches leave the rest to short jobs).",
     )
     jobs_lease_s: float = Field(
         30.0,

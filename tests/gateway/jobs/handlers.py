@@ -18,6 +18,10 @@ OUTPUT_TABLE = (
 )
 
 
+# Each run of `write_items` in this process: (job id, when it began, the item it began at).
+RUNS: list[tuple[str, float, int]] = []
+
+
 async def create_output_table(database: Database) -> None:
     async with database.engine.begin() as conn:
         await conn.execute(text(OUTPUT_TABLE))
@@ -36,6 +40,7 @@ async def write_items(job: Job) -> dict[str, Any]:
     transaction; half of each item's delay is spent inside that transaction, so a kill often lands
     between the row's write and its commit."""
     start = (job.checkpoint or {}).get("next", 0)
+    RUNS.append((job.id, time.monotonic(), start))
     delay = float(job.payload.get("delay", 0))
     for item in range(start, int(job.payload["items"])):
         job.check()

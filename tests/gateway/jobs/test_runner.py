@@ -28,7 +28,7 @@ from gateway.jobs import (
     UnknownJobKind,
 )
 from gateway.store import Database
-from tests.gateway.jobs.handlers import create_output_table, finished, output, until, write_items
+from tests.gateway.jobs.handlers import RUNS, create_output_table, finished, output, until, write_items
 from tests.services import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -108,6 +108,31 @@ async def test_priority_runs_first(database: Database) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_kind_takes_at_most_its_own_slots(database: Database) -> None:
+    runner = runner_on(database, concurrency=4)
+    running = {"long": 0, "short": 0}
+    peak = {"long": 0, "short": 0}
+
+    async def tracked(job: Job) -> None:
+        kind = job.payload["kind"]
+        running[kind] += 1
+        peak[kind] = max(peak[kind], running[kind])
+        await asyncio.sleep(0.3 if kind == "long" else 0.05)
+        running[kind] -= 1
+
+    runner.register("long", tracked, concurrency=1)
+    runner.register("short", tracked)
+    longs = [await runner.submit("long", None, {"kind": "long"}) for _ in range(3)]
+    shorts = [await runner.submit("short", None, {"kind": "short"}) for _ in range(6)]
+    runner.start()
+    try:
+        for job in [*longs, *shorts]:
+            assert (await finished(runner, job.id)).status == "completed"
+    finally:
+        await runner.stop()
+    assert peak["long"] == 1 and peak["short"] >= 2
 
 
 async def test_failures_are_retried_then_fail(database: Database) -> None:
@@ -307,11 +332,12 @@ async def test_sigkilled_runner_is_taken_over_and_each_item_answered_once(databa
         done = await finished(runner, job.id, within_s=60)
     finally:
         await runner.stop()
-    taken_over_after = time.monotonic() - killed_at
     assert done.status == "completed" and done.attempts == 2
     assert done.result["resumed_from"] >= len(before)
-    # The lease had to run out first: the dead runner held it for up to LEASE_S after its last renewal.
-    assert taken_over_after >= LEASE_S * 2 / 3 - 0.1
+    # The lease had to run out first: the dead runner renewed it at each item, every 50 ms.
+    [(_, resumed_at, resumed_from)] = [run for run in RUNS if run[0] == job.id]
+    assert resumed_at - killed_at >= LEASE_S - 0.2
+    assert resumed_from == done.result["resumed_from"]
     assert await output(database, job.id) == list(range(items)), "each item exactly once"
 
 
