@@ -258,6 +258,8 @@ class JobRunner:
             await asyncio.wait([run.work])
         finally:
             beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
         try:
             await self._record_end(job, run.work)
         except Exception:

@@ -38,7 +38,8 @@ async def output(database: Database, job_id: str) -> list[int]:
 async def write_items(job: Job) -> dict[str, Any]:
     """Answers items `0..payload.items-1`, each item's row and the checkpoint after it in one
     transaction; half of each item's delay is spent inside that transaction, so a kill often lands
-    between the row's write and its commit."""
+    between the row's write and its commit. On its first attempt it stops for good inside the
+    transaction of item `payload.hold_at`, after saying so on stdout."""
     start = (job.checkpoint or {}).get("next", 0)
     RUNS.append((job.id, time.monotonic(), start))
     delay = float(job.payload.get("delay", 0))
@@ -51,6 +52,10 @@ async def write_items(job: Job) -> dict[str, Any]:
                 {"job": job.id, "item": item},
             )
             await asyncio.sleep(delay / 2)
+            if item == job.payload.get("hold_at") and job.attempt == 1:
+                # For a test to kill the process here: the row is written, not committed.
+                print(f"holding {item}", flush=True)
+                await asyncio.sleep(3600)
             step.checkpoint({"next": item + 1})
     return {"items": job.payload["items"], "resumed_from": start}
 

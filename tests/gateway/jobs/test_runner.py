@@ -341,6 +341,40 @@ async def test_sigkilled_runner_is_taken_over_and_each_item_answered_once(databa
     assert await output(database, job.id) == list(range(items)), "each item exactly once"
 
 
+async def test_sigkill_inside_a_transaction_leaves_nothing_of_it(database: Database) -> None:
+    """Killed after writing item 5's row and before its commit: the row is gone with the run, and
+    the next run answers item 5 (and the rest) once."""
+    runner = runner_on(database)
+    job = await runner.submit("items", "tn", {"items": 12, "hold_at": 5})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.gateway.jobs.crash_runner",
+        database.url.render_as_string(hide_password=False),
+        str(LEASE_S),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        while (line := await asyncio.wait_for(process.stdout.readline(), 60)) != b"holding 5\n":
+            assert line, "the runner exited"
+        process.kill()
+        await asyncio.wait_for(process.wait(), 10)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert await output(database, job.id) == [0, 1, 2, 3, 4]
+    runner.start()
+    try:
+        done = await finished(runner, job.id, within_s=60)
+    finally:
+        await runner.stop()
+    assert (done.status, done.attempts, done.result["resumed_from"]) == ("completed", 2, 5)
+    assert await output(database, job.id) == list(range(12))
+
+
 async def _answered_at_least(database: Database, job_id: str, count: int) -> bool:
     return len(await output(database, job_id)) >= count
 
