@@ -16,7 +16,7 @@ from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Update
 
@@ -95,16 +95,19 @@ class JobQueue:
         tenant_id: str | None = None,
         kind: str | None = None,
         status: JobStatus | None = None,
+        user: str | None = None,
         limit: int = 100,
     ) -> list[JobRecord]:
         """Newest first."""
         query = select(*_COLUMNS).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
-        if tenant_id is not None:
-            query = query.where(JobRow.tenant_id == tenant_id)
-        if kind is not None:
-            query = query.where(JobRow.kind == kind)
-        if status is not None:
-            query = query.where(JobRow.status == status)
+        for column, value in (
+            (JobRow.tenant_id, tenant_id),
+            (JobRow.kind, kind),
+            (JobRow.status, status),
+            (JobRow.user, user),
+        ):
+            if value is not None:
+                query = query.where(column == value)
         async with self.db.engine.connect() as conn:
             return [_record(row) for row in (await conn.execute(query)).mappings()]
 
@@ -126,6 +129,15 @@ class JobQueue:
                 .values(cancel_requested_at=now, updated_at=now)
             )
         return await self.get(job_id, tenant_id=tenant_id)
+
+    async def delete(self, job_id: str, *, tenant_id: str | None = None) -> bool:
+        """Remove the job (retention, erasure). A run of it still going loses its lease: its next
+        checkpoint or renewal raises `LeaseLost` and nothing more of it is written."""
+        statement = delete(JobRow).where(JobRow.id == job_id)
+        if tenant_id is not None:
+            statement = statement.where(JobRow.tenant_id == tenant_id)
+        async with self.db.engine.begin() as conn:
+            return (await conn.execute(statement.returning(JobRow.id))).first() is not None
 
     # What a runner calls ------------------------------------------------------------------------
 

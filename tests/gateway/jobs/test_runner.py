@@ -291,6 +291,26 @@ async def test_a_run_that_lost_its_lease_writes_nothing(database: Database) -> N
     assert await queue.finish(job.id, "runner-b:1", "completed")
 
 
+async def test_deleting_a_running_job_stops_its_writes(database: Database) -> None:
+    runner = runner_on(database)
+    job = await runner.submit("items", "tn", {"items": 1000, "delay": 0.02}, user="erased-user")
+    other = await runner.submit("items", "tn", {"items": 1}, user="someone")
+    assert [record.id for record in await runner.queue.list(user="erased-user")] == [job.id]
+    runner.start()
+    try:
+        await until(lambda: _answered_at_least(database, job.id, 3))
+        assert not await runner.queue.delete(job.id, tenant_id="tn_other")
+        assert await runner.queue.delete(job.id, tenant_id="tn")
+        await until(lambda: _true(not runner.running or job.id not in {j.id for j in runner.running}))
+        after = len(await output(database, job.id))
+        await asyncio.sleep(0.3)
+        assert len(await output(database, job.id)) == after
+        assert await runner.get(job.id) is None
+        assert (await finished(runner, other.id)).status == "completed"
+    finally:
+        await runner.stop()
+
+
 async def test_a_job_abandoned_on_every_attempt_fails(database: Database) -> None:
     queue = JobQueue(database)
     job = await queue.submit("items", "tn", {"items": 1}, options=JobOptions(max_attempts=1))
