@@ -177,6 +177,13 @@ class JobRunner:
         checkpoint and give their lease back, then interrupt the rest (their open transaction rolls
         back) and give theirs back too."""
         self._begin_stop()
+        if self._loop is not None:
+            # A claim under way completes (and gives its job back) rather than being cut mid-commit.
+            _, late = await asyncio.wait([self._loop], timeout=self.policy.lease_s)
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
         runs = [run.task for run in self._runs.values()]
         if runs:
             _, late = await asyncio.wait(runs, timeout=self.policy.stop_grace_s)
@@ -185,11 +192,6 @@ class JobRunner:
                     run.work.cancel()
             if late:
                 await asyncio.wait(late, timeout=self.policy.lease_s)
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
 
     def _begin_stop(self) -> None:
         if self._stopping:
@@ -227,6 +229,9 @@ class JobRunner:
             token = f"{self.name}:{secrets.token_hex(6)}"
             record = await self.queue.claim(token, kinds, self.policy.lease_s)
             if record is None:
+                return
+            if self._stopping:
+                await self.queue.release(record.id, token)
                 return
             job = Job(record, token, self.queue, lease_s=self.policy.lease_s, pacer=self.pacer)
             task = asyncio.create_task(self._run(job), name=f"job-{record.id}")
