@@ -20,6 +20,7 @@ from gateway.auth.failures import AuthFailures
 from gateway.clients import engine_client, media_fetch_client, redis_clients
 from gateway.file_storage import FileStorage, file_storage
 from gateway.http.drain import Drain
+from gateway.job_runner import JobRunner, job_runner
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
 from gateway.limits.limiter import ScopeKind
@@ -61,6 +62,7 @@ class SharedState:
     subscriber: Redis
     key_cache: KeyCache
     invalidations: InvalidationBus
+    jobs: JobRunner
 
 
 @dataclass(eq=False)
@@ -128,8 +130,10 @@ class Components:
         self.health.start()
         self.pool.start()
         self.reloader.start()
+        self.shared.jobs.start()
 
     async def stop(self) -> None:
+        await self.shared.jobs.stop()
         await self.pool.close()
         await self.reloader.close()
         await self.health.close()
@@ -191,7 +195,8 @@ def build(
     metrics = GatewayMetrics()
     client = http_client or engine_client(settings)
     pool, dispatcher, catalog = _upstreams(settings, live, client, metrics)
-    shared = _shared_state(settings, metrics)
+    drain = Drain()
+    shared = _shared_state(settings, metrics, drain)
     access = _access(settings, shared, policy, metrics)
     components = Components(
         settings=settings,
@@ -207,7 +212,7 @@ def build(
         owns_client=http_client is None,
         pool=pool,
         catalog=catalog,
-        drain=Drain(),
+        drain=drain,
         shared=shared,
         access=access,
         services=_services(settings, access, dispatcher, catalog),
@@ -227,7 +232,7 @@ def build(
     return components
 
 
-def _shared_state(settings: Settings, metrics: GatewayMetrics) -> SharedState:
+def _shared_state(settings: Settings, metrics: GatewayMetrics, drain: Drain) -> SharedState:
     database = Database(settings.database_url)
     store = Store(database)
     redis, subscriber = redis_clients(settings)
@@ -249,6 +254,7 @@ def _shared_state(settings: Settings, metrics: GatewayMetrics) -> SharedState:
         subscriber=subscriber,
         key_cache=cache,
         invalidations=InvalidationBus(subscriber, cache),
+        jobs=job_runner(settings, database, drain),
     )
 
 

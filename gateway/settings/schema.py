@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.settings.fields_abuse import AbuseFields
 from gateway.settings.fields_audio import AudioFields
 from gateway.settings.fields_files import FilesFields
+from gateway.settings.fields_jobs import JobsFields
 from gateway.settings.fields_media import MediaFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.load import customise_sources
@@ -26,7 +27,7 @@ from gateway.settings.sections import (
 from gateway.upstreams.factory import config_problems
 
 
-class Settings(MediaFields, AudioFields, FilesFields, AbuseFields, OperatorFields, BaseSettings):
+class Settings(MediaFields, AudioFields, FilesFields, AbuseFields, OperatorFields, JobsFields, BaseSettings):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
     from TANTRA_* exactly as the fields here."""
 
