@@ -35,6 +35,7 @@ from gateway.routes import (
     speech_router,
     transcription_router,
 )
+from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings
 
 _log = logging.getLogger("tantra.gateway")
@@ -107,6 +108,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         app.include_router(profile_router(parts.profiler, require_admin))
     app.include_router(models_router(parts.catalog, authenticate, services.local_models))
     app.include_router(inference_router(services.inference))
+    app.include_router(stored_completions_router(services.stored_completions))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))

@@ -32,10 +32,12 @@ from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
 from gateway.services.speech import SpeechService
+from gateway.services.stored_completions import StoredCompletions
 from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
+from gateway.stateful import stored_completions
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
@@ -82,6 +84,7 @@ class Services:
     inference: InferenceService
     speech: SpeechService | None
     transcription: TranscriptionService
+    stored_completions: StoredCompletions
 
     @property
     def local_models(self) -> list[LocalModel]:
@@ -130,6 +133,7 @@ class Components:
         await self.access.limiter.close()
         await self.access.accountant.drain()
         await self.shared.ledger.close()
+        await self.services.stored_completions.close()
         await self.shared.redis.aclose()
         await self.shared.subscriber.aclose()
         await self.shared.database.close()
@@ -201,7 +205,7 @@ def build(
         drain=Drain(),
         shared=shared,
         access=access,
-        services=_services(settings, access, dispatcher, catalog),
+        services=_services(settings, shared, access, dispatcher, catalog),
         health=_health(settings, live, pool, shared, metrics),
         reloader=ConfigReloader(
             live,
@@ -276,16 +280,19 @@ def _access(settings: Settings, shared: SharedState, policy: LivePolicy, metrics
     )
 
 
-def _services(settings: Settings, access: Access, dispatcher: Dispatcher, catalog: ModelCatalog) -> Services:
+def _services(
+    settings: Settings, shared: SharedState, access: Access, dispatcher: Dispatcher, catalog: ModelCatalog
+) -> Services:
     media_client = media_fetch_client(settings)
     transcriber = speech_transcriber(settings)
     media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
     admission = access.admission
+    kept = stored_completions(settings, shared.database, admission)
     return Services(
         media_client=media_client,
         transcriber=transcriber,
         media=media,
-        inference=InferenceService(admission, dispatcher, catalog, access.accountant.estimator, media),
+        inference=InferenceService(admission, dispatcher, catalog, access.accountant.estimator, media, kept),
         speech=speech_service(settings, admission) if settings.tts_enabled else None,
         transcription=TranscriptionService(
             transcriber,
@@ -293,6 +300,7 @@ def _services(settings: Settings, access: Access, dispatcher: Dispatcher, catalo
             admission,
             max_upload_bytes=settings.audio_max_upload_bytes,
         ),
+        stored_completions=kept,
     )
 
 
