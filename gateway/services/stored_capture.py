@@ -97,8 +97,8 @@ class Capture:
         extra = {name: body[name] for name in _ANSWER_FIELDS if body.get(name) is not None}
         usage = body.get("usage")
         return StoredCompletionRow(
-            id=str(completion_id) if completion_id else f"chatcmpl-{secrets.token_hex(16)}",
-            model=str(body.get("model") or ""),
+            id=str(completion_id)[:160] if completion_id else f"chatcmpl-{secrets.token_hex(16)}",
+            model=str(body.get("model") or "")[:200],
             created=created if isinstance(created, int) else int(self.created_at.timestamp()),
             created_at=self.created_at,
             request_id=self.request_id,

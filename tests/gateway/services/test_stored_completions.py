@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -14,9 +14,11 @@ import openai
 import pytest
 from sqlalchemy import select
 
+from gateway import Settings, create_app
 from gateway.store import Database
 from gateway.store.models import UsageRecord
 from tests.gateway.helpers import AdminClient, bearer, envelope
+from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.engine
 
@@ -265,3 +267,32 @@ def test_reads_are_in_the_ledger(openai_client: openai.OpenAI, model: str, datab
         time.sleep(0.1)
     assert ("GET /v1/chat/completions/{id}", model, 200) in found
     assert ("GET /v1/chat/completions/{id}/messages", model, 200) in found
+
+
+def test_replicas_share_the_store_and_a_replica_reads_its_own_writes_at_once(
+    openai_client: openai.OpenAI,
+    engine_url: str,
+    gateway_settings: Callable[..., Settings],
+    api_key: str,
+    model: str,
+) -> None:
+    """A second replica on the same store, holding its writes for a minute: what it stored is not
+    yet in the database (the other replica does not list it), but it lists it itself at once (a read
+    writes its replica's waiting completions first), and a replica that stops writes what it holds."""
+    settings = gateway_settings(engine_url=engine_url, ledger_flush_interval_s=60)
+    run = run_id()
+    with (
+        ThreadedServer(create_app(settings)) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key=api_key, max_retries=0, timeout=60) as replica,
+    ):
+        first = replica.chat.completions.create(
+            model=model, messages=HELLO, max_completion_tokens=2, store=True, metadata={"run": run}
+        )
+        assert openai_client.chat.completions.list(metadata={"run": run}).data == []
+        assert [c.id for c in replica.chat.completions.list(metadata={"run": run})] == [first.id]
+        assert [c.id for c in openai_client.chat.completions.list(metadata={"run": run})] == [first.id]
+        second = replica.chat.completions.create(
+            model=model, messages=HELLO, max_completion_tokens=2, store=True, metadata={"run": run}
+        )
+    # The replica stopped: it wrote what it held on its way out.
+    assert openai_client.chat.completions.retrieve(second.id).metadata == {"run": run}
