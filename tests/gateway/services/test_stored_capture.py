@@ -88,8 +88,11 @@ def test_a_json_answer_is_kept_as_it_came_and_junk_is_not() -> None:
 
 
 def test_the_client_messages_are_kept_before_media_parts_are_rewritten() -> None:
-    parts = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]
-    payload = {"model": "m", "messages": [{"role": "user", "content": list(parts)}]}
+    parts: list[Any] = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:,"}},
+    ]
+    payload: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": list(parts)}]}
     kept = Capture(request_id="r", tenant_id=None, key_id=None, payload=payload, metadata={})
     payload["messages"][0]["content"][1] = {"type": "text", "text": "(the image's description)"}
     assert kept.messages[0]["content"][1]["type"] == "image_url"
