@@ -296,3 +296,44 @@ def test_replicas_share_the_store_and_a_replica_reads_its_own_writes_at_once(
         )
     # The replica stopped: it wrote what it held on its way out.
     assert openai_client.chat.completions.retrieve(second.id).metadata == {"run": run}
+
+
+def test_a_stream_the_client_left_is_not_stored(
+    openai_client: openai.OpenAI, gateway_url: str, auth: dict[str, str], model: str, database_url: str
+) -> None:
+    run, request_id = run_id(), f"stored-left-{run_id()}"
+    body = {
+        "model": model,
+        "messages": HELLO,
+        "max_completion_tokens": 1800,
+        "ignore_eos": True,
+        "stream": True,
+        "store": True,
+        "metadata": {"run": run},
+    }
+    headers = {**auth, "x-request-id": request_id}
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", f"{gateway_url}/v1/chat/completions", json=body, headers=headers) as answer,
+    ):
+        assert answer.status_code == 200
+        next(answer.iter_lines())  # the first event, then the client leaves
+
+    async def outcome() -> str | None:
+        database = Database(database_url)
+        try:
+            async with database.session() as session:
+                found = await session.execute(
+                    select(UsageRecord.outcome).where(UsageRecord.client_request_id == request_id)
+                )
+                return found.scalar_one_or_none()
+        finally:
+            await database.close()
+
+    for _ in range(100):
+        ended = asyncio.run(outcome())
+        if ended is not None:
+            break
+        time.sleep(0.1)
+    assert ended == "client_closed"
+    assert openai_client.chat.completions.list(metadata={"run": run}).data == []
