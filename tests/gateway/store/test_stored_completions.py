@@ -5,6 +5,7 @@ filtered by model and metadata, updated and deleted."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -133,3 +134,20 @@ async def test_the_writer_batches_off_the_request_path_and_keeps_rows_while_the_
     assert writer.pending == 0 and writer.written == 5
     assert len((await completions.list(ACME, PageQuery())).rows) == 5
     await writer.close()
+
+
+async def test_a_row_the_database_refuses_is_dropped_and_the_rest_written(
+    completions: CompletionStore,
+) -> None:
+    if completions.db.is_sqlite:
+        pytest.skip("SQLite does not enforce column lengths; PostgreSQL refuses the row")
+    writer: BatchedWriter[StoredCompletionRow] = BatchedWriter(
+        completions.add, name="test-writer", flush_interval_s=60, batch_size=100
+    )
+    too_long = dataclasses.replace(row(3), id="chatcmpl-" + "x" * 200)
+    for item in (row(1), row(2), too_long, row(4)):
+        writer.record(item)
+    await writer.flush()
+    assert (writer.written, writer.refused, writer.pending) == (3, 1, 0)
+    listed = await completions.list(ACME, PageQuery())
+    assert [r.id for r in listed.rows] == ["chatcmpl-1", "chatcmpl-2", "chatcmpl-4"]
