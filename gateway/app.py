@@ -44,6 +44,7 @@ from gateway.routes import (
     transcription_router,
 )
 from gateway.routes.files import files_router
+from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings
 
 _log = logging.getLogger("tantra.gateway")
@@ -117,6 +118,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(models_router(parts.catalog, authenticate, services.local_models))
     app.include_router(inference_router(services.inference))
     app.include_router(anthropic_router(services.messages))
+    app.include_router(stored_completions_router(services.stored_completions))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))

@@ -27,7 +27,7 @@ from gateway.limits.limiter import ScopeKind
 from gateway.limits.rejection_budget import RejectionBudget
 from gateway.limits.strikes import Strikes
 from gateway.media.service import MediaService
-from gateway.observability import GatewayMetrics, HealthMonitor, HealthPolicy, Profiler, Tracing
+from gateway.observability import GatewayMetrics, HealthMonitor, Profiler, Tracing
 from gateway.observability.logs import apply_log_settings
 from gateway.realtime.session import RealtimeLimits
 from gateway.replica_status import replica_status
@@ -35,16 +35,17 @@ from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
 from gateway.services.messages import MessagesService
 from gateway.services.speech import SpeechService
+from gateway.services.stored_completions import StoredCompletions
 from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
+from gateway.stateful import stored_completions
 from gateway.store import Database, Store, UsageLedger
+from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
-from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
-from gateway.upstreams.pool import PoolPolicy, UpstreamPool
-from gateway.upstreams.retry import RetryBudget
-from gateway.upstreams.timeouts import Timeouts
+from gateway.upstreams.dispatch import Dispatcher
+from gateway.upstreams.pool import UpstreamPool
 from gateway.worker_pools import media_service, speech_service, speech_transcriber
 
 _log = logging.getLogger("tantra.gateway")
@@ -87,6 +88,7 @@ class Services:
     speech: SpeechService | None
     transcription: TranscriptionService
     messages: MessagesService
+    stored_completions: StoredCompletions
 
     @property
     def local_models(self) -> list[LocalModel]:
@@ -143,6 +145,7 @@ class Components:
         await self.access.limiter.close()
         await self.access.accountant.drain()
         await self.shared.ledger.close()
+        await self.services.stored_completions.close()
         await self.shared.redis.aclose()
         await self.shared.subscriber.aclose()
         await self.shared.database.close()
@@ -194,7 +197,7 @@ def build(
     policy = LivePolicy(settings.policy())
     metrics = GatewayMetrics()
     client = http_client or engine_client(settings)
-    pool, dispatcher, catalog = _upstreams(settings, live, client, metrics)
+    pool, dispatcher, catalog = upstreams(settings, live, client, metrics)
     drain = Drain()
     shared = _shared_state(settings, metrics, drain)
     access = _access(settings, shared, policy, metrics)
@@ -215,8 +218,8 @@ def build(
         drain=drain,
         shared=shared,
         access=access,
-        services=_services(settings, access, dispatcher, catalog),
-        health=_health(settings, live, pool, shared, metrics),
+        services=_services(settings, shared, access, dispatcher, catalog),
+        health=health_monitor(settings, live, pool, shared.database, shared.redis, metrics),
         reloader=ConfigReloader(
             live,
             Settings,
@@ -292,16 +295,19 @@ def _access(settings: Settings, shared: SharedState, policy: LivePolicy, metrics
     )
 
 
-def _services(settings: Settings, access: Access, dispatcher: Dispatcher, catalog: ModelCatalog) -> Services:
+def _services(
+    settings: Settings, shared: SharedState, access: Access, dispatcher: Dispatcher, catalog: ModelCatalog
+) -> Services:
     media_client = media_fetch_client(settings)
     transcriber = speech_transcriber(settings)
     media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
     admission = access.admission
+    kept = stored_completions(settings, shared.database, admission)
     return Services(
         media_client=media_client,
         transcriber=transcriber,
         media=media,
-        inference=InferenceService(admission, dispatcher, catalog, access.accountant.estimator, media),
+        inference=InferenceService(admission, dispatcher, catalog, access.accountant.estimator, media, kept),
         speech=speech_service(settings, admission) if settings.tts_enabled else None,
         transcription=TranscriptionService(
             transcriber,
@@ -310,37 +316,8 @@ def _services(settings: Settings, access: Access, dispatcher: Dispatcher, catalo
             max_upload_bytes=settings.audio_max_upload_bytes,
         ),
         messages=MessagesService(admission, dispatcher, catalog, access.accountant.estimator),
+        stored_completions=kept,
     )
-
-
-def _upstreams(
-    settings: Settings, live: LiveConfig[Settings], client: httpx.AsyncClient, metrics: GatewayMetrics
-) -> tuple[UpstreamPool, Dispatcher, ModelCatalog]:
-    pool = UpstreamPool(
-        client,
-        settings.upstream_urls(),
-        settings.upstreams,
-        settings.models,
-        PoolPolicy(
-            breaker_failures=settings.breaker_failures,
-            breaker_open_s=settings.breaker_open_s,
-            max_outstanding=settings.upstream_max_outstanding,
-        ),
-        metrics,
-    )
-    dispatcher = Dispatcher(
-        pool,
-        budget=RetryBudget(
-            ratio=settings.retry_budget_ratio,
-            window_s=settings.retry_budget_window_s,
-            minimum=settings.retry_budget_min,
-        ),
-        retry=lambda: _retry_policy(live.current),
-        timeouts=lambda: _timeouts(live.current),
-        metrics=metrics,
-    )
-    catalog = ModelCatalog(lambda: pool.list_models(settings.connect_timeout_s), settings.models_ttl_s)
-    return pool, dispatcher, catalog
 
 
 def _limiter(settings: Settings, redis: Redis, store: Store) -> RateLimiter:
@@ -355,55 +332,4 @@ def _limiter(settings: Settings, redis: Redis, store: Store) -> RateLimiter:
         lease_s=settings.limits_lease_s,
         failure_mode=settings.limits_failure_mode,
         seed=seed,
-    )
-
-
-def _health(
-    settings: Settings,
-    live: LiveConfig[Settings],
-    pool: UpstreamPool,
-    shared: SharedState,
-    metrics: GatewayMetrics,
-) -> HealthMonitor:
-    """Its upstreams are the pool's, and follow its reconfigurations; its clocks follow reloads."""
-    return HealthMonitor(
-        pool,
-        lambda: _health_policy(live.current),
-        dependencies=_dependencies(settings, shared.database, shared.redis),
-        metrics=metrics,
-    )
-
-
-def _health_policy(settings: Settings) -> HealthPolicy:
-    return HealthPolicy(
-        interval_s=settings.health_interval_s,
-        timeout_s=settings.health_timeout_s,
-        default_model=settings.routing.default_model,
-        deep=settings.health_deep,
-    )
-
-
-def _dependencies(settings: Settings, database: Database, redis: Redis) -> dict[str, Any]:
-    """What readiness needs besides an engine: the store, and Redis when limits fail closed."""
-
-    async def redis_ping() -> None:
-        if not await redis.ping():
-            raise ConnectionError("Redis did not answer PING")
-
-    checks: dict[str, Any] = {"store": database.ping}
-    if settings.limits_failure_mode == "closed" and settings.auth_enabled:
-        checks["redis"] = redis_ping
-    return checks
-
-
-def _retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s)
-
-
-def _timeouts(settings: Settings) -> Timeouts:
-    return Timeouts(
-        connect_s=settings.connect_timeout_s,
-        ttft_s=settings.ttft_timeout_s,
-        inter_token_s=settings.inter_token_timeout_s,
-        total_s=settings.total_timeout_s,
     )

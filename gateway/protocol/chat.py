@@ -13,6 +13,7 @@ from gateway.protocol.common import (
     SamplingParams,
     TokenCount,
 )
+from gateway.protocol.stored import check_metadata
 
 
 class TextPart(Open):
@@ -208,7 +209,9 @@ class ChatCompletionRequest(SamplingParams):
     functions: Any = None
     function_call: Any = None
     store: bool | None = None
-    metadata: Any = None  # OpenAI: string values only; vLLM ignores the key
+    # vLLM ignores the key, and so does the gateway's schema unless `store` is true: the gateway
+    # then keeps it (stored completions), under OpenAI's rules (16 string pairs).
+    metadata: Any = None
     reasoning_effort: str | None = None
     modalities: Any = None  # vLLM ignores it; spoken answers are issue 17's point 4
 
@@ -217,6 +220,8 @@ class ChatCompletionRequest(SamplingParams):
         if self.top_logprobs and not self.logprobs:
             raise InvalidParam("top_logprobs", "`logprobs` must be true when `top_logprobs` is set.")
         super().check()  # stream_options, stop
+        if self.store:
+            check_metadata(self.metadata)
         if self.tools == []:
             raise InvalidParam(
                 "tools", "`tools` must not be an empty array; give at least one tool or omit it."

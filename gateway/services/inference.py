@@ -19,6 +19,8 @@ from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.relay import SSERelay, StreamUsage
+from gateway.services.stored_capture import Capture
+from gateway.services.stored_completions import StoredCompletions
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.stream import UpstreamRequest
@@ -40,8 +42,11 @@ class InferenceService:
         catalog: ModelCatalog,
         estimator: TokenEstimator,
         media: MediaService | None = None,
+        stored: StoredCompletions | None = None,
     ) -> None:
         self._admission = admission
+        # Keeps the chat completions asked to be stored (`store: true`); None: none are.
+        self._stored = stored
         self._dispatcher = dispatcher
         self._catalog = catalog
         self._estimator = estimator
@@ -49,12 +54,12 @@ class InferenceService:
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:
-            body, payload, parsed, media = await self._admit(ticket, schema, path)
-            return await self._answer(ticket, path, body, payload, parsed, media)
+            body, payload, parsed, media, capture = await self._admit(ticket, schema, path)
+            return await self._answer(ticket, path, body, payload, parsed, media, capture)
 
     async def _admit(
         self, ticket: Ticket, schema: type[SamplingParams], path: str
-    ) -> tuple[bytes, dict[str, Any], SamplingParams, Prepared | None]:
+    ) -> tuple[bytes, dict[str, Any], SamplingParams, Prepared | None, Capture | None]:
         """Read, validate, resolve the model, check the caller may use it and reserve its limits,
         then turn media into what the model takes. Limits come before media work (decoding, OCR,
         transcription: the costly part), so a key over its limits costs the gateway nothing; the
@@ -71,6 +76,8 @@ class InferenceService:
         max_len = max_len if isinstance(max_len, int) else None
         estimate = self._estimator.estimate(parsed, path, model, max_len)
         await ticket.reserve(estimate)
+        # Taken before media parts are turned into text: what is stored is what the client sent.
+        capture = self._stored.begin(ticket, payload, parsed) if self._stored is not None else None
         media = None
         if isinstance(parsed, ChatCompletionRequest):
             media = await self._media_of(ticket, payload, model)
@@ -87,7 +94,7 @@ class InferenceService:
             # The engine may generate no more than was reserved.
             field = "max_completion_tokens" if isinstance(parsed, ChatCompletionRequest) else "max_tokens"
             body, payload[field] = with_field(body, field, estimate.cap), estimate.cap
-        return body, payload, parsed, media
+        return body, payload, parsed, media, capture
 
     async def _media_of(self, ticket: Ticket, payload: dict[str, Any], model: str) -> Prepared | None:
         """The chat body with its media turned into what the model takes (None: no media parts)."""
@@ -112,6 +119,7 @@ class InferenceService:
         payload: dict[str, Any],
         parsed: SamplingParams,
         media: Prepared | None,
+        capture: Capture | None,
     ) -> Response:
         policy = ticket.policy
         request = UpstreamRequest(
@@ -128,6 +136,8 @@ class InferenceService:
             answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
             _chose(ticket, upstream, served)
             ticket.settle(Outcome.COMPLETED, usage=usage_of(answer))
+            if capture is not None and self._stored is not None:
+                self._stored.keep(capture.answered(answer))
             if media is not None:
                 answer = with_media_usage(answer, media.usage)
             return Response(answer, media_type="application/json", headers=ticket.limit_headers)
@@ -138,18 +148,18 @@ class InferenceService:
         _chose(ticket, stream.upstream, stream.model)
         usage = StreamUsage(
             forward_usage=wants_usage,
-            observe=stream.observe,
+            observe=capture.observer(stream.observe) if capture is not None else stream.observe,
             extra={"tantra_media": media.usage} if media is not None else None,
         )
         ticket.defer()
-        return SSERelay(
-            stream,
-            usage=usage,
-            headers=ticket.limit_headers,
-            on_close=lambda outcome: ticket.settle(
-                outcome, usage=usage.usage, completion_tokens=usage.completion_tokens
-            ),
-        )
+
+        def close(outcome: Outcome) -> None:
+            ticket.settle(outcome, usage=usage.usage, completion_tokens=usage.completion_tokens)
+            # Only a stream that ran to its end is stored: a cut one is not the completion.
+            if capture is not None and self._stored is not None and outcome is Outcome.COMPLETED:
+                self._stored.keep(capture.streamed())
+
+        return SSERelay(stream, usage=usage, headers=ticket.limit_headers, on_close=close)
 
     @staticmethod
     def _upstream_headers(ticket: Ticket) -> dict[str, str]:

@@ -224,6 +224,13 @@ class Settings(MediaFields, AudioFields, FilesFields, AbuseFields, OperatorField
         0.5, gt=0, description="How often the usage ledger writes its buffered rows."
     )
     ledger_batch_size: int = Field(500, ge=1, description="Most ledger rows written in one transaction.")
+    # Stored chat completions (`store: true`, docs/stored-completions.md): written in batches as the
+    # ledger's rows are, on the ledger's interval and batch size.
+    stored_completions_enabled: bool = Field(
+        True,
+        description="Keep the chat completions created with `store: true` (listed and read back at "
+        "GET /v1/chat/completions). Off: `store` is ignored, as vLLM ignores it, and the list is empty.",
+    )
 
     _init_values: dict[str, Any] = PrivateAttr(default_factory=dict)
 

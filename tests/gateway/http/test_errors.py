@@ -116,7 +116,9 @@ def test_completion_budget_beyond_context(gateway_url: str, model: str, openai_c
 def test_unknown_route_and_method(gateway_url: str) -> None:
     error = envelope(httpx.post(gateway_url + "/v1/nothing-here", json={}), 404)
     assert error["message"] == "Invalid URL (POST /v1/nothing-here)"
-    assert envelope(httpx.get(gateway_url + "/v1/chat/completions"), 405)["type"] == "invalid_request_error"
+    # GET /v1/chat/completions lists stored completions; GET /v1/completions has no such list.
+    assert envelope(httpx.get(gateway_url + "/v1/completions"), 405)["type"] == "invalid_request_error"
+    assert envelope(httpx.put(gateway_url + "/v1/chat/completions"), 405)["code"] == "method_not_allowed"
 
 
 @pytest.fixture(scope="module")
