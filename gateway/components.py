@@ -32,6 +32,7 @@ from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
 from gateway.services.speech import SpeechService
+from gateway.services.spoken import ChatSpeech
 from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
@@ -281,12 +282,17 @@ def _services(settings: Settings, access: Access, dispatcher: Dispatcher, catalo
     transcriber = speech_transcriber(settings)
     media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
     admission = access.admission
+    speech = speech_service(settings, admission) if settings.tts_enabled else None
+    # Chat's spoken answers (audio output) use the speech endpoint's synthesizer and its pool.
+    chat_speech = ChatSpeech(speech.synthesizer, model=speech.model) if speech is not None else None
     return Services(
         media_client=media_client,
         transcriber=transcriber,
         media=media,
-        inference=InferenceService(admission, dispatcher, catalog, access.accountant.estimator, media),
-        speech=speech_service(settings, admission) if settings.tts_enabled else None,
+        inference=InferenceService(
+            admission, dispatcher, catalog, access.accountant.estimator, media, speech=chat_speech
+        ),
+        speech=speech,
         transcription=TranscriptionService(
             transcriber,
             settings.audio_model_names,

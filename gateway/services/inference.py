@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,9 +20,11 @@ from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.relay import SSERelay, StreamUsage
+from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
+from gateway.services.spoken_stream import SpokenStream
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
-from gateway.upstreams.stream import UpstreamRequest
+from gateway.upstreams.stream import UpstreamRequest, UpstreamStream
 
 
 class InferenceService:
@@ -40,16 +43,21 @@ class InferenceService:
         catalog: ModelCatalog,
         estimator: TokenEstimator,
         media: MediaService | None = None,
+        speech: ChatSpeech | None = None,
     ) -> None:
         self._admission = admission
         self._dispatcher = dispatcher
         self._catalog = catalog
         self._estimator = estimator
         self._media = media
+        # Spoken answers (audio output), by the gateway's own text to speech; None: turned off.
+        self._speech = speech
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:
             body, payload, parsed, media = await self._admit(ticket, schema, path)
+            if isinstance(parsed, ChatCompletionRequest) and parsed.speaks:
+                return await self._spoken(ticket, path, body, parsed, media)
             return await self._answer(ticket, path, body, payload, parsed, media)
 
     async def _admit(
@@ -64,6 +72,8 @@ class InferenceService:
         from."""
         with ticket.stage("preprocess"):
             body, payload, parsed = await ticket.read_json(schema)
+            if isinstance(parsed, ChatCompletionRequest) and parsed.speaks and self._speech is None:
+                raise speech_off()
             card = await self._catalog.resolve(parsed.model)
         model = str(card["id"])
         ticket.use_model(model, stream=bool(parsed.stream))
@@ -104,6 +114,18 @@ class InferenceService:
                 receive=ticket.request.receive,
             )
 
+    async def _spoken(
+        self, ticket: Ticket, path: str, body: bytes, parsed: ChatCompletionRequest, media: Prepared | None
+    ) -> Response:
+        """A chat answer the gateway speaks (`modalities` with "audio"): the engine is sent the
+        body without `modalities` and `audio`, and its text is spoken under this same ticket."""
+        assert self._speech is not None  # _admit refused audio output without speech
+        with as_api_errors():
+            speaking = await self._speech.order(parsed)
+        assert speaking is not None
+        body = without_speech(body)
+        return await self._answer(ticket, path, body, orjson.loads(body), parsed, media, speaking)
+
     async def _answer(
         self,
         ticket: Ticket,
@@ -112,6 +134,7 @@ class InferenceService:
         payload: dict[str, Any],
         parsed: SamplingParams,
         media: Prepared | None,
+        speaking: Speaking | None = None,
     ) -> Response:
         policy = ticket.policy
         request = UpstreamRequest(
@@ -127,6 +150,8 @@ class InferenceService:
         if not parsed.stream:
             answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
             _chose(ticket, upstream, served)
+            if speaking is not None:
+                answer = await self._speak(ticket, speaking, answer)
             ticket.settle(Outcome.COMPLETED, usage=usage_of(answer))
             if media is not None:
                 answer = with_media_usage(answer, media.usage)
@@ -142,6 +167,8 @@ class InferenceService:
             extra={"tantra_media": media.usage} if media is not None else None,
         )
         ticket.defer()
+        if speaking is not None:
+            return self._spoken_stream(ticket, stream, usage, speaking)
         return SSERelay(
             stream,
             usage=usage,
@@ -149,6 +176,31 @@ class InferenceService:
             on_close=lambda outcome: ticket.settle(
                 outcome, usage=usage.usage, completion_tokens=usage.completion_tokens
             ),
+        )
+
+    async def _speak(self, ticket: Ticket, speaking: Speaking, answer: bytes) -> bytes:
+        """The JSON answer with its text spoken (the client leaving stops the synthesis)."""
+        speech = self._speech
+        assert speech is not None
+        try:
+            with ticket.stage("speech"), as_api_errors():
+                return await unless_disconnected(ticket.request.receive, speech.answer(speaking, answer))
+        finally:
+            speech.charge(ticket.tab, speaking)
+
+    def _spoken_stream(
+        self, ticket: Ticket, stream: UpstreamStream, usage: StreamUsage, speaking: Speaking
+    ) -> SpokenStream:
+        speech = self._speech
+        assert speech is not None
+
+        def settle(outcome: Outcome) -> None:
+            speech.charge(ticket.tab, speaking)
+            ticket.settle(outcome, usage=usage.usage, completion_tokens=usage.completion_tokens)
+
+        headers = ticket.limit_headers
+        return SpokenStream(
+            stream, usage=usage, speech=speech, speaking=speaking, headers=headers, on_close=settle
         )
 
     @staticmethod
