@@ -35,7 +35,7 @@ def parse_field(model: type[ModelT], value: Any, param: str) -> ModelT:
     """Validate the object in field `param` of a body, its errors named from the body's top
     (`audio.format`)."""
     try:
-        return parse_object(model, value, f"`{param}` must be an object.")
+        return parse_object(model, value, f"Invalid type for '{param}': expected an object.")
     except InvalidParam as exc:
         if exc.param is None:  # not an object
             raise InvalidParam(param, exc.message, exc.code) from None
