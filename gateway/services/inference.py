@@ -120,6 +120,8 @@ class InferenceService:
         """A chat answer the gateway speaks (`modalities` with "audio"): the engine is sent the
         body without `modalities` and `audio`, and its text is spoken under this same ticket."""
         assert self._speech is not None  # _admit refused audio output without speech
+        if not ticket.principal.may_use(self._speech.model):
+            raise speech_off(f"this key may not use the speech model `{self._speech.model}`")
         with as_api_errors():
             speaking = await self._speech.order(parsed)
         assert speaking is not None

@@ -152,10 +152,9 @@ def without_speech(body: bytes) -> bytes:
     return orjson.dumps(payload)
 
 
-def speech_off() -> APIError:
+def speech_off(why: str = "text to speech is turned off on this gateway") -> APIError:
     return InvalidRequest(
-        "Audio output is not available on this gateway (text to speech is turned off); "
-        "remove 'audio' from `modalities`.",
+        f"Audio output is not available: {why}; remove 'audio' from `modalities`.",
         param="modalities",
         code="unsupported_value",
     )

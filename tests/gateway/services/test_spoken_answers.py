@@ -17,7 +17,7 @@ import pytest
 
 from gateway import Settings, create_app
 from tests.audio_samples import needs_espeak
-from tests.gateway.helpers import AdminClient, bearer
+from tests.gateway.helpers import AdminClient, bearer, envelope
 from tests.servers import ThreadedServer
 
 pytestmark = needs_espeak
@@ -172,3 +172,25 @@ def test_a_stream_of_tool_calls_has_no_audio(gateway: str, key: str, engine: Eng
     assert answer.status_code == 200
     assert answer.content.endswith(b"data: [DONE]\n\n")
     assert not any("audio" in e["choices"][0]["delta"] for e in events(answer.content) if e["choices"])
+
+
+def test_a_key_that_may_not_use_the_speech_model_gets_no_audio(gateway: str, admin_key: str) -> None:
+    admin = AdminClient(gateway, admin_key)
+    try:
+        secret, _ = admin.key(admin.tenant("text-only")["id"], "text-only", allowed_models=[MODEL])
+    finally:
+        admin.close()
+    error = envelope(chat(gateway, secret, **SPOKEN), 400)
+    assert (error["param"], error["code"]) == ("modalities", "unsupported_value")
+    assert "tantra-tts" in error["message"]
+    assert chat(gateway, secret).status_code == 200  # text answers as before
+
+
+def test_speech_turned_off(gateway_settings: Callable[..., Settings], engine: Engine, key: str) -> None:
+    app = create_app(
+        gateway_settings(tts_enabled=False),
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(engine)),
+    )
+    with ThreadedServer(app) as server:
+        error = envelope(chat(server.url, key, **SPOKEN), 400)
+    assert (error["param"], error["code"]) == ("modalities", "unsupported_value")
