@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -67,8 +66,9 @@ class SpokenStream(RawStream):
             voice.end()
             if not end.completed:
                 speaking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await speaking
+            # Not `await speaking`: a cancelled task's CancelledError must not be told apart from this
+            # pump's own (the client leaving), which has to go on up.
+            await asyncio.wait((speaking,))
         finally:
             speaking.cancel()
         if voice.error is not None:

@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import pytest
 
 from gateway import Settings, create_app
 from tests.audio_samples import needs_espeak
-from tests.gateway.helpers import AdminClient, bearer, envelope
+from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows, wait_for
 from tests.servers import ThreadedServer
 
 pytestmark = needs_espeak
@@ -194,3 +195,53 @@ def test_speech_turned_off(gateway_settings: Callable[..., Settings], engine: En
     with ThreadedServer(app) as server:
         error = envelope(chat(server.url, key, **SPOKEN), 400)
     assert (error["param"], error["code"]) == ("modalities", "unsupported_value")
+
+
+def espeak_children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if "espeak" in p.name()]
+
+
+def test_a_client_that_leaves_stops_the_synthesis(
+    gateway: str, key: str, engine: Engine, admin_key: str, database_url: str
+) -> None:
+    admin = AdminClient(gateway, admin_key)
+    try:
+        secret, record = admin.key(admin.tenant("spoken-leaves")["id"], "leaves")
+    finally:
+        admin.close()
+    engine.pieces = [f"This is sentence number {i} of a long answer to read aloud. " for i in range(60)]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True, **SPOKEN}
+    with httpx.stream(
+        "POST", gateway + "/v1/chat/completions", json=body, headers=bearer(secret), timeout=60
+    ) as answer:
+        for chunk in answer.iter_raw():
+            if b'"data"' in chunk:
+                break  # the first audio: leave
+    wait_for(lambda: not espeak_children(), timeout=5)
+    [row] = ledger_rows(database_url, record["id"], 1)
+    assert row.status == 499, (row.status, row.audio_seconds, row.latency_ms, row.outcome)
+    # Far less than the 60 sentences' minute or so of speech was made.
+    assert row.audio_seconds is not None and 0 < row.audio_seconds < 20
+
+
+def test_the_spoken_text_is_priced_as_the_speech_model_prices_it(
+    gateway_settings: Callable[..., Settings], engine: Engine, admin_key: str, database_url: str
+) -> None:
+    prices = {MODEL: {"prompt": 1000.0, "completion": 2000.0}, "tantra-tts": {"prompt": 500.0}}
+    app = create_app(
+        gateway_settings(model_prices=prices),
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(engine)),
+    )
+    with ThreadedServer(app) as server:
+        admin = AdminClient(server.url, admin_key)
+        try:
+            secret, record = admin.key(admin.tenant("spoken-priced")["id"], "priced")
+        finally:
+            admin.close()
+        assert chat(server.url, secret, **SPOKEN).status_code == 200
+        assert chat(server.url, secret).status_code == 200
+    rows = sorted(ledger_rows(database_url, record["id"], 2), key=lambda row: row.cost_micros)
+    text = 5 * 1000 + 4 * 2000  # the engine's 5 prompt and 4 completion tokens, in millionths of a dollar
+    spoken = 5 * 500  # "Hello there. Bye.": 17 characters, 5 tokens at the speech model's prompt price
+    assert [row.cost_micros for row in rows] == [text, text + spoken]
+    assert rows[0].audio_seconds is None and rows[1].audio_seconds > 0.5
