@@ -265,3 +265,23 @@ def test_openai_sdk_raises_for_missing_audio(openai_client: openai.OpenAI, model
             model=model, messages=ASK, modalities=["text", "audio"], **SAMPLING
         )
     assert raised.value.param == "audio"
+
+
+def test_tools_still_work_with_audio(openai_client: openai.OpenAI, model: str, words: dict[str, Any]) -> None:
+    """Tools and their template reach the engine with audio output asked for (a tool-call answer has
+    no audio: test_spoken_answers.py, whose stand-in engine calls tools on demand)."""
+    answer = openai_client.chat.completions.create(
+        model=model,
+        messages=ASK,
+        modalities=["text", "audio"],
+        audio={"voice": "coral", "format": "mp3"},
+        tools=[{"type": "function", "function": {"name": "tide", "parameters": {"type": "object"}}}],
+        tool_choice="none",
+        extra_body={**words, "logit_bias": None},  # with tools in the prompt, a favoured "." is all it says
+        **SAMPLING,
+    )
+    audio = answer.choices[0].message.audio
+    assert audio is not None, answer
+    data = base64.b64decode(audio.data)
+    assert len(data) > 1000, (audio.transcript, data[:100])
+    assert decode(data)[0] > 0.3, audio.transcript
