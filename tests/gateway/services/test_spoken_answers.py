@@ -245,3 +245,49 @@ def test_the_spoken_text_is_priced_as_the_speech_model_prices_it(
     spoken = 5 * 500  # "Hello there. Bye.": 17 characters, 5 tokens at the speech model's prompt price
     assert [row.cost_micros for row in rows] == [text, text + spoken]
     assert rows[0].audio_seconds is None and rows[1].audio_seconds > 0.5
+
+
+@pytest.fixture(scope="module")
+def failing_gateway(
+    gateway_settings: Callable[..., Settings], engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """eSpeak NG behind a wrapper that fails on any sentence saying FAIL."""
+    wrapper = tmp_path_factory.mktemp("espeak") / "espeak-ng"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --voices*) exec espeak-ng "$@";; esac\n'
+        'text=$(cat)\ncase "$text" in *FAIL*) echo broken >&2; exit 3;; esac\n'
+        'printf "%s" "$text" | exec espeak-ng "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    app = create_app(
+        gateway_settings(tts_espeak_binary=str(wrapper)),
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(engine)),
+    )
+    with ThreadedServer(app) as server:
+        yield server.url
+
+
+def test_synthesis_failing_mid_stream_ends_with_an_error_event(
+    failing_gateway: str, key: str, engine: Engine
+) -> None:
+    engine.pieces = ["This is spoken.", " This will FAIL now.", " And this is never heard."]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True, **SPOKEN}
+    answer = httpx.post(failing_gateway + "/v1/chat/completions", json=body, headers=bearer(key), timeout=60)
+    assert answer.status_code == 200
+    assert answer.content.endswith(b"data: [DONE]\n\n")
+    received = events(answer.content)
+    assert any("data" in e["choices"][0]["delta"].get("audio", {}) for e in received if e.get("choices"))
+    error = received[-1]["error"]
+    assert error["code"] == "speech_unavailable" and "broken" in error["message"], error
+    assert not any(e["choices"][0].get("finish_reason") for e in received if e.get("choices"))
+
+
+def test_synthesis_failing_in_json_is_an_error_status(failing_gateway: str, key: str, engine: Engine) -> None:
+    engine.message = {"role": "assistant", "content": "Fine. Then FAIL."}
+    try:
+        answer = chat(failing_gateway, key, **SPOKEN)
+    finally:
+        engine.message = {"role": "assistant", "content": "Hello there. Bye."}
+    error = envelope(answer, 503)
+    assert error["code"] == "speech_unavailable"
