@@ -35,6 +35,7 @@ from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
 from gateway.services.messages import MessagesService
 from gateway.services.speech import SpeechService
+from gateway.services.spoken import ChatSpeech
 from gateway.services.stored_completions import StoredCompletions
 from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
@@ -303,12 +304,17 @@ def _services(
     media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
     admission = access.admission
     kept = stored_completions(settings, shared.database, admission)
+    speech = speech_service(settings, admission) if settings.tts_enabled else None
+    # Chat's spoken answers (audio output) use the speech endpoint's synthesizer and its pool.
+    chat_speech = ChatSpeech(speech.synthesizer, model=speech.model) if speech is not None else None
     return Services(
         media_client=media_client,
         transcriber=transcriber,
         media=media,
-        inference=InferenceService(admission, dispatcher, catalog, access.accountant.estimator, media, kept),
-        speech=speech_service(settings, admission) if settings.tts_enabled else None,
+        inference=InferenceService(
+            admission, dispatcher, catalog, access.accountant.estimator, media, kept, speech=chat_speech
+        ),
+        speech=speech,
         transcription=TranscriptionService(
             transcriber,
             settings.audio_model_names,

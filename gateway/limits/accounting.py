@@ -102,6 +102,10 @@ class Tab:
         # What the request heard (settles the audio reservation), and its media's usage, if any.
         self.audio_seconds = 0.0
         self.media: dict[str, Any] | None = None
+        # A chat answer the gateway spoke (audio output): its text's tokens (four characters to a
+        # token, as /v1/audio/speech counts them), priced as the speech model's prompt tokens.
+        self.speech_model: str | None = None
+        self.spoken_tokens = 0
         # False when the prompt grew after the estimate (media turned into text): the estimator
         # must not learn from that pair.
         self.estimate_covers_prompt = True
@@ -143,6 +147,8 @@ class Tab:
         prompt, completion = self._tokens(usage, completion_tokens)
         self._observe(usage)
         cost = accountant.prices.cost_micros(self.served_model or self.model, prompt, completion)
+        if self.speech_model is not None:
+            cost += accountant.prices.cost_micros(self.speech_model, self.spoken_tokens, 0)
         if self.reservation is not None:
             accountant.settle_later(self.reservation, prompt + completion, cost)
         for extra in self.extra_reservations:

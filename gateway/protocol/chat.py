@@ -13,7 +13,9 @@ from gateway.protocol.common import (
     SamplingParams,
     TokenCount,
 )
+from gateway.protocol.speech import VoiceId
 from gateway.protocol.stored import check_metadata
+from gateway.protocol.validation import parse_field
 
 
 class TextPart(Open):
@@ -213,7 +215,11 @@ class ChatCompletionRequest(SamplingParams):
     # then keeps it (stored completions), under OpenAI's rules (16 string pairs).
     metadata: Any = None
     reasoning_effort: str | None = None
-    modalities: Any = None  # vLLM ignores it; spoken answers are issue 17's point 4
+    # Spoken answers (OpenAI's audio output): with "audio" in `modalities` the gateway speaks the
+    # answer itself and `audio` is required; otherwise vLLM ignores both keys, whatever they hold
+    # (a string `modalities` included), and so does the gateway.
+    modalities: Any = None
+    audio: Any = None
 
     def check(self) -> None:
         """Rules that span fields, reported with the param OpenAI would name."""
@@ -222,6 +228,8 @@ class ChatCompletionRequest(SamplingParams):
         super().check()  # stream_options, stop
         if self.store:
             check_metadata(self.metadata)
+        if self.speaks:
+            check_audio_output(self)
         if self.tools == []:
             raise InvalidParam(
                 "tools", "`tools` must not be an empty array; give at least one tool or omit it."
@@ -237,3 +245,44 @@ class ChatCompletionRequest(SamplingParams):
                         f"`tool_choice` names function {self.tool_choice.function.name!r}, "
                         "which is not among `tools`.",
                     )
+
+    @property
+    def speaks(self) -> bool:
+        """Audio output asked for: "audio" among `modalities`."""
+        return isinstance(self.modalities, list) and "audio" in self.modalities
+
+    def audio_output(self) -> ChatAudioParam | None:
+        """The validated `audio` of a request that asked for spoken answers (None: text only)."""
+        return parse_field(ChatAudioParam, self.audio, "audio") if self.speaks else None
+
+
+# OpenAI's output formats for chat audio; `pcm16` is raw 16-bit little-endian mono at 24 kHz.
+CHAT_AUDIO_FORMATS = ("wav", "aac", "mp3", "flac", "opus", "pcm16")
+
+
+class ChatAudioParam(Open):
+    """OpenAI's `ChatCompletionAudioParam`: the voice and format of a spoken answer."""
+
+    voice: Annotated[str, Field(min_length=1)] | VoiceId
+    format: Literal["wav", "aac", "mp3", "flac", "opus", "pcm16"]
+
+    @property
+    def voice_name(self) -> str:
+        return self.voice.id if isinstance(self.voice, VoiceId) else self.voice
+
+
+def check_audio_output(request: ChatCompletionRequest) -> None:
+    """`audio` is required with audio output, as OpenAI's; one spoken choice per answer."""
+    if request.audio is None:
+        raise InvalidParam(
+            "audio",
+            "Missing required parameter: 'audio'. It is required when 'modalities' includes 'audio'.",
+            "missing_required_parameter",
+        )
+    request.audio_output()
+    if request.n is not None and request.n > 1:
+        raise InvalidParam(
+            "n",
+            "Audio output (`modalities` with 'audio') supports one choice only; set `n` to 1 or omit it.",
+            "unsupported_value",
+        )

@@ -31,6 +31,18 @@ def parse_object(model: type[ModelT], body: Any, not_an_object: str) -> ModelT:
         raise _first_problem(exc, body) from None
 
 
+def parse_field(model: type[ModelT], value: Any, param: str) -> ModelT:
+    """Validate the object in field `param` of a body, its errors named from the body's top
+    (`audio.format`)."""
+    try:
+        return parse_object(model, value, f"Invalid type for '{param}': expected an object.")
+    except InvalidParam as exc:
+        if exc.param is None:  # not an object
+            raise InvalidParam(param, exc.message, exc.code) from None
+        where = f"{param}.{exc.param}"
+        raise InvalidParam(where, exc.message.replace(f"'{exc.param}'", f"'{where}'"), exc.code) from None
+
+
 def _first_problem(exc: ValidationError, body: dict[str, Any]) -> InvalidParam:
     # A union reports one error per member; the one that got deepest into the
     # body is the one the client meant (a list of parts, not a plain string).

@@ -4,8 +4,10 @@ the client's own bytes to an upstream and its answer back."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,11 +21,13 @@ from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.relay import SSERelay, StreamUsage
+from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
+from gateway.services.spoken_stream import SpokenStream
 from gateway.services.stored_capture import Capture
 from gateway.services.stored_completions import StoredCompletions
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
-from gateway.upstreams.stream import UpstreamRequest
+from gateway.upstreams.stream import UpstreamRequest, UpstreamStream
 
 
 class InferenceService:
@@ -43,18 +47,23 @@ class InferenceService:
         estimator: TokenEstimator,
         media: MediaService | None = None,
         stored: StoredCompletions | None = None,
+        speech: ChatSpeech | None = None,
     ) -> None:
         self._admission = admission
-        # Keeps the chat completions asked to be stored (`store: true`); None: none are.
-        self._stored = stored
         self._dispatcher = dispatcher
         self._catalog = catalog
         self._estimator = estimator
         self._media = media
+        # Keeps the chat completions asked to be stored (`store: true`); None: none are.
+        self._stored = stored
+        # Spoken answers (audio output), by the gateway's own text to speech; None: turned off.
+        self._speech = speech
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:
             body, payload, parsed, media, capture = await self._admit(ticket, schema, path)
+            if isinstance(parsed, ChatCompletionRequest) and parsed.speaks:
+                return await self._spoken(ticket, path, body, parsed, media, capture)
             return await self._answer(ticket, path, body, payload, parsed, media, capture)
 
     async def _admit(
@@ -69,6 +78,8 @@ class InferenceService:
         from."""
         with ticket.stage("preprocess"):
             body, payload, parsed = await ticket.read_json(schema)
+            if isinstance(parsed, ChatCompletionRequest) and parsed.speaks and self._speech is None:
+                raise speech_off()
             card = await self._catalog.resolve(parsed.model)
         model = str(card["id"])
         ticket.use_model(model, stream=bool(parsed.stream))
@@ -111,6 +122,26 @@ class InferenceService:
                 receive=ticket.request.receive,
             )
 
+    async def _spoken(
+        self,
+        ticket: Ticket,
+        path: str,
+        body: bytes,
+        parsed: ChatCompletionRequest,
+        media: Prepared | None,
+        capture: Capture | None,
+    ) -> Response:
+        """A chat answer the gateway speaks (`modalities` with "audio"): the engine is sent the
+        body without `modalities` and `audio`, and its text is spoken under this same ticket."""
+        assert self._speech is not None  # _admit refused audio output without speech
+        if not ticket.principal.may_use(self._speech.model):
+            raise speech_off(f"this key may not use the speech model `{self._speech.model}`")
+        with as_api_errors():
+            speaking = await self._speech.order(parsed)
+        assert speaking is not None
+        body = without_speech(body)
+        return await self._answer(ticket, path, body, orjson.loads(body), parsed, media, capture, speaking)
+
     async def _answer(
         self,
         ticket: Ticket,
@@ -120,6 +151,7 @@ class InferenceService:
         parsed: SamplingParams,
         media: Prepared | None,
         capture: Capture | None,
+        speaking: Speaking | None = None,
     ) -> Response:
         policy = ticket.policy
         request = UpstreamRequest(
@@ -135,9 +167,12 @@ class InferenceService:
         if not parsed.stream:
             answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
             _chose(ticket, upstream, served)
-            ticket.settle(Outcome.COMPLETED, usage=usage_of(answer))
             if capture is not None and self._stored is not None:
+                # A spoken answer is kept as its text (the transcript), without the audio.
                 self._stored.keep(capture.answered(answer))
+            if speaking is not None:
+                answer = await self._speak(ticket, speaking, answer)
+            ticket.settle(Outcome.COMPLETED, usage=usage_of(answer))
             if media is not None:
                 answer = with_media_usage(answer, media.usage)
             return Response(answer, media_type="application/json", headers=ticket.limit_headers)
@@ -154,12 +189,40 @@ class InferenceService:
         ticket.defer()
 
         def close(outcome: Outcome) -> None:
+            if speaking is not None and self._speech is not None:
+                self._speech.charge(ticket.tab, speaking)
             ticket.settle(outcome, usage=usage.usage, completion_tokens=usage.completion_tokens)
             # Only a stream that ran to its end is stored: a cut one is not the completion.
             if capture is not None and self._stored is not None and outcome is Outcome.COMPLETED:
                 self._stored.keep(capture.streamed())
 
+        if speaking is not None:
+            return self._spoken_stream(stream, usage, speaking, ticket.limit_headers, close)
         return SSERelay(stream, usage=usage, headers=ticket.limit_headers, on_close=close)
+
+    async def _speak(self, ticket: Ticket, speaking: Speaking, answer: bytes) -> bytes:
+        """The JSON answer with its text spoken (the client leaving stops the synthesis)."""
+        speech = self._speech
+        assert speech is not None
+        try:
+            with ticket.stage("speech"), as_api_errors():
+                return await unless_disconnected(ticket.request.receive, speech.answer(speaking, answer))
+        finally:
+            speech.charge(ticket.tab, speaking)
+
+    def _spoken_stream(
+        self,
+        stream: UpstreamStream,
+        usage: StreamUsage,
+        speaking: Speaking,
+        headers: dict[str, str],
+        on_close: Callable[[Outcome], None],
+    ) -> SpokenStream:
+        speech = self._speech
+        assert speech is not None
+        return SpokenStream(
+            stream, usage=usage, speech=speech, speaking=speaking, headers=headers, on_close=on_close
+        )
 
     @staticmethod
     def _upstream_headers(ticket: Ticket) -> dict[str, str]:

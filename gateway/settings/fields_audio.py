@@ -52,7 +52,9 @@ class AudioFields(BaseModel):
     )
 
     # Text to speech, POST /v1/audio/speech (adapters/tts/, docs/audio.md).
-    tts_enabled: bool = Field(True, description="Serve /v1/audio/speech and list the speech model.")
+    tts_enabled: bool = Field(
+        True, description="Serve /v1/audio/speech and spoken chat answers, and list the speech model."
+    )
     tts_model: str = Field("tantra-tts", description="The speech model's id in /v1/models and the ledger.")
     tts_model_aliases: list[str] = Field(
         default_factory=lambda: ["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"],

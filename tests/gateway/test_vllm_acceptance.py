@@ -24,6 +24,10 @@ DELIBERATE = {
     "chat-service-tier-bogus": "any tier but auto/default is refused; vLLM ignores the field (point 8)",
     "chat-service-tier-flex": "one tier only; vLLM takes flex/scale/priority and ignores them (point 8)",
     "cmpl-service-tier-priority": "one tier only; vLLM takes flex/scale/priority and ignores them (point 8)",
+    "chat-audio-output-no-audio": "the gateway speaks answers itself (point 4); `audio` says how, and "
+    "OpenAI requires it with audio output",
+    "chat-audio-output-bad-format": "a spoken answer in a format OpenAI does not define (point 4)",
+    "chat-audio-output-n-2": "one spoken choice per answer (point 4)",
     "chat-typeless-image-part": "media parts need a `type` so the gateway reads the source the engine "
     "would (hardening, adapters/parts.py `screen`)",
     "chat-image-part-two-media-fields": "a part may carry only the media field its type names: vLLM "

@@ -155,6 +155,12 @@ CORPUS: list[tuple[str, str, dict[str, Any]]] = [
     ("chat-n-200", CHAT, chat(n=200)),
     ("chat-metadata-int", CHAT, chat(metadata={"a": 1})),
     ("chat-modalities-string", CHAT, chat(modalities="text")),
+    ("chat-modalities-text", CHAT, chat(modalities=["text"], audio="ignored without audio output")),
+    (
+        "chat-audio-output",
+        CHAT,
+        chat(modalities=["text", "audio"], audio={"voice": "alloy", "format": "pcm16"}),
+    ),
     ("chat-function-call-required", CHAT, chat(function_call="required")),
     ("chat-functions-no-name", CHAT, chat(functions=[{"description": "x"}])),
     ("chat-system-no-content", CHAT, said({"role": "system"}, *USER)),
@@ -173,6 +179,17 @@ CORPUS: list[tuple[str, str, dict[str, Any]]] = [
     ("chat-web-search-options", CHAT, chat(web_search_options={})),
     ("chat-service-tier-flex", CHAT, chat(service_tier="flex")),
     ("chat-service-tier-bogus", CHAT, chat(service_tier="fastest")),
+    ("chat-audio-output-no-audio", CHAT, chat(modalities=["text", "audio"])),
+    (
+        "chat-audio-output-bad-format",
+        CHAT,
+        chat(modalities=["audio"], audio={"voice": "alloy", "format": "ogg"}),
+    ),
+    (
+        "chat-audio-output-n-2",
+        CHAT,
+        chat(modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"}, n=2),
+    ),
     ("chat-typeless-image-part", CHAT, said({"role": "user", "content": [{"image_url": {"url": PIXEL}}]})),
     (
         "chat-image-part-two-media-fields",
