@@ -30,6 +30,7 @@ from gateway.routes import (
     inference_router,
     models_router,
     operations_router,
+    pooling_router,
     profile_router,
     realtime_router,
     speech_router,
@@ -107,6 +108,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         app.include_router(profile_router(parts.profiler, require_admin))
     app.include_router(models_router(parts.catalog, authenticate, services.local_models))
     app.include_router(inference_router(services.inference))
+    app.include_router(pooling_router(services.pooling))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))

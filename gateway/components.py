@@ -31,6 +31,7 @@ from gateway.realtime.session import RealtimeLimits
 from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
+from gateway.services.pooling import PoolingService
 from gateway.services.speech import SpeechService
 from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
@@ -80,6 +81,7 @@ class Services:
     transcriber: Transcriber | None
     media: MediaService | None
     inference: InferenceService
+    pooling: PoolingService
     speech: SpeechService | None
     transcription: TranscriptionService
 
@@ -286,6 +288,7 @@ def _services(settings: Settings, access: Access, dispatcher: Dispatcher, catalo
         transcriber=transcriber,
         media=media,
         inference=InferenceService(admission, dispatcher, catalog, access.accountant.estimator, media),
+        pooling=PoolingService(admission, dispatcher, catalog),
         speech=speech_service(settings, admission) if settings.tts_enabled else None,
         transcription=TranscriptionService(
             transcriber,
