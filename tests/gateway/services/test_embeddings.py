@@ -67,7 +67,9 @@ def test_token_array_inputs(client: openai.OpenAI, embedding_model: str, pooling
     ids = client.embeddings.create(model=embedding_model, input=tokens, encoding_format="float")
     assert ids.usage.prompt_tokens == len(tokens) == text.usage.prompt_tokens
     assert _cosine(ids.data[0].embedding, text.data[0].embedding) > 0.99999
-    batch = client.embeddings.create(model=embedding_model, input=[tokens, tokens[:4]], encoding_format="float")
+    batch = client.embeddings.create(
+        model=embedding_model, input=[tokens, tokens[:4]], encoding_format="float"
+    )
     assert len(batch.data) == 2 and batch.usage.prompt_tokens == len(tokens) + 4
 
 
@@ -113,7 +115,9 @@ def test_equal_to_sentence_transformers(
         assert 1 - _cosine(expected, item.embedding) < 1e-4
 
 
-def test_dimensions_refused_by_a_model_without_matryoshka(client: openai.OpenAI, embedding_model: str) -> None:
+def test_dimensions_refused_by_a_model_without_matryoshka(
+    client: openai.OpenAI, embedding_model: str
+) -> None:
     response = client.embeddings.with_raw_response
     with pytest.raises(openai.BadRequestError) as caught:
         response.create(model=embedding_model, input="hi", dimensions=128)
@@ -122,25 +126,39 @@ def test_dimensions_refused_by_a_model_without_matryoshka(client: openai.OpenAI,
     assert "dimensions" in error["message"] and "Matryoshka" in error["message"]
 
 
-def test_bad_bodies_get_openai_envelopes(pooling_gateway_url: str, api_key: str, embedding_model: str) -> None:
+def test_bad_bodies_get_openai_envelopes(
+    pooling_gateway_url: str, api_key: str, embedding_model: str
+) -> None:
     url = pooling_gateway_url + "/v1/embeddings"
     cases: list[tuple[dict[str, Any], str, str]] = [
         ({"model": embedding_model}, "input", "missing_required_parameter"),
-        ({"model": embedding_model, "input": "x", "encoding_format": "hex"}, "encoding_format", "invalid_value"),
+        (
+            {"model": embedding_model, "input": "x", "encoding_format": "hex"},
+            "encoding_format",
+            "invalid_value",
+        ),
         ({"model": embedding_model, "input": "x", "dimensions": 0}, "dimensions", "integer_below_min_value"),
         ({"model": embedding_model, "input": 5}, "input", "invalid_type"),
-        ({"model": embedding_model, "input": "x", "encoding_format": "bytes"}, "encoding_format", "unsupported_value"),
+        (
+            {"model": embedding_model, "input": "x", "encoding_format": "bytes"},
+            "encoding_format",
+            "unsupported_value",
+        ),
     ]
     for body, param, code in cases:
         error = envelope(httpx.post(url, json=body, headers=bearer(api_key), timeout=60), 400)
         assert (error["param"], error["code"]) == (param, code), (body, error)
     # vLLM's own refusal (no prompt at all) passes through in OpenAI's envelope.
-    error = envelope(httpx.post(url, json={"model": embedding_model, "input": []}, headers=bearer(api_key)), 400)
+    error = envelope(
+        httpx.post(url, json={"model": embedding_model, "input": []}, headers=bearer(api_key)), 400
+    )
     assert error["type"] == "invalid_request_error"
 
 
 def test_unauthenticated_is_401(pooling_gateway_url: str, embedding_model: str) -> None:
-    response = httpx.post(pooling_gateway_url + "/v1/embeddings", json={"model": embedding_model, "input": "x"})
+    response = httpx.post(
+        pooling_gateway_url + "/v1/embeddings", json={"model": embedding_model, "input": "x"}
+    )
     assert envelope(response, 401)["code"] == "invalid_api_key"
 
 
