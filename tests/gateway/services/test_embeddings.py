@@ -16,6 +16,7 @@ import pytest
 from langchain_core.embeddings import Embeddings
 from langchain_openai import OpenAIEmbeddings
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
+from pydantic import SecretStr
 
 from tests.gateway.helpers import bearer, envelope
 
@@ -116,12 +117,14 @@ def test_equal_to_sentence_transformers(
 
 
 def test_dimensions_refused_by_a_model_without_matryoshka(
-    client: openai.OpenAI, embedding_model: str
+    client: openai.OpenAI, embedding_model: str, pooling_gateway_url: str, api_key: str
 ) -> None:
-    response = client.embeddings.with_raw_response
     with pytest.raises(openai.BadRequestError) as caught:
-        response.create(model=embedding_model, input="hi", dimensions=128)
-    error = envelope(caught.value.response, 400)
+        client.embeddings.create(model=embedding_model, input="hi", dimensions=128)
+    assert caught.value.status_code == 400
+    body = {"model": embedding_model, "input": "hi", "dimensions": 128}
+    response = httpx.post(pooling_gateway_url + "/v1/embeddings", json=body, headers=bearer(api_key))
+    error = envelope(response, 400)
     assert error["type"] == "invalid_request_error"
     assert "dimensions" in error["message"] and "Matryoshka" in error["message"]
 
@@ -172,8 +175,8 @@ def _langchain(pooling_gateway_url: str, api_key: str, model: str) -> OpenAIEmbe
     # cl100k tokenizer, a download) and sends OpenAI's token ids, which mean nothing to this
     # model's vocabulary; vLLM tokenizes the texts itself.
     return OpenAIEmbeddings(
-        base_url=pooling_gateway_url + "/v1",
-        api_key=api_key,  # type: ignore[arg-type]
+        openai_api_base=pooling_gateway_url + "/v1",
+        openai_api_key=SecretStr(api_key),
         model=model,
         check_embedding_ctx_length=False,
         max_retries=0,

@@ -147,7 +147,7 @@ def test_unsupported_endpoints_do_not_open_the_breaker(
 
 
 def test_bad_bodies(pooling_gateway_url: str, api_key: str, embedding_model: str) -> None:
-    cases = [
+    cases: list[tuple[str, dict[str, Any], str]] = [
         ("/v1/rerank", {"documents": ["d"]}, "query"),
         ("/v1/rerank", {"query": "q"}, "documents"),
         ("/v1/score", {"text_1": "q"}, "documents"),
