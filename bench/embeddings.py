@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=servers.ROOT / ".cache" / "checkpoints" / "minilm")
     parser.add_argument("--rounds", type=int, default=EmbeddingPlan.rounds)
     parser.add_argument("--duration", type=float, default=EmbeddingPlan.duration_s)
+    parser.add_argument(
+        "--gateway-core",
+        choices=("load", "gateway"),
+        default="load",
+        help="the gateway beside the load client (as `make bench` runs this row) or on the gateways' core",
+    )
     args = parser.parse_args(argv)
     from engine.checkpoint import ensure_checkpoint
 
@@ -192,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     from bench.run import Cores
 
     cores = Cores()
+    os.sched_setaffinity(0, cores.load)  # the load client's core, as `make bench` pins it
     result = measure(
         checkpoint,
         logs,
         cores.all,
-        cores.gateway,
+        cores.gateway if args.gateway_core == "gateway" else cores.load,
         EmbeddingPlan(rounds=args.rounds, duration_s=args.duration),
     )
     print(json.dumps(result, indent=1))
