@@ -187,6 +187,8 @@ def priced_gateway(
 ) -> Iterator[str]:
     settings = gateway_settings(
         upstreams={"engine": {"url": engine_url}, "embedding": {"url": embedding_engine_url}},
+        # A name of the gateway's own for the embedding model, routed to its engine.
+        models={"embed": {"upstreams": ["embedding"], "served_name": embedding_model}},
         model_prices={embedding_model: {"prompt": 0.5, "completion": 0}},
     )
     with ThreadedServer(create_app(settings)) as server:
@@ -216,6 +218,21 @@ def test_ledger_rows_and_prices(
     assert all(row.model == embedding_model and row.served_model == embedding_model for row in rows)
     # USD 0.5 per million input tokens: 0.5 micro-dollars a token.
     assert [row.cost_micros for row in rows] == [round(row.prompt_tokens * 0.5) for row in rows]
+
+
+def test_routes_and_allowed_models(priced_gateway: str, admin: AdminClient, embedding_model: str) -> None:
+    """The embedding model's own route (a configured name, its upstream, the engine's name sent on),
+    and a key limited to the chat model gets the 404 of a model it may not use."""
+    tenant = admin.tenant("pooling-routes")
+    key, _ = admin.key(tenant["id"], "pooling-routes")
+    routed = _post(priced_gateway, "/v1/embeddings", {"model": "embed", "input": "hello"}, key)
+    assert routed.status_code == 200, routed.text
+    assert routed.json()["model"] == embedding_model
+    models = httpx.get(priced_gateway + "/v1/models", headers=bearer(key)).json()["data"]
+    assert {"embed", embedding_model} <= {card["id"] for card in models}
+    chat_only, _ = admin.key(tenant["id"], "chat-only", allowed_models=["tantra-tiny"])
+    refused = _post(priced_gateway, "/v1/embeddings", {"model": embedding_model, "input": "hello"}, chat_only)
+    assert envelope(refused, 404)["code"] == "model_not_found"
 
 
 def test_tpm_counts_input_tokens(
