@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from gateway import Settings, create_app
+from gateway.upstreams.factory import make_upstream
+from gateway.upstreams.interface import UpstreamSpec
 from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows
 from tests.servers import ThreadedServer
 
@@ -144,6 +146,15 @@ def test_unsupported_endpoints_do_not_open_the_breaker(
     assert _post(
         pooling_gateway_url, "/v1/embeddings", {"model": embedding_model, "input": "x"}, api_key
     ).is_success
+
+
+async def test_deep_health_check_of_an_embedding_engine(
+    embedding_engine_url: str, embedding_model: str
+) -> None:
+    """The deep check's one-token completion is a 404 on a pooling engine: one embedding proves it."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        upstream = make_upstream(UpstreamSpec("vllm", embedding_engine_url), client)
+        assert await upstream.deep_check(None, generate=True) == embedding_model
 
 
 def test_bad_bodies(pooling_gateway_url: str, api_key: str, embedding_model: str) -> None:
