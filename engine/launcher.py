@@ -114,13 +114,19 @@ class EngineConfig:
     `cpu_cores` ("0-3", "4,5") pins vLLM's CPU worker threads to those cores. Left unset, vLLM
     binds every server to the same first cores, so two replicas on one host take turns on one
     core and each stalls for seconds while the other decodes: give each its own (`split_cores`).
+
+    `runner="pooling"` serves an embedding (or scoring, classification) model: vLLM's pooling
+    runner registers /v1/embeddings, /pooling, /v1/score and /v1/rerank instead of the generation
+    routes, and no tool-call parser is passed (it belongs to generation). `max_model_len=None`
+    leaves the length to vLLM, which derives it from the checkpoint (all-MiniLM-L6-v2: 256, the
+    sentence-transformers `max_seq_length`; a larger value is refused).
     """
 
     model_dir: Path
     served_model_name: str = "tantra-tiny"
     host: str = "127.0.0.1"
     port: int = 8001
-    max_model_len: int = 2048
+    max_model_len: int | None = 2048
     kv_cache_gib: float = 1.0
     dtype: str = "bfloat16"
     device: Literal["cpu", "cuda"] = "cpu"
@@ -132,6 +138,7 @@ class EngineConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     python: str = sys.executable
     cpu_cores: str | None = None
+    runner: Literal["generate", "pooling"] | None = None
 
     @property
     def base_url(self) -> str:
@@ -156,16 +163,18 @@ class EngineConfig:
             self.host,
             "--port",
             str(self.port),
-            "--max-model-len",
-            str(self.max_model_len),
             "--dtype",
             self.dtype,
             "--kv-cache-memory-bytes",
             str(int(self.kv_cache_gib * GiB)),
         ]
+        if self.max_model_len is not None:
+            args += ["--max-model-len", str(self.max_model_len)]
+        if self.runner is not None:
+            args += ["--runner", self.runner]
         if self.request_id_headers:
             args.append("--enable-request-id-headers")
-        if self.tool_call_parser:
+        if self.tool_call_parser and self.runner != "pooling":
             # Without these vLLM rejects any request carrying `tools` with
             # 400; Qwen2.5 emits Hermes-style <tool_call> JSON.
             args += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]

@@ -38,6 +38,7 @@ from gateway.routes import (
     inference_router,
     models_router,
     operations_router,
+    pooling_router,
     profile_router,
     realtime_router,
     speech_router,
@@ -119,6 +120,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(inference_router(services.inference))
     app.include_router(anthropic_router(services.messages))
     app.include_router(stored_completions_router(services.stored_completions))
+    app.include_router(pooling_router(services.pooling))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))

@@ -34,6 +34,7 @@ from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.inference import InferenceService
 from gateway.services.messages import MessagesService
+from gateway.services.pooling import PoolingService
 from gateway.services.speech import SpeechService
 from gateway.services.spoken import ChatSpeech
 from gateway.services.stored_completions import StoredCompletions
@@ -86,6 +87,7 @@ class Services:
     transcriber: Transcriber | None
     media: MediaService | None
     inference: InferenceService
+    pooling: PoolingService
     speech: SpeechService | None
     transcription: TranscriptionService
     messages: MessagesService
@@ -315,6 +317,7 @@ def _services(
             admission, dispatcher, catalog, access.accountant.estimator, media, kept, speech=chat_speech
         ),
         speech=speech,
+        pooling=PoolingService(admission, dispatcher, catalog),
         transcription=TranscriptionService(
             transcriber,
             settings.audio_model_names,

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Starts the engine, then the gateway in front of it; Ctrl-C (or SIGTERM) stops both.
+# Starts the engines (the chat model's and the embedding model's), then the gateway in front of
+# both; Ctrl-C (or SIGTERM) stops them all.
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
 CHECKPOINT=${CHECKPOINT:-.cache/checkpoints/tiny}
 WHISPER=${WHISPER:-.cache/checkpoints/whisper-tiny}
+# The embedding model (all-MiniLM-L6-v2, `--preset minilm`); an empty EMBEDDING serves none.
+EMBEDDING=${EMBEDDING-.cache/checkpoints/minilm}
+EMBEDDING_MODEL_NAME=${TANTRA_EMBEDDING_MODEL_NAME:-all-minilm-l6-v2}
+EMBEDDING_ENGINE_PORT=${TANTRA_EMBEDDING_ENGINE_PORT:-8002}
 # Speech to text (whisper-1) from the locally built tiny Whisper unless another model is configured.
 if [ -z "${TANTRA_AUDIO_WHISPER_MODEL:-}" ] && [ -f "$WHISPER/ggml-model.bin" ]; then
   export TANTRA_AUDIO_WHISPER_MODEL="$WHISPER/ggml-model.bin"
@@ -51,9 +56,31 @@ ADMIN_KEY_FILE=${TANTRA_ADMIN_KEY_FILE:-$STATE/admin.key}
 "$PY" -m gateway bootstrap --admin-key-file "$ADMIN_KEY_FILE" --dev-key-file "$STATE/dev.key"
 
 # --restart: a crashed engine comes back on the same port; the gateway notices on its own.
-"$PY" -m engine serve --model "$CHECKPOINT" --served-model-name "$MODEL_NAME" --port "$ENGINE_PORT" --restart &
+# With four cores or more each engine gets its own (vLLM pins every server to the same first cores
+# otherwise, and the two would take turns on them): the last core embeds, the others generate.
+CORES=$(nproc)
+CHAT_CORES=() EMBEDDING_CORES=()
+if [ -n "$EMBEDDING" ] && [ "$CORES" -ge 4 ]; then
+  CHAT_CORES=(--cpu-cores "0-$((CORES - 2))") EMBEDDING_CORES=(--cpu-cores "$((CORES - 1))")
+fi
+"$PY" -m engine serve --model "$CHECKPOINT" --served-model-name "$MODEL_NAME" --port "$ENGINE_PORT" \
+  "${CHAT_CORES[@]}" --restart &
 pids+=($!)
-wait_for "http://127.0.0.1:$ENGINE_PORT/health" "${pids[-1]}" engine
+chat_pid=$!
+# The embedding model on vLLM's pooling runner, in float32 (docs/embeddings.md says why).
+if [ -n "$EMBEDDING" ]; then
+  "$PY" -m engine serve --model "$EMBEDDING" --served-model-name "$EMBEDDING_MODEL_NAME" \
+    --port "$EMBEDDING_ENGINE_PORT" --runner pooling "${EMBEDDING_CORES[@]}" --restart &
+  pids+=($!)
+  embedding_pid=$!
+fi
+wait_for "http://127.0.0.1:$ENGINE_PORT/health" "$chat_pid" engine
+# The gateway fronts both engines; each model is routed to the engine that lists it.
+if [ -n "$EMBEDDING" ]; then
+  wait_for "http://127.0.0.1:$EMBEDDING_ENGINE_PORT/health" "$embedding_pid" "embedding engine"
+  export TANTRA_UPSTREAMS=${TANTRA_UPSTREAMS:-"{\"engine\": {\"url\": \"http://127.0.0.1:$ENGINE_PORT\"}, \"embedding\": {\"url\": \"http://127.0.0.1:$EMBEDDING_ENGINE_PORT\"}}"}
+  export TANTRA_ROUTING=${TANTRA_ROUTING:-"{\"default_model\": \"$MODEL_NAME\"}"}
+fi
 
 TANTRA_ENGINE_URL="http://127.0.0.1:$ENGINE_PORT" TANTRA_PORT="$GATEWAY_PORT" TANTRA_OPERATOR_PORT="$OPERATOR_PORT" \
   "$PY" -m gateway &
@@ -61,7 +88,7 @@ pids+=($!)
 wait_for "http://127.0.0.1:$GATEWAY_PORT/healthz" "${pids[-1]}" gateway
 
 echo
-echo "Tantra is serving model '$MODEL_NAME'."
+echo "Tantra is serving model '$MODEL_NAME'${EMBEDDING:+ and embeddings from '$EMBEDDING_MODEL_NAME'}."
 echo "  base_url: http://localhost:$GATEWAY_PORT/v1   (Ctrl-C stops engine and gateway)"
 echo "  api_key:  $(cat "$STATE/dev.key")   (in $STATE/dev.key; admin key in $ADMIN_KEY_FILE)"
 echo "  export OPENAI_BASE_URL=http://localhost:$GATEWAY_PORT/v1 OPENAI_API_KEY=\$(cat $STATE/dev.key)"

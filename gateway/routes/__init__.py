@@ -5,6 +5,7 @@ from gateway.routes.anthropic import anthropic_router
 from gateway.routes.inference import inference_router
 from gateway.routes.models import models_router
 from gateway.routes.operations import operations_router, profile_router
+from gateway.routes.pooling import pooling_router
 from gateway.routes.realtime import realtime_router
 from gateway.routes.speech import speech_router
 from gateway.routes.transcription import transcription_router
@@ -15,6 +16,7 @@ __all__ = [
     "inference_router",
     "models_router",
     "operations_router",
+    "pooling_router",
     "profile_router",
     "realtime_router",
     "speech_router",

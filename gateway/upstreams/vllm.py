@@ -63,6 +63,10 @@ class VllmUpstream(HttpUpstream):
             {"model": served, "prompt": "ok", "max_tokens": 1, "temperature": 0},
             headers={"x-request-id": f"tantra-health-{time.monotonic_ns()}"},
         )
+        if answer.status_code == 404:
+            # A pooling model (an embedding engine): vLLM registers no generation routes for it,
+            # so its core is proven by embedding one input instead.
+            return await self._embed_once(served)
         if answer.status_code != 200:
             raise ProbeFailed(f"a one-token completion answered {answer.status_code}")
         try:
@@ -71,6 +75,16 @@ class VllmUpstream(HttpUpstream):
             choices = None
         if not choices:
             raise ProbeFailed("a one-token completion came back without choices")
+        return served
+
+    async def _embed_once(self, served: str) -> str:
+        answer = await self._api.post(
+            "/v1/embeddings",
+            {"model": served, "input": "ok"},
+            headers={"x-request-id": f"tantra-health-{time.monotonic_ns()}"},
+        )
+        if answer.status_code != 200:
+            raise ProbeFailed(f"a one-input embedding answered {answer.status_code}")
         return served
 
     async def count_tokens(self, model: str, text: str, timeout_s: float) -> int | None:

@@ -52,7 +52,8 @@ def seconds(duration: str) -> float:
 
 def test_compose_file_is_valid_with_the_example_env(config: dict[str, Any]) -> None:
     assert set(config["services"]) == {
-        "model-init", "engine", "gateway", "lb", "redis", "postgres", "prometheus", "grafana",
+        "model-init", "engine", "embedding-init", "embedding", "gateway", "lb", "redis", "postgres",
+        "prometheus", "grafana",
     }  # fmt: skip
 
 
@@ -124,9 +125,12 @@ def test_two_gateways_behind_the_load_balancer(config: dict[str, Any]) -> None:
 def test_services_wait_for_healthy_dependencies(config: dict[str, Any]) -> None:
     services = config["services"]
     assert services["engine"]["depends_on"]["model-init"]["condition"] == "service_completed_successfully"
-    for dependency in ("engine", "redis", "postgres"):
+    assert (
+        services["embedding"]["depends_on"]["embedding-init"]["condition"] == "service_completed_successfully"
+    )
+    for dependency in ("engine", "embedding", "redis", "postgres"):
         assert services["gateway"]["depends_on"][dependency]["condition"] == "service_healthy"
-    for name in ("engine", "lb", "redis", "postgres"):
+    for name in ("engine", "embedding", "lb", "redis", "postgres"):
         assert services[name]["healthcheck"]["test"], name
     # The engine's check is the image's own script on vLLM's health route.
     assert services["engine"]["healthcheck"]["test"][-1].endswith(f":8001{ENGINE_HEALTH}")
@@ -138,7 +142,17 @@ def test_gateway_gets_time_to_drain(config: dict[str, Any]) -> None:
 
 
 def test_tantra_containers_are_hardened(config: dict[str, Any]) -> None:
-    for name in ("model-init", "engine", "gateway", "lb", "redis", "prometheus", "grafana"):
+    for name in (
+        "model-init",
+        "engine",
+        "embedding-init",
+        "embedding",
+        "gateway",
+        "lb",
+        "redis",
+        "prometheus",
+        "grafana",
+    ):
         service = config["services"][name]
         assert service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
@@ -151,6 +165,20 @@ def test_engine_command_is_one_engine_serve_accepts(config: dict[str, Any], tmp_
     init = config["services"]["model-init"]
     assert init["entrypoint"] == ["tantra-fetch-model"]
     assert init["command"][1] == command[command.index("--model") + 1]
+
+
+def test_embedding_engine_serves_the_minilm_preset_with_the_pooling_runner(
+    config: dict[str, Any], tmp_path: Path
+) -> None:
+    services = config["services"]
+    command = services["embedding"]["command"]
+    check_engine_arguments(command, tmp_path)
+    assert command[command.index("--runner") + 1] == "pooling"
+    init = services["embedding-init"]
+    assert init["command"] == ["preset:minilm", command[command.index("--model") + 1]]
+    environment = services["gateway"]["environment"]
+    upstreams = Settings(upstreams=json.loads(environment["TANTRA_UPSTREAMS"])).upstream_urls()
+    assert upstreams == {"engine": "http://engine:8001", "embedding": "http://embedding:8001"}
 
 
 def test_vllm_fetches_media_from_no_domain_by_default(config: dict[str, Any]) -> None:
