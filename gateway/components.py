@@ -32,6 +32,7 @@ from gateway.observability.logs import apply_log_settings
 from gateway.realtime.session import RealtimeLimits
 from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
+from gateway.services.conversations import Conversations
 from gateway.services.inference import InferenceService
 from gateway.services.messages import MessagesService
 from gateway.services.pooling import PoolingService
@@ -42,7 +43,7 @@ from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
-from gateway.stateful import stored_completions
+from gateway.stateful import conversations, stored_completions
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
@@ -92,6 +93,7 @@ class Services:
     transcription: TranscriptionService
     messages: MessagesService
     stored_completions: StoredCompletions
+    conversations: Conversations
 
     @property
     def local_models(self) -> list[LocalModel]:
@@ -326,6 +328,7 @@ def _services(
         ),
         messages=MessagesService(admission, dispatcher, catalog, access.accountant.estimator),
         stored_completions=kept,
+        conversations=conversations(shared.database, admission),
     )
 
 

@@ -128,16 +128,19 @@ class OtherItem(_Item):
 _BY_TYPE: dict[str, type[_Item]] = {"function_call": FunctionCall, "function_call_output": FunctionCallOutput}
 
 
-def normalize_items(raw: Any, param: str = "items") -> list[dict[str, Any]]:
+def normalize_items(
+    raw: Any, param: str = "items", *, max_items: int | None = MAX_ITEMS
+) -> list[dict[str, Any]]:
     """`raw` (a list of Responses input items) checked as OpenAI checks them, each as it is stored:
     with an `id` (its own, or a new one), a `type`, a `status` (`completed` unless given), and a
-    message's string content as one text part (`input_text`, or `output_text` for the assistant)."""
+    message's string content as one text part (`input_text`, or `output_text` for the assistant).
+    At most `max_items` (OpenAI's 20 for a client's; None for what a response adds)."""
     if not isinstance(raw, list):
         raise InvalidParam(param, f"Invalid type for '{param}': expected an array.", "invalid_type")
-    if len(raw) > MAX_ITEMS:
+    if max_items is not None and len(raw) > max_items:
         raise InvalidParam(
             param,
-            f"Invalid '{param}': array too long. Expected an array with maximum length {MAX_ITEMS}, "
+            f"Invalid '{param}': array too long. Expected an array with maximum length {max_items}, "
             f"but got an array with length {len(raw)} instead.",
             "array_above_max_length",
         )
@@ -159,10 +162,14 @@ def _normalize(item: Any, where: str) -> dict[str, Any]:
         raise InvalidParam(where, f"Invalid type for '{where}': expected an object.", "invalid_type")
     kind = item.get("type")
     if kind is None and "role" not in item:
-        raise InvalidParam(f"{where}.type", f"Missing required parameter: '{where}.type'.", "missing_required_parameter")
+        raise InvalidParam(
+            f"{where}.type", f"Missing required parameter: '{where}.type'.", "missing_required_parameter"
+        )
     if kind == "item_reference":
         # A reference points at an item kept elsewhere (a response's): a conversation keeps items whole.
-        raise InvalidParam(f"{where}.type", "Item references cannot be added to a conversation; add the item itself.")
+        raise InvalidParam(
+            f"{where}.type", "Item references cannot be added to a conversation; add the item itself."
+        )
     if kind in (None, "message"):
         model: type[_Item] = OutputMessage if item.get("role") == "assistant" else InputMessage
     else:

@@ -144,7 +144,9 @@ class ConversationStore:
         async with self.db.session() as session:
             return ConversationRow.of(await _conversation(session, owner, conversation_id))
 
-    async def update_metadata(self, owner: Owner, conversation_id: str, metadata: dict[str, str]) -> ConversationRow:
+    async def update_metadata(
+        self, owner: Owner, conversation_id: str, metadata: dict[str, str]
+    ) -> ConversationRow:
         async with self.db.session() as session, session.begin():
             stored = await _conversation(session, owner, conversation_id)
             stored.tags = metadata
@@ -186,7 +188,9 @@ class ConversationStore:
             seq, count, owner_user = found
             ids = [item["id"] for item in items]
             taken = await session.execute(
-                select(StoredItem.item_id).where(StoredItem.conversation_seq == seq, StoredItem.item_id.in_(ids))
+                select(StoredItem.item_id).where(
+                    StoredItem.conversation_seq == seq, StoredItem.item_id.in_(ids)
+                )
             )
             clash = set(taken.scalars())
             if clash:

@@ -67,7 +67,12 @@ async def test_created_with_items_and_read_back_only_by_its_tenant(conversations
     made = await conversations.create(
         ACME, conv, at=T0, metadata={"topic": "a"}, items=says("one", "two"), end_user="alice"
     )
-    assert (made.id, made.metadata, made.created_by, made.end_user) == (conv, {"topic": "a"}, "key_a", "alice")
+    assert (made.id, made.metadata, made.created_by, made.end_user) == (
+        conv,
+        {"topic": "a"},
+        "key_a",
+        "alice",
+    )
     # Any key of the tenant reads it; another tenant's finds nothing, whatever it tries.
     same_tenant = Owner("tn_acme", "key_b")
     assert (await conversations.get(same_tenant, conv)).id == conv
@@ -92,7 +97,11 @@ async def test_created_with_items_and_read_back_only_by_its_tenant(conversations
     async with conversations.db.session() as session:
         rows = (await session.execute(select(StoredItem).order_by(StoredItem.position))).scalars().all()
     owners = [(r.position, r.tenant_id, r.created_by, r.end_user) for r in rows]
-    assert owners == [(0, "tn_acme", "key_a", "alice"), (1, "tn_acme", "key_a", "alice"), (2, "tn_acme", "key_b", "alice")]
+    assert owners == [
+        (0, "tn_acme", "key_a", "alice"),
+        (1, "tn_acme", "key_a", "alice"),
+        (2, "tn_acme", "key_b", "alice"),
+    ]
 
 
 async def test_items_page_in_both_orders(conversations: ConversationStore) -> None:
@@ -106,7 +115,7 @@ async def test_items_page_in_both_orders(conversations: ConversationStore) -> No
         seen: list[str] = []
         after = None
         while True:
-            page = await conversations.items(ACME, conv, after=after, limit=4, order=order)  # type: ignore[arg-type]
+            page = await conversations.items(ACME, conv, after=after, limit=4, order=order)
             seen += [item["id"] for item in page.items]
             if not page.has_more:
                 break
