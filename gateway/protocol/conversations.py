@@ -122,7 +122,7 @@ class FunctionCallOutput(_Item):
 class OtherItem(_Item):
     """Any other item type OpenAI knows (reasoning, tool calls of its hosted tools...): kept as given."""
 
-    type: str
+    type: Annotated[str, Field(min_length=1, max_length=64)]
 
 
 _BY_TYPE: dict[str, type[_Item]] = {"function_call": FunctionCall, "function_call_output": FunctionCallOutput}
