@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import httpx
@@ -14,10 +15,12 @@ import openai
 import pytest
 from sqlalchemy import select
 
+from gateway import Settings, create_app
 from gateway.store import Database
 from gateway.store.models import UsageRecord
 from tests.gateway.conversations.conftest import ConversationsGateway
 from tests.gateway.helpers import bearer, envelope
+from tests.servers import ThreadedServer
 
 FIRST: list[Any] = [
     {"role": "system", "content": "You are brief."},
@@ -288,3 +291,24 @@ def test_every_call_is_a_ledger_row(
         time.sleep(0.1)
     assert {(endpoint, status) for endpoint, status, _, _ in found} == expected
     assert all((prompt, completion) == (0, 0) for _, _, prompt, completion in found)
+
+
+def test_another_replica_on_the_same_store_continues_the_conversation(
+    client: openai.OpenAI,
+    conversations_gateway: ConversationsGateway,
+    tenant_key: tuple[str, str],
+    gateway_settings: Callable[..., Settings],
+) -> None:
+    """Written in the request, not batched: a second replica (or the first after a restart) reads
+    and extends at once what the first one made."""
+    conversation = client.conversations.create(items=FIRST, metadata={"replica": "one"})
+    with (
+        ThreadedServer(create_app(gateway_settings())) as second,
+        openai.OpenAI(base_url=second.url + "/v1", api_key=tenant_key[0], max_retries=0) as there,
+    ):
+        assert there.conversations.retrieve(conversation.id).metadata == {"replica": "one"}
+        there.conversations.items.create(
+            conversation.id, items=[{"role": "assistant", "content": "From two."}]
+        )
+    newest: Any = client.conversations.items.list(conversation.id, limit=1).data[0]
+    assert newest.role == "assistant" and newest.content[0].text == "From two."
