@@ -4,11 +4,18 @@ batches and responses services belong here too), kept out of the composition roo
 from __future__ import annotations
 
 from gateway.admission import Admission
+from gateway.jobs import JobRunner
+from gateway.limits.accounting import Accountant
+from gateway.services.responses import ResponsesService
+from gateway.services.responses_background import Background
 from gateway.services.stored_completions import StoredCompletions
 from gateway.settings.schema import Settings
 from gateway.store import Database
 from gateway.store.batched import BatchedWriter
 from gateway.store.completions import CompletionStore
+from gateway.store.responses import ResponseStore
+from gateway.upstreams import ModelCatalog
+from gateway.upstreams.dispatch import Dispatcher
 
 
 def stored_completions(settings: Settings, database: Database, admission: Admission) -> StoredCompletions:
@@ -21,3 +28,33 @@ def stored_completions(settings: Settings, database: Database, admission: Admiss
         batch_size=settings.ledger_batch_size,
     )
     return StoredCompletions(admission, store, writer, enabled=settings.stored_completions_enabled)
+
+
+def responses_service(
+    settings: Settings,
+    database: Database,
+    admission: Admission,
+    jobs: JobRunner,
+    dispatcher: Dispatcher,
+    catalog: ModelCatalog,
+    accountant: Accountant,
+) -> ResponsesService:
+    """The Responses API: its stored responses and background jobs (registered on the runner here)."""
+    store = ResponseStore(database)
+    background = Background(
+        store,
+        jobs,
+        dispatcher,
+        accountant,
+        flush_s=settings.responses_events_flush_s,
+        poll_s=settings.responses_stream_poll_s,
+    )
+    return ResponsesService(
+        admission,
+        dispatcher,
+        catalog,
+        accountant.estimator,
+        store,
+        background,
+        poll_s=settings.responses_stream_poll_s,
+    )
