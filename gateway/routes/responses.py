@@ -23,6 +23,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 _SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+_STREAMABLE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The response object, or its events with `stream`.", "content": _SSE}
+}
+_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"type": "object", "required": ["model", "input"]}}},
+}
 
 
 def responses_router(service: ResponsesService) -> APIRouter:
@@ -31,18 +38,9 @@ def responses_router(service: ResponsesService) -> APIRouter:
     @router.post(
         "/v1/responses",
         summary="Create a model response (function tools, `previous_response_id`, `background`, `stream`)",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"type": "object", "required": ["model", "input"]}}
-                },
-            }
-        },
+        openapi_extra={"requestBody": _BODY},
         response_class=Response,
-        responses={
-            200: {"description": "The response object, or its events with `stream`.", "content": _SSE}
-        },
+        responses=_STREAMABLE,
     )
     async def create_response(request: Request) -> Response:
         return await service.create(request)
@@ -51,9 +49,7 @@ def responses_router(service: ResponsesService) -> APIRouter:
         "/v1/responses/{response_id}",
         summary="Retrieve a response (`stream=true&starting_after=N` replays a background one's events)",
         response_class=Response,
-        responses={
-            200: {"description": "The response object, or its events with `stream`.", "content": _SSE}
-        },
+        responses=_STREAMABLE,
     )
     async def retrieve_response(request: Request, response_id: str) -> Response:
         return await service.retrieve(request, response_id)
