@@ -26,10 +26,10 @@ import orjson
 from starlette.responses import Response
 
 from gateway.admission import Outcome, Ticket
-from gateway.errors import InvalidRequest
+from gateway.errors import APIError, InvalidRequest
 from gateway.http.sse import EVENT_END
 from gateway.jobs import Job, JobCancelled, JobRunner
-from gateway.limits.accounting import Accountant
+from gateway.limits.accounting import Accountant, Tab
 from gateway.services.responses_items import queued, shown
 from gateway.services.responses_stream import TERMINAL, ResponseEvents, StoredEventsStream, usage_of
 from gateway.store.owned import Owner
@@ -165,15 +165,7 @@ class Background:
             return {"status": row.status if row is not None else "deleted"}
         show = _shower(row)
         if (job.checkpoint or {}).get("started"):
-            failed = {**row.body, "status": "failed", "error": _died()}
-            async with job.transaction() as step:
-                await self._store.finish(step.session, response_id, "failed", failed)
-                events = int(job.checkpoint.get("events", _OWN_EVENTS)) if job.checkpoint else _OWN_EVENTS
-                self._store.add_events(
-                    step.session,
-                    response_id,
-                    [{"type": "response.failed", "sequence_number": events, "response": failed}],
-                )
+            await self._fail(job, row, _died())
             return {"status": "failed"}
         running = {**row.body, "status": "in_progress"}
         async with job.transaction() as step:
@@ -184,14 +176,34 @@ class Background:
                 [{"type": "response.in_progress", "sequence_number": 2, "response": running}],
             )
             step.checkpoint({"started": True, "events": _OWN_EVENTS})
-        return await self._generate(job, row, show)
-
-    async def _generate(self, job: Job, row: ResponseRow, show: Any) -> dict[str, Any]:
-        model = str(job.payload["model"])
         tab = self._accountant.open(
             tenant_id=job.tenant_id, key_id=job.created_by, endpoint=LEDGER_ENDPOINT, request_id=row.id
         )
-        tab.model, tab.stream = model, True
+        tab.model, tab.stream = str(job.payload["model"]), True
+        try:
+            return await self._generate(job, row, show, tab)
+        except APIError as exc:
+            # The engine refused or failed before the answer was whole: the response fails at once
+            # (a second run could not continue it either).
+            tab.close(status=exc.status, outcome=Outcome.FAILED.value, completion_tokens=0)
+            await self._fail(job, row, {"code": exc.code or exc.type, "message": exc.message})
+            return {"status": "failed"}
+
+    async def _fail(self, job: Job, row: ResponseRow, error: dict[str, Any]) -> None:
+        """End the response as failed, with OpenAI's `response.failed` after the events written."""
+        failed = {**row.body, "status": "failed", "error": error}
+        events = int((job.checkpoint or {}).get("events", _OWN_EVENTS))
+        async with job.transaction() as step:
+            await self._store.finish(step.session, row.id, "failed", failed)
+            self._store.add_events(
+                step.session,
+                row.id,
+                [{"type": "response.failed", "sequence_number": events, "response": failed}],
+            )
+            step.checkpoint({"started": True, "events": events + 1})
+
+    async def _generate(self, job: Job, row: ResponseRow, show: Any, tab: Tab) -> dict[str, Any]:
+        model = str(job.payload["model"])
         plan = responses_plan(self._dispatcher, model)
         deadline = Deadline(plan[0].timeouts.total_s)
         sink = _JobSink(ResponseEvents(show))

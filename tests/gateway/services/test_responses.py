@@ -251,6 +251,24 @@ def test_background_with_polling(openai_client: openai.OpenAI, model: str, datab
     assert rows == [("POST /v1/responses (background)", 6, 200)]
 
 
+def test_a_background_response_the_engine_refuses_fails(openai_client: openai.OpenAI, model: str) -> None:
+    queued = openai_client.responses.create(
+        model=model,
+        input=[{"type": "no_such_item", "text": "x"}],  # type: ignore[typeddict-item]
+        background=True,
+        max_output_tokens=2,
+    )
+    done = wait_final(openai_client, queued.id, timeout=30)
+    assert done.status == "failed" and done.error is not None
+    events = list(openai_client.responses.retrieve(queued.id, stream=True))
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.failed",
+    ]
+
+
 def test_background_stream_resumes_from_any_sequence_number(
     openai_client: openai.OpenAI, replica_b: openai.OpenAI, model: str
 ) -> None:
