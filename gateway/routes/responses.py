@@ -22,7 +22,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "The engine or the store cannot be reached.",
     }.items()
 }
-_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+# OpenAI's events (`event: response.created` ... `event: response.completed`), each with its
+# `sequence_number`; no schema, as each event has its own shape.
+_SSE: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}}
 _STREAMABLE: dict[int | str, dict[str, Any]] = {
     200: {"description": "The response object, or its events with `stream`.", "content": _SSE}
 }
