@@ -46,6 +46,7 @@ from gateway.routes import (
 )
 from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
+from gateway.routes.responses import responses_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings
 
@@ -122,6 +123,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(anthropic_router(services.messages))
     app.include_router(stored_completions_router(services.stored_completions))
     app.include_router(conversations_router(services.conversations))
+    app.include_router(responses_router(services.responses))
     app.include_router(pooling_router(services.pooling))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:

@@ -36,6 +36,7 @@ from gateway.services.conversations import Conversations
 from gateway.services.inference import InferenceService
 from gateway.services.messages import MessagesService
 from gateway.services.pooling import PoolingService
+from gateway.services.responses import ResponsesService
 from gateway.services.speech import SpeechService
 from gateway.services.spoken import ChatSpeech
 from gateway.services.stored_completions import StoredCompletions
@@ -43,7 +44,7 @@ from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
-from gateway.stateful import conversations, stored_completions
+from gateway.stateful import conversations, responses_service, stored_completions
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
@@ -94,6 +95,7 @@ class Services:
     messages: MessagesService
     stored_completions: StoredCompletions
     conversations: Conversations
+    responses: ResponsesService
 
     @property
     def local_models(self) -> list[LocalModel]:
@@ -151,6 +153,7 @@ class Components:
         await self.access.accountant.drain()
         await self.shared.ledger.close()
         await self.services.stored_completions.close()
+        await self.services.responses.close()
         await self.shared.redis.aclose()
         await self.shared.subscriber.aclose()
         await self.shared.database.close()
@@ -329,6 +332,9 @@ def _services(
         messages=MessagesService(admission, dispatcher, catalog, access.accountant.estimator),
         stored_completions=kept,
         conversations=conversations(shared.database, admission),
+        responses=responses_service(
+            settings, shared.database, admission, shared.jobs, dispatcher, catalog, access.accountant
+        ),
     )
 
 

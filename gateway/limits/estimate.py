@@ -93,6 +93,11 @@ class TokenEstimator:
         per_choice = asked or room or self._default_completion
         return (min(per_choice, room) if room is not None else per_choice), None
 
+    @property
+    def default_completion(self) -> int:
+        """The completion tokens reserved for a request that names no limit and no room."""
+        return self._default_completion
+
     def observe(self, endpoint: str, model: str, estimate: Estimate, actual_prompt_tokens: int) -> None:
         """Learn from a finished request how far the raw estimate fell short of the real prompt."""
         shortfalls = self._shortfalls.setdefault((endpoint, model), deque(maxlen=self._history))

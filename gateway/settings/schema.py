@@ -232,6 +232,21 @@ class Settings(MediaFields, AudioFields, FilesFields, AbuseFields, OperatorField
         "GET /v1/chat/completions). Off: `store` is ignored, as vLLM ignores it, and the list is empty.",
     )
 
+    # The Responses API (docs/responses.md): background responses' events are written by the replica
+    # running them every flush interval, and read by any replica streaming them every poll interval.
+    responses_events_flush_s: float = Field(
+        0.2,
+        gt=0,
+        description="How often a background response's job writes the stream events it has produced "
+        "(each batch one commit, with the job's checkpoint).",
+    )
+    responses_stream_poll_s: float = Field(
+        0.2,
+        gt=0,
+        description="How often a stream of a background response (background with `stream`, or "
+        "GET /v1/responses/{id}?stream=true) reads the store for its next events.",
+    )
+
     _init_values: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **values: Any) -> None:

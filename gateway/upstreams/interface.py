@@ -33,6 +33,8 @@ class Capabilities:
     uses_api_key: bool = False
     # Serves Anthropic's Messages API (/v1/messages, /v1/messages/count_tokens) itself, as vLLM does.
     serves_messages: bool = False
+    # Serves OpenAI's Responses API (/v1/responses) itself, as vLLM does.
+    serves_responses: bool = False
 
 
 @dataclass(frozen=True)

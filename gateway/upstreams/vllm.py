@@ -21,6 +21,7 @@ VLLM = Capabilities(
     has_health_endpoint=True,
     joins_catalogue=True,
     serves_messages=True,
+    serves_responses=True,
 )
 
 # A keep-alive connection the engine had just closed: the deep check asks once more, on a fresh one.

@@ -1,0 +1,321 @@
+"""Background responses (`background: true`): a job on the durable runner (gateway/jobs), so any
+replica may run it and any replica may answer its retrieve, cancel and stream.
+
+The create request stores the response as `queued` with its first events (`response.created`,
+`response.queued`) and submits the job in the same transaction, then answers at once (or, with
+`stream`, replays the events from the store as they are written). The job streams the answer from
+vLLM's /v1/responses and writes its events in batches (every `flush_s`, each batch committed with
+the job's checkpoint under its lease), renumbered after the gateway's own; the final response is
+committed with the last batch. Usage goes to the ledger when the job ends (its own row, request id
+the response's). A cancel marks the response `cancelled` at once and cancels the job, whose run
+closes its engine stream (vLLM aborts the request). A run that died mid-answer cannot continue the
+engine's half-written answer: the next run fails the response (`server_error`) instead of
+generating a second, different one under the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.responses import Response
+
+from gateway.admission import Outcome, Ticket
+from gateway.errors import APIError, InvalidRequest
+from gateway.http.sse import EVENT_END
+from gateway.jobs import Job, JobCancelled, JobRunner
+from gateway.limits.accounting import Accountant, Tab
+from gateway.services.responses_items import queued, shown
+from gateway.services.responses_stream import TERMINAL, ResponseEvents, StoredEventsStream, usage_of
+from gateway.store.owned import Owner
+from gateway.store.responses import FINAL, ResponseRow, ResponseStore
+from gateway.upstreams.attempt import Target
+from gateway.upstreams.dispatch import Dispatcher
+from gateway.upstreams.stream import UpstreamStream
+from gateway.upstreams.timeouts import Deadline
+
+if TYPE_CHECKING:
+    from gateway.services.responses import Turn
+
+KIND = "response"
+PATH = "/v1/responses"
+LEDGER_ENDPOINT = "POST /v1/responses (background)"
+# The gateway's own first events: response.created, response.queued, then response.in_progress.
+_OWN_EVENTS = 3
+_NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0}
+
+
+def responses_plan(dispatcher: Dispatcher, model: str) -> list[Target]:
+    """The model's chain with only the upstreams that serve the Responses API (vLLM does; an
+    OpenAI-compatible provider is not assumed to): 400 when the model's own are all providers."""
+    plan = dispatcher.plan(model)
+    served = [
+        dataclasses.replace(
+            target, members=[m for m in target.members if m.upstream.capabilities.serves_responses]
+        )
+        for target in plan
+    ]
+    if plan[0].members and not served[0].members:
+        raise InvalidRequest(
+            f"The model `{model}` is served by an OpenAI-compatible provider, for which this gateway "
+            "does not serve the Responses API; call /v1/chat/completions for it.",
+            param="model",
+        )
+    return [served[0], *(target for target in served[1:] if target.members)]
+
+
+class Background:
+    def __init__(
+        self,
+        store: ResponseStore,
+        jobs: JobRunner,
+        dispatcher: Dispatcher,
+        accountant: Accountant,
+        *,
+        flush_s: float = 0.2,
+        poll_s: float = 0.2,
+    ) -> None:
+        self._store = store
+        self._jobs = jobs
+        self._dispatcher = dispatcher
+        self._accountant = accountant
+        self._flush_s = flush_s
+        self._poll_s = poll_s
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # One run per job: a response's answer is not generated twice (see the module's words).
+        jobs.register(KIND, self.run, max_attempts=2)
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` off the request path (a streamed response stored at its end)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def submit(self, ticket: Ticket, turn: Turn, owner: Owner) -> Response:
+        """Store the queued response with its first events and submit its job, in one commit."""
+        from gateway.services.responses import row_of
+
+        body = queued(
+            turn.response_id,
+            turn.model,
+            {**turn.engine_body, "previous_response_id": turn.parsed.previous_response_id},
+            int(time.time()),
+            turn.metadata,
+        )
+        payload = {
+            "response_id": turn.response_id,
+            "model": turn.model,
+            "body": {**turn.engine_body, "stream": True},
+        }
+        async with self._store.db.session() as session:
+            record = await self._jobs.submit(
+                KIND,
+                owner.tenant_id,
+                payload,
+                created_by=owner.key_id,
+                user=turn.parsed.user,
+                session=session,
+            )
+            await self._store.add(row_of(ticket, turn, body, status="queued", job_id=record.id), session)
+            self._store.add_events(
+                session,
+                turn.response_id,
+                [
+                    {"type": "response.created", "sequence_number": 0, "response": body},
+                    {"type": "response.queued", "sequence_number": 1, "response": body},
+                ],
+            )
+            await session.commit()
+        # The request is counted now; the answer's tokens are the job's own ledger row.
+        ticket.settle(Outcome.COMPLETED, usage=_NO_TOKENS)
+        if turn.parsed.stream:
+            return StoredEventsStream(
+                self._store, turn.response_id, -1, poll_s=self._poll_s, headers=ticket.limit_headers
+            )
+        return Response(orjson.dumps(body), media_type="application/json", headers=ticket.limit_headers)
+
+    async def cancel(self, row: ResponseRow, owner: Owner) -> dict[str, Any]:
+        """Mark the response cancelled (unless it has ended) and cancel its job."""
+        if row.status in FINAL:
+            return row.body
+        body = {**row.body, "status": "cancelled"}
+        changed = await self._store.mark(row.id, "cancelled", body)
+        if row.job_id is not None:
+            await self._jobs.cancel(row.job_id, tenant_id=row.tenant_id)
+        if not changed:
+            now = await self._store.get(owner, row.id)
+            return now.body if now is not None else body
+        return body
+
+    # The job ------------------------------------------------------------------------------------
+
+    async def run(self, job: Job) -> dict[str, Any]:
+        response_id = str(job.payload["response_id"])
+        row = await self._store.get_any(response_id)
+        if row is None or row.status in FINAL:
+            return {"status": row.status if row is not None else "deleted"}
+        show = _shower(row)
+        if (job.checkpoint or {}).get("started"):
+            await self._fail(job, row, _died())
+            return {"status": "failed"}
+        running = {**row.body, "status": "in_progress"}
+        async with job.transaction() as step:
+            await self._store.finish(step.session, response_id, "in_progress", running)
+            self._store.add_events(
+                step.session,
+                response_id,
+                [{"type": "response.in_progress", "sequence_number": 2, "response": running}],
+            )
+            step.checkpoint({"started": True, "events": _OWN_EVENTS})
+        tab = self._accountant.open(
+            tenant_id=job.tenant_id, key_id=job.created_by, endpoint=LEDGER_ENDPOINT, request_id=row.id
+        )
+        tab.model, tab.stream = str(job.payload["model"]), True
+        try:
+            return await self._generate(job, row, show, tab)
+        except APIError as exc:
+            # The engine refused or failed before the answer was whole: the response fails at once
+            # (a second run could not continue it either).
+            tab.close(status=exc.status, outcome=Outcome.FAILED.value, completion_tokens=0)
+            await self._fail(job, row, {"code": exc.code or exc.type, "message": exc.message})
+            return {"status": "failed"}
+
+    async def _fail(self, job: Job, row: ResponseRow, error: dict[str, Any]) -> None:
+        """End the response as failed, with OpenAI's `response.failed` after the events written."""
+        failed = {**row.body, "status": "failed", "error": error}
+        events = int((job.checkpoint or {}).get("events", _OWN_EVENTS))
+        async with job.transaction() as step:
+            await self._store.finish(step.session, row.id, "failed", failed)
+            self._store.add_events(
+                step.session,
+                row.id,
+                [{"type": "response.failed", "sequence_number": events, "response": failed}],
+            )
+            step.checkpoint({"started": True, "events": events + 1})
+
+    async def _generate(self, job: Job, row: ResponseRow, show: Any, tab: Tab) -> dict[str, Any]:
+        model = str(job.payload["model"])
+        plan = responses_plan(self._dispatcher, model)
+        deadline = Deadline(plan[0].timeouts.total_s)
+        sink = _JobSink(ResponseEvents(show))
+        async with job.turn():
+            attempt = await self._dispatcher.open_stream(
+                PATH, orjson.dumps(job.payload["body"]), {"x-request-id": row.id}, plan, deadline
+            )
+            tab.served_model = attempt.target.model
+            upstream = UpstreamStream(
+                attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=None
+            )
+            pumping = asyncio.create_task(upstream.run(sink))
+            try:
+                while not pumping.done():
+                    waiting = asyncio.create_task(job.interrupted.wait())
+                    await asyncio.wait(
+                        [pumping, waiting], timeout=self._flush_s, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    waiting.cancel()
+                    if job.cancel_requested:
+                        pumping.cancel()
+                        tab.close(
+                            status=499, outcome=Outcome.CLIENT_CLOSED.value, completion_tokens=sink.deltas
+                        )
+                        raise JobCancelled({"status": "cancelled"})
+                    await self._flush(job, row.id, sink)
+            finally:
+                if not pumping.done():
+                    pumping.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pumping
+                await upstream.close()
+        final = sink.events.final
+        status = str(final.get("status", "completed")) if final is not None else "failed"
+        if final is None:
+            final = {**row.body, "status": "failed", "error": _died("The engine ended the stream early.")}
+            sink.add({"type": "response.failed", "response": final})
+        async with job.transaction() as step:
+            self._store.add_events(step.session, row.id, sink.take())
+            await self._store.finish(step.session, row.id, status, final)
+            step.checkpoint({"started": True, "events": sink.next})
+        failed = status == "failed"
+        tab.close(
+            status=500 if failed else 200,
+            outcome=(Outcome.FAILED if failed else Outcome.COMPLETED).value,
+            usage=usage_of(final),
+        )
+        return {"status": status}
+
+    async def _flush(self, job: Job, response_id: str, sink: _JobSink) -> None:
+        events = sink.take()
+        if events:
+            async with job.transaction() as step:
+                self._store.add_events(step.session, response_id, events)
+                step.checkpoint({"started": True, "events": sink.next})
+
+
+class _JobSink:
+    """The engine's events, renumbered after the gateway's own and held until the next flush; the
+    engine's own `response.created` and `response.in_progress` are the gateway's already."""
+
+    def __init__(self, events: ResponseEvents) -> None:
+        self.events = events
+        self.next = _OWN_EVENTS
+        self.deltas = 0
+        self._pending: list[dict[str, Any]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.events.done
+
+    async def feed(self, chunk: bytes) -> None:
+        out = self.events.feed(chunk)
+        for raw in out.split(EVENT_END)[:-1]:
+            parsed = self.events.parse(raw) if raw.startswith(b"event: ") else None
+            if parsed is None or parsed.get("type") in ("response.created", "response.in_progress"):
+                continue
+            if str(parsed.get("type", "")).endswith(".delta"):
+                self.deltas += 1
+            self.add(parsed)
+
+    def add(self, event: dict[str, Any]) -> None:
+        event["sequence_number"] = self.next
+        self.next += 1
+        self._pending.append(event)
+
+    def take(self) -> list[dict[str, Any]]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    def drop_partial(self) -> None:
+        self.events.rest()
+
+
+def _shower(row: ResponseRow) -> Any:
+    def show(body: dict[str, Any]) -> dict[str, Any]:
+        return shown(
+            body,
+            response_id=row.id,
+            previous_response_id=row.previous_response_id,
+            store=True,
+            background=True,
+            metadata=row.metadata,
+        )
+
+    return show
+
+
+def _died(
+    message: str = "The replica generating this response stopped before it was complete.",
+) -> dict[str, Any]:
+    return {"code": "server_error", "message": message}
+
+
+__all__ = ["KIND", "TERMINAL", "Background", "responses_plan"]
