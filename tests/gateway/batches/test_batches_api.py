@@ -1,0 +1,154 @@
+"""The Batch API through the real openai SDK against a real gateway fronting the session's real
+chat and embedding engines (real Redis, SQLite store, local blob store): create, retrieve, list,
+cancel; validation as OpenAI reports it; the output and error files; tenant isolation; the ledger
+at the batch price factor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.gateway.batches.conftest import BatchGateway, read_lines, upload, wait_until
+from tests.gateway.helpers import bearer, envelope, wait_for
+
+pytestmark = pytest.mark.engine
+
+
+def line_rows(database_url: str, key_id: str, endpoint: str, count: int) -> list[Any]:
+    """The key's ledger rows of `endpoint`, once there are `count` of them (the API's own requests
+    (uploads, polling) have rows too)."""
+    found: list[Any] = []
+
+    def enough() -> bool:
+        rows = _rows(database_url, key_id)
+        found[:] = [row for row in rows if row.endpoint == endpoint]
+        return len(found) >= count
+
+    wait_for(enough, timeout=15, interval=0.3)
+    assert len(found) == count
+    return found
+
+
+def _rows(database_url: str, key_id: str) -> list[Any]:
+    import asyncio
+
+    from gateway.store import Database, Store
+
+    async def read() -> list[Any]:
+        database = Database(database_url)
+        try:
+            return await Store(database).usage_rows(key_id=key_id)
+        finally:
+            await database.close()
+
+    return asyncio.run(read())
+
+
+def chat_line(custom_id: str, model: str, **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, **body},
+    }
+
+
+def test_small_chat_batch(batch_gateway: BatchGateway, model: str, database_url: str) -> None:
+    secret, key_id = batch_gateway.tenant_key("small")
+    with batch_gateway.client(secret) as client:
+        file_id = upload(client, [chat_line(f"c{i}", model) for i in range(3)])
+        batch = client.batches.create(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"job": "small"},
+        )
+        assert (batch.object, batch.status, batch.endpoint) == ("batch", "validating", "/v1/chat/completions")
+        assert batch.metadata == {"job": "small"}
+        assert batch.expires_at == batch.created_at + 86400
+        done = wait_until(client, batch.id, {"completed", "failed"})
+        assert done.status == "completed", done
+        assert done.request_counts is not None
+        assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (3, 3, 0)
+        assert done.error_file_id is None
+        assert done.in_progress_at and done.finalizing_at and done.completed_at
+        output = read_lines(client, done.output_file_id)
+        assert [line["custom_id"] for line in output] == ["c0", "c1", "c2"]
+        for line in output:
+            assert line["id"].startswith("batch_req_")
+            assert line["error"] is None
+            assert line["response"]["status_code"] == 200
+            assert line["response"]["body"]["object"] == "chat.completion"
+        stored = client.files.retrieve(done.output_file_id)  # type: ignore[arg-type]
+        assert stored.purpose == "batch_output"
+        # One ledger row per line (and the API's own requests), each priced at half.
+        rows = line_rows(database_url, key_id, "/v1/chat/completions", 3)
+        assert {row.request_id for row in rows} == {f"{batch.id}-{n}" for n in (1, 2, 3)}
+        for row in rows:
+            full = row.prompt_tokens * 1 + row.completion_tokens * 2
+            assert row.cost_micros == round(full * 0.5)
+
+
+def test_create_is_validated(batch_gateway: BatchGateway, model: str) -> None:
+    secret, _ = batch_gateway.tenant_key("create")
+    with batch_gateway.client(secret) as client:
+        file_id = upload(client, [chat_line("a", model)])
+        url = batch_gateway.url + "/v1/batches"
+        cases = [
+            ({"input_file_id": file_id, "endpoint": "/v1/images", "completion_window": "24h"}, 400, "endpoint"),
+            ({"input_file_id": file_id, "endpoint": "/v1/completions", "completion_window": "1h"}, 400, "completion_window"),
+            ({"endpoint": "/v1/completions", "completion_window": "24h"}, 400, "input_file_id"),
+            ({"input_file_id": "file-nope", "endpoint": "/v1/completions", "completion_window": "24h"}, 404, "input_file_id"),
+        ]
+        for body, status, param in cases:
+            assert envelope(httpx.post(url, json=body, headers=bearer(secret)), status)["param"] == param
+        other = client.files.create(file=("a.txt", b"{}"), purpose="user_data").id
+        body = {"input_file_id": other, "endpoint": "/v1/completions", "completion_window": "24h"}
+        assert envelope(httpx.post(url, json=body, headers=bearer(secret)), 400)["param"] == "input_file_id"
+        assert list(client.batches.list()) == []
+
+
+def test_file_level_problems_fail_the_batch(batch_gateway: BatchGateway, model: str) -> None:
+    secret, _ = batch_gateway.tenant_key("invalid")
+    with batch_gateway.client(secret) as client:
+        lines = [
+            chat_line("a", model),
+            chat_line("a", model),  # duplicate custom_id
+            {**chat_line("b", model), "url": "/v1/completions"},
+            {**chat_line("c", model), "method": "GET"},
+        ]
+        file_id = client.files.create(
+            file=("in.jsonl", b"".join([*(__import__("json").dumps(x).encode() + b"\n" for x in lines), b"not json\n"])),
+            purpose="batch",
+        ).id
+        batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+        failed = wait_until(client, batch.id, {"failed", "completed"})
+        assert failed.status == "failed"
+        assert failed.failed_at is not None
+        assert failed.errors is not None and failed.errors.data is not None
+        found = [(error.code, error.line) for error in failed.errors.data]
+        assert found == [("duplicate_custom_id", 2), ("invalid_url", 3), ("invalid_method", 4), ("invalid_json_line", 5)]
+        assert failed.output_file_id is None and failed.error_file_id is None
+
+
+def test_tenant_isolation(batch_gateway: BatchGateway, model: str) -> None:
+    owner, _ = batch_gateway.tenant_key("owner")
+    stranger, _ = batch_gateway.tenant_key("stranger")
+    with batch_gateway.client(owner) as client, batch_gateway.client(stranger) as other:
+        file_id = upload(client, [chat_line("a", model)])
+        batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+        with pytest.raises(openai.NotFoundError):
+            other.batches.retrieve(batch.id)
+        with pytest.raises(openai.NotFoundError):
+            other.batches.cancel(batch.id)
+        assert list(other.batches.list()) == []
+        # Another tenant's file cannot be a batch's input either.
+        with pytest.raises(openai.NotFoundError):
+            other.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+        done = wait_until(client, batch.id, {"completed"})
+        with pytest.raises(openai.NotFoundError):
+            other.files.content(done.output_file_id)  # type: ignore[arg-type]
+        assert [item.id for item in client.batches.list()] == [batch.id]
