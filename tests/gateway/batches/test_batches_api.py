@@ -86,7 +86,7 @@ def test_small_chat_batch(batch_gateway: BatchGateway, model: str, database_url:
             assert line["error"] is None
             assert line["response"]["status_code"] == 200
             assert line["response"]["body"]["object"] == "chat.completion"
-        stored = client.files.retrieve(done.output_file_id)  # type: ignore[arg-type]
+        stored = client.files.retrieve(done.output_file_id)
         assert stored.purpose == "batch_output"
         # One ledger row per line (and the API's own requests), each priced at half.
         rows = line_rows(database_url, key_id, "/v1/chat/completions", 3)
@@ -180,7 +180,7 @@ def test_tenant_isolation(batch_gateway: BatchGateway, model: str) -> None:
             )
         done = wait_until(client, batch.id, {"completed"})
         with pytest.raises(openai.NotFoundError):
-            other.files.content(done.output_file_id)  # type: ignore[arg-type]
+            other.files.content(done.output_file_id)
         assert [item.id for item in client.batches.list()] == [batch.id]
 
 
