@@ -115,9 +115,15 @@ class BatchWork:
                 if utcnow() >= batch.expires_at:
                     return await self._finish(job, batch.id, EXPIRED, lines[done:])
                 chunk = lines[done : done + step_size]
-                answers = await asyncio.gather(*(self._answer(job, batch, line) for line in chunk))
+                answers = await asyncio.gather(
+                    *(self._answer(job, batch, line) for line in chunk), return_exceptions=True
+                )
+                if job.interrupted.is_set():
+                    # Cancelled, stopping or taken over mid-step: the step's lines were cut off (their
+                    # requests disconnected), so none is recorded; a resumed run sends them again.
+                    job.check()
                 done += len(chunk)
-                await self._record(job, batch.id, answers, done)
+                await self._record(job, batch.id, [_answered(answer) for answer in answers], done)
         except JobCancelled:
             raise JobCancelled(await self._finish(job, batch.id, CANCELLED, [])) from None
         return await self._finish(job, batch.id, COMPLETED, [])
@@ -221,6 +227,12 @@ class BatchWork:
         # Held whole: the lines are re-read at each run, and a batch's file is bounded by the
         # Files API's per-file cap (TANTRA_FILES_MAX_FILE_BYTES).
         return b"".join([chunk async for chunk in self._blobs.get(found.blob_key)])
+
+
+def _answered(answer: tuple[int, bool, str] | BaseException) -> tuple[int, bool, str]:
+    if isinstance(answer, BaseException):
+        raise answer  # the run fails and is retried from its checkpoint
+    return answer
 
 
 def parse(data: bytes, endpoint: str) -> list[Line]:

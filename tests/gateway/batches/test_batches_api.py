@@ -286,3 +286,32 @@ def _zero() -> Any:
     from openai.types.batch_request_counts import BatchRequestCounts
 
     return BatchRequestCounts(total=0, completed=0, failed=0)
+
+
+def test_lines_act_as_the_batch_s_key_and_stop_working_once_it_is_revoked(
+    batch_gateway: BatchGateway, model: str
+) -> None:
+    """Lines are admitted as the key that created the batch, looked up by id: once the key is revoked,
+    the lines not yet sent are 401s in the error file (the batch keeps no secret to go on with)."""
+    admin = batch_gateway.admin
+    tenant = admin.tenant("revoked-batch")
+    secret, key = admin.key(tenant["id"], "creator")
+    reader, _ = admin.key(tenant["id"], "reader")
+    with batch_gateway.client(secret) as client:
+        file_id = upload(client, [chat_line(f"r{i}", model, max_tokens=8) for i in range(300)])
+        batch = client.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        wait_for(
+            lambda: (client.batches.retrieve(batch.id).request_counts or _zero()).completed >= 8, timeout=300
+        )
+    admin.revoke(key["id"])
+    # The batch still ends, its files written; the tenant's other keys read it.
+    with batch_gateway.client(reader) as client:
+        done = wait_until(client, batch.id, {"completed"}, timeout=600)
+        assert done.request_counts is not None
+        assert done.request_counts.failed > 0
+        assert done.request_counts.completed + done.request_counts.failed == 300
+        errors = read_lines(client, done.error_file_id)
+        assert {line["response"]["status_code"] for line in errors} == {401}
+        assert {line["error"]["code"] for line in errors} == {"invalid_api_key"}
