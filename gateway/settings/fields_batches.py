@@ -24,12 +24,13 @@ class BatchesFields(BaseModel):
         description="What a batch line costs in the ledger, as a fraction of the same request's "
         "interactive price (OpenAI's batch discount is 0.5).",
     )
-    # vLLM refuses a non-zero `priority` unless the engine runs `--scheduling-policy priority`.
+    # vLLM 0.32 takes `priority` on any engine (tested) and orders by it only under
+    # `--scheduling-policy priority`; an OpenAI-compatible provider may refuse the unknown field.
     batch_engine_priority: int = Field(
         0,
         description="vLLM `priority` set on each batch line that does not carry its own (lower runs "
-        "first; interactive requests have 0). 0: not sent. Set e.g. 10 only when every engine runs "
-        "with `--scheduling-policy priority`, else vLLM refuses the lines.",
+        "first; interactive requests have 0). 0: not sent. It orders lines only on engines started "
+        "with `--scheduling-policy priority` (the default fcfs ignores it); providers may refuse it.",
     )
     batch_concurrency: int = Field(
         2,

@@ -315,3 +315,13 @@ def test_lines_act_as_the_batch_s_key_and_stop_working_once_it_is_revoked(
         errors = read_lines(client, done.error_file_id)
         assert {line["response"]["status_code"] for line in errors} == {401}
         assert {line["error"]["code"] for line in errors} == {"invalid_api_key"}
+
+
+def test_the_engine_takes_priority_on_its_default_scheduler(engine_url: str, model: str) -> None:
+    """vLLM 0.32 takes a batch line's `priority` on its default scheduler (fcfs), where it is ignored
+    (its docstring says otherwise): TANTRA_BATCH_ENGINE_PRIORITY is safe to set on any vLLM engine
+    and orders lines only where the engine runs `--scheduling-policy priority`."""
+    body = {"model": model, "prompt": "Hi", "max_tokens": 1}
+    for priority in (0, 10):
+        answer = httpx.post(engine_url + "/v1/completions", json={**body, "priority": priority}, timeout=60)
+        assert answer.status_code == 200, answer.text
