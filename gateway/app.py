@@ -44,6 +44,7 @@ from gateway.routes import (
     speech_router,
     transcription_router,
 )
+from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
 from gateway.routes.responses import responses_router
@@ -130,6 +131,10 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         app.include_router(speech_router(services.speech))
     if parts.storage is not None:
         app.include_router(files_router(parts.storage.files, parts.storage.uploads))
+    if parts.batches is not None:
+        app.include_router(batches_router(parts.batches.service))
+        # A batch's lines are requests of this app, made in process (gateway/services/batch_work.py).
+        parts.batches.work.bind(app)
     if settings.realtime_enabled:
         app.include_router(
             realtime_router(

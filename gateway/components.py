@@ -44,7 +44,7 @@ from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
-from gateway.stateful import conversations, responses_service, stored_completions
+from gateway.stateful import Batches, batches, conversations, responses_service, stored_completions
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
@@ -125,6 +125,8 @@ class Components:
     profiler: Profiler | None
     # The Files and Uploads APIs (None when files_enabled is off).
     storage: FileStorage | None = None
+    # The Batch API (None without the Files API or with batches_enabled off).
+    batches: Batches | None = None
 
     async def start(self) -> None:
         """Connect and start the background tasks (ledger writer, invalidation listener, health
@@ -239,6 +241,7 @@ def build(
         profiler=Profiler() if settings.profiling_enabled else None,
         storage=file_storage(settings, access.admission, shared.database),
     )
+    components.batches = batches(settings, components.storage, shared.jobs)
     live.subscribe(components.apply)
     return components
 

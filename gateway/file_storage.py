@@ -24,6 +24,8 @@ class FileStorage:
     files: FilesService
     uploads: UploadsService
     sweeper: FileSweeper
+    # The admission, store and quota the files services share (the Batch API's too).
+    objects: StoredObjects | None = None
 
     async def start(self) -> None:
         await self.blobs.start()
@@ -79,4 +81,5 @@ def file_storage(settings: Settings, admission: Admission, database: Database) -
         files=FilesService(objects, blobs),
         uploads=UploadsService(objects, blobs),
         sweeper=FileSweeper(files, blobs, interval_s=settings.files_sweep_interval_s),
+        objects=objects,
     )

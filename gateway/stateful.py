@@ -3,9 +3,14 @@ the files, batches and responses services belong here too), kept out of the comp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from gateway.admission import Admission
+from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
 from gateway.limits.accounting import Accountant
+from gateway.services.batch_work import BatchOptions, BatchWork
+from gateway.services.batches import KIND, BatchesService
 from gateway.services.conversations import Conversations
 from gateway.services.responses import ResponsesService
 from gateway.services.responses_background import Background
@@ -13,6 +18,7 @@ from gateway.services.stored_completions import StoredCompletions
 from gateway.settings.schema import Settings
 from gateway.store import Database
 from gateway.store.batched import BatchedWriter
+from gateway.store.batches import BatchStore
 from gateway.store.completions import CompletionStore
 from gateway.store.conversations import ConversationStore
 from gateway.store.responses import ResponseStore
@@ -65,3 +71,32 @@ def responses_service(
         background,
         poll_s=settings.responses_stream_poll_s,
     )
+
+
+@dataclass(eq=False)
+class Batches:
+    """The Batch API's service and the job handler that runs its batches (bound to the app)."""
+
+    service: BatchesService
+    work: BatchWork
+
+
+def batches(settings: Settings, storage: FileStorage | None, runner: JobRunner) -> Batches | None:
+    """The Batch API over the Files API's store (none without it), its `batch` job kind registered."""
+    if not settings.batches_enabled or storage is None or storage.objects is None:
+        return None
+    store = BatchStore(runner.queue.db)
+    work = BatchWork(
+        store,
+        storage.objects.files,
+        storage.blobs,
+        BatchOptions(
+            price_factor=settings.batch_price_factor,
+            engine_priority=settings.batch_engine_priority,
+            lines_per_step=settings.batch_lines_per_step,
+        ),
+    )
+    # Below interactive jobs (background responses) in the claim order; at most batch_concurrency
+    # batches at once on a replica.
+    runner.register(KIND, work, priority=-10, concurrency=settings.batch_concurrency)
+    return Batches(BatchesService(storage.objects, store, runner), work)

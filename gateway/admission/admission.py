@@ -22,6 +22,7 @@ from starlette.requests import Request
 
 from gateway.admission.body import check_shape, parse_json, read_request_body, validate
 from gateway.admission.gate import Gate
+from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.admission.outcome import Outcome
 from gateway.admission.screen import BodyScreen
 from gateway.auth import Principal
@@ -209,8 +210,12 @@ class Admission:
         try:
             if budget is not None:
                 budget.check_address(address, policy.rejections_per_address)
+            internal = request.scope.get(ACTING_AS)
             with stage(record, "auth"):
-                principal = await self.gate.identify(request.headers, record, policy, address)
+                if isinstance(internal, InternalCall):
+                    principal = await self.gate.act_as(internal.key_id, record, policy)
+                else:
+                    principal = await self.gate.identify(request.headers, record, policy, address)
             if budget is not None:
                 budget.check_key(principal.key_id, policy.rejections_per_key)
         except RateLimited as exc:
@@ -220,9 +225,11 @@ class Admission:
             tenant_id=principal.tenant_id,
             key_id=principal.key_id,
             endpoint=endpoint,
-            request_id=request.state.unique_request_id,
+            request_id=internal.request_id if internal else request.state.unique_request_id,
             client_request_id=request.state.client_request_id,
         )
+        if internal:
+            tab.price_factor = internal.price_factor
         ticket = Ticket(request, principal, self._accountant, tab, record, policy, self.screen)
         try:
             yield ticket

@@ -47,6 +47,19 @@ class Gate:
             principal = with_file_limits(principal, limits)
         return principal
 
+    async def act_as(self, key_id: str | None, record: RequestRecord | None, policy: Policy) -> Principal:
+        """The key `key_id` for a request the gateway makes on its behalf (a batch line): still
+        live (401 once revoked, expired or its tenant disabled), with the config file's limits."""
+        try:
+            principal = await self._auth.principal_of(key_id)
+        except (SQLAlchemyError, ConnectionError, TimeoutError) as exc:
+            raise StoreUnavailable("API keys cannot be checked right now; try again shortly.") from exc
+        if record is not None:
+            record.tenant, record.key_prefix = principal.tenant_id, None
+            bind_request(tenant=record.tenant)
+        limits = policy.limits
+        return principal if limits.empty else with_file_limits(principal, limits)
+
 
 def key_prefix(headers: Mapping[str, str]) -> str | None:
     """Enough of the presented key to tell keys apart in logs (`sk-tantra-AbCd`), never more."""

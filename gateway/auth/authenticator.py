@@ -77,6 +77,22 @@ class Authenticator:
             tenant_limits=record.tenant_limits,
         )
 
+    async def principal_of(self, key_id: str | None) -> Principal:
+        """The key with id `key_id`, for work the gateway does on its behalf (a batch's lines):
+        401 once it is revoked, expired, gone or its tenant disabled. No key with auth off."""
+        if not self.enabled or key_id is None:
+            return ANONYMOUS
+        record = await self._store.find_key_by_id(key_id)
+        if record is None:
+            raise AuthenticationFailed(f"The API key {key_id} no longer exists.")
+        _check_usable(record, key_id)
+        return Principal(
+            tenant_id=record.tenant_id,
+            key_id=record.key_id,
+            key_limits=record.key_limits,
+            tenant_limits=record.tenant_limits,
+        )
+
     async def _look_up(self, key_hash: str, address: str | None, allowance: Allowance) -> KeyRecord | None:
         """The store's record of a key not in the cache; from an address that presented too many
         unknown keys, a stale cache entry or 429 instead (no query)."""

@@ -109,6 +109,8 @@ class Tab:
         # False when the prompt grew after the estimate (media turned into text): the estimator
         # must not learn from that pair.
         self.estimate_covers_prompt = True
+        # What the ledger's cost is multiplied by: a batch line's discount (TANTRA_BATCH_PRICE_FACTOR).
+        self.price_factor = 1.0
         self._started = time.monotonic()
         self._wall_start = time.time()
         self.closed = False
@@ -149,6 +151,8 @@ class Tab:
         cost = accountant.prices.cost_micros(self.served_model or self.model, prompt, completion)
         if self.speech_model is not None:
             cost += accountant.prices.cost_micros(self.speech_model, self.spoken_tokens, 0)
+        if self.price_factor != 1.0:
+            cost = round(cost * self.price_factor)
         if self.reservation is not None:
             accountant.settle_later(self.reservation, prompt + completion, cost)
         for extra in self.extra_reservations:

@@ -54,12 +54,20 @@ class Loopback:
 
     @contextlib.asynccontextmanager
     async def post(
-        self, path: str, body: bytes, cancel: asyncio.Event, *, content_type: str = "application/json"
+        self,
+        path: str,
+        body: bytes,
+        cancel: asyncio.Event,
+        *,
+        content_type: str = "application/json",
+        marks: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[LoopbackResponse]:
         """POST `body` to `path`; the response's body arrives chunk by chunk, as the app sends it.
-        Setting `cancel` (or leaving the block early) disconnects the request."""
+        Setting `cancel` (or leaving the block early) disconnects the request. `marks` are further
+        ASGI scope entries only the gateway sets (a batch line's `ACTING_AS`)."""
         scope: Scope = {
             **self._base,
+            **(marks or {}),
             "method": "POST",
             "path": path,
             "raw_path": path.encode(),

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.settings.fields_abuse import AbuseFields
 from gateway.settings.fields_audio import AudioFields
+from gateway.settings.fields_batches import BatchesFields
 from gateway.settings.fields_files import FilesFields
 from gateway.settings.fields_jobs import JobsFields
 from gateway.settings.fields_media import MediaFields
@@ -27,7 +28,16 @@ from gateway.settings.sections import (
 from gateway.upstreams.factory import config_problems
 
 
-class Settings(MediaFields, AudioFields, FilesFields, AbuseFields, OperatorFields, JobsFields, BaseSettings):
+class Settings(
+    MediaFields,
+    AudioFields,
+    FilesFields,
+    AbuseFields,
+    OperatorFields,
+    JobsFields,
+    BatchesFields,
+    BaseSettings,
+):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
     from TANTRA_* exactly as the fields here."""
 

@@ -168,6 +168,26 @@ class Store:
             await session.commit()
         return key
 
+    async def find_key_by_id(self, key_id: str) -> KeyRecord | None:
+        """The key with this id (for work the gateway does on a key's behalf: a batch's lines)."""
+        query = select(ApiKey, Tenant).join(Tenant, ApiKey.tenant_id == Tenant.id).where(ApiKey.id == key_id)
+        async with self.db.session() as session:
+            row = (await session.execute(query)).first()
+        if row is None:
+            return None
+        key, tenant = row
+        return KeyRecord(
+            key_id=key.id,
+            key_name=key.name,
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
+            key_limits=Limits.of(key),
+            tenant_limits=Limits.of(tenant),
+            tenant_disabled=tenant.disabled,
+            revoked_at=key.revoked_at,
+            expires_at=key.expires_at,
+        )
+
     async def find_key(self, key_hash: str) -> KeyRecord | None:
         """The key whose current (or, during a rotation's grace, previous) secret has this hash."""
         query = (
