@@ -15,6 +15,7 @@ from gateway.settings.fields_files import FilesFields
 from gateway.settings.fields_jobs import JobsFields
 from gateway.settings.fields_media import MediaFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
+from gateway.settings.fields_stateful import StatefulFields
 from gateway.settings.load import customise_sources
 from gateway.settings.policy import Allowance, Policy
 from gateway.settings.sections import (
@@ -36,6 +37,7 @@ class Settings(
     OperatorFields,
     JobsFields,
     BatchesFields,
+    StatefulFields,
     BaseSettings,
 ):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
@@ -234,29 +236,6 @@ class Settings(
         0.5, gt=0, description="How often the usage ledger writes its buffered rows."
     )
     ledger_batch_size: int = Field(500, ge=1, description="Most ledger rows written in one transaction.")
-    # Stored chat completions (`store: true`, docs/stored-completions.md): written in batches as the
-    # ledger's rows are, on the ledger's interval and batch size.
-    stored_completions_enabled: bool = Field(
-        True,
-        description="Keep the chat completions created with `store: true` (listed and read back at "
-        "GET /v1/chat/completions). Off: `store` is ignored, as vLLM ignores it, and the list is empty.",
-    )
-
-    # The Responses API (docs/responses.md): background responses' events are written by the replica
-    # running them every flush interval, and read by any replica streaming them every poll interval.
-    responses_events_flush_s: float = Field(
-        0.2,
-        gt=0,
-        description="How often a background response's job writes the stream events it has produced "
-        "(each batch one commit, with the job's checkpoint).",
-    )
-    responses_stream_poll_s: float = Field(
-        0.2,
-        gt=0,
-        description="How often a stream of a background response (background with `stream`, or "
-        "GET /v1/responses/{id}?stream=true) reads the store for its next events.",
-    )
-
     _init_values: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **values: Any) -> None:
