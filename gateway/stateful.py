@@ -45,8 +45,10 @@ def responses_service(
     dispatcher: Dispatcher,
     catalog: ModelCatalog,
     accountant: Accountant,
+    conversations: Conversations | None = None,
 ) -> ResponsesService:
-    """The Responses API: its stored responses and background jobs (registered on the runner here)."""
+    """The Responses API: its stored responses and background jobs (registered on the runner here);
+    a response given `conversation` reads and appends to it through `conversations`."""
     store = ResponseStore(database)
     background = Background(
         store,
@@ -55,6 +57,7 @@ def responses_service(
         accountant,
         flush_s=settings.responses_events_flush_s,
         poll_s=settings.responses_stream_poll_s,
+        conversations=conversations,
     )
     return ResponsesService(
         admission,
@@ -64,4 +67,5 @@ def responses_service(
         store,
         background,
         poll_s=settings.responses_stream_poll_s,
+        conversations=conversations,
     )
