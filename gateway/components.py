@@ -314,6 +314,7 @@ def _services(
     media = media_service(settings, media_client, transcriber) if settings.media_enabled else None
     admission = access.admission
     kept = stored_completions(settings, shared.database, admission)
+    talks = conversations(shared.database, admission)
     speech = speech_service(settings, admission) if settings.tts_enabled else None
     # Chat's spoken answers (audio output) use the speech endpoint's synthesizer and its pool.
     chat_speech = ChatSpeech(speech.synthesizer, model=speech.model) if speech is not None else None
@@ -334,9 +335,9 @@ def _services(
         ),
         messages=MessagesService(admission, dispatcher, catalog, access.accountant.estimator),
         stored_completions=kept,
-        conversations=conversations(shared.database, admission),
+        conversations=talks,
         responses=responses_service(
-            settings, shared.database, admission, shared.jobs, dispatcher, catalog, access.accountant
+            settings, shared.database, admission, shared.jobs, dispatcher, catalog, access.accountant, talks
         ),
     )
 

@@ -51,8 +51,10 @@ def responses_service(
     dispatcher: Dispatcher,
     catalog: ModelCatalog,
     accountant: Accountant,
+    conversations: Conversations | None = None,
 ) -> ResponsesService:
-    """The Responses API: its stored responses and background jobs (registered on the runner here)."""
+    """The Responses API: its stored responses and background jobs (registered on the runner here);
+    a response given `conversation` reads and appends to it through `conversations`."""
     store = ResponseStore(database)
     background = Background(
         store,
@@ -61,6 +63,7 @@ def responses_service(
         accountant,
         flush_s=settings.responses_events_flush_s,
         poll_s=settings.responses_stream_poll_s,
+        conversations=conversations,
     )
     return ResponsesService(
         admission,
@@ -70,6 +73,7 @@ def responses_service(
         store,
         background,
         poll_s=settings.responses_stream_poll_s,
+        conversations=conversations,
     )
 
 

@@ -39,13 +39,29 @@ class ResponsesRequest(Open):
                 "invalid_value",
             )
         if self.conversation is not None:
-            raise InvalidParam(
-                "conversation",
-                "The `conversation` parameter is not supported yet; use `previous_response_id`.",
-                "unsupported_parameter",
-            )
+            self.conversation = _conversation_id(self.conversation)
+            if self.previous_response_id is not None:
+                # OpenAI refuses both: a conversation already holds the turns before this one.
+                raise InvalidParam(
+                    "conversation",
+                    "Mutually exclusive parameters: provide either `conversation` or `previous_response_id`, "
+                    "not both.",
+                    "mutually_exclusive_parameters",
+                )
         if self.previous_response_id is not None and not self.previous_response_id:
             raise InvalidParam("previous_response_id", "`previous_response_id` is empty.", "invalid_value")
+
+
+def _conversation_id(value: Any) -> str:
+    """`conversation` as OpenAI takes it: the conversation's id, or an object with its `id`."""
+    given = value.get("id") if isinstance(value, dict) else value
+    if not isinstance(given, str) or not given:
+        raise InvalidParam(
+            "conversation",
+            "`conversation` must be a conversation id or an object with its `id`.",
+            "invalid_type",
+        )
+    return given
 
 
 class InputItemsParams(Open):

@@ -28,8 +28,9 @@ from gateway.errors import InvalidRequest, NotFound
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
+from gateway.services.conversations import Conversations
 from gateway.services.messages import _chose, _upstream_headers
-from gateway.services.responses_background import Background, responses_plan
+from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
 from gateway.store.owned import Owner
@@ -59,6 +60,7 @@ class Turn:
     items: list[dict[str, Any]]
     engine_body: dict[str, Any]
     metadata: dict[str, str]
+    new_items: int = 0
 
     def show(self, body: dict[str, Any]) -> dict[str, Any]:
         return shown(
@@ -68,7 +70,13 @@ class Turn:
             store=self.parsed.store is not False,
             background=bool(self.parsed.background),
             metadata=self.metadata,
+            conversation=self.parsed.conversation,
         )
+
+    @property
+    def fresh(self) -> list[dict[str, Any]]:
+        """This request's own input items (after the previous response's or the conversation's)."""
+        return self.items[len(self.items) - self.new_items :]
 
 
 class ResponsesService:
@@ -82,6 +90,7 @@ class ResponsesService:
         background: Background,
         *,
         poll_s: float = 0.2,
+        conversations: Conversations | None = None,
     ) -> None:
         self._admission = admission
         self._dispatcher = dispatcher
@@ -90,6 +99,7 @@ class ResponsesService:
         self._store = store
         self._background = background
         self._poll_s = poll_s
+        self._conversations = conversations
 
     async def close(self) -> None:
         """Wait for the streamed responses still being stored (at shutdown)."""
@@ -114,6 +124,7 @@ class ResponsesService:
                 _chose(ticket, member.name, target.model)
                 response = turn.show(orjson.loads(answer))
                 await self._keep(ticket, turn, response)
+                await self._append(ticket, turn, response)
                 ticket.settle(Outcome.COMPLETED, usage=usage_of(response))
                 return _json(ticket, response)
             attempt = await unless_disconnected(
@@ -130,6 +141,7 @@ class ResponsesService:
                 ticket.settle(outcome, usage=usage_of(events.final))
                 if events.final is not None and outcome is Outcome.COMPLETED:
                     self._background.spawn(self._keep(ticket, turn, events.final))
+                    self._background.spawn(self._append(ticket, turn, events.final))
 
             return ResponsesRelay(upstream, events, headers=ticket.limit_headers, on_close=closed)
 
@@ -151,7 +163,10 @@ class ResponsesService:
                     code="previous_response_not_found",
                 )
             previous = history(row.input_items, row.body)
-        items = [*previous, *input_items(parsed.input)]
+        elif isinstance(parsed.conversation, str):
+            previous = await self._conversation_items(ticket, parsed.conversation)
+        fresh = input_items(parsed.input)
+        items = [*previous, *fresh]
         response_id = new_id("resp")
         engine_body = {key: value for key, value in payload.items() if key not in _GATEWAY_KEYS}
         engine_body.update(
@@ -162,7 +177,7 @@ class ResponsesService:
             stream=bool(parsed.stream),
         )
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
-        turn = Turn(response_id, model, parsed, items, engine_body, metadata)
+        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh))
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
         max_len = card.get("max_model_len")
         room = max(1, max_len - raw) if isinstance(max_len, int) else None
@@ -176,6 +191,25 @@ class ResponsesService:
         if turn.parsed.store is False:
             return
         await self._store.add(row_of(ticket, turn, response, status=str(response.get("status", "completed"))))
+
+    async def _conversation_items(self, ticket: Ticket, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's items, oldest first (the 404 of an id the tenant has not)."""
+        if self._conversations is None:
+            raise InvalidRequest("Conversations are not served here.", param="conversation")
+        return await self._conversations.items_for_input(self._owner(ticket), conversation_id)
+
+    async def _append(self, ticket: Ticket, turn: Turn, response: dict[str, Any]) -> None:
+        """Add the turn's input and output items to its conversation, as OpenAI does once the
+        response is done (see `conversation_turn`)."""
+        if self._conversations is not None and isinstance(turn.parsed.conversation, str):
+            await conversation_turn(
+                self._conversations,
+                self._owner(ticket),
+                turn.parsed.conversation,
+                turn.fresh,
+                response,
+                end_user=turn.parsed.user,
+            )
 
     # The stored responses ------------------------------------------------------------------------
 

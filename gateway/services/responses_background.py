@@ -30,6 +30,7 @@ from gateway.errors import APIError, InvalidRequest
 from gateway.http.sse import EVENT_END
 from gateway.jobs import Job, JobCancelled, JobRunner
 from gateway.limits.accounting import Accountant, Tab
+from gateway.services.conversations import Conversations
 from gateway.services.responses_items import queued, shown
 from gateway.services.responses_stream import TERMINAL, ResponseEvents, StoredEventsStream, usage_of
 from gateway.store.owned import Owner
@@ -79,6 +80,7 @@ class Background:
         *,
         flush_s: float = 0.2,
         poll_s: float = 0.2,
+        conversations: Conversations | None = None,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -86,6 +88,7 @@ class Background:
         self._accountant = accountant
         self._flush_s = flush_s
         self._poll_s = poll_s
+        self._conversations = conversations
         self._tasks: set[asyncio.Task[Any]] = set()
         # One run per job: a response's answer is not generated twice (see the module's words).
         jobs.register(KIND, self.run, max_attempts=2)
@@ -107,15 +110,22 @@ class Background:
         body = queued(
             turn.response_id,
             turn.model,
-            {**turn.engine_body, "previous_response_id": turn.parsed.previous_response_id},
+            {
+                **turn.engine_body,
+                "previous_response_id": turn.parsed.previous_response_id,
+                "conversation": turn.parsed.conversation,
+            },
             int(time.time()),
             turn.metadata,
         )
-        payload = {
+        payload: dict[str, Any] = {
             "response_id": turn.response_id,
             "model": turn.model,
             "body": {**turn.engine_body, "stream": True},
         }
+        if isinstance(turn.parsed.conversation, str):
+            payload["conversation"] = turn.parsed.conversation
+            payload["new_items"] = turn.new_items
         async with self._store.db.session() as session:
             record = await self._jobs.submit(
                 KIND,
@@ -245,6 +255,14 @@ class Background:
             self._store.add_events(step.session, row.id, sink.take())
             await self._store.finish(step.session, row.id, status, final)
             step.checkpoint({"started": True, "events": sink.next})
+        conversation = job.payload.get("conversation")
+        if self._conversations is not None and isinstance(conversation, str):
+            fresh = row.input_items[len(row.input_items) - int(job.payload.get("new_items", 0)) :]
+            owner = Owner(job.tenant_id, job.created_by)
+            with contextlib.suppress(APIError):  # the conversation was deleted meanwhile
+                await conversation_turn(
+                    self._conversations, owner, conversation, fresh, final, end_user=row.end_user
+                )
         failed = status == "failed"
         tab.close(
             status=500 if failed else 200,
@@ -307,9 +325,36 @@ def _shower(row: ResponseRow) -> Any:
             store=True,
             background=True,
             metadata=row.metadata,
+            conversation=_conversation_of(row.body),
         )
 
     return show
+
+
+def _conversation_of(body: dict[str, Any]) -> str | None:
+    conversation = body.get("conversation")
+    return str(conversation["id"]) if isinstance(conversation, dict) and "id" in conversation else None
+
+
+async def conversation_turn(
+    conversations: Conversations,
+    owner: Owner,
+    conversation_id: str,
+    fresh: list[dict[str, Any]],
+    response: dict[str, Any],
+    *,
+    end_user: str | None,
+) -> None:
+    """Add a response's own input items and its output items to its conversation, once it is done.
+    Only a response that answered (completed, or incomplete at its max_output_tokens) adds its turn:
+    a failed or cancelled one adds nothing, so the conversation never holds a question without
+    its answer and a retry starts from the same place."""
+    if response.get("status") not in ("completed", "incomplete"):
+        return
+    output = response.get("output")
+    await conversations.append(
+        owner, conversation_id, [*fresh, *(output if isinstance(output, list) else [])], end_user=end_user
+    )
 
 
 def _died(

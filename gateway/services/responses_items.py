@@ -67,9 +67,11 @@ def shown(
     store: bool,
     background: bool,
     metadata: dict[str, str],
+    conversation: str | None = None,
 ) -> dict[str, Any]:
     """The engine's response object as the client sees it: what the gateway changed on the way in
-    put back (vLLM was sent `store: false` and the whole history instead of the previous id)."""
+    put back (vLLM was sent `store: false` and the whole history instead of the previous id or the
+    conversation's items)."""
     out = {key: value for key, value in body.items() if not (key in _ENGINE_EXTRAS and value is None)}
     out.update(
         id=response_id,
@@ -79,6 +81,8 @@ def shown(
         background=background,
         metadata=metadata,
     )
+    if conversation is not None:
+        out["conversation"] = {"id": conversation}
     return out
 
 
@@ -108,4 +112,5 @@ def queued(
         "usage": None,
         "user": payload.get("user"),
         "metadata": metadata,
+        **({"conversation": {"id": payload["conversation"]}} if payload.get("conversation") else {}),
     }

@@ -155,7 +155,7 @@ def test_store_false_keeps_nothing_and_a_follow_up_to_it_is_a_400(
 
 def test_bad_requests_are_openai_400s(gateway_url: str, auth: dict[str, str], model: str) -> None:
     cases = [
-        ({"model": model, "input": "Hi", "conversation": "conv_1"}, "conversation"),
+        ({"model": model, "input": "Hi", "conversation": {"name": "conv_1"}}, "conversation"),
         ({"model": model, "input": "Hi", "background": True, "store": False}, "background"),
         ({"model": model}, "input"),
         ({"model": model, "input": "Hi", "max_output_tokens": 0}, "max_output_tokens"),
