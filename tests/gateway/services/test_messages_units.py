@@ -328,7 +328,7 @@ def test_what_fails_before_the_service_is_in_anthropics_envelope_too(
     unknown = httpx.post(url + "/v1/messages/batches", json={})
     assert unknown.status_code == 404
     assert unknown.json() == {"type": "error", "error": {"type": "not_found_error", "message": ANY_MESSAGE}}
-    chat = httpx.get(url + "/v1/chat/completions")  # OpenAI's routes keep OpenAI's envelope
+    chat = httpx.put(url + "/v1/chat/completions")  # OpenAI's routes keep OpenAI's envelope
     assert set(chat.json()["error"]) == {"message", "type", "param", "code"}
 
 
