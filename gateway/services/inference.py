@@ -16,7 +16,6 @@ from gateway.admission import Admission, Outcome, Ticket, validate
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import TokenEstimator
 from gateway.media.service import MediaService, Prepared, as_api_errors, with_media_usage
-from gateway.observability import bind_request, passthrough_traceparent
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
@@ -25,6 +24,7 @@ from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_sp
 from gateway.services.spoken_stream import SpokenStream
 from gateway.services.stored_capture import Capture
 from gateway.services.stored_completions import StoredCompletions
+from gateway.services.upstream_call import chose, upstream_headers
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.stream import UpstreamRequest, UpstreamStream
@@ -159,14 +159,14 @@ class InferenceService:
             body,
             payload,
             ticket.tab.model,
-            self._upstream_headers(ticket),
+            upstream_headers(ticket),
             affinity_chars=policy.affinity_prefix_chars,
             failover_max=policy.failover_max if policy.failover_enabled else 0,
         )
         receive = ticket.request.receive
         if not parsed.stream:
             answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
-            _chose(ticket, upstream, served)
+            chose(ticket, upstream, served)
             if capture is not None and self._stored is not None:
                 # A spoken answer is kept as its text (the transcript), without the audio.
                 self._stored.keep(capture.answered(answer))
@@ -180,7 +180,7 @@ class InferenceService:
         if not wants_usage:
             request = dataclasses.replace(request, body=asking_for_usage(body, parsed.stream_options))
         stream = await unless_disconnected(receive, self._dispatcher.stream(request))
-        _chose(ticket, stream.upstream, stream.model)
+        chose(ticket, stream.upstream, stream.model)
         usage = StreamUsage(
             forward_usage=wants_usage,
             observe=capture.observer(stream.observe) if capture is not None else stream.observe,
@@ -223,29 +223,3 @@ class InferenceService:
         return SpokenStream(
             stream, usage=usage, speech=speech, speaking=speaking, headers=headers, on_close=on_close
         )
-
-    @staticmethod
-    def _upstream_headers(ticket: Ticket) -> dict[str, str]:
-        """The request's id for the engine (vLLM logs it), and the trace context to carry on."""
-        headers = {"x-request-id": ticket.request.state.engine_request_id}
-        record = ticket.record
-        if record is not None:
-            span = record.start_upstream("engine", {"gen_ai.request.model": ticket.tab.model})
-            if record.tracing.enabled:
-                record.tracing.inject(span, headers)
-            else:
-                passthrough_traceparent(ticket.request.headers, headers)
-        return headers
-
-
-def _chose(ticket: Ticket, upstream: str, served_model: str) -> None:
-    """Name the upstream that answers in the request's logs, access line and span, and the model
-    it answered as (a fallback's) in its ledger row, which is priced by it."""
-    bind_request(upstream=upstream)
-    ticket.tab.served_model = served_model
-    record = ticket.record
-    if record is not None:
-        record.upstream = upstream
-        record.served_model = served_model
-        if record.upstream_span is not None and record.tracing.enabled:
-            record.upstream_span.set_attribute("tantra.upstream", upstream)

@@ -27,9 +27,9 @@ from gateway.admission import Admission, Outcome, Ticket
 from gateway.errors import APIError, InvalidRequest, anthropic_error
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
-from gateway.observability import bind_request, passthrough_traceparent
 from gateway.protocol.anthropic import AnthropicCountTokensRequest, AnthropicMessage, AnthropicMessagesRequest
 from gateway.services.messages_stream import MessagesRelay, MessagesUsage, usage_of_message
+from gateway.services.upstream_call import chose, upstream_headers
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.affinity import affinity_key
 from gateway.upstreams.attempt import Target
@@ -87,7 +87,7 @@ class MessagesService:
         await ticket.reserve(
             self._estimator.estimate_counted(MESSAGES, model, raw, min(parsed.max_tokens, room))
         )
-        headers = _upstream_headers(ticket)
+        headers = upstream_headers(ticket, _FORWARDED)
         deadline = Deadline(plan[0].timeouts.total_s)
         affinity = _affinity(payload, ticket.policy.affinity_prefix_chars)
         receive = ticket.request.receive
@@ -95,7 +95,7 @@ class MessagesService:
             answer, member, target = await unless_disconnected(
                 receive, self._dispatcher.complete(MESSAGES, body, headers, plan, deadline, affinity=affinity)
             )
-            _chose(ticket, member.name, target.model)
+            chose(ticket, member.name, target.model)
             ticket.settle(Outcome.COMPLETED, usage=usage_of_message(answer))
             return Response(answer, media_type="application/json", headers=ticket.limit_headers)
         attempt = await unless_disconnected(
@@ -104,7 +104,7 @@ class MessagesService:
         upstream = UpstreamStream(
             attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=None
         )
-        _chose(ticket, attempt.member.name, attempt.target.model)
+        chose(ticket, attempt.member.name, attempt.target.model)
         usage = MessagesUsage()
         ticket.defer()
         return MessagesRelay(
@@ -130,10 +130,14 @@ class MessagesService:
         answer, member, target = await unless_disconnected(
             ticket.request.receive,
             self._dispatcher.complete(
-                COUNT_TOKENS, body, _upstream_headers(ticket), plan, Deadline(plan[0].timeouts.total_s)
+                COUNT_TOKENS,
+                body,
+                upstream_headers(ticket, _FORWARDED),
+                plan,
+                Deadline(plan[0].timeouts.total_s),
             ),
         )
-        _chose(ticket, member.name, target.model)
+        chose(ticket, member.name, target.model)
         ticket.settle(Outcome.COMPLETED, usage={"prompt_tokens": 0, "completion_tokens": 0})
         return Response(answer, media_type="application/json", headers=ticket.limit_headers)
 
@@ -219,34 +223,3 @@ def _affinity(payload: dict[str, Any], chars: int) -> str | None:
     messages = [{"content": system}] if system else []
     messages += list(payload.get("messages") or ())
     return affinity_key("/v1/chat/completions", {"messages": messages}, chars)
-
-
-def _upstream_headers(ticket: Ticket) -> dict[str, str]:
-    """The request's id for the engine, the trace context, and Anthropic's own headers."""
-    request = ticket.request
-    headers = {"x-request-id": request.state.engine_request_id}
-    for name in _FORWARDED:
-        value = request.headers.get(name)
-        if value is not None:
-            headers[name] = value
-    record = ticket.record
-    if record is not None:
-        span = record.start_upstream("engine", {"gen_ai.request.model": ticket.tab.model})
-        if record.tracing.enabled:
-            record.tracing.inject(span, headers)
-        else:
-            passthrough_traceparent(request.headers, headers)
-    return headers
-
-
-def _chose(ticket: Ticket, upstream: str, served_model: str) -> None:
-    """As chat's: the upstream that answers in the request's logs and span, the model of the
-    chain that answered (a fallback's) in its ledger row."""
-    bind_request(upstream=upstream)
-    ticket.tab.served_model = served_model
-    record = ticket.record
-    if record is not None:
-        record.upstream = upstream
-        record.served_model = served_model
-        if record.upstream_span is not None and record.tracing.enabled:
-            record.upstream_span.set_attribute("tantra.upstream", upstream)

@@ -38,7 +38,7 @@ from gateway.protocol.pooling import (
     TokenizeRequest,
 )
 from gateway.services.forwarding import usage_of
-from gateway.services.inference import InferenceService, _chose
+from gateway.services.upstream_call import chose, upstream_headers
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.stream import UpstreamRequest
@@ -94,9 +94,7 @@ class PoolingService:
             ticket.use_model(model, stream=False)
             tokens = estimate_input_tokens(parsed)
             await ticket.reserve(Estimate(tokens, 0, tokens))
-            upstream_request = UpstreamRequest(
-                path, body, payload, model, InferenceService._upstream_headers(ticket)
-            )
+            upstream_request = UpstreamRequest(path, body, payload, model, upstream_headers(ticket))
             try:
                 answer, upstream, served = await unless_disconnected(
                     request.receive, self._dispatcher.answer(upstream_request)
@@ -105,7 +103,7 @@ class PoolingService:
                 raise
             except NotFound:
                 raise unsupported(model, path, endpoint.task) from None
-            _chose(ticket, upstream, served)
+            chose(ticket, upstream, served)
             ticket.settle(Outcome.COMPLETED, usage=_usage(answer, parsed, tokens))
             return Response(answer, media_type="application/json", headers=ticket.limit_headers)
 

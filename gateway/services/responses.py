@@ -29,10 +29,10 @@ from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
 from gateway.services.conversations import Conversations
-from gateway.services.messages import _chose, _upstream_headers
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
+from gateway.services.upstream_call import chose, upstream_headers
 from gateway.store.owned import Owner
 from gateway.store.responses import FINAL, ResponseRow, ResponseStore
 from gateway.upstreams import ModelCatalog
@@ -114,14 +114,14 @@ class ResponsesService:
                 return await self._background.submit(ticket, turn, self._owner(ticket))
             plan = responses_plan(self._dispatcher, turn.model)
             body = orjson.dumps(turn.engine_body)
-            headers = _upstream_headers(ticket)
+            headers = upstream_headers(ticket)
             deadline = Deadline(plan[0].timeouts.total_s)
             receive = ticket.request.receive
             if not turn.parsed.stream:
                 answer, member, target = await unless_disconnected(
                     receive, self._dispatcher.complete(RESPONSES, body, headers, plan, deadline)
                 )
-                _chose(ticket, member.name, target.model)
+                chose(ticket, member.name, target.model)
                 response = turn.show(orjson.loads(answer))
                 await self._keep(ticket, turn, response)
                 await self._append(ticket, turn, response)
@@ -133,7 +133,7 @@ class ResponsesService:
             upstream = UpstreamStream(
                 attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=None
             )
-            _chose(ticket, attempt.member.name, attempt.target.model)
+            chose(ticket, attempt.member.name, attempt.target.model)
             events = ResponseEvents(turn.show)
             ticket.defer()
 
