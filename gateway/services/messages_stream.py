@@ -20,9 +20,10 @@ from starlette.types import Send
 
 from gateway.admission.outcome import Outcome
 from gateway.errors import APIError, EngineUnavailable, anthropic_error_body
-from gateway.http.sse import EVENT_END, SSE_HEADERS
-from gateway.http.streaming import RawStream, send_chunk
+from gateway.http.sse import EVENT_END
+from gateway.http.streaming import send_chunk
 from gateway.protocol.anthropic import ERROR_TYPES, error_body, error_type
+from gateway.services.relay import EngineEvents
 from gateway.upstreams.stream import UpstreamStream
 
 # vLLM's error types (exception class names, and its stream converter's `internal_error`) and the
@@ -149,11 +150,9 @@ class MessagesUsage:
         return _event("error", error_body(status, str(message or error_type(status))))[:-2]
 
 
-class MessagesRelay(RawStream):
+class MessagesRelay(EngineEvents):
     """Anthropic's SSE stream of the engine, passed through as it comes (see the module's words);
     `on_close` is told how it ended."""
-
-    media_type = "text/event-stream"
 
     def __init__(
         self,
@@ -163,12 +162,8 @@ class MessagesRelay(RawStream):
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[Outcome], None] | None = None,
     ) -> None:
-        super().__init__(SSE_HEADERS, headers, on_close)
-        self._stream = stream
+        super().__init__(stream, headers, on_close)
         self._usage = usage
-
-    async def finish(self) -> None:
-        await self._stream.close()
 
     async def pump(self, send: Send) -> Outcome:
         usage = self._usage

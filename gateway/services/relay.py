@@ -170,7 +170,27 @@ def _carries_token(choice: Any) -> bool:
     return bool(choice.get("text"))
 
 
-class SSERelay(RawStream):
+class EngineEvents(RawStream):
+    """An answer of SSE events pumped from an engine's `UpstreamStream`: the relays of chat,
+    Anthropic's Messages, the Responses API and spoken answers. However the answer ends (the client
+    gone included), the engine's stream is closed, which makes vLLM abort the request."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        stream: UpstreamStream,
+        headers: Mapping[str, str] | None,
+        on_close: Callable[[Outcome], None] | None,
+    ) -> None:
+        super().__init__(SSE_HEADERS, headers, on_close)
+        self._stream = stream
+
+    async def finish(self) -> None:
+        await self._stream.close()
+
+
+class SSERelay(EngineEvents):
     """An ASGI response that passes the engine's SSE bytes through unchanged.
 
     Events are not re-serialised: the engine already speaks OpenAI's SSE (`data: {...}`, usage
@@ -181,8 +201,6 @@ class SSERelay(RawStream):
     handle. `on_close` is told how the stream ended.
     """
 
-    media_type = "text/event-stream"
-
     def __init__(
         self,
         stream: UpstreamStream,
@@ -191,12 +209,8 @@ class SSERelay(RawStream):
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[Outcome], None] | None = None,
     ) -> None:
-        super().__init__(SSE_HEADERS, headers, on_close)
-        self._stream = stream
+        super().__init__(stream, headers, on_close)
         self._usage = usage
-
-    async def finish(self) -> None:
-        await self._stream.close()
 
     async def pump(self, send: Send) -> Outcome:
         end = await self._stream.run(_ClientSink(self._usage, send))

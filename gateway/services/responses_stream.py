@@ -24,6 +24,7 @@ from gateway.admission.outcome import Outcome
 from gateway.errors import APIError, EngineUnavailable
 from gateway.http.sse import EVENT_END, SSE_HEADERS
 from gateway.http.streaming import RawStream, send_chunk
+from gateway.services.relay import EngineEvents
 from gateway.store.responses import FINAL, ResponseStore
 from gateway.upstreams.stream import UpstreamStream
 
@@ -129,11 +130,9 @@ class ResponseEvents:
         return body
 
 
-class ResponsesRelay(RawStream):
+class ResponsesRelay(EngineEvents):
     """vLLM's Responses stream to the client (see the module's words); `on_close` is told how it
     ended and `on_final` given the final response (to store it)."""
-
-    media_type = "text/event-stream"
 
     def __init__(
         self,
@@ -143,12 +142,8 @@ class ResponsesRelay(RawStream):
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[Outcome], None] | None = None,
     ) -> None:
-        super().__init__(SSE_HEADERS, headers, on_close)
-        self._stream = stream
+        super().__init__(stream, headers, on_close)
         self._events = events
-
-    async def finish(self) -> None:
-        await self._stream.close()
 
     async def pump(self, send: Send) -> Outcome:
         events = self._events

@@ -21,9 +21,9 @@ from starlette.types import Send
 
 from gateway.admission.outcome import Outcome
 from gateway.errors import sse_error_event
-from gateway.http.sse import DONE, EVENT_END, SSE_HEADERS, sse_event
-from gateway.http.streaming import RawStream, send_chunk
-from gateway.services.relay import StreamUsage
+from gateway.http.sse import DONE, EVENT_END, sse_event
+from gateway.http.streaming import send_chunk
+from gateway.services.relay import EngineEvents, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_failed, with_speech_usage
 from gateway.upstreams.stream import UpstreamStream
 
@@ -32,7 +32,7 @@ _log = logging.getLogger("tantra.tts")
 _CHUNK_FIELDS = ("id", "object", "created", "model", "system_fingerprint")
 
 
-class SpokenStream(RawStream):
+class SpokenStream(EngineEvents):
     """The engine's stream, read for usage as `SSERelay` does, its text spoken on the way."""
 
     def __init__(
@@ -45,14 +45,10 @@ class SpokenStream(RawStream):
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[Outcome], None] | None = None,
     ) -> None:
-        super().__init__(SSE_HEADERS, headers, on_close)
-        self._stream = stream
+        super().__init__(stream, headers, on_close)
         self._usage = usage
         self._speech = speech
         self._speaking = speaking
-
-    async def finish(self) -> None:
-        await self._stream.close()
 
     async def pump(self, send: Send) -> Outcome:
         lock = asyncio.Lock()
