@@ -28,7 +28,7 @@ install: $(STAMP) test-services
 # Debian's packages for the services: redis-server holds the rate limits (make run and the tests
 # need it); tesseract-ocr reads text in images for text-only models (adapters/ocr.py); espeak-ng
 # speaks /v1/audio/speech (adapters/tts/); PostgreSQL runs the store tests a second time (they are
-# skipped, loudly, without it).
+# skipped, loudly, without it); chromium is the browser Playwright drives in the admin panel's tests.
 # Non-interactive and idempotent: nothing is installed when the binaries are already there.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends
@@ -44,6 +44,8 @@ test-services: run-services
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 		{ $(MAKE) --no-print-directory $(APT_UPDATED) && $(APT_INSTALL) postgresql; } || \
 		echo "WARNING: PostgreSQL could not be installed; its store tests will be skipped"
+	@command -v chromium >/dev/null || { $(MAKE) --no-print-directory $(APT_UPDATED) && $(APT_INSTALL) chromium; } || \
+		echo "WARNING: chromium could not be installed; the admin panel's browser tests will be skipped"
 
 $(APT_UPDATED):
 	@mkdir -p $(VENV)
