@@ -1,6 +1,6 @@
-"""A batched writer for rows recorded on the request path and written off it, as the usage ledger
-writes its own (gateway/store/ledger.py); written generic so that the stored objects of the
-stateful APIs share one (the ledger predates it and keeps its dead-letter table)."""
+"""A batched writer for rows recorded on the request path and written off it: the usage ledger
+(gateway/store/ledger.py, which sets refused rows aside in its dead-letter table) and the stored
+objects of the stateful APIs share it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from gateway.store.ledger import _refused_for_data
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 RowT = TypeVar("RowT")
 
@@ -21,9 +21,10 @@ class BatchedWriter(Generic[RowT]):
     (sooner when `batch_size` rows wait), and `flush` writes it at once (a read that must see its
     replica's own writes calls it first). A database that is down keeps the rows for the next try,
     at most `max_buffered` (the oldest dropped past it, counted); a batch the database refuses for
-    its data is halved until the refused row is alone, which is dropped, counted and logged by
-    `name` (never its content). `write` must skip rows already written (a retry after a commit
-    whose answer was lost)."""
+    its data is halved until the refused row is alone, which is counted and handed to `refused`
+    (or, without one, dropped and logged by `name`, never its content). `write` must skip rows
+    already written (a retry after a commit whose answer was lost). The batch being written is held
+    apart from the waiting rows: rows recorded during a write are never pushed out by it."""
 
     def __init__(
         self,
@@ -33,6 +34,7 @@ class BatchedWriter(Generic[RowT]):
         flush_interval_s: float,
         batch_size: int,
         max_buffered: int = 50_000,
+        refused: Callable[[RowT, Exception], Awaitable[None]] | None = None,
     ) -> None:
         self._write_rows = write
         self._log = logging.getLogger(f"tantra.{name}")
@@ -40,6 +42,7 @@ class BatchedWriter(Generic[RowT]):
         self._interval = flush_interval_s
         self._batch_size = batch_size
         self._max = max_buffered
+        self._refused = refused
         self._rows: deque[RowT] = deque()
         self._writing: list[RowT] = []
         self._wake = asyncio.Event()
@@ -55,6 +58,8 @@ class BatchedWriter(Generic[RowT]):
         return len(self._rows) + len(self._writing)
 
     def record(self, row: RowT) -> None:
+        """Buffer `row`; past `max_buffered` waiting rows the oldest waiting one is dropped (and
+        counted)."""
         if len(self._rows) >= self._max:
             self._rows.popleft()
             self.dropped += 1
@@ -77,13 +82,18 @@ class BatchedWriter(Generic[RowT]):
                 try:
                     await self._write(self._writing)
                 except BaseException:
-                    self._rows.extendleft(reversed(self._writing))
-                    while len(self._rows) > self._max:
-                        self._rows.popleft()
-                        self.dropped += 1
+                    self._keep(self._writing)
                     raise
                 finally:
                     self._writing = []
+
+    def _keep(self, batch: list[RowT]) -> None:
+        """Put back a batch that was not written (or not known to be), ahead of what came since;
+        past the bound the oldest go."""
+        self._rows.extendleft(reversed(batch))
+        while len(self._rows) > self._max:
+            self._rows.popleft()
+            self.dropped += 1
 
     async def _write(self, batch: Sequence[RowT]) -> None:
         try:
@@ -97,9 +107,12 @@ class BatchedWriter(Generic[RowT]):
                 await self._write(batch[half:])
                 return
             self.refused += 1
-            self._log.error(
-                "%s: the database refused a row (%s); it is dropped", self._name, type(exc).__name__
-            )
+            if self._refused is not None:
+                await self._refused(batch[0], exc)
+            else:
+                self._log.error(
+                    "%s: the database refused a row (%s); it is dropped", self._name, type(exc).__name__
+                )
             return
         self.written += len(batch)
 
@@ -129,3 +142,11 @@ class BatchedWriter(Generic[RowT]):
                     "%s: write failed; %d rows kept for the next try", self._name, self.pending
                 )
                 await asyncio.sleep(self._interval)
+
+
+def _refused_for_data(exc: Exception) -> bool:
+    """The database answered and refused what was sent (a NUL byte, a value too long), as opposed
+    to being unreachable: only then does splitting the batch find a culprit."""
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    return not isinstance(exc, OperationalError | InterfaceError)
