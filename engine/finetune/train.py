@@ -173,7 +173,7 @@ def train(config: TrainConfig, emit: Emit = _emit_stdout) -> dict[str, Any]:
     else:
         metrics["trained_tokens"] = sum(len(e.input_ids) for e in examples) * config.epochs
     config.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(config.out)
+    model.save_pretrained(str(config.out))
     metrics["seconds"] = round(time.monotonic() - started, 2)
     emit({"type": "done", **metrics})
     return metrics
