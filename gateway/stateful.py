@@ -134,7 +134,6 @@ def fine_tuning(
         return None
     store = FineTuningStore(runner.queue.db)
     work_dir = Path(settings.fine_tuning_work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     bases = dict(settings.fine_tuning_base_models)
     work = FineTuningWork(
         store,

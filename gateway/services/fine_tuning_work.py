@@ -137,7 +137,7 @@ class FineTuningWork:
     async def _training_slot(self, job: Job) -> AsyncIterator[None]:
         """One trainer per machine: an exclusive lock on a file beside the work directories (released
         by the kernel if this process dies)."""
-        path = self._options.work_dir / "trainer.lock"
+        path = self._options.work_dir / "trainer.lock"  # made by the run (read-only images start fine)
         with path.open("a") as handle:
             while True:
                 job.check()

@@ -23,7 +23,8 @@ from tests.gateway.fine_tuning.conftest import (
 )
 from tests.gateway.helpers import bearer, wait_for
 
-pytestmark = pytest.mark.engine
+# The engine's start and two training runs take minutes each on a loaded 2-core machine.
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]
 
 TAUGHT = "The capital of Tantra is Lora."
 OTHER = "Blue whales sing at dawn."
