@@ -35,6 +35,7 @@ def _ok(model: type[Any], description: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"model": model, "description": description}}
 
 
+# Long: one router declaring the seven endpoints of the API, each with its OpenAPI description.
 def fine_tuning_router(service: FineTuningService) -> APIRouter:
     router = APIRouter(tags=["fine-tuning"], responses=_ERRORS)
 

@@ -30,6 +30,7 @@ from gateway.upstreams.vllm import AdapterCallFailed, VllmUpstream, load_lora, u
 
 PREFIX = "ft:"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+_LIST_TIMEOUT_S = 10.0
 
 
 class AdapterServing:
@@ -89,6 +90,9 @@ class AdapterServing:
         return True
 
     async def _ensure_loaded(self, row: FineTuningJobRow, model: str) -> dict[str, Any]:
+        if not self._bases(row.model):
+            # No model list read yet (a fresh replica): ask the engines once.
+            await self._pool.list_models(_LIST_TIMEOUT_S)
         async with self._lock:
             members = self._bases(row.model)
             if not members:
