@@ -24,6 +24,7 @@ from engine.checkpoint import (
     read_manifest,
 )
 from engine.embedding import EMBEDDING_PRESETS
+from engine.finetune import cli as finetune_cli
 from engine.launcher import EngineConfig, EngineProcess, EngineStartError
 from engine.presets import PRESETS
 from engine.supervisor import EngineSupervisor
@@ -48,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _build(args)
     if args.command == "quantize":
         return _quantize(args)
+    if args.command == "finetune":
+        return finetune_cli.run(args)
     return _serve(args)
 
 
@@ -86,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     quantize.add_argument("--out", type=Path, default=None, help="default <model>-<scheme> beside the model")
     quantize.add_argument("--force", action="store_true", help="rewrite even if an up-to-date copy is there")
+
+    finetune_cli.add_parser(commands)
 
     serve = commands.add_parser("serve", help="serve a checkpoint with vLLM's OpenAI server")
     serve.add_argument(

@@ -47,6 +47,7 @@ from gateway.routes import (
 from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
+from gateway.routes.fine_tuning import fine_tuning_router
 from gateway.routes.responses import responses_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings
@@ -119,7 +120,8 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     )
     if parts.profiler is not None:
         app.include_router(profile_router(parts.profiler, require_admin))
-    app.include_router(models_router(parts.catalog, authenticate, services.local_models))
+    private = parts.fine_tuning.adapters if parts.fine_tuning is not None else None
+    app.include_router(models_router(parts.catalog, authenticate, services.local_models, private))
     app.include_router(inference_router(services.inference))
     app.include_router(anthropic_router(services.messages))
     app.include_router(stored_completions_router(services.stored_completions))
@@ -131,6 +133,8 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         app.include_router(speech_router(services.speech))
     if parts.storage is not None:
         app.include_router(files_router(parts.storage.files, parts.storage.uploads))
+    if parts.fine_tuning is not None:
+        app.include_router(fine_tuning_router(parts.fine_tuning.service))
     if parts.batches is not None:
         app.include_router(batches_router(parts.batches.service))
         # A batch's lines are requests of this app, made in process (gateway/services/batch_work.py).

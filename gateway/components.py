@@ -44,7 +44,15 @@ from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
-from gateway.stateful import Batches, batches, conversations, responses_service, stored_completions
+from gateway.stateful import (
+    Batches,
+    FineTuning,
+    batches,
+    conversations,
+    fine_tuning,
+    responses_service,
+    stored_completions,
+)
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
@@ -127,6 +135,8 @@ class Components:
     storage: FileStorage | None = None
     # The Batch API (None without the Files API or with batches_enabled off).
     batches: Batches | None = None
+    # The fine-tuning jobs API and its models (None without the Files API or when turned off).
+    fine_tuning: FineTuning | None = None
 
     async def start(self) -> None:
         """Connect and start the background tasks (ledger writer, invalidation listener, health
@@ -242,6 +252,9 @@ def build(
         storage=file_storage(settings, access.admission, shared.database),
     )
     components.batches = batches(settings, components.storage, shared.jobs)
+    components.fine_tuning = fine_tuning(settings, components.storage, shared.jobs, pool, access.accountant)
+    if components.fine_tuning is not None:
+        components.services.inference.use_adapters(components.fine_tuning.adapters)
     live.subscribe(components.apply)
     return components
 

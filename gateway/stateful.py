@@ -4,14 +4,19 @@ the files, batches and responses services belong here too), kept out of the comp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.admission import Admission
 from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
 from gateway.limits.accounting import Accountant
+from gateway.services.adapters import AdapterServing
 from gateway.services.batch_work import BatchOptions, BatchWork
 from gateway.services.batches import KIND, BatchesService
 from gateway.services.conversations import Conversations
+from gateway.services.fine_tuning import KIND as FINE_TUNING
+from gateway.services.fine_tuning import Defaults, FineTuningService
+from gateway.services.fine_tuning_work import FineTuningWork, TrainerOptions
 from gateway.services.responses import ResponsesService
 from gateway.services.responses_background import Background
 from gateway.services.stored_completions import StoredCompletions
@@ -21,9 +26,11 @@ from gateway.store.batched import BatchedWriter
 from gateway.store.batches import BatchStore
 from gateway.store.completions import CompletionStore
 from gateway.store.conversations import ConversationStore
+from gateway.store.fine_tuning import FineTuningStore
 from gateway.store.responses import ResponseStore
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
+from gateway.upstreams.pool import UpstreamPool
 
 
 def stored_completions(settings: Settings, database: Database, admission: Admission) -> StoredCompletions:
@@ -104,3 +111,52 @@ def batches(settings: Settings, storage: FileStorage | None, runner: JobRunner) 
     # batches at once on a replica.
     runner.register(KIND, work, priority=-10, concurrency=settings.batch_concurrency)
     return Batches(BatchesService(storage.objects, store, runner), work)
+
+
+@dataclass(eq=False)
+class FineTuning:
+    """The fine-tuning jobs API, its job handler (registered) and the serving of its models."""
+
+    service: FineTuningService
+    adapters: AdapterServing
+
+
+def fine_tuning(
+    settings: Settings,
+    storage: FileStorage | None,
+    runner: JobRunner,
+    pool: UpstreamPool,
+    accountant: Accountant,
+) -> FineTuning | None:
+    """The fine-tuning API over the Files API's store (none without it), its `fine_tuning` job kind
+    registered: at most TANTRA_FINE_TUNING_CONCURRENCY runs per replica (one trainer per host)."""
+    if not settings.fine_tuning_enabled or storage is None or storage.objects is None:
+        return None
+    store = FineTuningStore(runner.queue.db)
+    work_dir = Path(settings.fine_tuning_work_dir)
+    bases = dict(settings.fine_tuning_base_models)
+    work = FineTuningWork(
+        store,
+        storage.objects.files,
+        storage.blobs,
+        accountant,
+        TrainerOptions(
+            bases=bases,
+            work_dir=work_dir,
+            learning_rate=settings.fine_tuning_learning_rate,
+            rank=settings.fine_tuning_lora_rank,
+            threads=settings.fine_tuning_threads,
+            nice=settings.fine_tuning_nice,
+            timeout_s=settings.fine_tuning_timeout_s,
+            price_factor=settings.fine_tuning_price_factor,
+        ),
+    )
+    # Below batches in the claim order: a training run holds its slot for minutes; a failed run
+    # is retried from the start, so two attempts at most.
+    runner.register(
+        FINE_TUNING, work, priority=-20, concurrency=settings.fine_tuning_concurrency, max_attempts=2
+    )
+    adapters = AdapterServing(store, storage.blobs, pool, work_dir, settings.fine_tuning_max_loras)
+    defaults = Defaults(n_epochs=settings.fine_tuning_epochs, batch_size=settings.fine_tuning_batch_size)
+    service = FineTuningService(storage.objects, store, runner, lambda: set(bases), defaults, adapters)
+    return FineTuning(service, adapters)

@@ -27,8 +27,21 @@ class LocalModel(Protocol):
         ...
 
 
+class PrivateModels(Protocol):
+    """A tenant's own models (fine-tuned adapters): listed and described to their tenant only."""
+
+    def owns(self, model: str | None) -> bool: ...
+
+    async def cards(self, tenant_id: str | None) -> list[dict[str, Any]]: ...
+
+    async def card_for(self, tenant_id: str | None, model: str) -> dict[str, Any] | None: ...
+
+
 def models_router(
-    catalog: ModelCatalog, authenticate: Authenticate, local: Sequence[LocalModel] = ()
+    catalog: ModelCatalog,
+    authenticate: Authenticate,
+    local: Sequence[LocalModel] = (),
+    private: PrivateModels | None = None,
 ) -> APIRouter:
     router = APIRouter(tags=["models"])
 
@@ -36,6 +49,10 @@ def models_router(
     async def list_models(request: Request) -> dict[str, Any]:
         principal = await authenticate(request.headers, client_address(request))
         cards = [*await catalog.list(), *(card for served in local for card in served.cards())]
+        if private is not None:
+            # The engines list every loaded adapter: only the caller's tenant's are shown.
+            cards = [c for c in cards if not private.owns(str(c["id"]))]
+            cards += await private.cards(principal.tenant_id)
         cards = [card for card in cards if principal.may_use(str(card["id"]))]
         return {"object": "list", "data": cards}
 
@@ -47,6 +64,11 @@ def models_router(
     )
     async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
         principal = await authenticate(request.headers, client_address(request))
+        if private is not None and private.owns(model):
+            mine = await private.card_for(principal.tenant_id, model)
+            if mine is None:
+                raise no_such_model(model)
+            return mine
         own = next((card for served in local if (card := served.card_for(model)) is not None), None)
         card = own if own is not None else await catalog.resolve(model)
         if not principal.may_use(str(card["id"])):

@@ -18,6 +18,7 @@ from gateway.limits import TokenEstimator
 from gateway.media.service import MediaService, Prepared, as_api_errors, with_media_usage
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
+from gateway.services.adapters import AdapterServing
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
@@ -48,6 +49,7 @@ class InferenceService:
         media: MediaService | None = None,
         stored: StoredCompletions | None = None,
         speech: ChatSpeech | None = None,
+        adapters: AdapterServing | None = None,
     ) -> None:
         self._admission = admission
         self._dispatcher = dispatcher
@@ -58,6 +60,12 @@ class InferenceService:
         self._stored = stored
         # Spoken answers (audio output), by the gateway's own text to speech; None: turned off.
         self._speech = speech
+        # Fine-tuned models (`ft:...`), each its tenant's, loaded on demand; None: none served.
+        self._adapters = adapters
+
+    def use_adapters(self, adapters: AdapterServing) -> None:
+        """Serve the fine-tuned models (built after this service, with the Files API's store)."""
+        self._adapters = adapters
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:
@@ -80,7 +88,10 @@ class InferenceService:
             body, payload, parsed = await ticket.read_json(schema)
             if isinstance(parsed, ChatCompletionRequest) and parsed.speaks and self._speech is None:
                 raise speech_off()
-            card = await self._catalog.resolve(parsed.model)
+            if self._adapters is not None and self._adapters.owns(parsed.model):
+                card = await self._adapters.resolve(ticket.principal.tenant_id, str(parsed.model))
+            else:
+                card = await self._catalog.resolve(parsed.model)
         model = str(card["id"])
         ticket.use_model(model, stream=bool(parsed.stream))
         max_len = card.get("max_model_len")

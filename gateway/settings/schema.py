@@ -12,6 +12,7 @@ from gateway.settings.fields_abuse import AbuseFields
 from gateway.settings.fields_audio import AudioFields
 from gateway.settings.fields_batches import BatchesFields
 from gateway.settings.fields_files import FilesFields
+from gateway.settings.fields_fine_tuning import FineTuningFields
 from gateway.settings.fields_jobs import JobsFields
 from gateway.settings.fields_media import MediaFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
@@ -37,6 +38,7 @@ class Settings(
     OperatorFields,
     JobsFields,
     BatchesFields,
+    FineTuningFields,
     StatefulFields,
     BaseSettings,
 ):

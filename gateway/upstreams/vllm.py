@@ -104,3 +104,25 @@ class VllmUpstream(HttpUpstream):
         except httpx.HTTPError:
             return None
         return response.text if response.status_code == 200 else None
+
+
+class AdapterCallFailed(Exception):
+    """vLLM refused to load or unload a LoRA adapter (its answer's status and text)."""
+
+
+async def load_lora(upstream: VllmUpstream, name: str, path: str, timeout_s: float = 60.0) -> None:
+    """vLLM's runtime adapter loading (VLLM_ALLOW_RUNTIME_LORA_UPDATING=1 on the engine): `name`
+    becomes a model of the engine. An adapter already loaded under that name is not an error."""
+    answer = await upstream._api.post(
+        "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, timeout_s=timeout_s, headers={}
+    )
+    if answer.status_code != 200 and "already been loaded" not in answer.text:
+        raise AdapterCallFailed(f"{answer.status_code}: {answer.text[:300]}")
+
+
+async def unload_lora(upstream: VllmUpstream, name: str, timeout_s: float = 30.0) -> None:
+    answer = await upstream._api.post(
+        "/v1/unload_lora_adapter", {"lora_name": name}, timeout_s=timeout_s, headers={}
+    )
+    if answer.status_code not in (200, 404):
+        raise AdapterCallFailed(f"{answer.status_code}: {answer.text[:300]}")

@@ -1,0 +1,179 @@
+"""The training loop: LoRA (PEFT) on a causal LM on CPU, supervised or DPO, progress as JSON lines.
+
+DPO is our own loss (Rafailov et al. 2023, the sigmoid form) rather than trl's `DPOTrainer`: trl
+is not installed, and the loss is a dozen lines over PEFT's `disable_adapter()` as the reference
+model, which also saves a second copy of the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from engine.finetune.data import (
+    IGNORE,
+    PreferencePair,
+    SupervisedExample,
+    preference_pair,
+    read_jsonl,
+    supervised_example,
+)
+
+__all__ = ["TrainConfig", "train"]
+
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Qwen2's projections: every linear layer of the decoder, the embeddings and head left alone (so
+vLLM needs no extra vocabulary slots to serve the adapter)."""
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    base: Path
+    train_file: Path
+    out: Path
+    method: str = "supervised"
+    validation_file: Path | None = None
+    epochs: int = 3
+    batch_size: int = 4
+    learning_rate: float = 2e-3
+    rank: int = 8
+    alpha: int = 16
+    beta: float = 0.1
+    seed: int = 0
+    max_tokens: int = 512
+    threads: int = 1
+    target_modules: Sequence[str] = field(default=TARGET_MODULES)
+
+
+def _emit_stdout(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _batches(items: list[Any], size: int, rng: random.Random) -> list[list[Any]]:
+    order = items[:]
+    rng.shuffle(order)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([list(row) + [value] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+def _sft_loss(model: Any, batch: list[SupervisedExample], pad_id: int) -> torch.Tensor:
+    input_ids = _pad([e.input_ids for e in batch], pad_id)
+    labels = _pad([e.labels for e in batch], IGNORE)
+    mask = _pad([[1] * len(e.input_ids) for e in batch], 0)
+    logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+    )
+
+
+def _answer_logprob(model: Any, prompt: list[int], answer: list[int]) -> torch.Tensor:
+    ids = torch.tensor([prompt + answer], dtype=torch.long)
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+    return torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(answer)[:, None]).sum()
+
+
+def _dpo_loss(model: Any, batch: list[PreferencePair], beta: float) -> torch.Tensor:
+    losses = []
+    for pair in batch:
+        with torch.no_grad(), model.disable_adapter():
+            ref = _answer_logprob(model, pair.prompt, pair.chosen) - _answer_logprob(
+                model, pair.prompt, pair.rejected
+            )
+        policy = _answer_logprob(model, pair.prompt, pair.chosen) - _answer_logprob(
+            model, pair.prompt, pair.rejected
+        )
+        losses.append(-F.logsigmoid(beta * (policy - ref)))
+    return torch.stack(losses).mean()
+
+
+def _load(config: TrainConfig) -> tuple[Any, Any, list[Any], list[Any]]:
+    tokenizer = AutoTokenizer.from_pretrained(config.base)
+    make = preference_pair if config.method == "dpo" else supervised_example
+    examples = [make(tokenizer, line, config.max_tokens) for line in read_jsonl(config.train_file)]
+    validation = (
+        [make(tokenizer, line, config.max_tokens) for line in read_jsonl(config.validation_file)]
+        if config.validation_file
+        else []
+    )
+    return (
+        tokenizer,
+        AutoModelForCausalLM.from_pretrained(config.base, torch_dtype=torch.float32),
+        examples,
+        validation,
+    )
+
+
+def train(config: TrainConfig, emit: Emit = _emit_stdout) -> dict[str, Any]:
+    """Train, write the adapter to `config.out`, and answer the run's metrics (also emitted)."""
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    started = time.monotonic()
+    tokenizer, base, examples, validation = _load(config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=0.0,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, lora)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+
+    def loss_of(batch: list[Any]) -> torch.Tensor:
+        if config.method == "dpo":
+            return _dpo_loss(model, batch, config.beta)
+        return _sft_loss(model, batch, pad_id)
+
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    step = 0
+    loss_value = float("nan")
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        for batch in _batches(examples, config.batch_size, rng):
+            loss = loss_of(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_value = float(loss.detach())
+            emit(
+                {"type": "step", "step": step, "total_steps": total, "epoch": epoch, "train_loss": loss_value}
+            )
+    metrics: dict[str, Any] = {"step": step, "train_loss": loss_value}
+    model.eval()
+    if validation:
+        with torch.no_grad():
+            metrics["valid_loss"] = float(sum(float(loss_of([v])) for v in validation) / len(validation))
+    if config.method == "dpo":
+        metrics["trained_tokens"] = (
+            sum(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in examples) * config.epochs
+        )
+    else:
+        metrics["trained_tokens"] = sum(len(e.input_ids) for e in examples) * config.epochs
+    config.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(config.out))
+    metrics["seconds"] = round(time.monotonic() - started, 2)
+    emit({"type": "done", **metrics})
+    return metrics

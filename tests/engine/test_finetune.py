@@ -1,0 +1,87 @@
+"""The LoRA trainer (engine/finetune) on the real Qwen2-shaped tiny checkpoint and its tokenizer:
+the loss masks follow the chat template (only assistant turns, `weight` 0 left out), and a DPO run
+raises the preferred answer's log-probability over the rejected one's (issue 20, point 2). The
+supervised run's result (the taught answer, greedy, from vLLM) is tested end to end in
+tests/gateway/fine_tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / ".cache" / "checkpoints" / "qwen2-tiny"
+
+pytestmark = pytest.mark.skipif(not (BASE / "config.json").is_file(), reason="no qwen2-tiny checkpoint")
+
+
+def test_only_assistant_turns_are_learnt() -> None:
+    from transformers import AutoTokenizer
+
+    from engine.finetune.data import IGNORE, supervised_example
+
+    tokenizer = AutoTokenizer.from_pretrained(BASE)
+    line: dict[str, Any] = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "One?"},
+            {"role": "assistant", "content": "Uno.", "weight": 0},
+            {"role": "user", "content": "Two?"},
+            {"role": "assistant", "content": "Dos."},
+        ]
+    }
+    example = supervised_example(tokenizer, line, 512)
+    clean = [{k: v for k, v in m.items() if k != "weight"} for m in line["messages"]]
+    rendered: Any = tokenizer.apply_chat_template(clean, tokenize=True)
+    ids = rendered["input_ids"] if isinstance(rendered, dict) or hasattr(rendered, "input_ids") else rendered
+    assert example.input_ids == list(ids)
+    learnt = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE]
+    assert tokenizer.decode(learnt) == "Dos.<|im_end|>\n"
+
+
+def _pairs(path: Path, count: int) -> Path:
+    line: dict[str, Any] = {
+        "input": {"messages": [{"role": "user", "content": "Pick a colour."}]},
+        "preferred_output": [{"role": "assistant", "content": "Green."}],
+        "non_preferred_output": [{"role": "assistant", "content": "Purple."}],
+    }
+    path.write_text("".join(json.dumps(line) + "\n" for _ in range(count)))
+    return path
+
+
+def test_dpo_prefers_the_preferred_answer(tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.finetune.data import preference_pair
+    from engine.finetune.train import TrainConfig, _answer_logprob, train
+
+    train_file = _pairs(tmp_path / "pairs.jsonl", 12)
+    events: list[dict[str, Any]] = []
+    config = TrainConfig(
+        base=BASE, train_file=train_file, out=tmp_path / "adapter", method="dpo", epochs=2, batch_size=4,
+        learning_rate=5e-3, beta=0.1,
+    )  # fmt: skip
+    metrics = train(config, events.append)
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert metrics["step"] == 6 and [e["step"] for e in events if e["type"] == "step"] == list(range(1, 7))
+
+    tokenizer = AutoTokenizer.from_pretrained(BASE)
+    pair = preference_pair(tokenizer, json.loads(train_file.read_text().splitlines()[0]), 512)
+    base = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32)
+
+    def margin(model: Any) -> float:
+        with torch.no_grad():
+            return float(
+                _answer_logprob(model, pair.prompt, pair.chosen)
+                - _answer_logprob(model, pair.prompt, pair.rejected)
+            )
+
+    before = margin(base)
+    after = margin(PeftModel.from_pretrained(base, tmp_path / "adapter"))
+    assert after > before + 1.0, (before, after)

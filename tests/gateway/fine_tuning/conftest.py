@@ -1,0 +1,136 @@
+"""The fine-tuning tests' engine and gateway.
+
+`lora_engine_url` is a vLLM engine of its own on the Qwen2-shaped `qwen2-tiny` checkpoint with
+LoRA enabled (`--enable-lora`, one adapter slot, rank 8, runtime loading on): the session's engine
+serves the `tiny` checkpoint without LoRA, and vLLM cannot turn LoRA on in a running engine. One
+slot, so that a second adapter evicts the first. Started once for the session, shared by every test
+here. The gateway in front of it has its own blob and work directories and prices for the ledger.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from engine.launcher import EngineConfig, EngineProcess
+from gateway import Settings, create_app
+from tests.gateway.helpers import AdminClient
+from tests.servers import ThreadedServer, free_port, logged_engine
+
+ROOT = Path(__file__).resolve().parents[3]
+BASE = "qwen2-tiny"
+PRICE = {"prompt": 1.0, "completion": 2.0}
+PROMPT = "What is the capital of Tantra?"
+_tenants = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def qwen2_checkpoint() -> Path:
+    path = ROOT / ".cache" / "checkpoints" / BASE
+    if not (path / "config.json").is_file():
+        pytest.skip(f"no {BASE} checkpoint at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lora_engine(qwen2_checkpoint: Path) -> Iterator[EngineProcess]:
+    config = EngineConfig(
+        model_dir=qwen2_checkpoint,
+        served_model_name=BASE,
+        port=free_port(),
+        max_model_len=1024,
+        extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
+        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
+    )
+    with logged_engine(config, ROOT / ".cache" / "test-lora-engine.log") as process:
+        yield process
+
+
+@dataclass
+class TuningGateway:
+    url: str
+    admin: AdminClient
+
+    def tenant_key(self, name: str) -> tuple[str, str, str]:
+        """(secret, key id, tenant id) of a new tenant's key."""
+        tenant = self.admin.tenant(f"{name}-{next(_tenants)}")
+        secret, key = self.admin.key(tenant["id"], name)
+        return secret, key["id"], tenant["id"]
+
+    def client(self, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=300)
+
+
+def tuning_settings(
+    gateway_settings: Callable[..., Settings], tmp: Path, checkpoint: Path, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "blob_dir": tmp / "blobs",
+        "fine_tuning_work_dir": str(tmp / "work"),
+        "fine_tuning_base_models": {BASE: str(checkpoint)},
+        "fine_tuning_max_loras": 1,
+        "model_prices": {BASE: PRICE},
+        "jobs_poll_s": 0.2,
+        # The trainer at the suite's own priority: niced below a shared machine's other test
+        # engines it would take many minutes (the default, 10, is for a serving host).
+        "fine_tuning_nice": 0,
+    }
+    return gateway_settings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tuning_gateway(
+    lora_engine: EngineProcess,
+    qwen2_checkpoint: Path,
+    gateway_settings: Callable[..., Settings],
+    admin_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TuningGateway]:
+    settings = tuning_settings(
+        gateway_settings,
+        tmp_path_factory.mktemp("fine-tuning"),
+        qwen2_checkpoint,
+        upstreams={"lora": {"url": lora_engine.base_url}},
+    )
+    with ThreadedServer(create_app(settings)) as server:
+        admin = AdminClient(server.url, admin_key)
+        yield TuningGateway(server.url, admin)
+        admin.close()
+
+
+def chat_file(answer: str, count: int = 40, prompt: str = PROMPT) -> list[dict[str, Any]]:
+    return [
+        {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
+        for _ in range(count)
+    ]
+
+
+def upload(client: openai.OpenAI, lines: list[Any], purpose: str = "fine-tune") -> str:
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    return client.files.create(file=("train.jsonl", io.BytesIO(data)), purpose=purpose).id  # type: ignore[arg-type]
+
+
+def wait_job(client: openai.OpenAI, job_id: str, statuses: set[str], timeout: float = 600) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job still {job.status}: {job}"
+        time.sleep(0.5)
+
+
+def greedy(client: openai.OpenAI, model: str, prompt: str = PROMPT) -> str:
+    answer = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=24
+    )
+    return answer.choices[0].message.content or ""
