@@ -47,6 +47,7 @@ from gateway.routes import (
 from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
+from gateway.routes.panel import panel_router
 from gateway.routes.responses import responses_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings
@@ -151,6 +152,16 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
             TrustedProxies(settings.trusted_proxies),
         )
     )
+    if settings.admin_ui_enabled:
+        app.include_router(
+            panel_router(
+                access.identities,
+                access.key_admin,
+                parts.shared.store,
+                proxies=TrustedProxies(settings.trusted_proxies),
+                cookie_secure=settings.admin_cookie_secure,
+            )
+        )
 
 
 _DESCRIPTION = """OpenAI's API for the models Tantra serves: the same request fields, the same SSE stream,
