@@ -153,15 +153,20 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         )
     )
     if settings.admin_ui_enabled:
-        app.include_router(
-            panel_router(
-                access.identities,
-                access.key_admin,
-                parts.shared.store,
-                proxies=TrustedProxies(settings.trusted_proxies),
-                cookie_secure=settings.admin_cookie_secure,
-            )
+        _include_panel(app, parts)
+
+
+def _include_panel(app: FastAPI, parts: Components) -> None:
+    """The control panel under /admin/ui, for named admin users (docs/governance.md)."""
+    app.include_router(
+        panel_router(
+            parts.access.identities,
+            parts.access.key_admin,
+            parts.shared.store,
+            proxies=TrustedProxies(parts.settings.trusted_proxies),
+            cookie_secure=parts.settings.admin_cookie_secure,
         )
+    )
 
 
 _DESCRIPTION = """OpenAI's API for the models Tantra serves: the same request fields, the same SSE stream,

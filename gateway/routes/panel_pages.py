@@ -53,11 +53,6 @@ def _changes(limits: LimitFields) -> dict[str, Any]:
 
 
 def add_tenant_pages(router: APIRouter, panel: Panel, keys: KeyAdmin, store: Store) -> None:
-    async def tenant_of_key(identity: Identity, key_id: str) -> dict[str, Any]:
-        key = key_view(await keys.get_key(key_id))
-        identity.require_tenant(key["tenant_id"])  # a tampered key id: the 404 of a missing key
-        return key
-
     @router.get("/tenants")
     async def tenants(request: Request) -> Response:
         identity, csrf = await panel.who(request)
@@ -105,6 +100,17 @@ def add_tenant_pages(router: APIRouter, panel: Panel, keys: KeyAdmin, store: Sto
             audit=panel.audit(request, identity),
         )
         return render(request, "secret.html", key=key_view(key), secret=secret, action="created")
+
+    add_key_pages(router, panel, keys)
+
+
+def add_key_pages(router: APIRouter, panel: Panel, keys: KeyAdmin) -> None:
+    """One key's changes: rotate (the new secret shown once), revoke, limits."""
+
+    async def tenant_of_key(identity: Identity, key_id: str) -> dict[str, Any]:
+        key = key_view(await keys.get_key(key_id))
+        identity.require_tenant(key["tenant_id"])  # a tampered key id: the 404 of a missing key
+        return key
 
     @router.post("/keys/{key_id}/rotate")
     async def rotate_key(request: Request, key_id: str) -> Response:

@@ -19,7 +19,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.gateway.admin_ui.panel_client import PASSWORD, make_user
 from tests.gateway.helpers import AdminClient
 
-pytestmark = pytest.mark.engine
+# The session's engine may start during the first test's setup: on a loaded 2-core machine that
+# alone can take most of the default 600 s.
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(1500)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
