@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -30,7 +31,9 @@ def make_user(database_url: str, username: str, role: str, tenant_id: str | None
         finally:
             await database.close()
 
-    asyncio.run(create())
+    # In a thread of its own: a test driving Playwright's sync API has an event loop running here.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
 
 
 def csrf_of(html: str) -> str:

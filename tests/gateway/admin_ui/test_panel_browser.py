@@ -95,7 +95,7 @@ def test_owner_runs_a_tenant(
     page.screenshot(path=artefacts / "tenant.png", full_page=True)
 
     # One request a minute: the next requests get 429.
-    page.get_by_text("Limits of web").click()
+    page.locator("summary", has_text="Limits of web").click()
     page.locator("#key-limits-form, form[action$='/limits']").last.get_by_label("Requests per minute").fill(
         "1"
     )
