@@ -161,3 +161,17 @@ async def test_bootstrap_owner_only_once(store: tuple[Database, AdminIdentities]
     opened = await identities.login("root", PASSWORD, audit=FROM)
     assert opened is not None and opened.identity.role == "owner"
     assert await identities.login("root2", PASSWORD, audit=FROM) is None
+
+
+async def test_the_migration_makes_the_tables_the_models_describe(
+    store: tuple[Database, AdminIdentities],
+) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    database, _ = store
+    async with database.engine.connect() as conn:
+        diff = await conn.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), AdminUser.metadata)
+        )
+    assert [change for change in diff if "admin_" in str(change)] == []
