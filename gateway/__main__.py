@@ -3,6 +3,9 @@
 python -m gateway                 serve (the default)
 python -m gateway migrate         bring the database schema up to date (Alembic)
 python -m gateway bootstrap ...   for `make run`: an admin key file and a dev tenant with a key
+python -m gateway admin create-user --username NAME --role ROLE [--tenant ID] [--password-file F]
+                                  a named admin user of the panel (password from the file, from
+                                  TANTRA_NEW_ADMIN_PASSWORD, else asked for)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import getpass
 import os
 import secrets
 import signal
@@ -21,12 +25,14 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.auth import KeyAdmin, hash_key
+from gateway.auth.identities import AdminIdentities
 from gateway.http.drain import Drain
 from gateway.observability import configure_logging
 from gateway.observability.logs import resolve_format
 from gateway.settings.load import ConfigError, load_settings
 from gateway.settings.schema import Settings
 from gateway.store import AuditContext, Database, Limits, Store
+from gateway.store.admin_users import ROLES, AdminUserStore, AlreadyExists
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     boot.add_argument("--admin-key-file", type=Path, required=True, help="created with a new key if missing")
     boot.add_argument("--dev-key-file", type=Path, required=True, help="holds the dev key; made if missing")
     boot.add_argument("--tenant", default="dev", help="the dev tenant's name (default: dev)")
+    _admin_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "bootstrap" and not args.admin_key_file.exists():
         # Before the settings are read: TANTRA_ADMIN_KEY_FILE may name this very file, and the
@@ -56,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
+    elif args.command == "admin":
+        asyncio.run(_create_admin_user(settings, args))
     elif args.command == "bootstrap":
         dev_key = args.dev_key_file.read_text().strip() if args.dev_key_file.exists() else None
         secret = asyncio.run(_bootstrap(settings, dev_key, args.tenant))
@@ -150,6 +159,41 @@ async def _bootstrap(settings: Settings, dev_key: str | None, tenant_name: str) 
             tenant.id, name="dev", limits=Limits(), expires_at=None, audit=audit
         )
         return secret
+    finally:
+        await database.close()
+
+
+def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = commands.add_parser("admin", help="named admin users of the control panel")
+    actions = admin.add_subparsers(dest="admin_command", required=True)
+    create = actions.add_parser(
+        "create-user", help="create an admin user (owner, operator, auditor, tenant_admin)"
+    )
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--tenant", default=None, help="the tenant id a tenant_admin manages")
+    create.add_argument("--password-file", type=Path, default=None, help="first line: the password")
+
+
+async def _create_admin_user(settings: Settings, args: argparse.Namespace) -> None:
+    if args.password_file is not None:
+        password = args.password_file.read_text().splitlines()[0].strip()
+    else:
+        password = os.environ.get("TANTRA_NEW_ADMIN_PASSWORD") or getpass.getpass(
+            f"password for {args.username}: "
+        )
+    database = Database(settings.database_url)
+    try:
+        await database.migrate()
+        identities = AdminIdentities(AdminUserStore(database), session_ttl_s=settings.admin_session_ttl_s)
+        try:
+            user = await identities.create_user(
+                args.username, password, args.role, args.tenant, audit=AuditContext(actor="cli")
+            )
+        except (ValueError, AlreadyExists) as exc:
+            print(f"tantra-gateway: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(f"created admin user {user.username!r} ({user.role}), id {user.user_id}")
     finally:
         await database.close()
 

@@ -48,6 +48,7 @@ from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
 from gateway.routes.fine_tuning import fine_tuning_router
+from gateway.routes.panel import panel_router
 from gateway.routes.responses import responses_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings
@@ -153,6 +154,21 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
             parts.shared.ledger,
             parts.status,
             TrustedProxies(settings.trusted_proxies),
+        )
+    )
+    if settings.admin_ui_enabled:
+        _include_panel(app, parts)
+
+
+def _include_panel(app: FastAPI, parts: Components) -> None:
+    """The control panel under /admin/ui, for named admin users (docs/governance.md)."""
+    app.include_router(
+        panel_router(
+            parts.access.identities,
+            parts.access.key_admin,
+            parts.shared.store,
+            proxies=TrustedProxies(parts.settings.trusted_proxies),
+            cookie_secure=parts.settings.admin_cookie_secure,
         )
     )
 

@@ -17,6 +17,7 @@ from gateway.admission import Admission, Gate
 from gateway.admission.screen import BodyScreen
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.auth.failures import AuthFailures
+from gateway.auth.identities import AdminIdentities
 from gateway.clients import engine_client, media_fetch_client, redis_clients
 from gateway.file_storage import FileStorage, file_storage
 from gateway.http.drain import Drain
@@ -54,6 +55,7 @@ from gateway.stateful import (
     stored_completions,
 )
 from gateway.store import Database, Store, UsageLedger
+from gateway.store.admin_users import AdminUserStore
 from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
@@ -87,6 +89,8 @@ class Access:
     admission: Admission
     admin_guard: AdminGuard
     key_admin: KeyAdmin
+    # The panel's named admin users and their sessions (issue 21).
+    identities: AdminIdentities
 
 
 @dataclass(eq=False)
@@ -152,6 +156,9 @@ class Components:
         self.pool.start()
         self.reloader.start()
         self.shared.jobs.start()
+        owner = self.settings.bootstrap_owner()
+        if owner is not None and await self.access.identities.bootstrap_owner(*owner):
+            _log.info("created the bootstrap admin owner %r", owner[0])
 
     async def stop(self) -> None:
         await self.shared.jobs.stop()
@@ -316,6 +323,9 @@ def _access(settings: Settings, shared: SharedState, policy: LivePolicy, metrics
         ),
         admin_guard=AdminGuard(settings.resolved_admin_key()),
         key_admin=KeyAdmin(shared.store, shared.invalidations),
+        identities=AdminIdentities(
+            AdminUserStore(shared.database), session_ttl_s=settings.admin_session_ttl_s
+        ),
     )
 
 

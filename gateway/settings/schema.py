@@ -9,6 +9,7 @@ from pydantic import Field, HttpUrl, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.settings.fields_abuse import AbuseFields
+from gateway.settings.fields_admin import AdminPanelFields
 from gateway.settings.fields_audio import AudioFields
 from gateway.settings.fields_batches import BatchesFields
 from gateway.settings.fields_files import FilesFields
@@ -40,6 +41,7 @@ class Settings(
     BatchesFields,
     FineTuningFields,
     StatefulFields,
+    AdminPanelFields,
     BaseSettings,
 ):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read

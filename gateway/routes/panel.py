@@ -1,0 +1,221 @@
+"""The admin control panel under /admin/ui (issue 21): server-rendered pages for named admin users.
+
+Jinja2 templates (autoescaped) rendered on the server, no JavaScript and nothing from a CDN: the
+panel works offline, every action is a plain HTML form (keyboard and screen readers work as with
+any form), and there is no build step. Each page reads the session cookie; each POST also checks
+the session's CSRF token (and the Origin header when the browser sends one). What a role may do is
+decided in `gateway.auth.identities.Identity`, for the buttons shown and again for the POST itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from gateway.auth import KeyAdmin
+from gateway.auth.identities import AdminIdentities, BadCsrf, Identity, NotLoggedIn, csrf_matches
+from gateway.errors import APIError, InvalidRequest
+from gateway.http.client_address import TrustedProxies, client_address
+from gateway.store import AuditContext, Store
+from gateway.store.views import audit_view
+
+PREFIX = "/admin/ui"
+SESSION_COOKIE = "tantra_admin_session"
+LOGIN_CSRF_COOKIE = "tantra_admin_login_csrf"
+
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "panel_templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+class Panel:
+    """What every page handler shares: the session lookup, CSRF, rendering and the audit context."""
+
+    def __init__(self, identities: AdminIdentities, *, proxies: TrustedProxies, cookie_secure: str) -> None:
+        self.identities = identities
+        self.proxies = proxies
+        self.cookie_secure = cookie_secure
+
+    async def who(self, request: Request) -> tuple[Identity, str]:
+        found = await self.identities.session(request.cookies.get(SESSION_COOKIE))
+        if found is None:
+            raise NotLoggedIn()
+        request.state.panel_identity = found[0]
+        return found
+
+    async def acting(self, request: Request) -> tuple[Identity, Mapping[str, Any]]:
+        """The identity behind a state-changing POST, and its form, once its CSRF token matched."""
+        identity, csrf = await self.who(request)
+        self.same_origin(request)
+        form = await request.form()
+        token = form.get("csrf_token")
+        if not csrf_matches(csrf, token if isinstance(token, str) else None):
+            raise BadCsrf()
+        return identity, form
+
+    @staticmethod
+    def same_origin(request: Request) -> None:
+        """A cross-site form post: refused even before SameSite=Strict and the token are relied on."""
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+            raise BadCsrf()
+
+    def audit(self, request: Request, identity: Identity | None = None) -> AuditContext:
+        return AuditContext(
+            actor=identity.actor if identity is not None else "anonymous",
+            request_id=getattr(request.state, "request_id", None),
+            client_ip=client_address(request),
+        )
+
+    def secure(self, request: Request) -> bool:
+        if self.cookie_secure != "auto":
+            return self.cookie_secure == "always"
+        if request.url.scheme == "https":
+            return True
+        peer = request.client.host if request.client else None
+        return self.proxies.trusts(peer) and request.headers.get("x-forwarded-proto", "") == "https"
+
+    def set_cookie(self, response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path=PREFIX,
+            httponly=True,
+            samesite="strict",
+            secure=self.secure(request),
+        )
+
+
+def render(
+    request: Request, template: str, status: int = 200, *, csrf: str | None = None, **values: Any
+) -> HTMLResponse:
+    identity = getattr(request.state, "panel_identity", None)
+    html = _TEMPLATES.get_template(template).render(me=identity, csrf=csrf, prefix=PREFIX, **values)
+    # Pages can show one-time secrets and tenants' data: never cached, never framed.
+    return HTMLResponse(
+        html,
+        status_code=status,
+        headers={
+            "cache-control": "no-store",
+            "x-frame-options": "DENY",
+            "content-security-policy": "default-src 'none'; style-src 'self' 'unsafe-inline'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "referrer-policy": "same-origin",
+        },
+    )
+
+
+def see_other(path: str) -> RedirectResponse:
+    return RedirectResponse(PREFIX + path, status_code=303)
+
+
+class PanelRoute(APIRoute):
+    """A panel route: errors become HTML pages with their status (a GET without a session goes to
+    the login page), not the API's JSON envelope; bad form or query values are a 400, never a 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except NotLoggedIn:
+                if request.method == "GET":
+                    return see_other("/login")
+                return render(request, "error.html", 401, message="Your session has ended; log in again.")
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                return render(request, "error.html", 400, message=first.get("msg", "Invalid request."))
+            except APIError as exc:
+                return render(request, "error.html", exc.status, message=exc.message)
+
+        return handle
+
+
+def panel_router(
+    identities: AdminIdentities,
+    keys: KeyAdmin,
+    store: Store,
+    *,
+    proxies: TrustedProxies | None = None,
+    cookie_secure: str = "auto",
+) -> APIRouter:
+    from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
+
+    panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
+    router = APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
+    _add_login(router, panel)
+    add_tenant_pages(router, panel, keys, store)
+    add_audit_page(router, panel, identities)
+    return router
+
+
+def _add_login(router: APIRouter, panel: Panel) -> None:
+    @router.get("")
+    @router.get("/")
+    async def home(request: Request) -> Response:
+        identity, _ = await panel.who(request)
+        if identity.all_tenants or identity.tenant_id is None:
+            return see_other("/tenants")
+        return see_other(f"/tenants/{identity.tenant_id}")
+
+    @router.get("/login")
+    async def login_form(request: Request) -> Response:
+        token = secrets.token_urlsafe(32)
+        response = render(request, "login.html", csrf=token)
+        # Double-submit: the login form's token must match this cookie (there is no session yet).
+        panel.set_cookie(response, request, LOGIN_CSRF_COOKIE, token, max_age=3600)
+        return response
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        panel.same_origin(request)
+        form = await request.form()
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE)
+        token = form.get("csrf_token")
+        if not expected or not csrf_matches(expected, token if isinstance(token, str) else None):
+            raise BadCsrf()
+        username, password = str(form.get("username", ""))[:100], str(form.get("password", ""))[:1024]
+        if not username or not password:
+            raise InvalidRequest("Give a username and a password.")
+        opened = await panel.identities.login(username, password, audit=panel.audit(request))
+        if opened is None:
+            return render(
+                request,
+                "login.html",
+                401,
+                csrf=expected,
+                error="Wrong username or password.",
+                username=username,
+            )
+        response = see_other("/")
+        ttl = int(panel.identities.ttl.total_seconds())
+        panel.set_cookie(response, request, SESSION_COOKIE, opened.token, max_age=ttl)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        identity, _ = await panel.acting(request)
+        token = request.cookies.get(SESSION_COOKIE, "")
+        await panel.identities.logout(token, identity, audit=panel.audit(request, identity))
+        response = see_other("/login")
+        response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+        return response
+
+
+def audit_rows(events: list[Any]) -> list[dict[str, Any]]:
+    return [audit_view(e) for e in events]
