@@ -47,6 +47,7 @@ from gateway.routes import (
 from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
+from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.responses import responses_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings
@@ -129,6 +130,16 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))
+    if services.moderation is not None:
+        app.include_router(moderation_router(services.moderation.service))
+        app.include_router(
+            moderation_admin_router(
+                access.admin_guard,
+                services.moderation.moderation.policies,
+                parts.shared.store,
+                TrustedProxies(settings.trusted_proxies),
+            )
+        )
     if parts.storage is not None:
         app.include_router(files_router(parts.storage.files, parts.storage.uploads))
     if parts.batches is not None:
