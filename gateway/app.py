@@ -130,16 +130,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))
-    if services.moderation is not None:
-        app.include_router(moderation_router(services.moderation.service))
-        app.include_router(
-            moderation_admin_router(
-                access.admin_guard,
-                services.moderation.moderation.policies,
-                parts.shared.store,
-                TrustedProxies(settings.trusted_proxies),
-            )
-        )
+    _include_moderation(app, parts)
     if parts.storage is not None:
         app.include_router(files_router(parts.storage.files, parts.storage.uploads))
     if parts.batches is not None:
@@ -162,6 +153,18 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
             TrustedProxies(settings.trusted_proxies),
         )
     )
+
+
+def _include_moderation(app: FastAPI, parts: Components) -> None:
+    """/v1/moderations and /admin/moderation (docs/moderation.md), unless moderation is off."""
+    moderation = parts.services.moderation
+    if moderation is None:
+        return
+    app.include_router(moderation_router(moderation.service))
+    proxies = TrustedProxies(parts.settings.trusted_proxies)
+    policies = moderation.moderation.policies
+    admin = moderation_admin_router(parts.access.admin_guard, policies, parts.shared.store, proxies)
+    app.include_router(admin)
 
 
 _DESCRIPTION = """OpenAI's API for the models Tantra serves: the same request fields, the same SSE stream,
