@@ -39,6 +39,22 @@ class ModerationRequest(Strict):
 
 
 Action = Literal["off", "flag", "block"]
+# OpenAI's 13 categories (adapters/moderation/categories.py holds the same, for the classifiers).
+Category = Literal[
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+]
 
 
 class ModerationPolicy(Strict):
@@ -54,6 +70,6 @@ class ModerationPolicy(Strict):
     # A category is flagged at or above this score.
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     # Category -> words or phrases that flag it whatever the classifiers say (whole words, any case).
-    banned_terms: dict[str, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
+    banned_terms: dict[Category, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
     # Ask the LLM judge too (when the operator configured one: `moderation_judge_model`).
     judge: bool = False

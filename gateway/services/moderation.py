@@ -96,7 +96,11 @@ class ModerationService:
             for item, scores in zip(items, found, strict=True):
                 extra = [self._moderation.operator_terms.scores("\n".join(item.texts))]
                 if policy.banned_terms:
-                    extra.append(BannedTerms(policy.banned_terms).scores("\n".join(item.texts)))
+                    extra.append(
+                        BannedTerms({str(name): words for name, words in policy.banned_terms.items()}).scores(
+                            "\n".join(item.texts)
+                        )
+                    )
                 if judge is not None and item.texts:
                     extra.append(await judge.scores("\n".join(item.texts)))
                 results.append(_result(merged(scores, *extra), item, self._threshold))

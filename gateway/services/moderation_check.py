@@ -152,7 +152,9 @@ class Moderation:
         joined = "\n".join(texts)
         found = [scores, self.operator_terms.scores(joined)]
         if policy.banned_terms:
-            found.append(BannedTerms(policy.banned_terms).scores(joined))
+            found.append(
+                BannedTerms({str(name): words for name, words in policy.banned_terms.items()}).scores(joined)
+            )
         if policy.judge and self.judge is not None:
             found.append(await self.judge.scores(joined))
         total = merged(*found)

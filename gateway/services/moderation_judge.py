@@ -63,7 +63,9 @@ def judge_request(model: str, text: str) -> dict[str, Any]:
             "json_schema": {"name": "moderation_verdict", "schema": SCHEMA, "strict": True},
         },
         "temperature": 0,
-        "max_tokens": 96,
+        # The verdict is ~40 tokens; a judge that pads its JSON with whitespace is cut here and
+        # judges nothing (parse_verdict).
+        "max_tokens": 256,
     }
 
 

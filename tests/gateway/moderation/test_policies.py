@@ -157,11 +157,16 @@ def test_judge_prompt_and_schema_against_the_real_engine(engine_url: str, model:
         f"{engine_url}/v1/chat/completions", json=judge_request(model, OFFENSIVE), timeout=120
     )
     assert response.status_code == 200, response.text
-    content = response.json()["choices"][0]["message"]["content"]
-    verdict = orjson.loads(content)  # structured outputs: always the schema's JSON
-    assert verdict["verdict"] in ("safe", "unsafe")
-    assert set(verdict["categories"]) <= set(CODES)
+    choice = response.json()["choices"][0]
     scores = parse_verdict(response.content)
     assert set(scores) == set(CATEGORIES)
+    if choice["finish_reason"] == "length":
+        # The random model may pad the JSON with whitespace (which the schema allows) past
+        # max_tokens: an unfinished verdict judges nothing.
+        assert sum(scores.values()) == 0
+        return
+    verdict = orjson.loads(choice["message"]["content"])  # structured outputs: the schema's JSON
+    assert verdict["verdict"] in ("safe", "unsafe")
+    assert set(verdict["categories"]) <= set(CODES)
     named = {CODES[code] for code in verdict["categories"]} if verdict["verdict"] == "unsafe" else set()
     assert {name for name, score in scores.items() if score == 1.0} == named
