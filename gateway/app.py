@@ -49,6 +49,7 @@ from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
 from gateway.routes.fine_tuning import fine_tuning_router
 from gateway.routes.panel import panel_router
+from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.responses import responses_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings
@@ -132,6 +133,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
         app.include_router(speech_router(services.speech))
+    _include_moderation(app, parts)
     if parts.storage is not None:
         app.include_router(files_router(parts.storage.files, parts.storage.uploads))
     if parts.fine_tuning is not None:
@@ -171,6 +173,18 @@ def _include_panel(app: FastAPI, parts: Components) -> None:
             cookie_secure=parts.settings.admin_cookie_secure,
         )
     )
+
+
+def _include_moderation(app: FastAPI, parts: Components) -> None:
+    """/v1/moderations and /admin/moderation (docs/moderation.md), unless moderation is off."""
+    moderation = parts.services.moderation
+    if moderation is None:
+        return
+    app.include_router(moderation_router(moderation.service))
+    proxies = TrustedProxies(parts.settings.trusted_proxies)
+    policies = moderation.moderation.policies
+    admin = moderation_admin_router(parts.access.admin_guard, policies, parts.shared.store, proxies)
+    app.include_router(admin)
 
 
 _DESCRIPTION = """OpenAI's API for the models Tantra serves: the same request fields, the same SSE stream,

@@ -28,6 +28,7 @@ from gateway.limits.limiter import ScopeKind
 from gateway.limits.rejection_budget import RejectionBudget
 from gateway.limits.strikes import Strikes
 from gateway.media.service import MediaService
+from gateway.moderation_setup import ModerationParts, moderation
 from gateway.observability import GatewayMetrics, HealthMonitor, Profiler, Tracing
 from gateway.observability.logs import apply_log_settings
 from gateway.realtime.session import RealtimeLimits
@@ -108,11 +109,14 @@ class Services:
     stored_completions: StoredCompletions
     conversations: Conversations
     responses: ResponsesService
+    # /v1/moderations and the tenants' moderation policies (None with moderation_enabled off).
+    moderation: ModerationParts | None = None
 
     @property
     def local_models(self) -> list[LocalModel]:
         """The models the gateway serves itself, listed after the engines'."""
-        return [self.transcription, *([self.speech] if self.speech else [])]
+        moderation = [self.moderation.service] if self.moderation else []
+        return [self.transcription, *([self.speech] if self.speech else []), *moderation]
 
 
 @dataclass(eq=False)
@@ -185,6 +189,8 @@ class Components:
             await self.services.media.close()
         if self.services.transcriber is not None:
             await self.services.transcriber.close()
+        if self.services.moderation is not None:
+            self.services.moderation.close()
         self.tracing.shutdown()
 
     def apply(self, old: Settings, new: Settings) -> None:
@@ -339,6 +345,7 @@ def _services(
     kept = stored_completions(settings, shared.database, admission)
     talks = conversations(shared.database, admission)
     speech = speech_service(settings, admission) if settings.tts_enabled else None
+    moderated = moderation(settings, shared.database, admission, dispatcher, media_client)
     # Chat's spoken answers (audio output) use the speech endpoint's synthesizer and its pool.
     chat_speech = ChatSpeech(speech.synthesizer, model=speech.model) if speech is not None else None
     return Services(
@@ -346,7 +353,14 @@ def _services(
         transcriber=transcriber,
         media=media,
         inference=InferenceService(
-            admission, dispatcher, catalog, access.accountant.estimator, media, kept, speech=chat_speech
+            admission,
+            dispatcher,
+            catalog,
+            access.accountant.estimator,
+            media,
+            kept,
+            speech=chat_speech,
+            moderated=moderated.chat if moderated is not None else None,
         ),
         speech=speech,
         pooling=PoolingService(admission, dispatcher, catalog),
@@ -362,6 +376,7 @@ def _services(
         responses=responses_service(
             settings, shared.database, admission, shared.jobs, dispatcher, catalog, access.accountant, talks
         ),
+        moderation=moderated,
     )
 
 

@@ -20,6 +20,7 @@ from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
 from gateway.services.adapters import AdapterServing
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
+from gateway.services.moderated import ModeratedChat
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
 from gateway.services.spoken_stream import SpokenStream
@@ -50,6 +51,7 @@ class InferenceService:
         stored: StoredCompletions | None = None,
         speech: ChatSpeech | None = None,
         adapters: AdapterServing | None = None,
+        moderated: ModeratedChat | None = None,
     ) -> None:
         self._admission = admission
         self._dispatcher = dispatcher
@@ -66,13 +68,32 @@ class InferenceService:
     def use_adapters(self, adapters: AdapterServing) -> None:
         """Serve the fine-tuned models (built after this service, with the Files API's store)."""
         self._adapters = adapters
+        # The tenants' moderation policies (prompt before the model, answer after it); None: off.
+        self._moderated = moderated
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:
             body, payload, parsed, media, capture = await self._admit(ticket, schema, path)
-            if isinstance(parsed, ChatCompletionRequest) and parsed.speaks:
-                return await self._spoken(ticket, path, body, parsed, media, capture)
-            return await self._answer(ticket, path, body, payload, parsed, media, capture)
+            if self._moderated is None:
+                return await self._reply(ticket, path, body, payload, parsed, media, capture)
+            # After media: the text derived from images and documents is judged with the prompt.
+            screened = await self._moderated.screen_input(ticket, payload, path)
+            answer = await self._reply(ticket, path, body, payload, parsed, media, capture)
+            return await self._moderated.screen_reply(ticket, screened, answer, path, payload)
+
+    async def _reply(
+        self,
+        ticket: Ticket,
+        path: str,
+        body: bytes,
+        payload: dict[str, Any],
+        parsed: SamplingParams,
+        media: Prepared | None,
+        capture: Capture | None,
+    ) -> Response:
+        if isinstance(parsed, ChatCompletionRequest) and parsed.speaks:
+            return await self._spoken(ticket, path, body, parsed, media, capture)
+        return await self._answer(ticket, path, body, payload, parsed, media, capture)
 
     async def _admit(
         self, ticket: Ticket, schema: type[SamplingParams], path: str

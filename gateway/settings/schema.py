@@ -16,6 +16,7 @@ from gateway.settings.fields_files import FilesFields
 from gateway.settings.fields_fine_tuning import FineTuningFields
 from gateway.settings.fields_jobs import JobsFields
 from gateway.settings.fields_media import MediaFields
+from gateway.settings.fields_moderation import ModerationFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.fields_stateful import StatefulFields
 from gateway.settings.load import customise_sources
@@ -42,6 +43,7 @@ class Settings(
     FineTuningFields,
     StatefulFields,
     AdminPanelFields,
+    ModerationFields,
     BaseSettings,
 ):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
