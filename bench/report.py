@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import embeddings, plots
+from bench import batch_latency, embeddings, plots
 from bench.run import Outcome
 from bench.stats import overheads, summarise
 
@@ -49,6 +49,7 @@ def write(outcome: Outcome, out: Path) -> dict[str, Any]:
         "sustained": outcome.sustained,
         "sustained_series": outcome.sustained_series,
         "embeddings": outcome.embeddings,
+        "batch_latency": outcome.batch_latency,
         "pending_profiles": outcome.pending,
         "notes": outcome.notes,
     }
@@ -78,6 +79,9 @@ def draw(document: dict[str, Any], per_minute: float, out: Path) -> list[str]:
     if (document.get("sustained_series") or {}).get("latencies"):
         plots.sustained(document["sustained_series"], per_minute, out / "sustained.png")
         pngs.append("sustained.png")
+    if (document.get("batch_latency") or {}).get("ratio"):
+        batch_latency.plot(document["batch_latency"], out / "batch_latency.png")
+        pngs.append("batch_latency.png")
     return pngs
 
 
@@ -138,7 +142,16 @@ def targets(fake: list[dict[str, Any]], engine: list[dict[str, Any]], outcome: O
         )
     checks.extend(_service_checks(outcome))
     checks.append(_embeddings_check(outcome.embeddings))
+    checks.append(_batch_latency_check(outcome.batch_latency))
     return checks
+
+
+def _batch_latency_check(result: dict[str, Any] | None) -> Check:
+    target = f"interactive TTFT p50 with a batch running <= {batch_latency.TARGET_RATIO}x without"
+    if not result or result.get("ratio") is None:
+        return Check(target, "not measured", None, "run without --no-engine")
+    ratio = float(result["ratio"])
+    return Check(target, f"{ratio:.2f}x", ratio <= batch_latency.TARGET_RATIO)
 
 
 def _embeddings_check(result: dict[str, Any] | None) -> Check:
@@ -199,6 +212,7 @@ def markdown(
     lines += _sweep_table(outcome.sweep)
     lines += _sustained_section(outcome)
     lines += embeddings.markdown(outcome.embeddings)
+    lines += batch_latency.markdown(outcome.batch_latency)
     lines += [*(f"![{p}]({p})" for p in pngs), ""]
     if outcome.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]

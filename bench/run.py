@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bench import embeddings, litellm_env, profiles, servers
+from bench import batch_latency, embeddings, litellm_env, profiles, servers
 from bench.load import Cell, Target
 from bench.overhead import ENGINE_SCENARIOS, FAKE_SCENARIOS, interleave
 from bench.procs import Service, usable_cpus
@@ -62,6 +62,8 @@ class Plan:
     variant_profile: str = _BASE_PROFILE
     # The embeddings row: all-MiniLM-L6-v2 direct and through the gateway (bench/embeddings.py).
     embeddings: embeddings.EmbeddingPlan = field(default_factory=embeddings.EmbeddingPlan)
+    # Interactive TTFT with and without a batch running (bench/batch_latency.py).
+    batch_latency: batch_latency.LatencyPlan = field(default_factory=batch_latency.LatencyPlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -81,6 +83,15 @@ class Plan:
             sustained_minutes=0.05,
             sustained_per_minute=240.0,
             embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=1.0, warmup_s=0.2),
+            batch_latency=batch_latency.LatencyPlan(
+                concurrency=2,
+                chats=3,
+                warmup_chats=1,
+                max_tokens=4,
+                batch_lines=40,
+                batch_max_tokens=4,
+                rounds=1,
+            ),
         )
 
     @classmethod
@@ -97,6 +108,7 @@ class Plan:
             sweep_prompts_per_slot=2,
             sustained_minutes=0.25,
             embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=3.0, warmup_s=0.5),
+            batch_latency=batch_latency.LatencyPlan(chats=16, rounds=1),
         )
 
 
@@ -111,6 +123,7 @@ class Outcome:
     sweep: list[dict[str, Any]] = field(default_factory=list)
     sustained: dict[str, Any] | None = None
     embeddings: dict[str, Any] | None = None
+    batch_latency: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
     """Profiles not measured, and why (feature not built yet, Redis missing)."""
@@ -158,6 +171,14 @@ def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
         except Exception as exc:
             traceback.print_exc()
             outcome.notes.append(f"The embeddings part stopped early: {type(exc).__name__}: {exc}")
+        try:
+            checkpoint = servers.ROOT / ".cache" / "checkpoints" / "tiny"
+            outcome.batch_latency = batch_latency.measure(
+                checkpoint, plan.logs, cores.all, cores.gateway, plan.batch_latency, progress=progress
+            )
+        except Exception as exc:
+            traceback.print_exc()
+            outcome.notes.append(f"The batch-latency part stopped early: {type(exc).__name__}: {exc}")
     outcome.meta["load_average_end"] = os.getloadavg()
     return outcome
 

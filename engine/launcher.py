@@ -139,6 +139,10 @@ class EngineConfig:
     python: str = sys.executable
     cpu_cores: str | None = None
     runner: Literal["generate", "pooling"] | None = None
+    # vLLM's scheduler: `priority` serves lower `priority` values first (interactive requests have 0;
+    # the gateway sends batch lines at TANTRA_BATCH_ENGINE_PRIORITY) and preempts higher ones when
+    # full; `fcfs` (vLLM's own default) takes the field and ignores it (docs/batches.md).
+    scheduling_policy: Literal["priority", "fcfs"] = "priority"
 
     @property
     def base_url(self) -> str:
@@ -172,6 +176,8 @@ class EngineConfig:
             args += ["--max-model-len", str(self.max_model_len)]
         if self.runner is not None:
             args += ["--runner", self.runner]
+        if self.runner != "pooling":
+            args += ["--scheduling-policy", self.scheduling_policy]
         if self.request_id_headers:
             args.append("--enable-request-id-headers")
         if self.tool_call_parser and self.runner != "pooling":

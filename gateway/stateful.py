@@ -105,6 +105,7 @@ def batches(settings: Settings, storage: FileStorage | None, runner: JobRunner) 
             price_factor=settings.batch_price_factor,
             engine_priority=settings.batch_engine_priority,
             lines_per_step=settings.batch_lines_per_step,
+            token_quota=settings.batch_token_quota,
         ),
     )
     # Below interactive jobs (background responses) in the claim order; at most batch_concurrency

@@ -46,6 +46,11 @@ class LimitFields(BaseModel):
     budget_tokens: _Tokens | None = Field(None, description="Tokens per budget period.")
     budget_usd: _Dollars | None = Field(None, description="Spend (USD) per budget period.")
     budget_period: Literal["day", "month"] = "month"
+    batch_tokens: _Tokens | None = Field(
+        None,
+        description="Input tokens of batches not yet ended (OpenAI's enqueued tokens); a batch that "
+        "would go over fails with token_limit_exceeded. Keys without one: TANTRA_BATCH_TOKEN_QUOTA.",
+    )
 
     def limits(self) -> Limits:
         return Limits(
@@ -57,6 +62,7 @@ class LimitFields(BaseModel):
             budget_tokens=self.budget_tokens,
             budget_usd=self.budget_usd,
             budget_period=self.budget_period,
+            batch_tokens=self.batch_tokens,
         )
 
     def changes(self, also: tuple[str, ...]) -> dict[str, Any]:

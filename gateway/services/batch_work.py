@@ -27,6 +27,7 @@ from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.blobs import BlobStore
 from gateway.jobs import Job, JobCancelled
 from gateway.realtime.loopback import Loopback, read_all
+from gateway.services.batch_quota import BatchQuota, input_tokens
 from gateway.services.stored import ANONYMOUS_TENANT
 from gateway.store import FileStore, utcnow
 from gateway.store.batches import (
@@ -47,9 +48,9 @@ from gateway.store.files import PROCESSED
 
 # OpenAI's cap on requests per batch.
 MAX_LINES = 50_000
-# /v1/responses lines are answered with a 404 until they are wired to the Responses API (built
-# beside the batches; docs/batches.md).
-UNSERVED = {"/v1/responses"}
+# A batch answers each line in one JSON body: these would make it an event stream or a queued
+# background response (OpenAI's batch takes neither).
+_UNBATCHABLE = ("stream", "background")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class BatchOptions:
     price_factor: float = 0.5
     engine_priority: int = 0
     lines_per_step: int = 8
+    # TANTRA_BATCH_TOKEN_QUOTA: the batch token quota of keys without their own; 0: none.
+    token_quota: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class BatchWork:
         self._files = files
         self._blobs = blobs
         self._options = options
+        self._quota = BatchQuota(options.token_quota)
         self._app: ASGIApp | None = None
 
     def bind(self, app: ASGIApp) -> None:
@@ -99,13 +103,27 @@ class BatchWork:
                 enter(row, FAILED, utcnow())
                 step.checkpoint({"next": 0, "done": True})
             return {"status": FAILED}
-        if batch.status != IN_PROGRESS and batch.in_progress_at is None:
-            async with job.transaction() as step:
-                row = await self._store.by_id(step.session, batch_id)
-                row.total = len(lines)
-                enter(row, IN_PROGRESS, utcnow())
-                step.checkpoint({"next": 0})
+        if batch.status != IN_PROGRESS and batch.in_progress_at is None and not await self._start(job, lines):
+            return {"status": FAILED}
         return await self._run(job, batch, lines)
+
+    async def _start(self, job: Job, lines: list[Line]) -> bool:
+        """in_progress, its input tokens enqueued; or failed (False) when they would take its key or
+        tenant over the batch token quota (gateway/services/batch_quota.py)."""
+        tokens = input_tokens(line.body for line in lines)
+        async with job.transaction() as step:
+            row = await self._store.by_id(step.session, job.payload["batch_id"])
+            refusal = await self._quota.refusal(step.session, row, tokens)
+            if refusal is not None:
+                row.errors = [refusal]
+                enter(row, FAILED, utcnow())
+                step.checkpoint({"next": 0, "done": True})
+                return False
+            row.total = len(lines)
+            row.enqueued_tokens = tokens
+            enter(row, IN_PROGRESS, utcnow())
+            step.checkpoint({"next": 0})
+        return True
 
     async def _run(self, job: Job, batch: Batch, lines: list[Line]) -> dict[str, Any]:
         done = int((job.checkpoint or {}).get("next", 0))
@@ -144,15 +162,16 @@ class BatchWork:
     async def _answer(self, job: Job, batch: Batch, line: Line) -> tuple[int, bool, str]:
         """One line through the gateway's own endpoint, as the batch's key: its output file line."""
         request_id = f"{batch.id}-{line.number}"
-        if batch.endpoint in UNSERVED:
+        refused = next((name for name in _UNBATCHABLE if line.body.get(name)), None)
+        if refused is not None:
             error = {
-                "message": f"{batch.endpoint} is not served by this gateway yet.",
+                "message": f"`{refused}` is not supported in batch requests.",
                 "type": "invalid_request_error",
+                "param": refused,
+                "code": "unsupported_parameter",
             }
-            return line.number, False, _line(batch.id, line, 404, request_id, {"error": error})
-        body = dict(line.body)
-        if self._options.engine_priority and "priority" not in body:
-            body["priority"] = self._options.engine_priority
+            return line.number, False, _line(batch.id, line, 400, request_id, {"error": error})
+        body = line_body(batch.endpoint, line.body, self._options.engine_priority)
         marks = {ACTING_AS: InternalCall(batch.created_by, request_id, self._options.price_factor)}
         assert self._app is not None, "BatchWork.bind(app) was not called"
         loopback = Loopback(self._app, {"type": "http", "scheme": "http"}, {})
@@ -228,6 +247,18 @@ class BatchWork:
         # Held whole: the lines are re-read at each run, and a batch's file is bounded by the
         # Files API's per-file cap (TANTRA_FILES_MAX_FILE_BYTES).
         return b"".join([chunk async for chunk in self._blobs.get(found.blob_key)])
+
+
+def line_body(endpoint: str, body: dict[str, Any], priority: int) -> dict[str, Any]:
+    """What a line sends its endpoint: the operator's engine priority when it has none, and for
+    /v1/responses `store: false` unless it says otherwise (as OpenAI's batch: a batch's responses
+    are in its output file, not kept as responses)."""
+    sent = dict(body)
+    if priority and "priority" not in sent:
+        sent["priority"] = priority
+    if endpoint == "/v1/responses":
+        sent.setdefault("store", False)
+    return sent
 
 
 def _answered(answer: tuple[int, bool, str] | BaseException) -> tuple[int, bool, str]:

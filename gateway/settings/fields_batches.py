@@ -25,18 +25,28 @@ class BatchesFields(BaseModel):
         "interactive price (OpenAI's batch discount is 0.5).",
     )
     # vLLM 0.32 takes `priority` on any engine (tested) and orders by it only under
-    # `--scheduling-policy priority`; an OpenAI-compatible provider may refuse the unknown field.
+    # `--scheduling-policy priority`, which engine/launcher.py (make run, compose, Helm) starts
+    # generation engines with; `openai`-kind upstreams (providers) never receive the field.
     batch_engine_priority: int = Field(
-        0,
+        10,
         description="vLLM `priority` set on each batch line that does not carry its own (lower runs "
-        "first; interactive requests have 0). 0: not sent. It orders lines only on engines started "
-        "with `--scheduling-policy priority` (the default fcfs ignores it); providers may refuse it.",
+        "first; interactive requests have 0). 0: not sent. It orders lines on engines started with "
+        "`--scheduling-policy priority` (the launcher's default; fcfs engines ignore it); it is "
+        "removed from requests to `openai`-kind upstreams.",
     )
     batch_concurrency: int = Field(
         2,
         ge=1,
         le=64,
         description="Batches one replica runs at once (their lines still share TANTRA_JOBS_REQUEST_SLOTS).",
+    )
+    # OpenAI's "enqueued tokens" limit: keys and tenants set their own (`batch_tokens`, admin API).
+    batch_token_quota: int = Field(
+        0,
+        ge=0,
+        description="Input tokens the batches of one key may have enqueued at once (not yet ended), "
+        "for keys without their own `batch_tokens`; a batch going over fails with "
+        "token_limit_exceeded. 0: unlimited.",
     )
     batch_lines_per_step: int = Field(
         8,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, select
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -62,6 +62,9 @@ class Batch(OwnedColumns, Base):
     expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     cancelling_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Its input tokens as estimated at validation, counted against the batch token quotas of its key
+    # and tenant until it ends (migration 0011).
+    enqueued_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
 
 
 class BatchLine(Base):

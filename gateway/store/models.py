@@ -66,6 +66,11 @@ class LimitColumns:
     def budget_period(cls) -> Mapped[str]:
         return mapped_column(String(8), nullable=False, default="month", server_default="month")
 
+    @declared_attr
+    def batch_tokens(cls) -> Mapped[int | None]:
+        # Input tokens its batches may have enqueued at once (migration 0011).
+        return mapped_column(BigInteger, nullable=True)
+
 
 class Tenant(LimitColumns, Base):
     __tablename__ = "tenants"

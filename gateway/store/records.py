@@ -16,6 +16,7 @@ LIMIT_FIELDS = (
     "budget_tokens",
     "budget_usd",
     "budget_period",
+    "batch_tokens",
 )
 
 
@@ -32,6 +33,8 @@ class Limits:
     budget_tokens: int | None = None
     budget_usd: float | None = None
     budget_period: BudgetPeriod = "month"
+    # Input tokens of batches not yet ended (OpenAI's "enqueued tokens"; docs/batches.md).
+    batch_tokens: int | None = None
 
     @classmethod
     def of(cls, row: Any) -> Limits:
@@ -45,6 +48,7 @@ class Limits:
             budget_tokens=row.budget_tokens,
             budget_usd=row.budget_usd,
             budget_period=row.budget_period or "month",
+            batch_tokens=row.batch_tokens,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,6 +61,7 @@ class Limits:
             "budget_tokens": self.budget_tokens,
             "budget_usd": self.budget_usd,
             "budget_period": self.budget_period,
+            "batch_tokens": self.batch_tokens,
         }
 
 

@@ -46,6 +46,11 @@ class ProviderUpstream(HttpUpstream):
         auth = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
         super().__init__(spec, HttpApi(spec.base_url, client, auth=auth, error=provider_error))
 
+    async def open(
+        self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
+    ) -> httpx.Response:
+        return await super().open(path, _without_priority(body), headers, connect_timeout_s=connect_timeout_s)
+
     async def is_healthy(self, timeout_s: float) -> bool:
         return await self._api.answers("/v1/models", timeout_s)
 
@@ -61,6 +66,21 @@ class ProviderUpstream(HttpUpstream):
 
     async def scrape_metrics(self, timeout_s: float) -> str | None:
         return None  # its metrics are not the gateway's to federate
+
+
+def _without_priority(body: bytes) -> bytes:
+    """The body without vLLM's `priority` (batch lines carry TANTRA_BATCH_ENGINE_PRIORITY): OpenAI's
+    API has no such field and a strict provider refuses unknown ones. Parsed only when it is there."""
+    if b'"priority"' not in body:
+        return body
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(payload, dict) or "priority" not in payload:
+        return body
+    del payload["priority"]
+    return orjson.dumps(payload)
 
 
 def provider_error(status: int, raw: bytes, *, prompt_param: str = "prompt") -> APIError:

@@ -60,6 +60,8 @@ def test_pooling_runner_argv(tmp_path: Path) -> None:
     assert "--max-model-len" not in argv  # vLLM derives it (256 for this model)
     assert "--tool-call-parser" not in argv and "--enable-auto-tool-choice" not in argv
     assert "--runner" not in EngineConfig(model_dir=tmp_path).command()
+    # Generation engines rank batch lines below interactive requests; pooling ones keep vLLM's fcfs.
+    assert "--scheduling-policy" not in argv
 
 
 def _serve_args(*extra: str) -> argparse.Namespace:

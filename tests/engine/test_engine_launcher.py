@@ -49,6 +49,8 @@ def test_command_defaults(tmp_path: Path) -> None:
         "--enable-request-id-headers",
         "--enable-auto-tool-choice --tool-call-parser hermes",
         "--enforce-eager",
+        # Batch lines (TANTRA_BATCH_ENGINE_PRIORITY) wait behind interactive requests.
+        "--scheduling-policy priority",
     ):
         assert expected in joined
     assert config.api_base == "http://127.0.0.1:8123/v1"
@@ -62,8 +64,10 @@ def test_command_options(tmp_path: Path) -> None:
         tool_call_parser=None,
         kv_cache_gib=0.5,
         extra_args=("--max-num-seqs", "4"),
+        scheduling_policy="fcfs",
     )
     argv = config.command()
+    assert argv[argv.index("--scheduling-policy") + 1] == "fcfs"
     assert "--enforce-eager" not in argv
     assert "--enable-request-id-headers" not in argv
     assert "--enable-auto-tool-choice" not in argv

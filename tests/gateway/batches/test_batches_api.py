@@ -325,3 +325,122 @@ def test_the_engine_takes_priority_on_its_default_scheduler(engine_url: str, mod
     for priority in (0, 10):
         answer = httpx.post(engine_url + "/v1/completions", json={**body, "priority": priority}, timeout=60)
         assert answer.status_code == 200, answer.text
+
+
+def response_line(custom_id: str, model: str, **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/responses",
+        "body": {"model": model, "input": "Say hi", "max_output_tokens": 4, **body},
+    }
+
+
+def test_responses_lines_beside_a_chat_batch(
+    batch_gateway: BatchGateway, model: str, database_url: str
+) -> None:
+    """/v1/responses lines are served by the Responses API, `store: false` unless the line says
+    otherwise (as OpenAI's batch), while a chat batch of the same key runs at once. OpenAI's batch has
+    one endpoint, so the mix is two batches; a chat line in the responses batch fails its validation."""
+    secret, key_id = batch_gateway.tenant_key("responses")
+    responses = [response_line(f"resp-{i}", model) for i in range(6)]
+    responses += [
+        response_line("resp-stored", model, store=True),
+        response_line("resp-bad", "no-such-model"),
+        response_line("resp-stream", model, stream=True),
+    ]
+    chats = [chat_line(f"chat-{i}", model) for i in range(6)]
+    with batch_gateway.client(secret) as client:
+        mixed = client.batches.create(
+            input_file_id=upload(client, [*responses[:2], chat_line("stray", model)]),
+            endpoint="/v1/responses",
+            completion_window="24h",
+        )
+        ids = [
+            client.batches.create(
+                input_file_id=upload(client, lines),
+                endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window="24h",
+            ).id
+            for endpoint, lines in (("/v1/responses", responses), ("/v1/chat/completions", chats))
+        ]
+        done = [wait_until(client, batch_id, {"completed", "failed"}) for batch_id in ids]
+        assert [batch.status for batch in done] == ["completed", "completed"]
+        assert done[0].request_counts is not None
+        assert (done[0].request_counts.completed, done[0].request_counts.failed) == (7, 2)
+        output = read_lines(client, done[0].output_file_id)
+        assert [line["custom_id"] for line in output] == [*(f"resp-{i}" for i in range(6)), "resp-stored"]
+        bodies = {line["custom_id"]: line["response"]["body"] for line in output}
+        for line in output:
+            assert line["response"]["status_code"] == 200 and line["error"] is None
+            body = line["response"]["body"]
+            assert body["object"] == "response" and body["status"] in ("completed", "incomplete")
+            assert body["output"] and body["usage"]["input_tokens"] > 0
+        assert {custom_id: body["store"] for custom_id, body in bodies.items()} == {
+            **{f"resp-{i}": False for i in range(6)},
+            "resp-stored": True,
+        }
+        # Only the line that asked to be stored is a stored response.
+        assert client.responses.retrieve(bodies["resp-stored"]["id"]).id == bodies["resp-stored"]["id"]
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(bodies["resp-0"]["id"])
+        errors = {line["custom_id"]: line for line in read_lines(client, done[0].error_file_id)}
+        assert {name: line["response"]["status_code"] for name, line in errors.items()} == {
+            "resp-bad": 404,
+            "resp-stream": 400,
+        }
+        assert errors["resp-stream"]["error"]["code"] == "unsupported_parameter"
+        chat_output = read_lines(client, done[1].output_file_id)
+        assert [line["response"]["body"]["object"] for line in chat_output] == ["chat.completion"] * 6
+        invalid = wait_until(client, mixed.id, {"failed", "completed"})
+        assert invalid.status == "failed" and invalid.errors is not None and invalid.errors.data is not None
+        assert [(error.code, error.line) for error in invalid.errors.data] == [("invalid_url", 3)]
+    # Each answered responses line is a ledger row of /v1/responses, keyed by batch and line, at half price.
+    found: list[Any] = []
+
+    def recorded() -> bool:
+        found[:] = [row for row in _rows(database_url, key_id) if row.request_id.startswith(ids[0] + "-")]
+        return len(found) >= 7
+
+    wait_for(recorded, timeout=15, interval=0.3)
+    served = [row for row in found if row.status == 200]
+    assert {row.request_id for row in served} == {f"{ids[0]}-{n}" for n in range(1, 8)}
+    for row in served:
+        assert row.endpoint == "/v1/responses"
+        assert row.cost_micros == round((row.prompt_tokens + row.completion_tokens * 2) * 0.5)
+
+
+def test_batch_token_quota(batch_gateway: BatchGateway, model: str) -> None:
+    """A key's `batch_tokens` (admin API) caps the input tokens of its batches not yet ended: a batch
+    over it fails at validation with OpenAI's `token_limit_exceeded`, and the tokens of a batch that
+    ended are released. Its lines still go through the key's ordinary limits and the ledger."""
+    admin = batch_gateway.admin
+    tenant = admin.tenant(f"quota-{model[-4:]}")
+    secret, key = admin.key(tenant["id"], "quota", batch_tokens=400)
+    assert key["limits"]["batch_tokens"] == 400
+    # 8 lines of ~100 input tokens each (400 characters of prompt): 800 tokens.
+    big = [completion_line(f"b{i}", model, prompt="x" * 400) for i in range(8)]
+    small = big[:3]  # 300 tokens
+    with batch_gateway.client(secret) as client:
+        refused = client.batches.create(
+            input_file_id=upload(client, big), endpoint="/v1/completions", completion_window="24h"
+        )
+        failed = wait_until(client, refused.id, {"failed", "completed"})
+        assert failed.status == "failed" and failed.errors is not None and failed.errors.data is not None
+        [error] = failed.errors.data
+        assert (error.code, error.line, error.param) == ("token_limit_exceeded", None, None)
+        assert "Limit: 400 enqueued tokens" in (error.message or "")
+        assert failed.output_file_id is None and failed.error_file_id is None
+        # The refused batch enqueued nothing: one of 300 fits, and once it has ended the next one does.
+        for _ in range(2):
+            fits = client.batches.create(
+                input_file_id=upload(client, small), endpoint="/v1/completions", completion_window="24h"
+            )
+            done = wait_until(client, fits.id, {"failed", "completed"})
+            assert done.status == "completed", done
+        # Raised by the admin API (PATCH), the quota takes the big batch.
+        admin.patch_key(key["id"], batch_tokens=1000)
+        again = client.batches.create(
+            input_file_id=upload(client, big), endpoint="/v1/completions", completion_window="24h"
+        )
+        assert wait_until(client, again.id, {"failed", "completed"}).status == "completed"
