@@ -5,7 +5,7 @@ gateway and Slack's signed requests: test_slack_bot.py."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
@@ -45,7 +45,7 @@ class _Tantra:
 def _answerer(tantra: _Tantra, ticks: list[float]) -> Answerer:
     clock = iter(ticks)
     answerer = Answerer(BotConfig("http://gw", "sk", "m", update_interval_s=1.0), clock=lambda: next(clock))
-    answerer._clients["sk"] = tantra  # type: ignore[assignment]
+    answerer._clients["sk"] = tantra
     return answerer
 
 
@@ -53,7 +53,7 @@ def test_updates_are_throttled_and_the_last_is_whole() -> None:
     tantra, web = _Tantra(["a", "b", "c", "d"]), _Web()
     # start 0; deltas at 0.5 (too soon), 1.2 (update, then reads 1.2), 1.5 (too soon), 2.3 (update)
     answerer = _answerer(tantra, [0, 0.5, 1.2, 1.2, 1.5, 2.3, 2.3])
-    assert answerer.answer(web, "T", "C", "9.9", "hi") == "abcd"  # type: ignore[arg-type]
+    assert answerer.answer(web, "T", "C", "9.9", "hi") == "abcd"
     assert web.updates == ["ab …", "abcd …", "abcd"]
 
 
@@ -61,7 +61,7 @@ def test_one_conversation_per_thread() -> None:
     tantra, web = _Tantra(["x"]), _Web()
     answerer = _answerer(tantra, [0.0] * 20)
     for thread in ("1", "1", "2"):
-        answerer.answer(web, "T", "C", thread, "hi")  # type: ignore[arg-type]
+        answerer.answer(web, "T", "C", thread, "hi")
     assert tantra.asked == ["conv_1", "conv_1", "conv_2"]
     assert answerer.reset("T", "C") == 2
 
@@ -70,9 +70,9 @@ def test_a_refusal_is_told_briefly() -> None:
     request = httpx.Request("POST", "http://gw/v1/responses")
     refusal = openai.RateLimitError(
         "Rate limit reached.",
-        response=httpx.Response(429, request=request),
+        response=cast(Any, httpx.Response(429, request=request)),
         body={"message": "Rate limit reached."},
     )
     web = _Web()
-    _answerer(_Tantra([], error=refusal), [0.0] * 5).answer(web, "T", "C", "1", "hi")  # type: ignore[arg-type]
+    _answerer(_Tantra([], error=refusal), [0.0] * 5).answer(web, "T", "C", "1", "hi")
     assert web.updates == [":warning: Tantra: Rate limit reached."]
