@@ -48,8 +48,8 @@ from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
 from gateway.routes.fine_tuning import fine_tuning_router
-from gateway.routes.panel import panel_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
+from gateway.routes.panel import panel_router
 from gateway.routes.responses import responses_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.settings.schema import Settings

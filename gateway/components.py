@@ -35,7 +35,7 @@ from gateway.realtime.session import RealtimeLimits
 from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.conversations import Conversations
-from gateway.services.inference import InferenceService
+from gateway.services.inference import ChatFeatures, InferenceService
 from gateway.services.messages import MessagesService
 from gateway.services.pooling import PoolingService
 from gateway.services.responses import ResponsesService
@@ -357,10 +357,7 @@ def _services(
             dispatcher,
             catalog,
             access.accountant.estimator,
-            media,
-            kept,
-            speech=chat_speech,
-            moderated=moderated.chat if moderated is not None else None,
+            ChatFeatures(media, kept, chat_speech, moderated.chat if moderated is not None else None),
         ),
         speech=speech,
         pooling=PoolingService(admission, dispatcher, catalog),

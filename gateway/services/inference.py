@@ -32,6 +32,19 @@ from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.stream import UpstreamRequest, UpstreamStream
 
 
+@dataclasses.dataclass(frozen=True)
+class ChatFeatures:
+    """What a chat request may go through besides the engine; each None: turned off."""
+
+    media: MediaService | None = None
+    # Keeps the chat completions asked to be stored (`store: true`).
+    stored: StoredCompletions | None = None
+    # Spoken answers (audio output), by the gateway's own text to speech.
+    speech: ChatSpeech | None = None
+    # The tenants' moderation policies (prompt before the model, answer after it).
+    moderated: ModeratedChat | None = None
+
+
 class InferenceService:
     """Validates a request against OpenAI's schema, then relays the client's own bytes upstream.
 
@@ -47,29 +60,23 @@ class InferenceService:
         dispatcher: Dispatcher,
         catalog: ModelCatalog,
         estimator: TokenEstimator,
-        media: MediaService | None = None,
-        stored: StoredCompletions | None = None,
-        speech: ChatSpeech | None = None,
+        features: ChatFeatures = ChatFeatures(),
         adapters: AdapterServing | None = None,
-        moderated: ModeratedChat | None = None,
     ) -> None:
         self._admission = admission
         self._dispatcher = dispatcher
         self._catalog = catalog
         self._estimator = estimator
-        self._media = media
-        # Keeps the chat completions asked to be stored (`store: true`); None: none are.
-        self._stored = stored
-        # Spoken answers (audio output), by the gateway's own text to speech; None: turned off.
-        self._speech = speech
+        self._media = features.media
+        self._stored = features.stored
+        self._speech = features.speech
         # Fine-tuned models (`ft:...`), each its tenant's, loaded on demand; None: none served.
         self._adapters = adapters
+        self._moderated = features.moderated
 
     def use_adapters(self, adapters: AdapterServing) -> None:
         """Serve the fine-tuned models (built after this service, with the Files API's store)."""
         self._adapters = adapters
-        # The tenants' moderation policies (prompt before the model, answer after it); None: off.
-        self._moderated = moderated
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:

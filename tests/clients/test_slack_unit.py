@@ -45,7 +45,7 @@ class _Tantra:
 def _answerer(tantra: _Tantra, ticks: list[float]) -> Answerer:
     clock = iter(ticks)
     answerer = Answerer(BotConfig("http://gw", "sk", "m", update_interval_s=1.0), clock=lambda: next(clock))
-    answerer._clients["sk"] = tantra
+    answerer._clients["sk"] = cast(Any, tantra)
     return answerer
 
 
@@ -53,7 +53,7 @@ def test_updates_are_throttled_and_the_last_is_whole() -> None:
     tantra, web = _Tantra(["a", "b", "c", "d"]), _Web()
     # start 0; deltas at 0.5 (too soon), 1.2 (update, then reads 1.2), 1.5 (too soon), 2.3 (update)
     answerer = _answerer(tantra, [0, 0.5, 1.2, 1.2, 1.5, 2.3, 2.3])
-    assert answerer.answer(web, "T", "C", "9.9", "hi") == "abcd"
+    assert answerer.answer(cast(Any, web), "T", "C", "9.9", "hi") == "abcd"
     assert web.updates == ["ab …", "abcd …", "abcd"]
 
 
@@ -61,7 +61,7 @@ def test_one_conversation_per_thread() -> None:
     tantra, web = _Tantra(["x"]), _Web()
     answerer = _answerer(tantra, [0.0] * 20)
     for thread in ("1", "1", "2"):
-        answerer.answer(web, "T", "C", thread, "hi")
+        answerer.answer(cast(Any, web), "T", "C", thread, "hi")
     assert tantra.asked == ["conv_1", "conv_1", "conv_2"]
     assert answerer.reset("T", "C") == 2
 
@@ -74,5 +74,5 @@ def test_a_refusal_is_told_briefly() -> None:
         body={"message": "Rate limit reached."},
     )
     web = _Web()
-    _answerer(_Tantra([], error=refusal), [0.0] * 5).answer(web, "T", "C", "1", "hi")
+    _answerer(_Tantra([], error=refusal), [0.0] * 5).answer(cast(Any, web), "T", "C", "1", "hi")
     assert web.updates == [":warning: Tantra: Rate limit reached."]
