@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,16 +134,9 @@ def measure(
         stack.enter_context(gateway)
         targets = {"direct": config.base_url, "tantra": gateway_url}
         if httpx_pool:
-            settings = profiles.settings_for(base, None, logs / "state")
-            other, other_url = servers.tantra(
-                logs,
-                "tantra-embeddings-httpx",
-                config.base_url,
-                {**settings, "TANTRA_ENGINE_TRANSPORT": "httpx"},
-                gateway_cpus,
+            targets["tantra-httpx-pool"] = stack.enter_context(
+                _httpx_pool_gateway(logs, config.base_url, gateway_cpus)
             )
-            stack.enter_context(other)
-            targets["tantra-httpx-pool"] = other_url
         for index in range(plan.rounds):
             order = list(targets) if index % 2 == 0 else list(reversed(targets))
             for name in order:
@@ -150,6 +144,17 @@ def measure(
                 cells[name].append(result)
                 progress(f"bench: embeddings round {index + 1} {name}: {result['tokens_per_s']:.0f} tokens/s")
     return summarise(cells, plan)
+
+
+@contextlib.contextmanager
+def _httpx_pool_gateway(logs: Path, engine_url: str, cpus: list[int]) -> Iterator[str]:
+    """The base profile on httpx's own engine pool, the default before aiohttp's."""
+    settings = profiles.settings_for(profiles.by_name("tantra"), None, logs / "state")
+    gateway, url = servers.tantra(
+        logs, "tantra-embeddings-httpx", engine_url, {**settings, "TANTRA_ENGINE_TRANSPORT": "httpx"}, cpus
+    )
+    with gateway:
+        yield url
 
 
 def summarise(cells: dict[str, list[dict[str, Any]]], plan: EmbeddingPlan) -> dict[str, Any]:
