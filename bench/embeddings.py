@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,12 @@ def measure(
     gateway_cpus: list[int],
     plan: EmbeddingPlan,
     progress: Any = print,
+    httpx_pool: bool = False,
 ) -> dict[str, Any]:
-    """Start the embedding engine and a gateway in front of it, and interleave the two targets."""
+    """Start the embedding engine and a gateway in front of it, and interleave the two targets.
+
+    `httpx_pool` adds a third target, a second gateway on httpx's own engine pool
+    (`TANTRA_ENGINE_TRANSPORT=httpx`, the default before aiohttp's), side by side."""
     from engine.launcher import EngineConfig
 
     config = EngineConfig(
@@ -114,6 +119,8 @@ def measure(
     )
     base = profiles.by_name("tantra")
     cells: dict[str, list[dict[str, Any]]] = {"direct": [], "tantra": []}
+    if httpx_pool:
+        cells["tantra-httpx-pool"] = []
     with contextlib.ExitStack() as stack:
         progress("bench: starting vLLM on all-MiniLM-L6-v2 (pooling runner)")
         stack.enter_context(engine)
@@ -126,6 +133,10 @@ def measure(
         )
         stack.enter_context(gateway)
         targets = {"direct": config.base_url, "tantra": gateway_url}
+        if httpx_pool:
+            targets["tantra-httpx-pool"] = stack.enter_context(
+                _httpx_pool_gateway(logs, config.base_url, gateway_cpus)
+            )
         for index in range(plan.rounds):
             order = list(targets) if index % 2 == 0 else list(reversed(targets))
             for name in order:
@@ -133,6 +144,17 @@ def measure(
                 cells[name].append(result)
                 progress(f"bench: embeddings round {index + 1} {name}: {result['tokens_per_s']:.0f} tokens/s")
     return summarise(cells, plan)
+
+
+@contextlib.contextmanager
+def _httpx_pool_gateway(logs: Path, engine_url: str, cpus: list[int]) -> Iterator[str]:
+    """The base profile on httpx's own engine pool, the default before aiohttp's."""
+    settings = profiles.settings_for(profiles.by_name("tantra"), None, logs / "state")
+    gateway, url = servers.tantra(
+        logs, "tantra-embeddings-httpx", engine_url, {**settings, "TANTRA_ENGINE_TRANSPORT": "httpx"}, cpus
+    )
+    with gateway:
+        yield url
 
 
 def summarise(cells: dict[str, list[dict[str, Any]]], plan: EmbeddingPlan) -> dict[str, Any]:
@@ -151,7 +173,9 @@ def summarise(cells: dict[str, list[dict[str, Any]]], plan: EmbeddingPlan) -> di
             "rounds": [run["tokens_per_s"] for run in runs],
         }
     direct = totals["direct"]["tokens_per_s"]
-    ratio = totals["tantra"]["tokens_per_s"] / direct if direct else None
+    for row in totals.values():
+        row["ratio"] = row["tokens_per_s"] / direct if direct else None
+    ratio = totals["tantra"]["ratio"]
     return {"concurrency": plan.concurrency, "batch": plan.batch, "targets": totals, "ratio": ratio}
 
 
@@ -190,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         default="load",
         help="the gateway beside the load client (as `make bench` runs this row) or on the gateways' core",
     )
+    parser.add_argument("--concurrency", type=int, default=EmbeddingPlan.concurrency, help="in flight")
+    parser.add_argument(
+        "--httpx-pool",
+        action="store_true",
+        help="also a gateway on httpx's own engine pool (TANTRA_ENGINE_TRANSPORT=httpx), side by side",
+    )
     args = parser.parse_args(argv)
     from engine.checkpoint import ensure_checkpoint
 
@@ -205,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         logs,
         cores.all,
         cores.gateway if args.gateway_core == "gateway" else cores.load,
-        EmbeddingPlan(rounds=args.rounds, duration_s=args.duration),
+        EmbeddingPlan(concurrency=args.concurrency, rounds=args.rounds, duration_s=args.duration),
+        httpx_pool=args.httpx_pool,
     )
     print(json.dumps(result, indent=1))
     print("\n".join(markdown(result)))

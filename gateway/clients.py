@@ -20,8 +20,8 @@ def engine_client(settings: Settings) -> httpx.AsyncClient:
     )
     timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
     if settings.engine_transport == "aiohttp":
-        # Far cheaper per request at high concurrency (docs/performance.md); opt-in until its connect
-        # timeouts under heavy CPU load are understood.
+        # The default: far cheaper per request at high concurrency (docs/performance.md), and its
+        # connect timeout survives a stalled event loop (docs/resilience.md).
         return httpx.AsyncClient(timeout=timeout, transport=EngineTransport(limits=limits), trust_env=False)
     return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
 

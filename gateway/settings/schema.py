@@ -71,10 +71,11 @@ class Settings(
     max_connections: int = Field(
         512, gt=0, description="Connections the gateway keeps open to the engine, at most."
     )
-    engine_transport: Literal["httpx", "aiohttp"] = Field(
-        "httpx",
-        description="The engine client's connection pool: httpx's own, or aiohttp's (much less CPU per "
-        "request at high concurrency; its connects timed out once on an overloaded machine).",
+    engine_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="The engine client's connection pool: aiohttp's (the default: far less CPU per "
+        "request at high concurrency, docs/performance.md), or httpx's own (the former default, kept "
+        "as a fallback for operators).",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="The lowest level logged."

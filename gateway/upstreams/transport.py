@@ -9,17 +9,84 @@ httpx-aiohttp reports a refused connection and an engine that dies mid-answer as
 (its table maps every `ClientConnectionError` so). The gateway tells those cases apart (503
 "not reachable" against 504 "too slow", a torn stream against a slow one), so this module maps
 aiohttp's errors onto httpx's own meaning first.
+
+Its connect timeout also survives a stalled event loop (`EngineConnector`): on an overloaded
+machine the loop can be held for longer than the connect timeout, and then every connect in
+progress timed out although the kernel had completed each one (reproduced in
+tests/gateway/upstreams/test_connect_timeout.py; httpx's own pool does the same).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+
+# Loop passes a connect still gets after its timer fired: enough for the loop to see a socket the
+# kernel connected during a stall and to finish the transport around it (measured: 1 on asyncio, 4 on uvloop),
+# nothing that a host that does not answer would notice.
+GRACE_PASSES = 16
+
+
+async def within(task: asyncio.Future[Any], seconds: float) -> Any:
+    """`task`'s result if it completes within `seconds` of the loop's time, or `TimeoutError`.
+
+    Unlike `asyncio.timeout`, a timer that fires after a stall does not cancel work the loop simply
+    has not had the chance to look at: the task gets `GRACE_PASSES` more passes of the loop first.
+    """
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+        for _ in range(0 if done else GRACE_PASSES):
+            await asyncio.sleep(0)
+            if task.done():
+                break
+    except BaseException:
+        task.cancel()
+        raise
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+        if task.cancelled():
+            raise TimeoutError
+    return task.result()  # (a task that finished as it was cancelled is used, not leaked)
+
+
+class EngineConnector(aiohttp.TCPConnector):
+    """aiohttp's connector with the socket connect timed by `within` instead of a plain timer.
+
+    It overrides `_wrap_create_connection`, aiohttp's one place that opens a socket under
+    `sock_connect` (stable since 3.8; the stall test fails if a new aiohttp moves it). The pool wait
+    is still bounded by aiohttp's own `connect` timeout (httpx's pool timeout).
+    """
+
+    # aiohttp's own signature: `timeout` is its ClientTimeout, passed on.
+    async def _wrap_create_connection(
+        self,
+        *args: Any,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+        **kwargs: Any,
+    ) -> Any:
+        seconds = timeout.sock_connect
+        untimed = aiohttp.ClientTimeout(
+            total=timeout.total,
+            connect=timeout.connect,
+            sock_read=timeout.sock_read,
+            ceil_threshold=timeout.ceil_threshold,
+        )
+        opening = asyncio.ensure_future(super()._wrap_create_connection(*args, timeout=untimed, **kwargs))
+        if seconds is None or seconds <= 0:
+            return await opening
+        try:
+            return await within(opening, seconds)
+        except TimeoutError as exc:
+            request = kwargs.get("req")
+            where = request.url if request is not None else "the engine"
+            raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {where}") from exc
 
 
 def _raise_as_httpx(exc: httpx.TransportError | aiohttp.ClientError) -> NoReturn:
@@ -70,6 +137,18 @@ class EngineTransport(AiohttpTransport):
 
     def __init__(self, *, limits: httpx.Limits) -> None:
         super().__init__(limits=limits, trust_env=False)
+
+    def get_client(self) -> aiohttp.ClientSession:
+        """httpx-aiohttp's own session, on `EngineConnector`. No per-host limit (aiohttp's default
+        `limit_per_host=0`): `max_connections` bounds the whole pool as in httpx's. An engine named
+        by IP address is connected without a lookup; a host name is resolved once per 10 s
+        (aiohttp's DNS cache), concurrent lookups of one name shared."""
+        connector = EngineConnector(
+            limit=self.limits.max_connections or 0,
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+        )
+        return aiohttp.ClientSession(connector=connector)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
