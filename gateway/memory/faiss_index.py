@@ -60,10 +60,14 @@ class FaissIndex:
             if held.stale or (not held.hnsw and held.index.ntotal + len(vectors) > self.hnsw_threshold):
                 held = await self._rebuild(tenant_id)
             ids = np.fromiter(vectors, dtype=np.int64, count=len(vectors))
-            if held.index.ntotal:
-                # Replacing: drop the old vectors of these rows first (flat only; HNSW was rebuilt).
-                if not held.hnsw:
-                    held.index.remove_ids(faiss.IDSelectorBatch(ids))
+            if held.index.ntotal and not held.hnsw:
+                # Replacing: the old vectors of these rows go first.
+                held.index.remove_ids(faiss.IDSelectorBatch(ids))
+            elif held.index.ntotal and np.isin(ids, faiss.vector_to_array(held.index.id_map)).any():
+                # HNSW cannot replace in place: rebuilt from SQL, which already holds the new vectors.
+                await self._rebuild(tenant_id)
+                await self._save(tenant_id, self._tenants[tenant_id])
+                return
             matrix = np.stack([normalized(v) for v in vectors.values()])
             await asyncio.to_thread(held.index.add_with_ids, matrix, ids)
             await self._save(tenant_id, held)
