@@ -34,6 +34,7 @@ from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.conversations import Conversations
 from gateway.services.inference import InferenceService
+from gateway.services.memory import MemoryService
 from gateway.services.messages import MessagesService
 from gateway.services.pooling import PoolingService
 from gateway.services.responses import ResponsesService
@@ -44,7 +45,7 @@ from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
-from gateway.stateful import Batches, batches, conversations, responses_service, stored_completions
+from gateway.stateful import Batches, batches, conversations, memory, responses_service, stored_completions
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
@@ -127,6 +128,8 @@ class Components:
     storage: FileStorage | None = None
     # The Batch API (None without the Files API or with batches_enabled off).
     batches: Batches | None = None
+    # The memory API (None with memory_enabled off).
+    memory: MemoryService | None = None
 
     async def start(self) -> None:
         """Connect and start the background tasks (ledger writer, invalidation listener, health
@@ -242,6 +245,7 @@ def build(
         storage=file_storage(settings, access.admission, shared.database),
     )
     components.batches = batches(settings, components.storage, shared.jobs)
+    components.memory = memory(settings, shared.database, access.admission, components.storage)
     live.subscribe(components.apply)
     return components
 

@@ -1,4 +1,4 @@
-"""Builders of the stateful APIs' services from the settings (stored chat completions, conversations;
+"""Builders of the stateful APIs' services from the settings (stored chat completions, conversations, memory;
 the files, batches and responses services belong here too), kept out of the composition root's module."""
 
 from __future__ import annotations
@@ -6,12 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.admission import Admission
+from gateway.blobs import LocalBlobStore
 from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
 from gateway.limits.accounting import Accountant
+from gateway.memory import FaissIndex
+from gateway.memory.index import Vector, from_bytes
 from gateway.services.batch_work import BatchOptions, BatchWork
 from gateway.services.batches import KIND, BatchesService
 from gateway.services.conversations import Conversations
+from gateway.services.memory import MemoryService
+from gateway.services.memory_core import MemoryCore, MemoryOptions
 from gateway.services.responses import ResponsesService
 from gateway.services.responses_background import Background
 from gateway.services.stored_completions import StoredCompletions
@@ -21,6 +26,7 @@ from gateway.store.batched import BatchedWriter
 from gateway.store.batches import BatchStore
 from gateway.store.completions import CompletionStore
 from gateway.store.conversations import ConversationStore
+from gateway.store.memories import MemoryStore
 from gateway.store.responses import ResponseStore
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
@@ -104,3 +110,26 @@ def batches(settings: Settings, storage: FileStorage | None, runner: JobRunner) 
     # batches at once on a replica.
     runner.register(KIND, work, priority=-10, concurrency=settings.batch_concurrency)
     return Batches(BatchesService(storage.objects, store, runner), work)
+
+
+def memory(
+    settings: Settings, database: Database, admission: Admission, storage: FileStorage | None
+) -> MemoryService | None:
+    """The memory API (docs/memory.md): memories in SQL, their vectors in the settings' backend (FAISS,
+    its index files in the Files API's blob store, or a local one under blob_dir without it)."""
+    if not settings.memory_enabled:
+        return None
+    store = MemoryStore(database)
+
+    async def vectors(tenant_id: str | None) -> dict[int, Vector]:
+        return {seq: from_bytes(data) for seq, data in (await store.vectors(tenant_id)).items()}
+
+    blobs = storage.blobs if storage is not None else LocalBlobStore(settings.blob_dir)
+    index = FaissIndex(blobs, vectors, hnsw_threshold=settings.memory_faiss_hnsw_threshold)
+    options = MemoryOptions(
+        embedding_model=settings.memory_embedding_model,
+        extraction_model=settings.memory_extraction_model or settings.routing.default_model or "",
+        extraction_max_tokens=settings.memory_extraction_max_tokens,
+        dedupe_threshold=settings.memory_dedupe_threshold,
+    )
+    return MemoryService(admission, MemoryCore(store, index, options))

@@ -63,7 +63,7 @@ class FaissIndex:
             if held.index.ntotal and not held.hnsw:
                 # Replacing: the old vectors of these rows go first.
                 held.index.remove_ids(faiss.IDSelectorBatch(ids))
-            elif held.index.ntotal and np.isin(ids, faiss.vector_to_array(held.index.id_map)).any():
+            elif held.index.ntotal and np.isin(ids, _ids_of(held.index)).any():
                 # HNSW cannot replace in place: rebuilt from SQL, which already holds the new vectors.
                 await self._rebuild(tenant_id)
                 await self._save(tenant_id, self._tenants[tenant_id])
@@ -93,9 +93,11 @@ class FaissIndex:
             return []
         selector = faiss.IDSelectorBatch(np.fromiter(among, dtype=np.int64))
         if held.hnsw:
-            params: faiss.SearchParameters = faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
+            params: faiss.SearchParameters = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                sel=selector, efSearch=HNSW_EF_SEARCH
+            )
         else:
-            params = faiss.SearchParameters(sel=selector)
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         wanted = min(k, len(among))
         matrix = normalized(query).reshape(1, -1)
         scores, ids = await asyncio.to_thread(held.index.search, matrix, wanted, params=params)
@@ -134,6 +136,7 @@ class FaissIndex:
         if dimensions is None:
             raise RuntimeError("a memory index needs its first vector to know its dimensions")
         hnsw = len(vectors) > self.hnsw_threshold
+        inner: faiss.Index
         if hnsw:
             inner = faiss.IndexHNSWFlat(dimensions, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         else:
@@ -154,6 +157,12 @@ class FaissIndex:
             yield data
 
         await self._blobs.put(_key(tenant_id), chunks())
+
+
+def _ids_of(index: faiss.Index) -> np.ndarray:
+    # IndexIDMap2's own attribute; faiss's stubs lack it.
+    id_map = index.id_map  # type: ignore[attr-defined]
+    return np.asarray(faiss.vector_to_array(id_map))
 
 
 def _is_hnsw(index: faiss.Index) -> bool:

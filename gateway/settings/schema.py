@@ -14,8 +14,8 @@ from gateway.settings.fields_batches import BatchesFields
 from gateway.settings.fields_files import FilesFields
 from gateway.settings.fields_jobs import JobsFields
 from gateway.settings.fields_media import MediaFields
-from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.fields_memory import MemoryFields
+from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.fields_stateful import StatefulFields
 from gateway.settings.load import customise_sources
 from gateway.settings.policy import Allowance, Policy
