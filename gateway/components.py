@@ -45,7 +45,15 @@ from gateway.services.transcription import TranscriptionService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
-from gateway.stateful import Batches, batches, conversations, memory, responses_service, stored_completions
+from gateway.stateful import (
+    Batches,
+    batches,
+    chat_memory,
+    conversations,
+    memory,
+    responses_service,
+    stored_completions,
+)
 from gateway.store import Database, Store, UsageLedger
 from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
@@ -246,6 +254,8 @@ def build(
     )
     components.batches = batches(settings, components.storage, shared.jobs)
     components.memory = memory(settings, shared.database, access.admission, components.storage)
+    if components.memory is not None:
+        components.services.inference.memory = chat_memory(settings, components.memory, shared.jobs)
     live.subscribe(components.apply)
     return components
 

@@ -16,6 +16,7 @@ from gateway.services.batch_work import BatchOptions, BatchWork
 from gateway.services.batches import KIND, BatchesService
 from gateway.services.conversations import Conversations
 from gateway.services.memory import MemoryService
+from gateway.services.memory_chat import ChatMemory, ChatMemoryOptions
 from gateway.services.memory_core import MemoryCore, MemoryOptions
 from gateway.services.responses import ResponsesService
 from gateway.services.responses_background import Background
@@ -133,3 +134,14 @@ def memory(
         dedupe_threshold=settings.memory_dedupe_threshold,
     )
     return MemoryService(admission, MemoryCore(store, index, options))
+
+
+def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -> ChatMemory:
+    """Memory in chat over the memory API's core; its `memory-extract` job kind registered."""
+    options = ChatMemoryOptions(
+        default_on=settings.memory_chat_default,
+        top_k=settings.memory_chat_top_k,
+        token_budget=settings.memory_chat_token_budget,
+        min_score=settings.memory_chat_min_score,
+    )
+    return ChatMemory(service.core, runner, options)

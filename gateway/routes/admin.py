@@ -46,6 +46,11 @@ class LimitFields(BaseModel):
     budget_tokens: _Tokens | None = Field(None, description="Tokens per budget period.")
     budget_usd: _Dollars | None = Field(None, description="Spend (USD) per budget period.")
     budget_period: Literal["day", "month"] = "month"
+    memory: bool | None = Field(
+        None,
+        description="Memory in chat and responses for requests naming an end user (docs/memory.md); "
+        "null: the tenant's setting, then the operator's TANTRA_MEMORY_CHAT_DEFAULT.",
+    )
 
     def limits(self) -> Limits:
         return Limits(
@@ -57,6 +62,7 @@ class LimitFields(BaseModel):
             budget_tokens=self.budget_tokens,
             budget_usd=self.budget_usd,
             budget_period=self.budget_period,
+            memory=self.memory,
         )
 
     def changes(self, also: tuple[str, ...]) -> dict[str, Any]:

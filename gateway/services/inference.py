@@ -19,6 +19,7 @@ from gateway.media.service import MediaService, Prepared, as_api_errors, with_me
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
+from gateway.services.memory_chat import ChatMemory, annotate
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
 from gateway.services.spoken_stream import SpokenStream
@@ -58,13 +59,25 @@ class InferenceService:
         self._stored = stored
         # Spoken answers (audio output), by the gateway's own text to speech; None: turned off.
         self._speech = speech
+        # Memory in chat (docs/memory.md), set by the composition root once built; None: off.
+        self.memory: ChatMemory | None = None
 
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:
             body, payload, parsed, media, capture = await self._admit(ticket, schema, path)
+            memory = self.memory if isinstance(parsed, ChatCompletionRequest) else None
+            recall = await memory.recall(ticket, payload) if memory is not None else None
+            asked = payload
+            if recall is not None:
+                await ticket.reserve_more(recall.tokens)
+                body, payload = recall.body, recall.payload
             if isinstance(parsed, ChatCompletionRequest) and parsed.speaks:
-                return await self._spoken(ticket, path, body, parsed, media, capture)
-            return await self._answer(ticket, path, body, payload, parsed, media, capture)
+                response = await self._spoken(ticket, path, body, parsed, media, capture)
+            else:
+                response = await self._answer(ticket, path, body, payload, parsed, media, capture)
+            if memory is not None:
+                await memory.remember(ticket, asked)
+            return annotate(response, recall, json_answer=not parsed.stream) if recall else response
 
     async def _admit(
         self, ticket: Ticket, schema: type[SamplingParams], path: str

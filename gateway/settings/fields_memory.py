@@ -52,3 +52,19 @@ class MemoryFields(BaseModel):
         ge=1,
         description="Memories of one tenant above which its FAISS index is HNSW instead of flat.",
     )
+
+    # Memory in chat and responses (docs/memory.md): per key and tenant through the admin API
+    # (`memory`), this default where neither says.
+    memory_chat_default: bool = Field(
+        False,
+        description="Memory in chat for keys and tenants without a `memory` setting of their own: a "
+        "request naming an end user gets its memories in a system message, and new ones are "
+        "extracted after the answer.",
+    )
+    memory_chat_top_k: int = Field(5, ge=1, le=50, description="The most memories placed in a request.")
+    memory_chat_token_budget: int = Field(
+        256, ge=16, le=8192, description="The most tokens (estimated) the placed memories may take."
+    )
+    memory_chat_min_score: float = Field(
+        0.2, ge=-1.0, le=1.0, description="The least cosine similarity a memory needs to be placed."
+    )

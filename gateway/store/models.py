@@ -66,6 +66,11 @@ class LimitColumns:
     def budget_period(cls) -> Mapped[str]:
         return mapped_column(String(8), nullable=False, default="month", server_default="month")
 
+    @declared_attr
+    def memory(cls) -> Mapped[bool | None]:
+        # Memory in chat (migration 0011): None defers to the tenant, then the operator's default.
+        return mapped_column(Boolean, nullable=True)
+
 
 class Tenant(LimitColumns, Base):
     __tablename__ = "tenants"

@@ -16,6 +16,7 @@ LIMIT_FIELDS = (
     "budget_tokens",
     "budget_usd",
     "budget_period",
+    "memory",
 )
 
 
@@ -32,6 +33,9 @@ class Limits:
     budget_tokens: int | None = None
     budget_usd: float | None = None
     budget_period: BudgetPeriod = "month"
+    # Memory in chat and responses (docs/memory.md): on, off, or None (the tenant's, then the
+    # operator's default).
+    memory: bool | None = None
 
     @classmethod
     def of(cls, row: Any) -> Limits:
@@ -45,6 +49,7 @@ class Limits:
             budget_tokens=row.budget_tokens,
             budget_usd=row.budget_usd,
             budget_period=row.budget_period or "month",
+            memory=getattr(row, "memory", None),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,6 +62,7 @@ class Limits:
             "budget_tokens": self.budget_tokens,
             "budget_usd": self.budget_usd,
             "budget_period": self.budget_period,
+            "memory": self.memory,
         }
 
 

@@ -5,9 +5,11 @@ dedupe by similarity, history, scopes and tenants, errors. The real engines: tes
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway import Settings, create_app
@@ -133,3 +135,58 @@ def test_ledger_counts_the_embedding_and_extraction_requests(
     rows: dict[str, Any] = {r["model"]: r for r in admin.usage(group_by="model", tenant_id=tenant["id"])}
     assert rows[EMBEDDING]["requests"] == 2 and rows[EMBEDDING]["prompt_tokens"] == 6
     assert rows[CHAT]["requests"] == 1 and rows[CHAT]["completion_tokens"] == 7
+
+
+def _chat(url: str, key: str, **fields: Any) -> httpx.Response:
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "what tea do I like"}], **fields}
+    return httpx.post(
+        url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=60
+    )
+
+
+def test_memory_in_chat_placed_reported_and_extracted_after(
+    fake: tuple[FakeModels, str], gateway: tuple[str, AdminClient]
+) -> None:
+    models, _ = fake
+    url, admin = gateway
+    tenant = admin.tenant("units-chat", memory=True)
+    key, record = admin.key(tenant["id"])
+    client = MemoryClient(api_key=key, host=url)
+    tea = client.add("likes green tea in the morning", user_id="pat", infer=False)["results"][0]["id"]
+    client.add("owns a red bicycle", user_id="pat", infer=False)
+    client.add("likes black tea", user_id="someone-else", infer=False)
+
+    models.facts = ["drinks tea every day"]
+    answer = _chat(url, key, user="pat")
+    assert answer.status_code == 200, answer.text
+    used = dict(part.split(":") for part in answer.headers["x-tantra-memory"].split(","))
+    assert tea in used
+    assert answer.json()["usage"]["tantra_memory"][0]["id"] == tea
+    sent = models.extractions[-1]["messages"]
+    assert sent[0]["role"] == "system" and "likes green tea in the morning" in sent[0]["content"]
+    assert "black tea" not in sent[0]["content"]  # another user's memory is never placed
+    # After the answer, the job extracts and adds the new fact.
+    for _ in range(100):
+        if any(
+            m["memory"] == "drinks tea every day"
+            for m in client.get_all(filters={"user_id": "pat"})["results"]
+        ):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the extracted memory was not added")
+
+    # A stream gets the header too; a key with memory off, and a request naming no user, get none.
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        json={"model": CHAT, "messages": [{"role": "user", "content": "tea"}], "user": "pat", "stream": True},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=60,
+    ) as streamed:
+        assert tea in streamed.headers["x-tantra-memory"]
+    assert "x-tantra-memory" not in _chat(url, key).headers
+    admin.patch_key(record["id"], memory=False)
+    time.sleep(0.3)  # the key cache hears of the change
+    off = _chat(url, key, user="pat")
+    assert "x-tantra-memory" not in off.headers and "tantra_memory" not in off.json()["usage"]

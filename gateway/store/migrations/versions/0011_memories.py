@@ -62,8 +62,17 @@ def upgrade() -> None:
     op.create_index("ix_memory_history_memory", "memory_history", ["tenant_id", "memory_id"])
     op.create_index("ix_memory_history_created_by", "memory_history", ["created_by"])
     op.create_index("ix_memory_history_end_user", "memory_history", ["end_user"])
+    # Memory in chat per tenant and per key (null: the tenant's, then the operator's default).
+    with op.batch_alter_table("tenants") as tenants:
+        tenants.add_column(sa.Column("memory", sa.Boolean(), nullable=True))
+    with op.batch_alter_table("api_keys") as keys:
+        keys.add_column(sa.Column("memory", sa.Boolean(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_keys") as keys:
+        keys.drop_column("memory")
+    with op.batch_alter_table("tenants") as tenants:
+        tenants.drop_column("memory")
     op.drop_table("memory_history")
     op.drop_table("memories")
