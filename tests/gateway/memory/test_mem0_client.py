@@ -5,10 +5,10 @@ caller's key), and the memories live in SQL and FAISS."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
+import openai
 import pytest
 
 from gateway import Settings, create_app
@@ -152,16 +152,44 @@ def test_errors_are_openai_envelopes(memory_gateway: str, tenant_key: Callable[[
 
 
 def test_embedding_and_extraction_tokens_are_in_the_ledger(
-    memory_gateway: str, admin: AdminClient, model: str, embedding_model: str
+    memory_gateway: str, admin_key: str, model: str, embedding_model: str
 ) -> None:
     """The memory requests' own embeddings and extraction are the key's requests: their tokens are
-    in the ledger under the tenant, by model."""
+    in the ledger under the tenant, by model (read through the memory gateway's own admin API,
+    which writes out its pending ledger rows first)."""
+    admin = AdminClient(memory_gateway, admin_key)
     tenant = admin.tenant("memory-ledger")
     key, _ = admin.key(tenant["id"], "ledger")
     client = MemoryClient(api_key=key, host=memory_gateway)
     client.add("I play the cello.", user_id="erin")
     client.search("music", filters={"user_id": "erin"})
-    time.sleep(0.5)  # the memory gateway's ledger is written every 0.1 s
     rows = {row["model"]: row for row in admin.usage(group_by="model", tenant_id=tenant["id"])}
+    admin.close()
     assert rows[embedding_model]["requests"] >= 2 and rows[embedding_model]["prompt_tokens"] > 0
     assert rows[model]["requests"] == 1 and rows[model]["completion_tokens"] > 0
+
+
+def test_memory_in_chat_with_the_real_engines(memory_gateway: str, admin_key: str, model: str) -> None:
+    """A chat naming its end user gets that user's relevant memories (MiniLM's similarity), says
+    which in its header and usage; the openai SDK reads the answer as usual."""
+    admin = AdminClient(memory_gateway, admin_key)
+    tenant = admin.tenant("memory-chat", memory=True)
+    key, _ = admin.key(tenant["id"], "chat")
+    admin.close()
+    client = MemoryClient(api_key=key, host=memory_gateway)
+    tea = client.add("I like green tea with jasmine.", user_id="zoe", infer=False)["results"][0]["id"]
+    client.add("I drink coffee every morning.", user_id="yann", infer=False)
+    with openai.OpenAI(base_url=memory_gateway + "/v1", api_key=key, max_retries=0, timeout=300) as sdk:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model=model,
+            messages=[{"role": "user", "content": "Which tea should I drink?"}],
+            user="zoe",
+            max_tokens=8,
+        )
+    completion = raw.parse()
+    assert completion.choices[0].message is not None
+    header = raw.headers["x-tantra-memory"]
+    ids = [part.split(":")[0] for part in header.split(",")]
+    assert ids == [tea]  # yann's coffee is another user's: never placed
+    used = raw.http_response.json()["usage"]["tantra_memory"]
+    assert used[0]["id"] == tea and 0.2 <= used[0]["score"] <= 1.0
