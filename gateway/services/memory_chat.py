@@ -185,7 +185,8 @@ def annotate(response: Response, recall: Recall, *, json_answer: bool) -> Respon
         except orjson.JSONDecodeError:
             return response
         if isinstance(answer, dict):
-            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+            usage = answer.get("usage")
+            usage = usage if isinstance(usage, dict) else {}
             answer["usage"] = {**usage, "tantra_memory": recall.usage()}
             headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
             return Response(
