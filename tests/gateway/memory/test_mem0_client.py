@@ -161,6 +161,9 @@ def test_embedding_and_extraction_tokens_are_in_the_ledger(
     tenant = admin.tenant("memory-ledger")
     key, _ = admin.key(tenant["id"], "ledger")
     client = MemoryClient(api_key=key, host=memory_gateway)
+    # As given (one embedding), then with inference (one extraction; the random model's facts,
+    # maybe none, embedded if any), then a search (one embedding: the scope holds a memory).
+    client.add("I play the cello.", user_id="erin", infer=False)
     client.add("I play the cello.", user_id="erin")
     client.search("music", filters={"user_id": "erin"})
     rows = {row["model"]: row for row in admin.usage(group_by="model", tenant_id=tenant["id"])}
