@@ -48,6 +48,7 @@ from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
 from gateway.routes.files import files_router
 from gateway.routes.fine_tuning import fine_tuning_router
+from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.panel import panel_router
 from gateway.routes.responses import responses_router
@@ -142,6 +143,10 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
         app.include_router(batches_router(parts.batches.service))
         # A batch's lines are requests of this app, made in process (gateway/services/batch_work.py).
         parts.batches.work.bind(app)
+    if parts.memory is not None:
+        app.include_router(memory_router(parts.memory))
+        # Its embeddings and extractions are requests of this app, made in process as the caller.
+        parts.memory.core.bind(app)
     if settings.realtime_enabled:
         app.include_router(
             realtime_router(

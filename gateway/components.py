@@ -36,6 +36,7 @@ from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.conversations import Conversations
 from gateway.services.inference import ChatFeatures, InferenceService
+from gateway.services.memory import MemoryService
 from gateway.services.messages import MessagesService
 from gateway.services.pooling import PoolingService
 from gateway.services.responses import ResponsesService
@@ -50,8 +51,10 @@ from gateway.stateful import (
     Batches,
     FineTuning,
     batches,
+    chat_memory,
     conversations,
     fine_tuning,
+    memory,
     responses_service,
     stored_completions,
 )
@@ -145,6 +148,8 @@ class Components:
     batches: Batches | None = None
     # The fine-tuning jobs API and its models (None without the Files API or when turned off).
     fine_tuning: FineTuning | None = None
+    # The memory API (None with memory_enabled off).
+    memory: MemoryService | None = None
 
     async def start(self) -> None:
         """Connect and start the background tasks (ledger writer, invalidation listener, health
@@ -268,6 +273,9 @@ def build(
     components.fine_tuning = fine_tuning(settings, components.storage, shared.jobs, pool, access.accountant)
     if components.fine_tuning is not None:
         components.services.inference.use_adapters(components.fine_tuning.adapters)
+    components.memory = memory(settings, shared.database, access.admission, components.storage)
+    if components.memory is not None:
+        components.services.inference.memory = chat_memory(settings, components.memory, shared.jobs)
     live.subscribe(components.apply)
     return components
 

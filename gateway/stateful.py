@@ -1,4 +1,4 @@
-"""Builders of the stateful APIs' services from the settings (stored chat completions, conversations;
+"""Builders of the stateful APIs' services from the settings (stored chat completions, conversations, memory;
 the files, batches and responses services belong here too), kept out of the composition root's module."""
 
 from __future__ import annotations
@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.admission import Admission
+from gateway.blobs import LocalBlobStore
 from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
 from gateway.limits.accounting import Accountant
+from gateway.memory import FaissIndex
+from gateway.memory.index import Vector, from_bytes
 from gateway.services.adapters import AdapterServing
 from gateway.services.batch_work import BatchOptions, BatchWork
 from gateway.services.batches import KIND, BatchesService
@@ -17,6 +20,9 @@ from gateway.services.conversations import Conversations
 from gateway.services.fine_tuning import KIND as FINE_TUNING
 from gateway.services.fine_tuning import Defaults, FineTuningService
 from gateway.services.fine_tuning_work import FineTuningWork, TrainerOptions
+from gateway.services.memory import MemoryService
+from gateway.services.memory_chat import ChatMemory, ChatMemoryOptions
+from gateway.services.memory_core import MemoryCore, MemoryOptions
 from gateway.services.responses import ResponsesService
 from gateway.services.responses_background import Background
 from gateway.services.stored_completions import StoredCompletions
@@ -27,6 +33,7 @@ from gateway.store.batches import BatchStore
 from gateway.store.completions import CompletionStore
 from gateway.store.conversations import ConversationStore
 from gateway.store.fine_tuning import FineTuningStore
+from gateway.store.memories import MemoryStore
 from gateway.store.responses import ResponseStore
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
@@ -161,3 +168,37 @@ def fine_tuning(
     defaults = Defaults(n_epochs=settings.fine_tuning_epochs, batch_size=settings.fine_tuning_batch_size)
     service = FineTuningService(storage.objects, store, runner, lambda: set(bases), defaults, adapters)
     return FineTuning(service, adapters)
+
+
+def memory(
+    settings: Settings, database: Database, admission: Admission, storage: FileStorage | None
+) -> MemoryService | None:
+    """The memory API (docs/memory.md): memories in SQL, their vectors in the settings' backend (FAISS,
+    its index files in the Files API's blob store, or a local one under blob_dir without it)."""
+    if not settings.memory_enabled:
+        return None
+    store = MemoryStore(database)
+
+    async def vectors(tenant_id: str | None) -> dict[int, Vector]:
+        return {seq: from_bytes(data) for seq, data in (await store.vectors(tenant_id)).items()}
+
+    blobs = storage.blobs if storage is not None else LocalBlobStore(settings.blob_dir)
+    index = FaissIndex(blobs, vectors, hnsw_threshold=settings.memory_faiss_hnsw_threshold)
+    options = MemoryOptions(
+        embedding_model=settings.memory_embedding_model,
+        extraction_model=settings.memory_extraction_model or settings.routing.default_model or "",
+        extraction_max_tokens=settings.memory_extraction_max_tokens,
+        dedupe_threshold=settings.memory_dedupe_threshold,
+    )
+    return MemoryService(admission, MemoryCore(store, index, options))
+
+
+def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -> ChatMemory:
+    """Memory in chat over the memory API's core; its `memory-extract` job kind registered."""
+    options = ChatMemoryOptions(
+        default_on=settings.memory_chat_default,
+        top_k=settings.memory_chat_top_k,
+        token_budget=settings.memory_chat_token_budget,
+        min_score=settings.memory_chat_min_score,
+    )
+    return ChatMemory(service.core, runner, options)

@@ -20,11 +20,12 @@ _NO_KEY = (
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key from `Authorization: Bearer`, else `api-key` (Azure's), else `x-api-key`."""
+    """The key from `Authorization: Bearer` (or `Token`, as mem0's client sends it), else `api-key`
+    (Azure's), else `x-api-key`."""
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() not in ("bearer", "token") or not token.strip():
             raise AuthenticationFailed(
                 "The Authorization header must be `Bearer YOUR_KEY`; other schemes are not supported."
             )

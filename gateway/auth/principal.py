@@ -25,6 +25,13 @@ class Principal:
             for limits in (self.key_limits, self.tenant_limits)
         )
 
+    def memory_on(self, default: bool) -> bool:
+        """Memory in chat for this caller: the key's setting, else its tenant's, else `default`."""
+        for setting in (self.key_limits.memory, self.tenant_limits.memory):
+            if setting is not None:
+                return setting
+        return default
+
     def scopes(self) -> list[Scope]:
         scopes = []
         if self.key_id is not None:

@@ -51,6 +51,11 @@ class LimitFields(BaseModel):
         description="Input tokens of batches not yet ended (OpenAI's enqueued tokens); a batch that "
         "would go over fails with token_limit_exceeded. Keys without one: TANTRA_BATCH_TOKEN_QUOTA.",
     )
+    memory: bool | None = Field(
+        None,
+        description="Memory in chat and responses for requests naming an end user (docs/memory.md); "
+        "null: the tenant's setting, then the operator's TANTRA_MEMORY_CHAT_DEFAULT.",
+    )
 
     def limits(self) -> Limits:
         return Limits(
@@ -63,6 +68,7 @@ class LimitFields(BaseModel):
             budget_usd=self.budget_usd,
             budget_period=self.budget_period,
             batch_tokens=self.batch_tokens,
+            memory=self.memory,
         )
 
     def changes(self, also: tuple[str, ...]) -> dict[str, Any]:

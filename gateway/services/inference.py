@@ -20,6 +20,7 @@ from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
 from gateway.services.adapters import AdapterServing
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
+from gateway.services.memory_chat import ChatMemory, annotate
 from gateway.services.moderated import ModeratedChat
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
@@ -73,6 +74,8 @@ class InferenceService:
         # Fine-tuned models (`ft:...`), each its tenant's, loaded on demand; None: none served.
         self._adapters = adapters
         self._moderated = features.moderated
+        # Memory in chat (docs/memory.md), set by the composition root once built; None: off.
+        self.memory: ChatMemory | None = None
 
     def use_adapters(self, adapters: AdapterServing) -> None:
         """Serve the fine-tuned models (built after this service, with the Files API's store)."""
@@ -98,9 +101,20 @@ class InferenceService:
         media: Prepared | None,
         capture: Capture | None,
     ) -> Response:
+        """The answer, with the end user's memories placed in the prompt when memory is on."""
+        memory = self.memory if isinstance(parsed, ChatCompletionRequest) else None
+        recall = await memory.recall(ticket, payload) if memory is not None else None
+        asked = payload
+        if recall is not None:
+            await ticket.reserve_more(recall.tokens)
+            body, payload = recall.body, recall.payload
         if isinstance(parsed, ChatCompletionRequest) and parsed.speaks:
-            return await self._spoken(ticket, path, body, parsed, media, capture)
-        return await self._answer(ticket, path, body, payload, parsed, media, capture)
+            response = await self._spoken(ticket, path, body, parsed, media, capture)
+        else:
+            response = await self._answer(ticket, path, body, payload, parsed, media, capture)
+        if memory is not None:
+            await memory.remember(ticket, asked)
+        return annotate(response, recall, json_answer=not parsed.stream) if recall else response
 
     async def _admit(
         self, ticket: Ticket, schema: type[SamplingParams], path: str

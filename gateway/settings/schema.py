@@ -16,6 +16,7 @@ from gateway.settings.fields_files import FilesFields
 from gateway.settings.fields_fine_tuning import FineTuningFields
 from gateway.settings.fields_jobs import JobsFields
 from gateway.settings.fields_media import MediaFields
+from gateway.settings.fields_memory import MemoryFields
 from gateway.settings.fields_moderation import ModerationFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.fields_stateful import StatefulFields
@@ -44,6 +45,7 @@ class Settings(
     StatefulFields,
     AdminPanelFields,
     ModerationFields,
+    MemoryFields,
     BaseSettings,
 ):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read

@@ -71,6 +71,11 @@ class LimitColumns:
         # Input tokens its batches may have enqueued at once (migration 0011).
         return mapped_column(BigInteger, nullable=True)
 
+    @declared_attr
+    def memory(cls) -> Mapped[bool | None]:
+        # Memory in chat (migration 0015): None defers to the tenant, then the operator's default.
+        return mapped_column(Boolean, nullable=True)
+
 
 class Tenant(LimitColumns, Base):
     __tablename__ = "tenants"

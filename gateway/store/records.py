@@ -17,6 +17,7 @@ LIMIT_FIELDS = (
     "budget_usd",
     "budget_period",
     "batch_tokens",
+    "memory",
 )
 
 
@@ -35,6 +36,9 @@ class Limits:
     budget_period: BudgetPeriod = "month"
     # Input tokens of batches not yet ended (OpenAI's "enqueued tokens"; docs/batches.md).
     batch_tokens: int | None = None
+    # Memory in chat and responses (docs/memory.md): on, off, or None (the tenant's, then the
+    # operator's default).
+    memory: bool | None = None
 
     @classmethod
     def of(cls, row: Any) -> Limits:
@@ -49,6 +53,7 @@ class Limits:
             budget_usd=row.budget_usd,
             budget_period=row.budget_period or "month",
             batch_tokens=row.batch_tokens,
+            memory=getattr(row, "memory", None),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,6 +67,7 @@ class Limits:
             "budget_usd": self.budget_usd,
             "budget_period": self.budget_period,
             "batch_tokens": self.batch_tokens,
+            "memory": self.memory,
         }
 
 

@@ -1,0 +1,181 @@
+"""FAISS (faiss-cpu, embedded) behind `VectorIndex`: one index per tenant, in memory, its file in the
+blob store.
+
+Each tenant's index is an `IndexIDMap2` over exact inner product (`IndexFlatIP`) on unit vectors
+(cosine similarity) while the tenant has at most `hnsw_threshold` memories, and over HNSW (M=32,
+efSearch 64) above it, rebuilt once when the count passes the threshold. A search is restricted to
+the row numbers its scope allows with FAISS's own `IDSelectorBatch`, for flat and HNSW alike.
+
+The index is loaded on a tenant's first use from its blob, or rebuilt from the vectors in SQL when
+there is none (or it is unreadable); every write saves it back. HNSW cannot remove vectors: a
+removed row is forgotten by the SQL filter at once and the index is rebuilt from SQL at the next
+write after a removal. This backend is per replica: replicas sharing one memory need a shared
+backend (pgvector or Chroma, docs/memory.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from gateway.blobs import BlobStore
+from gateway.memory.index import Hit, Loader, Vector, normalized
+
+HNSW_M = 32
+HNSW_EF_SEARCH = 64
+
+
+@dataclass
+class _Tenant:
+    index: faiss.Index
+    hnsw: bool
+    stale: bool = False  # rows removed from an HNSW index: rebuild at the next write
+
+
+class FaissIndex:
+    def __init__(
+        self, blobs: BlobStore, load: Loader, *, dimensions: int | None = None, hnsw_threshold: int = 10_000
+    ) -> None:
+        self._blobs = blobs
+        self._load = load
+        self._dimensions = dimensions
+        self.hnsw_threshold = hnsw_threshold
+        self._tenants: dict[str | None, _Tenant] = {}
+        self._locks: dict[str | None, asyncio.Lock] = {}
+
+    def kind(self, tenant_id: str | None) -> str | None:
+        """flat, hnsw, or None before the tenant's index is loaded (for tests and the docs)."""
+        held = self._tenants.get(tenant_id)
+        return None if held is None else ("hnsw" if held.hnsw else "flat")
+
+    async def add(self, tenant_id: str | None, vectors: Mapping[int, Vector]) -> None:
+        if not vectors:
+            return
+        async with self._lock(tenant_id):
+            held = await self._tenant(tenant_id, dimensions=len(next(iter(vectors.values()))))
+            if held.stale or (not held.hnsw and held.index.ntotal + len(vectors) > self.hnsw_threshold):
+                held = await self._rebuild(tenant_id)
+            ids = np.fromiter(vectors, dtype=np.int64, count=len(vectors))
+            if held.index.ntotal and not held.hnsw:
+                # Replacing: the old vectors of these rows go first.
+                held.index.remove_ids(faiss.IDSelectorBatch(ids))
+            elif held.index.ntotal and np.isin(ids, _ids_of(held.index)).any():
+                # HNSW cannot replace in place: rebuilt from SQL, which already holds the new vectors.
+                await self._rebuild(tenant_id)
+                await self._save(tenant_id, self._tenants[tenant_id])
+                return
+            matrix = np.stack([normalized(v) for v in vectors.values()])
+            await asyncio.to_thread(held.index.add_with_ids, matrix, ids)
+            await self._save(tenant_id, held)
+
+    async def remove(self, tenant_id: str | None, seqs: Collection[int]) -> None:
+        if not seqs:
+            return
+        async with self._lock(tenant_id):
+            held = await self._tenant(tenant_id)
+            if held.hnsw:
+                held.stale = True
+                return
+            held.index.remove_ids(faiss.IDSelectorBatch(np.fromiter(seqs, dtype=np.int64)))
+            await self._save(tenant_id, held)
+
+    async def search(
+        self, tenant_id: str | None, query: Vector, k: int, *, among: Collection[int]
+    ) -> list[Hit]:
+        if not among or k <= 0:
+            return []
+        held = await self._tenant(tenant_id, dimensions=len(query))
+        if held.index.ntotal == 0:
+            return []
+        selector = faiss.IDSelectorBatch(np.fromiter(among, dtype=np.int64))
+        if held.hnsw:
+            params: faiss.SearchParameters = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                sel=selector, efSearch=HNSW_EF_SEARCH
+            )
+        else:
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        wanted = min(k, len(among))
+        matrix = normalized(query).reshape(1, -1)
+        scores, ids = await asyncio.to_thread(held.index.search, matrix, wanted, params=params)
+        return [Hit(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+    async def close(self) -> None:
+        self._tenants.clear()
+
+    # ----------------------------------------------------------------------------------------------
+
+    def _lock(self, tenant_id: str | None) -> asyncio.Lock:
+        return self._locks.setdefault(tenant_id, asyncio.Lock())
+
+    async def _tenant(self, tenant_id: str | None, dimensions: int | None = None) -> _Tenant:
+        held = self._tenants.get(tenant_id)
+        if held is not None:
+            return held
+        data = await _read(self._blobs, _key(tenant_id))
+        if data is not None:
+            try:
+                index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            except RuntimeError:
+                index = None
+            if index is not None:
+                held = _Tenant(index, hnsw=_is_hnsw(index))
+                self._tenants[tenant_id] = held
+                return held
+        if dimensions is not None and self._dimensions is None:
+            self._dimensions = dimensions
+        return await self._rebuild(tenant_id)
+
+    async def _rebuild(self, tenant_id: str | None) -> _Tenant:
+        """The tenant's index from the vectors in SQL: flat or HNSW by their count."""
+        vectors = dict(await self._load(tenant_id))
+        dimensions = len(next(iter(vectors.values()))) if vectors else self._dimensions
+        if dimensions is None:
+            raise RuntimeError("a memory index needs its first vector to know its dimensions")
+        hnsw = len(vectors) > self.hnsw_threshold
+        inner: faiss.Index
+        if hnsw:
+            inner = faiss.IndexHNSWFlat(dimensions, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        else:
+            inner = faiss.IndexFlatIP(dimensions)
+        index = faiss.IndexIDMap2(inner)
+        if vectors:
+            matrix = np.stack([normalized(v) for v in vectors.values()])
+            ids = np.fromiter(vectors, dtype=np.int64, count=len(vectors))
+            await asyncio.to_thread(index.add_with_ids, matrix, ids)
+        held = _Tenant(index, hnsw=hnsw)
+        self._tenants[tenant_id] = held
+        return held
+
+    async def _save(self, tenant_id: str | None, held: _Tenant) -> None:
+        data = faiss.serialize_index(held.index).tobytes()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield data
+
+        await self._blobs.put(_key(tenant_id), chunks())
+
+
+def _ids_of(index: faiss.Index) -> np.ndarray:
+    # IndexIDMap2's own attribute; faiss's stubs lack it.
+    id_map = index.id_map  # type: ignore[attr-defined]
+    return np.asarray(faiss.vector_to_array(id_map))
+
+
+def _is_hnsw(index: faiss.Index) -> bool:
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    return isinstance(inner, faiss.IndexHNSW)
+
+
+def _key(tenant_id: str | None) -> str:
+    return f"memory-index/{tenant_id or 'anonymous'}/faiss.index"
+
+
+async def _read(blobs: BlobStore, key: str) -> bytes | None:
+    try:
+        return b"".join([chunk async for chunk in blobs.get(key)])
+    except KeyError:
+        return None

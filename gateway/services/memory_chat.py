@@ -1,0 +1,198 @@
+"""Memory in chat (docs/memory.md): a request naming an end user, whose key or tenant has memory on,
+gets the end user's most relevant memories in a system message within a token budget; the answer
+says which (`x-tantra-memory: id:score,...`, `usage.tantra_memory` in a JSON answer, the
+`tantra.memory` attribute of the request's span); and the request's messages are queued as a job
+(`memory-extract`) that extracts and adds new memories off the request path.
+
+The end user is `user` (OpenAI's), else `safety_identifier`, else `metadata.user_id`. The query is
+the last user message's text. The placed memories' tokens are reserved on top of the request's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from gateway.admission import Ticket
+from gateway.errors import APIError
+from gateway.jobs import Job, JobRunner
+from gateway.services.memory_core import Caller, MemoryCore, text_of
+from gateway.store.memories import Scope
+from gateway.store.owned import Owner
+
+log = logging.getLogger("tantra.memory")
+KIND = "memory-extract"
+HEADER = "x-tantra-memory"
+# A rough count (4 characters a token) is enough for a budget of placed memories.
+_CHARS_PER_TOKEN = 4
+_INTRO = "Facts remembered about the user from earlier conversations (use them when relevant):"
+
+
+@dataclass(frozen=True)
+class ChatMemoryOptions:
+    default_on: bool = False
+    top_k: int = 5
+    token_budget: int = 256
+    min_score: float = 0.2
+
+
+@dataclass(frozen=True)
+class Recall:
+    """What was placed in a request: the memories' ids and scores, and the body sent instead."""
+
+    user: str
+    used: list[tuple[str, float]]
+    body: bytes
+    payload: dict[str, Any]
+    tokens: int
+
+    @property
+    def header(self) -> str:
+        return recall_header(self.used)
+
+    def usage(self) -> list[dict[str, Any]]:
+        return [{"id": memory_id, "score": round(score, 4)} for memory_id, score in self.used]
+
+
+def recall_header(used: list[tuple[str, float]]) -> str:
+    return ",".join(f"{memory_id}:{score:.4f}" for memory_id, score in used)
+
+
+def end_user_of(payload: dict[str, Any]) -> str | None:
+    for value in (payload.get("user"), payload.get("safety_identifier")):
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:256]
+    metadata = payload.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
+        return str(metadata["user_id"])[:256]
+    return None
+
+
+class ChatMemory:
+    def __init__(self, core: MemoryCore, runner: JobRunner | None, options: ChatMemoryOptions) -> None:
+        self.core = core
+        self.runner = runner
+        self.options = options
+        if runner is not None:
+            runner.register(KIND, self._extract, priority=-5)
+
+    async def recall(self, ticket: Ticket, payload: dict[str, Any]) -> Recall | None:
+        """The memories to place in this chat request, and the body with them (None: memory is off
+        for the caller, no end user is named, or nothing relevant is remembered)."""
+        principal = ticket.principal
+        user = end_user_of(payload)
+        messages = payload.get("messages")
+        if user is None or not isinstance(messages, list) or not principal.memory_on(self.options.default_on):
+            return None
+        query = next(
+            (text_of(m) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), ""
+        )
+        if not query:
+            return None
+        caller = Caller(Owner(principal.tenant_id, principal.key_id), ticket.tab.request_id)
+        try:
+            with ticket.stage("memory"):
+                found = await self.core.search(
+                    caller, Scope(user_id=user), query, self.options.top_k, threshold=self.options.min_score
+                )
+        except APIError as exc:
+            # The answer goes on without memories (the embedding model down or over its limits).
+            log.warning("memory recall failed (%s): %s", exc.status, exc.message)
+            return None
+        lines: list[str] = []
+        used: list[tuple[str, float]] = []
+        budget = self.options.token_budget * _CHARS_PER_TOKEN - len(_INTRO)
+        for hit in found:
+            line = f"- {hit.memory.memory}"
+            if len(line) + 1 > budget:
+                break
+            budget -= len(line) + 1
+            lines.append(line)
+            used.append((hit.memory.id, hit.score))
+        if not used:
+            return None
+        if ticket.record is not None:
+            ticket.record.span.set_attribute("tantra.memory", recall_header(used))
+        system = {"role": "system", "content": "\n".join([_INTRO, *lines])}
+        placed = {**payload, "messages": [system, *messages]}
+        tokens = len(str(system["content"])) // _CHARS_PER_TOKEN + 1
+        return Recall(user, used, orjson.dumps(placed), placed, tokens)
+
+    async def remember(self, ticket: Ticket, payload: dict[str, Any]) -> None:
+        """Queue the extraction of new memories from the request's messages (its own system
+        messages and the placed memories are not read)."""
+        principal = ticket.principal
+        user = end_user_of(payload)
+        messages = payload.get("messages")
+        if self.runner is None or user is None or not isinstance(messages, list):
+            return
+        if not principal.memory_on(self.options.default_on):
+            return
+        kept = [
+            {"role": m.get("role"), "content": text_of(m)}
+            for m in messages
+            if isinstance(m, dict) and m.get("role") in ("user", "assistant") and text_of(m)
+        ]
+        if not kept:
+            return
+        try:
+            await self._submit(principal.tenant_id, principal.key_id, user, kept, ticket.tab.request_id)
+        except Exception as exc:  # the answer is sent all the same; only this request's memories are lost
+            log.warning("memory extraction not queued: %s", exc)
+
+    async def _submit(
+        self,
+        tenant_id: str | None,
+        key_id: str | None,
+        user: str,
+        kept: list[dict[str, Any]],
+        request_id: str,
+    ) -> None:
+        assert self.runner is not None
+        await self.runner.submit(
+            KIND,
+            tenant_id,
+            {"key_id": key_id, "user": user, "messages": kept, "request_id": request_id},
+            created_by=key_id,
+            user=user,
+        )
+
+    async def _extract(self, job: Job) -> dict[str, Any]:
+        payload = job.payload
+        owner = Owner(job.record.tenant_id, payload.get("key_id"))
+        caller = Caller(owner, f"{payload.get('request_id') or job.record.id}-extract")
+        facts = await self.core.extract(caller, payload["messages"])
+        done = await self.core.add(
+            caller,
+            Scope(user_id=payload["user"]),
+            [(f, {}) for f in facts],
+            dedupe=True,
+            source=payload["messages"],
+        )
+        return {"events": [{"id": m.id, "event": event} for event, m in done]}
+
+
+def annotate(response: Response, recall: Recall, *, json_answer: bool) -> Response:
+    """The answer with the memories used: the header always, `usage.tantra_memory` in JSON."""
+    response.headers[HEADER] = recall.header
+    if json_answer:
+        try:
+            answer = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            return response
+        if isinstance(answer, dict):
+            usage = answer.get("usage")
+            usage = usage if isinstance(usage, dict) else {}
+            answer["usage"] = {**usage, "tantra_memory": recall.usage()}
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+            return Response(
+                orjson.dumps(answer),
+                status_code=response.status_code,
+                headers=headers,
+                media_type="application/json",
+            )
+    return response

@@ -1,0 +1,237 @@
+"""What the memory API and memory in chat share: embedding texts, extracting facts, adding them
+(deduplicated against the scope's memories), and searching a scope (docs/memory.md).
+
+The embeddings and the extraction are the gateway's own requests to its own `/v1/embeddings` and
+`/v1/chat/completions`, made in process (`Loopback`, as a batch's lines) as the caller's key: each is
+authenticated, limited, routed, retried and written to the ledger like the same request over HTTP,
+so the embedding and extraction tokens of a memory are counted where the key's other tokens are.
+
+Extraction asks the served chat model for `{"facts": [string]}` with a JSON-schema `response_format`:
+vLLM's guided decoding makes the answer parse even from a random-weight model; what comes back is
+still checked (not JSON, not the shape, empty or overlong strings: dropped, never an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.types import ASGIApp
+
+from gateway.admission.internal import ACTING_AS, InternalCall
+from gateway.errors import APIError
+from gateway.memory.index import Vector, VectorIndex, from_bytes, normalized
+from gateway.protocol.memory import FACTS_SCHEMA, MAX_FACTS, MAX_MEMORY_CHARS
+from gateway.realtime.loopback import Loopback, read_all
+from gateway.store import utcnow
+from gateway.store.memories import Change, Memory, MemoryStore, Scope, text_hash
+from gateway.store.owned import Owner
+
+EXTRACTION_PROMPT = (
+    "You keep a memory of facts about the user and their preferences. From the conversation below, "
+    "list the distinct, self-contained facts worth remembering for later conversations, each one "
+    'short sentence. Answer with JSON: {"facts": [...]}; an empty list when there is nothing new.'
+)
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    embedding_model: str
+    extraction_model: str
+    extraction_max_tokens: int = 512
+    dedupe_threshold: float = 0.92
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whose memories, and the key (and request id) the gateway's own requests act as."""
+
+    owner: Owner
+    request_id: str
+
+    def call(self, n: int) -> InternalCall:
+        return InternalCall(self.owner.key_id, f"{self.request_id}-mem{n}-{secrets.token_hex(3)}")
+
+
+@dataclass(frozen=True)
+class Found:
+    memory: Memory
+    score: float
+
+
+class MemoryCore:
+    def __init__(self, store: MemoryStore, index: VectorIndex, options: MemoryOptions) -> None:
+        self.store = store
+        self.index = index
+        self.options = options
+        self._app: ASGIApp | None = None
+
+    def bind(self, app: ASGIApp) -> None:
+        self._app = app
+
+    # Calls to the gateway's own endpoints --------------------------------------------------------
+
+    async def _post(self, caller: Caller, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self._app is not None, "MemoryCore.bind(app) was not called"
+        loopback = Loopback(self._app, {"type": "http", "scheme": "http"}, {})
+        marks = {ACTING_AS: caller.call(secrets.randbits(16))}
+        async with loopback.post(path, orjson.dumps(body), asyncio.Event(), marks=marks) as response:
+            raw = await read_all(response.chunks)
+            status = response.status
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            answer = {}
+        if status >= 400:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            message = error.get("message") if isinstance(error, dict) else "no answer"
+            code = error.get("code") if isinstance(error, dict) else None
+            raise APIError(f"The memory's {path} request failed: {message}", status=status, code=code)
+        return answer if isinstance(answer, dict) else {}
+
+    async def embed(self, caller: Caller, texts: Sequence[str]) -> list[Vector]:
+        if not texts:
+            return []
+        answer = await self._post(
+            caller, "/v1/embeddings", {"model": self.options.embedding_model, "input": list(texts)}
+        )
+        rows = sorted(answer.get("data") or [], key=lambda row: row.get("index", 0))
+        vectors = [normalized(np.asarray(row["embedding"], dtype=np.float32)) for row in rows]
+        if len(vectors) != len(texts):
+            raise APIError("The embedding model answered with the wrong number of vectors.", status=502)
+        return vectors
+
+    async def extract(self, caller: Caller, messages: Sequence[dict[str, Any]]) -> list[str]:
+        """The facts the extraction model finds in `messages` (checked, deduplicated, capped)."""
+        transcript = "\n".join(f"{m.get('role', 'user')}: {text_of(m)}" for m in messages if text_of(m))
+        if not transcript:
+            return []
+        body = {
+            "model": self.options.extraction_model,
+            "messages": [
+                {"role": "system", "content": EXTRACTION_PROMPT},
+                {"role": "user", "content": transcript},
+            ],
+            "max_tokens": self.options.extraction_max_tokens,
+            "temperature": 0,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "facts", "schema": FACTS_SCHEMA, "strict": True},
+            },
+        }
+        answer = await self._post(caller, "/v1/chat/completions", body)
+        return parse_facts(answer)
+
+    # Writes and searches --------------------------------------------------------------------------
+
+    async def add(
+        self,
+        caller: Caller,
+        scope: Scope,
+        texts: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        dedupe: bool,
+        source: list[dict[str, Any]] | None = None,
+    ) -> list[tuple[str, Memory]]:
+        """Store `texts` (each with its metadata) in `scope`. With `dedupe`, a text as near as the
+        threshold to a memory of the scope updates that memory instead (an exact repeat changes
+        nothing). The events and memories written, in order."""
+        if not texts:
+            return []
+        vectors = await self.embed(caller, [text for text, _ in texts])
+        scoped = {m.seq: m for m in await self.store.in_scope(caller.owner, scope)} if dedupe else {}
+        tenant = caller.owner.tenant_id
+        changes: list[Change] = []
+        for (text, metadata), vector in zip(texts, vectors, strict=True):
+            target = await self._nearest(tenant, vector, scoped) if dedupe else None
+            if target is not None and target.hash == text_hash(text):
+                continue
+            event, memory_id = ("UPDATE", target.id) if target is not None else ("ADD", new_memory_id())
+            changes.append(
+                Change(
+                    event=event,
+                    id=memory_id,
+                    history_id=new_memory_id(),
+                    text=text,
+                    vector=vector.tobytes(),
+                    metadata={**(target.metadata if target else {}), **metadata},
+                    scope=scope,
+                    input=source,
+                )
+            )
+        written = await self.store.apply(caller.owner, changes, at=utcnow())
+        done = [(c.event, m) for c, m in zip(changes, written, strict=True) if m is not None]
+        await self.index.add(tenant, {m.seq: from_bytes(m.vector) for _, m in done})
+        return done
+
+    async def _nearest(self, tenant: str | None, vector: Vector, scoped: dict[int, Memory]) -> Memory | None:
+        """The scope's memory nearest `vector`, if as near as the dedupe threshold."""
+        hits = await self.index.search(tenant, vector, 1, among=list(scoped))
+        if not hits or hits[0].score < self.options.dedupe_threshold:
+            return None
+        return scoped.get(hits[0].seq)
+
+    async def search(
+        self, caller: Caller, scope: Scope, query: str, k: int, *, threshold: float | None = None
+    ) -> list[Found]:
+        memories = await self.store.in_scope(caller.owner, scope)
+        if not memories:
+            return []
+        (vector,) = await self.embed(caller, [query])
+        by_seq = {m.seq: m for m in memories}
+        hits = await self.index.search(caller.owner.tenant_id, vector, k, among=list(by_seq))
+        found = [Found(by_seq[h.seq], h.score) for h in hits if h.seq in by_seq]
+        return [f for f in found if threshold is None or f.score >= threshold]
+
+    async def update(
+        self, caller: Caller, memory_id: str, *, text: str | None, metadata: dict[str, Any] | None
+    ) -> Memory | None:
+        vector = (await self.embed(caller, [text]))[0].tobytes() if text is not None else None
+        change = Change("UPDATE", memory_id, new_memory_id(), text=text, vector=vector, metadata=metadata)
+        (memory,) = await self.store.apply(caller.owner, [change], at=utcnow())
+        if memory is not None and vector is not None:
+            await self.index.add(caller.owner.tenant_id, {memory.seq: from_bytes(memory.vector)})
+        return memory
+
+    async def delete(self, owner: Owner, memories: Sequence[Memory]) -> None:
+        changes = [Change("DELETE", m.id, new_memory_id()) for m in memories]
+        await self.store.apply(owner, changes, at=utcnow())
+        await self.index.remove(owner.tenant_id, [m.seq for m in memories])
+
+
+def new_memory_id() -> str:
+    """A UUID, as mem0 names memories and history entries."""
+    return str(uuid.uuid4())
+
+
+def text_of(message: dict[str, Any]) -> str:
+    """A message's text: its string content, or its text parts joined."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return " ".join(p.strip() for p in parts if p.strip())
+    return ""
+
+
+def parse_facts(answer: dict[str, Any]) -> list[str]:
+    """The facts of an extraction answer; anything malformed counts as none."""
+    try:
+        content = answer["choices"][0]["message"]["content"]
+        facts = orjson.loads(content)["facts"]
+    except (KeyError, IndexError, TypeError, orjson.JSONDecodeError):
+        return []
+    if not isinstance(facts, list):
+        return []
+    kept: list[str] = []
+    for fact in facts:
+        if isinstance(fact, str) and fact.strip() and fact.strip() not in kept:
+            kept.append(fact.strip()[:MAX_MEMORY_CHARS])
+    return kept[:MAX_FACTS]

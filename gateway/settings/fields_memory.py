@@ -1,0 +1,70 @@
+"""The memory API's settings (docs/memory.md): whether /v1/memories is served, which served models
+embed and extract memories, how memories are deduplicated, and where the vector index lives.
+
+A mixin of `Settings` (gateway/settings/schema.py), read from TANTRA_* exactly as the schema's own.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class MemoryFields(BaseModel):
+    """Memories in mem0's platform API shape, per tenant and end user; their vectors in a
+    `VectorIndex` (FAISS, embedded, by default), their text, scope and history in SQL."""
+
+    memory_enabled: bool = Field(
+        True, description="Serve the memory API (mem0's platform shape: /v1/memories, /v3/memories/...)."
+    )
+    # Made by the gateway itself through /v1/embeddings, in process as the caller's key: the
+    # embedding tokens are limited and in the ledger as any embedding request's.
+    memory_embedding_model: str = Field(
+        "all-minilm-l6-v2",
+        description="The served embedding model memories and queries are embedded with (`make run` "
+        "serves all-MiniLM-L6-v2 under this name).",
+    )
+    memory_extraction_model: str = Field(
+        "",
+        description="The served chat model that extracts facts from messages (`infer: true`), with "
+        "a JSON schema as response_format. Empty: routing's default model.",
+    )
+    memory_extraction_max_tokens: int = Field(
+        512, ge=16, le=8192, description="The most tokens one fact extraction may write."
+    )
+    memory_dedupe_threshold: float = Field(
+        0.92,
+        ge=0.0,
+        le=1.0,
+        description="Cosine similarity above which an extracted fact updates the existing memory of "
+        "the same scope instead of being added (the history records the UPDATE).",
+    )
+    memory_backend: Literal["faiss"] = Field(
+        "faiss",
+        description="Where memory vectors are searched: faiss (embedded, its index files in the blob "
+        "store). Chroma and pgvector come later behind the same VectorIndex interface.",
+    )
+    # Exact search is fast enough below this size (a few ms at 10k 384-d vectors); above it the
+    # tenant's index is rebuilt as HNSW (M=32), approximate and logarithmic.
+    memory_faiss_hnsw_threshold: int = Field(
+        10_000,
+        ge=1,
+        description="Memories of one tenant above which its FAISS index is HNSW instead of flat.",
+    )
+
+    # Memory in chat and responses (docs/memory.md): per key and tenant through the admin API
+    # (`memory`), this default where neither says.
+    memory_chat_default: bool = Field(
+        False,
+        description="Memory in chat for keys and tenants without a `memory` setting of their own: a "
+        "request naming an end user gets its memories in a system message, and new ones are "
+        "extracted after the answer.",
+    )
+    memory_chat_top_k: int = Field(5, ge=1, le=50, description="The most memories placed in a request.")
+    memory_chat_token_budget: int = Field(
+        256, ge=16, le=8192, description="The most tokens (estimated) the placed memories may take."
+    )
+    memory_chat_min_score: float = Field(
+        0.2, ge=-1.0, le=1.0, description="The least cosine similarity a memory needs to be placed."
+    )

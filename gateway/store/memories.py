@@ -1,0 +1,284 @@
+"""Memories (the memory API, docs/memory.md) and their history: the tables, and every read and write
+scoped to the caller's tenant (`Owner`).
+
+A memory is an owned object (`OwnedColumns`: tenant, the key that made it, the end user, metadata)
+with mem0's scope (`user_id`, `agent_id`, `app_id`, `run_id`), its text, and its embedding (float32
+bytes: the vector index is rebuilt from these when its files are lost, and a later backend migration
+copies them). Every change is a `memory_history` row (ADD, UPDATE, DELETE) with the text before and
+after, kept after the memory is deleted, with the same owner columns for erasure.
+
+Another tenant's memory is not found (None), exactly as one that never existed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, LargeBinary, String, Text, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.store.database import Database
+from gateway.store.models import Base
+from gateway.store.owned import BigId, OwnedColumns, Owner
+
+ENTITIES = ("user_id", "agent_id", "app_id", "run_id")
+
+
+class StoredMemory(OwnedColumns, Base):
+    """One memory (migration 0015)."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        Index("ix_memories_tenant_user", "tenant_id", "user_id"),
+        Index("ix_memories_tenant_agent", "tenant_id", "agent_id"),
+        Index("ix_memories_tenant_run", "tenant_id", "run_id"),
+        Index("ix_memories_created_by", "created_by"),
+        Index("ix_memories_end_user", "end_user"),
+    )
+
+    user_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    app_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    memory: Mapped[str] = mapped_column(Text, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    categories: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class StoredMemoryEvent(Base):
+    """One change of a memory, kept after the memory is deleted."""
+
+    __tablename__ = "memory_history"
+    __table_args__ = (
+        Index("ix_memory_history_memory", "tenant_id", "memory_id"),
+        Index("ix_memory_history_created_by", "created_by"),
+        Index("ix_memory_history_end_user", "end_user"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(160), nullable=False, unique=True)
+    memory_id: Mapped[str] = mapped_column(String(160), nullable=False)
+    tenant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    end_user: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    event: Mapped[str] = mapped_column(String(16), nullable=False)
+    old_memory: Mapped[str | None] = mapped_column(Text, nullable=True)
+    new_memory: Mapped[str | None] = mapped_column(Text, nullable=True)
+    input: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    tags: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """mem0's entity ids a memory belongs to, or a search is limited to (None: any), and metadata
+    every match must carry (equality on each key)."""
+
+    user_id: str | None = None
+    agent_id: str | None = None
+    app_id: str | None = None
+    run_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, name) is None for name in ENTITIES)
+
+    def ids(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in ENTITIES}
+
+
+@dataclass(frozen=True)
+class Memory:
+    seq: int
+    id: str
+    memory: str
+    hash: str
+    scope: Scope
+    metadata: dict[str, Any]
+    categories: list[str]
+    created_at: datetime
+    updated_at: datetime
+    vector: bytes
+
+    @classmethod
+    def of(cls, row: StoredMemory) -> Memory:
+        return cls(
+            seq=row.seq,
+            id=row.id,
+            memory=row.memory,
+            hash=row.hash,
+            scope=Scope(row.user_id, row.agent_id, row.app_id, row.run_id),
+            metadata=dict(row.tags or {}),
+            categories=list(row.categories or []),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            vector=row.vector,
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    memory_id: str
+    event: str
+    old_memory: str | None
+    new_memory: str | None
+    input: list[dict[str, Any]] | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    end_user: str | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write of `MemoryStore.apply`: a new memory (`id` new), new text or metadata for one
+    (`old` given), or its deletion (`delete`)."""
+
+    event: str  # ADD, UPDATE, DELETE
+    id: str
+    history_id: str
+    text: str | None = None
+    vector: bytes | None = None
+    metadata: dict[str, Any] | None = None
+    scope: Scope = field(default_factory=Scope)
+    input: list[dict[str, Any]] | None = None
+
+
+def text_hash(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+class MemoryStore:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def get(self, owner: Owner, memory_id: str) -> Memory | None:
+        async with self.db.session() as session:
+            row = await _memory(session, owner, memory_id)
+            return Memory.of(row) if row is not None else None
+
+    async def in_scope(self, owner: Owner, scope: Scope) -> list[Memory]:
+        """Every memory of the owner in `scope`, oldest first (metadata matched here, in Python:
+        JSON equality is not portable between SQLite and PostgreSQL)."""
+        table = StoredMemory
+        query = select(table).where(owner.owns(table))
+        for name, value in scope.ids().items():
+            if value is not None:
+                query = query.where(getattr(table, name) == value)
+        async with self.db.session() as session:
+            rows = (await session.execute(query.order_by(table.seq))).scalars().all()
+        found = [Memory.of(row) for row in rows]
+        if scope.metadata:
+            found = [m for m in found if all(m.metadata.get(k) == v for k, v in scope.metadata.items())]
+        return found
+
+    async def vectors(self, tenant_id: str | None) -> dict[int, bytes]:
+        """Every memory vector of a tenant by row number: what an index is rebuilt from."""
+        table = StoredMemory
+        owner = Owner(tenant_id)
+        async with self.db.session() as session:
+            rows = await session.execute(select(table.seq, table.vector).where(owner.owns(table)))
+            return {seq: vector for seq, vector in rows.tuples()}
+
+    async def count(self, tenant_id: str | None) -> int:
+        table = StoredMemory
+        async with self.db.session() as session:
+            found = await session.scalar(
+                select(func.count()).select_from(table).where(Owner(tenant_id).owns(table))
+            )
+            return int(found or 0)
+
+    async def apply(self, owner: Owner, changes: Sequence[Change], *, at: datetime) -> list[Memory | None]:
+        """The changes and their history rows in one transaction; each change's memory after it
+        (None for a DELETE, or for an UPDATE/DELETE of a memory the owner has not)."""
+        done: list[Memory | None] = []
+        async with self.db.session() as session, session.begin():
+            for change in changes:
+                done.append(await _apply(session, owner, change, at))
+        return done
+
+    async def history(self, owner: Owner, memory_id: str) -> list[Event]:
+        table = StoredMemoryEvent
+        query = select(table).where(owner.owns(table), table.memory_id == memory_id).order_by(table.seq)
+        async with self.db.session() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return [
+            Event(
+                row.id,
+                row.memory_id,
+                row.event,
+                row.old_memory,
+                row.new_memory,
+                row.input,
+                dict(row.tags or {}),
+                row.created_at,
+                row.end_user,
+            )
+            for row in rows
+        ]
+
+
+async def _memory(session: AsyncSession, owner: Owner, memory_id: str) -> StoredMemory | None:
+    table = StoredMemory
+    found = await session.execute(select(table).where(owner.owns(table), table.id == memory_id))
+    return found.scalar_one_or_none()
+
+
+async def _apply(session: AsyncSession, owner: Owner, change: Change, at: datetime) -> Memory | None:
+    old: str | None = None
+    if change.event == "ADD":
+        assert change.text is not None and change.vector is not None
+        scope = change.scope
+        row = StoredMemory(
+            id=change.id,
+            tenant_id=owner.tenant_id,
+            created_by=owner.key_id,
+            end_user=scope.user_id,
+            created_at=at,
+            updated_at=at,
+            tags=change.metadata or {},
+            memory=change.text,
+            hash=text_hash(change.text),
+            categories=[],
+            vector=change.vector,
+            **scope.ids(),
+        )
+        session.add(row)
+        await session.flush()
+    else:
+        found = await _memory(session, owner, change.id)
+        if found is None:
+            return None
+        row, old = found, found.memory
+        if change.event == "DELETE":
+            await session.execute(delete(StoredMemory).where(StoredMemory.seq == row.seq))
+        else:
+            if change.text is not None and change.vector is not None:
+                row.memory, row.hash, row.vector = change.text, text_hash(change.text), change.vector
+            if change.metadata is not None:
+                row.tags = change.metadata
+            row.updated_at = at
+    session.add(
+        StoredMemoryEvent(
+            id=change.history_id,
+            memory_id=change.id,
+            tenant_id=owner.tenant_id,
+            created_by=owner.key_id,
+            end_user=row.user_id,
+            event=change.event,
+            old_memory=old,
+            new_memory=None if change.event == "DELETE" else row.memory,
+            input=change.input,
+            tags=dict(row.tags or {}),
+            created_at=at,
+        )
+    )
+    return None if change.event == "DELETE" else Memory.of(row)
