@@ -135,18 +135,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     if services.speech is not None:
         app.include_router(speech_router(services.speech))
     _include_moderation(app, parts)
-    if parts.storage is not None:
-        app.include_router(files_router(parts.storage.files, parts.storage.uploads))
-    if parts.fine_tuning is not None:
-        app.include_router(fine_tuning_router(parts.fine_tuning.service))
-    if parts.batches is not None:
-        app.include_router(batches_router(parts.batches.service))
-        # A batch's lines are requests of this app, made in process (gateway/services/batch_work.py).
-        parts.batches.work.bind(app)
-    if parts.memory is not None:
-        app.include_router(memory_router(parts.memory))
-        # Its embeddings and extractions are requests of this app, made in process as the caller.
-        parts.memory.core.bind(app)
+    _include_stored(app, parts)
     if settings.realtime_enabled:
         app.include_router(
             realtime_router(
@@ -165,6 +154,23 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     )
     if settings.admin_ui_enabled:
         _include_panel(app, parts)
+
+
+def _include_stored(app: FastAPI, parts: Components) -> None:
+    """The APIs over stored objects that are each turned off without their store: files, fine-tuning,
+    batches, memory."""
+    if parts.storage is not None:
+        app.include_router(files_router(parts.storage.files, parts.storage.uploads))
+    if parts.fine_tuning is not None:
+        app.include_router(fine_tuning_router(parts.fine_tuning.service))
+    if parts.batches is not None:
+        app.include_router(batches_router(parts.batches.service))
+        # A batch's lines are requests of this app, made in process (gateway/services/batch_work.py).
+        parts.batches.work.bind(app)
+    if parts.memory is not None:
+        app.include_router(memory_router(parts.memory))
+        # Its embeddings and extractions are requests of this app, made in process as the caller.
+        parts.memory.core.bind(app)
 
 
 def _include_panel(app: FastAPI, parts: Components) -> None:

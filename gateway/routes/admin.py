@@ -108,7 +108,7 @@ class KeyRotate(BaseModel):
     )
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Invalid request.",
@@ -133,11 +133,11 @@ def admin_router(
 
     async def require_admin(request: Request) -> None:
         guard.check(request.headers)
-        request.state.admin_audit = _audit_context(request, trusted)
+        request.state.admin_audit = audit_context(request, trusted)
 
     # A router-wide dependency runs before the body is validated: no key, no other answer than 401.
     router = APIRouter(
-        prefix="/admin", tags=["admin"], responses=_ERRORS, dependencies=[Depends(require_admin)]
+        prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS, dependencies=[Depends(require_admin)]
     )
     _add_tenant_routes(router, keys, store)
     _add_key_routes(router, keys, store)
@@ -281,7 +281,7 @@ _TOTALS = [
 ]
 
 
-def _audit_context(request: Request, proxies: TrustedProxies) -> AuditContext:
+def audit_context(request: Request, proxies: TrustedProxies) -> AuditContext:
     """Who made the change: the admin key's holder, named by an authenticating proxy when a trusted
     one says so, from the address a trusted proxy forwarded (else the peer's own)."""
     peer = request.client.host if request.client else None

@@ -13,7 +13,7 @@ from gateway.errors import NotFound
 from gateway.http.client_address import TrustedProxies
 from gateway.protocol import ErrorResponse
 from gateway.protocol.moderation import ModerationPolicy, ModerationRequest
-from gateway.routes.admin import _audit_context
+from gateway.routes.admin import ADMIN_ERRORS, audit_context
 from gateway.services.moderation import PATH, ModerationService
 from gateway.services.moderation_check import Policies
 from gateway.store import NotFoundInStore, Store
@@ -58,9 +58,14 @@ def moderation_admin_router(
 
     async def require_admin(request: Request) -> None:
         guard.check(request.headers)
-        request.state.admin_audit = _audit_context(request, trusted)
+        request.state.admin_audit = audit_context(request, trusted)
 
-    router = APIRouter(prefix="/admin/moderation", tags=["admin"], dependencies=[Depends(require_admin)])
+    router = APIRouter(
+        prefix="/admin/moderation",
+        tags=["admin"],
+        responses=ADMIN_ERRORS,
+        dependencies=[Depends(require_admin)],
+    )
 
     async def tenant(tenant_id: str) -> None:
         try:
