@@ -4,7 +4,7 @@ the image safety hook's NudeNet check (real detector), and the stream guard's ho
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import pytest
@@ -13,11 +13,17 @@ from adapters import ImageFilter, MediaError
 from adapters.images import ImageFacts
 from adapters.moderation import CATEGORIES, BannedTerms, image_scores, text_scores
 from adapters.moderation.image import SEXUAL_LABELS, NudityFilter, detections, nudity_filter
+from gateway.protocol.moderation import Category
 from gateway.services.moderated import prompt_texts
 from gateway.services.moderation_judge import CODES, SCHEMA, judge_request, parse_verdict
 from gateway.services.moderation_stream import _GuardedSink
 from gateway.services.relay import StreamUsage
 from tests.gateway.moderation.images import benign, yellow_disc
+
+
+def test_the_protocol_and_the_classifiers_name_the_same_categories_in_order() -> None:
+    """Two copies by design: gateway/protocol imports only pydantic, adapters nothing of the gateway."""
+    assert get_args(Category) == CATEGORIES
 
 
 def test_text_scores_map_offensive_language_to_harassment_and_hate_only() -> None:
