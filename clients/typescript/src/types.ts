@@ -14,6 +14,10 @@ export interface Limits {
   budget_tokens: number | null;
   budget_usd: number | null;
   budget_period: BudgetPeriod;
+  /** Input tokens of batches not yet ended (OpenAI's enqueued tokens). */
+  batch_tokens: number | null;
+  /** Memory in chat for requests naming an end user; null: the tenant's, then the default. */
+  memory: boolean | null;
 }
 
 export interface Tenant {
@@ -92,6 +96,8 @@ export interface LimitFields {
   budget_tokens?: number | null;
   budget_usd?: number | null;
   budget_period?: BudgetPeriod;
+  batch_tokens?: number | null;
+  memory?: boolean | null;
 }
 
 export interface TenantCreate extends LimitFields {

@@ -33,6 +33,10 @@ class Limits(_Answer):
     budget_tokens: int | None = None
     budget_usd: float | None = None
     budget_period: Literal["day", "month"] = "month"
+    # Input tokens of batches not yet ended (OpenAI's enqueued tokens; docs/batches.md).
+    batch_tokens: int | None = None
+    # Memory in chat for requests naming an end user; None: the tenant's, then the default.
+    memory: bool | None = None
 
 
 class Tenant(_Answer):
@@ -109,6 +113,8 @@ class _LimitFields(_Body):
     budget_tokens: int | None = None
     budget_usd: float | None = None
     budget_period: Literal["day", "month"] | None = None
+    batch_tokens: int | None = None
+    memory: bool | None = None
 
 
 class TenantCreate(_LimitFields):
