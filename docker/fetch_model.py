@@ -32,7 +32,6 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-
 # Beside config.json: the SOURCE this checkpoint was fetched from.
 MARKER = ".tantra-source"
 

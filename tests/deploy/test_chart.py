@@ -326,7 +326,9 @@ def test_gateway_environment_names_real_settings(manifests: Manifests, values_na
     assert "valueFrom" in database or (
         "$(POSTGRES_PASSWORD)" in database["value"] and "valueFrom" in env["POSTGRES_PASSWORD"]
     )
-    assert not {"TANTRA_DATABASE_URL", "TANTRA_REDIS_URL"} & set(manifests.get("ConfigMap", "-gateway")["data"])
+    assert not {"TANTRA_DATABASE_URL", "TANTRA_REDIS_URL"} & set(
+        manifests.get("ConfigMap", "-gateway")["data"]
+    )
 
 
 def test_bundled_database_url_carries_the_bundled_password(rendered: dict[str, Manifests]) -> None:
@@ -335,7 +337,10 @@ def test_bundled_database_url_carries_the_bundled_password(rendered: dict[str, M
     manifests = rendered["default"]
     env = {e["name"]: e for e in container(manifests, "gateway")["env"]}
     service = manifests.get("Service", "-postgresql")["metadata"]["name"]
-    assert env["TANTRA_DATABASE_URL"]["value"] == f"postgresql://tantra:$(POSTGRES_PASSWORD)@{service}:5432/tantra"
+    assert (
+        env["TANTRA_DATABASE_URL"]["value"]
+        == f"postgresql://tantra:$(POSTGRES_PASSWORD)@{service}:5432/tantra"
+    )
     postgres = pod_spec(manifests.get("StatefulSet", "-postgresql"))["containers"][0]
     (password,) = [e for e in postgres["env"] if e["name"] == "POSTGRES_PASSWORD"]
     ref = password["valueFrom"]["secretKeyRef"]

@@ -16,8 +16,19 @@ from tests.deploy.support import CHART, VALUES_FILES, Manifests, labels_match, l
 
 # Template functions whose output differs between two renders of the same values (or between
 # `helm template`, which Argo CD and Flux run, and `helm install`, which sees the cluster).
-NON_DETERMINISTIC = ("randAlphaNum", "randAlpha", "randNumeric", "randAscii", "randBytes", "uuidv4",
-                     "genPrivateKey", "genCA", "genSelfSignedCert", "now", "lookup")
+NON_DETERMINISTIC = (
+    "randAlphaNum",
+    "randAlpha",
+    "randNumeric",
+    "randAscii",
+    "randBytes",
+    "uuidv4",
+    "genPrivateKey",
+    "genCA",
+    "genSelfSignedCert",
+    "now",
+    "lookup",
+)
 
 
 def _raw(values: dict[str, Any] | None, **options: Any) -> dict[str, str]:
@@ -183,7 +194,10 @@ def test_engines_drain_before_they_stop(rendered: dict[str, Manifests], values_n
     engine = _container(manifests, "Deployment", "-engine", "engine")
     command = engine["lifecycle"]["preStop"]["exec"]["command"]
     assert command[:2] == ["python", "/scripts/engine_drain.py"]
-    sleep, drain = float(command[command.index("--sleep") + 1]), float(command[command.index("--timeout") + 1])
+    sleep, drain = (
+        float(command[command.index("--sleep") + 1]),
+        float(command[command.index("--timeout") + 1]),
+    )
     pod = manifests.get("Deployment", "-engine")["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] >= sleep + drain + 10
     assert {"name": "scripts", "mountPath": "/scripts", "readOnly": True} in engine["volumeMounts"]
@@ -193,7 +207,9 @@ def test_engines_drain_before_they_stop(rendered: dict[str, Manifests], values_n
     assert command[command.index("--url") + 1] == f"http://127.0.0.1:{port}"
 
 
-def test_prometheus_namespace_reaches_what_the_service_monitors_scrape(rendered: dict[str, Manifests]) -> None:
+def test_prometheus_namespace_reaches_what_the_service_monitors_scrape(
+    rendered: dict[str, Manifests],
+) -> None:
     manifests = rendered["production"]
     monitoring = {"kubernetes.io/metadata.name": "monitoring"}
     for monitor in manifests.of_kind("ServiceMonitor"):
@@ -203,7 +219,10 @@ def test_prometheus_namespace_reaches_what_the_service_monitors_scrape(rendered:
         admitted = [
             rule
             for rule in policy["ingress"]
-            if any(peer.get("namespaceSelector", {}).get("matchLabels") == monitoring for peer in rule.get("from", []))
+            if any(
+                peer.get("namespaceSelector", {}).get("matchLabels") == monitoring
+                for peer in rule.get("from", [])
+            )
         ]
         assert any(port in {p["port"] for p in rule["ports"]} for rule in admitted), component
 

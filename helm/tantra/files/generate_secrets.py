@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown kinds {unknown}")
     labels = dict(item.split("=", 1) for item in args.label)
-    print(ensure(_api(args.api, args.token_file), args.namespace, args.name, wanted, labels, args.adopt_from), flush=True)
+    print(
+        ensure(_api(args.api, args.token_file), args.namespace, args.name, wanted, labels, args.adopt_from),
+        flush=True,
+    )
     return 0
 
 

@@ -33,7 +33,9 @@ def call(url: str, key: str, body: Any = None) -> Any:
         with urllib.request.urlopen(request, timeout=120) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise SystemExit(f"{request.method} {url}: {exc.code} {exc.read().decode(errors='replace')}") from None
+        raise SystemExit(
+            f"{request.method} {url}: {exc.code} {exc.read().decode(errors='replace')}"
+        ) from None
 
 
 def check(api: str, key: str, model: str) -> str:
@@ -59,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if tenant is None:
         tenant = call(f"{args.admin}/admin/tenants", admin_key, {"name": TENANT})
     expires = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
-    key = call(f"{args.admin}/admin/keys", admin_key, {"tenant_id": tenant["id"], "name": TENANT, "expires_at": expires})
+    key = call(
+        f"{args.admin}/admin/keys",
+        admin_key,
+        {"tenant_id": tenant["id"], "name": TENANT, "expires_at": expires},
+    )
     try:
         print(check(args.api.rstrip("/"), key["key"], args.model), flush=True)
     finally:
