@@ -189,7 +189,8 @@ def test_every_container_requests_cpu_and_memory(manifests: Manifests, values_na
         assert "memory" in main["resources"]["limits"], f"{workload['metadata']['name']}/{main['name']}"
     engine = container(manifests, "engine")
     gpus = engine["resources"]["limits"].get("nvidia.com/gpu")
-    assert gpus == (2 if values_name == "production" else None)
+    gpu = merged_values(values_name)["engine"]["gpu"]
+    assert gpus == (gpu["count"] if gpu["enabled"] else None)
 
 
 def test_gateway_grace_period_covers_its_drain(manifests: Manifests, values_name: str) -> None:

@@ -268,3 +268,49 @@ def test_helm_test_reaches_admin_on_the_operator_port_when_it_is_there() -> None
         for peer in rule.get("from", [])
         if "podSelector" in peer and {"port": "operator", "protocol": "TCP"} in rule["ports"]
     )
+
+
+# -- point 7: the cloud values files ----------------------------------------------------------------
+
+CLOUDS = {
+    # values file: (GPU node selector key, ingress class, a storage class for the model)
+    "eks": ("eks.amazonaws.com/nodegroup", "alb", "efs-sc"),
+    "gke": ("cloud.google.com/gke-accelerator", "gce", "standard-rwx"),
+    "aks": ("kubernetes.azure.com/agentpool", "webapprouting.kubernetes.azure.com", "azurefile-csi-premium"),
+}
+
+
+@pytest.mark.parametrize("cloud", sorted(CLOUDS))
+def test_cloud_values_place_engines_on_gpu_nodes(rendered: dict[str, Manifests], cloud: str) -> None:
+    """The strict schema validation for Kubernetes 1.27 and the newest runs on these files in
+    test_chart.py (VALUES_FILES); this checks what makes each one that cloud's."""
+    selector, ingress_class, storage_class = CLOUDS[cloud]
+    manifests = rendered[cloud]
+    pod = manifests.get("Deployment", "-engine")["spec"]["template"]["spec"]
+    assert selector in pod["nodeSelector"]
+    assert any(t["effect"] == "NoSchedule" for t in pod["tolerations"])
+    assert pod["priorityClassName"] == "tantra-gpu"
+    assert pod.get("runtimeClassName") == (None if cloud == "gke" else "nvidia")
+    engine = _container(manifests, "Deployment", "-engine", "engine")
+    assert int(engine["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    claim = manifests.get("PersistentVolumeClaim", "-models")["spec"]
+    assert claim["storageClassName"] == storage_class and claim["accessModes"] == ["ReadWriteMany"]
+    assert manifests.get("Ingress", "-gateway")["spec"]["ingressClassName"] == ingress_class
+    # Managed databases, given credentials: no hook Job, nothing generated.
+    assert not manifests.of_kind("Job") and not manifests.of_kind("StatefulSet")
+
+
+def test_eks_gives_the_s3_role_to_the_gateways_only(rendered: dict[str, Manifests]) -> None:
+    manifests = rendered["eks"]
+    accounts = {a["metadata"]["name"]: a for a in manifests.of_kind("ServiceAccount")}
+    gateway = manifests.get("Deployment", "-gateway")["spec"]["template"]["spec"]
+    account = accounts[gateway["serviceAccountName"]]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    assert account["automountServiceAccountToken"] is False
+    engine = manifests.get("Deployment", "-engine")["spec"]["template"]["spec"]
+    assert engine["serviceAccountName"] != gateway["serviceAccountName"]
+    assert "annotations" not in accounts[engine["serviceAccountName"]]["metadata"]
+    config = manifests.get("ConfigMap", "-gateway")["data"]
+    assert config["TANTRA_BLOB_BACKEND"] == "s3"
+    env = {e["name"] for e in _container(manifests, "Deployment", "-gateway", "gateway")["env"]}
+    assert "TANTRA_BLOB_S3_ACCESS_KEY_ID" not in env  # the role's credentials, not keys

@@ -46,6 +46,18 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/*
+The gateway pods' account: their own when gateway.serviceAccount.annotations give it a cloud
+identity (IRSA, ...), which the engine pods must not share; else the release's.
+*/}}
+{{- define "tantra.gatewayServiceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.annotations }}
+{{- include "tantra.component" (list . "gateway") }}
+{{- else }}
+{{- include "tantra.serviceAccountName" . }}
+{{- end }}
+{{- end }}
+
 {{/* A Tantra image: (list $ .Values.gateway.image). */}}
 {{- define "tantra.image" -}}
 {{- $root := index . 0 }}
