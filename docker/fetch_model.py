@@ -10,13 +10,19 @@ SOURCE is one of
   http(s)://....tar[.gz] a tarball holding the checkpoint (at its top level or in one folder)
   file:///PATH, /PATH    a checkpoint directory or such a tarball already on a mounted volume
 
-A DEST that already holds config.json is left alone, so a persistent volume is filled once and
-every later start is instant. The checkpoint is assembled beside DEST and renamed into place, so
-an interrupted fetch never leaves a half checkpoint that looks complete.
+A DEST that already holds config.json fetched from the same SOURCE is left alone, so a persistent
+volume is filled once and every later start is instant; a DEST fetched from another SOURCE (its
+`.tantra-source` marker differs) is fetched again, so changing the source in the chart's values
+really changes the model. A DEST with config.json and no marker was filled by hand (or by an older
+fetcher): it is kept and adopted. The checkpoint is assembled beside DEST and renamed into place,
+so an interrupted fetch never leaves a half checkpoint that looks complete; and the whole step
+holds an exclusive lock (flock on `.DEST.lock` beside it), so engine pods sharing one volume
+(ReadWriteMany) fetch one at a time: the first downloads, the others wait and find it there.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -26,16 +32,34 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+# Beside config.json: the SOURCE this checkpoint was fetched from.
+MARKER = ".tantra-source"
+
 
 def fetch(source: str, dest: Path) -> str:
-    """Fill `dest` from `source`; returns what was done, for the log."""
-    if (dest / "config.json").is_file():
-        return f"{dest} already holds a checkpoint; nothing to fetch"
+    """Fill `dest` from `source` under the volume's lock; returns what was done, for the log."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # flock, not a lock file's existence: the kernel (or the NFS server's lock manager) frees it when
+    # a holder dies, so a pod killed mid-download never leaves the others waiting forever.
+    with (dest.parent / f".{dest.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch_locked(source, dest)
+
+
+def _fetch_locked(source: str, dest: Path) -> str:
+    if (dest / "config.json").is_file():
+        marker = dest / MARKER
+        if not marker.is_file():
+            marker.write_text(source)
+            return f"{dest} already holds a checkpoint (no source recorded; adopted as {source})"
+        if marker.read_text() == source:
+            return f"{dest} already holds a checkpoint of {source}; nothing to fetch"
+        print(f"{dest} holds {marker.read_text()}, not {source}: fetching again", flush=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         _fill(source, staging)
         root = _checkpoint_root(staging)
+        (root / MARKER).write_text(source)
         if dest.exists():
             shutil.rmtree(dest)
         root.rename(dest)

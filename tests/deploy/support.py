@@ -31,6 +31,10 @@ DOCKERFILES = {
 VALUES_FILES = {
     "default": None,  # the chart's own values.yaml
     "production": CHART / "ci" / "production-values.yaml",
+    # Issue 26, point 7: one per cloud (GPU node pools, storage and ingress classes, identity).
+    "eks": CHART / "ci" / "eks-values.yaml",
+    "gke": CHART / "ci" / "gke-values.yaml",
+    "aks": CHART / "ci" / "aks-values.yaml",
 }
 
 # The health endpoints Tantra serves (gateway/routes/health.py, vLLM's server).

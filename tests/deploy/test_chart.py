@@ -189,7 +189,8 @@ def test_every_container_requests_cpu_and_memory(manifests: Manifests, values_na
         assert "memory" in main["resources"]["limits"], f"{workload['metadata']['name']}/{main['name']}"
     engine = container(manifests, "engine")
     gpus = engine["resources"]["limits"].get("nvidia.com/gpu")
-    assert gpus == (2 if values_name == "production" else None)
+    gpu = merged_values(values_name)["engine"]["gpu"]
+    assert gpus == (gpu["count"] if gpu["enabled"] else None)
 
 
 def test_gateway_grace_period_covers_its_drain(manifests: Manifests, values_name: str) -> None:
@@ -318,19 +319,36 @@ def test_gateway_environment_names_real_settings(manifests: Manifests, values_na
     unknown = {name for name in names if name.startswith("TANTRA_") and setting_name(name) not in fields}
     assert not unknown, f"not settings of the gateway: {sorted(unknown)}"
     assert set(merged_values(values_name)["gateway"]["settings"]) <= fields
-    # Credentials arrive from Secrets, never from the ConfigMap.
-    assert {"TANTRA_DATABASE_URL", "TANTRA_REDIS_URL"} <= {
-        e["name"] for e in gateway["env"] if "valueFrom" in e
-    }
+    # Credentials arrive from Secrets, never from the ConfigMap: the URLs themselves, or (the bundled
+    # database) a URL Kubernetes assembles from a password taken from a Secret.
+    env = {e["name"]: e for e in gateway["env"]}
+    assert "valueFrom" in env["TANTRA_REDIS_URL"]
+    database = env["TANTRA_DATABASE_URL"]
+    assert "valueFrom" in database or (
+        "$(POSTGRES_PASSWORD)" in database["value"] and "valueFrom" in env["POSTGRES_PASSWORD"]
+    )
+    assert not {"TANTRA_DATABASE_URL", "TANTRA_REDIS_URL"} & set(
+        manifests.get("ConfigMap", "-gateway")["data"]
+    )
 
 
 def test_bundled_database_url_carries_the_bundled_password(rendered: dict[str, Manifests]) -> None:
+    """The gateway's URL and PostgreSQL's own password come from one Secret key: the generated one
+    (the hook Job's), since the default values give no password."""
     manifests = rendered["default"]
-    data = {k: base64.b64decode(v).decode() for k, v in manifests.get("Secret", "-gateway")["data"].items()}
+    env = {e["name"]: e for e in container(manifests, "gateway")["env"]}
     service = manifests.get("Service", "-postgresql")["metadata"]["name"]
-    assert data["database-url"] == f"postgresql://tantra:{data['postgres-password']}@{service}:5432/tantra"
-    assert data["redis-url"] == f"redis://{manifests.get('Service', '-redis')['metadata']['name']}:6379/0"
-    assert data["admin-key"].startswith("sk-admin-")
+    assert (
+        env["TANTRA_DATABASE_URL"]["value"]
+        == f"postgresql://tantra:$(POSTGRES_PASSWORD)@{service}:5432/tantra"
+    )
+    postgres = pod_spec(manifests.get("StatefulSet", "-postgresql"))["containers"][0]
+    (password,) = [e for e in postgres["env"] if e["name"] == "POSTGRES_PASSWORD"]
+    ref = password["valueFrom"]["secretKeyRef"]
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    assert ref == {"name": "tantra-generated", "key": "postgres-password"}
+    data = {k: base64.b64decode(v).decode() for k, v in manifests.get("Secret", "-gateway")["data"].items()}
+    assert data == {"redis-url": f"redis://{manifests.get('Service', '-redis')['metadata']['name']}:6379/0"}
 
 
 def test_service_monitors_select_the_services(rendered: dict[str, Manifests]) -> None:

@@ -222,34 +222,100 @@ def test_health_check_fails_when_nothing_answers() -> None:
     assert "unhealthy" in result.stderr
 
 
-def test_fetch_model_fills_the_volume_once(tmp_path: Path) -> None:
-    checkpoint = tmp_path / "export" / "my-model"
+def _model_archive(tmp_path: Path, name: str, weights: bytes) -> Path:
+    checkpoint = tmp_path / "export" / name
     checkpoint.mkdir(parents=True)
     (checkpoint / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"]}')
-    (checkpoint / "model.safetensors").write_bytes(b"\0" * 64)
-    archive = tmp_path / "my-model.tar.gz"
+    (checkpoint / "model.safetensors").write_bytes(weights)
+    archive = tmp_path / f"{name}.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(checkpoint, arcname="my-model")
+        tar.add(checkpoint, arcname=name)
+    return archive
+
+
+def _fetch(source: str, dest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "fetch_model.py"), source, str(dest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_fetch_model_fills_the_volume_once(tmp_path: Path) -> None:
+    archive = _model_archive(tmp_path, "my-model", b"\0" * 64)
     dest = tmp_path / "models" / "my-model"
 
-    def fetch(source: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(ROOT / "docker" / "fetch_model.py"), source, str(dest)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    first = fetch(f"file://{archive}")
+    first = _fetch(f"file://{archive}", dest)
     assert first.returncode == 0, first.stderr
     assert (dest / "config.json").is_file() and (dest / "model.safetensors").stat().st_size == 64
-    assert [p.name for p in dest.parent.iterdir()] == ["my-model"], "no staging folder left behind"
-    again = fetch("hf://never/fetched")  # a filled volume is not fetched again, whatever the source
-    assert again.returncode == 0 and "already holds a checkpoint" in again.stdout
+    assert (dest / ".tantra-source").read_text() == f"file://{archive}"
+    # No staging folder left behind; the lock file stays (an empty file, harmless).
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".my-model.lock", "my-model"]
+    again = _fetch(f"file://{archive}", dest)  # the same source: not fetched again
+    assert again.returncode == 0 and "nothing to fetch" in again.stdout
 
     shutil.rmtree(dest)
     not_a_model = tmp_path / "empty"
     not_a_model.mkdir()
-    refused = fetch(str(not_a_model))
+    refused = _fetch(str(not_a_model), dest)
     assert refused.returncode != 0 and "no config.json" in refused.stderr
     assert not dest.exists()
+
+
+def test_fetch_model_refetches_when_the_source_changes(tmp_path: Path) -> None:
+    """Issue 26, point 5: a changed `engine.model.source` on a kept volume is a new model."""
+    old = _model_archive(tmp_path / "old", "m", b"\1" * 8)
+    new = _model_archive(tmp_path / "new", "m", b"\2" * 16)
+    dest = tmp_path / "models" / "m"
+    assert _fetch(f"file://{old}", dest).returncode == 0
+    changed = _fetch(f"file://{new}", dest)
+    assert changed.returncode == 0, changed.stderr
+    assert "fetching again" in changed.stdout
+    assert (dest / "model.safetensors").read_bytes() == b"\2" * 16
+    assert (dest / ".tantra-source").read_text() == f"file://{new}"
+
+
+def test_fetch_model_adopts_a_checkpoint_put_there_by_hand(tmp_path: Path) -> None:
+    dest = tmp_path / "models" / "m"
+    dest.mkdir(parents=True)
+    (dest / "config.json").write_text("{}")
+    adopted = _fetch("hf://never/fetched", dest)
+    assert adopted.returncode == 0 and "adopted" in adopted.stdout
+    assert (dest / ".tantra-source").read_text() == "hf://never/fetched"
+
+
+def test_fetch_model_waits_for_the_volume_lock(tmp_path: Path) -> None:
+    """Two engine pods on one ReadWriteMany volume: the second waits for the first's flock, then
+    finds the checkpoint there instead of downloading it again and replacing the folder."""
+    import fcntl
+    import time
+
+    archive = _model_archive(tmp_path, "m", b"\3" * 8)
+    dest = tmp_path / "models" / "m"
+    dest.parent.mkdir()
+    with (dest.parent / ".m.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another pod mid-download
+        waiting = subprocess.Popen(
+            [sys.executable, str(ROOT / "docker" / "fetch_model.py"), f"file://{archive}", str(dest)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        assert waiting.poll() is None, "the fetcher went ahead without the lock"
+        assert not dest.exists()
+        # The holder finishes its fetch: the checkpoint is there when the lock is released.
+        assert _fetch_in_process(f"file://{archive}", dest)
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and "nothing to fetch" in out
+
+
+def _fetch_in_process(source: str, dest: Path) -> bool:
+    """The holder's own fetch, without taking the lock it already holds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_model", ROOT / "docker" / "fetch_model.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return "fetched" in module._fetch_locked(source, dest)

@@ -46,6 +46,18 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/*
+The gateway pods' account: their own when gateway.serviceAccount.annotations give it a cloud
+identity (IRSA, ...), which the engine pods must not share; else the release's.
+*/}}
+{{- define "tantra.gatewayServiceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.annotations }}
+{{- include "tantra.component" (list . "gateway") }}
+{{- else }}
+{{- include "tantra.serviceAccountName" . }}
+{{- end }}
+{{- end }}
+
 {{/* A Tantra image: (list $ .Values.gateway.image). */}}
 {{- define "tantra.image" -}}
 {{- $root := index . 0 }}
@@ -59,28 +71,58 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/*
-A value kept across upgrades: the one already in the release's Secret if there is one,
-else `default`. `helm template` has no cluster to ask, so it renders `default`.
-Call with (list $ "key" default).
+Credentials are never random at render time (the same values give the same manifests, so GitOps
+tools see no drift and the gateways are not restarted by every sync). Each comes from the user's
+Secret (`existingSecret`), from a value in the values (kept in the chart's Secret), or else from
+the Secret `<fullname>-generated` that the pre-install/pre-upgrade hook Job fills once
+(secret-generator.yaml) and never changes.
 */}}
-{{- define "tantra.keptSecretValue" -}}
-{{- $root := index . 0 }}
-{{- $key := index . 1 }}
-{{- $existing := lookup "v1" "Secret" $root.Release.Namespace (include "tantra.secretName" $root) }}
-{{- if and $existing $existing.data (hasKey $existing.data $key) }}
-{{- index $existing.data $key | b64dec }}
-{{- else }}
-{{- index . 2 }}
+{{- define "tantra.generatedSecretName" -}}
+{{- include "tantra.component" (list . "generated") }}
+{{- end }}
+
+{{/* The credentials the hook must generate, as JSON {key: kind}; {} when every one is given. */}}
+{{- define "tantra.generatedKeys" -}}
+{{- $keys := dict }}
+{{- $pg := .Values.postgresql }}
+{{- if and (eq $pg.mode "bundled") (not $pg.bundled.existingSecret) (not $pg.bundled.password) }}
+{{- $_ := set $keys "postgres-password" "hex" }}
+{{- end }}
+{{- $admin := .Values.gateway.adminKey }}
+{{- if and (not $admin.existingSecret) (not $admin.value) }}
+{{- $_ := set $keys "admin-key" "admin" }}
+{{- end }}
+{{- toJson $keys }}
+{{- end }}
+
+{{/*
+Where one credential lives, as `name:` and `key:` lines for a secretKeyRef:
+(list $ source value key): the user's `source.existingSecret`, else the chart's Secret when
+`value` is set, else the generated Secret, both under `key`.
+*/}}
+{{- define "tantra.credentialRef" -}}
+{{- $root := index . 0 -}}
+{{- $source := index . 1 -}}
+{{- $key := index . 3 -}}
+{{- if $source.existingSecret -}}
+name: {{ $source.existingSecret | quote }}
+key: {{ $source.existingSecretKey | quote }}
+{{- else if index . 2 -}}
+name: {{ include "tantra.secretName" $root | quote }}
+key: {{ $key | quote }}
+{{- else -}}
+name: {{ include "tantra.generatedSecretName" $root | quote }}
+key: {{ $key | quote }}
 {{- end }}
 {{- end }}
 
-{{- define "tantra.postgresPassword" -}}
-{{- $pg := .Values.postgresql.bundled }}
-{{- if $pg.password }}
-{{- $pg.password }}
-{{- else }}
-{{- include "tantra.keptSecretValue" (list . "postgres-password" (randAlphaNum 32)) }}
+{{- define "tantra.adminKeyRef" -}}
+{{- include "tantra.credentialRef" (list . .Values.gateway.adminKey .Values.gateway.adminKey.value "admin-key") }}
 {{- end }}
+
+{{- define "tantra.postgresPasswordRef" -}}
+{{- $pg := .Values.postgresql.bundled }}
+{{- include "tantra.credentialRef" (list . $pg $pg.password "postgres-password") }}
 {{- end }}
 
 {{- define "tantra.imagePullSecrets" -}}
