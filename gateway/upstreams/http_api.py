@@ -145,9 +145,31 @@ _PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt"
 
 
 def model_cards(answer: Any) -> list[dict[str, Any]]:
-    """The cards of a /v1/models answer that name a model; whatever else it holds is ignored."""
+    """The cards of a /v1/models answer that name a model; whatever else it holds is ignored. OpenAI's
+    required `object`, `created` and `owned_by` are filled in where a provider leaves them out (vLLM
+    always sends them; some OpenAI-compatible servers do not), so the listing stays OpenAI's shape."""
     data = answer.get("data") if isinstance(answer, dict) else None
-    return [card for card in data or [] if isinstance(card, dict) and "id" in card]
+    return [
+        {
+            **card,
+            "id": str(card["id"]),
+            "object": "model",
+            "created": _created(card),
+            "owned_by": _owner(card),
+        }
+        for card in data or []
+        if isinstance(card, dict) and card.get("id") is not None
+    ]
+
+
+def _created(card: dict[str, Any]) -> int:
+    created = card.get("created")
+    return created if isinstance(created, int) and not isinstance(created, bool) else 0
+
+
+def _owner(card: dict[str, Any]) -> str:
+    owner = card.get("owned_by")
+    return owner if isinstance(owner, str) else "unknown"
 
 
 def served_model(response: httpx.Response, preferred: str | None) -> str:
