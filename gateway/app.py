@@ -186,6 +186,7 @@ def _include_panel(app: FastAPI, parts: Components) -> None:
             parts.shared.store,
             proxies=TrustedProxies(parts.settings.trusted_proxies),
             cookie_secure=parts.settings.admin_cookie_secure,
+            feedback=parts.feedback,
         )
     )
 
