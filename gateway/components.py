@@ -33,6 +33,7 @@ from gateway.realtime.session import RealtimeLimits
 from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.conversations import Conversations
+from gateway.services.feedback import FeedbackService
 from gateway.services.inference import ChatFeatures, InferenceService
 from gateway.services.memory import MemoryService
 from gateway.services.messages import MessagesService
@@ -47,7 +48,6 @@ from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
 from gateway.stateful import (
     Batches,
-    FeedbackService,
     FineTuning,
     batches,
     chat_memory,
