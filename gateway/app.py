@@ -46,6 +46,7 @@ from gateway.routes import (
 )
 from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
+from gateway.routes.feedback import feedback_admin_router, feedback_router
 from gateway.routes.files import files_router
 from gateway.routes.fine_tuning import fine_tuning_router
 from gateway.routes.memory import memory_router
@@ -158,7 +159,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
 
 def _include_stored(app: FastAPI, parts: Components) -> None:
     """The APIs over stored objects that are each turned off without their store: files, fine-tuning,
-    batches, memory."""
+    batches, feedback, memory."""
     if parts.storage is not None:
         app.include_router(files_router(parts.storage.files, parts.storage.uploads))
     if parts.fine_tuning is not None:
@@ -167,6 +168,9 @@ def _include_stored(app: FastAPI, parts: Components) -> None:
         app.include_router(batches_router(parts.batches.service))
         # A batch's lines are requests of this app, made in process (gateway/services/batch_work.py).
         parts.batches.work.bind(app)
+    if parts.feedback is not None:
+        app.include_router(feedback_router(parts.feedback))
+        app.include_router(feedback_admin_router(parts.access.admin_guard, parts.feedback))
     if parts.memory is not None:
         app.include_router(memory_router(parts.memory))
         # Its embeddings and extractions are requests of this app, made in process as the caller.
@@ -182,6 +186,7 @@ def _include_panel(app: FastAPI, parts: Components) -> None:
             parts.shared.store,
             proxies=TrustedProxies(parts.settings.trusted_proxies),
             cookie_secure=parts.settings.admin_cookie_secure,
+            feedback=parts.feedback,
         )
     )
 

@@ -1,13 +1,19 @@
-"""The gateway's network clients, built from the settings: the engine pool, Redis, media fetches."""
+"""The gateway's network clients, built from the settings: the engine pool, Redis (and the rate limiter
+on it), media fetches."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import httpx
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from gateway.limits import RateLimiter
+from gateway.limits.limiter import ScopeKind
 from gateway.settings.schema import Settings
+from gateway.store import Store
 from gateway.upstreams.transport import EngineTransport
 
 
@@ -68,3 +74,20 @@ def redis_client(settings: Settings, *, read_timeout_s: float | None = -1.0) -> 
         socket_connect_timeout=max(1.0, settings.redis_timeout_s),
     )
     return Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+
+def rate_limiter(settings: Settings, redis: Redis, store: Store) -> RateLimiter:
+    """The limiter on Redis; a budget Redis has lost is seeded from the ledger."""
+
+    async def seed(kind: ScopeKind, scope_id: str, since: datetime) -> tuple[int, int]:
+        if kind == "key":
+            return await store.usage_since(key_id=scope_id, since=since)
+        return await store.usage_since(tenant_id=scope_id, since=since)
+
+    return RateLimiter(
+        redis,
+        window_s=settings.limits_window_s,
+        lease_s=settings.limits_lease_s,
+        failure_mode=settings.limits_failure_mode,
+        seed=seed,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -18,13 +17,12 @@ from gateway.admission.screen import BodyScreen
 from gateway.auth import AdminGuard, Authenticator, InvalidationBus, KeyAdmin, KeyCache
 from gateway.auth.failures import AuthFailures
 from gateway.auth.identities import AdminIdentities
-from gateway.clients import engine_client, media_fetch_client, redis_clients
+from gateway.clients import engine_client, media_fetch_client, rate_limiter, redis_clients
 from gateway.file_storage import FileStorage, file_storage
 from gateway.http.drain import Drain
 from gateway.job_runner import JobRunner, job_runner
 from gateway.limits import PriceBook, RateLimiter, TokenEstimator
 from gateway.limits.accounting import Accountant
-from gateway.limits.limiter import ScopeKind
 from gateway.limits.rejection_budget import RejectionBudget
 from gateway.limits.strikes import Strikes
 from gateway.media.service import MediaService
@@ -35,6 +33,7 @@ from gateway.realtime.session import RealtimeLimits
 from gateway.replica_status import replica_status
 from gateway.routes.models import LocalModel
 from gateway.services.conversations import Conversations
+from gateway.services.feedback import FeedbackService
 from gateway.services.inference import ChatFeatures, InferenceService
 from gateway.services.memory import MemoryService
 from gateway.services.messages import MessagesService
@@ -53,6 +52,7 @@ from gateway.stateful import (
     batches,
     chat_memory,
     conversations,
+    feedback,
     fine_tuning,
     memory,
     responses_service,
@@ -150,6 +150,8 @@ class Components:
     fine_tuning: FineTuning | None = None
     # The memory API (None with memory_enabled off).
     memory: MemoryService | None = None
+    # /v1/feedback (None with feedback_enabled off).
+    feedback: FeedbackService | None = None
 
     async def start(self) -> None:
         """Connect and start the background tasks (ledger writer, invalidation listener, health
@@ -276,6 +278,7 @@ def build(
     components.memory = memory(settings, shared.database, access.admission, components.storage)
     if components.memory is not None:
         components.services.inference.memory = chat_memory(settings, components.memory, shared.jobs)
+    components.feedback = feedback(settings, shared.database, access.admission, components.storage)
     live.subscribe(components.apply)
     return components
 
@@ -307,7 +310,7 @@ def _shared_state(settings: Settings, metrics: GatewayMetrics, drain: Drain) -> 
 
 
 def _access(settings: Settings, shared: SharedState, policy: LivePolicy, metrics: GatewayMetrics) -> Access:
-    limiter = _limiter(settings, shared.redis, shared.store)
+    limiter = rate_limiter(settings, shared.redis, shared.store)
     accountant = Accountant(
         limiter,
         shared.ledger,
@@ -382,19 +385,4 @@ def _services(
             settings, shared.database, admission, shared.jobs, dispatcher, catalog, access.accountant, talks
         ),
         moderation=moderated,
-    )
-
-
-def _limiter(settings: Settings, redis: Redis, store: Store) -> RateLimiter:
-    async def seed(kind: ScopeKind, scope_id: str, since: datetime) -> tuple[int, int]:
-        if kind == "key":
-            return await store.usage_since(key_id=scope_id, since=since)
-        return await store.usage_since(tenant_id=scope_id, since=since)
-
-    return RateLimiter(
-        redis,
-        window_s=settings.limits_window_s,
-        lease_s=settings.limits_lease_s,
-        failure_mode=settings.limits_failure_mode,
-        seed=seed,
     )

@@ -17,8 +17,12 @@ from gateway.services.adapters import AdapterServing
 from gateway.services.batch_work import BatchOptions, BatchWork
 from gateway.services.batches import KIND, BatchesService
 from gateway.services.conversations import Conversations
+from gateway.services.feedback import FeedbackService
+from gateway.services.feedback_export import FileWriter
+from gateway.services.feedback_sources import FeedbackSources
 from gateway.services.fine_tuning import KIND as FINE_TUNING
 from gateway.services.fine_tuning import Defaults, FineTuningService
+from gateway.services.fine_tuning_caps import FineTuningCaps
 from gateway.services.fine_tuning_work import FineTuningWork, TrainerOptions
 from gateway.services.memory import MemoryService
 from gateway.services.memory_chat import ChatMemory, ChatMemoryOptions
@@ -32,6 +36,7 @@ from gateway.store.batched import BatchedWriter
 from gateway.store.batches import BatchStore
 from gateway.store.completions import CompletionStore
 from gateway.store.conversations import ConversationStore
+from gateway.store.feedback import FeedbackStore
 from gateway.store.fine_tuning import FineTuningStore
 from gateway.store.memories import MemoryStore
 from gateway.store.responses import ResponseStore
@@ -166,7 +171,8 @@ def fine_tuning(
     )
     adapters = AdapterServing(store, storage.blobs, pool, work_dir, settings.fine_tuning_max_loras)
     defaults = Defaults(n_epochs=settings.fine_tuning_epochs, batch_size=settings.fine_tuning_batch_size)
-    service = FineTuningService(storage.objects, store, runner, lambda: set(bases), defaults, adapters)
+    caps = FineTuningCaps(settings.fine_tuning_max_jobs, settings.fine_tuning_max_models)
+    service = FineTuningService(storage.objects, store, runner, lambda: set(bases), defaults, adapters, caps)
     return FineTuning(service, adapters)
 
 
@@ -202,3 +208,15 @@ def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -
         min_score=settings.memory_chat_min_score,
     )
     return ChatMemory(service.core, runner, options)
+
+
+def feedback(
+    settings: Settings, database: Database, admission: Admission, storage: FileStorage | None
+) -> FeedbackService | None:
+    """/v1/feedback over the stored completions', responses' and conversations' tables; its export
+    writes through the Files API (a 400 without it)."""
+    if not settings.feedback_enabled:
+        return None
+    sources = FeedbackSources(CompletionStore(database), ResponseStore(database), ConversationStore(database))
+    writer = FileWriter(storage.objects, storage.blobs) if storage and storage.objects else None
+    return FeedbackService(admission, FeedbackStore(database), sources, writer)

@@ -56,6 +56,16 @@ class LimitFields(BaseModel):
         description="Memory in chat and responses for requests naming an end user (docs/memory.md); "
         "null: the tenant's setting, then the operator's TANTRA_MEMORY_CHAT_DEFAULT.",
     )
+    fine_tuning_jobs: _Count | None = Field(
+        None,
+        description="Fine-tuning jobs active at once (validating, queued, running); past it a new job "
+        "is a 429. Null: TANTRA_FINE_TUNING_MAX_JOBS.",
+    )
+    fine_tuning_models: _Count | None = Field(
+        None,
+        description="Fine-tuned models kept, active jobs counted; past it a new job is a 400. "
+        "Null: TANTRA_FINE_TUNING_MAX_MODELS.",
+    )
 
     def limits(self) -> Limits:
         return Limits(
@@ -69,6 +79,8 @@ class LimitFields(BaseModel):
             budget_period=self.budget_period,
             batch_tokens=self.batch_tokens,
             memory=self.memory,
+            fine_tuning_jobs=self.fine_tuning_jobs,
+            fine_tuning_models=self.fine_tuning_models,
         )
 
     def changes(self, also: tuple[str, ...]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from gateway.auth import KeyAdmin
 from gateway.auth.identities import AdminIdentities, BadCsrf, Identity, NotLoggedIn, csrf_matches
 from gateway.errors import APIError, InvalidRequest
 from gateway.http.client_address import TrustedProxies, client_address
+from gateway.services.feedback import FeedbackService
 from gateway.store import AuditContext, Store
 from gateway.store.views import audit_view
 
@@ -152,7 +153,9 @@ def panel_router(
     *,
     proxies: TrustedProxies | None = None,
     cookie_secure: str = "auto",
+    feedback: FeedbackService | None = None,
 ) -> APIRouter:
+    from gateway.routes.panel_feedback import add_feedback_page
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
 
     panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
@@ -160,6 +163,7 @@ def panel_router(
     _add_login(router, panel)
     add_tenant_pages(router, panel, keys, store)
     add_audit_page(router, panel, identities)
+    add_feedback_page(router, panel, feedback)
     return router
 
 

@@ -24,7 +24,16 @@ from gateway.store import Store
 from gateway.store.records import LIMIT_FIELDS
 from gateway.store.views import key_view, tenant_view
 
-_NUMBERS = ("rpm", "tpm", "audio_spm", "max_concurrent", "budget_tokens", "budget_usd")
+_NUMBERS = (
+    "rpm",
+    "tpm",
+    "audio_spm",
+    "max_concurrent",
+    "budget_tokens",
+    "budget_usd",
+    "fine_tuning_jobs",
+    "fine_tuning_models",
+)
 
 
 def limits_from_form(form: Mapping[str, Any]) -> LimitFields:

@@ -3,12 +3,14 @@ POST .../cancel, GET .../events and .../checkpoints, as OpenAI's (docs/fine-tuni
 
 Each endpoint is admitted like the Files API's (authenticated, one request against the key's and
 tenant's limits, no tokens, a ledger row). A job belongs to its tenant: another tenant's id is
-OpenAI's 404. Creating one writes the job (`validating_files`) and its durable job in one
-transaction; the run itself is `FineTuningWork` (gateway/services/fine_tuning_work.py).
+OpenAI's 404. Creating one checks the tenant's caps (`FineTuningCaps`: active jobs, stored models)
+and writes the job (`validating_files`) and its durable job in one transaction; the run itself is
+`FineTuningWork` (gateway/services/fine_tuning_work.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from gateway.protocol.fine_tuning import (
 )
 from gateway.protocol.stored import check_metadata
 from gateway.services.adapters import AdapterServing
+from gateway.services.fine_tuning_caps import FineTuningCaps
 from gateway.services.stored import ANONYMOUS_TENANT, StoredObjects, answer, unix
 from gateway.store import utcnow
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow, FineTuningStore
@@ -61,6 +64,7 @@ class FineTuningService:
         bases: Callable[[], set[str]],
         defaults: Defaults,
         adapters: AdapterServing | None = None,
+        caps: FineTuningCaps | None = None,
     ) -> None:
         self._objects = objects
         self._store = store
@@ -69,6 +73,10 @@ class FineTuningService:
         self._bases = bases
         self._defaults = defaults
         self._adapters = adapters
+        # The tenants' caps on active jobs and stored models, checked with the job's insert under one
+        # lock per replica (and the tenant's row lock across replicas on PostgreSQL).
+        self._caps = caps or FineTuningCaps()
+        self._creating = asyncio.Lock()
 
     async def create(self, request: Request) -> Response:
         async with self._objects.enter(request, "/v1/fine_tuning/jobs") as ticket:
@@ -98,7 +106,8 @@ class FineTuningService:
                 method=self._method(parsed),
                 status="validating_files",
             )
-            async with self._store.db.session() as session, session.begin():
+            async with self._creating, self._store.db.session() as session, session.begin():
+                await self._caps.check(session, ticket.principal, parsed.model)
                 session.add(row)
                 add_event(session, row.id, "Created fine-tuning job: " + row.id)
                 await self._runner.submit(

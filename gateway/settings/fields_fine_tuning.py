@@ -62,3 +62,26 @@ class FineTuningFields(BaseModel):
         description="Adapters one engine replica holds at once (its --max-loras); past it the least "
         "recently used is unloaded.",
     )
+    # Point 6 of issue 20: per-tenant caps (the admin API's `fine_tuning_jobs` and
+    # `fine_tuning_models` on a tenant or key override these); 0: no cap.
+    fine_tuning_max_jobs: int = Field(
+        3,
+        ge=0,
+        le=10_000,
+        description="Fine-tuning jobs a tenant may have active at once (validating_files, queued or "
+        "running; OpenAI's default is 3), for tenants without their own `fine_tuning_jobs`; 0: no cap. "
+        "Past it, creating a job is a 429.",
+    )
+    fine_tuning_max_models: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Fine-tuned models (stored adapters) a tenant may keep, its active jobs counted as "
+        "the models they will make, for tenants without their own `fine_tuning_models`; 0: no cap. "
+        "Past it, creating a job is a 400 (delete a model first).",
+    )
+    feedback_enabled: bool = Field(
+        True,
+        description="Serve /v1/feedback (ratings, labels, comments and corrections; its export "
+        "needs the Files API).",
+    )

@@ -76,6 +76,16 @@ class LimitColumns:
         # Memory in chat (migration 0015): None defers to the tenant, then the operator's default.
         return mapped_column(Boolean, nullable=True)
 
+    @declared_attr
+    def fine_tuning_jobs(cls) -> Mapped[int | None]:
+        # Fine-tuning jobs active at once (migration 0016); None: the operator's default.
+        return mapped_column(Integer, nullable=True)
+
+    @declared_attr
+    def fine_tuning_models(cls) -> Mapped[int | None]:
+        # Fine-tuned models kept, active jobs included (migration 0016); None: the operator's default.
+        return mapped_column(Integer, nullable=True)
+
 
 class Tenant(LimitColumns, Base):
     __tablename__ = "tenants"

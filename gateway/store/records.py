@@ -18,6 +18,8 @@ LIMIT_FIELDS = (
     "budget_period",
     "batch_tokens",
     "memory",
+    "fine_tuning_jobs",
+    "fine_tuning_models",
 )
 
 
@@ -39,6 +41,10 @@ class Limits:
     # Memory in chat and responses (docs/memory.md): on, off, or None (the tenant's, then the
     # operator's default).
     memory: bool | None = None
+    # Fine-tuning jobs active at once and fine-tuned models kept (docs/fine-tuning.md); None: the
+    # operator's TANTRA_FINE_TUNING_MAX_JOBS / _MAX_MODELS.
+    fine_tuning_jobs: int | None = None
+    fine_tuning_models: int | None = None
 
     @classmethod
     def of(cls, row: Any) -> Limits:
@@ -54,6 +60,8 @@ class Limits:
             budget_period=row.budget_period or "month",
             batch_tokens=row.batch_tokens,
             memory=getattr(row, "memory", None),
+            fine_tuning_jobs=getattr(row, "fine_tuning_jobs", None),
+            fine_tuning_models=getattr(row, "fine_tuning_models", None),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +76,8 @@ class Limits:
             "budget_period": self.budget_period,
             "batch_tokens": self.batch_tokens,
             "memory": self.memory,
+            "fine_tuning_jobs": self.fine_tuning_jobs,
+            "fine_tuning_models": self.fine_tuning_models,
         }
 
 
