@@ -18,6 +18,9 @@ export interface Limits {
   batch_tokens: number | null;
   /** Memory in chat for requests naming an end user; null: the tenant's, then the default. */
   memory: boolean | null;
+  /** Fine-tuning jobs running or queued at once, and fine-tuned models kept. */
+  fine_tuning_jobs: number | null;
+  fine_tuning_models: number | null;
 }
 
 export interface Tenant {
@@ -98,6 +101,8 @@ export interface LimitFields {
   budget_period?: BudgetPeriod;
   batch_tokens?: number | null;
   memory?: boolean | null;
+  fine_tuning_jobs?: number | null;
+  fine_tuning_models?: number | null;
 }
 
 export interface TenantCreate extends LimitFields {

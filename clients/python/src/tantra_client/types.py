@@ -37,6 +37,9 @@ class Limits(_Answer):
     batch_tokens: int | None = None
     # Memory in chat for requests naming an end user; None: the tenant's, then the default.
     memory: bool | None = None
+    # Fine-tuning jobs running or queued at once, and fine-tuned models kept (docs/fine-tuning.md).
+    fine_tuning_jobs: int | None = None
+    fine_tuning_models: int | None = None
 
 
 class Tenant(_Answer):
@@ -115,6 +118,8 @@ class _LimitFields(_Body):
     budget_period: Literal["day", "month"] | None = None
     batch_tokens: int | None = None
     memory: bool | None = None
+    fine_tuning_jobs: int | None = None
+    fine_tuning_models: int | None = None
 
 
 class TenantCreate(_LimitFields):
