@@ -52,6 +52,7 @@ from gateway.routes.fine_tuning import fine_tuning_router
 from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.panel import panel_router
+from gateway.routes.panel_retention import panel_retention_router
 from gateway.routes.responses import responses_router
 from gateway.routes.retention_admin import retention_admin_router
 from gateway.routes.stored_completions import stored_completions_router
@@ -187,6 +188,12 @@ def _include_governance(app: FastAPI, parts: Components, governed: Governance) -
         proxies = TrustedProxies(parts.settings.trusted_proxies)
         guard = parts.access.admin_guard
         app.include_router(retention_admin_router(guard, governed.retention, parts.shared.store, proxies))
+        if parts.settings.admin_ui_enabled:
+            identities, cookies = parts.access.identities, parts.settings.admin_cookie_secure
+            panel = panel_retention_router(
+                identities, governed.retention, parts.shared.store, proxies=proxies, cookie_secure=cookies
+            )
+            app.include_router(panel)
 
 
 def _include_panel(app: FastAPI, parts: Components) -> None:

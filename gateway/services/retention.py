@@ -84,6 +84,13 @@ class Retention:
     async def due(self, tenant_id: str | None, *, within_days: int = 0) -> dict[str, int]:
         """How many objects of each kind (of one tenant, or all) are past their retention
         `within_days` from now: what the next runs will delete."""
+        by_tenant = await self.due_by_tenant(tenant_id, within_days=within_days)
+        return {kind: sum(counts.values()) for kind, counts in by_tenant.items()}
+
+    async def due_by_tenant(
+        self, tenant_id: str | None = None, *, within_days: int = 0
+    ) -> dict[str, dict[str | None, int]]:
+        """The same per kind and tenant (the panel's "what will expire")."""
         at = self.clock() + timedelta(days=within_days)
         return await self.store.due(await self.horizons(), at, tenant_id)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Integer, String, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, DateTime, Integer, String, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.store.batches import Batch, BatchLine
@@ -136,21 +136,22 @@ class RetentionStore:
     # Counting (the panel's "what will expire") ---------------------------------------------------
 
     async def due(
-        self, horizons: Mapping[str, Horizon], at: datetime, tenant_id: str | None
-    ) -> dict[str, int]:
-        """Per kind, how many rows (of one tenant, or all) are past their retention at `at`."""
-        counts: dict[str, int] = {}
+        self, horizons: Mapping[str, Horizon], at: datetime, tenant_id: str | None = None
+    ) -> dict[str, dict[str | None, int]]:
+        """Per kind and tenant, how many rows (of one tenant, or all) are past their retention at `at`."""
+        counts: dict[str, dict[str | None, int]] = {}
         async with self.db.session() as session:
             for kind, horizon in horizons.items():
                 table, tenant, when, extra = _TARGETS[kind]
+                counts[kind] = {}
                 condition = horizon.expired(tenant, when, at)
                 if condition is None:
-                    counts[kind] = 0
                     continue
-                query = select(table).where(condition, *extra)
+                query = select(tenant, func.count()).select_from(table).where(condition, *extra)
                 if tenant_id is not None:
                     query = query.where(tenant == tenant_id)
-                counts[kind] = len((await session.execute(query.with_only_columns(tenant))).all())
+                for owner, count in (await session.execute(query.group_by(tenant))).all():
+                    counts[kind][owner] = int(count)
         return counts
 
     # Sweeping ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 from gateway import Settings, create_app
 from gateway.settings.fields_retention import RETENTION_KINDS
+from tests.gateway.admin_ui.panel_client import Panel, make_user
 from tests.gateway.helpers import AdminClient
 from tests.servers import ThreadedServer
 
@@ -93,3 +94,31 @@ def test_overview_run_and_the_scheduled_job(url: str, admin_key: str, store_path
     with sqlite3.connect(store_path) as db:
         jobs = db.execute("SELECT id FROM jobs WHERE kind = 'retention'").fetchall()
     assert len(jobs) >= 1 and all(job_id.startswith("retention-") for (job_id,) in jobs)
+
+
+def test_the_panels_what_will_expire_page(
+    url: str, admin: AdminClient, admin_key: str, store_path: Path
+) -> None:
+    """Read only, per tenant the user may see: an operator sees every tenant, a tenant admin its own
+    (the other's name is nowhere on the page); no session goes to the login page."""
+    mine, other = admin.tenant("retention-panel-mine")["id"], admin.tenant("retention-panel-other")["id"]
+    assert (
+        _call(url, admin_key, "PUT", f"/admin/tenants/{mine}/retention", json={"files": 3}).status_code == 200
+    )
+    database = f"sqlite+aiosqlite:///{store_path}"
+    make_user(database, "ret-operator", "operator")
+    make_user(database, "ret-tenant", "tenant_admin", mine)
+    assert httpx.get(url + "/admin/ui/retention").status_code == 303
+    operator = Panel(url)
+    assert operator.login("ret-operator").status_code == 303
+    page = operator.http.get("/retention")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    assert mine in page.text and other in page.text and "(tenant)" in page.text
+    assert (
+        '<th scope="row">fine tuning jobs</th>' in page.text
+        and "<form" not in page.text.split("<main", 1)[-1]
+    )
+    tenant_admin = Panel(url)
+    assert tenant_admin.login("ret-tenant").status_code == 303
+    own = tenant_admin.http.get("/retention")
+    assert own.status_code == 200 and mine in own.text and other not in own.text
