@@ -17,6 +17,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Invalid query: `start_time` missing, a bad `bucket_width`, `group_by`, `limit` or `page`.",
         401: "Missing, wrong, revoked or expired API key (`code`: invalid_api_key).",
+        404: "No such usage kind.",
         429: "Over a rate limit (`rate_limit_exceeded`, Retry-After).",
         503: "The store cannot be reached.",
     }.items()

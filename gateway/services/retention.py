@@ -73,7 +73,16 @@ class Retention:
     async def handle(self, job: Job) -> dict[str, Any]:
         counts = await self.sweep(job=job)
         await self.schedule(self.clock() + timedelta(seconds=self._interval_s))
+        await self._forget_old_runs(keep=job.id)
         return counts
+
+    async def _forget_old_runs(self, keep: str) -> None:
+        """The rows of this kind's runs that ended over a day ago (one a slot would pile up)."""
+        before = utcnow() - timedelta(days=1)
+        for status in ("completed", "failed"):
+            for record in await self._runner.queue.list(kind=KIND, status=status, limit=100):
+                if record.id != keep and record.finished_at is not None and record.finished_at < before:
+                    await self._runner.queue.delete(record.id)
 
     def defaults(self) -> dict[str, int]:
         return dict(self._defaults())
@@ -113,12 +122,14 @@ class Retention:
         return counts
 
     async def _files(self, now: datetime) -> int:
-        """Tombstoned files and those past their own `expires_at`: the blob, then the row."""
+        """Tombstoned files and those past their own `expires_at`: the blob, then the row (none
+        without the Files API's blob store: its rows wait for it)."""
+        if self._blobs is None:
+            return 0
         deleted = 0
         while batch := await self.store.expired_files(now):
             for _, blob_key in batch:
-                if self._blobs is not None:
-                    await self._blobs.delete(blob_key)
+                await self._blobs.delete(blob_key)
             await self.store.remove_files([file_id for file_id, _ in batch])
             deleted += len(batch)
             if len(batch) < CHUNK:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gateway.blobs import LocalBlobStore
-from gateway.jobs import JobQueue, JobRunner, RunnerPolicy
+from gateway.jobs import JobOptions, JobQueue, JobRunner, RunnerPolicy
 from gateway.services.adapters import ADAPTER_FILES
 from gateway.services.retention import Retention
 from gateway.settings.fields_retention import RETENTION_KINDS
@@ -29,6 +29,7 @@ from gateway.store.completions import StoredCompletion
 from gateway.store.conversations import StoredConversation, StoredItem
 from gateway.store.file_models import StoredFile
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
+from gateway.store.job_rows import JobRow
 from gateway.store.memories import StoredMemory, StoredMemoryEvent
 from gateway.store.models import AuditEvent, UsageRecord
 from gateway.store.moderation import StoredFlag
@@ -340,6 +341,14 @@ async def test_the_scheduled_job(database: Database, blobs: LocalBlobStore) -> N
     retention.register()
     await seed(database, blobs, "tn_a", "old", utcnow() - timedelta(days=40))
     await seed(database, blobs, "tn_a", "recent", utcnow() - timedelta(days=1))
+    # a run that ended two days ago: its row is forgotten by this run
+    await runner.submit("retention", None, {}, options=JobOptions(job_id="retention-3600"))
+    async with database.session() as session:
+        ended = utcnow() - timedelta(days=2)
+        await session.execute(
+            update(JobRow).where(JobRow.id == "retention-3600").values(status="completed", finished_at=ended)
+        )
+        await session.commit()
     await retention.schedule()
     await retention.schedule()
     slot = int((utcnow() - datetime(1970, 1, 1)).total_seconds()) // 3600 * 3600
@@ -353,6 +362,7 @@ async def test_the_scheduled_job(database: Database, blobs: LocalBlobStore) -> N
     following = await runner.get(f"retention-{slot + 3600}")
     assert following is not None and following.status == "queued"
     assert len(await runner.queue.list(kind="retention")) == 2
+    assert await runner.get("retention-3600") is None
 
 
 def _runner(database: Database) -> JobRunner:
