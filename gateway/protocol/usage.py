@@ -12,6 +12,8 @@ WIDTH_S: dict[str, int] = {"1m": 60, "1h": 3600, "1d": 86400}
 # OpenAI's page sizes (buckets per page) for each width: (default, maximum).
 LIMITS: dict[str, tuple[int, int]] = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}
 COSTS_LIMITS = (7, 180)
+# The last second of year 9999: times past it are no dates (a 400, not an overflow).
+MAX_TIME = 253_402_300_799
 
 
 class UsageQuery(BaseModel):
@@ -20,8 +22,10 @@ class UsageQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    start_time: int = Field(ge=0, description="Start of the range (inclusive), Unix seconds.")
-    end_time: int | None = Field(None, ge=0, description="End of the range (exclusive), Unix seconds.")
+    start_time: int = Field(ge=0, le=MAX_TIME, description="Start of the range (inclusive), Unix seconds.")
+    end_time: int | None = Field(
+        None, ge=0, le=MAX_TIME, description="End of the range (exclusive), Unix seconds."
+    )
     bucket_width: BucketWidth = "1d"
     group_by: list[str] | None = None
     limit: int | None = Field(None, ge=1)

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.errors import NotFound
 from gateway.protocol import ErrorResponse
 from gateway.services.usage_api import KINDS, UsageAnalytics
 
@@ -17,7 +16,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Invalid query: `start_time` missing, a bad `bucket_width`, `group_by`, `limit` or `page`.",
         401: "Missing, wrong, revoked or expired API key (`code`: invalid_api_key).",
-        404: "No such usage kind.",
         429: "Over a rate limit (`rate_limit_exceeded`, Retry-After).",
         503: "The store cannot be reached.",
     }.items()
@@ -45,29 +43,9 @@ _PARAMS = [
 def usage_router(service: UsageAnalytics) -> APIRouter:
     router = APIRouter(tags=["usage"], responses=_ERRORS)
 
-    @router.get(
-        "/v1/organization/usage/{kind}",
-        summary="Usage of the calling key's tenant, in time buckets (completions, embeddings, moderations, "
-        "audio_speeches, audio_transcriptions)",
-        openapi_extra={
-            "parameters": [
-                {
-                    "name": "kind",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "enum": [kind for kind in KINDS if kind != "costs"]},
-                },
-                *_PARAMS,
-                _query("batch", {"type": "boolean"}, "completions: only batch lines (true) or none (false)."),
-            ]
-        },
-        response_class=Response,
-        responses={200: {"description": "A page of buckets (`object: page`)."}},
-    )
-    async def usage(request: Request, kind: str) -> Response:
-        if kind not in KINDS or kind == "costs":
-            raise NotFound(f"Invalid URL (GET /v1/organization/usage/{kind})")
-        return await service.handle(request, kind)
+    for kind in KINDS:
+        if kind != "costs":
+            _add_usage_route(router, service, kind)
 
     @router.get(
         "/v1/organization/costs",
@@ -80,3 +58,20 @@ def usage_router(service: UsageAnalytics) -> APIRouter:
         return await service.handle(request, "costs")
 
     return router
+
+
+def _add_usage_route(router: APIRouter, service: UsageAnalytics, kind: str) -> None:
+    async def usage(request: Request) -> Response:
+        return await service.handle(request, kind)
+
+    extra = [_query("batch", {"type": "boolean"}, "Only batch lines (true) or none (false).")]
+    router.add_api_route(
+        f"/v1/organization/usage/{kind}",
+        usage,
+        methods=["GET"],
+        name=f"usage_{kind}",
+        summary=f"Usage ({kind.replace('_', ' ')}) of the calling key's tenant, in time buckets",
+        openapi_extra={"parameters": [*_PARAMS, *(extra if kind == "completions" else [])]},
+        response_class=Response,
+        responses={200: {"description": f"A page of buckets of `{KINDS[kind].result}`."}},
+    )

@@ -26,7 +26,7 @@ from gateway.admission import Admission, Outcome, validate
 from gateway.auth import AdminGuard
 from gateway.errors import APIError, InvalidRequest
 from gateway.limits import Estimate
-from gateway.protocol.usage import COSTS_LIMITS, LIMITS, WIDTH_S, UsageQuery
+from gateway.protocol.usage import COSTS_LIMITS, LIMITS, MAX_TIME, WIDTH_S, UsageQuery
 from gateway.store.usage_buckets import BucketQuery, UsageBuckets
 
 
@@ -218,9 +218,12 @@ def _page_token(start: int) -> str:
 def _page_start(token: str) -> int:
     try:
         encoded = token.removeprefix("page_")
-        return int(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode())
+        start = int(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode())
     except ValueError:
-        raise InvalidRequest("Invalid page cursor.", param="page") from None
+        start = -1
+    if not 0 <= start <= MAX_TIME:
+        raise InvalidRequest("Invalid page cursor.", param="page")
+    return start
 
 
 def _json(body: dict[str, Any]) -> Response:

@@ -284,6 +284,9 @@ def test_costs(url: str, seeded: dict[str, Any], admin_key: str) -> None:
         ({"start_time": START, "limit": 32}, "limit"),
         ({"start_time": START, "end_time": START}, "end_time"),
         ({"start_time": START, "page": "page_%%%"}, "page"),
+        ({"start_time": START, "page": "page_OTk5OTk5OTk5OTk5OTk5"}, "page"),
+        ({"start_time": 10**18}, "start_time"),
+        ({"start_time": START, "end_time": 10**18}, "end_time"),
     ],
 )
 def test_bad_queries_are_400s_in_openais_envelope(
