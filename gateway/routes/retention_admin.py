@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.auth import AdminGuard
 from gateway.errors import NotFound
 from gateway.http.client_address import TrustedProxies
 from gateway.routes.admin import ADMIN_ERRORS, audit_context
-from gateway.services.retention import Retention
+from gateway.services.retention import LEDGER_MIN_DAYS, Retention
 from gateway.store import NotFoundInStore, Store, utcnow
 
 _Days = Annotated[int | None, Field(ge=0, le=36_500)]
@@ -33,6 +33,14 @@ class RetentionUpdate(BaseModel):
     memories: _Days = None
     moderation_flags: _Days = None
     fine_tuning_jobs: _Days = None
+
+    @field_validator("ledger")
+    @classmethod
+    def _a_whole_budget_period(cls, days: int | None) -> int | None:
+        # Monthly budgets are counted from the ledger's rows of the month.
+        if days is not None and 0 < days < LEDGER_MIN_DAYS:
+            raise ValueError(f"0 (forever) or at least {LEDGER_MIN_DAYS} days")
+        return days
 
 
 def retention_admin_router(

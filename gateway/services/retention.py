@@ -30,6 +30,8 @@ from gateway.store import utcnow
 from gateway.store.retention import CHUNK, Horizon, RetentionStore
 
 KIND = "retention"
+# A ledger kept shorter than this would forget spending a monthly budget still counts.
+LEDGER_MIN_DAYS = 31
 _log = logging.getLogger("tantra.retention")
 
 

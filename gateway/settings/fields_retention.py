@@ -7,7 +7,7 @@ A mixin of `Settings` (gateway/settings/schema.py), read exactly as the schema's
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class RetentionFields(BaseModel):
@@ -22,7 +22,7 @@ class RetentionFields(BaseModel):
         description="Seconds between two runs of the retention job (one run per interval "
         "across all replicas).",
     )
-    # Ledger rows feed budgets and billing: keep them at least a budget period (a month).
+    # Ledger rows feed budgets and billing: 0 or at least 31 days (validated below).
     retention_ledger_days: int = Field(0, ge=0, description="Days usage ledger rows are kept (0: forever).")
     retention_responses_days: int = Field(0, ge=0, description="Days stored responses are kept (0: forever).")
     retention_chat_completions_days: int = Field(
@@ -49,11 +49,23 @@ class RetentionFields(BaseModel):
         0, ge=0, description="Days finished fine-tuning jobs and their events are kept (0: forever)."
     )
 
+    @field_validator("retention_ledger_days")
+    @classmethod
+    def _a_whole_budget_period(cls, days: int) -> int:
+        if 0 < days < LEDGER_MIN_DAYS:
+            raise ValueError(
+                f"0 (forever) or at least {LEDGER_MIN_DAYS}: monthly budgets are counted from the ledger"
+            )
+        return days
+
     def retention_defaults(self) -> dict[str, int]:
         """Each kind's default, by its name in the admin API."""
         return {kind: getattr(self, f"retention_{kind}_days") for kind in RETENTION_KINDS}
 
 
+# Monthly budgets are seeded from the ledger's rows of the month: a shorter ledger retention would
+# forget spending the budget still counts.
+LEDGER_MIN_DAYS = 31
 # The kinds of object retention knows, as the admin API and the settings name them.
 RETENTION_KINDS = (
     "ledger",

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from gateway.blobs import LocalBlobStore
@@ -23,6 +24,7 @@ from gateway.jobs import JobOptions, JobQueue, JobRunner, RunnerPolicy
 from gateway.services.adapters import ADAPTER_FILES
 from gateway.services.retention import Retention
 from gateway.settings.fields_retention import RETENTION_KINDS
+from gateway.settings.schema import Settings
 from gateway.store import AuditContext, Database, utcnow
 from gateway.store.batches import Batch, BatchLine
 from gateway.store.completions import StoredCompletion
@@ -371,3 +373,11 @@ def _runner(database: Database) -> JobRunner:
 
 def test_the_settings_and_the_store_know_the_same_kinds() -> None:
     assert set(RETENTION_KINDS) == set(_TARGETS)
+
+
+def test_a_ledger_retention_covers_a_budget_month() -> None:
+    """Monthly budgets are counted from the ledger: a shorter retention is refused at startup."""
+    with pytest.raises(ValidationError, match="at least 31"):
+        Settings(retention_ledger_days=7)
+    assert Settings(retention_ledger_days=31).retention_defaults()["ledger"] == 31
+    assert Settings().retention_defaults() == dict.fromkeys(RETENTION_KINDS, 0)

@@ -72,7 +72,7 @@ def test_a_tenants_policy(url: str, admin_key: str, admin: AdminClient) -> None:
     assert [entry["action"] for entry in audit].count("retention.set") == 2
 
 
-@pytest.mark.parametrize("body", [{"files": -1}, {"files": "week"}, {"logs": 3}, [1]])
+@pytest.mark.parametrize("body", [{"files": -1}, {"files": "week"}, {"logs": 3}, [1], {"ledger": 7}])
 def test_bad_values_are_400s(url: str, admin_key: str, admin: AdminClient, body: Any) -> None:
     tenant = admin.tenant(f"retention-bad-{abs(hash(str(body)))}")["id"]
     response = _call(url, admin_key, "PUT", f"/admin/tenants/{tenant}/retention", json=body)
