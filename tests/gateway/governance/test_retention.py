@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -21,6 +22,8 @@ from sqlalchemy import func, select, update
 
 from gateway.blobs import LocalBlobStore
 from gateway.jobs import JobOptions, JobQueue, JobRunner, RunnerPolicy
+from gateway.memory import FaissIndex
+from gateway.memory.index import Vector, from_bytes
 from gateway.services.adapters import ADAPTER_FILES
 from gateway.services.retention import Retention
 from gateway.settings.fields_retention import RETENTION_KINDS
@@ -32,7 +35,7 @@ from gateway.store.conversations import StoredConversation, StoredItem
 from gateway.store.file_models import StoredFile
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.job_rows import JobRow
-from gateway.store.memories import StoredMemory, StoredMemoryEvent
+from gateway.store.memories import MemoryStore, StoredMemory, StoredMemoryEvent
 from gateway.store.models import AuditEvent, UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
@@ -381,3 +384,33 @@ def test_a_ledger_retention_covers_a_budget_month() -> None:
         Settings(retention_ledger_days=7)
     assert Settings(retention_ledger_days=31).retention_defaults()["ledger"] == 31
     assert Settings().retention_defaults() == dict.fromkeys(RETENTION_KINDS, 0)
+
+
+async def test_memories_leave_the_real_vector_index(database: Database, blobs: LocalBlobStore) -> None:
+    """With the FAISS index memory search uses (its files in the blob store): an expired memory's
+    vector is no longer found; a recent one is."""
+    memories = MemoryStore(database)
+
+    async def load(tenant_id: str | None) -> dict[int, Vector]:
+        return {seq: from_bytes(data) for seq, data in (await memories.vectors(tenant_id)).items()}
+
+    index = FaissIndex(blobs, load)
+    clock = T0 + timedelta(days=31)
+    retention = Retention(
+        RetentionStore(database),
+        _runner(database),
+        lambda: ALL_30,
+        interval_s=3600,
+        index=index,
+        clock=lambda: clock,
+    )
+    await seed(database, blobs, "tn_a", "old", T0)
+    await seed(database, blobs, "tn_a", "recent", T0 + timedelta(days=20))
+    async with database.session() as session:
+        seqs = dict((await session.execute(select(StoredMemory.id, StoredMemory.seq))).tuples().all())
+    old, recent = seqs["mem_tn_a_old"], seqs["mem_tn_a_recent"]
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    await index.add("tn_a", {old: vector, recent: vector})
+    await retention.sweep()
+    hits = await index.search("tn_a", vector, 5, among={old, recent})
+    assert [hit.seq for hit in hits] == [recent]
