@@ -25,6 +25,7 @@ from gateway.errors import (
     StoreUnavailable,
     error_for,
 )
+from gateway.governance import Governance, governance
 from gateway.http.client_address import TrustedProxies
 from gateway.http.disconnect import ClientGone
 from gateway.http.drain import DrainMiddleware
@@ -52,8 +53,11 @@ from gateway.routes.fine_tuning import fine_tuning_router
 from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.panel import panel_router
+from gateway.routes.panel_retention import panel_retention_router
 from gateway.routes.responses import responses_router
+from gateway.routes.retention_admin import retention_admin_router
 from gateway.routes.stored_completions import stored_completions_router
+from gateway.routes.usage_api import usage_router
 from gateway.settings.schema import Settings
 
 _log = logging.getLogger("tantra.gateway")
@@ -72,10 +76,12 @@ def create_app(
     app's lifespan. `app.state.components` is the bundle (the server's drain reads it).
     """
     parts = build(settings or Settings(), http_client=http_client, span_processor=span_processor)
+    governed = governance(parts)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await parts.start()
+        await governed.start()
         try:
             yield
         finally:
@@ -88,7 +94,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.components = parts
+    app.state.governance = governed
     _include_routes(app, parts)
+    _include_governance(app, parts, governed)
     _install_error_handlers(app)
     install_openapi(app, description=_DESCRIPTION)
     # Added first, so it runs inside EdgeMiddleware: the request id is known when it starts.
@@ -175,6 +183,21 @@ def _include_stored(app: FastAPI, parts: Components) -> None:
         app.include_router(memory_router(parts.memory))
         # Its embeddings and extractions are requests of this app, made in process as the caller.
         parts.memory.core.bind(app)
+
+
+def _include_governance(app: FastAPI, parts: Components, governed: Governance) -> None:
+    """The tenants' usage and costs API, and /admin/retention (docs/governance.md)."""
+    app.include_router(usage_router(governed.usage))
+    if governed.retention is not None:
+        proxies = TrustedProxies(parts.settings.trusted_proxies)
+        guard = parts.access.admin_guard
+        app.include_router(retention_admin_router(guard, governed.retention, parts.shared.store, proxies))
+        if parts.settings.admin_ui_enabled:
+            identities, cookies = parts.access.identities, parts.settings.admin_cookie_secure
+            panel = panel_retention_router(
+                identities, governed.retention, parts.shared.store, proxies=proxies, cookie_secure=cookies
+            )
+            app.include_router(panel)
 
 
 def _include_panel(app: FastAPI, parts: Components) -> None:

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gateway.store import batches, fine_tuning, job_rows  # noqa: F401  (their tables join Base's metadata)
+from gateway.store import batches, fine_tuning, job_rows, retention  # noqa: F401  (their tables join Base's metadata)
 from gateway.store.models import Base
 
 config = context.config
