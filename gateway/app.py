@@ -85,6 +85,7 @@ def create_app(
         try:
             yield
         finally:
+            await governed.stop()
             await parts.stop()
 
     app = FastAPI(

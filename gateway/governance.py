@@ -3,7 +3,10 @@ usage and costs API, and retention as a scheduled job of the job runner (docs/go
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
 
 from gateway.components import Components
 from gateway.services.retention import Retention
@@ -11,17 +14,44 @@ from gateway.services.usage_api import UsageAnalytics
 from gateway.store.retention import RetentionStore
 from gateway.store.usage_buckets import UsageBuckets
 
+_log = logging.getLogger("tantra.retention")
+# Waits between tries to schedule retention while the store cannot be reached (at most a minute).
+_FIRST_RETRY_S = 1.0
+_LAST_RETRY_S = 60.0
+
 
 @dataclass(eq=False)
 class Governance:
     usage: UsageAnalytics
     # None with TANTRA_RETENTION_ENABLED off (nothing is deleted by age).
     retention: Retention | None = None
+    _scheduling: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
-        """After the components started (the database migrated): this slot's retention job."""
-        if self.retention is not None:
-            await self.retention.schedule()
+        """After the components started (the database migrated): this slot's retention job, in the
+        background: a store that is down at start must not stop the gateway, which answers 503s
+        until it is back."""
+        if self.retention is not None and self._scheduling is None:
+            self._scheduling = asyncio.create_task(self._schedule(self.retention), name="retention-schedule")
+
+    async def stop(self) -> None:
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduling
+            self._scheduling = None
+
+    @staticmethod
+    async def _schedule(retention: Retention) -> None:
+        wait = _FIRST_RETRY_S
+        while True:
+            try:
+                await retention.schedule()
+                return
+            except Exception as exc:  # the store unreachable, or refusing: tried again later
+                _log.warning("retention: could not schedule its job (%s); retrying in %.0f s", exc, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _LAST_RETRY_S)
 
 
 def governance(parts: Components) -> Governance:
