@@ -140,12 +140,15 @@ class FeedbackGateway:
 @pytest.fixture(scope="package")
 def feedback_gateway(
     gateway_settings: Callable[..., Settings],
-    database_url: str,
     admin_key: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FeedbackGateway]:
     tmp: Path = tmp_path_factory.mktemp("feedback")
+    # Its own store: the fine-tuning jobs made here stay pending (jobs off), and a later gateway
+    # of the session would claim and train them if they were in the session's.
+    database_url = f"sqlite+aiosqlite:///{tmp / 'store.db'}"
     settings = gateway_settings(
+        database_url=database_url,
         blob_dir=tmp / "blobs",
         fine_tuning_work_dir=str(tmp / "work"),
         # Named only: no job runs here (jobs_enabled off), so no checkpoint is read.

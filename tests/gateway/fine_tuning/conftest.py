@@ -59,6 +59,9 @@ def lora_engine(qwen2_checkpoint: Path) -> Iterator[EngineProcess]:
 class TuningGateway:
     url: str
     admin: AdminClient
+    # Its own store: fine-tuning jobs left pending by one gateway (jobs off, or a stand-in base)
+    # would be claimed and trained by the next one's runner if they shared the session's.
+    database_url: str
 
     def tenant_key(self, name: str) -> tuple[str, str, str]:
         """(secret, key id, tenant id) of a new tenant's key."""
@@ -74,6 +77,7 @@ def tuning_settings(
     gateway_settings: Callable[..., Settings], tmp: Path, checkpoint: Path, **overrides: Any
 ) -> Settings:
     values: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp / 'store.db'}",
         "blob_dir": tmp / "blobs",
         "fine_tuning_work_dir": str(tmp / "work"),
         "fine_tuning_base_models": {BASE: str(checkpoint)},
@@ -103,7 +107,7 @@ def tuning_gateway(
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
-        yield TuningGateway(server.url, admin)
+        yield TuningGateway(server.url, admin, settings.database_url)
         admin.close()
 
 

@@ -39,7 +39,7 @@ def caps_gateway(
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
-        yield TuningGateway(server.url, admin)
+        yield TuningGateway(server.url, admin, settings.database_url)
         admin.close()
 
 
@@ -134,14 +134,14 @@ def _succeeded(database_url: str, tenant_id: str, key_id: str, name: str) -> Non
 
 
 def test_stored_models_cap_counts_active_jobs_until_a_model_is_deleted(
-    caps_gateway: TuningGateway, database_url: str
+    caps_gateway: TuningGateway,
 ) -> None:
     admin = caps_gateway.admin
     tenant = admin.tenant(f"models-cap-{time.monotonic_ns()}", fine_tuning_models=2)
     secret, key = admin.key(tenant["id"], "a")
     client = caps_gateway.client(secret)
     name = f"m{time.monotonic_ns()}"
-    _succeeded(database_url, tenant["id"], key["id"], name)
+    _succeeded(caps_gateway.database_url, tenant["id"], key["id"], name)
     file_id = upload(client, chat_file("x", 10))
     _create(client, file_id)  # one stored, one on its way: the cap of 2 is reached
     with pytest.raises(openai.BadRequestError) as raised:

@@ -116,11 +116,15 @@ def test_models_list_and_isolation(taught: dict[str, Any], tuning_gateway: Tunin
     assert taught["job"].id in [j.id for j in client.fine_tuning.jobs.list().data]
 
 
-def test_training_tokens_are_in_the_ledger(taught: dict[str, Any], database_url: str) -> None:
+def test_training_tokens_are_in_the_ledger(taught: dict[str, Any], tuning_gateway: TuningGateway) -> None:
     rows: list[Any] = []
 
     def billed() -> bool:
-        rows[:] = [r for r in _ledger(database_url, taught["key_id"]) if r.request_id == taught["job"].id]
+        rows[:] = [
+            r
+            for r in _ledger(tuning_gateway.database_url, taught["key_id"])
+            if r.request_id == taught["job"].id
+        ]
         return bool(rows)
 
     wait_for(billed, timeout=15, interval=0.3)
