@@ -37,12 +37,16 @@ def gateway(
     admin_key: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, AdminClient]]:
+    tmp = tmp_path_factory.mktemp("memory-units")
     settings = gateway_settings(
+        # Its own store: the session's other gateways (memory on, other models) would otherwise
+        # claim this one's memory-extract jobs from the shared job table.
+        database_url=f"sqlite+aiosqlite:///{tmp / 'store.db'}",
         engine_url=fake[1],
         memory_embedding_model=EMBEDDING,
         memory_extraction_model=CHAT,
         memory_dedupe_threshold=0.8,
-        blob_dir=tmp_path_factory.mktemp("memory-units"),
+        blob_dir=tmp / "blobs",
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)

@@ -167,8 +167,9 @@ def test_completions(openai_client: openai.OpenAI, model: str) -> None:
 
 def test_models(openai_client: openai.OpenAI, model: str) -> None:
     listed = openai_client.models.list()
-    # The engine's model, then the gateway's own: transcription and speech.
-    assert [m.id for m in listed.data] == [model, "whisper-1", "tantra-tts"]
+    # The engine's model, then the gateway's own: transcription, speech and moderation.
+    own = ["whisper-1", "tantra-tts", "omni-moderation-latest", "text-moderation-latest"]
+    assert [m.id for m in listed.data] == [model, *own]
     assert listed.data[0].object == "model"
     assert openai_client.models.retrieve(model).id == model
     with pytest.raises(openai.NotFoundError) as caught:
