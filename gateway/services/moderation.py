@@ -61,6 +61,9 @@ class ModerationService:
         ]
 
     def card_for(self, model: str) -> dict[str, Any] | None:
+        """The card of a moderation model (a dated name: its model's); None for any other name."""
+        if not self.knows(model):
+            return None
         return next((card for card in self.cards() if card["id"] == _canonical(model)), None)
 
     def knows(self, model: str) -> bool:

@@ -171,3 +171,7 @@ def test_limited_like_every_endpoint(
 def test_listed_in_models(client: openai.OpenAI) -> None:
     names = {card.id for card in client.models.list()}
     assert {"omni-moderation-latest", "text-moderation-latest"} <= names
+    assert client.models.retrieve("text-moderation-stable").id == "text-moderation-latest"
+    # Any other name is not answered for by moderation (it once described every model as its own).
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
