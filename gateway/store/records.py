@@ -59,9 +59,9 @@ class Limits:
             budget_usd=row.budget_usd,
             budget_period=row.budget_period or "month",
             batch_tokens=row.batch_tokens,
-            memory=getattr(row, "memory", None),
-            fine_tuning_jobs=getattr(row, "fine_tuning_jobs", None),
-            fine_tuning_models=getattr(row, "fine_tuning_models", None),
+            memory=row.memory,
+            fine_tuning_jobs=row.fine_tuning_jobs,
+            fine_tuning_models=row.fine_tuning_models,
         )
 
     def as_dict(self) -> dict[str, Any]:
