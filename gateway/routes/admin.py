@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from gateway.auth import AdminGuard, KeyAdmin
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, NotFound
 from gateway.http.client_address import TrustedProxies, client_address
 from gateway.protocol import ErrorResponse
-from gateway.store import GROUPS, AuditContext, Limits, Store, UsageLedger
+from gateway.store import GROUPS, AuditContext, Limits, NotFoundInStore, Store, UsageLedger
 from gateway.store.records import LIMIT_FIELDS
 from gateway.store.views import audit_view, key_view, tenant_view
 
@@ -130,6 +130,14 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
         409: "A tenant of that name exists, or the key is revoked.",
     }.items()
 }
+
+
+async def require_tenant(store: Store, tenant_id: str) -> None:
+    """The admin routes' 404 for a tenant that does not exist."""
+    try:
+        await store.get_tenant(tenant_id)
+    except NotFoundInStore:
+        raise NotFound(f"No tenant with id {tenant_id!r}.") from None
 
 
 def admin_router(

@@ -9,14 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from gateway.auth import AdminGuard
-from gateway.errors import NotFound
 from gateway.http.client_address import TrustedProxies
 from gateway.protocol import ErrorResponse
 from gateway.protocol.moderation import ModerationPolicy, ModerationRequest
-from gateway.routes.admin import ADMIN_ERRORS, audit_context
+from gateway.routes.admin import ADMIN_ERRORS, audit_context, require_tenant
 from gateway.services.moderation import PATH, ModerationService
 from gateway.services.moderation_check import Policies
-from gateway.store import NotFoundInStore, Store
+from gateway.store import Store
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -68,10 +67,7 @@ def moderation_admin_router(
     )
 
     async def tenant(tenant_id: str) -> None:
-        try:
-            await store.get_tenant(tenant_id)
-        except NotFoundInStore:
-            raise NotFound(f"No tenant with id {tenant_id!r}.") from None
+        await require_tenant(store, tenant_id)
 
     @router.get("/policies/{tenant_id}", summary="A tenant's moderation policy (its own, or the default)")
     async def get_policy(tenant_id: str) -> dict[str, Any]:

@@ -9,11 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.auth import AdminGuard
-from gateway.errors import NotFound
 from gateway.http.client_address import TrustedProxies
-from gateway.routes.admin import ADMIN_ERRORS, audit_context
+from gateway.routes.admin import ADMIN_ERRORS, audit_context, require_tenant
 from gateway.services.retention import LEDGER_MIN_DAYS, Retention
-from gateway.store import NotFoundInStore, Store, utcnow
+from gateway.store import Store, utcnow
 
 _Days = Annotated[int | None, Field(ge=0, le=36_500)]
 
@@ -57,10 +56,7 @@ def retention_admin_router(
     )
 
     async def tenant(tenant_id: str) -> None:
-        try:
-            await store.get_tenant(tenant_id)
-        except NotFoundInStore:
-            raise NotFound(f"No tenant with id {tenant_id!r}.") from None
+        await require_tenant(store, tenant_id)
 
     @router.get(
         "/retention", summary="The operator's retention defaults, every tenant's own, and what is due"
