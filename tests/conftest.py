@@ -108,9 +108,16 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def gateway_settings(
-    redis_server: RedisServer, database_url: str, admin_key: str, whisper_model: Path
+    redis_server: RedisServer,
+    database_url: str,
+    admin_key: str,
+    whisper_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[..., Settings]:
     """Settings for a test gateway on the session's Redis and store; keyword arguments override."""
+    # One blob directory beside the one store, as replicas share both in a deployment: any gateway
+    # of the session may claim a job (a batch) whose file another one stored.
+    blobs = tmp_path_factory.mktemp("blobs")
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -135,6 +142,7 @@ def gateway_settings(
             # One listener serving everything, as the tests talk to one port; the operator port
             # itself (the shipped default) is tested in tests/security/test_operator_port.py.
             "operator_port": 0,
+            "blob_dir": blobs,
             **overrides,
         }
         return Settings(**values)

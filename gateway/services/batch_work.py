@@ -25,8 +25,10 @@ from starlette.types import ASGIApp
 
 from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.blobs import BlobStore
-from gateway.jobs import Job, JobCancelled
+from gateway.jobs import Job, JobCancelled, JobFailed, JobStopping, LeaseLost
 from gateway.realtime.loopback import Loopback, read_all
+from gateway.services.batch_input import InputProblem, Line, parse
+from gateway.services.batch_input import error as input_error
 from gateway.services.batch_quota import BatchQuota, input_tokens
 from gateway.services.stored import ANONYMOUS_TENANT
 from gateway.store import FileStore, utcnow
@@ -46,8 +48,6 @@ from gateway.store.batches import (
 from gateway.store.file_models import StoredFile
 from gateway.store.files import PROCESSED
 
-# OpenAI's cap on requests per batch.
-MAX_LINES = 50_000
 # A batch answers each line in one JSON body: these would make it an event stream or a queued
 # background response (OpenAI's batch takes neither).
 _UNBATCHABLE = ("stream", "background")
@@ -60,19 +60,6 @@ class BatchOptions:
     lines_per_step: int = 8
     # TANTRA_BATCH_TOKEN_QUOTA: the batch token quota of keys without their own; 0: none.
     token_quota: int = 0
-
-
-@dataclass(frozen=True)
-class Line:
-    number: int  # 1-based, as OpenAI's errors count lines
-    custom_id: str
-    body: dict[str, Any]
-
-
-class InputProblem(Exception):
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__(errors[0]["message"] if errors else "invalid input")
-        self.errors = errors
 
 
 class BatchWork:
@@ -90,6 +77,35 @@ class BatchWork:
         self._app = app
 
     async def __call__(self, job: Job) -> dict[str, Any]:
+        try:
+            return await self._work(job)
+        except (JobCancelled, JobStopping, LeaseLost):
+            raise
+        except Exception as error:
+            # The runner retries other failures; after the last attempt the batch itself must end
+            # `failed` (as OpenAI's do), or it would show `validating`/`in_progress` forever.
+            if isinstance(error, JobFailed) or job.attempt >= job.record.max_attempts:
+                await self._give_up(job, error)
+            raise
+
+    async def _give_up(self, job: Job, error: Exception) -> None:
+        """End the batch `failed` with what was answered in its files; with no files if even that fails
+        (an unreachable blob store, say)."""
+        batch_id = job.payload["batch_id"]
+        problem = input_error("batch_failed", f"The batch could not be processed: {type(error).__name__}.")
+        async with job.transaction() as step:
+            row = await self._store.by_id(step.session, batch_id)
+            if row.status in FINAL:
+                return
+            row.errors = [*(row.errors or []), problem]
+        try:
+            await self._finish(job, batch_id, FAILED, [])
+        except Exception:
+            async with job.transaction() as step:
+                enter(await self._store.by_id(step.session, batch_id), FAILED, utcnow())
+                step.checkpoint({"next": 0, "done": True})
+
+    async def _work(self, job: Job) -> dict[str, Any]:
         batch_id = job.payload["batch_id"]
         batch = await self._load(batch_id)
         if batch.status in FINAL:
@@ -243,7 +259,9 @@ class BatchWork:
         tenant = batch.tenant_id or ANONYMOUS_TENANT
         found = await self._files.get_file(tenant, batch.input_file_id, utcnow())
         if found is None:
-            raise InputProblem([_error("file_not_found", f"The input file {batch.input_file_id} is gone.")])
+            raise InputProblem(
+                [input_error("file_not_found", f"The input file {batch.input_file_id} is gone.")]
+            )
         # Held whole: the lines are re-read at each run, and a batch's file is bounded by the
         # Files API's per-file cap (TANTRA_FILES_MAX_FILE_BYTES).
         return b"".join([chunk async for chunk in self._blobs.get(found.blob_key)])
@@ -265,80 +283,6 @@ def _answered(answer: tuple[int, bool, str] | BaseException) -> tuple[int, bool,
     if isinstance(answer, BaseException):
         raise answer  # the run fails and is retried from its checkpoint
     return answer
-
-
-def parse(data: bytes, endpoint: str) -> list[Line]:
-    """The input file's requests, or `InputProblem` with every problem OpenAI would report."""
-    lines: list[Line] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for number, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            lines.append(_request(raw, number, endpoint, seen))
-        except InputProblem as problem:
-            errors.extend(problem.errors)
-    if not lines and not errors:
-        errors.append(_error("empty_file", "The batch input file is empty."))
-    if len(lines) > MAX_LINES:
-        errors.append(_error("too_many_tasks", f"A batch may hold at most {MAX_LINES} requests."))
-    if errors:
-        raise InputProblem(errors[:1000])
-    return lines
-
-
-def _request(raw: bytes, number: int, endpoint: str, seen: set[str]) -> Line:
-    try:
-        item = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InputProblem(
-            [_error("invalid_json_line", "This line is not parseable as valid JSON.", number)]
-        ) from None
-    if not isinstance(item, dict):
-        raise InputProblem([_error("invalid_json_line", "This line is not a JSON object.", number)])
-    custom_id = item.get("custom_id")
-    problems = []
-    if not isinstance(custom_id, str) or not custom_id:
-        problems.append(
-            _error(
-                "missing_required_parameter", "Missing required parameter: 'custom_id'.", number, "custom_id"
-            )
-        )
-    elif custom_id in seen:
-        problems.append(
-            _error(
-                "duplicate_custom_id",
-                "The custom_id for this request is a duplicate of another request. The custom_id "
-                "parameter must be unique for each request in a batch.",
-                number,
-                "custom_id",
-            )
-        )
-    if item.get("method") != "POST":
-        problems.append(_error("invalid_method", "The method must be POST.", number, "method"))
-    if item.get("url") != endpoint:
-        problems.append(
-            _error(
-                "invalid_url",
-                "The URL provided for this request does not match the batch endpoint.",
-                number,
-                "url",
-            )
-        )
-    if not isinstance(item.get("body"), dict):
-        problems.append(
-            _error("missing_required_parameter", "Missing required parameter: 'body'.", number, "body")
-        )
-    if problems:
-        raise InputProblem(problems)
-    assert isinstance(custom_id, str)
-    seen.add(custom_id)
-    return Line(number, custom_id, item["body"])
-
-
-def _error(code: str, message: str, line: int | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"code": code, "message": message, "param": param, "line": line}
 
 
 def request_line_id(batch_id: str, number: int) -> str:

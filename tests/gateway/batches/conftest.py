@@ -1,5 +1,6 @@
 """A gateway of its own for the Batch API tests: the session's chat engine and embedding engine,
-Redis and SQLite store, its blobs in a temporary directory, prices for the ledger's batch discount."""
+Redis, SQLite store and blob directory (any gateway of the session may run its batches), prices
+for the ledger's batch discount."""
 
 from __future__ import annotations
 
@@ -45,12 +46,10 @@ def batch_gateway(
     embedding_model: str,
     gateway_settings: Callable[..., Settings],
     admin_key: str,
-    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BatchGateway]:
     settings = gateway_settings(
         upstreams={"engine": {"url": engine_url}, "embedding": {"url": embedding_engine_url}},
         routing={"default_model": model},
-        blob_dir=tmp_path_factory.mktemp("batch-blobs"),
         model_prices={model: PRICE, embedding_model: PRICE},
         jobs_poll_s=0.2,
         batch_lines_per_step=8,

@@ -8,7 +8,8 @@ import json
 import orjson
 import pytest
 
-from gateway.services.batch_work import InputProblem, Line, _expired_line, _line, parse, request_line_id
+from gateway.services.batch_input import InputProblem, Line, parse
+from gateway.services.batch_work import _expired_line, _line, request_line_id
 
 CHAT = "/v1/chat/completions"
 

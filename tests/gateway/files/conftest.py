@@ -35,12 +35,8 @@ class FilesGateway:
 
 
 @pytest.fixture(scope="module")
-def files_gateway(
-    gateway_settings: Callable[..., Settings], admin_key: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FilesGateway]:
-    blob_dir = tmp_path_factory.mktemp("blobs")
+def files_gateway(gateway_settings: Callable[..., Settings], admin_key: str) -> Iterator[FilesGateway]:
     settings = gateway_settings(
-        blob_dir=blob_dir,
         files_storage_quota_bytes=QUOTA,
         files_max_file_bytes=2 * 1024 * 1024,
         files_max_part_bytes=1024 * 1024,
@@ -48,7 +44,7 @@ def files_gateway(
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
-        yield FilesGateway(server.url, admin, blob_dir)
+        yield FilesGateway(server.url, admin, settings.blob_dir)
         admin.close()
 
 
