@@ -39,6 +39,12 @@ def tiny_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen2_checkpoint() -> Path:
+    """The Qwen2-shaped tiny checkpoint: the LoRA trainer's and the LoRA engine's base (built once)."""
+    return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "qwen2-tiny", "tiny", 0, "qwen2")
+
+
+@pytest.fixture(scope="session")
 def whisper_model() -> Path:
     """The whisper.cpp model file of the random-weight tiny Whisper (built once, then cached)."""
     directory = ensure_checkpoint(

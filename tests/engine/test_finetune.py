@@ -10,20 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BASE = ROOT / ".cache" / "checkpoints" / "qwen2-tiny"
-
-pytestmark = pytest.mark.skipif(not (BASE / "config.json").is_file(), reason="no qwen2-tiny checkpoint")
-
-
-def test_only_assistant_turns_are_learnt() -> None:
+def test_only_assistant_turns_are_learnt(qwen2_checkpoint: Path) -> None:
     from transformers import AutoTokenizer
 
     from engine.finetune.data import IGNORE, supervised_example
 
-    tokenizer = AutoTokenizer.from_pretrained(BASE)
+    tokenizer = AutoTokenizer.from_pretrained(qwen2_checkpoint)
     line: dict[str, Any] = {
         "messages": [
             {"role": "system", "content": "Be brief."},
@@ -52,7 +45,7 @@ def _pairs(path: Path, count: int) -> Path:
     return path
 
 
-def test_dpo_prefers_the_preferred_answer(tmp_path: Path) -> None:
+def test_dpo_prefers_the_preferred_answer(qwen2_checkpoint: Path, tmp_path: Path) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -63,17 +56,17 @@ def test_dpo_prefers_the_preferred_answer(tmp_path: Path) -> None:
     train_file = _pairs(tmp_path / "pairs.jsonl", 12)
     events: list[dict[str, Any]] = []
     config = TrainConfig(
-        base=BASE, train_file=train_file, out=tmp_path / "adapter", method="dpo", epochs=2, batch_size=4,
-        learning_rate=5e-3, beta=0.1,
+        base=qwen2_checkpoint, train_file=train_file, out=tmp_path / "adapter", method="dpo",
+        epochs=2, batch_size=4, learning_rate=5e-3, beta=0.1,
     )  # fmt: skip
     metrics = train(config, events.append)
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert metrics["step"] == 6 and [e["step"] for e in events if e["type"] == "step"] == list(range(1, 7))
 
-    tokenizer = AutoTokenizer.from_pretrained(BASE)
+    tokenizer = AutoTokenizer.from_pretrained(qwen2_checkpoint)
     pair = preference_pair(tokenizer, json.loads(train_file.read_text().splitlines()[0]), 512)
-    base = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(qwen2_checkpoint, dtype=torch.float32)
 
     def margin(model: Any) -> float:
         with torch.no_grad():

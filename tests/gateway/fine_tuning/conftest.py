@@ -34,14 +34,6 @@ _tenants = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def qwen2_checkpoint() -> Path:
-    path = ROOT / ".cache" / "checkpoints" / BASE
-    if not (path / "config.json").is_file():
-        pytest.skip(f"no {BASE} checkpoint at {path}")
-    return path
-
-
-@pytest.fixture(scope="session")
 def lora_engine(qwen2_checkpoint: Path) -> Iterator[EngineProcess]:
     config = EngineConfig(
         model_dir=qwen2_checkpoint,
