@@ -64,6 +64,22 @@ def engine(tiny_checkpoint: Path) -> Iterator[EngineProcess]:
 
 
 @pytest.fixture(scope="session")
+def lora_engine(qwen2_checkpoint: Path) -> Iterator[EngineProcess]:
+    """The qwen2-tiny base with LoRA on (tests/gateway/fine_tuning); also the quantization test's
+    Qwen2 bf16 baseline: a LoRA engine answers as its base model when no adapter is named."""
+    config = EngineConfig(
+        model_dir=qwen2_checkpoint,
+        served_model_name="qwen2-tiny",
+        port=free_port(),
+        max_model_len=1024,
+        extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
+        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
+    )
+    with logged_engine(config, ROOT / ".cache" / "test-lora-engine.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
 def engine_url(engine: EngineProcess) -> str:
     return engine.base_url
 

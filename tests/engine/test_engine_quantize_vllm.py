@@ -1,26 +1,29 @@
 """Quantized tiny checkpoints served by vLLM's OpenAI server (Tantra's launcher), against bf16.
 
-For each architecture (SpikingBrain's gla_swa, Qwen2) one engine per format
-runs in turn: bf16, then W8A8, then W4A16. The quantized engines must answer
-completions and chat, and pick bf16's greedy token on most positions. The
-tiny model has random weights, so its logits nearly tie everywhere (std
-about 0.25); the rates are printed, the floors are loose, and a stricter check
-applies where bf16's own top-2 margin is clear.
+For each architecture (SpikingBrain's gla_swa, Qwen2) one engine per quantized format runs in
+turn, W8A8 then W4A16; bf16 is the session's engine of the same checkpoint (the chat engine serves
+gla_swa-tiny's weights, the LoRA engine qwen2-tiny's), so only the four quantized engines start.
+The quantized engines must answer completions and chat, and pick bf16's greedy token on most
+positions. The tiny model has random weights, so its logits nearly tie everywhere (std about 0.25);
+the rates are printed, the floors are loose, and a stricter check applies where bf16's own top-2
+margin is clear.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from bench.core.agreement import agreement, greedy_sequences, random_prompts, teacher_forced
 from bench.core.engine import Served, serve
-from engine.checkpoint import ensure_checkpoint
+from engine.launcher import EngineProcess
 from engine.quantization import ensure_quantized
 from gateway.app import create_app
 from gateway.settings.schema import Settings
@@ -45,7 +48,7 @@ Runs = dict[tuple[str, str], dict[str, Any]]
 
 pytestmark = [
     pytest.mark.skipif(bool(os.environ.get("TANTRA_SKIP_VLLM")), reason="TANTRA_SKIP_VLLM is set"),
-    # The first test also starts six engines in turn: ~4.5 min on a quiet machine, far more when loaded.
+    # The first test also starts four engines in turn: ~3 min on a quiet machine, far more when loaded.
     pytest.mark.timeout(2400),
 ]
 
@@ -91,18 +94,36 @@ def _through_gateway(served: Served, gateway_settings: Callable[..., Settings]) 
     }
 
 
+@contextmanager
+def _running(process: EngineProcess, model: str) -> Iterator[Served]:
+    with httpx.Client(base_url=process.base_url, timeout=3600) as client:
+        yield Served(process, client, model, 0, 0.0)
+
+
 @pytest.fixture(scope="module")
-def runs(gateway_settings: Callable[..., Settings]) -> Runs:
+def runs(
+    gateway_settings: Callable[..., Settings],
+    engine: EngineProcess,
+    model: str,
+    lora_engine: EngineProcess,
+    tiny_checkpoint: Path,
+    qwen2_checkpoint: Path,
+) -> Runs:
     pytest.importorskip("vllm")
     prompts = random_prompts(PROMPT_LENGTHS, seed=5)
-    results: dict[tuple[str, str], dict[str, Any]] = {}
+    results: Runs = {}
+    bf16 = {
+        "gla_swa": (engine, model, tiny_checkpoint),
+        "qwen2": (lora_engine, "qwen2-tiny", qwen2_checkpoint),
+    }
     for arch in ARCHS:
-        base = ensure_checkpoint(ROOT / ".cache" / "checkpoints" / f"{arch}-tiny", "tiny", 0, arch)
-        checkpoints = {"bf16": base}
+        process, name, base = bf16[arch]
+        with _running(process, name) as served:
+            results[(arch, "bf16")] = baseline = _measure(served, prompts, None)
         for scheme in SCHEMES:
-            checkpoints[scheme] = ensure_quantized(base, Path(f"{base}-{scheme}"), scheme)
-        baseline: list[list[int]] | None = None
-        for scheme, checkpoint in checkpoints.items():
+            checkpoint = ensure_quantized(
+                base, ROOT / ".cache" / "checkpoints" / f"{arch}-tiny-{scheme}", scheme
+            )
             with serve(
                 checkpoint,
                 f"tiny-{arch}-{scheme}",
@@ -111,9 +132,8 @@ def runs(gateway_settings: Callable[..., Settings]) -> Runs:
                 kv_cache_gib=1.0,
                 log_path=ROOT / ".cache" / f"test-quantize-{arch}-{scheme}.log",
             ) as served:
-                results[(arch, scheme)] = _measure(served, prompts, baseline)
+                results[(arch, scheme)] = _measure(served, prompts, baseline["greedy"])
                 results[(arch, scheme)]["gateway"] = _through_gateway(served, gateway_settings)
-            baseline = baseline or results[(arch, scheme)]["greedy"]
     return results
 
 

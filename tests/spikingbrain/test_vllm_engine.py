@@ -1,7 +1,9 @@
 """vLLM's V1 engine serving a tiny random `gla_swa` checkpoint through the plugin, against the reference.
 
 Each fixture below is one vLLM run (offline `LLM`, all prompts submitted as
-one batch, prompts up to 7x the 32-token window). In float32 vLLM must agree
+one batch, prompts up to 7x the 32-token window). The fp32 run is compiled (torch.compile, as
+`engine serve --no-fast-start` serves); the others run eager, as the served engines do by default
+(and each starts in half the time). In float32 vLLM must agree
 with the reference exactly: every greedy token, and prompt logits to float
 rounding. In bfloat16 it must agree within bf16 tolerance, and greedy
 decoding may only part from the reference where the reference itself
@@ -32,17 +34,19 @@ def fp32_run(run_vllm: VllmRunner) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fp32_chunked_run(run_vllm: VllmRunner) -> dict[str, Any]:
     """A 64-token step budget: long prompts are split over steps and share them with decodes."""
-    return run_vllm("fp32-chunked", "--dtype", "float32", "--max-num-batched-tokens", "64", "--repeat")
+    return run_vllm(
+        "fp32-chunked", "--dtype", "float32", "--max-num-batched-tokens", "64", "--repeat", "--enforce-eager"
+    )
 
 
 @pytest.fixture(scope="module")
 def w8aspike_fp32_run(run_vllm: VllmRunner, w8aspike_checkpoint: Path) -> dict[str, Any]:
-    return run_vllm("w8aspike-fp32", "--dtype", "float32", model=w8aspike_checkpoint)
+    return run_vllm("w8aspike-fp32", "--dtype", "float32", "--enforce-eager", model=w8aspike_checkpoint)
 
 
 @pytest.fixture(scope="module")
 def bf16_run(run_vllm: VllmRunner) -> dict[str, Any]:
-    return run_vllm("bf16", "--dtype", "bfloat16", "--prompt-logprobs", "5")
+    return run_vllm("bf16", "--dtype", "bfloat16", "--prompt-logprobs", "5", "--enforce-eager")
 
 
 def _prompt_logit_diffs(report: dict[str, Any], answers: ReferenceAnswers) -> list[float]:

@@ -21,30 +21,16 @@ from typing import Any
 import openai
 import pytest
 
-from engine.launcher import EngineConfig, EngineProcess
+from engine.launcher import EngineProcess
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient
-from tests.servers import ThreadedServer, free_port, logged_engine
+from tests.servers import ThreadedServer
 
 ROOT = Path(__file__).resolve().parents[3]
 BASE = "qwen2-tiny"
 PRICE = {"prompt": 1.0, "completion": 2.0}
 PROMPT = "What is the capital of Tantra?"
 _tenants = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def lora_engine(qwen2_checkpoint: Path) -> Iterator[EngineProcess]:
-    config = EngineConfig(
-        model_dir=qwen2_checkpoint,
-        served_model_name=BASE,
-        port=free_port(),
-        max_model_len=1024,
-        extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
-        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
-    )
-    with logged_engine(config, ROOT / ".cache" / "test-lora-engine.log") as process:
-        yield process
 
 
 @dataclass
