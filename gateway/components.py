@@ -168,6 +168,8 @@ class Components:
         self.health.start()
         self.pool.start()
         self.reloader.start()
+        if (chooser := self.services.inference.chooser) is not None:  # task centroids, in the background
+            chooser.warm_soon(self.settings.virtual_models)
         self.shared.jobs.start()
         owner = self.settings.bootstrap_owner()
         if owner is not None and await self.access.identities.bootstrap_owner(*owner):
@@ -281,7 +283,7 @@ def build(
     if components.memory is not None:
         components.services.inference.memory = chat_memory(settings, components.memory, shared.jobs)
     components.feedback = feedback(settings, shared.database, access.admission, components.storage)
-    wire_model_choice(components.services, policy, catalog, dispatcher, access.accountant.prices)
+    wire_model_choice(components.services, policy, catalog, dispatcher, access.accountant.prices, live)
     live.subscribe(components.apply)
     return components
 

@@ -10,6 +10,8 @@ from gateway.services.inference import InferenceService
 from gateway.services.model_choice import ModelChoice
 from gateway.services.responses import ResponsesService
 from gateway.settings.policy import PolicySource
+from gateway.settings.reload import LiveConfig
+from gateway.settings.schema import Settings
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 
@@ -25,8 +27,17 @@ def wire_model_choice(
     catalog: ModelCatalog,
     dispatcher: Dispatcher,
     prices: PriceBook,
+    live: LiveConfig[Settings],
 ) -> ModelChoice:
+    """The chooser, handed to the services; a reload that changes the virtual models computes their
+    task centroids at once (`Components.start` does at startup)."""
     choice = ModelChoice(policy, catalog, dispatcher, prices)
+
+    def reloaded(old: Settings, new: Settings) -> None:
+        if new.virtual_models != old.virtual_models:
+            choice.warm_soon(new.virtual_models)
+
+    live.subscribe(reloaded)
     services.inference.chooser = choice
     services.responses.chooser = choice
     return choice

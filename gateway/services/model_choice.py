@@ -4,7 +4,10 @@ and the virtual models' cards in /v1/models."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -13,7 +16,7 @@ from gateway.admission import Ticket
 from gateway.errors import APIError, no_such_model
 from gateway.limits import PriceBook
 from gateway.routing.classifier import TaskClassifier
-from gateway.routing.config import VirtualModel
+from gateway.routing.config import TaskRule, VirtualModel
 from gateway.routing.facts import asked_of
 from gateway.routing.rules import Choice, Option, choose
 from gateway.settings.policy import Policy, PolicySource
@@ -23,6 +26,7 @@ from gateway.upstreams.timeouts import Deadline
 
 CHOICE_HEADER = "x-tantra-model-choice"
 _EMBEDDINGS = "/v1/embeddings"
+_log = logging.getLogger("tantra.model_choice")
 
 
 class ModelChoice:
@@ -36,9 +40,29 @@ class ModelChoice:
         self._dispatcher = dispatcher
         self._prices = prices
         self.classifier = TaskClassifier(self._embed)
+        self._warming: set[asyncio.Task[None]] = set()
 
     def owns(self, model: str | None) -> bool:
         return model is not None and model in self._policy.current.virtual_models
+
+    def warm_soon(self, virtual_models: Mapping[str, VirtualModel]) -> None:
+        """Compute the task rules' centroids in the background (at startup and after a reload that
+        changes them), so that no request waits for them; one that fails (the embedding engine not up
+        yet) is computed by the first request needing it instead."""
+        rules = [
+            rule for model in virtual_models.values() for rule in model.rules if isinstance(rule, TaskRule)
+        ]
+        if rules:
+            task = asyncio.get_running_loop().create_task(self._warm(rules))
+            self._warming.add(task)
+            task.add_done_callback(self._warming.discard)
+
+    async def _warm(self, rules: list[TaskRule]) -> None:
+        for rule in rules:
+            try:
+                await self.classifier.centroids(rule)
+            except Exception as exc:  # the first request needing them computes them instead
+                _log.warning("task centroids over %s not computed yet: %s", rule.embedding_model, exc)
 
     async def choose(self, ticket: Ticket, payload: dict[str, Any]) -> str:
         """The served model answering `payload` (its `model` a virtual one), set in `payload`; 404

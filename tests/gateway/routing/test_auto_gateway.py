@@ -82,6 +82,14 @@ def chat(gw: Gateway, content: str, **extra: Any) -> httpx.Response:
     return httpx.post(gw.url + "/v1/chat/completions", json=body, headers=bearer(gw.key), timeout=30)
 
 
+def test_the_centroids_are_computed_at_startup(gateway: Gateway) -> None:
+    deadline = time.monotonic() + 10
+    while not any(body.get("model") == "emb" for body in gateway.engine.bodies):
+        assert time.monotonic() < deadline, "no embeddings call at startup"
+        time.sleep(0.05)
+    assert gateway.engine.bodies[0]["input"] == CODE + SMALL_TALK  # no request has been made
+
+
 def test_auto_is_listed_with_its_candidates(gateway: Gateway) -> None:
     ids = [model.id for model in gateway.client.models.list()]
     assert ids[:3] == ["small", "large", "emb"] and "auto" in ids
@@ -173,4 +181,13 @@ def test_a_live_reload_changes_the_next_choice(gateway: Gateway) -> None:
     while chat(gateway, "hello").headers["x-tantra-model-choice"] != "large; rule=default":
         assert time.monotonic() < deadline, "the reload did not apply"
         time.sleep(0.1)
-    gateway.config.write_text(yaml.safe_dump(config(), sort_keys=False))
+    # New examples: their centroids are computed on the reload, before any request needs them.
+    restored = config()
+    restored["virtual_models"]["auto"]["rules"][2]["tasks"]["code"]["examples"] = [
+        *CODE,
+        "implement quicksort in c",
+    ]
+    gateway.config.write_text(yaml.safe_dump(restored, sort_keys=False))
+    while not any(body.get("model") == "emb" and len(body["input"]) == 5 for body in gateway.engine.bodies):
+        assert time.monotonic() < deadline + 10, "the new centroids were not computed on the reload"
+        time.sleep(0.05)
