@@ -21,3 +21,19 @@ class RoutingFields(BaseModel):
         "preference, with their declared `context_length`, `accepts`, `features`, `latency_ms`), `rules` "
         "(modality, context, features, task, budget; evaluated in order) and `default`. Empty: none.",
     )
+
+    def virtual_models_problems(self, served: set[str]) -> list[str]:
+        """A virtual model named as a configured model (it would hide it), or choosing a virtual one."""
+        found = []
+        for name, virtual in self.virtual_models.items():
+            if name in served:
+                found.append(
+                    f"virtual_models.{name} (TANTRA_VIRTUAL_MODELS): has the name of a model in `models`"
+                )
+            for candidate in virtual.candidates:
+                if candidate in self.virtual_models:
+                    found.append(
+                        f"virtual_models.{name}.candidates (TANTRA_VIRTUAL_MODELS): {candidate!r} is a "
+                        "virtual model; candidates are served models"
+                    )
+        return found

@@ -332,7 +332,7 @@ class Settings(
             )
         if self.operator_port and self.operator_port == self.port:
             found.append("operator_port (TANTRA_OPERATOR_PORT): must differ from port (or be 0)")
-        return found + self.files_problems()
+        return found + self.files_problems() + self.virtual_models_problems(set(self.models))
 
     def resolved_admin_key(self) -> str | None:
         """The admin key from `admin_key`, else from the first line of `admin_key_file`."""

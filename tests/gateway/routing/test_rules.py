@@ -204,3 +204,15 @@ def test_configuration_names_only_candidates() -> None:
         "b",
         "a",
     ]
+
+
+def test_settings_refuse_a_virtual_model_hiding_a_model_or_choosing_a_virtual_one() -> None:
+    from gateway.settings.schema import Settings
+
+    settings = Settings(
+        models={"chat": {}},
+        virtual_models={"chat": {"candidates": {"x": {}}}, "auto": {"candidates": {"chat": {}, "fast": {}}}},
+    )
+    problems = settings.problems()
+    assert "virtual_models.chat (TANTRA_VIRTUAL_MODELS): has the name of a model in `models`" in problems
+    assert any("virtual_models.auto.candidates" in p and "'chat' is a virtual model" in p for p in problems)
