@@ -60,6 +60,8 @@ class ModelChoice:
     async def _warm(self, rules: list[TaskRule]) -> None:
         for rule in rules:
             try:
+                # The upstreams' model lists first: the embedding model's engine is found by them.
+                await self._catalog.list()
                 await self.classifier.centroids(rule)
             except Exception as exc:  # the first request needing them computes them instead
                 _log.warning("task centroids over %s not computed yet: %s", rule.embedding_model, exc)

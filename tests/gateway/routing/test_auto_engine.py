@@ -61,7 +61,7 @@ def gateway(
 ) -> Iterator[tuple[openai.OpenAI, AdminClient, str]]:
     settings = gateway_settings(
         upstreams={"engine": {"url": engine_url}, "embedding": {"url": embedding_engine_url}},
-        models={LONG: {"upstreams": ["engine"], "served_name": MODEL}},
+        models={MODEL: {"upstreams": ["engine"]}, LONG: {"upstreams": ["engine"], "served_name": MODEL}},
         routing={"default_model": MODEL},
         virtual_models={"auto": AUTO},
     )
