@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Modality = Literal["text", "image", "video", "audio"]
 # What a request may ask of a model beyond plain text: `tools` (tools or functions), `json_schema`
 # and `json_object` (response_format / text.format), `logprobs` (logprobs or top_logprobs).
 Feature = Literal["tools", "json_schema", "json_object", "logprobs"]
@@ -21,10 +20,6 @@ class Candidate(BaseModel):
     context_length: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Tokens of context; unset: the engine's model card (`max_model_len`)."
     )
-    accepts: list[Modality] | None = Field(
-        None,
-        description="Modalities it takes itself; unset: the model route's `accepts` (or the media default).",
-    )
     features: list[Feature] | None = Field(
         None, description="Request features it serves; unset: every one (vLLM serves them for any model)."
     )
@@ -35,7 +30,8 @@ class Candidate(BaseModel):
 
 
 class ModalityRule(BaseModel):
-    """Requests with image, audio or video parts go to candidates taking them as they are."""
+    """Requests with image, audio or video parts go to candidates taking them as they are: what the
+    model's route says it `accepts` (models.<name>.accepts, which media processing reads too)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["modality"] = "modality"

@@ -93,12 +93,11 @@ class ModelChoice:
                 continue
             declared = virtual.candidates[model]
             length = declared.context_length or card.get("max_model_len")
-            accepts = declared.accepts if declared.accepts is not None else policy.accepts(model)
             options.append(
                 Option(
                     name=model,
                     context_length=length if isinstance(length, int) else None,
-                    accepts=frozenset(accepts) | {"text"},
+                    accepts=frozenset(policy.accepts(model)) | {"text"},
                     features=frozenset(declared.features) if declared.features is not None else None,
                     usd_per_mtok=(
                         self._prices.cost_micros(model, 1_000_000, 0) / 1e6,

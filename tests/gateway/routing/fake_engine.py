@@ -1,5 +1,5 @@
-"""A stand-in engine for the in-process tests of virtual models: two chat models of different
-context lengths (`small`, `large`), an embedding model of bag-of-words vectors (`emb`), and answers
+"""A stand-in engine for the in-process tests of virtual models: three chat models of different
+context lengths (`small`, `large`, `vision`), an embedding model of bag-of-words vectors (`emb`), and answers
 naming the model they were asked for. The proof with the real engines is test_auto_engine.py."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ CARDS = [
     {"id": "small", "object": "model", "created": 0, "owned_by": "x", "max_model_len": 256},
     {"id": "large", "object": "model", "created": 0, "owned_by": "x", "max_model_len": 8192},
     {"id": "emb", "object": "model", "created": 0, "owned_by": "x", "max_model_len": 512},
+    {"id": "vision", "object": "model", "created": 0, "owned_by": "x", "max_model_len": 128},
 ]
 USAGE = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 

@@ -1,7 +1,8 @@
 """Virtual models through the whole gateway in process, over a stand-in engine (fake_engine.py):
 `auto` listed in /v1/models, the choice in the body the engine is sent, the response's `model`, the
-`x-tantra-model-choice` header, the ledger and the span, for chat (JSON and stream), completions and
-the Responses API; the key's allowed models; a live reload. The real engines: test_auto_engine.py."""
+`x-tantra-model-choice` header, the ledger and the span, for chat (JSON, an image, a stream),
+completions and the Responses API; the centroids computed at startup; the key's allowed models; a
+live reload. The real engines: test_auto_engine.py."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from tests.gateway.routing.fake_engine import FakeEngine
 from tests.servers import ThreadedServer
 
 CODE = ["write a python function that sorts a list", "fix the bug in this python code"]
+# A 1x1 PNG.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 SMALL_TALK = ["hello how are you today", "tell me about your weekend"]
 
 
@@ -39,11 +42,16 @@ def config(default: str = "small") -> dict[str, Any]:
         "min_similarity": 0.2,
     }
     auto = {
-        "candidates": {"small": {"features": []}, "large": {"features": ["tools", "json_schema"]}},
-        "rules": [{"type": "context"}, {"type": "features"}, task],
+        "candidates": {
+            "small": {"features": []},
+            "large": {"features": ["tools", "json_schema"]},
+            "vision": {"features": []},
+        },
+        "rules": [{"type": "modality"}, {"type": "context"}, {"type": "features"}, task],
         "default": default,
     }
-    return {"virtual_models": {"auto": auto}}
+    # `vision` takes images itself (its route's `accepts`, which media processing reads too).
+    return {"virtual_models": {"auto": auto}, "models": {"vision": {"accepts": ["text", "image"]}}}
 
 
 class Gateway:
@@ -77,7 +85,7 @@ def gateway(
             admin.close()
 
 
-def chat(gw: Gateway, content: str, **extra: Any) -> httpx.Response:
+def chat(gw: Gateway, content: Any, **extra: Any) -> httpx.Response:
     body = {"model": "auto", "messages": [{"role": "user", "content": content}], **extra}
     return httpx.post(gw.url + "/v1/chat/completions", json=body, headers=bearer(gw.key), timeout=30)
 
@@ -92,11 +100,14 @@ def test_the_centroids_are_computed_at_startup(gateway: Gateway) -> None:
 
 def test_auto_is_listed_with_its_candidates(gateway: Gateway) -> None:
     ids = [model.id for model in gateway.client.models.list()]
-    assert ids[:3] == ["small", "large", "emb"] and "auto" in ids
+    assert ids[:4] == ["small", "large", "emb", "vision"] and "auto" in ids
     card = gateway.client.models.retrieve("auto")
     assert card.owned_by == "tantra"
     assert card.model_extra == {
-        "tantra_virtual": {"candidates": ["small", "large"], "rules": ["context", "features", "task"]}
+        "tantra_virtual": {
+            "candidates": ["small", "large", "vision"],
+            "rules": ["modality", "context", "features", "task"],
+        }
     }
 
 
@@ -106,6 +117,15 @@ def test_long_prompt_goes_to_the_long_context_model(gateway: Gateway) -> None:
     assert answer.headers["x-tantra-model-choice"] == "large; rule=context"
     assert answer.json()["model"] == "large"
     assert gateway.engine.bodies[-1]["model"] == "large"
+
+
+def test_an_image_goes_to_the_model_taking_images(gateway: Gateway) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG}}
+    answer = chat(gateway, [{"type": "text", "text": "what is this?"}, image], max_tokens=4)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-tantra-model-choice"] == "vision; rule=modality"
+    assert gateway.engine.bodies[-1]["model"] == "vision"
+    assert gateway.engine.bodies[-1]["messages"][0]["content"][1]["type"] == "image_url"
 
 
 def test_tools_in_a_stream_go_to_the_model_declaring_them(gateway: Gateway) -> None:
@@ -153,10 +173,10 @@ def test_responses_api_and_the_ledger_and_the_span(gateway: Gateway) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         models = {row["model"] for row in gateway.admin.usage(key_id=gateway.key_row["id"], group_by="model")}
-        if {"small", "large"} <= models:
+        if {"small", "large", "vision"} <= models:
             break
         time.sleep(0.1)
-    assert models == {"small", "large"}  # the chosen models are billed; `auto` never is
+    assert models == {"small", "large", "vision"}  # the chosen models are billed; `auto` never is
 
 
 def test_only_the_candidates_the_key_may_use(gateway: Gateway) -> None:
@@ -183,7 +203,7 @@ def test_a_live_reload_changes_the_next_choice(gateway: Gateway) -> None:
         time.sleep(0.1)
     # New examples: their centroids are computed on the reload, before any request needs them.
     restored = config()
-    restored["virtual_models"]["auto"]["rules"][2]["tasks"]["code"]["examples"] = [
+    restored["virtual_models"]["auto"]["rules"][3]["tasks"]["code"]["examples"] = [
         *CODE,
         "implement quicksort in c",
     ]
