@@ -13,6 +13,7 @@ import secrets
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ADMIN_KEY = "bench-admin-" + secrets.token_hex(8)
 # High enough that the limiter does all its work (one Redis round trip per check) yet never refuses.
@@ -30,6 +31,8 @@ class Profile:
     redis: bool = False
     key_limits: dict[str, int] | None = None
     """None: no caller key. A dict: create a key with these limits and send it."""
+    model: str | None = None
+    """The model the load asks for; None: the bench's model."""
 
 
 PROFILES: tuple[Profile, ...] = (
@@ -72,6 +75,51 @@ PROFILES: tuple[Profile, ...] = (
         needs=("auth_enabled", "admin_key", "redis_url", "otlp_endpoint"),
         redis=True,
         key_limits=_GENEROUS_LIMITS,
+    ),
+)
+
+
+# Automatic model choice (docs/orchestration.md): `auto` over the bench's model and its alias on the
+# fixed-latency upstream (bench/upstream.py), every rule evaluated (the short prompts and the
+# upstream's cards leave both candidates to the last rule), then the same with a task classifier
+# whose embeddings the upstream answers at once (one call per request: the gateway's cost).
+_BENCH_MODEL = "tantra-tiny"  # bench/run.py's MODEL
+_CANDIDATES = {_BENCH_MODEL: {"features": ["tools"]}, f"{_BENCH_MODEL}-long": {"context_length": 100_000}}
+_RULES: list[dict[str, Any]] = [
+    {"type": "modality"},
+    {"type": "context"},
+    {"type": "features"},
+    {"type": "budget", "max_usd_per_mtok": 100},
+]
+_TASK: dict[str, Any] = {
+    "type": "task",
+    "embedding_model": "bench-embedding",
+    "tasks": {
+        "code": {"examples": ["write a python function", "fix this bug"], "models": [f"{_BENCH_MODEL}-long"]},
+        "chat": {"examples": ["hello how are you", "tell me a story"], "models": [_BENCH_MODEL]},
+    },
+}
+
+
+def _auto(*rules: dict[str, Any]) -> dict[str, str]:
+    auto = {"candidates": _CANDIDATES, "rules": list(rules)}
+    return {"TANTRA_VIRTUAL_MODELS": json.dumps({"auto": auto})}
+
+
+PROFILES += (
+    Profile(
+        "tantra+auto",
+        "relay, with the model chosen by rules (modality, context, features, budget) for `auto`",
+        {"TANTRA_AUTH_ENABLED": "false", "TANTRA_LOG_LEVEL": "warning", **_auto(*_RULES)},
+        needs=("virtual_models",),
+        model="auto",
+    ),
+    Profile(
+        "tantra+auto+classifier",
+        "the same rules, then a task classifier (one embeddings call per request, centroids cached)",
+        {"TANTRA_AUTH_ENABLED": "false", "TANTRA_LOG_LEVEL": "warning", **_auto(*_RULES, _TASK)},
+        needs=("virtual_models",),
+        model="auto",
     ),
 )
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import batch_latency, embeddings, plots
+from bench import batch_latency, embeddings, model_choice, plots
 from bench.run import Outcome
 from bench.stats import overheads, summarise
 
@@ -50,6 +50,7 @@ def write(outcome: Outcome, out: Path) -> dict[str, Any]:
         "sustained_series": outcome.sustained_series,
         "embeddings": outcome.embeddings,
         "batch_latency": outcome.batch_latency,
+        "model_choice": model_choice.rows(fake_summary),
         "pending_profiles": outcome.pending,
         "notes": outcome.notes,
     }
@@ -208,6 +209,7 @@ def markdown(
         ]
     lines += _overhead_table("Gateway overhead and feature cost: fixed-latency upstream", fake_rows)
     lines += _direct_table(fake_summary)
+    lines += model_choice.markdown(model_choice.rows(fake_summary))
     lines += _overhead_table("Gateway overhead: real vLLM engine (tiny model)", engine_rows)
     lines += _sweep_table(outcome.sweep)
     lines += _sustained_section(outcome)

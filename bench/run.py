@@ -259,7 +259,7 @@ def _start_gateways(
         )
         stack.enter_context(gateway)
         headers = profiles.provision_key(url, profile)
-        started.append((Target(profile.name, url, MODEL, headers), gateway))
+        started.append((Target(profile.name, url, profile.model or MODEL, headers), gateway))
     base = profiles.by_name(plan.variant_profile)
     for label, src in plan.variants:
         if base.redis and redis_url is None:

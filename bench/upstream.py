@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
 _TOKEN = "tok "
+ALIAS_SUFFIX = "-long"
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ class FixedLatencyUpstream:
         self.latency = latency
         self._ids = itertools.count()
         card = {"id": model, "object": "model", "created": 0, "owned_by": "bench"}
-        self._models = orjson.dumps({"object": "list", "data": [card]})
+        # A second name for the same model: the other candidate of the model-choice profiles.
+        alias = {**card, "id": f"{model}{ALIAS_SUFFIX}"}
+        self._models = orjson.dumps({"object": "list", "data": [card, alias]})
         self._card = orjson.dumps(card)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,6 +64,9 @@ class FixedLatencyUpstream:
                 await _respond(send, 200, self._card)
             else:
                 await _respond(send, 404, b'{"error": {"message": "not found"}}')
+            return
+        if path == "/v1/embeddings":
+            await _respond(send, 200, _embeddings(orjson.loads(await _read_body(receive))))
             return
         if path not in ("/v1/chat/completions", "/v1/completions"):
             await _respond(send, 404, b'{"error": {"message": "not found"}}')
@@ -132,6 +139,21 @@ class FixedLatencyUpstream:
                 "usage": _usage(tokens),
             }
         )
+
+
+def _embeddings(request: dict[str, Any]) -> bytes:
+    """At once (the classifier's cost is the gateway's work around the call, not the engine's): a
+    small vector per text from its words' hashes, so that texts sharing words are near."""
+    texts = request.get("input")
+    texts = texts if isinstance(texts, list) else [texts]
+    data = []
+    for index, text in enumerate(texts):
+        vector = [0.0] * 16
+        for word in str(text).lower().split():
+            vector[zlib.crc32(word.encode()) % 16] += 1.0
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
+    return orjson.dumps({"object": "list", "model": request.get("model"), "data": data, "usage": usage})
 
 
 def _usage(tokens: int) -> dict[str, int]:

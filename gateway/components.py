@@ -26,6 +26,7 @@ from gateway.limits.accounting import Accountant
 from gateway.limits.rejection_budget import RejectionBudget
 from gateway.limits.strikes import Strikes
 from gateway.media.service import MediaService
+from gateway.model_choice_setup import wire_model_choice
 from gateway.moderation_setup import ModerationParts, moderation
 from gateway.observability import GatewayMetrics, HealthMonitor, Profiler, Tracing
 from gateway.observability.logs import apply_log_settings
@@ -119,7 +120,8 @@ class Services:
     def local_models(self) -> list[LocalModel]:
         """The models the gateway serves itself, listed after the engines'."""
         moderation = [self.moderation.service] if self.moderation else []
-        return [self.transcription, *([self.speech] if self.speech else []), *moderation]
+        choice = [self.inference.chooser] if self.inference.chooser else []  # virtual models (`auto`)
+        return [self.transcription, *([self.speech] if self.speech else []), *moderation, *choice]
 
 
 @dataclass(eq=False)
@@ -166,6 +168,8 @@ class Components:
         self.health.start()
         self.pool.start()
         self.reloader.start()
+        if (chooser := self.services.inference.chooser) is not None:  # task centroids, in the background
+            chooser.warm_soon(self.settings.virtual_models)
         self.shared.jobs.start()
         owner = self.settings.bootstrap_owner()
         if owner is not None and await self.access.identities.bootstrap_owner(*owner):
@@ -279,6 +283,7 @@ def build(
     if components.memory is not None:
         components.services.inference.memory = chat_memory(settings, components.memory, shared.jobs)
     components.feedback = feedback(settings, shared.database, access.admission, components.storage)
+    wire_model_choice(components.services, policy, catalog, dispatcher, access.accountant.prices, live)
     live.subscribe(components.apply)
     return components
 

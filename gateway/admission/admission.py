@@ -60,6 +60,8 @@ class Ticket:
         # changes the next request, never this one.
         self.policy = policy
         self.deferred = False
+        # Headers the answer carries besides the limits' (a virtual model's choice).
+        self.headers: dict[str, str] = {}
 
     @property
     def settled(self) -> bool:
@@ -67,8 +69,8 @@ class Ticket:
 
     @property
     def limit_headers(self) -> dict[str, str]:
-        """The x-ratelimit-* headers of what the request holds."""
-        return self.tab.limit_headers
+        """The x-ratelimit-* headers of what the request holds, and the request's own `headers`."""
+        return {**self.tab.limit_headers, **self.headers} if self.headers else self.tab.limit_headers
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:

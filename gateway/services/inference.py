@@ -21,6 +21,7 @@ from gateway.protocol.common import SamplingParams
 from gateway.services.adapters import AdapterServing
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.memory_chat import ChatMemory, annotate
+from gateway.services.model_choice import ModelChoice
 from gateway.services.moderated import ModeratedChat
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
@@ -76,6 +77,8 @@ class InferenceService:
         self._moderated = features.moderated
         # Memory in chat (docs/memory.md), set by the composition root once built; None: off.
         self.memory: ChatMemory | None = None
+        # Virtual models (`auto`, docs/orchestration.md), set by the composition root; None: none.
+        self.chooser: ModelChoice | None = None
 
     def use_adapters(self, adapters: AdapterServing) -> None:
         """Serve the fine-tuned models (built after this service, with the Files API's store)."""
@@ -130,10 +133,15 @@ class InferenceService:
             body, payload, parsed = await ticket.read_json(schema)
             if isinstance(parsed, ChatCompletionRequest) and parsed.speaks and self._speech is None:
                 raise speech_off()
-            if self._adapters is not None and self._adapters.owns(parsed.model):
-                card = await self._adapters.resolve(ticket.principal.tenant_id, str(parsed.model))
+            name = parsed.model
+            if self.chooser is not None and self.chooser.owns(name):
+                # The one case the client's bytes are re-encoded: they name the model chosen.
+                name = await self.chooser.choose(ticket, payload)
+                body = orjson.dumps(payload)
+            if self._adapters is not None and self._adapters.owns(name):
+                card = await self._adapters.resolve(ticket.principal.tenant_id, str(name))
             else:
-                card = await self._catalog.resolve(parsed.model)
+                card = await self._catalog.resolve(name)
         model = str(card["id"])
         ticket.use_model(model, stream=bool(parsed.stream))
         max_len = card.get("max_model_len")

@@ -29,6 +29,7 @@ from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
 from gateway.services.conversations import Conversations
+from gateway.services.model_choice import ModelChoice
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
@@ -100,6 +101,8 @@ class ResponsesService:
         self._background = background
         self._poll_s = poll_s
         self._conversations = conversations
+        # Virtual models (`auto`, docs/orchestration.md), set by the composition root; None: none.
+        self.chooser: ModelChoice | None = None
 
     async def close(self) -> None:
         """Wait for the streamed responses still being stored (at shutdown)."""
@@ -150,7 +153,10 @@ class ResponsesService:
         reserve the key's limits for it."""
         with ticket.stage("preprocess"):
             _, payload, parsed = await ticket.read_json(ResponsesRequest)
-            card = await self._catalog.resolve(parsed.model)
+            name = parsed.model
+            if self.chooser is not None and self.chooser.owns(name):
+                name = await self.chooser.choose(ticket, payload)
+            card = await self._catalog.resolve(name)
         model = str(card["id"])
         ticket.use_model(model, stream=bool(parsed.stream))
         previous: list[dict[str, Any]] = []

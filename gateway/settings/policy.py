@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from adapters.parts import TEXT_ONLY, Modality
+from gateway.routing.config import VirtualModel
 from gateway.settings.sections import LimitsConfig, ModelRoute
 
 
@@ -47,6 +48,8 @@ class Policy:
     affinity_prefix_chars: int = 256
     failover_enabled: bool = True
     failover_max: int = 2
+    # Virtual models (`auto`): a served model chosen per request by rules (docs/orchestration.md).
+    virtual_models: Mapping[str, VirtualModel] = field(default_factory=dict)
 
     def chain(self, model: str) -> tuple[str, ...]:
         """`model`, then the fallbacks that may answer for it, in order (as the dispatcher plans)."""

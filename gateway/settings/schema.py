@@ -20,6 +20,7 @@ from gateway.settings.fields_memory import MemoryFields
 from gateway.settings.fields_moderation import ModerationFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.fields_retention import RetentionFields
+from gateway.settings.fields_routing import RoutingFields
 from gateway.settings.fields_stateful import StatefulFields
 from gateway.settings.load import customise_sources
 from gateway.settings.policy import Allowance, Policy
@@ -48,6 +49,7 @@ class Settings(
     ModerationFields,
     MemoryFields,
     RetentionFields,
+    RoutingFields,
     BaseSettings,
 ):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
@@ -314,6 +316,7 @@ class Settings(
             affinity_prefix_chars=self.affinity_prefix_chars,
             failover_enabled=self.failover_enabled,
             failover_max=self.failover_max,
+            virtual_models=self.virtual_models,
         )
 
     def problems(self) -> list[str]:
@@ -329,7 +332,7 @@ class Settings(
             )
         if self.operator_port and self.operator_port == self.port:
             found.append("operator_port (TANTRA_OPERATOR_PORT): must differ from port (or be 0)")
-        return found + self.files_problems()
+        return found + self.files_problems() + self.virtual_models_problems(set(self.models))
 
     def resolved_admin_key(self) -> str | None:
         """The admin key from `admin_key`, else from the first line of `admin_key_file`."""
@@ -353,6 +356,7 @@ RELOADABLE = frozenset(
         "upstreams",
         "models",
         "routing",
+        "virtual_models",
         "limits",
         "max_body_bytes",
         "screen_body_bytes",

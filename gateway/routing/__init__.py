@@ -1,0 +1,1 @@
+"""Virtual models (`auto`): a served model chosen per request by configured rules (docs/orchestration.md)."""

@@ -1,0 +1,126 @@
+"""Virtual models (`auto`): what the configuration says about them. Pure data (pydantic only), read
+by the settings (`virtual_models`) and, through the Policy snapshot, by the request path."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# What a request may ask of a model beyond plain text: `tools` (tools or functions), `json_schema`
+# and `json_object` (response_format / text.format), `logprobs` (logprobs or top_logprobs).
+Feature = Literal["tools", "json_schema", "json_object", "logprobs"]
+
+
+class Candidate(BaseModel):
+    """A served model a virtual model may choose, with what the operator declares of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    context_length: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Tokens of context; unset: the engine's model card (`max_model_len`)."
+    )
+    features: list[Feature] | None = Field(
+        None, description="Request features it serves; unset: every one (vLLM serves them for any model)."
+    )
+    latency_ms: Annotated[float, Field(ge=0)] | None = Field(
+        None,
+        description="Its typical latency, for a budget rule's `max_latency_ms`; unset: unknown (passes).",
+    )
+
+
+class ModalityRule(BaseModel):
+    """Requests with image, audio or video parts go to candidates taking them as they are: what the
+    model's route says it `accepts` (models.<name>.accepts, which media processing reads too)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["modality"] = "modality"
+
+
+class ContextRule(BaseModel):
+    """Only candidates whose context holds the prompt and the asked completion (or `min_completion`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["context"] = "context"
+    min_completion_tokens: int = Field(16, ge=0, description="Room kept for the answer without max_tokens.")
+
+
+class FeatureRule(BaseModel):
+    """Only candidates declaring every feature the request uses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["features"] = "features"
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    examples: list[str] = Field(min_length=1, description="Example prompts of this task (its centroid).")
+    models: list[str] = Field(min_length=1, description="The candidates serving this task, preferred first.")
+
+
+class TaskRule(BaseModel):
+    """A nearest-centroid classifier over an embedding model: the prompt's task picks its models."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["task"] = "task"
+    embedding_model: str = Field(description="The served embedding model the examples and prompts go to.")
+    tasks: dict[str, Task] = Field(min_length=1)
+    min_similarity: float = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description="Cosine similarity to the nearest centroid below which no task is chosen.",
+    )
+
+
+class BudgetRule(BaseModel):
+    """Only candidates within a price (model_prices, USD per million tokens of the estimated request)
+    and a declared latency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["budget"] = "budget"
+    max_usd_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    max_latency_ms: Annotated[float, Field(ge=0)] | None = None
+
+
+Rule = Annotated[
+    ModalityRule | ContextRule | FeatureRule | TaskRule | BudgetRule, Field(discriminator="type")
+]
+
+
+class VirtualModel(BaseModel):
+    """A model name (e.g. `auto`) answered by one of its candidates, chosen per request by `rules`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidates: dict[str, Candidate] = Field(
+        min_length=1, description="The served models it may choose, in order of preference."
+    )
+    rules: list[Rule] = Field(
+        default_factory=list, description="Evaluated in order, each narrowing the choice."
+    )
+    default: str | None = Field(
+        None, description="The choice when the rules leave it open; unset: the first."
+    )
+
+    @model_validator(mode="after")
+    def _known_names(self) -> VirtualModel:
+        names = set(self.candidates)
+        if self.default is not None and self.default not in names:
+            raise ValueError(f"default {self.default!r} is not among the candidates")
+        for rule in self.rules:
+            if isinstance(rule, TaskRule):
+                for task, spec in rule.tasks.items():
+                    unknown = [model for model in spec.models if model not in names]
+                    if unknown:
+                        raise ValueError(f"task {task!r} names models that are not candidates: {unknown}")
+        return self
+
+    def preferred(self) -> list[str]:
+        """The candidates, the default first."""
+        names = list(self.candidates)
+        if self.default is not None:
+            names.remove(self.default)
+            names.insert(0, self.default)
+        return names
