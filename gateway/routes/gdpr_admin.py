@@ -26,7 +26,6 @@ from gateway.routes.admin import ADMIN_ERRORS, audit_context, require_tenant
 from gateway.routes.panel import SESSION_COOKIE
 from gateway.services.gdpr import ERASE, EXPORT, Gdpr
 from gateway.store import AuditContext, Store
-from gateway.store.gdpr import Subject
 
 _OBJECTS = {EXPORT: "gdpr.export", ERASE: "gdpr.erasure"}
 
@@ -112,7 +111,7 @@ def gdpr_admin_router(
                 "Exports are kept in the blob store: enable the Files API (TANTRA_FILES_ENABLED)."
             )
         user = (body.user or body.user_id) if body is not None else None
-        return _view(await gdpr.submit(kind, Subject(tenant_id, user), who.audit))
+        return _view(await gdpr.request(kind, tenant_id, user, who.audit))
 
     async def found(kind: str, request: Request, tenant_id: str, job_id: str) -> JobRecord:
         await actor(request, tenant_id, write=False)

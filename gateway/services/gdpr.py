@@ -69,6 +69,10 @@ class Gdpr:
     def exports_stored(self) -> bool:
         return self._blobs is not None
 
+    async def request(self, kind: str, tenant_id: str, user: str | None, audit: AuditContext) -> JobRecord:
+        """What the admin routes call (they know no store types)."""
+        return await self.submit(kind, Subject(tenant_id, user), audit)
+
     async def submit(self, kind: str, subject: Subject, audit: AuditContext) -> JobRecord:
         payload = {
             "tenant_id": subject.tenant_id,
@@ -123,7 +127,8 @@ class Gdpr:
                 found = await self.store.export(kind, subject)
                 if not found:
                     continue
-                counts[kind.name] = len(found.get(kind.name, []))
+                own = found.get(kind.name)
+                counts[kind.name] = len(own) if own is not None else sum(len(rows) for rows in found.values())
                 archive.writestr(f"{kind.name}.json", json.dumps(found, indent=1, default=str))
                 if isinstance(kind, OwnedKind) and kind.export_blobs:
                     await self._export_blobs(archive, found[kind.name])
