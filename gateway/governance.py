@@ -63,7 +63,8 @@ def governance(parts: Components) -> Governance:
     usage = UsageAnalytics(parts.access.admission, parts.access.admin_guard, UsageBuckets(shared.database))
     blobs = parts.storage.blobs if parts.storage is not None else None
     index = parts.memory.core.index if parts.memory is not None else None
-    gdpr = Gdpr(GdprStore(shared.database), shared.jobs, blobs=blobs, index=index)
+    forget = parts.access.key_admin.forget_tenant
+    gdpr = Gdpr(GdprStore(shared.database), shared.jobs, blobs=blobs, index=index, forget_tenant=forget)
     gdpr.register()
     if not settings.retention_enabled:
         return Governance(usage, gdpr=gdpr)

@@ -20,7 +20,7 @@ import hashlib
 import json
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any
 
 import numpy as np
@@ -54,8 +54,11 @@ class Gdpr:
         *,
         blobs: BlobStore | None = None,
         index: VectorIndex | None = None,
+        forget_tenant: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        # Tells every replica's key cache that an erased tenant's keys are revoked.
+        self._forget_tenant = forget_tenant
         self._runner = runner
         self._blobs = blobs
         self._index = index
@@ -194,6 +197,8 @@ class Gdpr:
             for found in erased.vectors.values():
                 seqs.update(found)
         counts["exports"] = await self._drop_exports(subject, blob_keys)
+        if subject.whole_tenant and self._forget_tenant is not None:
+            await self._forget_tenant(subject.tenant_id)
         if self._index is not None and (seqs or subject.whole_tenant):
             await self._index.purge(subject.tenant_id)
         sweep = await self.sweep(subject, blob_keys, seqs)

@@ -210,3 +210,21 @@ def test_unknowns_and_no_key(url: str, admin: AdminClient, tenants: dict[str, An
     made = admin.http.post(f"/admin/tenants/{tenants['u']}/exports", json={"user": "casper"}).json()
     job = _wait(admin, f"/admin/tenants/{tenants['u']}/exports/{made['id']}")
     assert job["status"] == "completed" and set(job["result"]["counts"].values()) == {0}
+
+
+def test_erasing_a_tenant_revokes_its_keys_at_once(
+    url: str, admin: AdminClient, tenants: dict[str, Any]
+) -> None:
+    """Runs last: tenant U is erased. Its key, in the replica's key cache since its first use, is
+    refused right after (the cache was told); its row stays, renamed and disabled."""
+    u, key = tenants["u"], tenants["u_key"]
+    carol = _store_for(url, key, "carol")
+    made = admin.http.post(f"/admin/tenants/{u}/erasures")
+    assert made.status_code == 200, made.text
+    job = _wait(admin, f"/admin/tenants/{u}/erasures/{made.json()['id']}")
+    assert job["status"] == "completed" and job["result"]["sweep"]["clean"] is True, job
+    assert job["user"] is None and job["result"]["erased"]["files"] == 1
+    with _api(url, key) as api:
+        assert api.get(f"/v1/files/{carol['file']}").status_code == 401
+    tenant = admin.http.get(f"/admin/tenants/{u}").json()
+    assert tenant["name"] == f"erased-{u}" and tenant["disabled"] is True
