@@ -64,7 +64,16 @@ def governance(parts: Components) -> Governance:
     blobs = parts.storage.blobs if parts.storage is not None else None
     index = parts.memory.core.index if parts.memory is not None else None
     forget = parts.access.key_admin.forget_tenant
-    gdpr = Gdpr(GdprStore(shared.database), shared.jobs, blobs=blobs, index=index, forget_tenant=forget)
+    # The second pass waits for the ledger's batches in flight (two flushes and a margin).
+    settle_s = 2 * settings.ledger_flush_interval_s + 1
+    gdpr = Gdpr(
+        GdprStore(shared.database),
+        shared.jobs,
+        blobs=blobs,
+        index=index,
+        forget_tenant=forget,
+        settle_s=settle_s,
+    )
     gdpr.register()
     if not settings.retention_enabled:
         return Governance(usage, gdpr=gdpr)

@@ -86,6 +86,7 @@ class Ticket:
         # `model` never reaches a ledger row.
         parsed = validate(schema, payload)
         assert isinstance(payload, dict)  # parse_request accepts objects only
+        self.tab.end_user = end_user_of(payload)
         return body, payload, parsed
 
     def use_model(self, model: str, *, stream: bool) -> None:
@@ -271,3 +272,13 @@ def stage(record: RequestRecord | None, name: str) -> Iterator[None]:
         return
     with record.child(name):
         yield
+
+
+def end_user_of(payload: dict[str, Any]) -> str | None:
+    """The end user a body names, for the ledger (OpenAI's `user`, or `safety_identifier`, which
+    replaces it): GDPR erasure finds a user's billing rows by it."""
+    for field in ("user", "safety_identifier"):
+        value = payload.get(field)
+        if isinstance(value, str) and value:
+            return value[:256]
+    return None

@@ -15,6 +15,7 @@ when the run ends.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -55,8 +56,12 @@ class Gdpr:
         blobs: BlobStore | None = None,
         index: VectorIndex | None = None,
         forget_tenant: Callable[[str], Awaitable[None]] | None = None,
+        settle_s: float = 0.0,
     ) -> None:
         self.store = store
+        # How long after the first pass a second one runs: ledger rows (written in batches off the
+        # request path) and objects of requests still in flight when the erasure began land by then.
+        self._settle_s = settle_s
         # Tells every replica's key cache that an erased tenant's keys are revoked.
         self._forget_tenant = forget_tenant
         self._runner = runner
@@ -188,14 +193,19 @@ class Gdpr:
         counts: dict[str, int] = {}
         blob_keys: list[str] = []
         seqs: set[int] = set()
-        for kind in self.store.registry:
-            if job is not None:
-                job.check()
-            erased = await self.store.erase(kind, subject, self._drop_blobs)
-            counts[kind.name] = erased.rows
-            blob_keys += erased.blob_keys
-            for found in erased.vectors.values():
-                seqs.update(found)
+        for second in (False, True):
+            if second:
+                if self._settle_s <= 0:
+                    break
+                await asyncio.sleep(self._settle_s)
+            for kind in self.store.registry:
+                if job is not None:
+                    job.check()
+                erased = await self.store.erase(kind, subject, self._drop_blobs)
+                counts[kind.name] = counts.get(kind.name, 0) + erased.rows
+                blob_keys += erased.blob_keys
+                for found in erased.vectors.values():
+                    seqs.update(found)
         counts["exports"] = await self._drop_exports(subject, blob_keys)
         if subject.whole_tenant and self._forget_tenant is not None:
             await self._forget_tenant(subject.tenant_id)

@@ -32,10 +32,10 @@ def pseudonym(value: str, salt: str) -> str:
 
 @dataclass(frozen=True)
 class LedgerKind:
-    """The usage ledger: a tenant's rows, or the rows of a user's requests (linked by the request id
-    their stored chat completions and moderation flags keep; the ledger has no end-user column),
-    have their request ids replaced by a salted hash and the client's request id and media usage
-    nulled. Tokens and costs stay: the totals billed do not change."""
+    """The usage ledger: a tenant's rows, or a user's (its `end_user` column, migration 0018; rows
+    written before it are linked by the request ids the user's stored chat completions and
+    moderation flags keep), have their request ids and end user replaced by salted hashes and the
+    client's request id and media usage nulled. Tokens and costs stay: billed totals do not change."""
 
     name: str = "ledger"
 
@@ -43,9 +43,10 @@ class LedgerKind:
     def tables(self) -> tuple[str, ...]:
         return ("usage",)
 
-    async def _where(self, session: AsyncSession, subject: Subject) -> ColumnElement[bool] | None:
+    async def _where(self, session: AsyncSession, subject: Subject) -> ColumnElement[bool]:
+        tenant = UsageRecord.tenant_id == subject.tenant_id
         if subject.user is None:
-            return UsageRecord.tenant_id == subject.tenant_id
+            return tenant
         linked: set[str] = set()
         for table in (StoredCompletion, StoredFlag):
             query = select(table.request_id).where(
@@ -54,35 +55,30 @@ class LedgerKind:
                 table.request_id.is_not(None),
             )
             linked.update(str(value) for value in (await session.scalars(query)).all())
-        if not linked:
-            return None
-        return and_(UsageRecord.tenant_id == subject.tenant_id, UsageRecord.request_id.in_(sorted(linked)))
+        named = UsageRecord.end_user == subject.user
+        return and_(tenant, or_(named, UsageRecord.request_id.in_(sorted(linked))) if linked else named)
 
     async def export(self, session: AsyncSession, subject: Subject) -> dict[str, list[dict[str, Any]]]:
         where = await self._where(session, subject)
-        if where is None:
-            return {self.name: []}
-        rows = (await session.scalars(select(UsageRecord).where(where))).all()
+        rows = (await session.scalars(select(UsageRecord).where(where).order_by(UsageRecord.id))).all()
         return {self.name: [as_json(row) for row in rows]}
 
     async def erase(self, session: AsyncSession, subject: Subject) -> Erased:
         where = await self._where(session, subject)
-        if where is None:
-            return Erased()
         pending = (
             await session.scalars(select(UsageRecord).where(where, _not_pseudonymised()).limit(CHUNK))
         ).all()
         salt = secrets.token_hex(16)
         for row in pending:
             row.request_id = pseudonym(row.request_id, salt)
+            # One user's rows keep one pseudonym within a run: still grouped, no longer named.
+            row.end_user = pseudonym(row.end_user, salt) if row.end_user else None
             row.client_request_id = None
             row.media = None
         return Erased(rows=len(pending))
 
     async def remaining(self, session: AsyncSession, subject: Subject) -> int:
         where = await self._where(session, subject)
-        if where is None:
-            return 0
         query = select(func.count()).select_from(UsageRecord).where(where, _not_pseudonymised())
         return int(await session.scalar(query) or 0)
 
@@ -90,6 +86,7 @@ class LedgerKind:
 def _not_pseudonymised() -> ColumnElement[bool]:
     return or_(
         not_(UsageRecord.request_id.startswith(ERASED)),
+        and_(UsageRecord.end_user.is_not(None), not_(UsageRecord.end_user.startswith(ERASED))),
         UsageRecord.client_request_id.is_not(None),
         UsageRecord.media.is_not(None),
     )

@@ -78,9 +78,11 @@ async def seed_user(
     for adapter_file in ADAPTER_FILES:
         await blobs.put(f"adapters/{tenant}/{name}/{adapter_file}", _chunks(b"lora"))
         made.blob_keys.append(f"adapters/{tenant}/{name}/{adapter_file}")
-    made.request_ids = [f"req_{name}_chat", f"req_{name}_flag"]
+    # Two rows written before the ledger kept end users (linked through the stored completion's and
+    # the flag's request ids), one naming its end user.
+    made.request_ids = [f"req_{name}_chat", f"req_{name}_flag", f"req_{name}_named"]
     async with database.session() as session:
-        for index_, request_id in enumerate([*made.request_ids, f"req_{name}_other"]):
+        for index_, request_id in enumerate(made.request_ids):
             session.add(
                 UsageRecord(
                     created_at=T0,
@@ -98,6 +100,7 @@ async def seed_user(
                     status=200,
                     outcome="completed",
                     media={"images": 1},
+                    end_user=user if index_ == 2 else None,
                 )
             )
         session.add(

@@ -108,7 +108,7 @@ async def test_export_holds_the_user_and_no_one_else(world: World) -> None:
     t = world.t  # type: ignore[attr-defined]
     done = await world.run(EXPORT, Subject(t, "alice"))
     counts_in = done.result["counts"]
-    assert counts_in["chat_completions"] == 1 and counts_in["ledger"] == 2
+    assert counts_in["chat_completions"] == 1 and counts_in["ledger"] == 3
     data = b"".join([chunk async for chunk in world.gdpr.content(done)])  # type: ignore[union-attr]
     archive = zipfile.ZipFile(io.BytesIO(data))
     text = b"".join(archive.read(name) for name in archive.namelist())
@@ -145,7 +145,7 @@ async def test_erasing_a_user(world: World) -> None:
 
     # The job's own sweep, then this test's look at the same places.
     assert done.result["sweep"] == {"clean": True, "kinds": {}, "tables": {}, "blobs": [], "vectors": 0}
-    assert done.result["erased"]["ledger"] == 2 and done.result["erased"]["exports"] == 1
+    assert done.result["erased"]["ledger"] == 3 and done.result["erased"]["exports"] == 1
     assert set((await counts(world.database, t, "alice")).values()) == {0}
     assert set((await counts(world.database, t, "bob")).values()) == {1, 2}  # 2: memory history
     assert set((await counts(world.database, u, None)).values()) == {1, 2}

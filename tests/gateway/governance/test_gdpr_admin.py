@@ -10,6 +10,7 @@ Bad bodies are 400s in OpenAI's envelope, never 422."""
 from __future__ import annotations
 
 import io
+import sqlite3
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -99,12 +100,30 @@ def _wait(admin: AdminClient, path: str) -> dict[str, Any]:
     raise AssertionError(f"{path} did not finish")
 
 
+def _ledger_users(
+    store_url: str, tenant: str, until: Callable[[list[str | None]], bool] = lambda _: True
+) -> list[str | None]:
+    """The end users of the tenant's ledger rows, read from the gateway's SQLite file (the ledger is
+    written in batches off the request path: waited for)."""
+    path = store_url.removeprefix("sqlite+aiosqlite:///")
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(path) as db:
+            query = "SELECT end_user FROM usage WHERE tenant_id = ?"
+            users = [row[0] for row in db.execute(query, (tenant,))]
+        if until(users) or time.monotonic() > deadline:
+            return users
+        time.sleep(0.05)
+
+
 def test_export_and_erase_a_user_through_the_apis(
-    url: str, admin: AdminClient, tenants: dict[str, Any]
+    url: str, admin: AdminClient, tenants: dict[str, Any], store_url: str
 ) -> None:
     t, key = tenants["t"], tenants["t_key"]
     alice, bob = _store_for(url, key, "alice"), _store_for(url, key, "bob")
     base = f"/admin/tenants/{t}"
+    stored = _ledger_users(store_url, t, until=lambda users: "alice" in users and "bob" in users)
+    assert stored.count("alice") == stored.count("bob") == 1
 
     submitted = admin.http.post(f"{base}/exports", json={"user": "alice"})
     assert submitted.status_code == 200, submitted.text
@@ -112,6 +131,7 @@ def test_export_and_erase_a_user_through_the_apis(
     job = _wait(admin, f"{base}/exports/{submitted.json()['id']}")
     assert job["status"] == "completed", job
     assert job["result"]["counts"]["files"] == 1 and "blob_key" not in job["result"]
+    assert job["result"]["counts"]["ledger"] == 1  # the conversation's creation named her
     content = admin.http.get(f"{base}/exports/{job['id']}/content")
     assert content.status_code == 200 and content.headers["content-type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(content.content))
@@ -123,9 +143,12 @@ def test_export_and_erase_a_user_through_the_apis(
     erased = admin.http.post(f"{base}/erasures", json={"user_id": "alice"})
     assert erased.status_code == 200, erased.text
     job = _wait(admin, f"{base}/erasures/{erased.json()['id']}")
-    assert job["status"] == "completed" and job["result"]["sweep"]["clean"] is True, job
+    assert job["status"] == "completed" and job["result"]["sweep"]["clean"] is True, job["result"]
     assert job["result"]["erased"]["files"] == 1 and job["result"]["erased"]["conversations"] == 1
     assert job["user"].startswith("user-")  # the name left the job's own row
+    users = _ledger_users(store_url, t)
+    assert "alice" not in users and users.count("bob") == 1
+    assert len([user for user in users if user and user.startswith("erased-")]) == 1
     with _api(url, key) as api:
         assert api.get(f"/v1/files/{alice['file']}").status_code == 404
         assert api.get(f"/v1/conversations/{alice['conversation']}").status_code == 404
@@ -222,7 +245,7 @@ def test_erasing_a_tenant_revokes_its_keys_at_once(
     made = admin.http.post(f"/admin/tenants/{u}/erasures")
     assert made.status_code == 200, made.text
     job = _wait(admin, f"/admin/tenants/{u}/erasures/{made.json()['id']}")
-    assert job["status"] == "completed" and job["result"]["sweep"]["clean"] is True, job
+    assert job["status"] == "completed" and job["result"]["sweep"]["clean"] is True, job["result"]
     assert job["user"] is None and job["result"]["erased"]["files"] == 1
     with _api(url, key) as api:
         assert api.get(f"/v1/files/{carol['file']}").status_code == 401
