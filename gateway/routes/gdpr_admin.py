@@ -113,12 +113,12 @@ def gdpr_admin_router(
         user = (body.user or body.user_id) if body is not None else None
         return _view(await gdpr.request(kind, tenant_id, user, who.audit))
 
-    async def found(kind: str, request: Request, tenant_id: str, job_id: str) -> JobRecord:
-        await actor(request, tenant_id, write=False)
+    async def found(kind: str, request: Request, tenant_id: str, job_id: str) -> tuple[JobRecord, Actor]:
+        who = await actor(request, tenant_id, write=False)
         record = await gdpr.get(kind, tenant_id, job_id)
         if record is None:
             raise NotFound(f"No {_OBJECTS[kind]} {job_id!r} for tenant {tenant_id!r}.")
-        return record
+        return record, who
 
     @router.post("/exports", summary="Export a tenant's or an end user's data (a job; its ZIP at /content)")
     async def export(tenant_id: str, request: Request, body: SubjectBody | None = None) -> dict[str, Any]:
@@ -126,17 +126,17 @@ def gdpr_admin_router(
 
     @router.get("/exports/{job_id}", summary="An export job")
     async def get_export(tenant_id: str, job_id: str, request: Request) -> dict[str, Any]:
-        return _view(await found(EXPORT, request, tenant_id, job_id))
+        return _view((await found(EXPORT, request, tenant_id, job_id))[0])
 
     @router.get("/exports/{job_id}/content", summary="A finished export's ZIP of JSON files (streamed)")
     async def export_content(tenant_id: str, job_id: str, request: Request) -> StreamingResponse:
-        record = await found(EXPORT, request, tenant_id, job_id)
-        who = await actor(request, tenant_id, write=False)
+        record, who = await found(EXPORT, request, tenant_id, job_id)
         if who.identity is not None and not who.identity.can_write:
             raise Forbidden(f"The {who.identity.role} role cannot download personal data.")
         chunks = gdpr.content(record)
         if chunks is None:
             raise Conflict(f"The export is not ready (status {record.status}).", code="export_not_ready")
+        await gdpr.downloaded(record, who.audit)
         disposition = f'attachment; filename="tantra-export-{tenant_id}-{job_id}.zip"'
         return StreamingResponse(
             chunks, media_type="application/zip", headers={"content-disposition": disposition}
@@ -148,7 +148,7 @@ def gdpr_admin_router(
 
     @router.get("/erasures/{job_id}", summary="An erasure job, its counts and its sweep")
     async def get_erasure(tenant_id: str, job_id: str, request: Request) -> dict[str, Any]:
-        return _view(await found(ERASE, request, tenant_id, job_id))
+        return _view((await found(ERASE, request, tenant_id, job_id))[0])
 
     return router
 

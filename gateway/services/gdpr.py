@@ -103,6 +103,14 @@ class Gdpr:
             return None
         return record
 
+    async def downloaded(self, record: JobRecord, audit: AuditContext) -> None:
+        """Who took a copy of the personal data (`gdpr.export.download`)."""
+        subject = Subject(record.payload["tenant_id"], record.payload.get("user"))
+        details: dict[str, Any] = {"job_id": record.id}
+        if subject.user is not None:
+            details["user"] = digest(subject)
+        await self.store.audit("gdpr.export.download", subject, details, audit, utcnow())
+
     def content(self, record: JobRecord) -> AsyncIterator[bytes] | None:
         """A finished export's ZIP, streamed from the blob store."""
         key = (record.result or {}).get("blob_key") if record.status == "completed" else None

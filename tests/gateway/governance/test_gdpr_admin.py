@@ -159,7 +159,9 @@ def test_export_and_erase_a_user_through_the_apis(
     assert gone.status_code == 404
     audit = admin.http.get("/admin/audit", params={"target_id": t}).json()["data"]
     actions = [entry["action"] for entry in audit]
-    assert {"gdpr.export.requested", "gdpr.erase.requested", "gdpr.erase"} <= set(actions)
+    assert {"gdpr.export.requested", "gdpr.export.download", "gdpr.erase.requested", "gdpr.erase"} <= set(
+        actions
+    )
     assert "alice" not in str(audit)
 
 
