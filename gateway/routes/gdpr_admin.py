@@ -128,7 +128,12 @@ def gdpr_admin_router(
     async def get_export(tenant_id: str, job_id: str, request: Request) -> dict[str, Any]:
         return _view((await found(EXPORT, request, tenant_id, job_id))[0])
 
-    @router.get("/exports/{job_id}/content", summary="A finished export's ZIP of JSON files (streamed)")
+    @router.get(
+        "/exports/{job_id}/content",
+        summary="A finished export's ZIP of JSON files (streamed)",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/zip": {}}, "description": "The ZIP."}},
+    )
     async def export_content(tenant_id: str, job_id: str, request: Request) -> StreamingResponse:
         record, who = await found(EXPORT, request, tenant_id, job_id)
         if who.identity is not None and not who.identity.can_write:
