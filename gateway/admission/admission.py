@@ -27,7 +27,7 @@ from gateway.admission.outcome import Outcome
 from gateway.admission.screen import BodyScreen
 from gateway.auth import Principal
 from gateway.errors import APIError, QuotaExceeded, RateLimited, no_such_model
-from gateway.http.client_address import client_address
+from gateway.http.client_address import client_address, forwarded_user
 from gateway.http.disconnect import ClientGone
 from gateway.limits import SESSION_SLOT, Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
@@ -86,7 +86,7 @@ class Ticket:
         # `model` never reaches a ledger row.
         parsed = validate(schema, payload)
         assert isinstance(payload, dict)  # parse_request accepts objects only
-        self.tab.end_user = end_user_of(payload)
+        self.tab.end_user = end_user_of(payload) or self.tab.end_user
         return body, payload, parsed
 
     def use_model(self, model: str, *, stream: bool) -> None:
@@ -231,6 +231,8 @@ class Admission:
         )
         if internal:
             tab.price_factor = internal.price_factor
+        else:
+            tab.end_user = forwarded_user(request)
         ticket = Ticket(request, principal, self._accountant, tab, record, policy, self.screen)
         try:
             yield ticket

@@ -148,10 +148,10 @@ def test_export_and_erase_a_user_through_the_apis(
     t, key = tenants["t"], tenants["t_key"]
     alice, bob = _store_for(url, key, "alice"), _store_for(url, key, "bob")
     base = f"/admin/tenants/{t}"
-    stored = _ledger_users(store_url, t, until=lambda users: "alice" in users and "bob" in users)
-    # The conversation's creation named its user in the body (`safety_identifier`); the uploads
-    # and the batch's creation only in the proxy's header, which the ledger does not keep (yet).
-    assert stored.count("alice") == stored.count("bob") == 1
+    stored = _ledger_users(store_url, t, until=lambda users: users.count("alice") == users.count("bob") == 4)
+    # Named in the body (the conversation's `safety_identifier`) or by the trusted proxy's header
+    # (the two uploads, the conversation and the batch's creation).
+    assert stored.count("alice") == stored.count("bob") == 4
 
     submitted = admin.http.post(f"{base}/exports", json={"user": "alice"})
     assert submitted.status_code == 200, submitted.text
@@ -160,7 +160,7 @@ def test_export_and_erase_a_user_through_the_apis(
     assert job["status"] == "completed", job
     assert job["result"]["counts"]["files"] >= 2 and job["result"]["counts"]["batches"] == 1
     assert "blob_key" not in job["result"]
-    assert job["result"]["counts"]["ledger"] == 1
+    assert job["result"]["counts"]["ledger"] == 4
     content = admin.http.get(f"{base}/exports/{job['id']}/content")
     assert content.status_code == 200 and content.headers["content-type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(content.content))
@@ -177,8 +177,8 @@ def test_export_and_erase_a_user_through_the_apis(
     assert erased_counts["files"] >= 2 and erased_counts["conversations"] == erased_counts["batches"] == 1
     assert job["user"].startswith("user-")  # the name left the job's own row
     users = _ledger_users(store_url, t)
-    assert "alice" not in users and users.count("bob") == 1
-    assert len([user for user in users if user and user.startswith("erased-")]) == 1
+    assert "alice" not in users and users.count("bob") == 4
+    assert len([user for user in users if user and user.startswith("erased-")]) == 4
     with _api(url, key) as api:
         assert api.get(f"/v1/files/{alice['file']}").status_code == 404
         assert api.get(f"/v1/conversations/{alice['conversation']}").status_code == 404
