@@ -232,13 +232,14 @@ class Gdpr:
                 await self._blobs.delete(f"{prefix}{name}")
 
     async def _drop_exports(self, subject: Subject, blob_keys: list[str]) -> int:
-        """Earlier exports of the subject (a tenant's: all of its users' too): blob and job row."""
+        """Earlier exports holding the subject's data: a user's own and their tenant's whole ones; for
+        a tenant, all of its exports. Blob and job row."""
         dropped = 0
         for record in await self._runner.queue.list(kind=EXPORT, limit=10_000):
             about = record.payload
             if about.get("tenant_id") != subject.tenant_id:
                 continue
-            if subject.user is not None and about.get("user") != subject.user:
+            if subject.user is not None and about.get("user") not in (None, subject.user):
                 continue
             key = (record.result or {}).get("blob_key")
             if key and self._blobs is not None:

@@ -140,16 +140,17 @@ async def test_erasing_a_user(world: World) -> None:
     earlier = await world.run(EXPORT, Subject(t, "alice"))
     earlier_key = earlier.result["blob_key"]
     bob_export = await world.run(EXPORT, Subject(t, "bob"))
+    whole = await world.run(EXPORT, Subject(t))  # the tenant's: alice's data is in it too
 
     done = await world.run(ERASE, Subject(t, "alice"))
 
     # The job's own sweep, then this test's look at the same places.
     assert done.result["sweep"] == {"clean": True, "kinds": {}, "tables": {}, "blobs": [], "vectors": 0}
-    assert done.result["erased"]["ledger"] == 3 and done.result["erased"]["exports"] == 1
+    assert done.result["erased"]["ledger"] == 3 and done.result["erased"]["exports"] == 2
     assert set((await counts(world.database, t, "alice")).values()) == {0}
     assert set((await counts(world.database, t, "bob")).values()) == {1, 2}  # 2: memory history
     assert set((await counts(world.database, u, None)).values()) == {1, 2}
-    for key in [*alice.blob_keys, earlier_key]:
+    for key in [*alice.blob_keys, earlier_key, whole.result["blob_key"]]:
         assert not (world.blobs.root / key).exists(), key
     for key in [*bob.blob_keys, bob_export.result["blob_key"]]:
         assert (world.blobs.root / key).exists(), key
