@@ -145,17 +145,21 @@ class Gdpr:
                     continue
                 own = found.get(kind.name)
                 counts[kind.name] = len(own) if own is not None else sum(len(rows) for rows in found.values())
-                archive.writestr(f"{kind.name}.json", json.dumps(found, indent=1, default=str))
+                # Encoding and deflating off the event loop: an export may be large.
+                await asyncio.to_thread(_write_json, archive, f"{kind.name}.json", found)
                 if isinstance(kind, OwnedKind) and kind.export_blobs:
                     await self._export_blobs(archive, found[kind.name])
                 if kind.name == "memories":
-                    archive.writestr("vector_index.json", json.dumps(await self._vectors(subject, found)))
+                    entries = await self._vectors(subject, found)
+                    await asyncio.to_thread(_write_json, archive, "vector_index.json", entries)
         return counts
 
     async def _export_blobs(self, archive: zipfile.ZipFile, rows: list[dict[str, Any]]) -> None:
         if self._blobs is None:
             return
         for row in rows:
+            if await self._blobs.size(row["blob_key"]) is None:
+                continue  # a file still uploading, or its blob already deleted
             name = f"files/{row['id']}/{row['filename'].replace('/', '_')}"
             with archive.open(name, "w") as member:
                 async for chunk in self._blobs.get(row["blob_key"]):
@@ -281,6 +285,10 @@ def _under_tenant(blobs: LocalBlobStore, tenant_id: str) -> list[str]:
         if path.is_file() and tenant_id in relative.parts[:-1]:
             found.append(relative.as_posix())
     return found
+
+
+def _write_json(archive: zipfile.ZipFile, name: str, value: Any) -> None:
+    archive.writestr(name, json.dumps(value, indent=1, default=str))
 
 
 async def _read(spool: IO[bytes]) -> AsyncIterator[bytes]:
