@@ -136,16 +136,7 @@ def gdpr_admin_router(
     )
     async def export_content(tenant_id: str, job_id: str, request: Request) -> StreamingResponse:
         record, who = await found(EXPORT, request, tenant_id, job_id)
-        if who.identity is not None and not who.identity.can_write:
-            raise Forbidden(f"The {who.identity.role} role cannot download personal data.")
-        chunks = gdpr.content(record)
-        if chunks is None:
-            raise Conflict(f"The export is not ready (status {record.status}).", code="export_not_ready")
-        await gdpr.downloaded(record, who.audit)
-        disposition = f'attachment; filename="tantra-export-{tenant_id}-{job_id}.zip"'
-        return StreamingResponse(
-            chunks, media_type="application/zip", headers={"content-disposition": disposition}
-        )
+        return await _download(gdpr, record, who)
 
     @router.post("/erasures", summary="Erase a tenant's or an end user's data everywhere (a job)")
     async def erase(tenant_id: str, request: Request, body: SubjectBody | None = None) -> dict[str, Any]:
@@ -156,6 +147,19 @@ def gdpr_admin_router(
         return _view((await found(ERASE, request, tenant_id, job_id))[0])
 
     return router
+
+
+async def _download(gdpr: Gdpr, record: JobRecord, who: Actor) -> StreamingResponse:
+    if who.identity is not None and not who.identity.can_write:
+        raise Forbidden(f"The {who.identity.role} role cannot download personal data.")
+    chunks = gdpr.content(record)
+    if chunks is None:
+        raise Conflict(f"The export is not ready (status {record.status}).", code="export_not_ready")
+    await gdpr.downloaded(record, who.audit)
+    disposition = f'attachment; filename="tantra-export-{record.payload.get("tenant_id")}-{record.id}.zip"'
+    return StreamingResponse(
+        chunks, media_type="application/zip", headers={"content-disposition": disposition}
+    )
 
 
 def _view(record: JobRecord) -> dict[str, Any]:
