@@ -50,6 +50,7 @@ from gateway.routes.conversations import conversations_router
 from gateway.routes.feedback import feedback_admin_router, feedback_router
 from gateway.routes.files import files_router
 from gateway.routes.fine_tuning import fine_tuning_router
+from gateway.routes.gdpr_admin import gdpr_admin_router
 from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.panel import panel_router
@@ -189,9 +190,12 @@ def _include_stored(app: FastAPI, parts: Components) -> None:
 def _include_governance(app: FastAPI, parts: Components, governed: Governance) -> None:
     """The tenants' usage and costs API, and /admin/retention (docs/governance.md)."""
     app.include_router(usage_router(governed.usage))
+    proxies = TrustedProxies(parts.settings.trusted_proxies)
+    guard = parts.access.admin_guard
+    if governed.gdpr is not None:
+        store, identities = parts.shared.store, parts.access.identities
+        app.include_router(gdpr_admin_router(guard, governed.gdpr, store, identities, proxies))
     if governed.retention is not None:
-        proxies = TrustedProxies(parts.settings.trusted_proxies)
-        guard = parts.access.admin_guard
         app.include_router(retention_admin_router(guard, governed.retention, parts.shared.store, proxies))
         if parts.settings.admin_ui_enabled:
             identities, cookies = parts.access.identities, parts.settings.admin_cookie_secure

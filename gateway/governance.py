@@ -9,8 +9,10 @@ import logging
 from dataclasses import dataclass, field
 
 from gateway.components import Components
+from gateway.services.gdpr import Gdpr
 from gateway.services.retention import Retention
 from gateway.services.usage_api import UsageAnalytics
+from gateway.store.gdpr_store import GdprStore
 from gateway.store.retention import RetentionStore
 from gateway.store.usage_buckets import UsageBuckets
 
@@ -25,6 +27,8 @@ class Governance:
     usage: UsageAnalytics
     # None with TANTRA_RETENTION_ENABLED off (nothing is deleted by age).
     retention: Retention | None = None
+    # GDPR export and erasure: always built (the admin API's /exports and /erasures).
+    gdpr: Gdpr | None = None
     _scheduling: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
@@ -57,15 +61,29 @@ class Governance:
 def governance(parts: Components) -> Governance:
     settings, shared = parts.settings, parts.shared
     usage = UsageAnalytics(parts.access.admission, parts.access.admin_guard, UsageBuckets(shared.database))
+    blobs = parts.storage.blobs if parts.storage is not None else None
+    index = parts.memory.core.index if parts.memory is not None else None
+    forget = parts.access.key_admin.forget_tenant
+    # The second pass waits for the ledger's batches in flight (two flushes and a margin).
+    settle_s = 2 * settings.ledger_flush_interval_s + 1
+    gdpr = Gdpr(
+        GdprStore(shared.database),
+        shared.jobs,
+        blobs=blobs,
+        index=index,
+        forget_tenant=forget,
+        settle_s=settle_s,
+    )
+    gdpr.register()
     if not settings.retention_enabled:
-        return Governance(usage)
+        return Governance(usage, gdpr=gdpr)
     retention = Retention(
         RetentionStore(shared.database),
         shared.jobs,
         settings.retention_defaults,
         interval_s=settings.retention_interval_s,
-        blobs=parts.storage.blobs if parts.storage is not None else None,
-        index=parts.memory.core.index if parts.memory is not None else None,
+        blobs=blobs,
+        index=index,
     )
     retention.register()
-    return Governance(usage, retention)
+    return Governance(usage, retention, gdpr=gdpr)

@@ -27,7 +27,7 @@ from gateway.admission.outcome import Outcome
 from gateway.admission.screen import BodyScreen
 from gateway.auth import Principal
 from gateway.errors import APIError, QuotaExceeded, RateLimited, no_such_model
-from gateway.http.client_address import client_address
+from gateway.http.client_address import client_address, forwarded_user
 from gateway.http.disconnect import ClientGone
 from gateway.limits import SESSION_SLOT, Demand, Estimate
 from gateway.limits.accounting import Accountant, Tab
@@ -88,6 +88,7 @@ class Ticket:
         # `model` never reaches a ledger row.
         parsed = validate(schema, payload)
         assert isinstance(payload, dict)  # parse_request accepts objects only
+        self.tab.end_user = end_user_of(payload) or self.tab.end_user
         return body, payload, parsed
 
     def use_model(self, model: str, *, stream: bool) -> None:
@@ -232,6 +233,8 @@ class Admission:
         )
         if internal:
             tab.price_factor = internal.price_factor
+        else:
+            tab.end_user = forwarded_user(request)
         ticket = Ticket(request, principal, self._accountant, tab, record, policy, self.screen)
         try:
             yield ticket
@@ -273,3 +276,13 @@ def stage(record: RequestRecord | None, name: str) -> Iterator[None]:
         return
     with record.child(name):
         yield
+
+
+def end_user_of(payload: dict[str, Any]) -> str | None:
+    """The end user a body names, for the ledger (OpenAI's `user`, or `safety_identifier`, which
+    replaces it): GDPR erasure finds a user's billing rows by it."""
+    for field in ("user", "safety_identifier"):
+        value = payload.get(field)
+        if isinstance(value, str) and value:
+            return value[:256]
+    return None

@@ -83,6 +83,10 @@ class KeyAdmin:
         await self._tell(key_id=key_id)
         return key
 
+    async def forget_tenant(self, tenant_id: str) -> None:
+        """Every replica drops the tenant's keys from its cache (a GDPR erasure revoked them)."""
+        await self._tell(tenant_id=tenant_id)
+
     async def _tell(self, *, key_id: str | None = None, tenant_id: str | None = None) -> None:
         if self._bus is not None:
             await self._bus.publish(key_id=key_id, tenant_id=tenant_id)

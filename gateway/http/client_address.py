@@ -79,7 +79,20 @@ def resolve_client(scope: Scope, proxies: TrustedProxies) -> None:
     client = scope.get("client")
     peer = client[0] if client else None
     if proxies.trusts(peer):
-        scope.setdefault("state", {})["client_address"] = proxies.client_address(peer, Headers(scope=scope))
+        headers = Headers(scope=scope)
+        state = scope.setdefault("state", {})
+        state["client_address"] = proxies.client_address(peer, headers)
+        # The end user a trusted authenticating proxy names: the ledger's `end_user` when the
+        # body names none (GDPR erasure by user).
+        user = proxies.forwarded_user(peer, headers)
+        if user is not None:
+            state["forwarded_user"] = user
+
+
+def forwarded_user(connection: HTTPConnection) -> str | None:
+    """What `resolve_client` found in a trusted proxy's X-Forwarded-User, if anything."""
+    found = connection.scope.get("state", {}).get("forwarded_user")
+    return str(found) if found is not None else None
 
 
 def _is_ip(text: str) -> bool:

@@ -87,6 +87,8 @@ class Tab:
         # The gateway's own id (unique: the ledger's key) and the client's x-request-id, if any.
         self.request_id = request_id
         self.client_request_id = client_request_id
+        # The end user the body named (`user`, `safety_identifier`), for GDPR erasure by user.
+        self.end_user: str | None = None
         # The model asked for, and the one that answered (a fallback's): the answer is priced by it.
         self.model = ""
         self.served_model: str | None = None
@@ -173,6 +175,7 @@ class Tab:
                     model=(self.model or UNKNOWN_MODEL)[:200],
                     served_model=self.served_model,
                     client_request_id=self.client_request_id,
+                    end_user=self.end_user,
                     endpoint=self.endpoint,
                     stream=self.stream,
                     prompt_tokens=prompt,

@@ -103,6 +103,25 @@ class FaissIndex:
         scores, ids = await asyncio.to_thread(held.index.search, matrix, wanted, params=params)
         return [Hit(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 
+    async def ids(self, tenant_id: str | None) -> set[int]:
+        async with self._lock(tenant_id):
+            held = self._tenants.get(tenant_id)
+            if held is None:
+                data = await _read(self._blobs, _key(tenant_id))
+                if data is None:
+                    return set()
+                index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+                return {int(i) for i in _ids_of(index)}
+            return {int(i) for i in _ids_of(held.index)}
+
+    async def purge(self, tenant_id: str | None) -> None:
+        async with self._lock(tenant_id):
+            if not await self._load(tenant_id):
+                self._tenants.pop(tenant_id, None)
+                await self._blobs.delete(_key(tenant_id))
+                return
+            await self._save(tenant_id, await self._rebuild(tenant_id))
+
     async def close(self) -> None:
         self._tenants.clear()
 

@@ -41,6 +41,16 @@ class VectorIndex(Protocol):
         """The `k` nearest of the row numbers `among`, best first."""
         ...
 
+    async def ids(self, tenant_id: str | None) -> set[int]:
+        """Every row number the tenant's index holds (the GDPR sweep's look into the index)."""
+        ...
+
+    async def purge(self, tenant_id: str | None) -> None:
+        """Rebuild the tenant's index from SQL now, in memory and in its saved file (an erasure: no
+        removed vector may wait for the next write, as HNSW's removals do); with no vector left in
+        SQL, the index and its file are deleted."""
+        ...
+
     async def close(self) -> None: ...
 
 

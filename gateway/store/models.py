@@ -140,6 +140,8 @@ class UsageRecord(Base):
         # The gateway's own id, one per request (migration 0004): a write retried after a commit
         # whose answer was lost adds nothing (ON CONFLICT DO NOTHING).
         Index("uq_usage_request_id", "request_id", unique=True),
+        # A GDPR erasure's search for an end user's rows (migration 0018).
+        Index("ix_usage_tenant_end_user", "tenant_id", "end_user"),
     )
 
     id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
@@ -167,6 +169,9 @@ class UsageRecord(Base):
     audio_seconds: Mapped[float | None] = mapped_column(Float(asdecimal=False), nullable=True)
     # `usage.tantra_media` of a chat request with media parts.
     media: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # The request's end user (its body's `user` or `safety_identifier`), for erasure (migration 0018):
+    # an erased user's rows keep a salted hash here instead.
+    end_user: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
 class AuditEvent(Base):

@@ -131,6 +131,8 @@ class UsageRow:
     served_model: str | None = None
     # The client's x-request-id; `request_id` is the gateway's own, unique per request.
     client_request_id: str | None = None
+    # The request's end user (`user` or `safety_identifier`), when its body named one.
+    end_user: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -151,4 +153,5 @@ class UsageRow:
             "media": self.media,
             "served_model": self.served_model,
             "client_request_id": self.client_request_id,
+            "end_user": self.end_user,
         }

@@ -175,7 +175,7 @@ class RetentionStore:
                 )
                 await session.commit()
                 return swept
-            await _children(session, kind, rows, swept)
+            await delete_children(session, kind, rows, swept)
             key = table.__mapper__.primary_key[0]  # seq, or the ledger's id
             await session.execute(delete(table).where(key.in_([getattr(row, key.key) for row in rows])))
             await session.commit()
@@ -198,7 +198,7 @@ class RetentionStore:
             await session.commit()
 
 
-async def _children(session: Any, kind: str, rows: Any, swept: Swept) -> None:
+async def delete_children(session: Any, kind: str, rows: Any, swept: Swept) -> None:
     """Delete what belongs to the rows about to go, and note what leaves other stores."""
     ids = [row.id for row in rows if hasattr(row, "id")]
     if kind == "responses":

@@ -9,7 +9,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from gateway.http.client_address import TrustedProxies, client_address
+from gateway.http.client_address import TrustedProxies, client_address, forwarded_user
 from gateway.http.edge import EdgeMiddleware
 
 PROXIES = TrustedProxies(["10.0.0.0/8", "fd00::/8"])
@@ -66,3 +66,17 @@ def test_every_route_sees_the_address_a_trusted_proxy_forwarded() -> None:
     assert _resolved(PROXIES, "10.0.0.2", "203.0.113.7") == "203.0.113.7"
     assert _resolved(PROXIES, "192.0.2.1", "203.0.113.7") == "192.0.2.1"
     assert _resolved(TrustedProxies(), "10.0.0.2", "203.0.113.7") == "10.0.0.2"
+
+
+def test_the_end_user_a_trusted_proxy_names_is_kept_for_the_ledger() -> None:
+    seen: list[str | None] = []
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        seen.append(forwarded_user(request))
+        return PlainTextResponse("ok")
+
+    app = EdgeMiddleware(Starlette(routes=[Route("/", endpoint)]), proxies=PROXIES)
+    for peer in ("10.0.0.2", "192.0.2.1"):
+        with TestClient(app, client=(peer, 1234)) as client:
+            client.get("/", headers={"x-forwarded-user": "alice"})
+    assert seen == ["alice", None]  # an untrusted peer names nobody

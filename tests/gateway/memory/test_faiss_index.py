@@ -123,3 +123,21 @@ async def test_the_index_is_saved_and_loaded_or_rebuilt(
     third = FaissIndex(LocalBlobStore(tmp_path / "other"), sql.load, hnsw_threshold=100)
     hits = await third.search("t1", vectors[4], 1, among=set(vectors))
     assert hits[0].seq == 4
+
+
+@pytest.mark.parametrize("threshold", [100, 5])
+async def test_purge_rebuilds_at_once_and_deletes_an_empty_index(
+    blobs: LocalBlobStore, sql: _Sql, threshold: int
+) -> None:
+    """An erasure's `purge`: the rows gone from SQL leave the index in memory and its saved file now,
+    HNSW included (whose `remove` only marks it stale); a tenant with nothing left has no file."""
+    index = FaissIndex(blobs, sql.load, hnsw_threshold=threshold)
+    await _filled(index, sql, "t1", _vectors(10))
+    del sql.rows["t1"][3]
+    await index.remove("t1", [3])
+    await index.purge("t1")
+    assert await index.ids("t1") == set(range(1, 11)) - {3}
+    assert await FaissIndex(blobs, sql.load).ids("t1") == set(range(1, 11)) - {3}  # the saved file
+    sql.rows["t1"].clear()
+    await index.purge("t1")
+    assert await index.ids("t1") == set() and not (blobs.root / "memory-index/t1/faiss.index").exists()
