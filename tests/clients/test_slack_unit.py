@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import httpx
 import openai
+from openai.types.responses import ResponseTextDeltaEvent
 from tantra_slack import Answerer, BotConfig
 
 
@@ -39,7 +40,10 @@ class _Tantra:
         if self._error:
             raise self._error
         self.asked.append(fields["conversation"])
-        return iter(SimpleNamespace(type="response.output_text.delta", delta=d) for d in self._deltas)
+        return iter(
+            ResponseTextDeltaEvent.model_construct(type="response.output_text.delta", delta=d)
+            for d in self._deltas
+        )
 
 
 def _answerer(tantra: _Tantra, ticks: list[float]) -> Answerer:
