@@ -87,3 +87,9 @@ class Interacting:
 
 def config(gateway_url: str, api_key: str, model: str, **overrides: Any) -> DiscordConfig:
     return DiscordConfig(gateway_url, api_key, model, sync_commands=False, edit_interval_s=0.0, **overrides)
+
+
+def shown(channel_id: int, author_id: int) -> list[str]:
+    """What `author_id`'s messages in a channel say now (dpytest keeps each edit's content)."""
+    messages = backend.get_state() and backend._cur_config.messages.get(channel_id, [])
+    return [m["content"] for m in messages if int(m["author"]["id"]) == author_id]

@@ -91,6 +91,9 @@ class Answerer:
                 left_out.append(reason)
                 continue
             attachment = Attachment(file.filename, file.content_type, await file.read())
+            if len(attachment.data) > self.config.max_file_bytes:  # a size the event understated
+                left_out.append(f"{file.filename} (too large)")
+                continue
             transcript = None
             if attachment.kind == "audio":
                 transcribed = await self.tantra.audio.transcriptions.create(
