@@ -16,7 +16,7 @@ from discord.ext.test import backend
 from openai.types.responses import ResponseTextDeltaEvent
 from tantra_discord import Answerer, EditStream, TantraBot
 
-from tests.clients.discord_support import Interacting, config, sent, shown, started_bot
+from tests.clients.discord_support import Interacting, config, shown, started_bot
 
 
 class _Stream:
@@ -53,7 +53,9 @@ class _Tantra:
         return SimpleNamespace(text=f"words of {fields['file'][0]}")
 
 
-async def _bot(deltas: list[str], error: Exception | None = None, **overrides: Any) -> tuple[TantraBot, _Tantra]:
+async def _bot(
+    deltas: list[str], error: Exception | None = None, **overrides: Any
+) -> tuple[TantraBot, _Tantra]:
     answerer = Answerer(config("http://gw", "sk", "tantra-tiny", **overrides))
     tantra = _Tantra(deltas, error)
     answerer.tantra = cast(Any, tantra)
@@ -125,7 +127,8 @@ async def test_attachments_go_as_content_parts(tmp_path: Path) -> None:
     kinds = [p["type"] for p in message["content"]]
     assert kinds == ["input_text", "input_text", "input_image", "input_file", "input_text"]
     question, notes, image, pdf, voice = message["content"]
-    assert question["text"] == "Look\n(Attachments left out: bundle.zip (unsupported type), huge.txt (too large))"
+    left_out = "bundle.zip (unsupported type), huge.txt (too large)"
+    assert question["text"] == f"Look\n(Attachments left out: {left_out})"
     assert notes["text"] == "Attached file notes.txt:\nthe plan"
     assert image["image_url"] == "data:image/png;base64,iVBORw0KGgo="
     assert pdf["filename"] == "report.pdf" and pdf["file_data"] == "data:application/pdf;base64,JVBERi0xLjQ="
