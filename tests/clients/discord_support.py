@@ -6,8 +6,8 @@ simulated by dpytest: their callbacks are called with an `Interaction` stand-in 
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import discord
 import discord.ext.test as dpytest
@@ -39,7 +39,7 @@ async def _start_thread_with_message(
             "locked": False,
         },
     }
-    channel.guild._add_thread(discord.Thread(guild=channel.guild, state=state, data=data))
+    channel.guild._add_thread(discord.Thread(guild=channel.guild, state=state, data=cast(Any, data)))
     return data
 
 
@@ -51,7 +51,7 @@ async def started_bot(answerer: Answerer) -> TantraBot:
     bot = TantraBot(answerer, intents=intents)
     await bot._async_setup_hook()
     dpytest.configure(bot)
-    bot.http.start_thread_with_message = _start_thread_with_message  # type: ignore[method-assign]
+    cast(Any, bot.http).start_thread_with_message = _start_thread_with_message
     return bot
 
 
@@ -91,5 +91,11 @@ def config(gateway_url: str, api_key: str, model: str, **overrides: Any) -> Disc
 
 def shown(channel_id: int, author_id: int) -> list[str]:
     """What `author_id`'s messages in a channel say now (dpytest keeps each edit's content)."""
-    messages = backend.get_state() and backend._cur_config.messages.get(channel_id, [])
+    messages: list[Any] = cast(Any, backend._cur_config).messages.get(channel_id, [])
     return [m["content"] for m in messages if int(m["author"]["id"]) == author_id]
+
+
+def commands(bot: TantraBot) -> dict[str, Callable[..., Awaitable[None]]]:
+    """The `/tantra` subcommands' callbacks, by name (called as Discord would: interaction first)."""
+    group = cast(Any, bot.tree.get_commands()[0])
+    return {command.name: command.callback for command in group.commands}

@@ -13,10 +13,10 @@ import discord.ext.test as dpytest
 import httpx
 import openai
 from discord.ext.test import backend
-from openai.types.responses import ResponseTextDeltaEvent
 from tantra_discord import Answerer, EditStream, TantraBot
 
-from tests.clients.discord_support import Interacting, config, shown, started_bot
+from tests.clients.discord_support import Interacting, commands, config, shown, started_bot
+from tests.clients.events import delta as text_delta
 
 
 class _Stream:
@@ -25,7 +25,7 @@ class _Stream:
 
     async def __aiter__(self) -> Any:
         for delta in self._deltas:
-            yield ResponseTextDeltaEvent.model_construct(type="response.output_text.delta", delta=delta)
+            yield text_delta(delta)
 
 
 class _Tantra:
@@ -179,12 +179,12 @@ async def test_edits_are_throttled_and_the_last_is_whole() -> None:
 async def test_the_slash_commands() -> None:
     bot, tantra = await _bot(["an ", "answer"])
     channel = dpytest.get_config().channels[0]
-    commands = {c.name: c for c in bot.tree.get_commands()[0].commands}  # type: ignore[union-attr]
-    assert set(commands) == {"model", "models", "reset", "ask"}
+    callbacks = commands(bot)
+    assert set(callbacks) == {"model", "models", "reset", "ask"}
 
     async def call(command: str, where: Any, **arguments: Any) -> Interacting:
         interaction = Interacting(where, channel.guild.id)
-        await commands[command].callback(interaction, **arguments)  # type: ignore[arg-type]
+        await callbacks[command](interaction, **arguments)
         return interaction
 
     assert (await call("model", channel, name="other")).said == ["This channel now talks to `other`."]

@@ -9,8 +9,9 @@ from typing import Any, cast
 
 import httpx
 import openai
-from openai.types.responses import ResponseTextDeltaEvent
 from tantra_slack import Answerer, BotConfig
+
+from tests.clients.events import delta
 
 
 class _Web:
@@ -40,10 +41,7 @@ class _Tantra:
         if self._error:
             raise self._error
         self.asked.append(fields["conversation"])
-        return iter(
-            ResponseTextDeltaEvent.model_construct(type="response.output_text.delta", delta=d)
-            for d in self._deltas
-        )
+        return iter(delta(d) for d in self._deltas)
 
 
 def _answerer(tantra: _Tantra, ticks: list[float]) -> Answerer:

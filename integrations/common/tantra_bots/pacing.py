@@ -50,7 +50,9 @@ def brief_error(error: BaseException) -> str:
     """What the user sees (the operators get the whole error in the log): the gateway's own
     message for a refusal (a rate limit, a bad model name), else a generic line."""
     if isinstance(error, openai.APIStatusError):
-        return f"Tantra: {error.message}"
+        # The SDK's `message` prefixes "Error code: 429 - "; the envelope's own message reads better.
+        body = error.body if isinstance(error.body, dict) else {}
+        return f"Tantra: {body.get('message') or error.message}"
     if isinstance(error, openai.APIConnectionError):
         return "Tantra cannot be reached right now; try again shortly."
     return "Something went wrong; the operators have the details."
