@@ -12,6 +12,7 @@ from typing import Any, cast
 import discord.ext.test as dpytest
 import httpx
 import openai
+import pytest
 from discord.ext.test import backend
 from tantra_discord import Answerer, EditStream, TantraBot
 
@@ -205,3 +206,37 @@ async def test_the_slash_commands() -> None:
 def test_the_bot_asks_for_message_content() -> None:
     bot = TantraBot(Answerer(config("http://gw", "sk", "m")))
     assert bot.intents.message_content and bot.intents.guilds and bot.intents.dm_messages
+
+
+async def test_a_bare_mention_gets_a_hint_not_a_gateway_call() -> None:
+    bot, tantra = await _bot(["x"])
+    channel = dpytest.get_config().channels[0]
+    assert bot.user is not None
+    await dpytest.message(f"<@{bot.user.id}>", channel=channel)
+    assert shown(channel.id, bot.user.id)[0].startswith("Ask me something")
+    assert not tantra.asked and not channel.guild.threads
+    await dpytest.empty_queue()
+
+
+def test_configuration_from_the_environment_and_secret_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tantra_discord.__main__ import config_from_env, main
+
+    key = tmp_path / "key"
+    key.write_text("sk-from-file\n")
+    monkeypatch.setenv("TANTRA_API_KEY_FILE", str(key))
+    monkeypatch.setenv("TANTRA_BASE_URL", "http://tantra:8000")
+    monkeypatch.setenv("TANTRA_MAX_OUTPUT_TOKENS", "256")
+    monkeypatch.setenv("DISCORD_SYNC_COMMANDS", "false")
+    found = config_from_env()
+    assert (found.api_key, found.gateway_url, found.max_output_tokens) == (
+        "sk-from-file",
+        "http://tantra:8000",
+        256,
+    )
+    assert found.sync_commands is False and found.edit_interval_s == 1.0 and found.message_limit == 2000
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.delenv("DISCORD_TOKEN_FILE", raising=False)
+    with pytest.raises(SystemExit, match="DISCORD_TOKEN"):
+        main()

@@ -58,6 +58,9 @@ class TantraBot(discord.Client):
         ):
             return
         text = _MENTION.sub("", message.content).strip()
+        if not text and not message.attachments:
+            await message.reply("Ask me something after the mention (or `/tantra ask`).")
+            return
         place, key = await self._place(message, text)
         first = await place.send("…")
         await self.answerer.reply(key, text, message.attachments, first, lambda page: place.send(page))
