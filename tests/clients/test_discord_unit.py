@@ -203,9 +203,11 @@ async def test_the_slash_commands() -> None:
     await dpytest.empty_queue()
 
 
-def test_the_bot_asks_for_message_content() -> None:
+def test_the_bot_asks_for_message_content_and_pings_no_one() -> None:
     bot = TantraBot(Answerer(config("http://gw", "sk", "m")))
     assert bot.intents.message_content and bot.intents.guilds and bot.intents.dm_messages
+    # What the model writes pings no one.
+    assert bot.allowed_mentions is not None and bot.allowed_mentions.to_dict() == {"parse": []}
 
 
 async def test_a_bare_mention_gets_a_hint_not_a_gateway_call() -> None:

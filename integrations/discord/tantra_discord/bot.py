@@ -39,6 +39,8 @@ class TantraBot(discord.Client):
             # Reading a mention's words needs the (privileged) message content intent.
             intents = discord.Intents.default()
             intents.message_content = True
+        # A model's answer must never ping anyone (@everyone, a user, a role): no mention resolves.
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(intents=intents, **options)
         self.answerer = answerer
         self.tree = app_commands.CommandTree(self)
