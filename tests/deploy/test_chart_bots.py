@@ -54,6 +54,12 @@ def test_enabled_bots_render_objects_kubernetes_accepts(with_bots: Manifests) ->
             assert obj["spec"]["replicas"] == 1 and obj["spec"]["strategy"]["type"] == "Recreate"
 
 
+def test_the_chart_with_bots_lints_without_findings() -> None:
+    report = helm.lint(CHART, BOTS_ON, strict=True, kube_version="v1.27.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, problems
+
+
 @pytest.mark.parametrize("bot", ["discord", "slack"])
 def test_a_bot_reads_its_secrets_from_files_and_reaches_the_gateway(with_bots: Manifests, bot: str) -> None:
     pod, main = _bot(with_bots, bot)
