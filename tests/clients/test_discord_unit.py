@@ -242,3 +242,30 @@ def test_configuration_from_the_environment_and_secret_files(
     monkeypatch.delenv("DISCORD_TOKEN_FILE", raising=False)
     with pytest.raises(SystemExit, match="DISCORD_TOKEN"):
         main()
+
+
+async def test_one_answer_at_a_time_per_thread() -> None:
+    """Two messages in one thread: the second's answer starts after the first's ends, so the
+    conversation holds question, answer, question, answer."""
+    import asyncio
+
+    answerer = Answerer(config("http://gw", "sk", "m"))
+    events: list[str] = []
+
+    class Slow(_Tantra):
+        async def _respond(self, **fields: Any) -> Any:
+            events.append("start " + fields["input"])
+            await asyncio.sleep(0.05)
+            events.append("end " + fields["input"])
+            return _Stream(["ok"])
+
+    answerer.tantra = cast(Any, Slow([]))
+    log: list[str] = []
+
+    async def send(text: str) -> _Message:
+        return _Message(log)
+
+    await asyncio.gather(
+        *(answerer.reply(("g", "c", "t"), q, [], _Message(log), send) for q in ("one", "two"))
+    )
+    assert events == ["start one", "end one", "start two", "end two"]

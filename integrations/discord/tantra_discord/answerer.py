@@ -4,8 +4,10 @@ parts, and the streamed answer written by an EditStream. Errors: shown briefly, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,6 +67,9 @@ class Answerer:
         self.config = config
         self.book = ConversationBook(config.model)
         self._clock = clock
+        # One answer at a time per thread: a second message waits, so the conversation's items
+        # stay in question/answer order.
+        self._turns: defaultdict[ThreadKey, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.tantra = openai.AsyncOpenAI(
             base_url=config.gateway_url.rstrip("/") + "/v1", api_key=config.api_key
         )
@@ -115,6 +120,17 @@ class Answerer:
     ) -> str:
         """Streams the answer to `text` in the thread's conversation into `first` (and follow-ups
         through `send`); returns what was shown last."""
+        async with self._turns[key]:
+            return await self._reply(key, text, files, first, send)
+
+    async def _reply(
+        self,
+        key: ThreadKey,
+        text: str,
+        files: Sequence[DiscordFile],
+        first: Editable,
+        send: Callable[[str], Awaitable[Editable]],
+    ) -> str:
         writer = EditStream(
             first, send, self.config.edit_interval_s, limit=self.config.message_limit, clock=self._clock
         )
