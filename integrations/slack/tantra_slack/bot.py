@@ -51,6 +51,7 @@ class Answerer:
         self.book = ConversationBook(config.model)
         self._conversations = self.book.conversations
         self._clients: dict[str, openai.OpenAI] = {}
+        self._turns: dict[tuple[str, str, str], threading.Lock] = {}
 
     def client(self, team: str) -> openai.OpenAI:
         key = self.config.workspace_keys.get(team, self.config.api_key)
@@ -94,6 +95,25 @@ class Answerer:
         go as content parts (tantra_slack.files). Errors: told briefly, logged fully."""
         placeholder = web.chat_postMessage(channel=channel, thread_ts=thread, text="…")
         ts = placeholder["ts"]
+        with self._lock:
+            turn = self._turns.setdefault((team, channel, thread), threading.Lock())
+        # One answer at a time per thread (Bolt runs listeners on worker threads): the conversation
+        # keeps question/answer order.
+        with turn:
+            answer = self._stream(web, team, channel, thread, text, files, ts)
+        web.chat_update(channel=channel, ts=ts, text=answer)
+        return answer
+
+    def _stream(
+        self,
+        web: WebClient,
+        team: str,
+        channel: str,
+        thread: str,
+        text: str,
+        files: list[dict[str, Any]] | None,
+        ts: str,
+    ) -> str:
         try:
             tantra = self.client(team)
             conversation = self._conversation(tantra, team, channel, thread)
@@ -112,7 +132,6 @@ class Answerer:
         except Exception as error:
             log.exception("answering in %s/%s failed", channel, thread)
             answer = ":warning: " + brief_error(error)
-        web.chat_update(channel=channel, ts=ts, text=answer)
         return answer
 
     def command(self, team: str, channel: str, text: str) -> str:
