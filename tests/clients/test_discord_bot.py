@@ -6,6 +6,7 @@ it, a DM with a text attachment, a long answer continued in follow-up messages, 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,15 @@ async def bot(gateway_url: str, api_key: str, model: str) -> AsyncIterator[Tantr
     await answerer.tantra.close()
 
 
-def _items(openai_client: openai.OpenAI, conversation: str) -> list[dict[str, Any]]:
-    items = openai_client.conversations.items.list(conversation, order="asc")
-    return [item.model_dump() for item in items]
+def _items(openai_client: openai.OpenAI, conversation: str, count: int) -> list[dict[str, Any]]:
+    """The conversation's items once `count` are there (the gateway adds a streamed response's
+    items as the stream ends, a moment after the last delta the bot showed)."""
+    deadline = time.monotonic() + 15
+    while True:
+        items = [i.model_dump() for i in openai_client.conversations.items.list(conversation, order="asc")]
+        if len(items) >= count or time.monotonic() > deadline:
+            return items
+        time.sleep(0.2)
 
 
 def _answered(texts: list[str]) -> bool:
@@ -51,7 +58,7 @@ async def test_a_mention_is_answered_in_a_thread_that_keeps_its_conversation(
     answerer = bot.answerer
     conversation = answerer.book.get((str(channel.guild.id), str(channel.id), str(thread.id)))
     assert conversation is not None
-    items = _items(openai_client, conversation)
+    items = _items(openai_client, conversation, 4)
     assert [(i["type"], i["role"]) for i in items] == [
         ("message", "user"),
         ("message", "assistant"),
@@ -74,7 +81,7 @@ async def test_a_direct_message_with_a_text_attachment(
     assert _answered(shown(dm.id, bot.user.id)), shown(dm.id, bot.user.id)
     conversation = bot.answerer.book.get(("dm", str(dm.id), str(dm.id)))
     assert conversation is not None
-    question = json.dumps(_items(openai_client, conversation)[0])
+    question = json.dumps(_items(openai_client, conversation, 2)[0])
     assert "Attached file notes.txt" in question and "ship on Friday" in question
 
 
