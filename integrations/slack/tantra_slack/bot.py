@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+from openai.types.responses import ResponseTextDeltaEvent
 from slack_bolt import App
 from slack_sdk import WebClient
+from tantra_bots import ConversationBook, Throttle, brief_error, conversation_request
+
+from tantra_slack.files import input_with_files
 
 log = logging.getLogger("tantra_slack")
 
@@ -30,6 +34,10 @@ class BotConfig:
     # Slack's chat.update is Tier 3 (about 50 a minute): one update a second per answer stays under.
     update_interval_s: float = 1.0
     instructions: str | None = None
+    # Larger attached files are skipped (and the user told).
+    max_file_bytes: int = 20_000_000
+    # Attached audio is transcribed through the gateway with this model, the transcript sent.
+    transcription_model: str = "whisper-1"
 
 
 class Answerer:
@@ -40,9 +48,10 @@ class Answerer:
         self.config = config
         self._clock = clock
         self._lock = threading.Lock()
-        self._conversations: dict[tuple[str, str, str], str] = {}
-        self._models: dict[tuple[str, str], str] = {}
+        self.book = ConversationBook(config.model)
+        self._conversations = self.book.conversations
         self._clients: dict[str, openai.OpenAI] = {}
+        self._turns: dict[tuple[str, str, str], threading.Lock] = {}
 
     def client(self, team: str) -> openai.OpenAI:
         key = self.config.workspace_keys.get(team, self.config.api_key)
@@ -54,58 +63,75 @@ class Answerer:
             return self._clients[key]
 
     def model(self, team: str, channel: str) -> str:
-        return self._models.get((team, channel), self.config.model)
+        return self.book.model(team, channel)
 
     def choose_model(self, team: str, channel: str, model: str) -> None:
-        self._models[(team, channel)] = model
+        self.book.choose_model(team, channel, model)
 
     def reset(self, team: str, channel: str) -> int:
         """Forgets the conversations of a channel's threads; the next message starts a new one."""
-        with self._lock:
-            gone = [k for k in self._conversations if k[:2] == (team, channel)]
-            for k in gone:
-                del self._conversations[k]
-        return len(gone)
+        return self.book.forget(team, channel)
 
     def _conversation(self, tantra: openai.OpenAI, team: str, channel: str, thread: str) -> str:
-        with self._lock:
-            found = self._conversations.get((team, channel, thread))
+        found = self.book.get((team, channel, thread))
         if found is None:
-            items: list[Any] = []
-            if self.config.instructions:
-                items = [{"type": "message", "role": "system", "content": self.config.instructions}]
             metadata = {"slack_team": team, "slack_channel": channel, "slack_thread": thread}
-            found = tantra.conversations.create(items=items, metadata=metadata).id
-            with self._lock:
-                self._conversations[(team, channel, thread)] = found
+            request = conversation_request(self.config.instructions, metadata)
+            found = tantra.conversations.create(**request).id
+            self.book.put((team, channel, thread), found)
         return found
 
-    def answer(self, web: WebClient, team: str, channel: str, thread: str, text: str) -> str:
+    def answer(
+        self,
+        web: WebClient,
+        team: str,
+        channel: str,
+        thread: str,
+        text: str,
+        files: list[dict[str, Any]] | None = None,
+    ) -> str:
         """Posts a placeholder in the thread and edits it as the answer streams, at most once per
-        `update_interval_s`, then with the whole answer. Errors: told briefly, logged fully."""
+        `update_interval_s`, then with the whole answer. `files` (the event's Slack file objects)
+        go as content parts (tantra_slack.files). Errors: told briefly, logged fully."""
         placeholder = web.chat_postMessage(channel=channel, thread_ts=thread, text="…")
         ts = placeholder["ts"]
+        with self._lock:
+            turn = self._turns.setdefault((team, channel, thread), threading.Lock())
+        # One answer at a time per thread (Bolt runs listeners on worker threads): the conversation
+        # keeps question/answer order.
+        with turn:
+            answer = self._stream(web, team, channel, thread, text, files, ts)
+        web.chat_update(channel=channel, ts=ts, text=answer)
+        return answer
+
+    def _stream(
+        self,
+        web: WebClient,
+        team: str,
+        channel: str,
+        thread: str,
+        text: str,
+        files: list[dict[str, Any]] | None,
+        ts: str,
+    ) -> str:
         try:
             tantra = self.client(team)
             conversation = self._conversation(tantra, team, channel, thread)
+            question = input_with_files(tantra, web, text, files or [], self.config)
             stream = tantra.responses.create(
-                model=self.model(team, channel), input=text, conversation=conversation, stream=True
+                model=self.model(team, channel), input=question, conversation=conversation, stream=True
             )
-            answer, last = "", self._clock()
+            answer, throttle = "", Throttle(self.config.update_interval_s, self._clock)
             for event in stream:
-                if event.type == "response.output_text.delta":
+                if isinstance(event, ResponseTextDeltaEvent):
                     answer += event.delta
-                    if self._clock() - last >= self.config.update_interval_s and answer.strip():
+                    if throttle.due() and answer.strip():
                         web.chat_update(channel=channel, ts=ts, text=answer + " …")
-                        last = self._clock()
+                        throttle.mark()
             answer = answer.strip() or "(no answer)"
-        except openai.APIStatusError as error:
-            log.exception("Tantra refused an answer in %s/%s", channel, thread)
-            answer = f":warning: Tantra: {error.message}"
-        except Exception:
+        except Exception as error:
             log.exception("answering in %s/%s failed", channel, thread)
-            answer = ":warning: Something went wrong; the operators have the details."
-        web.chat_update(channel=channel, ts=ts, text=answer)
+            answer = ":warning: " + brief_error(error)
         return answer
 
     def command(self, team: str, channel: str, text: str) -> str:
@@ -134,15 +160,19 @@ def build_app(answerer: Answerer, *, signing_secret: str, client: WebClient, **b
     def on_mention(event: dict[str, Any], context: Any, client: WebClient) -> None:
         text = _MENTION.sub("", event.get("text", "")).strip()
         thread = event.get("thread_ts") or event["ts"]
-        answerer.answer(client, context.team_id or "", event["channel"], thread, text)
+        answerer.answer(client, context.team_id or "", event["channel"], thread, text, event.get("files"))
 
     @app.event("message")
     def on_message(event: dict[str, Any], context: Any, client: WebClient) -> None:
-        # Direct messages only (channels answer mentions); never the bot's own or edited ones.
-        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
+        # Direct messages only (channels answer mentions); never the bot's own or edited ones. A
+        # message with files has the subtype "file_share".
+        if event.get("channel_type") != "im" or event.get("bot_id"):
+            return
+        if event.get("subtype") not in (None, "file_share"):
             return
         thread = event.get("thread_ts") or event["ts"]
-        answerer.answer(client, context.team_id or "", event["channel"], thread, event.get("text", ""))
+        team, text = context.team_id or "", event.get("text", "")
+        answerer.answer(client, team, event["channel"], thread, text, event.get("files"))
 
     @app.command("/tantra")
     def on_command(ack: Callable[..., None], command: dict[str, Any]) -> None:

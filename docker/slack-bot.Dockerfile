@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1.7
+# The Slack bot (integrations/slack): HTTP mode on $PORT or Socket Mode (SLACK_APP_TOKEN).
+#
+#   docker build -f docker/slack-bot.Dockerfile -t tantra-slack-bot .
+#
+# Build from the repository root; docker/slack-bot.Dockerfile.dockerignore keeps the context small.
+# Configuration by environment, secrets as files (NAME_FILE=/run/secrets/...): docs/bots.md.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+# Only the bot and the core the bots share: no gateway code in this image.
+COPY integrations/common ./integrations/common
+COPY integrations/slack ./integrations/slack
+COPY docker/install.sh ./docker/
+RUN sh docker/install.sh slack /opt/tantra
+
+FROM ${PYTHON_IMAGE}
+# The base image's pip and setuptools are not needed at run time; nothing gets installed there.
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+    && groupadd --gid 10001 tantra \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tantra
+COPY --from=build /opt/tantra /opt/tantra
+COPY docker/healthcheck.py /usr/local/bin/tantra-healthcheck
+ENV PATH=/opt/tantra/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HEALTH_PORT=8080
+# A numeric user, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+# 3000: Slack's HTTP mode (events and the slash command; none in Socket Mode); 8080: /healthz.
+EXPOSE 3000 8080
+# 200 while the bot is connected to its platform, 503 when not.
+HEALTHCHECK --interval=15s --timeout=4s --start-period=30s --retries=3 \
+    CMD ["tantra-healthcheck", "http://127.0.0.1:${HEALTH_PORT}/healthz"]
+CMD ["python", "-m", "tantra_slack"]
