@@ -29,6 +29,7 @@ from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
 from gateway.services.conversations import Conversations
+from gateway.services.pii import Redactor
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
@@ -100,6 +101,8 @@ class ResponsesService:
         self._background = background
         self._poll_s = poll_s
         self._conversations = conversations
+        # PII redaction of the responses stored, under the tenant's policy (set once built); None: off.
+        self.redactor: Redactor | None = None
 
     async def close(self) -> None:
         """Wait for the streamed responses still being stored (at shutdown)."""
@@ -190,7 +193,10 @@ class ResponsesService:
         """Store the response (unless `store: false`)."""
         if turn.parsed.store is False:
             return
-        await self._store.add(row_of(ticket, turn, response, status=str(response.get("status", "completed"))))
+        row = row_of(ticket, turn, response, status=str(response.get("status", "completed")))
+        if self.redactor is not None:
+            row = await self.redactor.stored_row(row, "input_items", "body")
+        await self._store.add(row)
 
     async def _conversation_items(self, ticket: Ticket, conversation_id: str) -> list[dict[str, Any]]:
         """The conversation's items, oldest first (the 404 of an id the tenant has not)."""
