@@ -13,6 +13,7 @@ that reads only the snapshot tldextract's wheel ships (no URLs, no disk cache)."
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -37,36 +38,43 @@ def offline_tldextract() -> None:
         )
 
 
+# Presidio's engines per (model, language): loaded once per process, whichever engine asks first.
+_LOADED: dict[tuple[str, str], tuple[AnalyzerEngine, AnonymizerEngine]] = {}
+_LOADING = threading.Lock()
+
+
+def _engines(model: str, language: str) -> tuple[AnalyzerEngine, AnonymizerEngine]:
+    with _LOADING:
+        loaded = _LOADED.get((model, language))
+        if loaded is None:
+            offline_tldextract()
+            from presidio_analyzer import AnalyzerEngine
+            from presidio_analyzer.nlp_engine import NlpEngineProvider
+            from presidio_anonymizer import AnonymizerEngine
+
+            nlp = NlpEngineProvider(
+                nlp_configuration={
+                    "nlp_engine_name": "spacy",
+                    "models": [{"lang_code": language, "model_name": model}],
+                }
+            ).create_engine()
+            # Presidio warns of each recognizer of another language it leaves out: noise here.
+            quiet = logging.getLogger("presidio-analyzer")
+            level, quiet.level = quiet.level, logging.ERROR
+            try:
+                analyzer = AnalyzerEngine(nlp_engine=nlp, supported_languages=[language])
+            finally:
+                quiet.setLevel(level)
+            loaded = _LOADED[(model, language)] = (analyzer, AnonymizerEngine())
+        return loaded
+
+
 class PiiEngine:
-    """Presidio's analyzer and anonymizer, loaded on the first `redact` (thread-safe, once)."""
+    """Presidio's analyzer and anonymizer for one spaCy model, loaded on the first `redact`."""
 
     def __init__(self, model: str = DEFAULT_MODEL, language: str = "en") -> None:
         self.model = model
         self.language = language
-        self._lock = threading.Lock()
-        self._engines: tuple[AnalyzerEngine, AnonymizerEngine] | None = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._engines is not None
-
-    def _load(self) -> tuple[AnalyzerEngine, AnonymizerEngine]:
-        with self._lock:
-            if self._engines is None:
-                offline_tldextract()
-                from presidio_analyzer import AnalyzerEngine
-                from presidio_analyzer.nlp_engine import NlpEngineProvider
-                from presidio_anonymizer import AnonymizerEngine
-
-                nlp = NlpEngineProvider(
-                    nlp_configuration={
-                        "nlp_engine_name": "spacy",
-                        "models": [{"lang_code": self.language, "model_name": self.model}],
-                    }
-                ).create_engine()
-                analyzer = AnalyzerEngine(nlp_engine=nlp, supported_languages=[self.language])
-                self._engines = (analyzer, AnonymizerEngine())
-            return self._engines
 
     def redact(self, texts: Sequence[str], entities: Sequence[str], threshold: float) -> list[str]:
         """Each text with the entities found at or above `threshold` replaced by `<ENTITY>`.
@@ -74,7 +82,7 @@ class PiiEngine:
         empty or whitespace text is returned as is without loading anything."""
         if not any(text.strip() for text in texts) or not entities:
             return list(texts)
-        analyzer, anonymizer = self._load()
+        analyzer, anonymizer = _engines(self.model, self.language)
         out: list[str] = []
         for text in texts:
             if not text.strip():

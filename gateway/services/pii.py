@@ -102,8 +102,11 @@ class Redactor:
         _walk(value, True, collect)
         if not any(text.strip() for text in found):
             return value
-        redacted = iter(await self._redact(found, policy))
-        return _walk(value, True, lambda _: next(redacted))
+        redacted = await self._redact(found, policy)
+        if redacted == found:  # nothing found: the value itself (a body then goes as sent)
+            return value
+        replacements = iter(redacted)
+        return _walk(value, True, lambda _: next(replacements))
 
     async def stored(self, tenant_id: str | None, value: T) -> T:
         """`value` (a string, or JSON: its text fields) as the tenant's policy lets it be stored:
