@@ -29,9 +29,11 @@ from gateway import Settings, create_app
 from gateway.observability import configure_logging
 from gateway.observability.logs import reset_logging, resolve_format
 from tests.gateway.helpers import AdminClient, bearer, envelope
+from tests.gateway.memory.fake_models import bag_of_words
 from tests.servers import ThreadedServer
 
 MODEL = "tantra-tiny"
+EMBEDDING = "fake-embedding"
 PROMPT = "My name is John Smith, mail me at john.smith@example.com about card 4111 1111 1111 1111."
 # The engine's answer quotes PII of its own: the client gets it as it is.
 ANSWER = "Hello John Smith, I wrote to john.smith@example.com."
@@ -67,8 +69,15 @@ class PiiGateway:
 def _engine(seen: list[bytes]) -> Callable[[httpx.Request], httpx.Response]:
     def engine(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": MODEL, "max_model_len": 4096}]})
+            models = [{"id": MODEL, "max_model_len": 4096}, {"id": EMBEDDING, "max_model_len": 512}]
+            return httpx.Response(200, json={"data": models})
         seen.append(request.content)
+        if request.url.path == "/v1/embeddings":
+            texts = orjson.loads(request.content)["input"]
+            data = [
+                {"index": n, "object": "embedding", "embedding": bag_of_words(t)} for n, t in enumerate(texts)
+            ]
+            return httpx.Response(200, json={"data": data, "model": EMBEDDING, "usage": {"prompt_tokens": 3}})
         return httpx.Response(
             200,
             json={
@@ -97,6 +106,10 @@ def pii_gateway(
         blob_dir=tmp / "blobs",
         jobs_enabled=False,
         pii_policy_cache_s=0,
+        moderation_policy_cache_s=0,
+        moderation_executor="thread",
+        memory_embedding_model=EMBEDDING,
+        memory_extraction_model=MODEL,
     )
     seen: list[bytes] = []
     app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_engine(seen))))
@@ -177,6 +190,25 @@ def test_a_store_policy_redacts_what_is_stored_not_the_answer(pii_gateway: PiiGa
     assert kept["comment"] == "Call me on <PHONE_NUMBER>, <PERSON>"
     raw = orjson.dumps(kept).decode()
     assert "john.smith@example.com" not in raw and "4111" not in raw
+    # A memory, stored as given: redacted before it is embedded (the index holds the stored text's).
+    pii_gateway.seen.clear()
+    body = {"messages": [{"role": "user", "content": PROMPT}], "user_id": "u1", "infer": False}
+    memory = tenant.post(url, "/v1/memories/", body)
+    assert memory.status_code == 200, memory.text
+    redacted = "My name is <PERSON>, mail me at <EMAIL_ADDRESS> about card <CREDIT_CARD>."
+    assert [r["memory"] for r in memory.json()["results"]] == [redacted]
+    assert orjson.loads(pii_gateway.seen[-1])["input"] == [redacted]
+    # A moderation flag's excerpt (a banned term flags the prompt; it is let through and recorded).
+    policy = {"input": "flag", "banned_terms": {"illicit": ["card"]}}
+    assert (
+        pii_gateway.admin.http.put(f"/admin/moderation/policies/{tenant.id}", json=policy).status_code == 200
+    )
+    assert _chat(tenant, url).status_code == 200
+    flags = pii_gateway.admin.http.get("/admin/moderation/flags", params={"tenant_id": tenant.id}).json()
+    [flag] = flags["data"]
+    assert flag["excerpt"].endswith(
+        "My name is <PERSON>, mail me at <EMAIL_ADDRESS> about card <CREDIT_CARD>."
+    )
 
 
 def test_a_prompt_policy_redacts_what_the_model_sees(pii_gateway: PiiGateway) -> None:
