@@ -43,7 +43,9 @@ class Policies(PiiPolicies):
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[PiiEngine]:
-    """One engine for the module, with every connection attempt of its load and use refused."""
+    """One engine for the module, with every connection attempt of its load (when this module is
+    the process's first to load Presidio) and of a redaction with an e-mail address refused; the
+    extractor's own settings are checked below whatever the order."""
     attempts: list[Any] = []
     connect = socket.socket.connect
 
