@@ -35,6 +35,7 @@ def pii(components: Components) -> Redactor | None:
     redactor = Redactor(policies, PiiEngine(settings.pii_spacy_model))
     services = components.services
     services.inference.pii = redactor
+    services.messages.pii = redactor
     services.stored_completions.redactor = redactor
     services.conversations.redactor = redactor
     services.responses.redactor = redactor

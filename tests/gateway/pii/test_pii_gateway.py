@@ -8,7 +8,8 @@ and the engine must answer with PII the test chooses.
 - `store`: a stored chat completion, a conversation's items and feedback keep `<ENTITY>` where
   the client wrote PII, while the client's answer (the model's PII included) is unchanged and the
   engine saw the prompt as sent.
-- `prompt`: the engine receives the user's message redacted (the system message as written); a
+- `prompt`: the engine receives the user's message redacted (the system message as written), on
+  chat and on Anthropic's Messages API; a
   tenant without a policy has its body forwarded byte for byte.
 - At default log settings no prompt or answer text reaches the gateway's log output."""
 
@@ -37,6 +38,18 @@ EMBEDDING = "fake-embedding"
 PROMPT = "My name is John Smith, mail me at john.smith@example.com about card 4111 1111 1111 1111."
 # The engine's answer quotes PII of its own: the client gets it as it is.
 ANSWER = "Hello John Smith, I wrote to john.smith@example.com."
+REDACTED = "My name is <PERSON>, mail me at <EMAIL_ADDRESS> about card <CREDIT_CARD>."
+
+MESSAGE = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": MODEL,
+    "content": [{"type": "text", "text": ANSWER}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 20, "output_tokens": 9},
+}
 
 
 @dataclass
@@ -72,6 +85,8 @@ def _engine(seen: list[bytes]) -> Callable[[httpx.Request], httpx.Response]:
             models = [{"id": MODEL, "max_model_len": 4096}, {"id": EMBEDDING, "max_model_len": 512}]
             return httpx.Response(200, json={"data": models})
         seen.append(request.content)
+        if request.url.path == "/v1/messages":
+            return httpx.Response(200, json=MESSAGE)
         if request.url.path == "/v1/embeddings":
             texts = orjson.loads(request.content)["input"]
             data = [
@@ -223,6 +238,22 @@ def test_a_prompt_policy_redacts_what_the_model_sees(pii_gateway: PiiGateway) ->
         "You help Acme.",
         "My name is <PERSON>, mail me at <EMAIL_ADDRESS> about card <CREDIT_CARD>.",
     ]
+    # Anthropic's Messages API: the user's text blocks too (the top-level system prompt as written).
+    anthropic = tenant.post(
+        url,
+        "/v1/messages",
+        {
+            "model": MODEL,
+            "max_tokens": 8,
+            "system": "You help Acme.",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": PROMPT}]}],
+        },
+    )
+    assert anthropic.status_code == 200, anthropic.text
+    assert anthropic.json()["content"][0]["text"] == ANSWER
+    sent = orjson.loads(pii_gateway.seen[-1])
+    assert sent["system"] == "You help Acme."
+    assert sent["messages"][0]["content"] == [{"type": "text", "text": REDACTED}]
     # Without a policy: the client's own bytes go upstream, PII and all.
     plain = pii_gateway.tenant("plain")
     body = b'{"model": "tantra-tiny",  "messages": [{"role": "user", "content": "' + PROMPT.encode() + b'"}]}'
