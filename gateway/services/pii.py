@@ -135,17 +135,29 @@ class Redactor:
             return None
         messages = payload.get("messages")
         if isinstance(messages, list):
-            users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-            redacted = await self._in_value(users, policy)
-            if redacted is users:
-                return None
-            swap = dict(zip(map(id, users), redacted, strict=True))
-            return {**payload, "messages": [swap.get(id(m), m) for m in messages]}
+            redacted = await self._users(messages, policy)
+            return None if redacted is None else {**payload, "messages": redacted}
         prompt = payload.get("prompt")
         if isinstance(prompt, str | list):
             changed = await self._in_value(prompt, policy)
             return None if changed is prompt else {**payload, "prompt": changed}
         return None
+
+    async def user_items(self, tenant_id: str | None, items: list[Any]) -> list[Any] | None:
+        """Responses input items with the user's messages redacted under a `prompt` policy (None:
+        nothing to change)."""
+        policy = await self.policies.of(tenant_id)
+        if not (policy.prompt and policy.entities):
+            return None
+        return await self._users(items, policy)
+
+    async def _users(self, messages: list[Any], policy: PiiPolicy) -> list[Any] | None:
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        redacted = await self._in_value(users, policy)
+        if redacted is users:
+            return None
+        swap = dict(zip(map(id, users), redacted, strict=True))
+        return [swap.get(id(m), m) for m in messages]
 
     def close(self) -> None:
         if self._executor is not None:

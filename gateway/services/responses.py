@@ -179,6 +179,9 @@ class ResponsesService:
             request_id=response_id,
             stream=bool(parsed.stream),
         )
+        if self.redactor is not None:  # the user's text under a `prompt` policy (docs/governance.md)
+            sent = await self.redactor.user_items(ticket.principal.tenant_id, engine_body["input"])
+            engine_body["input"] = engine_body["input"] if sent is None else sent
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
         turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh))
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)

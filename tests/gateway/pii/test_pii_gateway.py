@@ -9,7 +9,7 @@ and the engine must answer with PII the test chooses.
   the client wrote PII, while the client's answer (the model's PII included) is unchanged and the
   engine saw the prompt as sent.
 - `prompt`: the engine receives the user's message redacted (the system message as written), on
-  chat and on Anthropic's Messages API; a
+  chat, the Responses API and Anthropic's Messages API; a
   tenant without a policy has its body forwarded byte for byte.
 - At default log settings no prompt or answer text reaches the gateway's log output."""
 
@@ -51,6 +51,24 @@ MESSAGE = {
     "usage": {"input_tokens": 20, "output_tokens": 9},
 }
 
+RESPONSE = {
+    "id": "resp_engine",
+    "object": "response",
+    "created_at": 1,
+    "status": "completed",
+    "model": MODEL,
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_out",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": ANSWER, "annotations": []}],
+        }
+    ],
+    "usage": {"input_tokens": 20, "output_tokens": 9, "total_tokens": 29},
+}
+
 
 @dataclass
 class Tenant:
@@ -87,6 +105,8 @@ def _engine(seen: list[bytes]) -> Callable[[httpx.Request], httpx.Response]:
         seen.append(request.content)
         if request.url.path == "/v1/messages":
             return httpx.Response(200, json=MESSAGE)
+        if request.url.path == "/v1/responses":
+            return httpx.Response(200, json=RESPONSE)
         if request.url.path == "/v1/embeddings":
             texts = orjson.loads(request.content)["input"]
             data = [
@@ -254,6 +274,17 @@ def test_a_prompt_policy_redacts_what_the_model_sees(pii_gateway: PiiGateway) ->
     sent = orjson.loads(pii_gateway.seen[-1])
     assert sent["system"] == "You help Acme."
     assert sent["messages"][0]["content"] == [{"type": "text", "text": REDACTED}]
+    # The Responses API: the user's input items (instructions as written).
+    response = tenant.post(
+        url,
+        "/v1/responses",
+        {"model": MODEL, "instructions": "You help Acme.", "input": PROMPT, "store": False},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["output"][0]["content"][0]["text"] == ANSWER
+    sent = orjson.loads(pii_gateway.seen[-1])
+    assert sent["instructions"] == "You help Acme."
+    assert [part["text"] for item in sent["input"] for part in item["content"]] == [REDACTED]
     # Without a policy: the client's own bytes go upstream, PII and all.
     plain = pii_gateway.tenant("plain")
     body = b'{"model": "tantra-tiny",  "messages": [{"role": "user", "content": "' + PROMPT.encode() + b'"}]}'
