@@ -33,6 +33,7 @@ from gateway.http.edge import EdgeMiddleware
 from gateway.http.listeners import ListenerGate, listener_of
 from gateway.http.openapi import install_openapi
 from gateway.observability import RequestInstrumentation
+from gateway.pii_setup import pii
 from gateway.routes import (
     admin_router,
     anthropic_router,
@@ -55,6 +56,7 @@ from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.panel import panel_router
 from gateway.routes.panel_retention import panel_retention_router
+from gateway.routes.pii import pii_admin_router
 from gateway.routes.responses import responses_router
 from gateway.routes.retention_admin import retention_admin_router
 from gateway.routes.stored_completions import stored_completions_router
@@ -78,6 +80,7 @@ def create_app(
     """
     parts = build(settings or Settings(), http_client=http_client, span_processor=span_processor)
     governed = governance(parts)
+    redactor = pii(parts)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +91,8 @@ def create_app(
         finally:
             await governed.stop()
             await parts.stop()
+            if redactor is not None:
+                redactor.close()
 
     app = FastAPI(
         title="Tantra",
@@ -99,6 +104,11 @@ def create_app(
     app.state.governance = governed
     _include_routes(app, parts)
     _include_governance(app, parts, governed)
+    if redactor is not None:  # /admin/pii (docs/governance.md "PII redaction")
+        proxies = TrustedProxies(parts.settings.trusted_proxies)
+        app.include_router(
+            pii_admin_router(parts.access.admin_guard, redactor.policies, parts.shared.store, proxies)
+        )
     _install_error_handlers(app)
     install_openapi(app, description=_DESCRIPTION)
     # Added first, so it runs inside EdgeMiddleware: the request id is known when it starts.

@@ -3,6 +3,7 @@ the files, batches and responses services belong here too), kept out of the comp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from gateway.settings.schema import Settings
 from gateway.store import Database
 from gateway.store.batched import BatchedWriter
 from gateway.store.batches import BatchStore
-from gateway.store.completions import CompletionStore
+from gateway.store.completions import CompletionStore, StoredCompletionRow
 from gateway.store.conversations import ConversationStore
 from gateway.store.feedback import FeedbackStore
 from gateway.store.fine_tuning import FineTuningStore
@@ -48,13 +49,18 @@ from gateway.upstreams.pool import UpstreamPool
 def stored_completions(settings: Settings, database: Database, admission: Admission) -> StoredCompletions:
     """The stored chat completions, written in batches on the usage ledger's interval and size."""
     store = CompletionStore(database)
+
+    async def write(rows: Sequence[StoredCompletionRow]) -> None:  # through the service: PII redacted
+        await kept.write(rows)
+
     writer = BatchedWriter(
-        store.add,
+        write,
         name="stored-completions",
         flush_interval_s=settings.ledger_flush_interval_s,
         batch_size=settings.ledger_batch_size,
     )
-    return StoredCompletions(admission, store, writer, enabled=settings.stored_completions_enabled)
+    kept = StoredCompletions(admission, store, writer, enabled=settings.stored_completions_enabled)
+    return kept
 
 
 def conversations(database: Database, admission: Admission) -> Conversations:

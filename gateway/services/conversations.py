@@ -33,6 +33,7 @@ from gateway.protocol.conversations import (
     new_id,
     normalize_items,
 )
+from gateway.services.pii import Redactor
 from gateway.store import utcnow
 from gateway.store.conversations import (
     ConversationNotFound,
@@ -53,6 +54,8 @@ class Conversations:
     def __init__(self, admission: Admission, store: ConversationStore) -> None:
         self._admission = admission
         self._store = store
+        # PII redaction of the items stored, under the tenant's policy (set once built); None: off.
+        self.redactor: Redactor | None = None
 
     # For the Responses API ------------------------------------------------------------------------
 
@@ -89,7 +92,7 @@ class Conversations:
                 new_id("conv_"),
                 at=utcnow(),
                 metadata=parsed.metadata,
-                items=parsed.items,
+                items=await self._redacted(owner, parsed.items),
                 end_user=parsed.safety_identifier,
             )
             return _done(ticket, conversation_object(row))
@@ -154,6 +157,10 @@ class Conversations:
                 raise _item_not_found(item_id)
             return _done(ticket, conversation_object(row))
 
+    async def _redacted(self, owner: Owner, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items as the tenant's PII policy lets them be stored."""
+        return items if self.redactor is None else await self.redactor.stored(owner.tenant_id, items)
+
     async def _append(
         self,
         owner: Owner,
@@ -163,6 +170,7 @@ class Conversations:
         end_user: str | None,
         param: str,
     ) -> None:
+        items = await self._redacted(owner, items)
         try:
             await self._store.append(owner, conversation_id, items, at=utcnow(), end_user=end_user)
         except ConversationNotFound:

@@ -33,6 +33,7 @@ from gateway.protocol.feedback import (
 from gateway.protocol.fine_tuning_file import MIN_EXAMPLES
 from gateway.services.feedback_export import FileWriter, training_lines
 from gateway.services.feedback_sources import FeedbackSources
+from gateway.services.pii import Redactor
 from gateway.services.stored import ANONYMOUS_TENANT, file_object, unix
 from gateway.store import utcnow
 from gateway.store.feedback import FeedbackFilter, FeedbackStore, StoredFeedback
@@ -58,12 +59,18 @@ class FeedbackService:
         self._sources = sources
         # The Files API's writer (None without it: the export is then a 400).
         self._files = files
+        # PII redaction of what is stored, under the tenant's policy (set once built); None: off.
+        self.redactor: Redactor | None = None
 
     async def create(self, request: Request) -> Response:
         async with self._admission.enter(request, "POST /v1/feedback") as ticket:
             owner = await _admit(ticket)
             _, _, asked = await ticket.read_json(FeedbackCreate)
             exchange = await self._sources.exchange(owner, asked)
+            texts: dict[str, Any] = {"comment": asked.comment, "correction": asked.correction}
+            texts |= {"prompt": exchange.prompt, "answer": exchange.answer}
+            if self.redactor is not None:
+                texts = await self.redactor.stored(owner.tenant_id, texts)
             row = StoredFeedback(
                 id=PREFIX + secrets.token_hex(12),
                 tenant_id=owner.tenant_id,
@@ -78,10 +85,10 @@ class FeedbackService:
                 rating=None if asked.rating is None else str(asked.rating),
                 score=score(asked.rating),
                 label=asked.label,
-                comment=asked.comment,
-                correction=asked.correction,
-                prompt=exchange.prompt,
-                answer=exchange.answer,
+                comment=texts["comment"],
+                correction=texts["correction"],
+                prompt=texts["prompt"],
+                answer=texts["answer"],
                 prompt_hash=exchange.prompt_hash,
             )
             await self._store.add(row)

@@ -23,6 +23,7 @@ from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.memory_chat import ChatMemory, annotate
 from gateway.services.model_choice import ModelChoice
 from gateway.services.moderated import ModeratedChat
+from gateway.services.pii import Redactor
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
 from gateway.services.spoken_stream import SpokenStream
@@ -79,6 +80,8 @@ class InferenceService:
         self.memory: ChatMemory | None = None
         # Virtual models (`auto`, docs/orchestration.md), set by the composition root; None: none.
         self.chooser: ModelChoice | None = None
+        # PII redaction of the prompt under the tenant's policy (docs/governance.md); None: off.
+        self.pii: Redactor | None = None
 
     def use_adapters(self, adapters: AdapterServing) -> None:
         """Serve the fine-tuned models (built after this service, with the Files API's store)."""
@@ -87,12 +90,24 @@ class InferenceService:
     async def handle(self, request: Request, schema: type[SamplingParams], path: str) -> Response:
         async with self._admission.enter(request, path) as ticket:
             body, payload, parsed, media, capture = await self._admit(ticket, schema, path)
+            if self.pii is not None:
+                body, payload = await self._redacted(ticket, body, payload)
             if self._moderated is None:
                 return await self._reply(ticket, path, body, payload, parsed, media, capture)
             # After media: the text derived from images and documents is judged with the prompt.
             screened = await self._moderated.screen_input(ticket, payload, path)
             answer = await self._reply(ticket, path, body, payload, parsed, media, capture)
             return await self._moderated.screen_reply(ticket, screened, answer, path, payload)
+
+    async def _redacted(
+        self, ticket: Ticket, body: bytes, payload: dict[str, Any]
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The body the model is sent: the user's text with its PII replaced when the tenant's
+        policy says `prompt` (after media: text read from images and documents too), else as sent."""
+        assert self.pii is not None
+        with ticket.stage("pii"):
+            redacted = await self.pii.prompt(ticket.principal.tenant_id, payload)
+        return (body, payload) if redacted is None else (orjson.dumps(redacted), redacted)
 
     async def _reply(
         self,

@@ -29,6 +29,7 @@ from gateway.errors import APIError
 from gateway.memory.index import Vector, VectorIndex, from_bytes, normalized
 from gateway.protocol.memory import FACTS_SCHEMA, MAX_FACTS, MAX_MEMORY_CHARS
 from gateway.realtime.loopback import Loopback, read_all
+from gateway.services.pii import Redactor
 from gateway.store import utcnow
 from gateway.store.memories import Change, Memory, MemoryStore, Scope, text_hash
 from gateway.store.owned import Owner
@@ -71,6 +72,8 @@ class MemoryCore:
         self.index = index
         self.options = options
         self._app: ASGIApp | None = None
+        # PII redaction of the memories stored, under the tenant's policy (set once built); None: off.
+        self.redactor: Redactor | None = None
 
     def bind(self, app: ASGIApp) -> None:
         self._app = app
@@ -144,6 +147,11 @@ class MemoryCore:
         nothing). The events and memories written, in order."""
         if not texts:
             return []
+        if self.redactor is not None:  # before the embedding: the vector is the stored text's
+            tenant_id = caller.owner.tenant_id
+            clean = await self.redactor.texts(tenant_id, [text for text, _ in texts])
+            texts = [(text, metadata) for text, (_, metadata) in zip(clean, texts, strict=True)]
+            source = await self.redactor.stored(tenant_id, source)
         vectors = await self.embed(caller, [text for text, _ in texts])
         scoped = {m.seq: m for m in await self.store.in_scope(caller.owner, scope)} if dedupe else {}
         tenant = caller.owner.tenant_id
@@ -192,6 +200,8 @@ class MemoryCore:
     async def update(
         self, caller: Caller, memory_id: str, *, text: str | None, metadata: dict[str, Any] | None
     ) -> Memory | None:
+        if text is not None and self.redactor is not None:
+            text = await self.redactor.stored(caller.owner.tenant_id, text)
         vector = (await self.embed(caller, [text]))[0].tobytes() if text is not None else None
         change = Change("UPDATE", memory_id, new_memory_id(), text=text, vector=vector, metadata=metadata)
         (memory,) = await self.store.apply(caller.owner, [change], at=utcnow())

@@ -29,6 +29,7 @@ from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.anthropic import AnthropicCountTokensRequest, AnthropicMessage, AnthropicMessagesRequest
 from gateway.services.messages_stream import MessagesRelay, MessagesUsage, usage_of_message
+from gateway.services.pii import Redactor
 from gateway.services.upstream_call import chose, upstream_headers
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.affinity import affinity_key
@@ -57,6 +58,8 @@ class MessagesService:
         self._dispatcher = dispatcher
         self._catalog = catalog
         self._estimator = estimator
+        # PII redaction of the user's messages under the tenant's policy (set once built); None: off.
+        self.pii: Redactor | None = None
 
     async def create(self, request: Request) -> Response:
         try:
@@ -87,6 +90,9 @@ class MessagesService:
         await ticket.reserve(
             self._estimator.estimate_counted(MESSAGES, model, raw, min(parsed.max_tokens, room))
         )
+        if self.pii is not None:  # the user's text under a `prompt` policy (docs/governance.md)
+            redacted = await self.pii.prompt(ticket.principal.tenant_id, payload)
+            body, payload = (body, payload) if redacted is None else (orjson.dumps(redacted), redacted)
         headers = upstream_headers(ticket, _FORWARDED)
         deadline = Deadline(plan[0].timeouts.total_s)
         affinity = _affinity(payload, ticket.policy.affinity_prefix_chars)

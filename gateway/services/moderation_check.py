@@ -6,6 +6,7 @@ and the flag stored for review. See docs/moderation.md."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
 import time
 import uuid
@@ -27,6 +28,7 @@ from gateway.store.records import AuditContext
 
 if TYPE_CHECKING:
     from gateway.services.moderation_judge import Judge
+    from gateway.services.pii import Redactor
 
 _log = get_logger("tantra.moderation")
 Stage = Literal["input", "output"]
@@ -142,6 +144,8 @@ class Moderation:
         self.policies = policies
         self.operator_terms = operator_terms
         self.judge = judge
+        # PII redaction of the flags' excerpts, under the tenant's policy (set once built); None: off.
+        self.redactor: Redactor | None = None
 
     async def check(self, texts: Sequence[str], policy: ModerationPolicy) -> Verdict:
         """The texts judged together (one verdict: the highest score of each category)."""
@@ -180,6 +184,8 @@ class Moderation:
             scores={name: score for name, score in verdict.scores.items() if score > 0},
             excerpt=event.text[:_EXCERPT_CHARS],
         )
+        if self.redactor is not None:
+            flag = dataclasses.replace(flag, excerpt=await self.redactor.stored(flag.tenant_id, flag.excerpt))
         _log.info("moderation_flag", stage=event.stage, action=event.action, categories=flag.categories)
         try:
             await self.policies.store.add_flag(flag)

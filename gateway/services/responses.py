@@ -30,6 +30,7 @@ from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
 from gateway.services.conversations import Conversations
 from gateway.services.model_choice import ModelChoice
+from gateway.services.pii import Redactor
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
@@ -103,6 +104,8 @@ class ResponsesService:
         self._conversations = conversations
         # Virtual models (`auto`, docs/orchestration.md), set by the composition root; None: none.
         self.chooser: ModelChoice | None = None
+        # PII redaction of the responses stored, under the tenant's policy (set once built); None: off.
+        self.redactor: Redactor | None = None
 
     async def close(self) -> None:
         """Wait for the streamed responses still being stored (at shutdown)."""
@@ -182,6 +185,9 @@ class ResponsesService:
             request_id=response_id,
             stream=bool(parsed.stream),
         )
+        if self.redactor is not None:  # the user's text under a `prompt` policy (docs/governance.md)
+            sent = await self.redactor.user_items(ticket.principal.tenant_id, engine_body["input"])
+            engine_body["input"] = engine_body["input"] if sent is None else sent
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
         turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh))
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
@@ -196,7 +202,10 @@ class ResponsesService:
         """Store the response (unless `store: false`)."""
         if turn.parsed.store is False:
             return
-        await self._store.add(row_of(ticket, turn, response, status=str(response.get("status", "completed"))))
+        row = row_of(ticket, turn, response, status=str(response.get("status", "completed")))
+        if self.redactor is not None:
+            row = await self.redactor.stored_row(row, "input_items", "body")
+        await self._store.add(row)
 
     async def _conversation_items(self, ticket: Ticket, conversation_id: str) -> list[dict[str, Any]]:
         """The conversation's items, oldest first (the 404 of an id the tenant has not)."""

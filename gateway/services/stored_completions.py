@@ -14,6 +14,7 @@ another replica sees them within the interval (OpenAI, too, lists them after a s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from gateway.errors import NotFound
 from gateway.limits import Estimate
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.stored import ChatCompletionListParams, ListParams, MetadataUpdate
+from gateway.services.pii import Redactor
 from gateway.services.stored_capture import Capture
 from gateway.store.batched import BatchedWriter
 from gateway.store.completions import CompletionStore, StoredCompletionRow
@@ -51,6 +53,8 @@ class StoredCompletions:
         self._writer = writer
         # Off: `store: true` keeps nothing (as vLLM ignores it); the endpoints still answer.
         self.enabled = enabled
+        # PII redaction of what is stored, under the tenant's policy (set once built); None: off.
+        self.redactor: Redactor | None = None
 
     async def close(self) -> None:
         """Write what is waiting (at shutdown)."""
@@ -70,6 +74,13 @@ class StoredCompletions:
             payload=payload,
             metadata=dict(parsed.metadata or {}),
         )
+
+    async def write(self, rows: Sequence[StoredCompletionRow]) -> None:
+        """The writer's batch to the store, its PII redacted first under each row's tenant policy
+        (off the request path: the client's answer is never held for it)."""
+        if self.redactor is not None:
+            rows = [await self.redactor.stored_row(row, "messages", "choices") for row in rows]
+        await self._store.add(rows)
 
     def keep(self, row: StoredCompletionRow | None) -> None:
         """Hand `row` to the writer (started by the first one, on the running loop)."""

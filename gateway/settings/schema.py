@@ -19,6 +19,7 @@ from gateway.settings.fields_media import MediaFields
 from gateway.settings.fields_memory import MemoryFields
 from gateway.settings.fields_moderation import ModerationFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
+from gateway.settings.fields_pii import PiiFields
 from gateway.settings.fields_retention import RetentionFields
 from gateway.settings.fields_routing import RoutingFields
 from gateway.settings.fields_stateful import StatefulFields
@@ -50,6 +51,7 @@ class Settings(
     MemoryFields,
     RetentionFields,
     RoutingFields,
+    PiiFields,
     BaseSettings,
 ):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read

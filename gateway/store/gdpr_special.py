@@ -18,6 +18,7 @@ from gateway.store.completions import StoredCompletion
 from gateway.store.gdpr import OWNED_KINDS, DataKind, Erased, Subject, as_json
 from gateway.store.models import ApiKey, AuditEvent, Tenant, UsageRecord
 from gateway.store.moderation import StoredFlag, StoredPolicy
+from gateway.store.pii import StoredPiiPolicy
 from gateway.store.repository import utcnow
 from gateway.store.retention import CHUNK, RetentionPolicy
 
@@ -120,6 +121,14 @@ class AuditKind:
         return 0
 
 
+# A tenant's policies (retention, moderation, PII): deleted with it, exported with it.
+_POLICIES: tuple[tuple[Any, Any], ...] = (
+    (RetentionPolicy, RetentionPolicy.tenant_id),
+    (StoredPolicy, StoredPolicy.tenant_id),
+    (StoredPiiPolicy, StoredPiiPolicy.tenant_id),
+)
+
+
 @dataclass(frozen=True)
 class TenantKind:
     """A whole tenant's own rows: its keys keep their rows (the ledger names them) but lose their
@@ -137,6 +146,7 @@ class TenantKind:
             "admin_sessions",
             "retention_policies",
             "moderation_policies",
+            "pii_policies",
         )
 
     async def export(self, session: AsyncSession, subject: Subject) -> dict[str, list[dict[str, Any]]]:
@@ -148,8 +158,7 @@ class TenantKind:
             (Tenant, Tenant.id),
             (ApiKey, ApiKey.tenant_id),
             (AdminUser, AdminUser.tenant_id),
-            (RetentionPolicy, RetentionPolicy.tenant_id),
-            (StoredPolicy, StoredPolicy.tenant_id),
+            *_POLICIES,
         )
         for table, column in tables:
             rows = (await session.scalars(select(table).where(column == subject.tenant_id))).all()
@@ -178,11 +187,7 @@ class TenantKind:
         changed += len(keys)
         users = select(AdminUser.id).where(AdminUser.tenant_id == tenant_id)
         await session.execute(delete(AdminSession).where(AdminSession.user_id.in_(users)))
-        for table, column in (
-            (AdminUser, AdminUser.tenant_id),
-            (RetentionPolicy, RetentionPolicy.tenant_id),
-            (StoredPolicy, StoredPolicy.tenant_id),
-        ):
+        for table, column in ((AdminUser, AdminUser.tenant_id), *_POLICIES):
             result = await session.execute(delete(table).where(column == tenant_id))
             changed += int(getattr(result, "rowcount", 0) or 0)
         renamed = await session.execute(
@@ -205,8 +210,10 @@ class TenantKind:
                 or_(not_(ApiKey.key_hash.startswith(ERASED)), ApiKey.previous_hash.is_not(None)),
             ),
             select(func.count()).select_from(AdminUser).where(AdminUser.tenant_id == tenant_id),
-            select(func.count()).select_from(RetentionPolicy).where(RetentionPolicy.tenant_id == tenant_id),
-            select(func.count()).select_from(StoredPolicy).where(StoredPolicy.tenant_id == tenant_id),
+            *(
+                select(func.count()).select_from(table).where(column == tenant_id)
+                for table, column in _POLICIES
+            ),
             select(func.count())
             .select_from(Tenant)
             .where(Tenant.id == tenant_id, not_(Tenant.name.startswith(ERASED))),
