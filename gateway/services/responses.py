@@ -29,6 +29,7 @@ from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
 from gateway.services.conversations import Conversations
+from gateway.services.file_search import FileSearch, Searched
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
@@ -61,10 +62,12 @@ class Turn:
     engine_body: dict[str, Any]
     metadata: dict[str, str]
     new_items: int = 0
+    # The file_search tool's run (file_search.py): its output item and citations added to the answer.
+    searched: Searched | None = None
 
     def show(self, body: dict[str, Any]) -> dict[str, Any]:
         return shown(
-            body,
+            self.searched.apply(body) if self.searched is not None else body,
             response_id=self.response_id,
             previous_response_id=self.parsed.previous_response_id,
             store=self.parsed.store is not False,
@@ -100,6 +103,8 @@ class ResponsesService:
         self._background = background
         self._poll_s = poll_s
         self._conversations = conversations
+        # The file_search tool over the vector stores (set by the composition root when served).
+        self.file_search: FileSearch | None = None
 
     async def close(self) -> None:
         """Wait for the streamed responses still being stored (at shutdown)."""
@@ -177,8 +182,12 @@ class ResponsesService:
             stream=bool(parsed.stream),
         )
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
-        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh))
+        searched = None
+        if self.file_search is not None:
+            searched = await self.file_search.prepare(ticket, payload, items, engine_body)
+        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), searched)
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
+        raw += math.ceil(len(searched.context) / _CHARS_PER_TOKEN) if searched is not None else 0
         max_len = card.get("max_model_len")
         room = max(1, max_len - raw) if isinstance(max_len, int) else None
         asked = parsed.max_output_tokens or room or self._estimator.default_completion

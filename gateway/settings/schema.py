@@ -21,6 +21,7 @@ from gateway.settings.fields_moderation import ModerationFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.fields_retention import RetentionFields
 from gateway.settings.fields_stateful import StatefulFields
+from gateway.settings.fields_vector_stores import VectorStoresFields
 from gateway.settings.load import customise_sources
 from gateway.settings.policy import Allowance, Policy
 from gateway.settings.sections import (
@@ -48,6 +49,7 @@ class Settings(
     ModerationFields,
     MemoryFields,
     RetentionFields,
+    VectorStoresFields,
     BaseSettings,
 ):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
