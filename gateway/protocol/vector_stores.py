@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from gateway.protocol.common import InvalidParam, Open, Strict
+from gateway.protocol.stored import check_metadata
 
 # OpenAI's `auto` strategy, and its bounds on a static one.
 AUTO_CHUNK_TOKENS, AUTO_OVERLAP_TOKENS = 800, 400
@@ -62,13 +63,20 @@ class VectorStoreCreate(Strict):
     file_ids: list[str] | None = Field(None, max_length=MAX_FILES_PER_BATCH)
     chunking_strategy: ChunkingStrategy | None = None
     expires_after: ExpiresAfter | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Any = None
+
+    def check(self) -> None:
+        self.metadata = check_metadata(self.metadata)
 
 
 class VectorStoreModify(Strict):
     name: str | None = Field(None, max_length=256)
     expires_after: ExpiresAfter | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Any = None
+
+    def check(self) -> None:
+        if self.metadata is not None:
+            self.metadata = check_metadata(self.metadata)
 
 
 class FileCreate(Strict):

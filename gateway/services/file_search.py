@@ -30,6 +30,10 @@ from gateway.services.vector_stores import VectorStoresService
 from gateway.store.owned import Owner
 
 INCLUDE_RESULTS = "file_search_call.results"
+# Four characters to a token, as the Responses API's reservation estimates; the results placed take
+# at most half the model's context (the rest is the conversation's and the answer's).
+_CHARS_PER_TOKEN = 4
+_DEFAULT_CONTEXT_TOKENS = 8192
 _HEADER = (
     "Excerpts from the user's files found by file search, most relevant first. Use them to answer, "
     "and say so when they do not hold the answer."
@@ -105,9 +109,11 @@ class FileSearch:
         payload: dict[str, Any],
         items: list[dict[str, Any]],
         engine_body: dict[str, Any],
+        max_model_len: int | None = None,
     ) -> Searched | None:
         """Search for a request with a `file_search` tool: the engine body without the tool and with the
-        results in its context. None when the request has no such tool."""
+        results in its context (the best ones that fit half of `max_model_len`). None when the
+        request has no such tool."""
         tools = payload.get("tools")
         if not isinstance(tools, list):
             return None
@@ -138,6 +144,8 @@ class FileSearch:
                 filters=tool.filters,
                 threshold=threshold,
             )
+        room = (max_model_len // 2 if max_model_len else _DEFAULT_CONTEXT_TOKENS) * _CHARS_PER_TOKEN
+        results = _fitting(results, room)
         include = payload.get("include")
         searched = Searched(
             new_id("fs"),
@@ -147,6 +155,17 @@ class FileSearch:
         )
         _rewrite(engine_body, searched)
         return searched
+
+
+def _fitting(results: list[Result], chars: int) -> list[Result]:
+    """The best results whose texts fit in `chars`."""
+    kept: list[Result] = []
+    for result in results:
+        chars -= len(result.text) + len(result.filename) + 32
+        if chars < 0:
+            break
+        kept.append(result)
+    return kept
 
 
 def _rewrite(engine_body: dict[str, Any], searched: Searched) -> None:

@@ -182,13 +182,13 @@ class ResponsesService:
             stream=bool(parsed.stream),
         )
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
-        searched = None
+        searched, max_len = None, card.get("max_model_len")
         if self.file_search is not None:
-            searched = await self.file_search.prepare(ticket, payload, items, engine_body)
+            limit = max_len if isinstance(max_len, int) else None
+            searched = await self.file_search.prepare(ticket, payload, items, engine_body, limit)
         turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), searched)
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
         raw += math.ceil(len(searched.context) / _CHARS_PER_TOKEN) if searched is not None else 0
-        max_len = card.get("max_model_len")
         room = max(1, max_len - raw) if isinstance(max_len, int) else None
         asked = parsed.max_output_tokens or room or self._estimator.default_completion
         completion = min(asked, room) if room is not None else asked

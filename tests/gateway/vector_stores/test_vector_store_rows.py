@@ -20,6 +20,7 @@ from gateway.services.vector_text import Unreadable, file_text, html_text, windo
 from gateway.store import Database, utcnow
 from gateway.store.owned import Owner, PageQuery
 from gateway.store.vector_stores import COMPLETED, StoredVectorStore, VectorStoreStore
+from tests.adapters.media import text_pdf
 from tests.services import PostgresServer
 
 _names = itertools.count()
@@ -98,6 +99,8 @@ def test_file_text_by_type() -> None:
     assert html_text(page) == "One & two\nthree"
     assert file_text(page.encode(), "text/html", "page.html") == "One & two\nthree"
     assert file_text(b"# Title\nbody", None, "notes.md") == "# Title\nbody"
+    pdf = file_text(text_pdf(["Lava flows downhill", "Magma cools"]), "application/pdf", "rocks.pdf")
+    assert "[page 1]\nLava flows downhill" in pdf and "[page 2]\nMagma cools" in pdf
     with pytest.raises(Unreadable) as caught:
         file_text(b"\x00\x01binary", "application/octet-stream", "blob.bin")
     assert caught.value.code == "unsupported_file"

@@ -297,6 +297,8 @@ def test_bad_input_is_openais_400(
         assert answer.status_code == 400, (path, body, answer.text)
         error = answer.json()["error"]
         assert error["type"] == "invalid_request_error" and error["param"].startswith(param), (body, error)
+    bad = httpx.post(gateway[0] + "/v1/vector_stores", json={"metadata": {"k": 1}}, headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "metadata.k"
     missing = httpx.get(gateway[0] + "/v1/vector_stores/vs_nope", headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "vector_store_id"
 
