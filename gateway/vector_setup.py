@@ -9,7 +9,7 @@ from gateway.memory import FaissIndex
 from gateway.memory.index import Vector, from_bytes
 from gateway.services.file_search import FileSearch
 from gateway.services.responses import ResponsesService
-from gateway.services.vector_core import KIND, VectorCore, VectorOptions
+from gateway.services.vector_core import ATTEMPTS, KIND, VectorCore, VectorOptions
 from gateway.services.vector_stores import VectorStoresService
 from gateway.settings.schema import Settings
 from gateway.store.vector_stores import VectorStoreStore
@@ -40,7 +40,9 @@ def vector_stores(
     )
     core = VectorCore(store, storage.objects.files, storage.blobs, index, runner, options)
     # Between background responses (0) and batches (-10) in the claim order; a crash retries a file.
-    runner.register(KIND, core, priority=-5, concurrency=settings.vector_stores_concurrency, max_attempts=3)
+    runner.register(
+        KIND, core, priority=-5, concurrency=settings.vector_stores_concurrency, max_attempts=ATTEMPTS
+    )
     service = VectorStoresService(storage.objects, core)
     responses.file_search = FileSearch(service)
     return service

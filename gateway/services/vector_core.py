@@ -51,6 +51,8 @@ from gateway.store.vector_stores import (
 )
 
 KIND = "vector-store-file"
+# Runs of one file's job: a crash or an engine's 5xx is retried, the last failure ends the file.
+ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -179,12 +181,21 @@ class VectorCore:
         row = await self.store.file(owner, store_id, file_id)
         if row is None or row.status != IN_PROGRESS:
             return {"status": row.status if row is not None else "gone"}
-        acting = Acting(job.created_by, f"job-{job.id}-{job.attempt}")
         try:
-            pieces, usage = await self._read(job, acting, row)
+            return await self._ingest(job, row)
         except Unreadable as problem:
-            await self.store.set_file(owner, store_id, file_id, status=FAILED, last_error=_error(problem))
-            return {"status": FAILED}
+            error = {"code": problem.code, "message": problem.message}
+        except APIError as problem:
+            # The engine's refusal (a 4xx: a model not served, a limit) is not mended by a retry.
+            if problem.status >= 500 and job.attempt < ATTEMPTS:
+                raise
+            error = {"code": "server_error", "message": problem.message}
+        await self.store.set_file(owner, store_id, file_id, status=FAILED, last_error=error)
+        return {"status": FAILED}
+
+    async def _ingest(self, job: Job, row: StoredVectorStoreFile) -> dict[str, Any]:
+        acting = Acting(job.created_by, f"job-{job.id}-{job.attempt}")
+        pieces, usage = await self._read(job, acting, row)
         vectors: list[Vector] = []
         for start in range(0, len(pieces), self.options.embed_batch):
             job.check()
@@ -194,7 +205,7 @@ class VectorCore:
         added = await self.store.add_chunks(row, chunks, usage)
         if added is None:
             return {"status": "cancelled"}
-        await self.index.add(store_id, {seq: from_bytes(data) for seq, data in added.items()})
+        await self.index.add(row.vector_store_id, {seq: from_bytes(data) for seq, data in added.items()})
         return {"status": COMPLETED, "chunks": len(chunks)}
 
     async def _read(self, job: Job, acting: Acting, row: StoredVectorStoreFile) -> tuple[list[str], int]:
@@ -258,10 +269,6 @@ class VectorCore:
                         best[key] = found
         ranked = sorted(best.values(), key=lambda r: r.score, reverse=True)
         return [r for r in ranked if threshold is None or r.score >= threshold][:k]
-
-
-def _error(problem: Unreadable) -> dict[str, str]:
-    return {"code": problem.code, "message": problem.message}
 
 
 def new_store_file(

@@ -282,7 +282,7 @@ class VectorStoreStore:
             return await _drop_file(session, store_id, file_id)
 
     async def cancel_batch(self, owner: Owner, store_id: str, batch_id: str) -> StoredFileBatch | None:
-        """The batch cancelled, its files still in progress with it."""
+        """The batch cancelled with its files still in progress (None: no such batch)."""
         async with self.db.session() as session, session.begin():
             table = StoredFileBatch
             found = await session.execute(
@@ -293,14 +293,14 @@ class VectorStoreStore:
             batch = found.scalar_one_or_none()
             if batch is None:
                 return None
-            batch.cancelled = True
             files = await session.execute(
                 select(StoredVectorStoreFile).where(
                     StoredVectorStoreFile.batch_id == batch_id, StoredVectorStoreFile.status == IN_PROGRESS
                 )
             )
             for row in files.scalars():
-                row.status = CANCELLED
+                # A batch whose files are all done stays as it ended.
+                row.status, batch.cancelled = CANCELLED, True
             return batch
 
     async def batch(self, owner: Owner, store_id: str, batch_id: str) -> StoredFileBatch | None:

@@ -26,6 +26,8 @@ class FakeEngine:
         self.words: dict[int, str] = {}
         self.responses: list[dict[str, Any]] = []
         self.embedded: list[list[str]] = []
+        # Set: the embeddings endpoint refuses every request with this 400 message.
+        self.refuse_embeddings: str | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/models", self._models),
@@ -45,6 +47,9 @@ class FakeEngine:
         return PlainTextResponse("")
 
     async def _embeddings(self, request: Request) -> Response:
+        if self.refuse_embeddings is not None:
+            error = {"message": self.refuse_embeddings, "type": "BadRequestError", "param": None, "code": 400}
+            return JSONResponse({"error": error}, status_code=400)
         body = await request.json()
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         self.embedded.append(texts)

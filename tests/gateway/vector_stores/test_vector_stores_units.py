@@ -231,6 +231,25 @@ def test_file_batches_and_an_unreadable_file(new_client: Callable[[str], openai.
     assert again.id == batch.id
 
 
+def test_an_engine_refusal_fails_the_file_at_once(
+    new_client: Callable[[str], openai.OpenAI], fake: tuple[FakeEngine, str]
+) -> None:
+    engine, _ = fake
+    client = new_client("vs-units-refused")
+    file_id = client.files.create(file=("tea.txt", TEA.encode()), purpose="assistants").id
+    store = client.vector_stores.create(name="refused")
+    engine.refuse_embeddings = "This input is too long."
+    try:
+        done = client.vector_stores.files.create_and_poll(
+            file_id, vector_store_id=store.id, poll_interval_ms=50
+        )
+    finally:
+        engine.refuse_embeddings = None
+    assert done.status == "failed" and done.last_error is not None
+    assert done.last_error.code == "server_error" and "too long" in done.last_error.message
+    assert client.vector_stores.retrieve(store.id).file_counts.failed == 1
+
+
 def test_another_tenant_finds_nothing(
     knowledge: tuple[openai.OpenAI, str, dict[str, str]], new_client: Callable[[str], openai.OpenAI]
 ) -> None:
