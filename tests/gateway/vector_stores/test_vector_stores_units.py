@@ -231,6 +231,22 @@ def test_file_batches_and_an_unreadable_file(new_client: Callable[[str], openai.
     assert again.id == batch.id
 
 
+def test_the_ledger_counts_the_embedding_tokens(gateway: tuple[str, AdminClient]) -> None:
+    url, admin = gateway
+    tenant = admin.tenant("vs-units-ledger")
+    secret, _ = admin.key(tenant["id"])
+    client = openai.OpenAI(api_key=secret, base_url=url + "/v1", max_retries=0)
+    file_id = client.files.create(file=("tea.txt", TEA.encode()), purpose="assistants").id
+    store = client.vector_stores.create(name="ledger")
+    client.vector_stores.files.create_and_poll(file_id, vector_store_id=store.id, poll_interval_ms=50)
+    client.vector_stores.search(store.id, query="green tea")
+    rows = {r["model"]: r for r in admin.usage(group_by="model", tenant_id=tenant["id"])}
+    # Ingestion is three requests of the file's tokens (/tokenize, /detokenize of its one chunk,
+    # /v1/embeddings), the search one of the query's (the stand-in counts one token per word).
+    assert rows[EMBEDDING]["requests"] == 4
+    assert rows[EMBEDDING]["prompt_tokens"] == 3 * len(TEA.split()) + 2
+
+
 def test_an_engine_refusal_fails_the_file_at_once(
     new_client: Callable[[str], openai.OpenAI], fake: tuple[FakeEngine, str]
 ) -> None:
