@@ -39,7 +39,7 @@ from gateway.memory.index import Vector, VectorIndex, from_bytes, normalized
 from gateway.protocol.vector_stores import ComparisonFilter, CompoundFilter, matches
 from gateway.realtime.loopback import Loopback, read_all
 from gateway.services.stored import ANONYMOUS_TENANT
-from gateway.services.vector_text import Unreadable, file_text, windows
+from gateway.services.vector_text import Unreadable, file_text, token_ends, windows
 from gateway.store import FileStore, utcnow
 from gateway.store.owned import Owner
 from gateway.store.vector_stores import (
@@ -154,15 +154,15 @@ class VectorCore:
         if not text.strip():
             return []
         model = self.options.embedding_model
-        answer = await self.post(
-            acting, "/tokenize", {"model": model, "prompt": text, "add_special_tokens": False}
-        )
-        tokens = [int(t) for t in answer.get("tokens") or []]
+        body = {"model": model, "prompt": text, "add_special_tokens": False, "return_token_strs": True}
+        answer = await self.post(acting, "/tokenize", body)
+        strs = [str(t) for t in answer.get("token_strs") or []]
+        ends = token_ends(text, strs)
         pieces: list[str] = []
-        for start, end in windows(len(tokens), size, overlap):
-            piece = await self.post(acting, "/detokenize", {"model": model, "tokens": tokens[start:end]})
-            if str(piece.get("prompt", "")).strip():
-                pieces.append(str(piece["prompt"]).strip())
+        for start, end in windows(len(ends), size, overlap):
+            piece = text[ends[start - 1] if start else 0 : ends[end - 1] if end < len(ends) else len(text)]
+            if piece.strip():
+                pieces.append(piece.strip())
         return pieces
 
     # Ingestion -----------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ library's HTMLParser: no dependency for a few lines), other text files as UTF-8.
 
 Chunks: windows of `size` tokens of the embedding model's own tokenizer, each starting `size -
 overlap` tokens after the one before (OpenAI's static strategy; `auto` is 800 and 400). The tokens
-come from the embedding engine's /tokenize and each window's text from its /detokenize
-(vector_core.py), so a chunk is exactly what the embedding model sees.
+come from the embedding engine's /tokenize with their strings (vector_core.py); `token_ends` finds
+where each one ends in the text, so a chunk is the file's own text (its case, accents and spacing,
+which an uncased tokenizer's /detokenize would lose) cut at the model's token boundaries.
 """
 
 from __future__ import annotations
@@ -99,6 +100,28 @@ def html_text(html: str) -> str:
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)
+
+
+# How tokenizers mark a token's leading space or a continuation: WordPiece's "##", SentencePiece's
+# "▁", byte-level BPE's "Ġ" (space) and "Ċ" (newline).
+_MARKS = str.maketrans({"Ġ": " ", "▁": " ", "Ċ": "\n"})
+
+
+def token_ends(text: str, token_strs: list[str]) -> list[int]:
+    """Where each token ends in `text`: each token string is looked for (case-insensitively) just
+    after the previous one; a token not found there (an unknown token, a byte of a multi-byte
+    character, an accent the tokenizer stripped) ends where the previous one did, so its text falls
+    to the next token found, and no text is ever lost between chunks."""
+    lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    cursor, ends = 0, []
+    for raw in token_strs:
+        piece = raw.removeprefix("##").translate(_MARKS).strip().lower()
+        if piece and not (piece.startswith("[") and piece.endswith("]")):
+            found = lowered.find(piece, cursor, cursor + len(piece) + 64)
+            if found >= 0:
+                cursor = found + len(piece)
+        ends.append(cursor)
+    return ends
 
 
 def windows(count: int, size: int, overlap: int) -> list[tuple[int, int]]:

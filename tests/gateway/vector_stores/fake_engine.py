@@ -70,7 +70,8 @@ class FakeEngine:
         body = await request.json()
         ids = [self.vocabulary.setdefault(w, len(self.vocabulary) + 1) for w in body["prompt"].split()]
         self.words = {i: w for w, i in self.vocabulary.items()}
-        return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len": 512})
+        strs = body["prompt"].split() if body.get("return_token_strs") else None
+        return JSONResponse({"tokens": ids, "token_strs": strs, "count": len(ids), "max_model_len": 512})
 
     async def _detokenize(self, request: Request) -> Response:
         body = await request.json()

@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from gateway.protocol.validation import parse_object
 from gateway.protocol.vector_stores import SearchRequest, matches
 from gateway.services.vector_core import new_store_file
-from gateway.services.vector_text import Unreadable, file_text, html_text, windows
+from gateway.services.vector_text import Unreadable, file_text, html_text, token_ends, windows
 from gateway.store import Database, utcnow
 from gateway.store.owned import Owner, PageQuery
 from gateway.store.vector_stores import COMPLETED, StoredVectorStore, VectorStoreStore
@@ -89,6 +89,20 @@ def test_windows_overlap_and_end_at_the_last_token() -> None:
     assert windows(300, 800, 400) == [(0, 300)]
     assert windows(250, 100, 20) == [(0, 100), (80, 180), (160, 250)]
     assert windows(1200, 800, 400) == [(0, 800), (400, 1200)]
+
+
+def test_token_ends_keep_the_texts_own_words() -> None:
+    text = "Café au LAIT, naïve  résumé [x]"
+    # As an uncased WordPiece tokenizer splits it (accents stripped, an unknown token).
+    strs = ["cafe", "au", "lait", ",", "na", "##ive", "resume", "[UNK]", "x", "]"]
+    ends = token_ends(text, strs)
+    assert ends[-1] == len(text) and ends == sorted(ends)
+    pieces = [text[(ends[s - 1] if s else 0) : ends[e - 1]].strip() for s, e in windows(len(ends), 4, 0)]
+    # Tokens not found (accents stripped) end where the one before did: their text goes to the next
+    # token found, and nothing of the text is lost.
+    assert pieces == ["Café au LAIT,", "na", "ïve  résumé [x]"]
+    # Byte-level BPE marks spaces with Ġ and newlines with Ċ.
+    assert token_ends("Hello world\nok", ["Hello", "Ġworld", "Ċ", "ok"]) == [5, 11, 11, 14]
 
 
 def test_file_text_by_type() -> None:
