@@ -186,8 +186,9 @@ class VectorCore:
         except Unreadable as problem:
             error = {"code": problem.code, "message": problem.message}
         except APIError as problem:
-            # The engine's refusal (a 4xx: a model not served, a limit) is not mended by a retry.
-            if problem.status >= 500 and job.attempt < ATTEMPTS:
+            # A refusal (a 4xx: a model not served, a revoked key) is not mended by a retry; an
+            # engine's failure or a rate limit (429) may be, after the runner's backoff.
+            if (problem.status >= 500 or problem.status == 429) and job.attempt < ATTEMPTS:
                 raise
             error = {"code": "server_error", "message": problem.message}
         await self.store.set_file(owner, store_id, file_id, status=FAILED, last_error=error)
