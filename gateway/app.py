@@ -61,6 +61,7 @@ from gateway.routes.responses import responses_router
 from gateway.routes.retention_admin import retention_admin_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.routes.usage_api import usage_router
+from gateway.routes.vector_stores import vector_stores_router
 from gateway.settings.schema import Settings
 
 _log = logging.getLogger("tantra.gateway")
@@ -195,6 +196,10 @@ def _include_stored(app: FastAPI, parts: Components) -> None:
         app.include_router(memory_router(parts.memory))
         # Its embeddings and extractions are requests of this app, made in process as the caller.
         parts.memory.core.bind(app)
+    if parts.vector_stores is not None:
+        app.include_router(vector_stores_router(parts.vector_stores))
+        # Its tokenizing and embeddings are requests of this app, made in process as the caller.
+        parts.vector_stores.core.bind(app)
 
 
 def _include_governance(app: FastAPI, parts: Components, governed: Governance) -> None:

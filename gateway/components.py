@@ -44,6 +44,7 @@ from gateway.services.speech import SpeechService
 from gateway.services.spoken import ChatSpeech
 from gateway.services.stored_completions import StoredCompletions
 from gateway.services.transcription import TranscriptionService
+from gateway.services.vector_stores import VectorStoresService
 from gateway.settings.policy import LivePolicy
 from gateway.settings.reload import ConfigReloader, LiveConfig
 from gateway.settings.schema import RELOADABLE, Settings
@@ -65,6 +66,7 @@ from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.pool import UpstreamPool
+from gateway.vector_setup import vector_stores
 from gateway.worker_pools import media_service, speech_service, speech_transcriber
 
 _log = logging.getLogger("tantra.gateway")
@@ -154,6 +156,7 @@ class Components:
     memory: MemoryService | None = None
     # /v1/feedback (None with feedback_enabled off).
     feedback: FeedbackService | None = None
+    vector_stores: VectorStoresService | None = None  # /v1/vector_stores (None without the Files API)
 
     async def start(self) -> None:
         """Connect and start the background tasks (ledger writer, invalidation listener, health
@@ -284,6 +287,9 @@ def build(
         components.services.inference.memory = chat_memory(settings, components.memory, shared.jobs)
     components.feedback = feedback(settings, shared.database, access.admission, components.storage)
     wire_model_choice(components.services, policy, catalog, dispatcher, access.accountant.prices, live)
+    components.vector_stores = vector_stores(
+        settings, components.storage, shared.jobs, components.services.responses
+    )
     live.subscribe(components.apply)
     return components
 

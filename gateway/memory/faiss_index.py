@@ -38,9 +38,17 @@ class _Tenant:
 
 class FaissIndex:
     def __init__(
-        self, blobs: BlobStore, load: Loader, *, dimensions: int | None = None, hnsw_threshold: int = 10_000
+        self,
+        blobs: BlobStore,
+        load: Loader,
+        *,
+        dimensions: int | None = None,
+        hnsw_threshold: int = 10_000,
+        prefix: str = "memory-index",
     ) -> None:
         self._blobs = blobs
+        # The blob keys' first segment: memories' per-tenant indexes, or one per vector store.
+        self._prefix = prefix
         self._load = load
         self._dimensions = dimensions
         self.hnsw_threshold = hnsw_threshold
@@ -134,7 +142,7 @@ class FaissIndex:
         held = self._tenants.get(tenant_id)
         if held is not None:
             return held
-        data = await _read(self._blobs, _key(tenant_id))
+        data = await _read(self._blobs, _key(self._prefix, tenant_id))
         if data is not None:
             try:
                 index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
@@ -175,7 +183,7 @@ class FaissIndex:
         async def chunks() -> AsyncIterator[bytes]:
             yield data
 
-        await self._blobs.put(_key(tenant_id), chunks())
+        await self._blobs.put(_key(self._prefix, tenant_id), chunks())
 
 
 def _ids_of(index: faiss.Index) -> np.ndarray:
@@ -189,8 +197,8 @@ def _is_hnsw(index: faiss.Index) -> bool:
     return isinstance(inner, faiss.IndexHNSW)
 
 
-def _key(tenant_id: str | None) -> str:
-    return f"memory-index/{tenant_id or 'anonymous'}/faiss.index"
+def _key(prefix: str, tenant_id: str | None) -> str:
+    return f"{prefix}/{tenant_id or 'anonymous'}/faiss.index"
 
 
 async def _read(blobs: BlobStore, key: str) -> bytes | None:

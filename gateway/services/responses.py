@@ -31,6 +31,7 @@ from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, R
 from gateway.services.conversations import Conversations
 from gateway.services.model_choice import ModelChoice
 from gateway.services.pii import Redactor
+from gateway.services.file_search import FileSearch, Searched
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
@@ -63,10 +64,12 @@ class Turn:
     engine_body: dict[str, Any]
     metadata: dict[str, str]
     new_items: int = 0
+    # The file_search tool's run (file_search.py): its output item and citations added to the answer.
+    searched: Searched | None = None
 
     def show(self, body: dict[str, Any]) -> dict[str, Any]:
         return shown(
-            body,
+            self.searched.apply(body) if self.searched is not None else body,
             response_id=self.response_id,
             previous_response_id=self.parsed.previous_response_id,
             store=self.parsed.store is not False,
@@ -106,6 +109,8 @@ class ResponsesService:
         self.chooser: ModelChoice | None = None
         # PII redaction of the responses stored, under the tenant's policy (set once built); None: off.
         self.redactor: Redactor | None = None
+        # The file_search tool over the vector stores (set by the composition root when served).
+        self.file_search: FileSearch | None = None
 
     async def close(self) -> None:
         """Wait for the streamed responses still being stored (at shutdown)."""
@@ -189,9 +194,13 @@ class ResponsesService:
             sent = await self.redactor.user_items(ticket.principal.tenant_id, engine_body["input"])
             engine_body["input"] = engine_body["input"] if sent is None else sent
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
-        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh))
+        searched, max_len = None, card.get("max_model_len")
+        if self.file_search is not None:
+            limit = max_len if isinstance(max_len, int) else None
+            searched = await self.file_search.prepare(ticket, payload, items, engine_body, limit)
+        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), searched)
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
-        max_len = card.get("max_model_len")
+        raw += math.ceil(len(searched.context) / _CHARS_PER_TOKEN) if searched is not None else 0
         room = max(1, max_len - raw) if isinstance(max_len, int) else None
         asked = parsed.max_output_tokens or room or self._estimator.default_completion
         completion = min(asked, room) if room is not None else asked

@@ -46,6 +46,8 @@ def for_engine(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     gave them (vLLM reads a message with an id as an output message); output items as they were."""
     sent = []
     for item in items:
+        if item.get("type") == "file_search_call":
+            continue  # the gateway's own tool (file_search.py): its results were context, not a call
         if item.get("type") == "message" and item.get("role") != "assistant":
             item = {key: value for key, value in item.items() if key not in ("id", "status")}
         sent.append(item)

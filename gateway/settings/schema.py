@@ -23,6 +23,7 @@ from gateway.settings.fields_pii import PiiFields
 from gateway.settings.fields_retention import RetentionFields
 from gateway.settings.fields_routing import RoutingFields
 from gateway.settings.fields_stateful import StatefulFields
+from gateway.settings.fields_vector_stores import VectorStoresFields
 from gateway.settings.load import customise_sources
 from gateway.settings.policy import Allowance, Policy
 from gateway.settings.sections import (
@@ -52,6 +53,7 @@ class Settings(
     RetentionFields,
     RoutingFields,
     PiiFields,
+    VectorStoresFields,
     BaseSettings,
 ):
     """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read

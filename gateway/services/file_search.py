@@ -1,0 +1,217 @@
+"""The Responses API's `file_search` tool (docs/memory.md, "Vector stores and file search").
+
+The gateway runs the tool itself, before the engine is called, as OpenAI's hosted tool runs: the
+request's latest user text is the query (OpenAI's model writes its own queries; a served model here
+may not call tools, so the user's words are searched as written), the tool's vector stores are
+searched (`VectorCore.search`, the embedding as the caller's key), and the results are put in the
+model's context as a text part ahead of that user message (any chat template takes it, where a second
+system message may not be). The engine never sees the tool.
+
+The answer gets OpenAI's shapes back: a `file_search_call` output item first (its `results` only
+with `include: ["file_search_call.results"]`), and a `file_citation` annotation (file_id, filename,
+index) on the message's text for each file the results came from, at the end of the text (the model
+does not mark where it used them).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.admission import Ticket
+from gateway.errors import InvalidRequest
+from gateway.protocol.common import InvalidParam
+from gateway.protocol.validation import parse_object
+from gateway.protocol.vector_stores import FileSearchTool
+from gateway.services.responses_items import new_id
+from gateway.services.vector_core import Acting, Result
+from gateway.services.vector_stores import VectorStoresService
+from gateway.store.owned import Owner
+
+INCLUDE_RESULTS = "file_search_call.results"
+# Four characters to a token, as the Responses API's reservation estimates; the results placed take
+# at most half the model's context (the rest is the conversation's and the answer's).
+_CHARS_PER_TOKEN = 4
+_DEFAULT_CONTEXT_TOKENS = 8192
+_HEADER = (
+    "Excerpts from the user's files found by file search, most relevant first. Use them to answer, "
+    "and say so when they do not hold the answer."
+)
+
+
+@dataclass(frozen=True)
+class Searched:
+    """One request's file search: what the answer shows of it."""
+
+    call_id: str
+    queries: list[str]
+    results: list[Result]
+    include_results: bool
+
+    @property
+    def context(self) -> str:
+        blocks = [f"[{n}] {r.filename} (file {r.file_id}):\n{r.text}" for n, r in enumerate(self.results, 1)]
+        return _HEADER + "\n\n" + "\n\n".join(blocks) if blocks else ""
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The engine's response with the `file_search_call` item and the citations (a copy)."""
+        out = copy.deepcopy(body)
+        output = out.get("output")
+        if not isinstance(output, list):
+            return out
+        call: dict[str, Any] = {
+            "id": self.call_id,
+            "type": "file_search_call",
+            "status": "completed",
+            "queries": self.queries,
+            "results": None,
+        }
+        if self.include_results:
+            call["results"] = [
+                {
+                    "file_id": r.file_id,
+                    "filename": r.filename,
+                    "score": r.score,
+                    "text": r.text,
+                    "attributes": r.attributes,
+                }
+                for r in self.results
+            ]
+        cited = list({r.file_id: r for r in self.results}.values())
+        for item in output:
+            for part in item.get("content") or [] if item.get("type") == "message" else []:
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    end = len(part.get("text") or "")
+                    part["annotations"] = [
+                        *(part.get("annotations") or []),
+                        *(
+                            {
+                                "type": "file_citation",
+                                "file_id": r.file_id,
+                                "filename": r.filename,
+                                "index": end,
+                            }
+                            for r in cited
+                        ),
+                    ]
+        out["output"] = [call, *output]
+        return out
+
+
+class FileSearch:
+    def __init__(self, stores: VectorStoresService) -> None:
+        self._stores = stores
+
+    async def prepare(
+        self,
+        ticket: Ticket,
+        payload: dict[str, Any],
+        items: list[dict[str, Any]],
+        engine_body: dict[str, Any],
+        max_model_len: int | None = None,
+    ) -> Searched | None:
+        """Search for a request with a `file_search` tool: the engine body without the tool and with the
+        results in its context (the best ones that fit half of `max_model_len`). None when the
+        request has no such tool."""
+        tools = payload.get("tools")
+        if not isinstance(tools, list):
+            return None
+        found = [
+            (n, t) for n, t in enumerate(tools) if isinstance(t, dict) and t.get("type") == "file_search"
+        ]
+        if not found:
+            return None
+        n, raw = found[0]
+        try:
+            tool = parse_object(FileSearchTool, raw, "A tool must be an object.")
+        except InvalidParam as exc:
+            raise InvalidRequest(exc.message, param=f"tools[{n}].{exc.param}", code=exc.code) from None
+        principal = ticket.principal
+        owner = Owner(principal.tenant_id, principal.key_id)
+        for store_id in tool.vector_store_ids:
+            await self._stores.usable(owner, store_id, param=f"tools[{n}].vector_store_ids")
+        query = _latest_user_text(items)
+        results: list[Result] = []
+        if query:
+            threshold = tool.ranking_options.score_threshold if tool.ranking_options else None
+            results = await self._stores.core.search(
+                Acting(owner.key_id, ticket.tab.request_id),
+                owner,
+                tool.vector_store_ids,
+                [query],
+                tool.max_num_results,
+                filters=tool.filters,
+                threshold=threshold,
+            )
+        room = (max_model_len // 2 if max_model_len else _DEFAULT_CONTEXT_TOKENS) * _CHARS_PER_TOKEN
+        results = _fitting(results, room)
+        include = payload.get("include")
+        searched = Searched(
+            new_id("fs"),
+            [query] if query else [],
+            results,
+            include_results=isinstance(include, list) and INCLUDE_RESULTS in include,
+        )
+        _rewrite(engine_body, searched)
+        return searched
+
+
+def _fitting(results: list[Result], chars: int) -> list[Result]:
+    """The best results whose texts fit in `chars`."""
+    kept: list[Result] = []
+    for result in results:
+        chars -= len(result.text) + len(result.filename) + 32
+        if chars < 0:
+            break
+        kept.append(result)
+    return kept
+
+
+def _rewrite(engine_body: dict[str, Any], searched: Searched) -> None:
+    rest = [
+        t
+        for t in engine_body.get("tools") or []
+        if not (isinstance(t, dict) and t.get("type") == "file_search")
+    ]
+    if rest:
+        engine_body["tools"] = rest
+    else:
+        engine_body.pop("tools", None)
+        engine_body.pop("tool_choice", None)
+    include = engine_body.get("include")
+    if isinstance(include, list):
+        kept = [i for i in include if i != INCLUDE_RESULTS]
+        if kept:
+            engine_body["include"] = kept
+        else:
+            engine_body.pop("include")
+    context = searched.context
+    if not context:
+        return
+    messages = engine_body.get("input")
+    if not isinstance(messages, list):
+        return
+    for item in reversed(messages):
+        if item.get("type", "message") == "message" and item.get("role") == "user":
+            content = item.get("content")
+            parts = (
+                [{"type": "input_text", "text": content}] if isinstance(content, str) else list(content or [])
+            )
+            item["content"] = [{"type": "input_text", "text": context}, *parts]
+            return
+
+
+def _latest_user_text(items: list[dict[str, Any]]) -> str:
+    for item in reversed(items):
+        if item.get("type", "message") == "message" and item.get("role") == "user":
+            content = item.get("content")
+            if isinstance(content, str):
+                return content.strip()
+            texts = [
+                p.get("text", "")
+                for p in content or []
+                if isinstance(p, dict) and p.get("type") == "input_text"
+            ]
+            return " ".join(t.strip() for t in texts if isinstance(t, str) and t.strip())
+    return ""
