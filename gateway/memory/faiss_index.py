@@ -115,7 +115,7 @@ class FaissIndex:
         async with self._lock(tenant_id):
             held = self._tenants.get(tenant_id)
             if held is None:
-                data = await _read(self._blobs, _key(tenant_id))
+                data = await _read(self._blobs, _key(self._prefix, tenant_id))
                 if data is None:
                     return set()
                 index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
@@ -126,7 +126,7 @@ class FaissIndex:
         async with self._lock(tenant_id):
             if not await self._load(tenant_id):
                 self._tenants.pop(tenant_id, None)
-                await self._blobs.delete(_key(tenant_id))
+                await self._blobs.delete(_key(self._prefix, tenant_id))
                 return
             await self._save(tenant_id, await self._rebuild(tenant_id))
 

@@ -34,6 +34,7 @@ from gateway.store.memories import StoredMemory, StoredMemoryEvent
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
 from gateway.store.retention import CHUNK, Swept, delete_children
+from gateway.store.vector_stores import StoredChunk, StoredFileBatch, StoredVectorStore, StoredVectorStoreFile
 
 # The columns that name an end user, in the tables that have one.
 USER_COLUMNS = ("end_user", "user", "user_id")
@@ -185,6 +186,11 @@ def _file_blob(row: Any) -> list[str]:
     return [row.blob_key]
 
 
+def _vector_store_index(row: Any) -> list[str]:
+    """A vector store's FAISS index (gateway/vector_setup.py keys one per store, as memory's per tenant)."""
+    return [f"vector-store-index/{row.id}/faiss.index"]
+
+
 # Order matters: children of other kinds first (upload parts before their uploads), the ledger before
 # the rows that link it to a user (gateway/store/gdpr_special.py puts it first).
 OWNED_KINDS: tuple[OwnedKind, ...] = (
@@ -233,6 +239,22 @@ OWNED_KINDS: tuple[OwnedKind, ...] = (
         children=(Child(FineTuningEventRow, "job_id", "id"),),
     ),
     OwnedKind("moderation_flags", StoredFlag, ("end_user",)),
+    # A subject's vector stores with everything in them and their index; then what the subject put
+    # in others' stores (its chunks leave search at once; their vectors with the index's next rebuild).
+    OwnedKind(
+        "vector_stores",
+        StoredVectorStore,
+        ("end_user",),
+        children=(
+            Child(StoredVectorStoreFile, "vector_store_id", "id"),
+            Child(StoredFileBatch, "vector_store_id", "id"),
+            Child(StoredChunk, "vector_store_id", "id"),
+        ),
+        blobs=_vector_store_index,
+    ),
+    OwnedKind("vector_store_files", StoredVectorStoreFile, ("end_user",)),
+    OwnedKind("vector_store_file_batches", StoredFileBatch, ("end_user",)),
+    OwnedKind("vector_store_chunks", StoredChunk, ("end_user",)),
     # The durable jobs run for the subject (a deleted running job loses its lease, docs/jobs.md).
     OwnedKind("jobs", JobRow, ("user",)),
 )
