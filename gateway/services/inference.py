@@ -22,6 +22,7 @@ from gateway.services.adapters import AdapterServing
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.memory_chat import ChatMemory, annotate
 from gateway.services.moderated import ModeratedChat
+from gateway.services.reasoning import ReasoningCounter, StreamReasoning
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
 from gateway.services.spoken_stream import SpokenStream
@@ -74,6 +75,8 @@ class InferenceService:
         # Fine-tuned models (`ft:...`), each its tenant's, loaded on demand; None: none served.
         self._adapters = adapters
         self._moderated = features.moderated
+        # Chat's reasoning under both its names and counted in usage (services/reasoning.py).
+        self._reasoning = ReasoningCounter(dispatcher.pool)
         # Memory in chat (docs/memory.md), set by the composition root once built; None: off.
         self.memory: ChatMemory | None = None
 
@@ -220,6 +223,8 @@ class InferenceService:
         if not parsed.stream:
             answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
             chose(ticket, upstream, served)
+            if isinstance(parsed, ChatCompletionRequest):
+                answer = await self._reasoning.complete(answer, upstream, served)
             if capture is not None and self._stored is not None:
                 # A spoken answer is kept as its text (the transcript), without the audio.
                 self._stored.keep(capture.answered(answer))
@@ -238,6 +243,7 @@ class InferenceService:
             forward_usage=wants_usage,
             observe=capture.observer(stream.observe) if capture is not None else stream.observe,
             extra={"tantra_media": media.usage} if media is not None else None,
+            reasoning=StreamReasoning() if isinstance(parsed, ChatCompletionRequest) else None,
         )
         ticket.defer()
 
