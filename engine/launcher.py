@@ -152,8 +152,8 @@ class EngineConfig:
     # templates where the model opens `<think>` itself (SpikingBrain, Qwen2.5 ChatML); vLLM's own
     # (`qwen3`, `deepseek_r1`, ...) by name. None: no split (docs/orchestration.md, "Reasoning").
     reasoning_parser: str | None = None
-    # Structured outputs constrain the reasoning too (vLLM's `enable_in_reasoning`); otherwise the
-    # grammar starts after `</think>`, and an answer that never thinks is never constrained.
+    # Structured outputs constrain the reasoning too (vLLM's `enable_in_reasoning`, always on with
+    # `think`); otherwise the grammar starts after `</think>`.
     structured_outputs_in_reasoning: bool = False
 
     @property
@@ -210,7 +210,9 @@ class EngineConfig:
         if self.reasoning_parser == THINK_PARSER:
             # Imported by module name in the API server and the engine core (vLLM's plugin option).
             args += ["--reasoning-parser-plugin", THINK_PARSER_MODULE]
-        if self.structured_outputs_in_reasoning:
+        # With `think`, an answer need not think at all: a grammar waiting for `</think>` would
+        # never start, so it covers the whole answer (a structured answer then does not think).
+        if self.structured_outputs_in_reasoning or self.reasoning_parser == THINK_PARSER:
             args += ["--structured-outputs-config", json.dumps({"enable_in_reasoning": True})]
         return args
 

@@ -19,10 +19,11 @@ Why not one of vLLM's own parsers, for the ChatML templates of the SpikingBrain 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import regex as re
+from vllm.entrypoints.generate.base.protocol import DeltaMessage
 from vllm.reasoning import ReasoningParserManager
 from vllm.reasoning.olmo3_reasoning_parser import Olmo3ReasoningParser, Olmo3ReasoningState
 
@@ -41,6 +42,22 @@ class ThinkReasoningParser(Olmo3ReasoningParser):
         super().__init__(tokenizer, *args, **kwargs)
         # The model opens `<think>` itself (the template does not): until it does, it answers.
         self.buffer.state = Olmo3ReasoningState.CONTENT
+        # A stream's answer has begun (content streamed outside a `<think>` block).
+        self._answering = False
+
+    def extract_reasoning_streaming(self, *args: Any, **kwargs: Any) -> DeltaMessage | None:
+        delta = super().extract_reasoning_streaming(*args, **kwargs)
+        if delta is not None and delta.content and self.buffer.state is Olmo3ReasoningState.CONTENT:
+            self._answering = True
+        return delta
+
+    def is_reasoning_end_streaming(self, input_ids: Sequence[int], delta_ids: Iterable[int]) -> bool:
+        """The reasoning is over once the answer streams, `</think>` or not: vLLM hands the rest of
+        the stream to the tool-call parser then (with only `</think>` ending it, as in `olmo3`, an
+        answer that does not think would never have its tool calls parsed in a stream). The engine
+        core's structured-output check, which streams nothing through this parser, falls back to
+        `</think>` in the tokens (EngineConfig turns `enable_in_reasoning` on for this parser)."""
+        return self._answering or super().is_reasoning_end_streaming(input_ids, delta_ids)
 
     def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
         """The tokens of the reasoning text, re-tokenized: `<think>` and `</think>` are several

@@ -22,7 +22,7 @@ from gateway.services.adapters import AdapterServing
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.memory_chat import ChatMemory, annotate
 from gateway.services.moderated import ModeratedChat
-from gateway.services.reasoning import ReasoningCounter, StreamReasoning
+from gateway.services.reasoning import ReasoningCounter, StreamReasoning, thinking_fields
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
 from gateway.services.spoken_stream import SpokenStream
@@ -157,6 +157,9 @@ class InferenceService:
             derived = self._estimator.estimate(parsed, path, model, max_len).prompt_tokens
             if derived > estimate.prompt_tokens:
                 await ticket.reserve_more(derived - estimate.prompt_tokens)
+        if isinstance(parsed, ChatCompletionRequest) and parsed.reasoning_effort is not None:
+            for name, value in thinking_fields(payload, ticket.policy.reasoning_budgets(model)).items():
+                body, payload[name] = with_field(body, name, value), value
         if estimate.cap is not None:
             # The engine may generate no more than was reserved.
             field = "max_completion_tokens" if isinstance(parsed, ChatCompletionRequest) else "max_tokens"

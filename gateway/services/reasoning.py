@@ -14,13 +14,14 @@ streams one event per token, as the relay counts completion tokens).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from gateway.upstreams.pool import UpstreamPool
 
-__all__ = ["ReasoningCounter", "StreamReasoning", "alias_reasoning", "reasoning_text"]
+__all__ = ["ReasoningCounter", "StreamReasoning", "alias_reasoning", "reasoning_text", "thinking_fields"]
 
 NAMES = ("reasoning", "reasoning_content")
 # The gateway's own estimate when no tokenizer answers (gateway/limits/estimate.py: four characters).
@@ -51,6 +52,27 @@ def reasoning_text(container: Any) -> str:
         if isinstance(text, str) and text:
             return text
     return ""
+
+
+# The efforts that mean "do not think" (OpenAI's `minimal` is the least reasoning it offers).
+_NO_THINKING = frozenset({"none", "minimal"})
+
+
+def thinking_fields(payload: dict[str, Any], budgets: Mapping[str, int] | None) -> dict[str, Any]:
+    """What a chat request's `reasoning_effort` adds to its body for a model whose route sets
+    `reasoning_budgets`: vLLM's `thinking_token_budget`, and for `none` and `minimal` the chat
+    template's `enable_thinking: false` (Qwen3's switch). What the client set itself stands."""
+    effort = payload.get("reasoning_effort")
+    if not budgets or not isinstance(effort, str) or effort not in budgets:
+        return {}
+    fields: dict[str, Any] = {}
+    if payload.get("thinking_token_budget") is None:
+        fields["thinking_token_budget"] = budgets[effort]
+    kwargs = payload.get("chat_template_kwargs")
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    if effort in _NO_THINKING and "enable_thinking" not in kwargs:
+        fields["chat_template_kwargs"] = {**kwargs, "enable_thinking": False}
+    return fields
 
 
 def _counted(usage: Any) -> bool:

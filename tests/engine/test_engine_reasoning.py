@@ -17,7 +17,7 @@ TINY = ROOT / ".cache" / "checkpoints" / "tiny"
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> object:
+def tokenizer() -> Any:
     transformers = pytest.importorskip("transformers")
     if not (TINY / "tokenizer.json").is_file():
         pytest.skip("the tiny checkpoint is not built")
@@ -32,18 +32,24 @@ def _parser_for(tokenizer: Any) -> Any:
     return ReasoningParserManager.get_reasoning_parser("think")(tokenizer)
 
 
-def _streamed(parser: object, tokenizer: object, text: str) -> tuple[str, str]:
-    """The reasoning and the content as vLLM streams them: one token's text at a time."""
-    ids = tokenizer.encode(text)  # type: ignore[attr-defined]
-    reasoning, content, before = "", "", ""
+def _streamed(parser: Any, tokenizer: Any, text: str) -> tuple[str, str, int | None]:
+    """The reasoning and the content as vLLM streams them, one token's text at a time, and the
+    token at which the parser said the reasoning was over (vLLM's tool-call parser takes over)."""
+    ids = tokenizer.encode(text)
+    reasoning, content, before, ended = "", "", "", None
     for index, token in enumerate(ids):
-        now = tokenizer.decode(ids[: index + 1])  # type: ignore[attr-defined]
-        delta = parser.extract_reasoning_streaming(before, now, now[len(before) :], [], [], [token])  # type: ignore[attr-defined]
+        now = tokenizer.decode(ids[: index + 1])
+        delta = parser.extract_reasoning_streaming(before, now, now[len(before) :], [], [], [token])
         before = now
         if delta is not None:
             reasoning += delta.reasoning or ""
             content += delta.content or ""
-    return reasoning, content
+        if parser.is_reasoning_end_streaming(ids[: index + 1], [token]):
+            ended = index
+            # vLLM stops calling the reasoning parser here; the rest is the tool parser's content.
+            content += tokenizer.decode(ids[index + 1 :])
+            break
+    return reasoning, content, ended
 
 
 @pytest.mark.parametrize(
@@ -55,19 +61,24 @@ def _streamed(parser: object, tokenizer: object, text: str) -> tuple[str, str]:
     ],
 )
 def test_split_is_the_same_in_json_and_stream(
-    tokenizer: object, text: str, reasoning: str, content: str
+    tokenizer: Any, text: str, reasoning: str, content: str
 ) -> None:
     parser = _parser_for(tokenizer)
     assert parser.extract_reasoning(text, None) == (reasoning or None, content)
-    assert _streamed(_parser_for(tokenizer), tokenizer, text) == (reasoning, content)
+    streamed_reasoning, streamed_content, ended = _streamed(_parser_for(tokenizer), tokenizer, text)
+    assert (streamed_reasoning, streamed_content) == (reasoning, content)
+    # Over by the answer's first token (at `</think>`'s last one, when it thought): the tool-call
+    # parser that vLLM hands the stream to then sees the whole answer.
+    first = len(tokenizer.encode(text)) - len(tokenizer.encode(content, add_special_tokens=False))
+    assert ended is not None and ended <= first
 
 
-def test_reasoning_tokens_are_the_reasoning_text_tokens(tokenizer: object) -> None:
+def test_reasoning_tokens_are_the_reasoning_text_tokens(tokenizer: Any) -> None:
     parser = _parser_for(tokenizer)
-    ids = tokenizer.encode("<think>abc def ghi</think>the answer")  # type: ignore[attr-defined]
-    expected = len(tokenizer.encode("abc def ghi", add_special_tokens=False))  # type: ignore[attr-defined]
+    ids = tokenizer.encode("<think>abc def ghi</think>the answer")
+    expected = len(tokenizer.encode("abc def ghi", add_special_tokens=False))
     assert parser.count_reasoning_tokens(ids) == expected > 0
-    assert parser.count_reasoning_tokens(tokenizer.encode("no thinking here")) == 0  # type: ignore[attr-defined]
+    assert parser.count_reasoning_tokens(tokenizer.encode("no thinking here")) == 0
 
 
 def test_command_passes_the_parser_and_its_plugin(tmp_path: Path) -> None:
@@ -77,6 +88,10 @@ def test_command_passes_the_parser_and_its_plugin(tmp_path: Path) -> None:
     assert argv[argv.index("--reasoning-parser") + 1] == "think"
     assert argv[argv.index("--reasoning-parser-plugin") + 1] == "engine.reasoning"
     assert argv[argv.index("--structured-outputs-config") + 1] == '{"enable_in_reasoning": true}'
+    # `think` always has the grammar cover the reasoning (an answer need not think at all).
+    assert (
+        "--structured-outputs-config" in EngineConfig(model_dir=tmp_path, reasoning_parser="think").command()
+    )
     vllm_own = EngineConfig(model_dir=tmp_path, reasoning_parser="qwen3").command()
     assert "--reasoning-parser-plugin" not in vllm_own and "--structured-outputs-config" not in vllm_own
     assert "--reasoning-parser" not in EngineConfig(model_dir=tmp_path).command()

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.services.moderated import _choice_text
 from gateway.services.moderation_stream import _delta_text
-from gateway.services.reasoning import ReasoningCounter, StreamReasoning
+from gateway.services.reasoning import ReasoningCounter, StreamReasoning, thinking_fields
 from gateway.services.relay import StreamUsage
 from gateway.services.stored_capture import StreamAssembler
 from gateway.upstreams.failover import StreamTranscript
@@ -168,3 +168,31 @@ def test_failover_continues_from_the_reasoning() -> None:
     # The continuation's first event, carrying reasoning with its role, is not dropped.
     first = transcript.rewrite(event(chunk({"role": "assistant", "reasoning": "x"})), already=3)
     assert first is not None and orjson.loads(first[6:])["choices"][0]["delta"] == {"reasoning": "x"}
+
+
+def test_reasoning_effort_becomes_the_routes_thinking_budget() -> None:
+    from gateway.settings.policy import Policy
+    from gateway.settings.sections import ModelRoute
+
+    route = ModelRoute(
+        upstreams=["engine"], reasoning_budgets={"none": 0, "minimal": 0, "low": 64, "high": 512}
+    )
+    budgets = Policy(models={"q": route}).reasoning_budgets("q")
+    assert Policy(models={"q": route}).reasoning_budgets("other") is None
+    asked: dict[str, Any] = {"model": "q", "reasoning_effort": "low"}
+    assert thinking_fields(asked, budgets) == {"thinking_token_budget": 64}
+    # none and minimal switch a Qwen3 template's thinking off as well; the client's kwargs are kept.
+    asked = {"reasoning_effort": "minimal", "chat_template_kwargs": {"x": 1}}
+    assert thinking_fields(asked, budgets) == {
+        "thinking_token_budget": 0,
+        "chat_template_kwargs": {"x": 1, "enable_thinking": False},
+    }
+    # What the client set itself stands; an effort the route does not list goes to vLLM as sent.
+    asked = {
+        "reasoning_effort": "none",
+        "thinking_token_budget": 9,
+        "chat_template_kwargs": {"enable_thinking": True},
+    }
+    assert thinking_fields(asked, budgets) == {}
+    assert thinking_fields({"reasoning_effort": "medium"}, budgets) == {}
+    assert thinking_fields({"reasoning_effort": "low"}, None) == {}
