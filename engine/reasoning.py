@@ -59,6 +59,11 @@ class ThinkReasoningParser(Olmo3ReasoningParser):
         `</think>` in the tokens (EngineConfig turns `enable_in_reasoning` on for this parser)."""
         return self._answering or super().is_reasoning_end_streaming(input_ids, delta_ids)
 
+    def extract_content_ids(self, input_ids: list[int]) -> list[int]:
+        """The delta's tokens for the tool-call parser at the hand-over: all of them when the
+        answer began without thinking (`olmo3` gives none: its delta then held `</think>`)."""
+        return list(input_ids) if self._answering else super().extract_content_ids(input_ids)
+
     def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
         """The tokens of the reasoning text, re-tokenized: `<think>` and `</think>` are several
         ordinary tokens whose split varies, so the text is what is certain."""
