@@ -21,7 +21,14 @@ import orjson
 
 from gateway.upstreams.pool import UpstreamPool
 
-__all__ = ["ReasoningCounter", "StreamReasoning", "alias_reasoning", "reasoning_text", "thinking_fields"]
+__all__ = [
+    "ReasoningCounter",
+    "StreamReasoning",
+    "alias_reasoning",
+    "reasoning_text",
+    "responses_thinking_fields",
+    "thinking_fields",
+]
 
 NAMES = ("reasoning", "reasoning_content")
 # The gateway's own estimate when no tokenizer answers (gateway/limits/estimate.py: four characters).
@@ -72,6 +79,16 @@ def thinking_fields(payload: dict[str, Any], budgets: Mapping[str, int] | None) 
     kwargs = kwargs if isinstance(kwargs, dict) else {}
     if effort in _NO_THINKING and "enable_thinking" not in kwargs:
         fields["chat_template_kwargs"] = {**kwargs, "enable_thinking": False}
+    return fields
+
+
+def responses_thinking_fields(payload: dict[str, Any], budgets: Mapping[str, int] | None) -> dict[str, Any]:
+    """`thinking_fields` for a Responses request (`reasoning.effort`): vLLM 0.32's Responses API
+    has no `thinking_token_budget`, so only the template's switch applies."""
+    reasoning = payload.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    asked = {"reasoning_effort": effort, "chat_template_kwargs": payload.get("chat_template_kwargs")}
+    fields = thinking_fields({**asked, "thinking_token_budget": 0}, budgets)
     return fields
 
 

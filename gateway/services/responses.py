@@ -29,6 +29,7 @@ from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
 from gateway.services.conversations import Conversations
+from gateway.services.reasoning import responses_thinking_fields
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
@@ -176,6 +177,7 @@ class ResponsesService:
             request_id=response_id,
             stream=bool(parsed.stream),
         )
+        engine_body.update(responses_thinking_fields(payload, ticket.policy.reasoning_budgets(model)))
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
         turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh))
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)

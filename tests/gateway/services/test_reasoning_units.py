@@ -11,7 +11,12 @@ import pytest
 
 from gateway.services.moderated import _choice_text
 from gateway.services.moderation_stream import _delta_text
-from gateway.services.reasoning import ReasoningCounter, StreamReasoning, thinking_fields
+from gateway.services.reasoning import (
+    ReasoningCounter,
+    StreamReasoning,
+    responses_thinking_fields,
+    thinking_fields,
+)
 from gateway.services.relay import StreamUsage
 from gateway.services.stored_capture import StreamAssembler
 from gateway.upstreams.failover import StreamTranscript
@@ -196,3 +201,13 @@ def test_reasoning_effort_becomes_the_routes_thinking_budget() -> None:
     assert thinking_fields(asked, budgets) == {}
     assert thinking_fields({"reasoning_effort": "medium"}, budgets) == {}
     assert thinking_fields({"reasoning_effort": "low"}, None) == {}
+
+
+def test_responses_effort_switches_thinking_off_only() -> None:
+    budgets = {"none": 0, "minimal": 0, "high": 512}
+    assert responses_thinking_fields({"reasoning": {"effort": "minimal"}}, budgets) == {
+        "chat_template_kwargs": {"enable_thinking": False}
+    }
+    # vLLM's Responses API has no thinking budget to set.
+    assert responses_thinking_fields({"reasoning": {"effort": "high"}}, budgets) == {}
+    assert responses_thinking_fields({"reasoning": None}, budgets) == {}
