@@ -73,13 +73,26 @@ def thinking_fields(payload: dict[str, Any], budgets: Mapping[str, int] | None) 
     if not budgets or not isinstance(effort, str) or effort not in budgets:
         return {}
     fields: dict[str, Any] = {}
-    if payload.get("thinking_token_budget") is None:
+    # Not with a grammar: vLLM 0.32's engine died (its worker, in native code) on a budget forcing
+    # `</think>` into a request under structured outputs; the client's own budget goes as sent.
+    if payload.get("thinking_token_budget") is None and not _constrained(payload):
         fields["thinking_token_budget"] = budgets[effort]
     kwargs = payload.get("chat_template_kwargs")
     kwargs = kwargs if isinstance(kwargs, dict) else {}
     if effort in _NO_THINKING and "enable_thinking" not in kwargs:
         fields["chat_template_kwargs"] = {**kwargs, "enable_thinking": False}
     return fields
+
+
+def _constrained(payload: dict[str, Any]) -> bool:
+    """Whether the request has vLLM constrain its output with a grammar."""
+    response_format = payload.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    return (
+        payload.get("structured_outputs") is not None
+        or kind not in (None, "text")
+        or any(key.startswith("guided_") for key in payload)
+    )
 
 
 def responses_thinking_fields(payload: dict[str, Any], budgets: Mapping[str, int] | None) -> dict[str, Any]:

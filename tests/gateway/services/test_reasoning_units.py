@@ -201,6 +201,9 @@ def test_reasoning_effort_becomes_the_routes_thinking_budget() -> None:
     assert thinking_fields(asked, budgets) == {}
     assert thinking_fields({"reasoning_effort": "medium"}, budgets) == {}
     assert thinking_fields({"reasoning_effort": "low"}, None) == {}
+    # Never a budget under a grammar (vLLM 0.32's engine died on one forcing `</think>` into it).
+    for grammar in ({"structured_outputs": {"regex": "a+"}}, {"response_format": {"type": "json_object"}}):
+        assert thinking_fields({"reasoning_effort": "low", **grammar}, budgets) == {}
 
 
 def test_responses_effort_switches_thinking_off_only() -> None:
