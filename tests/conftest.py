@@ -49,15 +49,9 @@ def whisper_model() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(tiny_checkpoint: Path) -> Iterator[EngineProcess]:
-    """The one engine of the session; its log goes to .cache/test-engine.log (its tail shows on failure).
-    With the `think` reasoning parser, as the ChatML models are served: an answer without `<think>`
-    is content as before, and tests/gateway/services/test_reasoning_engine.py makes one with it."""
+    """The one engine of the session; its log goes to .cache/test-engine.log (its tail shows on failure)."""
     config = EngineConfig(
-        model_dir=tiny_checkpoint,
-        served_model_name=MODEL,
-        port=free_port(),
-        max_model_len=2048,
-        reasoning_parser="think",
+        model_dir=tiny_checkpoint, served_model_name=MODEL, port=free_port(), max_model_len=2048
     )
     with logged_engine(config, ROOT / ".cache" / "test-engine.log") as process:
         yield process

@@ -1,11 +1,12 @@
-"""Reasoning outputs on the session's real engine (the `think` parser, tests/conftest.py), through
-the gateway, read by the real openai SDK and LangChain. The random-weight model is made to think by
+"""Reasoning outputs on a real engine with the `think` parser, through the gateway, read by the
+real openai SDK and LangChain. The random-weight model is made to think by
 structured outputs: a regex `<think>...</think>answer` that vLLM applies to the whole output (the
 `think` parser turns `enable_in_reasoning` on), which the engine's parser then splits."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -13,12 +14,52 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
+from engine.launcher import EngineConfig
+from gateway import Settings, create_app
+from tests.conftest import ROOT
+from tests.servers import ThreadedServer, free_port, logged_engine
+
 pytestmark = pytest.mark.engine
 
 SHAPE = r"<think>[a-z ]{1,40}</think>[a-z ]{1,20}"
 THINKING: dict[str, Any] = {"structured_outputs": {"regex": SHAPE}, "seed": 7}
 ASK: list[Any] = [{"role": "user", "content": "Think, then answer."}]
 WORDS = re.compile(r"[a-z ]+")
+
+
+@pytest.fixture(scope="module")
+def thinking_urls(
+    tiny_checkpoint: Any, gateway_settings: Callable[..., Settings], model: str
+) -> Iterator[tuple[str, str]]:
+    """Its own engine, the tiny checkpoint with `--reasoning-parser think`: on the session's engine
+    the parser broke a streamed named tool call (tests/gateway/services/test_stored_completions.py,
+    vLLM 0.32), so it is not the session's default until that is understood."""
+    config = EngineConfig(
+        model_dir=tiny_checkpoint, served_model_name=model, port=free_port(), reasoning_parser="think"
+    )
+    with (
+        logged_engine(config, ROOT / ".cache" / "test-reasoning-engine.log") as engine,
+        ThreadedServer(create_app(gateway_settings(engine_url=engine.base_url))) as server,
+    ):
+        yield server.url, engine.base_url
+
+
+@pytest.fixture(scope="module")
+def thinking_gateway(thinking_urls: tuple[str, str]) -> str:
+    return thinking_urls[0]
+
+
+@pytest.fixture(scope="module")
+def thinking_engine_url(thinking_urls: tuple[str, str]) -> str:
+    return thinking_urls[1]
+
+
+@pytest.fixture(scope="module")
+def client(thinking_gateway: str, api_key: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=thinking_gateway + "/v1", api_key=api_key, max_retries=0, timeout=120
+    ) as made:
+        yield made
 
 
 def _reasoning(message: Any) -> str:
@@ -29,9 +70,9 @@ def _reasoning(message: Any) -> str:
 
 
 def test_json_and_stream_split_the_same_and_count_reasoning_tokens(
-    openai_client: openai.OpenAI, engine_url: str, model: str
+    client: openai.OpenAI, thinking_engine_url: str, model: str
 ) -> None:
-    answer = openai_client.chat.completions.create(
+    answer = client.chat.completions.create(
         model=model, messages=ASK, max_completion_tokens=120, temperature=0, extra_body=THINKING
     )
     message = answer.choices[0].message
@@ -43,14 +84,14 @@ def test_json_and_stream_split_the_same_and_count_reasoning_tokens(
     assert details.reasoning_tokens < answer.usage.completion_tokens  # type: ignore[union-attr]
     # The engine's own answer: the gateway passed the reasoning through untouched.
     direct = httpx.post(
-        engine_url + "/v1/chat/completions",
+        thinking_engine_url + "/v1/chat/completions",
         json={"model": model, "messages": ASK, "max_completion_tokens": 120, "temperature": 0, **THINKING},
         timeout=120,
     ).json()
     assert direct["choices"][0]["message"]["reasoning"] == reasoning
     assert "reasoning_content" not in direct["choices"][0]["message"]  # vLLM 0.32 sets only `reasoning`
 
-    stream = openai_client.chat.completions.create(
+    stream = client.chat.completions.create(
         model=model,
         messages=ASK,
         max_completion_tokens=120,
@@ -70,17 +111,17 @@ def test_json_and_stream_split_the_same_and_count_reasoning_tokens(
     assert usage.completion_tokens_details.reasoning_tokens == details.reasoning_tokens
 
     # Without the shape the random model does not think: all content, as before the parser.
-    plain = openai_client.chat.completions.create(
+    plain = client.chat.completions.create(
         model=model, messages=ASK, max_completion_tokens=4, extra_body={"ignore_eos": True}
     )
     assert not _reasoning(plain.choices[0].message) and plain.choices[0].message.content
 
 
 def test_langchain_reads_the_answer_and_its_reasoning_tokens(
-    gateway_url: str, api_key: str, model: str
+    thinking_gateway: str, api_key: str, model: str
 ) -> None:
     llm = ChatOpenAI(
-        base_url=gateway_url + "/v1",
+        base_url=thinking_gateway + "/v1",
         api_key=api_key,
         model=model,
         max_completion_tokens=120,
@@ -95,9 +136,9 @@ def test_langchain_reads_the_answer_and_its_reasoning_tokens(
 
 
 def test_responses_reasoning_item_comes_before_the_message_and_is_stored(
-    openai_client: openai.OpenAI, model: str
+    client: openai.OpenAI, model: str
 ) -> None:
-    response = openai_client.responses.create(
+    response = client.responses.create(
         model=model, input="Think, then answer.", max_output_tokens=120, temperature=0, extra_body=THINKING
     )
     kinds = [item.type for item in response.output]
@@ -105,10 +146,10 @@ def test_responses_reasoning_item_comes_before_the_message_and_is_stored(
     thought: Any = response.output[0]
     assert thought.content and WORDS.fullmatch(thought.content[0].text)
     assert WORDS.fullmatch(response.output_text)
-    stored = openai_client.responses.retrieve(response.id)
+    stored = client.responses.retrieve(response.id)
     assert [item.type for item in stored.output] == kinds
     events = list(
-        openai_client.responses.create(
+        client.responses.create(
             model=model,
             input="Think, then answer.",
             max_output_tokens=120,
