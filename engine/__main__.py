@@ -138,6 +138,17 @@ def _parser() -> argparse.ArgumentParser:
         "sends media as data URLs)",
     )
     serve.add_argument(
+        "--reasoning-parser",
+        default=None,
+        help="split reasoning from the answer: `think` (<think>...</think> the model opens itself: "
+        "SpikingBrain, Qwen2.5 ChatML) or one of vLLM's parsers (qwen3, deepseek_r1, ...); default none",
+    )
+    serve.add_argument(
+        "--structured-outputs-in-reasoning",
+        action="store_true",
+        help="structured outputs constrain the reasoning too (vLLM's enable_in_reasoning)",
+    )
+    serve.add_argument(
         "--python", default=sys.executable, help="interpreter that has vLLM installed (default: this one)"
     )
     serve.add_argument(
@@ -219,6 +230,8 @@ def _engine_config(args: argparse.Namespace, model: Path) -> EngineConfig:
         allowed_media_domains=tuple(d.strip() for d in args.allowed_media_domains.split(",") if d.strip()),
         python=args.python,
         cpu_cores=args.cpu_cores,
+        reasoning_parser=args.reasoning_parser or None,
+        structured_outputs_in_reasoning=args.structured_outputs_in_reasoning,
     )
 
 

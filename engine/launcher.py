@@ -48,6 +48,10 @@ NO_MEDIA_DOMAIN = "media.invalid"
 """What `--allowed-media-domains` gets when no domain is allowed: vLLM reads an empty list as
 "any domain", so the engine is given one under the reserved `.invalid` TLD, which never resolves."""
 
+THINK_PARSER = "think"
+"""The reasoning parser of engine/reasoning.py (not imported here: it needs vLLM)."""
+THINK_PARSER_MODULE = "engine.reasoning"
+
 _FAST_START_ARGS: tuple[str, ...] = ("--enforce-eager",)
 """Skip torch.compile: with an explicit KV cache size this also skips vLLM's
 CPU warm-up pass, which together are most of a tiny model's startup time."""
@@ -143,6 +147,14 @@ class EngineConfig:
     # the gateway sends batch lines at TANTRA_BATCH_ENGINE_PRIORITY) and preempts higher ones when
     # full; `fcfs` (vLLM's own default) takes the field and ignores it (docs/batches.md).
     scheduling_policy: Literal["priority", "fcfs"] = "priority"
+    # vLLM's reasoning parser (`--reasoning-parser`): the answer's reasoning apart from its content
+    # (`reasoning` in chat, reasoning items in Responses). `think` is engine/reasoning.py's, for
+    # templates where the model opens `<think>` itself (SpikingBrain, Qwen2.5 ChatML); vLLM's own
+    # (`qwen3`, `deepseek_r1`, ...) by name. None: no split (docs/orchestration.md, "Reasoning").
+    reasoning_parser: str | None = None
+    # Structured outputs constrain the reasoning too (vLLM's `enable_in_reasoning`, always on with
+    # `think`); otherwise the grammar starts after `</think>`.
+    structured_outputs_in_reasoning: bool = False
 
     @property
     def base_url(self) -> str:
@@ -184,10 +196,24 @@ class EngineConfig:
             # Without these vLLM rejects any request carrying `tools` with
             # 400; Qwen2.5 emits Hermes-style <tool_call> JSON.
             args += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]
+        args += self._reasoning_args()
         if self.fast_start:
             args.extend(_FAST_START_ARGS)
         args += ["--allowed-media-domains", *(self.allowed_media_domains or (NO_MEDIA_DOMAIN,))]
         args.extend(self.extra_args)
+        return args
+
+    def _reasoning_args(self) -> list[str]:
+        if not self.reasoning_parser or self.runner == "pooling":
+            return []
+        args = ["--reasoning-parser", self.reasoning_parser]
+        if self.reasoning_parser == THINK_PARSER:
+            # Imported by module name in the API server and the engine core (vLLM's plugin option).
+            args += ["--reasoning-parser-plugin", THINK_PARSER_MODULE]
+        # With `think`, an answer need not think at all: a grammar waiting for `</think>` would
+        # never start, so it covers the whole answer (a structured answer then does not think).
+        if self.structured_outputs_in_reasoning or self.reasoning_parser == THINK_PARSER:
+            args += ["--structured-outputs-config", json.dumps({"enable_in_reasoning": True})]
         return args
 
     def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -16,6 +16,9 @@ if [ -z "${TANTRA_AUDIO_WHISPER_MODEL:-}" ] && [ -f "$WHISPER/ggml-model.bin" ];
 fi
 MODEL_NAME=${TANTRA_MODEL_NAME:-tantra-tiny}
 ENGINE_PORT=${TANTRA_ENGINE_PORT:-8001}
+# The chat engine's reasoning parser (docs/orchestration.md, "Reasoning"): `think` for the
+# SpikingBrain and Qwen2.5 ChatML models, `qwen3` for Qwen3; empty: reasoning is not split out.
+REASONING_PARSER=${TANTRA_ENGINE_REASONING_PARSER:-}
 GATEWAY_PORT=${TANTRA_PORT:-8000}
 # Metrics, upstream health and the detailed /readyz answer here only, never on GATEWAY_PORT.
 OPERATOR_PORT=${TANTRA_OPERATOR_PORT:-9090}
@@ -64,7 +67,7 @@ if [ -n "$EMBEDDING" ] && [ "$CORES" -ge 4 ]; then
   CHAT_CORES=(--cpu-cores "0-$((CORES - 2))") EMBEDDING_CORES=(--cpu-cores "$((CORES - 1))")
 fi
 "$PY" -m engine serve --model "$CHECKPOINT" --served-model-name "$MODEL_NAME" --port "$ENGINE_PORT" \
-  "${CHAT_CORES[@]}" --restart &
+  "${CHAT_CORES[@]}" ${REASONING_PARSER:+--reasoning-parser "$REASONING_PARSER"} --restart &
 pids+=($!)
 chat_pid=$!
 # The embedding model on vLLM's pooling runner, in float32 (docs/embeddings.md says why).

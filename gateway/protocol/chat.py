@@ -214,7 +214,8 @@ class ChatCompletionRequest(SamplingParams):
     # vLLM ignores the key, and so does the gateway's schema unless `store` is true: the gateway
     # then keeps it (stored completions), under OpenAI's rules (16 string pairs).
     metadata: Any = None
-    reasoning_effort: str | None = None
+    # vLLM 0.32's values (OpenAI's and DeepSeek's `max`); anything else vLLM refuses too.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     # Spoken answers (OpenAI's audio output): with "audio" in `modalities` the gateway speaks the
     # answer itself and `audio` is required; otherwise vLLM ignores both keys, whatever they hold
     # (a string `modalities` included), and so does the gateway.

@@ -18,7 +18,7 @@ def asking_for_usage(body: bytes, options: StreamOptions | None) -> bytes:
     return trimmed[:-1] + b',"stream_options":' + orjson.dumps(wanted) + b"}"
 
 
-def with_field(body: bytes, name: str, value: int) -> bytes:
+def with_field(body: bytes, name: str, value: object) -> bytes:
     """The client's bytes with `name` set to `value`, appended as `asking_for_usage` does."""
     return body.rstrip()[:-1] + b',"' + name.encode() + b'":' + orjson.dumps(value) + b"}"
 

@@ -24,6 +24,7 @@ from gateway.services.memory_chat import ChatMemory, annotate
 from gateway.services.model_choice import ModelChoice
 from gateway.services.moderated import ModeratedChat
 from gateway.services.pii import Redactor
+from gateway.services.reasoning import ReasoningCounter, StreamReasoning, thinking_fields
 from gateway.services.relay import SSERelay, StreamUsage
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
 from gateway.services.spoken_stream import SpokenStream
@@ -76,6 +77,8 @@ class InferenceService:
         # Fine-tuned models (`ft:...`), each its tenant's, loaded on demand; None: none served.
         self._adapters = adapters
         self._moderated = features.moderated
+        # Chat's reasoning under both its names and counted in usage (services/reasoning.py).
+        self._reasoning = ReasoningCounter(dispatcher.pool)
         # Memory in chat (docs/memory.md), set by the composition root once built; None: off.
         self.memory: ChatMemory | None = None
         # Virtual models (`auto`, docs/orchestration.md), set by the composition root; None: none.
@@ -177,6 +180,9 @@ class InferenceService:
             derived = self._estimator.estimate(parsed, path, model, max_len).prompt_tokens
             if derived > estimate.prompt_tokens:
                 await ticket.reserve_more(derived - estimate.prompt_tokens)
+        if isinstance(parsed, ChatCompletionRequest) and parsed.reasoning_effort is not None:
+            for name, value in thinking_fields(payload, ticket.policy.reasoning_budgets(model)).items():
+                body, payload[name] = with_field(body, name, value), value
         if estimate.cap is not None:
             # The engine may generate no more than was reserved.
             field = "max_completion_tokens" if isinstance(parsed, ChatCompletionRequest) else "max_tokens"
@@ -243,6 +249,8 @@ class InferenceService:
         if not parsed.stream:
             answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
             chose(ticket, upstream, served)
+            if isinstance(parsed, ChatCompletionRequest):
+                answer = await self._reasoning.complete(answer, upstream, served)
             if capture is not None and self._stored is not None:
                 # A spoken answer is kept as its text (the transcript), without the audio.
                 self._stored.keep(capture.answered(answer))
@@ -261,6 +269,7 @@ class InferenceService:
             forward_usage=wants_usage,
             observe=capture.observer(stream.observe) if capture is not None else stream.observe,
             extra={"tantra_media": media.usage} if media is not None else None,
+            reasoning=StreamReasoning() if isinstance(parsed, ChatCompletionRequest) else None,
         )
         ticket.defer()
 

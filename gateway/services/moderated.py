@@ -70,7 +70,7 @@ class ModeratedChat:
             choice["finish_reason"] = "content_filter"
             message = choice.get("message")
             if isinstance(message, dict):
-                message.update(content=None, tool_calls=None, reasoning_content=None)
+                message.update(content=None, tool_calls=None, reasoning=None, reasoning_content=None)
             if "text" in choice:
                 choice["text"] = ""
         return orjson.dumps(body)
@@ -139,7 +139,9 @@ def prompt_texts(payload: dict[str, Any]) -> list[str]:
 def _choice_text(choice: dict[str, Any]) -> str:
     message = choice.get("message")
     if isinstance(message, dict):
-        return str(message.get("content") or "")
+        # The reasoning is shown to the client too (docs/orchestration.md, "Reasoning"): judged with it.
+        reasoning = message.get("reasoning") or message.get("reasoning_content")
+        return "\n".join(str(text) for text in (reasoning, message.get("content")) if text)
     return str(choice.get("text") or "")
 
 

@@ -129,7 +129,7 @@ class _GuardedSink:
             index = int(choice.get("index") or 0)
             self._choices.add(index)
             delta = choice.get("delta")
-            piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            piece = _delta_text(delta) if isinstance(delta, dict) else choice.get("text")
             if isinstance(piece, str) and piece:
                 self._pending[index] = self._pending.get(index, "") + piece
 
@@ -145,3 +145,8 @@ class _GuardedSink:
                 choice["text"] = ""
             out += sse_event({**self._last, "choices": [choice]})
         return out
+
+
+def _delta_text(delta: dict[str, Any]) -> Any:
+    """A chat delta's text: its content, or its reasoning (shown to the client too, so judged)."""
+    return delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content")

@@ -12,6 +12,7 @@ from gateway.admission.outcome import Outcome
 from gateway.errors import sse_error_event
 from gateway.http.sse import EVENT_END, SSE_HEADERS
 from gateway.http.streaming import RawStream, send_chunk
+from gateway.services.reasoning import StreamReasoning
 from gateway.upstreams.http_api import engine_stream_error
 from gateway.upstreams.stream import UpstreamStream
 
@@ -44,8 +45,11 @@ class StreamUsage:
         forward_usage: bool,
         observe: Callable[[dict[str, Any]], None] | None = None,
         extra: dict[str, Any] | None = None,
+        reasoning: StreamReasoning | None = None,
     ) -> None:
         self.forward_usage = forward_usage
+        # Chat's reasoning under both its names, and counted when the engine did not (reasoning.py).
+        self._reasoning = reasoning
         # Fields added to the final usage event (what the adapters derived); None: no event is rewritten.
         self.extra = extra
         self.usage: dict[str, Any] | None = None
@@ -56,6 +60,8 @@ class StreamUsage:
         self._held = b""
         # Terminal events held until the usage event says what to add to them: (as sent, parsed).
         self._finals: list[tuple[bytes, dict[str, Any]]] = []
+        # The event being read, re-encoded when it was changed (its reasoning aliased or counted).
+        self._changed: bytes | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         """The complete events of `chunk` (and of what came before) that the client should get."""
@@ -92,7 +98,7 @@ class StreamUsage:
         before it included: `_SAME` (the event unchanged), rewritten bytes, or None (held back)."""
         out = self._take(event)
         if out is _PASS:
-            return _SAME
+            return self._changed or _SAME
         if self._finals and out is not None:
             return EVENT_END.join([*self._released(None), event if out is _SAME else out])
         return out
@@ -106,6 +112,9 @@ class StreamUsage:
             body = orjson.loads(event[6:])
         except orjson.JSONDecodeError:
             return _SAME
+        self._changed = None
+        if self._reasoning is not None and self._reasoning.see(body):
+            event = self._changed = b"data: " + orjson.dumps(body)
         if self._observe is not None:
             self._observe(body)
         if event.startswith(b'data: {"error"'):
@@ -114,6 +123,8 @@ class StreamUsage:
         usage = body.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
+            if self._reasoning is not None and self._reasoning.fill(usage):
+                event = self._changed = b"data: " + orjson.dumps(body)
             if choices == []:
                 return self._usage_event(body, usage)
         if isinstance(choices, list):
@@ -121,8 +132,8 @@ class StreamUsage:
             if not self.forward_usage and any(_finishes(choice) for choice in choices):
                 self._finals.append((event, body))
                 return None
-            return _PASS if choices else _SAME
-        return _SAME
+            return _PASS if choices else self._changed or _SAME
+        return self._changed or _SAME
 
     def _usage_event(self, body: dict[str, Any], usage: dict[str, Any]) -> bytes | None:
         if not self.forward_usage:
@@ -132,7 +143,7 @@ class StreamUsage:
         if self.extra:
             usage.update(self.extra)
             return b"data: " + orjson.dumps(body)
-        return _SAME
+        return self._changed or _SAME
 
     def _released(self, carried: dict[str, Any] | None) -> list[bytes]:
         """The held terminal events, with `carried` (the usage event's other fields) added."""
@@ -166,7 +177,12 @@ def _carries_token(choice: Any) -> bool:
         return False
     delta = choice.get("delta")
     if isinstance(delta, dict):  # chat: the first event per choice only names the role
-        return bool(delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"))
+        return bool(
+            delta.get("content")
+            or delta.get("tool_calls")
+            or delta.get("reasoning")
+            or delta.get("reasoning_content")
+        )
     return bool(choice.get("text"))
 
 

@@ -32,6 +32,7 @@ from gateway.services.conversations import Conversations
 from gateway.services.model_choice import ModelChoice
 from gateway.services.pii import Redactor
 from gateway.services.file_search import FileSearch, Searched
+from gateway.services.reasoning import responses_thinking_fields
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
@@ -193,6 +194,7 @@ class ResponsesService:
         if self.redactor is not None:  # the user's text under a `prompt` policy (docs/governance.md)
             sent = await self.redactor.user_items(ticket.principal.tenant_id, engine_body["input"])
             engine_body["input"] = engine_body["input"] if sent is None else sent
+        engine_body.update(responses_thinking_fields(payload, ticket.policy.reasoning_budgets(model)))
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
         searched, max_len = None, card.get("max_model_len")
         if self.file_search is not None:

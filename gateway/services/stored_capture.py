@@ -161,7 +161,8 @@ class _Choice:
         if isinstance(delta, dict):
             if isinstance(delta.get("role"), str):
                 self.role = delta["role"]
-            for name in ("content", "reasoning_content", "refusal"):
+            # `reasoning` (vLLM 0.32) and `reasoning_content` (its alias, services/reasoning.py) both.
+            for name in ("content", "reasoning", "reasoning_content", "refusal"):
                 piece = delta.get(name)
                 if isinstance(piece, str) and piece:
                     self.texts.setdefault(name, []).append(piece)
@@ -196,7 +197,7 @@ class _Choice:
             "role": self.role,
             "content": "".join(self.texts["content"]) if "content" in self.texts else None,
         }
-        for name in ("reasoning_content", "refusal"):
+        for name in ("reasoning", "reasoning_content", "refusal"):
             if name in self.texts:
                 message[name] = "".join(self.texts[name])
         if self.tool_calls:

@@ -64,6 +64,12 @@ class Policy:
             return tuple(route.accepts)
         return self.media_default_accepts
 
+    def reasoning_budgets(self, model: str) -> Mapping[str, int] | None:
+        """The thinking budget per `reasoning_effort` its route sets for `model` (None: unset)."""
+        route = self.models.get(model)
+        budgets = route.reasoning_budgets if route is not None else None
+        return None if budgets is None else {str(effort): tokens for effort, tokens in budgets.items()}
+
 
 class PolicySource(Protocol):
     @property

@@ -67,6 +67,10 @@ class TimeoutOverride(BaseModel):
     total_s: Annotated[float, Field(gt=0)] | None = None
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+"""vLLM 0.32's `reasoning_effort` values (OpenAI's, and DeepSeek's `max`)."""
+
+
 class ModelRoute(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,6 +87,13 @@ class ModelRoute(BaseModel):
         None,
         description="What the model takes itself; other media parts become derived text "
         "(unset: TANTRA_MEDIA_DEFAULT_ACCEPTS).",
+    )
+    # docs/orchestration.md, "Reasoning": a chat request's `reasoning_effort` as vLLM's thinking
+    # budget (the engine needs a reasoning parser, or vLLM refuses `thinking_token_budget`).
+    reasoning_budgets: dict[ReasoningEffort, Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        description="The thinking_token_budget sent for each reasoning_effort (`none` and `minimal` "
+        "also set the template's enable_thinking to false); unset: the effort goes to vLLM as sent.",
     )
 
 

@@ -69,6 +69,8 @@ class StreamTranscript:
         self.created: int | None = None
         self.model: str | None = None
         self.pieces: list[str] = []
+        # Chat's reasoning streamed so far (a reasoning parser's `reasoning`), apart from the answer.
+        self.thought: list[str] = []
         self.events = 0  # events that carried text: at least one token each
         self.finished = False
         self.failovers = 0
@@ -90,6 +92,10 @@ class StreamTranscript:
         if self.path == CHAT:
             delta = choice.get("delta")
             piece = delta.get("content") if isinstance(delta, dict) else None
+            thought = _reasoning(delta)
+            if thought:
+                self.thought.append(thought)
+                self.events += 1
         else:
             piece = choice.get("text")
         if piece:
@@ -111,6 +117,10 @@ class StreamTranscript:
         if isinstance(payload.get("min_tokens"), int):
             payload["min_tokens"] = max(0, payload["min_tokens"] - already)
         text = self.text
+        if self.thought:
+            # The model wrote its reasoning in `<think>` tags the engine's parser took off: put back
+            # as written, the next replica goes on from there and its parser splits it again.
+            text = "<think>" + "".join(self.thought) + ("</think>" + text if text else "")
         if text:
             if self.path == CHAT:
                 payload["messages"] = [*payload["messages"], {"role": "assistant", "content": text}]
@@ -142,13 +152,14 @@ class StreamTranscript:
             completion = usage["completion_tokens"] + already
             usage["completion_tokens"] = completion
             if isinstance(prompt, int):
-                usage["prompt_tokens"] = max(0, prompt - already if self.text else prompt)
+                usage["prompt_tokens"] = max(0, prompt - already if self.text or self.thought else prompt)
                 usage["total_tokens"] = usage["prompt_tokens"] + completion
         if self.path == CHAT and isinstance(choices, list) and choices and isinstance(choices[0], dict):
             delta = choices[0].get("delta")
             if isinstance(delta, dict) and "role" in delta:
                 del delta["role"]  # the client had its role event from the first replica
-                if not delta.get("content") and not choices[0].get("finish_reason") and not usage:
+                text = delta.get("content") or _reasoning(delta)
+                if not (text or choices[0].get("finish_reason") or usage):
                     return None
         return sse_event(body)
 
@@ -211,7 +222,7 @@ class Failover:
         # Tokens generated so far: each text event carried at least one, and the text re-tokenized
         # is close to what was generated; the larger of the two undercounts the least.
         already = transcript.events
-        text = transcript.text
+        text = "".join(transcript.thought) + transcript.text
         counter = next((m for m in failed.target.members if _can_count(m, failed.member)), None)
         if text and counter is not None:
             wait_s = max(0.1, self._deadline.cap(failed.target.timeouts.ttft_s))
@@ -235,6 +246,13 @@ class Failover:
         """Complete events of the continuation, as the first stream would have sent them."""
         out = (self.transcript.rewrite(event + b"\n\n", self._already) for event in events.split(b"\n\n"))
         return b"".join(event for event in out if event and event != b"\n\n")
+
+
+def _reasoning(delta: Any) -> Any:
+    """A chat delta's reasoning (vLLM 0.32 names it `reasoning`, earlier ones `reasoning_content`)."""
+    if not isinstance(delta, dict):
+        return None
+    return delta.get("reasoning") or delta.get("reasoning_content")
 
 
 def _can_count(member: Member, failed: Member) -> bool:
