@@ -29,9 +29,9 @@ from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
 from gateway.services.conversations import Conversations
+from gateway.services.file_search import FileSearch, Searched
 from gateway.services.model_choice import ModelChoice
 from gateway.services.pii import Redactor
-from gateway.services.file_search import FileSearch, Searched
 from gateway.services.reasoning import responses_thinking_fields
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
