@@ -236,7 +236,9 @@ async def _status(runner: JobRunner, job_id: str, status: str) -> bool:
 
 async def test_two_runners_run_each_job_once(database: Database) -> None:
     second = Database(str(database.url.render_as_string(hide_password=False)))
-    runners = [runner_on(database, concurrency=2), runner_on(second, concurrency=2)]
+    # A lease long enough that no renewal misses it on a loaded machine: a lost lease rightly lets the
+    # other runner run the job again (its output still lands once), which is another test's subject.
+    runners = [runner_on(database, concurrency=2, lease_s=10), runner_on(second, concurrency=2, lease_s=10)]
     ran: dict[str, list[str]] = {}
 
     async def record_run(job: Job) -> None:
