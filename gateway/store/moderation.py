@@ -15,9 +15,10 @@ from sqlalchemy import JSON, DateTime, Index, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.store.database import Database
-from gateway.store.models import AuditEvent, Base
+from gateway.store.models import Base
 from gateway.store.owned import BigId
 from gateway.store.records import AuditContext
+from gateway.store.tenant_policy import read_policy, write_policy
 
 
 class StoredPolicy(Base):
@@ -94,36 +95,13 @@ class ModerationStore:
         self.db = database
 
     async def policy(self, tenant_id: str) -> dict[str, Any] | None:
-        async with self.db.session() as session:
-            row = await session.get(StoredPolicy, tenant_id)
-            return dict(row.policy) if row is not None else None
+        return await read_policy(self.db, StoredPolicy, tenant_id)
 
     async def set_policy(
         self, tenant_id: str, policy: dict[str, Any] | None, *, at: datetime, audit: AuditContext
     ) -> None:
-        """`policy` for the tenant; None removes it (the operator's default applies again). The
-        change is audited in the same transaction."""
-        async with self.db.session() as session, session.begin():
-            session.add(
-                AuditEvent(
-                    created_at=at,
-                    actor=audit.actor,
-                    action="moderation_policy.set" if policy is not None else "moderation_policy.delete",
-                    target_type="tenant",
-                    target_id=tenant_id,
-                    request_id=audit.request_id,
-                    client_ip=audit.client_ip,
-                    details={"policy": policy},
-                )
-            )
-            row = await session.get(StoredPolicy, tenant_id)
-            if policy is None:
-                if row is not None:
-                    await session.delete(row)
-            elif row is None:
-                session.add(StoredPolicy(tenant_id=tenant_id, policy=policy, updated_at=at))
-            else:
-                row.policy, row.updated_at = policy, at
+        """`policy` for the tenant, audited; None removes it (the operator's default applies again)."""
+        await write_policy(self.db, StoredPolicy, "moderation_policy", tenant_id, policy, at=at, audit=audit)
 
     async def add_flag(self, flag: Flag) -> None:
         async with self.db.session() as session, session.begin():

@@ -1,4 +1,4 @@
-"""PII redaction's table (migration 0018): each tenant's policy (one JSON object, written by the
+"""PII redaction's table (migration 0019): each tenant's policy (one JSON object, written by the
 admin API, audited in the same transaction). The redaction itself changes what the other tables
 keep (gateway/services/pii.py); nothing here holds PII."""
 
@@ -11,8 +11,9 @@ from sqlalchemy import JSON, DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.store.database import Database
-from gateway.store.models import AuditEvent, Base
+from gateway.store.models import Base
 from gateway.store.records import AuditContext
+from gateway.store.tenant_policy import read_policy, write_policy
 
 
 class StoredPiiPolicy(Base):
@@ -28,32 +29,10 @@ class PiiStore:
         self.db = database
 
     async def policy(self, tenant_id: str) -> dict[str, Any] | None:
-        async with self.db.session() as session:
-            row = await session.get(StoredPiiPolicy, tenant_id)
-            return dict(row.policy) if row is not None else None
+        return await read_policy(self.db, StoredPiiPolicy, tenant_id)
 
     async def set_policy(
         self, tenant_id: str, policy: dict[str, Any] | None, *, at: datetime, audit: AuditContext
     ) -> None:
-        """`policy` for the tenant; None removes it (the operator's default applies again)."""
-        async with self.db.session() as session, session.begin():
-            session.add(
-                AuditEvent(
-                    created_at=at,
-                    actor=audit.actor,
-                    action="pii_policy.set" if policy is not None else "pii_policy.delete",
-                    target_type="tenant",
-                    target_id=tenant_id,
-                    request_id=audit.request_id,
-                    client_ip=audit.client_ip,
-                    details={"policy": policy},
-                )
-            )
-            row = await session.get(StoredPiiPolicy, tenant_id)
-            if policy is None:
-                if row is not None:
-                    await session.delete(row)
-            elif row is None:
-                session.add(StoredPiiPolicy(tenant_id=tenant_id, policy=policy, updated_at=at))
-            else:
-                row.policy, row.updated_at = policy, at
+        """`policy` for the tenant, audited; None removes it (the operator's default applies again)."""
+        await write_policy(self.db, StoredPiiPolicy, "pii_policy", tenant_id, policy, at=at, audit=audit)
