@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import multiprocessing
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -23,8 +22,8 @@ from gateway.admission import Ticket
 from gateway.errors import APIError, InvalidRequest
 from gateway.observability import get_logger
 from gateway.protocol.moderation import ModerationPolicy
+from gateway.services.tenant_policies import TenantPolicies
 from gateway.store.moderation import Flag, ModerationStore
-from gateway.store.records import AuditContext
 
 if TYPE_CHECKING:
     from gateway.services.moderation_judge import Judge
@@ -81,36 +80,11 @@ class Classifiers:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class Policies:
-    """Each tenant's policy: the store's row, else the operator's default; read at most once per
-    `cache_s` per tenant on each replica (an admin change reaches other replicas within it)."""
+class Policies(TenantPolicies[ModerationPolicy]):
+    """Each tenant's policy, cached (gateway/services/tenant_policies.py)."""
 
-    def __init__(self, store: ModerationStore, default: ModerationPolicy, *, cache_s: float) -> None:
-        self.store = store
-        self.default = default
-        self._cache_s = cache_s
-        self._cached: dict[str | None, tuple[float, ModerationPolicy]] = {}
-
-    async def of(self, tenant_id: str | None) -> ModerationPolicy:
-        if tenant_id is None:
-            return self.default
-        now = time.monotonic()
-        hit = self._cached.get(tenant_id)
-        if hit is not None and now - hit[0] < self._cache_s:
-            return hit[1]
-        stored = await self.store.policy(tenant_id)
-        policy = ModerationPolicy.model_validate(stored) if stored is not None else self.default
-        self._cached[tenant_id] = (now, policy)
-        return policy
-
-    async def stored(self, tenant_id: str) -> ModerationPolicy | None:
-        stored = await self.store.policy(tenant_id)
-        return ModerationPolicy.model_validate(stored) if stored is not None else None
-
-    async def set(self, tenant_id: str, policy: ModerationPolicy | None, audit: AuditContext) -> None:
-        body = policy.model_dump() if policy is not None else None
-        await self.store.set_policy(tenant_id, body, at=datetime.now(UTC).replace(tzinfo=None), audit=audit)
-        self._cached.pop(tenant_id, None)
+    model = ModerationPolicy
+    store: ModerationStore  # its flags are read and written through it too
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from adapters.pii import PiiEngine
 from gateway.protocol.pii import PiiPolicy
-from gateway.store.pii import PiiStore
-from gateway.store.records import AuditContext
+from gateway.services.tenant_policies import TenantPolicies
 
 T = TypeVar("T")
 # The keys whose string values are text a person wrote or a model answered (OpenAI's chat
@@ -44,36 +41,10 @@ TEXT_KEYS = frozenset(
 )
 
 
-class PiiPolicies:
-    """Each tenant's policy: the store's row, else the operator's default; read at most once per
-    `cache_s` per tenant on each replica (an admin change reaches other replicas within it)."""
+class PiiPolicies(TenantPolicies[PiiPolicy]):
+    """Each tenant's policy, cached (gateway/services/tenant_policies.py)."""
 
-    def __init__(self, store: PiiStore, default: PiiPolicy, *, cache_s: float) -> None:
-        self.store = store
-        self.default = default
-        self._cache_s = cache_s
-        self._cached: dict[str, tuple[float, PiiPolicy]] = {}
-
-    async def of(self, tenant_id: str | None) -> PiiPolicy:
-        if tenant_id is None:
-            return self.default
-        now = time.monotonic()
-        hit = self._cached.get(tenant_id)
-        if hit is not None and now - hit[0] < self._cache_s:
-            return hit[1]
-        stored = await self.store.policy(tenant_id)
-        policy = PiiPolicy.model_validate(stored) if stored is not None else self.default
-        self._cached[tenant_id] = (now, policy)
-        return policy
-
-    async def stored(self, tenant_id: str) -> PiiPolicy | None:
-        stored = await self.store.policy(tenant_id)
-        return PiiPolicy.model_validate(stored) if stored is not None else None
-
-    async def set(self, tenant_id: str, policy: PiiPolicy | None, audit: AuditContext) -> None:
-        body = policy.model_dump() if policy is not None else None
-        await self.store.set_policy(tenant_id, body, at=datetime.now(UTC).replace(tzinfo=None), audit=audit)
-        self._cached.pop(tenant_id, None)
+    model = PiiPolicy
 
 
 class Redactor:
