@@ -13,22 +13,19 @@ still checked (not JSON, not the shape, empty or overlong strings: dropped, neve
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 from starlette.types import ASGIApp
 
 from gateway.admission.internal import ACTING_AS, InternalCall
-from gateway.errors import APIError
-from gateway.memory.index import Vector, VectorIndex, from_bytes, normalized
+from gateway.memory.index import Vector, VectorIndex, from_bytes
 from gateway.protocol.memory import FACTS_SCHEMA, MAX_FACTS, MAX_MEMORY_CHARS
-from gateway.realtime.loopback import Loopback, read_all
+from gateway.services.own_calls import embedded, post_json
 from gateway.services.pii import Redactor
 from gateway.store import utcnow
 from gateway.store.memories import Change, Memory, MemoryStore, Scope, text_hash
@@ -82,33 +79,15 @@ class MemoryCore:
 
     async def _post(self, caller: Caller, path: str, body: dict[str, Any]) -> dict[str, Any]:
         assert self._app is not None, "MemoryCore.bind(app) was not called"
-        loopback = Loopback(self._app, {"type": "http", "scheme": "http"}, {})
-        marks = {ACTING_AS: caller.call(secrets.randbits(16))}
-        async with loopback.post(path, orjson.dumps(body), asyncio.Event(), marks=marks) as response:
-            raw = await read_all(response.chunks)
-            status = response.status
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            answer = {}
-        if status >= 400:
-            error = answer.get("error") if isinstance(answer, dict) else None
-            message = error.get("message") if isinstance(error, dict) else "no answer"
-            code = error.get("code") if isinstance(error, dict) else None
-            raise APIError(f"The memory's {path} request failed: {message}", status=status, code=code)
-        return answer if isinstance(answer, dict) else {}
+        return await post_json(
+            self._app, path, body, {ACTING_AS: caller.call(secrets.randbits(16))}, "memory"
+        )
 
     async def embed(self, caller: Caller, texts: Sequence[str]) -> list[Vector]:
         if not texts:
             return []
-        answer = await self._post(
-            caller, "/v1/embeddings", {"model": self.options.embedding_model, "input": list(texts)}
-        )
-        rows = sorted(answer.get("data") or [], key=lambda row: row.get("index", 0))
-        vectors = [normalized(np.asarray(row["embedding"], dtype=np.float32)) for row in rows]
-        if len(vectors) != len(texts):
-            raise APIError("The embedding model answered with the wrong number of vectors.", status=502)
-        return vectors
+        body = {"model": self.options.embedding_model, "input": list(texts)}
+        return embedded(await self._post(caller, "/v1/embeddings", body), texts)
 
     async def extract(self, caller: Caller, messages: Sequence[dict[str, Any]]) -> list[str]:
         """The facts the extraction model finds in `messages` (checked, deduplicated, capped)."""

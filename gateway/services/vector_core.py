@@ -27,17 +27,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import orjson
 from starlette.types import ASGIApp
 
 from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.blobs import BlobStore
 from gateway.errors import APIError
 from gateway.jobs import Job, JobRunner
-from gateway.memory.index import Vector, VectorIndex, from_bytes, normalized
+from gateway.memory.index import Vector, VectorIndex, from_bytes
 from gateway.protocol.vector_stores import ComparisonFilter, CompoundFilter, matches
-from gateway.realtime.loopback import Loopback, read_all
+from gateway.services.own_calls import embedded, post_json
 from gateway.services.stored import ANONYMOUS_TENANT
 from gateway.services.vector_text import Unreadable, file_text, token_ends, windows
 from gateway.store import FileStore, utcnow
@@ -116,21 +114,7 @@ class VectorCore:
 
     async def post(self, acting: Acting, path: str, body: dict[str, Any]) -> dict[str, Any]:
         assert self._app is not None, "VectorCore.bind(app) was not called"
-        loopback = Loopback(self._app, {"type": "http", "scheme": "http"}, {})
-        marks = {ACTING_AS: acting.call()}
-        async with loopback.post(path, orjson.dumps(body), asyncio.Event(), marks=marks) as response:
-            raw = await read_all(response.chunks)
-            status = response.status
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            answer = {}
-        if status >= 400:
-            error = answer.get("error") if isinstance(answer, dict) else None
-            message = error.get("message") if isinstance(error, dict) else "no answer"
-            code = error.get("code") if isinstance(error, dict) else None
-            raise APIError(f"The vector store's {path} request failed: {message}", status=status, code=code)
-        return answer if isinstance(answer, dict) else {}
+        return await post_json(self._app, path, body, {ACTING_AS: acting.call()}, "vector store")
 
     async def embed(self, acting: Acting, texts: Sequence[str]) -> list[Vector]:
         if not texts:
@@ -142,12 +126,7 @@ class VectorCore:
             # (vLLM's truncation) rather than refused.
             "truncate_prompt_tokens": -1,
         }
-        answer = await self.post(acting, "/v1/embeddings", body)
-        rows = sorted(answer.get("data") or [], key=lambda row: row.get("index", 0))
-        vectors = [normalized(np.asarray(row["embedding"], dtype=np.float32)) for row in rows]
-        if len(vectors) != len(texts):
-            raise APIError("The embedding model answered with the wrong number of vectors.", status=502)
-        return vectors
+        return embedded(await self.post(acting, "/v1/embeddings", body), texts)
 
     async def chunks(self, acting: Acting, text: str, size: int, overlap: int) -> list[str]:
         """`text` cut into windows of the embedding model's tokens (vector_text.windows)."""
