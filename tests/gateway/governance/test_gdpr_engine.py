@@ -30,6 +30,16 @@ def _wait(admin: AdminClient, path: str) -> dict[str, Any]:
     raise AssertionError(f"{path} did not finish")
 
 
+def _stored(client: openai.OpenAI, ids: list[str]) -> tuple[bool, int]:
+    """Whether every id can be retrieved yet, and how many requests that took."""
+    for made, completion_id in enumerate(ids, start=1):
+        try:
+            client.chat.completions.retrieve(completion_id)
+        except openai.NotFoundError:
+            return False, made
+    return True, len(ids)
+
+
 def _totals(admin: AdminClient, tenant: str) -> tuple[int, int, float]:
     rows = admin.http.get("/admin/usage", params={"group_by": "tenant", "tenant_id": tenant}).json()["data"]
     return (
@@ -57,8 +67,19 @@ def test_erasing_a_user_of_real_chat_requests(gateway_url: str, admin: AdminClie
         deadline = time.monotonic() + 10
         while _totals(admin, tenant)[0] < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
+        # Stored completions are written in batches, apart from the ledger: wait for both rows. Each
+        # retrieve is a (free) ledger row of its own, counted in `calls`.
+        calls = 0
+        while True:
+            ready, made = _stored(client, list(stored.values()))
+            calls += made
+            if ready or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        while _totals(admin, tenant)[0] < 2 + calls and time.monotonic() < deadline:
+            time.sleep(0.1)
         before = _totals(admin, tenant)
-        assert before[0] == 2
+        assert before[0] == 2 + calls
 
         made = admin.http.post(f"{base}/exports", json={"user": "eve"}).json()
         job = _wait(admin, f"{base}/exports/{made['id']}")

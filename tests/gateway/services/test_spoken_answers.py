@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -198,7 +199,12 @@ def test_speech_turned_off(gateway_settings: Callable[..., Settings], engine: En
 
 
 def espeak_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if "espeak" in p.name()]
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # it may end between the listing and its name
+            if "espeak" in child.name():
+                found.append(child)
+    return found
 
 
 def test_a_client_that_leaves_stops_the_synthesis(
