@@ -9,16 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-_DEFAULT_ENTITIES = (
-    "PERSON",
-    "EMAIL_ADDRESS",
-    "PHONE_NUMBER",
-    "CREDIT_CARD",
-    "IBAN_CODE",
-    "US_SSN",
-    "IP_ADDRESS",
-    "LOCATION",
-)
+from gateway.protocol.pii import DEFAULT_ENTITIES
 
 
 class PiiFields(BaseModel):
@@ -33,7 +24,8 @@ class PiiFields(BaseModel):
     pii_prompt: bool = Field(False, description="Redact PII in user messages before the model sees them.")
     # Presidio's entity names (gateway/protocol/pii.py lists those accepted; checked at startup).
     pii_entities: list[str] = Field(
-        default_factory=lambda: list(_DEFAULT_ENTITIES), description="Presidio entities the default redacts."
+        default_factory=lambda: [str(entity) for entity in DEFAULT_ENTITIES],
+        description="Presidio entities the default redacts.",
     )
     pii_threshold: float = Field(
         0.35, ge=0, le=1, description="Presidio score at which a finding is redacted."
