@@ -149,16 +149,7 @@ def admin_router(
     proxies: TrustedProxies | None = None,
 ) -> APIRouter:
     """`proxies`: whose X-Forwarded-For and X-Forwarded-User the audit log believes (none by default)."""
-    trusted = proxies or TrustedProxies()
-
-    async def require_admin(request: Request) -> None:
-        guard.check(request.headers)
-        request.state.admin_audit = audit_context(request, trusted)
-
-    # A router-wide dependency runs before the body is validated: no key, no other answer than 401.
-    router = APIRouter(
-        prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS, dependencies=[Depends(require_admin)]
-    )
+    router = audited_admin_router(guard, proxies, "/admin")
     _add_tenant_routes(router, keys, store)
     _add_key_routes(router, keys, store)
     _add_report_routes(router, store, ledger, status)
@@ -299,6 +290,22 @@ _TOTALS = [
     "audio_seconds",
     "media_requests",
 ]
+
+
+def audited_admin_router(guard: AdminGuard, proxies: TrustedProxies | None, prefix: str) -> APIRouter:
+    """A router of the admin API under `prefix`: every route needs the admin key, and its changes are
+    audited as `request.state.admin_audit` (`proxies`: whose X-Forwarded-For and X-Forwarded-User the
+    audit log believes; none by default)."""
+    trusted = proxies or TrustedProxies()
+
+    async def require_admin(request: Request) -> None:
+        guard.check(request.headers)
+        request.state.admin_audit = audit_context(request, trusted)
+
+    # A router-wide dependency runs before the body is validated: no key, no other answer than 401.
+    return APIRouter(
+        prefix=prefix, tags=["admin"], responses=ADMIN_ERRORS, dependencies=[Depends(require_admin)]
+    )
 
 
 def audit_context(request: Request, proxies: TrustedProxies) -> AuditContext:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from gateway.auth import AdminGuard
 from gateway.http.client_address import TrustedProxies
 from gateway.protocol import ErrorResponse
 from gateway.protocol.moderation import ModerationPolicy, ModerationRequest
-from gateway.routes.admin import ADMIN_ERRORS, audit_context, require_tenant
+from gateway.routes.admin import audited_admin_router, require_tenant
 from gateway.services.moderation import PATH, ModerationService
 from gateway.services.moderation_check import Policies
 from gateway.store import Store
@@ -53,18 +53,7 @@ def moderation_admin_router(
     guard: AdminGuard, policies: Policies, store: Store, proxies: TrustedProxies | None = None
 ) -> APIRouter:
     """/admin/moderation: a tenant's policy (read, set, remove: audited) and the stored flags."""
-    trusted = proxies or TrustedProxies()
-
-    async def require_admin(request: Request) -> None:
-        guard.check(request.headers)
-        request.state.admin_audit = audit_context(request, trusted)
-
-    router = APIRouter(
-        prefix="/admin/moderation",
-        tags=["admin"],
-        responses=ADMIN_ERRORS,
-        dependencies=[Depends(require_admin)],
-    )
+    router = audited_admin_router(guard, proxies, "/admin/moderation")
 
     async def tenant(tenant_id: str) -> None:
         await require_tenant(store, tenant_id)

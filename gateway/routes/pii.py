@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from gateway.auth import AdminGuard
 from gateway.http.client_address import TrustedProxies
 from gateway.protocol.pii import PiiPolicy
-from gateway.routes.admin import ADMIN_ERRORS, audit_context, require_tenant
+from gateway.routes.admin import audited_admin_router, require_tenant
 from gateway.services.pii import PiiPolicies
 from gateway.store import Store
 
@@ -19,15 +19,7 @@ def pii_admin_router(
     guard: AdminGuard, policies: PiiPolicies, store: Store, proxies: TrustedProxies | None = None
 ) -> APIRouter:
     """/admin/pii/policies/{tenant_id}: GET (the tenant's own, or the default), PUT, DELETE."""
-    trusted = proxies or TrustedProxies()
-
-    async def require_admin(request: Request) -> None:
-        guard.check(request.headers)
-        request.state.admin_audit = audit_context(request, trusted)
-
-    router = APIRouter(
-        prefix="/admin/pii", tags=["admin"], responses=ADMIN_ERRORS, dependencies=[Depends(require_admin)]
-    )
+    router = audited_admin_router(guard, proxies, "/admin/pii")
 
     @router.get("/policies/{tenant_id}", summary="A tenant's PII policy (its own, or the default)")
     async def get_policy(tenant_id: str) -> dict[str, Any]:

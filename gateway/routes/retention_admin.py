@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.auth import AdminGuard
 from gateway.http.client_address import TrustedProxies
-from gateway.routes.admin import ADMIN_ERRORS, audit_context, require_tenant
+from gateway.routes.admin import audited_admin_router, require_tenant
 from gateway.services.retention import LEDGER_MIN_DAYS, Retention
 from gateway.store import Store, utcnow
 
@@ -45,15 +45,7 @@ class RetentionUpdate(BaseModel):
 def retention_admin_router(
     guard: AdminGuard, retention: Retention, store: Store, proxies: TrustedProxies | None = None
 ) -> APIRouter:
-    trusted = proxies or TrustedProxies()
-
-    async def require_admin(request: Request) -> None:
-        guard.check(request.headers)
-        request.state.admin_audit = audit_context(request, trusted)
-
-    router = APIRouter(
-        prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS, dependencies=[Depends(require_admin)]
-    )
+    router = audited_admin_router(guard, proxies, "/admin")
 
     async def tenant(tenant_id: str) -> None:
         await require_tenant(store, tenant_id)

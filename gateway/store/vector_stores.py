@@ -40,7 +40,7 @@ IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "in_progress", "completed", "failed"
 
 
 class StoredVectorStore(OwnedColumns, Base):
-    """One vector store (migration 0018)."""
+    """One vector store (migration 0020)."""
 
     __tablename__ = "vector_stores"
     __table_args__ = (
