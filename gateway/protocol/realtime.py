@@ -16,6 +16,10 @@ from gateway.protocol.common import InvalidParam
 from gateway.protocol.validation import parse_object
 
 RealtimeModality = Literal["text", "audio"]
+# pcm16 at 24 kHz, or G.711 mu-law / a-law at 8 kHz (beta names; GA's `audio/pcmu`, `audio/pcma`).
+AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
+# "auto", "none", "required", or one function: GA `{"type": "function", "name": ...}`, beta the name.
+ToolChoice = str | dict[str, Any]
 
 
 class _Lenient(BaseModel):
@@ -28,14 +32,23 @@ class SessionUpdate(_Lenient):
     modalities: list[RealtimeModality] | None = Field(None, min_length=1)
     instructions: str | None = None
     voice: str | None = Field(None, min_length=1, max_length=64)
-    input_audio_format: Literal["pcm16"] | None = None
-    output_audio_format: Literal["pcm16"] | None = None
+    input_audio_format: AudioFormat | None = None
+    output_audio_format: AudioFormat | None = None
     input_audio_transcription: dict[str, Any] | None = None
     turn_detection: dict[str, Any] | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     max_response_output_tokens: int | Literal["inf"] | None = None
     speed: float | None = Field(None, ge=0.25, le=4.0)
     tools: list[dict[str, Any]] | None = None
+    tool_choice: ToolChoice | None = None
+
+
+class TranscriptionSessionUpdate(_Lenient):
+    """What beta's `transcription_session.update` (and GA's `session.type: "transcription"`) sets."""
+
+    input_audio_format: AudioFormat | None = None
+    input_audio_transcription: dict[str, Any] | None = None
+    turn_detection: dict[str, Any] | None = None
 
 
 class ContentPart(_Lenient):
@@ -46,10 +59,18 @@ class ContentPart(_Lenient):
 
 
 class Item(_Lenient):
+    """A conversation item: a `message` (role and content), a `function_call` the model made
+    (`call_id`, `name`, `arguments`) or a `function_call_output` (`call_id`, `output`); what each
+    type requires is checked in gateway/realtime/items.py, with the param named."""
+
     id: str | None = Field(None, max_length=64)
-    type: Literal["message"] = "message"
-    role: Literal["user", "assistant", "system"]
-    content: list[ContentPart] = Field(min_length=1)
+    type: Literal["message", "function_call", "function_call_output", "item_reference"] = "message"
+    role: Literal["user", "assistant", "system"] | None = None
+    content: list[ContentPart] | None = Field(None, min_length=1)
+    call_id: str | None = Field(None, max_length=64)
+    name: str | None = Field(None, max_length=64)
+    arguments: str | None = None
+    output: str | None = None
 
 
 class ResponseOptions(_Lenient):
@@ -59,15 +80,27 @@ class ResponseOptions(_Lenient):
     temperature: float | None = Field(None, ge=0, le=2)
     max_output_tokens: int | Literal["inf"] | None = None
     max_response_output_tokens: int | Literal["inf"] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: ToolChoice | None = None
+    # "auto" (the default conversation) or "none" (out of band: nothing added to it).
+    conversation: str | None = None
+    input: list[Item] | None = None  # the response's own context instead of the conversation
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    output_audio_format: AudioFormat | None = None
 
 
 class _Event(_Lenient):
-    event_id: str | None = Field(None, max_length=128)
+    event_id: str | None = Field(None, max_length=512)
 
 
 class SessionUpdateEvent(_Event):
     type: Literal["session.update"]
     session: SessionUpdate
+
+
+class TranscriptionSessionUpdateEvent(_Event):
+    type: Literal["transcription_session.update"]
+    session: TranscriptionSessionUpdate
 
 
 class AppendAudioEvent(_Event):
@@ -118,6 +151,7 @@ class CancelResponseEvent(_Event):
 
 ClientEvent = Annotated[
     SessionUpdateEvent
+    | TranscriptionSessionUpdateEvent
     | AppendAudioEvent
     | CommitAudioEvent
     | ClearAudioEvent
@@ -137,6 +171,7 @@ class _Envelope(BaseModel):
 
 CLIENT_EVENT_TYPES = (
     "session.update",
+    "transcription_session.update",
     "input_audio_buffer.append",
     "input_audio_buffer.commit",
     "input_audio_buffer.clear",
@@ -162,6 +197,6 @@ def parse_client_event(payload: Any) -> ClientEvent:
     try:
         envelope = parse_object(_Envelope, {"event": payload}, "")
     except InvalidParam as exc:
-        param = exc.param.removeprefix("event.").removeprefix("event") if exc.param else None
+        param = exc.param.removeprefix("event.") if exc.param and exc.param != "event" else None
         raise InvalidParam(param or None, exc.message.replace("'event.", "'"), exc.code) from None
     return envelope.event

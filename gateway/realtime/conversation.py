@@ -1,6 +1,6 @@
 """A realtime session's conversation: typed items, their order, and what the model is told of them.
 
-Items are `message`s (the only item type /v1/realtime takes: function calling is refused) whose
+Items are `message`s, `function_call`s and `function_call_output`s (tools.py). A message's
 content parts are text (`input_text`, assistant `text`), input audio (its transcript, `None` while
 the transcription runs) and spoken output (`audio`: its transcript, and the audio each of its
 sentences was spoken with, which `conversation.item.truncate` cuts to what the user heard).
@@ -15,6 +15,7 @@ from typing import Any, Literal
 from gateway.protocol.realtime import Item
 from gateway.realtime import pcm
 from gateway.realtime.events import EventError, new_id
+from gateway.realtime.tools import FunctionCall, FunctionCallOutput
 
 Role = Literal["user", "assistant", "system"]
 Status = Literal["completed", "incomplete", "in_progress"]
@@ -89,17 +90,51 @@ class Message:
         }
 
 
-def created_event(item: Message, previous_id: str | None) -> dict[str, Any]:
+Entry = Message | FunctionCall | FunctionCallOutput
+
+
+def created_event(item: Entry, previous_id: str | None) -> dict[str, Any]:
     return {"type": "conversation.item.created", "previous_item_id": previous_id, "item": item.describe()}
 
 
-def message_of(given: Item) -> tuple[Message, list[tuple[int, bytes]]]:
-    """A `conversation.item.create`'s item, and the audio of its parts to transcribe (by index)."""
+def item_of(given: Item, param: str = "item") -> tuple[Entry, list[tuple[int, bytes]]]:
+    """A client's item, and the audio of its parts to transcribe (by index)."""
+    if given.type == "function_call":
+        if not given.name:
+            raise EventError(
+                "A function_call needs `name`.", code="missing_required_parameter", param=f"{param}.name"
+            )
+        return FunctionCall(
+            given.id or new_id("item"), given.call_id or new_id("call"), given.name, given.arguments or ""
+        ), []
+    if given.type == "function_call_output":
+        if given.call_id is None or given.output is None:
+            missing = "call_id" if given.call_id is None else "output"
+            raise EventError(
+                f"A function_call_output needs `{missing}`.",
+                code="missing_required_parameter",
+                param=f"{param}.{missing}",
+            )
+        return FunctionCallOutput(given.id or new_id("item"), given.call_id, given.output), []
+    if given.type != "message":
+        raise EventError(
+            f"Invalid item type {given.type!r} here.", code="invalid_value", param=f"{param}.type"
+        )
+    return message_of(given, param)
+
+
+def message_of(given: Item, param: str = "item") -> tuple[Message, list[tuple[int, bytes]]]:
+    """A `message` item, and the audio of its parts to transcribe (by index)."""
+    if given.role is None or not given.content:
+        missing = "role" if given.role is None else "content"
+        raise EventError(
+            f"A message needs `{missing}`.", code="missing_required_parameter", param=f"{param}.{missing}"
+        )
     if given.role != "user" and any(
         p.type.startswith("input_") and p.type != "input_text" for p in given.content
     ):
         raise EventError(
-            "Only user messages may carry input audio.", code="invalid_value", param="item.content"
+            "Only user messages may carry input audio.", code="invalid_value", param=f"{param}.content"
         )
     content: list[Part] = []
     audio: list[tuple[int, bytes]] = []
@@ -109,7 +144,7 @@ def message_of(given: Item) -> tuple[Message, list[tuple[int, bytes]]]:
                 raise EventError(
                     "A text part needs `text`.",
                     code="missing_required_parameter",
-                    param=f"item.content[{index}].text",
+                    param=f"{param}.content[{index}].text",
                 )
             content.append(TextPart(part.type, part.text))
         elif part.type == "input_audio":
@@ -118,11 +153,11 @@ def message_of(given: Item) -> tuple[Message, list[tuple[int, bytes]]]:
                     raise EventError(
                         "An input_audio part needs `audio` (base64 pcm16, 24 kHz mono).",
                         code="missing_required_parameter",
-                        param=f"item.content[{index}].audio",
+                        param=f"{param}.content[{index}].audio",
                     )
                 content.append(InputAudioPart(part.transcript))
             else:
-                audio.append((index, pcm.decode(part.audio, f"item.content[{index}].audio")))
+                audio.append((index, pcm.decode(part.audio, f"{param}.content[{index}].audio")))
                 content.append(InputAudioPart())
         else:
             content.append(AudioPart(part.transcript or part.text or ""))
@@ -133,10 +168,15 @@ class Conversation:
     """The items in order; at most `max_items` of them added by the client or its audio."""
 
     def __init__(self, max_items: int) -> None:
+        self.id = new_id("conv")
         self._max_items = max_items
-        self._items: list[Message] = []
+        self._items: list[Entry] = []
 
-    def get(self, item_id: str) -> Message:
+    @property
+    def items(self) -> list[Entry]:
+        return list(self._items)
+
+    def get(self, item_id: str) -> Entry:
         for item in self._items:
             if item.id == item_id:
                 return item
@@ -149,7 +189,7 @@ class Conversation:
                 f"An item with id `{item_id}` already exists.", code="item_already_exists", param="item.id"
             )
 
-    def add(self, item: Message, *, after: str | None = None) -> str | None:
+    def add(self, item: Entry, *, after: str | None = None) -> str | None:
         """Adds `item` last, first (`after="root"`) or after the item `after`; returns the id of the
         item now before it."""
         if len(self._items) >= self._max_items:
@@ -171,7 +211,7 @@ class Conversation:
         index = self._items.index(item)
         return self._items[index - 1].id if index > 0 else None
 
-    def remember(self, item: Message) -> None:
+    def remember(self, item: Entry) -> None:
         """A response's answer, appended (the item cap is the client's, not the model's)."""
         self._items.append(item)
 
@@ -182,7 +222,7 @@ class Conversation:
         """The user heard only `audio_end_ms` of an assistant's spoken answer (they interrupted
         it): its transcript keeps what was heard, so the model is not told it said the rest."""
         item = self.get(item_id)
-        if item.role != "assistant" or content_index >= len(item.content):
+        if not isinstance(item, Message) or item.role != "assistant" or content_index >= len(item.content):
             raise EventError(
                 "Only an assistant item's audio can be truncated.", code="invalid_value", param="item_id"
             )
@@ -199,14 +239,27 @@ class Conversation:
         part.spoken = _heard(part.spoken, pcm.bytes_of(audio_end_ms))
         part.transcript = " ".join(segment.text for segment in part.spoken if segment.text)
 
-    def messages(self, instructions: str) -> list[dict[str, str]]:
-        """The conversation as chat messages, `instructions` as the system message."""
-        messages = [{"role": "system", "content": instructions}] if instructions else []
-        for item in self._items:
-            text = item.text()
-            if text:
-                messages.append({"role": item.role, "content": text})
-        return messages
+    def messages(self, instructions: str) -> list[dict[str, Any]]:
+        return chat_messages(self._items, instructions)
+
+
+def chat_messages(items: list[Entry], instructions: str) -> list[dict[str, Any]]:
+    """Items as chat messages, `instructions` as the system message: a function call joins the
+    assistant message before it (or opens one) as a `tool_calls` entry, an output is a `tool`
+    message."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
+    for item in items:
+        if isinstance(item, FunctionCall):
+            last = messages[-1] if messages else None
+            if last is None or last["role"] != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append(item.chat_call())
+        elif isinstance(item, FunctionCallOutput):
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+        elif text := item.text():
+            messages.append({"role": item.role, "content": text})
+    return messages
 
 
 def _heard(spoken: list[Spoken], pcm_bytes: int) -> list[Spoken]:

@@ -4,8 +4,9 @@ client event can end in."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 _log = logging.getLogger("tantra.realtime")
@@ -46,3 +47,39 @@ def unexpected(exc: Exception) -> EventError:
     return EventError(
         "The server had an error while processing the response.", code="server_error", kind="server_error"
     )
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:([\d.]+)s)?(?:(\d+)ms)?")
+
+
+def reset_seconds(spelt: str) -> float | None:
+    """OpenAI's reset spelling (`120ms`, `1.5s`, `6m0s`, `1h2m3s`) in seconds."""
+    match = _DURATION.fullmatch(spelt.strip())
+    if match is None or not spelt.strip():
+        return None
+    hours, minutes, seconds, millis = match.groups()
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0) + int(millis or 0) / 1000
+
+
+def rate_limits_event(headers: Mapping[str, str]) -> dict[str, Any]:
+    """`rate_limits.updated` from a response's `x-ratelimit-*` headers (the limiter's view once the
+    response's tokens are reserved, as OpenAI's event shows); an empty list when the key has no
+    request or token limit."""
+    limits = []
+    for name in ("requests", "tokens"):
+        limit, remaining = (
+            headers.get(f"x-ratelimit-limit-{name}"),
+            headers.get(f"x-ratelimit-remaining-{name}"),
+        )
+        if limit is None or remaining is None or not limit.isdigit() or not remaining.isdigit():
+            continue
+        reset = headers.get(f"x-ratelimit-reset-{name}")
+        limits.append(
+            {
+                "name": name,
+                "limit": int(limit),
+                "remaining": int(remaining),
+                "reset_seconds": reset_seconds(reset) if reset else 0.0,
+            }
+        )
+    return {"type": "rate_limits.updated", "rate_limits": limits}

@@ -6,7 +6,10 @@ differences covered: the session's nested `audio.input` / `audio.output` setting
 `output_modalities`; `response.create`'s `output_modalities` and `audio.output.voice`; the
 `output_text` / `output_audio` content types; and the renamed response events
 (`response.output_text.delta`, `response.output_audio.delta`,
-`response.output_audio_transcript.delta` and their `.done`).
+`response.output_audio_transcript.delta` and their `.done`); the audio formats
+(`{"type": "audio/pcmu"}` for beta's `g711_ulaw`...); `conversation.item.added` and `.done`
+where beta has `conversation.item.created`; and transcription sessions (`session.type:
+"transcription"`, beta's `transcription_session.update`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ _EVENTS = {
 }
 _PARTS_OUT = {"text": "output_text", "audio": "output_audio"}
 _PARTS_IN = {value: key for key, value in _PARTS_OUT.items()}
+_FORMATS_IN = {"audio/pcm": "pcm16", "audio/pcmu": "g711_ulaw", "audio/pcma": "g711_alaw"}
+_FORMATS_OUT = {value: key for key, value in _FORMATS_IN.items()}
+# Events only GA has: beta names the first `conversation.item.created` and has no second.
+_BETA = {"conversation.item.added": "conversation.item.created", "conversation.item.done": None}
 
 
 def is_ga_update(payload: Any) -> bool:
@@ -30,7 +37,7 @@ def is_ga_update(payload: Any) -> bool:
     return (
         payload.get("type") == "session.update"
         and isinstance(session, dict)
-        and session.get("type") == "realtime"
+        and session.get("type") in ("realtime", "transcription")
     )
 
 
@@ -38,6 +45,12 @@ def client_event(payload: dict[str, Any]) -> dict[str, Any]:
     """A GA client event as the beta event that means the same."""
     kind = payload.get("type")
     if kind == "session.update" and isinstance(payload.get("session"), dict):
+        if payload["session"].get("type") == "transcription":
+            return {
+                **payload,
+                "type": "transcription_session.update",
+                "session": _session_in(payload["session"]),
+            }
         return {**payload, "session": _session_in(payload["session"])}
     if kind == "response.create" and isinstance(payload.get("response"), dict):
         return {**payload, "response": _response_in(payload["response"])}
@@ -46,9 +59,27 @@ def client_event(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def server_events(event: dict[str, Any], *, ga: bool) -> list[dict[str, Any]]:
+    """A server event as the client expects it: the session's (beta's, with GA's item events)
+    as beta's, or as GA's. GA tells a complete item's arrival twice: `conversation.item.added`
+    and `conversation.item.done`."""
+    kind = event["type"]
+    if not ga:
+        if kind not in _BETA:
+            return [event]
+        renamed = _BETA[kind]
+        return [{**event, "type": renamed}] if renamed else []
+    if kind == "conversation.item.created":
+        added = server_event({**event, "type": "conversation.item.added"})
+        return [added, {**added, "type": "conversation.item.done"}]
+    return [server_event(event)]
+
+
 def server_event(event: dict[str, Any]) -> dict[str, Any]:
     """A beta server event as the GA client expects it."""
     out = dict(event)
+    if out["type"] == "transcription_session.updated":
+        return {**out, "type": "session.updated", "session": _transcription_out(out["session"])}
     out["type"] = _EVENTS.get(event["type"], event["type"])
     if isinstance(out.get("item"), dict):
         out["item"] = _item(out["item"], _PARTS_OUT)
@@ -63,6 +94,11 @@ def server_event(event: dict[str, Any]) -> dict[str, Any]:
             response["output"] = [_item(item, _PARTS_OUT) for item in response["output"]]
         if "modalities" in response:
             response["output_modalities"] = _modalities_out(response.pop("modalities"))
+        if "output_audio_format" in response:
+            voice = response.pop("voice", None)
+            response["audio"] = {
+                "output": {"format": _format_out(response.pop("output_audio_format")), "voice": voice}
+            }
         out["response"] = response
     return out
 
@@ -82,6 +118,9 @@ def _session_in(session: dict[str, Any]) -> dict[str, Any]:
     for name in ("voice", "speed"):
         if name in spoken:
             beta[name] = spoken[name]
+    for name, given in (("input_audio_format", heard), ("output_audio_format", spoken)):
+        if "format" in given:
+            beta[name] = _format_in(given["format"])
     return beta
 
 
@@ -92,7 +131,41 @@ def _response_in(response: dict[str, Any]) -> dict[str, Any]:
     spoken = _object(_object(response.get("audio")).get("output"))
     if "voice" in spoken:
         beta["voice"] = spoken["voice"]
+    if "format" in spoken:
+        beta["output_audio_format"] = _format_in(spoken["format"])
+    if isinstance(response.get("input"), list):
+        beta["input"] = [
+            _item(item, _PARTS_IN) if isinstance(item, dict) else item for item in response["input"]
+        ]
     return beta
+
+
+def _format_in(given: Any) -> Any:
+    """GA's `{"type": "audio/pcmu"}` as beta's `g711_ulaw` (what is not known stays, to be refused)."""
+    kind = given.get("type") if isinstance(given, dict) else given
+    return _FORMATS_IN.get(kind, kind) if isinstance(kind, str) else kind
+
+
+def _format_out(beta: Any) -> dict[str, Any]:
+    kind = _FORMATS_OUT.get(beta, "audio/pcm")
+    return {"type": kind, "rate": 24000} if kind == "audio/pcm" else {"type": kind}
+
+
+def _transcription_out(session: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "transcription",
+        "id": session.get("id"),
+        "object": "realtime.transcription_session",
+        "audio": {
+            "input": {
+                "format": _format_out(session.get("input_audio_format")),
+                "transcription": session.get("input_audio_transcription"),
+                "turn_detection": session.get("turn_detection"),
+                "noise_reduction": None,
+            }
+        },
+        "include": [],
+    }
 
 
 def _session_out(session: dict[str, Any]) -> dict[str, Any]:
@@ -105,20 +178,25 @@ def _session_out(session: dict[str, Any]) -> dict[str, Any]:
         "instructions": session.get("instructions"),
         "audio": {
             "input": {
-                "format": {"type": "audio/pcm", "rate": 24000},
+                "format": _format_out(session.get("input_audio_format")),
                 "transcription": session.get("input_audio_transcription"),
                 "turn_detection": session.get("turn_detection"),
             },
             "output": {
-                "format": {"type": "audio/pcm", "rate": 24000},
+                "format": _format_out(session.get("output_audio_format")),
                 "voice": session.get("voice"),
                 "speed": session.get("speed"),
             },
         },
-        "tools": [],
-        "tool_choice": "none",
+        "tools": session.get("tools", []),
+        "tool_choice": _choice_out(session.get("tool_choice", "auto")),
         "max_output_tokens": session.get("max_response_output_tokens", "inf"),
     }
+
+
+def _choice_out(choice: Any) -> Any:
+    """Beta's `tool_choice` (a mode or a function's name) as GA's."""
+    return choice if choice in ("auto", "none", "required") else {"type": "function", "name": choice}
 
 
 def _object(value: Any) -> dict[str, Any]:

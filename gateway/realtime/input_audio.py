@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from gateway.realtime import pcm
+from gateway.realtime import g711, pcm
 from gateway.realtime.conversation import Conversation, InputAudioPart, Message, created_event
 from gateway.realtime.events import EventError, new_id
 from gateway.realtime.input_transcription import InputTranscriber
@@ -41,15 +41,25 @@ class InputAudio:
         # with speech_started).
         self._detector: SpeechDetector | None = None
         self._turn_item: str | None = None
+        self._decode = g711.Decoder("pcm16")  # the session's input format to pcm16 at 24 kHz
+        # GA's idle timeout: the audio (ms of the buffer's stream) since speech was last heard
+        # or the timeout last fired.
+        self._heard_ms = 0
+        self._silent_since_ms = 0
+
+    def decode_as(self, kind: g711.Format) -> None:
+        if kind != self._decode.kind:
+            self._decode = g711.Decoder(kind)
 
     def detect(self, vad: VadSettings | None) -> None:
         """Turn detection (none with `None`) starts afresh with the audio appended from now on."""
         self._detector = SpeechDetector(vad) if vad else None
         self._turn_item = None
         self._buffer.clear()
+        self._silent_since_ms = self._heard_ms
 
     async def append(self, audio: str) -> None:
-        chunk = pcm.decode(audio, "audio")
+        chunk = self._decode(pcm.decode(audio, "audio", whole_samples=self._decode.kind == "pcm16"))
         if len(self._buffer) + len(chunk) > self._max_s * pcm.BYTES_PER_S:
             raise EventError(
                 f"The input audio buffer would hold more than {self._max_s:g} s; commit or clear it first.",
@@ -57,11 +67,32 @@ class InputAudio:
                 param="audio",
             )
         self._buffer += chunk
+        self._heard_ms += pcm.ms_of(len(chunk))
         if self._detector is not None:
             for turn in self._detector.feed(chunk):
                 await self._turn(turn)
             if not self._detector.speaking:
                 self._trim_to_padding()
+                await self._check_idle()
+
+    async def _check_idle(self) -> None:
+        """GA's `idle_timeout_ms`: that long without speech commits the silence and asks for an
+        answer, after `input_audio_buffer.timeout_triggered`."""
+        assert self._detector is not None
+        timeout = self._detector.settings.idle_timeout_ms
+        if timeout is None or self._heard_ms - self._silent_since_ms < timeout:
+            return
+        start, self._silent_since_ms = self._silent_since_ms, self._heard_ms
+        item_id = new_id("item")
+        await self._session.emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": start,
+                "audio_end_ms": self._heard_ms,
+                "item_id": item_id,
+            }
+        )
+        await self._commit_turn(item_id)
 
     async def clear(self) -> None:
         self._buffer.clear()
@@ -100,6 +131,7 @@ class InputAudio:
         settings = self._detector.settings
         if turn.edge == "start":
             self._turn_item = new_id("item")
+            self._silent_since_ms = self._heard_ms
             await self._session.emit(
                 {
                     "type": "input_audio_buffer.speech_started",
@@ -111,9 +143,15 @@ class InputAudio:
                 await self._session.interrupt()
             return
         item_id, self._turn_item = self._turn_item or new_id("item"), None
+        self._silent_since_ms = self._heard_ms
         await self._session.emit(
             {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": turn.ms, "item_id": item_id}
         )
+        await self._commit_turn(item_id)
+
+    async def _commit_turn(self, item_id: str) -> None:
+        assert self._detector is not None
+        settings = self._detector.settings
         try:
             await self.commit(item_id)
         except EventError as problem:  # a turn too short to commit: reported, the session goes on

@@ -74,6 +74,16 @@ class InputTranscriber:
             )
             return
         part.transcript = transcript
+        # The transcript whole as one delta: /v1/audio/transcriptions answers whole (whisper.cpp),
+        # so there are no earlier pieces to send; a client reading deltas still gets the text.
+        await self._emit(
+            {
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": item.id,
+                "content_index": index,
+                "delta": transcript,
+            }
+        )
         await self._emit(
             {
                 "type": "conversation.item.input_audio_transcription.completed",

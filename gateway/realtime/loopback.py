@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -32,6 +32,7 @@ _SETTLE_S = 10.0
 class LoopbackResponse:
     status: int
     chunks: AsyncIterator[bytes]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Loopback:
@@ -86,7 +87,11 @@ class Loopback:
                 await task  # the app ended without answering: let its exception show
                 raise RuntimeError("the gateway answered an internal request with nothing")
             assert isinstance(start, dict) and start["type"] == "http.response.start"
-            yield LoopbackResponse(int(start["status"]), exchange.chunks())
+            headers = {
+                bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+                for k, v in start.get("headers", ())
+            }
+            yield LoopbackResponse(int(start["status"]), exchange.chunks(), headers)
         finally:
             exchange.gone.set()
             # The app sees the disconnect and ends; one that does not is cancelled, not waited for.

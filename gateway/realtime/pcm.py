@@ -13,13 +13,14 @@ BYTES_PER_S = SAMPLE_RATE * 2
 MIN_COMMIT_BYTES = BYTES_PER_S // 10  # OpenAI refuses a commit of less than 100 ms
 
 
-def decode(data: str, param: str) -> bytes:
-    """Base64 pcm16 as sent by the client; `param` names it in the error if it is not."""
+def decode(data: str, param: str, *, whole_samples: bool = True) -> bytes:
+    """Base64 audio (pcm16 unless `whole_samples` is false: G.711 has one byte a sample) as sent by
+    the client; `param` names it in the error if it is not."""
     try:
         decoded = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise EventError("The audio is not valid base64.", code="invalid_value", param=param) from None
-    if len(decoded) % 2:
+    if whole_samples and len(decoded) % 2:
         raise EventError("pcm16 audio has an even number of bytes.", code="invalid_value", param=param)
     return decoded
 

@@ -1,21 +1,27 @@
 """One `response.create` of a realtime session: a streamed chat completion, relayed as Realtime
-events, and spoken sentence by sentence while its text still streams."""
+events: its text as a `message` item (spoken sentence by sentence while it still streams, with
+audio), its tool calls as `function_call` items (calls.py). An in-band response's items join the
+conversation; an out-of-band one (`conversation: "none"`) leaves it as it was, and may answer its
+own `input` instead of the conversation."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from adapters.tts import SentenceSplitter
-from gateway.realtime.conversation import AudioPart, Message, Part, Spoken, Status, TextPart
+from gateway.realtime import g711
+from gateway.realtime.calls import Calls
+from gateway.realtime.conversation import AudioPart, Entry, Message, Part, Spoken, TextPart, chat_messages
 from gateway.realtime.events import EventError, failure_of, new_id, unexpected
 from gateway.realtime.loopback import Loopback, read_all, sse_events
+from gateway.realtime.speaker import Speaker
+from gateway.realtime.tools import chat_tool_choice, chat_tools
 
 if TYPE_CHECKING:
     from gateway.realtime.session import RealtimeLimits, RealtimeSession
@@ -29,6 +35,12 @@ class Plan:
     speed: float
     temperature: float | None
     max_tokens: int | None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    in_band: bool = True  # `conversation: "auto"`: the answer joins the conversation
+    input: list[Entry] | None = None  # the response's own context, instead of the conversation
+    metadata: dict[str, str] | None = None
+    output_format: g711.Format = "pcm16"
 
 
 class Response:
@@ -41,12 +53,21 @@ class Response:
         self._plan = plan
         self._limits = limits
         self._cancel = asyncio.Event()
-        self._item_id = new_id("item")
         self._task: asyncio.Task[None] | None = None
         self._audio = "audio" in plan.modalities
+        self._encode = g711.Encoder(plan.output_format)
+        self._output: list[Entry] = []  # the items in output order
+        self._message: Message | None = None  # the answer's text, once it has begun
+        self._texts: list[str] = []
+        self._calls = Calls(self)
+        self._previous: str | None = None  # the conversation's last item before the next of ours
         # Each spoken sentence and how many pcm bytes of it were sent: what a later
         # `conversation.item.truncate` needs to keep only the text the user heard.
         self.spoken: list[Spoken] = []
+
+    @property
+    def in_band(self) -> bool:
+        return self._plan.in_band
 
     @property
     def speech_model(self) -> str:
@@ -61,6 +82,7 @@ class Response:
         return self._cancel
 
     async def start(self) -> None:
+        self._previous = self._session.last_item_id()
         await self._emit_response("in_progress")
         self._task = asyncio.create_task(self._run())
 
@@ -70,11 +92,13 @@ class Response:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def emit(self, event: dict[str, Any]) -> None:
+        await self._session.emit(event)
+
     async def _emit_response(
         self,
         status: str,
         *,
-        output: list[Message] | None = None,
         usage: dict[str, Any] | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
@@ -87,19 +111,22 @@ class Response:
                     "object": "realtime.response",
                     "status": status,
                     "status_details": details,
-                    "output": [item.describe() for item in output or []],
+                    "output": [item.describe() for item in self._output],
+                    "conversation_id": self._session.conversation_id if self.in_band else None,
                     "modalities": self._plan.modalities,
                     "voice": self._plan.voice,
+                    "output_audio_format": self._plan.output_format,
+                    "metadata": self._plan.metadata,
                     "usage": usage,
                 },
             }
         )
 
     async def _run(self) -> None:
-        status, usage, text = "completed", None, ""
+        status, usage = "completed", None
         details: dict[str, Any] | None = None
         try:
-            text, usage, finish = await self._generate()
+            usage, finish = await self._generate()
             if self._cancel.is_set():
                 status, details = "cancelled", {"type": "cancelled", "reason": "client_cancelled"}
             elif finish == "length":
@@ -114,23 +141,24 @@ class Response:
             }
         finally:
             self.done = True
-        output = (
-            [self._item(text, "completed" if status == "completed" else "incomplete")]
-            if text or status == "completed"
-            else []
-        )
-        if output:
-            self._session.remember(output[0])
-        await self._emit_response(status, output=output, usage=usage, details=details)
-
-    def _item(self, text: str, status: Status) -> Message:
-        return Message(self._item_id, "assistant", [self._part(text)], status)
+        if self._message is not None:  # also when the stream failed before its end
+            self._message.content = [self._part("".join(self._texts))]
+        # What failed before a word keeps nothing; what was cut short keeps what was said.
+        self._output = [item for item in self._output if not isinstance(item, Message) or item.text()]
+        if not self._output and self._message is not None and status == "completed":
+            self._output = [self._message]
+        for item in self._output:
+            if status != "completed" or item.status == "in_progress":
+                item.status = "incomplete"
+            if self.in_band:
+                self._session.remember(item)
+        await self._emit_response(status, usage=usage, details=details)
 
     def _part(self, text: str) -> Part:
         # A spoken answer keeps what each sentence was spoken with, for a later truncate.
         return AudioPart(text, self.spoken) if self._audio else TextPart("text", text)
 
-    async def _generate(self) -> tuple[str, dict[str, Any] | None, str | None]:
+    async def _generate(self) -> tuple[dict[str, Any] | None, str | None]:
         await self._session.wait_for_transcripts()
         body = self._request_body()
         async with self._session.loopback.post(
@@ -139,27 +167,41 @@ class Response:
             if answer.status != 200:
                 raw = await read_all(answer.chunks)
                 raise failure_of(orjson.loads(raw) if raw else {}, answer.status)
-            await self._open_output()
-            voice = _Speaker(self, self._plan) if self._audio else None
+            await self._session.rate_limits(answer.headers)
+            voice = Speaker(self, self._plan) if self._audio else None
             try:
-                text, usage, finish = await self._read(answer.chunks, voice)
+                usage, finish = await self._read(answer.chunks, voice)
                 if voice is not None:
                     await voice.finish(cancelled=self._cancel.is_set())
             finally:
                 if voice is not None:
                     await voice.stop()
-        await self._close_output(text)
-        return text, usage, finish
+        if self._message is None and not self._output:
+            await self._open_message()  # nothing said: an empty answer, as before
+        if self._message is not None:
+            await self._close_message()
+        await self._calls.finish(complete=not self._cancel.is_set() and finish != "length")
+        return usage, finish
 
     def _request_body(self) -> dict[str, Any]:
-        """The chat completion that answers: the conversation so far, streamed with its usage."""
+        """The chat completion that answers: the conversation so far (or the response's own
+        input), with the tools, streamed with its usage."""
         plan = self._plan
+        instructions = plan.instructions
+        messages = (
+            chat_messages(plan.input, instructions)
+            if plan.input is not None
+            else self._session.messages(instructions)
+        )
         body: dict[str, Any] = {
-            "model": self._session_model,
-            "messages": self._session.messages(plan.instructions),
+            "model": self._session.model,
+            "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if plan.tools and plan.tool_choice != "none":
+            body["tools"] = chat_tools(plan.tools)
+            body["tool_choice"] = chat_tool_choice(plan.tool_choice)
         if plan.temperature is not None:
             body["temperature"] = plan.temperature
         if plan.max_tokens is not None:
@@ -172,10 +214,10 @@ class Response:
         return body
 
     async def _read(
-        self, chunks: AsyncIterator[bytes], voice: _Speaker | None
-    ) -> tuple[str, dict[str, Any] | None, str | None]:
-        """The answer's text, usage and finish reason, each delta sent on (and spoken) as it comes."""
-        texts: list[str] = []
+        self, chunks: AsyncIterator[bytes], voice: Speaker | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The answer's usage and finish reason; each text delta sent on (and spoken) as it comes,
+        each tool call piece as its function call's arguments."""
         usage: dict[str, Any] | None = None
         finish: str | None = None
         async for event in sse_events(chunks):
@@ -191,123 +233,95 @@ class Response:
             if isinstance(event.get("usage"), dict):
                 usage = _realtime_usage(event["usage"])
             for choice in event.get("choices") or ():
-                delta = (choice.get("delta") or {}).get("content")
+                delta = choice.get("delta") or {}
                 finish = choice.get("finish_reason") or finish
-                if delta:
-                    texts.append(delta)
-                    await self._delta(delta)
-                    if voice is not None:
-                        voice.feed(delta)
-        return "".join(texts), usage, finish
+                if delta.get("content"):
+                    await self._text(delta["content"], voice)
+                if delta.get("tool_calls"):
+                    await self._calls.feed(delta["tool_calls"])
+        return usage, finish
 
-    @property
-    def _session_model(self) -> str:
-        return self._session.model
+    async def _text(self, delta: str, voice: Speaker | None) -> None:
+        if self._message is None:
+            await self._open_message()
+        self._texts.append(delta)
+        kind = "response.audio_transcript.delta" if self._audio else "response.text.delta"
+        await self._session.emit({"type": kind, **self._where(), "delta": delta})
+        if voice is not None:
+            voice.feed(delta)
 
     def _where(self) -> dict[str, Any]:
-        return {"response_id": self.id, "item_id": self._item_id, "output_index": 0, "content_index": 0}
+        assert self._message is not None
+        index = self._output.index(self._message)
+        return {
+            "response_id": self.id,
+            "item_id": self._message.id,
+            "output_index": index,
+            "content_index": 0,
+        }
 
-    async def _open_output(self) -> None:
-        item = Message(self._item_id, "assistant", [], "in_progress").describe()
+    # The output items: announced when they begin (calls.Output), finished when they end.
+    async def open_item(self, item: Entry) -> int:
+        self._output.append(item)
+        index = len(self._output) - 1
+        described = item.describe()
         await self._session.emit(
-            {"type": "response.output_item.added", "response_id": self.id, "output_index": 0, "item": item}
+            {
+                "type": "response.output_item.added",
+                "response_id": self.id,
+                "output_index": index,
+                "item": described,
+            }
         )
+        if self.in_band:  # GA's conversation.item.added (beta's .created)
+            previous, self._previous = self._previous, item.id
+            await self._session.emit(
+                {"type": "conversation.item.added", "previous_item_id": previous, "item": described}
+            )
+        return index
+
+    async def close_item(self, item: Entry, index: int) -> None:
+        described = item.describe()
+        await self._session.emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": self.id,
+                "output_index": index,
+                "item": described,
+            }
+        )
+        if self.in_band:  # GA only
+            await self._session.emit({"type": "conversation.item.done", "item": described})
+
+    async def _open_message(self) -> None:
+        self._message = Message(new_id("item"), "assistant", [], "in_progress")
+        await self.open_item(self._message)
         part = self._part("").describe()
         await self._session.emit({"type": "response.content_part.added", **self._where(), "part": part})
 
-    async def _delta(self, delta: str) -> None:
-        kind = "response.audio_transcript.delta" if self._audio else "response.text.delta"
-        await self._session.emit({"type": kind, **self._where(), "delta": delta})
-
     async def audio_delta(self, pcm: bytes) -> None:
         self.spoken[-1].pcm_bytes += len(pcm)
-        await self._session.emit(
-            {"type": "response.audio.delta", **self._where(), "delta": base64.b64encode(pcm).decode()}
-        )
+        if encoded := self._encode(pcm):
+            await self._session.emit(
+                {"type": "response.audio.delta", **self._where(), "delta": base64.b64encode(encoded).decode()}
+            )
 
-    async def _close_output(self, text: str) -> None:
-        where = self._where()
+    async def _close_message(self) -> None:
+        assert self._message is not None
+        where, text = self._where(), "".join(self._texts)
         if self._audio:
             await self._session.emit({"type": "response.audio.done", **where})
             await self._session.emit({"type": "response.audio_transcript.done", **where, "transcript": text})
         else:
             await self._session.emit({"type": "response.text.done", **where, "text": text})
-        part = self._part(text).describe()
-        await self._session.emit({"type": "response.content_part.done", **where, "part": part})
-        item = self._item(text, "incomplete" if self._cancel.is_set() else "completed").describe()
-        await self._session.emit(
-            {"type": "response.output_item.done", "response_id": self.id, "output_index": 0, "item": item}
-        )
+        part = self._part(text)
+        await self._session.emit({"type": "response.content_part.done", **where, "part": part.describe()})
+        self._message.content = [part]
+        self._message.status = "incomplete" if self._cancel.is_set() else "completed"
+        await self.close_item(self._message, where["output_index"])
 
 
-class _Speaker:
-    """Speaks a response sentence by sentence while its text still streams: each complete sentence
-    becomes one /v1/audio/speech request (pcm), its audio sent as `response.audio.delta` events."""
-
-    def __init__(self, response: Response, plan: Plan) -> None:
-        self._response = response
-        self._plan = plan
-        self._splitter = SentenceSplitter()
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._stop = response.cancelled
-        self._task = asyncio.create_task(self._run())
-        self.failure: EventError | None = None
-
-    def feed(self, delta: str) -> None:
-        for sentence in self._splitter.feed(delta):
-            self._queue.put_nowait(sentence)
-
-    async def finish(self, *, cancelled: bool) -> None:
-        if not cancelled:
-            for sentence in self._splitter.flush():
-                self._queue.put_nowait(sentence)
-            self._queue.put_nowait(None)
-            await asyncio.shield(self._task)
-        if self.failure is not None:
-            raise self.failure
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _run(self) -> None:
-        while (sentence := await self._queue.get()) is not None and not self._stop.is_set():
-            try:
-                await self._speak(sentence)
-            except EventError as problem:
-                self.failure = problem
-                return
-
-    async def _speak(self, sentence: str) -> None:
-        body = {
-            "model": self._response.speech_model,
-            "input": sentence,
-            "voice": self._plan.voice,
-            "response_format": "pcm",
-            "speed": self._plan.speed,
-        }
-        self._response.spoken.append(Spoken(sentence))
-        async with self._response.loopback.post("/v1/audio/speech", orjson.dumps(body), self._stop) as answer:
-            if answer.status != 200:
-                raw = await read_all(answer.chunks)
-                raise failure_of(orjson.loads(raw) if raw else {}, answer.status)
-            async for pcm in _whole_samples(answer.chunks):
-                await self._response.audio_delta(pcm)
-
-
-async def _whole_samples(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Chunks cut at 16-bit sample boundaries, as a client decoding each delta needs."""
-    carry = b""
-    async for chunk in chunks:
-        data = carry + chunk
-        cut = len(data) - len(data) % 2
-        carry = data[cut:]
-        if cut:
-            yield data[:cut]
-
-
-def _realtime_usage(usage: dict[str, Any]) -> dict[str, Any]:
+def _realtime_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
     prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     return {
         "total_tokens": prompt + completion,

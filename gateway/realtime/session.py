@@ -12,8 +12,8 @@ and each of those calls is limited and accounted for the connection's key as ove
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
 import orjson
@@ -32,17 +32,18 @@ from gateway.protocol.realtime import (
     ResponseOptions,
     RetrieveItemEvent,
     SessionUpdateEvent,
+    TranscriptionSessionUpdateEvent,
     TruncateItemEvent,
     parse_client_event,
 )
 from gateway.realtime import ga
-from gateway.realtime.conversation import Conversation, Message, created_event, message_of
-from gateway.realtime.events import Emit, EventError, new_id
+from gateway.realtime.conversation import Conversation, Entry, Message, created_event, item_of
+from gateway.realtime.events import Emit, EventError, new_id, rate_limits_event
 from gateway.realtime.input_audio import InputAudio
 from gateway.realtime.input_transcription import InputTranscriber
 from gateway.realtime.loopback import Loopback
-from gateway.realtime.response import Plan, Response
-from gateway.realtime.vad import VadSettings
+from gateway.realtime.response import Response
+from gateway.realtime.session_config import SessionConfig
 
 _Event = TypeVar("_Event", bound=ClientEvent)
 _Handler = Callable[[Any], Awaitable[None]]
@@ -61,41 +62,6 @@ class RealtimeLimits:
     idle_timeout_s: float = 120.0
 
 
-@dataclass
-class SessionConfig:
-    """What `session.update` sets; `describe()` is the `session` of `session.created`/`.updated`."""
-
-    id: str
-    model: str
-    modalities: list[str] = field(default_factory=lambda: ["text", "audio"])
-    instructions: str = ""
-    voice: str = "alloy"
-    speed: float = 1.0
-    temperature: float | None = None
-    max_output_tokens: int | None = None
-    transcription: dict[str, Any] | None = None
-    turn_detection: VadSettings | None = None
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "realtime.session",
-            "model": self.model,
-            "modalities": self.modalities,
-            "instructions": self.instructions,
-            "voice": self.voice,
-            "speed": self.speed,
-            "input_audio_format": "pcm16",
-            "output_audio_format": "pcm16",
-            "input_audio_transcription": self.transcription,
-            "turn_detection": self.turn_detection.describe() if self.turn_detection else None,
-            "tools": [],
-            "tool_choice": "none",
-            "temperature": self.temperature,
-            "max_response_output_tokens": self.max_output_tokens if self.max_output_tokens else "inf",
-        }
-
-
 class RealtimeSession:
     """Runs one connection: `feed` takes each client message; `send` writes server events."""
 
@@ -110,10 +76,13 @@ class RealtimeSession:
             loopback, self.emit, limits.transcription_model, lambda: self._config.transcription
         )
         self._audio = InputAudio(self._conversation, self._transcriber, self, limits.max_audio_buffer_s)
-        self._response: Response | None = None
+        self._audio.detect(self._config.turn_detection)
+        self._response: Response | None = None  # the last in-band response
+        self._out_of_band: set[Response] = set()  # out-of-band responses (`conversation: "none"`) running
         self._handlers = dict(
             [
                 _route(SessionUpdateEvent, self._update),
+                _route(TranscriptionSessionUpdateEvent, self._update_transcription),
                 _route(AppendAudioEvent, lambda event: self._audio.append(event.audio)),
                 _route(CommitAudioEvent, lambda _: self._audio.commit()),
                 _route(ClearAudioEvent, lambda _: self._audio.clear()),
@@ -132,14 +101,14 @@ class RealtimeSession:
 
     async def close(self) -> None:
         """The client left: stop the running response (and its engine request) and transcriptions."""
-        if self._response is not None:
-            await self._response.cancel()
+        for response in [self._response, *self._out_of_band]:
+            if response is not None:
+                await response.cancel()
         self._transcriber.cancel()
 
     async def emit(self, event: dict[str, Any]) -> None:
-        if self._ga:
-            event = ga.server_event(event)
-        await self._send({"event_id": new_id("event"), **event})
+        for out in ga.server_events(event, ga=self._ga):
+            await self._send({"event_id": new_id("event"), **out})
 
     async def error(self, problem: EventError, event_id: str | None) -> None:
         await self.emit(
@@ -178,40 +147,29 @@ class RealtimeSession:
             await self.error(problem, event_id)
 
     async def _update(self, event: SessionUpdateEvent) -> None:
-        update, given = event.session, event.session.model_fields_set
-        vad = VadSettings.parse(update.turn_detection) if update.turn_detection is not None else None
-        if update.tools:
-            raise EventError(
-                "Function calling is not supported over /v1/realtime yet.",
-                code="unsupported_tools",
-                param="session.tools",
-            )
         config = self._config
-        if update.modalities is not None:
-            config.modalities = _modalities(update.modalities, "session.modalities")
-        if update.instructions is not None:
-            config.instructions = update.instructions
-        if update.voice is not None:
-            config.voice = update.voice
-        if update.speed is not None:
-            config.speed = update.speed
-        if "temperature" in given:
-            config.temperature = update.temperature
-        if "max_response_output_tokens" in given:
-            config.max_output_tokens = _token_cap(update.max_response_output_tokens)
-        if "input_audio_transcription" in given:
-            config.transcription = update.input_audio_transcription
-        if "turn_detection" in given and vad != config.turn_detection:
-            config.turn_detection = vad
-            self._audio.detect(vad)
+        config.kind = "realtime"
+        if config.update(event.session):
+            self._audio.detect(config.turn_detection)
+        self._audio.decode_as(config.input_format)
         await self.emit({"type": "session.updated", "session": config.describe()})
 
+    async def _update_transcription(self, event: TranscriptionSessionUpdateEvent) -> None:
+        """A transcription session: committed audio is transcribed (`...transcription.delta` and
+        `.completed`), and nothing answered."""
+        config = self._config
+        if config.update_transcription(event.session):
+            self._audio.detect(config.turn_detection)
+        self._audio.decode_as(config.input_format)
+        await self.emit({"type": "transcription_session.updated", "session": config.describe_transcription()})
+
     async def _create_item(self, event: CreateItemEvent) -> None:
-        item, audio = message_of(event.item)
+        item, audio = item_of(event.item)
         self._conversation.check_new(event.item.id)
         previous = self._conversation.add(item, after=event.previous_item_id)
         await self.emit(created_event(item, previous))
         for index, pcm in audio:
+            assert isinstance(item, Message)  # only messages carry audio
             self._transcriber.start(item, index, pcm)
 
     async def _delete_item(self, event: DeleteItemEvent) -> None:
@@ -234,48 +192,39 @@ class RealtimeSession:
         await self.emit({"type": "conversation.item.retrieved", "item": item.describe()})
 
     async def _create_response(self, options: ResponseOptions) -> None:
-        if (running := self._running()) is not None:
+        if self._config.kind == "transcription":
+            raise EventError(
+                "A transcription session gives no responses.", code="invalid_value", param="type"
+            )
+        plan = self._config.plan(options, self._conversation.items)
+        if plan.in_band and (running := self._running()) is not None:
             raise EventError(
                 f"Conversation already has an active response in progress: {running.id}. "
                 "Wait until the response is finished before creating a new one.",
                 code="conversation_already_has_active_response",
             )
-        config = self._config
-        modalities = (
-            _modalities(options.modalities, "response.modalities")
-            if options.modalities
-            else config.modalities
-        )
-        given = options.model_fields_set
-        cap = (
-            options.max_output_tokens if "max_output_tokens" in given else options.max_response_output_tokens
-        )
-        plan = Plan(
-            modalities=modalities,
-            instructions=options.instructions if options.instructions is not None else config.instructions,
-            voice=options.voice or config.voice,
-            speed=config.speed,
-            temperature=options.temperature if options.temperature is not None else config.temperature,
-            max_tokens=_token_cap(cap)
-            if {"max_output_tokens", "max_response_output_tokens"} & given
-            else config.max_output_tokens,
-        )
-        self._response = Response(self, plan, self._limits)
-        await self._response.start()
+        response = Response(self, plan, self._limits)
+        if plan.in_band:
+            self._response = response
+        else:  # out of band: beside the conversation's own, as OpenAI's
+            self._out_of_band = {other for other in self._out_of_band if not other.done} | {response}
+        await response.start()
 
     async def _cancel_response(self, response_id: str | None) -> None:
-        running = self._running()
-        if running is None or (response_id is not None and response_id != running.id):
+        running = [r for r in [self._running(), *self._out_of_band] if r is not None and not r.done]
+        chosen = [r for r in running if response_id is None or r.id == response_id]
+        if not chosen:
             raise EventError(
                 "Cancellation failed: no active response found.", code="response_cancel_not_active"
             )
-        await running.cancel()
+        await chosen[0].cancel()
 
     @property
     def busy(self) -> bool:
         """A response is being given or audio transcribed: the session is not idle even if the
         client says nothing (the client is waiting for the gateway)."""
-        return self._running() is not None or self._transcriber.running
+        side = any(not response.done for response in self._out_of_band)
+        return self._running() is not None or side or self._transcriber.running
 
     def _running(self) -> Response | None:
         """The response being given, if one is."""
@@ -287,19 +236,31 @@ class RealtimeSession:
             await running.cancel()
 
     async def answer_turn(self) -> None:
-        if self._running() is None:
+        if self._running() is None and self._config.kind == "realtime":
             await self._create_response(ResponseOptions())
 
     # What a response needs of the session.
     async def wait_for_transcripts(self) -> None:
         await self._transcriber.wait()
 
-    def messages(self, instructions: str) -> list[dict[str, str]]:
+    def messages(self, instructions: str) -> list[dict[str, Any]]:
         return self._conversation.messages(instructions)
 
-    def remember(self, item: Message) -> None:
+    def remember(self, item: Entry) -> None:
         """A response's answer joins the conversation."""
         self._conversation.remember(item)
+
+    async def rate_limits(self, headers: Mapping[str, str]) -> None:
+        """A response's reservation is made: `rate_limits.updated` shows the key's limits."""
+        await self.emit(rate_limits_event(headers))
+
+    @property
+    def conversation_id(self) -> str:
+        return self._conversation.id
+
+    def last_item_id(self) -> str | None:
+        items = self._conversation.items
+        return items[-1].id if items else None
 
     @property
     def model(self) -> str:
@@ -314,26 +275,3 @@ def _route(kind: type[_Event], handler: Callable[[_Event], Awaitable[None]]) -> 
     """One row of the dispatch table: the event type `kind` parses, and its handler."""
     (name,) = get_args(kind.model_fields["type"].annotation)
     return name, handler
-
-
-def _modalities(given: Sequence[str], param: str) -> list[str]:
-    if set(given) not in ({"text"}, {"text", "audio"}):
-        raise EventError(
-            "Invalid modalities: only ['text'] and ['text', 'audio'] are supported.",
-            code="invalid_value",
-            param=param,
-        )
-    return ["text", "audio"] if "audio" in given else ["text"]
-
-
-def _token_cap(value: int | str | None) -> int | None:
-    if value is None or value == "inf":
-        return None
-    assert isinstance(value, int)
-    if value < 1:
-        raise EventError(
-            "The output token cap must be at least 1 or 'inf'.",
-            code="invalid_value",
-            param="max_response_output_tokens",
-        )
-    return value

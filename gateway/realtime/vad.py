@@ -30,6 +30,9 @@ class VadSettings:
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    # GA: this long without speech (of audio appended) commits the silence and asks for an
+    # answer, after `input_audio_buffer.timeout_triggered`; None: never.
+    idle_timeout_ms: int | None = None
 
     @classmethod
     def parse(cls, given: dict[str, Any]) -> VadSettings:
@@ -46,6 +49,7 @@ class VadSettings:
             ("threshold", float, 0.0, 1.0),
             ("prefix_padding_ms", int, 0, 5000),
             ("silence_duration_ms", int, FRAME_MS, 10_000),
+            ("idle_timeout_ms", int, 5000, 30_000),  # OpenAI's bounds
         ):
             if given.get(name) is None:
                 continue
@@ -74,6 +78,7 @@ class VadSettings:
             "silence_duration_ms": self.silence_duration_ms,
             "create_response": self.create_response,
             "interrupt_response": self.interrupt_response,
+            "idle_timeout_ms": self.idle_timeout_ms,
         }
 
 

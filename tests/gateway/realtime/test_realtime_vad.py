@@ -51,6 +51,7 @@ def test_settings_are_parsed_as_openai_names_them() -> None:
         "silence_duration_ms": 300,
         "create_response": True,
         "interrupt_response": True,
+        "idle_timeout_ms": None,
     }
     assert VadSettings.parse({"threshold": None}) == VadSettings()
 
