@@ -1,5 +1,5 @@
 """Function calling over /v1/realtime: the session's `tools` and `tool_choice` as the chat
-completion the response is asks for them, and the two function items of a conversation.
+completion a response asks for, and the two function items of a conversation.
 
 A realtime tool is flat (`{"type": "function", "name", "description", "parameters"}`), a chat tool
 nests the function (`{"type": "function", "function": {...}}`); `tool_choice` is `auto`, `none`,
@@ -98,6 +98,8 @@ def tools_of(given: list[dict[str, Any]], param: str) -> list[dict[str, Any]]:
         described: dict[str, Any] = {"type": "function", "name": name, "parameters": parameters}
         if isinstance(tool.get("description"), str):
             described["description"] = tool["description"]
+        if isinstance(tool.get("strict"), bool):  # a Tantra extension: see chat_tools
+            described["strict"] = tool["strict"]
         tools.append(described)
     return tools
 
@@ -128,9 +130,12 @@ def choice_of(given: str | dict[str, Any], tools: list[dict[str, Any]], param: s
 
 
 def chat_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The flat realtime tools as chat completion tools."""
+    """The flat realtime tools as chat completion tools, `strict` unless the tool says otherwise:
+    vLLM then constrains a call's arguments to the function's `parameters` (without it, 0.32
+    constrains only the call's envelope and the arguments may be any text), so a voice agent
+    always gets arguments it can parse, as from OpenAI's realtime models."""
     return [
-        {"type": "function", "function": {key: value for key, value in tool.items() if key != "type"}}
+        {"type": "function", "function": {"strict": True, **{k: v for k, v in tool.items() if k != "type"}}}
         for tool in tools
     ]
 

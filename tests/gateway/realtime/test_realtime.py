@@ -272,7 +272,10 @@ async def test_audio_in_is_transcribed_and_answered(gateway_url: str, model: str
     (by /v1/audio/transcriptions, whisper.cpp), which the response then answers."""
     pcm = pcm16_24k(spoken_sentence())
     async for session in connect(gateway_url, model, api_key):
-        await session.send({"type": "session.update", "session": {"modalities": ["text"]}})
+        # Server VAD is on by default (as OpenAI's): off, the client commits itself.
+        await session.send(
+            {"type": "session.update", "session": {"modalities": ["text"], "turn_detection": None}}
+        )
         await session.until("session.updated")
         for start in range(0, len(pcm), 9600):  # 200 ms per event, as a microphone would send
             chunk = pcm[start : start + 9600]

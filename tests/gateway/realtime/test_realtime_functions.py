@@ -37,9 +37,8 @@ async def test_a_forced_call_streams_as_openai_sends_it_and_its_output_is_answer
     done = await client.until("response.done")
     # The chat completion asked for the function, in chat's nested shape.
     sent = client.loopback.bodies[0]
-    assert sent["tools"] == [
-        {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
-    ]
+    function = {k: v for k, v in WEATHER.items() if k != "type"}
+    assert sent["tools"] == [{"type": "function", "function": {"strict": True, **function}}]
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     kinds = client.types()
     start = kinds.index("response.created")
