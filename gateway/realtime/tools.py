@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from gateway.realtime.events import EventError
 
 Status = Literal["completed", "incomplete", "in_progress"]
@@ -42,10 +44,17 @@ class FunctionCall:
         }
 
     def chat_call(self) -> dict[str, Any]:
+        """As chat's `tool_calls` entry. vLLM parses the arguments as JSON for the chat template, so
+        arguments cut short (a response that hit its token cap) would make every later turn a 400:
+        they are sent as `{}`; whole ones are sent compact (the template writes them again)."""
+        try:
+            arguments = orjson.dumps(orjson.loads(self.arguments)).decode()
+        except orjson.JSONDecodeError:
+            arguments = "{}"
         return {
             "id": self.call_id,
             "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments or "{}"},
+            "function": {"name": self.name, "arguments": arguments},
         }
 
 

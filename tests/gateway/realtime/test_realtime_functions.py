@@ -91,7 +91,7 @@ async def test_a_forced_call_streams_as_openai_sends_it_and_its_output_is_answer
             {
                 "id": "call_1",
                 "type": "function",
-                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
             }
         ],
     }
@@ -200,3 +200,11 @@ async def test_event_ids_up_to_512_characters() -> None:
     )
     error = await client.send({"type": "session.update", "event_id": "e" * 513, "session": {}})
     assert error["type"] == "error" and error["error"]["param"] == "event_id", error
+
+
+def test_arguments_cut_short_are_not_sent_back_as_json_the_engine_would_refuse() -> None:
+    from gateway.realtime.tools import FunctionCall
+
+    whole = FunctionCall("i", "c", "f", '{"city":  "Paris"}').chat_call()["function"]["arguments"]
+    assert whole == '{"city":"Paris"}'
+    assert FunctionCall("i", "c", "f", '{"city": "Pa').chat_call()["function"]["arguments"] == "{}"
