@@ -91,7 +91,7 @@ async def test_beta_sdk_runs_a_tool_calling_conversation(gateway_url: str, model
         await connection.conversation.item.create(
             item={"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 21}'}
         )
-        await connection.response.create(response={"tool_choice": "auto", "max_response_output_tokens": 8})  # type: ignore[typeddict-unknown-key]
+        await connection.response.create(response={"tool_choice": "auto", "max_response_output_tokens": 8})
         answered = await until_done(connection, seen)
         assert answered.response.status in ("completed", "incomplete"), answered
         assert answered.response.output and answered.response.output[0].type == "message"
@@ -130,15 +130,14 @@ async def test_ga_sdk_tool_call_and_an_out_of_band_response(
         # Out of band: its own input and metadata; nothing joins the conversation.
         added_before = kinds.count("conversation.item.added")
         seen.clear()
-        await connection.response.create(
-            response={
-                "conversation": "none",
-                "metadata": {"purpose": "classify"},
-                "input": [USER],  # type: ignore[list-item]
-                "tool_choice": "none",
-                "max_output_tokens": 4,
-            }
-        )
+        out_of_band: Any = {
+            "conversation": "none",
+            "metadata": {"purpose": "classify"},
+            "input": [USER],
+            "tool_choice": "none",
+            "max_output_tokens": 4,
+        }
+        await connection.response.create(response=out_of_band)
         side = await until_done(connection, seen)
         assert side.response.metadata == {"purpose": "classify"} and side.response.conversation_id is None
         assert side.response.status in ("completed", "incomplete")
