@@ -173,13 +173,48 @@ class SelfConsistencyModel(BaseModel):
         return model.strip()
 
 
+class Judge(BaseModel):
+    """An ensemble's judge: a served model shown the question and the numbered answers, its answer
+    constrained (vLLM's structured outputs) to one of the numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, description="The served model choosing the best answer.")
+    instructions: str = Field(
+        "You are judging answers to the conversation below. Reply with the number of the best answer.",
+        description="The judge's system message.",
+    )
+
+
+class EnsembleModel(BaseModel):
+    """A model name answered by several served models at once, their answers combined by a vote
+    (`extractor`'s final answers), a `judge` model's choice, or the first to finish
+    (docs/orchestration.md, "Ensembles")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["ensemble"]
+    models: list[str] = Field(min_length=2, max_length=16, description="The served models asked.")
+    combine: Literal["vote", "judge", "first"] = "vote"
+    extractor: Extractor = Field(default_factory=Extractor)
+    judge: Judge | None = None
+
+    @model_validator(mode="after")
+    def _judged(self) -> EnsembleModel:
+        if self.combine == "judge" and self.judge is None:
+            raise ValueError("`combine: judge` needs `judge`")
+        return self
+
+
 def _mode(value: Any) -> str:
     mode = value.get("mode", "choose") if isinstance(value, dict) else getattr(value, "mode", "choose")
     return str(mode)
 
 
-# A virtual model of any mode: `choose` (the default, `auto`'s rules) or `self_consistency`.
+# A virtual model of any mode: `choose` (the default, `auto`'s rules), `self_consistency`, `ensemble`.
 AnyVirtual = Annotated[
-    Annotated[VirtualModel, Tag("choose")] | Annotated[SelfConsistencyModel, Tag("self_consistency")],
+    Annotated[VirtualModel, Tag("choose")]
+    | Annotated[SelfConsistencyModel, Tag("self_consistency")]
+    | Annotated[EnsembleModel, Tag("ensemble")],
     Discriminator(_mode),
 ]

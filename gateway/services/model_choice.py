@@ -16,7 +16,7 @@ from gateway.admission import Ticket
 from gateway.errors import APIError, no_such_model
 from gateway.limits import PriceBook
 from gateway.routing.classifier import TaskClassifier
-from gateway.routing.config import AnyVirtual, TaskRule, VirtualModel
+from gateway.routing.config import AnyVirtual, SelfConsistencyModel, TaskRule, VirtualModel
 from gateway.routing.facts import asked_of
 from gateway.routing.rules import Choice, Option, choose
 from gateway.settings.policy import Policy, PolicySource
@@ -139,8 +139,10 @@ class ModelChoice:
         described: dict[str, Any]
         if isinstance(virtual, VirtualModel):
             described = {"candidates": list(virtual.candidates), "rules": [r.type for r in virtual.rules]}
-        else:
+        elif isinstance(virtual, SelfConsistencyModel):
             described = {"mode": virtual.mode, "model": virtual.model, "k": virtual.k}
+        else:
+            described = {"mode": virtual.mode, "models": virtual.models, "combine": virtual.combine}
         return {
             "id": name,
             "object": "model",

@@ -26,9 +26,8 @@ from gateway.admission import Outcome, Ticket
 from gateway.errors import InvalidRequest, no_such_model
 from gateway.http.disconnect import unless_disconnected
 from gateway.http.sse import DONE, SSE_HEADERS, sse_event
-from gateway.routing.config import Extractor, SelfConsistencyModel
+from gateway.routing.config import EnsembleModel, Extractor, SelfConsistencyModel
 from gateway.services.confidence import FIELD, ConfidenceAsk, complete_json, normalised
-from gateway.services.forwarding import usage_of
 from gateway.services.upstream_call import chose
 from gateway.settings.policy import PolicySource
 from gateway.upstreams.dispatch import Dispatcher
@@ -37,13 +36,13 @@ from gateway.upstreams.stream import UpstreamRequest
 VOTES_HEADER = "x-tantra-votes"
 VOTES_FIELD = "tantra_votes"
 # The samples are asked for whole (the vote needs them all); the chosen one is streamed after.
-_STREAM_KEYS = ("stream", "stream_options")
+STREAM_KEYS = ("stream", "stream_options")
 
 
 @dataclasses.dataclass(frozen=True)
 class VotePlan:
     virtual: str
-    spec: SelfConsistencyModel
+    spec: SelfConsistencyModel | EnsembleModel
     # What the client asked of the answer's form: a stream, and usage in it.
     stream: bool
     stream_usage: bool
@@ -116,21 +115,20 @@ class SelfConsistency:
 
     def owns(self, model: str | None) -> bool:
         found = self._policy.current.virtual_models.get(model) if model is not None else None
-        return isinstance(found, SelfConsistencyModel)
+        return isinstance(found, SelfConsistencyModel | EnsembleModel)
 
     def prepare(self, ticket: Ticket, payload: dict[str, Any]) -> str:
         """Turn the request for the virtual model into the one for its served model, k samples;
         the served model's name. 404 unless the key may use both names."""
         name = str(payload.get("model"))
         spec = ticket.policy.virtual_models.get(name)
-        if not isinstance(spec, SelfConsistencyModel) or not ticket.principal.may_use(name):
+        if not isinstance(spec, SelfConsistencyModel | EnsembleModel) or not ticket.principal.may_use(name):
             raise no_such_model(name)
-        if not ticket.principal.may_use(spec.model):
+        served = [spec.model] if isinstance(spec, SelfConsistencyModel) else spec.models
+        if not all(ticket.principal.may_use(model) for model in served):
             raise no_such_model(name)
         if payload.get("n") not in (None, 1):
-            raise InvalidRequest(
-                f"`n` must be 1 for `{name}`: it samples {spec.k} answers itself.", param="n"
-            )
+            raise InvalidRequest(f"`n` must be 1 for `{name}`: it asks for its answers itself.", param="n")
         modalities = payload.get("modalities")
         if isinstance(modalities, list) and "audio" in modalities:
             raise InvalidRequest(f"`{name}` answers in text only.", param="modalities")
@@ -141,11 +139,11 @@ class SelfConsistency:
             stream=bool(payload.get("stream")),
             stream_usage=isinstance(options, dict) and bool(options.get("include_usage")),
         )
-        payload["model"] = spec.model
-        payload["n"] = spec.k
-        if payload.get("temperature") is None and spec.temperature is not None:
+        # `n`: the answers the reservation covers (an ensemble's members are each sent n = 1).
+        payload["model"], payload["n"] = served[0], len(served) if isinstance(spec, EnsembleModel) else spec.k
+        if isinstance(spec, SelfConsistencyModel) and payload.get("temperature") is None:
             payload["temperature"] = spec.temperature
-        return spec.model
+        return served[0]
 
     def plan_for(self, ticket: Ticket) -> VotePlan | None:
         return self._plans.get(ticket)
@@ -154,7 +152,15 @@ class SelfConsistency:
         self, ticket: Ticket, request: UpstreamRequest, plan: VotePlan, ask: ConfidenceAsk | None
     ) -> Response:
         """Sample, vote, settle, and answer with the majority (JSON, or a stream of it)."""
-        sent = {key: value for key, value in request.payload.items() if key not in _STREAM_KEYS}
+        if isinstance(plan.spec, EnsembleModel):
+            from gateway.services.ensemble import ensemble_answer  # it reads this module's vote
+
+            with ticket.stage("ensemble"):
+                body = await unless_disconnected(
+                    ticket.request.receive, ensemble_answer(self._dispatcher, ticket, request, plan.spec, ask)
+                )
+            return respond(ticket, body, plan)
+        sent = {key: value for key, value in request.payload.items() if key not in STREAM_KEYS}
         request = dataclasses.replace(request, body=orjson.dumps(sent), payload=sent)
         with ticket.stage("samples"):
             answer, upstream, served = await unless_disconnected(
@@ -165,7 +171,7 @@ class SelfConsistency:
             answer = complete_json(answer, ask)
         body = orjson.loads(answer)
         choices = body.get("choices") or []
-        texts = [_content(choice) for choice in choices]
+        texts = [content_of(choice) for choice in choices]
         with ticket.stage("vote"):
             vote = tally(plan.spec.extractor, texts)
         k = len(choices)
@@ -184,19 +190,21 @@ class SelfConsistency:
         }
         ticket.headers[VOTES_HEADER] = f"{vote.votes}/{k}"
         _record(ticket, plan, vote, k)
-        ticket.settle(Outcome.COMPLETED, usage=usage_of(answer))
-        if not plan.stream:
-            return Response(orjson.dumps(body), media_type="application/json", headers=ticket.limit_headers)
-        return StreamingResponse(
-            _events(body, plan.stream_usage),
-            headers={
-                **{name.decode(): value.decode() for name, value in SSE_HEADERS},
-                **ticket.limit_headers,
-            },
-        )
+        return respond(ticket, body, plan)
 
 
-def _content(choice: Any) -> str:
+def respond(ticket: Ticket, body: dict[str, Any], plan: VotePlan) -> Response:
+    """Settle with the answer's usage (every sample's or member's) and answer: JSON, or a stream."""
+    ticket.settle(Outcome.COMPLETED, usage=body.get("usage") if isinstance(body.get("usage"), dict) else None)
+    if not plan.stream:
+        return Response(orjson.dumps(body), media_type="application/json", headers=ticket.limit_headers)
+    return StreamingResponse(
+        _events(body, plan.stream_usage),
+        headers={**{name.decode(): value.decode() for name, value in SSE_HEADERS}, **ticket.limit_headers},
+    )
+
+
+def content_of(choice: Any) -> str:
     message = choice.get("message") if isinstance(choice, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     return content if isinstance(content, str) else ""
@@ -212,7 +220,7 @@ def _record(ticket: Ticket, plan: VotePlan, vote: Vote, k: int) -> None:
 
 async def _events(body: dict[str, Any], with_usage: bool) -> AsyncIterator[bytes]:
     """The chosen answer as chat completion chunks: the role, the content, the end (with the
-    vote and the confidence), usage when asked, [DONE]."""
+    vote or the ensemble's record, and the confidence), usage when asked, [DONE]."""
     choice = body["choices"][0]
     message = choice.get("message") or {}
     head: dict[str, Any] = {key: body[key] for key in ("id", "created", "model") if key in body}
@@ -229,7 +237,7 @@ async def _events(body: dict[str, Any], with_usage: bool) -> AsyncIterator[bytes
     delta = {key: message[key] for key in ("content", "tool_calls") if message.get(key)}
     if delta:
         yield chunk(delta)
-    extra: dict[str, Any] = {VOTES_FIELD: body[VOTES_FIELD]}
+    extra: dict[str, Any] = {key: value for key, value in body.items() if key.startswith("tantra_")}
     if FIELD in choice:
         extra[FIELD] = [{"index": 0, **choice[FIELD]}]
     yield chunk({}, choice.get("finish_reason") or "stop", **extra)

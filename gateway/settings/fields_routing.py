@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from gateway.routing.config import AnyVirtual, VirtualModel
+from gateway.routing.config import AnyVirtual, EnsembleModel, VirtualModel
 
 # Reloadable (in schema.py's RELOADABLE).
 ROUTING_RELOADABLE = frozenset({"virtual_models", "confidence_top_logprobs"})
@@ -26,7 +26,8 @@ class RoutingFields(BaseModel):
         "preference, with their declared `context_length`, `accepts`, `features`, `latency_ms`), `rules` "
         "(modality, context, features, task, budget; evaluated in order) and `default`; or, with `mode: "
         "self_consistency`, the served `model` sampled `k` times and the `extractor` of the answers voted "
-        "on. Empty: none.",
+        "on; or, with `mode: ensemble`, the served `models` asked at once and how their answers `combine` "
+        "(vote, judge, first). Empty: none.",
     )
     # Chat's confidence extension (`tantra: {"confidence": true}`, docs/orchestration.md): the
     # alternatives per token the engine is asked for, over which the entropy is computed.
@@ -45,7 +46,7 @@ class RoutingFields(BaseModel):
         """A virtual model named as a configured model (it would hide it), or choosing a virtual one."""
         found = []
         for name, virtual in self.virtual_models.items():
-            candidates = virtual.candidates if isinstance(virtual, VirtualModel) else [virtual.model]
+            candidates = _served_by(virtual)
             if name in served:
                 found.append(
                     f"virtual_models.{name} (TANTRA_VIRTUAL_MODELS): has the name of a model in `models`"
@@ -57,3 +58,12 @@ class RoutingFields(BaseModel):
                         "virtual model; candidates are served models"
                     )
         return found
+
+
+def _served_by(virtual: AnyVirtual) -> list[str]:
+    """The served models a virtual model answers with."""
+    if isinstance(virtual, VirtualModel):
+        return list(virtual.candidates)
+    if isinstance(virtual, EnsembleModel):
+        return [*virtual.models, *([virtual.judge.model] if virtual.judge is not None else [])]
+    return [virtual.model]

@@ -5,6 +5,7 @@ real engine is test_orchestration_engine.py."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from gateway import Settings
 from gateway.protocol import ChatCompletionRequest, parse_request
 from gateway.protocol.common import InvalidParam
-from gateway.routing.config import Extractor, SelfConsistencyModel, VirtualModel
+from gateway.routing.config import EnsembleModel, Extractor, SelfConsistencyModel, VirtualModel
 from gateway.services.confidence import (
     ConfidenceAsk,
     StreamConfidence,
@@ -24,6 +25,7 @@ from gateway.services.confidence import (
     measure,
     without_extensions,
 )
+from gateway.services.ensemble import Member, _first, _summed
 from gateway.services.relay import StreamUsage
 from gateway.services.self_consistency import extract, tally
 
@@ -218,3 +220,44 @@ def test_the_configuration() -> None:
             )
     with pytest.raises(ValidationError):
         SelfConsistencyModel(mode="self_consistency", model="m", k=1)
+
+
+async def test_an_ensemble_takes_the_first_answer_and_passes_failures_over() -> None:
+    async def fails() -> Member:
+        raise RuntimeError("down")
+
+    async def answers(delay: float, model: str) -> Member:
+        await asyncio.sleep(delay)
+        return Member(model, {}, "engine", model)
+
+    tasks = [asyncio.create_task(fails()), asyncio.create_task(answers(0.05, "slow"))]
+    tasks.append(asyncio.create_task(answers(0.01, "fast")))
+    members, failures = await _first(tasks)
+    assert [m.model for m in members] == ["fast"] and len(failures) == 1
+    for task in tasks:
+        task.cancel()
+    members, failures = await _first([asyncio.create_task(fails())])
+    assert members == [] and isinstance(failures[0], RuntimeError)
+    assert _summed(
+        [{"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}, None, {"prompt_tokens": 2}]
+    ) == {
+        "prompt_tokens": 4,
+        "completion_tokens": 1,
+        "total_tokens": 3,
+    }
+
+
+def test_an_ensembles_configuration() -> None:
+    settings = Settings(
+        models={"a": {}, "b": {}},
+        virtual_models={
+            "ens": {"mode": "ensemble", "models": ["a", "b", "sc"]},
+            "sc": {"mode": "self_consistency", "model": "a"},
+        },
+    )
+    assert isinstance(settings.virtual_models["ens"], EnsembleModel)
+    assert any("'sc' is a virtual model" in p for p in settings.virtual_models_problems({"a", "b"}))
+    with pytest.raises(ValidationError):
+        EnsembleModel(mode="ensemble", models=["a", "b"], combine="judge")
+    with pytest.raises(ValidationError):
+        EnsembleModel(mode="ensemble", models=["a"])

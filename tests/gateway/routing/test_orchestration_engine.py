@@ -1,7 +1,10 @@
-"""Confidence and self-consistency on the real engine (the session's tiny random-weight chat
-engine; none started here). A gateway of its own for the self-consistency virtual models in its
-settings. The random weights answer anything, so the answers are constrained by vLLM's structured
-outputs (a choice among three words, a JSON schema) to make the samples' votes meaningful."""
+"""Confidence, self-consistency and ensembles on the real engine (the session's tiny random-weight
+chat engine; none started here). A gateway of its own for the virtual models in its settings. The
+session has one chat engine of this kind, so the ensemble's three members are that engine under
+three model names (`tiny-b` and `tiny-c` are model routes with `served_name`): three calls through
+the dispatcher, answered independently (sampled at temperature 1). The random weights answer
+anything, so the answers are constrained by vLLM's structured outputs (a choice among three words,
+a JSON object) to make the votes meaningful."""
 
 from __future__ import annotations
 
@@ -34,6 +37,12 @@ VIRTUAL = {
         "extractor": {"type": "json_field", "field": "answer"},
     },
 }
+MEMBERS = [MODEL, "tiny-b", "tiny-c"]
+ENSEMBLES = {
+    "ens": {"mode": "ensemble", "models": MEMBERS, "combine": "vote"},
+    "ens-judge": {"mode": "ensemble", "models": MEMBERS, "combine": "judge", "judge": {"model": MODEL}},
+    "ens-first": {"mode": "ensemble", "models": MEMBERS, "combine": "first"},
+}
 PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Which word comes first?"}]
 
 
@@ -43,9 +52,13 @@ def gateway(
 ) -> Iterator[tuple[openai.OpenAI, AdminClient, str]]:
     settings = gateway_settings(
         upstreams={"engine": {"url": engine_url}},
-        models={MODEL: {"upstreams": ["engine"]}},
+        models={
+            MODEL: {"upstreams": ["engine"]},
+            "tiny-b": {"upstreams": ["engine"], "served_name": MODEL},
+            "tiny-c": {"upstreams": ["engine"], "served_name": MODEL},
+        },
         routing={"default_model": MODEL},
-        virtual_models=VIRTUAL,
+        virtual_models={**VIRTUAL, **ENSEMBLES},
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
@@ -178,6 +191,49 @@ def test_self_consistency_k5(gateway: tuple[openai.OpenAI, AdminClient, str]) ->
             break
         time.sleep(0.2)
     assert rows.keys() == {MODEL} and rows[MODEL]["requests"] == 3
+
+
+def test_ensembles_over_three_models(gateway: tuple[openai.OpenAI, AdminClient, str]) -> None:
+    shared, admin, tenant_id = gateway
+    secret, key = admin.key(tenant_id, "ensembles")
+    client = shared.with_options(api_key=secret)
+    extra = {**CHOICE, "temperature": 1.0}
+    raw = client.chat.completions.with_raw_response.create(model="ens", messages=PROMPT, extra_body=extra)
+    answer = raw.parse()
+    record = (answer.model_extra or {})["tantra_ensemble"]
+    assert [item["model"] for item in record["answers"]] == MEMBERS and record["failed"] == []
+    answers = [item["answer"] for item in record["answers"]]
+    assert set(answers) <= set(WORDS)
+    content = answer.choices[0].message.content
+    assert record["votes"] == answers.count(content) == max(answers.count(word) for word in WORDS)
+    assert record["chosen"] == MEMBERS[answers.index(content)]
+    assert raw.headers["x-tantra-ensemble"] == f"{record['chosen']}; combine=vote"
+    # Billed as one request: the three members' tokens summed.
+    assert answer.usage is not None and answer.usage.completion_tokens >= 3
+    assert answer.usage.prompt_tokens % 3 == 0
+    # A judge model picks one of the three (its call billed too); the first to finish wins.
+    judged = client.chat.completions.create(model="ens-judge", messages=PROMPT, extra_body=extra)
+    record = (judged.model_extra or {})["tantra_ensemble"]
+    assert record["judge"] == MODEL and record["chosen"] in MEMBERS
+    assert judged.choices[0].message.content == record["answers"][MEMBERS.index(record["chosen"])]["answer"]
+    assert judged.usage is not None and judged.usage.prompt_tokens > answer.usage.prompt_tokens
+    first = client.chat.completions.create(model="ens-first", messages=PROMPT, extra_body=extra)
+    record = (first.model_extra or {})["tantra_ensemble"]
+    assert len(record["answers"]) == 1 and record["chosen"] in MEMBERS
+    # A stream of the chosen answer.
+    chunks = list(client.chat.completions.create(model="ens", messages=PROMPT, stream=True, extra_body=extra))
+    final = next(chunk for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text in WORDS and (final.model_extra or {})["tantra_ensemble"]["combine"] == "vote"
+    # One ledger row per request (4), each priced as its chosen model.
+    deadline = time.monotonic() + 15
+    requests = 0
+    while time.monotonic() < deadline:
+        requests = sum(row["requests"] for row in admin.usage(key_id=key["id"], group_by="model"))
+        if requests >= 4:
+            break
+        time.sleep(0.2)
+    assert requests == 4
 
 
 def test_bad_input_is_openais_envelope(gateway: tuple[openai.OpenAI, AdminClient, str]) -> None:
