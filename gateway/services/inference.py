@@ -206,8 +206,9 @@ class InferenceService:
         if self.chooser is not None and self.chooser.owns(name):
             name = await self.chooser.choose(ticket, payload)
             return name, orjson.dumps(payload), parsed
-        if self.voting is not None and self.voting.owns(name):
-            # k samples in one call: the reservation covers them all.
+        if self.voting is not None and self.voting.owns(name) and schema is ChatCompletionRequest:
+            # k samples in one call (or an ensemble's calls): the reservation covers them all;
+            # chat only (/v1/completions answers 404, as for any model no engine serves).
             name = self.voting.prepare(ticket, payload)
             return name, orjson.dumps(payload), validate(schema, payload)
         return name, body, parsed

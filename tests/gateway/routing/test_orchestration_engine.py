@@ -248,3 +248,6 @@ def test_bad_input_is_openais_envelope(gateway: tuple[openai.OpenAI, AdminClient
             model=MODEL, messages=PROMPT, extra_body={"tantra": {"confidence": 1.5}}
         )
     assert cast(dict[str, Any], caught.value.body or {}).get("param") == "tantra.confidence"
+    # Chat completions only: the legacy completions answer 404 as for a model no engine serves.
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="sc", prompt="x", max_tokens=2)
