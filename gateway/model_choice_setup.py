@@ -1,5 +1,6 @@
 """Virtual models' wiring (docs/orchestration.md, "Automatic model choice"): one `ModelChoice`,
-reading the live policy's `virtual_models`, handed to chat, completions and the Responses API."""
+reading the live policy's `virtual_models`, handed to chat, completions and the Responses API; and
+`SelfConsistency` for the self-consistency ones, handed to chat ("Self-consistency")."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from gateway.limits import PriceBook
 from gateway.services.inference import InferenceService
 from gateway.services.model_choice import ModelChoice
 from gateway.services.responses import ResponsesService
+from gateway.services.self_consistency import SelfConsistency
 from gateway.settings.policy import PolicySource
 from gateway.settings.reload import LiveConfig
 from gateway.settings.schema import Settings
@@ -40,4 +42,6 @@ def wire_model_choice(
     live.subscribe(reloaded)
     services.inference.chooser = choice
     services.responses.chooser = choice
+    # Self-consistency virtual models (chat completions only).
+    services.inference.voting = SelfConsistency(policy, dispatcher)
     return choice

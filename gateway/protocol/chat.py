@@ -11,6 +11,7 @@ from gateway.protocol.common import (
     Open,
     ResponseFormat,
     SamplingParams,
+    Strict,
     TokenCount,
 )
 from gateway.protocol.speech import VoiceId
@@ -196,6 +197,13 @@ class NamedToolChoice(Open):
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
+class TantraOptions(Strict):
+    """The gateway's own extensions of a chat request (`tantra`: never sent to the engine)."""
+
+    # `tantra_confidence` per choice, from the tokens' log-probabilities (docs/orchestration.md).
+    confidence: bool = False
+
+
 class ChatCompletionRequest(SamplingParams):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: TokenCount | None = None
@@ -221,6 +229,8 @@ class ChatCompletionRequest(SamplingParams):
     # (a string `modalities` included), and so does the gateway.
     modalities: Any = None
     audio: Any = None
+    # The gateway's extensions (docs/orchestration.md, "Confidence"); taken out before the engine.
+    tantra: TantraOptions | None = None
 
     def check(self) -> None:
         """Rules that span fields, reported with the param OpenAI would name."""

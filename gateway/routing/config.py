@@ -3,9 +3,10 @@ by the settings (`virtual_models`) and, through the Policy snapshot, by the requ
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 # What a request may ask of a model beyond plain text: `tools` (tools or functions), `json_schema`
 # and `json_object` (response_format / text.format), `logprobs` (logprobs or top_logprobs).
@@ -94,6 +95,7 @@ class VirtualModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    mode: Literal["choose"] = "choose"
     candidates: dict[str, Candidate] = Field(
         min_length=1, description="The served models it may choose, in order of preference."
     )
@@ -124,3 +126,95 @@ class VirtualModel(BaseModel):
             names.remove(self.default)
             names.insert(0, self.default)
         return names
+
+
+class Extractor(BaseModel):
+    """How a sampled answer's final answer is read, for self-consistency's vote: its last non-empty
+    line (`last_line`), a field of the JSON object it is (`json_field`, `field` a dotted path), or
+    `regex`'s first group (the whole match when it has none; the last match in the answer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["last_line", "json_field", "regex"] = "last_line"
+    field: str | None = Field(None, description="json_field: the dotted path of the field voted on.")
+    pattern: str | None = Field(None, description="regex: the pattern whose first group is voted on.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Extractor:
+        if self.type == "json_field" and not self.field:
+            raise ValueError("a json_field extractor needs `field`")
+        if self.type == "regex":
+            if not self.pattern:
+                raise ValueError("a regex extractor needs `pattern`")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"`pattern` is not a regular expression: {exc}") from exc
+        return self
+
+
+class SelfConsistencyModel(BaseModel):
+    """A model name answered by the majority of `k` samples of a served `model` (one engine call,
+    `n` = k), their final answers read by `extractor` (docs/orchestration.md, "Self-consistency")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["self_consistency"]
+    model: str = Field(min_length=1, description="The served model sampled.")
+    k: int = Field(5, ge=2, le=64, description="Samples drawn (one request with n = k).")
+    extractor: Extractor = Field(default_factory=Extractor)
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = Field(
+        0.7, description="Sampling temperature when the request sets none (the samples must differ)."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _plain(cls, model: str) -> str:
+        return model.strip()
+
+
+class Judge(BaseModel):
+    """An ensemble's judge: a served model shown the question and the numbered answers, its answer
+    constrained (vLLM's structured outputs) to one of the numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, description="The served model choosing the best answer.")
+    instructions: str = Field(
+        "You are judging answers to the conversation below. Reply with the number of the best answer.",
+        description="The judge's system message.",
+    )
+
+
+class EnsembleModel(BaseModel):
+    """A model name answered by several served models at once, their answers combined by a vote
+    (`extractor`'s final answers), a `judge` model's choice, or the first to finish
+    (docs/orchestration.md, "Ensembles")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["ensemble"]
+    models: list[str] = Field(min_length=2, max_length=16, description="The served models asked.")
+    combine: Literal["vote", "judge", "first"] = "vote"
+    extractor: Extractor = Field(default_factory=Extractor)
+    judge: Judge | None = None
+
+    @model_validator(mode="after")
+    def _judged(self) -> EnsembleModel:
+        if self.combine == "judge" and self.judge is None:
+            raise ValueError("`combine: judge` needs `judge`")
+        return self
+
+
+def _mode(value: Any) -> str:
+    mode = value.get("mode", "choose") if isinstance(value, dict) else getattr(value, "mode", "choose")
+    return str(mode)
+
+
+# A virtual model of any mode: `choose` (the default, `auto`'s rules), `self_consistency`, `ensemble`.
+AnyVirtual = Annotated[
+    Annotated[VirtualModel, Tag("choose")]
+    | Annotated[SelfConsistencyModel, Tag("self_consistency")]
+    | Annotated[EnsembleModel, Tag("ensemble")],
+    Discriminator(_mode),
+]

@@ -19,6 +19,7 @@ from gateway.media.service import MediaService, Prepared, as_api_errors, with_me
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.common import SamplingParams
 from gateway.services.adapters import AdapterServing
+from gateway.services.confidence import ConfidenceAsk, StreamConfidence, complete_json, without_extensions
 from gateway.services.forwarding import asking_for_usage, usage_of, with_field
 from gateway.services.memory_chat import ChatMemory, annotate
 from gateway.services.model_choice import ModelChoice
@@ -26,6 +27,7 @@ from gateway.services.moderated import ModeratedChat
 from gateway.services.pii import Redactor
 from gateway.services.reasoning import ReasoningCounter, StreamReasoning, thinking_fields
 from gateway.services.relay import SSERelay, StreamUsage
+from gateway.services.self_consistency import SelfConsistency
 from gateway.services.spoken import ChatSpeech, Speaking, speech_off, without_speech
 from gateway.services.spoken_stream import SpokenStream
 from gateway.services.stored_capture import Capture
@@ -85,6 +87,8 @@ class InferenceService:
         self.chooser: ModelChoice | None = None
         # PII redaction of the prompt under the tenant's policy (docs/governance.md); None: off.
         self.pii: Redactor | None = None
+        # Self-consistency virtual models (docs/orchestration.md), set by the composition root.
+        self.voting: SelfConsistency | None = None
 
     def use_adapters(self, adapters: AdapterServing) -> None:
         """Serve the fine-tuned models (built after this service, with the Files API's store)."""
@@ -151,11 +155,7 @@ class InferenceService:
             body, payload, parsed = await ticket.read_json(schema)
             if isinstance(parsed, ChatCompletionRequest) and parsed.speaks and self._speech is None:
                 raise speech_off()
-            name = parsed.model
-            if self.chooser is not None and self.chooser.owns(name):
-                # The one case the client's bytes are re-encoded: they name the model chosen.
-                name = await self.chooser.choose(ticket, payload)
-                body = orjson.dumps(payload)
+            name, body, parsed = await self._virtual(ticket, schema, body, payload, parsed)
             if self._adapters is not None and self._adapters.owns(name):
                 card = await self._adapters.resolve(ticket.principal.tenant_id, str(name))
             else:
@@ -183,11 +183,35 @@ class InferenceService:
         if isinstance(parsed, ChatCompletionRequest) and parsed.reasoning_effort is not None:
             for name, value in thinking_fields(payload, ticket.policy.reasoning_budgets(model)).items():
                 body, payload[name] = with_field(body, name, value), value
+        if (ask := ConfidenceAsk.of(parsed)) is not None:
+            for name, value in ask.fields(ticket.policy.confidence_top_logprobs).items():
+                body, payload[name] = with_field(body, name, value), value
         if estimate.cap is not None:
             # The engine may generate no more than was reserved.
             field = "max_completion_tokens" if isinstance(parsed, ChatCompletionRequest) else "max_tokens"
             body, payload[field] = with_field(body, field, estimate.cap), estimate.cap
         return body, payload, parsed, media, capture
+
+    async def _virtual(
+        self,
+        ticket: Ticket,
+        schema: type[SamplingParams],
+        body: bytes,
+        payload: dict[str, Any],
+        parsed: SamplingParams,
+    ) -> tuple[str | None, bytes, SamplingParams]:
+        """The model answering, and the body for it, when `parsed` names a virtual model (the one
+        case the client's bytes are re-encoded: they name the model chosen); else as they were."""
+        name = parsed.model
+        if self.chooser is not None and self.chooser.owns(name):
+            name = await self.chooser.choose(ticket, payload)
+            return name, orjson.dumps(payload), parsed
+        if self.voting is not None and self.voting.owns(name) and schema is ChatCompletionRequest:
+            # k samples in one call (or an ensemble's calls): the reservation covers them all;
+            # chat only (/v1/completions answers 404, as for any model no engine serves).
+            name = self.voting.prepare(ticket, payload)
+            return name, orjson.dumps(payload), validate(schema, payload)
+        return name, body, parsed
 
     async def _media_of(self, ticket: Ticket, payload: dict[str, Any], model: str) -> Prepared | None:
         """The chat body with its media turned into what the model takes (None: no media parts)."""
@@ -235,22 +259,17 @@ class InferenceService:
         capture: Capture | None,
         speaking: Speaking | None = None,
     ) -> Response:
-        policy = ticket.policy
-        request = UpstreamRequest(
-            path,
-            body,
-            payload,
-            ticket.tab.model,
-            upstream_headers(ticket),
-            affinity_chars=policy.affinity_prefix_chars,
-            failover_max=policy.failover_max if policy.failover_enabled else 0,
-        )
+        ask = ConfidenceAsk.of(parsed)
+        request = _upstream_request(ticket, path, *without_extensions(body, payload))
         receive = ticket.request.receive
+        if (voted := await self._voted(ticket, request, ask)) is not None:
+            return voted
         if not parsed.stream:
             answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
             chose(ticket, upstream, served)
             if isinstance(parsed, ChatCompletionRequest):
                 answer = await self._reasoning.complete(answer, upstream, served)
+                answer = complete_json(answer, ask) if ask is not None else answer
             if capture is not None and self._stored is not None:
                 # A spoken answer is kept as its text (the transcript), without the audio.
                 self._stored.keep(capture.answered(answer))
@@ -270,6 +289,7 @@ class InferenceService:
             observe=capture.observer(stream.observe) if capture is not None else stream.observe,
             extra={"tantra_media": media.usage} if media is not None else None,
             reasoning=StreamReasoning() if isinstance(parsed, ChatCompletionRequest) else None,
+            confidence=StreamConfidence(ask) if ask is not None else None,
         )
         ticket.defer()
 
@@ -284,6 +304,15 @@ class InferenceService:
         if speaking is not None:
             return self._spoken_stream(stream, usage, speaking, ticket.limit_headers, close)
         return SSERelay(stream, usage=usage, headers=ticket.limit_headers, on_close=close)
+
+    async def _voted(
+        self, ticket: Ticket, request: UpstreamRequest, ask: ConfidenceAsk | None
+    ) -> Response | None:
+        """The answer of a self-consistency virtual model; None for any other model."""
+        plan = self.voting.plan_for(ticket) if self.voting is not None else None
+        if plan is None or self.voting is None:
+            return None
+        return await self.voting.answer(ticket, request, plan, ask)
 
     async def _speak(self, ticket: Ticket, speaking: Speaking, answer: bytes) -> bytes:
         """The JSON answer with its text spoken (the client leaving stops the synthesis)."""
@@ -308,3 +337,16 @@ class InferenceService:
         return SpokenStream(
             stream, usage=usage, speech=speech, speaking=speaking, headers=headers, on_close=on_close
         )
+
+
+def _upstream_request(ticket: Ticket, path: str, body: bytes, payload: dict[str, Any]) -> UpstreamRequest:
+    policy = ticket.policy
+    return UpstreamRequest(
+        path,
+        body,
+        payload,
+        ticket.tab.model,
+        upstream_headers(ticket),
+        affinity_chars=policy.affinity_prefix_chars,
+        failover_max=policy.failover_max if policy.failover_enabled else 0,
+    )

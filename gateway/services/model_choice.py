@@ -16,7 +16,7 @@ from gateway.admission import Ticket
 from gateway.errors import APIError, no_such_model
 from gateway.limits import PriceBook
 from gateway.routing.classifier import TaskClassifier
-from gateway.routing.config import TaskRule, VirtualModel
+from gateway.routing.config import AnyVirtual, SelfConsistencyModel, TaskRule, VirtualModel
 from gateway.routing.facts import asked_of
 from gateway.routing.rules import Choice, Option, choose
 from gateway.settings.policy import Policy, PolicySource
@@ -43,14 +43,19 @@ class ModelChoice:
         self._warming: set[asyncio.Task[None]] = set()
 
     def owns(self, model: str | None) -> bool:
-        return model is not None and model in self._policy.current.virtual_models
+        # The other modes (self-consistency) are services/self_consistency.py's.
+        return model is not None and isinstance(self._policy.current.virtual_models.get(model), VirtualModel)
 
-    def warm_soon(self, virtual_models: Mapping[str, VirtualModel]) -> None:
+    def warm_soon(self, virtual_models: Mapping[str, AnyVirtual]) -> None:
         """Compute the task rules' centroids in the background (at startup and after a reload that
         changes them), so that no request waits for them; one that fails (the embedding engine not up
         yet) is computed by the first request needing it instead."""
         rules = [
-            rule for model in virtual_models.values() for rule in model.rules if isinstance(rule, TaskRule)
+            rule
+            for model in virtual_models.values()
+            if isinstance(model, VirtualModel)
+            for rule in model.rules
+            if isinstance(rule, TaskRule)
         ]
         if rules:
             task = asyncio.get_running_loop().create_task(self._warm(rules))
@@ -71,6 +76,7 @@ class ModelChoice:
         unless the key may use the virtual model. Only the candidates the key may use are chosen."""
         name = str(payload.get("model"))
         virtual = ticket.policy.virtual_models[name]
+        assert isinstance(virtual, VirtualModel)  # owns() said so
         if not ticket.principal.may_use(name):
             raise no_such_model(name)
         with ticket.stage("model_choice"):
@@ -129,16 +135,20 @@ class ModelChoice:
         return self._card(model, virtual) if virtual is not None else None
 
     @staticmethod
-    def _card(name: str, virtual: VirtualModel) -> dict[str, Any]:
+    def _card(name: str, virtual: AnyVirtual) -> dict[str, Any]:
+        described: dict[str, Any]
+        if isinstance(virtual, VirtualModel):
+            described = {"candidates": list(virtual.candidates), "rules": [r.type for r in virtual.rules]}
+        elif isinstance(virtual, SelfConsistencyModel):
+            described = {"mode": virtual.mode, "model": virtual.model, "k": virtual.k}
+        else:
+            described = {"mode": virtual.mode, "models": virtual.models, "combine": virtual.combine}
         return {
             "id": name,
             "object": "model",
             "created": 0,
             "owned_by": "tantra",
-            "tantra_virtual": {
-                "candidates": list(virtual.candidates),
-                "rules": [r.type for r in virtual.rules],
-            },
+            "tantra_virtual": described,
         }
 
 

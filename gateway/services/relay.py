@@ -12,6 +12,7 @@ from gateway.admission.outcome import Outcome
 from gateway.errors import sse_error_event
 from gateway.http.sse import EVENT_END, SSE_HEADERS
 from gateway.http.streaming import RawStream, send_chunk
+from gateway.services.confidence import StreamConfidence
 from gateway.services.reasoning import StreamReasoning
 from gateway.upstreams.http_api import engine_stream_error
 from gateway.upstreams.stream import UpstreamStream
@@ -46,8 +47,11 @@ class StreamUsage:
         observe: Callable[[dict[str, Any]], None] | None = None,
         extra: dict[str, Any] | None = None,
         reasoning: StreamReasoning | None = None,
+        confidence: StreamConfidence | None = None,
     ) -> None:
         self.forward_usage = forward_usage
+        # Chat's confidence extension: logprobs tallied and trimmed, the result on the usage chunk.
+        self._confidence = confidence
         # Chat's reasoning under both its names, and counted when the engine did not (reasoning.py).
         self._reasoning = reasoning
         # Fields added to the final usage event (what the adapters derived); None: no event is rewritten.
@@ -113,7 +117,7 @@ class StreamUsage:
         except orjson.JSONDecodeError:
             return _SAME
         self._changed = None
-        if self._reasoning is not None and self._reasoning.see(body):
+        if self._seen(body):
             event = self._changed = b"data: " + orjson.dumps(body)
         if self._observe is not None:
             self._observe(body)
@@ -123,7 +127,7 @@ class StreamUsage:
         usage = body.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
-            if self._reasoning is not None and self._reasoning.fill(usage):
+            if self._completed(body, usage):
                 event = self._changed = b"data: " + orjson.dumps(body)
             if choices == []:
                 return self._usage_event(body, usage)
@@ -134,6 +138,17 @@ class StreamUsage:
                 return None
             return _PASS if choices else self._changed or _SAME
         return self._changed or _SAME
+
+    def _seen(self, body: dict[str, Any]) -> bool:
+        """Whether the chunk changed as its reasoning and confidence are read."""
+        changed = self._reasoning is not None and self._reasoning.see(body)
+        return (self._confidence is not None and self._confidence.see(body)) or changed
+
+    def _completed(self, body: dict[str, Any], usage: dict[str, Any]) -> bool:
+        """Whether the usage chunk changed: reasoning tokens counted, the confidence added."""
+        changed = self._reasoning is not None and self._reasoning.fill(usage)
+        last = body.get("choices") == [] and self._confidence is not None
+        return (last and self._confidence is not None and self._confidence.finish(body)) or changed
 
     def _usage_event(self, body: dict[str, Any], usage: dict[str, Any]) -> bytes | None:
         if not self.forward_usage:

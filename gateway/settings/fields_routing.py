@@ -5,9 +5,14 @@ A mixin of `Settings` (gateway/settings/schema.py), read from TANTRA_* exactly a
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
-from gateway.routing.config import VirtualModel
+from gateway.routing.config import AnyVirtual, EnsembleModel, VirtualModel
+
+# Reloadable (in schema.py's RELOADABLE).
+ROUTING_RELOADABLE = frozenset({"virtual_models", "confidence_top_logprobs"})
 
 
 class RoutingFields(BaseModel):
@@ -15,25 +20,50 @@ class RoutingFields(BaseModel):
 
     # Live-reloadable (RELOADABLE): a reload changes the next request's choice; the task rules'
     # centroids are computed again only when their examples or embedding model change.
-    virtual_models: dict[str, VirtualModel] = Field(
+    virtual_models: dict[str, AnyVirtual] = Field(
         default_factory=dict,
         description="Virtual models by name (e.g. `auto`): `candidates` (served models in order of "
         "preference, with their declared `context_length`, `accepts`, `features`, `latency_ms`), `rules` "
-        "(modality, context, features, task, budget; evaluated in order) and `default`. Empty: none.",
+        "(modality, context, features, task, budget; evaluated in order) and `default`; or, with `mode: "
+        "self_consistency`, the served `model` sampled `k` times and the `extractor` of the answers voted "
+        "on; or, with `mode: ensemble`, the served `models` asked at once and how their answers `combine` "
+        "(vote, judge, first). Empty: none.",
     )
+    # Chat's confidence extension (`tantra: {"confidence": true}`, docs/orchestration.md): the
+    # alternatives per token the engine is asked for, over which the entropy is computed.
+    confidence_top_logprobs: int = Field(
+        5, ge=1, le=20, description="Top log-probabilities per token asked of the engine for a confidence."
+    )
+
+    def routing_policy(self) -> dict[str, Any]:
+        """These settings' fields of the Policy snapshot (gateway/settings/policy.py)."""
+        return {
+            "virtual_models": self.virtual_models,
+            "confidence_top_logprobs": self.confidence_top_logprobs,
+        }
 
     def virtual_models_problems(self, served: set[str]) -> list[str]:
         """A virtual model named as a configured model (it would hide it), or choosing a virtual one."""
         found = []
         for name, virtual in self.virtual_models.items():
+            candidates = _served_by(virtual)
             if name in served:
                 found.append(
                     f"virtual_models.{name} (TANTRA_VIRTUAL_MODELS): has the name of a model in `models`"
                 )
-            for candidate in virtual.candidates:
+            for candidate in candidates:
                 if candidate in self.virtual_models:
                     found.append(
                         f"virtual_models.{name}.candidates (TANTRA_VIRTUAL_MODELS): {candidate!r} is a "
                         "virtual model; candidates are served models"
                     )
         return found
+
+
+def _served_by(virtual: AnyVirtual) -> list[str]:
+    """The served models a virtual model answers with."""
+    if isinstance(virtual, VirtualModel):
+        return list(virtual.candidates)
+    if isinstance(virtual, EnsembleModel):
+        return [*virtual.models, *([virtual.judge.model] if virtual.judge is not None else [])]
+    return [virtual.model]

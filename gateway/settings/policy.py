@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from adapters.parts import TEXT_ONLY, Modality
-from gateway.routing.config import VirtualModel
+from gateway.routing.config import AnyVirtual
 from gateway.settings.sections import LimitsConfig, ModelRoute
 
 
@@ -49,7 +49,9 @@ class Policy:
     failover_enabled: bool = True
     failover_max: int = 2
     # Virtual models (`auto`): a served model chosen per request by rules (docs/orchestration.md).
-    virtual_models: Mapping[str, VirtualModel] = field(default_factory=dict)
+    virtual_models: Mapping[str, AnyVirtual] = field(default_factory=dict)
+    # Top log-probabilities per token asked of the engine for chat's confidence extension.
+    confidence_top_logprobs: int = 5
 
     def chain(self, model: str) -> tuple[str, ...]:
         """`model`, then the fallbacks that may answer for it, in order (as the dispatcher plans)."""

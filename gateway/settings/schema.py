@@ -21,7 +21,7 @@ from gateway.settings.fields_moderation import ModerationFields
 from gateway.settings.fields_operator import ADMIN_KEY_MIN_CHARS, OperatorFields
 from gateway.settings.fields_pii import PiiFields
 from gateway.settings.fields_retention import RetentionFields
-from gateway.settings.fields_routing import RoutingFields
+from gateway.settings.fields_routing import ROUTING_RELOADABLE, RoutingFields
 from gateway.settings.fields_stateful import StatefulFields
 from gateway.settings.fields_vector_stores import VectorStoresFields
 from gateway.settings.load import customise_sources
@@ -320,7 +320,7 @@ class Settings(
             affinity_prefix_chars=self.affinity_prefix_chars,
             failover_enabled=self.failover_enabled,
             failover_max=self.failover_max,
-            virtual_models=self.virtual_models,
+            **self.routing_policy(),
         )
 
     def problems(self) -> list[str]:
@@ -360,7 +360,7 @@ RELOADABLE = frozenset(
         "upstreams",
         "models",
         "routing",
-        "virtual_models",
+        *ROUTING_RELOADABLE,
         "limits",
         "max_body_bytes",
         "screen_body_bytes",
