@@ -1,4 +1,5 @@
-"""Virtual models (docs/orchestration.md, "Automatic model choice").
+"""Virtual models (docs/orchestration.md, "Automatic model choice"), and the resolver that finds
+the members of discovered upstreams (docs/deploy.md, "Engine discovery").
 
 A mixin of `Settings` (gateway/settings/schema.py), read from TANTRA_* exactly as the schema's own.
 """
@@ -20,6 +21,13 @@ class RoutingFields(BaseModel):
         description="Virtual models by name (e.g. `auto`): `candidates` (served models in order of "
         "preference, with their declared `context_length`, `accepts`, `features`, `latency_ms`), `rules` "
         "(modality, context, features, task, budget; evaluated in order) and `default`. Empty: none.",
+    )
+
+    # Not reloadable: the resolver is built once. Each upstream's own `discovery` is (in `upstreams`).
+    discovery_nameserver: str | None = Field(
+        None,
+        description="The DNS server (`host`, `host:port`) that resolves discovered upstreams' names; "
+        "unset: the system's resolv.conf. For tests and custom resolvers.",
     )
 
     def virtual_models_problems(self, served: set[str]) -> list[str]:
