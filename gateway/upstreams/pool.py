@@ -117,6 +117,7 @@ class UpstreamPool:
                 member = self.members.get(name) or self.draining.pop(name, None)  # a pod back at once
                 if member is None or not member.upstream.same_as(spec):
                     member = Member(name, make_upstream(spec, self._client), self._breaker(name), group=group)
+                    self._inherit(member)
                 member.draining = False
                 limit = config.max_outstanding
                 member.max_outstanding = self._policy.max_outstanding if limit is None else limit
@@ -139,6 +140,15 @@ class UpstreamPool:
             (member_name(group, address), member_url(url, address, port))
             for address in self._addresses.get(group, ())
         ]
+
+    def _inherit(self, member: Member) -> None:
+        """A new pod of a discovered upstream serves what its group does (the pods of one Service
+        run one model): it takes traffic at once, not after the catalogue is next read."""
+        if member.name == member.group:
+            return  # a configured upstream of its own: a new URL may well serve another model
+        sibling = next((other for other in self.members.values() if other.group == member.group), None)
+        if sibling is not None:
+            member.served, member.cards = sibling.served, sibling.cards
 
     def _retire(self, leaving: list[Member]) -> None:
         """Members no longer configured or found: drained while they have requests in flight."""

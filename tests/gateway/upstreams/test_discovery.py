@@ -87,12 +87,15 @@ async def test_members_follow_the_records_and_a_leaving_one_is_drained(
 
         # 10.0.0.2 leaves with a stream in flight, 10.0.0.4 joins.
         second.take()
+        for member in pool.members.values():
+            member.served = frozenset({"tiny"})  # as the catalogue read them
         planned = pool.members_for("tiny")  # a request planned before the change
         dns.set(NAME, ("10.0.0.1", "10.0.0.3", "10.0.0.4"))
         await until(lambda: "engine@10.0.0.4" in pool.members)
         assert "engine@10.0.0.2" not in pool.members and second.draining
         assert pool.draining == {"engine@10.0.0.2": second}
         assert pool.members["engine@10.0.0.3"] is third  # a staying member keeps its breaker and counts
+        assert pool.members["engine@10.0.0.4"].served == {"tiny"}  # a new pod serves its group's model
         assert all(pool.choose(planned, None).name != second.name for _ in range(30))  # not even a retry
         assert pool.snapshot()["engine@10.0.0.2"]["draining"] is True
         second.give_back()  # its stream ends ...
