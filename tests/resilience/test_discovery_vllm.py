@@ -120,8 +120,13 @@ def dns() -> Iterator[RecordServer]:
         yield server
 
 
+def get(url: str) -> httpx.Response:
+    """A quick probe of the gateway (in its own thread) from the test's loop."""
+    return httpx.get(url, timeout=10)
+
+
 def members(gateway: str) -> dict[str, dict[str, Any]]:
-    upstreams: dict[str, dict[str, Any]] = httpx.get(gateway + "/health/upstreams").json()["upstreams"]
+    upstreams: dict[str, dict[str, Any]] = get(gateway + "/health/upstreams").json()["upstreams"]
     return upstreams
 
 
@@ -233,3 +238,49 @@ async def _affinity_and_breakers(
         f"engine@{dead}": "open",
         f"engine@{JOINER}": "closed",
     }, states
+
+
+async def test_no_engine_yet_is_a_ready_gateway_answering_503_then_one_joins(
+    engine_url: str, gateway_settings: Callable[..., Settings], dns: RecordServer, api_key: str, model: str
+) -> None:
+    """Issue 26, point 6: a discovered upstream whose name has no record yet (engines scaled to zero,
+    or all down): the gateway is ready (it stays in its Service), its engines are not, and the SDK
+    gets OpenAI's 503 envelope with Retry-After; once the engine's address is in DNS it answers."""
+    engine = httpx.URL(engine_url)
+    dns.set(NAME, None)  # NXDOMAIN, as a headless Service with no ready pod
+    settings = gateway_settings(
+        upstreams={"engine": {"url": f"http://{NAME}:{engine.port}", "discovery": {"interval_s": 0.3}}},
+        discovery_nameserver=dns.nameserver,
+        health_interval_s=0.5,
+    )
+    with ThreadedServer(create_app(settings)) as server:
+        gateway = server.url
+        client = openai.AsyncOpenAI(base_url=gateway + "/v1", api_key=api_key, max_retries=0)
+        try:
+            await until(lambda: dns.queries >= 2, within_s=10)  # A and AAAA asked: no member
+            assert get(gateway + "/readyz").status_code == 200
+            engines = get(gateway + "/readyz?engines=1")
+            assert engines.status_code == 503 and engines.json()["error"]["code"] == "not_ready"
+            assert "tantra_engines_ready 0.0" in get(gateway + "/metrics").text
+            with pytest.raises(openai.APIStatusError) as refused:
+                await client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+                )
+            assert refused.value.status_code == 503
+            assert refused.value.response.headers["retry-after"] == "1"
+            assert refused.value.body == {
+                "message": "No upstream is reachable; try again shortly.",
+                "type": "server_error",
+                "param": None,
+                "code": "engine_unavailable",
+            }
+
+            dns.set(NAME, (engine.host,))  # the engine's pod is ready
+            await until(lambda: get(gateway + "/readyz?engines=1").status_code == 200, within_s=30)
+            assert "tantra_engines_ready 1.0" in get(gateway + "/metrics").text
+            answer = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+            )
+            assert answer.choices[0].finish_reason in {"length", "stop"}
+        finally:
+            await client.close()
