@@ -157,6 +157,11 @@ class EngineUnavailable(APIError):
     type = "server_error"
     code = "engine_unavailable"
 
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        # Retry-After (not the `retry_after_s` attribute, which is an upstream's own ask): no engine
+        # can answer now, and the client's SDK backs off and retries (issue 26, point 6).
+        super().__init__(message, headers={"retry-after": str(retry_after_s)})
+
 
 class Overloaded(APIError):
     """Every upstream that could serve the request is at its limit: shed now rather than queue."""

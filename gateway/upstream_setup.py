@@ -31,6 +31,7 @@ def upstreams(
             breaker_failures=settings.breaker_failures,
             breaker_open_s=settings.breaker_open_s,
             max_outstanding=settings.upstream_max_outstanding,
+            discovery_nameserver=settings.discovery_nameserver,
         ),
         metrics,
     )

@@ -7,6 +7,12 @@ HTTP server answering while its core does not) fails the second. /readyz only re
 verdict, so probes cost nothing however often they come, and a verdict older than
 `interval_s + timeout_s` is itself a failure (the loop is stuck).
 
+Two verdicts (issue 26, point 6): the gateway's own readiness (`ready`: its store, Redis when limits
+fail closed) is what /readyz and a load balancer read, so an engine outage leaves the gateway in
+its Service answering OpenAI's 503 envelopes with Retry-After; the engines' (`engines_ready`: a
+healthy upstream serves the default model) is its own signal, `/readyz?engines=1` and the
+`tantra_engines_ready` gauge.
+
 The upstreams are the pool's, read afresh each round: a live reload reconfigures the pool, and the
 monitor follows it (woken at once), dropping the verdicts about upstreams that were replaced. The
 checks' own settings (`HealthPolicy`) may be a function returning the live ones, read as needed.
@@ -55,24 +61,32 @@ class UpstreamHealth:
 
 @dataclass
 class HealthReport:
-    ready: bool
+    ready: bool  # the gateway itself: its dependencies
+    engines_ready: bool = True  # a healthy upstream serves the default model (or none is local)
     upstreams: dict[str, dict[str, Any]] = field(default_factory=dict)
     dependencies: dict[str, dict[str, Any]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the gateway's own
+    engine_problems: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
-        """The problems and each failing upstream's reason, in one line for an error message."""
+    def summary(self, engines: bool = False) -> str:
+        """The problems (the engines' too when asked) and each failing upstream's reason, in one
+        line for an error message."""
+        if not engines:
+            return "; ".join(self.problems)
         reasons = [
             f"{name}: {state['reason']}" for name, state in self.upstreams.items() if not state["healthy"]
         ]
-        return "; ".join(self.problems) + (f" ({'; '.join(reasons)})" if reasons else "")
+        problems = "; ".join([*self.problems, *self.engine_problems])
+        return problems + (f" ({'; '.join(reasons)})" if reasons else "")
 
     def body(self) -> dict[str, Any]:
         return {
             "status": "ready" if self.ready else "unavailable",
+            "engines_ready": self.engines_ready,
             "upstreams": self.upstreams,
             "dependencies": self.dependencies,
             "problems": self.problems,
+            "engine_problems": self.engine_problems,
         }
 
 
@@ -157,11 +171,13 @@ class HealthMonitor:
             }
             if ok and (policy.default_model is None or health.model == policy.default_model):
                 serving.append(name)
-        # Readiness is about the local engines; a gateway fronting only providers has none to wait for.
-        if self.state and not serving:
-            report.ready = False
+        # Engine readiness is about the local engines; a gateway fronting only providers has none.
+        if (self.state and not serving) or self._pool_empty():
+            report.engines_ready = False
             which = f"model {policy.default_model!r}" if policy.default_model else "the default model"
-            report.problems.append(f"no healthy upstream serves {which}")
+            report.engine_problems.append(f"no healthy upstream serves {which}")
+        if self._metrics is not None:
+            self._metrics.engines_ready.set(1 if report.engines_ready else 0)
         for name, health in self.dependency_state.items():
             fresh = now - health.checked_at <= stale_after
             ok = health.healthy and fresh
@@ -170,6 +186,10 @@ class HealthMonitor:
                 report.ready = False
                 report.problems.append(f"{name} is not reachable: {health.reason or 'check is stale'}")
         return report
+
+    def _pool_empty(self) -> bool:
+        """A pool with no member at all (a discovered upstream whose name has no address yet)."""
+        return not self._pool.members
 
     async def check_now(self) -> None:
         """One round of every probe, concurrently; each result lands in the cache as it comes."""
@@ -192,6 +212,7 @@ class HealthMonitor:
             except Exception:  # a probe bug must not end the loop: a stale verdict turns red
                 _log.exception("health check round failed")
             self._first_round.set()
+            self.report()  # the engines' gauge follows each round, not only /readyz's probes
             self._wake.clear()
             # Not wait_for: on 3.11 it loses a cancellation that comes as the wake-up does (a pool
             # reconfiguration right before shutdown), and close() would wait an interval or forever.

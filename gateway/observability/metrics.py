@@ -121,6 +121,12 @@ class GatewayMetrics:
             ["upstream"],
             registry=r,
         )
+        self.engines_ready = Gauge(
+            "tantra_engines_ready",
+            "1 when a healthy upstream serves the default model (what /readyz?engines=1 requires), else 0; "
+            "the gateway's own readiness (/readyz) does not depend on it.",
+            registry=r,
+        )
         self.health_check_duration = Histogram(
             "tantra_health_check_duration_seconds",
             "Time a deep health check took (one generated token), per upstream.",

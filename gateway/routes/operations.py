@@ -36,6 +36,9 @@ class Liveness(BaseModel):
 class Readiness(BaseModel):
     status: str = Field(description="`ready`.", examples=["ready"])
     # The rest only on the operator port (the API port tells the status alone).
+    engines_ready: bool = Field(
+        True, description="A healthy upstream serves the default model (required with `engines=1`)."
+    )
     upstreams: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Each upstream's last deep check: healthy, model, latency_ms, reason, checked_s_ago.",
@@ -44,7 +47,10 @@ class Readiness(BaseModel):
         default_factory=dict, description="The store (and Redis when it gates)."
     )
     problems: list[str] = Field(
-        default_factory=list, description="Empty: a gateway that is not ready answers 503."
+        default_factory=list, description="The gateway's own; empty: a gateway that is not ready answers 503."
+    )
+    engine_problems: list[str] = Field(
+        default_factory=list, description="Why `engines_ready` is false (a 503 only with `engines=1`)."
     )
 
 
@@ -108,22 +114,31 @@ def _add_probes(
 
     @router.get(
         "/readyz",
-        summary="Readiness: a healthy upstream for the default model, and the store reachable",
-        description="Answers from the cache of the background deep checks (each upstream generates "
-        "one token every interval), so probes are cheap. Not ready: 503 in OpenAI's error envelope. "
+        summary="Readiness of the gateway itself: its store (and Redis when limits fail closed) reachable",
+        description="The gateway's own readiness, not the engines': with every engine down it stays "
+        "ready and answers inference with OpenAI's 503 envelope and Retry-After. `engines=1` also "
+        "requires a healthy upstream for the default model (the engines' own signal, as is the "
+        "`tantra_engines_ready` gauge). Answers from the cache of the background checks (each "
+        "upstream generates one token every interval), so probes are cheap. Not ready: 503 in "
+        "OpenAI's error envelope. "
         "On the operator port the body and the message name every problem; on the API port only the "
         "status is told (upstream names, URLs and dependency errors are the operator's).",
         response_model=Readiness,
         responses={503: {"model": ErrorResponse, "description": "Not ready; the message says why."}},
     )
-    async def readyz(request: Request) -> Response:
+    async def readyz(
+        request: Request,
+        engines: Annotated[
+            bool, Query(description="Also require a healthy upstream serving the default model.")
+        ] = False,
+    ) -> Response:
         if draining():
             raise NotReady("Not ready: the gateway is shutting down.")
         await health.settled()
         report = health.report()
         full = detailed(request)
-        if not report.ready:
-            raise NotReady(f"Not ready: {report.summary()}." if full else "Not ready.")
+        if not report.ready or (engines and not report.engines_ready):
+            raise NotReady(f"Not ready: {report.summary(engines)}." if full else "Not ready.")
         body = report.body() if full else {"status": "ready"}
         return Response(orjson.dumps(body), media_type="application/json")
 

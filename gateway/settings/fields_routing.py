@@ -1,4 +1,5 @@
-"""Virtual models (docs/orchestration.md, "Automatic model choice").
+"""Virtual models (docs/orchestration.md, "Automatic model choice"), and the resolver that finds
+the members of discovered upstreams (docs/deploy.md, "Engine discovery").
 
 A mixin of `Settings` (gateway/settings/schema.py), read from TANTRA_* exactly as the schema's own.
 """
@@ -41,6 +42,13 @@ class RoutingFields(BaseModel):
             "virtual_models": self.virtual_models,
             "confidence_top_logprobs": self.confidence_top_logprobs,
         }
+
+    # Not reloadable: the resolver is built once. Each upstream's own `discovery` is (in `upstreams`).
+    discovery_nameserver: str | None = Field(
+        None,
+        description="The DNS server (`host`, `host:port`) that resolves discovered upstreams' names; "
+        "unset: the system's resolv.conf. For tests and custom resolvers.",
+    )
 
     def virtual_models_problems(self, served: set[str]) -> list[str]:
         """A virtual model named as a configured model (it would hide it), or choosing a virtual one."""

@@ -22,6 +22,25 @@ class ModelPrice(BaseModel):
     completion: float = Field(0.0, ge=0)
 
 
+class DiscoveryConfig(BaseModel):
+    """An upstream whose members are found in DNS: every address the name resolves to (A and AAAA
+    records: a headless Service's ready pods) is its own member (gateway/upstreams/discovery.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dns: str | None = Field(
+        None,
+        description="The name to resolve (e.g. `engine-headless.tantra.svc.cluster.local`); unset: the "
+        "host of the upstream's `url`.",
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="The port each member listens on; unset: the port of the upstream's `url`."
+    )
+    interval_s: float = Field(
+        5.0, gt=0, description="Time between resolutions; members join and leave at this pace."
+    )
+
+
 class UpstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,6 +66,11 @@ class UpstreamConfig(BaseModel):
         None,
         description="Requests this upstream may have in flight from this gateway; past it, others are "
         "chosen, and when all are full the gateway sheds with 503. Unset: TANTRA_UPSTREAM_MAX_OUTSTANDING.",
+    )
+    discovery: DiscoveryConfig | None = Field(
+        None,
+        description="Find this upstream's members in DNS: each address of the name is its own member "
+        "(`<name>@<address>`), added and drained as the records change; unset: `url` is the one member.",
     )
 
     def api_key(self) -> str | None:

@@ -6,6 +6,11 @@ cache on that replica hits), unless it is busier than the least busy one by more
 `_AFFINITY_SLACK` requests; then the least busy one. Open breakers are probed in the background
 (`/health`; a provider's `/v1/models`) and become half-open when it answers, so a restarted engine
 rejoins on its own.
+
+An upstream with `discovery` is a group: each address its DNS name resolves to is a member
+(`<upstream>@<address>`, gateway/upstreams/discovery.py). A member whose address goes away is
+drained: it takes no new request (not even a retry or a failover of a request planned before), the
+streams it is serving finish, and it is dropped when the last one gives it back.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 import zlib
@@ -26,6 +32,7 @@ from gateway.errors import EngineUnavailable, Overloaded
 from gateway.observability.metrics import GatewayMetrics
 from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker
+from gateway.upstreams.discovery import DiscoveryLoop, DnsResolver, member_name, member_url
 from gateway.upstreams.factory import make_upstream
 from gateway.upstreams.interface import Upstream, UpstreamSpec
 
@@ -47,6 +54,8 @@ class Member:
     outstanding: int = 0
     served: frozenset[str] = field(default_factory=frozenset)
     cards: tuple[dict[str, Any], ...] = ()  # its last /v1/models answer
+    group: str = ""  # the configured upstream it belongs to (its own name unless discovered)
+    draining: bool = False  # its address left the DNS records: no new requests, then dropped
 
     @property
     def saturated(self) -> bool:
@@ -66,6 +75,7 @@ class PoolPolicy:
     breaker_failures: int
     breaker_open_s: float
     max_outstanding: int
+    discovery_nameserver: str | None = None  # discovered upstreams' resolver; None: resolv.conf
 
 
 class UpstreamPool:
@@ -85,7 +95,12 @@ class UpstreamPool:
         self._policy = policy
         self._metrics = metrics
         self.members: dict[str, Member] = {}
+        self.draining: dict[str, Member] = {}  # left, with requests still in flight
         self.routes: dict[str, ModelRoute] = {}
+        self._urls: dict[str, str] = {}
+        self._configs: dict[str, UpstreamConfig] = {}
+        self._addresses: dict[str, tuple[str, ...]] = {}  # each discovered upstream's last answer
+        self._discovery: DiscoveryLoop | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
         self.reconfigure(urls, configs, routes)
@@ -95,19 +110,81 @@ class UpstreamPool:
     ) -> None:
         """A live reload: known upstreams keep their breaker and counts, new ones start closed."""
         members: dict[str, Member] = {}
-        for name, url in urls.items():
-            config = configs.get(name) or UpstreamConfig.model_validate({"url": url})  # the defaults
-            spec = UpstreamSpec(config.kind, url.rstrip("/"), config.api_key())  # a rotated key too
-            member = self.members.get(name)
-            if member is None or not member.upstream.same_as(spec):
-                member = Member(name, make_upstream(spec, self._client), self._breaker(name))
-            limit = config.max_outstanding
-            member.max_outstanding = self._policy.max_outstanding if limit is None else limit
-            members[name] = member
+        for group, url in urls.items():
+            config = configs.get(group) or UpstreamConfig.model_validate({"url": url})  # the defaults
+            for name, address in self._expand(group, url, config):
+                spec = UpstreamSpec(config.kind, address, config.api_key())  # a rotated key too
+                member = self.members.get(name) or self.draining.pop(name, None)  # a pod back at once
+                if member is None or not member.upstream.same_as(spec):
+                    member = Member(name, make_upstream(spec, self._client), self._breaker(name), group=group)
+                    self._inherit(member)
+                member.draining = False
+                limit = config.max_outstanding
+                member.max_outstanding = self._policy.max_outstanding if limit is None else limit
+                members[name] = member
+        self._retire([member for member in self.members.values() if members.get(member.name) is not member])
         self.members = members
         self.routes = dict(routes)
+        self._urls, self._configs = dict(urls), dict(configs)
+        self._addresses = {group: self._addresses.get(group, ()) for group in self.discovered()}
         for listener in self._listeners:
             listener()
+
+    def _expand(self, group: str, url: str, config: UpstreamConfig) -> list[tuple[str, str]]:
+        """(member name, base URL) of each member of a configured upstream: itself, or one per
+        address its discovery last found."""
+        if config.discovery is None:
+            return [(group, url.rstrip("/"))]
+        port = config.discovery.port
+        return [
+            (member_name(group, address), member_url(url, address, port))
+            for address in self._addresses.get(group, ())
+        ]
+
+    def _inherit(self, member: Member) -> None:
+        """A new pod of a discovered upstream serves what its group does (the pods of one Service
+        run one model): it takes traffic at once, not after the catalogue is next read."""
+        if member.name == member.group:
+            return  # a configured upstream of its own: a new URL may well serve another model
+        sibling = next((other for other in self.members.values() if other.group == member.group), None)
+        if sibling is not None:
+            member.served, member.cards = sibling.served, sibling.cards
+
+    def _retire(self, leaving: list[Member]) -> None:
+        """Members no longer configured or found: drained while they have requests in flight."""
+        for member in leaving:
+            member.draining = True
+            if member.outstanding:
+                _log.info("upstream %s left; draining %d in flight", member.name, member.outstanding)
+                self.draining[member.name] = member
+            else:
+                _log.info("upstream %s left", member.name)
+
+    def discovered(self) -> dict[str, UpstreamConfig]:
+        """The configured upstreams whose members are found in DNS."""
+        return {
+            group: config
+            for group, config in self._configs.items()
+            if group in self._urls and config.discovery is not None
+        }
+
+    def set_addresses(self, group: str, addresses: tuple[str, ...]) -> None:
+        """A discovered upstream's addresses now: members join for new ones, drain for gone ones."""
+        before = self._addresses.get(group)
+        if before == addresses or group not in self.discovered():
+            return
+        joined = sorted(set(addresses) - set(before or ()))
+        left = sorted(set(before or ()) - set(addresses))
+        _log.info("discovery: upstream %s members %s (joined %s, left %s)", group, addresses, joined, left)
+        self._addresses[group] = addresses
+        self.reconfigure(self._urls, self._configs, self.routes)
+
+    def sweep_drained(self) -> None:
+        """Drop the draining members whose last request has ended."""
+        for name, member in list(self.draining.items()):
+            if member.outstanding == 0:
+                _log.info("upstream %s drained and dropped", name)
+                del self.draining[name]
 
     def on_reconfigure(self, listener: Callable[[], None]) -> None:
         """Call `listener` after every reconfiguration (health checks probe new upstreams at once)."""
@@ -144,10 +221,14 @@ class UpstreamPool:
         routed to it: its catalogue is not the gateway's."""
         route = self.routes.get(model)
         if route is not None and route.upstreams:
-            return [self.members[name] for name in route.upstreams if name in self.members]
+            return [member for group in route.upstreams for member in self.group(group)]
         engines = [member for member in self.members.values() if member.upstream.capabilities.joins_catalogue]
         serving = [member for member in engines if model in member.served]
         return serving or engines
+
+    def group(self, group: str) -> list[Member]:
+        """The members of one configured upstream (one, or those its discovery found)."""
+        return [member for member in self.members.values() if member.group == group]
 
     async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:
         """Every model the upstreams serve (asked concurrently), and the configured ones. An
@@ -188,10 +269,15 @@ class UpstreamPool:
         usable = [
             member
             for member in members
-            if member.breaker.allows() and not (probing and member.breaker.state == "open")
+            if not member.draining
+            and member.breaker.allows()
+            and not (probing and member.breaker.state == "open")
         ]
         if not usable:
-            raise EngineUnavailable("Every upstream serving this model is down; try again shortly.")
+            raise EngineUnavailable(
+                "Every upstream serving this model is down; try again shortly.",
+                retry_after_s=math.ceil(self._policy.breaker_open_s),
+            )
         fresh = [member for member in usable if member.name not in avoid] or usable
         room = [member for member in fresh if not member.saturated]
         if not room:
@@ -214,6 +300,8 @@ class UpstreamPool:
             name: {
                 "url": member.upstream.base_url,
                 "kind": member.upstream.kind,
+                "group": member.group,
+                "draining": member.draining,
                 "state": member.breaker.state,
                 "consecutive_failures": member.breaker.consecutive_failures,
                 "last_failure": member.breaker.last_failure or None,
@@ -224,15 +312,22 @@ class UpstreamPool:
                 else None,
                 "models": sorted(member.served),
             }
-            for name, member in self.members.items()
+            for name, member in [*self.members.items(), *self.draining.items()]
         }
 
     def start(self) -> None:
         if self._probe_task is None:
             loop = asyncio.get_running_loop()
             self._probe_task = loop.create_task(self._probe_loop(), name="tantra-breakers")
+        if self._discovery is None:
+            resolver = DnsResolver(self._policy.discovery_nameserver)
+            self._discovery = DiscoveryLoop(resolver, self.discovered, self.set_addresses)
+            self._discovery.start()
 
     async def close(self) -> None:
+        if self._discovery is not None:
+            await self._discovery.close()
+            self._discovery = None
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -245,6 +340,7 @@ class UpstreamPool:
         while True:
             await asyncio.sleep(_PROBE_INTERVAL_S)
             try:
+                self.sweep_drained()
                 await self._probe_due()
             except Exception:  # a probe bug must not end the loop: breakers would stay open
                 _log.exception("probing open upstreams failed")

@@ -109,9 +109,9 @@ def test_the_fallback_on_a_litellm_proxy_answers_json_and_streams(
         states = upstreams(server.url)
         assert states["litellm"]["kind"] == "openai" and states["litellm"]["state"] == "closed"
         assert states["local"]["consecutive_failures"] or states["local"]["state"] == "open"
-        # Readiness is about the local engines: the dead one makes the gateway unready, the
+        # Engine readiness is about the local engines: the dead one makes them unready, the
         # provider is neither probed there nor counted.
-        ready = httpx.get(server.url + "/readyz", timeout=30)
+        ready = httpx.get(server.url + "/readyz?engines=1", timeout=30)
         assert ready.status_code == 503
         message = ready.json()["error"]["message"]
         assert "local:" in message and "litellm" not in message

@@ -336,7 +336,7 @@ def test_sigterm_lets_10_streams_finish_and_refuses_new_requests(
             def up() -> bool:
                 assert process.poll() is None, log_path.read_text()[-2000:]
                 try:
-                    return httpx.get(url + "/readyz", timeout=5).status_code == 200
+                    return httpx.get(url + "/readyz?engines=1", timeout=5).status_code == 200
                 except httpx.HTTPError:
                     return False
 

@@ -147,13 +147,17 @@ def orphan_gateway(gateway_settings: Callable[..., Settings]) -> Iterator[str]:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_engine_down_is_503(orphan_gateway: str, auth: dict[str, str], stream: bool) -> None:
-    error = envelope(
-        post(orphan_gateway, auth, json={"model": "any", "messages": HELLO, "stream": stream}), 503
-    )
+    answer = post(orphan_gateway, auth, json={"model": "any", "messages": HELLO, "stream": stream})
+    error = envelope(answer, 503)
     assert error["type"] == "server_error"
     assert error["code"] == "engine_unavailable"
-    envelope(httpx.get(orphan_gateway + "/v1/models", headers=auth), 503)
-    envelope(httpx.get(orphan_gateway + "/readyz"), 503)
+    assert int(answer.headers["retry-after"]) >= 1  # the SDKs back off and retry
+    models = httpx.get(orphan_gateway + "/v1/models", headers=auth)
+    envelope(models, 503)
+    assert models.headers["retry-after"] == "1"
+    # The gateway is ready (it answers these envelopes); its engines are not (issue 26, point 6).
+    assert httpx.get(orphan_gateway + "/readyz").status_code == 200
+    envelope(httpx.get(orphan_gateway + "/readyz?engines=1"), 503)
     assert httpx.get(orphan_gateway + "/healthz").status_code == 200
 
 

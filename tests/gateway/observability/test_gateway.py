@@ -337,7 +337,7 @@ def test_liveness_and_readiness(gateway: Gateway, model: str) -> None:
     for path in ("/livez", "/healthz"):
         assert httpx.get(gateway.url + path).json() == {"status": "ok"}
     deadline = time.monotonic() + 30
-    while (ready := httpx.get(gateway.url + "/readyz")).status_code != 200:
+    while (ready := httpx.get(gateway.url + "/readyz?engines=1")).status_code != 200:
         assert time.monotonic() < deadline, ready.text
         time.sleep(0.1)
     body = ready.json()

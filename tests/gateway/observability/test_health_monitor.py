@@ -51,6 +51,7 @@ async def test_a_healthy_engine_generates_a_token(
     assert report.upstreams["engine"]["model"] == model
     assert report.dependencies == {"store": {"reachable": True, "reason": None}}
     assert 'tantra_upstream_healthy{upstream="engine"} 1.0' in metrics.render().decode()
+    assert report.engines_ready and "tantra_engines_ready 1.0" in metrics.render().decode()
 
 
 async def test_dead_engine_or_store_is_not_ready(client: httpx.AsyncClient, engine_url: str) -> None:
@@ -60,16 +61,18 @@ async def test_dead_engine_or_store_is_not_ready(client: httpx.AsyncClient, engi
     dead = HealthMonitor(pool_of(client, f"http://127.0.0.1:{free_port()}"), HealthPolicy(1, 2))
     await dead.check_now()
     report = dead.report()
-    assert not report.ready
+    # The gateway itself is ready (no store to reach here); its engines are not (issue 26, point 6).
+    assert report.ready and not report.engines_ready
     assert "ConnectError" in str(report.upstreams["engine"]["reason"])
-    assert report.problems == ["no healthy upstream serves the default model"]
+    assert report.problems == []
+    assert report.engine_problems == ["no healthy upstream serves the default model"]
 
     no_store = HealthMonitor(
         pool_of(client, engine_url), HealthPolicy(1, 30), dependencies={"store": store_down}
     )
     await no_store.check_now()
     report = no_store.report()
-    assert not report.ready
+    assert not report.ready and report.engines_ready
     assert report.upstreams["engine"]["healthy"]
     assert report.problems == [
         "store is not reachable: ConnectionRefusedError: the database refused the connection"

@@ -1,5 +1,6 @@
 """Readiness through the gateway against a real engine frozen with SIGSTOP: its HTTP server still
-answers /health, yet /readyz turns red within one interval plus one timeout, and green after SIGCONT."""
+answers /health, yet /readyz?engines=1 turns red within one interval plus one timeout, and green after
+SIGCONT, while the gateway's own /readyz stays green (issue 26, point 6)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def test_a_frozen_engine_turns_readyz_red_then_green(
     spare_engine: EngineProcess, gateway_settings: Callable[..., Settings]
 ) -> None:
     """A gateway in front of the spare engine; its engine core is frozen with SIGSTOP (the API server
-    keeps answering /health), and /readyz must say so within one interval plus one timeout."""
+    keeps answering /health), and /readyz?engines=1 must say so within one interval plus one timeout;
+    the gateway itself stays ready (/readyz), answering inference with 503 envelopes."""
     assert spare_engine.pid is not None
     workers = descendants(spare_engine.pid) or [spare_engine.pid]
     settings = gateway_settings(
@@ -75,9 +77,9 @@ def test_a_frozen_engine_turns_readyz_red_then_green(
     with ThreadedServer(create_app(settings)) as server, httpx.Client(base_url=server.url) as http:
 
         def readyz_until(status: int, within_s: float) -> dict[str, Any]:
-            """/readyz's body once it answers `status`; fails after `within_s`."""
+            """/readyz?engines=1's body once it answers `status`; fails after `within_s`."""
             started = time.monotonic()
-            while (answer := http.get("/readyz")).status_code != status:
+            while (answer := http.get("/readyz?engines=1")).status_code != status:
                 assert time.monotonic() - started < within_s, answer.text
                 time.sleep(0.05)
             return dict(answer.json())
@@ -92,7 +94,8 @@ def test_a_frozen_engine_turns_readyz_red_then_green(
             assert (error["type"], error["code"]) == ("server_error", "not_ready")
             assert "no healthy upstream serves the default model" in error["message"]
             assert "engine: no answer within" in error["message"]
-            assert http.get("/livez").status_code == 200  # alive, only not ready
+            assert http.get("/livez").status_code == 200  # alive, only its engine is not ready
+            assert http.get("/readyz").status_code == 200  # the gateway stays in its Service
         finally:
             for pid in workers:
                 os.kill(pid, signal.SIGCONT)
