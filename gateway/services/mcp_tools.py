@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from gateway.protocol.validation import parse_object
 from gateway.services.mcp_client import BlockedAddress, McpServers, ToolServerError
 from gateway.services.responses_items import engine_items, new_id
 
+Trace = Callable[[str], AbstractContextManager[None]]
 Engine = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 OnItem = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -52,6 +54,8 @@ class McpRun:
     servers: dict[str, McpTool]  # server_label -> the request's tool
     names: dict[str, str]  # function name the engine sees -> server_label
     added: list[dict[str, Any]] = field(default_factory=list)
+    # A child span of the request per listing and call (Ticket.stage; nothing by default).
+    trace: Trace = field(default=lambda _name: nullcontext())
 
 
 class McpTools:
@@ -61,14 +65,19 @@ class McpTools:
         self._deadline_s = deadline_s
 
     async def prepare(
-        self, payload: dict[str, Any], items: list[dict[str, Any]], fresh: int, engine_body: dict[str, Any]
+        self,
+        payload: dict[str, Any],
+        items: list[dict[str, Any]],
+        fresh: int,
+        engine_body: dict[str, Any],
+        trace: Trace | None = None,
     ) -> McpRun | None:
         """The engine body with the MCP tools as function tools (see the module's words); None when
         the request has no MCP tool."""
         tools = payload.get("tools")
         if not isinstance(tools, list) or not any(_is_mcp(t) for t in tools):
             return None
-        run = McpRun({}, {})
+        run = McpRun({}, {}) if trace is None else McpRun({}, {}, trace=trace)
         sent: list[Any] = []
         for n, raw in enumerate(tools):
             if not _is_mcp(raw):
@@ -98,11 +107,9 @@ class McpTools:
                 return list(item.get("tools") or [])
         try:
             self.servers.check_url(tool.server_url)
-            listed = [
-                t
-                for t in await self.servers.list_tools(tool.server_url, tool.headers)
-                if tool.allows(t["name"])
-            ]
+            with run.trace("mcp.list_tools"):
+                found = await self.servers.list_tools(tool.server_url, tool.headers)
+            listed = [t for t in found if tool.allows(t["name"])]
         except BlockedAddress as exc:
             raise InvalidRequest(str(exc), param=f"tools[{n}].server_url", code="url_not_allowed") from None
         except ToolServerError as exc:
@@ -169,7 +176,8 @@ class McpTools:
         elif not isinstance(parsed, dict):
             item["error"] = "The tool's arguments are not a JSON object."
         else:
-            result = await self.servers.call(tool.server_url, tool.headers, name, parsed)
+            with run.trace("mcp.call"):
+                result = await self.servers.call(tool.server_url, tool.headers, name, parsed)
             item["output"], item["error"] = result.output, result.error
         if item["error"] is not None:
             item["status"] = "failed"

@@ -218,9 +218,8 @@ class ResponsesService:
             query = latest_user_text(items)
             hosted.append(await self.web_search.prepare(ticket, payload, query, engine_body))
         ran = tuple(h for h in hosted if h is not None)
-        run = (
-            await self.mcp.prepare(payload, items, len(fresh), engine_body) if self.mcp is not None else None
-        )
+        mcp = self.mcp
+        run = await mcp.prepare(payload, items, len(fresh), engine_body, ticket.stage) if mcp else None
         turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), ran, run)
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
         raw += sum(math.ceil(len(h.context) / _CHARS_PER_TOKEN) for h in ran)

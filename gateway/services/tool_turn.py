@@ -161,9 +161,10 @@ async def tool_answer(
     deadline = Deadline(plan[0].timeouts.total_s)
 
     async def engine(body: dict[str, Any]) -> dict[str, Any]:
-        answer, member, target = await dispatcher.complete(
-            RESPONSES, orjson.dumps(body), headers, plan, deadline
-        )
+        with ticket.stage("tool_loop.model"):
+            answer, member, target = await dispatcher.complete(
+                RESPONSES, orjson.dumps(body), headers, plan, deadline
+            )
         chose(ticket, member.name, target.model)
         parsed = orjson.loads(answer)
         return parsed if isinstance(parsed, dict) else {}
