@@ -56,6 +56,9 @@ class McpRun:
     added: list[dict[str, Any]] = field(default_factory=list)
     # A child span of the request per listing and call (Ticket.stage; nothing by default).
     trace: Trace = field(default=lambda _name: nullcontext())
+    # The request's `tools` and `tool_choice` as the response shows them (the MCP tools' `headers`,
+    # credentials often, never shown nor stored), where the engine saw function tools.
+    shown: dict[str, Any] = field(default_factory=dict)
 
 
 class McpTools:
@@ -94,6 +97,10 @@ class McpTools:
                 if tool.allows(listed["name"]) and listed["name"] not in run.names:
                     run.names[listed["name"]] = tool.server_label
                     sent.append(_function(listed))
+        run.shown = {
+            "tools": [{k: v for k, v in t.items() if k != "headers"} if _is_mcp(t) else t for t in tools],
+            "tool_choice": payload.get("tool_choice", "auto"),
+        }
         engine_body["tools"] = sent
         engine_body["tool_choice"] = _choice(engine_body.get("tool_choice"), run)
         await self._answer_approvals(run, items, len(items) - fresh, engine_body)
@@ -215,6 +222,7 @@ class McpTools:
             if pending:
                 break
         answer["output"] = [*made, *(o for o in output if o not in calls)]
+        answer.update(run.shown)
         if usage:
             answer["usage"] = usage
         return answer

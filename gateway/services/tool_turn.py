@@ -69,7 +69,7 @@ class ToolEventsStream(RawStream):
         start = queued(
             turn.response_id, turn.model, turn.parsed.model_dump(), int(time.time()), turn.metadata
         )
-        start = turn.show({**start, "status": "in_progress", "background": False})
+        start = turn.show({**start, **self._run.shown, "status": "in_progress", "background": False})
         await send_chunk(send, self._event("response.created", response=start))
         await send_chunk(send, self._event("response.in_progress", response=start))
         for item in self._run.added:

@@ -85,7 +85,9 @@ def prompt_of(response: Any) -> str:
 
 def test_listed_approved_called_and_used(client: openai.OpenAI, mcp_url: str) -> None:
     mcp_server.CALLS.clear()
-    tool = mcp_tool(mcp_url, allowed_tools=["add", "lookup_order"], require_approval="always")
+    tool = mcp_tool(
+        mcp_url, allowed_tools=["add", "lookup_order"], require_approval="always", headers={"x-key": "s3cret"}
+    )
     first = client.responses.create(
         model=MODEL,
         input="What is the status of my order?",
@@ -120,7 +122,9 @@ def test_listed_approved_called_and_used(client: openai.OpenAI, mcp_url: str) ->
     assert second.output[-1].type == "message"
     assert "PAPAYA-42" in prompt_of(second)  # the tool's result was in what the model was given
     assert second.usage is not None and second.usage.input_tokens > 0
-    assert client.responses.retrieve(second.id).output[0].type == "mcp_call"
+    stored = client.responses.retrieve(second.id)
+    assert stored.output[0].type == "mcp_call"
+    assert stored.tools[0].type == "mcp" and "s3cret" not in stored.model_dump_json()  # headers never kept
 
 
 def test_streamed_without_approval(client: openai.OpenAI, mcp_url: str) -> None:

@@ -61,8 +61,8 @@ class Scripted:
 
 async def test_the_loop_calls_until_its_step_limit(mcp_url: str) -> None:
     loop = McpTools(servers("127.0.0.1/32"), max_steps=2, deadline_s=60)
-    payload = {
-        "tools": [tool(mcp_url, require_approval="never")],
+    payload: dict[str, Any] = {
+        "tools": [tool(mcp_url, require_approval="never", headers={"authorization": "Bearer secret"})],
         "tool_choice": {"type": "mcp", "server_label": "shop"},
     }
     body: dict[str, Any] = {"input": [{"role": "user", "content": "2+3?"}], **payload}  # as the engine's copy
@@ -79,6 +79,9 @@ async def test_the_loop_calls_until_its_step_limit(mcp_url: str) -> None:
     # Each turn's engine input holds the calls and their outputs so far.
     assert [i["type"] for i in engine.bodies[2]["input"][1:]] == ["function_call", "function_call_output"] * 2
     assert answer["usage"] == {"input_tokens": 30, "output_tokens": 6, "total_tokens": 36}
+    # The response shows the request's MCP tool (never its headers) and tool choice, not the engine's.
+    assert answer["tools"] == [{k: v for k, v in payload["tools"][0].items() if k != "headers"}]
+    assert answer["tool_choice"] == {"type": "mcp", "server_label": "shop"}
 
 
 async def test_approval_stops_the_loop_and_the_answer_runs_the_call(mcp_url: str) -> None:
