@@ -41,6 +41,7 @@ from gateway.store.feedback import FeedbackStore
 from gateway.store.fine_tuning import FineTuningStore
 from gateway.store.memories import MemoryStore
 from gateway.store.responses import ResponseStore
+from gateway.tools_setup import hosted_tools
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.pool import UpstreamPool
@@ -90,7 +91,7 @@ def responses_service(
         poll_s=settings.responses_stream_poll_s,
         conversations=conversations,
     )
-    return ResponsesService(
+    service = ResponsesService(
         admission,
         dispatcher,
         catalog,
@@ -100,6 +101,8 @@ def responses_service(
         poll_s=settings.responses_stream_poll_s,
         conversations=conversations,
     )
+    hosted_tools(settings, service)  # remote MCP tools (gateway/tools_setup.py)
+    return service
 
 
 @dataclass(eq=False)

@@ -13,6 +13,7 @@ from gateway.services.vector_core import ATTEMPTS, KIND, VectorCore, VectorOptio
 from gateway.services.vector_stores import VectorStoresService
 from gateway.settings.schema import Settings
 from gateway.store.vector_stores import VectorStoreStore
+from gateway.tools_setup import offline_web_search
 
 
 def vector_stores(
@@ -45,4 +46,5 @@ def vector_stores(
     )
     service = VectorStoresService(storage.objects, core)
     responses.file_search = FileSearch(service)
+    offline_web_search(settings, responses, service)  # web_search's default provider (tools_setup.py)
     return service

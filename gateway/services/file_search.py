@@ -9,8 +9,8 @@ system message may not be). The engine never sees the tool.
 
 The answer gets OpenAI's shapes back: a `file_search_call` output item first (its `results` only
 with `include: ["file_search_call.results"]`), and a `file_citation` annotation (file_id, filename,
-index) on the message's text for each file the results came from, at the end of the text (the model
-does not mark where it used them).
+index) on the message's text for each `[n]` marker the model wrote (the context asks for them), and
+for each file it did not mark, at the end of the text (citations.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from gateway.errors import InvalidRequest
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.validation import parse_object
 from gateway.protocol.vector_stores import FileSearchTool
+from gateway.services.citations import INSTRUCTION, annotate_output, file_citation
 from gateway.services.responses_items import new_id
 from gateway.services.vector_core import Acting, Result
 from gateway.services.vector_stores import VectorStoresService
@@ -36,7 +37,7 @@ _CHARS_PER_TOKEN = 4
 _DEFAULT_CONTEXT_TOKENS = 8192
 _HEADER = (
     "Excerpts from the user's files found by file search, most relevant first. Use them to answer, "
-    "and say so when they do not hold the answer."
+    "and say so when they do not hold the answer. " + INSTRUCTION
 )
 
 
@@ -78,23 +79,7 @@ class Searched:
                 }
                 for r in self.results
             ]
-        cited = list({r.file_id: r for r in self.results}.values())
-        for item in output:
-            for part in item.get("content") or [] if item.get("type") == "message" else []:
-                if isinstance(part, dict) and part.get("type") == "output_text":
-                    end = len(part.get("text") or "")
-                    part["annotations"] = [
-                        *(part.get("annotations") or []),
-                        *(
-                            {
-                                "type": "file_citation",
-                                "file_id": r.file_id,
-                                "filename": r.filename,
-                                "index": end,
-                            }
-                            for r in cited
-                        ),
-                    ]
+        annotate_output(output, [file_citation(r.file_id, r.filename) for r in self.results])
         out["output"] = [call, *output]
         return out
 
@@ -131,7 +116,7 @@ class FileSearch:
         owner = Owner(principal.tenant_id, principal.key_id)
         for store_id in tool.vector_store_ids:
             await self._stores.usable(owner, store_id, param=f"tools[{n}].vector_store_ids")
-        query = _latest_user_text(items)
+        query = latest_user_text(items)
         results: list[Result] = []
         if query:
             threshold = tool.ranking_options.score_threshold if tool.ranking_options else None
@@ -169,30 +154,30 @@ def _fitting(results: list[Result], chars: int) -> list[Result]:
 
 
 def _rewrite(engine_body: dict[str, Any], searched: Searched) -> None:
-    rest = [
-        t
-        for t in engine_body.get("tools") or []
-        if not (isinstance(t, dict) and t.get("type") == "file_search")
-    ]
+    strip_tool(engine_body, ("file_search",), INCLUDE_RESULTS)
+    if searched.context:
+        put_context(engine_body, searched.context)
+
+
+def strip_tool(engine_body: dict[str, Any], types: tuple[str, ...], include: str) -> None:
+    """The engine body without the gateway's tool (and its `include` option)."""
+    rest = [t for t in engine_body.get("tools") or [] if not (isinstance(t, dict) and t.get("type") in types)]
     if rest:
         engine_body["tools"] = rest
     else:
         engine_body.pop("tools", None)
         engine_body.pop("tool_choice", None)
-    include = engine_body.get("include")
-    if isinstance(include, list):
-        kept = [i for i in include if i != INCLUDE_RESULTS]
-        if kept:
-            engine_body["include"] = kept
-        else:
-            engine_body.pop("include")
-    context = searched.context
-    if not context:
-        return
+    kept = [i for i in engine_body.get("include") or [] if i != include]
+    if kept:
+        engine_body["include"] = kept
+    else:
+        engine_body.pop("include", None)
+
+
+def put_context(engine_body: dict[str, Any], context: str) -> None:
+    """`context` as a text part ahead of the latest user message (any chat template takes it)."""
     messages = engine_body.get("input")
-    if not isinstance(messages, list):
-        return
-    for item in reversed(messages):
+    for item in reversed(messages if isinstance(messages, list) else []):
         if item.get("type", "message") == "message" and item.get("role") == "user":
             content = item.get("content")
             parts = (
@@ -202,7 +187,7 @@ def _rewrite(engine_body: dict[str, Any], searched: Searched) -> None:
             return
 
 
-def _latest_user_text(items: list[dict[str, Any]]) -> str:
+def latest_user_text(items: list[dict[str, Any]]) -> str:
     for item in reversed(items):
         if item.get("type", "message") == "message" and item.get("role") == "user":
             content = item.get("content")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,14 +30,17 @@ from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
 from gateway.services.conversations import Conversations
-from gateway.services.file_search import FileSearch, Searched
+from gateway.services.file_search import FileSearch, Searched, latest_user_text
+from gateway.services.mcp_tools import McpRun, McpTools
 from gateway.services.model_choice import ModelChoice
 from gateway.services.pii import Redactor
 from gateway.services.reasoning import responses_thinking_fields
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
 from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
+from gateway.services.tool_turn import tool_answer
 from gateway.services.upstream_call import chose, upstream_headers
+from gateway.services.web_search import Browsed, WebSearch
 from gateway.store.owned import Owner
 from gateway.store.responses import FINAL, ResponseRow, ResponseStore
 from gateway.upstreams import ModelCatalog
@@ -65,12 +69,14 @@ class Turn:
     engine_body: dict[str, Any]
     metadata: dict[str, str]
     new_items: int = 0
-    # The file_search tool's run (file_search.py): its output item and citations added to the answer.
-    searched: Searched | None = None
+    # The search tools' runs (file_search.py, web_search.py): their items and citations added.
+    hosted: tuple[Searched | Browsed, ...] = ()
+    # The request's remote MCP tools (mcp_tools.py): the gateway runs the tool loop.
+    mcp: McpRun | None = None
 
     def show(self, body: dict[str, Any]) -> dict[str, Any]:
         return shown(
-            self.searched.apply(body) if self.searched is not None else body,
+            _applied(body, self.hosted),
             response_id=self.response_id,
             previous_response_id=self.parsed.previous_response_id,
             store=self.parsed.store is not False,
@@ -112,6 +118,9 @@ class ResponsesService:
         self.redactor: Redactor | None = None
         # The file_search tool over the vector stores (set by the composition root when served).
         self.file_search: FileSearch | None = None
+        self.web_search: WebSearch | None = None
+        # Remote MCP tools and their loop (set by the composition root when served).
+        self.mcp: McpTools | None = None
 
     async def close(self) -> None:
         """Wait for the streamed responses still being stored (at shutdown)."""
@@ -122,6 +131,10 @@ class ResponsesService:
     async def create(self, request: Request) -> Response:
         async with self._admission.enter(request, RESPONSES) as ticket:
             turn = await self._admit(ticket)
+            if turn.mcp is not None and self.mcp is not None:
+                finish = self._finisher(ticket, turn)
+                spawn = self._background.spawn
+                return await tool_answer(ticket, turn, turn.mcp, self.mcp, self._dispatcher, finish, spawn)
             if turn.parsed.background:
                 return await self._background.submit(ticket, turn, self._owner(ticket))
             plan = responses_plan(self._dispatcher, turn.model)
@@ -196,13 +209,20 @@ class ResponsesService:
             engine_body["input"] = engine_body["input"] if sent is None else sent
         engine_body.update(responses_thinking_fields(payload, ticket.policy.reasoning_budgets(model)))
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
-        searched, max_len = None, card.get("max_model_len")
+        max_len = card.get("max_model_len")
+        hosted: list[Searched | Browsed | None] = []
         if self.file_search is not None:
             limit = max_len if isinstance(max_len, int) else None
-            searched = await self.file_search.prepare(ticket, payload, items, engine_body, limit)
-        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), searched)
+            hosted.append(await self.file_search.prepare(ticket, payload, items, engine_body, limit))
+        if self.web_search is not None:
+            query = latest_user_text(items)
+            hosted.append(await self.web_search.prepare(ticket, payload, query, engine_body))
+        ran = tuple(h for h in hosted if h is not None)
+        mcp = self.mcp
+        run = await mcp.prepare(payload, items, len(fresh), engine_body, ticket.stage) if mcp else None
+        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), ran, run)
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
-        raw += math.ceil(len(searched.context) / _CHARS_PER_TOKEN) if searched is not None else 0
+        raw += sum(math.ceil(len(h.context) / _CHARS_PER_TOKEN) for h in ran)
         room = max(1, max_len - raw) if isinstance(max_len, int) else None
         asked = parsed.max_output_tokens or room or self._estimator.default_completion
         completion = min(asked, room) if room is not None else asked
@@ -217,6 +237,13 @@ class ResponsesService:
         if self.redactor is not None:
             row = await self.redactor.stored_row(row, "input_items", "body")
         await self._store.add(row)
+
+    def _finisher(self, ticket: Ticket, turn: Turn) -> Callable[[dict[str, Any]], Coroutine[Any, Any, None]]:
+        async def finish(response: dict[str, Any]) -> None:
+            await self._keep(ticket, turn, response)
+            await self._append(ticket, turn, response)
+
+        return finish
 
     async def _conversation_items(self, ticket: Ticket, conversation_id: str) -> list[dict[str, Any]]:
         """The conversation's items, oldest first (the 404 of an id the tenant has not)."""
@@ -338,6 +365,12 @@ def _prompt_tokens(instructions: str | None, items: list[dict[str, Any]], tools:
     the items' and tools' JSON, a few per item."""
     chars = len(instructions or "") + len(orjson.dumps(items)) + (len(orjson.dumps(tools)) if tools else 0)
     return math.ceil(chars / _CHARS_PER_TOKEN) + _PER_ITEM * (len(items) + 1)
+
+
+def _applied(body: dict[str, Any], hosted: tuple[Searched | Browsed, ...]) -> dict[str, Any]:
+    for ran in reversed(hosted):  # file_search's item first, as the tools were listed
+        body = ran.apply(body)
+    return body
 
 
 def _json(ticket: Ticket, body: dict[str, Any]) -> Response:

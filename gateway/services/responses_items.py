@@ -15,6 +15,11 @@ _PREFIXES = {
     "reasoning": "rs",
 }
 # vLLM's extras of its response object, left out of what the client sees when they are empty.
+# Items of the gateway's own tools the engine never reads: their results were context, a listing was
+# turned into function tools, an approval was answered by running the call (an `mcp_call`).
+_GATEWAY_ONLY = frozenset(
+    {"file_search_call", "web_search_call", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response"}
+)
 _ENGINE_EXTRAS = ("input_messages", "output_messages", "kv_transfer_params", "ec_transfer_params")
 
 
@@ -46,12 +51,30 @@ def for_engine(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     gave them (vLLM reads a message with an id as an output message); output items as they were."""
     sent = []
     for item in items:
-        if item.get("type") == "file_search_call":
-            continue  # the gateway's own tool (file_search.py): its results were context, not a call
+        kind = item.get("type")
+        if kind in _GATEWAY_ONLY:
+            continue  # the gateway's own tools' items (file_search.py, web_search.py, mcp_tools.py)
+        if kind == "mcp_call":
+            sent += engine_items(item)  # what the model called, and what it was given back
+            continue
         if item.get("type") == "message" and item.get("role") != "assistant":
             item = {key: value for key, value in item.items() if key not in ("id", "status")}
         sent.append(item)
     return sent
+
+
+def engine_items(call: dict[str, Any]) -> list[dict[str, Any]]:
+    """An `mcp_call` item as the engine reads it: its function call and the call's output."""
+    result = call.get("output") if call.get("error") is None else f"Error: {call.get('error')}"
+    return [
+        {
+            "type": "function_call",
+            "call_id": call["id"],
+            "name": call["name"],
+            "arguments": call.get("arguments") or "{}",
+        },
+        {"type": "function_call_output", "call_id": call["id"], "output": str(result or "")},
+    ]
 
 
 def history(previous_items: list[dict[str, Any]], previous_body: dict[str, Any]) -> list[dict[str, Any]]:

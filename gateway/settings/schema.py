@@ -23,6 +23,7 @@ from gateway.settings.fields_pii import PiiFields
 from gateway.settings.fields_retention import RetentionFields
 from gateway.settings.fields_routing import ROUTING_RELOADABLE, RoutingFields
 from gateway.settings.fields_stateful import StatefulFields
+from gateway.settings.fields_tools import ToolsFields
 from gateway.settings.fields_vector_stores import VectorStoresFields
 from gateway.settings.load import customise_sources
 from gateway.settings.policy import Allowance, Policy
@@ -54,10 +55,10 @@ class Settings(
     RoutingFields,
     PiiFields,
     VectorStoresFields,
+    ToolsFields,
     BaseSettings,
 ):
-    """Every knob of the gateway. The media and audio fields live in their own modules (mixins), read
-    from TANTRA_* exactly as the fields here."""
+    """Every knob of the gateway; the mixins' (fields_*.py) are read from TANTRA_* as the fields here."""
 
     model_config = SettingsConfigDict(env_prefix="TANTRA_", extra="ignore", frozen=True)
 
