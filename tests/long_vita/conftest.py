@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def long_vita_checkpoint() -> Path:
-    return ensure_checkpoint(ROOT / ".cache" / "long-vita" / "tiny-long-vita", "tiny-long-vita", 0, "long_vita")
+    return ensure_checkpoint(
+        ROOT / ".cache" / "long-vita" / "tiny-long-vita", "tiny-long-vita", 0, "long_vita"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,13 @@ def test_config_is_a_qwen2_config_with_an_internvit_visual(long_vita_checkpoint:
     assert visual["qkv_bias"] is True
     assert visual["qk_normalization"] is False
     # config_14B.json's keys, widths apart.
-    for key in ("rope_theta", "rms_norm_eps", "max_window_layers", "use_sliding_window", "tie_word_embeddings"):
+    for key in (
+        "rope_theta",
+        "rms_norm_eps",
+        "max_window_layers",
+        "use_sliding_window",
+        "tie_word_embeddings",
+    ):
         assert key in config
 
 
@@ -39,7 +45,15 @@ def test_tensor_names_are_the_original_modules(long_vita_checkpoint: Path) -> No
     v = "model.vision_model"
     assert shapes[f"{v}.embeddings.position_embedding"] == (1, 32 * 32 + 1, 128)
     assert shapes[f"{v}.embeddings.patch_embedding.weight"] == (128, 3, 14, 14)
-    for suffix in ("attn.qkv.weight", "attn.qkv.bias", "attn.proj.bias", "mlp.fc1.weight", "norm1.bias", "ls1", "ls2"):
+    for suffix in (
+        "attn.qkv.weight",
+        "attn.qkv.bias",
+        "attn.proj.bias",
+        "mlp.fc1.weight",
+        "norm1.bias",
+        "ls1",
+        "ls2",
+    ):
         assert f"{v}.encoder.layers.1.{suffix}" in names
     assert shapes["model.vision_projection.pre_proj_layernorm.weight"] == (512,)
     assert shapes["model.vision_projection.mlp.0.weight"] == (128, 512)

@@ -49,7 +49,9 @@ def test_a_grid_image_is_a_thumbnail_then_its_tiles_row_by_row() -> None:
     assert (tiling.cols, tiling.rows) == (2, 1)
     assert tiling.pixels.shape == (3, 3, 448, 448)
     assert tiling.pixels.dtype == np.float32
-    np.testing.assert_array_equal(tiling.pixels[0], normalize(image.resize((448, 448), Image.Resampling.BICUBIC)))
+    np.testing.assert_array_equal(
+        tiling.pixels[0], normalize(image.resize((448, 448), Image.Resampling.BICUBIC))
+    )
     np.testing.assert_array_equal(tiling.pixels[2], normalize(image.crop((448, 0, 896, 448))))
 
 
@@ -84,11 +86,17 @@ def test_frame_sampling_is_one_per_second_at_most() -> None:
 
 
 def test_token_layout_of_one_tile_a_grid_and_frames() -> None:
-    assert image_token_ids(1, 1, 4) == [token_id("<img>"), *[token_id("<IMG_CONTEXT>")] * 4, token_id("</img>")]
+    assert image_token_ids(1, 1, 4) == [
+        token_id("<img>"),
+        *[token_id("<IMG_CONTEXT>")] * 4,
+        token_id("</img>"),
+    ]
     grid = image_token_ids(2, 2, 4)
     patch = [token_id("<patch>"), *[token_id("<PATCH_CONTEXT>")] * 4, token_id("</patch>")]
     assert grid == image_token_ids(1, 1, 4) + ([NEWLINE_ID, *patch, *patch] * 2)
-    assert video_token_ids(2, 4) == [token_id("<vid>"), *[token_id("<VID_CONTEXT>")] * 4, token_id("</vid>")] * 2
+    assert (
+        video_token_ids(2, 4) == [token_id("<vid>"), *[token_id("<VID_CONTEXT>")] * 4, token_id("</vid>")] * 2
+    )
 
 
 def test_the_newline_is_qwens(long_vita_tokenizer: object) -> None:
