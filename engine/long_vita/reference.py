@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class MultimodalPrompt:
 def expand_prompt(
     ids: Sequence[int],
     images: Sequence[Image.Image] = (),
-    videos: Sequence[Sequence[Image.Image] | np.ndarray] = (),
+    videos: Sequence[Sequence[Image.Image | np.ndarray] | np.ndarray] = (),
     tile_tokens: int = 256,
 ) -> MultimodalPrompt:
     """`get_external_inputs` for one prompt: every `<image>` tag first, then every `<video>` tag."""
@@ -112,6 +113,11 @@ class LongVitaReference:
         self.config = config
         self.dtype = dtype
         self.w = {name: tensor.to(dtype) for name, tensor in weights.items()}
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(config.num_key_value_heads or self.heads)
+        self.head_dim = int(config.hidden_size) // self.heads
+        rope: dict[str, Any] = dict(config.rope_parameters or {})
+        self.rope_theta = float(rope.get("rope_theta", 1000000.0))
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, dtype: torch.dtype = torch.float32) -> LongVitaReference:
@@ -165,40 +171,6 @@ class LongVitaReference:
         )
         return F.linear(F.gelu(F.linear(x, w[f"{r}.mlp.0.weight"])), w[f"{r}.mlp.2.weight"])
 
-    # --- language model: Qwen2 -------------------------------------------------------------------
-    def _rms(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return self.w[name] * (x * torch.rsqrt(variance + self.config.rms_norm_eps))
-
-    def _attention(self, x: torch.Tensor, p: str, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        c, w = self.config, self.w
-        heads, kv_heads = c.num_attention_heads, c.num_key_value_heads
-        head_dim = c.hidden_size // heads
-        seq = x.shape[0]
-        q = (
-            F.linear(x, w[f"{p}.q_proj.weight"], w[f"{p}.q_proj.bias"])
-            .view(seq, heads, head_dim)
-            .transpose(0, 1)
-        )
-        k = (
-            F.linear(x, w[f"{p}.k_proj.weight"], w[f"{p}.k_proj.bias"])
-            .view(seq, kv_heads, head_dim)
-            .transpose(0, 1)
-        )
-        v = (
-            F.linear(x, w[f"{p}.v_proj.weight"], w[f"{p}.v_proj.bias"])
-            .view(seq, kv_heads, head_dim)
-            .transpose(0, 1)
-        )
-        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-        k = k.repeat_interleave(heads // kv_heads, dim=0)
-        v = v.repeat_interleave(heads // kv_heads, dim=0)
-        scores = (q @ k.transpose(-2, -1)) * head_dim**-0.5
-        causal = torch.ones(seq, seq, dtype=torch.bool).triu(1)
-        scores = scores.masked_fill(causal, float("-inf"))
-        out = (scores.softmax(dim=-1) @ v).transpose(0, 1).reshape(seq, heads * head_dim)
-        return F.linear(out, w[f"{p}.o_proj.weight"])
-
     def embeddings(self, prompt: MultimodalPrompt) -> torch.Tensor:
         """The prompt's input embeddings: token embeddings with the image and video features placed."""
         x = self.w["model.embed_tokens.weight"][torch.tensor(prompt.ids)].clone()
@@ -207,34 +179,69 @@ class LongVitaReference:
             x[torch.tensor(prompt.positions)] = features.reshape(-1, features.shape[-1])
         return x
 
-    def logits(self, embeds: torch.Tensor, last: int = 1) -> torch.Tensor:
-        """(last, vocab) logits at the last `last` positions of a sequence of input embeddings."""
-        c, w = self.config, self.w
-        x = embeds
-        head_dim = c.hidden_size // c.num_attention_heads
-        theta = float(c.rope_parameters["rope_theta"])
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-        angles = torch.arange(x.shape[0], dtype=torch.float64)[:, None] * inv_freq[None, :]
+    # --- language model: Qwen2 -------------------------------------------------------------------
+    def _rms(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.w[name] * (x * torch.rsqrt(variance + self.config.rms_norm_eps))
+
+    def _rope(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim
+        inv_freq = 1.0 / (self.rope_theta**exponents)
+        angles = torch.arange(start, start + count, dtype=torch.float64)[:, None] * inv_freq[None, :]
         angles = torch.cat([angles, angles], dim=-1)
-        cos, sin = angles.cos().to(self.dtype), angles.sin().to(self.dtype)
-        for i in range(c.num_hidden_layers):
+        return angles.cos().to(self.dtype), angles.sin().to(self.dtype)
+
+    def _project(self, x: torch.Tensor, name: str, heads: int) -> torch.Tensor:
+        w = self.w
+        out = F.linear(x, w[f"{name}.weight"], w[f"{name}.bias"])
+        return out.view(x.shape[0], heads, self.head_dim).transpose(0, 1)
+
+    def _attention(self, x: torch.Tensor, p: str, start: int, cache: list[torch.Tensor]) -> torch.Tensor:
+        """Causal GQA attention of `x` (positions from `start` on) over the cached keys and its own;
+        `cache` ([keys, values], empty at first) grows by this step's."""
+        cos, sin = self._rope(start, x.shape[0])
+        q = self._project(x, f"{p}.q_proj", self.heads)
+        k = self._project(x, f"{p}.k_proj", self.kv_heads)
+        v = self._project(x, f"{p}.v_proj", self.kv_heads)
+        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        if cache:
+            k, v = torch.cat([cache[0], k], dim=1), torch.cat([cache[1], v], dim=1)
+        cache[:] = [k, v]
+        k = k.repeat_interleave(self.heads // self.kv_heads, dim=0)
+        v = v.repeat_interleave(self.heads // self.kv_heads, dim=0)
+        scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+        future = torch.ones(x.shape[0], k.shape[1], dtype=torch.bool).triu(start + 1)
+        scores = scores.masked_fill(future, float("-inf"))
+        out = (scores.softmax(dim=-1) @ v).transpose(0, 1).reshape(x.shape[0], self.heads * self.head_dim)
+        return F.linear(out, self.w[f"{p}.o_proj.weight"])
+
+    def logits(
+        self, embeds: torch.Tensor, start: int = 0, caches: list[list[torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """Logits at the last position of input embeddings placed from position `start` on;
+        `caches` (one per layer) holds the keys and values of the positions before `start`."""
+        w = self.w
+        caches = caches if caches is not None else [[] for _ in range(self.config.num_hidden_layers)]
+        x = embeds
+        for i, cache in enumerate(caches):
             p = f"model.layers.{i}"
-            x = x + self._attention(self._rms(x, f"{p}.input_layernorm.weight"), f"{p}.self_attn", cos, sin)
-            h = self._rms(x, f"{p}.post_attention_layernorm.weight")
-            h = F.silu(F.linear(h, w[f"{p}.mlp.gate_proj.weight"])) * F.linear(
-                h, w[f"{p}.mlp.up_proj.weight"]
+            x = x + self._attention(
+                self._rms(x, f"{p}.input_layernorm.weight"), f"{p}.self_attn", start, cache
             )
-            x = x + F.linear(h, w[f"{p}.mlp.down_proj.weight"])
-        return F.linear(self._rms(x[-last:], "model.norm.weight"), w["lm_head.weight"])
+            h = self._rms(x, f"{p}.post_attention_layernorm.weight")
+            gate = F.silu(F.linear(h, w[f"{p}.mlp.gate_proj.weight"]))
+            x = x + F.linear(gate * F.linear(h, w[f"{p}.mlp.up_proj.weight"]), w[f"{p}.mlp.down_proj.weight"])
+        return F.linear(self._rms(x[-1:], "model.norm.weight"), w["lm_head.weight"])[0]
 
     def generate_greedy(self, prompt: MultimodalPrompt, new_tokens: int) -> list[int]:
-        """Greedy continuation; the vision tower runs once, the language model over the whole
-        sequence at each step."""
+        """Greedy continuation: the prompt once, then one token at a time over the cached keys."""
         out: list[int] = []
-        table = self.w["model.embed_tokens.weight"]
+        caches: list[list[torch.Tensor]] = [[] for _ in range(self.config.num_hidden_layers)]
         with torch.no_grad():
             embeds = self.embeddings(prompt)
-            for _ in range(new_tokens):
-                out.append(int(self.logits(embeds)[-1].argmax()))
-                embeds = torch.cat([embeds, table[out[-1]][None]])
+            position = 0
+            while len(out) < new_tokens:
+                out.append(int(self.logits(embeds, position, caches).argmax()))
+                position += embeds.shape[0]
+                embeds = self.w["model.embed_tokens.weight"][out[-1]][None]
         return out

@@ -106,7 +106,8 @@ def normalize(image: Image.Image, size: int = TILE_SIZE) -> np.ndarray:
     ImageNet mean and std, channels first; float32 throughout as the original's numpy is."""
     if image.size != (size, size):
         image = image.resize((size, size), resample=Image.Resampling.BICUBIC)
-    array = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
+    # `x * 1.0 / 255.0` in float32, as written in the original (a product with 1/255 differs in the last bit).
+    array: np.ndarray = np.asarray(image, dtype=np.float32) * 1.0 / 255.0
     array = (array - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
@@ -139,7 +140,9 @@ def _expand_to_square(image: Image.Image) -> Image.Image:
     return square
 
 
-def video_frame_pixels(frames: Sequence[Image.Image] | np.ndarray, size: int = TILE_SIZE) -> np.ndarray:
+def video_frame_pixels(
+    frames: Sequence[Image.Image | np.ndarray] | np.ndarray, size: int = TILE_SIZE
+) -> np.ndarray:
     """(frames, 3, size, size): each frame padded to a square, resized and normalised."""
     images = [
         f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames

@@ -95,7 +95,7 @@ class LongVITAForCausalLM(nn.Module, SupportsMultiModal):
                 int(config.hidden_size),
             )
         with self._mark_language_model(vllm_config):
-            self.language_model = init_vllm_registered_model(
+            self.language_model: Any = init_vllm_registered_model(
                 vllm_config=vllm_config,
                 hf_config=config,
                 prefix=f"{prefix}language_model" if prefix else "language_model",
@@ -105,7 +105,7 @@ class LongVITAForCausalLM(nn.Module, SupportsMultiModal):
 
     def _features(self, pixels: torch.Tensor, counts: Any) -> tuple[torch.Tensor, ...]:
         """(tiles, 3, 448, 448) -> one (tiles_of_item * 256, hidden) tensor per item."""
-        dtype = self.vision_projection.mlp[0].weight.dtype
+        dtype = self.vision_projection.pre_proj_layernorm.weight.dtype
         hidden = self.vision_model(pixel_values=pixels.to(dtype))[:, 1:, :]
         features = self.vision_projection(hidden)
         sizes = [int(n) for n in (counts.tolist() if isinstance(counts, torch.Tensor) else counts)]

@@ -94,7 +94,7 @@ class LongVitaDummyInputs(BaseDummyInputsBuilder[LongVitaProcessingInfo]):
         }
 
 
-def _frames(video: Any) -> Sequence[Image.Image] | np.ndarray:
+def _frames(video: Any) -> Sequence[Image.Image | np.ndarray] | np.ndarray:
     """A video item's frames: vLLM hands (frames, metadata) or the frames alone."""
     frames = video[0] if isinstance(video, tuple) else video
     return frames if isinstance(frames, list) else np.asarray(frames)

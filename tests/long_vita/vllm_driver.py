@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> None:
             data["video"] = frames(*spec["video"])
         requests.append({"prompt": spec["text"], "multi_modal_data": data})
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
-    runs = [llm.generate(requests, params)]
+    runs = [llm.generate(requests, params)]  # type: ignore[arg-type]
     if args.repeat:
-        runs.append(llm.generate(requests, params))
+        runs.append(llm.generate(requests, params))  # type: ignore[arg-type]
     report = {
         "runs": [
             [
