@@ -44,8 +44,9 @@ from engine.long_vita.tiling import (
 __all__ = ["LongVitaDummyInputs", "LongVitaProcessingInfo", "LongVitaProcessor"]
 
 _CONTEXT_IDS = (token_id(IMG_CONTEXT), token_id(PATCH_CONTEXT), token_id(VID_CONTEXT))
-_DUMMY_FRAMES = 8
-"""Frames of the profiling video (vLLM's default video loader samples 32; see docs/vision.md)."""
+_DUMMY_FRAMES = 32
+"""Frames of the profiling video: what vLLM's video loader hands over at most by default
+(`num_frames` 32); docs/vision.md."""
 
 
 def _tiles(cols: int, rows: int) -> int:
@@ -66,14 +67,14 @@ class LongVitaProcessingInfo(BaseProcessingInfo):
         return grid_for(width, height, size=TILE_SIZE, max_tiles=MAX_TILES)
 
     def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
-        # The largest image: 12 tiles in one row or column (4 x 3 has the same tile count, and
-        # 1 x 12 adds only one newline), plus the thumbnail.
+        # The largest image: 12 tiles in one column (a newline per row), plus the thumbnail.
         per_tile = self.tile_tokens + 2
         return {"image": 13 * per_tile + 12, "video": _DUMMY_FRAMES * per_tile}
 
 
 class LongVitaDummyInputs(BaseDummyInputsBuilder[LongVitaProcessingInfo]):
-    """Profiling inputs: the largest image (a 12 x 1 grid) and a short video."""
+    """Profiling inputs: the largest image (a 1 x 12 grid: 13 tiles and 12 newlines) and a video
+    of as many frames as vLLM's loader gives by default."""
 
     def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
         return IMAGE_TAG * mm_counts.get("image", 0) + VIDEO_TAG * mm_counts.get("video", 0)
@@ -83,7 +84,7 @@ class LongVitaDummyInputs(BaseDummyInputsBuilder[LongVitaProcessingInfo]):
     ) -> dict[str, Any]:
         return {
             "image": self._get_dummy_images(
-                width=TILE_SIZE * 12, height=TILE_SIZE, num_images=mm_counts.get("image", 0)
+                width=TILE_SIZE, height=TILE_SIZE * 12, num_images=mm_counts.get("image", 0)
             ),
             "video": self._get_dummy_videos(
                 width=TILE_SIZE,
