@@ -44,9 +44,8 @@ from engine.long_vita.tiling import (
 __all__ = ["LongVitaDummyInputs", "LongVitaProcessingInfo", "LongVitaProcessor"]
 
 _CONTEXT_IDS = (token_id(IMG_CONTEXT), token_id(PATCH_CONTEXT), token_id(VID_CONTEXT))
-_DUMMY_FRAMES = 32
-"""Frames of the profiling video: what vLLM's video loader hands over at most by default
-(`num_frames` 32); docs/vision.md."""
+DEFAULT_VIDEO_FRAMES = 32
+"""What vLLM's video loader hands over at most unless `--media-io-kwargs` sets `num_frames`."""
 
 
 def _tiles(cols: int, rows: int) -> int:
@@ -66,15 +65,21 @@ class LongVitaProcessingInfo(BaseProcessingInfo):
     def grid(self, width: int, height: int) -> tuple[int, int]:
         return grid_for(width, height, size=TILE_SIZE, max_tiles=MAX_TILES)
 
+    @property
+    def video_frames(self) -> int:
+        """The most frames a video brings: the loader's `num_frames` (32 unless configured)."""
+        configured = self.ctx.get_mm_config().media_io_kwargs.get("video", {}).get("num_frames", -1)
+        return int(configured) if int(configured) > 0 else DEFAULT_VIDEO_FRAMES
+
     def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
         # The largest image: 12 tiles in one column (a newline per row), plus the thumbnail.
         per_tile = self.tile_tokens + 2
-        return {"image": 13 * per_tile + 12, "video": _DUMMY_FRAMES * per_tile}
+        return {"image": 13 * per_tile + 12, "video": self.video_frames * per_tile}
 
 
 class LongVitaDummyInputs(BaseDummyInputsBuilder[LongVitaProcessingInfo]):
     """Profiling inputs: the largest image (a 1 x 12 grid: 13 tiles and 12 newlines) and a video
-    of as many frames as vLLM's loader gives by default."""
+    of as many frames as vLLM's loader gives."""
 
     def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
         return IMAGE_TAG * mm_counts.get("image", 0) + VIDEO_TAG * mm_counts.get("video", 0)
@@ -89,7 +94,7 @@ class LongVitaDummyInputs(BaseDummyInputsBuilder[LongVitaProcessingInfo]):
             "video": self._get_dummy_videos(
                 width=TILE_SIZE,
                 height=TILE_SIZE,
-                num_frames=_DUMMY_FRAMES,
+                num_frames=self.info.video_frames,
                 num_videos=mm_counts.get("video", 0),
             ),
         }
