@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--architecture",
         default=None,
-        help=f"default {DEFAULT_ARCHITECTURE} (idefics3 for tiny-vl, whisper for whisper-*); "
+        help=f"default {DEFAULT_ARCHITECTURE} (idefics3 for tiny-vl, long_vita for tiny-long-vita, "
+        "whisper for whisper-*); "
         f"one of {', '.join(architecture_names())}",
     )
     build.add_argument("--out", type=Path, default=None, help="default .cache/checkpoints/<preset>")

@@ -162,13 +162,14 @@ def ensure_checkpoint(
 def default_architecture(preset: str) -> str:
     """What a preset is built as without `--architecture`: Whisper presets as whisper.cpp
     models, embedding presets as the sentence-transformers model they copy, vision-language presets
-    as Idefics3, the rest as SpikingBrain's core."""
+    as their own (Idefics3 unless they say), the rest as SpikingBrain's core."""
     if preset in EMBEDDING_PRESETS:
         return EMBEDDING_ARCHITECTURE
     if preset in WHISPER_PRESETS:
         return WHISPER_ARCHITECTURE
-    if isinstance(get_preset(preset), VisionLanguagePreset):
-        return VISION_LANGUAGE_ARCHITECTURE
+    shape = get_preset(preset)
+    if isinstance(shape, VisionLanguagePreset):
+        return shape.architecture
     return DEFAULT_ARCHITECTURE
 
 

@@ -58,6 +58,8 @@ class VisionLanguagePreset(Preset):
     image_size: int = 256
     patch_size: int = 16
     scale_factor: int = 2
+    architecture: str = "idefics3"
+    """What the preset is built as without `--architecture`."""
 
     @property
     def image_tokens(self) -> int:
@@ -102,6 +104,19 @@ PRESETS: dict[str, Preset] = {
     # `tiny`'s text shape behind a two-layer vision tower (head dim 64 on both
     # sides): 256 px images in 16 px patches, merged 2 x 2: 64 prompt tokens per image.
     "tiny-vl": VisionLanguagePreset(**{**asdict(_TINY), "name": "tiny-vl"}),
+    # Long-VITA's published tiling (448 px tiles, 14 px patches, 2 x 2 pixel shuffle: 256 prompt
+    # tokens per tile) behind `tiny`'s text shape and a two-layer InternViT: docs/vision.md.
+    "tiny-long-vita": VisionLanguagePreset(
+        **{
+            **asdict(_TINY),
+            "name": "tiny-long-vita",
+            "max_position_embeddings": 32768,
+            "tie_word_embeddings": False,
+            "image_size": 448,
+            "patch_size": 14,
+            "architecture": "long_vita",
+        }
+    ),
 }
 
 

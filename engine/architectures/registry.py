@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "qwen2": "engine.architectures.qwen2:Qwen2Writer",
     "idefics3": "engine.architectures.idefics3:Idefics3Writer",
     "gla_swa": "engine.spikingbrain.checkpoint:GlaSwaWriter",
+    "long_vita": "engine.long_vita.checkpoint:LongVitaWriter",
 }
 _LOADED: dict[str, ArchitectureWriter] = {}
 

@@ -245,7 +245,7 @@ def test_lazy_registration_reports_an_unloadable_writer() -> None:
 
 
 def test_registry_knows_the_built_in_architectures() -> None:
-    assert {"qwen2", "gla_swa", "idefics3"} <= set(architecture_names())
+    assert {"qwen2", "gla_swa", "idefics3", "long_vita"} <= set(architecture_names())
     assert get_architecture("qwen2").name == "qwen2"
 
 
@@ -267,7 +267,7 @@ def test_presets() -> None:
     assert tiny.head_dim == 64
     assert small.head_dim == 128
     assert 200e6 < _parameter_count(small) < 500e6
-    assert set(PRESETS) == {"tiny", "small", "tiny-vl"}
+    assert set(PRESETS) == {"tiny", "small", "tiny-vl", "tiny-long-vita"}
     with pytest.raises(ValueError):
         Preset(
             "bad",
