@@ -29,6 +29,7 @@ from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid
 from vllm.sequence import IntermediateTensors
 
 from engine.spikingbrain.config import GLAswaConfig
+from engine.spikingbrain import vllm_pages  # noqa: F401  (registers the page-clearing op)
 from engine.spikingbrain.vllm_gla import GLAswaLinearAttention, gla_state_dtype, gla_state_shape
 from engine.spikingbrain.weights import (
     GateLayout,
@@ -139,6 +140,7 @@ class GLAswaWindowAttention(nn.Module):
         qkv, _ = self.qkv_proj(hidden_states)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary_emb(positions, q, k)
+        torch.ops.spikingbrain_pages.clear_window_pages(k, self.attn.layer_name)
         out, _ = self.o_proj(self.attn(q, k, v))
         return out
 
