@@ -30,7 +30,7 @@ from engine.spikingbrain.weights import (
     with_weight_quantizers_applied,
 )
 
-__all__ = ["GLAswaReference", "load_weights"]
+__all__ = ["Continuation", "GLAswaReference", "load_weights"]
 
 
 def load_weights(model_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -65,6 +65,15 @@ class _Rows:
         twin = _Rows.__new__(_Rows)
         twin.data, twin.length = self.data.clone(), self.length
         return twin
+
+
+@dataclass
+class Continuation:
+    """Greedy tokens, each one's logit, and its margin over the runner-up."""
+
+    tokens: list[int]
+    logits: list[float]
+    margins: list[float]
 
 
 @dataclass
@@ -138,23 +147,34 @@ class GLAswaReference:
         return self._decode(hidden, cache, n)
 
     @torch.no_grad()
-    def greedy_continuations(self, ids: Sequence[int], lengths: Sequence[int], n: int) -> list[list[int]]:
-        """`generate_greedy(ids[:length], n)` for each length, reading the shared prefix once."""
+    def greedy_continuations(self, ids: Sequence[int], lengths: Sequence[int], n: int) -> list[Continuation]:
+        """`generate_greedy(ids[:length], n)` for each length, reading the shared prefix once,
+        with each chosen token's logit and its margin over the runner-up."""
         cache = _Cache()
         hidden = torch.empty(0)
-        out: dict[int, list[int]] = {}
+        out: dict[int, Continuation] = {}
         wanted = set(lengths)
         for position, token in enumerate(ids[: max(lengths)], start=1):
             hidden = self._step(token, cache)
             if position in wanted:
-                out[position] = self._decode(hidden, cache.copy(), n)
+                scored = Continuation([], [], [])
+                self._decode(hidden, cache.copy(), n, scored)
+                out[position] = scored
         return [out[length] for length in lengths]
 
-    def _decode(self, hidden: torch.Tensor, cache: _Cache, n: int) -> list[int]:
+    def _decode(
+        self, hidden: torch.Tensor, cache: _Cache, n: int, scored: Continuation | None = None
+    ) -> list[int]:
         out: list[int] = []
         for _ in range(n):
-            nxt = int(torch.argmax(self.w["lm_head.weight"] @ hidden))
+            logits = self.w["lm_head.weight"] @ hidden
+            nxt = int(torch.argmax(logits))
             out.append(nxt)
+            if scored is not None:
+                top2 = logits.topk(2).values
+                scored.tokens.append(nxt)
+                scored.logits.append(float(top2[0]))
+                scored.margins.append(float(top2[0] - top2[1]))
             hidden = self._step(nxt, cache)
         return out
 
