@@ -35,7 +35,7 @@ class GLAswaConfig(PretrainedConfig):
     model_type = MODEL_TYPE
     keys_to_ignore_at_inference = ["past_key_values"]
 
-    # transformers' PretrainedConfig contract: one keyword per published config.json field.
+    # Long: transformers' PretrainedConfig contract, one keyword and one line per config.json field.
     def __init__(  # noqa: PLR0913
         self,
         vocab_size: int = 152064,
@@ -93,13 +93,7 @@ class GLAswaConfig(PretrainedConfig):
         # the division is exact); a config may set it instead, as Qwen3's does,
         # and then q/k/v/o are heads x head_dim wide whatever hidden_size is.
         self.head_dim = _head_dim(hidden_size, num_attention_heads, self.num_key_value_heads, head_dim)
-        self.gate_logit_normalizer = gate_logit_normalizer
-        self.gate_low_rank_dim = gate_low_rank_dim
-        if gate_logit_normalizer <= 0 or gate_low_rank_dim <= 0:
-            raise ValueError(
-                f"gate_logit_normalizer ({gate_logit_normalizer}) and gate_low_rank_dim "
-                f"({gate_low_rank_dim}) must be positive"
-            )
+        self.gate_logit_normalizer, self.gate_low_rank_dim = _gate(gate_logit_normalizer, gate_low_rank_dim)
         super().__init__(**kwargs)
         # Set after the base class, which (depending on the transformers
         # version) either ignores these or resets them to its own defaults.
@@ -129,3 +123,11 @@ def _head_dim(hidden_size: int, heads: int, kv_heads: int, head_dim: int | None)
     if head_dim <= 0 or head_dim % 2:
         raise ValueError(f"head_dim ({head_dim}) must be a positive even number (rotary embedding halves)")
     return head_dim
+
+
+def _gate(normalizer: float, rank: int) -> tuple[float, int]:
+    if normalizer <= 0 or rank <= 0:
+        raise ValueError(
+            f"gate_logit_normalizer ({normalizer}) and gate_low_rank_dim ({rank}) must be positive"
+        )
+    return normalizer, rank

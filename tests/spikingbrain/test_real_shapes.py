@@ -10,14 +10,16 @@ the window's edge (4096, 4097, 4098) and going far beyond it, so each engine als
 that share long prefixes. Three engines, one per configuration, each run once for all its tests:
 
 - float32, prefix caching on, a 2048-token step budget (long prompts prefilled in chunks, mixed
-  with decodes), a cache salt per prompt (so prompts sharing a prefix do not share its blocks,
-  which would leave the cache nearly empty), a KV cache too small for the batch (vLLM preempts
-  running requests and recomputes them: counted from its `vllm:num_preemptions`), each prompt
-  submitted twice (the second time from cached window blocks and GLA states);
-- float32, prefix caching off, a 512-token step budget. (Without prefix caching vLLM sizes a hybrid
-  model's blocks to the whole `max_model_len`, one block per request, so a request never grows into
-  a second block and cannot be preempted: a small cache only queues requests. Preemption is
-  therefore forced in the first configuration.)
+  with decodes; prompts sharing a prefix start from its cached blocks and GLA states), each prompt
+  submitted twice (the second time from its own cached states);
+- float32, prefix caching off, a 512-token step budget.
+
+Forced preemption is not here: vLLM 0.32 cannot be made to preempt this model at a 10,240-token
+`max_model_len`. Without prefix caching it sizes a hybrid model's blocks to the whole
+`max_model_len` (one block per request: a small cache only queues requests); with it, the start-up
+check reserves room for a max-length request's per-block GLA states (about 87 MiB here) while
+the seven requests together held under 20% of a 90 MiB cache (measured), so no cache it accepts
+is small enough to run out. The preemption count is still read and printed.
 - bfloat16, default scheduling: agreement statistics, bounded at near ties.
 
 The reference reads the 10,000 tokens once, one token at a time (a few minutes on one core); its
@@ -45,9 +47,6 @@ SEQUENCE_LENGTH = 10_000
 LENGTHS = (1, 33, 4096, 4097, 4098, 6001, SEQUENCE_LENGTH)
 NEW_TOKENS = 12
 MAX_MODEL_LEN = 10_240
-SMALL_KV_CACHE_BYTES = 90 * 2**20
-"""Room for fewer tokens than the batch's long prompts hold at once (fp32: 8 KiB of window keys and
-values per token, 128 KiB per GLA state), and enough for one 10,240-token request at start-up."""
 BF16_NEAR_TIE = 0.05
 CHECKPOINT_DIR = ROOT / ".cache" / "spikingbrain" / "gla_swa-7b-shaped"
 
@@ -117,17 +116,14 @@ def _run(run_vllm: VllmRunner, name: str, prompts: list[list[int]], checkpoint: 
 def fp32_cached(run_vllm: VllmRunner, long_prompts: list[list[int]], checkpoint: Path) -> dict[str, Any]:
     return _run(
         run_vllm,
-        "7b-fp32-prefix-cache-preempted",
+        "7b-fp32-prefix-cache",
         long_prompts,
         checkpoint,
         "--dtype",
         "float32",
         "--max-num-batched-tokens",
         "2048",
-        "--kv-cache-memory-bytes",
-        str(SMALL_KV_CACHE_BYTES),
         "--count-preemptions",
-        "--salt-prompts",
         "--repeat",
     )
 
@@ -160,11 +156,11 @@ def test_preset_is_shaped_like_the_7b(checkpoint: Path) -> None:
     assert max(LENGTHS) > 2 * config["sliding_window"]
 
 
-def test_fp32_greedy_equal_with_prefix_caching_under_preemption(
+def test_fp32_greedy_equal_with_prefix_caching(
     fp32_cached: dict[str, Any], answers: list[Continuation]
 ) -> None:
     want = [a.tokens for a in answers]
-    assert fp32_cached["preemptions"] > 0, "the small KV cache should have forced preemptions"
+    print(f"vLLM preemptions: {fp32_cached['preemptions']}")
     assert [r["token_ids"] for r in fp32_cached["results"]] == want
     # The second submission starts from cached window blocks and GLA states, and decodes the same.
     assert max(fp32_cached["repeat_cached_tokens"]) >= 4096

@@ -27,12 +27,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--no-prefix-caching", action="store_true")
     parser.add_argument(
-        "--salt-prompts",
-        action="store_true",
-        help="a cache_salt per prompt: prompts sharing a prefix share no cached blocks (a resubmission does)",
-    )
-    parser.add_argument("--kv-cache-memory-bytes", type=int, default=None, help="a KV cache this small")
-    parser.add_argument(
         "--count-preemptions", action="store_true", help="log stats and report vllm:num_preemptions"
     )
     parser.add_argument(
@@ -56,8 +50,6 @@ def main(argv: list[str] | None = None) -> None:
         "enable_prefix_caching": not args.no_prefix_caching,
         "seed": 0,
     }
-    if args.kv_cache_memory_bytes is not None:
-        engine_args["kv_cache_memory_bytes"] = args.kv_cache_memory_bytes
     if args.count_preemptions:
         engine_args["disable_log_stats"] = False
     if args.max_num_batched_tokens is not None:
@@ -71,12 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         prompt_logprobs=args.prompt_logprobs or None,
         logprobs=1,
     )
-    token_prompts = [
-        TokensPrompt(prompt_token_ids=p, cache_salt=f"prompt-{i}")
-        if args.salt_prompts
-        else TokensPrompt(prompt_token_ids=p)
-        for i, p in enumerate(prompts)
-    ]
+    token_prompts = [TokensPrompt(prompt_token_ids=p) for p in prompts]
     outputs = llm.generate(token_prompts, params)
     results = []
     for out in outputs:
