@@ -33,13 +33,16 @@ class Preset:
     init_std: float = 0.02
     """Std of the embedding init (the config's `initializer_range`); projections
     use 1/sqrt(fan_in) instead, see `engine.architectures.linear`."""
+    explicit_head_dim: int | None = None
+    """A head width independent of hidden_size (written to config.json as `head_dim`);
+    only architectures whose config reads `head_dim` take such a preset (`gla_swa`)."""
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.explicit_head_dim or self.hidden_size // self.num_attention_heads
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
+        if self.explicit_head_dim is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(f"{self.name}: hidden_size must be a multiple of num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"{self.name}: num_attention_heads must be a multiple of num_key_value_heads")
@@ -100,6 +103,22 @@ PRESETS: dict[str, Preset] = {
         num_key_value_heads=2,
         intermediate_size=2816,
         max_position_embeddings=32768,
+    ),
+    # SpikingBrain-7B's shape in everything but width and depth: 8 query heads
+    # over 2 kv heads (groups of 4; the 7B has 28 over 4, groups of 7), head
+    # dim 128, GLA and window layers alternating over 8 layers, the 4096-token
+    # window (gla_swa's default for every preset but tiny) and Qwen2.5's
+    # vocabulary; a 128-wide residual stream keeps float32 runs cheap.
+    "7b-shaped": Preset(
+        name="7b-shaped",
+        hidden_size=128,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        explicit_head_dim=128,
     ),
     # `tiny`'s text shape behind a two-layer vision tower (head dim 64 on both
     # sides): 256 px images in 16 px patches, merged 2 x 2: 64 prompt tokens per image.

@@ -31,6 +31,7 @@ class Qwen2Writer:
             "eos_token_id": EOS_TOKEN_ID,
             "hidden_act": "silu",
             "hidden_size": preset.hidden_size,
+            **({"head_dim": preset.head_dim} if preset.explicit_head_dim else {}),
             "initializer_range": preset.init_std,
             "intermediate_size": preset.intermediate_size,
             "max_position_embeddings": preset.max_position_embeddings,
@@ -57,7 +58,7 @@ class Qwen2Writer:
         hidden = int(config["hidden_size"])
         heads = int(config["num_attention_heads"])
         kv_heads = int(config["num_key_value_heads"])
-        head_dim = hidden // heads
+        head_dim = int(config.get("head_dim", hidden // heads))
         inter = int(config["intermediate_size"])
         vocab = int(config["vocab_size"])
         std = float(config.get("initializer_range", 0.02))

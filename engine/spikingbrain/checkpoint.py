@@ -57,6 +57,8 @@ class GlaSwaWriter:
             "fuse_cross_entropy": True,
             "hidden_act": "swish",
             "hidden_size": shape.hidden_size,
+            # Written only when the preset sets it: the published config.json derives it.
+            **({"head_dim": shape.head_dim} if shape.explicit_head_dim else {}),
             "initializer_range": shape.init_std,
             "intermediate_size": shape.intermediate_size,
             "max_position_embeddings": shape.max_position_embeddings,
@@ -84,7 +86,8 @@ class GlaSwaWriter:
         hidden = int(config["hidden_size"])
         heads = int(config["num_attention_heads"])
         kv_heads = int(config["num_key_value_heads"])
-        head_dim = hidden // heads
+        head_dim = int(config.get("head_dim", hidden // heads))
+        rank = int(config.get("gate_low_rank_dim", GATE_LOW_RANK_DIM))
         inter = int(config["intermediate_size"])
         vocab = int(config["vocab_size"])
         std = float(config.get("initializer_range", 0.02))
@@ -105,8 +108,8 @@ class GlaSwaWriter:
             out[f"{p}.attn.v_proj.bias"] = normal((kv_heads * head_dim,), generator, 0.1)
             out[f"{p}.attn.o_proj.weight"] = linear(hidden, heads * head_dim, generator)
             if i not in window_layers:
-                out[f"{p}.attn.gk_proj.0.weight"] = linear(GATE_LOW_RANK_DIM, hidden, generator)
-                out[f"{p}.attn.gk_proj.1.weight"] = linear(kv_heads * head_dim, GATE_LOW_RANK_DIM, generator)
+                out[f"{p}.attn.gk_proj.0.weight"] = linear(rank, hidden, generator)
+                out[f"{p}.attn.gk_proj.1.weight"] = linear(kv_heads * head_dim, rank, generator)
                 out[f"{p}.attn.gk_proj.1.bias"] = normal((kv_heads * head_dim,), generator, 3.0)
                 out[f"{p}.attn.g_norm.weight"] = near_one(head_dim)
             out[f"{p}.mlp_norm.weight"] = near_one(hidden)
@@ -132,7 +135,8 @@ class GlaSwaW8ASpikeWriter(GlaSwaWriter):
     def tensors(self, config: Mapping[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
         out = super().tensors(config, generator)
         hidden = int(config["hidden_size"])
-        gate_width = int(config["num_key_value_heads"]) * hidden // int(config["num_attention_heads"])
+        head_dim = int(config.get("head_dim", hidden // int(config["num_attention_heads"])))
+        gate_width = int(config["num_key_value_heads"]) * head_dim
         for i in range(int(config["num_hidden_layers"])):
             p = f"model.layers.{i}.attn.gk_proj"
             if out.pop(f"{p}.0.weight", None) is None:

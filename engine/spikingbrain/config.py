@@ -16,8 +16,10 @@ __all__ = ["GATE_LOGIT_NORMALIZER", "GATE_LOW_RANK_DIM", "MODEL_TYPE", "GLAswaCo
 
 MODEL_TYPE = "gla_swa"
 
-# Fixed in SpikingBrain's GLA layer rather than in config.json: the forget
-# gate is `logsigmoid(gk) / 16`, and `gk` comes through a rank-16 bottleneck.
+# The GLA layer's constructor defaults in the published code: the forget gate
+# is `logsigmoid(gk) / 16`, and `gk` comes through a rank-16 bottleneck. The
+# published HF config omits them; the published vLLM plugin's config carries
+# them as `gate_logit_normalizer` / `gate_low_rank_dim`, and so does this one.
 GATE_LOGIT_NORMALIZER = 16
 GATE_LOW_RANK_DIM = 16
 
@@ -33,7 +35,7 @@ class GLAswaConfig(PretrainedConfig):
     model_type = MODEL_TYPE
     keys_to_ignore_at_inference = ["past_key_values"]
 
-    # transformers' PretrainedConfig contract: one keyword per published config.json field.
+    # Long: transformers' PretrainedConfig contract, one keyword and one line per config.json field.
     def __init__(  # noqa: PLR0913
         self,
         vocab_size: int = 152064,
@@ -60,6 +62,9 @@ class GLAswaConfig(PretrainedConfig):
         tie_word_embeddings: bool = False,
         initializer_range: float = 0.02,
         fuse_cross_entropy: bool = True,
+        head_dim: int | None = None,
+        gate_logit_normalizer: float = GATE_LOGIT_NORMALIZER,
+        gate_low_rank_dim: int = GATE_LOW_RANK_DIM,
         **kwargs: Any,
     ) -> None:
         self.vocab_size = vocab_size
@@ -84,6 +89,11 @@ class GLAswaConfig(PretrainedConfig):
         self.use_cache = use_cache
         self.initializer_range = initializer_range
         self.fuse_cross_entropy = fuse_cross_entropy
+        # The published layers derive head_dim = hidden_size / heads (and assert
+        # the division is exact); a config may set it instead, as Qwen3's does,
+        # and then q/k/v/o are heads x head_dim wide whatever hidden_size is.
+        self.head_dim = _head_dim(hidden_size, num_attention_heads, self.num_key_value_heads, head_dim)
+        self.gate_logit_normalizer, self.gate_low_rank_dim = _gate(gate_logit_normalizer, gate_low_rank_dim)
         super().__init__(**kwargs)
         # Set after the base class, which (depending on the transformers
         # version) either ignores these or resets them to its own defaults.
@@ -92,11 +102,32 @@ class GLAswaConfig(PretrainedConfig):
         self.eos_token_id = eos_token_id
         self.tie_word_embeddings = tie_word_embeddings
 
-    @property
-    def head_dim(self) -> int:
-        """Per-head width, shared by queries, keys, values and the GLA state."""
-        return self.hidden_size // self.num_attention_heads
-
     def is_window_layer(self, layer_idx: int) -> bool:
         """True for sliding-window softmax attention, False for GLA."""
         return layer_idx in self.attn_layers
+
+
+def _head_dim(hidden_size: int, heads: int, kv_heads: int, head_dim: int | None) -> int:
+    """Per-head width, shared by queries, keys, values and the GLA state; checked."""
+    if heads <= 0 or kv_heads <= 0 or heads % kv_heads:
+        raise ValueError(
+            f"num_attention_heads ({heads}) must be a positive multiple of num_key_value_heads ({kv_heads})"
+        )
+    if head_dim is None:
+        if hidden_size % heads:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) is not a multiple of num_attention_heads ({heads}): "
+                "the published layers derive head_dim = hidden_size / heads; set head_dim explicitly"
+            )
+        head_dim = hidden_size // heads
+    if head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"head_dim ({head_dim}) must be a positive even number (rotary embedding halves)")
+    return head_dim
+
+
+def _gate(normalizer: float, rank: int) -> tuple[float, int]:
+    if normalizer <= 0 or rank <= 0:
+        raise ValueError(
+            f"gate_logit_normalizer ({normalizer}) and gate_low_rank_dim ({rank}) must be positive"
+        )
+    return normalizer, rank

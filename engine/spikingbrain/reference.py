@@ -6,23 +6,31 @@ recurrence with keys, values and gates repeated over the GQA groups exactly
 as the published code does; window layers keep every key and attend to the
 token itself and the `sliding_window` tokens before it, as flash-attn's
 `window_size=(sliding_window, 0)` does in the published code. No vLLM, no fla.
+The only concession to long prompts: keys and values sit in one growing
+tensor per layer, so a step reads its window as a slice.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from engine.spikingbrain.config import GATE_LOGIT_NORMALIZER, GLAswaConfig
-from engine.spikingbrain.weights import gate_layout, quantized_weight_names, with_weight_quantizers_applied
+from engine.spikingbrain.config import GLAswaConfig
+from engine.spikingbrain.weights import (
+    check_tensors,
+    expected_shapes,
+    gate_layout,
+    quantized_weight_names,
+    with_weight_quantizers_applied,
+)
 
-__all__ = ["GLAswaReference", "load_weights"]
+__all__ = ["Continuation", "GLAswaReference", "load_weights"]
 
 
 def load_weights(model_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -36,14 +44,55 @@ def load_weights(model_dir: str | Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+class _Rows:
+    """Rows appended one at a time to a tensor that doubles when full; `upto(n)` is a view."""
+
+    def __init__(self, row: torch.Tensor) -> None:
+        self.data = row.new_empty((16, *row.shape))
+        self.length = 0
+        self.append(row)
+
+    def append(self, row: torch.Tensor) -> None:
+        if self.length == self.data.shape[0]:
+            self.data = torch.cat([self.data, torch.empty_like(self.data)])
+        self.data[self.length] = row
+        self.length += 1
+
+    def upto(self, n: int) -> torch.Tensor:
+        return self.data[:n]
+
+    def copy(self) -> _Rows:
+        twin = _Rows.__new__(_Rows)
+        twin.data, twin.length = self.data.clone(), self.length
+        return twin
+
+
+@dataclass
+class Continuation:
+    """Greedy tokens, each one's logit, and its margin over the runner-up."""
+
+    tokens: list[int]
+    logits: list[float]
+    margins: list[float]
+
+
 @dataclass
 class _Cache:
     """Per-sequence memory: GLA states and the window layers' keys/values."""
 
     gla_state: dict[int, torch.Tensor] = field(default_factory=dict)
-    keys: dict[int, list[torch.Tensor]] = field(default_factory=dict)
-    values: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    keys: dict[int, _Rows] = field(default_factory=dict)
+    values: dict[int, _Rows] = field(default_factory=dict)
     position: int = 0
+
+    def copy(self) -> _Cache:
+        """An independent cache (GLA states are replaced, never written in place)."""
+        return replace(
+            self,
+            gla_state=dict(self.gla_state),
+            keys={i: rows.copy() for i, rows in self.keys.items()},
+            values={i: rows.copy() for i, rows in self.values.items()},
+        )
 
 
 class GLAswaReference:
@@ -56,10 +105,11 @@ class GLAswaReference:
             raise NotImplementedError("gla_swa with use_short_conv=true (no published checkpoint uses it)")
         self.config = config
         self.dtype = dtype
+        self.gate_layout = gate_layout(weights)
+        check_tensors(expected_shapes(config, self.gate_layout), {n: t.shape for n, t in weights.items()})
         # W8ASpike weights go onto their int8 grid first, in their own dtype, as published.
         on_grid = with_weight_quantizers_applied(weights.items(), quantized_weight_names(weights))
         self.w = {name: t.to(dtype) for name, t in on_grid}
-        self.gate_layout = gate_layout(weights)
         if "lm_head.weight" not in self.w:
             # Tied checkpoints may omit the head.
             self.w["lm_head.weight"] = self.w["model.embeddings.weight"]
@@ -94,10 +144,37 @@ class GLAswaReference:
         hidden = torch.empty(0)
         for token in prompt_ids:
             hidden = self._step(token, cache)
+        return self._decode(hidden, cache, n)
+
+    @torch.no_grad()
+    def greedy_continuations(self, ids: Sequence[int], lengths: Sequence[int], n: int) -> list[Continuation]:
+        """`generate_greedy(ids[:length], n)` for each length, reading the shared prefix once,
+        with each chosen token's logit and its margin over the runner-up."""
+        cache = _Cache()
+        hidden = torch.empty(0)
+        out: dict[int, Continuation] = {}
+        wanted = set(lengths)
+        for position, token in enumerate(ids[: max(lengths)], start=1):
+            hidden = self._step(token, cache)
+            if position in wanted:
+                scored = Continuation([], [], [])
+                self._decode(hidden, cache.copy(), n, scored)
+                out[position] = scored
+        return [out[length] for length in lengths]
+
+    def _decode(
+        self, hidden: torch.Tensor, cache: _Cache, n: int, scored: Continuation | None = None
+    ) -> list[int]:
         out: list[int] = []
         for _ in range(n):
-            nxt = int(torch.argmax(self.w["lm_head.weight"] @ hidden))
+            logits = self.w["lm_head.weight"] @ hidden
+            nxt = int(torch.argmax(logits))
             out.append(nxt)
+            if scored is not None:
+                top2 = logits.topk(2).values
+                scored.tokens.append(nxt)
+                scored.logits.append(float(top2[0]))
+                scored.margins.append(float(top2[0] - top2[1]))
             hidden = self._step(nxt, cache)
         return out
 
@@ -147,7 +224,7 @@ class GLAswaReference:
             gk = self._linear(p + "gk_proj.1", self._linear(p + "gk_proj.0", x))
         else:
             gk = self._linear(p + "gk_proj", x)
-        g = self._repeat_kv(self._heads(F.logsigmoid(gk) / GATE_LOGIT_NORMALIZER, self.kv_heads))
+        g = self._repeat_kv(self._heads(F.logsigmoid(gk) / self.config.gate_logit_normalizer, self.kv_heads))
 
         state = cache.gla_state.get(i)
         if state is None:
@@ -173,17 +250,18 @@ class GLAswaReference:
         q = self._rope(self._heads(self._linear(p + "q_proj", x), self.heads), cache.position)
         k = self._rope(self._heads(self._linear(p + "k_proj", x), self.kv_heads), cache.position)
         v = self._heads(self._linear(p + "v_proj", x), self.kv_heads)
-        keys = cache.keys.setdefault(i, [])
-        values = cache.values.setdefault(i, [])
-        keys.append(k)
-        values.append(v)
+        if i in cache.keys:
+            cache.keys[i].append(k)
+            cache.values[i].append(v)
+        else:
+            cache.keys[i], cache.values[i] = _Rows(k), _Rows(v)
+        n = cache.keys[i].length
         # The token itself and the `sliding_window` tokens before it.
-        first = max(0, len(keys) - 1 - self.config.sliding_window)
-        ks = self._repeat_kv_seq(torch.stack(keys[first:]))  # [n, heads, d]
-        vs = self._repeat_kv_seq(torch.stack(values[first:]))
-        weights = torch.softmax(torch.einsum("hd,nhd->hn", q, ks) * self.scale, dim=-1)
-        o = torch.einsum("hn,nhd->hd", weights, vs)
+        first = max(0, n - 1 - self.config.sliding_window)
+        ks = cache.keys[i].upto(n)[first:]  # [n, kv_heads, d]
+        vs = cache.values[i].upto(n)[first:]
+        # Query head h reads kv head h // group: the GQA repeat, without copying the window.
+        grouped = q.reshape(self.kv_heads, self.heads // self.kv_heads, self.head_dim)
+        weights = torch.softmax(torch.einsum("kgd,nkd->kgn", grouped, ks) * self.scale, dim=-1)
+        o = torch.einsum("kgn,nkd->kgd", weights, vs)
         return self._linear(p + "o_proj", o.reshape(-1))
-
-    def _repeat_kv_seq(self, x: torch.Tensor) -> torch.Tensor:
-        return x.repeat_interleave(self.heads // self.kv_heads, dim=1)

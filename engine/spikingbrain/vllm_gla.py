@@ -26,7 +26,7 @@ from vllm.utils.torch_utils import STR_DTYPE_TO_TORCH_DTYPE, direct_register_cus
 from vllm.v1.attention.backends.linear_attn import LinearAttentionMetadata
 from vllm.v1.attention.backends.registry import MambaAttentionBackendEnum
 
-from engine.spikingbrain.config import GATE_LOGIT_NORMALIZER, GATE_LOW_RANK_DIM, GLAswaConfig
+from engine.spikingbrain.config import GLAswaConfig
 from engine.spikingbrain.gla import gla_chunked, gla_step
 from engine.spikingbrain.weights import GateLayout
 
@@ -84,17 +84,17 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
             quant_config=quant_config,
             prefix=f"{prefix}.qkv_proj",
         )
-        # The gate is small (rank 16, or one hidden x kv-width matrix): replicate
+        rank = config.gate_low_rank_dim
+        self.gate_logit_normalizer = float(config.gate_logit_normalizer)
+        # The gate is small (rank 16 published, or one hidden x kv-width matrix): replicate
         # it and slice this rank's heads rather than shard it.
         gate_width = config.num_key_value_heads * self.head_dim
         self.gk_proj: nn.ModuleList | ReplicatedLinear
         if gate == "low_rank":
             self.gk_proj = nn.ModuleList(
                 [
-                    ReplicatedLinear(
-                        config.hidden_size, GATE_LOW_RANK_DIM, bias=False, prefix=f"{prefix}.gk_proj.0"
-                    ),
-                    ReplicatedLinear(GATE_LOW_RANK_DIM, gate_width, bias=True, prefix=f"{prefix}.gk_proj.1"),
+                    ReplicatedLinear(config.hidden_size, rank, bias=False, prefix=f"{prefix}.gk_proj.0"),
+                    ReplicatedLinear(rank, gate_width, bias=True, prefix=f"{prefix}.gk_proj.1"),
                 ]
             )
         else:
@@ -140,7 +140,7 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
         else:
             gk, _ = self.gk_proj(hidden_states)
         kv_cols = slice(self.kv_head_start * self.head_dim, self.kv_head_start * self.head_dim + self.kv_size)
-        g = F.logsigmoid(gk[:, kv_cols].float()) / GATE_LOGIT_NORMALIZER
+        g = F.logsigmoid(gk[:, kv_cols].float()) / self.gate_logit_normalizer
 
         core = torch.zeros(
             (num_tokens, self.num_heads, self.head_dim),

@@ -8,7 +8,6 @@ window, served by vLLM's own `Attention`. Weights load by the published names.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,10 +31,14 @@ from engine.spikingbrain.config import GLAswaConfig
 from engine.spikingbrain import vllm_pages  # noqa: F401  (registers the page-clearing op)
 from engine.spikingbrain.vllm_gla import GLAswaLinearAttention, gla_state_dtype, gla_state_shape
 from engine.spikingbrain.weights import (
+    QUANT_SCALES_SUFFIX,
     GateLayout,
-    checkpoint_tensor_names,
+    UnexpectedTensorError,
+    check_tensors,
+    expected_shapes,
     gate_layout,
     quantized_weight_names,
+    tensor_names,
     with_weight_quantizers_applied,
 )
 
@@ -229,11 +232,13 @@ class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid):
         super().__init__()
         config = _config(vllm_config)
         self.config = config
-        names = _local_tensor_names(vllm_config.model_config.model)
+        model_config = vllm_config.model_config
+        # A local directory, or a hub id's snapshot in the local cache, says which gate layout to build.
+        names = tensor_names(model_config.model, model_config.revision, vllm_config.load_config.download_dir)
         self._quantized = quantized_weight_names(names)
-        self.model = GLAswaModel(
-            vllm_config=vllm_config, prefix=_join(prefix, "model"), gate=gate_layout(names)
-        )
+        self._gate = gate_layout(names)
+        self._expected = expected_shapes(config, self._gate)
+        self.model = GLAswaModel(vllm_config=vllm_config, prefix=_join(prefix, "model"), gate=self._gate)
         self.lm_head = ParallelLMHead(
             config.vocab_size,
             config.hidden_size,
@@ -275,11 +280,22 @@ class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid):
 
     # -- weights -------------------------------------------------------------------
 
+    def _check(self, name: str, tensor: torch.Tensor) -> None:
+        """A clear error naming a tensor this model has no place for, before any loader sees it."""
+        unread = name.endswith(".attn.gk_proj.weight") and self._gate == "low_rank"
+        if unread or name.endswith(QUANT_SCALES_SUFFIX):
+            raise UnexpectedTensorError(
+                f"checkpoint tensor {name!r} is W8ASpike's layout, but the layout could not be read before "
+                "loading (serve from a local directory, or a hub id already in the local cache)"
+            )
+        check_tensors(self._expected, {name: tensor.shape})
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Load by the published names, stacking q/k/v and gate/up projections."""
         params = dict(self.named_parameters())
         loaded: set[str] = set()
         for name, tensor in with_weight_quantizers_applied(weights, self._quantized):
+            self._check(name, tensor)
             if self.config.tie_word_embeddings and name == "lm_head.weight":
                 continue
             for param_name, weight_name, shard in _STACKED:
@@ -291,20 +307,10 @@ class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid):
                 loaded.add(target)
                 break
             else:
-                if name not in params:
-                    raise KeyError(
-                        f"checkpoint tensor {name} has no place in GLAswaForCausalLM "
-                        "(the gate layout is read from a local checkpoint directory; serve from one)"
-                    )
                 param = params[name]
                 getattr(param, "weight_loader", default_weight_loader)(param, tensor)
                 loaded.add(name)
         return loaded
-
-
-def _local_tensor_names(model: str) -> set[str]:
-    """The checkpoint's tensor names when `model` is a local directory, else none known."""
-    return checkpoint_tensor_names(model) if Path(model).is_dir() else set()
 
 
 def _join(prefix: str, name: str) -> str:

@@ -6,7 +6,9 @@
   ([out, in / 128, 1]) put the bf16 weight on an int8-range grid, group-wise,
   on the fly; its gate is one full-rank `attn.gk_proj` (hidden -> kv x head dim).
 
-Both run here: the gate layout is read from the checkpoint's tensor names, and
+Both run here: the gate layout is read from the checkpoint's tensor names (a
+local directory, or a hub id's snapshot in the local Hugging Face cache), every
+name and shape is checked against the config before anything loads, and
 a weight with scales is rounded onto its grid once, at load, exactly as the
 published `Quantizer.forward` does on every call. W8ASpike's activation spike
 coding is not reproduced (see docs/spikingbrain.md).
@@ -15,19 +17,28 @@ coding is not reproduced (see docs/spikingbrain.md).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from engine.spikingbrain.config import GLAswaConfig
 
 __all__ = [
     "QUANT_SCALES_SUFFIX",
     "GateLayout",
+    "UnexpectedTensorError",
+    "check_tensors",
     "checkpoint_tensor_names",
+    "expected_shapes",
     "fake_quantize",
     "gate_layout",
+    "local_snapshot",
     "quantized_weight_names",
+    "tensor_names",
     "with_weight_quantizers_applied",
 ]
 
@@ -48,6 +59,94 @@ def checkpoint_tensor_names(model_dir: str | Path) -> set[str]:
         with safe_open(str(shard), framework="pt") as handle:
             names.update(handle.keys())
     return names
+
+
+def local_snapshot(model: str, revision: str | None = None, cache_dir: str | None = None) -> Path | None:
+    """The local directory holding `model`: itself when it is one, else a hub id's snapshot in the
+    local Hugging Face cache (nothing is downloaded; None when the id is not cached)."""
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model, revision=revision, cache_dir=cache_dir, local_files_only=True))
+    except (HFValidationError, LocalEntryNotFoundError, OSError):
+        return None
+
+
+def tensor_names(model: str, revision: str | None = None, cache_dir: str | None = None) -> set[str]:
+    """A checkpoint's tensor names: a local directory or cached hub snapshot read from disk; an
+    uncached hub id's read from the hub's safetensors headers (no weights), unless HF_HUB_OFFLINE
+    is set. Empty when none of these can say."""
+    local = local_snapshot(model, revision, cache_dir)
+    if local is not None:
+        return checkpoint_tensor_names(local)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return set()
+    from huggingface_hub import get_safetensors_metadata
+
+    try:
+        return set(get_safetensors_metadata(model, revision=revision).weight_map)
+    except Exception:  # any hub failure leaves the layout to the weights themselves (checked at load)
+        return set()
+
+
+def expected_shapes(config: GLAswaConfig, layout: GateLayout) -> dict[str, tuple[int, ...]]:
+    """Every tensor a `gla_swa` checkpoint of this config and gate layout holds, with its shape
+    (W8ASpike's `weight_quantizer.scales` aside; `lm_head.weight` optional when tied)."""
+    hidden, inter, dim = config.hidden_size, config.intermediate_size, config.head_dim
+    q_width, kv_width = config.num_attention_heads * dim, config.num_key_value_heads * dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embeddings.weight": (config.vocab_size, hidden),
+        "model.norm.weight": (hidden,),
+        "lm_head.weight": (config.vocab_size, hidden),
+    }
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        shapes |= {p + "attn_norm.weight": (hidden,), p + "mlp_norm.weight": (hidden,)}
+        shapes |= {p + "attn.q_proj.weight": (q_width, hidden), p + "attn.q_proj.bias": (q_width,)}
+        for name in ("k", "v"):
+            shapes[p + f"attn.{name}_proj.weight"] = (kv_width, hidden)
+            shapes[p + f"attn.{name}_proj.bias"] = (kv_width,)
+        shapes[p + "attn.o_proj.weight"] = (hidden, q_width)
+        shapes |= {p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden)}
+        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
+        if config.is_window_layer(i):
+            continue
+        shapes[p + "attn.g_norm.weight"] = (dim,)
+        if layout == "low_rank":
+            rank = config.gate_low_rank_dim
+            shapes[p + "attn.gk_proj.0.weight"] = (rank, hidden)
+            shapes[p + "attn.gk_proj.1.weight"] = (kv_width, rank)
+            shapes[p + "attn.gk_proj.1.bias"] = (kv_width,)
+        else:
+            shapes |= {p + "attn.gk_proj.weight": (kv_width, hidden), p + "attn.gk_proj.bias": (kv_width,)}
+    return shapes
+
+
+class UnexpectedTensorError(ValueError):
+    """A checkpoint tensor this config has no place for, or of the wrong shape."""
+
+
+def check_tensors(
+    expected: Mapping[str, tuple[int, ...]], shapes: Mapping[str, tuple[int, ...] | torch.Size]
+) -> None:
+    """Refuse a checkpoint whose tensors do not fit `expected`, naming the first that does not."""
+    for name, shape in shapes.items():
+        if name.endswith(QUANT_SCALES_SUFFIX):
+            name = name[: -len(QUANT_SCALES_SUFFIX)] + ".weight"
+            shape = expected.get(name, ())
+        if name not in expected:
+            raise UnexpectedTensorError(
+                f"checkpoint tensor {name!r} has no place in a gla_swa model of this config "
+                "(check num_hidden_layers, attn_layers and the gate layout)"
+            )
+        if tuple(shape) != expected[name]:
+            raise UnexpectedTensorError(
+                f"checkpoint tensor {name!r} has shape {tuple(shape)}, the config gives {expected[name]} "
+                "(check hidden_size, num_attention_heads, num_key_value_heads, head_dim, gate_low_rank_dim)"
+            )
 
 
 def gate_layout(names: Iterable[str]) -> GateLayout:

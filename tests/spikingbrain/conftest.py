@@ -91,10 +91,16 @@ def run_vllm(
     pytest.importorskip("vllm")
     workdir = tmp_path_factory.mktemp("vllm-runs")
 
-    def run(name: str, *args: str, model: Path = gla_swa_checkpoint) -> dict[str, Any]:
+    def run(
+        name: str,
+        *args: str,
+        model: Path = gla_swa_checkpoint,
+        token_prompts: list[list[int]] | None = None,
+        new_tokens: int = NEW_TOKENS,
+    ) -> dict[str, Any]:
         out = workdir / f"{name}.json"
         prompt_file = workdir / f"{name}-prompts.json"
-        prompt_file.write_text(json.dumps(prompts))
+        prompt_file.write_text(json.dumps(prompts if token_prompts is None else token_prompts))
         log = ROOT / ".cache" / f"spikingbrain-vllm-{name}.log"
         cmd = [
             sys.executable,
@@ -106,10 +112,12 @@ def run_vllm(
             "--out",
             str(out),
             "--max-tokens",
-            str(NEW_TOKENS),
+            str(new_tokens),
             *args,
         ]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+        # PYTHONPATH: the driver and vLLM's workers import this checkout's engine, not an installed one.
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": path}
         with log.open("w") as sink:
             proc = subprocess.Popen(
                 cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--no-prefix-caching", action="store_true")
     parser.add_argument(
+        "--count-preemptions", action="store_true", help="log stats and report vllm:num_preemptions"
+    )
+    parser.add_argument(
         "--repeat", action="store_true", help="submit the prompts a second time, to hit the prefix cache"
     )
     args = parser.parse_args(argv)
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         "enable_prefix_caching": not args.no_prefix_caching,
         "seed": 0,
     }
+    if args.count_preemptions:
+        engine_args["disable_log_stats"] = False
     if args.max_num_batched_tokens is not None:
         engine_args["enable_chunked_prefill"] = True
         engine_args["max_num_batched_tokens"] = args.max_num_batched_tokens
@@ -58,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         prompt_logprobs=args.prompt_logprobs or None,
         logprobs=1,
     )
-    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params)
+    token_prompts = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+    outputs = llm.generate(token_prompts, params)
     results = []
     for out in outputs:
         completion = out.outputs[0]
@@ -84,9 +90,14 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
     report: dict[str, Any] = {"results": results}
+    if args.count_preemptions:
+        report["preemptions"] = sum(
+            int(getattr(m, "value", 0)) for m in llm.get_metrics() if m.name == "vllm:num_preemptions"
+        )
+        print(f"Preemptions: {report['preemptions']}", file=sys.stderr)
     if args.repeat:
         again = llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts],
+            token_prompts,
             SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True),
         )
         report["repeat_token_ids"] = [list(out.outputs[0].token_ids) for out in again]

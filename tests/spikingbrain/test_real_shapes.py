@@ -1,0 +1,201 @@
+"""SpikingBrain-7B's shapes end to end: the `7b-shaped` preset on vLLM against the reference.
+
+The preset is the 7B in every dimension the serving code branches on except width and depth:
+GQA with 8 query heads over 2 kv heads (groups of 4), head_dim 128 (wider than hidden / heads:
+`head_dim` set in the config), 8 layers alternating GLA and window attention (4 GLA states per
+sequence), the published 4096-token window and Qwen2.5's 151,936-token vocabulary.
+
+Prompts are the prefixes of one random 10,000-token sequence, of lengths 1 to 10,000, straddling
+the window's edge (4096, 4097, 4098) and going far beyond it, so each engine also meets prompts
+that share long prefixes. Three engines, one per configuration, each run once for all its tests:
+
+- float32, prefix caching on, a 2048-token step budget (long prompts prefilled in chunks, mixed
+  with decodes; prompts sharing a prefix start from its cached blocks and GLA states), each prompt
+  submitted twice (the second time from its own cached states);
+- float32, prefix caching off, a 512-token step budget.
+
+Forced preemption is not here: vLLM 0.32 cannot be made to preempt this model at a 10,240-token
+`max_model_len`. Without prefix caching it sizes a hybrid model's blocks to the whole
+`max_model_len` (one block per request: a small cache only queues requests); with it, the start-up
+check reserves room for a max-length request's per-block GLA states (about 87 MiB here) while
+the seven requests together held under 20% of a 90 MiB cache (measured), so no cache it accepts
+is small enough to run out. The preemption count is still read and printed.
+- bfloat16, default scheduling: agreement statistics, bounded at near ties.
+
+The reference reads the 10,000 tokens once, one token at a time (a few minutes on one core); its
+answers are kept next to the checkpoint under a key of the checkpoint, the prompts and the
+reference's own source, so a rerun with nothing changed skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine.checkpoint import ensure_checkpoint
+from engine.spikingbrain.reference import Continuation
+from tests.spikingbrain.conftest import ROOT, VllmRunner
+
+SEQUENCE_LENGTH = 10_000
+LENGTHS = (1, 33, 4096, 4097, 4098, 6001, SEQUENCE_LENGTH)
+NEW_TOKENS = 12
+MAX_MODEL_LEN = 10_240
+BF16_NEAR_TIE = 0.05
+CHECKPOINT_DIR = ROOT / ".cache" / "spikingbrain" / "gla_swa-7b-shaped"
+
+
+@pytest.fixture(scope="module")
+def checkpoint() -> Path:
+    return ensure_checkpoint(CHECKPOINT_DIR, "7b-shaped", 0, "gla_swa")
+
+
+@pytest.fixture(scope="module")
+def sequence() -> list[int]:
+    rng = random.Random(25)
+    return [rng.randrange(151643) for _ in range(SEQUENCE_LENGTH)]
+
+
+@pytest.fixture(scope="module")
+def long_prompts(sequence: list[int]) -> list[list[int]]:
+    return [sequence[:n] for n in LENGTHS]
+
+
+def _answers_key(checkpoint: Path, sequence: list[int]) -> str:
+    digest = hashlib.sha256((checkpoint / "config.json").read_bytes())
+    digest.update((checkpoint / "model.safetensors").stat().st_size.to_bytes(8, "little"))
+    for module in ("reference", "config", "weights"):
+        digest.update((ROOT / "engine" / "spikingbrain" / f"{module}.py").read_bytes())
+    digest.update(json.dumps([sequence, LENGTHS, NEW_TOKENS]).encode())
+    return digest.hexdigest()[:16]
+
+
+def compute_answers(checkpoint: Path, sequence: list[int]) -> list[Continuation]:
+    """The reference's greedy continuations, from disk when this exact computation was done before."""
+    from engine.spikingbrain.reference import GLAswaReference
+
+    cached = checkpoint.parent / f"reference-7b-shaped-{_answers_key(checkpoint, sequence)}.json"
+    if cached.is_file():
+        return [Continuation(**c) for c in json.loads(cached.read_text())]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one-token steps: more threads only contend
+    try:
+        reference = GLAswaReference.from_pretrained(checkpoint)
+        answers = reference.greedy_continuations(sequence, LENGTHS, NEW_TOKENS)
+    finally:
+        torch.set_num_threads(threads)
+    cached.write_text(json.dumps([asdict(a) for a in answers]))
+    return answers
+
+
+@pytest.fixture(scope="module")
+def answers(checkpoint: Path, sequence: list[int]) -> list[Continuation]:
+    return compute_answers(checkpoint, sequence)
+
+
+def _run(run_vllm: VllmRunner, name: str, prompts: list[list[int]], checkpoint: Path, *args: str) -> Any:
+    return run_vllm(
+        name,
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        "--enforce-eager",
+        *args,
+        model=checkpoint,
+        token_prompts=prompts,
+        new_tokens=NEW_TOKENS,
+    )
+
+
+@pytest.fixture(scope="module")
+def fp32_cached(run_vllm: VllmRunner, long_prompts: list[list[int]], checkpoint: Path) -> dict[str, Any]:
+    return _run(
+        run_vllm,
+        "7b-fp32-prefix-cache",
+        long_prompts,
+        checkpoint,
+        "--dtype",
+        "float32",
+        "--max-num-batched-tokens",
+        "2048",
+        "--count-preemptions",
+        "--repeat",
+    )
+
+
+@pytest.fixture(scope="module")
+def fp32_uncached(run_vllm: VllmRunner, long_prompts: list[list[int]], checkpoint: Path) -> dict[str, Any]:
+    return _run(
+        run_vllm,
+        "7b-fp32-no-prefix-cache",
+        long_prompts,
+        checkpoint,
+        "--dtype",
+        "float32",
+        "--no-prefix-caching",
+        "--max-num-batched-tokens",
+        "512",
+    )
+
+
+@pytest.fixture(scope="module")
+def bf16_run(run_vllm: VllmRunner, long_prompts: list[list[int]], checkpoint: Path) -> dict[str, Any]:
+    return _run(run_vllm, "7b-bf16", long_prompts, checkpoint, "--dtype", "bfloat16")
+
+
+def test_preset_is_shaped_like_the_7b(checkpoint: Path) -> None:
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert (config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]) == (8, 2, 128)
+    assert config["attn_layers"] == [1, 3, 5, 7] and config["num_hidden_layers"] == 8
+    assert (config["sliding_window"], config["vocab_size"]) == (4096, 151936)
+    assert max(LENGTHS) > 2 * config["sliding_window"]
+
+
+def test_fp32_greedy_equal_with_prefix_caching(
+    fp32_cached: dict[str, Any], answers: list[Continuation]
+) -> None:
+    want = [a.tokens for a in answers]
+    print(f"vLLM preemptions: {fp32_cached['preemptions']}")
+    assert [r["token_ids"] for r in fp32_cached["results"]] == want
+    # The second submission starts from cached window blocks and GLA states, and decodes the same.
+    assert max(fp32_cached["repeat_cached_tokens"]) >= 4096
+    assert fp32_cached["repeat_token_ids"] == want
+
+
+def test_fp32_greedy_equal_chunked_without_prefix_cache(
+    fp32_uncached: dict[str, Any], answers: list[Continuation]
+) -> None:
+    assert [r["token_ids"] for r in fp32_uncached["results"]] == [a.tokens for a in answers]
+
+
+def test_fp32_sampled_logits_match_reference(
+    fp32_cached: dict[str, Any], answers: list[Continuation]
+) -> None:
+    for result, answer in zip(fp32_cached["results"], answers, strict=True):
+        torch.testing.assert_close(
+            torch.tensor(result["sampled_logits"]), torch.tensor(answer.logits), rtol=0, atol=1e-3
+        )
+
+
+def test_bf16_parts_from_reference_only_at_near_ties(
+    bf16_run: dict[str, Any], answers: list[Continuation]
+) -> None:
+    """bf16 follows the reference token for token until a position where the reference's own
+    top-2 margin is below BF16_NEAR_TIE; the agreement is printed (run with -s to see it)."""
+    equal = total = 0
+    for length, result, answer in zip(LENGTHS, bf16_run["results"], answers, strict=True):
+        got = result["token_ids"]
+        split = next((j for j, (a, b) in enumerate(zip(got, answer.tokens, strict=True)) if a != b), None)
+        agreed = NEW_TOKENS if split is None else split
+        equal, total = equal + agreed, total + NEW_TOKENS
+        print(f"bf16 prompt of {length}: {agreed}/{NEW_TOKENS} greedy tokens equal")
+        if split is not None:
+            assert answer.margins[split] < BF16_NEAR_TIE, f"prompt {length}: parted at {split}"
+        diffs = [abs(a - b) for a, b in zip(result["sampled_logits"][:agreed], answer.logits, strict=False)]
+        assert max(diffs, default=0.0) < 0.1, f"prompt {length}: bf16 logits off by up to {max(diffs)}"
+    print(f"bf16: {equal}/{total} greedy tokens equal to the float32 reference")
