@@ -54,7 +54,7 @@ def clear_begun_pages(kv_cache: torch.Tensor, metadata: Any) -> None:
 
 def _clear_window_pages(key: torch.Tensor, layer_name: str) -> None:
     context = get_forward_context()
-    metadata = context.attn_metadata
+    metadata: Any = context.attn_metadata
     if isinstance(metadata, dict):
         metadata = metadata.get(layer_name)
     kv_cache = context.no_compile_layers[layer_name].kv_cache

@@ -30,6 +30,13 @@ def main(argv: list[str] | None = None) -> None:
         "--count-preemptions", action="store_true", help="log stats and report vllm:num_preemptions"
     )
     parser.add_argument(
+        "--then-one-by-one",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then submit the first N prompts again, each alone, on pages the batch has used",
+    )
+    parser.add_argument(
         "--repeat", action="store_true", help="submit the prompts a second time, to hit the prefix cache"
     )
     args = parser.parse_args(argv)
@@ -65,31 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     token_prompts = [TokensPrompt(prompt_token_ids=p) for p in prompts]
     outputs = llm.generate(token_prompts, params)
-    results = []
-    for out in outputs:
-        completion = out.outputs[0]
-        prompt_logits = None
-        if out.prompt_logprobs is not None:
-            # Entry i scores token i given tokens < i; the first is None.
-            prompt_logits = [
-                None if entry is None else {str(tok): lp.logprob for tok, lp in entry.items()}
-                for entry in out.prompt_logprobs
-            ]
-        sampled_logits: list[float] | None = None
-        if completion.logprobs is not None:
-            sampled_logits = []
-            for entry, tok in zip(completion.logprobs, completion.token_ids, strict=True):
-                # logprobs=1 asks for one entry per sampled token; only prompt entries may be None.
-                assert entry is not None, "vLLM returned no logprob for a sampled token"
-                sampled_logits.append(entry[tok].logprob)
-        results.append(
-            {
-                "token_ids": list(completion.token_ids),
-                "prompt_logits": prompt_logits,
-                "sampled_logits": sampled_logits,
-            }
-        )
+    results = [_result(out) for out in outputs]
     report: dict[str, Any] = {"results": results}
+    if args.then_one_by_one:
+        report["one_by_one"] = [
+            _result(llm.generate([p], params)[0]) for p in token_prompts[: args.then_one_by_one]
+        ]
+
     if args.count_preemptions:
         report["preemptions"] = sum(
             int(getattr(m, "value", 0)) for m in llm.get_metrics() if m.name == "vllm:num_preemptions"
@@ -104,6 +93,30 @@ def main(argv: list[str] | None = None) -> None:
         report["repeat_cached_tokens"] = [out.num_cached_tokens or 0 for out in again]
     Path(args.out).write_text(json.dumps(report))
     print(f"wrote {len(results)} results to {args.out}", file=sys.stderr)
+
+
+def _result(out: Any) -> dict[str, Any]:
+    """One request's greedy tokens, raw prompt logits and sampled logits."""
+    completion = out.outputs[0]
+    prompt_logits = None
+    if out.prompt_logprobs is not None:
+        # Entry i scores token i given tokens < i; the first is None.
+        prompt_logits = [
+            None if entry is None else {str(tok): lp.logprob for tok, lp in entry.items()}
+            for entry in out.prompt_logprobs
+        ]
+    sampled_logits: list[float] | None = None
+    if completion.logprobs is not None:
+        sampled_logits = []
+        for entry, tok in zip(completion.logprobs, completion.token_ids, strict=True):
+            # logprobs=1 asks for one entry per sampled token; only prompt entries may be None.
+            assert entry is not None, "vLLM returned no logprob for a sampled token"
+            sampled_logits.append(entry[tok].logprob)
+    return {
+        "token_ids": list(completion.token_ids),
+        "prompt_logits": prompt_logits,
+        "sampled_logits": sampled_logits,
+    }
 
 
 if __name__ == "__main__":
