@@ -27,8 +27,8 @@ from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid
 from vllm.sequence import IntermediateTensors
 
-from engine.spikingbrain.config import GLAswaConfig
 from engine.spikingbrain import vllm_pages  # noqa: F401  (registers the page-clearing op)
+from engine.spikingbrain.config import GLAswaConfig
 from engine.spikingbrain.vllm_gla import GLAswaLinearAttention, gla_state_dtype, gla_state_shape
 from engine.spikingbrain.weights import (
     QUANT_SCALES_SUFFIX,
