@@ -4,10 +4,10 @@ usage and costs API, and retention as a scheduled job of the job runner (docs/go
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from gateway.background import cancelled
 from gateway.components import Components
 from gateway.services.gdpr import Gdpr
 from gateway.services.retention import Retention
@@ -39,11 +39,8 @@ class Governance:
             self._scheduling = asyncio.create_task(self._schedule(self.retention), name="retention-schedule")
 
     async def stop(self) -> None:
-        if self._scheduling is not None:
-            self._scheduling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduling
-            self._scheduling = None
+        await cancelled(self._scheduling)
+        self._scheduling = None
 
     @staticmethod
     async def _schedule(retention: Retention) -> None:

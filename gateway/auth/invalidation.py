@@ -12,6 +12,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from gateway.auth.cache import KeyCache
+from gateway.background import cancelled
 
 _log = logging.getLogger("tantra.auth")
 
@@ -47,11 +48,8 @@ class InvalidationBus:
             self._task = asyncio.create_task(self._listen(), name="auth-invalidation")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     async def publish(self, *, key_id: str | None = None, tenant_id: str | None = None) -> None:
         """Apply here at once, then tell the other replicas; a failure is logged, not raised (their

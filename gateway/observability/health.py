@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.background import cancelled
 from gateway.observability.metrics import GatewayMetrics
 from gateway.upstreams.interface import ProbeFailed
 
@@ -127,11 +128,8 @@ class HealthMonitor:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="tantra-health")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     @property
     def policy(self) -> HealthPolicy:

@@ -4,13 +4,13 @@ one /v1/audio/speech request (pcm), its audio sent on as `response.audio.delta` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import orjson
 
 from adapters.tts import SentenceSplitter
+from gateway.background import cancelled
 from gateway.realtime.conversation import Spoken
 from gateway.realtime.events import EventError, failure_of
 from gateway.realtime.loopback import read_all
@@ -46,9 +46,7 @@ class Speaker:
             raise self.failure
 
     async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancelled(self._task)
 
     async def _run(self) -> None:
         while (sentence := await self._queue.get()) is not None and not self._stop.is_set():

@@ -5,10 +5,10 @@ uploads. Every replica may run it: each step is idempotent (deleting a blob twic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
+from gateway.background import cancelled
 from gateway.blobs import BlobStore
 from gateway.store import FileStore, utcnow
 from gateway.store.files import COMPLETING, EXPIRED, PENDING
@@ -29,11 +29,8 @@ class FileSweeper:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -11,7 +11,6 @@ refused with every problem logged, and the old one stays. Settings that only a r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic_settings import BaseSettings
 
+from gateway.background import cancelled
 from gateway.observability.metrics import GatewayMetrics
 from gateway.settings.load import ConfigError, load_settings
 
@@ -156,11 +156,8 @@ class ConfigReloader(Generic[S]):
         if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, self._previous_handler)
             self._previous_handler = None
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        await cancelled(self._watch)
+        self._watch = None
 
     async def _poll(self, seen: tuple[int, int, int] | None) -> None:
         """Stat the file every interval: cheap, and it follows Kubernetes' ConfigMap symlink swaps

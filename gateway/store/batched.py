@@ -13,6 +13,8 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from gateway.background import cancelled
+
 RowT = TypeVar("RowT")
 
 
@@ -117,11 +119,8 @@ class BatchedWriter(Generic[RowT]):
         self.written += len(batch)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
         try:
             await self.flush()
         except Exception:

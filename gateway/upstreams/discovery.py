@@ -15,7 +15,6 @@ A resolver that does not answer (timeout, SERVFAIL) is not: the last members are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
@@ -27,6 +26,8 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 import httpx
+
+from gateway.background import cancelled
 
 if TYPE_CHECKING:
     from gateway.settings.sections import UpstreamConfig
@@ -126,11 +127,8 @@ class DiscoveryLoop:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="tantra-discovery")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     async def resolve_due(self) -> None:
         """One round: every group whose interval is over (or new) is resolved, concurrently."""

@@ -16,7 +16,6 @@ streams it is serving finish, and it is dropped when the last one gives it back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -28,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from gateway.background import cancelled
 from gateway.errors import EngineUnavailable, Overloaded
 from gateway.observability.metrics import GatewayMetrics
 from gateway.settings.sections import ModelRoute, UpstreamConfig
@@ -328,11 +328,8 @@ class UpstreamPool:
         if self._discovery is not None:
             await self._discovery.close()
             self._discovery = None
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
-            self._probe_task = None
+        await cancelled(self._probe_task)
+        self._probe_task = None
 
     async def _probe_loop(self) -> None:
         """Open breakers whose wait is over get a /health probe: an answer half-opens the breaker
