@@ -8,8 +8,9 @@ given, as file_search's citations did before markers."""
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 _MARKER = re.compile(r"\[(\d{1,2})\]")
@@ -34,6 +35,24 @@ def annotations_of(text: str, sources: Sequence[Annotate]) -> list[dict[str, Any
         if n not in cited and late not in found:  # one end citation per file or page
             found.append(late)
     return found
+
+
+def numbered_context(header: str, sources: Iterable[str]) -> str:
+    """The sources numbered [1], [2], ... after `header`, as the model is asked to cite them ("" for none)."""
+    blocks = [f"[{n}] {source}" for n, source in enumerate(sources, 1)]
+    return header + "\n\n" + "\n\n".join(blocks) if blocks else ""
+
+
+def with_tool_call(body: dict[str, Any], call: dict[str, Any], sources: Sequence[Annotate]) -> dict[str, Any]:
+    """A copy of the engine's response with the search tool's `call` item first and the sources'
+    citations on its text (unchanged when it has no output list)."""
+    out = copy.deepcopy(body)
+    output = out.get("output")
+    if not isinstance(output, list):
+        return out
+    annotate_output(output, sources)
+    out["output"] = [call, *output]
+    return out
 
 
 def annotate_output(output: list[Any], sources: Sequence[Annotate]) -> None:

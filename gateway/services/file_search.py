@@ -15,7 +15,6 @@ for each file it did not mark, at the end of the text (citations.py).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from gateway.errors import InvalidRequest
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.validation import parse_object
 from gateway.protocol.vector_stores import FileSearchTool
-from gateway.services.citations import INSTRUCTION, annotate_output, file_citation
+from gateway.services.citations import INSTRUCTION, file_citation, numbered_context, with_tool_call
 from gateway.services.responses_items import new_id
 from gateway.services.vector_core import Acting, Result
 from gateway.services.vector_stores import VectorStoresService
@@ -52,15 +51,12 @@ class Searched:
 
     @property
     def context(self) -> str:
-        blocks = [f"[{n}] {r.filename} (file {r.file_id}):\n{r.text}" for n, r in enumerate(self.results, 1)]
-        return _HEADER + "\n\n" + "\n\n".join(blocks) if blocks else ""
+        return numbered_context(
+            _HEADER, (f"{r.filename} (file {r.file_id}):\n{r.text}" for r in self.results)
+        )
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         """The engine's response with the `file_search_call` item and the citations (a copy)."""
-        out = copy.deepcopy(body)
-        output = out.get("output")
-        if not isinstance(output, list):
-            return out
         call: dict[str, Any] = {
             "id": self.call_id,
             "type": "file_search_call",
@@ -79,9 +75,7 @@ class Searched:
                 }
                 for r in self.results
             ]
-        annotate_output(output, [file_citation(r.file_id, r.filename) for r in self.results])
-        out["output"] = [call, *output]
-        return out
+        return with_tool_call(body, call, [file_citation(r.file_id, r.filename) for r in self.results])
 
 
 class FileSearch:

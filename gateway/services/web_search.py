@@ -14,7 +14,6 @@ leaves the call `failed` and the model answers without results (OpenAI's call it
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +24,7 @@ from gateway.errors import InvalidRequest
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.hosted_tools import WebSearchTool
 from gateway.protocol.validation import parse_object
-from gateway.services.citations import INSTRUCTION, annotate_output, url_citation
+from gateway.services.citations import INSTRUCTION, numbered_context, url_citation, with_tool_call
 from gateway.services.file_search import put_context, strip_tool
 from gateway.services.responses_items import new_id
 from gateway.services.vector_core import Acting
@@ -113,15 +112,10 @@ class Browsed:
 
     @property
     def context(self) -> str:
-        blocks = [f"[{n}] {p.title} ({p.url}):\n{p.text}" for n, p in enumerate(self.pages, 1)]
-        return _HEADER + "\n\n" + "\n\n".join(blocks) if blocks else ""
+        return numbered_context(_HEADER, (f"{p.title} ({p.url}):\n{p.text}" for p in self.pages))
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         """The engine's response with the `web_search_call` item and the citations (a copy)."""
-        out = copy.deepcopy(body)
-        output = out.get("output")
-        if not isinstance(output, list):
-            return out
         action: dict[str, Any] = {"type": "search", "query": self.query}
         if self.include_sources:
             action["sources"] = [{"type": "url", "url": p.url} for p in self.pages]
@@ -131,9 +125,7 @@ class Browsed:
             "status": "failed" if self.failed else "completed",
             "action": action,
         }
-        annotate_output(output, [url_citation(p.url, p.title) for p in self.pages])
-        out["output"] = [call, *output]
-        return out
+        return with_tool_call(body, call, [url_citation(p.url, p.title) for p in self.pages])
 
 
 class WebSearch:

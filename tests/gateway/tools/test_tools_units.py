@@ -222,3 +222,27 @@ async def test_a_failing_provider_is_a_failed_call() -> None:
         browsed = await search.prepare(None, {"tools": [{"type": "web_search"}]}, "q", body)  # type: ignore[arg-type]
     assert browsed is not None and browsed.failed and browsed.pages == []
     assert browsed.apply({"output": []})["output"][0]["status"] == "failed"
+
+
+def test_file_search_shows_its_call_results_and_citations() -> None:
+    from gateway.services.file_search import Searched
+    from gateway.services.vector_core import Result
+
+    results = [
+        Result("file-a", "a.txt", 0.9, "Alpha is A.", {}),
+        Result("file-b", "b.txt", 0.5, "Beta is B.", {"k": 1}),
+    ]
+    searched = Searched("fs_1", ["alpha?"], results, include_results=True)
+    assert "[1] a.txt (file file-a):\nAlpha is A." in searched.context
+    assert "[2] b.txt (file file-b):\nBeta is B." in searched.context
+    assert Searched("fs_2", ["q"], [], include_results=False).context == ""
+    message = {"type": "message", "content": [{"type": "output_text", "text": "A [2]."}]}
+    body = {"output": [message]}
+    shown = searched.apply(body)
+    assert body == {"output": [message]} and "annotations" not in message["content"][0]  # a copy
+    call, answer = shown["output"]
+    assert call["type"] == "file_search_call" and call["queries"] == ["alpha?"]
+    assert [r["file_id"] for r in call["results"]] == ["file-a", "file-b"]
+    files = [(n["file_id"], n["index"]) for n in answer["content"][0]["annotations"]]
+    assert files == [("file-b", 2), ("file-a", 6)]  # the unmarked source: at the end of the text
+    assert searched.apply({"error": "x"}) == {"error": "x"}
