@@ -8,6 +8,8 @@ resolved (anything else is `unknown`), statuses are HTTP codes, error types are 
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -166,3 +168,10 @@ class GatewayMetrics:
 
     def set_circuit(self, upstream: str, state: str) -> None:
         self.circuit_state.labels(upstream).set(CIRCUIT_STATES[state])
+
+    def forget_upstream(self, upstream: str) -> None:
+        """Drop a departed upstream's gauges (a discovered pod that left), so that /metrics lists the
+        members there are; its counters stay, as counters of a finished process do in Prometheus."""
+        for gauge in (self.circuit_state, self.upstream_healthy):
+            with contextlib.suppress(KeyError):
+                gauge.remove(upstream)

@@ -159,6 +159,7 @@ class UpstreamPool:
                 self.draining[member.name] = member
             else:
                 _log.info("upstream %s left", member.name)
+                self._forget(member.name)
 
     def discovered(self) -> dict[str, UpstreamConfig]:
         """The configured upstreams whose members are found in DNS."""
@@ -185,6 +186,11 @@ class UpstreamPool:
             if member.outstanding == 0:
                 _log.info("upstream %s drained and dropped", name)
                 del self.draining[name]
+                self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        if self._metrics is not None and name not in self.members:  # not back under the same name
+            self._metrics.forget_upstream(name)
 
     def on_reconfigure(self, listener: Callable[[], None]) -> None:
         """Call `listener` after every reconfiguration (health checks probe new upstreams at once)."""

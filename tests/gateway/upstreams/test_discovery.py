@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.errors import EngineUnavailable
+from gateway.observability.metrics import GatewayMetrics
 from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.discovery import DnsResolver, member_url, split_nameserver
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool
@@ -32,14 +34,19 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def discovered_pool(client: httpx.AsyncClient, dns: RecordServer, interval_s: float = 0.2) -> UpstreamPool:
+def discovered_pool(
+    client: httpx.AsyncClient,
+    dns: RecordServer,
+    interval_s: float = 0.2,
+    metrics: GatewayMetrics | None = None,
+) -> UpstreamPool:
     discovery = {"dns": NAME, "port": 8001, "interval_s": interval_s}
     config = UpstreamConfig.model_validate({"url": "http://engine-headless:8000", "discovery": discovery})
     policy = PoolPolicy(
         breaker_failures=1, breaker_open_s=7.5, max_outstanding=0, discovery_nameserver=dns.nameserver
     )
     routes = {"tiny": ModelRoute(upstreams=["engine"])}
-    return UpstreamPool(client, {"engine": str(config.url)}, {"engine": config}, routes, policy)
+    return UpstreamPool(client, {"engine": str(config.url)}, {"engine": config}, routes, policy, metrics)
 
 
 async def test_the_resolver_reads_a_and_aaaa_and_tells_absence_from_silence(dns: RecordServer) -> None:
@@ -66,7 +73,8 @@ async def test_members_follow_the_records_and_a_leaving_one_is_drained(
     dns: RecordServer, client: httpx.AsyncClient
 ) -> None:
     dns.set(NAME, ("10.0.0.1", "10.0.0.2", "10.0.0.3"))
-    pool = discovered_pool(client, dns)
+    metrics = GatewayMetrics(CollectorRegistry())
+    pool = discovered_pool(client, dns, metrics=metrics)
     assert pool.members_for("tiny") == []  # nothing resolved yet: 503 with Retry-After, not a 404
     with pytest.raises(EngineUnavailable) as refused:
         pool.choose(pool.members_for("tiny"), None)
@@ -101,6 +109,8 @@ async def test_members_follow_the_records_and_a_leaving_one_is_drained(
         second.give_back()  # its stream ends ...
         await until(lambda: not pool.draining)  # ... and it is dropped
         assert "engine@10.0.0.2" not in pool.snapshot()
+        shown = metrics.render().decode()  # its gauges go too
+        assert 'upstream="engine@10.0.0.2"' not in shown and 'upstream="engine@10.0.0.4"' in shown
 
         # A name that is gone (NXDOMAIN) empties the group; its return starts members afresh.
         dns.set(NAME, None)
