@@ -34,6 +34,7 @@ from engine.spikingbrain.weights import (
     QUANT_SCALES_SUFFIX,
     GateLayout,
     UnexpectedTensorError,
+    check_quantized_tensor,
     check_tensors,
     expected_shapes,
     gate_layout,
@@ -238,6 +239,8 @@ class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid):
         self._quantized = quantized_weight_names(names)
         self._gate = gate_layout(names)
         self._expected = expected_shapes(config, self._gate)
+        # vLLM's quantization (compressed-tensors W8A8, W4A16) renames and reshapes the projections.
+        self._quantized_serving = vllm_config.quant_config is not None
         self.model = GLAswaModel(vllm_config=vllm_config, prefix=_join(prefix, "model"), gate=self._gate)
         self.lm_head = ParallelLMHead(
             config.vocab_size,
@@ -288,7 +291,10 @@ class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid):
                 f"checkpoint tensor {name!r} is W8ASpike's layout, but the layout could not be read before "
                 "loading (serve from a local directory, or a hub id already in the local cache)"
             )
-        check_tensors(self._expected, {name: tensor.shape})
+        if self._quantized_serving:
+            check_quantized_tensor(self._expected, name, tensor.shape)
+        else:
+            check_tensors(self._expected, {name: tensor.shape})
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Load by the published names, stacking q/k/v and gate/up projections."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -31,6 +32,7 @@ __all__ = [
     "QUANT_SCALES_SUFFIX",
     "GateLayout",
     "UnexpectedTensorError",
+    "check_quantized_tensor",
     "check_tensors",
     "checkpoint_tensor_names",
     "expected_shapes",
@@ -147,6 +149,30 @@ def check_tensors(
                 f"checkpoint tensor {name!r} has shape {tuple(shape)}, the config gives {expected[name]} "
                 "(check hidden_size, num_attention_heads, num_key_value_heads, head_dim, gate_low_rank_dim)"
             )
+
+
+# What a compressed-tensors checkpoint (`engine quantize`, or llm-compressor's) keeps beside or
+# instead of a projection's `.weight`; their shapes are the quantization method's to check.
+_QUANTIZED_PARTS = re.compile(
+    r"^(?P<base>.+)\.(?:weight|weight_scale|weight_zero_point|weight_packed|weight_shape|weight_g_idx"
+    r"|input_scale|input_zero_point)$"
+)
+_KV_CACHE_SCALES = (".k_scale", ".v_scale", ".q_scale", ".prob_scale")
+
+
+def check_quantized_tensor(
+    expected: Mapping[str, tuple[int, ...]], name: str, shape: tuple[int, ...] | torch.Size
+) -> None:
+    """Refuse a tensor of a quantized checkpoint that belongs to no weight of this model (a tensor
+    under a published name keeps its shape: int8 weights do, 4-bit ones are `weight_packed`)."""
+    if name in expected:
+        check_tensors(expected, {name: shape})
+        return
+    if name.endswith(_KV_CACHE_SCALES):
+        return
+    found = _QUANTIZED_PARTS.match(name)
+    if found is None or f"{found.group('base')}.weight" not in expected:
+        check_tensors(expected, {name: ()})
 
 
 def gate_layout(names: Iterable[str]) -> GateLayout:

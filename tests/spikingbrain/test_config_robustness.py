@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 import torch
 
+from engine.quantization import quantize_checkpoint
 from engine.spikingbrain.checkpoint import GlaSwaWriter
 from engine.spikingbrain.config import GLAswaConfig
 from engine.spikingbrain.reference import GLAswaReference
 from engine.spikingbrain.weights import (
     UnexpectedTensorError,
+    check_quantized_tensor,
     check_tensors,
     expected_shapes,
     gate_layout,
@@ -79,7 +81,8 @@ def test_vllm_loader_names_what_does_not_fit() -> None:
     from engine.spikingbrain.vllm_model import GLAswaForCausalLM
 
     config, _ = _tiny()
-    model: Any = SimpleNamespace(_gate="low_rank", _expected=expected_shapes(config, "low_rank"))
+    expected = expected_shapes(config, "low_rank")
+    model: Any = SimpleNamespace(_gate="low_rank", _expected=expected, _quantized_serving=False)
     GLAswaForCausalLM._check(model, "model.layers.0.attn.q_proj.weight", torch.zeros(128, 128))
     with pytest.raises(UnexpectedTensorError, match=r"model\.layers\.0\.mlp\.gate_proj\.weight.*shape"):
         GLAswaForCausalLM._check(model, "model.layers.0.mlp.gate_proj.weight", torch.zeros(64, 128))
@@ -87,6 +90,11 @@ def test_vllm_loader_names_what_does_not_fit() -> None:
         GLAswaForCausalLM._check(model, "model.layers.2.attn.q_proj.weight", torch.zeros(128, 128))
     with pytest.raises(UnexpectedTensorError, match="W8ASpike's layout"):
         GLAswaForCausalLM._check(model, "model.layers.0.attn.gk_proj.weight", torch.zeros(64, 128))
+    # Served quantized (compressed-tensors), the projections come with their scales.
+    quantized: Any = SimpleNamespace(_gate="low_rank", _expected=expected, _quantized_serving=True)
+    GLAswaForCausalLM._check(quantized, "model.layers.0.attn.q_proj.weight_scale", torch.zeros(128, 1))
+    with pytest.raises(UnexpectedTensorError, match=r"model\.layers\.2\.attn\.q_proj\.weight_scale"):
+        GLAswaForCausalLM._check(quantized, "model.layers.2.attn.q_proj.weight_scale", torch.zeros(128, 1))
 
 
 def test_gate_low_rank_dim_is_honoured() -> None:
@@ -105,6 +113,23 @@ def test_unexpected_tensor_is_named() -> None:
         GLAswaReference(config, weights)
     with pytest.raises(UnexpectedTensorError, match=r"rotary_emb\.inv_freq"):
         check_tensors(expected_shapes(config, "low_rank"), {"model.layers.0.attn.rotary_emb.inv_freq": (32,)})
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w4a16"])
+def test_quantized_checkpoints_pass_the_check(scheme: str, gla_swa_checkpoint: Path, tmp_path: Path) -> None:
+    """`engine quantize`'s compressed-tensors output (int8 weights and scales; 4-bit packed weights,
+    scales and shapes) loads under the check; a stray tensor is still named."""
+    from safetensors import safe_open
+
+    config = GLAswaConfig(**json.loads((gla_swa_checkpoint / "config.json").read_text()))
+    quantized = quantize_checkpoint(gla_swa_checkpoint, tmp_path / scheme, scheme)
+    expected = expected_shapes(config, "low_rank")
+    with safe_open(str(quantized / "model.safetensors"), "pt") as tensors:
+        for name in tensors.keys():  # noqa: SIM118 (safe_open has no __iter__)
+            check_quantized_tensor(expected, name, tensors.get_slice(name).get_shape())
+    with pytest.raises(UnexpectedTensorError, match=r"layers\.9\.mlp\.up_proj\.weight_scale"):
+        check_quantized_tensor(expected, "model.layers.9.mlp.up_proj.weight_scale", (256, 1))
+    check_quantized_tensor(expected, "model.layers.1.attn.attn.k_scale", ())  # kv-cache scales pass
 
 
 def test_expected_shapes_are_the_writers() -> None:
