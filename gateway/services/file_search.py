@@ -21,7 +21,7 @@ from typing import Any
 from gateway.admission import Ticket
 from gateway.errors import InvalidRequest
 from gateway.protocol.common import InvalidParam
-from gateway.protocol.validation import parse_object
+from gateway.protocol.validation import ModelT, parse_object
 from gateway.protocol.vector_stores import FileSearchTool
 from gateway.services.citations import INSTRUCTION, file_citation, numbered_context, with_tool_call
 from gateway.services.responses_items import new_id
@@ -93,19 +93,10 @@ class FileSearch:
         """Search for a request with a `file_search` tool: the engine body without the tool and with the
         results in its context (the best ones that fit half of `max_model_len`). None when the
         request has no such tool."""
-        tools = payload.get("tools")
-        if not isinstance(tools, list):
+        found = first_tool(payload, ("file_search",), FileSearchTool)
+        if found is None:
             return None
-        found = [
-            (n, t) for n, t in enumerate(tools) if isinstance(t, dict) and t.get("type") == "file_search"
-        ]
-        if not found:
-            return None
-        n, raw = found[0]
-        try:
-            tool = parse_object(FileSearchTool, raw, "A tool must be an object.")
-        except InvalidParam as exc:
-            raise InvalidRequest(exc.message, param=f"tools[{n}].{exc.param}", code=exc.code) from None
+        n, tool = found
         principal = ticket.principal
         owner = Owner(principal.tenant_id, principal.key_id)
         for store_id in tool.vector_store_ids:
@@ -151,6 +142,21 @@ def _rewrite(engine_body: dict[str, Any], searched: Searched) -> None:
     strip_tool(engine_body, ("file_search",), INCLUDE_RESULTS)
     if searched.context:
         put_context(engine_body, searched.context)
+
+
+def first_tool(
+    payload: dict[str, Any], types: tuple[str, ...], model: type[ModelT]
+) -> tuple[int, ModelT] | None:
+    """The request's first tool of one of `types` and its index, validated (an error names
+    `tools[n]`); None when it has none."""
+    tools = payload.get("tools")
+    for n, raw in enumerate(tools if isinstance(tools, list) else []):
+        if isinstance(raw, dict) and raw.get("type") in types:
+            try:
+                return n, parse_object(model, raw, "A tool must be an object.")
+            except InvalidParam as exc:
+                raise InvalidRequest(exc.message, param=f"tools[{n}].{exc.param}", code=exc.code) from None
+    return None
 
 
 def strip_tool(engine_body: dict[str, Any], types: tuple[str, ...], include: str) -> None:

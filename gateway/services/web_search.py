@@ -20,12 +20,9 @@ from typing import Any, Protocol
 import httpx
 
 from gateway.admission import Ticket
-from gateway.errors import InvalidRequest
-from gateway.protocol.common import InvalidParam
 from gateway.protocol.hosted_tools import WebSearchTool
-from gateway.protocol.validation import parse_object
 from gateway.services.citations import INSTRUCTION, numbered_context, url_citation, with_tool_call
-from gateway.services.file_search import put_context, strip_tool
+from gateway.services.file_search import first_tool, put_context, strip_tool
 from gateway.services.responses_items import new_id
 from gateway.services.vector_core import Acting
 from gateway.services.vector_stores import VectorStoresService
@@ -138,19 +135,10 @@ class WebSearch:
     ) -> Browsed | None:
         """Search for a request with a web search tool: the engine body without the tool and with the
         pages in its context. None when the request has no such tool."""
-        tools = payload.get("tools")
-        found = [
-            (n, t)
-            for n, t in enumerate(tools if isinstance(tools, list) else [])
-            if isinstance(t, dict) and t.get("type") in TYPES
-        ]
-        if not found:
+        found = first_tool(payload, TYPES, WebSearchTool)
+        if found is None:
             return None
-        n, raw = found[0]
-        try:
-            tool = parse_object(WebSearchTool, raw, "A tool must be an object.")
-        except InvalidParam as exc:
-            raise InvalidRequest(exc.message, param=f"tools[{n}].{exc.param}", code=exc.code) from None
+        tool = found[1]
         size = tool.search_context_size or "medium"
         k = max(1, min(20, round(self._max_results * _SHARE[size])))
         pages, failed = [], False
