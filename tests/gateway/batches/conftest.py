@@ -1,6 +1,7 @@
-"""A gateway of its own for the Batch API tests: the session's chat engine and embedding engine,
-Redis, SQLite store and blob directory (any gateway of the session may run its batches), prices
-for the ledger's batch discount."""
+"""A gateway of its own for the Batch API tests: the session's chat engine and embedding engine and
+Redis, a SQLite store of its own, prices for the ledger's batch discount. The store is its own
+because any gateway on a store may claim its jobs: the session's chat-only gateway, on the shared
+store, once claimed the embeddings batch and failed every line as an unknown model."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ PRICE = {"prompt": 1.0, "completion": 2.0}
 class BatchGateway:
     url: str
     admin: AdminClient
+    database_url: str
 
     def tenant_key(self, name: str) -> tuple[str, str]:
         tenant = self.admin.tenant(f"{name}-{next(_tenants)}")
@@ -46,8 +48,11 @@ def batch_gateway(
     embedding_model: str,
     gateway_settings: Callable[..., Settings],
     admin_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BatchGateway]:
+    database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('batches') / 'store.db'}"
     settings = gateway_settings(
+        database_url=database_url,
         upstreams={"engine": {"url": engine_url}, "embedding": {"url": embedding_engine_url}},
         routing={"default_model": model},
         model_prices={model: PRICE, embedding_model: PRICE},
@@ -56,7 +61,7 @@ def batch_gateway(
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
-        yield BatchGateway(server.url, admin)
+        yield BatchGateway(server.url, admin, database_url)
         admin.close()
 
 

@@ -56,7 +56,7 @@ def chat_line(custom_id: str, model: str, **body: Any) -> dict[str, Any]:
     }
 
 
-def test_small_chat_batch(batch_gateway: BatchGateway, model: str, database_url: str) -> None:
+def test_small_chat_batch(batch_gateway: BatchGateway, model: str) -> None:
     secret, key_id = batch_gateway.tenant_key("small")
     with batch_gateway.client(secret) as client:
         file_id = upload(client, [chat_line(f"c{i}", model) for i in range(3)])
@@ -89,7 +89,7 @@ def test_small_chat_batch(batch_gateway: BatchGateway, model: str, database_url:
         stored = client.files.retrieve(done.output_file_id)
         assert stored.purpose == "batch_output"
         # One ledger row per line (and the API's own requests), each priced at half.
-        rows = line_rows(database_url, key_id, "/v1/chat/completions", 3)
+        rows = line_rows(batch_gateway.database_url, key_id, "/v1/chat/completions", 3)
         assert {row.request_id for row in rows} == {f"{batch.id}-{n}" for n in (1, 2, 3)}
         for row in rows:
             full = row.prompt_tokens * 1 + row.completion_tokens * 2
@@ -337,7 +337,7 @@ def response_line(custom_id: str, model: str, **body: Any) -> dict[str, Any]:
 
 
 def test_responses_lines_beside_a_chat_batch(
-    batch_gateway: BatchGateway, model: str, database_url: str
+    batch_gateway: BatchGateway, model: str
 ) -> None:
     """/v1/responses lines are served by the Responses API, `store: false` unless the line says
     otherwise (as OpenAI's batch), while a chat batch of the same key runs at once. OpenAI's batch has
@@ -399,7 +399,7 @@ def test_responses_lines_beside_a_chat_batch(
     found: list[Any] = []
 
     def recorded() -> bool:
-        found[:] = [row for row in _rows(database_url, key_id) if row.request_id.startswith(ids[0] + "-")]
+        found[:] = [row for row in _rows(batch_gateway.database_url, key_id) if row.request_id.startswith(ids[0] + "-")]
         return len(found) >= 7
 
     wait_for(recorded, timeout=15, interval=0.3)
