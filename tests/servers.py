@@ -10,24 +10,63 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from engine.launcher import EngineConfig, EngineProcess
 
+_prestarted: dict[Path, tuple[EngineProcess, IO[str]]] = {}
+"""Engines spawned before their first test, by log path (one per engine)."""
+
+
+def _spawn(config: EngineConfig, log_path: Path) -> tuple[EngineProcess, IO[str]]:
+    log = log_path.open("w")
+
+    def sink(line: str) -> None:
+        log.write(line + "\n")
+        log.flush()
+
+    return EngineProcess(config, log_sink=sink, startup_timeout=900), log
+
+
+def prestart_engine(config: EngineConfig, log_path: Path) -> None:
+    """Spawn the engine now without waiting for it: `logged_engine` of the same log path takes it.
+    The session's engines start while the first tests run: a vLLM start is about a minute of one busy
+    core, and the tests in this process mostly keep only the other one busy."""
+    if log_path in _prestarted:
+        return
+    process, log = _spawn(config, log_path)
+    try:
+        process.start()
+    except BaseException:
+        log.close()
+        raise
+    _prestarted[log_path] = (process, log)
+
+
+def stop_prestarted() -> None:
+    """Stop the engines spawned for tests that never ran (deselected, skipped, failed earlier)."""
+    while _prestarted:
+        _, (process, log) = _prestarted.popitem()
+        process.stop()
+        log.close()
+
 
 @contextlib.contextmanager
 def logged_engine(config: EngineConfig, log_path: Path) -> Iterator[EngineProcess]:
-    """A healthy vLLM engine for `config`, its output in `log_path` (read it when a test fails)."""
-    with log_path.open("w") as log:
-
-        def sink(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-
-        with EngineProcess(config, log_sink=sink, startup_timeout=900) as process:
+    """A healthy vLLM engine, its output in `log_path` (read it when a test fails): the one
+    `prestart_engine` spawned for that log path (from the same config), or one started now."""
+    process, log = _prestarted.pop(log_path) if log_path in _prestarted else _spawn(config, log_path)
+    with log:
+        if process.pid is None:
+            process.start()
+        try:
+            process.wait_healthy()
             yield process
+        finally:
+            process.stop()
 
 
 def free_port() -> int:
