@@ -10,7 +10,8 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,33 +75,60 @@ def reference_answers(reference: Any, prompts: list[list[int]]) -> ReferenceAnsw
     )
 
 
-VllmRunner = Callable[..., dict[str, Any]]
+RUNS_AT_ONCE = 2
+"""vLLM runs side by side: a run's start is mostly one busy core and this machine has two."""
 
 
-@pytest.fixture(scope="session")
-def run_vllm(
-    gla_swa_checkpoint: Path, prompts: list[list[int]], tmp_path_factory: pytest.TempPathFactory
-) -> VllmRunner:
-    """Run the offline-engine driver in its own process group and return its JSON report.
+class VllmRunner:
+    """Runs the offline-engine driver in its own process group and returns its JSON report.
 
-    One engine at a time: each call starts vLLM, submits all prompts as one
-    batch, and tears the whole process group down before returning.
+    Each run starts vLLM, submits all prompts as one batch, and tears the whole process group down
+    before it ends. `start` begins a run in the background (at most RUNS_AT_ONCE at a time) and
+    calling the runner waits for it, so a module's runs overlap with each other and with the
+    reference's work in the test process.
     """
-    if os.environ.get("TANTRA_SKIP_VLLM"):
-        pytest.skip("TANTRA_SKIP_VLLM is set")
-    pytest.importorskip("vllm")
-    workdir = tmp_path_factory.mktemp("vllm-runs")
 
-    def run(
+    def __init__(self, checkpoint: Path, prompts: list[list[int]], workdir: Path) -> None:
+        self._checkpoint, self._prompts, self._workdir = checkpoint, prompts, workdir
+        self._pool = ThreadPoolExecutor(RUNS_AT_ONCE, thread_name_prefix="vllm-run")
+        self._runs: dict[str, Future[dict[str, Any]]] = {}
+
+    def start(
+        self,
         name: str,
         *args: str,
-        model: Path = gla_swa_checkpoint,
+        model: Path | None = None,
+        token_prompts: list[list[int]] | None = None,
+        new_tokens: int = NEW_TOKENS,
+    ) -> Future[dict[str, Any]]:
+        """The run called `name`, begun now unless it was begun before (with the same arguments)."""
+        if name not in self._runs:
+            prompts = self._prompts if token_prompts is None else token_prompts
+            self._runs[name] = self._pool.submit(
+                self._run, name, args, model or self._checkpoint, prompts, new_tokens
+            )
+        return self._runs[name]
+
+    def __call__(
+        self,
+        name: str,
+        *args: str,
+        model: Path | None = None,
         token_prompts: list[list[int]] | None = None,
         new_tokens: int = NEW_TOKENS,
     ) -> dict[str, Any]:
-        out = workdir / f"{name}.json"
-        prompt_file = workdir / f"{name}-prompts.json"
-        prompt_file.write_text(json.dumps(prompts if token_prompts is None else token_prompts))
+        future = self.start(name, *args, model=model, token_prompts=token_prompts, new_tokens=new_tokens)
+        return future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(
+        self, name: str, args: tuple[str, ...], model: Path, prompts: list[list[int]], new_tokens: int
+    ) -> dict[str, Any]:
+        out = self._workdir / f"{name}.json"
+        prompt_file = self._workdir / f"{name}-prompts.json"
+        prompt_file.write_text(json.dumps(prompts))
         log = ROOT / ".cache" / f"spikingbrain-vllm-{name}.log"
         cmd = [
             sys.executable,
@@ -132,7 +160,33 @@ def run_vllm(
         report: dict[str, Any] = json.loads(out.read_text())
         return report
 
-    return run
+
+@pytest.fixture(scope="session")
+def run_vllm(
+    gla_swa_checkpoint: Path, prompts: list[list[int]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VllmRunner]:
+    if os.environ.get("TANTRA_SKIP_VLLM"):
+        pytest.skip("TANTRA_SKIP_VLLM is set")
+    pytest.importorskip("vllm")
+    runner = VllmRunner(gla_swa_checkpoint, prompts, tmp_path_factory.mktemp("vllm-runs"))
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _runs_begin_together(request: pytest.FixtureRequest) -> None:
+    """Begin, in the order the selected tests first need them, the module's vLLM runs: its fixtures
+    named `*_started` (each returns `run_vllm.start(...)`)."""
+    if os.environ.get("TANTRA_SKIP_VLLM"):
+        return
+    names: dict[str, None] = {}
+    for item in request.session.items:
+        if getattr(item, "module", None) is request.module:
+            names.update(
+                dict.fromkeys(n for n in getattr(item, "fixturenames", ()) if n.endswith("_started"))
+            )
+    for name in names:
+        request.getfixturevalue(name)
 
 
 def _kill_group(pid: int) -> None:

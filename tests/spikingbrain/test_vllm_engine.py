@@ -12,6 +12,7 @@ nearly ties.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -20,33 +21,56 @@ import torch
 
 from tests.spikingbrain.conftest import NEW_TOKENS, ReferenceAnswers, VllmRunner
 
+# A test's setup waits for its vLLM run, which shares the machine with the module's other runs.
+pytestmark = pytest.mark.timeout(1800)
+
 FP32_LOGIT_TOL = 1e-4
 BF16_LOGIT_TOL = 0.02
 """Observed at most 6.3e-3 on the tiny checkpoint, whose logits have std ~0.25."""
 
 
 @pytest.fixture(scope="module")
-def fp32_run(run_vllm: VllmRunner) -> dict[str, Any]:
+def fp32_run_started(run_vllm: VllmRunner) -> Future[dict[str, Any]]:
     """Default scheduling (chunked prefill with a large budget, prefix caching on), compiled."""
-    return run_vllm("fp32", "--dtype", "float32", "--prompt-logprobs", "5", "--repeat")
+    return run_vllm.start("fp32", "--dtype", "float32", "--prompt-logprobs", "5", "--repeat")
 
 
 @pytest.fixture(scope="module")
-def fp32_chunked_run(run_vllm: VllmRunner) -> dict[str, Any]:
+def fp32_chunked_run_started(run_vllm: VllmRunner) -> Future[dict[str, Any]]:
     """A 64-token step budget: long prompts are split over steps and share them with decodes."""
-    return run_vllm(
+    return run_vllm.start(
         "fp32-chunked", "--dtype", "float32", "--max-num-batched-tokens", "64", "--repeat", "--enforce-eager"
     )
 
 
 @pytest.fixture(scope="module")
-def w8aspike_fp32_run(run_vllm: VllmRunner, w8aspike_checkpoint: Path) -> dict[str, Any]:
-    return run_vllm("w8aspike-fp32", "--dtype", "float32", "--enforce-eager", model=w8aspike_checkpoint)
+def w8aspike_fp32_run_started(run_vllm: VllmRunner, w8aspike_checkpoint: Path) -> Future[dict[str, Any]]:
+    return run_vllm.start("w8aspike-fp32", "--dtype", "float32", "--enforce-eager", model=w8aspike_checkpoint)
 
 
 @pytest.fixture(scope="module")
-def bf16_run(run_vllm: VllmRunner) -> dict[str, Any]:
-    return run_vllm("bf16", "--dtype", "bfloat16", "--prompt-logprobs", "5", "--enforce-eager")
+def bf16_run_started(run_vllm: VllmRunner) -> Future[dict[str, Any]]:
+    return run_vllm.start("bf16", "--dtype", "bfloat16", "--prompt-logprobs", "5", "--enforce-eager")
+
+
+@pytest.fixture(scope="module")
+def fp32_run(fp32_run_started: Future[dict[str, Any]]) -> dict[str, Any]:
+    return fp32_run_started.result()
+
+
+@pytest.fixture(scope="module")
+def fp32_chunked_run(fp32_chunked_run_started: Future[dict[str, Any]]) -> dict[str, Any]:
+    return fp32_chunked_run_started.result()
+
+
+@pytest.fixture(scope="module")
+def w8aspike_fp32_run(w8aspike_fp32_run_started: Future[dict[str, Any]]) -> dict[str, Any]:
+    return w8aspike_fp32_run_started.result()
+
+
+@pytest.fixture(scope="module")
+def bf16_run(bf16_run_started: Future[dict[str, Any]]) -> dict[str, Any]:
+    return bf16_run_started.result()
 
 
 def _prompt_logit_diffs(report: dict[str, Any], answers: ReferenceAnswers) -> list[float]:
