@@ -75,10 +75,12 @@ class Dispatcher:
 
     async def _held_plan(self, model: str) -> list[Target]:
         """The plan, once the model has an engine: scaled to zero, the request waits (bounded) for
-        discovery to find one (gateway/upstreams/coldstart.py)."""
-        if self._cold_start is not None:
+        discovery to find one (gateway/upstreams/coldstart.py), unless a fallback can answer now."""
+        plan = self.plan(model)
+        if self._cold_start is not None and not any(target.members for target in plan):
             await self._cold_start.hold(model)
-        return self.plan(model)
+            plan = self.plan(model)
+        return plan
 
     async def stream(self, request: UpstreamRequest) -> UpstreamStream:
         """The request's stream, open at its first event: the model's plan (its fallbacks after it),
