@@ -13,6 +13,7 @@ from gateway.settings.reload import LiveConfig
 from gateway.settings.schema import Settings
 from gateway.store import Database
 from gateway.upstreams import ModelCatalog
+from gateway.upstreams.coldstart import ColdStart
 from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool
 from gateway.upstreams.retry import RetryBudget
@@ -35,6 +36,7 @@ def upstreams(
         ),
         metrics,
     )
+    cold_start = ColdStart(pool, settings.cold_start_wait_s, metrics)
     dispatcher = Dispatcher(
         pool,
         budget=RetryBudget(
@@ -45,8 +47,11 @@ def upstreams(
         retry=lambda: _retry_policy(live.current),
         timeouts=lambda: _timeouts(live.current),
         metrics=metrics,
+        cold_start=cold_start,
     )
-    catalog = ModelCatalog(lambda: pool.list_models(settings.connect_timeout_s), settings.models_ttl_s)
+    catalog = ModelCatalog(
+        lambda: pool.list_models(settings.connect_timeout_s), settings.models_ttl_s, cold_start.hold
+    )
     return pool, dispatcher, catalog
 
 

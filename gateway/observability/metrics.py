@@ -111,6 +111,13 @@ class GatewayMetrics:
             ["upstream"],
             registry=r,
         )
+        self.requests_waiting = Gauge(
+            "tantra_requests_waiting",
+            "Requests held for an engine of their model to come up (scale to zero's cold start, "
+            "TANTRA_COLD_START_WAIT_S): what autoscaling's activation trigger reads.",
+            ["model"],
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "tantra_upstream_circuit_state",
             "Each upstream's circuit breaker: 0 closed (serving), 1 half-open (probing), 2 open.",

@@ -1,5 +1,6 @@
-"""Virtual models (docs/orchestration.md, "Automatic model choice"), and the resolver that finds
-the members of discovered upstreams (docs/deploy.md, "Engine discovery").
+"""Virtual models (docs/orchestration.md, "Automatic model choice"), the resolver that finds the
+members of discovered upstreams (docs/deploy.md, "Engine discovery"), and how long a request waits
+for one when there is none (docs/deploy.md, "Scale to zero").
 
 A mixin of `Settings` (gateway/settings/schema.py), read from TANTRA_* exactly as the schema's own.
 """
@@ -48,6 +49,16 @@ class RoutingFields(BaseModel):
         None,
         description="The DNS server (`host`, `host:port`) that resolves discovered upstreams' names; "
         "unset: the system's resolv.conf. For tests and custom resolvers.",
+    )
+
+    # Not reloadable: the hold is built once with the pool (gateway/upstreams/coldstart.py).
+    cold_start_wait_s: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description="Scale to zero: seconds a request waits for a discovered engine of its model to "
+        "come up when none is there (counted in tantra_requests_waiting, autoscaling's activation "
+        "signal), then 503 with Retry-After. 0: no wait.",
     )
 
     def virtual_models_problems(self, served: set[str]) -> list[str]:

@@ -20,8 +20,15 @@ class ModelCatalog:
     has just started serving is found at once.
     """
 
-    def __init__(self, fetch: Callable[[], Awaitable[list[dict[str, Any]]]], ttl_s: float) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[list[dict[str, Any]]]],
+        ttl_s: float,
+        hold: Callable[[str | None], Awaitable[None]] | None = None,
+    ) -> None:
         self._fetch = fetch
+        # Scale to zero: an unknown model waits (bounded) for an engine before it is looked up again.
+        self._hold = hold
         self._ttl_s = ttl_s
         self._cards: dict[str, dict[str, Any]] = {}
         self._fetched_at = float("-inf")
@@ -36,6 +43,8 @@ class ModelCatalog:
         """The model card for `name` (the engine's first model when None), or ModelNotFound."""
         card = self._lookup(name)
         if card is None:
+            if self._hold is not None:
+                await self._hold(name)
             # Bounded, so that a client asking for a wrong name cannot flood the engine.
             if time.monotonic() - self._fetched_at >= _MIN_REFRESH_S or not self._cards:
                 await self.refresh()

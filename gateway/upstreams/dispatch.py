@@ -23,6 +23,7 @@ from gateway.errors import APIError, EngineTimeout, EngineUnavailable
 from gateway.observability.metrics import GatewayMetrics
 from gateway.upstreams.affinity import affinity_key
 from gateway.upstreams.attempt import Attempt, Target
+from gateway.upstreams.coldstart import ColdStart
 from gateway.upstreams.failover import Failover, can_continue
 from gateway.upstreams.http_api import read_body
 from gateway.upstreams.pool import Member, UpstreamPool
@@ -49,12 +50,14 @@ class Dispatcher:
         retry: Callable[[], RetryPolicy],
         timeouts: Callable[[], Timeouts],
         metrics: GatewayMetrics | None = None,
+        cold_start: ColdStart | None = None,
     ) -> None:
         self.pool = pool
         self.budget = budget
         self._retry = retry
         self._timeouts = timeouts
         self.metrics = metrics
+        self._cold_start = cold_start
 
     def plan(self, model: str) -> list[Target]:
         """The model, then its fallbacks in order (each with its own upstreams and timeouts)."""
@@ -70,11 +73,20 @@ class Dispatcher:
             targets.append(Target(name, served, self.pool.members_for(name), timeouts))
         return targets
 
+    async def _held_plan(self, model: str) -> list[Target]:
+        """The plan, once the model has an engine: scaled to zero, the request waits (bounded) for
+        discovery to find one (gateway/upstreams/coldstart.py), unless a fallback can answer now."""
+        plan = self.plan(model)
+        if self._cold_start is not None and not any(target.members for target in plan):
+            await self._cold_start.hold(model)
+            plan = self.plan(model)
+        return plan
+
     async def stream(self, request: UpstreamRequest) -> UpstreamStream:
         """The request's stream, open at its first event: the model's plan (its fallbacks after it),
         the pool's choice of replica, retries before the first byte; a failover ready when the
         request allows it and its stream could be stitched from two generations."""
-        plan = self.plan(request.model)
+        plan = await self._held_plan(request.model)
         deadline = Deadline(plan[0].timeouts.total_s)
         affinity = affinity_key(request.path, request.payload, request.affinity_chars)
         attempt = await self.open_stream(
@@ -90,7 +102,7 @@ class Dispatcher:
     async def answer(self, request: UpstreamRequest) -> tuple[bytes, str, str]:
         """A whole non-streamed answer, the upstream that gave it, and the model of the chain it
         answered as (the request's, or a fallback's: the one the answer is priced by)."""
-        plan = self.plan(request.model)
+        plan = await self._held_plan(request.model)
         deadline = Deadline(plan[0].timeouts.total_s)
         affinity = affinity_key(request.path, request.payload, request.affinity_chars)
         body, member, target = await self.complete(

@@ -284,3 +284,36 @@ async def test_no_engine_yet_is_a_ready_gateway_answering_503_then_one_joins(
             assert answer.choices[0].finish_reason in {"length", "stop"}
         finally:
             await client.close()
+
+
+async def test_scaled_to_zero_a_request_is_held_until_the_first_engine_joins(
+    engine_url: str, gateway_settings: Callable[..., Settings], dns: RecordServer, api_key: str, model: str
+) -> None:
+    """Issue 26, point 2: with TANTRA_COLD_START_WAIT_S, the SDK's request for a model with no engine
+    (scaled to zero) waits in the gateway, counted in tantra_requests_waiting{model} (what KEDA's
+    activation trigger reads), and is answered by the engine once its address is in DNS."""
+    engine = httpx.URL(engine_url)
+    dns.set(NAME, None)
+    settings = gateway_settings(
+        upstreams={"engine": {"url": f"http://{NAME}:{engine.port}", "discovery": {"interval_s": 0.3}}},
+        discovery_nameserver=dns.nameserver,
+        cold_start_wait_s=60,
+    )
+    held = f'tantra_requests_waiting{{model="{model}"}} 1.0'
+    with ThreadedServer(create_app(settings)) as server:
+        gateway = server.url
+        client = openai.AsyncOpenAI(base_url=gateway + "/v1", api_key=api_key, max_retries=0)
+        try:
+            answer = asyncio.create_task(
+                client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+                )
+            )
+            await until(lambda: held in get(gateway + "/metrics").text, within_s=10)
+            assert not answer.done()
+            dns.set(NAME, (engine.host,))  # the first engine pod is ready
+            completion = await asyncio.wait_for(answer, 30)
+            assert completion.choices[0].finish_reason in {"length", "stop"}
+            assert held not in get(gateway + "/metrics").text
+        finally:
+            await client.close()

@@ -31,7 +31,49 @@ Included once, from configmap.yaml (rendered in every install).
 {{- if lt (int $en.terminationGracePeriodSeconds) (int $needed) }}
 {{- fail (printf "engine.terminationGracePeriodSeconds (%v) must cover engine.shutdown's preStopSleepSeconds + drainSeconds + 10 s for vLLM to stop (%v)" $en.terminationGracePeriodSeconds $needed) }}
 {{- end }}
+{{- if $en.discovery.enabled }}
+{{- if lt (float64 $shutdown.preStopSleepSeconds) (float64 $en.discovery.intervalSeconds) }}
+{{- fail (printf "engine.shutdown.preStopSleepSeconds (%v) must be at least engine.discovery.intervalSeconds (%v): a terminating engine must stay up until every gateway has re-resolved the engines and stopped sending to it" $shutdown.preStopSleepSeconds $en.discovery.intervalSeconds) }}
+{{- end }}
+{{- end }}
+{{- include "tantra.validateEngineScaling" . }}
 {{- include "tantra.validateSettings" . }}
+{{- end }}
+
+{{/* Engine autoscaling and multi-node groups (engine.autoscaling, engine.multiNode). */}}
+{{- define "tantra.validateEngineScaling" -}}
+{{- $en := .Values.engine }}
+{{- $as := $en.autoscaling }}
+{{- $mn := $en.multiNode }}
+{{- if $as.enabled }}
+{{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
+{{- fail (printf "engine.autoscaling.minReplicas (%v) is above maxReplicas (%v)" $as.minReplicas $as.maxReplicas) }}
+{{- end }}
+{{- if eq (int $as.minReplicas) 0 }}
+{{- if ne $as.backend "keda" }}
+{{- fail "engine.autoscaling.minReplicas 0 (scale to zero) needs backend keda: an HPA never scales below 1" }}
+{{- end }}
+{{- if not $en.discovery.enabled }}
+{{- fail "engine.autoscaling.minReplicas 0 (scale to zero) needs engine.discovery.enabled: the gateways hold a request for the first engine only for discovered engines" }}
+{{- end }}
+{{- end }}
+{{- if and $mn.enabled (eq $mn.backend "rayservice") }}
+{{- fail "engine.autoscaling with engine.multiNode.backend rayservice: a RayService has no scale subresource to autoscale; use backend lws, or Ray Serve's own autoscaling" }}
+{{- end }}
+{{- end }}
+{{- if $mn.enabled }}
+{{- if not $en.gpu.enabled }}
+{{- fail "engine.multiNode.enabled needs engine.gpu.enabled: vLLM's tensor and pipeline parallelism split the model over GPUs" }}
+{{- end }}
+{{- $gpus := mul (int $mn.size) (int $en.gpu.count) }}
+{{- $split := mul (int $mn.tensorParallel) (int $mn.pipelineParallel) }}
+{{- if ne $gpus $split }}
+{{- fail (printf "engine.multiNode: tensorParallel x pipelineParallel (%d x %d = %d) must equal size x engine.gpu.count (%d x %d = %d GPUs per group)" (int $mn.tensorParallel) (int $mn.pipelineParallel) $split (int $mn.size) (int $en.gpu.count) $gpus) }}
+{{- end }}
+{{- if and (eq $mn.backend "rayservice") (ne (int $en.replicas) 1) }}
+{{- fail (printf "engine.replicas (%v) with engine.multiNode.backend rayservice must be 1: one RayService is one Ray cluster serving the model once" $en.replicas) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
