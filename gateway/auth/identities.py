@@ -25,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from gateway.auth.oidc import OidcUser
 from gateway.errors import AuthenticationFailed, NotFound, PermissionDenied
 from gateway.store import AuditContext
-from gateway.store.admin_users import ROLES, AdminAccount, AdminUserStore
+from gateway.store.admin_users import ROLES, AdminAccount, AdminUserStore, AlreadyExists
 
 WRITERS = frozenset({"owner", "operator", "tenant_admin"})
 ALL_TENANTS = frozenset({"owner", "operator", "auditor"})
@@ -184,14 +184,22 @@ class AdminIdentities:
             actor=f"user:{username}", request_id=audit.request_id, client_ip=audit.client_ip
         )
         account = await self.store.find_user(username)
-        if account is None:
-            account = await self.store.create_user(username, marker, user.role, user.tenant_id, audit=as_user)
-        elif account.password_hash != marker:
-            raise Forbidden(f"The admin user {username!r} is not this identity provider's; ask an owner.")
-        elif account.disabled:
-            raise Forbidden(f"The admin user {username!r} is disabled.")
-        elif (account.role, account.tenant_id) != (user.role, user.tenant_id):
-            account = await self.store.set_role(account.id, user.role, user.tenant_id, audit=as_user)
+        try:
+            if account is None:
+                account = await self.store.create_user(
+                    username, marker, user.role, user.tenant_id, audit=as_user
+                )
+            elif account.password_hash != marker:
+                raise Forbidden(f"The admin user {username!r} is not this identity provider's; ask an owner.")
+            elif account.disabled:
+                raise Forbidden(f"The admin user {username!r} is disabled.")
+            elif (account.role, account.tenant_id) != (user.role, user.tenant_id):
+                account = await self.store.set_role(account.id, user.role, user.tenant_id, audit=as_user)
+        except AlreadyExists as exc:  # a tenant the mapping names that does not exist (or a race)
+            raise Forbidden(
+                f"The admin user {username!r} could not be made as {user.role} "
+                f"(does the mapped tenant {user.tenant_id!r} exist?); ask an owner."
+            ) from exc
         return await self._open(account, audit, {"method": "oidc", "sub": user.sub})
 
     async def session(self, token: str | None) -> tuple[Identity, str] | None:

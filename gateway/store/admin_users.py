@@ -140,8 +140,9 @@ class AdminUserStore:
             details = {"from": row.role, "to": role, "tenant_id": tenant_id}
             row.role, row.tenant_id, row.updated_at = role, tenant_id, utcnow()
             _audit(session, audit, "admin_user.role", "admin_user", user_id, details)
-            await session.commit()
-            return AdminAccount.of(row)
+            account = AdminAccount.of(row)
+            await _commit_unique(session, f"No tenant {tenant_id!r} for the admin user {row.username!r}.")
+            return account
 
     # Sessions --------------------------------------------------------------------------------
 

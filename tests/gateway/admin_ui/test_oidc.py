@@ -34,6 +34,7 @@ PEOPLE = {
     "mallory": Person("sub-mallory", "mallory@elsewhere.org", ["tantra-operators"]),
     "local": Person("sub-local", "local@example.com", ["tantra-owners"]),
     "aud": Person("sub-aud", "aud@example.com", ["tantra-auditors"]),
+    "ghost": Person("sub-ghost", "ghost@example.com", ["ghost-tenant"]),
 }
 
 
@@ -64,6 +65,7 @@ def sso(
                 "tantra-operators": "operator",
                 "tantra-owners": "owner",
                 "tantra-auditors": "auditor",
+                "ghost-tenant": "tenant_admin:tn_missing",
             },
             oidc_allowed_domains=["example.com"],
         )
@@ -136,6 +138,7 @@ def test_the_role_follows_the_mapping_at_each_sign_in(sso: Sso) -> None:
         ({}, "olga", 403, "no role in this panel"),
         ({}, "mallory", 403, "domain is not allowed"),
         ({}, "nobody", 401, "refused the sign-in"),
+        ({}, "ghost", 403, "could not be made as tenant_admin"),
     ],
 )
 def test_a_bad_sign_in_is_a_clear_error_and_no_session(
