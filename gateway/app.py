@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.auth.oidc import OidcClient
 from gateway.components import Components, build
 from gateway.errors import (
     APIError,
@@ -222,6 +223,7 @@ def _include_governance(app: FastAPI, parts: Components, governed: Governance) -
 
 def _include_panel(app: FastAPI, parts: Components) -> None:
     """The control panel under /admin/ui, for named admin users (docs/governance.md)."""
+    sso = parts.settings.oidc_config()  # single sign-on, when a provider is configured
     app.include_router(
         panel_router(
             parts.access.identities,
@@ -230,6 +232,7 @@ def _include_panel(app: FastAPI, parts: Components) -> None:
             proxies=TrustedProxies(parts.settings.trusted_proxies),
             cookie_secure=parts.settings.admin_cookie_secure,
             feedback=parts.feedback,
+            oidc=OidcClient(sso) if sso is not None else None,
         )
     )
 

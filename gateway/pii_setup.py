@@ -39,6 +39,7 @@ def pii(components: Components) -> Redactor | None:
     services.stored_completions.redactor = redactor
     services.conversations.redactor = redactor
     services.responses.redactor = redactor
+    services.responses.background.redactor = redactor
     if services.moderation is not None:
         services.moderation.moderation.redactor = redactor
     if components.feedback is not None:

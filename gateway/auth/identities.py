@@ -13,6 +13,7 @@ The shared admin key (`AdminGuard`) stays the automation's service identity for 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -21,9 +22,10 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from gateway.auth.oidc import OidcUser
 from gateway.errors import AuthenticationFailed, NotFound, PermissionDenied
 from gateway.store import AuditContext
-from gateway.store.admin_users import ROLES, AdminAccount, AdminUserStore
+from gateway.store.admin_users import ROLES, AdminAccount, AdminUserStore, AlreadyExists
 
 WRITERS = frozenset({"owner", "operator", "tenant_admin"})
 ALL_TENANTS = frozenset({"owner", "operator", "auditor"})
@@ -98,6 +100,11 @@ class Identity:
         return cls(account.id, account.username, account.role, account.tenant_id)
 
 
+def oidc_marker(issuer: str, sub: str) -> str:
+    """An OIDC user's stored "password hash": not argon2's format, so no password ever verifies."""
+    return "oidc:" + hashlib.sha256(f"{issuer}\n{sub}".encode()).hexdigest()
+
+
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_CHARS:
         raise ValueError(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
@@ -152,12 +159,48 @@ class AdminIdentities:
             return None
         if _hasher.check_needs_rehash(account.password_hash):
             await self.store.set_password(account.id, _hasher.hash(password), audit=None)
+        return await self._open(account, audit)
+
+    async def _open(
+        self, account: AdminAccount, audit: AuditContext, details: dict[str, str] | None = None
+    ) -> OpenedSession:
         opened = OpenedSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32), Identity.of(account))
         as_user = AuditContext(
             actor=opened.identity.actor, request_id=audit.request_id, client_ip=audit.client_ip
         )
-        await self.store.open_session(account, opened.token, opened.csrf_token, self.ttl, audit=as_user)
+        await self.store.open_session(
+            account, opened.token, opened.csrf_token, self.ttl, audit=as_user, details=details
+        )
         return opened
+
+    async def login_oidc(self, user: OidcUser, *, audit: AuditContext) -> OpenedSession:
+        """A session for the admin identity an OIDC login names (docs/governance.md): the user of that
+        e-mail (else `oidc:<sub>`), made on first sign-in with the mapped role, whose role follows the
+        mapping at each sign-in. Its password hash is a marker no password verifies, naming the
+        provider's subject, so a local user of the same name is never taken over."""
+        username = user.email or f"oidc:{user.sub}"[:100]
+        marker = oidc_marker(user.issuer, user.sub)
+        as_user = AuditContext(
+            actor=f"user:{username}", request_id=audit.request_id, client_ip=audit.client_ip
+        )
+        account = await self.store.find_user(username)
+        try:
+            if account is None:
+                account = await self.store.create_user(
+                    username, marker, user.role, user.tenant_id, audit=as_user
+                )
+            elif account.password_hash != marker:
+                raise Forbidden(f"The admin user {username!r} is not this identity provider's; ask an owner.")
+            elif account.disabled:
+                raise Forbidden(f"The admin user {username!r} is disabled.")
+            elif (account.role, account.tenant_id) != (user.role, user.tenant_id):
+                account = await self.store.set_role(account.id, user.role, user.tenant_id, audit=as_user)
+        except AlreadyExists as exc:  # a tenant the mapping names that does not exist (or a race)
+            raise Forbidden(
+                f"The admin user {username!r} could not be made as {user.role} "
+                f"(does the mapped tenant {user.tenant_id!r} exist?); ask an owner."
+            ) from exc
+        return await self._open(account, audit, {"method": "oidc", "sub": user.sub})
 
     async def session(self, token: str | None) -> tuple[Identity, str] | None:
         """The identity and CSRF token of a live session, or None (no cookie, expired, logged out,

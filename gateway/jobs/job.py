@@ -40,9 +40,15 @@ class Step:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.state: dict[str, Any] | None = None
+        self.payload: dict[str, Any] | None = None
 
     def checkpoint(self, state: dict[str, Any]) -> None:
         self.state = state
+
+    def replace_payload(self, payload: dict[str, Any]) -> None:
+        """Store `payload` in place of the job's, in the same commit (a background response's prompt
+        redacted once it is no longer needed); the running handler keeps reading the one it was given."""
+        self.payload = payload
 
 
 class Job:
@@ -114,7 +120,9 @@ class Job:
             step = Step(session)
             yield step
             try:
-                await self._queue.fence(session, self.id, self.token, self._lease_s, step.state)
+                await self._queue.fence(
+                    session, self.id, self.token, self._lease_s, step.state, payload=step.payload
+                )
             except LeaseLost:
                 self.lose()
                 raise

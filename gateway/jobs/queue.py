@@ -189,7 +189,14 @@ class JobQueue:
         return row[0]
 
     async def fence(
-        self, session: AsyncSession, job_id: str, token: str, lease_s: float, checkpoint: Any = None
+        self,
+        session: AsyncSession,
+        job_id: str,
+        token: str,
+        lease_s: float,
+        checkpoint: Any = None,
+        *,
+        payload: dict[str, Any] | None = None,
     ) -> None:
         """Inside the caller's transaction: renew the lease and, given one, store `checkpoint`. Raises
         `LeaseLost` (the caller's transaction then rolls back) when the run no longer holds the job:
@@ -199,6 +206,8 @@ class JobQueue:
         values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_s), "updated_at": now}
         if checkpoint is not None:
             values["checkpoint"] = checkpoint
+        if payload is not None:
+            values["payload"] = payload
         statement = _fenced(job_id, token).values(**values).returning(JobRow.id)
         found = (await session.execute(statement, execution_options={"synchronize_session": False})).first()
         if found is None:

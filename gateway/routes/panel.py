@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.auth import KeyAdmin
 from gateway.auth.identities import AdminIdentities, BadCsrf, Identity, NotLoggedIn, csrf_matches
+from gateway.auth.oidc import OidcClient
 from gateway.errors import APIError, InvalidRequest
 from gateway.http.client_address import TrustedProxies, client_address
 from gateway.services.feedback import FeedbackService
@@ -48,6 +49,8 @@ class Panel:
         self.identities = identities
         self.proxies = proxies
         self.cookie_secure = cookie_secure
+        # A link to single sign-on on the login page (panel_oidc.py), when it is configured.
+        self.sso = False
 
     async def who(self, request: Request) -> tuple[Identity, str]:
         found = await self.identities.session(request.cookies.get(SESSION_COOKIE))
@@ -154,13 +157,18 @@ def panel_router(
     proxies: TrustedProxies | None = None,
     cookie_secure: str = "auto",
     feedback: FeedbackService | None = None,
+    oidc: OidcClient | None = None,
 ) -> APIRouter:
     from gateway.routes.panel_feedback import add_feedback_page
+    from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
 
     panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
     router = APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
     _add_login(router, panel)
+    if oidc is not None:
+        panel.sso = True
+        add_oidc_login(router, panel, oidc)
     add_tenant_pages(router, panel, keys, store)
     add_audit_page(router, panel, identities)
     add_feedback_page(router, panel, feedback)
@@ -179,7 +187,7 @@ def _add_login(router: APIRouter, panel: Panel) -> None:
     @router.get("/login")
     async def login_form(request: Request) -> Response:
         token = secrets.token_urlsafe(32)
-        response = render(request, "login.html", csrf=token)
+        response = render(request, "login.html", csrf=token, sso=panel.sso)
         # Double-submit: the login form's token must match this cookie (there is no session yet).
         panel.set_cookie(response, request, LOGIN_CSRF_COOKIE, token, max_age=3600)
         return response
@@ -204,6 +212,7 @@ def _add_login(router: APIRouter, panel: Panel) -> None:
                 csrf=expected,
                 error="Wrong username or password.",
                 username=username,
+                sso=panel.sso,
             )
         response = see_other("/")
         ttl = int(panel.identities.ttl.total_seconds())

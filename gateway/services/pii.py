@@ -87,6 +87,12 @@ class Redactor:
             return value
         return await self._in_value(value, policy)
 
+    async def redacts_stored(self, tenant_id: str | None) -> bool:
+        """Whether the tenant's policy redacts what is stored (a background response then holds
+        its text deltas until each part is whole: gateway/services/responses_redacted.py)."""
+        policy = await self.policies.of(tenant_id)
+        return bool(policy.store and policy.entities)
+
     async def stored_row(self, row: T, *fields: str) -> T:
         """A dataclass row (with `tenant_id`) with `fields` redacted for storage."""
         policy = await self.policies.of(getattr(row, "tenant_id", None))

@@ -122,6 +122,10 @@ class ResponsesService:
         # Remote MCP tools and their loop (set by the composition root when served).
         self.mcp: McpTools | None = None
 
+    @property
+    def background(self) -> Background:
+        return self._background
+
     async def close(self) -> None:
         """Wait for the streamed responses still being stored (at shutdown)."""
         await self._background.close()

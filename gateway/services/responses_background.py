@@ -31,7 +31,9 @@ from gateway.http.sse import EVENT_END
 from gateway.jobs import Job, JobCancelled, JobRunner
 from gateway.limits.accounting import Accountant, Tab
 from gateway.services.conversations import Conversations
+from gateway.services.pii import Redactor
 from gateway.services.responses_items import queued, shown
+from gateway.services.responses_redacted import DeltaHold, redacted_events, redacted_payload
 from gateway.services.responses_stream import TERMINAL, ResponseEvents, StoredEventsStream, usage_of
 from gateway.store.owned import Owner
 from gateway.store.responses import FINAL, ResponseRow, ResponseStore
@@ -89,6 +91,8 @@ class Background:
         self._flush_s = flush_s
         self._poll_s = poll_s
         self._conversations = conversations
+        # PII redaction of what is stored, under the tenant's policy (set once built); None: off.
+        self.redactor: Redactor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # One run per job: a response's answer is not generated twice (see the module's words).
         jobs.register(KIND, self.run, max_attempts=2)
@@ -135,13 +139,16 @@ class Background:
                 user=turn.parsed.user,
                 session=session,
             )
-            await self._store.add(row_of(ticket, turn, body, status="queued", job_id=record.id), session)
+            row = row_of(ticket, turn, body, status="queued", job_id=record.id)
+            if self.redactor is not None:  # as a foreground response's row (docs/governance.md)
+                row = await self.redactor.stored_row(row, "input_items", "body")
+            await self._store.add(row, session)
             self._store.add_events(
                 session,
                 turn.response_id,
                 [
-                    {"type": "response.created", "sequence_number": 0, "response": body},
-                    {"type": "response.queued", "sequence_number": 1, "response": body},
+                    {"type": "response.created", "sequence_number": 0, "response": row.body},
+                    {"type": "response.queued", "sequence_number": 1, "response": row.body},
                 ],
             )
             await session.commit()
@@ -178,7 +185,11 @@ class Background:
             await self._fail(job, row, _died())
             return {"status": "failed"}
         running = {**row.body, "status": "in_progress"}
+        # Once started the prompt is never sent again: the job's copy need not keep its PII.
+        payload = await redacted_payload(self.redactor, job.tenant_id, job.payload)
         async with job.transaction() as step:
+            if payload is not None:
+                step.replace_payload(payload)
             await self._store.finish(step.session, response_id, "in_progress", running)
             self._store.add_events(
                 step.session,
@@ -203,20 +214,19 @@ class Background:
         """End the response as failed, with OpenAI's `response.failed` after the events written."""
         failed = {**row.body, "status": "failed", "error": error}
         events = int((job.checkpoint or {}).get("events", _OWN_EVENTS))
+        ending = await self._kept(
+            job, [{"type": "response.failed", "sequence_number": events, "response": failed}]
+        )
         async with job.transaction() as step:
             await self._store.finish(step.session, row.id, "failed", failed)
-            self._store.add_events(
-                step.session,
-                row.id,
-                [{"type": "response.failed", "sequence_number": events, "response": failed}],
-            )
+            self._store.add_events(step.session, row.id, ending)
             step.checkpoint({"started": True, "events": events + 1})
 
     async def _generate(self, job: Job, row: ResponseRow, show: Any, tab: Tab) -> dict[str, Any]:
         model = str(job.payload["model"])
         plan = responses_plan(self._dispatcher, model)
         deadline = Deadline(plan[0].timeouts.total_s)
-        sink = _JobSink(ResponseEvents(show))
+        sink = await self._sink(job, show)
         async with job.turn():
             attempt = await self._dispatcher.open_stream(
                 PATH, orjson.dumps(job.payload["body"]), {"x-request-id": row.id}, plan, deadline
@@ -248,12 +258,14 @@ class Background:
                 await upstream.close()
         final = sink.events.final
         status = str(final.get("status", "completed")) if final is not None else "failed"
+        sink.release()
         if final is None:
             final = {**row.body, "status": "failed", "error": _died("The engine ended the stream early.")}
             sink.add({"type": "response.failed", "response": final})
+        events, kept = await self._kept(job, sink.take()), await self._kept_body(job, final)
         async with job.transaction() as step:
-            self._store.add_events(step.session, row.id, sink.take())
-            await self._store.finish(step.session, row.id, status, final)
+            self._store.add_events(step.session, row.id, events)
+            await self._store.finish(step.session, row.id, status, kept)
             step.checkpoint({"started": True, "events": sink.next})
         conversation = job.payload.get("conversation")
         if self._conversations is not None and isinstance(conversation, str):
@@ -271,8 +283,19 @@ class Background:
         )
         return {"status": status}
 
+    async def _sink(self, job: Job, show: Any) -> _JobSink:
+        redacts = self.redactor is not None and await self.redactor.redacts_stored(job.tenant_id)
+        return _JobSink(ResponseEvents(show), DeltaHold() if redacts else None)
+
+    async def _kept(self, job: Job, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Events as the tenant's PII policy lets them be stored (responses_redacted.py)."""
+        return await redacted_events(self.redactor, job.tenant_id, events)
+
+    async def _kept_body(self, job: Job, body: dict[str, Any]) -> dict[str, Any]:
+        return body if self.redactor is None else await self.redactor.stored(job.tenant_id, body)
+
     async def _flush(self, job: Job, response_id: str, sink: _JobSink) -> None:
-        events = sink.take()
+        events = await self._kept(job, sink.take())
         if events:
             async with job.transaction() as step:
                 self._store.add_events(step.session, response_id, events)
@@ -283,8 +306,10 @@ class _JobSink:
     """The engine's events, renumbered after the gateway's own and held until the next flush; the
     engine's own `response.created` and `response.in_progress` are the gateway's already."""
 
-    def __init__(self, events: ResponseEvents) -> None:
+    def __init__(self, events: ResponseEvents, hold: DeltaHold | None = None) -> None:
         self.events = events
+        # Under a PII `store` policy: text deltas held until their part is whole (responses_redacted).
+        self.hold = hold
         self.next = _OWN_EVENTS
         self.deltas = 0
         self._pending: list[dict[str, Any]] = []
@@ -304,9 +329,17 @@ class _JobSink:
             self.add(parsed)
 
     def add(self, event: dict[str, Any]) -> None:
-        event["sequence_number"] = self.next
-        self.next += 1
-        self._pending.append(event)
+        for ready in self.hold.offer(event) if self.hold is not None else [event]:
+            ready["sequence_number"] = self.next
+            self.next += 1
+            self._pending.append(ready)
+
+    def release(self) -> None:
+        """The parts still held when the stream ended, each as its one delta."""
+        for ready in self.hold.rest() if self.hold is not None else []:
+            ready["sequence_number"] = self.next
+            self.next += 1
+            self._pending.append(ready)
 
     def take(self) -> list[dict[str, Any]]:
         pending, self._pending = self._pending, []

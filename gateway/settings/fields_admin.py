@@ -9,10 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
+
+from gateway.settings.fields_oidc import OidcFields
 
 
-class AdminPanelFields(BaseModel):
+class AdminPanelFields(OidcFields):
+    """The panel's own settings, and its single sign-on's (fields_oidc.py)."""
+
     admin_ui_enabled: bool = Field(
         True, description="Serve the control panel under /admin/ui (named admin users log in there)."
     )

@@ -129,10 +129,32 @@ class AdminUserStore:
                 _audit(session, audit, "admin_user.password", "admin_user", user_id, {})
             await session.commit()
 
+    async def set_role(
+        self, user_id: str, role: str, tenant_id: str | None, *, audit: AuditContext
+    ) -> AdminAccount:
+        """A new role (an OIDC user's, as its provider's claims now map it), audited."""
+        async with self.db.session() as session:
+            row = await session.get(AdminUser, user_id)
+            if row is None:
+                raise NotFoundInStore(f"No admin user {user_id!r}.")
+            details = {"from": row.role, "to": role, "tenant_id": tenant_id}
+            row.role, row.tenant_id, row.updated_at = role, tenant_id, utcnow()
+            _audit(session, audit, "admin_user.role", "admin_user", user_id, details)
+            account = AdminAccount.of(row)
+            await _commit_unique(session, f"No tenant {tenant_id!r} for the admin user {row.username!r}.")
+            return account
+
     # Sessions --------------------------------------------------------------------------------
 
     async def open_session(
-        self, account: AdminAccount, token: str, csrf_token: str, ttl: timedelta, *, audit: AuditContext
+        self,
+        account: AdminAccount,
+        token: str,
+        csrf_token: str,
+        ttl: timedelta,
+        *,
+        audit: AuditContext,
+        details: dict[str, Any] | None = None,
     ) -> None:
         now = utcnow()
         async with self.db.session() as session:
@@ -151,7 +173,8 @@ class AdminUserStore:
             row = await session.get(AdminUser, account.id)
             if row is not None:
                 row.last_login_at = now
-            _audit(session, audit, "admin.login", "admin_user", account.id, {"username": account.username})
+            said = {"username": account.username, **(details or {})}
+            _audit(session, audit, "admin.login", "admin_user", account.id, said)
             await session.commit()
 
     async def find_session(self, token: str) -> SessionRecord | None:
