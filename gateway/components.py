@@ -67,7 +67,7 @@ from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.pool import UpstreamPool
 from gateway.vector_setup import vector_stores
-from gateway.worker_pools import media_service, speech_service, speech_transcriber
+from gateway.worker_pools import media_service, speech_service, speech_transcriber, transcription_service
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -203,6 +203,7 @@ class Components:
             await self.services.media.close()
         if self.services.transcriber is not None:
             await self.services.transcriber.close()
+        await self.services.transcription.close()
         if self.services.moderation is not None:
             self.services.moderation.close()
         self.tracing.shutdown()
@@ -383,12 +384,7 @@ def _services(
         ),
         speech=speech,
         pooling=PoolingService(admission, dispatcher, catalog),
-        transcription=TranscriptionService(
-            transcriber,
-            settings.audio_model_names,
-            admission,
-            max_upload_bytes=settings.audio_max_upload_bytes,
-        ),
+        transcription=transcription_service(settings, transcriber, admission),
         messages=MessagesService(admission, dispatcher, catalog, access.accountant.estimator),
         stored_completions=kept,
         conversations=talks,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import httpx
 
 from adapters import MediaLimits, UrlFetcher, UrlPolicy
-from adapters.stt import Transcriber
+from adapters.stt import DiarizeOptions, Diarizer, Transcriber, diarization_installed
 from adapters.tts import EspeakBackend, PiperBackend, SpeechBackend, Synthesizer
 from gateway.admission import Admission
 from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
 from gateway.services.speech import SpeechService
+from gateway.services.transcription import TranscriptionService
 from gateway.settings.schema import Settings
 
 
@@ -25,6 +26,27 @@ def speech_transcriber(settings: Settings) -> Transcriber | None:
         nice=settings.audio_nice,
         queue_timeout_s=settings.audio_queue_timeout_s,
         max_seconds=settings.audio_max_seconds,
+    )
+
+
+def transcription_service(
+    settings: Settings, transcriber: Transcriber | None, admission: Admission
+) -> TranscriptionService:
+    """/v1/audio/transcriptions and /translations, with speaker diarization when it is installed."""
+    diarizer = None
+    if transcriber is not None and settings.audio_diarization_enabled and diarization_installed():
+        diarizer = Diarizer(
+            workers=settings.audio_diarization_workers,
+            threads=settings.audio_threads,
+            nice=settings.audio_nice,
+            options=DiarizeOptions(threshold=settings.audio_diarization_threshold),
+        )
+    return TranscriptionService(
+        transcriber,
+        settings.audio_model_names,
+        admission,
+        max_upload_bytes=settings.audio_max_upload_bytes,
+        diarizer=diarizer,
     )
 
 

@@ -358,12 +358,12 @@ def _decoder_pool(workers: int, nice: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("forkserver"),
-        initializer=_lower_priority,
+        initializer=lower_priority,
         initargs=(nice,),
     )
 
 
-def _lower_priority(nice: int) -> None:
+def lower_priority(nice: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when its workers stop
     with contextlib.suppress(OSError):
         os.nice(nice)

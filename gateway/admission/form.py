@@ -14,10 +14,11 @@ from gateway.errors import InvalidRequest, PayloadTooLarge
 
 
 async def read_upload(
-    request: Request, limit: int, *, list_fields: tuple[str, ...] = ()
+    request: Request, limit: int, *, list_fields: tuple[str, ...] = (), max_field_bytes: int = 1024 * 1024
 ) -> tuple[bytes, dict[str, Any]]:
     """The `file` part's bytes and the string fields; fields named in `list_fields` (with or
-    without `[]`) are lists. 400 for a body that is not multipart or has no file, 413 past `limit`."""
+    without `[]`) are lists. 400 for a body that is not multipart or has no file, or a field over
+    `max_field_bytes`; 413 past `limit`."""
     kind = request.headers.get("content-type", "")
     if not kind.lower().startswith("multipart/form-data"):
         raise InvalidRequest(
@@ -30,7 +31,7 @@ async def read_upload(
         raise _too_large(limit)
     capped = Request(request.scope, _capped(request.receive, limit))
     try:
-        form = await capped.form(max_files=1, max_fields=32)
+        form = await capped.form(max_files=1, max_fields=32, max_part_size=max_field_bytes)
     except MultiPartException as exc:
         raise InvalidRequest(f"The multipart body could not be read: {exc.message}") from None
     try:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.protocol import ErrorResponse
-from gateway.protocol.audio import Transcription, TranscriptionVerbose
+from gateway.protocol.audio import Transcription, TranscriptionDiarized, TranscriptionVerbose
 from gateway.protocol.responses import ChatCompletion, Completion
 
 _CHAT_STREAM_EXAMPLE = (
@@ -142,7 +142,7 @@ def install_openapi(app: FastAPI, *, description: str) -> None:
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         # The envelope, and the answers that routes written by hand point at by name.
-        for model in (ErrorResponse, Transcription, TranscriptionVerbose):
+        for model in (ErrorResponse, Transcription, TranscriptionVerbose, TranscriptionDiarized):
             definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, nested in definition.pop("$defs", {}).items():
                 components.setdefault(name, nested)

@@ -6,8 +6,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-TranscriptFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+TranscriptFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 Granularity = Literal["word", "segment"]
+
+
+class ServerVadChunking(BaseModel):
+    """`chunking_strategy` as an object (sent as `chunking_strategy[type]` and so on in a form)."""
+
+    type: Literal["server_vad"]
+    prefix_padding_ms: Annotated[int, Field(ge=0)] | None = None
+    silence_duration_ms: Annotated[int, Field(ge=0)] | None = None
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
 
 
 class TranscriptionRequest(BaseModel):
@@ -21,6 +30,10 @@ class TranscriptionRequest(BaseModel):
     response_format: TranscriptFormat = "json"
     timestamp_granularities: list[Granularity] = Field(default_factory=list)
     stream: bool = False
+    # Diarization (`diarized_json`): up to 4 named voices, each a data URL of a 2-10 s clip.
+    known_speaker_names: list[str] = Field(default_factory=list)
+    known_speaker_references: list[str] = Field(default_factory=list)
+    chunking_strategy: Literal["auto"] | ServerVadChunking | None = None
 
 
 class TranscriptionWord(BaseModel):
@@ -62,6 +75,23 @@ class TranscriptionVerbose(BaseModel):
     usage: DurationUsage | None = None
 
 
+class DiarizedSegment(BaseModel):
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+
+
+class TranscriptionDiarized(BaseModel):
+    task: Literal["transcribe"] = "transcribe"
+    duration: float
+    text: str
+    segments: list[DiarizedSegment]
+    usage: DurationUsage | None = None
+
+
 class TranscriptTextDelta(BaseModel):
     type: Literal["transcript.text.delta"] = "transcript.text.delta"
     delta: str
@@ -86,6 +116,18 @@ def multipart_schema(*, translation: bool) -> dict[str, object]:
         "temperature": {"type": "number", "minimum": 0, "maximum": 1},
         "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]},
     }
+    if not translation:
+        fields["response_format"] = {
+            "type": "string",
+            "enum": ["json", "text", "srt", "vtt", "verbose_json", "diarized_json"],
+        }
+        fields["known_speaker_names[]"] = {"type": "array", "items": {"type": "string"}, "maxItems": 4}
+        fields["known_speaker_references[]"] = {
+            "type": "array",
+            "items": {"type": "string", "description": "A data URL of a 2-10 s clip of the speaker."},
+            "maxItems": 4,
+        }
+        fields["chunking_strategy"] = {"type": "string", "enum": ["auto"]}
     if not translation:
         fields["language"] = {"type": "string", "description": "ISO-639-1, e.g. `en`."}
         fields["timestamp_granularities[]"] = {

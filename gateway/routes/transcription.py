@@ -13,7 +13,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Not multipart, a missing or bad field, or audio that cannot be decoded (`invalid_audio`), "
-        "is too long (`audio_too_long`) or names an unknown language.",
+        "is too long (`audio_too_long`) or names an unknown language; for `diarized_json`, more than 4 "
+        "known speakers, names and references that do not pair up, a reference that is not a data URL "
+        "of a 2-10 s clip, or diarization not installed (`diarization_unavailable`).",
         401: "Missing, wrong, revoked or expired API key (`code`: invalid_api_key).",
         404: "Unknown speech model, or one the key may not use (`code`: model_not_found).",
         413: "The upload is over the size limit (`code`: file_too_large).",
@@ -29,6 +31,7 @@ def _ok(translation: bool) -> dict[int | str, dict[str, object]]:
         "anyOf": [
             {"$ref": "#/components/schemas/Transcription"},
             {"$ref": "#/components/schemas/TranscriptionVerbose"},
+            *([] if translation else [{"$ref": "#/components/schemas/TranscriptionDiarized"}]),
         ]
     }
     content: dict[str, object] = {
@@ -51,7 +54,7 @@ def transcription_router(service: TranscriptionService) -> APIRouter:
 
     @router.post(
         "/v1/audio/transcriptions",
-        summary="Transcribe audio (json, text, srt, vtt, verbose_json; SSE with `stream=true`)",
+        summary="Transcribe audio (json, text, srt, vtt, verbose_json, diarized_json; SSE with `stream`)",
         openapi_extra=multipart_schema(translation=False),
         response_model=None,
         responses=_ok(False),

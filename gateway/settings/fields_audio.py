@@ -100,3 +100,19 @@ class AudioFields(BaseModel):
     audio_queue_timeout_s: float = Field(
         120.0, gt=0, description="Longest wait for a free speech worker before 503 `transcription_busy`."
     )
+    # Speaker diarization, `response_format: diarized_json` (adapters/stt/diarization.py).
+    audio_diarization_enabled: bool = Field(
+        True,
+        description="Answer `diarized_json` transcriptions (who spoke when) with Resemblyzer's voice "
+        "encoder; needs the `diarization` extra (without it such requests get 400).",
+    )
+    audio_diarization_threshold: float = Field(
+        0.38,
+        gt=0,
+        lt=2,
+        description="Cosine distance between two clusters of voice embeddings above which they are "
+        "different speakers (lower: more speakers found).",
+    )
+    audio_diarization_workers: int = Field(
+        1, ge=1, description="Diarizations run at once (each in a worker process with its own encoder)."
+    )

@@ -1,0 +1,87 @@
+"""The async diarization service: Resemblyzer's voice encoder in worker processes of its own.
+
+Each worker (started from the forkserver, niced below the gateway and vLLM like the whisper
+workers) loads torch and the encoder once, on its first job; the gateway's process never imports
+either. A worker that dies fails only its own request and the pool is rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import structlog
+
+from adapters.errors import MediaError
+from adapters.stt.diarization import DiarizeOptions, SpeakerEncoder, SpeakerTurn, diarize
+from adapters.stt.transcriber import lower_priority
+
+_log = structlog.stdlib.get_logger("tantra.speech")
+
+
+def diarization_installed() -> bool:
+    """Whether the `diarization` extra (resemblyzer, with torch) is installed."""
+    return (
+        importlib.util.find_spec("resemblyzer") is not None and importlib.util.find_spec("torch") is not None
+    )
+
+
+class Diarizer:
+    """`await diarize(samples, references)`: speaker turns of 16 kHz mono float32 samples, named by
+    the (name, samples) references when given, else `A`, `B`, ..."""
+
+    def __init__(
+        self, *, workers: int = 1, threads: int = 1, nice: int = 10, options: DiarizeOptions | None = None
+    ) -> None:
+        self.options = options or DiarizeOptions()
+        self._workers = workers
+        self._threads = threads
+        self._nice = nice
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def diarize(
+        self, samples: np.ndarray, references: Sequence[tuple[str, np.ndarray]] = ()
+    ) -> list[SpeakerTurn]:
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ProcessPoolExecutor(
+                max_workers=self._workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=lower_priority,
+                initargs=(self._nice,),
+            )
+        job = functools.partial(_diarize, samples, tuple(references), self.options, self._threads)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, job)
+        except BrokenProcessPool:
+            _log.error("diarization_worker_died")
+            if self._pool is pool:
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise MediaError(
+                None, "The diarization worker stopped on this audio.", code="diarization_failed", status=500
+            ) from None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+_encoder: SpeakerEncoder | None = None
+
+
+def _diarize(
+    samples: np.ndarray, references: Sequence[tuple[str, np.ndarray]], options: DiarizeOptions, threads: int
+) -> list[SpeakerTurn]:
+    """In a worker: the encoder loaded once per process, then the turns."""
+    global _encoder
+    if _encoder is None:
+        _encoder = SpeakerEncoder(threads)
+    return diarize(samples, _encoder, references, options)
