@@ -62,7 +62,7 @@ class ToolsFields(BaseModel):
         "TANTRA_VECTOR_STORES_EMBEDDING_MODEL, else TANTRA_MEMORY_EMBEDDING_MODEL.",
     )
     citations_threshold: float = Field(
-        0.5,
+        0.4,
         ge=-1,
         le=1,
         description="The least cosine at which the `embedding` method calls a sentence supported.",
