@@ -101,7 +101,7 @@ def responses_service(
         poll_s=settings.responses_stream_poll_s,
         conversations=conversations,
     )
-    hosted_tools(settings, service)  # remote MCP tools (gateway/tools_setup.py)
+    hosted_tools(settings, service, dispatcher)  # remote MCP tools (gateway/tools_setup.py)
     return service
 
 

@@ -6,17 +6,32 @@ from __future__ import annotations
 import httpx
 
 from adapters.addresses import AddressPolicy
+from gateway.services.citation_check import CitationChecks, Options
 from gateway.services.mcp_client import McpServers
 from gateway.services.mcp_tools import McpTools
 from gateway.services.responses import ResponsesService
 from gateway.services.vector_stores import VectorStoresService
 from gateway.services.web_search import SearxngProvider, VectorStoreProvider, WebSearch
 from gateway.settings.schema import Settings
+from gateway.upstreams.dispatch import Dispatcher
 
 
-def hosted_tools(settings: Settings, responses: ResponsesService) -> None:
-    """Hand the Responses API the MCP tool loop (unless TANTRA_TOOLS_MCP_ENABLED is false) and, with
-    TANTRA_WEB_SEARCH_URL, web search over that SearXNG-compatible API."""
+def hosted_tools(settings: Settings, responses: ResponsesService, dispatcher: Dispatcher) -> None:
+    """Hand the Responses API the MCP tool loop (unless TANTRA_TOOLS_MCP_ENABLED is false), with
+    TANTRA_WEB_SEARCH_URL web search over that SearXNG-compatible API, and the search tools'
+    citation verification pass (asked per request, or always with TANTRA_CITATIONS_VERIFY)."""
+    responses.citations = CitationChecks(
+        dispatcher,
+        Options(
+            default=settings.citations_verify,
+            method=settings.citations_verify_method,
+            embedding_model=settings.citations_embedding_model
+            or settings.vector_stores_embedding_model
+            or settings.memory_embedding_model,
+            threshold=settings.citations_threshold,
+            judge_model=settings.citations_judge_model,
+        ),
+    )
     if settings.tools_mcp_enabled:
         policy = AddressPolicy([str(net) for net in settings.tools_url_allowed_networks])
         servers = McpServers(

@@ -8,8 +8,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from gateway.protocol.common import InvalidParam, Open
+from gateway.protocol.common import InvalidParam, Open, Strict
 from gateway.protocol.stored import LIST_MAX, check_metadata
+
+
+class TantraResponseOptions(Strict):
+    """The gateway's own extensions of a Responses create (`tantra`: never sent to the engine)."""
+
+    # Score each cited sentence against its source (docs/orchestration.md, "Citation verification");
+    # None: the deployment's TANTRA_CITATIONS_VERIFY. `citation_method` overrides its method.
+    verify_citations: bool | None = None
+    citation_method: Literal["embedding", "judge"] | None = None
 
 
 class ResponsesRequest(Open):
@@ -28,6 +37,7 @@ class ResponsesRequest(Open):
     metadata: Any = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
+    tantra: TantraResponseOptions | None = None
 
     def check(self) -> None:
         if self.store is not False:

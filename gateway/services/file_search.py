@@ -55,6 +55,14 @@ class Searched:
             _HEADER, (f"{r.filename} (file {r.file_id}):\n{r.text}" for r in self.results)
         )
 
+    @property
+    def sources(self) -> dict[str, list[str]]:
+        """The texts the model was given, by the key of the citation naming them (citation_spans.py)."""
+        found: dict[str, list[str]] = {}
+        for r in self.results:
+            found.setdefault("file:" + r.file_id, []).append(r.text)
+        return found
+
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         """The engine's response with the `file_search_call` item and the citations (a copy)."""
         call: dict[str, Any] = {

@@ -29,6 +29,7 @@ from gateway.errors import InvalidRequest, NotFound
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
+from gateway.services.citation_check import CitationChecks, Verification
 from gateway.services.conversations import Conversations
 from gateway.services.file_search import FileSearch, Searched, latest_user_text
 from gateway.services.mcp_tools import McpRun, McpTools
@@ -53,7 +54,7 @@ ONE = "/v1/responses/{id}"
 _NOTHING = Estimate(0, 0, 0)
 _NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0}
 # What the gateway answers itself and does not send the engine.
-_GATEWAY_KEYS = ("previous_response_id", "store", "background", "conversation")
+_GATEWAY_KEYS = ("previous_response_id", "store", "background", "conversation", "tantra")
 _CHARS_PER_TOKEN = 4
 _PER_ITEM = 4
 
@@ -73,6 +74,12 @@ class Turn:
     hosted: tuple[Searched | Browsed, ...] = ()
     # The request's remote MCP tools (mcp_tools.py): the gateway runs the tool loop.
     mcp: McpRun | None = None
+    # The citation verification pass, when asked (citation_check.py).
+    verification: Verification | None = None
+
+    async def checked(self, response: dict[str, Any]) -> dict[str, Any]:
+        """The shown response with its citations verified, when the request asked."""
+        return response if self.verification is None else await self.verification.apply(response)
 
     def show(self, body: dict[str, Any]) -> dict[str, Any]:
         return shown(
@@ -121,6 +128,7 @@ class ResponsesService:
         self.web_search: WebSearch | None = None
         # Remote MCP tools and their loop (set by the composition root when served).
         self.mcp: McpTools | None = None
+        self.citations: CitationChecks | None = None  # the verification pass (tools_setup.py)
 
     @property
     def background(self) -> Background:
@@ -151,7 +159,7 @@ class ResponsesService:
                     receive, self._dispatcher.complete(RESPONSES, body, headers, plan, deadline)
                 )
                 chose(ticket, member.name, target.model)
-                response = turn.show(orjson.loads(answer))
+                response = await turn.checked(turn.show(orjson.loads(answer)))
                 await self._keep(ticket, turn, response)
                 await self._append(ticket, turn, response)
                 ticket.settle(Outcome.COMPLETED, usage=usage_of(response))
@@ -163,7 +171,7 @@ class ResponsesService:
                 attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=None
             )
             chose(ticket, attempt.member.name, attempt.target.model)
-            events = ResponseEvents(turn.show)
+            events = ResponseEvents(turn.show, turn.checked if turn.verification else None)
             ticket.defer()
 
             def closed(outcome: Outcome) -> None:
@@ -224,7 +232,8 @@ class ResponsesService:
         ran = tuple(h for h in hosted if h is not None)
         mcp = self.mcp
         run = await mcp.prepare(payload, items, len(fresh), engine_body, ticket.stage) if mcp else None
-        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), ran, run)
+        checks = self.citations.prepare(parsed.tantra, ran, model) if self.citations else None
+        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), ran, run, checks)
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
         raw += sum(math.ceil(len(h.context) / _CHARS_PER_TOKEN) for h in ran)
         room = max(1, max_len - raw) if isinstance(max_len, int) else None

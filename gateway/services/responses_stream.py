@@ -14,7 +14,7 @@ and so does the gateway.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -77,14 +77,21 @@ def ending_event(event: dict[str, Any]) -> dict[str, Any]:
 
 class ResponseEvents:
     """Reads vLLM's Responses stream as it passes: whole events out, the response object of the
-    lifecycle events re-shown by `show`, the final response kept."""
+    lifecycle events re-shown by `show`, the final response kept. With `finish` (the citation
+    verification pass), the final event is held back until `release` has the finished response."""
 
-    def __init__(self, show: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        show: Callable[[dict[str, Any]], dict[str, Any]],
+        finish: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
         self._show = show
+        self._finish = finish
         self.final: dict[str, Any] | None = None
         self.done = False
         self.failed = False
         self._held = b""
+        self._last: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._held + chunk if self._held else chunk
@@ -106,7 +113,19 @@ class ResponseEvents:
         if not event.startswith(_LIFECYCLE) and not event.startswith(b"event: error"):
             return event + EVENT_END
         parsed = self.parse(event)
+        held = self._finish is not None and self.final is not None
+        if parsed is not None and held and parsed.get("response") is self.final:
+            self._last = parsed
+            return b""
         return event + EVENT_END if parsed is None else frame(parsed)
+
+    async def release(self) -> bytes:
+        """The held final event, its response finished ("" when none is held)."""
+        last, self._last = self._last, None
+        if last is None or self._finish is None or self.final is None:
+            return b""
+        self.final = last["response"] = await self._finish(self.final)
+        return frame(last)
 
     def parse(self, event: bytes) -> dict[str, Any] | None:
         """One event's JSON, its response re-shown (None when it is not JSON)."""
@@ -183,6 +202,9 @@ class _Sink:
         out = self._events.feed(chunk)
         if out:
             await send_chunk(self._send, out)
+        last = await self._events.release()
+        if last:
+            await send_chunk(self._send, last)
 
     def drop_partial(self) -> None:
         self._events.rest()

@@ -83,7 +83,7 @@ class ToolEventsStream(RawStream):
         except APIError as error:
             await send_chunk(send, error_event(error), more=False)
             return Outcome.FAILED
-        final = turn.show(answer)
+        final = await turn.checked(turn.show(answer))
         for item in (final.get("output") or [])[self._index :]:
             await send_chunk(send, self._item(item))
         self.final = final
@@ -171,7 +171,7 @@ async def tool_answer(
 
     if not turn.parsed.stream:
         answer = await unless_disconnected(ticket.request.receive, tools.run(run, turn.engine_body, engine))
-        response = turn.show(answer)
+        response = await turn.checked(turn.show(answer))
         await finish(response)
         ticket.settle(Outcome.COMPLETED, usage=usage_of(response))
         return Response(orjson.dumps(response), media_type="application/json", headers=ticket.limit_headers)

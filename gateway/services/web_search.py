@@ -111,6 +111,14 @@ class Browsed:
     def context(self) -> str:
         return numbered_context(_HEADER, (f"{p.title} ({p.url}):\n{p.text}" for p in self.pages))
 
+    @property
+    def sources(self) -> dict[str, list[str]]:
+        """The texts the model was given, by the key of the citation naming them (citation_spans.py)."""
+        found: dict[str, list[str]] = {}
+        for p in self.pages:
+            found.setdefault("url:" + p.url, []).append(p.text)
+        return found
+
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         """The engine's response with the `web_search_call` item and the citations (a copy)."""
         action: dict[str, Any] = {"type": "search", "query": self.query}

@@ -6,6 +6,8 @@ A mixin of `Settings` (gateway/settings/schema.py), read from TANTRA_* exactly a
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, IPvAnyNetwork
 
 
@@ -43,3 +45,28 @@ class ToolsFields(BaseModel):
     )
     web_search_max_results: int = Field(5, ge=1, le=20, description="Web search results fed to the model.")
     web_search_timeout_s: float = Field(10.0, gt=0, description="Longest web search request.")
+    # The citation verification pass (docs/orchestration.md, "Citation verification").
+    citations_verify: bool = Field(
+        False,
+        description="Verify the citations of every /v1/responses answer that used file or web search "
+        '(a request\'s `tantra: {"verify_citations": ...}` overrides it).',
+    )
+    citations_verify_method: Literal["embedding", "judge"] = Field(
+        "embedding",
+        description="`embedding`: cosine of each cited sentence and its source passage over "
+        "TANTRA_CITATIONS_EMBEDDING_MODEL; `judge`: an entailment prompt to TANTRA_CITATIONS_JUDGE_MODEL.",
+    )
+    citations_embedding_model: str = Field(
+        "",
+        description="The served embedding model of the `embedding` method. Empty: "
+        "TANTRA_VECTOR_STORES_EMBEDDING_MODEL, else TANTRA_MEMORY_EMBEDDING_MODEL.",
+    )
+    citations_threshold: float = Field(
+        0.4,
+        ge=-1,
+        le=1,
+        description="The least cosine at which the `embedding` method calls a sentence supported.",
+    )
+    citations_judge_model: str = Field(
+        "", description="The served model of the `judge` method. Empty: the response's own model."
+    )

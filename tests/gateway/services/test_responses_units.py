@@ -91,3 +91,26 @@ def test_an_error_event_ends_the_stream_as_failed() -> None:
     events = ResponseEvents(lambda body: body)
     events.feed(_event("error", message="boom", sequence_number=3))
     assert events.done and events.failed and events.final is None
+
+
+async def test_a_finished_stream_holds_its_final_event_for_the_citation_pass() -> None:
+    async def verified(body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "tantra": {"citations": {"checked": 0}}}
+
+    events = ResponseEvents(lambda body: body, verified)
+    created = _event("response.created", sequence_number=0, response={"id": "r", "status": "in_progress"})
+    delta = _event("response.output_text.delta", delta="a", sequence_number=1)
+    done = _event("response.completed", sequence_number=2, response={"id": "r", "status": "completed"})
+    out = events.feed(created + delta + done)
+    assert b"response.created" in out and out.endswith(delta)  # all but the final event, unheld
+    assert await events.release() == frame(
+        {
+            "type": "response.completed",
+            "sequence_number": 2,
+            "response": {"id": "r", "status": "completed", "tantra": {"citations": {"checked": 0}}},
+        }
+    )
+    assert events.final is not None and events.final["tantra"] == {"citations": {"checked": 0}}
+    assert await events.release() == b""  # released once
+    failing = ResponseEvents(lambda body: body, verified)
+    assert failing.feed(_event("error", message="boom", sequence_number=3)).startswith(b"event: error")
