@@ -21,6 +21,8 @@ fi
 VISION=${TANTRA_VISION_MODEL:-}
 VISION_ENGINE_PORT=${TANTRA_VISION_ENGINE_PORT:-8003}
 VISION_MAX_MODEL_LEN=${TANTRA_VISION_MAX_MODEL_LEN:-16384}
+# Its KV cache: 1 GiB holds the tiny preset's 16k tokens; Long-VITA-16K needs about 3 (docs/vision.md).
+VISION_KV_CACHE_GIB=${TANTRA_VISION_KV_CACHE_GIB:-1}
 # Frames vLLM's loader takes from a video, one per second: the gateway's 60 s at most, 258 tokens each.
 VISION_VIDEO_FRAMES=${TANTRA_VISION_VIDEO_FRAMES:-60}
 MODEL_NAME=${TANTRA_MODEL_NAME:-tantra-tiny}
@@ -97,7 +99,7 @@ if [ -n "$VISION" ]; then
   fi
   VISION_MODEL_NAME=${TANTRA_VISION_MODEL_NAME:-$(basename "$VISION")}
   "$PY" -m engine serve --model "$VISION" --served-model-name "$VISION_MODEL_NAME" --port "$VISION_ENGINE_PORT" \
-    --dtype "$VISION_DTYPE" --max-model-len "$VISION_MAX_MODEL_LEN" --restart \
+    --dtype "$VISION_DTYPE" --max-model-len "$VISION_MAX_MODEL_LEN" --kv-cache-gib "$VISION_KV_CACHE_GIB" --restart \
     -- --media-io-kwargs "{\"video\": {\"fps\": 1, \"num_frames\": $VISION_VIDEO_FRAMES}}" &
   pids+=($!)
   vision_pid=$!
