@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts the engines (the chat model's and the embedding model's), then the gateway in front of
-# both; Ctrl-C (or SIGTERM) stops them all.
+# Starts the engines (the chat model's, the embedding model's and, with TANTRA_VISION_MODEL, a
+# vision model's), then the gateway in front of them; Ctrl-C (or SIGTERM) stops them all.
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -14,6 +14,17 @@ EMBEDDING_ENGINE_PORT=${TANTRA_EMBEDDING_ENGINE_PORT:-8002}
 if [ -z "${TANTRA_AUDIO_WHISPER_MODEL:-}" ] && [ -f "$WHISPER/ggml-model.bin" ]; then
   export TANTRA_AUDIO_WHISPER_MODEL="$WHISPER/ggml-model.bin"
 fi
+# A vision model beside the core (docs/vision.md, "Through the gateway"): TANTRA_VISION_MODEL is
+# a preset (`tiny-long-vita`, built under .cache/checkpoints when missing) or a Long-VITA checkpoint
+# directory. Its route takes text, images and video as they are, and `auto` sends it the requests
+# that carry them. A preset is served in float32 (its reference's precision), trained weights in bf16.
+VISION=${TANTRA_VISION_MODEL:-}
+VISION_ENGINE_PORT=${TANTRA_VISION_ENGINE_PORT:-8003}
+VISION_MAX_MODEL_LEN=${TANTRA_VISION_MAX_MODEL_LEN:-16384}
+# Its KV cache: 1 GiB holds the tiny preset's 16k tokens; Long-VITA-16K needs about 3 (docs/vision.md).
+VISION_KV_CACHE_GIB=${TANTRA_VISION_KV_CACHE_GIB:-1}
+# Frames vLLM's loader takes from a video, one per second: the gateway's 60 s at most, 258 tokens each.
+VISION_VIDEO_FRAMES=${TANTRA_VISION_VIDEO_FRAMES:-60}
 MODEL_NAME=${TANTRA_MODEL_NAME:-tantra-tiny}
 ENGINE_PORT=${TANTRA_ENGINE_PORT:-8001}
 # The chat engine's reasoning parser (docs/orchestration.md, "Reasoning"): `think` for the
@@ -77,13 +88,33 @@ if [ -n "$EMBEDDING" ]; then
   pids+=($!)
   embedding_pid=$!
 fi
+# The vision model, with vLLM's video loader taking one frame per second as Long-VITA samples them.
+if [ -n "$VISION" ]; then
+  VISION_DTYPE=${TANTRA_VISION_DTYPE:-bfloat16}
+  if [ ! -d "$VISION" ]; then
+    VISION_PRESET=$VISION
+    VISION=.cache/checkpoints/$VISION_PRESET
+    VISION_DTYPE=${TANTRA_VISION_DTYPE:-float32}
+    "$PY" -m engine build-checkpoint --preset "$VISION_PRESET" --out "$VISION" >/dev/null
+  fi
+  VISION_MODEL_NAME=${TANTRA_VISION_MODEL_NAME:-$(basename "$VISION")}
+  "$PY" -m engine serve --model "$VISION" --served-model-name "$VISION_MODEL_NAME" --port "$VISION_ENGINE_PORT" \
+    --dtype "$VISION_DTYPE" --max-model-len "$VISION_MAX_MODEL_LEN" --kv-cache-gib "$VISION_KV_CACHE_GIB" --restart \
+    -- --media-io-kwargs "{\"video\": {\"fps\": 1, \"num_frames\": $VISION_VIDEO_FRAMES}}" &
+  pids+=($!)
+  vision_pid=$!
+fi
 wait_for "http://127.0.0.1:$ENGINE_PORT/health" "$chat_pid" engine
-# The gateway fronts both engines; each model is routed to the engine that lists it.
 if [ -n "$EMBEDDING" ]; then
   wait_for "http://127.0.0.1:$EMBEDDING_ENGINE_PORT/health" "$embedding_pid" "embedding engine"
-  export TANTRA_UPSTREAMS=${TANTRA_UPSTREAMS:-"{\"engine\": {\"url\": \"http://127.0.0.1:$ENGINE_PORT\"}, \"embedding\": {\"url\": \"http://127.0.0.1:$EMBEDDING_ENGINE_PORT\"}}"}
-  export TANTRA_ROUTING=${TANTRA_ROUTING:-"{\"default_model\": \"$MODEL_NAME\"}"}
 fi
+if [ -n "$VISION" ]; then
+  wait_for "http://127.0.0.1:$VISION_ENGINE_PORT/health" "$vision_pid" "vision engine"
+fi
+# The gateway fronts every engine: one upstream each, the vision model's route taking media, `auto`.
+eval "$("$PY" scripts/run_config.py --model "$MODEL_NAME" --port "$ENGINE_PORT" \
+  ${EMBEDDING:+--embedding-port "$EMBEDDING_ENGINE_PORT"} \
+  ${VISION:+--vision-model "$VISION_MODEL_NAME" --vision-port "$VISION_ENGINE_PORT"})"
 
 TANTRA_ENGINE_URL="http://127.0.0.1:$ENGINE_PORT" TANTRA_PORT="$GATEWAY_PORT" TANTRA_OPERATOR_PORT="$OPERATOR_PORT" \
   "$PY" -m gateway &
@@ -91,7 +122,7 @@ pids+=($!)
 wait_for "http://127.0.0.1:$GATEWAY_PORT/healthz" "${pids[-1]}" gateway
 
 echo
-echo "Tantra is serving model '$MODEL_NAME'${EMBEDDING:+ and embeddings from '$EMBEDDING_MODEL_NAME'}."
+echo "Tantra is serving model '$MODEL_NAME'${VISION:+, vision model '$VISION_MODEL_NAME' (and 'auto')}${EMBEDDING:+ and embeddings from '$EMBEDDING_MODEL_NAME'}."
 echo "  base_url: http://localhost:$GATEWAY_PORT/v1   (Ctrl-C stops engine and gateway)"
 echo "  api_key:  $(cat "$STATE/dev.key")   (in $STATE/dev.key; admin key in $ADMIN_KEY_FILE)"
 echo "  export OPENAI_BASE_URL=http://localhost:$GATEWAY_PORT/v1 OPENAI_API_KEY=\$(cat $STATE/dev.key)"
