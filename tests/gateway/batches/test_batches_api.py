@@ -336,9 +336,7 @@ def response_line(custom_id: str, model: str, **body: Any) -> dict[str, Any]:
     }
 
 
-def test_responses_lines_beside_a_chat_batch(
-    batch_gateway: BatchGateway, model: str
-) -> None:
+def test_responses_lines_beside_a_chat_batch(batch_gateway: BatchGateway, model: str) -> None:
     """/v1/responses lines are served by the Responses API, `store: false` unless the line says
     otherwise (as OpenAI's batch), while a chat batch of the same key runs at once. OpenAI's batch has
     one endpoint, so the mix is two batches; a chat line in the responses batch fails its validation."""
@@ -399,7 +397,11 @@ def test_responses_lines_beside_a_chat_batch(
     found: list[Any] = []
 
     def recorded() -> bool:
-        found[:] = [row for row in _rows(batch_gateway.database_url, key_id) if row.request_id.startswith(ids[0] + "-")]
+        found[:] = [
+            row
+            for row in _rows(batch_gateway.database_url, key_id)
+            if row.request_id.startswith(ids[0] + "-")
+        ]
         return len(found) >= 7
 
     wait_for(recorded, timeout=15, interval=0.3)

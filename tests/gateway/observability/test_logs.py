@@ -23,8 +23,8 @@ def sink() -> Iterator[io.StringIO]:
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
-    """Only this test's loggers: a library's debug line from a connection an earlier test left open (aiosqlite's
-    worker thread) lands in the same root handler."""
+    """Only this test's loggers: a library's debug line from a connection an earlier test left open
+    (aiosqlite's worker thread) lands in the same root handler."""
     parsed = [orjson.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     return [line for line in parsed if str(line.get("logger", "")).startswith("tantra.")]
 
