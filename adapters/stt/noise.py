@@ -73,7 +73,7 @@ class NoiseGate:
         self._block = int(_BLOCK_S * rate)
         self._context = int(_CONTEXT_S * rate)
         self._kept = int(_NOISE_HISTORY_S * rate)
-        self._history = np.zeros(0, np.float32)  # input already gated, kept for context and noise
+        self._history = np.zeros(0, np.float32)  # input already gated, as it came: context and noise
         self._pending = np.zeros(0, np.float32)  # input not yet gated
         self._odd = b""
 

@@ -55,8 +55,9 @@ def true_peaks(samples: np.ndarray, rate: int) -> np.ndarray:
     magnitude = np.abs(samples)
     if len(samples) < 2:
         return magnitude
-    up = np.abs(soxr.resample(samples, rate, rate * _OVERSAMPLE, quality="HQ"))
-    up = np.resize(up, len(samples) * _OVERSAMPLE) if len(up) != len(samples) * _OVERSAMPLE else up
+    size = len(samples) * _OVERSAMPLE
+    up = np.abs(soxr.resample(samples, rate, rate * _OVERSAMPLE, quality="HQ"))[:size]
+    up = np.pad(up, (0, size - len(up)))
     return np.maximum(magnitude, up.reshape(-1, _OVERSAMPLE).max(axis=1))
 
 
