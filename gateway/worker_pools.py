@@ -7,7 +7,7 @@ import httpx
 
 from adapters import MediaLimits, UrlFetcher, UrlPolicy
 from adapters.stt import DiarizeOptions, Diarizer, Transcriber, diarization_installed
-from adapters.tts import EspeakBackend, PiperBackend, SpeechBackend, Synthesizer
+from adapters.tts import EspeakBackend, Loudness, PiperBackend, SpeechBackend, Synthesizer
 from gateway.admission import Admission
 from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
 from gateway.services.speech import SpeechService
@@ -26,6 +26,7 @@ def speech_transcriber(settings: Settings) -> Transcriber | None:
         nice=settings.audio_nice,
         queue_timeout_s=settings.audio_queue_timeout_s,
         max_seconds=settings.audio_max_seconds,
+        noise_suppression=settings.transcription_noise_suppression(),
     )
 
 
@@ -102,8 +103,10 @@ def speech_service(settings: Settings, admission: Admission) -> SpeechService:
     if settings.tts_piper_voices:
         backends.append(PiperBackend(settings.tts_piper_voices))
     backends.append(EspeakBackend(settings.tts_espeak_binary, timeout_s=settings.tts_timeout_s))
+    lufs = settings.speech_loudness_lufs()
+    loudness = None if lufs is None else Loudness(lufs, settings.tts_true_peak_dbtp)
     return SpeechService(
-        Synthesizer(backends, concurrency=settings.tts_concurrency),
+        Synthesizer(backends, concurrency=settings.tts_concurrency, loudness=loudness),
         admission,
         model=settings.tts_model,
         aliases=settings.tts_model_aliases,

@@ -37,6 +37,7 @@ import structlog
 
 from adapters.errors import MediaError
 from adapters.stt.audio import SAMPLE_RATE, DecodedAudio, decode_audio, has_audio
+from adapters.stt.noise import suppress_noise
 from adapters.stt.whisper import Segment, TranscribeOptions, Transcript, WhisperModel, check_language
 
 _log = structlog.stdlib.get_logger("tantra.speech")
@@ -51,6 +52,8 @@ class WhisperWorkerSpec:
     model_path: Path
     threads: int = 2
     nice: int = 10
+    # Spectral gating's strength before whisper.cpp hears the audio (noise.py); None: off.
+    noise_suppression: float | None = None
 
 
 class Transcriber:
@@ -68,11 +71,12 @@ class Transcriber:
         queue_timeout_s: float = 30.0,
         max_seconds: float | None = None,
         abort_grace_s: float = 2.0,
+        noise_suppression: float | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.abort_grace_s = abort_grace_s
         self.max_seconds = max_seconds
-        self._spec = WhisperWorkerSpec(self.model_path, threads, nice)
+        self._spec = WhisperWorkerSpec(self.model_path, threads, nice, noise_suppression)
         self._size = workers
         self._queue_timeout_s = queue_timeout_s
         self._idle: asyncio.Queue[_Worker] | None = None
@@ -406,6 +410,8 @@ def _serve(conn: Connection, abort: Event, spec: WhisperWorkerSpec) -> None:
             return
         samples, options = job
         try:
+            if spec.noise_suppression:
+                samples = suppress_noise(samples, SAMPLE_RATE, spec.noise_suppression)
             transcript = model.transcribe(
                 samples,
                 options,

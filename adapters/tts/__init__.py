@@ -1,6 +1,6 @@
-"""Text to speech: sentences spoken by eSpeak NG (or a Piper voice), resampled to 24 kHz mono and
-encoded as each is made. Pure audio work with no knowledge of HTTP; the gateway's /v1/audio/speech
-and the realtime endpoint call the Synthesizer. See docs/audio.md."""
+"""Text to speech: sentences spoken by eSpeak NG (or a Piper voice), brought to one loudness,
+resampled to 24 kHz mono and encoded as each is made. Pure audio work with no knowledge of HTTP; the
+gateway's /v1/audio/speech and the realtime endpoint call the Synthesizer. See docs/audio.md."""
 
 from adapters.tts.audio import (
     CONTENT_TYPES,
@@ -12,6 +12,7 @@ from adapters.tts.audio import (
 )
 from adapters.tts.backends import EspeakBackend, PiperBackend, SpeechBackend
 from adapters.tts.errors import SpeechUnavailable, UnknownVoice
+from adapters.tts.loudness import Loudness
 from adapters.tts.sentences import SentenceSplitter, split_sentences
 from adapters.tts.synthesizer import MAX_SPEED, MIN_SPEED, OPENAI_VOICES, Synthesizer, Voice
 
@@ -24,6 +25,7 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioFormat",
     "EspeakBackend",
+    "Loudness",
     "PiperBackend",
     "SentenceSplitter",
     "SpeechBackend",

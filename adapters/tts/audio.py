@@ -1,5 +1,6 @@
 """Speech audio as it leaves Tantra: 16-bit mono PCM at 24 kHz (OpenAI's output rate), resampled from
-whatever a backend makes, and encoded incrementally into each response format with PyAV's encoders.
+whatever a backend makes (libsoxr, high quality), and encoded incrementally into each response format
+with PyAV's encoders.
 
 Everything here is synchronous and CPU-bound; the synthesizer calls it in a worker thread.
 """
@@ -13,6 +14,8 @@ from typing import Literal, Protocol, cast
 
 import av
 import av.filter
+
+from adapters.tts.resample import PcmResampler
 
 SAMPLE_RATE = 24_000
 SAMPLE_WIDTH = 2  # bytes: signed 16-bit little-endian, mono
@@ -55,27 +58,26 @@ def _bytes(frames: list[av.AudioFrame]) -> bytes:
 
 
 class Resampler:
-    """One stream's conversion to 24 kHz; kept across its sentences so no sample is lost at a seam."""
+    """One stream's conversion to 24 kHz (libsoxr, high quality; resample.py); kept across its
+    sentences so no sample is lost at a seam."""
 
     def __init__(self) -> None:
-        self._resampler: av.AudioResampler | None = None
-        self._rate = 0
+        self._resampler: PcmResampler | None = None
 
     def convert(self, pcm: SpokenPcm) -> bytes:
         if pcm.rate == SAMPLE_RATE or not pcm.data:
             return pcm.data
         out = b""
-        if self._resampler is None or pcm.rate != self._rate:
+        if self._resampler is None or pcm.rate != self._resampler.source:
             out = self.flush()
-            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-            self._rate = pcm.rate
-        return out + _bytes(self._resampler.resample(_frame(pcm)))
+            self._resampler = PcmResampler(pcm.rate, SAMPLE_RATE)
+        return out + self._resampler(pcm.data[: len(pcm.data) - len(pcm.data) % SAMPLE_WIDTH])
 
     def flush(self) -> bytes:
         if self._resampler is None:
             return b""
         resampler, self._resampler = self._resampler, None
-        return _bytes(resampler.resample(None))
+        return resampler.flush()
 
 
 def change_tempo(pcm: SpokenPcm, tempo: float) -> SpokenPcm:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, AudioFormat, Resampler, SpokenPcm, encoder
 from adapters.tts.backends import SpeechBackend
 from adapters.tts.errors import UnknownVoice
+from adapters.tts.loudness import Loudness, normalize
 from adapters.tts.sentences import SentenceSplitter, split_sentences
 
 # OpenAI's voices, as eSpeak NG voice+variant: the accent and register each is described with.
@@ -59,6 +60,7 @@ class Synthesizer:
         max_sentence_chars: int = 300,
         lookahead: int = 2,
         chunk_seconds: float = 0.25,
+        loudness: Loudness | None = None,
     ) -> None:
         if not backends:
             raise ValueError("a Synthesizer needs at least one backend")
@@ -70,6 +72,9 @@ class Synthesizer:
         # A sentence's audio goes out in pieces of at most this much: a realtime client gets
         # deltas of a size it can take (OpenAI's are a fraction of a second), HTTP a steady flow.
         self._chunk_bytes = max(2, round(chunk_seconds * SAMPLE_RATE)) * SAMPLE_WIDTH
+        # Each sentence is brought to this loudness on its own (loudness.py), as it is made: a
+        # stream cannot wait for its end to be measured whole. None: as the backend made it.
+        self._loudness = loudness
 
     async def voice(self, requested: str) -> Voice:
         """Resolve a voice name, or raise UnknownVoice (a 400 naming `voice`)."""
@@ -184,7 +189,10 @@ class Synthesizer:
 
     async def _synthesize(self, sentence: str, voice: Voice, speed: float) -> SpokenPcm:
         async with self._slots:
-            return await voice.backend.synthesize(sentence, voice.name, speed)
+            pcm = await voice.backend.synthesize(sentence, voice.name, speed)
+        if self._loudness is not None:
+            pcm = await asyncio.to_thread(normalize, pcm, self._loudness)
+        return pcm
 
 
 def _quietly(task: asyncio.Task[SpokenPcm]) -> None:

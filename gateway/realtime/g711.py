@@ -5,7 +5,10 @@ The session itself works in pcm16 at 24 kHz, so input is decoded and resampled u
 appended, and output resampled down and encoded as it is sent. The companding is done with numpy
 lookup tables built once from the G.711 formulas rather than with the stdlib's `audioop`, which
 is deprecated and removed in Python 3.13 (the unit tests check the tables against `audioop` while
-it exists); the resampling is PyAV's (libswresample), stateful, so that chunk edges do not click.
+it exists). Both resamplers are stateful, so that chunk edges do not click: output goes through
+libsoxr's high-quality filter (adapters/tts/resample.py; it holds some 20 ms, given back when a
+response's audio ends), input through PyAV's libswresample, which holds almost nothing, so server VAD
+and a commit see all that was appended.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import av
 import numpy as np
 
 from adapters.tts import SAMPLE_RATE
+from adapters.tts.resample import PcmResampler
 
 Format = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 G711_RATE = 8000
@@ -114,9 +118,15 @@ class Encoder:
 
     def __init__(self, kind: Format) -> None:
         self.kind = kind
-        self._resample = _Resampler(SAMPLE_RATE, G711_RATE) if kind != "pcm16" else None
+        self._resample = PcmResampler(SAMPLE_RATE, G711_RATE) if kind != "pcm16" else None
 
     def __call__(self, pcm: bytes) -> bytes:
         if self._resample is None:
             return pcm
         return encode(self._resample(pcm), self.kind)
+
+    def flush(self) -> bytes:
+        """What the resampler still holds, encoded: the end of a response's audio."""
+        if self._resample is None:
+            return b""
+        return encode(self._resample.flush(), self.kind)

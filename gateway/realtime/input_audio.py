@@ -1,12 +1,17 @@
 """A realtime session's input audio buffer: `input_audio_buffer.append` / `.commit` / `.clear`,
 and, with server VAD (`turn_detection: server_vad`, the detector in vad.py), the turns found in
 what is appended: each one's start may interrupt the answer being given, its end commits it and
-may ask for an answer."""
+may ask for an answer. With noise suppression on (`TANTRA_AUDIO_NOISE_SUPPRESSION`), the detector
+hears the audio gated block by block (adapters/stt/noise.py), up to 100 ms behind; the buffer keeps
+the audio as sent."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
+from adapters.stt.noise import NoiseGate
+from adapters.tts import SAMPLE_RATE
 from gateway.realtime import g711, pcm
 from gateway.realtime.conversation import Conversation, InputAudioPart, Message, created_event
 from gateway.realtime.events import EventError, new_id
@@ -30,7 +35,12 @@ class Speaker(Protocol):
 
 class InputAudio:
     def __init__(
-        self, conversation: Conversation, transcriber: InputTranscriber, session: Speaker, max_s: float
+        self,
+        conversation: Conversation,
+        transcriber: InputTranscriber,
+        session: Speaker,
+        max_s: float,
+        noise_suppression: float | None = None,
     ) -> None:
         self._conversation = conversation
         self._transcriber = transcriber
@@ -41,6 +51,8 @@ class InputAudio:
         # with speech_started).
         self._detector: SpeechDetector | None = None
         self._turn_item: str | None = None
+        self._suppression = noise_suppression
+        self._gate: NoiseGate | None = None
         self._decode = g711.Decoder("pcm16")  # the session's input format to pcm16 at 24 kHz
         # GA's idle timeout: the audio (ms of the buffer's stream) since speech was last heard
         # or the timeout last fired.
@@ -54,6 +66,7 @@ class InputAudio:
     def detect(self, vad: VadSettings | None) -> None:
         """Turn detection (none with `None`) starts afresh with the audio appended from now on."""
         self._detector = SpeechDetector(vad) if vad else None
+        self._gate = NoiseGate(SAMPLE_RATE, self._suppression) if vad and self._suppression else None
         self._turn_item = None
         self._buffer.clear()
         self._silent_since_ms = self._heard_ms
@@ -69,7 +82,8 @@ class InputAudio:
         self._buffer += chunk
         self._heard_ms += pcm.ms_of(len(chunk))
         if self._detector is not None:
-            for turn in self._detector.feed(chunk):
+            heard = chunk if self._gate is None else await asyncio.to_thread(self._gate, chunk)
+            for turn in self._detector.feed(heard):
                 await self._turn(turn)
             if not self._detector.speaking:
                 self._trim_to_padding()

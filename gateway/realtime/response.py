@@ -301,7 +301,10 @@ class Response:
 
     async def audio_delta(self, pcm: bytes) -> None:
         self.spoken[-1].pcm_bytes += len(pcm)
-        if encoded := self._encode(pcm):
+        await self._send_audio(self._encode(pcm))
+
+    async def _send_audio(self, encoded: bytes) -> None:
+        if encoded:
             await self._session.emit(
                 {"type": "response.audio.delta", **self._where(), "delta": base64.b64encode(encoded).decode()}
             )
@@ -310,6 +313,8 @@ class Response:
         assert self._message is not None
         where, text = self._where(), "".join(self._texts)
         if self._audio:
+            if not self._cancel.is_set():  # the last ms the g711 resampler holds
+                await self._send_audio(self._encode.flush())
             await self._session.emit({"type": "response.audio.done", **where})
             await self._session.emit({"type": "response.audio_transcript.done", **where, "transcript": text})
         else:

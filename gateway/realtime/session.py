@@ -60,6 +60,8 @@ class RealtimeLimits:
     max_sessions: int = 100
     max_sessions_per_key: int = 4
     idle_timeout_s: float = 120.0
+    # Noise suppression's strength before server VAD (adapters/stt/noise.py); None: off.
+    noise_suppression: float | None = None
 
 
 class RealtimeSession:
@@ -75,7 +77,9 @@ class RealtimeSession:
         self._transcriber = InputTranscriber(
             loopback, self.emit, limits.transcription_model, lambda: self._config.transcription
         )
-        self._audio = InputAudio(self._conversation, self._transcriber, self, limits.max_audio_buffer_s)
+        self._audio = InputAudio(
+            self._conversation, self._transcriber, self, limits.max_audio_buffer_s, limits.noise_suppression
+        )
         self._audio.detect(self._config.turn_detection)
         self._response: Response | None = None  # the last in-band response
         self._out_of_band: set[Response] = set()  # out-of-band responses (`conversation: "none"`) running

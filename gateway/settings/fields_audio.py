@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from gateway.settings.fields_audio_quality import AudioQualityFields
 
 
-class AudioFields(BaseModel):
-    """What the gateway hears and speaks: realtime sessions, speech synthesis and transcription."""
+class AudioFields(AudioQualityFields):
+    """What the gateway hears and speaks: realtime sessions, speech synthesis and transcription
+    (and, in the mixin, loudness and noise suppression)."""
 
     # WebSocket /v1/realtime (gateway/realtime/, docs/realtime.md).
     realtime_enabled: bool = Field(

@@ -1,7 +1,8 @@
 """POST /v1/audio/speech through the real `openai` SDK against a real gateway (auth on, the session's
 Redis and store) speaking with real eSpeak NG: every format decodes at the text's length, speed,
-streaming as it is made, SSE events, the speech model in /v1/models, and every error in OpenAI's
-envelope. The language engine is a stand-in: speech does not need it."""
+loudness at its target with no clipping, streaming as it is made, SSE events, the speech model in
+/v1/models, and every error in OpenAI's envelope. The language engine is a stand-in: speech does not
+need it."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import orjson
 import pytest
 
+from adapters.tts.loudness import integrated_lufs, true_peaks
 from gateway import Settings, create_app
 from tests.audio_samples import decode, espeak_seconds, needs_espeak
 from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows
@@ -93,6 +96,26 @@ def test_every_format_through_the_sdk(client: openai.OpenAI, response_format: st
         seconds, _, channels = decode(audio)
     assert expected * 0.9 <= seconds <= expected * 1.3, (seconds, expected)
     assert channels == 1
+
+
+@pytest.mark.parametrize("response_format", ["wav", "pcm"])
+@pytest.mark.parametrize(
+    ("voice", "text"),
+    [("alloy", "Hello there."), ("onyx", TEXT), ("de", "Guten Morgen. Wie geht es dir heute?")],
+)
+def test_speech_is_at_the_loudness_target_and_never_clips(
+    client: openai.OpenAI, response_format: str, voice: str, text: str
+) -> None:
+    """The default TANTRA_TTS_LOUDNESS_LUFS, -16, measured (EBU R128) on what the client decodes;
+    the true-peak limiter keeps every sample under -1 dBTP, far from full scale."""
+    audio, _ = speak(client, response_format=response_format, voice=voice, input=text)
+    if response_format == "wav":
+        assert audio[:4] == b"RIFF" and audio[36:40] == b"data"
+        audio = audio[44:]
+    samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768
+    assert integrated_lufs(samples, 24_000) == pytest.approx(-16.0, abs=1.0)
+    assert np.abs(samples).max() <= 10 ** (-0.9 / 20) < 32767 / 32768
+    assert 20 * np.log10(true_peaks(samples, 24_000).max()) <= -0.9
 
 
 def test_mp3_is_the_default_and_aliases_name_the_speech_model(client: openai.OpenAI) -> None:
