@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from langchain_core.messages import HumanMessage
@@ -28,16 +27,17 @@ from PIL import Image
 
 from engine.launcher import EngineConfig, EngineProcess
 from engine.long_vita.tiling import grid_for, image_token_ids, video_token_ids
-from gateway import Settings, create_app
+from gateway import Settings
 from tests.adapters.media import data_url, text_video
-from tests.gateway.media.test_media_vl_engine import (
+from tests.gateway.media.vision import (
     RecordingTransport,
     engine_tokens,
     image_part,
+    recording_gateway,
     sent_parts,
 )
 from tests.long_vita.media import picture
-from tests.servers import ThreadedServer, free_port, logged_engine
+from tests.servers import free_port, logged_engine
 
 pytestmark = [
     pytest.mark.engine,
@@ -101,9 +101,8 @@ def gateway(
         },
         virtual_models={"auto": {"candidates": {model: {}, VITA: {}}, "rules": [{"type": "modality"}]}},
     )
-    client = httpx.AsyncClient(transport=recorder, timeout=httpx.Timeout(300, connect=10))
-    with ThreadedServer(create_app(settings, http_client=client)) as server:
-        yield server.url
+    with recording_gateway(settings, recorder, 300) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

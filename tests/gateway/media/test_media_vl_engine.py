@@ -13,12 +13,10 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import orjson
 import pytest
@@ -30,10 +28,17 @@ from engine.architectures.idefics3 import image_prompt_tokens
 from engine.checkpoint import ensure_checkpoint
 from engine.launcher import EngineConfig, EngineProcess
 from engine.presets import VisionLanguagePreset, get_preset
-from gateway import Settings, create_app
-from tests.adapters.media import data_url, png, text_image
+from gateway import Settings
+from tests.adapters.media import text_image
 from tests.gateway.media.test_media_engine import ask
-from tests.servers import ThreadedServer, free_port, logged_engine
+from tests.gateway.media.vision import (
+    RecordingTransport,
+    engine_tokens,
+    image_part,
+    recording_gateway,
+    sent_parts,
+)
+from tests.servers import free_port, logged_engine
 
 pytestmark = [
     pytest.mark.engine,
@@ -56,29 +61,6 @@ PER_IMAGE = image_prompt_tokens(PRESET)
 chat template puts its placeholder where the image part was, with nothing else)."""
 
 SIGN = "PURPLE ELEPHANT 42"
-
-
-class RecordingTransport(httpx.AsyncBaseTransport):
-    """The gateway's engine traffic, passed on unchanged, with every chat request body kept."""
-
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-        self._lock = threading.Lock()
-        self.bodies: list[tuple[str, dict[str, Any]]] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/chat/completions"):
-            body = await request.aread()
-            with self._lock:
-                self.bodies.append((f"{request.url.host}:{request.url.port}", orjson.loads(body)))
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def last(self) -> tuple[str, dict[str, Any]]:
-        with self._lock:
-            return self.bodies[-1]
 
 
 @pytest.fixture(scope="module")
@@ -113,38 +95,14 @@ def gateway(
             model: {"upstreams": ["text"], "accepts": ["text"]},
         },
     )
-    client = httpx.AsyncClient(transport=recorder, timeout=httpx.Timeout(120, connect=10))
-    with ThreadedServer(create_app(settings, http_client=client)) as server:
-        yield server.url
+    with recording_gateway(settings, recorder, 120) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def client(gateway: str) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway + "/v1", api_key="unused", max_retries=0, timeout=120) as sdk:
         yield sdk
-
-
-def image_part(image: Image.Image) -> dict[str, Any]:
-    return {"type": "image_url", "image_url": {"url": data_url(png(image), "image/png")}}
-
-
-def engine_tokens(completion: Any) -> list[str]:
-    """The prompt the engine tokenized, token by token, from vLLM's per-token prompt logprobs."""
-    tokens = []
-    for entry in completion.model_extra["prompt_logprobs"][1:]:  # the first token has no logprob
-        (token,) = [value for value in entry.values() if value.get("rank") is not None] or list(
-            entry.values()
-        )
-        tokens.append(token["decoded_token"])
-    return tokens
-
-
-def sent_parts(recorder: RecordingTransport, port: int) -> list[dict[str, Any]]:
-    """The content parts of the last chat request the gateway sent, checked to have gone to `port`."""
-    where, body = recorder.last()
-    assert where.endswith(f":{port}")
-    parts: list[dict[str, Any]] = body["messages"][0]["content"]
-    return parts
 
 
 def test_the_vision_model_gets_the_image_itself(
