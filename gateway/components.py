@@ -222,6 +222,7 @@ class Components:
             transcription_model=current.realtime_transcription_model,
             speech_model=current.realtime_speech_model,
             noise_suppression=current.vad_noise_suppression(),
+            noise_strength=current.audio_noise_suppression_strength,
             max_sessions=current.realtime_max_sessions,
             max_sessions_per_key=current.realtime_max_sessions_per_key,
             idle_timeout_s=current.realtime_idle_timeout_s,

@@ -41,6 +41,7 @@ class SessionUpdate(_Lenient):
     speed: float | None = Field(None, ge=0.25, le=4.0)
     tools: list[dict[str, Any]] | None = None
     tool_choice: ToolChoice | None = None
+    input_audio_noise_reduction: dict[str, Any] | None = None
 
 
 class TranscriptionSessionUpdate(_Lenient):
@@ -49,6 +50,7 @@ class TranscriptionSessionUpdate(_Lenient):
     input_audio_format: AudioFormat | None = None
     input_audio_transcription: dict[str, Any] | None = None
     turn_detection: dict[str, Any] | None = None
+    input_audio_noise_reduction: dict[str, Any] | None = None
 
 
 class ContentPart(_Lenient):

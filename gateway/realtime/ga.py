@@ -115,6 +115,8 @@ def _session_in(session: dict[str, Any]) -> dict[str, Any]:
         beta["input_audio_transcription"] = heard["transcription"]
     if "turn_detection" in heard:
         beta["turn_detection"] = heard["turn_detection"]
+    if "noise_reduction" in heard:
+        beta["input_audio_noise_reduction"] = heard["noise_reduction"]
     for name in ("voice", "speed"):
         if name in spoken:
             beta[name] = spoken[name]
@@ -161,7 +163,7 @@ def _transcription_out(session: dict[str, Any]) -> dict[str, Any]:
                 "format": _format_out(session.get("input_audio_format")),
                 "transcription": session.get("input_audio_transcription"),
                 "turn_detection": session.get("turn_detection"),
-                "noise_reduction": None,
+                "noise_reduction": session.get("input_audio_noise_reduction"),
             }
         },
         "include": [],
@@ -181,6 +183,7 @@ def _session_out(session: dict[str, Any]) -> dict[str, Any]:
                 "format": _format_out(session.get("input_audio_format")),
                 "transcription": session.get("input_audio_transcription"),
                 "turn_detection": session.get("turn_detection"),
+                "noise_reduction": session.get("input_audio_noise_reduction"),
             },
             "output": {
                 "format": _format_out(session.get("output_audio_format")),

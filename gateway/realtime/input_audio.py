@@ -41,6 +41,7 @@ class InputAudio:
         session: Speaker,
         max_s: float,
         noise_suppression: float | None = None,
+        requested_strength: float | None = None,
     ) -> None:
         self._conversation = conversation
         self._transcriber = transcriber
@@ -51,7 +52,10 @@ class InputAudio:
         # with speech_started).
         self._detector: SpeechDetector | None = None
         self._turn_item: str | None = None
+        # The operator's gate, on for every session (TANTRA_AUDIO_NOISE_SUPPRESSION), or None; the
+        # strength a session's own `input_audio_noise_reduction` turns the gate on at, or None.
         self._suppression = noise_suppression
+        self._requested_strength = requested_strength
         self._gate: NoiseGate | None = None
         self._decode = g711.Decoder("pcm16")  # the session's input format to pcm16 at 24 kHz
         # GA's idle timeout: the audio (ms of the buffer's stream) since speech was last heard
@@ -63,10 +67,12 @@ class InputAudio:
         if kind != self._decode.kind:
             self._decode = g711.Decoder(kind)
 
-    def detect(self, vad: VadSettings | None) -> None:
-        """Turn detection (none with `None`) starts afresh with the audio appended from now on."""
+    def detect(self, vad: VadSettings | None, reduce_noise: bool = False) -> None:
+        """Turn detection (none with `None`) starts afresh with the audio appended from now on; the
+        detector hears it gated when the operator or the session (`reduce_noise`) asks for it."""
         self._detector = SpeechDetector(vad) if vad else None
-        self._gate = NoiseGate(SAMPLE_RATE, self._suppression) if vad and self._suppression else None
+        strength = self._suppression or (self._requested_strength if reduce_noise else None)
+        self._gate = NoiseGate(SAMPLE_RATE, strength) if vad and strength else None
         self._turn_item = None
         self._buffer.clear()
         self._silent_since_ms = self._heard_ms

@@ -60,8 +60,10 @@ class RealtimeLimits:
     max_sessions: int = 100
     max_sessions_per_key: int = 4
     idle_timeout_s: float = 120.0
-    # Noise suppression's strength before server VAD (adapters/stt/noise.py); None: off.
+    # Noise suppression's strength before server VAD (adapters/stt/noise.py) for every session;
+    # None: off, unless a session asks (`input_audio_noise_reduction`), then at `noise_strength`.
     noise_suppression: float | None = None
+    noise_strength: float | None = None
 
 
 class RealtimeSession:
@@ -78,7 +80,12 @@ class RealtimeSession:
             loopback, self.emit, limits.transcription_model, lambda: self._config.transcription
         )
         self._audio = InputAudio(
-            self._conversation, self._transcriber, self, limits.max_audio_buffer_s, limits.noise_suppression
+            self._conversation,
+            self._transcriber,
+            self,
+            limits.max_audio_buffer_s,
+            limits.noise_suppression,
+            limits.noise_strength,
         )
         self._audio.detect(self._config.turn_detection)
         self._response: Response | None = None  # the last in-band response
@@ -154,7 +161,7 @@ class RealtimeSession:
         config = self._config
         config.kind = "realtime"
         if config.update(event.session):
-            self._audio.detect(config.turn_detection)
+            self._audio.detect(config.turn_detection, config.noise_reduction is not None)
         self._audio.decode_as(config.input_format)
         await self.emit({"type": "session.updated", "session": config.describe()})
 
@@ -163,7 +170,7 @@ class RealtimeSession:
         `.completed`), and nothing answered."""
         config = self._config
         if config.update_transcription(event.session):
-            self._audio.detect(config.turn_detection)
+            self._audio.detect(config.turn_detection, config.noise_reduction is not None)
         self._audio.decode_as(config.input_format)
         await self.emit({"type": "transcription_session.updated", "session": config.describe_transcription()})
 

@@ -37,6 +37,8 @@ class SessionConfig:
     tool_choice: str | dict[str, Any] = "auto"
     input_format: g711.Format = "pcm16"
     output_format: g711.Format = "pcm16"
+    # `input_audio_noise_reduction`: {"type": "near_field" | "far_field"} or None (off, OpenAI's default).
+    noise_reduction: dict[str, str] | None = None
 
     def describe(self) -> dict[str, Any]:
         if self.kind == "transcription":
@@ -53,6 +55,7 @@ class SessionConfig:
             "output_audio_format": self.output_format,
             "input_audio_transcription": self.transcription,
             "turn_detection": self.turn_detection.describe() if self.turn_detection else None,
+            "input_audio_noise_reduction": self.noise_reduction,
             "tools": self.tools,
             "tool_choice": beta_choice(self.tool_choice),
             "temperature": self.temperature,
@@ -66,13 +69,16 @@ class SessionConfig:
             "input_audio_format": self.input_format,
             "input_audio_transcription": self.transcription,
             "turn_detection": self.turn_detection.describe() if self.turn_detection else None,
+            "input_audio_noise_reduction": self.noise_reduction,
             "modalities": ["text"],
         }
 
     def update(self, update: SessionUpdate) -> bool:
-        """Applies `session.update` (every value checked first); True when turn detection changed."""
+        """Applies `session.update` (every value checked first); True when turn detection or noise
+        reduction changed (the input's detector starts afresh)."""
         given = update.model_fields_set
         vad = VadSettings.parse(update.turn_detection) if update.turn_detection is not None else None
+        noise = _noise_reduction(update.input_audio_noise_reduction, given, self.noise_reduction)
         tools = tools_of(update.tools, "session.tools") if update.tools is not None else self.tools
         choice = self.tool_choice if update.tool_choice is None else update.tool_choice
         choice = choice_of(choice, tools, "session.tool_choice")
@@ -91,17 +97,23 @@ class SessionConfig:
             self.max_output_tokens = cap
         if "input_audio_transcription" in given:
             self.transcription = update.input_audio_transcription
-        return "turn_detection" in given and self._detect(vad)
+        return self._reduce(noise) | ("turn_detection" in given and self._detect(vad))
 
     def update_transcription(self, update: TranscriptionSessionUpdate) -> bool:
         """Applies `transcription_session.update`: the session transcribes, and answers nothing."""
         given = update.model_fields_set
         vad = VadSettings.parse(update.turn_detection) if update.turn_detection is not None else None
+        noise = _noise_reduction(update.input_audio_noise_reduction, given, self.noise_reduction)
         self.kind = "transcription"
         self.input_format = update.input_audio_format or self.input_format
         if "input_audio_transcription" in given:
             self.transcription = update.input_audio_transcription
-        return "turn_detection" in given and self._detect(vad)
+        return self._reduce(noise) | ("turn_detection" in given and self._detect(vad))
+
+    def _reduce(self, noise: dict[str, str] | None) -> bool:
+        changed = noise != self.noise_reduction
+        self.noise_reduction = noise
+        return changed
 
     def _detect(self, vad: VadSettings | None) -> bool:
         changed = vad != self.turn_detection
@@ -191,3 +203,25 @@ def _token_cap(value: int | str | None) -> int | None:
             param="max_response_output_tokens",
         )
     return value
+
+
+_NOISE_KINDS = ("near_field", "far_field")
+
+
+def _noise_reduction(
+    value: dict[str, Any] | None, given: set[str], current: dict[str, str] | None
+) -> dict[str, str] | None:
+    """The session's noise reduction after an update: unchanged when not given, None to turn it off.
+    Both of OpenAI's kinds run the same spectral gate here (adapters/stt/noise.py)."""
+    if "input_audio_noise_reduction" not in given:
+        return current
+    if value is None:
+        return None
+    kind = value.get("type")
+    if kind not in _NOISE_KINDS:
+        raise EventError(
+            f"Invalid noise reduction type {kind!r}: expected one of {list(_NOISE_KINDS)} or null.",
+            code="invalid_value",
+            param="session.input_audio_noise_reduction.type",
+        )
+    return {"type": kind}

@@ -80,11 +80,14 @@ async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:
 class Client:
     """A session driven by client events, its server events kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: RealtimeLimits | None = None) -> None:
         self.loopback = FakeLoopback()
         self.events: list[dict[str, Any]] = []
         self.session = RealtimeSession(
-            model="m", loopback=cast(Loopback, self.loopback), send=self._receive, limits=RealtimeLimits()
+            model="m",
+            loopback=cast(Loopback, self.loopback),
+            send=self._receive,
+            limits=limits or RealtimeLimits(),
         )
 
     async def _receive(self, event: dict[str, Any]) -> None:

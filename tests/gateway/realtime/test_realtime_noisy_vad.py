@@ -110,8 +110,11 @@ def scene() -> Iterator[_Scene]:
     yield _Scene()
 
 
-async def _accuracy(scene: _Scene, pcm: bytes, suppression: float | None) -> float:
-    """The share of 20 ms frames server VAD puts on the right side of speech."""
+async def _accuracy(
+    scene: _Scene, pcm: bytes, suppression: float | None, requested: float | None = None
+) -> float:
+    """The share of 20 ms frames server VAD puts on the right side of speech; `suppression` is the
+    operator's gate, `requested` the strength a session's `input_audio_noise_reduction` asks for."""
     session = _Session()
     audio = InputAudio(
         Conversation(512),
@@ -119,8 +122,10 @@ async def _accuracy(scene: _Scene, pcm: bytes, suppression: float | None) -> flo
         session,
         600.0,
         noise_suppression=suppression,
+        requested_strength=requested,
     )
-    audio.detect(VadSettings(silence_duration_ms=300, create_response=False, interrupt_response=False))
+    vad = VadSettings(silence_duration_ms=300, create_response=False, interrupt_response=False)
+    audio.detect(vad, reduce_noise=requested is not None)
     piece = SAMPLE_RATE // 10 * 2  # 100 ms
     for start in range(0, len(pcm), piece):
         await audio.append(base64.b64encode(pcm[start : start + piece]).decode())
@@ -152,6 +157,12 @@ async def test_suppression_is_not_worse_on_noisy_speech(scene: _Scene, noise: st
     if noise == "white":
         assert plain < 0.7  # the detector alone takes the noise for speech
         assert gated >= FLOORS[snr_db], (plain, gated)
+
+
+async def test_a_session_s_noise_reduction_gates_what_vad_hears(scene: _Scene) -> None:
+    """The operator's gate off, the session's `input_audio_noise_reduction` on: the same gain."""
+    pcm = scene.noisy("white", 10)
+    assert await _accuracy(scene, pcm, None, requested=1.0) >= FLOORS[10]
 
 
 def test_the_setting_reaches_vad_and_transcription() -> None:
