@@ -6,8 +6,6 @@ when it is created and changed with PATCH; `null` removes a limit.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -20,6 +18,7 @@ from gateway.auth import AdminGuard, KeyAdmin
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http.client_address import TrustedProxies, client_address
 from gateway.protocol import ErrorResponse
+from gateway.routes.csv_export import csv_response
 from gateway.store import GROUPS, AuditContext, Limits, NotFoundInStore, Store, UsageLedger
 from gateway.store.records import LIMIT_FIELDS
 from gateway.store.views import audit_view, key_view, tenant_view
@@ -261,7 +260,9 @@ def _add_report_routes(router: APIRouter, store: Store, ledger: UsageLedger, sta
             served_model=served_model,
         )
         if format == "csv":
-            return _csv(rows, [*(f"{g}_id" if g in ("tenant", "key") else g for g in groups), *_TOTALS])
+            return csv_response(
+                rows, [*(f"{g}_id" if g in ("tenant", "key") else g for g in groups), *USAGE_TOTALS]
+            )
         return {"object": "list", "group_by": groups, "data": rows}
 
     @router.get("/audit", summary="The audit log, newest first")
@@ -278,7 +279,7 @@ def _add_report_routes(router: APIRouter, store: Store, ledger: UsageLedger, sta
         return await status()
 
 
-_TOTALS = [
+USAGE_TOTALS = [
     "requests",
     "prompt_tokens",
     "completion_tokens",
@@ -337,15 +338,3 @@ def _as_time(value: datetime | date | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return _naive_utc(value)
     return datetime(value.year, value.month, value.day)
-
-
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> Response:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": 'attachment; filename="usage.csv"'},
-    )

@@ -162,6 +162,7 @@ def panel_router(
     from gateway.routes.panel_feedback import add_feedback_page
     from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
+    from gateway.routes.panel_usage import add_usage_page
 
     panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
     router = APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
@@ -172,6 +173,7 @@ def panel_router(
     add_tenant_pages(router, panel, keys, store)
     add_audit_page(router, panel, identities)
     add_feedback_page(router, panel, feedback)
+    add_usage_page(router, panel, store)
     return router
 
 

@@ -1,0 +1,137 @@
+"""The panel's usage page and its CSV over HTTP on a real gateway (real Redis and SQLite, ledger rows
+written through the store as the ledger writes them): totals by tenant, model and day, the chart's
+bars, the day window, and a tenant admin seeing their own tenant only; bad choices are a 400 page."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import secrets
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway import Settings, create_app
+from gateway.store import Database, Store
+from gateway.store.records import UsageRow
+from tests.gateway.admin_ui.panel_client import Panel, make_user
+from tests.gateway.helpers import AdminClient
+from tests.servers import ThreadedServer
+
+
+@dataclass
+class Usage:
+    url: str
+    ours: dict[str, str]
+    theirs: dict[str, str]
+    suffix: str
+
+
+def _row(tenant_id: str, model: str, days_ago: int, tokens: int, cost_micros: int) -> UsageRow:
+    return UsageRow(
+        created_at=datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days_ago),
+        request_id="req-" + secrets.token_hex(8),
+        tenant_id=tenant_id,
+        key_id=None,
+        model=model,
+        endpoint="/v1/chat/completions",
+        stream=False,
+        prompt_tokens=tokens,
+        completion_tokens=tokens,
+        cost_micros=cost_micros,
+        latency_ms=100,
+        status=200,
+        outcome="ok",
+    )
+
+
+def _write(database_url: str, rows: list[UsageRow]) -> None:
+    async def write() -> None:
+        database = Database(database_url)
+        try:
+            await Store(database).add_usage(rows)
+        finally:
+            await database.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, write()).result()
+
+
+@pytest.fixture(scope="module")
+def usage(
+    gateway_settings: Callable[..., Settings],
+    admin_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Usage]:
+    database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('panel-usage') / 'store.db'}"
+    suffix = secrets.token_hex(3)
+    settings = gateway_settings(database_url=database_url, jobs_enabled=False)
+    with ThreadedServer(create_app(settings)) as server:
+        admin = AdminClient(server.url, admin_key)
+        ours, theirs = admin.tenant(f"usage-ours-{suffix}"), admin.tenant(f"usage-theirs-{suffix}")
+        admin.close()
+        _write(
+            database_url,
+            [
+                _row(ours["id"], "model-a", 0, 10, 2_000_000),
+                _row(ours["id"], "model-b", 1, 5, 1_000_000),
+                _row(theirs["id"], "model-a", 0, 7, 500_000),
+                _row(theirs["id"], "model-a", 20, 3, 300_000),  # outside a 7-day window
+            ],
+        )
+        make_user(database_url, f"usage-operator-{suffix}", "operator")
+        make_user(database_url, f"usage-tenant-{suffix}", "tenant_admin", ours["id"])
+        yield Usage(server.url, ours, theirs, suffix)
+
+
+def _logged_in(usage: Usage, role: str) -> Panel:
+    panel = Panel(usage.url)
+    assert panel.login(f"usage-{role}-{usage.suffix}").status_code == 303
+    return panel
+
+
+def _csv(panel: Panel, **params: str) -> list[dict[str, str]]:
+    response = panel.http.get("/usage.csv", params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    return list(csv.DictReader(io.StringIO(response.text)))
+
+
+def test_an_operator_sees_every_tenant_by_tenant_model_and_day(usage: Usage) -> None:
+    panel = _logged_in(usage, "operator")
+    page = panel.http.get("/usage", params={"by": "tenant", "days": "30"})
+    assert page.status_code == 200, page.text
+    assert usage.ours["name"] in page.text and usage.theirs["name"] in page.text
+    assert "<svg" in page.text and page.text.count("<rect") == 2
+    by_tenant = {row["label"]: row for row in _csv(panel, by="tenant", days="30")}
+    assert by_tenant[usage.ours["name"]]["cost_usd"] == "3.0"
+    assert (by_tenant[usage.theirs["name"]]["requests"], by_tenant[usage.theirs["name"]]["cost_usd"]) == (
+        "2",
+        "0.8",
+    )
+    by_model = {row["label"]: row for row in _csv(panel, by="model", days="7")}
+    assert by_model["model-a"]["total_tokens"] == str(20 + 14) and by_model["model-b"]["total_tokens"] == "10"
+    days = [row["label"] for row in _csv(panel, by="day", days="30")]
+    assert days == sorted(days) and len(days) >= 3
+
+
+def test_a_tenant_admin_sees_their_tenant_only(usage: Usage) -> None:
+    panel = _logged_in(usage, "tenant")
+    page = panel.http.get("/usage", params={"by": "tenant"})
+    assert usage.ours["name"] in page.text and usage.theirs["name"] not in page.text
+    rows = _csv(panel, by="model", days="30")
+    assert {row["label"]: row["requests"] for row in rows} == {"model-a": "1", "model-b": "1"}
+
+
+def test_bad_choices_are_a_400_page_and_no_session_goes_to_login(usage: Usage) -> None:
+    panel = _logged_in(usage, "operator")
+    for params in ({"by": "weather"}, {"days": "0"}, {"days": "400"}, {"metric": "vibes"}):
+        response = panel.http.get("/usage", params=params)
+        assert response.status_code == 400, params
+        assert "text/html" in response.headers["content-type"]
+    stranger = Panel(usage.url)
+    assert stranger.http.get("/usage.csv").status_code == 303
