@@ -8,6 +8,7 @@ a forged POST is refused. Screenshots of the main pages go to <pytest tmp>/artef
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,6 +119,17 @@ def test_owner_runs_a_tenant(
     actions = page.locator("td.action").all_inner_texts()
     assert actions == ["key.revoke", "key.update", "key.rotate", "key.create", "tenant.create", "admin.login"]
     assert set(page.locator("td.actor").all_inner_texts()) == {f"user:{owner}"}
+
+    # The usage page after those real requests (the ledger flushes every 0.1 s in the tests).
+    row = page.locator("tbody tr", has_text=f"browser-{tag}")
+    for _ in range(50):
+        page.goto(gateway_url + "/admin/ui/usage?by=tenant&days=1&metric=requests")
+        if row.count():
+            break
+        time.sleep(0.2)
+    assert int(row.locator("td").first.inner_text()) >= 2
+    assert page.locator("svg rect").count() >= 1
+    page.screenshot(path=artefacts / "usage.png", full_page=True)
     page.context.close()
 
 
