@@ -163,6 +163,7 @@ def panel_router(
     from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
     from gateway.routes.panel_usage import add_usage_page
+    from gateway.routes.panel_users import add_users_page
 
     panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
     router = APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
@@ -174,6 +175,7 @@ def panel_router(
     add_audit_page(router, panel, identities)
     add_feedback_page(router, panel, feedback)
     add_usage_page(router, panel, store)
+    add_users_page(router, panel, identities, store)
     return router
 
 

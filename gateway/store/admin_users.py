@@ -69,6 +69,24 @@ class AdminAccount:
 
 
 @dataclass(frozen=True)
+class AdminUserView:
+    """What the panel shows of an admin user; `sso`: signs in through OIDC only (no password)."""
+
+    id: str
+    username: str
+    role: str
+    tenant_id: str | None
+    disabled: bool
+    sso: bool
+    last_login_at: datetime | None
+
+    @classmethod
+    def of(cls, row: AdminUser) -> AdminUserView:
+        sso = row.password_hash.startswith("oidc:")
+        return cls(row.id, row.username, row.role, row.tenant_id, row.disabled, sso, row.last_login_at)
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     account: AdminAccount
     csrf_token: str
@@ -112,6 +130,25 @@ class AdminUserStore:
         async with self.db.session() as session:
             row = await session.scalar(select(AdminUser).where(AdminUser.username == username))
         return AdminAccount.of(row) if row is not None else None
+
+    async def list_users(self) -> list[AdminUserView]:
+        """Every admin user by name, for the panel's users page (never a hash)."""
+        async with self.db.session() as session:
+            rows = await session.scalars(select(AdminUser).order_by(AdminUser.username))
+            return [AdminUserView.of(row) for row in rows]
+
+    async def set_disabled(self, user_id: str, disabled: bool, *, audit: AuditContext) -> None:
+        """Disable (their sessions end at once: the rows go) or enable an admin user, audited."""
+        async with self.db.session() as session:
+            row = await session.get(AdminUser, user_id)
+            if row is None:
+                raise NotFoundInStore(f"No admin user {user_id!r}.")
+            row.disabled, row.updated_at = disabled, utcnow()
+            if disabled:
+                await session.execute(delete(AdminSession).where(AdminSession.user_id == user_id))
+            action = "admin_user.disable" if disabled else "admin_user.enable"
+            _audit(session, audit, action, "admin_user", user_id, {"username": row.username})
+            await session.commit()
 
     async def count_users(self) -> int:
         async with self.db.session() as session:
@@ -232,6 +269,7 @@ __all__ = [
     "ROLES",
     "AdminAccount",
     "AdminUserStore",
+    "AdminUserView",
     "AlreadyExists",
     "SessionRecord",
     "token_digest",
