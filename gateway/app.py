@@ -57,12 +57,14 @@ from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.panel import panel_router
 from gateway.routes.panel_retention import panel_retention_router
+from gateway.routes.panel_system import SystemView
 from gateway.routes.pii import pii_admin_router
 from gateway.routes.responses import responses_router
 from gateway.routes.retention_admin import retention_admin_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.routes.usage_api import usage_router
 from gateway.routes.vector_stores import vector_stores_router
+from gateway.settings.load import redacted_dump
 from gateway.settings.schema import Settings
 
 _log = logging.getLogger("tantra.gateway")
@@ -233,6 +235,9 @@ def _include_panel(app: FastAPI, parts: Components) -> None:
             cookie_secure=parts.settings.admin_cookie_secure,
             feedback=parts.feedback,
             oidc=OidcClient(sso) if sso is not None else None,
+            system=SystemView(
+                parts.pool.snapshot, lambda: redacted_dump(parts.live.current), lambda: parts.reloader.history
+            ),
         )
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -29,6 +29,9 @@ from gateway.http.client_address import TrustedProxies, client_address
 from gateway.services.feedback import FeedbackService
 from gateway.store import AuditContext, Store
 from gateway.store.views import audit_view
+
+if TYPE_CHECKING:
+    from gateway.routes.panel_system import SystemView
 
 PREFIX = "/admin/ui"
 SESSION_COOKIE = "tantra_admin_session"
@@ -158,10 +161,12 @@ def panel_router(
     cookie_secure: str = "auto",
     feedback: FeedbackService | None = None,
     oidc: OidcClient | None = None,
+    system: SystemView | None = None,
 ) -> APIRouter:
     from gateway.routes.panel_feedback import add_feedback_page
     from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
+    from gateway.routes.panel_system import add_system_page
     from gateway.routes.panel_usage import add_usage_page
     from gateway.routes.panel_users import add_users_page
 
@@ -176,6 +181,8 @@ def panel_router(
     add_feedback_page(router, panel, feedback)
     add_usage_page(router, panel, store)
     add_users_page(router, panel, identities, store)
+    if system is not None:
+        add_system_page(router, panel, system)
     return router
 
 

@@ -15,7 +15,10 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -54,6 +57,23 @@ class LiveConfig(Generic[S]):
         return old
 
 
+HISTORY = 50
+"""Reloads remembered per replica, newest last (the panel's configuration page shows them)."""
+
+
+@dataclass(frozen=True)
+class ReloadRecord:
+    """One reload: when, why (SIGHUP, the file changed, requested), whether it was applied, the
+    settings it changed, those left for a restart, and a refused one's problems."""
+
+    at: datetime
+    reason: str
+    outcome: str
+    changed: list[str] = field(default_factory=list)
+    restart_only: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
 class ConfigReloader(Generic[S]):
     """Reloads `live` from the environment and its YAML file, on SIGHUP or on a change of the file.
 
@@ -84,6 +104,7 @@ class ConfigReloader(Generic[S]):
         self._previous_handler: Any = None
         self.last_error: ConfigError | None = None
         self._pending: set[asyncio.Task[bool]] = set()
+        self.history: deque[ReloadRecord] = deque(maxlen=HISTORY)
 
     @property
     def config_file(self) -> Path | None:
@@ -104,6 +125,7 @@ class ConfigReloader(Generic[S]):
                     extra={"problems": exc.problems},
                 )
                 self._count("rejected")
+                self.history.append(ReloadRecord(_now(), reason, "rejected", problems=list(exc.problems)))
                 return False
             self.last_error = None
             old = self.live.current
@@ -123,6 +145,7 @@ class ConfigReloader(Generic[S]):
                 extra={"changed": applied},
             )
             self._count("applied")
+            self.history.append(ReloadRecord(_now(), reason, "applied", applied, frozen))
             return True
 
     def start(self) -> None:
@@ -182,3 +205,7 @@ def _fingerprint(path: Path | None) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
