@@ -55,7 +55,7 @@ from gateway.routes.fine_tuning import fine_tuning_router
 from gateway.routes.gdpr_admin import gdpr_admin_router
 from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
-from gateway.routes.panel import panel_router
+from gateway.routes.panel import PanelSources, panel_router
 from gateway.routes.panel_retention import panel_retention_router
 from gateway.routes.panel_system import SystemView
 from gateway.routes.pii import pii_admin_router
@@ -66,6 +66,7 @@ from gateway.routes.usage_api import usage_router
 from gateway.routes.vector_stores import vector_stores_router
 from gateway.settings.load import redacted_dump
 from gateway.settings.schema import Settings
+from gateway.store.gdpr_store import GdprStore
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -233,10 +234,15 @@ def _include_panel(app: FastAPI, parts: Components) -> None:
             parts.shared.store,
             proxies=TrustedProxies(parts.settings.trusted_proxies),
             cookie_secure=parts.settings.admin_cookie_secure,
-            feedback=parts.feedback,
-            oidc=OidcClient(sso) if sso is not None else None,
-            system=SystemView(
-                parts.pool.snapshot, lambda: redacted_dump(parts.live.current), lambda: parts.reloader.history
+            sources=PanelSources(
+                feedback=parts.feedback,
+                oidc=OidcClient(sso) if sso is not None else None,
+                system=SystemView(
+                    parts.pool.snapshot,
+                    lambda: redacted_dump(parts.live.current),
+                    lambda: parts.reloader.history,
+                ),
+                gdpr=GdprStore(parts.shared.database),
             ),
         )
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ from gateway.store.views import audit_view
 
 if TYPE_CHECKING:
     from gateway.routes.panel_system import SystemView
+    from gateway.store.gdpr_store import GdprStore
 
 PREFIX = "/admin/ui"
 SESSION_COOKIE = "tantra_admin_session"
@@ -152,6 +154,17 @@ class PanelRoute(APIRoute):
         return handle
 
 
+@dataclass(frozen=True)
+class PanelSources:
+    """What the optional pages read, each page left out without its source: feedback, single
+    sign-on, the system page's views, the GDPR registry's counts."""
+
+    feedback: FeedbackService | None = None
+    oidc: OidcClient | None = None
+    system: SystemView | None = None
+    gdpr: GdprStore | None = None
+
+
 def panel_router(
     identities: AdminIdentities,
     keys: KeyAdmin,
@@ -159,10 +172,9 @@ def panel_router(
     *,
     proxies: TrustedProxies | None = None,
     cookie_secure: str = "auto",
-    feedback: FeedbackService | None = None,
-    oidc: OidcClient | None = None,
-    system: SystemView | None = None,
+    sources: PanelSources | None = None,
 ) -> APIRouter:
+    from gateway.routes.panel_data import add_data_page
     from gateway.routes.panel_feedback import add_feedback_page
     from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
@@ -172,17 +184,20 @@ def panel_router(
 
     panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
     router = APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
+    given = sources or PanelSources()
     _add_login(router, panel)
-    if oidc is not None:
+    if given.oidc is not None:
         panel.sso = True
-        add_oidc_login(router, panel, oidc)
+        add_oidc_login(router, panel, given.oidc)
     add_tenant_pages(router, panel, keys, store)
     add_audit_page(router, panel, identities)
-    add_feedback_page(router, panel, feedback)
+    add_feedback_page(router, panel, given.feedback)
     add_usage_page(router, panel, store)
     add_users_page(router, panel, identities, store)
-    if system is not None:
-        add_system_page(router, panel, system)
+    if given.system is not None:
+        add_system_page(router, panel, given.system)
+    if given.gdpr is not None:
+        add_data_page(router, panel, store, given.gdpr)
     return router
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from gateway.auth.identities import AdminIdentities
-from gateway.store import AuditContext, Database
+from gateway.store import AuditContext, Database, Store
 from gateway.store.admin_users import AdminUserStore
+from gateway.store.records import UsageRow
 
 PASSWORD = "panel test password"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -62,3 +65,37 @@ class Panel:
 
     def close(self) -> None:
         self.http.close()
+
+
+def usage_row(
+    tenant_id: str, model: str, days_ago: int, tokens: int, cost_micros: int, end_user: str | None = None
+) -> UsageRow:
+    """A ledger row as the ledger writes one: naive UTC time, a unique request id."""
+    return UsageRow(
+        created_at=datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days_ago),
+        request_id="req-" + secrets.token_hex(8),
+        tenant_id=tenant_id,
+        key_id=None,
+        model=model,
+        endpoint="/v1/chat/completions",
+        stream=False,
+        prompt_tokens=tokens,
+        completion_tokens=tokens,
+        cost_micros=cost_micros,
+        latency_ms=100,
+        status=200,
+        outcome="ok",
+        end_user=end_user,
+    )
+
+
+def write_usage(database_url: str, rows: list[UsageRow]) -> None:
+    async def write() -> None:
+        database = Database(database_url)
+        try:
+            await Store(database).add_usage(rows)
+        finally:
+            await database.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, write()).result()

@@ -4,21 +4,16 @@ bars, the day window, and a tenant admin seeing their own tenant only; bad choic
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import secrets
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gateway import Settings, create_app
-from gateway.store import Database, Store
-from gateway.store.records import UsageRow
-from tests.gateway.admin_ui.panel_client import Panel, make_user
+from tests.gateway.admin_ui.panel_client import Panel, make_user, usage_row, write_usage
 from tests.gateway.helpers import AdminClient
 from tests.servers import ThreadedServer
 
@@ -29,36 +24,6 @@ class Usage:
     ours: dict[str, str]
     theirs: dict[str, str]
     suffix: str
-
-
-def _row(tenant_id: str, model: str, days_ago: int, tokens: int, cost_micros: int) -> UsageRow:
-    return UsageRow(
-        created_at=datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days_ago),
-        request_id="req-" + secrets.token_hex(8),
-        tenant_id=tenant_id,
-        key_id=None,
-        model=model,
-        endpoint="/v1/chat/completions",
-        stream=False,
-        prompt_tokens=tokens,
-        completion_tokens=tokens,
-        cost_micros=cost_micros,
-        latency_ms=100,
-        status=200,
-        outcome="ok",
-    )
-
-
-def _write(database_url: str, rows: list[UsageRow]) -> None:
-    async def write() -> None:
-        database = Database(database_url)
-        try:
-            await Store(database).add_usage(rows)
-        finally:
-            await database.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, write()).result()
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +39,13 @@ def usage(
         admin = AdminClient(server.url, admin_key)
         ours, theirs = admin.tenant(f"usage-ours-{suffix}"), admin.tenant(f"usage-theirs-{suffix}")
         admin.close()
-        _write(
+        write_usage(
             database_url,
             [
-                _row(ours["id"], "model-a", 0, 10, 2_000_000),
-                _row(ours["id"], "model-b", 1, 5, 1_000_000),
-                _row(theirs["id"], "model-a", 0, 7, 500_000),
-                _row(theirs["id"], "model-a", 20, 3, 300_000),  # outside a 7-day window
+                usage_row(ours["id"], "model-a", 0, 10, 2_000_000),
+                usage_row(ours["id"], "model-b", 1, 5, 1_000_000),
+                usage_row(theirs["id"], "model-a", 0, 7, 500_000),
+                usage_row(theirs["id"], "model-a", 20, 3, 300_000),  # outside a 7-day window
             ],
         )
         make_user(database_url, f"usage-operator-{suffix}", "operator")
