@@ -74,6 +74,11 @@ _DIAGNOSES: tuple[tuple[str, str], ...] = (
     ("out of memory", "out of memory"),
     ("cannot allocate memory", "out of memory"),
     ("address already in use", "port already in use"),
+    (
+        "has no attribute 'cpu_gemm_wna16'",
+        "this CPU has no AVX-512, and vLLM's CPU build has no 4-bit (W4A16) kernel without it: "
+        "serve the W8A8 or the bf16 checkpoint here (docs/quantization.md)",
+    ),
 )
 _MAX_LEN_ESTIMATE = re.compile(r"estimated maximum model length is (\d+)")
 _EXCEPTION_LINE = re.compile(r"(?:^|\] )((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$")

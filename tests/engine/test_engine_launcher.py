@@ -257,6 +257,14 @@ def test_diagnose_kv_cache_too_small() -> None:
     )
 
 
+def test_diagnose_a_4_bit_checkpoint_on_a_cpu_without_avx512() -> None:
+    """vLLM's AVX2 kernels have no W4A16 op: the first forward pass fails with this line (seen on an
+    AVX2-only host)."""
+    line = PREFIX + "AttributeError: '_OpNamespace' '_C' object has no attribute 'cpu_gemm_wna16'"
+    cause = diagnose_log([line, ROOT_POINTER])
+    assert cause is not None and "no AVX-512" in cause and "W8A8" in cause
+
+
 def test_diagnose_falls_back_to_the_root_exception() -> None:
     lines = [
         "Failed to load plugin spikingbrain",
