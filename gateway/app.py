@@ -56,6 +56,7 @@ from gateway.routes.gdpr_admin import gdpr_admin_router
 from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.panel import PanelSources, panel_router
+from gateway.routes.panel_pii import panel_pii_router
 from gateway.routes.panel_retention import panel_retention_router
 from gateway.routes.panel_system import SystemView
 from gateway.routes.pii import pii_admin_router
@@ -114,6 +115,17 @@ def create_app(
         app.include_router(
             pii_admin_router(parts.access.admin_guard, redactor.policies, parts.shared.store, proxies)
         )
+        if parts.settings.admin_ui_enabled:
+            cookies = parts.settings.admin_cookie_secure
+            app.include_router(
+                panel_pii_router(
+                    parts.access.identities,
+                    redactor.policies,
+                    parts.shared.store,
+                    proxies=proxies,
+                    cookie_secure=cookies,
+                )
+            )
     _install_error_handlers(app)
     install_openapi(app, description=_DESCRIPTION)
     # Added first, so it runs inside EdgeMiddleware: the request id is known when it starts.
