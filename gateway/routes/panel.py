@@ -165,6 +165,15 @@ class PanelSources:
     gdpr: GdprStore | None = None
 
 
+def panel_base(
+    identities: AdminIdentities, proxies: TrustedProxies | None, cookie_secure: str
+) -> tuple[Panel, APIRouter]:
+    """The session handling and router of a set of panel pages: the panel's own, and those a feature
+    serves only when it is on (retention, PII)."""
+    panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
+    return panel, APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
+
+
 def panel_router(
     identities: AdminIdentities,
     keys: KeyAdmin,
@@ -182,8 +191,7 @@ def panel_router(
     from gateway.routes.panel_usage import add_usage_page
     from gateway.routes.panel_users import add_users_page
 
-    panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
-    router = APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
+    panel, router = panel_base(identities, proxies, cookie_secure)
     given = sources or PanelSources()
     _add_login(router, panel)
     if given.oidc is not None:

@@ -17,7 +17,7 @@ from gateway.errors import InvalidRequest
 from gateway.http.client_address import TrustedProxies
 from gateway.protocol.pii import Entity, PiiPolicy
 from gateway.routes.admin import require_tenant
-from gateway.routes.panel import PREFIX, Panel, PanelRoute, render, see_other
+from gateway.routes.panel import panel_base, render, see_other
 from gateway.services.pii import PiiPolicies
 from gateway.store import Store
 
@@ -32,8 +32,7 @@ def panel_pii_router(
     proxies: TrustedProxies | None = None,
     cookie_secure: str = "auto",
 ) -> APIRouter:
-    panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
-    router = APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
+    panel, router = panel_base(identities, proxies, cookie_secure)
 
     @router.get("/pii")
     async def pii_page(request: Request) -> Response:

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from gateway.auth.identities import AdminIdentities
 from gateway.http.client_address import TrustedProxies
-from gateway.routes.panel import PREFIX, Panel, PanelRoute, render
+from gateway.routes.panel import panel_base, render
 from gateway.services.retention import Retention
 from gateway.store import Store
 
@@ -24,8 +24,7 @@ def panel_retention_router(
     proxies: TrustedProxies | None = None,
     cookie_secure: str = "auto",
 ) -> APIRouter:
-    panel = Panel(identities, proxies=proxies or TrustedProxies(), cookie_secure=cookie_secure)
-    router = APIRouter(prefix=PREFIX, route_class=PanelRoute, include_in_schema=False)
+    panel, router = panel_base(identities, proxies, cookie_secure)
 
     @router.get("/retention")
     async def retention_page(request: Request) -> Response:

@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from gateway import Settings, create_app
 from gateway.auth.identities import AdminIdentities
 from gateway.store import AuditContext, Database, Store
 from gateway.store.admin_users import AdminUserStore
 from gateway.store.records import UsageRow
+from tests.gateway.helpers import AdminClient
+from tests.servers import ThreadedServer
 
 PASSWORD = "panel test password"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -99,3 +106,39 @@ def write_usage(database_url: str, rows: list[UsageRow]) -> None:
 
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, write()).result()
+
+
+@dataclass
+class PanelGateway:
+    """A gateway of a panel test module, on a store of its own, with the admin key's client."""
+
+    url: str
+    database_url: str
+    admin: AdminClient
+    suffix: str = field(default_factory=lambda: secrets.token_hex(3))
+
+    def user(self, name: str, role: str, tenant_id: str | None = None) -> str:
+        """A named admin user (`name` made unique); returns the username."""
+        username = f"{name}-{self.suffix}"
+        make_user(self.database_url, username, role, tenant_id)
+        return username
+
+    def panel(self, username: str) -> Panel:
+        """A browser logged in as `username`."""
+        panel = Panel(self.url)
+        assert panel.login(username).status_code == 303
+        return panel
+
+
+@contextmanager
+def panel_gateway(
+    gateway_settings: Callable[..., Settings], admin_key: str, directory: Path, **settings: Any
+) -> Iterator[PanelGateway]:
+    database_url = f"sqlite+aiosqlite:///{directory / 'store.db'}"
+    values = {"database_url": database_url, "jobs_enabled": False, **settings}
+    with ThreadedServer(create_app(gateway_settings(**values))) as server:
+        admin = AdminClient(server.url, admin_key)
+        try:
+            yield PanelGateway(server.url, database_url, admin)
+        finally:
+            admin.close()

@@ -5,49 +5,36 @@ registry's counts for a tenant and for one end user of it, a tenant admin limite
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from gateway import Settings, create_app
+from gateway import Settings
 from gateway.store.gdpr_special import REGISTRY
-from tests.gateway.admin_ui.panel_client import Panel, make_user, usage_row, write_usage
-from tests.gateway.helpers import AdminClient
-from tests.servers import ThreadedServer
+from tests.gateway.admin_ui.panel_client import PanelGateway, panel_gateway, usage_row, write_usage
 
 
 @dataclass
 class Data:
-    url: str
+    gw: PanelGateway
     first: str
     second: str
-    suffix: str
-
-    def panel(self, name: str) -> Panel:
-        panel = Panel(self.url)
-        assert panel.login(f"{name}-{self.suffix}").status_code == 303
-        return panel
 
 
 @pytest.fixture(scope="module")
 def data(
     gateway_settings: Callable[..., Settings], admin_key: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Data]:
-    database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('panel-data') / 'store.db'}"
-    suffix = secrets.token_hex(3)
-    settings = gateway_settings(database_url=database_url, jobs_enabled=False)
-    with ThreadedServer(create_app(settings)) as server:
-        admin = AdminClient(server.url, admin_key)
-        first, second = admin.tenant(f"data-a-{suffix}")["id"], admin.tenant(f"data-b-{suffix}")["id"]
-        admin.close()
+    with panel_gateway(gateway_settings, admin_key, tmp_path_factory.mktemp("panel-data")) as gw:
+        first = gw.admin.tenant(f"data-a-{gw.suffix}")["id"]
+        second = gw.admin.tenant(f"data-b-{gw.suffix}")["id"]
         rows = [usage_row(first, "m", 0, 1, 1, end_user="alice") for _ in range(2)]
         rows += [usage_row(first, "m", 0, 1, 1, end_user="bob"), usage_row(second, "m", 0, 1, 1)]
-        write_usage(database_url, rows)
-        make_user(database_url, f"operator-{suffix}", "operator")
-        make_user(database_url, f"tenant-{suffix}", "tenant_admin", second)
-        yield Data(server.url, first, second, suffix)
+        write_usage(gw.database_url, rows)
+        gw.user("operator", "operator")
+        gw.user("tenant", "tenant_admin", second)
+        yield Data(gw, first, second)
 
 
 def counts(html: str) -> dict[str, int]:
@@ -55,7 +42,7 @@ def counts(html: str) -> dict[str, int]:
 
 
 def test_counts_by_tenant_and_end_user(data: Data) -> None:
-    operator = data.panel("operator")
+    operator = data.gw.panel(f"operator-{data.gw.suffix}")
     whole = operator.http.get("/data", params={"tenant_id": data.first})
     assert whole.status_code == 200, whole.text
     found = counts(whole.text)
@@ -68,7 +55,7 @@ def test_counts_by_tenant_and_end_user(data: Data) -> None:
 
 
 def test_a_tenant_admin_sees_its_own_tenant_only(data: Data) -> None:
-    tenant = data.panel("tenant")
+    tenant = data.gw.panel(f"tenant-{data.gw.suffix}")
     own = tenant.http.get("/data")
     assert own.status_code == 200 and counts(own.text)["ledger"] == 1
     assert f'value="{data.first}"' not in own.text

@@ -5,7 +5,6 @@ POST is refused."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,27 +12,18 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway import Settings, create_app
-from tests.gateway.admin_ui.panel_client import Panel, make_user
-from tests.gateway.helpers import AdminClient
-from tests.servers import ThreadedServer
+from gateway import Settings
+from tests.gateway.admin_ui.panel_client import Panel, PanelGateway, panel_gateway
 
 
 @dataclass
 class Pii:
-    url: str
-    admin: AdminClient
+    gw: PanelGateway
     first: dict[str, Any]
     second: dict[str, Any]
-    suffix: str
-
-    def panel(self, name: str) -> Panel:
-        panel = Panel(self.url)
-        assert panel.login(f"{name}-{self.suffix}").status_code == 303
-        return panel
 
     def policy(self, tenant_id: str) -> dict[str, Any]:
-        response = self.admin.http.get(f"/admin/pii/policies/{tenant_id}")
+        response = self.gw.admin.http.get(f"/admin/pii/policies/{tenant_id}")
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -42,16 +32,12 @@ class Pii:
 def pii(
     gateway_settings: Callable[..., Settings], admin_key: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pii]:
-    database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('panel-pii') / 'store.db'}"
-    suffix = secrets.token_hex(3)
-    settings = gateway_settings(database_url=database_url, jobs_enabled=False, pii_policy_cache_s=0)
-    with ThreadedServer(create_app(settings)) as server:
-        admin = AdminClient(server.url, admin_key)
-        first, second = admin.tenant(f"pii-a-{suffix}"), admin.tenant(f"pii-b-{suffix}")
-        make_user(database_url, f"operator-{suffix}", "operator")
-        make_user(database_url, f"tenant-{suffix}", "tenant_admin", second["id"])
-        yield Pii(server.url, admin, first, second, suffix)
-        admin.close()
+    directory = tmp_path_factory.mktemp("panel-pii")
+    with panel_gateway(gateway_settings, admin_key, directory, pii_policy_cache_s=0) as gw:
+        first, second = gw.admin.tenant(f"pii-a-{gw.suffix}"), gw.admin.tenant(f"pii-b-{gw.suffix}")
+        gw.user("operator", "operator")
+        gw.user("tenant", "tenant_admin", second["id"])
+        yield Pii(gw, first, second)
 
 
 def _post(panel: Panel, tenant_id: str, **fields: Any) -> httpx.Response:
@@ -59,7 +45,7 @@ def _post(panel: Panel, tenant_id: str, **fields: Any) -> httpx.Response:
 
 
 def test_an_operator_sets_a_policy_and_returns_to_the_default(pii: Pii) -> None:
-    operator = pii.panel("operator")
+    operator = pii.gw.panel(f"operator-{pii.gw.suffix}")
     page = operator.http.get("/pii")
     assert page.status_code == 200 and pii.first["name"] in page.text and pii.second["name"] in page.text
     assert pii.policy(pii.first["id"])["source"] == "default"
@@ -76,12 +62,12 @@ def test_an_operator_sets_a_policy_and_returns_to_the_default(pii: Pii) -> None:
     assert "its own policy" in operator.http.get("/pii").text
     assert _post(operator, pii.first["id"], action="default").status_code == 303
     assert pii.policy(pii.first["id"])["source"] == "default"
-    audit = operator.http.get("/audit", params={"actor": f"user:operator-{pii.suffix}"}).text
+    audit = operator.http.get("/audit", params={"actor": f"user:operator-{pii.gw.suffix}"}).text
     assert "pii" in audit
 
 
 def test_bad_values_are_a_400_page(pii: Pii) -> None:
-    operator = pii.panel("operator")
+    operator = pii.gw.panel(f"operator-{pii.gw.suffix}")
     for fields in ({"entities": ["MAGIC"], "action": "set"}, {"threshold": "2", "action": "set"}):
         response = _post(operator, pii.first["id"], **fields)
         assert response.status_code == 400, fields
@@ -90,7 +76,7 @@ def test_bad_values_are_a_400_page(pii: Pii) -> None:
 
 
 def test_a_tenant_admin_reads_its_own_policy_only(pii: Pii) -> None:
-    tenant = pii.panel("tenant")
+    tenant = pii.gw.panel(f"tenant-{pii.gw.suffix}")
     page = tenant.http.get("/pii").text
     assert pii.second["name"] in page and pii.first["name"] not in page
     assert "Save the policy" not in page

@@ -4,7 +4,6 @@ replica's reloads, applied and refused; a tenant admin gets a 403 and no link.""
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,23 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway import Settings, create_app
-from tests.gateway.admin_ui.panel_client import Panel, make_user
-from tests.gateway.helpers import AdminClient
-from tests.servers import ThreadedServer
+from gateway import Settings
+from tests.gateway.admin_ui.panel_client import Panel, PanelGateway, panel_gateway
 
 
 @dataclass
 class System:
-    url: str
+    gw: PanelGateway
     config: Path
-    suffix: str
     admin_key: str
-
-    def panel(self, name: str) -> Panel:
-        panel = Panel(self.url)
-        assert panel.login(name).status_code == 303
-        return panel
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +30,14 @@ def system(
     tmp = tmp_path_factory.mktemp("panel-system")
     config = tmp / "tantra.yaml"
     config.write_text(yaml.safe_dump({"realtime_max_items": 300}))
-    database_url = f"sqlite+aiosqlite:///{tmp / 'store.db'}"
-    suffix = secrets.token_hex(3)
-    settings = gateway_settings(
-        database_url=database_url,
-        jobs_enabled=False,
-        upstreams={"engine-a": {"url": "http://127.0.0.1:9"}, "engine-b": {"url": "http://127.0.0.1:10"}},
-        config_file=config,
-        config_poll_s=0.1,
-    )
-    with ThreadedServer(create_app(settings)) as server:
-        admin = AdminClient(server.url, admin_key)
-        tenant = admin.tenant(f"system-{suffix}")
-        admin.close()
-        make_user(database_url, f"operator-{suffix}", "operator")
-        make_user(database_url, f"tenant-{suffix}", "tenant_admin", tenant["id"])
-        yield System(server.url, config, suffix, admin_key)
+    upstreams = {"engine-a": {"url": "http://127.0.0.1:9"}, "engine-b": {"url": "http://127.0.0.1:10"}}
+    with panel_gateway(
+        gateway_settings, admin_key, tmp, upstreams=upstreams, config_file=config, config_poll_s=0.1
+    ) as gw:
+        tenant = gw.admin.tenant(f"system-{gw.suffix}")
+        gw.user("operator", "operator")
+        gw.user("tenant", "tenant_admin", tenant["id"])
+        yield System(gw, config, admin_key)
 
 
 def _page_after(panel: Panel, text: str) -> str:
@@ -69,7 +52,7 @@ def _page_after(panel: Panel, text: str) -> str:
 
 
 def test_an_operator_sees_upstreams_settings_and_reloads(system: System) -> None:
-    operator = system.panel(f"operator-{system.suffix}")
+    operator = system.gw.panel(f"operator-{system.gw.suffix}")
     page = operator.http.get("/system").text
     assert "engine-a" in page and "engine-b" in page and "closed" in page
     assert "TANTRA_REALTIME_MAX_ITEMS" in page and "No reload since this replica started." in page
@@ -85,7 +68,7 @@ def test_an_operator_sees_upstreams_settings_and_reloads(system: System) -> None
 
 
 def test_a_tenant_admin_may_not(system: System) -> None:
-    tenant = system.panel(f"tenant-{system.suffix}")
+    tenant = system.gw.panel(f"tenant-{system.gw.suffix}")
     assert tenant.http.get("/system").status_code == 403
     home = tenant.http.get("/", follow_redirects=True)
     assert home.status_code == 200 and "Signed in as" in home.text

@@ -6,41 +6,33 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from gateway import Settings, create_app
-from tests.gateway.admin_ui.panel_client import Panel, make_user, usage_row, write_usage
-from tests.gateway.helpers import AdminClient
-from tests.servers import ThreadedServer
+from gateway import Settings
+from tests.gateway.admin_ui.panel_client import Panel, PanelGateway, panel_gateway, usage_row, write_usage
 
 
 @dataclass
 class Usage:
-    url: str
+    gw: PanelGateway
     ours: dict[str, str]
     theirs: dict[str, str]
-    suffix: str
 
 
 @pytest.fixture(scope="module")
 def usage(
-    gateway_settings: Callable[..., Settings],
-    admin_key: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    gateway_settings: Callable[..., Settings], admin_key: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Usage]:
-    database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('panel-usage') / 'store.db'}"
-    suffix = secrets.token_hex(3)
-    settings = gateway_settings(database_url=database_url, jobs_enabled=False)
-    with ThreadedServer(create_app(settings)) as server:
-        admin = AdminClient(server.url, admin_key)
-        ours, theirs = admin.tenant(f"usage-ours-{suffix}"), admin.tenant(f"usage-theirs-{suffix}")
-        admin.close()
+    with panel_gateway(gateway_settings, admin_key, tmp_path_factory.mktemp("panel-usage")) as gw:
+        ours, theirs = (
+            gw.admin.tenant(f"usage-ours-{gw.suffix}"),
+            gw.admin.tenant(f"usage-theirs-{gw.suffix}"),
+        )
         write_usage(
-            database_url,
+            gw.database_url,
             [
                 usage_row(ours["id"], "model-a", 0, 10, 2_000_000),
                 usage_row(ours["id"], "model-b", 1, 5, 1_000_000),
@@ -48,15 +40,13 @@ def usage(
                 usage_row(theirs["id"], "model-a", 20, 3, 300_000),  # outside a 7-day window
             ],
         )
-        make_user(database_url, f"usage-operator-{suffix}", "operator")
-        make_user(database_url, f"usage-tenant-{suffix}", "tenant_admin", ours["id"])
-        yield Usage(server.url, ours, theirs, suffix)
+        gw.user("usage-operator", "operator")
+        gw.user("usage-tenant", "tenant_admin", ours["id"])
+        yield Usage(gw, ours, theirs)
 
 
 def _logged_in(usage: Usage, role: str) -> Panel:
-    panel = Panel(usage.url)
-    assert panel.login(f"usage-{role}-{usage.suffix}").status_code == 303
-    return panel
+    return usage.gw.panel(f"usage-{role}-{usage.gw.suffix}")
 
 
 def _csv(panel: Panel, **params: str) -> list[dict[str, str]]:
@@ -98,5 +88,5 @@ def test_bad_choices_are_a_400_page_and_no_session_goes_to_login(usage: Usage) -
         response = panel.http.get("/usage", params=params)
         assert response.status_code == 400, params
         assert "text/html" in response.headers["content-type"]
-    stranger = Panel(usage.url)
+    stranger = Panel(usage.gw.url)
     assert stranger.http.get("/usage.csv").status_code == 303
