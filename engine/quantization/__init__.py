@@ -9,7 +9,7 @@ from engine.quantization.convert import (
     quantize_checkpoint,
     quantized_scheme_of,
 )
-from engine.quantization.kernels import missing_kernel
+from engine.quantization.kernels import kernel_library, missing_kernel
 from engine.quantization.schemes import SCHEMES, QuantScheme, get_scheme, quantization_config
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ensure_quantized",
     "get_scheme",
     "is_quantized_projection",
+    "kernel_library",
     "missing_kernel",
     "quantization_config",
     "quantize_checkpoint",

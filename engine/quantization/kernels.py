@@ -21,3 +21,14 @@ def missing_kernel(scheme: str) -> str | None:
     current_platform.import_kernels()
     op = KERNELS[scheme.lower()]
     return None if hasattr(torch.ops._C, op) else op
+
+
+@functools.cache
+def kernel_library() -> str:
+    """Which of vLLM's CPU kernel libraries this machine loads, as vLLM chooses: `avx512_bf16`,
+    `avx512` or `avx2` (whose int8 GEMM has neither AVX-512 nor VNNI: W8A8 agrees less with bf16)."""
+    import torch
+
+    if not torch.cpu._is_avx512_supported():
+        return "avx2"
+    return "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else "avx512"

@@ -222,7 +222,10 @@ def test_a_hung_upstream_trips_the_ttft_timeout_and_opens_its_breaker(
 async def test_sigkill_one_replica_under_20_streams_every_stream_completes(
     gateway: str, replicas: dict[str, EngineSupervisor]
 ) -> None:
-    max_tokens = 1200
+    # The victim is frozen as soon as every stream has begun, so its streams are in flight however
+    # short; the survivor then finishes all 20. At 1,200 tokens each that took 218 s of the 240 s
+    # allowed on a slow (AVX2) host; 400 keeps the mid-stream failover and a wide margin.
+    max_tokens = 400
     logs = [StreamLog() for _ in range(20)]
     leaver = StreamLog()
     async with httpx.AsyncClient(base_url=gateway, timeout=300) as client:
@@ -350,7 +353,10 @@ def test_sigterm_lets_10_streams_finish_and_refuses_new_requests(
 
 
 async def _drain_under_streams(url: str, process: subprocess.Popen[bytes], engines: list[int | None]) -> None:
-    max_tokens = 1900
+    # The engines are paused when SIGTERM arrives, so the streams are in flight however short they are;
+    # 300 tokens each leaves a slow host's replica (about 50 tokens/s over 5 streams on AVX2) well
+    # inside the 120 s grace. 1,900 did not on such a host: 5 streams were still running at its end.
+    max_tokens = 300
     logs = [StreamLog() for _ in range(10)]
     starts = [asyncio.Event() for _ in logs]
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
