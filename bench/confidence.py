@@ -34,21 +34,19 @@ import json
 import math
 import random
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bench import servers
-from bench.procs import free_port, usable_cpus
+from bench.procs import serving_in_thread, usable_cpus
 
 MODEL = "tantra-tiny"
 NUMBERS = [str(number) for number in range(19)]
@@ -123,17 +121,8 @@ def fake_app() -> Starlette:
 
 @contextlib.contextmanager
 def serving_fake() -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(fake_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving_in_thread(fake_app()) as url:
+        yield url
 
 
 # -- asking and grading ---------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import json
 import re
 import secrets
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from bench import servers
-from bench.procs import free_port
+from bench.procs import free_port, serving_in_thread
 from bench.stats import percentile
 
 TARGET_MS = 300.0
@@ -108,22 +106,8 @@ def gateway(database_url: str, redis_url: str) -> Iterator[str]:
         operator_port=0,
         health_deep=False,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving_in_thread(create_app(settings)) as url:
+        yield url
 
 
 def measure(url: str, tenant: str, requests: int) -> list[dict[str, Any]]:
