@@ -65,6 +65,7 @@ from gateway.routes.retention_admin import retention_admin_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.routes.usage_api import usage_router
 from gateway.routes.vector_stores import vector_stores_router
+from gateway.services.pii import Redactor
 from gateway.settings.load import redacted_dump
 from gateway.settings.schema import Settings
 from gateway.store.gdpr_store import GdprStore
@@ -110,22 +111,8 @@ def create_app(
     app.state.governance = governed
     _include_routes(app, parts)
     _include_governance(app, parts, governed)
-    if redactor is not None:  # /admin/pii (docs/governance.md "PII redaction")
-        proxies = TrustedProxies(parts.settings.trusted_proxies)
-        app.include_router(
-            pii_admin_router(parts.access.admin_guard, redactor.policies, parts.shared.store, proxies)
-        )
-        if parts.settings.admin_ui_enabled:
-            cookies = parts.settings.admin_cookie_secure
-            app.include_router(
-                panel_pii_router(
-                    parts.access.identities,
-                    redactor.policies,
-                    parts.shared.store,
-                    proxies=proxies,
-                    cookie_secure=cookies,
-                )
-            )
+    if redactor is not None:
+        _include_pii(app, parts, redactor)
     _install_error_handlers(app)
     install_openapi(app, description=_DESCRIPTION)
     # Added first, so it runs inside EdgeMiddleware: the request id is known when it starts.
@@ -139,6 +126,24 @@ def create_app(
     )
     app.add_middleware(EdgeMiddleware, proxies=TrustedProxies(parts.settings.trusted_proxies))
     return app
+
+
+def _include_pii(app: FastAPI, parts: Components, redactor: Redactor) -> None:
+    """/admin/pii, and its panel page when the panel is on (docs/governance.md "PII redaction")."""
+    proxies = TrustedProxies(parts.settings.trusted_proxies)
+    app.include_router(
+        pii_admin_router(parts.access.admin_guard, redactor.policies, parts.shared.store, proxies)
+    )
+    if parts.settings.admin_ui_enabled:
+        app.include_router(
+            panel_pii_router(
+                parts.access.identities,
+                redactor.policies,
+                parts.shared.store,
+                proxies=proxies,
+                cookie_secure=parts.settings.admin_cookie_secure,
+            )
+        )
 
 
 def _include_routes(app: FastAPI, parts: Components) -> None:
