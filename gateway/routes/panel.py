@@ -33,6 +33,8 @@ from gateway.store.views import audit_view
 
 if TYPE_CHECKING:
     from gateway.routes.panel_system import SystemView
+    from gateway.services.gdpr import Gdpr
+    from gateway.store.browse import ObjectBrowser
     from gateway.store.gdpr_store import GdprStore
 
 PREFIX = "/admin/ui"
@@ -112,7 +114,8 @@ def render(
     request: Request, template: str, status: int = 200, *, csrf: str | None = None, **values: Any
 ) -> HTMLResponse:
     identity = getattr(request.state, "panel_identity", None)
-    html = _TEMPLATES.get_template(template).render(me=identity, csrf=csrf, prefix=PREFIX, **values)
+    nav = getattr(request.app.state, "panel_nav", None) or PanelNav()
+    html = _TEMPLATES.get_template(template).render(me=identity, csrf=csrf, prefix=PREFIX, nav=nav, **values)
     # Pages can show one-time secrets and tenants' data: never cached, never framed.
     return HTMLResponse(
         html,
@@ -155,14 +158,25 @@ class PanelRoute(APIRoute):
 
 
 @dataclass(frozen=True)
+class PanelNav:
+    """The optional pages the navigation links to: only those this gateway serves."""
+
+    pii: bool = False
+    retention: bool = False
+
+
+@dataclass(frozen=True)
 class PanelSources:
     """What the optional pages read, each page left out without its source: feedback, single
-    sign-on, the system page's views, the GDPR registry's counts."""
+    sign-on, the system page's views, the GDPR registry's counts and its export and erasure jobs,
+    the stored objects' views."""
 
     feedback: FeedbackService | None = None
     oidc: OidcClient | None = None
     system: SystemView | None = None
     gdpr: GdprStore | None = None
+    gdpr_jobs: Gdpr | None = None
+    objects: ObjectBrowser | None = None
 
 
 def panel_base(
@@ -185,6 +199,7 @@ def panel_router(
 ) -> APIRouter:
     from gateway.routes.panel_data import add_data_page
     from gateway.routes.panel_feedback import add_feedback_page
+    from gateway.routes.panel_objects import add_object_pages
     from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
     from gateway.routes.panel_system import add_system_page
@@ -205,7 +220,9 @@ def panel_router(
     if given.system is not None:
         add_system_page(router, panel, given.system)
     if given.gdpr is not None:
-        add_data_page(router, panel, store, given.gdpr)
+        add_data_page(router, panel, store, given.gdpr, given.gdpr_jobs)
+    if given.objects is not None:
+        add_object_pages(router, panel, given.objects)
     return router
 
 
