@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 PREFIX = "/admin/ui"
 SESSION_COOKIE = "tantra_admin_session"
 LOGIN_CSRF_COOKIE = "tantra_admin_login_csrf"
+# A single sign-on session's ID token: the `id_token_hint` of the provider's logout (panel_oidc.py).
+ID_TOKEN_COOKIE = "tantra_admin_id_token"
 
 _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "panel_templates"),
@@ -56,8 +58,10 @@ class Panel:
         self.identities = identities
         self.proxies = proxies
         self.cookie_secure = cookie_secure
-        # A link to single sign-on on the login page (panel_oidc.py), when it is configured.
+        # Single sign-on (panel_oidc.py), when it is configured: a link on the login page, and the
+        # provider's own logout after the panel's.
         self.sso = False
+        self.oidc: OidcClient | None = None
 
     async def who(self, request: Request) -> tuple[Identity, str]:
         found = await self.identities.session(request.cookies.get(SESSION_COOKIE))
@@ -210,7 +214,6 @@ def panel_router(
     given = sources or PanelSources()
     _add_login(router, panel)
     if given.oidc is not None:
-        panel.sso = True
         add_oidc_login(router, panel, given.oidc)
     add_tenant_pages(router, panel, keys, store)
     add_audit_page(router, panel, identities)
@@ -271,13 +274,27 @@ def _add_login(router: APIRouter, panel: Panel) -> None:
         response.delete_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
         return response
 
+    _add_logout(router, panel)
+
+
+def _add_logout(router: APIRouter, panel: Panel) -> None:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         identity, _ = await panel.acting(request)
         token = request.cookies.get(SESSION_COOKIE, "")
         await panel.identities.logout(token, identity, audit=panel.audit(request, identity))
-        response = see_other("/login")
+        response: Response = see_other("/login")
+        hint = request.cookies.get(ID_TOKEN_COOKIE)
+        if hint and panel.oidc is not None:
+            # RP-initiated logout: the provider ends its own session, then sends the browser back.
+            given = panel.oidc.config.redirect_url
+            login = str(request.base_url).rstrip("/") + PREFIX + "/login"
+            back = given.removesuffix("/oidc/callback") if given else login
+            provider = await panel.oidc.logout_url(hint, back)
+            if provider is not None:
+                response = RedirectResponse(provider, status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+        response.delete_cookie(ID_TOKEN_COOKIE, path=PREFIX)
         return response
 
 
