@@ -56,6 +56,7 @@ from gateway.routes.gdpr_admin import gdpr_admin_router
 from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
 from gateway.routes.panel import PanelSources, panel_router
+from gateway.routes.panel_memory import MemoryPanelSource
 from gateway.routes.panel_pii import panel_pii_router
 from gateway.routes.panel_retention import panel_retention_router
 from gateway.routes.panel_system import SystemView
@@ -69,6 +70,7 @@ from gateway.services.pii import Redactor
 from gateway.settings.load import redacted_dump
 from gateway.settings.schema import Settings
 from gateway.store.gdpr_store import GdprStore
+from gateway.store.memory_recalls import RecallStore
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -260,9 +262,18 @@ def _include_panel(app: FastAPI, parts: Components) -> None:
                     lambda: parts.reloader.history,
                 ),
                 gdpr=GdprStore(parts.shared.database),
+                memory=_memory_source(parts),
             ),
         )
     )
+
+
+def _memory_source(parts: Components) -> MemoryPanelSource | None:
+    """The memory page's reads, when memory is on. The entity graph shows once a graph store
+    implementing `MemoryGraphView` is passed as `graph` (docs/memory.md)."""
+    if parts.memory is None:
+        return None
+    return MemoryPanelSource(parts.memory.core, RecallStore(parts.shared.database))
 
 
 def _include_moderation(app: FastAPI, parts: Components) -> None:

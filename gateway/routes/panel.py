@@ -32,6 +32,7 @@ from gateway.store import AuditContext, Store
 from gateway.store.views import audit_view
 
 if TYPE_CHECKING:
+    from gateway.routes.panel_memory import MemoryPanelSource
     from gateway.routes.panel_system import SystemView
     from gateway.store.gdpr_store import GdprStore
 
@@ -157,12 +158,13 @@ class PanelRoute(APIRoute):
 @dataclass(frozen=True)
 class PanelSources:
     """What the optional pages read, each page left out without its source: feedback, single
-    sign-on, the system page's views, the GDPR registry's counts."""
+    sign-on, the system page's views, the GDPR registry's counts, memory."""
 
     feedback: FeedbackService | None = None
     oidc: OidcClient | None = None
     system: SystemView | None = None
     gdpr: GdprStore | None = None
+    memory: MemoryPanelSource | None = None
 
 
 def panel_base(
@@ -185,6 +187,7 @@ def panel_router(
 ) -> APIRouter:
     from gateway.routes.panel_data import add_data_page
     from gateway.routes.panel_feedback import add_feedback_page
+    from gateway.routes.panel_memory import add_memory_page
     from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
     from gateway.routes.panel_system import add_system_page
@@ -206,6 +209,8 @@ def panel_router(
         add_system_page(router, panel, given.system)
     if given.gdpr is not None:
         add_data_page(router, panel, store, given.gdpr)
+    if given.memory is not None:
+        add_memory_page(router, panel, store, given.memory)
     return router
 
 
