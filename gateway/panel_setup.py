@@ -11,15 +11,20 @@ from gateway.components import Components
 from gateway.governance import Governance
 from gateway.http.client_address import TrustedProxies
 from gateway.routes.panel import PanelNav, PanelSources, panel_router
+from gateway.routes.panel_memory import MemoryPanelSource
 from gateway.routes.panel_system import SystemView
 from gateway.settings.load import redacted_dump
 from gateway.store.browse import ObjectBrowser
 from gateway.store.gdpr_store import GdprStore
+from gateway.store.memory_recalls import RecallStore
 
 
 def include_panel(app: FastAPI, parts: Components, governed: Governance, *, pii: bool) -> None:
     sso = parts.settings.oidc_config()  # single sign-on, when a provider is configured
-    app.state.panel_nav = PanelNav(pii=pii, retention=governed.retention is not None)
+    memory = _memory_source(parts)
+    app.state.panel_nav = PanelNav(
+        pii=pii, retention=governed.retention is not None, memory=memory is not None
+    )
     app.include_router(
         panel_router(
             parts.access.identities,
@@ -38,6 +43,15 @@ def include_panel(app: FastAPI, parts: Components, governed: Governance, *, pii:
                 gdpr=GdprStore(parts.shared.database),
                 gdpr_jobs=governed.gdpr,
                 objects=ObjectBrowser(parts.shared.database),
+                memory=memory,
             ),
         )
     )
+
+
+def _memory_source(parts: Components) -> MemoryPanelSource | None:
+    """The memory page's reads, when memory is on. The entity graph shows once a graph store
+    implementing `MemoryGraphView` is passed as `graph` (docs/memory.md)."""
+    if parts.memory is None:
+        return None
+    return MemoryPanelSource(parts.memory.core, RecallStore(parts.shared.database))

@@ -40,6 +40,7 @@ from gateway.store.conversations import ConversationStore
 from gateway.store.feedback import FeedbackStore
 from gateway.store.fine_tuning import FineTuningStore
 from gateway.store.memories import MemoryStore
+from gateway.store.memory_recalls import RecallStore
 from gateway.store.responses import ResponseStore
 from gateway.tools_setup import hosted_tools
 from gateway.upstreams import ModelCatalog
@@ -216,7 +217,8 @@ def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -
         token_budget=settings.memory_chat_token_budget,
         min_score=settings.memory_chat_min_score,
     )
-    return ChatMemory(service.core, runner, options)
+    # What each request recalled is kept for the panel's memory page (gateway/store/memory_recalls.py).
+    return ChatMemory(service.core, runner, options, RecallStore(service.core.store.db))
 
 
 def feedback(

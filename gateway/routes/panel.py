@@ -32,6 +32,7 @@ from gateway.store import AuditContext, Store
 from gateway.store.views import audit_view
 
 if TYPE_CHECKING:
+    from gateway.routes.panel_memory import MemoryPanelSource
     from gateway.routes.panel_system import SystemView
     from gateway.services.gdpr import Gdpr
     from gateway.store.browse import ObjectBrowser
@@ -167,13 +168,14 @@ class PanelNav:
 
     pii: bool = False
     retention: bool = False
+    memory: bool = False
 
 
 @dataclass(frozen=True)
 class PanelSources:
     """What the optional pages read, each page left out without its source: feedback, single
     sign-on, the system page's views, the GDPR registry's counts and its export and erasure jobs,
-    the stored objects' views."""
+    the stored objects' views, memory."""
 
     feedback: FeedbackService | None = None
     oidc: OidcClient | None = None
@@ -181,6 +183,7 @@ class PanelSources:
     gdpr: GdprStore | None = None
     gdpr_jobs: Gdpr | None = None
     objects: ObjectBrowser | None = None
+    memory: MemoryPanelSource | None = None
 
 
 def panel_base(
@@ -203,6 +206,7 @@ def panel_router(
 ) -> APIRouter:
     from gateway.routes.panel_data import add_data_page
     from gateway.routes.panel_feedback import add_feedback_page
+    from gateway.routes.panel_memory import add_memory_page
     from gateway.routes.panel_objects import add_object_pages
     from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
@@ -226,6 +230,8 @@ def panel_router(
         add_data_page(router, panel, store, given.gdpr, given.gdpr_jobs)
     if given.objects is not None:
         add_object_pages(router, panel, given.objects)
+    if given.memory is not None:
+        add_memory_page(router, panel, store, given.memory)
     return router
 
 

@@ -42,6 +42,12 @@ class RetentionFields(BaseModel):
         ge=0,
         description="Days memories (and their history) are kept after their last update (0: forever).",
     )
+    retention_memory_recalls_days: int = Field(
+        30,
+        ge=0,
+        description="Days the record of what memory placed in each chat request (the panel's memory "
+        "page) is kept (0: forever).",
+    )
     retention_moderation_flags_days: int = Field(
         0, ge=0, description="Days moderation flags are kept (0: forever)."
     )
@@ -75,6 +81,7 @@ RETENTION_KINDS = (
     "files",
     "batches",
     "memories",
+    "memory_recalls",
     "moderation_flags",
     "fine_tuning_jobs",
 )

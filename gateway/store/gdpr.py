@@ -31,6 +31,7 @@ from gateway.store.file_models import StoredFile, Upload, UploadPart
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.job_rows import JobRow
 from gateway.store.memories import StoredMemory, StoredMemoryEvent
+from gateway.store.memory_recalls import StoredRecall
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
 from gateway.store.retention import CHUNK, Swept, delete_children
@@ -230,6 +231,8 @@ OWNED_KINDS: tuple[OwnedKind, ...] = (
     ),
     # History of memories deleted earlier (kept by the memory API after the memory).
     OwnedKind("memory_history", StoredMemoryEvent, ("end_user",)),
+    # What memory in chat recalled and placed for each request (the panel's memory page).
+    OwnedKind("memory_recalls", StoredRecall, ("end_user",)),
     OwnedKind("feedback", StoredFeedback, ("end_user",)),
     OwnedKind(
         "fine_tuning_jobs",

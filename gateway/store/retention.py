@@ -25,6 +25,7 @@ from gateway.store.file_models import StoredFile
 from gateway.store.files import DELETING, PROCESSED
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.memories import StoredMemory, StoredMemoryEvent
+from gateway.store.memory_recalls import StoredRecall
 from gateway.store.models import AuditEvent, Base, UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.records import AuditContext
@@ -231,6 +232,7 @@ _TARGETS: dict[str, tuple[Any, Any, Any, tuple[Any, ...]]] = {
     ),
     "batches": (Batch, Batch.tenant_id, Batch.created_at, (Batch.status.in_(BATCH_DONE),)),
     "memories": (StoredMemory, StoredMemory.tenant_id, StoredMemory.updated_at, ()),
+    "memory_recalls": (StoredRecall, StoredRecall.tenant_id, StoredRecall.created_at, ()),
     "moderation_flags": (StoredFlag, StoredFlag.tenant_id, StoredFlag.created_at, ()),
     "fine_tuning_jobs": (
         FineTuningJobRow,

@@ -36,6 +36,7 @@ from gateway.store.file_models import StoredFile
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.job_rows import JobRow
 from gateway.store.memories import MemoryStore, StoredMemory, StoredMemoryEvent
+from gateway.store.memory_recalls import StoredRecall
 from gateway.store.models import AuditEvent, UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
@@ -172,6 +173,18 @@ async def seed(
         session.add(
             StoredMemoryEvent(
                 id=f"memevt_{name}", memory_id=f"mem_{name}", event="ADD", created_at=at, tenant_id=tenant
+            )
+        )
+        session.add(
+            StoredRecall(
+                id=f"mrec_{name}",
+                request_id=f"req_{name}",
+                tenant_id=tenant,
+                end_user="u1",
+                created_at=at,
+                found=[],
+                prompt="",
+                tokens=0,
             )
         )
         session.add(
@@ -383,7 +396,8 @@ def test_a_ledger_retention_covers_a_budget_month() -> None:
     with pytest.raises(ValidationError, match="at least 31"):
         Settings(retention_ledger_days=7)
     assert Settings(retention_ledger_days=31).retention_defaults()["ledger"] == 31
-    assert Settings().retention_defaults() == dict.fromkeys(RETENTION_KINDS, 0)
+    # Everything is kept forever by default but the per-request memory recalls (a debugging record).
+    assert Settings().retention_defaults() == {**dict.fromkeys(RETENTION_KINDS, 0), "memory_recalls": 30}
 
 
 async def test_memories_leave_the_real_vector_index(database: Database, blobs: LocalBlobStore) -> None:
