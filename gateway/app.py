@@ -49,12 +49,14 @@ from gateway.routes import (
 )
 from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
+from gateway.routes.evals_admin import evals_admin_router
 from gateway.routes.feedback import feedback_admin_router, feedback_router
 from gateway.routes.files import files_router
 from gateway.routes.fine_tuning import fine_tuning_router
 from gateway.routes.gdpr_admin import gdpr_admin_router
 from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
+from gateway.routes.panel_evals import panel_evals_router
 from gateway.routes.panel_pii import panel_pii_router
 from gateway.routes.panel_retention import panel_retention_router
 from gateway.routes.pii import pii_admin_router
@@ -227,6 +229,19 @@ def _include_governance(app: FastAPI, parts: Components, governed: Governance) -
     if governed.gdpr is not None:
         store, identities = parts.shared.store, parts.access.identities
         app.include_router(gdpr_admin_router(guard, governed.gdpr, store, identities, proxies))
+    if governed.evals is not None:
+        # Its runs are requests of this app, made in process as the set's key.
+        governed.evals.bind(app)
+        app.include_router(evals_admin_router(guard, governed.evals, parts.shared.store, proxies))
+        if parts.settings.admin_ui_enabled:
+            app.include_router(
+                panel_evals_router(
+                    parts.access.identities,
+                    governed.evals,
+                    proxies=proxies,
+                    cookie_secure=parts.settings.admin_cookie_secure,
+                )
+            )
     if governed.retention is not None:
         app.include_router(retention_admin_router(guard, governed.retention, parts.shared.store, proxies))
         if parts.settings.admin_ui_enabled:

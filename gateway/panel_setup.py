@@ -23,7 +23,10 @@ def include_panel(app: FastAPI, parts: Components, governed: Governance, *, pii:
     sso = parts.settings.oidc_config()  # single sign-on, when a provider is configured
     memory = _memory_source(parts)
     app.state.panel_nav = PanelNav(
-        pii=pii, retention=governed.retention is not None, memory=memory is not None
+        pii=pii,
+        retention=governed.retention is not None,
+        memory=memory is not None,
+        evals=governed.evals is not None,
     )
     app.include_router(
         panel_router(

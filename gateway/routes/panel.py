@@ -169,6 +169,7 @@ class PanelNav:
     pii: bool = False
     retention: bool = False
     memory: bool = False
+    evals: bool = False
 
 
 @dataclass(frozen=True)

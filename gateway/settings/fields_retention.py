@@ -55,6 +55,12 @@ class RetentionFields(BaseModel):
         0, ge=0, description="Days finished fine-tuning jobs and their events are kept (0: forever)."
     )
 
+    retention_eval_runs_days: int = Field(
+        0,
+        ge=0,
+        description="Days the runs of eval sets (their scores per model version) are kept (0: forever).",
+    )
+
     @field_validator("retention_ledger_days")
     @classmethod
     def _a_whole_budget_period(cls, days: int) -> int:
@@ -84,4 +90,5 @@ RETENTION_KINDS = (
     "memory_recalls",
     "moderation_flags",
     "fine_tuning_jobs",
+    "eval_runs",
 )

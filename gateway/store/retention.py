@@ -21,6 +21,7 @@ from gateway.store.batches import Batch, BatchLine
 from gateway.store.completions import StoredCompletion
 from gateway.store.conversations import StoredConversation, StoredItem
 from gateway.store.database import Database
+from gateway.store.evals import EvalRunRow
 from gateway.store.file_models import StoredFile
 from gateway.store.files import DELETING, PROCESSED
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
@@ -240,4 +241,5 @@ _TARGETS: dict[str, tuple[Any, Any, Any, tuple[Any, ...]]] = {
         FineTuningJobRow.created_at,
         (FineTuningJobRow.status.in_(FINE_TUNING_DONE),),
     ),
+    "eval_runs": (EvalRunRow, EvalRunRow.tenant_id, EvalRunRow.created_at, ()),
 }

@@ -32,6 +32,7 @@ from gateway.store import AuditContext, Database, utcnow
 from gateway.store.batches import Batch, BatchLine
 from gateway.store.completions import StoredCompletion
 from gateway.store.conversations import StoredConversation, StoredItem
+from gateway.store.evals import EvalRunRow
 from gateway.store.file_models import StoredFile
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.job_rows import JobRow
@@ -219,6 +220,21 @@ async def seed(
                 level="info",
                 type="message",
                 message="m",
+            )
+        )
+        session.add(
+            EvalRunRow(
+                id=f"evalrun_{name}",
+                set_id=f"evalset_{name}",
+                tenant_id=tenant,
+                model="m",
+                version="v1",
+                score=1.0,
+                passed=1,
+                total=1,
+                results=[],
+                regression=False,
+                created_at=at,
             )
         )
         await session.commit()
