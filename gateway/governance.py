@@ -60,6 +60,7 @@ def governance(parts: Components) -> Governance:
     usage = UsageAnalytics(parts.access.admission, parts.access.admin_guard, UsageBuckets(shared.database))
     blobs = parts.storage.blobs if parts.storage is not None else None
     index = parts.memory.core.index if parts.memory is not None else None
+    graph = parts.memory.core.graph if parts.memory is not None else None
     forget = parts.access.key_admin.forget_tenant
     # The second pass waits for the ledger's batches in flight (two flushes and a margin).
     settle_s = 2 * settings.ledger_flush_interval_s + 1
@@ -68,6 +69,7 @@ def governance(parts: Components) -> Governance:
         shared.jobs,
         blobs=blobs,
         index=index,
+        graph=graph.store if graph is not None else None,
         forget_tenant=forget,
         settle_s=settle_s,
     )
@@ -81,6 +83,7 @@ def governance(parts: Components) -> Governance:
         interval_s=settings.retention_interval_s,
         blobs=blobs,
         index=index,
+        graph=graph.store if graph is not None else None,
     )
     retention.register()
     return Governance(usage, retention, gdpr=gdpr)

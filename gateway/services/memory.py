@@ -32,6 +32,7 @@ from gateway.protocol.memory import (
     scope_of,
 )
 from gateway.services.memory_core import Caller, MemoryCore, text_of
+from gateway.services.memory_graph import Related, fact_object
 from gateway.store.memories import Event, Memory, Scope
 from gateway.store.owned import Owner
 
@@ -87,8 +88,17 @@ class MemoryService:
             found = await self.core.search(
                 caller, scope, body.query, body.limit or body.top_k, threshold=body.threshold
             )
-            results = [{**memory_object(f.memory), "score": f.score} for f in found]
-            return _done(ticket, {"results": results})
+            results = [{**memory_object(f.memory), "score": f.score, "source": "vector"} for f in found]
+            graph = self.core.graph
+            wanted = (
+                body.enable_graph
+                if body.enable_graph is not None
+                else bool(graph and graph.options.search_default)
+            )
+            if not wanted or graph is None:
+                return _done(ticket, {"results": results})
+            related = await self.core.related(caller, scope, body.query)
+            return _done(ticket, merged(results, related, body.limit or body.top_k))
 
     async def list(self, request: Request, endpoint: str) -> Response:
         """get_all: POST /v2|v3/memories/ with filters in the body, or GET /v1/memories/ with the
@@ -169,6 +179,22 @@ class MemoryService:
         if memory is None:
             raise _not_found(memory_id)
         return memory
+
+
+def merged(results: list[dict[str, Any]], related: list[Related], limit: int) -> dict[str, Any]:
+    """Vector results first (`source` vector, or both when the graph reached them too), then the
+    memories only the graph reached (`source` graph, scored 1 / (1 + hops)), at most `limit` of
+    them; and every relation found, in mem0's `relations`."""
+    by_id = {r["id"]: r for r in results}
+    added = 0
+    for found in related:
+        if found.memory.id in by_id:
+            by_id[found.memory.id]["source"] = "both"
+        elif added < limit:
+            results.append({**memory_object(found.memory), "score": found.score, "source": "graph"})
+            added += 1
+    relations = [fact_object(f) for found in related for f in found.facts]
+    return {"results": results, "relations": relations}
 
 
 def memory_object(memory: Memory) -> dict[str, Any]:
