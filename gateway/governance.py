@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from gateway.background import cancelled
 from gateway.components import Components
 from gateway.services.gdpr import Gdpr
+from gateway.services.memory_compress import CompressOptions, MemoryCompression
 from gateway.services.retention import Retention
 from gateway.services.usage_api import UsageAnalytics
 from gateway.store.gdpr_store import GdprStore
@@ -29,25 +30,29 @@ class Governance:
     retention: Retention | None = None
     # GDPR export and erasure: always built (the admin API's /exports and /erasures).
     gdpr: Gdpr | None = None
+    # Memory compression (TANTRA_MEMORY_COMPRESS_ENABLED), scheduled as retention is.
+    compression: MemoryCompression | None = None
     _scheduling: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
         """After the components started (the database migrated): this slot's retention job, in the
         background: a store that is down at start must not stop the gateway, which answers 503s
         until it is back."""
-        if self.retention is not None and self._scheduling is None:
-            self._scheduling = asyncio.create_task(self._schedule(self.retention), name="retention-schedule")
+        scheduled = [job for job in (self.retention, self.compression) if job is not None]
+        if scheduled and self._scheduling is None:
+            self._scheduling = asyncio.create_task(self._schedule(scheduled), name="retention-schedule")
 
     async def stop(self) -> None:
         await cancelled(self._scheduling)
         self._scheduling = None
 
     @staticmethod
-    async def _schedule(retention: Retention) -> None:
+    async def _schedule(scheduled: list[Retention | MemoryCompression]) -> None:
         wait = _FIRST_RETRY_S
         while True:
             try:
-                await retention.schedule()
+                for job in scheduled:
+                    await job.schedule()
                 return
             except Exception as exc:  # the store unreachable, or refusing: tried again later
                 _log.warning("retention: could not schedule its job (%s); retrying in %.0f s", exc, wait)
@@ -74,8 +79,9 @@ def governance(parts: Components) -> Governance:
         settle_s=settle_s,
     )
     gdpr.register()
+    compression = _compression(parts)
     if not settings.retention_enabled:
-        return Governance(usage, gdpr=gdpr)
+        return Governance(usage, gdpr=gdpr, compression=compression)
     retention = Retention(
         RetentionStore(shared.database),
         shared.jobs,
@@ -86,4 +92,20 @@ def governance(parts: Components) -> Governance:
         graph=graph.store if graph is not None else None,
     )
     retention.register()
-    return Governance(usage, retention, gdpr=gdpr)
+    return Governance(usage, retention, gdpr=gdpr, compression=compression)
+
+
+def _compression(parts: Components) -> MemoryCompression | None:
+    settings = parts.settings
+    if parts.memory is None or not settings.memory_compress_enabled:
+        return None
+    options = CompressOptions(
+        model=parts.memory.core.options.extraction_model,
+        max_per_user=settings.memory_compress_max_per_user,
+        batch=settings.memory_compress_batch,
+        interval_s=settings.memory_compress_interval_s,
+        max_tokens=settings.memory_extraction_max_tokens,
+    )
+    compression = MemoryCompression(parts.memory.core, parts.shared.jobs, options)
+    compression.register()
+    return compression

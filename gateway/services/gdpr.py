@@ -275,14 +275,16 @@ class Gdpr:
             vectors = len(held) if subject.whole_tenant else len(held & seqs)
         graph = await self._graph.count(subject.tenant_id, subject.user) if self._graph is not None else 0
         clean = not kinds and not tables and not blobs and not vectors and not graph
-        return {
+        found: dict[str, Any] = {
             "clean": clean,
             "kinds": kinds,
             "tables": tables,
             "blobs": sorted(set(blobs)),
             "vectors": vectors,
-            "graph": graph,
         }
+        if self._graph is not None:  # the knowledge graph's nodes left, when memory has one
+            found["graph"] = graph
+        return found
 
 
 def _under_tenant(blobs: LocalBlobStore, tenant_id: str) -> list[str]:

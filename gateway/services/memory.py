@@ -76,7 +76,10 @@ class MemoryService:
                     for m in messages
                     if m.get("role") != "system" and text_of(m)
                 ]
-            done = await self.core.add(caller, scope, texts, dedupe=body.infer, source=messages)
+            expires_at = _expiry(body.expiration_date)
+            done = await self.core.add(
+                caller, scope, texts, dedupe=body.infer, source=messages, expires_at=expires_at
+            )
             results = [{"id": m.id, "memory": m.memory, "event": event} for event, m in done]
             return _done(ticket, {"results": results})
 
@@ -207,7 +210,7 @@ def memory_object(memory: Memory) -> dict[str, Any]:
         "metadata": memory.metadata or None,
         "categories": memory.categories,
         "immutable": False,
-        "expiration_date": None,
+        "expiration_date": _iso(memory.expires_at) if memory.expires_at else None,
         "created_at": _iso(memory.created_at),
         "updated_at": _iso(memory.updated_at),
     }
@@ -242,6 +245,21 @@ def _scope(body: Scoped, extra: dict[str, Any] | None = None) -> Scope:
     except InvalidParam as exc:
         raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
     return Scope(**found)
+
+
+def _expiry(value: str | None) -> datetime | None:
+    """mem0's `expiration_date` (an ISO date: the end of that day, or an ISO datetime) as naive UTC."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            "expiration_date must be an ISO 8601 date or datetime.", param="expiration_date"
+        ) from None
+    if len(value) == 10:  # a date: the memory lasts through that day
+        at = at.replace(hour=23, minute=59, second=59)
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
 
 
 def _messages(body: MemoryAdd) -> list[dict[str, Any]]:

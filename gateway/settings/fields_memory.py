@@ -94,3 +94,19 @@ class MemoryFields(BaseModel):
     memory_graph_hops: int = Field(
         2, ge=1, le=3, description="How many relations out of the query's entities a graph search goes."
     )
+
+    # Compression (docs/memory.md): a scheduled job of the job runner.
+    memory_compress_enabled: bool = Field(
+        False,
+        description="Run the memory-compress job: expired memories removed, and every end user over "
+        "the budget brought under it (duplicates collapsed, the oldest merged into summaries).",
+    )
+    memory_compress_max_per_user: int = Field(
+        1000, ge=1, description="The most memories one end user keeps before compression merges the oldest."
+    )
+    memory_compress_batch: int = Field(
+        20, ge=2, le=200, description="The most memories merged into one summary."
+    )
+    memory_compress_interval_s: float = Field(
+        3600.0, gt=0, description="Seconds between memory-compress runs."
+    )
