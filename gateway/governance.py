@@ -11,6 +11,7 @@ from gateway.background import cancelled
 from gateway.components import Components
 from gateway.services.eval_runs import EvalOptions, EvalRuns
 from gateway.services.gdpr import Gdpr
+from gateway.services.memory_compress import CompressOptions, MemoryCompression
 from gateway.services.retention import Retention
 from gateway.services.usage_api import UsageAnalytics
 from gateway.store.evals import EvalStore
@@ -33,15 +34,18 @@ class Governance:
     gdpr: Gdpr | None = None
     # Self-monitoring evaluations (docs/orchestration.md); None with TANTRA_EVALS_ENABLED off.
     evals: EvalRuns | None = None
+    # Memory compression (TANTRA_MEMORY_COMPRESS_ENABLED), scheduled as retention is.
+    compression: MemoryCompression | None = None
     _scheduling: list[asyncio.Task[None]] = field(default_factory=list, init=False, repr=False)
 
     async def start(self) -> None:
-        """After the components started (the database migrated): this slot's retention and eval
-        check jobs, in the background: a store that is down at start must not stop the gateway,
-        which answers 503s until it is back."""
+        """After the components started (the database migrated): this slot's retention, eval check
+        and memory compression jobs, in the background: a store that is down at start must not stop
+        the gateway, which answers 503s until it is back."""
         if self._scheduling:
             return
-        for name, scheduled in (("retention", self.retention), ("evals", self.evals)):
+        jobs = (("retention", self.retention), ("evals", self.evals), ("memory-compress", self.compression))
+        for name, scheduled in jobs:
             if scheduled is not None:
                 task = asyncio.create_task(self._schedule(name, scheduled), name=f"{name}-schedule")
                 self._scheduling.append(task)
@@ -52,7 +56,7 @@ class Governance:
         self._scheduling = []
 
     @staticmethod
-    async def _schedule(name: str, scheduled: Retention | EvalRuns) -> None:
+    async def _schedule(name: str, scheduled: Retention | EvalRuns | MemoryCompression) -> None:
         wait = _FIRST_RETRY_S
         while True:
             try:
@@ -69,6 +73,7 @@ def governance(parts: Components) -> Governance:
     usage = UsageAnalytics(parts.access.admission, parts.access.admin_guard, UsageBuckets(shared.database))
     blobs = parts.storage.blobs if parts.storage is not None else None
     index = parts.memory.core.index if parts.memory is not None else None
+    graph = parts.memory.core.graph if parts.memory is not None else None
     forget = parts.access.key_admin.forget_tenant
     # The second pass waits for the ledger's batches in flight (two flushes and a margin).
     settle_s = 2 * settings.ledger_flush_interval_s + 1
@@ -77,13 +82,15 @@ def governance(parts: Components) -> Governance:
         shared.jobs,
         blobs=blobs,
         index=index,
+        graph=graph.store if graph is not None else None,
         forget_tenant=forget,
         settle_s=settle_s,
     )
     gdpr.register()
     evals = _evals(parts)
+    compression = _compression(parts)
     if not settings.retention_enabled:
-        return Governance(usage, gdpr=gdpr, evals=evals)
+        return Governance(usage, gdpr=gdpr, evals=evals, compression=compression)
     retention = Retention(
         RetentionStore(shared.database),
         shared.jobs,
@@ -91,9 +98,10 @@ def governance(parts: Components) -> Governance:
         interval_s=settings.retention_interval_s,
         blobs=blobs,
         index=index,
+        graph=graph.store if graph is not None else None,
     )
     retention.register()
-    return Governance(usage, retention, gdpr=gdpr, evals=evals)
+    return Governance(usage, retention, gdpr=gdpr, evals=evals, compression=compression)
 
 
 def _evals(parts: Components) -> EvalRuns | None:
@@ -110,3 +118,19 @@ def _evals(parts: Components) -> EvalRuns | None:
     )
     evals.register()
     return evals
+
+
+def _compression(parts: Components) -> MemoryCompression | None:
+    settings = parts.settings
+    if parts.memory is None or not settings.memory_compress_enabled:
+        return None
+    options = CompressOptions(
+        model=parts.memory.core.options.extraction_model,
+        max_per_user=settings.memory_compress_max_per_user,
+        batch=settings.memory_compress_batch,
+        interval_s=settings.memory_compress_interval_s,
+        max_tokens=settings.memory_extraction_max_tokens,
+    )
+    compression = MemoryCompression(parts.memory.core, parts.shared.jobs, options)
+    compression.register()
+    return compression

@@ -13,6 +13,7 @@ from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
 from gateway.limits.accounting import Accountant
 from gateway.memory import FaissIndex
+from gateway.memory.graph import KuzuGraph
 from gateway.memory.index import Vector, from_bytes
 from gateway.services.adapters import AdapterServing
 from gateway.services.batch_work import BatchOptions, BatchWork
@@ -28,6 +29,7 @@ from gateway.services.fine_tuning_work import FineTuningWork, TrainerOptions
 from gateway.services.memory import MemoryService
 from gateway.services.memory_chat import ChatMemory, ChatMemoryOptions
 from gateway.services.memory_core import MemoryCore, MemoryOptions
+from gateway.services.memory_graph import GraphOptions, MemoryGraph
 from gateway.services.responses import ResponsesService
 from gateway.services.responses_background import Background
 from gateway.services.stored_completions import StoredCompletions
@@ -206,7 +208,22 @@ def memory(
         extraction_max_tokens=settings.memory_extraction_max_tokens,
         dedupe_threshold=settings.memory_dedupe_threshold,
     )
-    return MemoryService(admission, MemoryCore(store, index, options))
+    core = MemoryCore(store, index, options)
+    if settings.memory_graph_enabled:
+        directory = (
+            Path(settings.memory_graph_dir)
+            if settings.memory_graph_dir
+            else settings.blob_dir / "memory-graph"
+        )
+        graph_options = GraphOptions(
+            extraction_model=options.extraction_model,
+            max_tokens=settings.memory_extraction_max_tokens,
+            on_plain_add=settings.memory_graph_on_plain_add,
+            search_default=settings.memory_graph_search,
+            hops=settings.memory_graph_hops,
+        )
+        core.graph = MemoryGraph(KuzuGraph(directory), graph_options)
+    return MemoryService(admission, core)
 
 
 def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -> ChatMemory:

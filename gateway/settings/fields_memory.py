@@ -68,3 +68,45 @@ class MemoryFields(BaseModel):
     memory_chat_min_score: float = Field(
         0.2, ge=-1.0, le=1.0, description="The least cosine similarity a memory needs to be placed."
     )
+
+    # The knowledge graph (docs/memory.md): entities and relations of each memory in an embedded
+    # Kuzu database; search merges the relations two hops out of the query's entities.
+    memory_graph_enabled: bool = Field(
+        False,
+        description="Extract entities and relations from each memory added into a knowledge graph "
+        "(Kuzu, embedded) and merge graph results into memory search.",
+    )
+    memory_graph_dir: str = Field(
+        "",
+        description="The Kuzu database's directory (one writer: one replica's). Empty: "
+        "`<blob_dir>/memory-graph`.",
+    )
+    memory_graph_on_plain_add: bool = Field(
+        True,
+        description="Extract the graph from memories stored as given (`infer: false`) too, not only "
+        "from inferred facts.",
+    )
+    memory_graph_search: bool = Field(
+        True,
+        description="Merge graph results into memory search when the request does not say "
+        "(`enable_graph`, mem0's flag).",
+    )
+    memory_graph_hops: int = Field(
+        2, ge=1, le=3, description="How many relations out of the query's entities a graph search goes."
+    )
+
+    # Compression (docs/memory.md): a scheduled job of the job runner.
+    memory_compress_enabled: bool = Field(
+        False,
+        description="Run the memory-compress job: expired memories removed, and every end user over "
+        "the budget brought under it (duplicates collapsed, the oldest merged into summaries).",
+    )
+    memory_compress_max_per_user: int = Field(
+        1000, ge=1, description="The most memories one end user keeps before compression merges the oldest."
+    )
+    memory_compress_batch: int = Field(
+        20, ge=2, le=200, description="The most memories merged into one summary."
+    )
+    memory_compress_interval_s: float = Field(
+        3600.0, gt=0, description="Seconds between memory-compress runs."
+    )

@@ -84,6 +84,8 @@ class Swept:
     blob_keys: list[str] = field(default_factory=list)
     # Memories: (tenant, row numbers) to forget in the vector index.
     vectors: dict[str | None, list[int]] = field(default_factory=dict)
+    # Memories: (tenant, ids) to forget in the knowledge graph.
+    memory_ids: dict[str | None, list[str]] = field(default_factory=dict)
 
 
 class RetentionStore:
@@ -217,6 +219,7 @@ async def delete_children(session: Any, kind: str, rows: Any, swept: Swept) -> N
         await session.execute(delete(StoredMemoryEvent).where(StoredMemoryEvent.memory_id.in_(ids)))
         for row in rows:
             swept.vectors.setdefault(row.tenant_id, []).append(row.seq)
+            swept.memory_ids.setdefault(row.tenant_id, []).append(row.id)
 
 
 # kind -> (table, its tenant column, the time retention counts from, conditions sparing live rows)
