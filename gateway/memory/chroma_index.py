@@ -118,8 +118,12 @@ class ChromaIndex:
         async with self._connect:
             if self._client is None:
                 import chromadb  # the memory-backends extra; only a Chroma deployment needs it
+                from chromadb.config import Settings as ChromaSettings
 
-                self._client = await chromadb.AsyncHttpClient(host=self._host, port=self._port)
+                # No usage reports from a self-hosted gateway to chromadb's telemetry service.
+                self._client = await chromadb.AsyncHttpClient(
+                    host=self._host, port=self._port, settings=ChromaSettings(anonymized_telemetry=False)
+                )
             return self._client
 
     async def _on(self, tenant_id: str | None, method: str, *, create: bool = False, **args: Any) -> Any:
