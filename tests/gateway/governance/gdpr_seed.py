@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from gateway.blobs import LocalBlobStore
-from gateway.memory import FaissIndex
+from gateway.memory.index import VectorIndex
 from gateway.services.adapters import ADAPTER_FILES
 from gateway.store import Database
 from gateway.store.batches import Batch, BatchLine
@@ -67,7 +67,7 @@ def vector(seed: int) -> np.ndarray:
 
 
 async def seed_user(
-    database: Database, blobs: LocalBlobStore, index: FaissIndex, tenant: str, user: str
+    database: Database, blobs: LocalBlobStore, index: VectorIndex, tenant: str, user: str
 ) -> Seeded:
     name = f"{tenant}_{user}"
     made = Seeded()
