@@ -387,7 +387,7 @@ def _services(
         ),
         speech=speech,
         pooling=PoolingService(admission, dispatcher, catalog),
-        transcription=transcription_service(settings, transcriber, admission),
+        transcription=transcription_service(settings, transcriber, admission, dispatcher, catalog),
         messages=MessagesService(admission, dispatcher, catalog, access.accountant.estimator),
         stored_completions=kept,
         conversations=talks,
