@@ -31,12 +31,16 @@ COPY engine ./engine
 RUN sh docker/install.sh "engine-${VLLM_TARGET}" /opt/tantra
 
 FROM ${PYTHON_IMAGE}
+ARG VLLM_TARGET=cpu
 # libnuma: vLLM's CPU kernels link it; libgomp: OpenMP for torch's CPU ops; tini: PID 1 that
-# forwards SIGTERM and reaps the engine-core processes vLLM forks.
+# forwards SIGTERM and reaps the engine-core processes vLLM forks. The CUDA build also gets a C
+# compiler: Triton (vLLM's GPU kernels, flash-linear-attention's GLA) compiles a small C launcher
+# for each kernel when it is first used, at run time (docs/spikingbrain.md, "GPU").
 # Versions float with the pinned base image so security updates land on rebuild.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends libnuma1 libgomp1 tini \
+    && if [ "${VLLM_TARGET}" = cuda ]; then apt-get install --yes --no-install-recommends gcc libc6-dev; fi \
     && rm -rf /var/lib/apt/lists/* \
     && python -m pip uninstall --yes --quiet pip setuptools wheel \
     && groupadd --gid 10001 tantra \

@@ -33,6 +33,9 @@ from tests.deploy.support import (
 )
 
 BUILD_TOOLS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|make|cmake|git|[a-z0-9.+-]+-dev)\b")
+CUDA_COMPILER = (
+    'if [ "${VLLM_TARGET}" = cuda ]; then apt-get install --yes --no-install-recommends gcc libc6-dev; fi'
+)
 
 
 def final_stage(component: str) -> Stage:
@@ -83,7 +86,9 @@ def test_final_stage_has_no_build_tools(component: str) -> None:
     final = stages[-1]
     assert final.base == stages[0].base, "the final stage starts from the same slim Python image"
     installs = " ".join(final.all("RUN"))
-    assert not BUILD_TOOLS.findall(installs.replace("--no-install-recommends", ""))
+    # Only the engine's CUDA build has a compiler: Triton's run-time kernel builds need it.
+    general = installs.replace(CUDA_COMPILER, "") if component == "engine" else installs
+    assert not BUILD_TOOLS.findall(general.replace("--no-install-recommends", ""))
     # Only the finished virtualenv comes over from the build stage.
     copied = [args for args in final.all("COPY") if args.startswith("--from=")]
     assert copied == ["--from=build /opt/tantra /opt/tantra"]
@@ -94,6 +99,12 @@ def test_final_stage_has_no_build_tools(component: str) -> None:
 def test_gateway_image_has_no_engine_code() -> None:
     copies = " ".join(dockerfile_stages(DOCKERFILES["gateway"])[0].all("COPY"))
     assert "engine" not in copies.replace("docker/", "")
+
+
+def test_only_the_cuda_engine_image_has_a_c_compiler() -> None:
+    final = final_stage("engine")
+    assert "VLLM_TARGET=cpu" in final.all("ARG")
+    assert CUDA_COMPILER in " ".join(final.all("RUN"))
 
 
 def test_engine_image_mounts_models_and_builds_cpu_or_cuda() -> None:
