@@ -55,8 +55,11 @@ PAGES = (
     "/stored/fine_tuning",
     "/stored/completions",
 )
-# A flag half-way down the list: the keyset page after it, and its own page.
-MIDDLE_FLAG = "modflag-bench-50000"
+
+
+def middle_flag(rows: int) -> str:
+    """A flag half-way down the list (as `_flags` names them): the keyset page after it, its own page."""
+    return f"modflag-bench-{rows // 2}"
 
 
 async def fill(database_url: str, rows: int) -> str:
@@ -149,7 +152,7 @@ def gateway(database_url: str, redis_url: str) -> Iterator[str]:
         yield url
 
 
-def measure(url: str, tenant: str, requests: int) -> list[dict[str, Any]]:
+def measure(url: str, tenant: str, requests: int, flag: str) -> list[dict[str, Any]]:
     """Each page's status and times (ms), fetched `requests` times after one warm-up fetch."""
     with httpx.Client(base_url=url + "/admin/ui", timeout=60) as client:
         form = client.get("/login").text
@@ -161,7 +164,7 @@ def measure(url: str, tenant: str, requests: int) -> list[dict[str, Any]]:
         assert login.status_code == 303, login.text
         found = []
         for page in PAGES:
-            path = page.format(tenant=tenant, flag=MIDDLE_FLAG)
+            path = page.format(tenant=tenant, flag=flag)
             status = client.get(path).status_code
             times = []
             for _ in range(requests):
@@ -191,7 +194,7 @@ def run(rows: int, requests: int) -> dict[str, Any]:
             raise RuntimeError("redis-server is not installed")
         service, redis_url = started_redis
         with service, gateway(database_url, redis_url) as url:
-            pages = measure(url, tenant, requests)
+            pages = measure(url, tenant, requests, middle_flag(rows))
     return {
         "rows": rows,
         "requests": requests,
