@@ -220,15 +220,21 @@ class PostgresServer:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self._process.wait(20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(10)
+        _end(self._process, signal.SIGINT)  # PostgreSQL's fast shutdown
         self._process = None
         shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+def _end(process: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
+    """Stop a server started by the tests: `sig`, 20 s to exit, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -325,13 +331,7 @@ class ChromaServer:
         return self
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(10)
+        _end(self._process, signal.SIGTERM)
         self._process = None
         shutil.rmtree(self.path, ignore_errors=True)
 

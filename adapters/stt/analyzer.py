@@ -7,12 +7,9 @@ torch. A worker that dies fails only its own request and the pool is rebuilt.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib.util
-import multiprocessing
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import structlog
 
 from adapters.errors import MediaError
 from adapters.stt.analysis import AnalysisResult, Classifier, analyze
-from adapters.stt.transcriber import lower_priority
+from adapters.stt.lazy_pool import LazyPool
 
 _log = structlog.stdlib.get_logger("tantra.speech")
 
@@ -46,40 +43,25 @@ class AudioAnalyzer:
     ) -> None:
         self.checkpoints = dict(checkpoints)
         self.top_k = top_k
-        self._workers = workers
         self._threads = threads
-        self._nice = nice
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = LazyPool(workers, nice)
 
     async def analyze(
         self, kind: str, samples: np.ndarray, spans: Sequence[tuple[float, float]] = ()
     ) -> AnalysisResult:
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = ProcessPoolExecutor(
-                max_workers=self._workers,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=lower_priority,
-                initargs=(self._nice,),
-            )
         job = functools.partial(
             _analyze, self.checkpoints[kind], samples, tuple(spans), self.top_k, self._threads
         )
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, job)
+            return await self._pool.run(job)
         except BrokenProcessPool:
             _log.error("analysis_worker_died", kind=kind)
-            if self._pool is pool:
-                self._pool = None
-                pool.shutdown(wait=False, cancel_futures=True)
             raise MediaError(
                 None, "The audio analysis worker stopped on this audio.", code="analysis_failed", status=500
             ) from None
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        await self._pool.close()
 
 
 _classifiers: dict[Path, Classifier] = {}
