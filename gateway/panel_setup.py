@@ -53,8 +53,9 @@ def include_panel(app: FastAPI, parts: Components, governed: Governance, *, pii:
 
 
 def _memory_source(parts: Components) -> MemoryPanelSource | None:
-    """The memory page's reads, when memory is on. The entity graph shows once a graph store
-    implementing `MemoryGraphView` is passed as `graph` (docs/memory.md)."""
+    """The memory page's reads, when memory is on; the entity graph when the graph is on too."""
     if parts.memory is None:
         return None
-    return MemoryPanelSource(parts.memory.core, RecallStore(parts.shared.database))
+    core = parts.memory.core
+    graph = core.graph.store if core.graph is not None else None
+    return MemoryPanelSource(core, RecallStore(parts.shared.database), graph)

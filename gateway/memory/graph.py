@@ -62,6 +62,10 @@ _NEIGHBOURS = (
     "AND s.tenant = $tenant AND s.user = $user AND o.tenant = $tenant AND o.user = $user "
     "RETURN s.key, s.name, r.relation, o.key, o.name, r.memory_id"
 )
+_USER_FACTS = (
+    "MATCH (s:Entity)-[r:RELATES]->(o:Entity) WHERE r.tenant = $tenant AND r.user = $user "
+    "RETURN s.name, r.relation, o.name ORDER BY s.name, r.relation, o.name LIMIT $limit"
+)
 _FORGET_RELATIONS = (
     "MATCH (:Entity)-[r:RELATES]->(:Entity) WHERE r.tenant = $tenant AND r.memory_id IN $ids DELETE r"
 )
@@ -121,6 +125,10 @@ class GraphStore(Protocol):
         self, tenant_id: str | None, user: str | None, text: str, *, hops: int = 2
     ) -> list[Fact]:
         """The relations up to `hops` out from the entities `text` names, nearest first."""
+        ...
+
+    async def facts(self, tenant_id: str | None, user: str, limit: int) -> list[tuple[str, str, str]]:
+        """A user's relations as (entity, relation, entity), at most `limit` (the panel's view)."""
         ...
 
     async def forget(self, tenant_id: str | None, memory_ids: Collection[str]) -> None:
@@ -256,6 +264,11 @@ class KuzuGraph:
             return sorted(found.values(), key=lambda f: f.hops)
 
         return list(await self._run(walk)) if frontier else []
+
+    async def facts(self, tenant_id: str | None, user: str, limit: int) -> list[tuple[str, str, str]]:
+        parameters = {"tenant": tenant_id or "", "user": user, "limit": max(int(limit), 0)}
+        rows = await self._run(lambda: self._rows(_USER_FACTS, parameters))
+        return [(str(source), str(relation), str(target)) for source, relation, target in rows]
 
     async def forget(self, tenant_id: str | None, memory_ids: Collection[str]) -> None:
         if not memory_ids:

@@ -1,9 +1,9 @@
 """The panel's memory page on a real gateway (real vLLM engines for chat and MiniLM embeddings, real
 Redis and SQLite): an end user's memories with their history, the real search with its scores, the
-PCA map with its text alternative, the graph slot without a graph store, and for a chat request id
-what memory retrieved and the exact block placed in the prompt; a tenant admin sees its own tenant
-only (another tenant's id is a 404, another tenant's request id is not found). Then the same page
-in headless chromium, with screenshots in <pytest tmp>/artefacts."""
+PCA map with its text alternative, the graph's table (the store on, the user's graph empty), and
+for a chat request id what memory retrieved and the exact block placed in the prompt; a tenant
+admin sees its own tenant only (another tenant's id is a 404, another tenant's request id is not
+found). Then the same page in headless chromium, with screenshots in <pytest tmp>/artefacts."""
 
 from __future__ import annotations
 
@@ -70,6 +70,10 @@ def world(
         memory_extraction_model=model,
         memory_chat_default=True,
         memory_chat_min_score=-1.0,  # every memory of the user is retrieved, so each is shown
+        # The graph is on and memories stored as given (`infer: false`) are not extracted into it, so
+        # the user's graph is empty: the page shows the graph's table (its facts: test_graph_store).
+        memory_graph_enabled=True,
+        memory_graph_on_plain_add=False,
         blob_dir=tmp / "blobs",
     ) as gw:
         first = gw.admin.tenant(f"memory-a-{gw.suffix}")["id"]
@@ -105,7 +109,8 @@ def test_memories_history_map_and_graph_slot(world: World) -> None:
     assert len(_cells(html, "memory-id")) == 3
     assert html.count("ADD ") == 3  # each memory's history
     assert html.count("<circle ") == 3 and 'role="img"' in html and 'id="map-table"' in html
-    assert "No graph store is configured." in html
+    assert "No graph store is configured." not in html
+    assert "No facts in the graph for this user." in html
     assert world.request_id in html  # the recent requests with memory link to the chat
 
 

@@ -40,6 +40,18 @@ async def test_two_hops_from_the_query_entities(graph: KuzuGraph) -> None:
     assert {f.memory_id for f in facts} == {"m1", "m2"}
 
 
+async def test_a_users_facts_for_the_panel(graph: KuzuGraph) -> None:
+    assert await graph.facts("t1", "u1", 50) == [
+        ("Acme", "located_in", "Lisbon"),
+        ("Alice", "works_at", "Acme"),
+        ("Lisbon", "capital_of", "Portugal"),
+    ]
+    assert await graph.facts("t1", "u1", 1) == [("Acme", "located_in", "Lisbon")]
+    assert await graph.facts("t1", "u2", 50) == [("Alice", "likes", "Jazz")]
+    assert await graph.facts("t2", "u1", 50) == [("alice", "lives_in", "Oslo")]
+    assert await graph.facts("t3", "u1", 50) == []
+
+
 async def test_one_hop_and_no_entity(graph: KuzuGraph) -> None:
     assert {f.memory_id for f in await graph.related("t1", "u1", "ALICE", hops=1)} == {"m1"}
     assert await graph.related("t1", "u1", "nothing known here") == []
