@@ -127,6 +127,7 @@ class ChatMemory:
                 found = await self.core.search(
                     caller, Scope(user_id=user), query, self.options.top_k, threshold=self.options.min_score
                 )
+                found += await self._graph_found(caller, user, query, found)
         except APIError as exc:
             # The answer goes on without memories (the embedding model down or over its limits).
             log.warning("memory recall failed (%s): %s", exc.status, exc.message)
@@ -142,6 +143,19 @@ class ChatMemory:
         system = {"role": "system", "content": content}
         placed = {**payload, "messages": [system, *messages]}
         return Recall(user, used, orjson.dumps(placed), placed, tokens)
+
+    async def _graph_found(self, caller: Caller, user: str, query: str, found: list[Found]) -> list[Found]:
+        """The memories only the knowledge graph reaches from the query's entities, nearest first,
+        in the places the vector results left of `top_k` (when the graph is on and merges into
+        search by default). Their score is the graph's (1 / (1 + hops)), not a cosine: `min_score`
+        does not apply to them."""
+        graph = self.core.graph
+        room = self.options.top_k - len(found)
+        if graph is None or not graph.options.search_default or room <= 0:
+            return []
+        seen = {f.memory.id for f in found}
+        related = await self.core.related(caller, Scope(user_id=user), query)
+        return [Found(r.memory, r.score) for r in related if r.memory.id not in seen][:room]
 
     async def _record(
         self,

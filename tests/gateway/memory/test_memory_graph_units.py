@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import openai
 import pytest
 
 from gateway import Settings, create_app
@@ -64,6 +65,10 @@ def gateway(
         memory_extraction_model=CHAT,
         memory_graph_enabled=True,
         memory_graph_dir=str(tmp / "graph"),
+        # Chat memory on, with a cosine floor no bag-of-words vector reaches: what chat places comes
+        # from the graph alone.
+        memory_chat_default=True,
+        memory_chat_min_score=0.99,
         ledger_flush_interval_s=0.1,
         blob_dir=tmp / "blobs",
     )
@@ -111,6 +116,28 @@ def test_search_merges_graph_results_two_hops_out(
 
     plain = client.search("Ana", filters={"user_id": "u1"}, enable_graph=False)
     assert "relations" not in plain and all(r["source"] == "vector" for r in plain["results"])
+
+
+def test_chat_memory_places_what_the_graph_reaches(
+    fake: tuple[FakeModels, str],
+    new_client: Callable[[str], tuple[MemoryClient, str]],
+    gateway: tuple[str, AdminClient, KuzuGraph],
+) -> None:
+    client, _ = new_client("graph-chat")
+    works, acme = _add(client, WORKS, "u1"), _add(client, ACME, "u1")
+    other = _add(client, TEA, "u2")
+    secret = client.api_key
+    chat = openai.OpenAI(base_url=gateway[0] + "/v1", api_key=secret, max_retries=0)
+    raw = chat.chat.completions.with_raw_response.create(
+        model=CHAT, messages=[{"role": "user", "content": "Where is Ana's employer?"}], user="u1"
+    )
+    used = dict(part.split(":") for part in raw.headers["x-tantra-memory"].split(","))
+    # Ana works at Acme (1 hop), Acme's office (2 hops); u2's memory is not reached.
+    assert set(used) == {works, acme} and other not in used
+    assert float(used[works]) == pytest.approx(0.5) and float(used[acme]) == pytest.approx(1 / 3, abs=1e-3)
+    asked = [b for b in fake[0].extractions if b["messages"][-1]["content"] == "Where is Ana's employer?"]
+    placed = next(b for b in asked if "response_format" not in b)["messages"][0]  # the chat itself
+    assert placed["role"] == "system" and WORKS in placed["content"] and ACME in placed["content"]
 
 
 def test_deleting_a_memory_removes_its_facts(
