@@ -41,6 +41,9 @@ class EmbeddingPlan:
     rounds: int = 3
     duration_s: float = 6.0
     warmup_s: float = 1.0
+    # The window also holds at least this many answers per worker: at 16 in flight one request
+    # can take seconds on two cores, and a window of a few answers counts waves, not throughput.
+    answers_per_worker: int = 3
 
 
 def body(batch: int) -> bytes:
@@ -48,34 +51,64 @@ def body(batch: int) -> bytes:
     return orjson.dumps({"model": MODEL, "input": texts, "encoding_format": "base64"})
 
 
+class _Window:
+    """Answers counted by when they arrive: the window opens once the warm-up has passed and every
+    worker has had one answer (the first, synchronised wave is left out), and closes at the first
+    answer after both its duration and its answer count are reached. Tokens of answers inside it over
+    its length is the throughput, whatever the time one request takes."""
+
+    def __init__(self, plan: EmbeddingPlan) -> None:
+        self._plan = plan
+        self._began = time.perf_counter()
+        self._answers = 0
+        self.opened: float | None = None
+        self.closed: float | None = None
+        self.counted = {"requests": 0, "errors": 0, "tokens": 0}
+
+    def answer(self, status: int, raw: bytes) -> None:
+        now = time.perf_counter()
+        self._answers += 1
+        if self.closed is not None:
+            return
+        if self.opened is None:
+            warm = now - self._began >= self._plan.warmup_s
+            if warm and self._answers >= self._plan.concurrency:
+                self.opened = now
+            return
+        self.counted["requests"] += 1
+        if status != 200:
+            self.counted["errors"] += 1
+        else:
+            self.counted["tokens"] += int(orjson.loads(raw)["usage"]["prompt_tokens"])
+        enough = self.counted["requests"] >= self._plan.answers_per_worker * self._plan.concurrency
+        if enough and now - self.opened >= self._plan.duration_s:
+            self.closed = now
+
+    @property
+    def seconds(self) -> float:
+        assert self.opened is not None and self.closed is not None
+        return self.closed - self.opened
+
+
 async def cell(base_url: str, plan: EmbeddingPlan, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """Closed loop: `concurrency` workers posting back to back; tokens counted after the warm-up."""
+    """Closed loop: `concurrency` workers posting back to back until the window closes."""
     url = base_url.rstrip("/") + "/v1/embeddings"
     payload = body(plan.batch)
     sent = {"content-type": "application/json", **(headers or {})}
-    counted = {"requests": 0, "errors": 0, "tokens": 0}
+    window = _Window(plan)
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
     async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+        connector=connector, timeout=aiohttp.ClientTimeout(total=300)
     ) as session:
-        start = time.perf_counter()
-        measure_from, deadline = start + plan.warmup_s, start + plan.warmup_s + plan.duration_s
 
         async def worker() -> None:
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
+            while window.closed is None:
                 async with session.post(url, data=payload, headers=sent) as response:
                     raw = await response.read()
-                if began < measure_from or time.perf_counter() > deadline:
-                    continue
-                counted["requests"] += 1
-                if response.status != 200:
-                    counted["errors"] += 1
-                    continue
-                counted["tokens"] += int(orjson.loads(raw)["usage"]["prompt_tokens"])
+                window.answer(response.status, raw)
 
         await asyncio.gather(*(worker() for _ in range(plan.concurrency)))
-    seconds = plan.duration_s
+    counted, seconds = window.counted, window.seconds
     return {
         **counted,
         "seconds": seconds,

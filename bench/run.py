@@ -82,7 +82,7 @@ class Plan:
             sweep_prompts_per_slot=2,
             sustained_minutes=0.05,
             sustained_per_minute=240.0,
-            embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=1.0, warmup_s=0.2),
+            embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=1.0, warmup_s=0.2, answers_per_worker=1),
             batch_latency=batch_latency.LatencyPlan(
                 concurrency=2,
                 chats=3,

@@ -10,7 +10,9 @@ import pytest
 from bench import embeddings
 from bench.report import _embeddings_check
 
-PLAN = embeddings.EmbeddingPlan(concurrency=2, batch=2, rounds=1, duration_s=1.0, warmup_s=0.2)
+PLAN = embeddings.EmbeddingPlan(
+    concurrency=2, batch=2, rounds=1, duration_s=1.0, warmup_s=0.2, answers_per_worker=1
+)
 
 
 @pytest.mark.engine
