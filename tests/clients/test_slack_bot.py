@@ -21,6 +21,7 @@ from slack_sdk.signature import SignatureVerifier
 from tantra_slack import Answerer, BotConfig, build_app
 
 SECRET = "test-signing-secret"
+MAX_OUTPUT_TOKENS = 16
 
 
 class SlackStandIn:
@@ -75,7 +76,14 @@ def slack() -> Iterator[SlackStandIn]:
 @pytest.fixture
 def bot(slack: SlackStandIn, gateway_url: str, api_key: str, model: str) -> tuple[Any, Answerer]:
     answerer = Answerer(
-        BotConfig(gateway_url=gateway_url, api_key=api_key, model=model, update_interval_s=0.05)
+        # The tiny random model never says its end: without a cap each answer runs to the context's.
+        BotConfig(
+            gateway_url=gateway_url,
+            api_key=api_key,
+            model=model,
+            update_interval_s=0.05,
+            max_output_tokens=MAX_OUTPUT_TOKENS,
+        )
     )
     app = build_app(answerer, signing_secret=SECRET, client=WebClient(token="xoxb-test", base_url=slack.url))
     return app, answerer

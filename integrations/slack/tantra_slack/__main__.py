@@ -24,6 +24,7 @@ def main() -> None:
         instructions=env("TANTRA_INSTRUCTIONS"),
         max_file_bytes=int(env("TANTRA_MAX_FILE_BYTES", "20000000") or 0),
         transcription_model=env("TANTRA_TRANSCRIPTION_MODEL", "whisper-1") or "",
+        max_output_tokens=int(env("TANTRA_MAX_OUTPUT_TOKENS", "0") or 0) or None,
     )
     web = WebClient(token=env("SLACK_BOT_TOKEN"), base_url=env("SLACK_API_URL", WebClient.BASE_URL) or "")
     app = build_app(Answerer(config), signing_secret=env("SLACK_SIGNING_SECRET") or "", client=web)

@@ -38,6 +38,8 @@ class BotConfig:
     max_file_bytes: int = 20_000_000
     # Attached audio is transcribed through the gateway with this model, the transcript sent.
     transcription_model: str = "whisper-1"
+    # Each answer's cap (`max_output_tokens`); None leaves it to the gateway.
+    max_output_tokens: int | None = None
 
 
 class Answerer:
@@ -119,7 +121,11 @@ class Answerer:
             conversation = self._conversation(tantra, team, channel, thread)
             question = input_with_files(tantra, web, text, files or [], self.config)
             stream = tantra.responses.create(
-                model=self.model(team, channel), input=question, conversation=conversation, stream=True
+                model=self.model(team, channel),
+                input=question,
+                conversation=conversation,
+                stream=True,
+                max_output_tokens=self.config.max_output_tokens,
             )
             answer, throttle = "", Throttle(self.config.update_interval_s, self._clock)
             for event in stream:
