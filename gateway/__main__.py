@@ -1,6 +1,6 @@
 """`python -m gateway` / `tantra-gateway`: serve the gateway with uvicorn, configured from TANTRA_*.
 
-python -m gateway                 serve (the default)
+python -m gateway                 serve (the default; TANTRA_WORKERS processes, gateway/workers.py)
 python -m gateway migrate         bring the database schema up to date (Alembic)
 python -m gateway bootstrap ...   for `make run`: an admin key file and a dev tenant with a key
 python -m gateway admin create-user --username NAME --role ROLE [--tenant ID] [--password-file F]
@@ -14,22 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import getpass
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
-import uvicorn
-
-from gateway import memory_copy
-from gateway.app import create_app
+from gateway import memory_copy, serving, workers
 from gateway.auth import KeyAdmin, hash_key
 from gateway.auth.identities import AdminIdentities
-from gateway.http.drain import Drain
 from gateway.observability import configure_logging
 from gateway.observability.logs import resolve_format
 from gateway.settings.load import ConfigError, load_settings
@@ -82,59 +75,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def serve(settings: Settings) -> None:
+    """One process (TANTRA_WORKERS=1, the default), or a supervisor of several (gateway/workers.py)."""
+    count = settings.worker_count()
+    if (problem := workers.refusal(settings, count)) is not None:
+        print(f"tantra-gateway: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    if count == 1:
+        serving.serve(settings)
+        return
     configure_logging(
-        log_format=resolve_format(settings.log_format),
-        level=settings.log_level,
-        log_prompts=settings.log_prompts,
+        log_format=resolve_format(settings.log_format), level=settings.log_level, log_prompts=False
     )
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # Logging is structlog's (configured above); the gateway writes its own access line.
-        log_config=None,
-        access_log=False,
-        # The gateway's own x-request-id and error envelope replace uvicorn's extras.
-        server_header=False,
-        # The drain has already waited for in-flight requests; this bounds what is left after it.
-        timeout_graceful_shutdown=5,
-    )
-    # One process, two listening sockets: the API port, and the operator port (metrics, upstream
-    # health, detailed readiness) that the listener gate (gateway/http/listeners.py) tells apart.
-    sockets = [config.bind_socket()]
-    if settings.operator_port:
-        sockets.append(_listener(config, settings.operator_port).bind_socket())
-    DrainingServer(config, app.state.components.drain, settings.drain_grace_s).run(sockets=sockets)
-
-
-def _listener(config: uvicorn.Config, port: int) -> uvicorn.Config:
-    """The same server settings on another port (only its socket is used)."""
-    return uvicorn.Config(config.app, host=config.host, port=port, log_config=None)
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn, except that the first SIGTERM drains before exiting: uvicorn alone would close
-    its listening socket at once (new clients get a refused connection, not a 503) and give
-    in-flight streams only its own timeout. A second signal, or SIGINT, exits as uvicorn does."""
-
-    def __init__(self, config: uvicorn.Config, drain: Drain, grace_s: float) -> None:
-        super().__init__(config)
-        self._drain = drain
-        self._grace_s = grace_s
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig != signal.SIGTERM or self._drain.draining or not self.started:
-            super().handle_exit(sig, frame)
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            super().handle_exit(sig, frame)
-            return
-        exit_now = functools.partial(super().handle_exit, sig, frame)
-        loop.call_soon_threadsafe(self._drain.begin, self._grace_s, exit_now)
+    raise SystemExit(workers.run(settings, count))
 
 
 async def _migrate(settings: Settings) -> None:

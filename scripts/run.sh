@@ -116,6 +116,14 @@ eval "$("$PY" scripts/run_config.py --model "$MODEL_NAME" --port "$ENGINE_PORT" 
   ${EMBEDDING:+--embedding-port "$EMBEDDING_ENGINE_PORT"} \
   ${VISION:+--vision-model "$VISION_MODEL_NAME" --vision-port "$VISION_ENGINE_PORT"})"
 
+# Gateway processes (TANTRA_WORKERS, docs/performance.md "Worker processes"): the engines here take
+# most of the cores, so one gateway worker per four cores available, 1 to 4; several need Redis,
+# so with TANTRA_REDIS_URL=memory:// one. TANTRA_WORKERS set beforehand wins.
+if [ -z "${TANTRA_WORKERS:-}" ]; then
+  GATEWAY_WORKERS=$(( CORES / 4 )); GATEWAY_WORKERS=$(( GATEWAY_WORKERS < 1 ? 1 : GATEWAY_WORKERS > 4 ? 4 : GATEWAY_WORKERS ))
+  [[ $TANTRA_REDIS_URL == memory://* ]] && GATEWAY_WORKERS=1
+  export TANTRA_WORKERS=$GATEWAY_WORKERS
+fi
 TANTRA_ENGINE_URL="http://127.0.0.1:$ENGINE_PORT" TANTRA_PORT="$GATEWAY_PORT" TANTRA_OPERATOR_PORT="$OPERATOR_PORT" \
   "$PY" -m gateway &
 pids+=($!)

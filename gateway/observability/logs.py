@@ -9,6 +9,7 @@ one place, whatever a caller passes.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from typing import IO, Any, Literal
@@ -72,14 +73,34 @@ def _orjson_dumps(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def _processors(redactor: Redactor) -> list[Processor]:
-    return [
+class _WorkerFields:
+    """Which of several gateway processes (gateway/workers.py) wrote a line: its index and pid."""
+
+    def __init__(self, worker: int) -> None:
+        self.fields = {"worker": worker, "pid": os.getpid()}
+
+    def __call__(self, _: Any, __: str, event: EventDict) -> EventDict:
+        event.update(self.fields)
+        return event
+
+
+class _Handler(logging.StreamHandler):
+    """The gateway's handler; it remembers the worker index so a live reload keeps it."""
+
+    worker: int | None = None
+
+
+def _processors(redactor: Redactor, worker: int | None) -> list[Processor]:
+    processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redactor,
     ]
+    if worker is not None:
+        processors.append(_WorkerFields(worker))
+    return processors
 
 
 def configure_logging(
@@ -88,12 +109,14 @@ def configure_logging(
     level: str = "info",
     log_prompts: bool = False,
     stream: IO[str] | None = None,
+    worker: int | None = None,
 ) -> Redactor:
     """Route every logger through structlog. Called by the app factory and the CLI, never on import;
     calling it again replaces the previous handler, so a reload can change the format or level.
-    Returns the redactor, whose `log_prompts` a live reload may flip."""
+    `worker`: this process's index among several gateway processes, added to every line (with the
+    pid). Returns the redactor, whose `log_prompts` a live reload may flip."""
     redactor = Redactor(log_prompts=log_prompts)
-    shared = _processors(redactor)
+    shared = _processors(redactor, worker)
     renderer: Processor = (
         structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         if log_format == "json"
@@ -114,7 +137,8 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream or sys.stderr)
+    handler.worker = worker
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
     root = logging.getLogger()
@@ -174,6 +198,7 @@ def apply_log_settings(log_format: str, level: str, log_prompts: bool) -> None:
         level=level,
         log_prompts=log_prompts,
         stream=ours.stream,
+        worker=getattr(ours, "worker", None),
     )
 
 

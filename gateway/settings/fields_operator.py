@@ -1,5 +1,6 @@
-"""The operator's settings: where the operator endpoints listen, who may claim to be a proxy, and
-how long the engines' federated metrics are reused (docs/configuration.md, "Operator port").
+"""The operator's settings: where the operator endpoints listen, how many gateway processes serve
+the ports, who may claim to be a proxy, and how long the engines' federated metrics are reused
+(docs/configuration.md, "Operator port"; docs/performance.md, "Worker processes").
 
 A mixin of `Settings` (gateway/settings/schema.py), read from TANTRA_* exactly as the schema's own.
 """
@@ -7,6 +8,7 @@ A mixin of `Settings` (gateway/settings/schema.py), read from TANTRA_* exactly a
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -34,9 +36,29 @@ class OperatorFields(BaseModel):
         description="Addresses or CIDR ranges of the reverse proxies whose X-Forwarded-For (client "
         "address) and X-Forwarded-User (audit actor) are believed; empty: the peer's address is used.",
     )
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="Gateway processes serving the ports on this host (gateway/workers.py): 1 serves "
+        "in this process; 0 or `auto`: one per core this process may run on. More than one needs a "
+        "Redis server (`redis_url`), so that every key's limits hold across them.",
+    )
     engine_metrics_cache_s: float = Field(
         5.0, ge=0, description="How long one fan-out scrape of the engines serves /metrics/engines."
     )
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, given: int | str) -> int | str:
+        if isinstance(given, int) and given < 0:
+            raise ValueError("must be 0 or more (0 or `auto`: one per available core)")
+        return given
+
+    def worker_count(self) -> int:
+        """`workers` resolved: 0 and `auto` count the cores this process may run on (its CPU
+        affinity: a container's or taskset's share, not the host's)."""
+        if self.workers in (0, "auto"):
+            return max(1, len(os.sched_getaffinity(0)))
+        return int(self.workers)
 
     @field_validator("trusted_proxies")
     @classmethod

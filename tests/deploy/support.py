@@ -137,14 +137,14 @@ def gateway_drain_seconds() -> float:
     """How long the gateway drains on SIGTERM: its own drain (`drain_grace_s`, default) plus the
     `timeout_graceful_shutdown` it then gives uvicorn.
 
-    Read from gateway/__main__.py, so the deployment checks follow the code: a literal there, or a
+    Read from gateway/serving.py, so the deployment checks follow the code: a literal there, or a
     `settings.<field>` whose default is taken from the Settings model.
     """
     return float(Settings.model_fields["drain_grace_s"].default) + _uvicorn_shutdown_seconds()
 
 
 def _uvicorn_shutdown_seconds() -> float:
-    tree = ast.parse((ROOT / "gateway" / "__main__.py").read_text())
+    tree = ast.parse((ROOT / "gateway" / "serving.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "timeout_graceful_shutdown":
             value = node.value
@@ -153,7 +153,7 @@ def _uvicorn_shutdown_seconds() -> float:
             if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name):
                 return float(Settings.model_fields[value.attr].default)
             raise AssertionError(f"cannot read the drain period from `{ast.unparse(value)}`")
-    raise AssertionError("gateway/__main__.py no longer passes timeout_graceful_shutdown to uvicorn")
+    raise AssertionError("gateway/serving.py no longer passes timeout_graceful_shutdown to uvicorn")
 
 
 def setting_name(env_var: str) -> str:
