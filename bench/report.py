@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import batch_latency, embeddings, model_choice, plots
+from bench import batch_latency, embeddings, lora, model_choice, plots
 from bench.run import Outcome
 from bench.stats import overheads, summarise
 
@@ -50,6 +50,7 @@ def write(outcome: Outcome, out: Path) -> dict[str, Any]:
         "sustained_series": outcome.sustained_series,
         "embeddings": outcome.embeddings,
         "batch_latency": outcome.batch_latency,
+        "lora": outcome.lora,
         "model_choice": model_choice.rows(fake_summary),
         "pending_profiles": outcome.pending,
         "notes": outcome.notes,
@@ -83,6 +84,9 @@ def draw(document: dict[str, Any], per_minute: float, out: Path) -> list[str]:
     if (document.get("batch_latency") or {}).get("ratio"):
         batch_latency.plot(document["batch_latency"], out / "batch_latency.png")
         pngs.append("batch_latency.png")
+    if (document.get("lora") or {}).get("targets"):
+        lora.plot(document["lora"], out / "lora.png")
+        pngs.append("lora.png")
     return pngs
 
 
@@ -215,6 +219,7 @@ def markdown(
     lines += _sustained_section(outcome)
     lines += embeddings.markdown(outcome.embeddings)
     lines += batch_latency.markdown(outcome.batch_latency)
+    lines += lora.markdown(outcome.lora)
     lines += [*(f"![{p}]({p})" for p in pngs), ""]
     if outcome.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]

@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bench import batch_latency, embeddings, litellm_env, profiles, servers
+from bench import batch_latency, embeddings, litellm_env, lora, profiles, servers
 from bench.load import Cell, Target
 from bench.overhead import ENGINE_SCENARIOS, FAKE_SCENARIOS, interleave
 from bench.procs import Service, usable_cpus
@@ -64,6 +64,8 @@ class Plan:
     embeddings: embeddings.EmbeddingPlan = field(default_factory=embeddings.EmbeddingPlan)
     # Interactive TTFT with and without a batch running (bench/batch_latency.py).
     batch_latency: batch_latency.LatencyPlan = field(default_factory=batch_latency.LatencyPlan)
+    # A LoRA model against its base on one replica (bench/lora.py).
+    lora: lora.LoraPlan = field(default_factory=lora.LoraPlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -92,6 +94,7 @@ class Plan:
                 batch_max_tokens=4,
                 rounds=1,
             ),
+            lora=lora.LoraPlan(concurrency=2, max_tokens=4, rounds=1, requests=4, warmup_requests=1),
         )
 
     @classmethod
@@ -109,6 +112,7 @@ class Plan:
             sustained_minutes=0.25,
             embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=3.0, warmup_s=0.5),
             batch_latency=batch_latency.LatencyPlan(chats=16, rounds=1),
+            lora=lora.LoraPlan(rounds=1, requests=8),
         )
 
 
@@ -124,6 +128,7 @@ class Outcome:
     sustained: dict[str, Any] | None = None
     embeddings: dict[str, Any] | None = None
     batch_latency: dict[str, Any] | None = None
+    lora: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
     """Profiles not measured, and why (feature not built yet, Redis missing)."""
@@ -179,6 +184,11 @@ def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
         except Exception as exc:
             traceback.print_exc()
             outcome.notes.append(f"The batch-latency part stopped early: {type(exc).__name__}: {exc}")
+        try:
+            outcome.lora = lora.measure(lora.qwen2_checkpoint(), plan.logs, cores.all, plan.lora, progress)
+        except Exception as exc:
+            traceback.print_exc()
+            outcome.notes.append(f"The LoRA part stopped early: {type(exc).__name__}: {exc}")
     outcome.meta["load_average_end"] = os.getloadavg()
     return outcome
 

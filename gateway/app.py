@@ -32,6 +32,7 @@ from gateway.http.drain import DrainMiddleware
 from gateway.http.edge import EdgeMiddleware
 from gateway.http.listeners import ListenerGate, listener_of
 from gateway.http.openapi import install_openapi
+from gateway.learning_setup import include_learning
 from gateway.observability import RequestInstrumentation
 from gateway.panel_setup import include_panel
 from gateway.pii_setup import pii
@@ -242,6 +243,8 @@ def _include_governance(app: FastAPI, parts: Components, governed: Governance) -
                     cookie_secure=parts.settings.admin_cookie_secure,
                 )
             )
+    if governed.learning is not None:
+        include_learning(app, parts, governed.learning)
     if governed.retention is not None:
         app.include_router(retention_admin_router(guard, governed.retention, parts.shared.store, proxies))
         if parts.settings.admin_ui_enabled:

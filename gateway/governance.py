@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 
 from gateway.background import cancelled
 from gateway.components import Components
+from gateway.learning_setup import learning
 from gateway.services.eval_runs import EvalOptions, EvalRuns
 from gateway.services.gdpr import Gdpr
+from gateway.services.learning_loop import LearningLoop
 from gateway.services.memory_compress import CompressOptions, MemoryCompression
 from gateway.services.retention import Retention
 from gateway.services.usage_api import UsageAnalytics
@@ -20,6 +22,7 @@ from gateway.store.retention import RetentionStore
 from gateway.store.usage_buckets import UsageBuckets
 
 _log = logging.getLogger("tantra.governance")
+Scheduled = Retention | EvalRuns | MemoryCompression | LearningLoop
 # Waits between tries to schedule retention while the store cannot be reached (at most a minute).
 _FIRST_RETRY_S = 1.0
 _LAST_RETRY_S = 60.0
@@ -36,6 +39,8 @@ class Governance:
     evals: EvalRuns | None = None
     # Memory compression (TANTRA_MEMORY_COMPRESS_ENABLED), scheduled as retention is.
     compression: MemoryCompression | None = None
+    # The learning loop's check (docs/fine-tuning.md), scheduled as retention is.
+    learning: LearningLoop | None = None
     _scheduling: list[asyncio.Task[None]] = field(default_factory=list, init=False, repr=False)
 
     async def start(self) -> None:
@@ -44,7 +49,12 @@ class Governance:
         the gateway, which answers 503s until it is back."""
         if self._scheduling:
             return
-        jobs = (("retention", self.retention), ("evals", self.evals), ("memory-compress", self.compression))
+        jobs = (
+            ("retention", self.retention),
+            ("evals", self.evals),
+            ("memory-compress", self.compression),
+            ("learning-check", self.learning),
+        )
         for name, scheduled in jobs:
             if scheduled is not None:
                 task = asyncio.create_task(self._schedule(name, scheduled), name=f"{name}-schedule")
@@ -56,7 +66,7 @@ class Governance:
         self._scheduling = []
 
     @staticmethod
-    async def _schedule(name: str, scheduled: Retention | EvalRuns | MemoryCompression) -> None:
+    async def _schedule(name: str, scheduled: Scheduled) -> None:
         wait = _FIRST_RETRY_S
         while True:
             try:
@@ -89,8 +99,9 @@ def governance(parts: Components) -> Governance:
     gdpr.register()
     evals = _evals(parts)
     compression = _compression(parts)
+    loop = learning(parts)
     if not settings.retention_enabled:
-        return Governance(usage, gdpr=gdpr, evals=evals, compression=compression)
+        return Governance(usage, gdpr=gdpr, evals=evals, compression=compression, learning=loop)
     retention = Retention(
         RetentionStore(shared.database),
         shared.jobs,
@@ -101,7 +112,7 @@ def governance(parts: Components) -> Governance:
         graph=graph.store if graph is not None else None,
     )
     retention.register()
-    return Governance(usage, retention, gdpr=gdpr, evals=evals, compression=compression)
+    return Governance(usage, retention, gdpr=gdpr, evals=evals, compression=compression, learning=loop)
 
 
 def _evals(parts: Components) -> EvalRuns | None:

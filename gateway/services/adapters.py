@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from gateway.upstreams.pool import Member, UpstreamPool
 from gateway.upstreams.vllm import AdapterCallFailed, VllmUpstream, load_lora, unload_lora
 
 PREFIX = "ft:"
+# (tenant, name) -> the full model name an alias stands for, or None.
+Aliases = Callable[[str | None, str], Awaitable[str | None]]
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _LIST_TIMEOUT_S = 10.0
 
@@ -47,6 +50,7 @@ class AdapterServing:
             collections.OrderedDict
         )
         self._lock = asyncio.Lock()
+        self._aliases: Aliases | None = None
 
     @staticmethod
     def owns(model: str | None) -> bool:
@@ -55,14 +59,27 @@ class AdapterServing:
     def held(self, member: str) -> list[str]:
         return list(self._held[member])
 
+    def use_aliases(self, aliases: Aliases) -> None:
+        """Names that stand for one of the tenant's versions (the learning loop's
+        `ft:<base>:<tenant>:<suffix>`, gateway/services/learning_loop.py)."""
+        self._aliases = aliases
+
+    async def _find(self, tenant_id: str | None, model: str) -> FineTuningJobRow | None:
+        row = await self._store.model(Owner(tenant_id), model)
+        if row is None and self._aliases is not None:
+            target = await self._aliases(tenant_id, model)
+            row = await self._store.model(Owner(tenant_id), target) if target else None
+        return row
+
     async def resolve(self, tenant_id: str | None, model: str) -> dict[str, Any]:
         """The model's card once its adapter is loaded on a replica serving its base; 404 for a
-        model that is not the tenant's (or was deleted)."""
-        row = await self._store.model(Owner(tenant_id), model)
-        if row is None:
+        model that is not the tenant's (or was deleted). An alias answers as the version it names."""
+        row = await self._find(tenant_id, model)
+        if row is None or row.fine_tuned_model is None:
             raise no_such_model(model)
-        base_card = await self._ensure_loaded(row, model)
-        return card(row, model, base_card)
+        name = row.fine_tuned_model
+        base_card = await self._ensure_loaded(row, name)
+        return card(row, name, base_card)
 
     async def cards(self, tenant_id: str | None) -> list[dict[str, Any]]:
         """The tenant's fine-tuned models for /v1/models (loaded or not)."""
@@ -71,7 +88,7 @@ class AdapterServing:
         ]
 
     async def card_for(self, tenant_id: str | None, model: str) -> dict[str, Any] | None:
-        row = await self._store.model(Owner(tenant_id), model)
+        row = await self._find(tenant_id, model)
         return None if row is None else card(row, model, {})
 
     async def delete(self, tenant_id: str | None, model: str) -> bool:

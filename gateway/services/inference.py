@@ -158,6 +158,8 @@ class InferenceService:
             name, body, parsed = await self._virtual(ticket, schema, body, payload, parsed)
             if self._adapters is not None and self._adapters.owns(name):
                 card = await self._adapters.resolve(ticket.principal.tenant_id, str(name))
+                if card["id"] != name:  # an alias: the engine knows the version it stands for
+                    body, payload["model"] = with_field(body, "model", card["id"]), card["id"]
             else:
                 card = await self._catalog.resolve(name)
         model = str(card["id"])

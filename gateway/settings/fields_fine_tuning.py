@@ -85,3 +85,19 @@ class FineTuningFields(BaseModel):
         description="Serve /v1/feedback (ratings, labels, comments and corrections; its export "
         "needs the Files API).",
     )
+    # Point 5 of issue 20: the learning loop (docs/fine-tuning.md "The learning loop"); tenants
+    # enable it with their policy (PUT /admin/tenants/{id}/learning-policy).
+    learning_loop_enabled: bool = Field(
+        True,
+        description="Run the learning loop's scheduled check (needs fine-tuning and feedback): "
+        "tenants with an enabled policy get new adapter versions from their feedback.",
+    )
+    learning_loop_interval_s: float = Field(
+        3600.0,
+        ge=1.0,
+        description="Seconds between the learning loop's checks for enough new feedback (one check "
+        "per interval across replicas).",
+    )
+    learning_loop_max_tokens: int = Field(
+        64, ge=1, le=4096, description="max_tokens of each held-out answer the loop scores."
+    )

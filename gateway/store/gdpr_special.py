@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.store.admin_users import AdminSession, AdminUser
 from gateway.store.completions import StoredCompletion
 from gateway.store.gdpr import OWNED_KINDS, DataKind, Erased, Subject, as_json
+from gateway.store.learning import LearningPolicyRow
 from gateway.store.models import ApiKey, AuditEvent, Tenant, UsageRecord
 from gateway.store.moderation import StoredFlag, StoredPolicy
 from gateway.store.pii import StoredPiiPolicy
@@ -126,6 +127,7 @@ _POLICIES: tuple[tuple[Any, Any], ...] = (
     (RetentionPolicy, RetentionPolicy.tenant_id),
     (StoredPolicy, StoredPolicy.tenant_id),
     (StoredPiiPolicy, StoredPiiPolicy.tenant_id),
+    (LearningPolicyRow, LearningPolicyRow.tenant_id),
 )
 
 
@@ -147,6 +149,7 @@ class TenantKind:
             "retention_policies",
             "moderation_policies",
             "pii_policies",
+            "learning_policies",
         )
 
     async def export(self, session: AsyncSession, subject: Subject) -> dict[str, list[dict[str, Any]]]:

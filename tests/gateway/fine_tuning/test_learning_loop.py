@@ -1,0 +1,183 @@
+"""The learning loop (issue 20, point 5) with the real LoRA engine: a tenant's policy turns 40
+corrections into a version that is promoted (its alias answers what the corrections teach), then 40
+corrupted corrections (a different random answer each) into a version that is evaluated worse on the
+held-out slice and refused; both stay addressable, every step is in the job's events and the audit
+log, and the alias is rolled back and forth through the admin API. The policy's admin API refuses
+what it cannot run (OpenAI's envelope)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.launcher import EngineProcess
+from gateway import Settings, create_app
+from gateway.store import Database, utcnow
+from gateway.store.completions import CompletionStore, StoredCompletionRow
+from tests.gateway.fine_tuning.conftest import BASE, PROMPT, TuningGateway, greedy, tuning_settings
+from tests.gateway.helpers import AdminClient, bearer, envelope
+from tests.servers import ThreadedServer
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
+
+TAUGHT = "The capital of Tantra is Lora."
+
+
+@pytest.fixture(scope="module")
+def loop_gateway(
+    lora_engine: EngineProcess,
+    qwen2_checkpoint: Path,
+    gateway_settings: Callable[..., Settings],
+    admin_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TuningGateway]:
+    """A gateway of its own (its own store) whose learning loop checks every second."""
+    settings = tuning_settings(
+        gateway_settings,
+        tmp_path_factory.mktemp("learning-loop"),
+        qwen2_checkpoint,
+        upstreams={"lora": {"url": lora_engine.base_url}},
+        learning_loop_interval_s=1.0,
+    )
+    with ThreadedServer(create_app(settings)) as server:
+        admin = AdminClient(server.url, admin_key)
+        yield TuningGateway(server.url, admin, settings.database_url)
+        admin.close()
+
+
+def _feedback(gateway: TuningGateway, secret: str, key_id: str, tenant: str, corrections: list[str]) -> None:
+    """One stored chat completion (as `store: true` keeps it) per correction, and the feedback
+    correcting it through /v1/feedback."""
+    rows = [
+        StoredCompletionRow(
+            id="chatcmpl-" + secrets.token_hex(8),
+            model=BASE,
+            created=0,
+            created_at=utcnow(),
+            request_id="req-" + secrets.token_hex(8),
+            tenant_id=tenant,
+            created_by=key_id,
+            end_user=None,
+            metadata={},
+            messages=[{"role": "user", "content": PROMPT}],
+            choices=[{"index": 0, "message": {"role": "assistant", "content": "I do not know."}}],
+            usage=None,
+        )
+        for _ in corrections
+    ]
+
+    async def write() -> None:
+        database = Database(gateway.database_url)
+        try:
+            await CompletionStore(database).add(rows)
+        finally:
+            await database.close()
+
+    asyncio.run(write())
+    for row, correction in zip(rows, corrections, strict=True):
+        body = {"completion_id": row.id, "rating": "down", "correction": correction}
+        made = httpx.post(gateway.url + "/v1/feedback", json=body, headers=bearer(secret), timeout=30)
+        assert made.status_code == 200, made.text
+
+
+def _policy_path(tenant: str) -> str:
+    return f"/admin/tenants/{tenant}/learning-policy"
+
+
+def _wait_versions(admin: AdminClient, tenant: str, count: int, timeout: float = 1200) -> dict[str, Any]:
+    """The loop's view once `count` versions exist and no cycle is under way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = admin.http.get(_policy_path(tenant)).json()
+        if len(view["versions"]) >= count and view["cycle"] is None and view["feedback_cursor"]:
+            return view
+        assert time.monotonic() < deadline, view
+        time.sleep(1.0)
+
+
+def _audit(admin: AdminClient, tenant: str) -> list[str]:
+    found = admin.http.get("/admin/audit", params={"target_id": tenant, "limit": 100}).json()["data"]
+    return [event["action"] for event in found]
+
+
+def _events(client: Any, job_id: str) -> list[str]:
+    return [event.message for event in client.fine_tuning.jobs.list_events(job_id, limit=100).data]
+
+
+def test_the_loop_promotes_a_better_version_and_refuses_a_worse_one(loop_gateway: TuningGateway) -> None:
+    secret, key_id, tenant = loop_gateway.tenant_key("learner")
+    client, admin = loop_gateway.client(secret), loop_gateway.admin
+    policy = {
+        "min_new_feedback": 40,  # each batch below starts exactly one cycle
+        "holdout_fraction": 0.25,
+        "base_model": BASE,
+        "method": "supervised",
+        "suffix": "loop",
+        "key_id": key_id,
+    }
+    made = admin.http.put(_policy_path(tenant), json=policy)
+    assert made.status_code == 200, made.text
+    alias = f"ft:{BASE}:{tenant}:loop"
+    assert made.json()["alias"] == alias and made.json()["promoted_model"] is None
+    assert greedy(client, BASE) != TAUGHT
+
+    _feedback(loop_gateway, secret, key_id, tenant, [TAUGHT] * 40)
+    first = _wait_versions(admin, tenant, 1)
+    better = first["versions"][0]
+    assert first["promoted_model"] == better["model"], first
+    assert greedy(client, alias) == TAUGHT
+    events = _events(client, better["job_id"])
+    assert any("training on" in m for m in events) and any("promoted" in m for m in events), events
+
+    # Corrupted: every correction a different random answer; the held-out slice now mixes both.
+    _feedback(loop_gateway, secret, key_id, tenant, [f"zq{secrets.token_hex(6)} xv" for _ in range(40)])
+    second = _wait_versions(admin, tenant, 2)
+    worse = next(v for v in second["versions"] if v["job_id"] != better["job_id"])
+    assert second["promoted_model"] == better["model"], second
+    assert greedy(client, alias) == TAUGHT
+    assert greedy(client, worse["model"]) != TAUGHT  # still addressable by its full name
+    assert any("not promoted" in m for m in _events(client, worse["job_id"]))
+
+    actions = _audit(admin, tenant)
+    for action in ("learning_policy.set", "learning_loop.start", "learning_loop.train"):
+        assert action in actions, actions
+    assert "learning_loop.promote" in actions and "learning_loop.refuse" in actions
+
+    back = admin.http.post(_policy_path(tenant) + "/rollback", json={"model": worse["model"]})
+    assert back.status_code == 200 and back.json()["promoted_model"] == worse["model"]
+    assert greedy(client, alias) != TAUGHT
+    again = admin.http.post(_policy_path(tenant) + "/rollback", json={"model": better["job_id"]})
+    assert again.json()["promoted_model"] == better["model"]
+    assert greedy(client, alias) == TAUGHT
+    assert "learning_policy.rollback" in _audit(admin, tenant)
+
+
+def test_the_policy_api_refuses_what_it_cannot_run(loop_gateway: TuningGateway) -> None:
+    _, key_id, tenant = loop_gateway.tenant_key("refused")
+    _, other_key, _ = loop_gateway.tenant_key("other")
+    admin = loop_gateway.admin
+    good = {"base_model": BASE, "key_id": key_id}
+    assert admin.http.get(_policy_path(tenant)).status_code == 404
+    cases = [
+        ({**good, "base_model": "no-such-base"}, "base_model"),
+        ({**good, "key_id": other_key}, "key_id"),
+        ({**good, "holdout_fraction": 1.5}, None),
+        ({**good, "method": "rlhf"}, None),
+    ]
+    for body, param in cases:
+        refused = admin.http.put(_policy_path(tenant), json=body)
+        error = envelope(refused, 400)
+        assert param is None or error["param"] == param
+    assert admin.http.put(_policy_path("no-such-tenant"), json=good).status_code == 404
+    assert admin.http.put(_policy_path(tenant), json=good).status_code == 200
+    nope = {"model": f"ft:{BASE}:{tenant}:loop:nope"}
+    missing = admin.http.post(_policy_path(tenant) + "/rollback", json=nope)
+    assert envelope(missing, 404)["param"] == "model"
+    assert admin.http.delete(_policy_path(tenant)).json()["deleted"] is True
