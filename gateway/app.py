@@ -177,7 +177,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(pooling_router(services.pooling))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
-        app.include_router(speech_router(services.speech))
+        app.include_router(speech_router(services.speech, authenticate))
     _include_moderation(app, parts)
     _include_stored(app, parts)
     if settings.realtime_enabled:

@@ -14,7 +14,16 @@ from adapters.stt import (
     analysis_installed,
     diarization_installed,
 )
-from adapters.tts import EspeakBackend, Loudness, PiperBackend, SpeechBackend, Synthesizer
+from adapters.tts import (
+    EspeakBackend,
+    KokoroBackend,
+    LanguageDetector,
+    Loudness,
+    PiperBackend,
+    SpeechBackend,
+    Synthesizer,
+    kokoro_installed,
+)
 from gateway.admission import Admission
 from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
 from gateway.services.speech import SpeechService
@@ -139,15 +148,20 @@ def media_service(
 
 
 def speech_service(settings: Settings, admission: Admission) -> SpeechService:
-    """/v1/audio/speech: Piper voices (when any are configured) before eSpeak NG's."""
+    """/v1/audio/speech: Piper voices (when any are configured) and Kokoro's (when installed) before
+    eSpeak NG's, so a language they speak gets their neural voice."""
     backends: list[SpeechBackend] = []
     if settings.tts_piper_voices:
         backends.append(PiperBackend(settings.tts_piper_voices))
+    if settings.tts_kokoro and kokoro_installed():
+        backends.append(KokoroBackend())
     backends.append(EspeakBackend(settings.tts_espeak_binary, timeout_s=settings.tts_timeout_s))
     lufs = settings.speech_loudness_lufs()
     loudness = None if lufs is None else Loudness(lufs, settings.tts_true_peak_dbtp)
+    mode = settings.tts_language_detection
+    detector = None if mode == "off" else LanguageDetector(accurate=mode == "accurate")
     return SpeechService(
-        Synthesizer(backends, concurrency=settings.tts_concurrency, loudness=loudness),
+        Synthesizer(backends, concurrency=settings.tts_concurrency, loudness=loudness, detector=detector),
         admission,
         model=settings.tts_model,
         aliases=settings.tts_model_aliases,

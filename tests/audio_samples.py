@@ -95,3 +95,17 @@ def decode(data: bytes) -> tuple[float, int, int]:
 
 def duration(data: bytes) -> float:
     return decode(data)[0]
+
+
+def decoded_rms(data: bytes) -> float:
+    """The RMS level (full scale 1.0) of an audio file, decoded to its end with PyAV."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.audio[0]
+        total, count = 0.0, 0
+        for frame in container.decode(stream):
+            samples = frame.to_ndarray().astype("float64")
+            if frame.format.name.startswith("s16"):
+                samples /= 32768.0
+            total += float((samples**2).sum())
+            count += samples.size
+        return (total / count) ** 0.5 if count else 0.0

@@ -1,4 +1,5 @@
-"""Text to speech: sentences spoken by eSpeak NG (or a Piper voice), brought to one loudness,
+"""Text to speech: sentences spoken by eSpeak NG (or a Piper or Kokoro voice), in the text's language
+(given or detected), brought to one loudness,
 resampled to 24 kHz mono and encoded as each is made. Pure audio work with no knowledge of HTTP; the
 gateway's /v1/audio/speech and the realtime endpoint call the Synthesizer. See docs/audio.md."""
 
@@ -11,10 +12,13 @@ from adapters.tts.audio import (
     wav_header,
 )
 from adapters.tts.backends import EspeakBackend, PiperBackend, SpeechBackend
-from adapters.tts.errors import SpeechUnavailable, UnknownVoice
+from adapters.tts.errors import SpeechUnavailable, UnknownVoice, UnsupportedLanguage
+from adapters.tts.kokoro import KokoroBackend, kokoro_installed
+from adapters.tts.languages import LanguageDetector, language_code
 from adapters.tts.loudness import Loudness
 from adapters.tts.sentences import SentenceSplitter, split_sentences
 from adapters.tts.synthesizer import MAX_SPEED, MIN_SPEED, OPENAI_VOICES, Synthesizer, Voice
+from adapters.tts.voices import VoiceEntry
 
 __all__ = [
     "CONTENT_TYPES",
@@ -25,6 +29,8 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioFormat",
     "EspeakBackend",
+    "KokoroBackend",
+    "LanguageDetector",
     "Loudness",
     "PiperBackend",
     "SentenceSplitter",
@@ -33,7 +39,11 @@ __all__ = [
     "SpokenPcm",
     "Synthesizer",
     "UnknownVoice",
+    "UnsupportedLanguage",
     "Voice",
+    "VoiceEntry",
+    "kokoro_installed",
+    "language_code",
     "split_sentences",
     "wav_header",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import threading
@@ -14,6 +15,8 @@ from typing import Any, Protocol
 
 from adapters.tts.audio import SAMPLE_WIDTH, SpokenPcm, change_tempo
 from adapters.tts.errors import SpeechUnavailable, UnknownVoice
+from adapters.tts.languages import language_code
+from adapters.tts.voices import VoiceEntry
 
 _log = logging.getLogger("tantra.tts")
 
@@ -27,6 +30,10 @@ class SpeechBackend(Protocol):
     async def has_voice(self, voice: str) -> bool: ...
 
     async def voices(self) -> list[str]: ...
+
+    async def catalog(self) -> list[VoiceEntry]:
+        """The voices by language (not every name `has_voice` takes: one per voice)."""
+        ...
 
     async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm: ...
 
@@ -52,6 +59,7 @@ class EspeakBackend:
         self._binary = binary
         self._timeout_s = timeout_s
         self._known: tuple[frozenset[str], frozenset[str]] | None = None
+        self._entries: list[VoiceEntry] = []
         self._lock = asyncio.Lock()
 
     def available(self) -> bool:
@@ -60,6 +68,10 @@ class EspeakBackend:
     async def voices(self) -> list[str]:
         languages, _ = await self._catalog()
         return sorted(languages)
+
+    async def catalog(self) -> list[VoiceEntry]:
+        await self._catalog()
+        return list(self._entries)
 
     async def has_voice(self, voice: str) -> bool:
         """A language or voice (`en-us`, `de`, `gmw/en-US`, `English_(America)`), optionally with a
@@ -81,7 +93,9 @@ class EspeakBackend:
         if self._known is None:
             async with self._lock:
                 if self._known is None:
-                    languages = _voice_names(await self._run("--voices"), variants=False)
+                    listing = await self._run("--voices")
+                    languages = _voice_names(listing, variants=False)
+                    self._entries = _espeak_entries(listing)
                     variants = _voice_names(await self._run("--voices=variant"), variants=True)
                     self._known = (frozenset(languages), frozenset(variants))
         return self._known
@@ -127,6 +141,21 @@ def _voice_names(listing: bytes, *, variants: bool) -> set[str]:
     return names
 
 
+def _espeak_entries(listing: bytes) -> list[VoiceEntry]:
+    """One entry per voice of `espeak-ng --voices`, named by its language column (`fr-fr`); its
+    gender is the variant's (`fr-fr+f3`), so none is given here."""
+    entries: dict[str, VoiceEntry] = {}
+    for line in listing.decode(errors="replace").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 5:
+            name = fields[1]
+            description = fields[3].replace("_", " ")
+            entries.setdefault(
+                name, VoiceEntry(name, language_code(name), EspeakBackend.name, None, description)
+            )
+    return list(entries.values())
+
+
 def _wav_rate(wav: bytes) -> int:
     if len(wav) < _WAV_HEADER or wav[:4] != b"RIFF":
         raise SpeechUnavailable("eSpeak NG did not write a WAV file.")
@@ -161,6 +190,12 @@ class PiperBackend:
     async def has_voice(self, voice: str) -> bool:
         return voice in self._paths
 
+    async def catalog(self) -> list[VoiceEntry]:
+        return [
+            VoiceEntry(name, _piper_language(name, path), self.name)
+            for name, path in sorted(self._paths.items())
+        ]
+
     async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm:
         if voice not in self._paths:
             raise UnknownVoice(voice)
@@ -191,3 +226,14 @@ class PiperBackend:
                 except Exception as exc:
                     raise SpeechUnavailable(f"The Piper voice `{voice}` could not be loaded: {exc}") from exc
             return self._loaded[voice]
+
+
+def _piper_language(name: str, model: Path) -> str:
+    """A Piper voice's language, from its `.onnx.json` (`language.code`, `en_US`) or else from its
+    file name (`en_US-amy-medium.onnx`)."""
+    config = model.with_name(model.name + ".json")
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        code = json.loads(config.read_text(encoding="utf-8"))["language"]["code"]
+        if isinstance(code, str) and code:
+            return language_code(code)
+    return language_code(model.name.split("-")[0] or name)

@@ -16,3 +16,13 @@ class SpeechUnavailable(MediaError):
 
     def __init__(self, message: str) -> None:
         super().__init__(None, message, code="speech_unavailable", status=503)
+
+
+class UnsupportedLanguage(MediaError):
+    """A `language` no installed voice speaks."""
+
+    def __init__(self, language: str, known: str = "") -> None:
+        hint = f" Languages with a voice: {known}." if known else ""
+        super().__init__(
+            "language", f"No voice speaks the language `{language}`.{hint}", code="unsupported_language"
+        )

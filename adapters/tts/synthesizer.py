@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, AudioFormat, Resampler, SpokenPcm, encoder
 from adapters.tts.backends import SpeechBackend
-from adapters.tts.errors import UnknownVoice
+from adapters.tts.errors import UnknownVoice, UnsupportedLanguage
+from adapters.tts.languages import LanguageDetector, language_code
 from adapters.tts.loudness import Loudness, normalize
 from adapters.tts.sentences import SentenceSplitter, split_sentences
+from adapters.tts.voices import VoiceEntry, gender_of, pick
 
 # OpenAI's voices, as eSpeak NG voice+variant: the accent and register each is described with.
 OPENAI_VOICES: Mapping[str, str] = {
@@ -41,6 +43,8 @@ class Voice:
     requested: str
     backend: SpeechBackend
     name: str
+    # The language it was picked for (given, or detected from the text); None: the voice's own.
+    language: str | None = None
 
 
 class Synthesizer:
@@ -49,6 +53,11 @@ class Synthesizer:
     Backends are asked in order, so a Piper voice named `alloy` wins over eSpeak's `alloy`; OpenAI's
     voice names not claimed by a backend map to eSpeak NG voices (OPENAI_VOICES), and any other name
     is passed to the backends as it is (`de`, `en-gb+f3`, a Piper voice's name).
+
+    OpenAI's voices speak every language, so one of their names is a character rather than a voice:
+    given a language (or a text whose language `detector` finds), it becomes that language's voice
+    (voices.pick: the first backend's, of the same gender; eSpeak's with the same variant). A name
+    a backend speaks itself is spoken as it is, whatever the language.
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class Synthesizer:
         lookahead: int = 2,
         chunk_seconds: float = 0.25,
         loudness: Loudness | None = None,
+        detector: LanguageDetector | None = None,
     ) -> None:
         if not backends:
             raise ValueError("a Synthesizer needs at least one backend")
@@ -75,13 +85,57 @@ class Synthesizer:
         # Each sentence is brought to this loudness on its own (loudness.py), as it is made: a
         # stream cannot wait for its end to be measured whole. None: as the backend made it.
         self._loudness = loudness
+        self._detector = detector
+        self._catalog: list[VoiceEntry] | None = None
 
-    async def voice(self, requested: str) -> Voice:
-        """Resolve a voice name, or raise UnknownVoice (a 400 naming `voice`)."""
-        for candidate in dict.fromkeys((requested, self._aliases.get(requested.lower(), requested))):
-            for backend in self._backends:
-                if await backend.has_voice(candidate):
-                    return Voice(requested, backend, candidate)
+    async def catalog(self) -> list[VoiceEntry]:
+        """Every backend's voices, in the backends' order (cached: the voices are installed ones)."""
+        if self._catalog is None:
+            self._catalog = [entry for backend in self._backends for entry in await backend.catalog()]
+        return self._catalog
+
+    async def languages(self) -> list[str]:
+        return sorted({entry.language for entry in await self.catalog()})
+
+    async def voice(self, requested: str, *, language: str | None = None, text: str | None = None) -> Voice:
+        """Resolve a voice name for `language` (or the language of `text`, when a detector is set),
+        or raise UnknownVoice (a 400 naming `voice`) or UnsupportedLanguage (naming `language`)."""
+        wanted = None if language is None else await self._speakable(language)
+        for backend in self._backends:
+            if await backend.has_voice(requested):
+                return Voice(requested, backend, requested)
+        alias = self._aliases.get(requested.lower())
+        if alias is None:
+            raise UnknownVoice(
+                requested, ", ".join(self._aliases) + ", or an eSpeak NG voice such as en-gb+f3"
+            )
+        if wanted is None and text is not None and self._detector is not None:
+            wanted = await asyncio.to_thread(self._detector.detect, text, await self.languages())
+        base, _, variant = alias.partition("+")
+        if wanted is not None and wanted != language_code(base):
+            entry = pick(await self.catalog(), wanted, gender_of(variant))
+            if entry is not None:
+                return await self._entry_voice(requested, entry, variant, wanted)
+        return await self._named(requested, alias, wanted)
+
+    async def _speakable(self, language: str) -> str:
+        code = language_code(language)
+        if code not in await self.languages():
+            raise UnsupportedLanguage(language, ", ".join(await self.languages()))
+        return code
+
+    async def _entry_voice(self, requested: str, entry: VoiceEntry, variant: str, language: str) -> Voice:
+        backend = next(b for b in self._backends if b.name == entry.backend)
+        name = entry.name
+        # eSpeak NG's voices take the OpenAI voice's variant (`alloy` in French: `fr+f4`).
+        if variant and await backend.has_voice(f"{name}+{variant}"):
+            name = f"{name}+{variant}"
+        return Voice(requested, backend, name, language)
+
+    async def _named(self, requested: str, name: str, language: str | None) -> Voice:
+        for backend in self._backends:
+            if await backend.has_voice(name):
+                return Voice(requested, backend, name, language)
         raise UnknownVoice(requested, ", ".join(self._aliases) + ", or an eSpeak NG voice such as en-gb+f3")
 
     async def stream_pcm(

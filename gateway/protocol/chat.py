@@ -276,6 +276,8 @@ class ChatAudioParam(Open):
 
     voice: Annotated[str, Field(min_length=1)] | VoiceId
     format: Literal["wav", "aac", "mp3", "flac", "opus", "pcm16"]
+    # Tantra's extension: the answer's language (ISO 639-1), whose voice an OpenAI voice name becomes.
+    language: Annotated[str, Field(min_length=2, max_length=35)] | None = None
 
     @property
     def voice_name(self) -> str:

@@ -25,6 +25,12 @@ class SpeechRequest(Strict):
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0
     stream_format: Literal["audio", "sse"] = "audio"
+    # Tantra's extension: the input's language (ISO 639-1 such as `fr`, or a tag such as `pt-BR`).
+    # With one of OpenAI's voice names it picks that language's voice; absent, it is detected.
+    language: (
+        Annotated[str, Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")]
+        | None
+    ) = None
 
     @property
     def voice_name(self) -> str:

@@ -41,6 +41,8 @@ class Plan:
     input: list[Entry] | None = None  # the response's own context, instead of the conversation
     metadata: dict[str, str] | None = None
     output_format: g711.Format = "pcm16"
+    # The session's input_audio_transcription.language: the answer is spoken in its voice.
+    language: str | None = None
 
 
 class Response:

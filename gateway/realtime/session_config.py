@@ -153,7 +153,12 @@ class SessionConfig:
             input=_input(options, items),
             metadata=options.metadata,
             output_format=options.output_audio_format or self.output_format,
+            language=self._language(),
         )
+
+    def _language(self) -> str | None:
+        language = (self.transcription or {}).get("language")
+        return language if isinstance(language, str) and language else None
 
 
 def _input(options: ResponseOptions, items: Sequence[Entry]) -> list[Entry] | None:

@@ -31,6 +31,9 @@ class Speaker:
         self._stop = response.cancelled
         self._task = asyncio.create_task(self._run())
         self.failure: EventError | None = None
+        # The session's language, else the one found in the first sentence: kept for the rest of
+        # the answer, so its voice does not change from sentence to sentence.
+        self._language = plan.language
 
     def feed(self, delta: str) -> None:
         for sentence in self._splitter.feed(delta):
@@ -64,11 +67,14 @@ class Speaker:
             "response_format": "pcm",
             "speed": self._plan.speed,
         }
+        if self._language is not None:
+            body["language"] = self._language
         self._response.spoken.append(Spoken(sentence))
         async with self._response.loopback.post("/v1/audio/speech", orjson.dumps(body), self._stop) as answer:
             if answer.status != 200:
                 raw = await read_all(answer.chunks)
                 raise failure_of(orjson.loads(raw) if raw else {}, answer.status)
+            self._language = self._language or answer.headers.get("x-tantra-language")
             async for pcm in _whole_samples(answer.chunks):
                 await self._response.audio_delta(pcm)
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from adapters.tts import CONTENT_TYPES
+from gateway.auth import Principal
+from gateway.http.client_address import client_address
+from gateway.media.service import as_api_errors
 from gateway.protocol import ErrorResponse, SpeechRequest
 from gateway.services.speech import PATH, SpeechService
+
+Authenticate = Callable[[Mapping[str, str], str | None], Awaitable[Principal]]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -29,8 +35,17 @@ _SSE_EXAMPLE = (
 )
 
 
-def speech_router(service: SpeechService) -> APIRouter:
+def speech_router(service: SpeechService, authenticate: Authenticate) -> APIRouter:
     router = APIRouter(tags=["audio"], responses=_ERRORS)
+
+    @router.get(
+        "/v1/audio/voices",
+        summary="List the voices by language (Tantra's extension; `?language=ja` filters)",
+    )
+    async def list_voices(request: Request, language: str | None = None) -> dict[str, Any]:
+        await authenticate(request.headers, client_address(request))
+        with as_api_errors():
+            return await service.voices(language)
 
     @router.post(
         PATH,

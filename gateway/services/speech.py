@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from adapters import MediaError
-from adapters.tts import CONTENT_TYPES, Synthesizer
+from adapters.tts import CONTENT_TYPES, OPENAI_VOICES, Synthesizer, UnsupportedLanguage, Voice, language_code
 from adapters.tts.audio import SAMPLE_RATE
 from gateway.admission import Admission, Outcome, Ticket
 from gateway.errors import APIError, InvalidRequest, ModelNotFound, sse_error_event
@@ -59,6 +59,27 @@ class SpeechService:
     def knows(self, model: str) -> bool:
         return model in self._names
 
+    async def voices(self, language: str | None) -> dict[str, Any]:
+        """GET /v1/audio/voices (Tantra's): the installed voices, of `language` when given, and
+        OpenAI's voice names (they speak every language, through the language's own voice)."""
+        languages = await self.synthesizer.languages()
+        wanted = None if language is None else language_code(language)
+        if wanted is not None and wanted not in languages:
+            raise UnsupportedLanguage(language or "", ", ".join(languages))
+        entries = [e.card() for e in await self.synthesizer.catalog() if wanted in (None, e.language)]
+        aliases = [
+            {
+                "id": name,
+                "object": "voice",
+                "language": None,
+                "backend": None,
+                "gender": None,
+                "description": f"OpenAI's voice: any language's voice (in English, eSpeak NG's {voice})",
+            }
+            for name, voice in OPENAI_VOICES.items()
+        ]
+        return {"object": "list", "languages": languages, "data": aliases + entries}
+
     async def handle(self, request: Request) -> Response:
         async with self._admission.enter(request, PATH) as ticket:
             ticket.tab.model = self.model
@@ -70,7 +91,9 @@ class SpeechService:
             _, _, parsed = await ticket.read_json(SpeechRequest)
             self._check(parsed)
             ticket.use_model(self.model, stream=parsed.stream_format == "sse")
-            voice = await self.synthesizer.voice(parsed.voice_name)
+            voice = await self.synthesizer.voice(
+                parsed.voice_name, language=parsed.language, text=parsed.input
+            )
         tokens = math.ceil(len(parsed.input) / _CHARS_PER_TOKEN)
         await ticket.reserve(Estimate(tokens, 0, tokens))
         spoken = _Spoken()
@@ -93,7 +116,7 @@ class SpeechService:
             audio,
             sse=usage if parsed.stream_format == "sse" else None,
             media_type=CONTENT_TYPES[parsed.response_format],
-            headers=ticket.limit_headers,
+            headers={**ticket.limit_headers, **voice_headers(voice)},
             on_close=settle,
         )
 
@@ -112,6 +135,15 @@ class SpeechService:
             )
         if not any(ch.isalnum() for ch in parsed.input):
             raise InvalidRequest("`input` has nothing to speak (no letters or digits).", param="input")
+
+
+def voice_headers(voice: Voice) -> dict[str, str]:
+    """Which voice spoke, and for which language (Tantra's headers; the language is absent when
+    the voice spoke its own)."""
+    headers = {"x-tantra-voice": voice.name, "x-tantra-voice-backend": voice.backend.name}
+    if voice.language is not None:
+        headers["x-tantra-language"] = voice.language
+    return headers
 
 
 async def _first(audio: AsyncGenerator[bytes, None]) -> bytes:

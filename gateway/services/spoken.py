@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from adapters.tts import AudioFormat, SpeechUnavailable, Synthesizer, UnknownVoice, Voice
+from adapters.tts import AudioFormat, SpeechUnavailable, Synthesizer, UnknownVoice, UnsupportedLanguage, Voice
 from adapters.tts.audio import SAMPLE_RATE
 from gateway.errors import APIError, InvalidRequest
 from gateway.limits.accounting import Tab
@@ -73,14 +73,16 @@ class ChatSpeech:
 
     async def order(self, parsed: ChatCompletionRequest) -> Speaking | None:
         """What the request asked to hear (None: text only); 400 naming `audio.voice` for a voice
-        no backend speaks."""
+        no backend speaks, or `audio.language` (Tantra's) for a language no voice speaks."""
         wanted = parsed.audio_output()
         if wanted is None:
             return None
         try:
-            voice = await self._synthesizer.voice(wanted.voice_name)
+            voice = await self._synthesizer.voice(wanted.voice_name, language=wanted.language)
         except UnknownVoice as exc:
             raise InvalidRequest(exc.message, param="audio.voice", code="invalid_value") from None
+        except UnsupportedLanguage as exc:
+            raise InvalidRequest(exc.message, param="audio.language", code=exc.code) from None
         return Speaking(
             voice,
             SYNTH_FORMATS[wanted.format],

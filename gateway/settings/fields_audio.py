@@ -8,6 +8,7 @@ fields are read, named and reloaded exactly as the schema's own.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -76,6 +77,17 @@ class AudioFields(AudioQualityFields, AudioAnalysisFields):
         default_factory=dict,
         description='Piper voices by name, as JSON: {"amy": "/voices/en_US-amy-medium.onnx"} (each with '
         "its .onnx.json beside it); needs the `piper` extra. A name here wins over eSpeak's.",
+    )
+    tts_kokoro: bool = Field(
+        True,
+        description="Speak Japanese with Kokoro-82M's voices (jf_alpha, jm_kumo, ...) when the `kokoro` "
+        "extra is installed; loaded the first time one speaks.",
+    )
+    tts_language_detection: Literal["fast", "accurate", "off"] = Field(
+        "fast",
+        description="How an OpenAI voice name (alloy, ...) finds the language of a text sent without "
+        "`language`: lingua's low-accuracy mode (about 1 s and 100 MB on first use), its accurate "
+        "mode (some 20 s and 1 GB), or off (the voice's own English).",
     )
 
     # Speech to text (adapters/speech, docs/audio.md).

