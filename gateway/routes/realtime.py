@@ -1,4 +1,5 @@
-"""WebSocket /v1/realtime: OpenAI's Realtime API (a practical subset) over the gateway's own endpoints."""
+"""WebSocket /v1/realtime: OpenAI's Realtime API (a practical subset) over the gateway's own endpoints
+(its WebRTC transport: realtime_calls.py)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ def realtime_router(
     limits: Callable[[], RealtimeLimits],
     limiter: RateLimiter,
     rejected: Callable[[str, str], None] = lambda limit, scope: None,
+    slots: SessionSlots | None = None,
 ) -> APIRouter:
     """`rejected(limit, scope)` counts a handshake refused by a session cap or a concurrency limit
-    (the rate-limit metric)."""
+    (the rate-limit metric); `slots`: this replica's open sessions, shared with the WebRTC calls."""
     router = APIRouter()
-
-    slots = SessionSlots()  # this replica's open sessions
+    slots = slots or SessionSlots()
 
     @router.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
@@ -52,12 +53,8 @@ def realtime_router(
                 headers = {"authorization": f"Bearer {key}"} if key else {}
                 principal = await authenticate(headers, client_address(websocket))
                 # Before the handshake: a refused client gets a plain 429, nothing is allocated.
-                held.enter_context(
-                    slots.hold(principal, SessionCaps(current.max_sessions, current.max_sessions_per_key))
-                )
-                # Then every replica's count, in Redis: the key's sessions, its concurrency slot.
-                await held.enter_async_context(leased(limiter, principal, current.max_sessions_per_key))
-                name = await _model_for(catalog, principal, websocket.query_params.get("model"))
+                await admit(held, slots, limiter, principal, current)
+                name = await model_for(catalog, principal, websocket.query_params.get("model"))
             except APIError as exc:
                 if isinstance(exc, RateLimited) and exc.limit is not None and exc.scope is not None:
                     rejected(exc.limit, exc.scope)
@@ -78,7 +75,20 @@ def realtime_router(
     return router
 
 
-async def _model_for(catalog: ModelCatalog, principal: Principal, model: str | None) -> str:
+async def admit(
+    held: contextlib.AsyncExitStack,
+    slots: SessionSlots,
+    limiter: RateLimiter,
+    principal: Principal,
+    current: RealtimeLimits,
+) -> None:
+    """A session's slots, held by `held` until it closes, or RateLimited: this replica's count
+    first, then every replica's, in Redis (the key's sessions, its concurrency slot)."""
+    held.enter_context(slots.hold(principal, SessionCaps(current.max_sessions, current.max_sessions_per_key)))
+    await held.enter_async_context(leased(limiter, principal, current.max_sessions_per_key))
+
+
+async def model_for(catalog: ModelCatalog, principal: Principal, model: str | None) -> str:
     card = await catalog.resolve(model)
     name = str(card["id"])
     if not principal.may_use(name):

@@ -12,9 +12,10 @@ from pathlib import Path
 from pydantic import Field
 
 from gateway.settings.fields_audio_quality import AudioQualityFields
+from gateway.settings.fields_webrtc import WebRtcFields
 
 
-class AudioFields(AudioQualityFields):
+class AudioFields(AudioQualityFields, WebRtcFields):
     """What the gateway hears and speaks: realtime sessions, speech synthesis and transcription
     (and, in the mixin, loudness and noise suppression)."""
 
