@@ -82,6 +82,7 @@ class RealtimeSession:
         """`audio_out`: the transport plays spoken answers itself (WebRTC's track), and no
         `response.audio.delta` is sent; None: they are events (WebSocket)."""
         self.audio_out = audio_out
+        self._overflowing = False  # the transport's audio found the input buffer full
         self._config = SessionConfig(id=new_id("sess"), model=model)
         self._loopback = loopback
         self._send = send
@@ -174,8 +175,12 @@ class RealtimeSession:
         would add it; a problem (the buffer full without turn detection) is an `error` event."""
         try:
             await self._audio.append_pcm(audio)
+            self._overflowing = False
         except EventError as problem:
-            await self.error(problem, None)
+            # A track sends 50 frames a second: a full buffer is told once, not for each frame.
+            if not self._overflowing:
+                await self.error(problem, None)
+            self._overflowing = problem.code == "input_audio_buffer_full"
 
     async def _update(self, event: SessionUpdateEvent) -> None:
         config = self._config
