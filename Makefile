@@ -9,7 +9,7 @@ WHISPER ?= .cache/checkpoints/whisper-tiny
 EMBEDDING ?= .cache/checkpoints/minilm
 PYTEST_ARGS ?=
 
-.PHONY: run test lint install checkpoint clean run-services test-services bench test-resilience
+.PHONY: run test lint install checkpoint clean run-services test-services bench test-resilience gpu-check
 
 run: $(STAMP) $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/config.json run-services
 	@CHECKPOINT=$(CHECKPOINT) WHISPER=$(WHISPER) EMBEDDING=$(EMBEDDING) PY=$(PY) bash scripts/run.sh
@@ -87,6 +87,11 @@ clean:
 # The gateway-overhead, engine and sustained-load benchmarks (bench/README.md); 25-40 minutes.
 bench: $(STAMP)
 	$(PY) -m bench
+
+# SpikingBrain on an NVIDIA GPU with CUDA graphs: greedy-equal to the CPU reference at the 7B's
+# shapes, then the long-context bench (scripts/gpu_check.py). Without a GPU: says so, exits 0.
+gpu-check: $(STAMP)
+	PYTHONPATH=. $(PY) scripts/gpu_check.py
 
 # The resilience tests alone (two supervised replicas killed, frozen and drained under streams;
 # external providers through a LiteLLM proxy); `make test` runs them too.

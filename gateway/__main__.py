@@ -6,6 +6,8 @@ python -m gateway bootstrap ...   for `make run`: an admin key file and a dev te
 python -m gateway admin create-user --username NAME --role ROLE [--tenant ID] [--password-file F]
                                   a named admin user of the panel (password from the file, from
                                   TANTRA_NEW_ADMIN_PASSWORD, else asked for)
+python -m gateway memory copy --from faiss --to pgvector [--kind memory|vector-store] [--all]
+                                  fill another vector backend (gateway/memory_copy.py)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from types import FrameType
 
 import uvicorn
 
+from gateway import memory_copy
 from gateway.app import create_app
 from gateway.auth import KeyAdmin, hash_key
 from gateway.auth.identities import AdminIdentities
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     boot.add_argument("--dev-key-file", type=Path, required=True, help="holds the dev key; made if missing")
     boot.add_argument("--tenant", default="dev", help="the dev tenant's name (default: dev)")
     _admin_commands(commands)
+    memory_copy.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "bootstrap" and not args.admin_key_file.exists():
         # Before the settings are read: TANTRA_ADMIN_KEY_FILE may name this very file, and the
@@ -63,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
+    elif args.command == "memory":
+        _copy_memory(settings, args)
     elif args.command == "admin":
         asyncio.run(_create_admin_user(settings, args))
     elif args.command == "bootstrap":
@@ -196,6 +202,19 @@ async def _create_admin_user(settings: Settings, args: argparse.Namespace) -> No
         print(f"created admin user {user.username!r} ({user.role}), id {user.user_id}")
     finally:
         await database.close()
+
+
+def _copy_memory(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        copied = asyncio.run(memory_copy.run(settings, args))
+    except ValueError as exc:
+        print(f"tantra-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for kind, done in copied.items():
+        print(
+            f"{kind}: {done.rows} vectors of {done.owners} owners copied from {args.source} to "
+            f"{args.target} ({done.missing} in SQL but not in {args.source})"
+        )
 
 
 def _write_secret(path: Path, secret: str) -> None:

@@ -16,7 +16,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.auth.oidc import OidcClient
 from gateway.components import Components, build
 from gateway.errors import (
     APIError,
@@ -34,6 +33,7 @@ from gateway.http.edge import EdgeMiddleware
 from gateway.http.listeners import ListenerGate, listener_of
 from gateway.http.openapi import install_openapi
 from gateway.observability import RequestInstrumentation
+from gateway.panel_setup import include_panel
 from gateway.pii_setup import pii
 from gateway.realtime_setup import include_realtime
 from gateway.routes import (
@@ -49,16 +49,16 @@ from gateway.routes import (
 )
 from gateway.routes.batches import batches_router
 from gateway.routes.conversations import conversations_router
+from gateway.routes.evals_admin import evals_admin_router
 from gateway.routes.feedback import feedback_admin_router, feedback_router
 from gateway.routes.files import files_router
 from gateway.routes.fine_tuning import fine_tuning_router
 from gateway.routes.gdpr_admin import gdpr_admin_router
 from gateway.routes.memory import memory_router
 from gateway.routes.moderation import moderation_admin_router, moderation_router
-from gateway.routes.panel import PanelSources, panel_router
+from gateway.routes.panel_evals import panel_evals_router
 from gateway.routes.panel_pii import panel_pii_router
 from gateway.routes.panel_retention import panel_retention_router
-from gateway.routes.panel_system import SystemView
 from gateway.routes.pii import pii_admin_router
 from gateway.routes.responses import responses_router
 from gateway.routes.retention_admin import retention_admin_router
@@ -66,9 +66,7 @@ from gateway.routes.stored_completions import stored_completions_router
 from gateway.routes.usage_api import usage_router
 from gateway.routes.vector_stores import vector_stores_router
 from gateway.services.pii import Redactor
-from gateway.settings.load import redacted_dump
 from gateway.settings.schema import Settings
-from gateway.store.gdpr_store import GdprStore
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -113,6 +111,8 @@ def create_app(
     app.state.governance = governed
     _include_routes(app, parts)
     _include_governance(app, parts, governed)
+    if parts.settings.admin_ui_enabled:
+        include_panel(app, parts, governed, pii=redactor is not None)
     if redactor is not None:
         _include_pii(app, parts, redactor)
     _install_error_handlers(app)
@@ -193,8 +193,6 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
             TrustedProxies(settings.trusted_proxies),
         )
     )
-    if settings.admin_ui_enabled:
-        _include_panel(app, parts)
 
 
 def _include_stored(app: FastAPI, parts: Components) -> None:
@@ -229,6 +227,19 @@ def _include_governance(app: FastAPI, parts: Components, governed: Governance) -
     if governed.gdpr is not None:
         store, identities = parts.shared.store, parts.access.identities
         app.include_router(gdpr_admin_router(guard, governed.gdpr, store, identities, proxies))
+    if governed.evals is not None:
+        # Its runs are requests of this app, made in process as the set's key.
+        governed.evals.bind(app)
+        app.include_router(evals_admin_router(guard, governed.evals, parts.shared.store, proxies))
+        if parts.settings.admin_ui_enabled:
+            app.include_router(
+                panel_evals_router(
+                    parts.access.identities,
+                    governed.evals,
+                    proxies=proxies,
+                    cookie_secure=parts.settings.admin_cookie_secure,
+                )
+            )
     if governed.retention is not None:
         app.include_router(retention_admin_router(guard, governed.retention, parts.shared.store, proxies))
         if parts.settings.admin_ui_enabled:
@@ -237,30 +248,6 @@ def _include_governance(app: FastAPI, parts: Components, governed: Governance) -
                 identities, governed.retention, parts.shared.store, proxies=proxies, cookie_secure=cookies
             )
             app.include_router(panel)
-
-
-def _include_panel(app: FastAPI, parts: Components) -> None:
-    """The control panel under /admin/ui, for named admin users (docs/governance.md)."""
-    sso = parts.settings.oidc_config()  # single sign-on, when a provider is configured
-    app.include_router(
-        panel_router(
-            parts.access.identities,
-            parts.access.key_admin,
-            parts.shared.store,
-            proxies=TrustedProxies(parts.settings.trusted_proxies),
-            cookie_secure=parts.settings.admin_cookie_secure,
-            sources=PanelSources(
-                feedback=parts.feedback,
-                oidc=OidcClient(sso) if sso is not None else None,
-                system=SystemView(
-                    parts.pool.snapshot,
-                    lambda: redacted_dump(parts.live.current),
-                    lambda: parts.reloader.history,
-                ),
-                gdpr=GdprStore(parts.shared.database),
-            ),
-        )
-    )
 
 
 def _include_moderation(app: FastAPI, parts: Components) -> None:

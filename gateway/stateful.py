@@ -12,7 +12,8 @@ from gateway.blobs import LocalBlobStore
 from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
 from gateway.limits.accounting import Accountant
-from gateway.memory import FaissIndex
+from gateway.memory.backends import vector_index
+from gateway.memory.graph import KuzuGraph
 from gateway.memory.index import Vector, from_bytes
 from gateway.services.adapters import AdapterServing
 from gateway.services.batch_work import BatchOptions, BatchWork
@@ -28,6 +29,7 @@ from gateway.services.fine_tuning_work import FineTuningWork, TrainerOptions
 from gateway.services.memory import MemoryService
 from gateway.services.memory_chat import ChatMemory, ChatMemoryOptions
 from gateway.services.memory_core import MemoryCore, MemoryOptions
+from gateway.services.memory_graph import GraphOptions, MemoryGraph
 from gateway.services.responses import ResponsesService
 from gateway.services.responses_background import Background
 from gateway.services.stored_completions import StoredCompletions
@@ -40,6 +42,7 @@ from gateway.store.conversations import ConversationStore
 from gateway.store.feedback import FeedbackStore
 from gateway.store.fine_tuning import FineTuningStore
 from gateway.store.memories import MemoryStore
+from gateway.store.memory_recalls import RecallStore
 from gateway.store.responses import ResponseStore
 from gateway.tools_setup import hosted_tools
 from gateway.upstreams import ModelCatalog
@@ -189,7 +192,7 @@ def memory(
     settings: Settings, database: Database, admission: Admission, storage: FileStorage | None
 ) -> MemoryService | None:
     """The memory API (docs/memory.md): memories in SQL, their vectors in the settings' backend (FAISS,
-    its index files in the Files API's blob store, or a local one under blob_dir without it)."""
+    its index files in the Files API's blob store or a local one under blob_dir; Chroma; pgvector)."""
     if not settings.memory_enabled:
         return None
     store = MemoryStore(database)
@@ -198,14 +201,29 @@ def memory(
         return {seq: from_bytes(data) for seq, data in (await store.vectors(tenant_id)).items()}
 
     blobs = storage.blobs if storage is not None else LocalBlobStore(settings.blob_dir)
-    index = FaissIndex(blobs, vectors, hnsw_threshold=settings.memory_faiss_hnsw_threshold)
+    index = vector_index(settings, blobs, vectors)
     options = MemoryOptions(
         embedding_model=settings.memory_embedding_model,
         extraction_model=settings.memory_extraction_model or settings.routing.default_model or "",
         extraction_max_tokens=settings.memory_extraction_max_tokens,
         dedupe_threshold=settings.memory_dedupe_threshold,
     )
-    return MemoryService(admission, MemoryCore(store, index, options))
+    core = MemoryCore(store, index, options)
+    if settings.memory_graph_enabled:
+        directory = (
+            Path(settings.memory_graph_dir)
+            if settings.memory_graph_dir
+            else settings.blob_dir / "memory-graph"
+        )
+        graph_options = GraphOptions(
+            extraction_model=options.extraction_model,
+            max_tokens=settings.memory_extraction_max_tokens,
+            on_plain_add=settings.memory_graph_on_plain_add,
+            search_default=settings.memory_graph_search,
+            hops=settings.memory_graph_hops,
+        )
+        core.graph = MemoryGraph(KuzuGraph(directory), graph_options)
+    return MemoryService(admission, core)
 
 
 def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -> ChatMemory:
@@ -216,7 +234,8 @@ def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -
         token_budget=settings.memory_chat_token_budget,
         min_score=settings.memory_chat_min_score,
     )
-    return ChatMemory(service.core, runner, options)
+    # What each request recalled is kept for the panel's memory page (gateway/store/memory_recalls.py).
+    return ChatMemory(service.core, runner, options, RecallStore(service.core.store.db))
 
 
 def feedback(

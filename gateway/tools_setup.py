@@ -32,6 +32,7 @@ def hosted_tools(settings: Settings, responses: ResponsesService, dispatcher: Di
             judge_model=settings.citations_judge_model,
         ),
     )
+    responses.background.citations = responses.citations  # background responses' pass
     if settings.tools_mcp_enabled:
         policy = AddressPolicy([str(net) for net in settings.tools_url_allowed_networks])
         servers = McpServers(

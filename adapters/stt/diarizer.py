@@ -7,12 +7,9 @@ either. A worker that dies fails only its own request and the pool is rebuilt.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib.util
-import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -20,7 +17,7 @@ import structlog
 
 from adapters.errors import MediaError
 from adapters.stt.diarization import DiarizeOptions, SpeakerEncoder, SpeakerTurn, diarize
-from adapters.stt.transcriber import lower_priority
+from adapters.stt.lazy_pool import LazyPool
 
 _log = structlog.stdlib.get_logger("tantra.speech")
 
@@ -40,38 +37,23 @@ class Diarizer:
         self, *, workers: int = 1, threads: int = 1, nice: int = 10, options: DiarizeOptions | None = None
     ) -> None:
         self.options = options or DiarizeOptions()
-        self._workers = workers
         self._threads = threads
-        self._nice = nice
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = LazyPool(workers, nice)
 
     async def diarize(
         self, samples: np.ndarray, references: Sequence[tuple[str, np.ndarray]] = ()
     ) -> list[SpeakerTurn]:
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = ProcessPoolExecutor(
-                max_workers=self._workers,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=lower_priority,
-                initargs=(self._nice,),
-            )
         job = functools.partial(_diarize, samples, tuple(references), self.options, self._threads)
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, job)
+            return await self._pool.run(job)
         except BrokenProcessPool:
             _log.error("diarization_worker_died")
-            if self._pool is pool:
-                self._pool = None
-                pool.shutdown(wait=False, cancel_futures=True)
             raise MediaError(
                 None, "The diarization worker stopped on this audio.", code="diarization_failed", status=500
             ) from None
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        await self._pool.close()
 
 
 _encoder: SpeakerEncoder | None = None

@@ -65,6 +65,8 @@ def serve(
         max_model_len=max_model_len,
         kv_cache_gib=kv_cache_gib,
         fast_start=not compile_model,
+        # `make gpu-check` runs the context bench on a GPU with TANTRA_ENGINE_DEVICE=cuda.
+        device="cuda" if os.environ.get("TANTRA_ENGINE_DEVICE") == "cuda" else "cpu",
         tool_call_parser=None,
         extra_args=tuple(extra_args),
     )

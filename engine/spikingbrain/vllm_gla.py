@@ -28,6 +28,13 @@ from vllm.v1.attention.backends.registry import MambaAttentionBackendEnum
 
 from engine.spikingbrain.config import GLAswaConfig
 from engine.spikingbrain.gla import gla_chunked, gla_step
+from engine.spikingbrain.gla_batch import (
+    PrefillRow,
+    StepTensors,
+    decode_in_place,
+    fla_chunk_gla,
+    fla_prefill,
+)
 from engine.spikingbrain.weights import GateLayout
 
 __all__ = ["GLAswaLinearAttention", "gla_state_dtype", "gla_state_shape"]
@@ -166,6 +173,8 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
         if metadata is None:  # profiling and warm-up runs carry no requests
             return
         states = self.kv_cache[0]
+        if q.device.type == "cuda" and self._run_on_gpu(q, k, v, g, output, states, metadata):
+            return
         num_reqs = metadata.num_prefills + metadata.num_decodes
         starts = metadata.query_start_loc[: num_reqs + 1].tolist()
         seq_lens = metadata.seq_lens[:num_reqs].tolist()
@@ -208,6 +217,49 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
             )
             states[idx] = state.to(states.dtype)
             output[rows] = o.to(output.dtype)
+
+    def _run_on_gpu(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        g: torch.Tensor,
+        output: torch.Tensor,
+        states: torch.Tensor,
+        metadata: LinearAttentionMetadata,
+    ) -> bool:
+        """The step on a GPU without host syncs where it can be (gla_batch.py); False: use the loop.
+
+        vLLM puts the one-token (decode) requests first, so they are the first `num_decodes` rows.
+        """
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        step = StepTensors(
+            q.reshape(-1, heads, dim),
+            k.reshape(-1, kv_heads, dim),
+            v.reshape(-1, kv_heads, dim),
+            g.reshape(-1, kv_heads, dim),
+            output,
+        )
+        decodes = metadata.num_decodes
+        kernel = fla_chunk_gla()
+        if metadata.num_prefills and kernel is None:
+            return False
+        if decodes:
+            decode_slots = metadata.state_indices_tensor[:decodes]
+            decode_in_place(step, states, decode_slots, metadata.seq_lens, self.scale)
+        if metadata.num_prefills and kernel is not None:
+            num_reqs = decodes + metadata.num_prefills
+            starts = metadata.query_start_loc[: num_reqs + 1].tolist()
+            seq_lens = metadata.seq_lens[:num_reqs].tolist()
+            slots = metadata.state_indices_tensor[:num_reqs].tolist()
+            rows = [
+                PrefillRow(starts[i], starts[i + 1], slots[i], seq_lens[i] > starts[i + 1] - starts[i])
+                for i in range(decodes, num_reqs)
+                if starts[i + 1] > starts[i] and slots[i] >= 0
+            ]
+            if rows:
+                fla_prefill(step, states, rows, self.scale, kernel)
+        return True
 
 
 def _layer_metadata(prefix: str) -> LinearAttentionMetadata | None:

@@ -9,6 +9,11 @@ token endpoint (authlib's OAuth2 client, client_secret_basic, the verifier), the
 token (joserfc, authlib's JOSE library): its signature against the provider's JWKS (fetched again
 once when a key id is unknown: the provider rotated), `iss`, `aud` (the client id), `exp`, `iat`,
 `sub` and the `nonce`. The role comes from the claim mapping; a user no mapping names is refused.
+
+With `userinfo` on, a role claim (or e-mail) the ID token does not carry is read from the provider's
+userinfo endpoint with the access token (many providers release groups only there); its `sub` must be
+the ID token's, and the ID token's own claims win. `logout_url` is OpenID Connect RP-initiated
+logout: the provider's `end_session_endpoint` with `id_token_hint` and `post_logout_redirect_uri`.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -63,6 +69,8 @@ class OidcConfig:
     allowed_domains: tuple[str, ...] = ()
     redirect_url: str | None = None
     leeway_s: int = 60
+    # Read the role claim and e-mail from the userinfo endpoint when the ID token lacks them.
+    userinfo: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,8 @@ class OidcUser:
     email: str | None
     role: str
     tenant_id: str | None
+    # The raw ID token: the `id_token_hint` of a later RP-initiated logout.
+    id_token: str | None = None
 
 
 class OidcClient:
@@ -172,7 +182,48 @@ class OidcClient:
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
             raise OidcFailed("The identity provider answered without an ID token (is `openid` a scope?).")
-        return self.user_of(await self.verify(id_token, pending.nonce))
+        claims = await self.verify(id_token, pending.nonce)
+        if self.config.userinfo and (self.config.role_claim not in claims or "email" not in claims):
+            claims = await self.userinfo(claims, str(token.get("access_token", "")))
+        return replace(self.user_of(claims), id_token=id_token)
+
+    async def userinfo(self, claims: dict[str, Any], access_token: str) -> dict[str, Any]:
+        """The ID token's claims completed by the userinfo endpoint's (the ID token's win)."""
+        endpoint = (await self.metadata()).get("userinfo_endpoint")
+        if not isinstance(endpoint, str) or not access_token:
+            return claims  # nothing to ask: the mapping decides on the ID token alone
+        http = self._http or httpx.AsyncClient(timeout=10)
+        try:
+            answer = await http.get(endpoint, headers={"authorization": f"Bearer {access_token}"})
+            answer.raise_for_status()
+            found = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise OidcFailed(f"The identity provider's userinfo endpoint failed: {exc}") from exc
+        finally:
+            if self._http is None:
+                await http.aclose()
+        if not isinstance(found, dict) or found.get("sub") != claims.get("sub"):
+            raise OidcFailed("The userinfo endpoint answered for another subject than the ID token's.")
+        return {**found, **claims}
+
+    async def logout_url(self, id_token: str, post_logout_redirect_uri: str) -> str | None:
+        """Where to send the browser to end its session at the provider too, or None when the
+        provider offers no `end_session_endpoint` (or cannot be reached: the panel's own logout
+        is done either way)."""
+        try:
+            endpoint = (await self.metadata()).get("end_session_endpoint")
+        except OidcFailed:
+            return None
+        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+            return None
+        query = urlencode(
+            {
+                "id_token_hint": id_token,
+                "post_logout_redirect_uri": post_logout_redirect_uri,
+                "client_id": self.config.client_id,
+            }
+        )
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
     async def verify(self, id_token: str, nonce: str) -> dict[str, Any]:
         """The ID token's claims, once its signature, issuer, audience, times and nonce check out."""

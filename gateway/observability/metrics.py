@@ -155,6 +155,22 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # Self-monitoring (docs/orchestration.md "Self-monitoring"): each eval set's latest score and
+        # whether its model's latest version scored worse than the last one by more than the margin.
+        self.eval_score = Gauge(
+            "tantra_eval_score",
+            "The latest score (0..1) of an eval set against its model's served version.",
+            ["set", "model"],
+            registry=r,
+        )
+        self.eval_regression = Gauge(
+            "tantra_eval_regression",
+            "1 while an eval set's latest run scored a new model version worse than the last version "
+            "by more than the margin (the alert), else 0.",
+            ["set", "model"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -34,6 +34,8 @@ class TranscriptionRequest(BaseModel):
     known_speaker_names: list[str] = Field(default_factory=list)
     known_speaker_references: list[str] = Field(default_factory=list)
     chunking_strategy: Literal["auto"] | ServerVadChunking | None = None
+    # Tantra's extension: labels of audio-classification checkpoints (json and verbose_json).
+    include: list[Literal["emotion", "audio_events"]] = Field(default_factory=list)
 
 
 class TranscriptionWord(BaseModel):
@@ -115,6 +117,11 @@ def multipart_schema(*, translation: bool) -> dict[str, object]:
         "prompt": {"type": "string"},
         "temperature": {"type": "number", "minimum": 0, "maximum": 1},
         "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]},
+        "include[]": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["emotion", "audio_events"]},
+            "description": "Tantra's extension: emotion and sound-event labels (json, verbose_json).",
+        },
     }
     if not translation:
         fields["response_format"] = {

@@ -40,6 +40,8 @@ class MemoryAdd(Scoped):
     messages: list[MemoryMessage] | str = Field(min_length=1)
     metadata: dict[str, Any] | None = None
     infer: bool = True
+    # When the memories expire (ISO 8601 date or datetime; search skips them, compression removes them).
+    expiration_date: str | None = None
 
 
 class MemorySearch(Scoped):
@@ -48,6 +50,8 @@ class MemorySearch(Scoped):
     limit: int | None = Field(None, ge=1, le=1000)  # mem0 v1's name for top_k
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
     metadata: dict[str, Any] | None = None
+    # mem0's flag: merge the knowledge graph's results (None: TANTRA_MEMORY_GRAPH_SEARCH decides).
+    enable_graph: bool | None = None
 
 
 class MemoryList(Scoped):

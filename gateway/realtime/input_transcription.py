@@ -12,9 +12,14 @@ from typing import Any
 import orjson
 
 from adapters.tts import wav_header
+from gateway.http.multipart import multipart_body
 from gateway.realtime.conversation import InputAudioPart, Message
 from gateway.realtime.events import Emit, EventError, failure_of
 from gateway.realtime.loopback import Loopback, read_all
+
+# Tantra's extension fields of `conversation.item.input_audio_transcription.completed`, as the
+# transcription answers them (`include[]`, docs/audio.md).
+_LABELS = ("emotion", "audio_events")
 
 
 class InputTranscriber:
@@ -56,7 +61,7 @@ class InputTranscriber:
         part = item.content[index]
         assert isinstance(part, InputAudioPart)
         try:
-            transcript = await self._transcribe(pcm)
+            transcript, labels = await self._transcribe(pcm)
         except EventError as problem:
             part.transcript = ""
             await self._emit(
@@ -90,17 +95,25 @@ class InputTranscriber:
                 "item_id": item.id,
                 "content_index": index,
                 "transcript": transcript,
+                **labels,
             }
         )
 
-    async def _transcribe(self, pcm: bytes) -> str:
+    async def _transcribe(self, pcm: bytes) -> tuple[str, dict[str, Any]]:
+        """The transcript, and the emotion and sound-event labels when the options `include` them."""
         options = self._options() or {}
-        fields = {"model": str(options.get("model") or self._model), "response_format": "json"}
+        fields = [("model", str(options.get("model") or self._model)), ("response_format", "json")]
         for name in ("language", "prompt"):
             if isinstance(options.get(name), str):
-                fields[name] = options[name]
+                fields.append((name, options[name]))
+        # Tantra's extension: `include: ["emotion", "audio_events"]` in the transcription options.
+        include = options.get("include")
+        for kind in include if isinstance(include, list) else []:
+            fields.append(("include[]", str(kind)))
         boundary = uuid.uuid4().hex
-        body = _multipart(boundary, fields, "audio.wav", wav_header(len(pcm)) + pcm)
+        body = multipart_body(
+            boundary, fields, wav_header(len(pcm)) + pcm, filename="audio.wav", content_type="audio/wav"
+        )
         async with self._loopback.post(
             "/v1/audio/transcriptions",
             body,
@@ -111,16 +124,5 @@ class InputTranscriber:
         payload = orjson.loads(raw) if raw else {}
         if answer.status != 200:
             raise failure_of(payload, answer.status)
-        return str(payload.get("text", "")).strip()
-
-
-def _multipart(boundary: str, fields: dict[str, str], filename: str, data: bytes) -> bytes:
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: audio/wav\r\n\r\n"
-    )
-    return b"".join(parts) + head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        labels = {kind: payload[kind] for kind in _LABELS if kind in payload}
+        return str(payload.get("text", "")).strip(), labels

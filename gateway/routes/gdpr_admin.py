@@ -111,7 +111,7 @@ def gdpr_admin_router(
                 "Exports are kept in the blob store: enable the Files API (TANTRA_FILES_ENABLED)."
             )
         user = (body.user or body.user_id) if body is not None else None
-        return _view(await gdpr.request(kind, tenant_id, user, who.audit))
+        return job_view(await gdpr.request(kind, tenant_id, user, who.audit))
 
     async def found(kind: str, request: Request, tenant_id: str, job_id: str) -> tuple[JobRecord, Actor]:
         who = await actor(request, tenant_id, write=False)
@@ -126,7 +126,7 @@ def gdpr_admin_router(
 
     @router.get("/exports/{job_id}", summary="An export job")
     async def get_export(tenant_id: str, job_id: str, request: Request) -> dict[str, Any]:
-        return _view((await found(EXPORT, request, tenant_id, job_id))[0])
+        return job_view((await found(EXPORT, request, tenant_id, job_id))[0])
 
     @router.get(
         "/exports/{job_id}/content",
@@ -136,7 +136,7 @@ def gdpr_admin_router(
     )
     async def export_content(tenant_id: str, job_id: str, request: Request) -> StreamingResponse:
         record, who = await found(EXPORT, request, tenant_id, job_id)
-        return await _download(gdpr, record, who)
+        return await download_export(gdpr, record, who)
 
     @router.post("/erasures", summary="Erase a tenant's or an end user's data everywhere (a job)")
     async def erase(tenant_id: str, request: Request, body: SubjectBody | None = None) -> dict[str, Any]:
@@ -144,12 +144,12 @@ def gdpr_admin_router(
 
     @router.get("/erasures/{job_id}", summary="An erasure job, its counts and its sweep")
     async def get_erasure(tenant_id: str, job_id: str, request: Request) -> dict[str, Any]:
-        return _view((await found(ERASE, request, tenant_id, job_id))[0])
+        return job_view((await found(ERASE, request, tenant_id, job_id))[0])
 
     return router
 
 
-async def _download(gdpr: Gdpr, record: JobRecord, who: Actor) -> StreamingResponse:
+async def download_export(gdpr: Gdpr, record: JobRecord, who: Actor) -> StreamingResponse:
     if who.identity is not None and not who.identity.can_write:
         raise Forbidden(f"The {who.identity.role} role cannot download personal data.")
     chunks = gdpr.content(record)
@@ -162,7 +162,7 @@ async def _download(gdpr: Gdpr, record: JobRecord, who: Actor) -> StreamingRespo
     )
 
 
-def _view(record: JobRecord) -> dict[str, Any]:
+def job_view(record: JobRecord) -> dict[str, Any]:
     result = record.result
     if isinstance(result, dict):
         result = {name: value for name, value in result.items() if name != "blob_key"}

@@ -32,12 +32,17 @@ from gateway.store import AuditContext, Store
 from gateway.store.views import audit_view
 
 if TYPE_CHECKING:
+    from gateway.routes.panel_memory import MemoryPanelSource
     from gateway.routes.panel_system import SystemView
+    from gateway.services.gdpr import Gdpr
+    from gateway.store.browse import ObjectBrowser
     from gateway.store.gdpr_store import GdprStore
 
 PREFIX = "/admin/ui"
 SESSION_COOKIE = "tantra_admin_session"
 LOGIN_CSRF_COOKIE = "tantra_admin_login_csrf"
+# A single sign-on session's ID token: the `id_token_hint` of the provider's logout (panel_oidc.py).
+ID_TOKEN_COOKIE = "tantra_admin_id_token"
 
 _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "panel_templates"),
@@ -54,8 +59,10 @@ class Panel:
         self.identities = identities
         self.proxies = proxies
         self.cookie_secure = cookie_secure
-        # A link to single sign-on on the login page (panel_oidc.py), when it is configured.
+        # Single sign-on (panel_oidc.py), when it is configured: a link on the login page, and the
+        # provider's own logout after the panel's.
         self.sso = False
+        self.oidc: OidcClient | None = None
 
     async def who(self, request: Request) -> tuple[Identity, str]:
         found = await self.identities.session(request.cookies.get(SESSION_COOKIE))
@@ -112,7 +119,8 @@ def render(
     request: Request, template: str, status: int = 200, *, csrf: str | None = None, **values: Any
 ) -> HTMLResponse:
     identity = getattr(request.state, "panel_identity", None)
-    html = _TEMPLATES.get_template(template).render(me=identity, csrf=csrf, prefix=PREFIX, **values)
+    nav = getattr(request.app.state, "panel_nav", None) or PanelNav()
+    html = _TEMPLATES.get_template(template).render(me=identity, csrf=csrf, prefix=PREFIX, nav=nav, **values)
     # Pages can show one-time secrets and tenants' data: never cached, never framed.
     return HTMLResponse(
         html,
@@ -155,14 +163,28 @@ class PanelRoute(APIRoute):
 
 
 @dataclass(frozen=True)
+class PanelNav:
+    """The optional pages the navigation links to: only those this gateway serves."""
+
+    pii: bool = False
+    retention: bool = False
+    memory: bool = False
+    evals: bool = False
+
+
+@dataclass(frozen=True)
 class PanelSources:
     """What the optional pages read, each page left out without its source: feedback, single
-    sign-on, the system page's views, the GDPR registry's counts."""
+    sign-on, the system page's views, the GDPR registry's counts and its export and erasure jobs,
+    the stored objects' views, memory."""
 
     feedback: FeedbackService | None = None
     oidc: OidcClient | None = None
     system: SystemView | None = None
     gdpr: GdprStore | None = None
+    gdpr_jobs: Gdpr | None = None
+    objects: ObjectBrowser | None = None
+    memory: MemoryPanelSource | None = None
 
 
 def panel_base(
@@ -185,6 +207,8 @@ def panel_router(
 ) -> APIRouter:
     from gateway.routes.panel_data import add_data_page
     from gateway.routes.panel_feedback import add_feedback_page
+    from gateway.routes.panel_memory import add_memory_page
+    from gateway.routes.panel_objects import add_object_pages
     from gateway.routes.panel_oidc import add_oidc_login
     from gateway.routes.panel_pages import add_audit_page, add_tenant_pages
     from gateway.routes.panel_system import add_system_page
@@ -195,7 +219,6 @@ def panel_router(
     given = sources or PanelSources()
     _add_login(router, panel)
     if given.oidc is not None:
-        panel.sso = True
         add_oidc_login(router, panel, given.oidc)
     add_tenant_pages(router, panel, keys, store)
     add_audit_page(router, panel, identities)
@@ -205,7 +228,11 @@ def panel_router(
     if given.system is not None:
         add_system_page(router, panel, given.system)
     if given.gdpr is not None:
-        add_data_page(router, panel, store, given.gdpr)
+        add_data_page(router, panel, store, given.gdpr, given.gdpr_jobs)
+    if given.objects is not None:
+        add_object_pages(router, panel, given.objects)
+    if given.memory is not None:
+        add_memory_page(router, panel, store, given.memory)
     return router
 
 
@@ -254,13 +281,27 @@ def _add_login(router: APIRouter, panel: Panel) -> None:
         response.delete_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
         return response
 
+    _add_logout(router, panel)
+
+
+def _add_logout(router: APIRouter, panel: Panel) -> None:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         identity, _ = await panel.acting(request)
         token = request.cookies.get(SESSION_COOKIE, "")
         await panel.identities.logout(token, identity, audit=panel.audit(request, identity))
-        response = see_other("/login")
+        response: Response = see_other("/login")
+        hint = request.cookies.get(ID_TOKEN_COOKIE)
+        if hint and panel.oidc is not None:
+            # RP-initiated logout: the provider ends its own session, then sends the browser back.
+            given = panel.oidc.config.redirect_url
+            login = str(request.base_url).rstrip("/") + PREFIX + "/login"
+            back = given.removesuffix("/oidc/callback") if given else login
+            provider = await panel.oidc.logout_url(hint, back)
+            if provider is not None:
+                response = RedirectResponse(provider, status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+        response.delete_cookie(ID_TOKEN_COOKIE, path=PREFIX)
         return response
 
 

@@ -32,6 +32,7 @@ class RetentionUpdate(BaseModel):
     memories: _Days = None
     moderation_flags: _Days = None
     fine_tuning_jobs: _Days = None
+    eval_runs: _Days = None
 
     @field_validator("ledger")
     @classmethod

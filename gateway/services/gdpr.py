@@ -2,11 +2,12 @@
 
 `gdpr-export` writes a ZIP of JSON files, one per kind of the registry (gateway/store/gdpr.py),
 with the subject's files' bytes beside them, to the blob store. `gdpr-erase` removes every kind
-from SQL, the blob store (files, upload parts, fine-tuning adapters, earlier exports) and the
-vector index (rebuilt from SQL at once), pseudonymises the ledger, then sweeps: every table with a
-tenant or user column, the blob keys the erased rows held (and, for a tenant on a local blob store,
-every blob under a directory named after it) and the vector index, and records the counts and the
-sweep in the audit log with the real actor. Both are idempotent: a run that dies is retried.
+from SQL, the blob store (files, upload parts, fine-tuning adapters, earlier exports), the vector
+index (rebuilt from SQL at once) and the knowledge graph, pseudonymises the ledger, then sweeps:
+every table with a tenant or user column, the blob keys the erased rows held (and, for a tenant on
+a local blob store, every blob under a directory named after it), the vector index and the graph,
+and records the counts and the sweep in the audit log with the real actor. Both are idempotent: a
+run that dies is retried.
 
 The jobs carry no tenant or user column of their own (a tenant's erasure would otherwise delete
 itself): the subject is in the payload, and an erasure's user is replaced there by its digest
@@ -28,6 +29,7 @@ import numpy as np
 
 from gateway.blobs import BlobStore, LocalBlobStore
 from gateway.jobs import Job, JobRecord, JobRunner
+from gateway.memory.graph import GraphStore
 from gateway.memory.index import VectorIndex
 from gateway.services.adapters import ADAPTER_FILES
 from gateway.store import AuditContext, utcnow
@@ -55,6 +57,7 @@ class Gdpr:
         *,
         blobs: BlobStore | None = None,
         index: VectorIndex | None = None,
+        graph: GraphStore | None = None,
         forget_tenant: Callable[[str], Awaitable[None]] | None = None,
         settle_s: float = 0.0,
     ) -> None:
@@ -67,6 +70,7 @@ class Gdpr:
         self._runner = runner
         self._blobs = blobs
         self._index = index
+        self._graph = graph
 
     def register(self) -> None:
         # One run at a time per replica, above retention, below interactive work.
@@ -223,6 +227,8 @@ class Gdpr:
             await self._forget_tenant(subject.tenant_id)
         if self._index is not None and (seqs or subject.whole_tenant):
             await self._index.purge(subject.tenant_id)
+        if self._graph is not None:
+            await self._graph.erase(subject.tenant_id, subject.user)
         sweep = await self.sweep(subject, blob_keys, seqs)
         return {"erased": {name: n for name, n in counts.items() if n}, "sweep": sweep}
 
@@ -267,14 +273,18 @@ class Gdpr:
         if self._index is not None:
             held = await self._index.ids(subject.tenant_id)
             vectors = len(held) if subject.whole_tenant else len(held & seqs)
-        clean = not kinds and not tables and not blobs and not vectors
-        return {
+        graph = await self._graph.count(subject.tenant_id, subject.user) if self._graph is not None else 0
+        clean = not kinds and not tables and not blobs and not vectors and not graph
+        found: dict[str, Any] = {
             "clean": clean,
             "kinds": kinds,
             "tables": tables,
             "blobs": sorted(set(blobs)),
             "vectors": vectors,
         }
+        if self._graph is not None:  # the knowledge graph's nodes left, when memory has one
+            found["graph"] = graph
+        return found
 
 
 def _under_tenant(blobs: LocalBlobStore, tenant_id: str) -> list[str]:

@@ -297,13 +297,11 @@ class InferenceService:
             if speaking is not None and self._speech is not None:
                 self._speech.charge(ticket.tab, speaking)
             ticket.settle(outcome, usage=usage.usage, completion_tokens=usage.completion_tokens)
-            # Only a stream that ran to its end is stored: a cut one is not the completion.
-            if capture is not None and self._stored is not None and outcome is Outcome.COMPLETED:
-                self._stored.keep(capture.streamed())
 
+        keep = self._keeper(capture)
         if speaking is not None:
-            return self._spoken_stream(stream, usage, speaking, ticket.limit_headers, close)
-        return SSERelay(stream, usage=usage, headers=ticket.limit_headers, on_close=close)
+            return self._spoken_stream(stream, usage, speaking, ticket.limit_headers, close, keep)
+        return SSERelay(stream, usage=usage, headers=ticket.limit_headers, on_close=close, on_complete=keep)
 
     async def _voted(
         self, ticket: Ticket, request: UpstreamRequest, ask: ConfidenceAsk | None
@@ -324,6 +322,16 @@ class InferenceService:
         finally:
             speech.charge(ticket.tab, speaking)
 
+    def _keeper(self, capture: Capture | None) -> Callable[[], None]:
+        """What stores a stream that ran to its end (a cut one is not the completion)."""
+        stored = self._stored
+
+        def keep() -> None:
+            if capture is not None and stored is not None:
+                stored.keep(capture.streamed())
+
+        return keep
+
     def _spoken_stream(
         self,
         stream: UpstreamStream,
@@ -331,11 +339,18 @@ class InferenceService:
         speaking: Speaking,
         headers: dict[str, str],
         on_close: Callable[[Outcome], None],
+        keep: Callable[[], None],
     ) -> SpokenStream:
         speech = self._speech
         assert speech is not None
+
+        def closed(outcome: Outcome) -> None:
+            on_close(outcome)
+            if outcome is Outcome.COMPLETED:
+                keep()
+
         return SpokenStream(
-            stream, usage=usage, speech=speech, speaking=speaking, headers=headers, on_close=on_close
+            stream, usage=usage, speech=speech, speaking=speaking, headers=headers, on_close=closed
         )
 
 

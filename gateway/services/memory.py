@@ -32,6 +32,7 @@ from gateway.protocol.memory import (
     scope_of,
 )
 from gateway.services.memory_core import Caller, MemoryCore, text_of
+from gateway.services.memory_graph import Related, fact_object
 from gateway.store.memories import Event, Memory, Scope
 from gateway.store.owned import Owner
 
@@ -75,7 +76,10 @@ class MemoryService:
                     for m in messages
                     if m.get("role") != "system" and text_of(m)
                 ]
-            done = await self.core.add(caller, scope, texts, dedupe=body.infer, source=messages)
+            expires_at = _expiry(body.expiration_date)
+            done = await self.core.add(
+                caller, scope, texts, dedupe=body.infer, source=messages, expires_at=expires_at
+            )
             results = [{"id": m.id, "memory": m.memory, "event": event} for event, m in done]
             return _done(ticket, {"results": results})
 
@@ -87,8 +91,17 @@ class MemoryService:
             found = await self.core.search(
                 caller, scope, body.query, body.limit or body.top_k, threshold=body.threshold
             )
-            results = [{**memory_object(f.memory), "score": f.score} for f in found]
-            return _done(ticket, {"results": results})
+            results = [{**memory_object(f.memory), "score": f.score, "source": "vector"} for f in found]
+            graph = self.core.graph
+            wanted = (
+                body.enable_graph
+                if body.enable_graph is not None
+                else bool(graph and graph.options.search_default)
+            )
+            if not wanted or graph is None:
+                return _done(ticket, {"results": results})
+            related = await self.core.related(caller, scope, body.query)
+            return _done(ticket, merged(results, related, body.limit or body.top_k))
 
     async def list(self, request: Request, endpoint: str) -> Response:
         """get_all: POST /v2|v3/memories/ with filters in the body, or GET /v1/memories/ with the
@@ -171,6 +184,22 @@ class MemoryService:
         return memory
 
 
+def merged(results: list[dict[str, Any]], related: list[Related], limit: int) -> dict[str, Any]:
+    """Vector results first (`source` vector, or both when the graph reached them too), then the
+    memories only the graph reached (`source` graph, scored 1 / (1 + hops)), at most `limit` of
+    them; and every relation found, in mem0's `relations`."""
+    by_id = {r["id"]: r for r in results}
+    added = 0
+    for found in related:
+        if found.memory.id in by_id:
+            by_id[found.memory.id]["source"] = "both"
+        elif added < limit:
+            results.append({**memory_object(found.memory), "score": found.score, "source": "graph"})
+            added += 1
+    relations = [fact_object(f) for found in related for f in found.facts]
+    return {"results": results, "relations": relations}
+
+
 def memory_object(memory: Memory) -> dict[str, Any]:
     """A memory as mem0's platform shows it."""
     return {
@@ -181,7 +210,7 @@ def memory_object(memory: Memory) -> dict[str, Any]:
         "metadata": memory.metadata or None,
         "categories": memory.categories,
         "immutable": False,
-        "expiration_date": None,
+        "expiration_date": _iso(memory.expires_at) if memory.expires_at else None,
         "created_at": _iso(memory.created_at),
         "updated_at": _iso(memory.updated_at),
     }
@@ -216,6 +245,21 @@ def _scope(body: Scoped, extra: dict[str, Any] | None = None) -> Scope:
     except InvalidParam as exc:
         raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
     return Scope(**found)
+
+
+def _expiry(value: str | None) -> datetime | None:
+    """mem0's `expiration_date` (an ISO date: the end of that day, or an ISO datetime) as naive UTC."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            "expiration_date must be an ISO 8601 date or datetime.", param="expiration_date"
+        ) from None
+    if len(value) == 10:  # a date: the memory lasts through that day
+        at = at.replace(hour=23, minute=59, second=59)
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
 
 
 def _messages(body: MemoryAdd) -> list[dict[str, Any]]:

@@ -6,11 +6,14 @@ says which (`x-tantra-memory: id:score,...`, `usage.tantra_memory` in a JSON ans
 
 The end user is `user` (OpenAI's), else `safety_identifier`, else `metadata.user_id`. The query is
 the last user message's text. The placed memories' tokens are reserved on top of the request's.
+What the search returned and the block placed are kept per request id (`memory_recalls`) for the
+admin panel's memory page.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +23,10 @@ from starlette.responses import Response
 from gateway.admission import Ticket
 from gateway.errors import APIError
 from gateway.jobs import Job, JobRunner
-from gateway.services.memory_core import Caller, MemoryCore, text_of
+from gateway.services.memory_core import Caller, Found, MemoryCore, text_of
+from gateway.store import utcnow
 from gateway.store.memories import Scope
+from gateway.store.memory_recalls import Recalled, RecallStore
 from gateway.store.owned import Owner
 
 log = logging.getLogger("tantra.memory")
@@ -58,6 +63,21 @@ class Recall:
         return [{"id": memory_id, "score": round(score, 4)} for memory_id, score in self.used]
 
 
+def _within_budget(found: list[Found], token_budget: int) -> tuple[list[str], list[tuple[str, float]]]:
+    """The lines of the best memories that fit the budget, and their ids and scores."""
+    lines: list[str] = []
+    used: list[tuple[str, float]] = []
+    budget = token_budget * _CHARS_PER_TOKEN - len(_INTRO)
+    for hit in found:
+        line = f"- {hit.memory.memory}"
+        if len(line) + 1 > budget:
+            break
+        budget -= len(line) + 1
+        lines.append(line)
+        used.append((hit.memory.id, hit.score))
+    return lines, used
+
+
 def recall_header(used: list[tuple[str, float]]) -> str:
     return ",".join(f"{memory_id}:{score:.4f}" for memory_id, score in used)
 
@@ -73,10 +93,18 @@ def end_user_of(payload: dict[str, Any]) -> str | None:
 
 
 class ChatMemory:
-    def __init__(self, core: MemoryCore, runner: JobRunner | None, options: ChatMemoryOptions) -> None:
+    def __init__(
+        self,
+        core: MemoryCore,
+        runner: JobRunner | None,
+        options: ChatMemoryOptions,
+        recalls: RecallStore | None = None,
+    ) -> None:
         self.core = core
         self.runner = runner
         self.options = options
+        # Each request's recall, kept for the panel's memory page (None: not kept).
+        self.recalls = recalls
         if runner is not None:
             runner.register(KIND, self._extract, priority=-5)
 
@@ -103,24 +131,45 @@ class ChatMemory:
             # The answer goes on without memories (the embedding model down or over its limits).
             log.warning("memory recall failed (%s): %s", exc.status, exc.message)
             return None
-        lines: list[str] = []
-        used: list[tuple[str, float]] = []
-        budget = self.options.token_budget * _CHARS_PER_TOKEN - len(_INTRO)
-        for hit in found:
-            line = f"- {hit.memory.memory}"
-            if len(line) + 1 > budget:
-                break
-            budget -= len(line) + 1
-            lines.append(line)
-            used.append((hit.memory.id, hit.score))
+        lines, used = _within_budget(found, self.options.token_budget)
+        content = "\n".join([_INTRO, *lines]) if used else ""
+        tokens = len(content) // _CHARS_PER_TOKEN + 1 if used else 0
+        await self._record(caller, user, found, used, content, tokens)
         if not used:
             return None
         if ticket.record is not None:
             ticket.record.span.set_attribute("tantra.memory", recall_header(used))
-        system = {"role": "system", "content": "\n".join([_INTRO, *lines])}
+        system = {"role": "system", "content": content}
         placed = {**payload, "messages": [system, *messages]}
-        tokens = len(str(system["content"])) // _CHARS_PER_TOKEN + 1
         return Recall(user, used, orjson.dumps(placed), placed, tokens)
+
+    async def _record(
+        self,
+        caller: Caller,
+        user: str,
+        found: list[Found],
+        used: list[tuple[str, float]],
+        content: str,
+        tokens: int,
+    ) -> None:
+        """Keep what the search returned and what was placed, for the panel's memory page (the
+        block as the tenant's PII policy lets it be stored). A failure costs the record only."""
+        if self.recalls is None:
+            return
+        placed = {memory_id for memory_id, _ in used}
+        rows = [
+            {"id": f.memory.id, "score": round(f.score, 4), "placed": f.memory.id in placed} for f in found
+        ]
+        try:
+            redactor = self.core.redactor
+            if redactor is not None and content:
+                content = await redactor.stored(caller.owner.tenant_id, content)
+            recalled = Recalled(caller.request_id, user, rows, content, tokens)
+            await self.recalls.record(
+                caller.owner, recalled, record_id=f"mrec_{secrets.token_hex(12)}", at=utcnow()
+            )
+        except Exception as exc:
+            log.warning("memory recall not recorded: %s", exc)
 
     async def remember(self, ticket: Ticket, payload: dict[str, Any]) -> None:
         """Queue the extraction of new memories from the request's messages (its own system

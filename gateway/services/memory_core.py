@@ -17,6 +17,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp
 from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.memory.index import Vector, VectorIndex, from_bytes
 from gateway.protocol.memory import FACTS_SCHEMA, MAX_FACTS, MAX_MEMORY_CHARS
+from gateway.services.memory_graph import MemoryGraph, Related
 from gateway.services.own_calls import embedded, post_json
 from gateway.services.pii import Redactor
 from gateway.store import utcnow
@@ -71,6 +73,8 @@ class MemoryCore:
         self._app: ASGIApp | None = None
         # PII redaction of the memories stored, under the tenant's policy (set once built); None: off.
         self.redactor: Redactor | None = None
+        # The knowledge graph (docs/memory.md), when TANTRA_MEMORY_GRAPH_ENABLED.
+        self.graph: MemoryGraph | None = None
 
     def bind(self, app: ASGIApp) -> None:
         self._app = app
@@ -82,6 +86,10 @@ class MemoryCore:
         return await post_json(
             self._app, path, body, {ACTING_AS: caller.call(secrets.randbits(16))}, "memory"
         )
+
+    async def post(self, caller: Caller, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A request to the gateway's own endpoint as the caller's key (its JSON answer)."""
+        return await self._post(caller, path, body)
 
     async def embed(self, caller: Caller, texts: Sequence[str]) -> list[Vector]:
         if not texts:
@@ -120,6 +128,7 @@ class MemoryCore:
         *,
         dedupe: bool,
         source: list[dict[str, Any]] | None = None,
+        expires_at: datetime | None = None,
     ) -> list[tuple[str, Memory]]:
         """Store `texts` (each with its metadata) in `scope`. With `dedupe`, a text as near as the
         threshold to a memory of the scope updates that memory instead (an exact repeat changes
@@ -150,12 +159,23 @@ class MemoryCore:
                     metadata={**(target.metadata if target else {}), **metadata},
                     scope=scope,
                     input=source,
+                    expires_at=expires_at,
                 )
             )
         written = await self.store.apply(caller.owner, changes, at=utcnow())
         done = [(c.event, m) for c, m in zip(changes, written, strict=True) if m is not None]
         await self.index.add(tenant, {m.seq: from_bytes(m.vector) for _, m in done})
+        if self.graph is not None and (dedupe or self.graph.options.on_plain_add):
+            await self.graph_remember(caller, [m for _, m in done])
         return done
+
+    async def graph_remember(self, caller: Caller, memories: Sequence[Memory]) -> None:
+        assert self.graph is not None
+
+        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            return await self._post(caller, path, body)
+
+        await self.graph.remember(post, caller.owner.tenant_id, memories)
 
     async def _nearest(self, tenant: str | None, vector: Vector, scoped: dict[int, Memory]) -> Memory | None:
         """The scope's memory nearest `vector`, if as near as the dedupe threshold."""
@@ -171,7 +191,8 @@ class MemoryCore:
         if not memories:
             return []
         (vector,) = await self.embed(caller, [query])
-        by_seq = {m.seq: m for m in memories}
+        now = utcnow()
+        by_seq = {m.seq: m for m in memories if m.live(now)}
         hits = await self.index.search(caller.owner.tenant_id, vector, k, among=list(by_seq))
         found = [Found(by_seq[h.seq], h.score) for h in hits if h.seq in by_seq]
         return [f for f in found if threshold is None or f.score >= threshold]
@@ -186,12 +207,25 @@ class MemoryCore:
         (memory,) = await self.store.apply(caller.owner, [change], at=utcnow())
         if memory is not None and vector is not None:
             await self.index.add(caller.owner.tenant_id, {memory.seq: from_bytes(memory.vector)})
+            if self.graph is not None:
+                await self.graph_remember(caller, [memory])
         return memory
+
+    async def related(self, caller: Caller, scope: Scope, query: str) -> list[Related]:
+        """The scope's memories the knowledge graph reaches from the query's entities (none when the
+        graph is off)."""
+        if self.graph is None:
+            return []
+        now = utcnow()
+        admitted = {m.id: m for m in await self.store.in_scope(caller.owner, scope) if m.live(now)}
+        return await self.graph.related(caller.owner.tenant_id, scope.user_id, query, admitted)
 
     async def delete(self, owner: Owner, memories: Sequence[Memory]) -> None:
         changes = [Change("DELETE", m.id, new_memory_id()) for m in memories]
         await self.store.apply(owner, changes, at=utcnow())
         await self.index.remove(owner.tenant_id, [m.seq for m in memories])
+        if self.graph is not None:
+            await self.graph.store.forget(owner.tenant_id, [m.id for m in memories])
 
 
 def new_memory_id() -> str:

@@ -229,7 +229,9 @@ class SSERelay(EngineEvents):
     pumps bytes, watches the client and feeds usage: when the client disconnects it stops, and the
     upstream connection is closed at once, which makes vLLM abort the request. What breaks on the
     upstream side (stalls, torn connections, continuing elsewhere) is the `UpstreamStream`'s to
-    handle. `on_close` is told how the stream ended.
+    handle. `on_close` is told how the stream ended; `on_complete` runs when the engine's answer
+    ran to its end, before the last events (usage, `[DONE]`) leave, so that what it records (a
+    stored completion) is there when the client, having read `[DONE]`, asks for it.
     """
 
     def __init__(
@@ -239,13 +241,17 @@ class SSERelay(EngineEvents):
         usage: StreamUsage,
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[Outcome], None] | None = None,
+        on_complete: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(stream, headers, on_close)
         self._usage = usage
+        self._on_complete = on_complete
 
     async def pump(self, send: Send) -> Outcome:
         end = await self._stream.run(_ClientSink(self._usage, send))
         tail = self._usage.release() + (end.tail if end.tail is not None else self._usage.rest())
+        if end.completed and self._on_complete is not None:
+            self._on_complete()
         await send_chunk(send, tail, more=False)
         return Outcome.COMPLETED if end.completed else Outcome.FAILED
 

@@ -27,12 +27,20 @@ from starlette.responses import Response
 
 from gateway.admission import Outcome, Ticket
 from gateway.errors import APIError, InvalidRequest
-from gateway.http.sse import EVENT_END
 from gateway.jobs import Job, JobCancelled, JobRunner
 from gateway.limits.accounting import Accountant, Tab
+from gateway.services.citation_check import CitationChecks
 from gateway.services.conversations import Conversations
 from gateway.services.pii import Redactor
-from gateway.services.responses_items import queued, shown
+from gateway.services.responses_background_parts import (
+    OWN_EVENTS,
+    JobSink,
+    decoded,
+    encoded,
+    shower,
+    verification_of,
+)
+from gateway.services.responses_items import queued
 from gateway.services.responses_redacted import DeltaHold, redacted_events, redacted_payload
 from gateway.services.responses_stream import TERMINAL, ResponseEvents, StoredEventsStream, usage_of
 from gateway.store.owned import Owner
@@ -48,8 +56,6 @@ if TYPE_CHECKING:
 KIND = "response"
 PATH = "/v1/responses"
 LEDGER_ENDPOINT = "POST /v1/responses (background)"
-# The gateway's own first events: response.created, response.queued, then response.in_progress.
-_OWN_EVENTS = 3
 _NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0}
 
 
@@ -93,6 +99,8 @@ class Background:
         self._conversations = conversations
         # PII redaction of what is stored, under the tenant's policy (set once built); None: off.
         self.redactor: Redactor | None = None
+        # The search tools' citation verification pass (set by tools_setup.py); None: none.
+        self.citations: CitationChecks | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # One run per job: a response's answer is not generated twice (see the module's words).
         jobs.register(KIND, self.run, max_attempts=2)
@@ -127,6 +135,10 @@ class Background:
             "model": turn.model,
             "body": {**turn.engine_body, "stream": True},
         }
+        if turn.hosted:  # what the citations point at (responses_background_parts.py)
+            payload["hosted"] = encoded(turn.hosted)
+        if turn.verification is not None:
+            payload["verify"] = {"method": turn.verification.method}
         if isinstance(turn.parsed.conversation, str):
             payload["conversation"] = turn.parsed.conversation
             payload["new_items"] = turn.new_items
@@ -180,7 +192,8 @@ class Background:
         row = await self._store.get_any(response_id)
         if row is None or row.status in FINAL:
             return {"status": row.status if row is not None else "deleted"}
-        show = _shower(row)
+        hosted = decoded(job.payload.get("hosted"))
+        show = shower(row, hosted)
         if (job.checkpoint or {}).get("started"):
             await self._fail(job, row, _died())
             return {"status": "failed"}
@@ -196,7 +209,7 @@ class Background:
                 response_id,
                 [{"type": "response.in_progress", "sequence_number": 2, "response": running}],
             )
-            step.checkpoint({"started": True, "events": _OWN_EVENTS})
+            step.checkpoint({"started": True, "events": OWN_EVENTS})
         tab = self._accountant.open(
             tenant_id=job.tenant_id, key_id=job.created_by, endpoint=LEDGER_ENDPOINT, request_id=row.id
         )
@@ -213,7 +226,7 @@ class Background:
     async def _fail(self, job: Job, row: ResponseRow, error: dict[str, Any]) -> None:
         """End the response as failed, with OpenAI's `response.failed` after the events written."""
         failed = {**row.body, "status": "failed", "error": error}
-        events = int((job.checkpoint or {}).get("events", _OWN_EVENTS))
+        events = int((job.checkpoint or {}).get("events", OWN_EVENTS))
         ending = await self._kept(
             job, [{"type": "response.failed", "sequence_number": events, "response": failed}]
         )
@@ -256,9 +269,9 @@ class Background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pumping
                 await upstream.close()
+        await sink.finish()
         final = sink.events.final
         status = str(final.get("status", "completed")) if final is not None else "failed"
-        sink.release()
         if final is None:
             final = {**row.body, "status": "failed", "error": _died("The engine ended the stream early.")}
             sink.add({"type": "response.failed", "response": final})
@@ -283,9 +296,12 @@ class Background:
         )
         return {"status": status}
 
-    async def _sink(self, job: Job, show: Any) -> _JobSink:
+    async def _sink(self, job: Job, show: Any) -> JobSink:
         redacts = self.redactor is not None and await self.redactor.redacts_stored(job.tenant_id)
-        return _JobSink(ResponseEvents(show), DeltaHold() if redacts else None)
+        hosted = decoded(job.payload.get("hosted"))
+        verification = verification_of(self.citations, job.payload, hosted)
+        finish = verification.apply if verification is not None else None
+        return JobSink(ResponseEvents(show, finish), DeltaHold() if redacts else None)
 
     async def _kept(self, job: Job, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Events as the tenant's PII policy lets them be stored (responses_redacted.py)."""
@@ -294,79 +310,12 @@ class Background:
     async def _kept_body(self, job: Job, body: dict[str, Any]) -> dict[str, Any]:
         return body if self.redactor is None else await self.redactor.stored(job.tenant_id, body)
 
-    async def _flush(self, job: Job, response_id: str, sink: _JobSink) -> None:
+    async def _flush(self, job: Job, response_id: str, sink: JobSink) -> None:
         events = await self._kept(job, sink.take())
         if events:
             async with job.transaction() as step:
                 self._store.add_events(step.session, response_id, events)
                 step.checkpoint({"started": True, "events": sink.next})
-
-
-class _JobSink:
-    """The engine's events, renumbered after the gateway's own and held until the next flush; the
-    engine's own `response.created` and `response.in_progress` are the gateway's already."""
-
-    def __init__(self, events: ResponseEvents, hold: DeltaHold | None = None) -> None:
-        self.events = events
-        # Under a PII `store` policy: text deltas held until their part is whole (responses_redacted).
-        self.hold = hold
-        self.next = _OWN_EVENTS
-        self.deltas = 0
-        self._pending: list[dict[str, Any]] = []
-
-    @property
-    def done(self) -> bool:
-        return self.events.done
-
-    async def feed(self, chunk: bytes) -> None:
-        out = self.events.feed(chunk)
-        for raw in out.split(EVENT_END)[:-1]:
-            parsed = self.events.parse(raw) if raw.startswith(b"event: ") else None
-            if parsed is None or parsed.get("type") in ("response.created", "response.in_progress"):
-                continue
-            if str(parsed.get("type", "")).endswith(".delta"):
-                self.deltas += 1
-            self.add(parsed)
-
-    def add(self, event: dict[str, Any]) -> None:
-        for ready in self.hold.offer(event) if self.hold is not None else [event]:
-            ready["sequence_number"] = self.next
-            self.next += 1
-            self._pending.append(ready)
-
-    def release(self) -> None:
-        """The parts still held when the stream ended, each as its one delta."""
-        for ready in self.hold.rest() if self.hold is not None else []:
-            ready["sequence_number"] = self.next
-            self.next += 1
-            self._pending.append(ready)
-
-    def take(self) -> list[dict[str, Any]]:
-        pending, self._pending = self._pending, []
-        return pending
-
-    def drop_partial(self) -> None:
-        self.events.rest()
-
-
-def _shower(row: ResponseRow) -> Any:
-    def show(body: dict[str, Any]) -> dict[str, Any]:
-        return shown(
-            body,
-            response_id=row.id,
-            previous_response_id=row.previous_response_id,
-            store=True,
-            background=True,
-            metadata=row.metadata,
-            conversation=_conversation_of(row.body),
-        )
-
-    return show
-
-
-def _conversation_of(body: dict[str, Any]) -> str | None:
-    conversation = body.get("conversation")
-    return str(conversation["id"]) if isinstance(conversation, dict) and "id" in conversation else None
 
 
 async def conversation_turn(

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.blobs import BlobStore
 from gateway.jobs import Job, JobOptions, JobRunner
+from gateway.memory.graph import GraphStore
 from gateway.memory.index import VectorIndex
 from gateway.services.adapters import ADAPTER_FILES
 from gateway.store import utcnow
@@ -45,6 +46,7 @@ class Retention:
         interval_s: float,
         blobs: BlobStore | None = None,
         index: VectorIndex | None = None,
+        graph: GraphStore | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
@@ -53,6 +55,7 @@ class Retention:
         self._interval_s = interval_s
         self._blobs = blobs
         self._index = index
+        self._graph = graph
         # Naive UTC now; tests move it forward.
         self.clock = clock
 
@@ -117,6 +120,7 @@ class Retention:
                 swept = await self.store.sweep(kind, horizon, now)
                 counts[kind] += swept.rows
                 await self._forget(swept.blob_keys, swept.vectors)
+                await self._forget_graph(swept.memory_ids)
                 if swept.rows < CHUNK:
                     break
         counts["files"] = await self._files(now)
@@ -146,6 +150,11 @@ class Retention:
         if self._index is not None:
             for tenant_id, seqs in vectors.items():
                 await self._index.remove(tenant_id, seqs)
+
+    async def _forget_graph(self, memory_ids: Mapping[str | None, list[str]]) -> None:
+        if self._graph is not None:
+            for tenant_id, ids in memory_ids.items():
+                await self._graph.forget(tenant_id, ids)
 
 
 def _epoch_slot(at: datetime, interval_s: float) -> int:

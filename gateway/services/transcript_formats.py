@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-from adapters.stt import Segment, Transcript
+from adapters.stt import AnalysisResult, Segment, Transcript
 from gateway.protocol.audio import (
     DurationUsage,
     TranscriptionSegment,
     TranscriptionVerbose,
     TranscriptionWord,
 )
+from gateway.services.transcript_analysis import with_analysis
 
 
-def render(transcript: Transcript, response_format: str, *, task: str) -> Response:
-    """The answer in OpenAI's shapes: json, text, srt, vtt, verbose_json."""
+def render(
+    transcript: Transcript,
+    response_format: str,
+    *,
+    task: str,
+    analysis: Mapping[str, AnalysisResult] | None = None,
+) -> Response:
+    """The answer in OpenAI's shapes: json, text, srt, vtt, verbose_json; with `analysis`, json and
+    verbose_json carry its labels (Tantra's `include[]` extension)."""
     if response_format == "text":
         return Response(transcript.text + "\n", media_type="text/plain")
     if response_format == "srt":
@@ -54,6 +62,8 @@ def render(transcript: Transcript, response_format: str, *, task: str) -> Respon
         ).model_dump(exclude_none=True)
     else:
         body = {"text": transcript.text, "usage": usage.model_dump()}
+    if analysis:
+        body = with_analysis(body, analysis)
     return Response(orjson.dumps(body), media_type="application/json")
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from adapters import MediaError
 from adapters.stt import (
+    AudioAnalyzer,
     DecodedAudio,
     Diarizer,
     Segment,
@@ -43,9 +44,11 @@ from gateway.services.diarized import (
     render_diarized,
     transcribe_diarized,
 )
+from gateway.services.transcript_analysis import analyze_transcript, check_include
 from gateway.services.transcript_formats import render
+from gateway.services.transcription_upstream import UpstreamTranscription
 
-_LIST_FIELDS = ("timestamp_granularities", "known_speaker_names", "known_speaker_references")
+_LIST_FIELDS = ("timestamp_granularities", "known_speaker_names", "known_speaker_references", "include")
 # A known speaker's clip arrives as a data URL in a form field: up to 10 s of audio, base64.
 _MAX_FIELD_BYTES = 4 * 1024 * 1024
 
@@ -65,9 +68,14 @@ class TranscriptionService:
         *,
         max_upload_bytes: int,
         diarizer: Diarizer | None = None,
+        analyzer: AudioAnalyzer | None = None,
+        upstream: UpstreamTranscription | None = None,
     ) -> None:
+        # Models not among `model_names` go to an upstream serving them (vLLM's Whisper), if any.
+        self.upstream = upstream
         self.transcriber = transcriber
         self.diarizer = diarizer if transcriber is not None else None
+        self.analyzer = analyzer if transcriber is not None else None
         self.model_names = tuple(model_names) if transcriber is not None else ()
         self._admission = admission
         self._max_upload_bytes = max_upload_bytes
@@ -76,6 +84,8 @@ class TranscriptionService:
     async def close(self) -> None:
         if self.diarizer is not None:
             await self.diarizer.close()
+        if self.analyzer is not None:
+            await self.analyzer.close()
 
     def cards(self) -> list[dict[str, Any]]:
         """The transcription models, for /v1/models."""
@@ -101,10 +111,12 @@ class TranscriptionService:
                 max_field_bytes=_MAX_FIELD_BYTES,
             )
             fields = _parse_fields(values, translate=translate)
-            check_diarization_fields(fields, self.diarizer)
-            self._check_model(fields.model)
-            ticket.use_model(fields.model, stream=fields.stream)
+            upstream_model = await self._upstream_model(fields)
+            ticket.use_model(upstream_model or fields.model, stream=fields.stream)
         await ticket.reserve(Estimate(0, 0, 0))
+        if upstream_model is not None:
+            assert self.upstream is not None
+            return await self.upstream.forward(ticket, upstream_model, upload, values, self.transcriber)
         assert self.transcriber is not None
         pcm = await self.transcriber.decode(upload, param="file")
         # Its length is known now: the audio's seconds are reserved before whisper runs.
@@ -129,9 +141,11 @@ class TranscriptionService:
             transcript = await self.transcriber.transcribe(pcm, options)
         except TranscriberBusy as exc:
             raise TranscriptionBusy(f"{exc} Try again shortly.", headers={"retry-after": "1"}) from None
+        analysis = await analyze_transcript(self.analyzer, fields.include, pcm, transcript)
         ticket.tab.audio_seconds = transcript.duration_s
         ticket.settle(Outcome.COMPLETED)
-        response = render(transcript, fields.response_format, task="translate" if translate else "transcribe")
+        task = "translate" if translate else "transcribe"
+        response = render(transcript, fields.response_format, task=task, analysis=analysis)
         response.headers.update(ticket.limit_headers)
         return response
 
@@ -162,6 +176,18 @@ class TranscriptionService:
         response = render_diarized(diarized)
         response.headers.update(ticket.limit_headers)
         return response
+
+    async def _upstream_model(self, fields: TranscriptionRequest) -> str | None:
+        """The upstream's model id when an upstream serves this model, else None once the fields are
+        checked for whisper.cpp."""
+        if fields.model not in self.model_names and self.upstream is not None:
+            model = await self.upstream.check(fields)
+            if model is not None:
+                return model
+        check_diarization_fields(fields, self.diarizer)
+        check_include(fields, self.analyzer)
+        self._check_model(fields.model)
+        return None
 
     def _check_model(self, model: str) -> None:
         if model not in self.model_names:

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from pydantic import Field
 
+from gateway.settings.fields_audio_analysis import AudioAnalysisFields
 from gateway.settings.fields_audio_quality import AudioQualityFields
 from gateway.settings.fields_webrtc import WebRtcFields
 
 
-class AudioFields(AudioQualityFields, WebRtcFields):
+class AudioFields(AudioQualityFields, AudioAnalysisFields, WebRtcFields):
     """What the gateway hears and speaks: realtime sessions, speech synthesis and transcription
-    (and, in the mixin, loudness and noise suppression)."""
+    (and, in the mixins, loudness and noise suppression, emotion and sound-event labels)."""
 
     # WebSocket /v1/realtime (gateway/realtime/, docs/realtime.md).
     realtime_enabled: bool = Field(
@@ -87,6 +88,12 @@ class AudioFields(AudioQualityFields, WebRtcFields):
     audio_model_names: list[str] = Field(
         default_factory=lambda: ["whisper-1"],
         description="The model names /v1/audio/transcriptions answers to, all served by that model.",
+    )
+    audio_upstream_transcription: bool = Field(
+        True,
+        description="Send a transcription or translation for a model not in TANTRA_AUDIO_MODEL_NAMES to "
+        "the upstream whose catalogue lists it (vLLM serving a Whisper checkpoint); off: such a model "
+        "gets 404.",
     )
     audio_workers: int = Field(
         1, ge=1, description="Transcriptions run at once (each in a worker process with its own model)."

@@ -62,3 +62,24 @@ class JobsFields(BaseModel):
         description="Interactive requests in flight on this replica at which background work waits before "
         "its next engine request, so batches fill idle capacity only; 0: never waits.",
     )
+    # Self-monitoring evaluations (docs/orchestration.md "Self-monitoring"): scheduled jobs of this
+    # runner that score eval sets against the served models through the gateway's own endpoints.
+    evals_enabled: bool = Field(
+        True, description="Eval sets (/admin/evals) and their scheduled runs; off: no eval API, no runs."
+    )
+    evals_schedule_s: float = Field(
+        300.0,
+        ge=1,
+        description="Seconds between two checks for eval sets whose interval is due (one check job per "
+        "slot across all replicas).",
+    )
+    evals_regression_margin: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Score (0..1) a new model version may lose against the last version before the "
+        "regression alert (metric tantra_eval_regression and a warning log line); a set may set its own.",
+    )
+    evals_max_items: int = Field(
+        500, ge=1, description="Items an eval set may hold (a larger upload is a 413)."
+    )

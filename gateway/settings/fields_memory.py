@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 
 class MemoryFields(BaseModel):
@@ -40,10 +40,27 @@ class MemoryFields(BaseModel):
         description="Cosine similarity above which an extracted fact updates the existing memory of "
         "the same scope instead of being added (the history records the UPDATE).",
     )
-    memory_backend: Literal["faiss"] = Field(
+    memory_backend: Literal["faiss", "chroma", "pgvector"] = Field(
         "faiss",
-        description="Where memory vectors are searched: faiss (embedded, its index files in the blob "
-        "store). Chroma and pgvector come later behind the same VectorIndex interface.",
+        description="Where memory and vector-store vectors are searched: faiss (embedded, per replica, "
+        "its index files in the blob store), chroma (a ChromaDB server, memory_chroma_url) or pgvector "
+        "(PostgreSQL with the pgvector extension, memory_pgvector_url); the last two are shared by "
+        "every replica. `python -m gateway memory copy` fills a new backend.",
+    )
+    memory_chroma_url: str = Field(
+        "",
+        description="The ChromaDB server of memory_backend=chroma, e.g. http://chroma:8000.",
+    )
+    # May carry a password: a secret, never logged or shown.
+    memory_pgvector_url: SecretStr | None = Field(
+        None,
+        description="The PostgreSQL database of memory_backend=pgvector (postgresql://user:pw@host/db); "
+        "the vector extension is created in it if missing.",
+    )
+    memory_pgvector_hnsw: bool = Field(
+        True,
+        description="Build pgvector's HNSW index (halfvec_cosine_ops); off: exact scans of a tenant's "
+        "rows (for a pgvector build that cannot run HNSW on the host's CPU, docs/memory.md).",
     )
     # Exact search is fast enough below this size (a few ms at 10k 384-d vectors); above it the
     # tenant's index is rebuilt as HNSW (M=32), approximate and logarithmic.
@@ -68,3 +85,56 @@ class MemoryFields(BaseModel):
     memory_chat_min_score: float = Field(
         0.2, ge=-1.0, le=1.0, description="The least cosine similarity a memory needs to be placed."
     )
+
+    # The knowledge graph (docs/memory.md): entities and relations of each memory in an embedded
+    # Kuzu database; search merges the relations two hops out of the query's entities.
+    memory_graph_enabled: bool = Field(
+        False,
+        description="Extract entities and relations from each memory added into a knowledge graph "
+        "(Kuzu, embedded) and merge graph results into memory search.",
+    )
+    memory_graph_dir: str = Field(
+        "",
+        description="The Kuzu database's directory (one writer: one replica's). Empty: "
+        "`<blob_dir>/memory-graph`.",
+    )
+    memory_graph_on_plain_add: bool = Field(
+        True,
+        description="Extract the graph from memories stored as given (`infer: false`) too, not only "
+        "from inferred facts.",
+    )
+    memory_graph_search: bool = Field(
+        True,
+        description="Merge graph results into memory search when the request does not say "
+        "(`enable_graph`, mem0's flag).",
+    )
+    memory_graph_hops: int = Field(
+        2, ge=1, le=3, description="How many relations out of the query's entities a graph search goes."
+    )
+
+    # Compression (docs/memory.md): a scheduled job of the job runner.
+    memory_compress_enabled: bool = Field(
+        False,
+        description="Run the memory-compress job: expired memories removed, and every end user over "
+        "the budget brought under it (duplicates collapsed, the oldest merged into summaries).",
+    )
+    memory_compress_max_per_user: int = Field(
+        1000, ge=1, description="The most memories one end user keeps before compression merges the oldest."
+    )
+    memory_compress_batch: int = Field(
+        20, ge=2, le=200, description="The most memories merged into one summary."
+    )
+    memory_compress_interval_s: float = Field(
+        3600.0, gt=0, description="Seconds between memory-compress runs."
+    )
+
+    @model_validator(mode="after")
+    def _backend_reachable(self) -> MemoryFields:
+        if self.memory_backend == "chroma" and not self.memory_chroma_url:
+            raise ValueError("memory_backend=chroma needs memory_chroma_url")
+        if self.memory_backend == "pgvector" and not self.pgvector_url():
+            raise ValueError("memory_backend=pgvector needs memory_pgvector_url")
+        return self
+
+    def pgvector_url(self) -> str:
+        return self.memory_pgvector_url.get_secret_value() if self.memory_pgvector_url else ""

@@ -51,6 +51,12 @@ class OidcFields(BaseModel):
         "<scheme://host>/admin/ui/login/oidc/callback (set it behind a proxy that rewrites the host).",
     )
 
+    oidc_userinfo: bool = Field(
+        False,
+        description="Read the role claim and e-mail from the provider's userinfo endpoint when the "
+        "ID token does not carry them (providers that release groups only there).",
+    )
+
     @field_validator("oidc_role_mapping")
     @classmethod
     def _known_roles(cls, mapping: dict[str, str]) -> dict[str, str]:
@@ -88,4 +94,5 @@ class OidcFields(BaseModel):
             role_mapping=dict(self.oidc_role_mapping),
             allowed_domains=tuple(d.lower().lstrip("@") for d in self.oidc_allowed_domains),
             redirect_url=self.oidc_redirect_url,
+            userinfo=self.oidc_userinfo,
         )

@@ -42,11 +42,23 @@ class RetentionFields(BaseModel):
         ge=0,
         description="Days memories (and their history) are kept after their last update (0: forever).",
     )
+    retention_memory_recalls_days: int = Field(
+        30,
+        ge=0,
+        description="Days the record of what memory placed in each chat request (the panel's memory "
+        "page) is kept (0: forever).",
+    )
     retention_moderation_flags_days: int = Field(
         0, ge=0, description="Days moderation flags are kept (0: forever)."
     )
     retention_fine_tuning_jobs_days: int = Field(
         0, ge=0, description="Days finished fine-tuning jobs and their events are kept (0: forever)."
+    )
+
+    retention_eval_runs_days: int = Field(
+        0,
+        ge=0,
+        description="Days the runs of eval sets (their scores per model version) are kept (0: forever).",
     )
 
     @field_validator("retention_ledger_days")
@@ -75,6 +87,8 @@ RETENTION_KINDS = (
     "files",
     "batches",
     "memories",
+    "memory_recalls",
     "moderation_flags",
     "fine_tuning_jobs",
+    "eval_runs",
 )

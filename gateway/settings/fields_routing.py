@@ -50,6 +50,19 @@ class RoutingFields(BaseModel):
         description="The DNS server (`host`, `host:port`) that resolves discovered upstreams' names; "
         "unset: the system's resolv.conf. For tests and custom resolvers.",
     )
+    # Not reloadable either: discovery `mode: endpointslices` reaches the API once set up. Unset, the
+    # pod's own service account and the API server Kubernetes names in its environment are used.
+    discovery_kubernetes_api: str | None = Field(
+        None,
+        description="The Kubernetes API server EndpointSlice discovery watches (`https://host:port`); "
+        "unset: the in-cluster one (KUBERNETES_SERVICE_HOST/PORT).",
+    )
+    discovery_kubernetes_token_file: str | None = Field(
+        None, description="Bearer token file for the Kubernetes API; unset: the pod's service account token."
+    )
+    discovery_kubernetes_ca_file: str | None = Field(
+        None, description="CA bundle of the Kubernetes API; unset: the pod's service account ca.crt."
+    )
 
     # Not reloadable: the hold is built once with the pool (gateway/upstreams/coldstart.py).
     cold_start_wait_s: float = Field(

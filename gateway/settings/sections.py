@@ -39,6 +39,21 @@ class DiscoveryConfig(BaseModel):
     interval_s: float = Field(
         5.0, gt=0, description="Time between resolutions; members join and leave at this pace."
     )
+    mode: Literal["dns", "endpointslices"] = Field(
+        "dns",
+        description="`dns`: re-resolve the name each `interval_s`; `endpointslices`: watch the Service's "
+        "EndpointSlices through the Kubernetes API (gateway/upstreams/endpointslices.py; needs RBAC).",
+    )
+    service: str | None = Field(
+        None,
+        description="`endpointslices`: the Service whose slices are watched; unset: the first label of "
+        "the upstream's host.",
+    )
+    namespace: str | None = Field(
+        None,
+        description="`endpointslices`: the Service's namespace; unset: the second label of the upstream's "
+        "host (`svc.ns.svc`), else the gateway pod's own.",
+    )
 
 
 class UpstreamConfig(BaseModel):

@@ -20,17 +20,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, delete, func, inspect, or_, select
+from sqlalchemy import ColumnElement, and_, delete, false, func, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.store.batches import Batch, BatchLine
 from gateway.store.completions import StoredCompletion
 from gateway.store.conversations import StoredConversation, StoredItem
+from gateway.store.evals import EvalRunRow, EvalSetRow
 from gateway.store.feedback import StoredFeedback
 from gateway.store.file_models import StoredFile, Upload, UploadPart
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.job_rows import JobRow
 from gateway.store.memories import StoredMemory, StoredMemoryEvent
+from gateway.store.memory_recalls import StoredRecall
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
 from gateway.store.retention import CHUNK, Swept, delete_children
@@ -115,6 +117,8 @@ class OwnedKind:
         tenant: ColumnElement[bool] = self.table.tenant_id == subject.tenant_id
         if subject.user is None:
             return tenant
+        if not self.user_columns:  # a tenant's data naming no end user (eval sets)
+            return false()
         named = [getattr(self.table, column) == subject.user for column in self.user_columns]
         return and_(tenant, or_(*named))
 
@@ -230,6 +234,8 @@ OWNED_KINDS: tuple[OwnedKind, ...] = (
     ),
     # History of memories deleted earlier (kept by the memory API after the memory).
     OwnedKind("memory_history", StoredMemoryEvent, ("end_user",)),
+    # What memory in chat recalled and placed for each request (the panel's memory page).
+    OwnedKind("memory_recalls", StoredRecall, ("end_user",)),
     OwnedKind("feedback", StoredFeedback, ("end_user",)),
     OwnedKind(
         "fine_tuning_jobs",
@@ -257,4 +263,12 @@ OWNED_KINDS: tuple[OwnedKind, ...] = (
     OwnedKind("vector_store_chunks", StoredChunk, ("end_user",)),
     # The durable jobs run for the subject (a deleted running job loses its lease, docs/jobs.md).
     OwnedKind("jobs", JobRow, ("user",)),
+    # A tenant's eval sets with their runs, then runs left of a set already gone (no end user).
+    OwnedKind(
+        "eval_sets",
+        EvalSetRow,
+        (),
+        children=(Child(EvalRunRow, "set_id", "id"),),
+    ),
+    OwnedKind("eval_runs", EvalRunRow, ()),
 )

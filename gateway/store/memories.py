@@ -4,7 +4,7 @@ scoped to the caller's tenant (`Owner`).
 A memory is an owned object (`OwnedColumns`: tenant, the key that made it, the end user, metadata)
 with mem0's scope (`user_id`, `agent_id`, `app_id`, `run_id`), its text, and its embedding (float32
 bytes: the vector index is rebuilt from these when its files are lost, and a later backend migration
-copies them). Every change is a `memory_history` row (ADD, UPDATE, DELETE) with the text before and
+copies them). Every change is a `memory_history` row (ADD, UPDATE, DELETE, MERGE) with the text before and
 after, kept after the memory is deleted, with the same owner columns for erasure.
 
 Another tenant's memory is not found (None), exactly as one that never existed.
@@ -27,6 +27,8 @@ from gateway.store.models import Base
 from gateway.store.owned import BigId, OwnedColumns, Owner
 
 ENTITIES = ("user_id", "agent_id", "app_id", "run_id")
+# The changes that remove a memory's row (its history is kept).
+_REMOVING = ("DELETE", "MERGE")
 
 
 class StoredMemory(OwnedColumns, Base):
@@ -50,6 +52,8 @@ class StoredMemory(OwnedColumns, Base):
     categories: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
     vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # Migration 0023: search skips the memory after this, the compression job removes it.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
 
 
 class StoredMemoryEvent(Base):
@@ -107,6 +111,12 @@ class Memory:
     created_at: datetime
     updated_at: datetime
     vector: bytes
+    expires_at: datetime | None = None
+    created_by: str | None = None  # the key that made it (what the compression job acts as)
+    tenant_id: str | None = None
+
+    def live(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now
 
     @classmethod
     def of(cls, row: StoredMemory) -> Memory:
@@ -121,6 +131,9 @@ class Memory:
             created_at=row.created_at,
             updated_at=row.updated_at,
             vector=row.vector,
+            expires_at=row.expires_at,
+            created_by=row.created_by,
+            tenant_id=row.tenant_id,
         )
 
 
@@ -140,9 +153,10 @@ class Event:
 @dataclass(frozen=True)
 class Change:
     """One write of `MemoryStore.apply`: a new memory (`id` new), new text or metadata for one
-    (`old` given), or its deletion (`delete`)."""
+    (`old` given), its deletion, or its merge into another (MERGE: the row goes, its history's
+    `new_memory` is the text it was merged into, `text`)."""
 
-    event: str  # ADD, UPDATE, DELETE
+    event: str  # ADD, UPDATE, DELETE, MERGE
     id: str
     history_id: str
     text: str | None = None
@@ -150,6 +164,7 @@ class Change:
     metadata: dict[str, Any] | None = None
     scope: Scope = field(default_factory=Scope)
     input: list[dict[str, Any]] | None = None
+    expires_at: datetime | None = None
 
 
 def text_hash(text: str) -> str:
@@ -188,6 +203,11 @@ class MemoryStore:
             rows = await session.execute(select(table.seq, table.vector).where(owner.owns(table)))
             return {seq: vector for seq, vector in rows.tuples()}
 
+    async def tenants(self) -> list[str | None]:
+        """Every tenant holding a memory (what `python -m gateway memory copy` walks)."""
+        async with self.db.session() as session:
+            return list(await session.scalars(select(StoredMemory.tenant_id).distinct()))
+
     async def count(self, tenant_id: str | None) -> int:
         table = StoredMemory
         async with self.db.session() as session:
@@ -195,6 +215,28 @@ class MemoryStore:
                 select(func.count()).select_from(table).where(Owner(tenant_id).owns(table))
             )
             return int(found or 0)
+
+    async def expired(self, now: datetime, limit: int = 500) -> list[Memory]:
+        """Memories of any tenant past their `expires_at`, oldest expiry first."""
+        table = StoredMemory
+        query = select(table).where(table.expires_at.is_not(None), table.expires_at <= now)
+        async with self.db.session() as session:
+            rows = (await session.execute(query.order_by(table.expires_at).limit(limit))).scalars().all()
+        return [Memory.of(row) for row in rows]
+
+    async def over_budget(self, budget: int) -> list[tuple[str | None, str, int]]:
+        """(tenant, user_id, count) of every end user holding more than `budget` memories."""
+        table = StoredMemory
+        count = func.count()
+        query = (
+            select(table.tenant_id, table.user_id, count)
+            .where(table.user_id.is_not(None))
+            .group_by(table.tenant_id, table.user_id)
+            .having(count > budget)
+        )
+        async with self.db.session() as session:
+            rows = (await session.execute(query)).tuples().all()
+        return [(tenant, str(user), int(n)) for tenant, user, n in rows]
 
     async def apply(self, owner: Owner, changes: Sequence[Change], *, at: datetime) -> list[Memory | None]:
         """The changes and their history rows in one transaction; each change's memory after it
@@ -249,6 +291,7 @@ async def _apply(session: AsyncSession, owner: Owner, change: Change, at: dateti
             hash=text_hash(change.text),
             categories=[],
             vector=change.vector,
+            expires_at=change.expires_at,
             **scope.ids(),
         )
         session.add(row)
@@ -258,9 +301,11 @@ async def _apply(session: AsyncSession, owner: Owner, change: Change, at: dateti
         if found is None:
             return None
         row, old = found, found.memory
-        if change.event == "DELETE":
+        if change.event in _REMOVING:
             await session.execute(delete(StoredMemory).where(StoredMemory.seq == row.seq))
         else:
+            if change.expires_at is not None:
+                row.expires_at = change.expires_at
             if change.text is not None and change.vector is not None:
                 row.memory, row.hash, row.vector = change.text, text_hash(change.text), change.vector
             if change.metadata is not None:
@@ -275,10 +320,12 @@ async def _apply(session: AsyncSession, owner: Owner, change: Change, at: dateti
             end_user=row.user_id,
             event=change.event,
             old_memory=old,
-            new_memory=None if change.event == "DELETE" else row.memory,
+            new_memory=change.text if change.event in _REMOVING else row.memory,
             input=change.input,
-            tags=dict(row.tags or {}),
+            tags={**(row.tags or {}), **(change.metadata or {})}
+            if change.event in _REMOVING
+            else dict(row.tags or {}),
             created_at=at,
         )
     )
-    return None if change.event == "DELETE" else Memory.of(row)
+    return None if change.event in _REMOVING else Memory.of(row)

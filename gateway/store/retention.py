@@ -21,10 +21,12 @@ from gateway.store.batches import Batch, BatchLine
 from gateway.store.completions import StoredCompletion
 from gateway.store.conversations import StoredConversation, StoredItem
 from gateway.store.database import Database
+from gateway.store.evals import EvalRunRow
 from gateway.store.file_models import StoredFile
 from gateway.store.files import DELETING, PROCESSED
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.memories import StoredMemory, StoredMemoryEvent
+from gateway.store.memory_recalls import StoredRecall
 from gateway.store.models import AuditEvent, Base, UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.records import AuditContext
@@ -82,6 +84,8 @@ class Swept:
     blob_keys: list[str] = field(default_factory=list)
     # Memories: (tenant, row numbers) to forget in the vector index.
     vectors: dict[str | None, list[int]] = field(default_factory=dict)
+    # Memories: (tenant, ids) to forget in the knowledge graph.
+    memory_ids: dict[str | None, list[str]] = field(default_factory=dict)
 
 
 class RetentionStore:
@@ -215,6 +219,7 @@ async def delete_children(session: Any, kind: str, rows: Any, swept: Swept) -> N
         await session.execute(delete(StoredMemoryEvent).where(StoredMemoryEvent.memory_id.in_(ids)))
         for row in rows:
             swept.vectors.setdefault(row.tenant_id, []).append(row.seq)
+            swept.memory_ids.setdefault(row.tenant_id, []).append(row.id)
 
 
 # kind -> (table, its tenant column, the time retention counts from, conditions sparing live rows)
@@ -231,6 +236,7 @@ _TARGETS: dict[str, tuple[Any, Any, Any, tuple[Any, ...]]] = {
     ),
     "batches": (Batch, Batch.tenant_id, Batch.created_at, (Batch.status.in_(BATCH_DONE),)),
     "memories": (StoredMemory, StoredMemory.tenant_id, StoredMemory.updated_at, ()),
+    "memory_recalls": (StoredRecall, StoredRecall.tenant_id, StoredRecall.created_at, ()),
     "moderation_flags": (StoredFlag, StoredFlag.tenant_id, StoredFlag.created_at, ()),
     "fine_tuning_jobs": (
         FineTuningJobRow,
@@ -238,4 +244,5 @@ _TARGETS: dict[str, tuple[Any, Any, Any, tuple[Any, ...]]] = {
         FineTuningJobRow.created_at,
         (FineTuningJobRow.status.in_(FINE_TUNING_DONE),),
     ),
+    "eval_runs": (EvalRunRow, EvalRunRow.tenant_id, EvalRunRow.created_at, ()),
 }

@@ -356,6 +356,11 @@ class VectorStoreStore:
             rows = await session.execute(query.order_by(table.file_id, table.position))
             return [ChunkRow(*row) for row in rows.tuples()]
 
+    async def indexed(self) -> list[str]:
+        """Every vector store holding a chunk (what `python -m gateway memory copy` walks)."""
+        async with self.db.session() as session:
+            return list(await session.scalars(select(StoredChunk.vector_store_id).distinct()))
+
     async def vectors(self, store_id: str | None) -> dict[int, bytes]:
         """Every chunk vector of a store by row number: what its index is rebuilt from."""
         table = StoredChunk

@@ -33,6 +33,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.settings.sections import ModelRoute, UpstreamConfig
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker
 from gateway.upstreams.discovery import DiscoveryLoop, DnsResolver, member_name, member_url
+from gateway.upstreams.endpointslices import EndpointSliceDiscovery, KubernetesApi
 from gateway.upstreams.factory import make_upstream
 from gateway.upstreams.interface import Upstream, UpstreamSpec
 
@@ -76,6 +77,7 @@ class PoolPolicy:
     breaker_open_s: float
     max_outstanding: int
     discovery_nameserver: str | None = None  # discovered upstreams' resolver; None: resolv.conf
+    kubernetes: KubernetesApi | None = None  # `endpointslices` discovery's API; None: in-cluster
 
 
 class UpstreamPool:
@@ -101,6 +103,7 @@ class UpstreamPool:
         self._configs: dict[str, UpstreamConfig] = {}
         self._addresses: dict[str, tuple[str, ...]] = {}  # each discovered upstream's last answer
         self._discovery: DiscoveryLoop | None = None
+        self._slices: EndpointSliceDiscovery | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
         self.reconfigure(urls, configs, routes)
@@ -161,12 +164,12 @@ class UpstreamPool:
                 _log.info("upstream %s left", member.name)
                 self._forget(member.name)
 
-    def discovered(self) -> dict[str, UpstreamConfig]:
-        """The configured upstreams whose members are found in DNS."""
+    def discovered(self, mode: str | None = None) -> dict[str, UpstreamConfig]:
+        """The configured upstreams whose members are found (in DNS or EndpointSlices; `mode`: one)."""
         return {
             group: config
             for group, config in self._configs.items()
-            if group in self._urls and config.discovery is not None
+            if group in self._urls and config.discovery is not None and mode in (None, config.discovery.mode)
         }
 
     def set_addresses(self, group: str, addresses: tuple[str, ...]) -> None:
@@ -327,13 +330,22 @@ class UpstreamPool:
             self._probe_task = loop.create_task(self._probe_loop(), name="tantra-breakers")
         if self._discovery is None:
             resolver = DnsResolver(self._policy.discovery_nameserver)
-            self._discovery = DiscoveryLoop(resolver, self.discovered, self.set_addresses)
+            self._discovery = DiscoveryLoop(resolver, lambda: self.discovered("dns"), self.set_addresses)
             self._discovery.start()
+        if self._slices is None:
+            api = self._policy.kubernetes or KubernetesApi.in_cluster()
+            self._slices = EndpointSliceDiscovery(
+                api, lambda: self.discovered("endpointslices"), self.set_addresses
+            )
+            self._slices.start()
 
     async def close(self) -> None:
         if self._discovery is not None:
             await self._discovery.close()
             self._discovery = None
+        if self._slices is not None:
+            await self._slices.close()
+            self._slices = None
         await cancelled(self._probe_task)
         self._probe_task = None
 

@@ -222,3 +222,16 @@ def test_only_the_api_port_is_published(config: dict[str, Any]) -> None:
     assert not gateway.get("ports")
     nginx = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
     assert "server gateway:8000" in nginx and "9090" not in nginx
+
+
+def test_cpu_and_cuda_engines_are_built_under_their_own_tags(config: dict[str, Any], tmp_path: Path) -> None:
+    """One variable picks the engine build and its tag, so a CUDA build never overwrites the CPU one."""
+    engines = [s for s in config["services"].values() if "engine:" in s.get("image", "")]
+    assert engines and all(s["image"] == "tantra-engine:latest-cpu" for s in engines)
+    env = tmp_path / ".env"
+    env.write_text(ENV_EXAMPLE.read_text().replace("TANTRA_VLLM_TARGET=cpu", "TANTRA_VLLM_TARGET=cuda"))
+    result = compose_config(env_file=env)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["engine"]["image"] == "tantra-engine:latest-cuda"
+    assert services["model-init"]["build"]["args"]["VLLM_TARGET"] == "cuda"

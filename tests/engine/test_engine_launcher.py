@@ -75,6 +75,17 @@ def test_command_options(tmp_path: Path) -> None:
     assert argv[argv.index("--kv-cache-memory-bytes") + 1] == str(GiB // 2)
 
 
+def test_on_a_gpu_vllm_keeps_cuda_graphs_and_sizes_its_own_cache(tmp_path: Path) -> None:
+    argv = EngineConfig(model_dir=tmp_path, device="cuda", kv_cache_gib=4).command()
+    assert "--enforce-eager" not in argv
+    assert "--kv-cache-memory-bytes" not in argv
+    # The operator's own memory setting passes through.
+    argv = EngineConfig(
+        model_dir=tmp_path, device="cuda", extra_args=("--gpu-memory-utilization", "0.8")
+    ).command()
+    assert argv[-2:] == ["--gpu-memory-utilization", "0.8"]
+
+
 def test_environment(tmp_path: Path) -> None:
     base = {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": "40"}
     env = EngineConfig(model_dir=tmp_path, kv_cache_gib=2, env={"EXTRA": "1"}).environment(base)

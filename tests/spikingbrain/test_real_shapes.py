@@ -23,20 +23,18 @@ is small enough to run out. The preemption count is still read and printed.
 - bfloat16, default scheduling: agreement statistics, bounded at near ties.
 
 The reference reads the 10,000 tokens once, one token at a time (3 to 12 minutes of one core); its
-answers are kept under a key of the checkpoint's bytes, the prompts and the reference's own source,
-in the repository (`data/`, so a fresh clone skips the work) and next to the checkpoint, so a run
-with nothing changed reads them. A change to the reference or the preset changes the key: the
-answers are computed again, and the new file (next to the checkpoint) belongs in `data/`.
+answers are kept under a key of the checkpoint's bytes, the prompts and the reference's own source
+(engine/spikingbrain/real_shapes.py, which `make gpu-check` shares), in the repository (`data/`, so
+a fresh clone skips the work) and next to the checkpoint, so a run with nothing changed reads them.
+A change to the reference or the preset changes the key: the answers are computed again, and the
+new file (next to the checkpoint) belongs in `data/`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import random
 from concurrent.futures import Future
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +42,20 @@ import pytest
 import torch
 
 from engine.checkpoint import ensure_checkpoint
+from engine.spikingbrain.real_shapes import (
+    LENGTHS,
+    MAX_MODEL_LEN,
+    NEW_TOKENS,
+    PRESET,
+    compute_answers,
+    real_shape_sequence,
+)
 from engine.spikingbrain.reference import Continuation
 from tests.spikingbrain.conftest import ROOT, VllmRunner
 
 # A test's setup waits for its vLLM run, which shares the machine with the module's other runs.
 pytestmark = pytest.mark.timeout(1800)
 
-SEQUENCE_LENGTH = 10_000
-LENGTHS = (1, 33, 4096, 4097, 4098, 6001, SEQUENCE_LENGTH)
-NEW_TOKENS = 12
-MAX_MODEL_LEN = 10_240
 BF16_NEAR_TIE = 0.05
 CHECKPOINT_DIR = ROOT / ".cache" / "spikingbrain" / "gla_swa-7b-shaped"
 DATA = Path(__file__).with_name("data")
@@ -61,13 +63,12 @@ DATA = Path(__file__).with_name("data")
 
 @pytest.fixture(scope="module")
 def checkpoint() -> Path:
-    return ensure_checkpoint(CHECKPOINT_DIR, "7b-shaped", 0, "gla_swa")
+    return ensure_checkpoint(CHECKPOINT_DIR, PRESET, 0, "gla_swa")
 
 
 @pytest.fixture(scope="module")
 def sequence() -> list[int]:
-    rng = random.Random(25)
-    return [rng.randrange(151643) for _ in range(SEQUENCE_LENGTH)]
+    return real_shape_sequence()
 
 
 @pytest.fixture(scope="module")
@@ -75,39 +76,9 @@ def long_prompts(sequence: list[int]) -> list[list[int]]:
     return [sequence[:n] for n in LENGTHS]
 
 
-def _answers_key(checkpoint: Path, sequence: list[int]) -> str:
-    digest = hashlib.sha256((checkpoint / "config.json").read_bytes())
-    with (checkpoint / "model.safetensors").open("rb") as weights:
-        digest.update(hashlib.file_digest(weights, "sha256").digest())
-    for module in ("reference", "config", "weights"):
-        digest.update((ROOT / "engine" / "spikingbrain" / f"{module}.py").read_bytes())
-    digest.update(json.dumps([sequence, LENGTHS, NEW_TOKENS]).encode())
-    return digest.hexdigest()[:16]
-
-
-def compute_answers(checkpoint: Path, sequence: list[int]) -> list[Continuation]:
-    """The reference's greedy continuations, from disk when this exact computation was done before."""
-    from engine.spikingbrain.reference import GLAswaReference
-
-    name = f"reference-7b-shaped-{_answers_key(checkpoint, sequence)}.json"
-    cached = checkpoint.parent / name
-    for known in (DATA / name, cached):
-        if known.is_file():
-            return [Continuation(**c) for c in json.loads(known.read_text())]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one-token steps: more threads only contend
-    try:
-        reference = GLAswaReference.from_pretrained(checkpoint)
-        answers = reference.greedy_continuations(sequence, LENGTHS, NEW_TOKENS)
-    finally:
-        torch.set_num_threads(threads)
-    cached.write_text(json.dumps([asdict(a) for a in answers]))
-    return answers
-
-
 @pytest.fixture(scope="module")
 def answers(checkpoint: Path, sequence: list[int]) -> list[Continuation]:
-    return compute_answers(checkpoint, sequence)
+    return compute_answers(checkpoint, sequence, (DATA,))
 
 
 def _start(

@@ -156,7 +156,7 @@ multi-node group needs the files: each loads its own shard.
 {{- if $model.source -}}
 initContainers:
   - name: fetch-model
-    image: {{ include "tantra.image" (list . $en.image) | quote }}
+    image: {{ include "tantra.engineImage" . | quote }}
     imagePullPolicy: {{ .Values.imagePullPolicy }}
     securityContext:
       {{- toYaml .Values.containerSecurityContext | nindent 6 }}

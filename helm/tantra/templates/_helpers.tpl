@@ -51,7 +51,7 @@ The gateway pods' account: their own when gateway.serviceAccount.annotations giv
 identity (IRSA, ...), which the engine pods must not share; else the release's.
 */}}
 {{- define "tantra.gatewayServiceAccountName" -}}
-{{- if .Values.gateway.serviceAccount.annotations }}
+{{- if or .Values.gateway.serviceAccount.annotations (include "tantra.watchesEndpointSlices" .) }}
 {{- include "tantra.component" (list . "gateway") }}
 {{- else }}
 {{- include "tantra.serviceAccountName" . }}
@@ -63,6 +63,21 @@ identity (IRSA, ...), which the engine pods must not share; else the release's.
 {{- $root := index . 0 }}
 {{- $image := index . 1 }}
 {{- printf "%s%s:%s" $root.Values.imageRegistry $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- end }}
+
+{{/*
+The engine's image: the CPU and CUDA builds are separate tags, `<appVersion>-<variant>` (docker/
+engine.Dockerfile's VLLM_TARGET), unless engine.image.tag names one.
+*/}}
+{{- define "tantra.engineImage" -}}
+{{- $image := .Values.engine.image }}
+{{- $tag := $image.tag | default (printf "%s-%s" .Chart.AppVersion ($image.variant | default "cpu")) }}
+{{- printf "%s%s:%s" .Values.imageRegistry $image.repository $tag }}
+{{- end }}
+
+{{/* EndpointSlice discovery: the gateways watch the Kubernetes API, with RBAC of their own. */}}
+{{- define "tantra.watchesEndpointSlices" -}}
+{{- if and .Values.engine.discovery.enabled (eq (.Values.engine.discovery.mode | default "dns") "endpointslices") (not (hasKey .Values.gateway.settings "upstreams")) }}true{{ end }}
 {{- end }}
 
 {{/* The Secret that holds the gateway's credentials (database and Redis URLs, admin key). */}}

@@ -3,8 +3,10 @@ authlib's own authorization server (Flask integration, the authorization code gr
 Connect's `OpenIDCode` and PKCE's `CodeChallenge`, both required) and an RS256 key generated here.
 
 It serves the discovery document, its JWKS, `/authorize` (a consent form: the user named in the
-form signs in) and `/token`, on 127.0.0.1 from a werkzeug thread. `faults` bends the ID tokens it
-issues for the failure tests: another audience, an expiry already past."""
+form signs in), `/token`, `/userinfo` (the access token's person, groups included) and `/logout`
+(RP-initiated logout: each call recorded in `logouts`, then back to `post_logout_redirect_uri`), on
+127.0.0.1 from a werkzeug thread. `faults` bends the ID tokens it issues for the failure tests:
+another audience, an expiry already past, groups left to the userinfo endpoint only."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.core.models import AuthorizationCodeMixin
-from flask import Flask, request
+from flask import Flask, redirect, request
 from joserfc.jwk import KeySet, RSAKey
 from werkzeug.serving import make_server
 
@@ -100,8 +102,10 @@ class OidcProvider:
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.people = people
         self.key = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig", "alg": "RS256"})
-        # Set by a test, reset after it: {"aud": "...", "exp_offset": -3600}.
+        # Set by a test, reset after it: {"aud": "...", "exp_offset": -3600, "userinfo_only": True}.
         self.faults: dict[str, Any] = {}
+        self.access_tokens: dict[str, Person] = {}
+        self.logouts: list[dict[str, str]] = []
         self.app = self._app()
         self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-provider", daemon=True)
@@ -118,6 +122,14 @@ class OidcProvider:
         app = Flask("oidc-provider")
         self._routes(app, self._authorization_server(app))
         return app
+
+    def _id_token_claims(self, user: Person) -> UserInfo:
+        if self.faults.get("userinfo_only"):
+            return UserInfo(sub=user.sub)
+        return UserInfo(sub=user.sub, email=user.email, email_verified=True, groups=user.groups)
+
+    def _save_token(self, token: dict[str, Any], req: Any) -> None:
+        self.access_tokens[token["access_token"]] = req.user
 
     def _authorization_server(self, app: Flask) -> AuthorizationServer:
         codes: dict[str, _Code] = {}
@@ -170,12 +182,10 @@ class OidcProvider:
                 return claims
 
             def generate_user_info(self, user: Person, scope: str) -> UserInfo:
-                return UserInfo(sub=user.sub, email=user.email, email_verified=True, groups=user.groups)
+                return provider._id_token_claims(user)
 
         server = AuthorizationServer(
-            app,
-            query_client=lambda cid: client if cid == CLIENT_ID else None,
-            save_token=lambda token, req: None,
+            app, query_client=lambda cid: client if cid == CLIENT_ID else None, save_token=self._save_token
         )
         server.register_grant(CodeGrant, [OpenIDCode(require_nonce=True), CodeChallenge(required=True)])
         return server
@@ -190,6 +200,8 @@ class OidcProvider:
                 "authorization_endpoint": f"{provider.issuer}/authorize",
                 "token_endpoint": f"{provider.issuer}/token",
                 "jwks_uri": f"{provider.issuer}/jwks",
+                "userinfo_endpoint": f"{provider.issuer}/userinfo",
+                "end_session_endpoint": f"{provider.issuer}/logout",
                 "response_types_supported": ["code"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["RS256"],
@@ -215,3 +227,16 @@ class OidcProvider:
         @app.post("/token")
         def token() -> Any:
             return server.create_token_response()
+
+        @app.get("/userinfo")
+        def userinfo() -> Any:
+            bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+            person = provider.access_tokens.get(bearer)
+            if person is None:
+                return {"error": "invalid_token"}, 401
+            return {"sub": person.sub, "email": person.email, "email_verified": True, "groups": person.groups}
+
+        @app.get("/logout")
+        def logout() -> Any:
+            provider.logouts.append(dict(request.args))
+            return redirect(request.args["post_logout_redirect_uri"])

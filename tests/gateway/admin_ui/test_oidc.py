@@ -8,10 +8,16 @@ a cookie jar: it follows the redirects, posts the provider's consent form, and l
   a user whose group changed follows the mapping.
 - Failures, each a clear error page and no session: a tampered state, no pending login, an ID token
   for another audience, an expired one, a user no group maps, a domain not allowed, the provider
-  refusing, a local admin user of the same name."""
+  refusing, a local admin user of the same name.
+- Groups the provider releases only at its userinfo endpoint (`TANTRA_OIDC_USERINFO`) still map.
+- Logging out ends the provider's session too (RP-initiated logout: its `end_session_endpoint` with
+  the session's ID token as `id_token_hint`), then the browser is back at the panel's login page."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +29,7 @@ import pytest
 
 from gateway import Settings, create_app
 from tests.gateway.admin_ui.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, Person
-from tests.gateway.admin_ui.panel_client import make_user
+from tests.gateway.admin_ui.panel_client import PASSWORD, make_user
 from tests.gateway.helpers import AdminClient
 from tests.servers import ThreadedServer
 
@@ -68,6 +74,7 @@ def sso(
                 "ghost-tenant": "tenant_admin:tn_missing",
             },
             oidc_allowed_domains=["example.com"],
+            oidc_userinfo=True,
         )
         with ThreadedServer(create_app(settings)) as server:
             admin = AdminClient(server.url, admin_key)
@@ -182,3 +189,48 @@ def test_a_local_admin_user_of_the_same_name_is_not_taken_over(sso: Sso) -> None
         landed = _sign_in(sso, browser, "local")
         assert landed.status_code == 403 and "not this identity provider" in landed.text
         _no_session(browser, sso)
+
+
+def test_groups_released_only_by_userinfo_still_map(sso: Sso) -> None:
+    sso.provider.faults = {"userinfo_only": True}
+    try:
+        with httpx.Client(timeout=30) as browser:
+            landed = _sign_in(sso, browser, "alice")
+            assert landed.status_code == 200, landed.text
+            assert "alice@example.com" in landed.text and "operator" in landed.text
+            assert browser.get(sso.url + "/admin/ui/tenants").status_code == 200
+    finally:
+        sso.provider.faults = {}
+
+
+def test_logout_ends_the_providers_session_too(sso: Sso) -> None:
+    with httpx.Client(timeout=30) as browser:
+        assert _sign_in(sso, browser, "alice").status_code == 200
+        page = browser.get(sso.url + "/admin/ui/tenants").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert csrf is not None
+        out = browser.post(sso.url + "/admin/ui/logout", data={"csrf_token": csrf.group(1)})
+        assert out.status_code == 303 and out.headers["location"].startswith(sso.provider.issuer + "/logout?")
+        back = browser.get(out.headers["location"], follow_redirects=True)
+        assert back.status_code == 200 and str(back.url) == sso.url + "/admin/ui/login"
+        _no_session(browser, sso)
+    call = sso.provider.logouts[-1]
+    assert call["post_logout_redirect_uri"] == sso.url + "/admin/ui/login" and call["client_id"] == CLIENT_ID
+    payload = call["id_token_hint"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["sub"] == "sub-alice" and claims["iss"] == sso.provider.issuer
+
+
+def test_a_password_session_logs_out_at_the_panel_only(sso: Sso) -> None:
+    make_user(sso.database_url, "pw-owner", "owner")
+    with httpx.Client(base_url=sso.url + "/admin/ui", timeout=30) as browser:
+        form = browser.get("/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token is not None
+        fields = {"csrf_token": token.group(1), "username": "pw-owner", "password": PASSWORD}
+        assert browser.post("/login", data=fields).status_code == 303
+        page = browser.get("/tenants").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert csrf is not None
+        out = browser.post("/logout", data={"csrf_token": csrf.group(1)})
+        assert out.status_code == 303 and out.headers["location"] == "/admin/ui/login"

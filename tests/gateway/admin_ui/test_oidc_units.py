@@ -98,3 +98,38 @@ def test_settings_refuse_an_unknown_role_or_half_a_configuration() -> None:
     made = Settings(oidc_issuer=ISSUER, oidc_client_id="c", oidc_client_secret="s", oidc_scopes=["email"])
     config = made.oidc_config()
     assert config is not None and config.scopes == ("openid", "email")
+
+
+def _provider(userinfo: dict[str, Any], discovery: dict[str, Any]) -> OidcClient:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("openid-configuration"):
+            return httpx.Response(200, json={"issuer": ISSUER, **discovery})
+        assert request.headers["authorization"] == "Bearer at-1"
+        return httpx.Response(200, json=userinfo)
+
+    config = OidcConfig(ISSUER, "panel", "secret", role_mapping=MAPPING, userinfo=True)
+    return OidcClient(config, httpx.AsyncClient(transport=httpx.MockTransport(answer)))
+
+
+async def test_userinfo_completes_the_id_token_for_its_own_subject_only() -> None:
+    discovery = {"userinfo_endpoint": f"{ISSUER}/userinfo"}
+    given = {"sub": "s1", "groups": ["ops"], "email": "x@example.com"}
+    merged = await _provider(given, discovery).userinfo({"sub": "s1", "email": "a@example.com"}, "at-1")
+    assert merged["groups"] == ["ops"] and merged["email"] == "a@example.com"  # the ID token's win
+    with pytest.raises(OidcFailed, match="another subject"):
+        await _provider({**given, "sub": "s2"}, discovery).userinfo({"sub": "s1"}, "at-1")
+    # No endpoint in the discovery document: the ID token's claims alone.
+    assert await _provider(given, {}).userinfo({"sub": "s1"}, "at-1") == {"sub": "s1"}
+
+
+async def test_the_logout_url_only_with_an_end_session_endpoint() -> None:
+    back = "https://panel.example/admin/ui/login"
+    url = await _provider({}, {"end_session_endpoint": f"{ISSUER}/logout"}).logout_url("tok", back)
+    assert url is not None and url.startswith(f"{ISSUER}/logout?")
+    query = httpx.URL(url).params
+    assert (query["id_token_hint"], query["post_logout_redirect_uri"], query["client_id"]) == (
+        "tok",
+        back,
+        "panel",
+    )
+    assert await _provider({}, {}).logout_url("tok", back) is None

@@ -47,6 +47,7 @@ def _post(panel: Panel, tenant_id: str, **fields: Any) -> httpx.Response:
 def test_an_operator_sets_a_policy_and_returns_to_the_default(pii: Pii) -> None:
     operator = pii.gw.panel(f"operator-{pii.gw.suffix}")
     page = operator.http.get("/pii")
+    assert 'href="/admin/ui/pii"' in page.text  # the navigation links to it while it is served
     assert page.status_code == 200 and pii.first["name"] in page.text and pii.second["name"] in page.text
     assert pii.policy(pii.first["id"])["source"] == "default"
     fields = {

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from gateway.blobs import LocalBlobStore
-from gateway.memory import FaissIndex
+from gateway.memory.index import VectorIndex
 from gateway.services.adapters import ADAPTER_FILES
 from gateway.store import Database
 from gateway.store.batches import Batch, BatchLine
@@ -23,6 +23,7 @@ from gateway.store.file_models import StoredFile, Upload, UploadPart
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.job_rows import JobRow
 from gateway.store.memories import StoredMemory, StoredMemoryEvent
+from gateway.store.memory_recalls import StoredRecall
 from gateway.store.models import UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
@@ -40,6 +41,7 @@ SEEDED: dict[Any, str] = {
     Batch: "end_user",
     StoredMemory: "end_user",
     StoredMemoryEvent: "end_user",
+    StoredRecall: "end_user",
     StoredFeedback: "end_user",
     FineTuningJobRow: "end_user",
     StoredFlag: "end_user",
@@ -65,7 +67,7 @@ def vector(seed: int) -> np.ndarray:
 
 
 async def seed_user(
-    database: Database, blobs: LocalBlobStore, index: FaissIndex, tenant: str, user: str
+    database: Database, blobs: LocalBlobStore, index: VectorIndex, tenant: str, user: str
 ) -> Seeded:
     name = f"{tenant}_{user}"
     made = Seeded()
@@ -202,6 +204,19 @@ async def seed_user(
                 created_at=T0,
                 tenant_id=tenant,
                 end_user=user,
+            )
+        )
+        session.add(
+            StoredRecall(
+                id=f"mrec_{name}",
+                request_id=made.request_ids[0],
+                tenant_id=tenant,
+                created_by=owned["created_by"],
+                end_user=user,
+                created_at=T0,
+                found=[{"id": f"mem_{name}", "score": 0.9, "placed": True}],
+                prompt=f"- the memory of {name}",
+                tokens=6,
             )
         )
         session.add(

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from gateway.blobs import LocalBlobStore
 from gateway.jobs import JobQueue, JobRunner, RunnerPolicy
 from gateway.memory import FaissIndex
-from gateway.memory.index import Vector, from_bytes
+from gateway.memory.index import Vector, VectorIndex, from_bytes
 from gateway.services.gdpr import ERASE, EXPORT, Gdpr, digest
 from gateway.store import AuditContext, Database, Limits, Store
 from gateway.store.gdpr import Subject
@@ -52,7 +52,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 class World:
     def __init__(
-        self, database: Database, blobs: LocalBlobStore, index: FaissIndex, runner: JobRunner
+        self, database: Database, blobs: LocalBlobStore, index: VectorIndex, runner: JobRunner
     ) -> None:
         self.database, self.blobs, self.index, self.runner = database, blobs, index, runner
         self.gdpr = Gdpr(GdprStore(database), runner, blobs=blobs, index=index)
@@ -157,6 +157,7 @@ async def test_erasing_a_user(world: World) -> None:
     held = await world.index.ids(t)
     assert not held & set(alice.memory_seqs) and set(bob.memory_seqs) <= held
     # The index file itself was rebuilt: a fresh replica's load holds no vector of alice's.
+    assert isinstance(world.index, FaissIndex)
     fresh = FaissIndex(world.blobs, world.index._load)
     assert not await fresh.ids(t) & set(alice.memory_seqs)
 

@@ -32,10 +32,12 @@ from gateway.store import AuditContext, Database, utcnow
 from gateway.store.batches import Batch, BatchLine
 from gateway.store.completions import StoredCompletion
 from gateway.store.conversations import StoredConversation, StoredItem
+from gateway.store.evals import EvalRunRow
 from gateway.store.file_models import StoredFile
 from gateway.store.fine_tuning import FineTuningEventRow, FineTuningJobRow
 from gateway.store.job_rows import JobRow
 from gateway.store.memories import MemoryStore, StoredMemory, StoredMemoryEvent
+from gateway.store.memory_recalls import StoredRecall
 from gateway.store.models import AuditEvent, UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
@@ -175,6 +177,18 @@ async def seed(
             )
         )
         session.add(
+            StoredRecall(
+                id=f"mrec_{name}",
+                request_id=f"req_{name}",
+                tenant_id=tenant,
+                end_user="u1",
+                created_at=at,
+                found=[],
+                prompt="",
+                tokens=0,
+            )
+        )
+        session.add(
             StoredFlag(
                 id=f"modflag_{name}",
                 endpoint="/v1/moderations",
@@ -206,6 +220,21 @@ async def seed(
                 level="info",
                 type="message",
                 message="m",
+            )
+        )
+        session.add(
+            EvalRunRow(
+                id=f"evalrun_{name}",
+                set_id=f"evalset_{name}",
+                tenant_id=tenant,
+                model="m",
+                version="v1",
+                score=1.0,
+                passed=1,
+                total=1,
+                results=[],
+                regression=False,
+                created_at=at,
             )
         )
         await session.commit()
@@ -383,7 +412,8 @@ def test_a_ledger_retention_covers_a_budget_month() -> None:
     with pytest.raises(ValidationError, match="at least 31"):
         Settings(retention_ledger_days=7)
     assert Settings(retention_ledger_days=31).retention_defaults()["ledger"] == 31
-    assert Settings().retention_defaults() == dict.fromkeys(RETENTION_KINDS, 0)
+    # Everything is kept forever by default but the per-request memory recalls (a debugging record).
+    assert Settings().retention_defaults() == {**dict.fromkeys(RETENTION_KINDS, 0), "memory_recalls": 30}
 
 
 async def test_memories_leave_the_real_vector_index(database: Database, blobs: LocalBlobStore) -> None:

@@ -1,6 +1,8 @@
 """A stand-in engine for the memory service's unit tests: an embedding model whose vectors are bags
 of words (texts sharing words are near), and a chat model that answers the extraction's JSON with
-the facts it is told to (`FakeModels.facts`). The proof with the real engines is test_mem0_client.py."""
+the facts it is told to (`FakeModels.facts`), the graph of a text it is told to (`graphs`, by the
+text), and the summary it is told to (`summary`, for compression). The proof with the real
+engines is test_mem0_client.py."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class FakeModels:
     def __init__(self) -> None:
         self.facts: list[str] = []
         self.extractions: list[dict[str, Any]] = []
+        self.graphs: dict[str, dict[str, Any]] = {}
+        self.summary = "a summary"
         self.app = Starlette(
             routes=[
                 Route("/v1/models", self._models),
@@ -59,7 +63,15 @@ class FakeModels:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.extractions.append(body)
-        content = orjson.dumps({"facts": self.facts}).decode()
+        schema = body.get("response_format", {}).get("json_schema", {}).get("name")
+        text = body["messages"][-1]["content"]
+        if schema == "graph":
+            found = self.graphs.get(text, {"entities": [], "relations": []})
+        elif schema == "summary":
+            found = {"summary": self.summary}
+        else:
+            found = {"facts": self.facts}
+        content = orjson.dumps(found).decode()
         usage = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
         message = {"role": "assistant", "content": content}
         choice = {"index": 0, "finish_reason": "stop", "message": message}

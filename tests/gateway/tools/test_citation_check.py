@@ -153,3 +153,30 @@ def test_bad_options_are_400s(knowledge: tuple[openai.OpenAI, str]) -> None:
         assert caught.value.status_code == 400
         error = caught.value.body
         assert isinstance(error, dict) and error.get("param") == param, error
+
+
+def test_a_background_response_carries_the_same_citations(knowledge: tuple[openai.OpenAI, str]) -> None:
+    """`background: true`: the job rebuilds the search results and the pass from its payload, so the
+    stored response has the `file_search_call` item once, the annotations and their verdicts."""
+    client, store_id = knowledge
+    queued = ask(client, store_id, {"verify_citations": True}, background=True)
+    assert queued.status in ("queued", "in_progress")
+
+    def ended() -> bool:
+        return client.responses.retrieve(queued.id).status in ("completed", "failed", "incomplete")
+
+    wait_for(ended, timeout=120)
+    response = client.responses.retrieve(queued.id)
+    assert response.status == "completed", response.error
+    assert [item.type for item in response.output].count("file_search_call") == 1
+    text, found = citations(response)
+    assert text == f"{SUPPORTED} {UNRELATED}"
+    assert [a.filename for a in found] == ["tea.txt", "tea.txt"]
+    assert [v["supported"] for v in verdicts(found)] == [True, False]
+    summary = (response.model_extra or {})["tantra"]["citations"]
+    assert summary == {"method": "embedding", "checked": 2, "supported": 1, "unsupported": [1]}
+    # The stream of events stored for it ends with the same verified response.
+    with client.responses.retrieve(queued.id, stream=True) as stream:
+        events = list(stream)
+    assert events[-1].type == "response.completed"
+    assert (events[-1].response.model_extra or {})["tantra"]["citations"]["unsupported"] == [1]

@@ -1,0 +1,85 @@
+"""`make gpu-check`: SpikingBrain served on an NVIDIA GPU with CUDA graphs, against the CPU reference.
+
+On a machine with a GPU: builds the `7b-shaped` preset, serves it in float32 through vLLM's offline
+engine with CUDA graphs and torch.compile on (vLLM's defaults; no `--enforce-eager`), checks that
+every greedy continuation equals the reference's (the answers the CPU tests use), then runs the
+long-context decode bench (`python -m bench.core --parts context --compile`) on the GPU. Exits 1
+when a continuation differs. Without a GPU it says so and exits 0: nothing here can be checked
+on this project's CPU-only machines (docs/spikingbrain.md, "GPU").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT = ROOT / ".cache" / "spikingbrain" / "gla_swa-7b-shaped"
+DRIVER = ROOT / "tests" / "spikingbrain" / "vllm_driver.py"
+ANSWERS = ROOT / "tests" / "spikingbrain" / "data"
+BENCH_OUT = ROOT / ".cache" / "gpu-check"
+
+
+def gpu_name() -> str | None:
+    """The first CUDA device's name, or None without one (or without a CUDA build of torch)."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def main() -> int:
+    name = gpu_name()
+    if name is None:
+        print(
+            "gpu-check: no NVIDIA GPU on this machine (torch.cuda.is_available() is False); nothing checked."
+        )
+        return 0
+    from engine.checkpoint import ensure_checkpoint
+    from engine.spikingbrain.gla_batch import describe_kernel
+    from engine.spikingbrain.real_shapes import (
+        LENGTHS,
+        MAX_MODEL_LEN,
+        NEW_TOKENS,
+        PRESET,
+        compute_answers,
+        real_shape_sequence,
+    )
+
+    print(f"gpu-check on {name}; GLA prefill kernel: {describe_kernel('cuda')}")
+    checkpoint = ensure_checkpoint(CHECKPOINT, PRESET, 0, "gla_swa")
+    sequence = real_shape_sequence()
+    want = [a.tokens for a in compute_answers(checkpoint, sequence, (ANSWERS,))]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts, out = Path(tmp) / "prompts.json", Path(tmp) / "out.json"
+        prompts.write_text(json.dumps([sequence[:n] for n in LENGTHS]))
+        subprocess.run(
+            [
+                sys.executable, str(DRIVER), "--model", str(checkpoint), "--prompts", str(prompts),
+                "--out", str(out), "--dtype", "float32", "--max-tokens", str(NEW_TOKENS),
+                "--max-model-len", str(MAX_MODEL_LEN), "--max-num-batched-tokens", "2048", "--repeat",
+            ],
+            check=True,
+            env=env,
+        )  # fmt: skip
+        report = json.loads(out.read_text())
+    got = [r["token_ids"] for r in report["results"]]
+    failed = [n for n, a, b in zip(LENGTHS, got, want, strict=True) if a != b]
+    failed += [n for n, a, b in zip(LENGTHS, report["repeat_token_ids"], want, strict=True) if a != b]
+    for n, a, b in zip(LENGTHS, got, want, strict=True):
+        print(f"prompt of {n:>6} tokens: {'equal' if a == b else f'DIFFERS: {a} vs reference {b}'}")
+    bench = [sys.executable, "-m", "bench.core", "--parts", "context", "--compile", "--out", str(BENCH_OUT)]
+    subprocess.run(bench, check=True, cwd=ROOT, env={**env, "TANTRA_ENGINE_DEVICE": "cuda"})
+    if failed:
+        print(f"gpu-check: greedy continuations differ from the reference at prompt lengths {failed}")
+        return 1
+    print("gpu-check: every continuation equals the reference (CUDA graphs on, prefix cache hit too)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
