@@ -27,6 +27,7 @@ pytestmark = pytest.mark.engine
 TIMEOUT = 300.0  # whisper.cpp and the engine on a loaded 2-core machine
 RATE = 48_000
 FRAME = RATE // 50  # 20 ms
+ANSWER_TOKENS = 24  # a few seconds of speech
 
 
 def pcm16_48k(wav: bytes) -> bytes:
@@ -116,10 +117,12 @@ async def call(gateway_url: str, model: str, auth: dict[str, str]) -> AsyncItera
     opened = Call(pc)
     pc.addTrack(Microphone(pcm16_48k(spoken_sentence())))
     async with httpx.AsyncClient(base_url=gateway_url, headers=auth, timeout=60) as client:
+        # The form's `session` is the call's opening session.update: the answers are bounded, so
+        # the random-weight model's speech (played in real time) ends within seconds.
+        session = {"model": model, "max_response_output_tokens": ANSWER_TOKENS}
         answer = await client.post(
-            f"/v1/realtime/calls?model={model}",
-            content=await offer(pc),
-            headers={"content-type": "application/sdp"},
+            "/v1/realtime/calls",
+            files={"sdp": (None, await offer(pc)), "session": (None, json.dumps(session))},
         )
         assert answer.status_code == 201, answer.text
         assert answer.headers["content-type"].startswith("application/sdp")
@@ -144,6 +147,8 @@ async def test_speech_in_transcript_and_spoken_answer_out(call: Call) -> None:
     output_audio_buffer events."""
     created = await call.until("session.created")
     assert created["session"]["turn_detection"]["type"] == "server_vad"
+    updated = await call.until("session.updated")
+    assert updated["session"]["max_response_output_tokens"] == ANSWER_TOKENS
     await call.until("input_audio_buffer.speech_started")
     stopped = await call.until("input_audio_buffer.speech_stopped")
     committed = await call.until("input_audio_buffer.committed")
@@ -155,7 +160,12 @@ async def test_speech_in_transcript_and_spoken_answer_out(call: Call) -> None:
     # empty then). Random weights may also answer with nothing speakable: asked again, in text.
     done = await call.until("response.done", errors_expected=True)
     for attempt in range(4):
-        spoken = "".join(event["delta"] for event in call.of("response.audio_transcript.delta"))
+        response_id = done["response"]["id"]
+        spoken = "".join(
+            event["delta"]
+            for event in call.of("response.audio_transcript.delta")
+            if event["response_id"] == response_id
+        )
         if done["response"]["status"] in ("completed", "incomplete") and any(ch.isalnum() for ch in spoken):
             break
         call.send(
@@ -168,16 +178,24 @@ async def test_speech_in_transcript_and_spoken_answer_out(call: Call) -> None:
                 },
             }
         )
-        call.send({"type": "response.create", "response": {"max_output_tokens": 24}})
+        call.send({"type": "response.create"})
         done = await call.until("response.done")
     else:
         pytest.fail("no answer had a word to speak")
-    response_id = done["response"]["id"]
     assert done["response"]["output"][0]["content"][0]["type"] == "audio"
-    # Played in real time: the speech ends after the response does.
-    while not any(event["response_id"] == response_id for event in call.of("output_audio_buffer.stopped")):
+
+    # Played in real time: the speech starts, then ends after the response does.
+    def played() -> list[str]:
+        return [
+            event["type"]
+            for event in call.seen
+            if event["type"].startswith("output_audio_buffer.") and event.get("response_id") == response_id
+        ]
+
+    while "output_audio_buffer.stopped" not in played():
         await call.until("output_audio_buffer.stopped")
-    assert any(event["response_id"] == response_id for event in call.of("output_audio_buffer.started"))
+    assert played()[0] == "output_audio_buffer.started", played()
+    assert played().count("output_audio_buffer.started") == 1, played()
     assert not call.of("response.audio.delta"), "audio deltas were sent over the data channel"
     assert call.heard_frames > 0
     assert call.loudest > 300, f"the answer was silent (largest frame RMS {call.loudest:.0f})"
