@@ -3,9 +3,10 @@
 GA: POST /v1/realtime/calls (the offer as `application/sdp`, or `multipart/form-data` with `sdp`
 and a `session` configuration), answered 201 with the SDP and `Location: /v1/realtime/calls/{id}`;
 POST /v1/realtime/calls/{id}/hangup ends it. Beta: POST /v1/realtime?model=... with the offer. The
-key is an API key as on every route. Admission is the WebSocket path's (routes/realtime.py: the
-same session slots and leases, and `model`), plus this replica's cap on calls; the call itself
-(gateway/realtime/webrtc.py) runs the same session as a WebSocket.
+key is an API key, or an ephemeral client secret (routes/realtime_secrets.py). Admission is the
+WebSocket path's (routes/realtime.py: the same session slots and leases, and `model`), plus this
+replica's cap on calls; the call itself (gateway/realtime/webrtc.py) runs the same session as a
+WebSocket.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ from fastapi import APIRouter, Request, Response
 
 from gateway.auth import Principal
 from gateway.auth.authenticator import presented_key
+from gateway.auth.ephemeral import RealtimeCaller
 from gateway.errors import APIError, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
 from gateway.http.client_address import client_address
 from gateway.limits import RateLimiter
 from gateway.realtime.events import Emit
-from gateway.realtime.loopback import Loopback
 from gateway.realtime.session import RealtimeLimits, RealtimeSession
 from gateway.realtime.slots import SessionSlots, TooManySessions
 from gateway.realtime.transport import AudioOut, WebRtcOptions
 from gateway.realtime.webrtc import WebRtcCalls
-from gateway.routes.realtime import admit, model_for
+from gateway.routes.realtime import admit, loopback_for, model_asked, model_for, opening_update
 from gateway.upstreams import ModelCatalog
 
 _MAX_OFFER = 64 * 1024  # an offer is a few KiB; anything much larger is not one
@@ -41,7 +42,7 @@ class CallDesk:
     """What answering a call needs: the WebSocket path's admission, and this replica's calls."""
 
     catalog: ModelCatalog
-    authenticate: Callable[[Mapping[str, str], str | None], Awaitable[Principal]]
+    identify: Callable[[Mapping[str, str], str | None], Awaitable[RealtimeCaller]]
     limits: Callable[[], RealtimeLimits]
     limiter: RateLimiter
     slots: SessionSlots
@@ -66,8 +67,8 @@ def realtime_calls_router(desk: CallDesk) -> APIRouter:
     @router.post("/v1/realtime/calls/{call_id}/hangup")
     async def hang_up(call_id: str, request: Request) -> Response:
         try:
-            principal, _ = await _key_of(desk, request)
-            if not await desk.calls.hang_up(call_id, _owner(principal)):
+            caller, _ = await _key_of(desk, request)
+            if not await desk.calls.hang_up(call_id, _owner(caller.principal)):
                 raise NotFound(f"No call '{call_id}' is open.", param="call_id", code="call_not_found")
         except APIError as exc:
             return exc.response()
@@ -76,10 +77,10 @@ def realtime_calls_router(desk: CallDesk) -> APIRouter:
     return router
 
 
-async def _key_of(desk: CallDesk, request: Request) -> tuple[Principal, dict[str, str]]:
+async def _key_of(desk: CallDesk, request: Request) -> tuple[RealtimeCaller, dict[str, str]]:
     key = presented_key(request.headers)
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    return await desk.authenticate(headers, client_address(request)), headers
+    return await desk.identify(headers, client_address(request)), headers
 
 
 async def _answer(desk: CallDesk, request: Request) -> Response:
@@ -87,7 +88,8 @@ async def _answer(desk: CallDesk, request: Request) -> Response:
     held until the call ends."""
     held = contextlib.AsyncExitStack()
     try:
-        principal, headers = await _key_of(desk, request)
+        caller, headers = await _key_of(desk, request)
+        principal = caller.principal
         offer, config = await _offer(request)
         if desk.calls.open >= desk.options.max_calls:
             raise TooManySessions(
@@ -95,10 +97,9 @@ async def _answer(desk: CallDesk, request: Request) -> Response:
             )
         current = desk.limits()
         await admit(held, desk.slots, desk.limiter, principal, current)
-        model = request.query_params.get("model") or config.get("model")
-        name = await model_for(desk.catalog, principal, model if isinstance(model, str) else None)
-        headers["user-agent"] = "tantra-realtime"
-        loopback = Loopback(request.scope["app"], request.scope, headers)
+        model = model_asked(caller, {**config, **request.query_params})
+        name = await model_for(desk.catalog, principal, model)
+        loopback = loopback_for(request.scope, headers, caller)
         built: list[RealtimeSession] = []
 
         def build(send: Emit, audio_out: AudioOut) -> RealtimeSession:
@@ -117,7 +118,10 @@ async def _answer(desk: CallDesk, request: Request) -> Response:
     except BaseException:
         await held.aclose()
         raise
-    if config:  # the form's session configuration: the call's first session.update
+    # An ephemeral secret's session configuration, then the form's, as the first session.updates.
+    if (opening := opening_update(caller)) is not None:
+        await built[0].feed(opening)
+    if config:
         await built[0].feed(orjson.dumps({"type": "session.update", "session": config}))
     return Response(
         sdp, status_code=201, media_type=_SDP, headers={"location": f"/v1/realtime/calls/{call_id}"}
