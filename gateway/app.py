@@ -36,6 +36,7 @@ from gateway.learning_setup import include_learning
 from gateway.observability import RequestInstrumentation
 from gateway.panel_setup import include_panel
 from gateway.pii_setup import pii
+from gateway.realtime_setup import include_realtime
 from gateway.routes import (
     admin_router,
     anthropic_router,
@@ -44,7 +45,6 @@ from gateway.routes import (
     operations_router,
     pooling_router,
     profile_router,
-    realtime_router,
     speech_router,
     transcription_router,
 )
@@ -89,12 +89,14 @@ def create_app(
     redactor = pii(parts)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
         await parts.start()
         await governed.start()
         try:
             yield
         finally:
+            if (calls := getattr(running.state, "webrtc_calls", None)) is not None:
+                await calls.close()  # the peer connections, before what their sessions use
             await governed.stop()
             await parts.stop()
             if redactor is not None:
@@ -181,11 +183,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     _include_moderation(app, parts)
     _include_stored(app, parts)
     if settings.realtime_enabled:
-        app.include_router(
-            realtime_router(
-                parts.catalog, authenticate, parts.realtime_limits, access.limiter, parts.metrics.rejected
-            )
-        )
+        app.state.webrtc_calls = include_realtime(app, parts)
     app.include_router(
         admin_router(
             access.admin_guard,

@@ -78,7 +78,11 @@ class InputAudio:
         self._silent_since_ms = self._heard_ms
 
     async def append(self, audio: str) -> None:
-        chunk = self._decode(pcm.decode(audio, "audio", whole_samples=self._decode.kind == "pcm16"))
+        whole = self._decode.kind == "pcm16"
+        await self.append_pcm(self._decode(pcm.decode(audio, "audio", whole_samples=whole)))
+
+    async def append_pcm(self, chunk: bytes) -> None:
+        """pcm16 at 24 kHz, decoded already (an `append` event's, or a WebRTC track's)."""
         if len(self._buffer) + len(chunk) > self._max_s * pcm.BYTES_PER_S:
             raise EventError(
                 f"The input audio buffer would hold more than {self._max_s:g} s; commit or clear it first.",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +38,17 @@ class LoopbackResponse:
 class Loopback:
     """Calls `app` with an HTTP scope derived from the realtime connection's own scope."""
 
-    def __init__(self, app: ASGIApp, connection: Scope, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        connection: Scope,
+        headers: Mapping[str, str],
+        each: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """`each` gives every request further scope entries (a session opened with an ephemeral
+        secret acts as its key: `ACTING_AS`, with a request id of its own)."""
         self._app = app
+        self._each = each
         self._base: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -68,6 +77,7 @@ class Loopback:
         ASGI scope entries only the gateway sets (a batch line's `ACTING_AS`)."""
         scope: Scope = {
             **self._base,
+            **(self._each() if self._each is not None else {}),
             **(marks or {}),
             "method": "POST",
             "path": path,

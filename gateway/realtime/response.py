@@ -303,6 +303,9 @@ class Response:
 
     async def audio_delta(self, pcm: bytes) -> None:
         self.spoken[-1].pcm_bytes += len(pcm)
+        if (out := self._session.audio_out) is not None:  # WebRTC: played on the track, no deltas
+            await out.play(self.id, pcm)
+            return
         await self._send_audio(self._encode(pcm))
 
     async def _send_audio(self, encoded: bytes) -> None:
@@ -315,7 +318,9 @@ class Response:
         assert self._message is not None
         where, text = self._where(), "".join(self._texts)
         if self._audio:
-            if not self._cancel.is_set():  # the last ms the g711 resampler holds
+            if (out := self._session.audio_out) is not None:
+                await out.finish(self.id)
+            elif not self._cancel.is_set():  # the last ms the g711 resampler holds
                 await self._send_audio(self._encode.flush())
             await self._session.emit({"type": "response.audio.done", **where})
             await self._session.emit({"type": "response.audio_transcript.done", **where, "transcript": text})

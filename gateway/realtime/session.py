@@ -44,6 +44,7 @@ from gateway.realtime.input_transcription import InputTranscriber
 from gateway.realtime.loopback import Loopback
 from gateway.realtime.response import Response
 from gateway.realtime.session_config import SessionConfig
+from gateway.realtime.transport import AudioOut
 
 _Event = TypeVar("_Event", bound=ClientEvent)
 _Handler = Callable[[Any], Awaitable[None]]
@@ -69,7 +70,19 @@ class RealtimeLimits:
 class RealtimeSession:
     """Runs one connection: `feed` takes each client message; `send` writes server events."""
 
-    def __init__(self, *, model: str, loopback: Loopback, send: Emit, limits: RealtimeLimits) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        loopback: Loopback,
+        send: Emit,
+        limits: RealtimeLimits,
+        audio_out: AudioOut | None = None,
+    ) -> None:
+        """`audio_out`: the transport plays spoken answers itself (WebRTC's track), and no
+        `response.audio.delta` is sent; None: they are events (WebSocket)."""
+        self.audio_out = audio_out
+        self._overflowing = False  # the transport's audio found the input buffer full
         self._config = SessionConfig(id=new_id("sess"), model=model)
         self._loopback = loopback
         self._send = send
@@ -156,6 +169,18 @@ class RealtimeSession:
             await self._handlers[event.type](event)
         except EventError as problem:
             await self.error(problem, event_id)
+
+    async def hear(self, audio: bytes) -> None:
+        """Input audio from the transport's own track (pcm16 at 24 kHz), as `input_audio_buffer.append`
+        would add it; a problem (the buffer full without turn detection) is an `error` event."""
+        try:
+            await self._audio.append_pcm(audio)
+            self._overflowing = False
+        except EventError as problem:
+            # A track sends 50 frames a second: a full buffer is told once, not for each frame.
+            if not self._overflowing:
+                await self.error(problem, None)
+            self._overflowing = problem.code == "input_audio_buffer_full"
 
     async def _update(self, event: SessionUpdateEvent) -> None:
         config = self._config
@@ -245,6 +270,8 @@ class RealtimeSession:
     async def interrupt(self) -> None:
         if (running := self._running()) is not None:
             await running.cancel()
+        if self.audio_out is not None:  # what is still queued to play is cut short too
+            await self.audio_out.clear()
 
     async def answer_turn(self) -> None:
         if self._running() is None and self._config.kind == "realtime":
