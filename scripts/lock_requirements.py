@@ -53,7 +53,9 @@ def requirements(target: str, pyproject: Path = ROOT / "pyproject.toml") -> list
     project = tomllib.loads(pyproject.read_text())["project"]
     core = list(project["dependencies"])
     if target == "gateway":
-        return core + list(project["optional-dependencies"]["oidc"])
+        # Single sign-on for the panel, and WebRTC calls of the Realtime API (aiortc).
+        extras = project["optional-dependencies"]
+        return core + list(extras["oidc"]) + list(extras["webrtc"])
     if target in ("engine-cpu", "engine-cuda"):
         return core + engine_requirements(target.removeprefix("engine-"), pyproject)
     raise ValueError(f"unknown target {target!r}: {', '.join(TARGETS)}")
