@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bench import batch_latency, embeddings, litellm_env, profiles, servers
+from bench import batch_latency, embeddings, litellm_env, memory, profiles, servers
 from bench.load import Cell, Target
 from bench.overhead import ENGINE_SCENARIOS, FAKE_SCENARIOS, interleave
 from bench.procs import Service, usable_cpus
@@ -64,6 +64,8 @@ class Plan:
     embeddings: embeddings.EmbeddingPlan = field(default_factory=embeddings.EmbeddingPlan)
     # Interactive TTFT with and without a batch running (bench/batch_latency.py).
     batch_latency: batch_latency.LatencyPlan = field(default_factory=batch_latency.LatencyPlan)
+    # Memory per backend: recall@5, search latency at 10k and 100k, chat TTFT on/off (bench/memory.py).
+    memory: memory.MemoryPlan = field(default_factory=memory.MemoryPlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -92,6 +94,7 @@ class Plan:
                 batch_max_tokens=4,
                 rounds=1,
             ),
+            memory=memory.MemoryPlan.smoke(),
         )
 
     @classmethod
@@ -109,6 +112,7 @@ class Plan:
             sustained_minutes=0.25,
             embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=3.0, warmup_s=0.5),
             batch_latency=batch_latency.LatencyPlan(chats=16, rounds=1),
+            memory=memory.MemoryPlan.quick(),
         )
 
 
@@ -124,6 +128,7 @@ class Outcome:
     sustained: dict[str, Any] | None = None
     embeddings: dict[str, Any] | None = None
     batch_latency: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
     """Profiles not measured, and why (feature not built yet, Redis missing)."""
@@ -179,6 +184,11 @@ def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
         except Exception as exc:
             traceback.print_exc()
             outcome.notes.append(f"The batch-latency part stopped early: {type(exc).__name__}: {exc}")
+        try:
+            outcome.memory = memory.measure(plan.logs, cores.all, cores.gateway, plan.memory, progress)
+        except Exception as exc:
+            traceback.print_exc()
+            outcome.notes.append(f"The memory part stopped early: {type(exc).__name__}: {exc}")
     outcome.meta["load_average_end"] = os.getloadavg()
     return outcome
 
