@@ -40,6 +40,7 @@ class MemoryPlan:
     queries: int = 200  # search latency: queries per backend and size (time allowing)
     query_budget_s: float = 60.0
     backends: tuple[str, ...] = BACKENDS
+    skip: tuple[str, ...] = ()  # "backend@size" latency cells not run (too slow for the run's time)
     chat: memory_chat.ChatPlan | None = field(default_factory=memory_chat.ChatPlan)
 
     @classmethod
@@ -112,6 +113,9 @@ def _latency(
     rows = []
     for size in plan.sizes:
         for backend in chosen:
+            if f"{backend.name}@{size}" in plan.skip:
+                progress(f"bench: memory search {backend.name} at {size}: skipped")
+                continue
             row = memory_backends.run(
                 memory_backends.latency(backend, size, questions[: plan.queries], plan.query_budget_s)
             )
@@ -151,6 +155,9 @@ def markdown(result: dict[str, Any] | None) -> list[str]:
         f"| {r['insert_s']:.1f} |"
         for r in result.get("latency", [])
     ]
+    skipped = (result.get("plan") or {}).get("skip") or []
+    if skipped:
+        lines += ["", "Not run this time (too slow for the time the run had): " + ", ".join(skipped)]
     lines += ["", *_chat_lines(result.get("chat"))]
     if not result.get("avx512f"):
         lines.append(
@@ -228,17 +235,31 @@ def write(result: dict[str, Any], out: Path) -> None:
     plot(result, out / "memory.png")
 
 
+def _overrides(plan: MemoryPlan, args: argparse.Namespace) -> MemoryPlan:
+    plan = replace(plan, skip=tuple(cell for cell in args.skip.split(",") if cell))
+    if args.sizes:
+        plan = replace(plan, sizes=tuple(int(size) for size in args.sizes.split(",")))
+    if args.query_budget is not None:
+        plan = replace(plan, query_budget_s=args.query_budget)
+    if args.chats is not None and plan.chat is not None:
+        plan = replace(plan, chat=replace(plan.chat, chats=args.chats))
+    return replace(plan, chat=None) if args.no_chat else plan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: every path, no measurement")
     parser.add_argument("--no-chat", action="store_true", help="skip the chat TTFT part (no chat engine)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--sizes", help="memories a tenant for the latency cells, e.g. 10000,100000")
+    parser.add_argument("--skip", default="", help="latency cells not run, e.g. chroma@100000")
+    parser.add_argument("--query-budget", type=float, help="seconds of queries per latency cell")
+    parser.add_argument("--chats", type=int, help="memory-on and memory-off chats measured, each")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     plan = MemoryPlan.smoke() if args.smoke else MemoryPlan()
     plan = replace(plan, backends=tuple(args.backends.split(",")))
-    if args.no_chat:
-        plan = replace(plan, chat=None)
+    plan = _overrides(plan, args)
     from bench.run import Cores
 
     cores = Cores()
