@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import batch_latency, embeddings, lora, model_choice, plots
+from bench import batch_latency, embeddings, lora, memory, memory_chat, model_choice, plots
 from bench.run import Outcome
 from bench.stats import overheads, summarise
 
@@ -51,6 +51,7 @@ def write(outcome: Outcome, out: Path) -> dict[str, Any]:
         "embeddings": outcome.embeddings,
         "batch_latency": outcome.batch_latency,
         "lora": outcome.lora,
+        "memory": outcome.memory,
         "model_choice": model_choice.rows(fake_summary),
         "pending_profiles": outcome.pending,
         "notes": outcome.notes,
@@ -87,6 +88,9 @@ def draw(document: dict[str, Any], per_minute: float, out: Path) -> list[str]:
     if (document.get("lora") or {}).get("targets"):
         lora.plot(document["lora"], out / "lora.png")
         pngs.append("lora.png")
+    if (document.get("memory") or {}).get("recall"):
+        memory.plot(document["memory"], out / "memory.png")
+        pngs.append("memory.png")
     return pngs
 
 
@@ -148,7 +152,18 @@ def targets(fake: list[dict[str, Any]], engine: list[dict[str, Any]], outcome: O
     checks.extend(_service_checks(outcome))
     checks.append(_embeddings_check(outcome.embeddings))
     checks.append(_batch_latency_check(outcome.batch_latency))
+    checks.append(_memory_check(outcome.memory))
     return checks
+
+
+def _memory_check(result: dict[str, Any] | None) -> Check:
+    target = f"memory in chat adds < {memory_chat.TARGET_MS:.0f} ms TTFT p50 (10k memories, embeddings in)"
+    chat = (result or {}).get("chat") or {}
+    if chat.get("added_p50_ms") is None:
+        return Check(target, "not measured", None, "run without --no-engine")
+    added = float(chat["added_p50_ms"])
+    held = added < memory_chat.TARGET_MS
+    return Check(target, f"{added:.1f} ms", held, f"at {chat['memories']:,} memories")
 
 
 def _batch_latency_check(result: dict[str, Any] | None) -> Check:
@@ -220,6 +235,7 @@ def markdown(
     lines += embeddings.markdown(outcome.embeddings)
     lines += batch_latency.markdown(outcome.batch_latency)
     lines += lora.markdown(outcome.lora)
+    lines += memory.markdown(outcome.memory)
     lines += [*(f"![{p}]({p})" for p in pngs), ""]
     if outcome.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]

@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bench import batch_latency, embeddings, litellm_env, lora, profiles, servers
+from bench import batch_latency, embeddings, litellm_env, lora, memory, profiles, servers
 from bench.load import Cell, Target
 from bench.overhead import ENGINE_SCENARIOS, FAKE_SCENARIOS, interleave
 from bench.procs import Service, usable_cpus
@@ -66,6 +66,8 @@ class Plan:
     batch_latency: batch_latency.LatencyPlan = field(default_factory=batch_latency.LatencyPlan)
     # A LoRA model against its base on one replica (bench/lora.py).
     lora: lora.LoraPlan = field(default_factory=lora.LoraPlan)
+    # Memory per backend: recall@5, search latency at 10k and 100k, chat TTFT on/off (bench/memory.py).
+    memory: memory.MemoryPlan = field(default_factory=memory.MemoryPlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -95,6 +97,7 @@ class Plan:
                 rounds=1,
             ),
             lora=lora.LoraPlan(concurrency=2, max_tokens=4, rounds=1, requests=4, warmup_requests=1),
+            memory=memory.MemoryPlan.smoke(),
         )
 
     @classmethod
@@ -113,6 +116,7 @@ class Plan:
             embeddings=embeddings.EmbeddingPlan(rounds=1, duration_s=3.0, warmup_s=0.5),
             batch_latency=batch_latency.LatencyPlan(chats=16, rounds=1),
             lora=lora.LoraPlan(rounds=1, requests=8),
+            memory=memory.MemoryPlan.quick(),
         )
 
 
@@ -129,6 +133,7 @@ class Outcome:
     embeddings: dict[str, Any] | None = None
     batch_latency: dict[str, Any] | None = None
     lora: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
     """Profiles not measured, and why (feature not built yet, Redis missing)."""
@@ -189,6 +194,11 @@ def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
         except Exception as exc:
             traceback.print_exc()
             outcome.notes.append(f"The LoRA part stopped early: {type(exc).__name__}: {exc}")
+        try:
+            outcome.memory = memory.measure(plan.logs, cores.all, cores.gateway, plan.memory, progress)
+        except Exception as exc:
+            traceback.print_exc()
+            outcome.notes.append(f"The memory part stopped early: {type(exc).__name__}: {exc}")
     outcome.meta["load_average_end"] = os.getloadavg()
     return outcome
 
