@@ -141,11 +141,11 @@ class MemoryCore:
             texts = [(text, metadata) for text, (_, metadata) in zip(clean, texts, strict=True)]
             source = await self.redactor.stored(tenant_id, source)
         vectors = await self.embed(caller, [text for text, _ in texts])
-        scoped = {m.seq: m for m in await self.store.in_scope(caller.owner, scope)} if dedupe else {}
+        among = await self._scope_seqs(caller.owner, scope, live_at=None) if dedupe else []
         tenant = caller.owner.tenant_id
         changes: list[Change] = []
         for (text, metadata), vector in zip(texts, vectors, strict=True):
-            target = await self._nearest(tenant, vector, scoped) if dedupe else None
+            target = await self._nearest(caller.owner, vector, among) if dedupe else None
             if target is not None and target.hash == text_hash(text):
                 continue
             event, memory_id = ("UPDATE", target.id) if target is not None else ("ADD", new_memory_id())
@@ -177,23 +177,30 @@ class MemoryCore:
 
         await self.graph.remember(post, caller.owner.tenant_id, memories)
 
-    async def _nearest(self, tenant: str | None, vector: Vector, scoped: dict[int, Memory]) -> Memory | None:
+    async def _nearest(self, owner: Owner, vector: Vector, among: list[int]) -> Memory | None:
         """The scope's memory nearest `vector`, if as near as the dedupe threshold."""
-        hits = await self.index.search(tenant, vector, 1, among=list(scoped))
+        hits = await self.index.search(owner.tenant_id, vector, 1, among=among)
         if not hits or hits[0].score < self.options.dedupe_threshold:
             return None
-        return scoped.get(hits[0].seq)
+        return (await self.store.by_seqs(owner, [hits[0].seq])).get(hits[0].seq)
+
+    async def _scope_seqs(self, owner: Owner, scope: Scope, *, live_at: datetime | None) -> list[int]:
+        """The row numbers a search of `scope` is limited to: read alone from SQL, or, when the
+        scope filters on metadata (matched in Python), from its rows."""
+        if scope.metadata:
+            rows = await self.store.in_scope(owner, scope)
+            return [m.seq for m in rows if live_at is None or m.live(live_at)]
+        return await self.store.seqs_in_scope(owner, scope, live_at=live_at)
 
     async def search(
         self, caller: Caller, scope: Scope, query: str, k: int, *, threshold: float | None = None
     ) -> list[Found]:
-        memories = await self.store.in_scope(caller.owner, scope)
-        if not memories:
+        among = await self._scope_seqs(caller.owner, scope, live_at=utcnow())
+        if not among:
             return []
         (vector,) = await self.embed(caller, [query])
-        now = utcnow()
-        by_seq = {m.seq: m for m in memories if m.live(now)}
-        hits = await self.index.search(caller.owner.tenant_id, vector, k, among=list(by_seq))
+        hits = await self.index.search(caller.owner.tenant_id, vector, k, among=among)
+        by_seq = await self.store.by_seqs(caller.owner, [h.seq for h in hits])
         found = [Found(by_seq[h.seq], h.score) for h in hits if h.seq in by_seq]
         return [f for f in found if threshold is None or f.score >= threshold]
 
