@@ -89,19 +89,6 @@ def _chat_engine() -> EngineConfig:
     )
 
 
-def _spare_engine() -> EngineConfig:
-    """A second engine on the tiny checkpoint: another replica behind a second gateway
-    (tests/gateway/services/test_responses.py), and the engine the readiness test freezes, so that
-    freezing never stalls the session's `engine`. One start serves both modules."""
-    return EngineConfig(
-        model_dir=_tiny_checkpoint(),
-        served_model_name=MODEL,
-        port=free_port(),
-        max_model_len=2048,
-        kv_cache_gib=0.25,
-    )
-
-
 def _lora_engine() -> EngineConfig:
     return EngineConfig(
         model_dir=_qwen2_checkpoint(),
@@ -128,7 +115,6 @@ SESSION_ENGINES: dict[str, tuple[Callable[[], EngineConfig], Path]] = {
     "engine": (_chat_engine, ROOT / ".cache" / "test-engine.log"),
     "embedding_engine": (_embedding_engine, ROOT / ".cache" / "test-embedding-engine.log"),
     "lora_engine": (_lora_engine, ROOT / ".cache" / "test-lora-engine.log"),
-    "spare_engine": (_spare_engine, ROOT / ".cache" / "test-spare-engine.log"),
 }
 """The session's engines by fixture name: each is spawned when collection ends if a selected test
 uses it, so it starts beside the first tests instead of in front of its own."""
@@ -159,13 +145,6 @@ def lora_engine() -> Iterator[EngineProcess]:
     """The qwen2-tiny base with LoRA on (tests/gateway/fine_tuning); also the quantization test's
     Qwen2 bf16 baseline: a LoRA engine answers as its base model when no adapter is named."""
     with logged_engine(_lora_engine(), SESSION_ENGINES["lora_engine"][1]) as process:
-        yield process
-
-
-@pytest.fixture(scope="session")
-def spare_engine() -> Iterator[EngineProcess]:
-    """The tiny checkpoint's second engine (`_spare_engine`), its log in .cache/test-spare-engine.log."""
-    with logged_engine(_spare_engine(), SESSION_ENGINES["spare_engine"][1]) as process:
         yield process
 
 

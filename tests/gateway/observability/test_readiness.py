@@ -7,21 +7,43 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from engine.launcher import EngineProcess
+from engine.launcher import EngineConfig, EngineProcess
 from gateway import Settings, create_app
-from tests.servers import ThreadedServer
+from tests.servers import ThreadedServer, free_port
 
 pytestmark = pytest.mark.engine
 
 INTERVAL_S = 0.5
 TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def spare_engine(tiny_checkpoint: Path, model: str) -> Iterator[EngineProcess]:
+    """An engine of this module's own, so freezing it never stalls the session's shared engine."""
+    root = Path(__file__).resolve().parents[3]
+    with (root / ".cache" / "test-engine-frozen.log").open("w") as log:
+
+        def sink(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+
+        config = EngineConfig(
+            model_dir=tiny_checkpoint,
+            served_model_name=model,
+            port=free_port(),
+            max_model_len=512,
+            kv_cache_gib=0.25,
+            tool_call_parser=None,
+        )
+        with EngineProcess(config, log_sink=sink, startup_timeout=900) as process:
+            yield process
 
 
 def descendants(pid: int) -> list[int]:

@@ -21,12 +21,12 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from engine.launcher import EngineProcess
+from engine.launcher import EngineConfig, EngineProcess
 from gateway import Settings, create_app
 from gateway.store import Database
 from gateway.store.models import UsageRecord
 from tests.gateway.helpers import AdminClient, bearer, envelope
-from tests.servers import ThreadedServer
+from tests.servers import ThreadedServer, free_port, logged_engine
 
 pytestmark = pytest.mark.engine
 
@@ -44,12 +44,21 @@ FINAL = {"completed", "incomplete", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
+def second_engine(tiny_checkpoint: Path) -> Iterator[EngineProcess]:
+    config = EngineConfig(
+        model_dir=tiny_checkpoint, served_model_name="tantra-tiny", port=free_port(), max_model_len=2048
+    )
+    with logged_engine(config, ROOT / ".cache" / "test-responses-engine-b.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
 def replica_b(
-    spare_engine: EngineProcess, gateway_settings: Callable[..., Settings], api_key: str
+    second_engine: EngineProcess, gateway_settings: Callable[..., Settings], api_key: str
 ) -> Iterator[openai.OpenAI]:
     """A second gateway over the same store, in front of the second engine only."""
     with (
-        ThreadedServer(create_app(gateway_settings(engine_url=spare_engine.base_url))) as server,
+        ThreadedServer(create_app(gateway_settings(engine_url=second_engine.base_url))) as server,
         openai.OpenAI(base_url=server.url + "/v1", api_key=api_key, max_retries=0, timeout=120) as client,
     ):
         yield client
