@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from tests.servers import ThreadedServer
 from tests.services import RedisServer
 
 PATH = f"/v1/realtime?model={MODEL}"
+REFUSALS = r'tantra_ratelimit_rejections_total\{limit="realtime_sessions",scope="key"\} (\S+)'
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,11 @@ def test_a_key_holds_at_most_its_cap_of_sessions(
             assert refused(client, other) is None  # another key is not affected
         assert eventually(lambda: refused(client, key) is None)  # closing gave the slots back
         metrics = client.get("/metrics").text
-    assert 'tantra_ratelimit_rejections_total{limit="realtime_sessions",scope="key"} 1.0' in metrics
+    # At least the one refusal above: `eventually` may be refused again while the slot is freed.
+    counted = re.search(
+        r'tantra_ratelimit_rejections_total\{limit="realtime_sessions",scope="key"\} (\S+)', metrics
+    )
+    assert counted is not None and float(counted.group(1)) >= 1.0, metrics[-3000:]
 
 
 def test_a_session_counts_against_the_keys_concurrency(
@@ -192,7 +198,11 @@ def test_the_key_session_cap_holds_across_replicas(
         # The first session's close freed the key's session slot.
         assert eventually(lambda: refused(two, key) is None)
         metrics = two.get("/metrics").text
-    assert 'tantra_ratelimit_rejections_total{limit="realtime_sessions",scope="key"} 1.0' in metrics
+    # At least the one refusal above: `eventually` may be refused again while the slot is freed.
+    counted = re.search(
+        r'tantra_ratelimit_rejections_total\{limit="realtime_sessions",scope="key"\} (\S+)', metrics
+    )
+    assert counted is not None and float(counted.group(1)) >= 1.0, metrics[-3000:]
 
 
 def test_a_session_takes_a_concurrency_slot_its_own_calls_run_under(
