@@ -52,19 +52,30 @@ class CallDesk:
     rejected: Callable[[str, str], None] = lambda limit, scope: None
 
 
+# The answers the routes give besides the SDP answer, documented for the OpenAPI description
+# (the body is read raw, so FastAPI does not infer the 400 itself).
+_OFFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "No SDP offer, or not as application/sdp or multipart with `sdp`."},
+    404: {"description": "The model is not served."},
+    413: {"description": "The offer or a form part is over its size limit."},
+    429: {"description": "The key's sessions or concurrency, or the replica's calls, are at their cap."},
+}
+_HANGUP_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such call open for this key."}}
+
+
 def realtime_calls_router(desk: CallDesk) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/realtime/calls", status_code=201)
+    @router.post("/v1/realtime/calls", status_code=201, responses=_OFFER_ERRORS)
     async def create_call(request: Request) -> Response:
         return await _answer(desk, request)
 
-    @router.post("/v1/realtime", status_code=201)
+    @router.post("/v1/realtime", status_code=201, responses=_OFFER_ERRORS)
     async def create_beta_call(request: Request) -> Response:
         """Beta's WebRTC: the same offer, POSTed to the WebSocket's path with `?model=`."""
         return await _answer(desk, request)
 
-    @router.post("/v1/realtime/calls/{call_id}/hangup")
+    @router.post("/v1/realtime/calls/{call_id}/hangup", responses=_HANGUP_ERRORS)
     async def hang_up(call_id: str, request: Request) -> Response:
         try:
             caller, _ = await _key_of(desk, request)
