@@ -62,6 +62,12 @@ class KokoroBackend:
             for voice in KOKORO_VOICES
         ]
 
+    def reads(self, text: str) -> bool:
+        """Whether this text can be spoken: kanji need pyopenjtalk-plus's dictionary. Language
+        detection asks before it hands a text to these voices (a text it reckons Japanese may hold
+        kanji, or be Chinese), so such a text keeps the requested voice rather than failing."""
+        return not _KANJI.search(text) or _reads_kanji()
+
     async def synthesize(self, text: str, voice: str, speed: float) -> SpokenPcm:
         if voice not in KOKORO_VOICES:
             raise UnknownVoice(voice)
@@ -143,6 +149,10 @@ class _Model:
             },
         )[0]
         return _trim(np.asarray(audio, np.float32).ravel())
+
+
+def _reads_kanji() -> bool:
+    return importlib.util.find_spec("pyopenjtalk") is not None
 
 
 def _reader() -> tuple[Any, bool]:

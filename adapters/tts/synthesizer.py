@@ -112,10 +112,14 @@ class Synthesizer:
         if wanted is None and text is not None and self._detector is not None:
             wanted = await asyncio.to_thread(self._detector.detect, text, await self.languages())
         base, _, variant = alias.partition("+")
+        detected = language is None
         if wanted is not None and wanted != language_code(base):
             entry = pick(await self.catalog(), wanted, gender_of(variant))
             if entry is not None:
-                return await self._entry_voice(requested, entry, variant, wanted)
+                voice = await self._entry_voice(requested, entry, variant, wanted)
+                if not detected or text is None or _reads(voice.backend, text):
+                    return voice
+                wanted = None  # a guess its voice cannot read: the voice's own language speaks it
         return await self._named(requested, alias, wanted)
 
     async def _speakable(self, language: str) -> str:
@@ -247,6 +251,13 @@ class Synthesizer:
         if self._loudness is not None:
             pcm = await asyncio.to_thread(normalize, pcm, self._loudness)
         return pcm
+
+
+def _reads(backend: SpeechBackend, text: str) -> bool:
+    """A backend that may not read every text of its languages says so with `reads` (Kokoro without
+    a kanji dictionary); the others read all of it."""
+    reads = getattr(backend, "reads", None)
+    return True if reads is None else bool(reads(text))
 
 
 def _quietly(task: asyncio.Task[SpokenPcm]) -> None:
