@@ -345,14 +345,14 @@ class InferenceService:
     ) -> SpokenStream:
         speech = self._speech
         assert speech is not None
-
-        def closed(outcome: Outcome) -> None:
-            on_close(outcome)
-            if outcome is Outcome.COMPLETED:
-                keep()
-
         return SpokenStream(
-            stream, usage=usage, speech=speech, speaking=speaking, headers=headers, on_close=closed
+            stream,
+            usage=usage,
+            speech=speech,
+            speaking=speaking,
+            headers=headers,
+            on_close=on_close,
+            on_complete=keep,
         )
 
 

@@ -44,11 +44,15 @@ class SpokenStream(EngineEvents):
         speaking: Speaking,
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[Outcome], None] | None = None,
+        on_complete: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(stream, headers, on_close)
         self._usage = usage
         self._speech = speech
         self._speaking = speaking
+        # As SSERelay's: run before the last events leave, so a client that read `[DONE]` finds
+        # what it records (the stored completion).
+        self._on_complete = on_complete
 
     async def pump(self, send: Send) -> Outcome:
         lock = asyncio.Lock()
@@ -70,6 +74,8 @@ class SpokenStream(EngineEvents):
         if voice.error is not None:
             await send_chunk(send, sse_error_event(speech_failed(voice.error)) + DONE, more=False)
             return Outcome.FAILED
+        if end.completed and self._on_complete is not None:
+            self._on_complete()
         await send_chunk(send, voice.closing() + sink.held(), more=False)
         return Outcome.COMPLETED if end.completed else Outcome.FAILED
 

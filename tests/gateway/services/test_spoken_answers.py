@@ -167,6 +167,20 @@ def test_speech_starts_while_the_engine_still_writes(gateway: str, key: str, eng
     assert all("usage" not in event for _, event in arrivals)
 
 
+def test_a_stored_spoken_stream_is_there_once_done_is_read(gateway: str, key: str, engine: Engine) -> None:
+    """The stored completion is kept before `[DONE]` leaves, as a text stream's is: a client that
+    asks for it the moment the stream ends finds it (its transcript as the content)."""
+    engine.pieces = ["Kept for", " later."]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True, "store": True}
+    answer = httpx.post(
+        gateway + "/v1/chat/completions", json={**body, **SPOKEN}, headers=bearer(key), timeout=60
+    )
+    assert answer.content.endswith(b"data: [DONE]\n\n")
+    stored = httpx.get(gateway + "/v1/chat/completions/" + CHUNK["id"], headers=bearer(key), timeout=10)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["choices"][0]["message"]["content"] == "Kept for later."
+
+
 def test_a_stream_of_tool_calls_has_no_audio(gateway: str, key: str, engine: Engine) -> None:
     engine.pieces = [""]
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True, **SPOKEN}
