@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 
 class AdminClient:
@@ -79,6 +82,17 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> f
         assert time.monotonic() - start < timeout, "condition not reached in time"
         time.sleep(interval)
     return time.monotonic() - start
+
+
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float, interval: float = 0.5) -> T:
+    """`fetch()` again until `done` holds for what it returns (returned), or fail showing the last."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"still not done: {value}"
+        time.sleep(interval)
 
 
 def ledger_rows(database_url: str, key_id: str, count: int, timeout: float = 10.0) -> list[Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from engine.launcher import EngineProcess
 from gateway import Settings, create_app
-from tests.gateway.helpers import AdminClient
+from tests.gateway.helpers import AdminClient, poll
 from tests.servers import ThreadedServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -102,13 +101,7 @@ def upload(client: openai.OpenAI, lines: list[Any], purpose: str = "fine-tune") 
 
 
 def wait_job(client: openai.OpenAI, job_id: str, statuses: set[str], timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status}: {job}"
-        time.sleep(0.5)
+    return poll(lambda: client.fine_tuning.jobs.retrieve(job_id), lambda job: job.status in statuses, timeout)
 
 
 def greedy(client: openai.OpenAI, model: str, prompt: str = PROMPT) -> str:

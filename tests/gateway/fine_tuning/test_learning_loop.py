@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from gateway import Settings, create_app
 from gateway.store import Database, utcnow
 from gateway.store.completions import CompletionStore, StoredCompletionRow
 from tests.gateway.fine_tuning.conftest import BASE, PROMPT, TuningGateway, greedy, tuning_settings
-from tests.gateway.helpers import AdminClient, bearer, envelope
+from tests.gateway.helpers import AdminClient, bearer, envelope, poll
 from tests.servers import ThreadedServer
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
@@ -93,13 +92,11 @@ def _policy_path(tenant: str) -> str:
 
 def _wait_versions(admin: AdminClient, tenant: str, count: int, timeout: float = 1200) -> dict[str, Any]:
     """The loop's view once `count` versions exist and no cycle is under way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        view = admin.http.get(_policy_path(tenant)).json()
-        if len(view["versions"]) >= count and view["cycle"] is None and view["feedback_cursor"]:
-            return view
-        assert time.monotonic() < deadline, view
-        time.sleep(1.0)
+
+    def settled(view: dict[str, Any]) -> bool:
+        return len(view["versions"]) >= count and view["cycle"] is None and bool(view["feedback_cursor"])
+
+    return poll(lambda: admin.http.get(_policy_path(tenant)).json(), settled, timeout, interval=1.0)
 
 
 def _audit(admin: AdminClient, tenant: str) -> list[str]:
