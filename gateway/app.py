@@ -34,6 +34,7 @@ from gateway.http.listeners import ListenerGate, listener_of
 from gateway.http.openapi import install_openapi
 from gateway.learning_setup import include_learning
 from gateway.observability import RequestInstrumentation
+from gateway.observability.metrics import GatewayMetrics
 from gateway.panel_setup import include_panel
 from gateway.pii_setup import pii
 from gateway.realtime_setup import include_realtime
@@ -77,14 +78,16 @@ def create_app(
     *,
     http_client: httpx.AsyncClient | None = None,
     span_processor: SpanProcessor | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> FastAPI:
-    """Build the gateway. A caller-supplied `http_client` is used as is and not closed by the app;
-    `span_processor` receives the spans (tests hand in an in-memory exporter's).
+    """Build the gateway. The keywords are as `components.build` takes them.
 
     Nothing connects here: the database is migrated, and the background tasks start, in the
     app's lifespan. `app.state.components` is the bundle (the server's drain reads it).
     """
-    parts = build(settings or Settings(), http_client=http_client, span_processor=span_processor)
+    parts = build(
+        settings or Settings(), http_client=http_client, span_processor=span_processor, metrics=metrics
+    )
     governed = governance(parts)
     redactor = pii(parts)
 

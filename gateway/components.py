@@ -241,12 +241,12 @@ def build(
     *,
     http_client: httpx.AsyncClient | None = None,
     span_processor: SpanProcessor | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> Components:
-    """Every component, from `settings`. A caller-supplied `http_client` is used as is and not
-    closed; `span_processor` receives the spans (tests hand in an in-memory exporter's)."""
+    """Every component, from `settings` (a given client is not closed; `metrics`: gateway/workers.py)."""
     live = LiveConfig(settings)
     policy = LivePolicy(settings.policy())
-    metrics = GatewayMetrics()
+    metrics = metrics or GatewayMetrics()
     client = http_client or engine_client(settings)
     pool, dispatcher, catalog = upstreams(settings, live, client, metrics)
     drain = Drain()

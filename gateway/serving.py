@@ -16,8 +16,9 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.http.drain import Drain
-from gateway.observability import configure_logging
+from gateway.observability import configure_logging, multiprocess
 from gateway.observability.logs import resolve_format
+from gateway.observability.metrics import GatewayMetrics
 from gateway.settings.schema import Settings
 
 
@@ -31,17 +32,26 @@ def bind(settings: Settings) -> list[socket.socket]:
 
 
 def serve(
-    settings: Settings, sockets: list[socket.socket] | None = None, *, worker: int | None = None
+    settings: Settings,
+    sockets: list[socket.socket] | None = None,
+    *,
+    worker: int | None = None,
+    metrics_dir: str | None = None,
 ) -> None:
     """Build the app from `settings` and serve `sockets` (bound here when None) until a signal.
-    `worker` is this process's index among several (gateway/workers.py); log lines then carry it."""
+    `worker` is this process's index among several (gateway/workers.py); log lines then carry it,
+    and its metrics go to `metrics_dir`, shared with the other workers."""
     configure_logging(
         log_format=resolve_format(settings.log_format),
         level=settings.log_level,
         log_prompts=settings.log_prompts,
         worker=worker,
     )
-    app = create_app(settings)
+    metrics = None
+    if metrics_dir is not None:
+        multiprocess.enable(metrics_dir)
+        metrics = GatewayMetrics(multiprocess_dir=metrics_dir)
+    app = create_app(settings, metrics=metrics)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -34,6 +34,7 @@ from types import FrameType
 from typing import Any
 
 from gateway.clients import IN_PROCESS_REDIS
+from gateway.observability.multiprocess import MetricsDirectory
 from gateway.serving import bind, serve
 from gateway.settings.load import load_settings
 from gateway.settings.schema import Settings
@@ -87,12 +88,14 @@ def run(settings: Settings, count: int) -> int:
     if settings.database_auto_migrate:
         asyncio.run(_migrate(settings.database_url))
     sockets = bind(settings)
-    supervisor = Supervisor(count, sockets)
+    metrics = MetricsDirectory.prepare()
+    supervisor = Supervisor(count, sockets, metrics)
     try:
         return supervisor.run()
     finally:
         for listening in sockets:
             listening.close()
+        metrics.remove()
 
 
 async def _migrate(url: str) -> None:
@@ -103,7 +106,7 @@ async def _migrate(url: str) -> None:
         await database.close()
 
 
-def _child(index: int, count: int, sockets: list[socket.socket]) -> None:
+def _child(index: int, count: int, sockets: list[socket.socket], metrics_dir: str) -> None:
     """A worker process: the settings read again from the same environment, then served."""
     # Signals reach the workers through the supervisor only (a terminal's Ctrl-C too), so each
     # gets exactly one; a worker whose supervisor died drains and exits on its own. The
@@ -113,7 +116,7 @@ def _child(index: int, count: int, sockets: list[socket.socket]) -> None:
         signal.signal(sig, signal.SIG_DFL)
     _watch_parent(os.getppid())
     settings = worker_settings(load_settings(Settings), index, count)
-    serve(settings, sockets, worker=index)
+    serve(settings, sockets, worker=index, metrics_dir=metrics_dir)
 
 
 def _watch_parent(parent: int) -> None:
@@ -140,6 +143,7 @@ class Supervisor:
 
     count: int
     sockets: list[socket.socket]
+    metrics: MetricsDirectory
     _slots: list[_Slot] = field(default_factory=list)
     _stopping: int | None = None
     _signalled: set[int] = field(default_factory=set)
@@ -159,7 +163,9 @@ class Supervisor:
 
     def _start(self, index: int) -> BaseProcess:
         process = self._context.Process(
-            target=_child, args=(index, self.count, self.sockets), name=f"tantra-worker-{index}"
+            target=_child,
+            args=(index, self.count, self.sockets, self.metrics.path),
+            name=f"tantra-worker-{index}",
         )
         process.start()
         return process
@@ -177,6 +183,8 @@ class Supervisor:
                 slot.process, slot.started, slot.restart_at = self._start(slot.index), now, None
 
     def _schedule_restart(self, slot: _Slot, now: float) -> None:
+        if slot.process.pid is not None:
+            self.metrics.process_dead(slot.process.pid)
         slot.failures = 0 if now - slot.started >= _STABLE_S else slot.failures + 1
         pause = 0.0 if slot.failures == 0 else min(_MAX_BACKOFF_S, 2.0 ** (slot.failures - 1))
         _log.warning(

@@ -13,6 +13,8 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.observability import multiprocess
+
 # Latency buckets from 5 ms to 10 min: the gateway's own answers are milliseconds, streams minutes.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60)
@@ -40,8 +42,13 @@ class GatewayMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     # Long: the registry declares every metric of deploy/metrics.json, one statement each.
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None
+    ) -> None:
+        """`multiprocess_dir`: this process is one of a host's workers (gateway/workers.py), and
+        /metrics renders all of them from that directory (gateway/observability/multiprocess.py)."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = multiprocess_dir
         r = self.registry
         self.requests = Counter(
             "tantra_requests_total",
@@ -85,7 +92,11 @@ class GatewayMetrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "tantra_requests_in_flight", "Requests being served now by this replica.", ["route"], registry=r
+            "tantra_requests_in_flight",
+            "Requests being served now by this replica.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.ratelimit_rejections = Counter(
             "tantra_ratelimit_rejections_total",
@@ -117,24 +128,28 @@ class GatewayMetrics:
             "TANTRA_COLD_START_WAIT_S): what autoscaling's activation trigger reads.",
             ["model"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.circuit_state = Gauge(
             "tantra_upstream_circuit_state",
             "Each upstream's circuit breaker: 0 closed (serving), 1 half-open (probing), 2 open.",
             ["upstream"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.upstream_healthy = Gauge(
             "tantra_upstream_healthy",
             "1 when the upstream's last deep health check generated a token in time, else 0.",
             ["upstream"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.engines_ready = Gauge(
             "tantra_engines_ready",
             "1 when a healthy upstream serves the default model (what /readyz?engines=1 requires), else 0; "
             "the gateway's own readiness (/readyz) does not depend on it.",
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.health_check_duration = Histogram(
             "tantra_health_check_duration_seconds",
@@ -162,6 +177,7 @@ class GatewayMetrics:
             "The latest score (0..1) of an eval set against its model's served version.",
             ["set", "model"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.eval_regression = Gauge(
             "tantra_eval_regression",
@@ -169,9 +185,12 @@ class GatewayMetrics:
             "by more than the margin (the alert), else 0.",
             ["set", "model"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
 
     def render(self) -> bytes:
+        if self._multiprocess_dir is not None:
+            return multiprocess.render(self._multiprocess_dir)
         return generate_latest(self.registry)
 
     def request_done(self, route: str, model: str, status: int, error_type: str, seconds: float) -> None:

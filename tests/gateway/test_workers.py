@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.servers import upstream
 from bench.upstream import Latency
@@ -40,6 +41,8 @@ class Gateway:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        operator_port = free_port()
+        self.operator_url = f"http://127.0.0.1:{operator_port}"
         self.log = log
         self._log = log.open("w")
         self.process = subprocess.Popen(
@@ -49,7 +52,7 @@ class Gateway:
                 **os.environ,
                 **env,
                 "TANTRA_PORT": str(self.port),
-                "TANTRA_OPERATOR_PORT": str(free_port()),
+                "TANTRA_OPERATOR_PORT": str(operator_port),
             },
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -71,6 +74,25 @@ class Gateway:
     def answered_by(self, key_prefix: str | None = None) -> set[int]:
         requests = [line for line in self.lines() if line["event"] == "request" and "pid" in line]
         return {line["pid"] for line in requests if key_prefix is None or line["key_prefix"] == key_prefix}
+
+    def chats_answered(self) -> set[float]:
+        """The 200s of chat completions /metrics counts, from 6 scrapes on fresh connections (so
+        both workers answer some): one value when the metrics are the host's, not a worker's."""
+        seen = set()
+        for _ in range(6):
+            text = httpx.get(self.operator_url + "/metrics", timeout=10).text
+            samples = [
+                sample
+                for family in text_string_to_metric_families(text)
+                if family.name == "tantra_requests"
+                for sample in family.samples
+                if sample.name == "tantra_requests_total"
+                and sample.labels["route"] == "/v1/chat/completions"
+                and sample.labels["status"] == "200"
+            ]
+            assert all("pid" not in sample.labels for sample in samples)
+            seen.add(sum(sample.value for sample in samples))
+        return seen
 
     def ready(self) -> bool:
         assert self.process.poll() is None, self.log.read_text()[-2000:]
@@ -167,6 +189,18 @@ def test_two_workers_answer_on_one_port(gateway: Gateway, admin: AdminClient) ->
     assert gateway.answered_by() == workers
 
 
+def test_metrics_are_the_hosts_whichever_worker_is_scraped(gateway: Gateway, admin: AdminClient) -> None:
+    tenant = admin.tenant("workers-metrics")
+    key, _ = admin.key(tenant["id"], "metrics")
+    [before] = gateway.chats_answered()
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: _chat(gateway.url, key).status_code, range(8))) == [200] * 8
+    assert gateway.chats_answered() == {before + 8}
+    text = httpx.get(gateway.operator_url + "/metrics", timeout=10).text
+    in_flight = [line for line in text.splitlines() if line.startswith("tantra_requests_in_flight{")]
+    assert in_flight and all("pid=" not in line for line in in_flight)  # summed over the live workers
+
+
 def test_limits_hold_across_workers(gateway: Gateway, admin: AdminClient) -> None:
     tenant = admin.tenant("workers-limited")
     key, _ = admin.key(tenant["id"], "rpm", rpm=RPM)
@@ -179,6 +213,7 @@ def test_limits_hold_across_workers(gateway: Gateway, admin: AdminClient) -> Non
 
 def test_a_killed_worker_is_replaced(gateway: Gateway, admin: AdminClient) -> None:
     before = gateway.workers()
+    [answered] = gateway.chats_answered()
     os.kill(before[1], signal.SIGKILL)
     wait_for(lambda: gateway.workers().get(1) not in (None, before[1]), timeout=120, interval=0.5)
     assert gateway.process.poll() is None
@@ -186,6 +221,8 @@ def test_a_killed_worker_is_replaced(gateway: Gateway, admin: AdminClient) -> No
     tenant = admin.tenant("workers-after-kill")
     key, _ = admin.key(tenant["id"], "after")
     assert all(_chat(gateway.url, key).status_code == 200 for _ in range(4))
+    # The dead worker's counts stay in the host's totals (a counter never goes back).
+    assert gateway.chats_answered() == {answered + 4}
 
 
 def test_sigterm_drains_a_stream_in_flight(gateway: Gateway, admin: AdminClient) -> None:
