@@ -176,7 +176,7 @@ def test_a_stored_spoken_stream_is_there_once_done_is_read(gateway: str, key: st
         gateway + "/v1/chat/completions", json={**body, **SPOKEN}, headers=bearer(key), timeout=60
     )
     assert answer.content.endswith(b"data: [DONE]\n\n")
-    stored = httpx.get(gateway + "/v1/chat/completions/" + CHUNK["id"], headers=bearer(key), timeout=10)
+    stored = httpx.get(gateway + "/v1/chat/completions/" + str(CHUNK["id"]), headers=bearer(key), timeout=10)
     assert stored.status_code == 200, stored.text
     assert stored.json()["choices"][0]["message"]["content"] == "Kept for later."
 
