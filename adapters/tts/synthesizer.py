@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, AudioFormat, Resampler, SpokenPcm, encoder
 from adapters.tts.backends import SpeechBackend
 from adapters.tts.errors import UnknownVoice, UnsupportedLanguage
-from adapters.tts.languages import LanguageDetector, language_code
+from adapters.tts.languages import LanguageDetector, language_code, language_region
 from adapters.tts.loudness import Loudness, normalize
 from adapters.tts.sentences import SentenceSplitter, split_sentences
-from adapters.tts.voices import VoiceEntry, gender_of, pick
+from adapters.tts.voices import VoiceEntry, gender_of, pick, regional
 
 # OpenAI's voices, as eSpeak NG voice+variant: the accent and register each is described with.
 OPENAI_VOICES: Mapping[str, str] = {
@@ -128,8 +128,11 @@ class Synthesizer:
             wanted = await asyncio.to_thread(self._detector.detect, text, await self.languages())
         base, _, variant = alias.partition("+")
         detected = language is None
-        if wanted is not None and wanted != language_code(base):
-            entry = pick(await self.catalog(), wanted, gender_of(variant))
+        region = None if language is None else language_region(language)
+        if wanted is not None and (
+            wanted != language_code(base) or await self._other_region(base, wanted, region)
+        ):
+            entry = pick(await self.catalog(), wanted, gender_of(variant), region)
             if entry is not None:
                 voice = await self._entry_voice(requested, entry, variant, wanted)
                 if not detected or text is None or _reads(voice.backend, text):
@@ -145,6 +148,14 @@ class Synthesizer:
         if self._detector is None or voice.language is not None or not alias:
             return voice
         return Detecting(voice)
+
+    async def _other_region(self, base: str, language: str, region: str | None) -> bool:
+        """Whether a region given (`en-GB`) has a voice of its own that the alias's (`en-us`) is
+        not: a region no voice is named for keeps the alias's (`en-AU`: `en-us`), as does one the
+        alias already speaks (`ballad`'s `en-gb-x-rp` for `en-GB`)."""
+        if region is None or base.lower() == region or base.lower().startswith(region + "-"):
+            return False
+        return regional(await self.catalog(), language, region) is not None
 
     async def _speakable(self, language: str) -> str:
         code = language_code(language)

@@ -1,8 +1,9 @@
-"""Which voice speaks a text whose language is detected: a detected language whose voice cannot read
-the text keeps the requested voice (a stand-in backend whose `reads` says no, as Kokoro's does
-without a kanji dictionary), and a text not known when the voice is chosen (a chat answer being
-written) picks its voice from its first sentence whose language is found, then keeps it. Real
-eSpeak NG and lingua; the stand-in backend and detector only where the rule needs them."""
+"""Which voice speaks a text: a region given picks its own voice when one is installed; a detected
+language whose voice cannot read the text keeps the requested voice (a stand-in backend whose
+`reads` says no, as Kokoro's does without a kanji dictionary); and a text not known when the voice
+is chosen (a chat answer being written) picks its voice from its first sentence whose language is
+found, then keeps it. Real eSpeak NG and lingua; the stand-in backend and detector only where the
+rule needs them."""
 
 from __future__ import annotations
 
@@ -142,3 +143,22 @@ async def test_only_an_openai_voice_without_a_language_detects(detector: Languag
     plain = Synthesizer([EspeakBackend()])  # no detector: the voice's own language
     voice = await plain.voice("alloy")
     assert isinstance(plain.detecting(voice), Voice)
+
+
+async def test_a_region_picks_its_own_voice_when_one_is_installed() -> None:
+    synthesizer = Synthesizer([EspeakBackend()])
+    cases = {
+        ("alloy", "pt-BR"): "pt-br+f4",  # eSpeak NG's Brazilian voice
+        ("alloy", "pt_br"): "pt-br+f4",
+        ("alloy", "pt"): "pt+f4",
+        ("alloy", "en-GB"): "en-gb+f4",
+        ("sage", "en-US"): "en-us+f1",  # sage is British: American when asked
+        ("ballad", "en-GB"): "en-gb-x-rp+m2",  # already British: its own accent kept
+        ("alloy", "en-AU"): "en-us+f4",  # no Australian voice: the alias's own English
+        ("alloy", "fr-CA"): "fr-fr+f4",  # no Canadian French: the language's voice
+        ("echo", "fr-BE"): "fr-be+m1",
+        ("alloy", "es-419"): "es-419+f4",
+    }
+    for (name, language), expected in cases.items():
+        voice = await synthesizer.voice(name, language=language)
+        assert (voice.name, voice.language) == (expected, language[:2]), (name, language)

@@ -358,6 +358,9 @@ def test_a_french_text_gets_espeaks_french_voice(client: openai.OpenAI) -> None:
 def test_a_given_language_and_an_explicit_voice(client: openai.OpenAI) -> None:
     _, headers = speak(client, input="Hello there.", extra_body={"language": "de-DE"}, response_format="pcm")
     assert (headers["x-tantra-voice"], headers["x-tantra-language"]) == ("de+f4", "de")
+    # A region with a voice of its own (eSpeak NG's Brazilian Portuguese) gets it.
+    _, headers = speak(client, input="Bom dia.", extra_body={"language": "pt-BR"}, response_format="pcm")
+    assert (headers["x-tantra-voice"], headers["x-tantra-language"]) == ("pt-br+f4", "pt")
     text = "Bonjour, je m'appelle Marie et j'habite à Paris."
     _, headers = speak(client, input=text, voice="en-gb+f3", response_format="pcm")
     assert headers["x-tantra-voice"] == "en-gb+f3" and "x-tantra-language" not in headers
