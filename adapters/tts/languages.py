@@ -25,6 +25,13 @@ def language_code(tag: str) -> str:
     return _ALIASES.get(primary, primary)
 
 
+def language_region(tag: str) -> str | None:
+    """A tag's regional form as voice catalogues name regional voices (`pt-BR` and `pt_br` are
+    `pt-br`, eSpeak NG's Brazilian voice); None for a bare language (`pt`)."""
+    normal = tag.strip().replace("_", "-").lower()
+    return normal if "-" in normal else None
+
+
 class LanguageDetector:
     """The language of a text among a fixed set of candidates, or None when lingua is not sure
     (a text too short, or between two close languages): the caller then keeps the voice it had.

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from adapters.tts.audio import SAMPLE_RATE, SAMPLE_WIDTH, AudioFormat, Resampler, SpokenPcm, encoder
 from adapters.tts.backends import SpeechBackend
 from adapters.tts.errors import UnknownVoice, UnsupportedLanguage
-from adapters.tts.languages import LanguageDetector, language_code
+from adapters.tts.languages import LanguageDetector, language_code, language_region
 from adapters.tts.loudness import Loudness, normalize
 from adapters.tts.sentences import SentenceSplitter, split_sentences
-from adapters.tts.voices import VoiceEntry, gender_of, pick
+from adapters.tts.voices import VoiceEntry, gender_of, pick, regional
 
 # OpenAI's voices, as eSpeak NG voice+variant: the accent and register each is described with.
 OPENAI_VOICES: Mapping[str, str] = {
@@ -45,6 +45,21 @@ class Voice:
     name: str
     # The language it was picked for (given, or detected from the text); None: the voice's own.
     language: str | None = None
+
+
+@dataclass
+class Detecting:
+    """A voice whose language is found in the text it speaks, for a text not known when the voice is
+    chosen (a chat answer the engine is still writing): each sentence is spoken by the voice its
+    language picks (Synthesizer.voice with the sentence as its text) until one's language is found;
+    that voice is kept for the rest, so the voice changes at most once, and only from the requested
+    voice's own. `voice` is the one speaking now (the found one, once found)."""
+
+    voice: Voice
+
+    @property
+    def found(self) -> bool:
+        return self.voice.language is not None
 
 
 class Synthesizer:
@@ -113,14 +128,34 @@ class Synthesizer:
             wanted = await asyncio.to_thread(self._detector.detect, text, await self.languages())
         base, _, variant = alias.partition("+")
         detected = language is None
-        if wanted is not None and wanted != language_code(base):
-            entry = pick(await self.catalog(), wanted, gender_of(variant))
+        region = None if language is None else language_region(language)
+        if wanted is not None and (
+            wanted != language_code(base) or await self._other_region(base, wanted, region)
+        ):
+            entry = pick(await self.catalog(), wanted, gender_of(variant), region)
             if entry is not None:
                 voice = await self._entry_voice(requested, entry, variant, wanted)
                 if not detected or text is None or _reads(voice.backend, text):
                     return voice
                 wanted = None  # a guess its voice cannot read: the voice's own language speaks it
         return await self._named(requested, alias, wanted)
+
+    def detecting(self, voice: Voice) -> Voice | Detecting:
+        """`voice` for a text to come: one of OpenAI's names resolved without a language, with a
+        detector set, finds its language in the text as it is spoken (Detecting); any other voice
+        (an explicit one, a given language, no detector) is spoken as it is."""
+        alias = voice.name != voice.requested and voice.requested.lower() in self._aliases
+        if self._detector is None or voice.language is not None or not alias:
+            return voice
+        return Detecting(voice)
+
+    async def _other_region(self, base: str, language: str, region: str | None) -> bool:
+        """Whether a region given (`en-GB`) has a voice of its own that the alias's (`en-us`) is
+        not: a region no voice is named for keeps the alias's (`en-AU`: `en-us`), as does one the
+        alias already speaks (`ballad`'s `en-gb-x-rp` for `en-GB`)."""
+        if region is None or base.lower() == region or base.lower().startswith(region + "-"):
+            return False
+        return regional(await self.catalog(), language, region) is not None
 
     async def _speakable(self, language: str) -> str:
         code = language_code(language)
@@ -143,16 +178,17 @@ class Synthesizer:
         raise UnknownVoice(requested, ", ".join(self._aliases) + ", or an eSpeak NG voice such as en-gb+f3")
 
     async def stream_pcm(
-        self, text: str | AsyncIterable[str], voice: str | Voice, speed: float = 1.0
+        self, text: str | AsyncIterable[str], voice: str | Voice | Detecting, speed: float = 1.0
     ) -> AsyncGenerator[bytes, None]:
         """16-bit mono PCM at 24 kHz, each sentence as soon as it is made (in pieces of at most
         `chunk_seconds`, cut at whole samples).
 
         `text` is a whole text, or text arriving in pieces (an LLM's deltas): its sentences are
         spoken as each completes. Up to `lookahead` sentences are synthesised ahead of the one the
-        caller is handling. Leaving the loop early stops the synthesis under way.
+        caller is handling. Leaving the loop early stops the synthesis under way. A `Detecting`
+        voice is resolved sentence by sentence, in order, until a language is found.
         """
-        resolved = voice if isinstance(voice, Voice) else await self.voice(voice)
+        resolved = await self.voice(voice) if isinstance(voice, str) else voice
         speed = min(max(speed, MIN_SPEED), MAX_SPEED)
         ready: asyncio.Queue[asyncio.Task[SpokenPcm] | None] = asyncio.Queue(self._lookahead)
         started: list[asyncio.Task[SpokenPcm]] = []
@@ -182,7 +218,7 @@ class Synthesizer:
     async def stream(
         self,
         text: str | AsyncIterable[str],
-        voice: str | Voice,
+        voice: str | Voice | Detecting,
         response_format: AudioFormat = "mp3",
         speed: float = 1.0,
         *,
@@ -208,7 +244,11 @@ class Synthesizer:
             await pcm.aclose()
 
     async def speak(
-        self, text: str, voice: str | Voice, response_format: AudioFormat = "wav", speed: float = 1.0
+        self,
+        text: str,
+        voice: str | Voice | Detecting,
+        response_format: AudioFormat = "wav",
+        speed: float = 1.0,
     ) -> bytes:
         """The whole of `text` spoken, as one file."""
         return b"".join([chunk async for chunk in self.stream(text, voice, response_format, speed)])
@@ -228,14 +268,15 @@ class Synthesizer:
     async def _produce(
         self,
         sentences: AsyncIterator[str],
-        voice: Voice,
+        voice: Voice | Detecting,
         speed: float,
         ready: asyncio.Queue[asyncio.Task[SpokenPcm] | None],
         started: list[asyncio.Task[SpokenPcm]],
     ) -> None:
         try:
             async for sentence in sentences:
-                task = asyncio.ensure_future(self._synthesize(sentence, voice, speed))
+                spoken = await self._sentence_voice(voice, sentence)
+                task = asyncio.ensure_future(self._synthesize(sentence, spoken, speed))
                 started.append(task)
                 await ready.put(task)
         except asyncio.CancelledError:
@@ -244,6 +285,13 @@ class Synthesizer:
             await ready.put(None)  # the consumer finds the end, then the error when it awaits this task
             raise
         await ready.put(None)
+
+    async def _sentence_voice(self, voice: Voice | Detecting, sentence: str) -> Voice:
+        if isinstance(voice, Voice):
+            return voice
+        if not voice.found:
+            voice.voice = await self.voice(voice.voice.requested, text=sentence)
+        return voice.voice
 
     async def _synthesize(self, sentence: str, voice: Voice, speed: float) -> SpokenPcm:
         async with self._slots:

@@ -38,10 +38,16 @@ def gender_of(variant: str) -> Gender | None:
     return "f" if first == "f" else "m" if first == "m" else None
 
 
-def pick(entries: Sequence[VoiceEntry], language: str, gender: Gender | None) -> VoiceEntry | None:
-    """The voice for `language`: the first backend's (backends are listed in their order of
+def pick(
+    entries: Sequence[VoiceEntry], language: str, gender: Gender | None, region: str | None = None
+) -> VoiceEntry | None:
+    """The voice for `language`: the voice named for `region` when one is installed (eSpeak NG's
+    `pt-br` for `pt-BR`); else the first backend's (backends are listed in their order of
     preference, neural first), of `gender` when it has one; within eSpeak NG the plain language
     (`fr` before `fr-be`, then `fr-fr`)."""
+    named = regional(entries, language, region)
+    if named is not None:
+        return named
     speaking = [entry for entry in entries if entry.language == language]
     if not speaking:
         return None
@@ -49,6 +55,13 @@ def pick(entries: Sequence[VoiceEntry], language: str, gender: Gender | None) ->
     own = [entry for entry in speaking if entry.backend == backend]
     own.sort(key=lambda entry: (entry.gender != gender, _regional(entry.name, language), entry.name))
     return own[0]
+
+
+def regional(entries: Sequence[VoiceEntry], language: str, region: str | None) -> VoiceEntry | None:
+    """The installed voice named for `region` (`pt-br`, `en-gb`, `es-419`), if any."""
+    if region is None:
+        return None
+    return next((e for e in entries if e.language == language and e.name.lower() == region), None)
 
 
 def _regional(name: str, language: str) -> int:

@@ -19,7 +19,15 @@ from typing import Any
 
 import orjson
 
-from adapters.tts import AudioFormat, SpeechUnavailable, Synthesizer, UnknownVoice, UnsupportedLanguage, Voice
+from adapters.tts import (
+    AudioFormat,
+    Detecting,
+    SpeechUnavailable,
+    Synthesizer,
+    UnknownVoice,
+    UnsupportedLanguage,
+    Voice,
+)
 from adapters.tts.audio import SAMPLE_RATE
 from gateway.errors import APIError, InvalidRequest
 from gateway.limits.accounting import Tab
@@ -45,7 +53,9 @@ _EXPIRES_S = 3600
 class Speaking:
     """One request's spoken answer: voice, format, the audio's id and expiry, and what was spoken."""
 
-    voice: Voice
+    # Without `audio.language`, one of OpenAI's voices finds the answer's language in its text: a
+    # JSON answer's whole text, a stream's first sentence whose language is found (Detecting).
+    voice: Voice | Detecting
     format: AudioFormat
     id: str
     expires_at: int
@@ -73,7 +83,8 @@ class ChatSpeech:
 
     async def order(self, parsed: ChatCompletionRequest) -> Speaking | None:
         """What the request asked to hear (None: text only); 400 naming `audio.voice` for a voice
-        no backend speaks, or `audio.language` (Tantra's) for a language no voice speaks."""
+        no backend speaks, or `audio.language` (Tantra's) for a language no voice speaks, before the
+        engine is asked. Without a language, the answer's text picks it as it is spoken."""
         wanted = parsed.audio_output()
         if wanted is None:
             return None
@@ -84,7 +95,7 @@ class ChatSpeech:
         except UnsupportedLanguage as exc:
             raise InvalidRequest(exc.message, param="audio.language", code=exc.code) from None
         return Speaking(
-            voice,
+            self._synthesizer.detecting(voice),
             SYNTH_FORMATS[wanted.format],
             "audio_" + secrets.token_hex(12),
             int(time.time()) + _EXPIRES_S,
@@ -111,7 +122,9 @@ class ChatSpeech:
             if not isinstance(text, str) or not text.strip():
                 continue
             speaking.characters += len(text)
-            data = b"".join([chunk async for chunk in self.audio(speaking, text)])
+            voice = await self._whole_text_voice(speaking, text)
+            audio = self._synthesizer.stream(text, voice, speaking.format, on_samples=speaking.add)
+            data = b"".join([chunk async for chunk in audio])
             message["content"] = None
             message["audio"] = {
                 "id": speaking.id,
@@ -123,6 +136,15 @@ class ChatSpeech:
         if isinstance(usage, dict):
             with_speech_usage(usage, speaking)
         return orjson.dumps(body)
+
+    async def _whole_text_voice(self, speaking: Speaking, text: str) -> Voice:
+        """A JSON answer's voice: the language of its whole text (as /v1/audio/speech detects its
+        input), which is known before it is spoken."""
+        if not isinstance(speaking.voice, Detecting):
+            return speaking.voice
+        if not speaking.voice.found:
+            speaking.voice.voice = await self._synthesizer.voice(speaking.voice.voice.requested, text=text)
+        return speaking.voice.voice
 
     def charge(self, tab: Tab, speaking: Speaking) -> None:
         """The spoken audio on the request's ledger row: its seconds in `audio_seconds` (as a

@@ -28,6 +28,7 @@ from adapters.tts import (
     VoiceEntry,
     language_code,
 )
+from adapters.tts.kokoro import _KanaReader, _Model
 from tests.audio_samples import decode, decoded_rms, needs_espeak
 
 pytestmark = [
@@ -169,9 +170,18 @@ async def test_the_catalog_by_language(synthesizer: Synthesizer, tmp_path: Path)
     assert {"en", "fr", "de", "ja", "zh"} <= set(await synthesizer.languages())
 
 
-async def test_kanji_without_a_reader_is_unavailable(synthesizer: Synthesizer) -> None:
-    if importlib.util.find_spec("pyopenjtalk") is not None:
-        pytest.skip("pyopenjtalk-plus is installed: kanji are read")
+async def test_kanji_are_read(synthesizer: Synthesizer) -> None:
+    """pyopenjtalk-plus reads kanji (in the `languages` extra): a text of them is spoken."""
+    pytest.importorskip("pyopenjtalk")
+    assert KokoroBackend().reads("今日は良い天気です。")
+    pcm = await synthesizer.speak("今日は良い天気です。", "jf_alpha", "pcm")
+    assert 0.8 < len(pcm) / 2 / SAMPLE_RATE < 3.5  # kyō wa yoi tenki desu: 12 morae
+
+
+def test_without_pyopenjtalk_kana_are_read_and_kanji_are_unavailable() -> None:
+    """The reader an install without pyopenjtalk-plus gets: kana as written, kanji a 503."""
+    model = _Model(session=None, vocab={}, styles={}, reader=_KanaReader(), reads_kanji=False)
+    assert model.phonemize("こんにちは。") == "koɲɲiʨiha."  # kana as written: the particle は is `ha`
     with pytest.raises(SpeechUnavailable) as caught:
-        await synthesizer.speak("今日は良い天気です。", "jf_alpha", "pcm")
+        model.phonemize("今日は良い天気です。")
     assert caught.value.status == 503 and "pyopenjtalk-plus" in caught.value.message

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.tts import EspeakBackend, Synthesizer
+from adapters.tts import Detecting, EspeakBackend, LanguageDetector, Synthesizer, Voice
 from gateway.errors import InvalidRequest
 from gateway.protocol import ChatCompletionRequest
 from gateway.protocol.realtime import ResponseOptions
@@ -29,9 +29,14 @@ def _chat(audio: dict[str, str]) -> ChatCompletionRequest:
 async def test_a_chat_answer_speaks_the_named_language() -> None:
     speech = ChatSpeech(Synthesizer([EspeakBackend()]), model="tantra-tts")
     french = await speech.order(_chat({"voice": "alloy", "format": "wav", "language": "fr"}))
-    assert french is not None and (french.voice.name, french.voice.language) == ("fr-fr+f4", "fr")
+    assert french is not None and isinstance(french.voice, Voice)
+    assert (french.voice.name, french.voice.language) == ("fr-fr+f4", "fr")
     own = await speech.order(_chat({"voice": "alloy", "format": "wav"}))
-    assert own is not None and own.voice.name == "en-us+f4"
+    assert own is not None and isinstance(own.voice, Voice) and own.voice.name == "en-us+f4"
+    # With a detector, no language: the answer's text will pick it (its own English until then).
+    detecting = ChatSpeech(Synthesizer([EspeakBackend()], detector=LanguageDetector()), model="tantra-tts")
+    later = await detecting.order(_chat({"voice": "alloy", "format": "wav"}))
+    assert later is not None and isinstance(later.voice, Detecting) and later.voice.voice.name == "en-us+f4"
     with pytest.raises(InvalidRequest) as caught:
         await speech.order(_chat({"voice": "alloy", "format": "wav", "language": "xx"}))
     assert caught.value.param == "audio.language"

@@ -336,14 +336,15 @@ def test_a_japanese_text_is_spoken_by_kokoro(client: openai.OpenAI) -> None:
 
 
 @needs_kokoro
-@pytest.mark.skipif(importlib.util.find_spec("pyopenjtalk") is not None, reason="kanji are read")
-def test_a_text_kokoro_cannot_read_keeps_the_requested_voice(client: openai.OpenAI) -> None:
-    """A random-weights answer CI saw: kana make it Japanese to lingua, its kanji need a dictionary
-    Kokoro lacks here. It is spoken by alloy's own voice rather than refused with a 503."""
-    text = "Celtic也越来越 Colleges_pin evenodd SSID Wolf boost专业人士 (mp數據) fünøre意味着 ドイツ"
-    audio, headers = speak(client, input=text, response_format="pcm")
-    assert headers["x-tantra-voice"] == "en-us+f4" and "x-tantra-language" not in headers
-    assert len(audio) / 2 / 24_000 > 0.5
+@pytest.mark.skipif(importlib.util.find_spec("pyopenjtalk") is None, reason="pyopenjtalk-plus not installed")
+def test_a_kanji_text_is_spoken_by_kokoro(client: openai.OpenAI) -> None:
+    """Kanji read by pyopenjtalk-plus's dictionary (nihongo no bunshō o yomimasu: 17 morae)."""
+    audio, headers = speak(client, input="日本語の文章を読みます。", response_format="wav", voice="echo")
+    assert (headers["x-tantra-voice-backend"], headers["x-tantra-voice"]) == ("kokoro", "jm_kumo")
+    assert headers["x-tantra-language"] == "ja"
+    seconds, rate, _ = decode(audio)
+    assert 1.0 < seconds < 4.0 and rate == 24_000, seconds
+    assert decoded_rms(audio) > 0.02
 
 
 def test_a_french_text_gets_espeaks_french_voice(client: openai.OpenAI) -> None:
@@ -357,6 +358,9 @@ def test_a_french_text_gets_espeaks_french_voice(client: openai.OpenAI) -> None:
 def test_a_given_language_and_an_explicit_voice(client: openai.OpenAI) -> None:
     _, headers = speak(client, input="Hello there.", extra_body={"language": "de-DE"}, response_format="pcm")
     assert (headers["x-tantra-voice"], headers["x-tantra-language"]) == ("de+f4", "de")
+    # A region with a voice of its own (eSpeak NG's Brazilian Portuguese) gets it.
+    _, headers = speak(client, input="Bom dia.", extra_body={"language": "pt-BR"}, response_format="pcm")
+    assert (headers["x-tantra-voice"], headers["x-tantra-language"]) == ("pt-br+f4", "pt")
     text = "Bonjour, je m'appelle Marie et j'habite à Paris."
     _, headers = speak(client, input=text, voice="en-gb+f3", response_format="pcm")
     assert headers["x-tantra-voice"] == "en-gb+f3" and "x-tantra-language" not in headers

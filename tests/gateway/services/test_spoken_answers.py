@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -23,9 +24,10 @@ from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows, wa
 from tests.servers import ThreadedServer
 
 pytestmark = needs_espeak
+needs_lingua = pytest.mark.skipif(importlib.util.find_spec("lingua") is None, reason="lingua not installed")
 
 MODEL = "tantra-tiny"
-SPOKEN = {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "pcm16"}}
+SPOKEN: dict[str, Any] = {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "pcm16"}}
 CHUNK = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
 
 
@@ -188,6 +190,67 @@ def test_a_stream_of_tool_calls_has_no_audio(gateway: str, key: str, engine: Eng
     assert answer.status_code == 200
     assert answer.content.endswith(b"data: [DONE]\n\n")
     assert not any("audio" in e["choices"][0]["delta"] for e in events(answer.content) if e["choices"])
+
+
+FRENCH = "Bonjour, je m'appelle Marie et j'habite à Paris. Je travaille dans une petite librairie."
+
+
+def spoken_as(gateway: str, key: str, text: str, voice: str) -> bytes:
+    """What /v1/audio/speech makes of `text` with `voice` (pcm): what a spoken answer must equal."""
+    body = {"model": "tts-1", "voice": voice, "input": text, "response_format": "pcm"}
+    response = httpx.post(gateway + "/v1/audio/speech", json=body, headers=bearer(key), timeout=60)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+@needs_lingua
+def test_a_json_answer_is_spoken_in_its_language(gateway: str, key: str, engine: Engine) -> None:
+    """No `audio.language`: the answer's first sentence is French, so alloy is eSpeak's fr-fr+f4."""
+    engine.message = {"role": "assistant", "content": FRENCH}
+    try:
+        answer = chat(gateway, key, **SPOKEN)
+    finally:
+        engine.message = {"role": "assistant", "content": "Hello there. Bye."}
+    audio = base64.b64decode(answer.json()["choices"][0]["message"]["audio"]["data"])
+    assert audio == spoken_as(gateway, key, FRENCH, "fr-fr+f4")
+    assert audio != spoken_as(gateway, key, FRENCH, "en-us+f4")
+    given = {**SPOKEN, "audio": {**SPOKEN["audio"], "language": "de"}}  # a language given wins
+    engine.message = {"role": "assistant", "content": FRENCH}
+    try:
+        answer = chat(gateway, key, **given)
+    finally:
+        engine.message = {"role": "assistant", "content": "Hello there. Bye."}
+    audio = base64.b64decode(answer.json()["choices"][0]["message"]["audio"]["data"])
+    assert audio == spoken_as(gateway, key, FRENCH, "de+f4")
+
+
+@needs_lingua
+def test_a_streamed_answer_is_spoken_in_its_language(gateway: str, key: str, engine: Engine) -> None:
+    engine.pieces = [
+        "Bonjour, je m'appelle",
+        " Marie et j'habite",
+        " à Paris.",
+        " Je travaille dans",
+        " une petite librairie.",
+    ]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True, **SPOKEN}
+    answer = httpx.post(gateway + "/v1/chat/completions", json=body, headers=bearer(key), timeout=60)
+    assert answer.status_code == 200, answer.text
+    audio = [e["choices"][0]["delta"].get("audio", {}) for e in events(answer.content) if e["choices"]]
+    assert "".join(piece.get("transcript", "") for piece in audio) == FRENCH
+    data = b"".join(base64.b64decode(piece["data"]) for piece in audio if "data" in piece)
+    assert data == spoken_as(gateway, key, FRENCH, "fr-fr+f4")
+
+
+def test_an_unknown_voice_is_refused_before_the_engine_is_asked(
+    gateway: str, key: str, engine: Engine
+) -> None:
+    asked = len(engine.bodies)
+    unknown = {**SPOKEN, "audio": {"voice": "no-such-voice", "format": "pcm16"}}
+    for stream in (False, True):
+        error = envelope(chat(gateway, key, **unknown, stream=stream), 400)
+        assert (error["param"], error["code"]) == ("audio.voice", "invalid_value")
+    assert len(engine.bodies) == asked
 
 
 def test_a_key_that_may_not_use_the_speech_model_gets_no_audio(gateway: str, admin_key: str) -> None:
