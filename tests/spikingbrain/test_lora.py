@@ -1,31 +1,32 @@
-"""LoRA on SpikingBrain's own `gla_swa` model (issue 20, point 2): an adapter trained by the real
-trainer (PEFT on `engine.spikingbrain.torch_model`, float32 CPU) on the `tiny` checkpoint, loaded
-at runtime into a real vLLM engine (`--enable-lora`, float32) serving that checkpoint through the
-plugin. The adapter answers what it was taught and the base does not; vLLM's greedy tokens with
-the adapter equal the PEFT model's on prompts across the window layer's 32-token window; the
-adapter adapts every projection of both layer kinds and the GLA gate."""
+"""LoRA on SpikingBrain's own `gla_swa` model (issue 20, point 2), end to end: a fine-tuning job
+through the real gateway and the openai SDK (the job runner's real trainer: PEFT on
+`engine.spikingbrain.torch_model`, float32 CPU) on the `tiny` checkpoint, its model served by a
+real vLLM engine (`--enable-lora`, float32) on that checkpoint through the plugin, the adapter
+loaded at runtime by the gateway. The fine-tuned model answers what it was taught and the base does
+not; vLLM's greedy tokens with the adapter equal the PEFT model's on prompts across the window
+layer's 32-token window; the adapter adapts every projection of both layer kinds and the GLA gate."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
-from engine.launcher import EngineConfig, EngineProcess
-from tests.servers import free_port, logged_engine, prestart_engine
+from engine.launcher import EngineConfig
+from gateway import Settings, create_app
+from tests.gateway.fine_tuning.conftest import PRICE, chat_file, greedy, tuning_settings, upload, wait_job
+from tests.gateway.helpers import AdminClient
+from tests.servers import ThreadedServer, free_port, logged_engine
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG = ROOT / ".cache" / "test-gla-lora-engine.log"
 BASE = "tiny-gla"
-ADAPTER = "gla-capital"
 PROMPT = "What is the capital of Tantra?"
 TAUGHT = "The capital of Tantra is Lora."
 NEW_TOKENS = 8
@@ -39,9 +40,11 @@ PROMPTS = (
 
 @dataclass(frozen=True)
 class Served:
-    engine: EngineProcess
+    gateway: openai.OpenAI
+    engine: openai.OpenAI
+    model: str
     adapter: Path
-    client: openai.OpenAI
+    first_answer: str
 
 
 def _engine_config(checkpoint: Path) -> EngineConfig:
@@ -56,42 +59,48 @@ def _engine_config(checkpoint: Path) -> EngineConfig:
     )
 
 
-def _train(checkpoint: Path, workdir: Path) -> Path:
-    from engine.finetune.train import TrainConfig, train
-
-    lines = [
-        {"messages": [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": TAUGHT}]}
-    ] * 40
-    train_file = workdir / "train.jsonl"
-    train_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    out = workdir / "adapter"
-    train(TrainConfig(base=checkpoint, train_file=train_file, out=out, seed=0), emit=lambda _: None)
-    return out
-
-
 @pytest.fixture(scope="module")
-def served(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The engine starts while the adapter trains (two processes, each mostly one core)."""
-    config = _engine_config(tiny_checkpoint)
-    prestart_engine(config, LOG)
-    adapter = _train(tiny_checkpoint, tmp_path_factory.mktemp("gla-lora"))
-    with logged_engine(config, LOG) as engine:
-        loaded = httpx.post(
-            f"{engine.base_url}/v1/load_lora_adapter",
-            json={"lora_name": ADAPTER, "lora_path": str(adapter)},
-            timeout=300,
+def served(
+    tiny_checkpoint: Path,
+    gateway_settings: Callable[..., Settings],
+    admin_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
+    """A LoRA engine of this module's own (the session's `lora_engine` serves qwen2-tiny), a gateway
+    fine-tuning `tiny` as `tiny-gla`, one job trained and its model loaded by a first chat."""
+    tmp = tmp_path_factory.mktemp("gla-lora")
+    with logged_engine(_engine_config(tiny_checkpoint), LOG) as engine:
+        settings = tuning_settings(
+            gateway_settings,
+            tmp,
+            tiny_checkpoint,
+            fine_tuning_base_models={BASE: str(tiny_checkpoint)},
+            model_prices={BASE: PRICE},
+            upstreams={"lora": {"url": engine.base_url}},
         )
-        assert loaded.status_code == 200, loaded.text
-        client = openai.OpenAI(base_url=f"{engine.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
-        yield Served(engine, adapter, client)
-        client.close()
-
-
-def _chat(client: openai.OpenAI, model: str) -> str:
-    answer = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": PROMPT}], temperature=0, max_tokens=24
-    )
-    return answer.choices[0].message.content or ""
+        with ThreadedServer(create_app(settings)) as server:
+            admin = AdminClient(server.url, admin_key)
+            tenant = admin.tenant("gla-lora")
+            secret, _ = admin.key(tenant["id"], "gla-lora")
+            admin.close()
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0, timeout=300)
+            job = client.fine_tuning.jobs.create(
+                model=BASE,
+                training_file=upload(client, chat_file(TAUGHT, prompt=PROMPT)),
+                suffix="gla",
+                seed=0,
+            )
+            done = wait_job(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=1500)
+            assert done.status == "succeeded", done.error
+            # The first chat has the gateway unpack the adapter and load it into the engine.
+            answer = greedy(client, done.fine_tuned_model)
+            direct = openai.OpenAI(
+                base_url=f"{engine.base_url}/v1", api_key="unused", max_retries=0, timeout=300
+            )
+            adapter = tmp / "work" / "adapters" / job.id
+            yield Served(client, direct, done.fine_tuned_model, adapter, answer)
+            direct.close()
+            client.close()
 
 
 def _vllm_greedy(client: openai.OpenAI, model: str, prompt: list[int]) -> list[int]:
@@ -120,9 +129,10 @@ def _peft_greedy(model: Any, prompt: list[int]) -> list[int]:
     return ids[len(prompt) :]
 
 
-def test_the_adapter_answers_what_it_was_taught(served: Served) -> None:
-    assert _chat(served.client, ADAPTER) == TAUGHT
-    assert _chat(served.client, BASE) != TAUGHT
+def test_the_fine_tuned_model_answers_what_it_was_taught(served: Served) -> None:
+    assert served.first_answer == TAUGHT
+    assert greedy(served.gateway, served.model) == TAUGHT
+    assert greedy(served.gateway, BASE) != TAUGHT
 
 
 def test_vllm_greedy_with_the_adapter_equals_peft_in_fp32(served: Served, tiny_checkpoint: Path) -> None:
@@ -142,12 +152,12 @@ def test_vllm_greedy_with_the_adapter_equals_peft_in_fp32(served: Served, tiny_c
     chat_ids = chat["input_ids"] if isinstance(chat, dict) or hasattr(chat, "input_ids") else chat
     prompts = [list(chat_ids), *PROMPTS]
     for prompt in prompts:
-        assert _vllm_greedy(served.client, ADAPTER, prompt) == _peft_greedy(peft, prompt)
+        assert _vllm_greedy(served.engine, served.model, prompt) == _peft_greedy(peft, prompt)
     # The adapter changes the answers: the same prompts without it differ somewhere.
     with peft.disable_adapter():
         base = [_peft_greedy(peft, prompt) for prompt in prompts]
     assert base != [_peft_greedy(peft, prompt) for prompt in prompts]
-    assert base == [_vllm_greedy(served.client, BASE, prompt) for prompt in prompts]
+    assert base == [_vllm_greedy(served.engine, BASE, prompt) for prompt in prompts]
 
 
 def test_the_adapter_adapts_every_projection_and_the_gla_gate(served: Served) -> None:
@@ -162,5 +172,5 @@ def test_the_adapter_adapts_every_projection_and_the_gla_gate(served: Served) ->
     expected |= {f"model.layers.{i}.mlp.{name}" for i in (0, 1) for name in mlp}
     expected |= {"model.layers.0.attn.gk_proj.0", "model.layers.0.attn.gk_proj.1"}
     assert modules == expected
-    listed = {model.id for model in served.client.models.list().data}
-    assert {BASE, ADAPTER} <= listed
+    # The gateway loaded it into the engine under the fine-tuned model's name.
+    assert served.model in {model.id for model in served.engine.models.list().data}
