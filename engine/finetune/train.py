@@ -13,7 +13,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ __all__ = ["TrainConfig", "train"]
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Qwen2's projections: every linear layer of the decoder, the embeddings and head left alone (so
-vLLM needs no extra vocabulary slots to serve the adapter)."""
+vLLM needs no extra vocabulary slots to serve the adapter). A `gla_swa` base adds its GLA gate's
+linear layers (`engine.spikingbrain.torch_model.lora_target_modules`)."""
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -56,7 +57,8 @@ class TrainConfig:
     seed: int = 0
     max_tokens: int = 512
     threads: int = 1
-    target_modules: Sequence[str] = field(default=TARGET_MODULES)
+    target_modules: Sequence[str] | None = None
+    """PEFT's `target_modules`; None: every projection of the base (`TARGET_MODULES`, or gla_swa's)."""
 
 
 def _emit_stdout(event: dict[str, Any]) -> None:
@@ -105,7 +107,19 @@ def _dpo_loss(model: Any, batch: list[PreferencePair], beta: float) -> torch.Ten
     return torch.stack(losses).mean()
 
 
-def _load(config: TrainConfig) -> tuple[Any, Any, list[Any], list[Any]]:
+def _base_model(base: Path) -> tuple[Any, tuple[str, ...]]:
+    """The base in float32 and its projections' names: transformers' class for the checkpoint, or
+    SpikingBrain's own torch model for `gla_swa` (no transformers class, no remote code)."""
+    model_type = json.loads((base / "config.json").read_text()).get("model_type")
+    if model_type == "gla_swa":
+        from engine.spikingbrain.torch_model import GLAswaTorchForCausalLM, lora_target_modules
+
+        model = GLAswaTorchForCausalLM.from_checkpoint(base)
+        return model, lora_target_modules(model.gate_layout)
+    return AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32), TARGET_MODULES
+
+
+def _load(config: TrainConfig) -> tuple[Any, list[Any], list[Any]]:
     tokenizer = AutoTokenizer.from_pretrained(config.base)
     make = preference_pair if config.method == "dpo" else supervised_example
     examples = [make(tokenizer, line, config.max_tokens) for line in read_jsonl(config.train_file)]
@@ -114,12 +128,7 @@ def _load(config: TrainConfig) -> tuple[Any, Any, list[Any], list[Any]]:
         if config.validation_file
         else []
     )
-    return (
-        tokenizer,
-        AutoModelForCausalLM.from_pretrained(config.base, torch_dtype=torch.float32),
-        examples,
-        validation,
-    )
+    return tokenizer, examples, validation
 
 
 def train(config: TrainConfig, emit: Emit = _emit_stdout) -> dict[str, Any]:
@@ -128,13 +137,14 @@ def train(config: TrainConfig, emit: Emit = _emit_stdout) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     started = time.monotonic()
-    tokenizer, base, examples, validation = _load(config)
+    tokenizer, examples, validation = _load(config)
+    base, projections = _base_model(config.base)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=0.0,
-        target_modules=list(config.target_modules),
+        target_modules=list(config.target_modules or projections),
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, lora)

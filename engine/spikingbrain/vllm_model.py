@@ -8,7 +8,7 @@ window, served by vLLM's own `Attention`. Weights load by the published names.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from vllm.model_executor.layers.mamba.mamba_utils import MambaStateCopyFuncCalcu
 from vllm.model_executor.layers.rotary_embedding import get_rope
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
-from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid
+from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid, SupportsLoRA
 from vllm.sequence import IntermediateTensors
 
 from engine.spikingbrain import vllm_pages  # noqa: F401  (registers the page-clearing op)
@@ -221,13 +221,22 @@ class GLAswaModel(nn.Module):
         return hidden_states
 
 
-class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid):
-    """The vLLM entry class, registered under the published architecture name."""
+class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsLoRA):
+    """The vLLM entry class, registered under the published architecture name.
+
+    LoRA (`--enable-lora`): vLLM wraps every linear layer, so an adapter in PEFT's format may
+    adapt q/k/v/o and gate/up/down of both layer kinds (stacked as vLLM stacks the weights, by
+    `packed_modules_mapping`) and the GLA gate's `gk_proj.0`/`gk_proj.1` (low-rank) or `gk_proj`
+    (W8ASpike's full gate), by the checkpoint's names: what `engine.finetune` trains
+    (`engine.spikingbrain.torch_model.lora_target_modules`). The embeddings and the head take no
+    adapter (`embedding_modules` empty), so no extra vocabulary slots.
+    """
 
     packed_modules_mapping = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
         "gate_up_proj": ["gate_proj", "up_proj"],
     }
+    embedding_modules: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
