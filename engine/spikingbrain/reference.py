@@ -245,11 +245,19 @@ class GLAswaReference:
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
 
+    def _code_window_qkv(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What a window layer does to its query and (before caching) keys and values: nothing
+        here; W8ASpike codes them (`w8aspike_reference.py`)."""
+        return q, k, v
+
     def _window_attention(self, i: int, x: torch.Tensor, cache: _Cache) -> torch.Tensor:
         p = f"model.layers.{i}.attn."
         q = self._rope(self._heads(self._linear(p + "q_proj", x), self.heads), cache.position)
         k = self._rope(self._heads(self._linear(p + "k_proj", x), self.kv_heads), cache.position)
         v = self._heads(self._linear(p + "v_proj", x), self.kv_heads)
+        q, k, v = self._code_window_qkv(q, k, v)
         if i in cache.keys:
             cache.keys[i].append(k)
             cache.values[i].append(v)

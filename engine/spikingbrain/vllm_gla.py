@@ -35,6 +35,7 @@ from engine.spikingbrain.gla_batch import (
     fla_chunk_gla,
     fla_prefill,
 )
+from engine.spikingbrain.w8aspike import spike_code
 from engine.spikingbrain.weights import GateLayout
 
 __all__ = ["GLAswaLinearAttention", "gla_state_dtype", "gla_state_shape"]
@@ -63,9 +64,16 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
     """Gated linear attention: ReLU feature maps, a per-key-dim forget gate (low-rank or full), g_norm."""
 
     def __init__(
-        self, config: GLAswaConfig, vllm_config: VllmConfig, prefix: str, gate: GateLayout = "low_rank"
+        self,
+        config: GLAswaConfig,
+        vllm_config: VllmConfig,
+        prefix: str,
+        gate: GateLayout = "low_rank",
+        spiking: bool = False,
     ) -> None:
         nn.Module.__init__(self)
+        # W8ASpike: every projection (gate included) reads its input spike-coded (w8aspike.py).
+        self.spiking = spiking
         tp_size = get_tensor_model_parallel_world_size()
         tp_rank = get_tensor_model_parallel_rank()
         self.prefix = prefix
@@ -91,23 +99,8 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
             quant_config=quant_config,
             prefix=f"{prefix}.qkv_proj",
         )
-        rank = config.gate_low_rank_dim
         self.gate_logit_normalizer = float(config.gate_logit_normalizer)
-        # The gate is small (rank 16 published, or one hidden x kv-width matrix): replicate
-        # it and slice this rank's heads rather than shard it.
-        gate_width = config.num_key_value_heads * self.head_dim
-        self.gk_proj: nn.ModuleList | ReplicatedLinear
-        if gate == "low_rank":
-            self.gk_proj = nn.ModuleList(
-                [
-                    ReplicatedLinear(config.hidden_size, rank, bias=False, prefix=f"{prefix}.gk_proj.0"),
-                    ReplicatedLinear(rank, gate_width, bias=True, prefix=f"{prefix}.gk_proj.1"),
-                ]
-            )
-        else:
-            self.gk_proj = ReplicatedLinear(
-                config.hidden_size, gate_width, bias=True, prefix=f"{prefix}.gk_proj"
-            )
+        self.gk_proj = _gate_projection(config, gate, prefix)
         self.o_proj = RowParallelLinear(
             config.num_attention_heads * self.head_dim,
             config.hidden_size,
@@ -139,6 +132,8 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         num_tokens = hidden_states.shape[0]
+        if self.spiking:
+            hidden_states = spike_code(hidden_states)
         qkv, _ = self.qkv_proj(hidden_states)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         if isinstance(self.gk_proj, nn.ModuleList):
@@ -156,7 +151,7 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
         )
         torch.ops.spikingbrain.gla_attention(F.relu(q), F.relu(k), v, g, core, self.prefix)
         core = self.g_norm(core.view(-1, self.head_dim)).view(num_tokens, self.q_size)
-        out, _ = self.o_proj(core)
+        out, _ = self.o_proj(spike_code(core) if self.spiking else core)
         return out
 
     def run_recurrence(
@@ -260,6 +255,23 @@ class GLAswaLinearAttention(nn.Module, MambaBase):
             if rows:
                 fla_prefill(step, states, rows, self.scale, kernel)
         return True
+
+
+def _gate_projection(config: GLAswaConfig, gate: GateLayout, prefix: str) -> nn.ModuleList | ReplicatedLinear:
+    """The forget gate's projection, low-rank (published bf16) or full-rank (W8ASpike).
+
+    The gate is small (rank 16 published, or one hidden x kv-width matrix): replicate
+    it and slice this rank's heads rather than shard it."""
+    gate_width = config.num_key_value_heads * config.head_dim
+    if gate == "low_rank":
+        rank = config.gate_low_rank_dim
+        return nn.ModuleList(
+            [
+                ReplicatedLinear(config.hidden_size, rank, bias=False, prefix=f"{prefix}.gk_proj.0"),
+                ReplicatedLinear(rank, gate_width, bias=True, prefix=f"{prefix}.gk_proj.1"),
+            ]
+        )
+    return ReplicatedLinear(config.hidden_size, gate_width, bias=True, prefix=f"{prefix}.gk_proj")
 
 
 def _layer_metadata(prefix: str) -> LinearAttentionMetadata | None:

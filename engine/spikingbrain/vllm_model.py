@@ -30,6 +30,7 @@ from vllm.sequence import IntermediateTensors
 from engine.spikingbrain import vllm_pages  # noqa: F401  (registers the page-clearing op)
 from engine.spikingbrain.config import GLAswaConfig
 from engine.spikingbrain.vllm_gla import GLAswaLinearAttention, gla_state_dtype, gla_state_shape
+from engine.spikingbrain.w8aspike import int8_round_trip, per_head, spike_code, spike_coded
 from engine.spikingbrain.weights import (
     QUANT_SCALES_SUFFIX,
     GateLayout,
@@ -66,10 +67,14 @@ def _config(vllm_config: VllmConfig) -> GLAswaConfig:
 
 
 class GLAswaMLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x)); the published `hidden_act` is swish = silu."""
+    """SwiGLU: down(silu(gate(x)) * up(x)); the published `hidden_act` is swish = silu.
 
-    def __init__(self, config: GLAswaConfig, vllm_config: VllmConfig, prefix: str) -> None:
+    Spike-coded (W8ASpike): gate and up read the spike-coded input; down reads the
+    product as it is, as the published fused SwiGLU-linear does."""
+
+    def __init__(self, config: GLAswaConfig, vllm_config: VllmConfig, prefix: str, spiking: bool) -> None:
         super().__init__()
+        self.spiking = spiking
         self.gate_up_proj = MergedColumnParallelLinear(
             config.hidden_size,
             [config.intermediate_size] * 2,
@@ -87,16 +92,21 @@ class GLAswaMLP(nn.Module):
         self.act_fn = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up, _ = self.gate_up_proj(x)
+        gate_up, _ = self.gate_up_proj(spike_code(x) if self.spiking else x)
         out, _ = self.down_proj(self.act_fn(gate_up))
         return out
 
 
 class GLAswaWindowAttention(nn.Module):
-    """Softmax attention with RoPE over the token and the `sliding_window` tokens before it."""
+    """Softmax attention with RoPE over the token and the `sliding_window` tokens before it.
 
-    def __init__(self, config: GLAswaConfig, vllm_config: VllmConfig, prefix: str) -> None:
+    Spike-coded (W8ASpike): q/k/v and o read spike-coded inputs; after RoPE the
+    query is spike-coded per head and keys and values are rounded to int8 per token
+    and head before they reach the (float) paged KV cache."""
+
+    def __init__(self, config: GLAswaConfig, vllm_config: VllmConfig, prefix: str, spiking: bool) -> None:
         super().__init__()
+        self.spiking = spiking
         tp_size = get_tensor_model_parallel_world_size()
         self.head_dim = config.head_dim
         self.num_heads = config.num_attention_heads // tp_size
@@ -141,11 +151,16 @@ class GLAswaWindowAttention(nn.Module):
         )
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
-        qkv, _ = self.qkv_proj(hidden_states)
+        qkv, _ = self.qkv_proj(spike_code(hidden_states) if self.spiking else hidden_states)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary_emb(positions, q, k)
+        if self.spiking:
+            q = per_head(spike_code, q, self.head_dim)
+            k = per_head(int8_round_trip, k, self.head_dim)
+            v = per_head(int8_round_trip, v, self.head_dim)
         torch.ops.spikingbrain_pages.clear_window_pages(k, self.attn.layer_name)
-        out, _ = self.o_proj(self.attn(q, k, v))
+        attended = self.attn(q, k, v)
+        out, _ = self.o_proj(spike_code(attended) if self.spiking else attended)
         return out
 
 
@@ -153,18 +168,26 @@ class GLAswaDecoderLayer(nn.Module):
     """Pre-norm block: x + attn(attn_norm(x)), then + mlp(mlp_norm(.))."""
 
     def __init__(
-        self, config: GLAswaConfig, vllm_config: VllmConfig, layer_idx: int, prefix: str, gate: GateLayout
+        self,
+        config: GLAswaConfig,
+        vllm_config: VllmConfig,
+        layer_idx: int,
+        prefix: str,
+        gate: GateLayout,
+        spiking: bool,
     ) -> None:
         super().__init__()
         self.is_window = config.is_window_layer(layer_idx)
         self.attn_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.attn: GLAswaWindowAttention | GLAswaLinearAttention
         if self.is_window:
-            self.attn = GLAswaWindowAttention(config, vllm_config, prefix=f"{prefix}.attn")
+            self.attn = GLAswaWindowAttention(config, vllm_config, prefix=f"{prefix}.attn", spiking=spiking)
         else:
-            self.attn = GLAswaLinearAttention(config, vllm_config, prefix=f"{prefix}.attn", gate=gate)
+            self.attn = GLAswaLinearAttention(
+                config, vllm_config, prefix=f"{prefix}.attn", gate=gate, spiking=spiking
+            )
         self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
-        self.mlp = GLAswaMLP(config, vllm_config, prefix=f"{prefix}.mlp")
+        self.mlp = GLAswaMLP(config, vllm_config, prefix=f"{prefix}.mlp", spiking=spiking)
 
     def forward(
         self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None
@@ -190,7 +213,14 @@ class GLAswaDecoderLayer(nn.Module):
 class GLAswaModel(nn.Module):
     """Embeddings, the hybrid stack and the final norm."""
 
-    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "", gate: GateLayout = "low_rank") -> None:
+    def __init__(
+        self,
+        *,
+        vllm_config: VllmConfig,
+        prefix: str = "",
+        gate: GateLayout = "low_rank",
+        spiking: bool = False,
+    ) -> None:
         super().__init__()
         config = _config(vllm_config)
         self.config = config
@@ -198,7 +228,9 @@ class GLAswaModel(nn.Module):
             config.vocab_size, config.hidden_size, prefix=f"{prefix}.embeddings"
         )
         self.layers = nn.ModuleList(
-            GLAswaDecoderLayer(config, vllm_config, i, prefix=f"{prefix}.layers.{i}", gate=gate)
+            GLAswaDecoderLayer(
+                config, vllm_config, i, prefix=f"{prefix}.layers.{i}", gate=gate, spiking=spiking
+            )
             for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
@@ -250,7 +282,16 @@ class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsLoRA):
         self._expected = expected_shapes(config, self._gate)
         # vLLM's quantization (compressed-tensors W8A8, W4A16) renames and reshapes the projections.
         self._quantized_serving = vllm_config.quant_config is not None
-        self.model = GLAswaModel(vllm_config=vllm_config, prefix=_join(prefix, "model"), gate=self._gate)
+        # W8ASpike as published: spike-coded activations, int8 window keys/values (w8aspike.py).
+        self.spiking = spike_coded(config, self._quantized)
+        if self.spiking and vllm_config.parallel_config.tensor_parallel_size > 1:
+            raise NotImplementedError(
+                "W8ASpike's spike coding takes each projection's whole input vector, which tensor "
+                "parallelism splits; serve it with --tensor-parallel-size 1 or w8aspike_activations='none'"
+            )
+        self.model = GLAswaModel(
+            vllm_config=vllm_config, prefix=_join(prefix, "model"), gate=self._gate, spiking=self.spiking
+        )
         self.lm_head = ParallelLMHead(
             config.vocab_size,
             config.hidden_size,

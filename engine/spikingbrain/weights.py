@@ -10,8 +10,8 @@ Both run here: the gate layout is read from the checkpoint's tensor names (a
 local directory, or a hub id's snapshot in the local Hugging Face cache), every
 name and shape is checked against the config before anything loads, and
 a weight with scales is rounded onto its grid once, at load, exactly as the
-published `Quantizer.forward` does on every call. W8ASpike's activation spike
-coding is not reproduced (see docs/spikingbrain.md).
+published `Quantizer.forward` does on every call (all but `down_proj`, which the
+published model reads raw). W8ASpike's activation coding is in `w8aspike.py`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QUANT_SCALES_SUFFIX",
+    "RAW_WEIGHT_SUFFIXES",
     "GateLayout",
     "UnexpectedTensorError",
     "check_quantized_tensor",
@@ -180,9 +181,16 @@ def gate_layout(names: Iterable[str]) -> GateLayout:
     return "full" if any(n.endswith(".attn.gk_proj.weight") for n in names) else "low_rank"
 
 
+# W8ASpike's MLP ends in a fused SwiGLU-linear that reads `down_proj.weight` itself, not through its
+# `QuantLinear`: the published model never puts that weight on its grid (docs/spikingbrain.md).
+RAW_WEIGHT_SUFFIXES = (".mlp.down_proj.weight",)
+
+
 def quantized_weight_names(names: Iterable[str]) -> set[str]:
-    """The `*.weight` tensors that come with group-quantization scales."""
-    return {n[: -len(QUANT_SCALES_SUFFIX)] + ".weight" for n in names if n.endswith(QUANT_SCALES_SUFFIX)}
+    """The `*.weight` tensors that come with group-quantization scales and that the published
+    W8ASpike model computes with on their grid (all but `down_proj`, whose scales go unused)."""
+    weights = {n[: -len(QUANT_SCALES_SUFFIX)] + ".weight" for n in names if n.endswith(QUANT_SCALES_SUFFIX)}
+    return {n for n in weights if not n.endswith(RAW_WEIGHT_SUFFIXES)}
 
 
 def fake_quantize(weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -205,6 +213,8 @@ def with_weight_quantizers_applied(
     for name, tensor in weights:
         if name.endswith(QUANT_SCALES_SUFFIX):
             weight_name = name[: -len(QUANT_SCALES_SUFFIX)] + ".weight"
+            if weight_name.endswith(RAW_WEIGHT_SUFFIXES):
+                continue  # scales the published model never applies
             if weight_name in waiting_weights:
                 yield weight_name, fake_quantize(waiting_weights.pop(weight_name), tensor)
             else:

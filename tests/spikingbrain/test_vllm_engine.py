@@ -45,7 +45,15 @@ def fp32_chunked_run_started(run_vllm: VllmRunner) -> Future[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def w8aspike_fp32_run_started(run_vllm: VllmRunner, w8aspike_checkpoint: Path) -> Future[dict[str, Any]]:
-    return run_vllm.start("w8aspike-fp32", "--dtype", "float32", "--enforce-eager", model=w8aspike_checkpoint)
+    return run_vllm.start(
+        "w8aspike-weights-fp32",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--hf-overrides",
+        '{"w8aspike_activations": "none"}',
+        model=w8aspike_checkpoint,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +163,8 @@ def test_reference_logits_follow_vllm_sampled_logits(
 def test_w8aspike_layout_greedy_matches_reference(
     w8aspike_fp32_run: dict[str, Any], w8aspike_checkpoint: Path, prompts: list[list[int]]
 ) -> None:
-    """W8ASpike's full-rank gate and weight grid load and run as the reference reads them."""
+    """W8ASpike's full-rank gate and weight grid (down_proj raw), its activation coding turned off
+    (`w8aspike_activations: none`), load and run as the reference reads them."""
     from engine.spikingbrain.reference import GLAswaReference
 
     reference = GLAswaReference.from_pretrained(w8aspike_checkpoint)

@@ -48,7 +48,23 @@ def test_layouts_are_read_from_tensor_names(gla_swa_checkpoint: Path, w8aspike_c
     plain, w8 = checkpoint_tensor_names(gla_swa_checkpoint), checkpoint_tensor_names(w8aspike_checkpoint)
     assert gate_layout(plain) == "low_rank" and not quantized_weight_names(plain)
     assert gate_layout(w8) == "full"
-    assert "model.layers.0.mlp.down_proj.weight" in quantized_weight_names(w8)
+    # The published fused SwiGLU-linear reads down_proj's raw weight: its scales go unused.
+    assert "model.layers.0.mlp.up_proj.weight" in quantized_weight_names(w8)
+    assert "model.layers.0.mlp.down_proj.weight" not in quantized_weight_names(w8)
+    assert "model.layers.0.mlp.down_proj.weight_quantizer.scales" in w8
+
+
+def test_down_proj_stays_raw_and_its_scales_are_dropped() -> None:
+    down, up = "l.mlp.down_proj", "l.mlp.up_proj"
+    weight = torch.full((1, 128), 0.3)
+    scales = torch.full((1, 1, 1), 0.25)
+    items = [
+        (f"{n}{s}", t) for n in (down, up) for s, t in ((".weight", weight), (QUANT_SCALES_SUFFIX, scales))
+    ]
+    got = dict(with_weight_quantizers_applied(items, quantized_weight_names(n for n, _ in items)))
+    assert set(got) == {f"{down}.weight", f"{up}.weight"}
+    assert torch.equal(got[f"{down}.weight"], weight)
+    assert torch.equal(got[f"{up}.weight"], torch.full((1, 128), 0.25))
 
 
 def test_reference_puts_w8aspike_weights_on_their_grid(w8aspike_checkpoint: Path) -> None:

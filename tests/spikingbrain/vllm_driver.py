@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt-logprobs", type=int, default=0)
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument("--hf-overrides", default=None, help="JSON: config keys to override, as vLLM's flag")
     parser.add_argument(
         "--count-preemptions", action="store_true", help="log stats and report vllm:num_preemptions"
     )
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         "enable_prefix_caching": not args.no_prefix_caching,
         "seed": 0,
     }
+    if args.hf_overrides:
+        engine_args["hf_overrides"] = json.loads(args.hf_overrides)
     if args.count_preemptions:
         engine_args["disable_log_stats"] = False
     if args.max_num_batched_tokens is not None:
