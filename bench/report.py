@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import batch_latency, embeddings, lora, memory, memory_chat, model_choice, plots
+from bench import batch_latency, cost_curve, embeddings, lora, memory, memory_chat, model_choice, plots
 from bench.run import Outcome
 from bench.stats import overheads, summarise
 
@@ -52,6 +52,7 @@ def write(outcome: Outcome, out: Path) -> dict[str, Any]:
         "batch_latency": outcome.batch_latency,
         "lora": outcome.lora,
         "memory": outcome.memory,
+        "cost_curve": outcome.cost_curve,
         "model_choice": model_choice.rows(fake_summary),
         "pending_profiles": outcome.pending,
         "notes": outcome.notes,
@@ -91,6 +92,9 @@ def draw(document: dict[str, Any], per_minute: float, out: Path) -> list[str]:
     if (document.get("memory") or {}).get("recall"):
         memory.plot(document["memory"], out / "memory.png")
         pngs.append("memory.png")
+    if (document.get("cost_curve") or {}).get("rows"):
+        cost_curve.plot(document["cost_curve"], out / "cost_curve.png")
+        pngs.append("cost_curve.png")
     return pngs
 
 
@@ -228,6 +232,7 @@ def markdown(
         ]
     lines += _overhead_table("Gateway overhead and feature cost: fixed-latency upstream", fake_rows)
     lines += _direct_table(fake_summary)
+    lines += cost_curve.markdown(outcome.cost_curve)
     lines += model_choice.markdown(model_choice.rows(fake_summary))
     lines += _overhead_table("Gateway overhead: real vLLM engine (tiny model)", engine_rows)
     lines += _sweep_table(outcome.sweep)

@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bench import batch_latency, embeddings, litellm_env, lora, memory, profiles, servers
+from bench import batch_latency, cost_curve, embeddings, litellm_env, lora, memory, profiles, servers
 from bench.load import Cell, Target
 from bench.overhead import ENGINE_SCENARIOS, FAKE_SCENARIOS, interleave
 from bench.procs import Service, usable_cpus
@@ -68,6 +68,8 @@ class Plan:
     lora: lora.LoraPlan = field(default_factory=lora.LoraPlan)
     # Memory per backend: recall@5, search latency at 10k and 100k, chat TTFT on/off (bench/memory.py).
     memory: memory.MemoryPlan = field(default_factory=memory.MemoryPlan)
+    # Memory per open stream and CPU per token at 1 to 1,024 streams (bench/cost_curve.py).
+    cost_curve: cost_curve.CurvePlan = field(default_factory=cost_curve.CurvePlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -98,6 +100,7 @@ class Plan:
             ),
             lora=lora.LoraPlan(concurrency=2, max_tokens=4, rounds=1, requests=4, warmup_requests=1),
             memory=memory.MemoryPlan.smoke(),
+            cost_curve=cost_curve.CurvePlan.smoke(),
         )
 
     @classmethod
@@ -117,6 +120,7 @@ class Plan:
             batch_latency=batch_latency.LatencyPlan(chats=16, rounds=1),
             lora=lora.LoraPlan(rounds=1, requests=8),
             memory=memory.MemoryPlan.quick(),
+            cost_curve=cost_curve.CurvePlan.quick(),
         )
 
 
@@ -134,6 +138,7 @@ class Outcome:
     batch_latency: dict[str, Any] | None = None
     lora: dict[str, Any] | None = None
     memory: dict[str, Any] | None = None
+    cost_curve: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
     """Profiles not measured, and why (feature not built yet, Redis missing)."""
@@ -170,6 +175,12 @@ def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
         f"bench: fixed-latency upstream, targets: direct, {', '.join(names)}" + (", litellm" if venv else "")
     )
     _overhead_run(plan, cores, runnable, venv, None, outcome, progress, outcome.fake_cells)
+    try:
+        progress("bench: cost curve, streams " + ", ".join(map(str, plan.cost_curve.streams)))
+        outcome.cost_curve = cost_curve.measure(plan.logs, plan.cost_curve, progress)
+    except Exception as exc:
+        traceback.print_exc()
+        outcome.notes.append(f"The cost curve stopped early: {type(exc).__name__}: {exc}")
     if plan.engine:
         try:
             _engine_part(plan, cores, runnable, venv, outcome, progress)

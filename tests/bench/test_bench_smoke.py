@@ -80,6 +80,9 @@ def test_bench_cli_smoke_writes_table_json_and_plots(tmp_path: Path) -> None:
     assert scenarios == {"json-c1", "json-c16", "json-c64", "stream-c1", "stream-c16", "stream-c64"}
     assert "| tantra adds <= 1 ms at p50" in (out / "results.md").read_text()
     assert (out / "overhead_fixed.png").stat().st_size > 10_000
+    # The cost curve (bench/cost_curve.py) is a part of the run, its smoke plan at 1 and 4 streams.
+    assert {row["streams"] for row in document["cost_curve"]["rows"]} == {1, 4}
+    assert "## Cost curve" in (out / "results.md").read_text()
 
 
 @pytest.mark.engine
