@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import batch_latency, cost_curve, embeddings, lora, memory, memory_chat, model_choice, plots
+from bench import (
+    batch_latency,
+    cost_curve,
+    embeddings,
+    lora,
+    memory,
+    memory_chat,
+    model_choice,
+    plots,
+    realtime,
+)
 from bench.run import Outcome
 from bench.stats import overheads, summarise
 
@@ -53,6 +63,7 @@ def write(outcome: Outcome, out: Path) -> dict[str, Any]:
         "lora": outcome.lora,
         "memory": outcome.memory,
         "cost_curve": outcome.cost_curve,
+        "realtime": outcome.realtime,
         "model_choice": model_choice.rows(fake_summary),
         "pending_profiles": outcome.pending,
         "notes": outcome.notes,
@@ -95,6 +106,9 @@ def draw(document: dict[str, Any], per_minute: float, out: Path) -> list[str]:
     if (document.get("cost_curve") or {}).get("rows"):
         cost_curve.plot(document["cost_curve"], out / "cost_curve.png")
         pngs.append("cost_curve.png")
+    if (document.get("realtime") or {}).get("spoken"):
+        realtime.plot(document["realtime"], out / "realtime.png")
+        pngs.append("realtime.png")
     return pngs
 
 
@@ -241,6 +255,7 @@ def markdown(
     lines += batch_latency.markdown(outcome.batch_latency)
     lines += lora.markdown(outcome.lora)
     lines += memory.markdown(outcome.memory)
+    lines += realtime.markdown(outcome.realtime)
     lines += [*(f"![{p}]({p})" for p in pngs), ""]
     if outcome.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]

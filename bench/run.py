@@ -14,14 +14,25 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 
-from bench import batch_latency, cost_curve, embeddings, litellm_env, lora, memory, profiles, servers
+from bench import (
+    batch_latency,
+    cost_curve,
+    embeddings,
+    litellm_env,
+    lora,
+    memory,
+    profiles,
+    realtime,
+    servers,
+)
 from bench.load import Cell, Target
 from bench.overhead import ENGINE_SCENARIOS, FAKE_SCENARIOS, interleave
 from bench.procs import Service, usable_cpus
@@ -29,6 +40,7 @@ from bench.service import CpuSampler, Endpoint, run_vllm_bench, summarise_run, s
 from bench.upstream import Latency
 
 MODEL = "tantra-tiny"
+T = TypeVar("T")
 
 
 _BASE_PROFILE = profiles.PROFILES[0].name  # relay only: what a hot-path change is judged on
@@ -70,6 +82,8 @@ class Plan:
     memory: memory.MemoryPlan = field(default_factory=memory.MemoryPlan)
     # Memory per open stream and CPU per token at 1 to 1,024 streams (bench/cost_curve.py).
     cost_curve: cost_curve.CurvePlan = field(default_factory=cost_curve.CurvePlan)
+    # End of speech to first audio byte on /v1/realtime, and its parts alone (bench/realtime.py).
+    realtime: realtime.RealtimePlan = field(default_factory=realtime.RealtimePlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -101,6 +115,7 @@ class Plan:
             lora=lora.LoraPlan(concurrency=2, max_tokens=4, rounds=1, requests=4, warmup_requests=1),
             memory=memory.MemoryPlan.smoke(),
             cost_curve=cost_curve.CurvePlan.smoke(),
+            realtime=realtime.RealtimePlan(turns=1, warmup=0, max_tokens=4),
         )
 
     @classmethod
@@ -121,6 +136,7 @@ class Plan:
             lora=lora.LoraPlan(rounds=1, requests=8),
             memory=memory.MemoryPlan.quick(),
             cost_curve=cost_curve.CurvePlan.quick(),
+            realtime=realtime.RealtimePlan(turns=3, warmup=1),
         )
 
 
@@ -139,6 +155,7 @@ class Outcome:
     lora: dict[str, Any] | None = None
     memory: dict[str, Any] | None = None
     cost_curve: dict[str, Any] | None = None
+    realtime: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
     """Profiles not measured, and why (feature not built yet, Redis missing)."""
@@ -153,6 +170,51 @@ class Cores:
         self.all = cpus
         self.load = cpus[:1]
         self.gateway = cpus[1:2] or cpus[:1]
+
+
+def _part(outcome: Outcome, name: str, measure: Callable[[], T]) -> T | None:
+    """One part of the run; a part that fails is noted with its reason and the run goes on (what
+    was measured so far is still reported)."""
+    try:
+        return measure()
+    except Exception as exc:
+        traceback.print_exc()
+        outcome.notes.append(f"The {name} part stopped early: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _engine_parts(
+    plan: Plan,
+    cores: Cores,
+    runnable: list[profiles.Profile],
+    venv: Path | None,
+    outcome: Outcome,
+    progress: Any,
+) -> None:
+    """The parts on real engines, one after the other (each starts and stops its own)."""
+    _part(outcome, "real-engine", lambda: _engine_part(plan, cores, runnable, venv, outcome, progress))
+    _part(outcome, "embeddings", lambda: _embeddings_part(plan, cores, outcome, progress))
+    tiny = servers.ROOT / ".cache" / "checkpoints" / "tiny"
+    outcome.batch_latency = _part(
+        outcome,
+        "batch-latency",
+        lambda: batch_latency.measure(
+            tiny, plan.logs, cores.all, cores.gateway, plan.batch_latency, progress=progress
+        ),
+    )
+    outcome.lora = _part(
+        outcome,
+        "LoRA",
+        lambda: lora.measure(lora.qwen2_checkpoint(), plan.logs, cores.all, plan.lora, progress),
+    )
+    outcome.memory = _part(
+        outcome, "memory", lambda: memory.measure(plan.logs, cores.all, cores.gateway, plan.memory, progress)
+    )
+    outcome.realtime = _part(
+        outcome,
+        "realtime",
+        lambda: realtime.measure(plan.logs, cores.all, cores.gateway, plan.realtime, progress),
+    )
 
 
 def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
@@ -175,41 +237,12 @@ def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
         f"bench: fixed-latency upstream, targets: direct, {', '.join(names)}" + (", litellm" if venv else "")
     )
     _overhead_run(plan, cores, runnable, venv, None, outcome, progress, outcome.fake_cells)
-    try:
-        progress("bench: cost curve, streams " + ", ".join(map(str, plan.cost_curve.streams)))
-        outcome.cost_curve = cost_curve.measure(plan.logs, plan.cost_curve, progress)
-    except Exception as exc:
-        traceback.print_exc()
-        outcome.notes.append(f"The cost curve stopped early: {type(exc).__name__}: {exc}")
+    progress("bench: cost curve, streams " + ", ".join(map(str, plan.cost_curve.streams)))
+    outcome.cost_curve = _part(
+        outcome, "cost curve", lambda: cost_curve.measure(plan.logs, plan.cost_curve, progress)
+    )
     if plan.engine:
-        try:
-            _engine_part(plan, cores, runnable, venv, outcome, progress)
-        except Exception as exc:  # what was measured so far is still reported, with the reason
-            traceback.print_exc()
-            outcome.notes.append(f"The real-engine part stopped early: {type(exc).__name__}: {exc}")
-        try:
-            _embeddings_part(plan, cores, outcome, progress)
-        except Exception as exc:
-            traceback.print_exc()
-            outcome.notes.append(f"The embeddings part stopped early: {type(exc).__name__}: {exc}")
-        try:
-            checkpoint = servers.ROOT / ".cache" / "checkpoints" / "tiny"
-            outcome.batch_latency = batch_latency.measure(
-                checkpoint, plan.logs, cores.all, cores.gateway, plan.batch_latency, progress=progress
-            )
-        except Exception as exc:
-            traceback.print_exc()
-            outcome.notes.append(f"The batch-latency part stopped early: {type(exc).__name__}: {exc}")
-        try:
-            outcome.lora = lora.measure(lora.qwen2_checkpoint(), plan.logs, cores.all, plan.lora, progress)
-        except Exception as exc:
-            traceback.print_exc()
-            outcome.notes.append(f"The LoRA part stopped early: {type(exc).__name__}: {exc}")
-        try:
-            outcome.memory = memory.measure(plan.logs, cores.all, cores.gateway, plan.memory, progress)
-        except Exception as exc:
-            traceback.print_exc()
-            outcome.notes.append(f"The memory part stopped early: {type(exc).__name__}: {exc}")
+        _engine_parts(plan, cores, runnable, venv, outcome, progress)
     outcome.meta["load_average_end"] = os.getloadavg()
     return outcome
 
