@@ -74,6 +74,10 @@ def embedding_engine(logs: Path, cpus: list[int]) -> tuple[Service, str]:
         max_model_len=None,
         dtype="float32",
         runner="pooling",
+        # Its OpenMP threads on the last core, the chat engine's on the first: with vLLM's CPU
+        # defaults both bound core 0, and an embedding sent right after a chat waited 0.1-1 s for
+        # the chat engine to let go of it (docs/memory.md, "where the time went").
+        cpu_cores=str(cpus[-1]),
     )
 
 
@@ -188,7 +192,7 @@ def measure(  # noqa: PLR0913 -- the run's cores, engines and data, as the other
             checkpoint = servers.ROOT / ".cache" / "checkpoints" / "tiny"
             checkpoint = ensure_checkpoint(checkpoint, preset="tiny", seed=0)
             engine, chat_url = _engine("memory-chat-engine", logs, engine_cpus, model_dir=checkpoint,
-                                       served_model_name=MODEL)  # fmt: skip
+                                       served_model_name=MODEL, cpu_cores=str(engine_cpus[0]))  # fmt: skip
             progress("bench: memory chat: starting vLLM on the tiny checkpoint")
             stack.enter_context(engine)
         settings = gateway_settings(logs / "memory-state", chat_url, embedding_url)
