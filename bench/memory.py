@@ -184,7 +184,19 @@ def _chat_lines(chat: dict[str, Any] | None) -> list[str]:
         f"chats a side (target < {memory_chat.TARGET_MS:.0f} ms p50: {verdict}); memories were placed "
         f"in {chat['with_memories_placed']['on']} of the {chat['chats']} memory-on chats.",
         *_parts_line(chat.get("parts")),
+        *_run_line(chat),
         "",
+    ]
+
+
+def _run_line(chat: dict[str, Any]) -> list[str]:
+    """When the chat row ran on its own (`--chat-only`): its date and the machine's load."""
+    start, end = chat.get("load_average_start"), chat.get("load_average_end")
+    if not start or not end:
+        return []
+    return [
+        "",
+        f"Run alone on {chat.get('date')}: load average {start[0]:.1f} at its start, {end[0]:.1f} at its end",
     ]
 
 
@@ -194,8 +206,8 @@ def _parts_line(parts: dict[str, float] | None) -> list[str]:
     return [
         "",
         f"Parts of the memory path, each alone (p50): the query's embedding straight from the engine "
-        f"{parts['embed_p50_ms']:.1f} ms; reading the user's memories from SQLite "
-        f"{parts['read_scope_p50_ms']:.1f} ms.",
+        f"{parts['embed_p50_ms']:.1f} ms; reading the row numbers of the user's unexpired memories "
+        f"from SQLite {parts['scope_seqs_p50_ms']:.1f} ms (done while the query is embedded).",
     ]
 
 
@@ -243,13 +255,28 @@ def _overrides(plan: MemoryPlan, args: argparse.Namespace) -> MemoryPlan:
         plan = replace(plan, query_budget_s=args.query_budget)
     if args.chats is not None and plan.chat is not None:
         plan = replace(plan, chat=replace(plan.chat, chats=args.chats))
+    if args.chat_only:
+        plan = replace(plan, backends=(), sizes=())
     return replace(plan, chat=None) if args.no_chat else plan
+
+
+def _with_earlier(result: dict[str, Any], earlier: Path) -> dict[str, Any]:
+    """A chat-only run's chat row in the last full run's results (its other rows kept as they
+    were), dated and loaded on its own."""
+    if not earlier.exists():
+        return result
+    kept: dict[str, Any] = json.loads(earlier.read_text())
+    chat = dict(result.get("chat") or {})
+    for name in ("date", "seconds", "load_average_start", "load_average_end"):
+        chat[name] = result.get(name)
+    return {**kept, "chat": chat}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: every path, no measurement")
     parser.add_argument("--no-chat", action="store_true", help="skip the chat TTFT part (no chat engine)")
+    parser.add_argument("--chat-only", action="store_true", help="only the chat TTFT part (no backends)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--sizes", help="memories a tenant for the latency cells, e.g. 10000,100000")
     parser.add_argument("--skip", default="", help="latency cells not run, e.g. chroma@100000")
@@ -270,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(logs, cores.all, cores.gateway, plan)
     result.update(seconds=round(time.time() - began, 1), load_average_start=load,
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))  # fmt: skip
+    if args.chat_only:
+        result = _with_earlier(result, args.out / "memory.json")
     write(result, args.out)
     print("\n".join(markdown(result)))
     return 0

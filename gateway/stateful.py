@@ -233,6 +233,7 @@ def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -
         top_k=settings.memory_chat_top_k,
         token_budget=settings.memory_chat_token_budget,
         min_score=settings.memory_chat_min_score,
+        extract=settings.memory_chat_extract,
     )
     # What each request recalled is kept for the panel's memory page (gateway/store/memory_recalls.py).
     return ChatMemory(service.core, runner, options, RecallStore(service.core.store.db))

@@ -4,9 +4,10 @@ it ended."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
+from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -32,6 +33,8 @@ class RawStream(Response):
             *((name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()),
         ]
         self._on_close = on_close
+        # Work the answer does not wait for, run once its body is sent (`after_body`).
+        self.after: list[Callable[[], Awaitable[None]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = Outcome.CLIENT_CLOSED
@@ -42,6 +45,8 @@ class RawStream(Response):
             await self.finish()
             if self._on_close is not None:
                 self._on_close(outcome)
+            for work in self.after:
+                await work()
 
     async def pump(self, send: Send) -> Outcome:
         raise NotImplementedError
@@ -51,6 +56,18 @@ class RawStream(Response):
 
     async def finish(self) -> None:
         """Release what the body was read from (an upstream connection, a generator)."""
+
+
+def after_body(response: Response, work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` once the response's body is sent, so the client never waits for it (a stream's
+    first byte least of all): a `RawStream`'s after its `finish`, another response's as Starlette's
+    background task, after any it already has. `work` handles its own errors."""
+    if isinstance(response, RawStream):
+        response.after.append(work)
+        return
+    task = BackgroundTask(work)
+    held = response.background
+    response.background = task if held is None else BackgroundTasks([held, task])
 
 
 async def send_chunk(send: Send, body: bytes, *, more: bool = True) -> None:

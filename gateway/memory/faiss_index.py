@@ -27,6 +27,8 @@ from gateway.memory.index import Hit, Loader, Vector, normalized
 
 HNSW_M = 32
 HNSW_EF_SEARCH = 64
+# OpenMP's threads for builds (every core the process may use), read once on import.
+_THREADS = faiss.omp_get_max_threads()
 
 
 @dataclass
@@ -77,7 +79,7 @@ class FaissIndex:
                 await self._save(tenant_id, self._tenants[tenant_id])
                 return
             matrix = np.stack([normalized(v) for v in vectors.values()])
-            await asyncio.to_thread(held.index.add_with_ids, matrix, ids)
+            await asyncio.to_thread(_add, held.index, matrix, ids)
             await self._save(tenant_id, held)
 
     async def remove(self, tenant_id: str | None, seqs: Collection[int]) -> None:
@@ -108,7 +110,7 @@ class FaissIndex:
             params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         wanted = min(k, len(among))
         matrix = normalized(query).reshape(1, -1)
-        scores, ids = await asyncio.to_thread(held.index.search, matrix, wanted, params=params)
+        scores, ids = await asyncio.to_thread(_search_one, held.index, matrix, wanted, params)
         return [Hit(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 
     async def ids(self, tenant_id: str | None) -> set[int]:
@@ -172,18 +174,35 @@ class FaissIndex:
         if vectors:
             matrix = np.stack([normalized(v) for v in vectors.values()])
             ids = np.fromiter(vectors, dtype=np.int64, count=len(vectors))
-            await asyncio.to_thread(index.add_with_ids, matrix, ids)
+            await asyncio.to_thread(_add, index, matrix, ids)
         held = _Tenant(index, hnsw=hnsw)
         self._tenants[tenant_id] = held
         return held
 
     async def _save(self, tenant_id: str | None, held: _Tenant) -> None:
-        data = faiss.serialize_index(held.index).tobytes()
+        # Off the event loop: 10k vectors as HNSW serialize to 18 MB in ~0.1 s.
+        data = await asyncio.to_thread(lambda: faiss.serialize_index(held.index).tobytes())
 
         async def chunks() -> AsyncIterator[bytes]:
             yield data
 
         await self._blobs.put(_key(self._prefix, tenant_id), chunks())
+
+
+def _add(index: faiss.Index, matrix: np.ndarray, ids: np.ndarray) -> None:
+    faiss.omp_set_num_threads(_THREADS)  # the worker thread may have searched on one before
+    index.add_with_ids(matrix, ids)
+
+
+def _search_one(
+    index: faiss.Index, matrix: np.ndarray, k: int, params: faiss.SearchParameters
+) -> tuple[np.ndarray, np.ndarray]:
+    """One query's search on one OpenMP thread (this worker thread's setting only): a single query
+    gains nothing from more, and while the engines keep the cores busy OpenMP's waiting threads
+    made a 2 ms search take 18 ms (docs/memory.md). Index builds keep every thread."""
+    faiss.omp_set_num_threads(1)
+    scores, ids = index.search(matrix, k, params=params)
+    return scores, ids
 
 
 def _ids_of(index: faiss.Index) -> np.ndarray:

@@ -4,6 +4,7 @@ the client's own bytes to an upstream and its answer back."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from adapters.parts import refuse_remote_media
 from gateway.admission import Admission, Outcome, Ticket, validate
 from gateway.http.disconnect import unless_disconnected
+from gateway.http.streaming import after_body
 from gateway.limits import TokenEstimator
 from gateway.media.service import MediaService, Prepared, as_api_errors, with_media_usage
 from gateway.protocol import ChatCompletionRequest
@@ -137,9 +139,13 @@ class InferenceService:
             response = await self._spoken(ticket, path, body, parsed, media, capture)
         else:
             response = await self._answer(ticket, path, body, payload, parsed, media, capture)
+        if recall is not None:
+            response = annotate(response, recall, json_answer=not parsed.stream)
         if memory is not None:
-            await memory.remember(ticket, asked)
-        return annotate(response, recall, json_answer=not parsed.stream) if recall else response
+            # The extraction job is queued once the answer is sent: neither its SQL write nor its
+            # engine work comes before the answer's first byte.
+            after_body(response, functools.partial(memory.remember, ticket, asked))
+        return response
 
     async def _admit(
         self, ticket: Ticket, schema: type[SamplingParams], path: str

@@ -7,13 +7,16 @@ says which (`x-tantra-memory: id:score,...`, `usage.tantra_memory` in a JSON ans
 The end user is `user` (OpenAI's), else `safety_identifier`, else `metadata.user_id`. The query is
 the last user message's text. The placed memories' tokens are reserved on top of the request's.
 What the search returned and the block placed are kept per request id (`memory_recalls`) for the
-admin panel's memory page.
+admin panel's memory page. Neither that record nor the extraction job's submission comes before the
+answer's first byte: the record is written beside the answer, the job queued once it is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,7 @@ class ChatMemoryOptions:
     top_k: int = 5
     token_budget: int = 256
     min_score: float = 0.2
+    extract: bool = True  # queue the extraction of new memories after each answer
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,20 @@ class ChatMemory:
         self.options = options
         # Each request's recall, kept for the panel's memory page (None: not kept).
         self.recalls = recalls
+        # The recall records being written (kept so the tasks are not collected mid-write).
+        self._pending: set[asyncio.Task[None]] = set()
         if runner is not None:
             runner.register(KIND, self._extract, priority=-5)
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def settle(self) -> None:
+        """Wait until the recall records under way are written (tests; the gateway's shutdown)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def recall(self, ticket: Ticket, payload: dict[str, Any]) -> Recall | None:
         """The memories to place in this chat request, and the body with them (None: memory is off
@@ -135,7 +151,8 @@ class ChatMemory:
         lines, used = _within_budget(found, self.options.token_budget)
         content = "\n".join([_INTRO, *lines]) if used else ""
         tokens = len(content) // _CHARS_PER_TOKEN + 1 if used else 0
-        await self._record(caller, user, found, used, content, tokens)
+        # Written beside the answer, not before it: the record is for the panel, not the model.
+        self._later(self._record(caller, user, found, used, content, tokens))
         if not used:
             return None
         if ticket.record is not None:
@@ -193,7 +210,7 @@ class ChatMemory:
         messages = payload.get("messages")
         if self.runner is None or user is None or not isinstance(messages, list):
             return
-        if not principal.memory_on(self.options.default_on):
+        if not self.options.extract or not principal.memory_on(self.options.default_on):
             return
         kept = [
             {"role": m.get("role"), "content": text_of(m)}

@@ -13,9 +13,10 @@ still checked (not JSON, not the shape, empty or overlong strings: dropped, neve
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -195,10 +196,13 @@ class MemoryCore:
     async def search(
         self, caller: Caller, scope: Scope, query: str, k: int, *, threshold: float | None = None
     ) -> list[Found]:
-        among = await self._scope_seqs(caller.owner, scope, live_at=utcnow())
+        # The scope's row numbers (SQL) and the query's vector (the embedding engine) at once: the
+        # slower of the two, not their sum, is what a chat waits before its first token.
+        among, (vector,) = await asyncio.gather(
+            self._scope_seqs(caller.owner, scope, live_at=utcnow()), self.embed(caller, [query])
+        )
         if not among:
             return []
-        (vector,) = await self.embed(caller, [query])
         hits = await self.index.search(caller.owner.tenant_id, vector, k, among=among)
         by_seq = await self.store.by_seqs(caller.owner, [h.seq for h in hits])
         found = [Found(by_seq[h.seq], h.score) for h in hits if h.seq in by_seq]
@@ -223,9 +227,12 @@ class MemoryCore:
         graph is off)."""
         if self.graph is None:
             return []
-        now = utcnow()
-        admitted = {m.id: m for m in await self.store.in_scope(caller.owner, scope) if m.live(now)}
-        return await self.graph.related(caller.owner.tenant_id, scope.user_id, query, admitted)
+
+        async def admit(ids: Collection[str]) -> Mapping[str, Memory]:
+            # Only the memories the graph reached are read (by id, in scope, unexpired).
+            return await self.store.named_in_scope(caller.owner, scope, ids, live_at=utcnow())
+
+        return await self.graph.related(caller.owner.tenant_id, scope.user_id, query, admit)
 
     async def delete(self, owner: Owner, memories: Sequence[Memory]) -> None:
         changes = [Change("DELETE", m.id, new_memory_id()) for m in memories]

@@ -10,7 +10,7 @@ the graph, like the vector index, never decides who may see what.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ from gateway.store.memories import Memory
 
 log = logging.getLogger("tantra.memory")
 
+# The memories of these ids the caller may be given (their scope's, unexpired), by id.
+Admit = Callable[[Collection[str]], Awaitable[Mapping[str, Memory]]]
 MAX_ENTITIES = 8
 MAX_RELATIONS = 8
 _MAX_NAME = 64
@@ -129,11 +131,12 @@ class MemoryGraph:
         return written
 
     async def related(
-        self, tenant_id: str | None, user: str | None, query: str, admitted: Mapping[str, Memory]
+        self, tenant_id: str | None, user: str | None, query: str, admit: Admit
     ) -> list[Related]:
-        """The admitted memories whose relations lie within `hops` of the query's entities, nearest
-        first."""
+        """The memories whose relations lie within `hops` of the query's entities, of those `admit`
+        lets through (the caller's scope, unexpired), nearest first."""
         facts = await self.store.related(tenant_id, user, query, hops=self.options.hops)
+        admitted = await admit({fact.memory_id for fact in facts}) if facts else {}
         by_memory: dict[str, list[Fact]] = {}
         for fact in facts:
             if fact.memory_id in admitted:

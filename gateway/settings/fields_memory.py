@@ -85,6 +85,11 @@ class MemoryFields(BaseModel):
     memory_chat_min_score: float = Field(
         0.2, ge=-1.0, le=1.0, description="The least cosine similarity a memory needs to be placed."
     )
+    memory_chat_extract: bool = Field(
+        True,
+        description="Extract new memories from each chat with memory on (a background job after the "
+        "answer); off: chats read memories but never write them (the memory API still adds).",
+    )
 
     # The knowledge graph (docs/memory.md): entities and relations of each memory in an embedded
     # Kuzu database; search merges the relations two hops out of the query's entities.

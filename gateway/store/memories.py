@@ -13,12 +13,12 @@ Another tenant's memory is not found (None), exactly as one that never existed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, LargeBinary, String, Text, delete, func, select
+from sqlalchemy import JSON, DateTime, Index, LargeBinary, Select, String, Text, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,9 +36,10 @@ class StoredMemory(OwnedColumns, Base):
 
     __tablename__ = "memories"
     __table_args__ = (
-        Index("ix_memories_tenant_user", "tenant_id", "user_id"),
-        Index("ix_memories_tenant_agent", "tenant_id", "agent_id"),
-        Index("ix_memories_tenant_run", "tenant_id", "run_id"),
+        # With expires_at (migration 0025): a search's row numbers are read from the index alone.
+        Index("ix_memories_tenant_user", "tenant_id", "user_id", "expires_at"),
+        Index("ix_memories_tenant_agent", "tenant_id", "agent_id", "expires_at"),
+        Index("ix_memories_tenant_run", "tenant_id", "run_id", "expires_at"),
         Index("ix_memories_created_by", "created_by"),
         Index("ix_memories_end_user", "end_user"),
     )
@@ -195,18 +196,27 @@ class MemoryStore:
             found = [m for m in found if all(m.metadata.get(k) == v for k, v in scope.metadata.items())]
         return found
 
+    async def named_in_scope(
+        self, owner: Owner, scope: Scope, ids: Collection[str], *, live_at: datetime | None
+    ) -> dict[str, Memory]:
+        """Those of the memories `ids` that are the owner's and in `scope` (unexpired at `live_at`),
+        by id: what the knowledge graph reached, checked without reading the scope's other rows."""
+        if not ids:
+            return {}
+        table = StoredMemory
+        query = _scoped(select(table).where(owner.owns(table), table.id.in_(list(ids))), scope, live_at)
+        async with self.db.session() as session:
+            rows = (await session.execute(query)).scalars().all()
+        found = [Memory.of(row) for row in rows]
+        return {m.id: m for m in found if all(m.metadata.get(k) == v for k, v in scope.metadata.items())}
+
     async def seqs_in_scope(self, owner: Owner, scope: Scope, *, live_at: datetime | None) -> list[int]:
         """The row numbers of the owner's memories in a scope without metadata (unexpired at
         `live_at`; None: all): what a search is limited to, read without the rows themselves (a
         user's 10k memories carry 15 MB of vectors; their row numbers, 80 kB)."""
         assert not scope.metadata, "metadata is matched on the rows: use in_scope"
         table = StoredMemory
-        query = select(table.seq).where(owner.owns(table))
-        for name, value in scope.ids().items():
-            if value is not None:
-                query = query.where(getattr(table, name) == value)
-        if live_at is not None:
-            query = query.where(table.expires_at.is_(None) | (table.expires_at > live_at))
+        query = _scoped(select(table.seq).where(owner.owns(table)), scope, live_at)
         async with self.db.session() as session:
             return list(await session.scalars(query))
 
@@ -291,6 +301,18 @@ class MemoryStore:
             )
             for row in rows
         ]
+
+
+def _scoped(query: Select[Any], scope: Scope, live_at: datetime | None) -> Select[Any]:
+    """`query` limited to the scope's entity ids and, with `live_at`, to memories unexpired then
+    (migration 0025's indexes cover these columns: the row numbers are read from the index alone)."""
+    table = StoredMemory
+    for name, value in scope.ids().items():
+        if value is not None:
+            query = query.where(getattr(table, name) == value)
+    if live_at is not None:
+        query = query.where(table.expires_at.is_(None) | (table.expires_at > live_at))
+    return query
 
 
 async def _memory(session: AsyncSession, owner: Owner, memory_id: str) -> StoredMemory | None:

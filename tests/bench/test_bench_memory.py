@@ -37,8 +37,24 @@ def test_a_small_run_measures_every_backend_and_the_chat(
     chat = result["chat"]
     assert chat["errors"] == {"on": 0, "off": 0}
     assert len(chat["ttft_ms"]["on"]) == len(chat["ttft_ms"]["off"]) == 2
-    assert chat["parts"]["read_scope_p50_ms"] > 0
+    assert chat["parts"]["scope_seqs_p50_ms"] > 0
     memory.write(result, tmp_path / "out")
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"memory.json", "memory.md", "memory.png"}
     table = (tmp_path / "out" / "memory.md").read_text()
     assert "| faiss-hnsw |" in table and "TTFT with memory on and off" in table
+
+
+def test_a_chat_only_run_keeps_the_last_full_runs_other_rows(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    args = argparse.Namespace(
+        skip="", sizes=None, query_budget=None, chats=None, no_chat=False, chat_only=True
+    )
+    plan = memory._overrides(memory.MemoryPlan(), args)
+    assert plan.backends == () and plan.sizes == () and plan.chat is not None
+    earlier = tmp_path / "memory.json"
+    earlier.write_text(json.dumps({"recall": [{"backend": "faiss-flat"}], "chat": {"added_p50_ms": 635.0}}))
+    merged = memory._with_earlier({"chat": {"added_p50_ms": 9.0}, "date": "today"}, earlier)
+    assert merged["recall"] == [{"backend": "faiss-flat"}]
+    assert merged["chat"]["added_p50_ms"] == 9.0 and merged["chat"]["date"] == "today"

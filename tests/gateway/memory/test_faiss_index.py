@@ -3,9 +3,11 @@ the row numbers a scope allows, persisted in the blob store and rebuilt from SQL
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -141,3 +143,56 @@ async def test_purge_rebuilds_at_once_and_deletes_an_empty_index(
     sql.rows["t1"].clear()
     await index.purge("t1")
     assert await index.ids("t1") == set() and not (blobs.root / "memory-index/t1/faiss.index").exists()
+
+
+class _SlowSql(_Sql):
+    """SQL whose vectors, once `hold` is set, come back only when the test lets them go: a rebuild
+    read from it stays under way for as long as the test wants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def load(self, tenant_id: str | None) -> Mapping[int, Vector]:
+        if self.hold:
+            self.reading.set()
+            await self.release.wait()
+        return await super().load(tenant_id)
+
+
+async def test_a_rebuild_into_hnsw_does_not_hold_up_searches(blobs: LocalBlobStore) -> None:
+    sql = _SlowSql()
+    index = FaissIndex(blobs, sql.load, hnsw_threshold=20)
+    vectors = _vectors(21)
+    first = {seq: vectors[seq] for seq in range(1, 21)}
+    sql.rows["t1"] = dict(first)
+    await index.add("t1", first)
+    assert index.kind("t1") == "flat"
+
+    # The 21st memory passes the threshold: the HNSW index is built aside (here: its read of SQL
+    # held), while searches go on against the flat index and are answered.
+    sql.hold = True
+    sql.rows["t1"][21] = vectors[21]
+    adding = asyncio.create_task(index.add("t1", {21: vectors[21]}))
+    await asyncio.wait_for(sql.reading.wait(), 10)
+    hits = await asyncio.wait_for(index.search("t1", vectors[3], 1, among=set(first)), 10)
+    assert hits[0].seq == 3 and index.kind("t1") == "flat" and not adding.done()
+
+    sql.release.set()
+    await asyncio.wait_for(adding, 30)
+    assert index.kind("t1") == "hnsw"  # swapped in once built
+    hits = await index.search("t1", vectors[21], 1, among=set(vectors))
+    assert hits[0].seq == 21
+
+
+async def test_searches_leave_the_other_threads_openmp_setting(blobs: LocalBlobStore, sql: _Sql) -> None:
+    threads = faiss.omp_get_max_threads()
+    index = FaissIndex(blobs, sql.load, hnsw_threshold=10)
+    vectors = _vectors(30)
+    await _filled(index, sql, "t1", vectors)
+    for seq in (1, 2, 3):
+        assert (await index.search("t1", vectors[seq], 1, among=set(vectors)))[0].seq == seq
+    # The search's worker thread chose one OpenMP thread for itself only.
+    assert faiss.omp_get_max_threads() == threads
