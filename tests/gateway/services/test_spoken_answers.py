@@ -40,6 +40,15 @@ class Engine:
         self.gap_s = 0.0
         self.message: dict[str, Any] = {"role": "assistant", "content": "Hello there. Bye."}
 
+    @contextlib.contextmanager
+    def answering(self, message: dict[str, Any]) -> Iterator[None]:
+        """JSON answers are `message` for the block, then the default again."""
+        self.message = message
+        try:
+            yield
+        finally:
+            self.message = {"role": "assistant", "content": "Hello there. Bye."}
+
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
             cards = [
@@ -125,11 +134,8 @@ def test_the_engine_is_sent_neither_modalities_nor_audio(gateway: str, key: str,
 
 def test_a_tool_call_has_no_audio(gateway: str, key: str, engine: Engine) -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
-    engine.message = {"role": "assistant", "content": None, "tool_calls": [call]}
-    try:
+    with engine.answering({"role": "assistant", "content": None, "tool_calls": [call]}):
         answer = chat(gateway, key, **SPOKEN)
-    finally:
-        engine.message = {"role": "assistant", "content": "Hello there. Bye."}
     message = answer.json()["choices"][0]["message"]
     assert message["tool_calls"] == [call]
     assert message.get("audio") is None
@@ -206,20 +212,14 @@ def spoken_as(gateway: str, key: str, text: str, voice: str) -> bytes:
 @needs_lingua
 def test_a_json_answer_is_spoken_in_its_language(gateway: str, key: str, engine: Engine) -> None:
     """No `audio.language`: the answer's first sentence is French, so alloy is eSpeak's fr-fr+f4."""
-    engine.message = {"role": "assistant", "content": FRENCH}
-    try:
+    with engine.answering({"role": "assistant", "content": FRENCH}):
         answer = chat(gateway, key, **SPOKEN)
-    finally:
-        engine.message = {"role": "assistant", "content": "Hello there. Bye."}
     audio = base64.b64decode(answer.json()["choices"][0]["message"]["audio"]["data"])
     assert audio == spoken_as(gateway, key, FRENCH, "fr-fr+f4")
     assert audio != spoken_as(gateway, key, FRENCH, "en-us+f4")
     given = {**SPOKEN, "audio": {**SPOKEN["audio"], "language": "de"}}  # a language given wins
-    engine.message = {"role": "assistant", "content": FRENCH}
-    try:
+    with engine.answering({"role": "assistant", "content": FRENCH}):
         answer = chat(gateway, key, **given)
-    finally:
-        engine.message = {"role": "assistant", "content": "Hello there. Bye."}
     audio = base64.b64decode(answer.json()["choices"][0]["message"]["audio"]["data"])
     assert audio == spoken_as(gateway, key, FRENCH, "de+f4")
 
@@ -367,10 +367,7 @@ def test_synthesis_failing_mid_stream_ends_with_an_error_event(
 
 
 def test_synthesis_failing_in_json_is_an_error_status(failing_gateway: str, key: str, engine: Engine) -> None:
-    engine.message = {"role": "assistant", "content": "Fine. Then FAIL."}
-    try:
+    with engine.answering({"role": "assistant", "content": "Fine. Then FAIL."}):
         answer = chat(failing_gateway, key, **SPOKEN)
-    finally:
-        engine.message = {"role": "assistant", "content": "Hello there. Bye."}
     error = envelope(answer, 503)
     assert error["code"] == "speech_unavailable"
