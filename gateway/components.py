@@ -191,7 +191,7 @@ class Components:
         await self.shared.ledger.close()
         await self.services.stored_completions.close()
         await self.services.responses.close()
-        await close_indexes(self.memory, self.vector_stores)
+        await close_indexes(self.memory, self.vector_stores, self.services.inference.memory)
         await self.shared.redis.aclose()
         await self.shared.subscriber.aclose()
         await self.shared.database.close()

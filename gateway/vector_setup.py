@@ -9,6 +9,7 @@ from gateway.memory.backends import vector_index
 from gateway.memory.index import Vector, from_bytes
 from gateway.services.file_search import FileSearch
 from gateway.services.memory import MemoryService
+from gateway.services.memory_chat import ChatMemory
 from gateway.services.responses import ResponsesService
 from gateway.services.vector_core import ATTEMPTS, KIND, VectorCore, VectorOptions
 from gateway.services.vector_stores import VectorStoresService
@@ -47,8 +48,13 @@ def vector_stores(
     return service
 
 
-async def close_indexes(memory: MemoryService | None, stores: VectorStoresService | None) -> None:
-    """At shutdown: a shared backend's connections (pgvector's pool, Chroma's client) closed."""
+async def close_indexes(
+    memory: MemoryService | None, stores: VectorStoresService | None, chat: ChatMemory | None = None
+) -> None:
+    """At shutdown: the chat memory's recall records under way written (before the database
+    closes), then a shared backend's connections (pgvector's pool, Chroma's client) closed."""
+    if chat is not None:
+        await chat.settle()
     for index in (memory.core.index if memory else None, stores.core.index if stores else None):
         if index is not None:
             await index.close()
