@@ -156,38 +156,49 @@ async def _listen(ws: aiohttp.ClientWebSocketResponse, turn: Turn, ended: list[f
             return
 
 
-async def direct_parts(
-    engine_url: str, whisper: Path, speech: bytes, turn: Turn, plan: RealtimePlan
-) -> dict[str, float]:
-    """The turn's parts, each alone, on what the gateway had: seconds for each."""
-    from adapters.stt import Transcriber
-    from adapters.stt.audio import pcm16_to_pcm
-    from adapters.tts import EspeakBackend, SentenceSplitter, Synthesizer
+class DirectParts:
+    """Times a turn's parts alone. One whisper.cpp worker (its model loaded once, before any
+    timing) and one synthesizer serve every turn of a run: only the parts' own work is timed."""
 
-    transcriber = Transcriber(whisper, workers=1, threads=2)
-    try:
-        await transcriber.start()
+    def __init__(self, engine_url: str, whisper: Path, plan: RealtimePlan) -> None:
+        from adapters.stt import Transcriber
+        from adapters.tts import EspeakBackend, Synthesizer
+
+        self._engine_url = engine_url
+        self._plan = plan
+        self._transcriber = Transcriber(whisper, workers=1, threads=2)
+        self._synthesizer = Synthesizer([EspeakBackend()])
+
+    async def __aenter__(self) -> DirectParts:
+        await self._transcriber.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._transcriber.close()
+
+    async def time(self, speech: bytes, turn: Turn) -> dict[str, float]:
+        """The turn's parts on what the gateway had: seconds for each."""
+        from adapters.stt.audio import pcm16_to_pcm
+        from adapters.tts import SentenceSplitter
+
         began = time.perf_counter()
-        await transcriber.transcribe(pcm16_to_pcm(speech))
+        await self._transcriber.transcribe(pcm16_to_pcm(speech))
         transcribe_s = time.perf_counter() - began
-    finally:
-        await transcriber.close()
-    sentence_s = await _first_sentence_s(engine_url, turn.transcript, plan.max_tokens)
-    first = (SentenceSplitter().feed(turn.answer) or [turn.answer])[0]
-    synthesizer = Synthesizer([EspeakBackend()])
-    began = time.perf_counter()
-    pcm = synthesizer.stream_pcm(first, VOICE)
-    try:
-        await pcm.__anext__()
-    finally:
-        await pcm.aclose()
-    speak_s = time.perf_counter() - began
-    return {
-        "vad_s": plan.silence_ms / 1000,
-        "transcribe_s": transcribe_s,
-        "first_sentence_s": sentence_s,
-        "speak_s": speak_s,
-    }
+        sentence_s = await _first_sentence_s(self._engine_url, turn.transcript, self._plan.max_tokens)
+        first = (SentenceSplitter().feed(turn.answer) or [turn.answer])[0]
+        began = time.perf_counter()
+        pcm = self._synthesizer.stream_pcm(first, VOICE)
+        try:
+            await pcm.__anext__()
+        finally:
+            await pcm.aclose()
+        speak_s = time.perf_counter() - began
+        return {
+            "vad_s": self._plan.silence_ms / 1000,
+            "transcribe_s": transcribe_s,
+            "first_sentence_s": sentence_s,
+            "speak_s": speak_s,
+        }
 
 
 async def _first_sentence_s(engine_url: str, transcript: str, max_tokens: int) -> float:
@@ -355,16 +366,27 @@ def measure(
         gateway, gateway_url = servers.tantra(logs, "tantra-realtime", engine_url, settings, gateway_cpus)
         stack.enter_context(gateway)
         ws_url = gateway_url.replace("http://", "ws://") + f"/v1/realtime?model={MODEL}"
-        turns: list[Turn] = []
-        parts: list[dict[str, float]] = []
+        turns, parts = asyncio.run(
+            _turns(ws_url, DirectParts(engine_url, whisper, plan), speech, plan, progress)
+        )
+    return summarise(turns, parts, plan)
+
+
+async def _turns(
+    ws_url: str, direct: DirectParts, speech: bytes, plan: RealtimePlan, progress: Any
+) -> tuple[list[Turn], list[dict[str, float]]]:
+    """The warm-up turns, then each measured turn through the gateway followed by its parts alone."""
+    turns: list[Turn] = []
+    parts: list[dict[str, float]] = []
+    async with direct:
         for number in range(plan.warmup + plan.turns):
-            turn = asyncio.run(one_turn(ws_url, speech, plan))
+            turn = await one_turn(ws_url, speech, plan)
             if number < plan.warmup:
                 continue
             turns.append(turn)
-            parts.append(asyncio.run(direct_parts(engine_url, whisper, speech, turn, plan)))
+            parts.append(await direct.time(speech, turn))
             progress(f"bench: realtime turn {len(turns)}: first audio at {turn.first_audio_s} s")
-    return summarise(turns, parts, plan)
+    return turns, parts
 
 
 def write(result: dict[str, Any], out: Path) -> None:
