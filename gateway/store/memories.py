@@ -99,6 +99,10 @@ class Scope:
     def ids(self) -> dict[str, str | None]:
         return {name: getattr(self, name) for name in ENTITIES}
 
+    def matches(self, metadata: dict[str, Any]) -> bool:
+        """Whether a memory's metadata carries every key of this scope's, equal."""
+        return all(metadata.get(k) == v for k, v in self.metadata.items())
+
 
 @dataclass(frozen=True)
 class Memory:
@@ -185,16 +189,11 @@ class MemoryStore:
         """Every memory of the owner in `scope`, oldest first (metadata matched here, in Python:
         JSON equality is not portable between SQLite and PostgreSQL)."""
         table = StoredMemory
-        query = select(table).where(owner.owns(table))
-        for name, value in scope.ids().items():
-            if value is not None:
-                query = query.where(getattr(table, name) == value)
+        query = _scoped(select(table).where(owner.owns(table)), scope, None)
         async with self.db.session() as session:
             rows = (await session.execute(query.order_by(table.seq))).scalars().all()
         found = [Memory.of(row) for row in rows]
-        if scope.metadata:
-            found = [m for m in found if all(m.metadata.get(k) == v for k, v in scope.metadata.items())]
-        return found
+        return [m for m in found if scope.matches(m.metadata)] if scope.metadata else found
 
     async def named_in_scope(
         self, owner: Owner, scope: Scope, ids: Collection[str], *, live_at: datetime | None
@@ -208,7 +207,7 @@ class MemoryStore:
         async with self.db.session() as session:
             rows = (await session.execute(query)).scalars().all()
         found = [Memory.of(row) for row in rows]
-        return {m.id: m for m in found if all(m.metadata.get(k) == v for k, v in scope.metadata.items())}
+        return {m.id: m for m in found if scope.matches(m.metadata)}
 
     async def seqs_in_scope(self, owner: Owner, scope: Scope, *, live_at: datetime | None) -> list[int]:
         """The row numbers of the owner's memories in a scope without metadata (unexpired at
