@@ -275,7 +275,7 @@ class Synthesizer:
     ) -> None:
         try:
             async for sentence in sentences:
-                spoken = await self._sentence_voice(voice, sentence)
+                spoken = await self.resolve(voice, sentence)
                 task = asyncio.ensure_future(self._synthesize(sentence, spoken, speed))
                 started.append(task)
                 await ready.put(task)
@@ -286,11 +286,13 @@ class Synthesizer:
             raise
         await ready.put(None)
 
-    async def _sentence_voice(self, voice: Voice | Detecting, sentence: str) -> Voice:
+    async def resolve(self, voice: Voice | Detecting, text: str) -> Voice:
+        """The voice that speaks `text`: a `Detecting` one takes the language found in it, unless
+        an earlier text's was found (then kept); any other voice is itself."""
         if isinstance(voice, Voice):
             return voice
         if not voice.found:
-            voice.voice = await self.voice(voice.voice.requested, text=sentence)
+            voice.voice = await self.voice(voice.voice.requested, text=text)
         return voice.voice
 
     async def _synthesize(self, sentence: str, voice: Voice, speed: float) -> SpokenPcm:

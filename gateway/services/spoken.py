@@ -122,7 +122,9 @@ class ChatSpeech:
             if not isinstance(text, str) or not text.strip():
                 continue
             speaking.characters += len(text)
-            voice = await self._whole_text_voice(speaking, text)
+            # The language of its whole text (as /v1/audio/speech detects its input), known before
+            # it is spoken.
+            voice = await self._synthesizer.resolve(speaking.voice, text)
             audio = self._synthesizer.stream(text, voice, speaking.format, on_samples=speaking.add)
             data = b"".join([chunk async for chunk in audio])
             message["content"] = None
@@ -136,15 +138,6 @@ class ChatSpeech:
         if isinstance(usage, dict):
             with_speech_usage(usage, speaking)
         return orjson.dumps(body)
-
-    async def _whole_text_voice(self, speaking: Speaking, text: str) -> Voice:
-        """A JSON answer's voice: the language of its whole text (as /v1/audio/speech detects its
-        input), which is known before it is spoken."""
-        if not isinstance(speaking.voice, Detecting):
-            return speaking.voice
-        if not speaking.voice.found:
-            speaking.voice.voice = await self._synthesizer.voice(speaking.voice.voice.requested, text=text)
-        return speaking.voice.voice
 
     def charge(self, tab: Tab, speaking: Speaking) -> None:
         """The spoken audio on the request's ledger row: its seconds in `audio_seconds` (as a
