@@ -66,7 +66,7 @@ from gateway.upstream_setup import health_monitor, upstreams
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.pool import UpstreamPool
-from gateway.vector_setup import close_indexes, vector_stores
+from gateway.vector_setup import close_memory, vector_stores
 from gateway.worker_pools import media_service, speech_service, speech_transcriber, transcription_service
 
 _log = logging.getLogger("tantra.gateway")
@@ -191,7 +191,7 @@ class Components:
         await self.shared.ledger.close()
         await self.services.stored_completions.close()
         await self.services.responses.close()
-        await close_indexes(self.memory, self.vector_stores, self.services.inference.memory)
+        await close_memory(self.memory, self.vector_stores, self.services.inference.memory)
         await self.shared.redis.aclose()
         await self.shared.subscriber.aclose()
         await self.shared.database.close()

@@ -48,7 +48,7 @@ def vector_stores(
     return service
 
 
-async def close_indexes(
+async def close_memory(
     memory: MemoryService | None, stores: VectorStoresService | None, chat: ChatMemory | None = None
 ) -> None:
     """At shutdown: the chat memory's recall records under way written (before the database

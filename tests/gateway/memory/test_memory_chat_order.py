@@ -21,7 +21,7 @@ from gateway.services.memory_core import Found, MemoryCore
 from gateway.store.memories import Memory, Scope
 from gateway.store.memory_recalls import Recalled, RecallStore
 from gateway.store.owned import Owner
-from gateway.vector_setup import close_indexes
+from gateway.vector_setup import close_memory
 
 T0 = datetime(2026, 12, 6, 9, 0, 0)
 
@@ -75,12 +75,12 @@ async def test_the_recall_answers_before_its_record_is_written_and_the_record_la
 
 
 async def test_shutdown_waits_for_the_records_under_way() -> None:
-    """The gateway's stop settles chat memory before the database closes (vector_setup.close_indexes)."""
+    """The gateway's stop settles chat memory before the database closes (vector_setup.close_memory)."""
     recalls = _SlowRecalls()
     chat = ChatMemory(cast(MemoryCore, _Core()), None, ChatMemoryOptions(), cast(RecallStore, recalls))
     payload = {"user": "pat", "messages": [{"role": "user", "content": "what tea do I like"}]}
     await asyncio.wait_for(chat.recall(_ticket(), payload), 10)
-    closing = asyncio.ensure_future(close_indexes(None, None, chat))
+    closing = asyncio.ensure_future(close_memory(None, None, chat))
     await asyncio.sleep(0.05)
     assert not closing.done()  # held by the record still being written
     recalls.release.set()
