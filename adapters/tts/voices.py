@@ -42,9 +42,9 @@ def pick(
     entries: Sequence[VoiceEntry], language: str, gender: Gender | None, region: str | None = None
 ) -> VoiceEntry | None:
     """The voice for `language`: the voice named for `region` when one is installed (eSpeak NG's
-    `pt-br` for `pt-BR`); else the first backend's (backends are listed in their order of
-    preference, neural first), of `gender` when it has one; within eSpeak NG the plain language
-    (`fr` before `fr-be`, then `fr-fr`)."""
+    `pt-br`, or a Piper voice such as `pt_BR-faber-medium`, for `pt-BR`); else the first backend's
+    (backends are listed in their order of preference, neural first), of `gender` when it has one;
+    within eSpeak NG the plain language (`fr` before `fr-be`, then `fr-fr`)."""
     named = regional(entries, language, region)
     if named is not None:
         return named
@@ -58,10 +58,21 @@ def pick(
 
 
 def regional(entries: Sequence[VoiceEntry], language: str, region: str | None) -> VoiceEntry | None:
-    """The installed voice named for `region` (`pt-br`, `en-gb`, `es-419`), if any."""
+    """The installed voice named for `region` (`pt-br`, `en-gb`, `es-419`), if any: eSpeak NG names
+    a regional voice by the region itself, Piper by its locale before the speaker and quality
+    (`pt_BR-faber-medium`, `en_GB-alan-low`). Entries come in their backends' order of preference,
+    so a Piper voice wins over eSpeak NG's for the same region."""
     if region is None:
         return None
-    return next((e for e in entries if e.language == language and e.name.lower() == region), None)
+    return next((e for e in entries if e.language == language and _named_for(e.name, region)), None)
+
+
+def _named_for(name: str, region: str) -> bool:
+    lowered = name.lower()
+    if lowered == region:
+        return True
+    locale = lowered.split("-", 1)[0]
+    return "_" in locale and locale.replace("_", "-") == region
 
 
 def _regional(name: str, language: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from adapters.tts import (
     Detecting,
     EspeakBackend,
     LanguageDetector,
+    PiperBackend,
     SpokenPcm,
     Synthesizer,
     Voice,
@@ -162,3 +164,26 @@ async def test_a_region_picks_its_own_voice_when_one_is_installed() -> None:
     for (name, language), expected in cases.items():
         voice = await synthesizer.voice(name, language=language)
         assert (voice.name, voice.language) == (expected, language[:2]), (name, language)
+
+
+async def test_a_region_picks_a_piper_voice_named_for_it(tmp_path: Path) -> None:
+    """Piper names a voice by its locale, speaker and quality (`pt_BR-faber-medium`): a region given
+    picks the voice of its locale ahead of eSpeak NG's; a region without one falls back to the
+    language's voice (the preferred backend's, Piper here), and a language Piper lacks to eSpeak NG;
+    a region the alias's own voice speaks keeps it, as without Piper.
+    Only the catalogue is read: the model files need not exist to choose among them."""
+    names = ["de_DE-thorsten-medium", "en_GB-alan-low", "en_US-lessac-medium", "pt_BR-faber-medium"]
+    names.append("pt_PT-tugao-medium")
+    piper = PiperBackend({name: tmp_path / f"{name}.onnx" for name in names})
+    synthesizer = Synthesizer([piper, EspeakBackend()])
+    cases = {
+        "pt-BR": ("pt_BR-faber-medium", "piper"),
+        "pt_pt": ("pt_PT-tugao-medium", "piper"),
+        "en-GB": ("en_GB-alan-low", "piper"),
+        "en-US": ("en-us+f4", "espeak-ng"),  # alloy's own voice already speaks it
+        "de-AT": ("de_DE-thorsten-medium", "piper"),  # no Austrian voice: the language's
+        "fr-CA": ("fr-fr+f4", "espeak-ng"),  # no French Piper voice: eSpeak NG's
+    }
+    for language, (expected, backend) in cases.items():
+        voice = await synthesizer.voice("alloy", language=language)
+        assert (voice.name, voice.backend.name) == (expected, backend), language
