@@ -9,12 +9,12 @@ WHISPER ?= .cache/checkpoints/whisper-tiny
 EMBEDDING ?= .cache/checkpoints/minilm
 PYTEST_ARGS ?=
 
-.PHONY: run test lint install checkpoint clean run-services test-services bench test-resilience gpu-check
+.PHONY: run test lint install checkpoint clean run-services test-services bench test-resilience gpu-check coqui
 
 run: $(STAMP) $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/config.json run-services
 	@CHECKPOINT=$(CHECKPOINT) WHISPER=$(WHISPER) EMBEDDING=$(EMBEDDING) PY=$(PY) bash scripts/run.sh
 
-test: $(STAMP) test-services
+test: $(STAMP) test-services coqui
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -78,11 +78,32 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec typing || true
 	touch $(STAMP)
 
+# Coqui TTS's own venv (adapters/tts/coqui.py, docs/audio.md "Coqui TTS"): coqui-tts will not
+# import without torchaudio and torchcodec, whose PyPI builds pin another torch and break vLLM in
+# $(VENV). Here they sit over the same torch 2.13.0+cpu, --no-deps; torchaudio's C extensions (built
+# for its own torch) are removed, leaving the pure-Python functions XTTS uses. transformers < 5:
+# XTTS's GPT generation fails on 5.x's cache. About 5 minutes and 1.6 GB; the gateway runs
+# adapters/tts/coqui_worker.py with this interpreter.
+COQUI_VENV ?= .venv-coqui
+COQUI_STAMP := $(COQUI_VENV)/.installed
+
+coqui: $(COQUI_STAMP)
+
+$(COQUI_STAMP):
+	@[ -n "$(PYTHON)" ] || { echo "Python 3.11 is needed (python3.11 not found)"; exit 1; }
+	$(PYTHON) -m venv $(COQUI_VENV)
+	$(COQUI_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(COQUI_VENV)/bin/python -m pip install --quiet --no-deps torchaudio==2.11.0 torchcodec==0.17.0
+	$(COQUI_VENV)/bin/python -m pip install --quiet coqui-tts==0.28.0 'transformers>=4.57,<5' soundfile
+	rm -f $(COQUI_VENV)/lib/python3.*/site-packages/torchaudio/lib/*.so
+	$(COQUI_VENV)/bin/python -c "import TTS.api"
+	touch $@
+
 $(CHECKPOINT)/config.json: | $(STAMP)
 	$(PY) -m engine build-checkpoint --preset tiny --out $(CHECKPOINT)
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COQUI_VENV) .cache .pytest_cache .mypy_cache .ruff_cache
 
 # The gateway-overhead, engine and sustained-load benchmarks (bench/README.md); 25-40 minutes.
 bench: $(STAMP)
