@@ -24,6 +24,7 @@ from adapters.tts import (
     Synthesizer,
     kokoro_installed,
 )
+from adapters.tts.coqui import CoquiBackend
 from gateway.admission import Admission
 from gateway.media.service import MediaService, MediaWorkerSpec, media_executor
 from gateway.services.speech import SpeechService
@@ -148,11 +149,13 @@ def media_service(
 
 
 def speech_service(settings: Settings, admission: Admission) -> SpeechService:
-    """/v1/audio/speech: Piper voices (when any are configured) and Kokoro's (when installed) before
+    """/v1/audio/speech: Piper and Coqui voices (when any are configured) and Kokoro's (when installed) before
     eSpeak NG's, so a language they speak gets their neural voice."""
     backends: list[SpeechBackend] = []
     if settings.tts_piper_voices:
         backends.append(PiperBackend(settings.tts_piper_voices))
+    if settings.tts_coqui_models:  # the worker ends with the gateway: its stdin closes
+        backends.append(CoquiBackend(settings.tts_coqui_models, settings.tts_coqui_python))
     if settings.tts_kokoro and kokoro_installed():
         backends.append(KokoroBackend())
     backends.append(EspeakBackend(settings.tts_espeak_binary, timeout_s=settings.tts_timeout_s))

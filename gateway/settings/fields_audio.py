@@ -79,6 +79,16 @@ class AudioFields(AudioQualityFields, AudioAnalysisFields, WebRtcFields):
         description='Piper voices by name, as JSON: {"amy": "/voices/en_US-amy-medium.onnx"} (each with '
         "its .onnx.json beside it); needs the `piper` extra. A name here wins over eSpeak's.",
     )
+    tts_coqui_models: dict[str, Path] = Field(
+        default_factory=dict,
+        description='Coqui TTS model directories by name, as JSON: {"vits_en": "/models/coqui/vits_en"} '
+        "(config.json beside model.pth; docs/audio.md, Coqui TTS). A VITS model is a voice of that name; "
+        "spoken by a worker in Coqui's own venv (tts_coqui_python, built by `make coqui`).",
+    )
+    tts_coqui_python: Path = Field(
+        Path(".venv-coqui/bin/python"),
+        description="The interpreter of Coqui's venv, running adapters/tts/coqui_worker.py (`make coqui`).",
+    )
     tts_kokoro: bool = Field(
         True,
         description="Speak Japanese with Kokoro-82M's voices (jf_alpha, jm_kumo, ...) when the `kokoro` "
