@@ -1,5 +1,5 @@
-"""The gateway's network clients, built from the settings: the engine pool, Redis (and the rate limiter
-on it), media fetches."""
+"""The gateway's network clients, built from the settings: the engine pool, the health probes' own,
+Redis (and the rate limiter on it), media fetches."""
 
 from __future__ import annotations
 
@@ -19,12 +19,27 @@ from gateway.upstreams.transport import EngineTransport
 
 def engine_client(settings: Settings) -> httpx.AsyncClient:
     """One pooled client for all engine traffic; its read timeout bounds the wait for each next chunk."""
+    return _engine_pool(settings, settings.max_connections, settings.request_timeout_s)
+
+
+def probe_client(settings: Settings) -> httpx.AsyncClient:
+    """The health probes' own client: the deep checks and the breakers' /health probes.
+
+    On the engine client they queued behind the streams once `max_connections` of them were open,
+    so a probe found no connection within its timeout and readiness turned red under load while
+    the engines were fine (docs/performance.md). Its pool needs no cap of its own: the probes bound
+    it, one deep check and one breaker probe per upstream at a time, one connection each.
+    """
+    return _engine_pool(settings, None, settings.health_timeout_s)
+
+
+def _engine_pool(settings: Settings, max_connections: int | None, read_timeout_s: float) -> httpx.AsyncClient:
     limits = httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_connections,
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
         keepalive_expiry=30.0,
     )
-    timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
+    timeout = httpx.Timeout(read_timeout_s, connect=settings.connect_timeout_s)
     if settings.engine_transport == "aiohttp":
         # The default: far cheaper per request at high concurrency (docs/performance.md), and its
         # connect timeout survives a stalled event loop (docs/resilience.md).

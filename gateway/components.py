@@ -180,9 +180,9 @@ class Components:
 
     async def stop(self) -> None:
         await self.shared.jobs.stop()
+        await self.health.close()  # before the pool, which closes the probes' client
         await self.pool.close()
         await self.reloader.close()
-        await self.health.close()
         if self.storage is not None:
             await self.storage.close()
         await self.shared.invalidations.close()
@@ -248,7 +248,7 @@ def build(
     policy = LivePolicy(settings.policy())
     metrics = metrics or GatewayMetrics()
     client = http_client or engine_client(settings)
-    pool, dispatcher, catalog = upstreams(settings, live, client, metrics)
+    pool, dispatcher, catalog = upstreams(settings, live, client, metrics, own_probes=http_client is None)
     drain = Drain()
     shared = _shared_state(settings, metrics, drain)
     access = _access(settings, shared, policy, metrics)

@@ -1,5 +1,6 @@
 """The upstream side of the composition root: the pool, its dispatcher and catalogue, and the health
-monitor, built from the settings; the retry and timeout clocks read the live settings on each call."""
+monitor, built from the settings; the retry and timeout clocks read the live settings on each call.
+The health probes get a client of their own here, which the pool closes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from gateway.clients import probe_client
 from gateway.observability import GatewayMetrics, HealthMonitor, HealthPolicy
 from gateway.settings.reload import LiveConfig
 from gateway.settings.schema import Settings
@@ -22,8 +24,15 @@ from gateway.upstreams.timeouts import Timeouts
 
 
 def upstreams(
-    settings: Settings, live: LiveConfig[Settings], client: httpx.AsyncClient, metrics: GatewayMetrics
+    settings: Settings,
+    live: LiveConfig[Settings],
+    client: httpx.AsyncClient,
+    metrics: GatewayMetrics,
+    *,
+    own_probes: bool = True,
 ) -> tuple[UpstreamPool, Dispatcher, ModelCatalog]:
+    """`own_probes`: the health probes on a client of their own (off when the caller hands in
+    the engine client, a test's stand-in, which the probes must reach too)."""
     pool = UpstreamPool(
         client,
         settings.upstream_urls(),
@@ -41,6 +50,7 @@ def upstreams(
             ),
         ),
         metrics,
+        probes=probe_client(settings) if own_probes else None,
     )
     cold_start = ColdStart(pool, settings.cold_start_wait_s, metrics)
     dispatcher = Dispatcher(

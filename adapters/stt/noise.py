@@ -15,7 +15,6 @@ CPU-bound: callers run it in a thread or a worker process.
 
 from __future__ import annotations
 
-import noisereduce
 import numpy as np
 
 _N_FFT = 512
@@ -50,6 +49,11 @@ def suppress_noise(
     quietest frames of `samples`)."""
     if len(samples) < _N_FFT or strength <= 0:
         return samples
+    # Imported at first use: noisereduce imports torch and scipy.signal, which were half of the
+    # gateway's start-up time (70 s on a loaded 2-core host, longer than a readiness wait), and a
+    # gateway with noise suppression off never needs them.
+    import noisereduce
+
     out = noisereduce.reduce_noise(
         samples,
         rate,

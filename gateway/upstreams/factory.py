@@ -25,7 +25,9 @@ class UpstreamClass(Protocol):
     @property
     def capabilities(self) -> Capabilities: ...
 
-    def __call__(self, spec: UpstreamSpec, client: httpx.AsyncClient) -> Upstream: ...
+    def __call__(
+        self, spec: UpstreamSpec, client: httpx.AsyncClient, probes: httpx.AsyncClient | None = None
+    ) -> Upstream: ...
 
 
 _CLASSES: dict[str, UpstreamClass] = {
@@ -34,9 +36,12 @@ _CLASSES: dict[str, UpstreamClass] = {
 }
 
 
-def make_upstream(spec: UpstreamSpec, client: httpx.AsyncClient) -> Upstream:
-    """The upstream a configuration entry describes, on the gateway's pooled client."""
-    return _upstream_class(spec.kind)(spec, client)
+def make_upstream(
+    spec: UpstreamSpec, client: httpx.AsyncClient, probes: httpx.AsyncClient | None = None
+) -> Upstream:
+    """The upstream a configuration entry describes, on the gateway's pooled client; its health
+    probes on `probes` (the probes' own client) when given, else on the pooled client too."""
+    return _upstream_class(spec.kind)(spec, client, probes)
 
 
 def capabilities_of(kind: str) -> Capabilities:

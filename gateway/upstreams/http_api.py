@@ -286,10 +286,13 @@ def _engine_message(raw: bytes) -> tuple[str | None, str | None]:
 
 class HttpUpstream:
     """What both kinds of upstream do the same way over HTTP: their spec, their URL, and the
-    request path's one call. Each kind adds its own probes (`is_healthy`, `deep_check`, ...)."""
+    request path's one call. Each kind adds its own probes (`is_healthy`, `deep_check`, ...), sent
+    through `probes`: the same upstream on the health probes' own client, so that they never wait
+    for a connection behind the streams (gateway/clients.py, `probe_client`)."""
 
-    def __init__(self, spec: UpstreamSpec, api: HttpApi) -> None:
+    def __init__(self, spec: UpstreamSpec, api: HttpApi, probes: HttpApi | None = None) -> None:
         self._api = api
+        self._probes = probes or api
         self._spec = dataclasses.replace(spec, base_url=api.base_url)
 
     @property

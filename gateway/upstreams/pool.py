@@ -82,7 +82,10 @@ class PoolPolicy:
 
 class UpstreamPool:
     """Every upstream by name, built from the settings' `upstreams` (or the one `engine_url`): the
-    gateway's one registry of upstreams, which health checks and metrics federation read too."""
+    gateway's one registry of upstreams, which health checks and metrics federation read too.
+
+    `probes` is the health probes' own client (gateway/clients.py, `probe_client`), which the pool
+    then owns and closes; without it the probes share `client` with the requests."""
 
     def __init__(
         self,
@@ -92,8 +95,11 @@ class UpstreamPool:
         routes: Mapping[str, ModelRoute],
         policy: PoolPolicy,
         metrics: GatewayMetrics | None = None,
+        *,
+        probes: httpx.AsyncClient | None = None,
     ) -> None:
         self._client = client
+        self._probes = probes
         self._policy = policy
         self._metrics = metrics
         self.members: dict[str, Member] = {}
@@ -119,7 +125,12 @@ class UpstreamPool:
                 spec = UpstreamSpec(config.kind, address, config.api_key())  # a rotated key too
                 member = self.members.get(name) or self.draining.pop(name, None)  # a pod back at once
                 if member is None or not member.upstream.same_as(spec):
-                    member = Member(name, make_upstream(spec, self._client), self._breaker(name), group=group)
+                    member = Member(
+                        name,
+                        make_upstream(spec, self._client, self._probes),
+                        self._breaker(name),
+                        group=group,
+                    )
                     self._inherit(member)
                 member.draining = False
                 limit = config.max_outstanding
@@ -348,6 +359,8 @@ class UpstreamPool:
             self._slices = None
         await cancelled(self._probe_task)
         self._probe_task = None
+        if self._probes is not None:
+            await self._probes.aclose()
 
     async def _probe_loop(self) -> None:
         """Open breakers whose wait is over get a /health probe: an answer half-opens the breaker

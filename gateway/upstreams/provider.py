@@ -42,9 +42,15 @@ class ProviderUpstream(HttpUpstream):
 
     capabilities: ClassVar[Capabilities] = PROVIDER
 
-    def __init__(self, spec: UpstreamSpec, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, spec: UpstreamSpec, client: httpx.AsyncClient, probes: httpx.AsyncClient | None = None
+    ) -> None:
         auth = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
-        super().__init__(spec, HttpApi(spec.base_url, client, auth=auth, error=provider_error))
+        super().__init__(
+            spec,
+            HttpApi(spec.base_url, client, auth=auth, error=provider_error),
+            HttpApi(spec.base_url, probes or client, auth=auth, error=provider_error),
+        )
 
     async def open(
         self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
@@ -52,12 +58,12 @@ class ProviderUpstream(HttpUpstream):
         return await super().open(path, _without_priority(body), headers, connect_timeout_s=connect_timeout_s)
 
     async def is_healthy(self, timeout_s: float) -> bool:
-        return await self._api.answers("/v1/models", timeout_s)
+        return await self._probes.answers("/v1/models", timeout_s)
 
     async def deep_check(self, model: str | None, *, generate: bool) -> str:
         """Its model list only, whatever `generate` says: a probe completion would cost money."""
         try:
-            return served_model(await self._api.get("/v1/models"), model)
+            return served_model(await self._probes.get("/v1/models"), model)
         except httpx.HTTPError as exc:
             raise probe_failure(exc) from exc
 

@@ -29,15 +29,19 @@ _STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteErro
 
 
 class VllmUpstream(HttpUpstream):
-    """A vLLM server. The pooled client is shared by every request the gateway relays."""
+    """A vLLM server. The pooled client is shared by every request the gateway relays; `probes`
+    (the health probes' own client) carries its health checks, when given."""
 
     capabilities: ClassVar[Capabilities] = VLLM
 
-    def __init__(self, spec: UpstreamSpec, client: httpx.AsyncClient) -> None:
-        super().__init__(spec, HttpApi(spec.base_url, client))  # no key: vLLM's probes and scrapes send none
+    def __init__(
+        self, spec: UpstreamSpec, client: httpx.AsyncClient, probes: httpx.AsyncClient | None = None
+    ) -> None:
+        # No key: vLLM's probes and scrapes send none.
+        super().__init__(spec, HttpApi(spec.base_url, client), HttpApi(spec.base_url, probes or client))
 
     async def is_healthy(self, timeout_s: float) -> bool:
-        return await self._api.answers("/health", timeout_s)
+        return await self._probes.answers("/health", timeout_s)
 
     async def deep_check(self, model: str | None, *, generate: bool) -> str:
         """/health, then its model list, then (when `generate`) a one-token completion: a dead
@@ -53,13 +57,13 @@ class VllmUpstream(HttpUpstream):
             raise probe_failure(exc) from exc
 
     async def _check(self, model: str | None, generate: bool) -> str:
-        health = await self._api.get("/health")
+        health = await self._probes.get("/health")
         if health.status_code != 200:
             raise ProbeFailed(f"/health answered {health.status_code}")
-        served = served_model(await self._api.get("/v1/models"), model)
+        served = served_model(await self._probes.get("/v1/models"), model)
         if not generate:
             return served
-        answer = await self._api.post(
+        answer = await self._probes.post(
             "/v1/completions",
             {"model": served, "prompt": "ok", "max_tokens": 1, "temperature": 0},
             headers={"x-request-id": f"tantra-health-{time.monotonic_ns()}"},
@@ -79,7 +83,7 @@ class VllmUpstream(HttpUpstream):
         return served
 
     async def _embed_once(self, served: str) -> str:
-        answer = await self._api.post(
+        answer = await self._probes.post(
             "/v1/embeddings",
             {"model": served, "input": "ok"},
             headers={"x-request-id": f"tantra-health-{time.monotonic_ns()}"},
