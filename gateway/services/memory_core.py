@@ -26,6 +26,7 @@ from starlette.types import ASGIApp
 
 from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.memory.index import Vector, VectorIndex, from_bytes
+from gateway.memory.scope_cache import ScopeCache
 from gateway.protocol.memory import FACTS_SCHEMA, MAX_FACTS, MAX_MEMORY_CHARS
 from gateway.services.memory_graph import MemoryGraph, Related
 from gateway.services.own_calls import embedded, post_json
@@ -76,6 +77,8 @@ class MemoryCore:
         self.redactor: Redactor | None = None
         # The knowledge graph (docs/memory.md), when TANTRA_MEMORY_GRAPH_ENABLED.
         self.graph: MemoryGraph | None = None
+        # Scopes' row numbers kept between searches (gateway/memory/scope_cache.py); None: SQL each time.
+        self.scopes: ScopeCache | None = None
 
     def bind(self, app: ASGIApp) -> None:
         self._app = app
@@ -191,6 +194,8 @@ class MemoryCore:
         if scope.metadata:
             rows = await self.store.in_scope(owner, scope)
             return [m.seq for m in rows if live_at is None or m.live(live_at)]
+        if self.scopes is not None:
+            return await self.scopes.seqs(owner, scope, live_at=live_at)
         return await self.store.seqs_in_scope(owner, scope, live_at=live_at)
 
     async def search(
