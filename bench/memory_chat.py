@@ -196,6 +196,12 @@ def measure(  # noqa: PLR0913 -- the run's cores, engines and data, as the other
             progress("bench: memory chat: starting vLLM on the tiny checkpoint")
             stack.enter_context(engine)
         settings = gateway_settings(logs / "memory-state", chat_url, embedding_url)
+        # A Redis as deployed: the gateway keeps its scopes' row numbers under versions in it
+        # (docs/memory.md); without one it is `memory://`, the same cache in its own process.
+        redis = servers.redis(logs, gateway_cpus)
+        settings["TANTRA_REDIS_URL"] = "memory://" if redis is None else redis[1]
+        if redis is not None:
+            stack.enter_context(redis[0])
         gateway, gateway_url = servers.tantra(logs, "tantra-memory", chat_url, settings, gateway_cpus)
         stack.enter_context(gateway)
         database = settings["TANTRA_DATABASE_URL"]

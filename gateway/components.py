@@ -286,7 +286,7 @@ def build(
     components.fine_tuning = fine_tuning(settings, components.storage, shared.jobs, pool, access.accountant)
     if components.fine_tuning is not None:
         components.services.inference.use_adapters(components.fine_tuning.adapters)
-    components.memory = memory(settings, shared.database, access.admission, components.storage)
+    components.memory = memory(settings, shared.database, access.admission, components.storage, shared.redis)
     if components.memory is not None:
         components.services.inference.memory = chat_memory(settings, components.memory, shared.jobs)
     components.feedback = feedback(settings, shared.database, access.admission, components.storage)

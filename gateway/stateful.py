@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis.asyncio import Redis
+
 from gateway.admission import Admission
 from gateway.blobs import LocalBlobStore
 from gateway.file_storage import FileStorage
@@ -15,6 +17,7 @@ from gateway.limits.accounting import Accountant
 from gateway.memory.backends import vector_index
 from gateway.memory.graph import KuzuGraph
 from gateway.memory.index import Vector, from_bytes
+from gateway.memory.scope_cache import ScopeCache
 from gateway.services.adapters import AdapterServing
 from gateway.services.batch_work import BatchOptions, BatchWork
 from gateway.services.batches import KIND, BatchesService
@@ -189,13 +192,22 @@ def fine_tuning(
 
 
 def memory(
-    settings: Settings, database: Database, admission: Admission, storage: FileStorage | None
+    settings: Settings,
+    database: Database,
+    admission: Admission,
+    storage: FileStorage | None,
+    redis: Redis | None = None,
 ) -> MemoryService | None:
     """The memory API (docs/memory.md): memories in SQL, their vectors in the settings' backend (FAISS,
-    its index files in the Files API's blob store or a local one under blob_dir; Chroma; pgvector)."""
+    its index files in the Files API's blob store or a local one under blob_dir; Chroma; pgvector);
+    with Redis, the scopes' row numbers cached under versions every replica's writes bump."""
     if not settings.memory_enabled:
         return None
+    scopes: ScopeCache | None = None
     store = MemoryStore(database)
+    if redis is not None:
+        scopes = ScopeCache(redis, store.scope_rows)
+        store.written = scopes.written
 
     async def vectors(tenant_id: str | None) -> dict[int, Vector]:
         return {seq: from_bytes(data) for seq, data in (await store.vectors(tenant_id)).items()}
@@ -209,6 +221,7 @@ def memory(
         dedupe_threshold=settings.memory_dedupe_threshold,
     )
     core = MemoryCore(store, index, options)
+    core.scopes = scopes
     if settings.memory_graph_enabled:
         directory = (
             Path(settings.memory_graph_dir)

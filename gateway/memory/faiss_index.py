@@ -7,17 +7,20 @@ efSearch 64) above it, rebuilt once when the count passes the threshold. A searc
 the row numbers its scope allows with FAISS's own `IDSelectorBatch`, for flat and HNSW alike.
 
 The index is loaded on a tenant's first use from its blob, or rebuilt from the vectors in SQL when
-there is none (or it is unreadable); every write saves it back. HNSW cannot remove vectors: a
-removed row is forgotten by the SQL filter at once and the index is rebuilt from SQL at the next
-write after a removal. This backend is per replica: replicas sharing one memory need a shared
-backend (pgvector or Chroma, docs/memory.md).
+there is none (or it is unreadable); every write saves it back. HNSW cannot remove vectors, so
+there a row's vector is labelled with its row number and a generation in the high bits (`_GEN`):
+replacing a row's vector adds it under the next generation, and a search's selector admits only
+each row's current label; the old vector (and a removed row's) stays as a tombstone until a
+compaction, a rebuild from SQL at the first write after tombstones pass `COMPACT_SHARE` of the
+index. This backend is per replica: replicas sharing one memory need a shared backend (pgvector
+or Chroma, docs/memory.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -27,6 +30,12 @@ from gateway.memory.index import Hit, Loader, Vector, normalized
 
 HNSW_M = 32
 HNSW_EF_SEARCH = 64
+# An HNSW label: the row number in the low 40 bits, its vector's generation above them.
+_GEN = 40
+_SEQ_MASK = (1 << _GEN) - 1
+# Tombstones (replaced or removed vectors still in an HNSW index) beyond this share of it: rebuilt
+# from SQL at the next write.
+COMPACT_SHARE = 0.2
 # OpenMP's threads for builds (every core the process may use), read once on import.
 _THREADS = faiss.omp_get_max_threads()
 
@@ -35,7 +44,22 @@ _THREADS = faiss.omp_get_max_threads()
 class _Tenant:
     index: faiss.Index
     hnsw: bool
-    stale: bool = False  # rows removed from an HNSW index: rebuild at the next write
+    # HNSW only: rows whose label is not the row number itself (a replaced vector's generation),
+    # None for a removed row; and how many vectors in the index are no row's current one.
+    labels: dict[int, int | None] = field(default_factory=dict)
+    tombstones: int = 0
+
+    @property
+    def stale(self) -> bool:
+        return self.tombstones > 0 and self.tombstones >= COMPACT_SHARE * self.index.ntotal
+
+    def current(self, seqs: np.ndarray) -> np.ndarray:
+        """The labels the rows `seqs` have now (removed rows left out)."""
+        if not self.labels:
+            return seqs
+        moved = np.isin(seqs, np.fromiter(self.labels, dtype=np.int64, count=len(self.labels)))
+        kept = [label for seq in seqs[moved].tolist() if (label := self.labels[seq]) is not None]
+        return np.concatenate([seqs[~moved], np.asarray(kept, dtype=np.int64)])
 
 
 class FaissIndex:
@@ -73,12 +97,11 @@ class FaissIndex:
             if held.index.ntotal and not held.hnsw:
                 # Replacing: the old vectors of these rows go first.
                 held.index.remove_ids(faiss.IDSelectorBatch(ids))
-            elif held.index.ntotal and np.isin(ids, _ids_of(held.index)).any():
-                # HNSW cannot replace in place: rebuilt from SQL, which already holds the new vectors.
-                await self._rebuild(tenant_id)
-                await self._save(tenant_id, self._tenants[tenant_id])
-                return
             matrix = np.stack([normalized(v) for v in vectors.values()])
+            if held.hnsw and held.index.ntotal:
+                ids, matrix = _next_labels(held, ids, matrix)
+                if not len(ids):
+                    return
             await asyncio.to_thread(_add, held.index, matrix, ids)
             await self._save(tenant_id, held)
 
@@ -88,7 +111,11 @@ class FaissIndex:
         async with self._lock(tenant_id):
             held = await self._tenant(tenant_id)
             if held.hnsw:
-                held.stale = True
+                # Tombstones: the SQL filter forgets them at once, the selector too from now on.
+                for seq in seqs:
+                    if held.labels.get(seq, seq) is not None:
+                        held.labels[seq] = None
+                        held.tombstones += 1
                 return
             held.index.remove_ids(faiss.IDSelectorBatch(np.fromiter(seqs, dtype=np.int64)))
             await self._save(tenant_id, held)
@@ -101,7 +128,8 @@ class FaissIndex:
         held = await self._tenant(tenant_id, dimensions=len(query))
         if held.index.ntotal == 0:
             return []
-        selector = faiss.IDSelectorBatch(np.fromiter(among, dtype=np.int64))
+        admitted = np.fromiter(among, dtype=np.int64)
+        selector = faiss.IDSelectorBatch(held.current(admitted) if held.hnsw else admitted)
         if held.hnsw:
             params: faiss.SearchParameters = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
                 sel=selector, efSearch=HNSW_EF_SEARCH
@@ -111,7 +139,7 @@ class FaissIndex:
         wanted = min(k, len(among))
         matrix = normalized(query).reshape(1, -1)
         scores, ids = await asyncio.to_thread(_search_one, held.index, matrix, wanted, params)
-        return [Hit(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        return [Hit(int(i) & _SEQ_MASK, float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 
     async def ids(self, tenant_id: str | None) -> set[int]:
         async with self._lock(tenant_id):
@@ -121,8 +149,9 @@ class FaissIndex:
                 if data is None:
                     return set()
                 index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-                return {int(i) for i in _ids_of(index)}
-            return {int(i) for i in _ids_of(held.index)}
+                return {int(i) & _SEQ_MASK for i in _ids_of(index)}
+            removed = {seq for seq, label in held.labels.items() if label is None}
+            return {int(i) & _SEQ_MASK for i in _ids_of(held.index)} - removed
 
     async def purge(self, tenant_id: str | None) -> None:
         async with self._lock(tenant_id):
@@ -151,7 +180,7 @@ class FaissIndex:
             except RuntimeError:
                 index = None
             if index is not None:
-                held = _Tenant(index, hnsw=_is_hnsw(index))
+                held = _loaded(index)
                 self._tenants[tenant_id] = held
                 return held
         if dimensions is not None and self._dimensions is None:
@@ -203,6 +232,44 @@ def _search_one(
     faiss.omp_set_num_threads(1)
     scores, ids = index.search(matrix, k, params=params)
     return scores, ids
+
+
+def _next_labels(held: _Tenant, ids: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The labels (and vectors) to add to an HNSW index for the rows `ids`: a row it holds a
+    vector of gets the next generation of its label (the old vector a tombstone), or nothing when
+    that vector is already the one given (a first use's rebuild from SQL read it)."""
+    held_labels = _ids_of(held.index)
+    held_seqs = held_labels & _SEQ_MASK
+    present = np.isin(ids, held_seqs)
+    if not present.any():
+        return ids, matrix
+    labels = ids.copy()
+    keep = np.ones(len(ids), dtype=bool)
+    for at in np.flatnonzero(present).tolist():
+        seq = int(ids[at])
+        last = held.labels.get(seq, seq)
+        if last is None:  # removed, then its row number came back (SQLite may reuse the last)
+            last = int(held_labels[held_seqs == seq].max())
+        elif np.allclose(held.index.reconstruct(last), matrix[at], atol=1e-6):
+            keep[at] = False
+            continue
+        else:
+            held.tombstones += 1
+        labels[at] = ((last >> _GEN) + 1) << _GEN | seq
+        held.labels[seq] = int(labels[at])
+    return labels[keep], matrix[keep]
+
+
+def _loaded(index: faiss.Index) -> _Tenant:
+    """A saved index's state: each row's newest generation is its current label."""
+    if not _is_hnsw(index):
+        return _Tenant(index, hnsw=False)
+    labels = _ids_of(index)
+    moved = labels[labels > _SEQ_MASK]
+    newest: dict[int, int | None] = {}
+    for label in sorted(moved.tolist()):
+        newest[label & _SEQ_MASK] = label
+    return _Tenant(index, hnsw=True, labels=newest, tombstones=len(moved))
 
 
 def _ids_of(index: faiss.Index) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp
 
 from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.memory.index import Vector, VectorIndex, from_bytes
+from gateway.memory.scope_cache import ScopeCache
 from gateway.protocol.memory import FACTS_SCHEMA, MAX_FACTS, MAX_MEMORY_CHARS
 from gateway.services.memory_graph import MemoryGraph, Related
 from gateway.services.own_calls import embedded, post_json
@@ -47,6 +49,8 @@ class MemoryOptions:
     extraction_model: str
     extraction_max_tokens: int = 512
     dedupe_threshold: float = 0.92
+    # Search queries' vectors kept (per tenant, model and exact text), least recent out first.
+    query_cache: int = 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,9 @@ class MemoryCore:
         self.redactor: Redactor | None = None
         # The knowledge graph (docs/memory.md), when TANTRA_MEMORY_GRAPH_ENABLED.
         self.graph: MemoryGraph | None = None
+        # Scopes' row numbers kept between searches (gateway/memory/scope_cache.py); None: SQL each time.
+        self.scopes: ScopeCache | None = None
+        self._queries: OrderedDict[tuple[str | None, str, str], Vector] = OrderedDict()
 
     def bind(self, app: ASGIApp) -> None:
         self._app = app
@@ -191,6 +198,8 @@ class MemoryCore:
         if scope.metadata:
             rows = await self.store.in_scope(owner, scope)
             return [m.seq for m in rows if live_at is None or m.live(live_at)]
+        if self.scopes is not None:
+            return await self.scopes.seqs(owner, scope, live_at=live_at)
         return await self.store.seqs_in_scope(owner, scope, live_at=live_at)
 
     async def search(
@@ -198,8 +207,8 @@ class MemoryCore:
     ) -> list[Found]:
         # The scope's row numbers (SQL) and the query's vector (the embedding engine) at once: the
         # slower of the two, not their sum, is what a chat waits before its first token.
-        among, (vector,) = await asyncio.gather(
-            self._scope_seqs(caller.owner, scope, live_at=utcnow()), self.embed(caller, [query])
+        among, vector = await asyncio.gather(
+            self._scope_seqs(caller.owner, scope, live_at=utcnow()), self._query_vector(caller, query)
         )
         if not among:
             return []
@@ -207,6 +216,21 @@ class MemoryCore:
         by_seq = await self.store.by_seqs(caller.owner, [h.seq for h in hits])
         found = [Found(by_seq[h.seq], h.score) for h in hits if h.seq in by_seq]
         return [f for f in found if threshold is None or f.score >= threshold]
+
+    async def _query_vector(self, caller: Caller, query: str) -> Vector:
+        """A search query's vector: kept from an earlier search of the same text by the tenant (no
+        engine call, no tokens), else embedded."""
+        key = (caller.owner.tenant_id, self.options.embedding_model, query)
+        vector = self._queries.get(key)
+        if vector is not None:
+            self._queries.move_to_end(key)
+            return vector
+        (vector,) = await self.embed(caller, [query])
+        if self.options.query_cache > 0:
+            self._queries[key] = vector
+            while len(self._queries) > self.options.query_cache:
+                self._queries.popitem(last=False)
+        return vector
 
     async def update(
         self, caller: Caller, memory_id: str, *, text: str | None, metadata: dict[str, Any] | None

@@ -13,10 +13,10 @@ Another tenant's memory is not found (None), exactly as one that never existed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, Index, LargeBinary, Select, String, Text, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +29,10 @@ from gateway.store.owned import BigId, OwnedColumns, Owner
 ENTITIES = ("user_id", "agent_id", "app_id", "run_id")
 # The changes that remove a memory's row (its history is kept).
 _REMOVING = ("DELETE", "MERGE")
+# Told, after a write commits, the tenant and the end users (user_id, None for none) whose memories
+# it changed: what the scope cache's versions are bumped by (gateway/memory/scope_cache.py).
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
+Written = Callable[[str | None, set[str | None]], Awaitable[None]]
 
 
 class StoredMemory(OwnedColumns, Base):
@@ -177,8 +181,9 @@ def text_hash(text: str) -> str:
 
 
 class MemoryStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, written: Written | None = None) -> None:
         self.db = database
+        self.written = written
 
     async def get(self, owner: Owner, memory_id: str) -> Memory | None:
         async with self.db.session() as session:
@@ -218,6 +223,17 @@ class MemoryStore:
         query = _scoped(select(table.seq).where(owner.owns(table)), scope, live_at)
         async with self.db.session() as session:
             return list(await session.scalars(query))
+
+    async def scope_rows(self, owner: Owner, scope: Scope) -> list[tuple[int, datetime | None]]:
+        """(row number, expiry) of every memory of the owner in a scope without metadata, expired
+        ones too (read from the index alone, as `seqs_in_scope`): what the scope cache keeps, so
+        that expiry is applied when it is read."""
+        assert not scope.metadata, "metadata is matched on the rows: use in_scope"
+        table = StoredMemory
+        rows = select(table.seq, table.expires_at).where(owner.owns(table))
+        query = _scoped(rows, scope, None)
+        async with self.db.session() as session:
+            return [(seq, expires) for seq, expires in (await session.execute(query)).tuples()]
 
     async def by_seqs(self, owner: Owner, seqs: Sequence[int]) -> dict[int, Memory]:
         """The owner's memories with these row numbers (a search's hits), by row number."""
@@ -276,9 +292,12 @@ class MemoryStore:
         """The changes and their history rows in one transaction; each change's memory after it
         (None for a DELETE, or for an UPDATE/DELETE of a memory the owner has not)."""
         done: list[Memory | None] = []
+        users: set[str | None] = set()
         async with self.db.session() as session, session.begin():
             for change in changes:
-                done.append(await _apply(session, owner, change, at))
+                done.append(await _apply(session, owner, change, at, users))
+        if self.written is not None and users:
+            await self.written(owner.tenant_id, users)
         return done
 
     async def history(self, owner: Owner, memory_id: str) -> list[Event]:
@@ -302,7 +321,7 @@ class MemoryStore:
         ]
 
 
-def _scoped(query: Select[Any], scope: Scope, live_at: datetime | None) -> Select[Any]:
+def _scoped(query: _Query, scope: Scope, live_at: datetime | None) -> _Query:
     """`query` limited to the scope's entity ids and, with `live_at`, to memories unexpired then
     (migration 0025's indexes cover these columns: the row numbers are read from the index alone)."""
     table = StoredMemory
@@ -320,7 +339,10 @@ async def _memory(session: AsyncSession, owner: Owner, memory_id: str) -> Stored
     return found.scalar_one_or_none()
 
 
-async def _apply(session: AsyncSession, owner: Owner, change: Change, at: datetime) -> Memory | None:
+async def _apply(
+    session: AsyncSession, owner: Owner, change: Change, at: datetime, users: set[str | None]
+) -> Memory | None:
+    """One change in the session; the end user of the memory it changed is added to `users`."""
     old: str | None = None
     if change.event == "ADD":
         assert change.text is not None and change.vector is not None
@@ -357,6 +379,7 @@ async def _apply(session: AsyncSession, owner: Owner, change: Change, at: dateti
             if change.metadata is not None:
                 row.tags = change.metadata
             row.updated_at = at
+    users.add(row.user_id)
     session.add(
         StoredMemoryEvent(
             id=change.history_id,

@@ -196,3 +196,54 @@ async def test_searches_leave_the_other_threads_openmp_setting(blobs: LocalBlobS
         assert (await index.search("t1", vectors[seq], 1, among=set(vectors)))[0].seq == seq
     # The search's worker thread chose one OpenMP thread for itself only.
     assert faiss.omp_get_max_threads() == threads
+
+
+async def test_hnsw_replaces_in_place_and_compacts_its_tombstones(blobs: LocalBlobStore, sql: _Sql) -> None:
+    """An HNSW index replaces a row's vector without a rebuild from SQL (the old one a tombstone the
+    selector never admits), keeps that across a save and load, and is rebuilt once its tombstones
+    pass COMPACT_SHARE."""
+    index = FaissIndex(blobs, sql.load, hnsw_threshold=5)
+    vectors = _vectors(40)
+    await _filled(index, sql, "t1", vectors)
+    assert index.kind("t1") == "hnsw"
+    loads = 0
+    real_load = sql.load
+
+    async def counted(tenant_id: str | None) -> Mapping[int, Vector]:
+        nonlocal loads
+        loads += 1
+        return await real_load(tenant_id)
+
+    index._load = counted
+    fresh = _vectors(3, seed=9)
+    # Row 4 twice (two generations), row 7 once.
+    for seq, vector in ((4, fresh[1]), (4, fresh[2]), (7, fresh[3])):
+        sql.rows["t1"][seq] = vector
+        await index.add("t1", {seq: vector})
+    assert loads == 0  # no rebuild from SQL
+    for seq, vector in ((4, fresh[2]), (7, fresh[3])):
+        hits = await index.search("t1", vector, 3, among=set(vectors))
+        assert hits[0].seq == seq and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    # The old vectors are no row's any more: not found, even looked for exactly.
+    for old in (vectors[4], fresh[1], vectors[7]):
+        hits = await index.search("t1", old, 40, among=set(vectors))
+        assert [h.seq for h in hits].count(4) <= 1 and [h.seq for h in hits].count(7) <= 1
+        assert all(h.score < 0.999 for h in hits if h.seq in (4, 7))
+    # Saved and loaded by another replica: the same current vectors.
+    other = FaissIndex(blobs, _Sql().load, hnsw_threshold=5)
+    hits = await other.search("t1", fresh[2], 1, among={4, 5})
+    assert hits[0].seq == 4 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    hits = await other.search("t1", vectors[4], 2, among={4})
+    assert len(hits) == 1 and hits[0].score < 0.999
+    assert await other.ids("t1") == set(vectors)
+    # Removals are tombstones too; past COMPACT_SHARE of the index, the next write rebuilds it.
+    gone = set(range(10, 20))
+    await index.remove("t1", gone)
+    for seq in gone:
+        del sql.rows["t1"][seq]
+    assert await index.ids("t1") == set(vectors) - gone
+    hits = await index.search("t1", vectors[12], 40, among=set(vectors))
+    assert hits and not {h.seq for h in hits} & gone
+    await _filled(index, sql, "t1", {41: fresh[1]})
+    assert loads == 1  # compacted: 13 tombstones of 44 vectors
+    assert index._tenants["t1"].index.ntotal == 31 and index._tenants["t1"].tombstones == 0

@@ -126,7 +126,7 @@ def test_tenants_and_users_are_apart(new_client: Callable[[str], MemoryClient]) 
     assert a.get(mine)["memory"] == "secret plans"
 
 
-def test_ledger_counts_the_embedding_and_extraction_requests(
+def test_ledger_counts_the_embedding_and_extraction_requests_and_a_repeated_query_none(
     fake: tuple[FakeModels, str], gateway: tuple[str, AdminClient]
 ) -> None:
     url, admin = gateway
@@ -135,7 +135,9 @@ def test_ledger_counts_the_embedding_and_extraction_requests(
     fake[0].facts = ["plays the cello"]
     client = MemoryClient(api_key=secret, host=url)
     client.add("I play the cello", user_id="u")
-    client.search("music", filters={"user_id": "u"})
+    first = client.search("music", filters={"user_id": "u"})
+    # The same query again: its vector is the one kept from the first search (no engine call).
+    assert client.search("music", filters={"user_id": "u"}) == first
     rows: dict[str, Any] = {r["model"]: r for r in admin.usage(group_by="model", tenant_id=tenant["id"])}
     assert rows[EMBEDDING]["requests"] == 2 and rows[EMBEDDING]["prompt_tokens"] == 6
     assert rows[CHAT]["requests"] == 1 and rows[CHAT]["completion_tokens"] == 7
