@@ -48,22 +48,22 @@ class LoraPlan:
 
 def build_adapter(base: Path, out: Path, rank: int = RANK, seed: int = 0) -> Path:
     """A LoRA adapter in PEFT's format on `base`, its A and B both random (PEFT's default leaves B
-    at zero, an adapter that changes nothing). Built once, then reused."""
+    at zero, an adapter that changes nothing), on the projections the trainer adapts for that base
+    (Qwen2's, or gla_swa's with its GLA gate). Built once, then reused."""
     if (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists():
         return out
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    from engine.finetune.train import TARGET_MODULES
+    from engine.finetune.train import load_base
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+    model, projections = load_base(base)
     config = LoraConfig(
         r=rank,
         lora_alpha=2 * rank,
         lora_dropout=0.0,
-        target_modules=list(TARGET_MODULES),
+        target_modules=list(projections),
         task_type="CAUSAL_LM",
         init_lora_weights=False,
     )
@@ -241,9 +241,10 @@ def engine_config(checkpoint: Path, adapter: Path) -> Any:
     )
 
 
-def rounds(base_url: str, plan: LoraPlan, progress: Any = print) -> dict[str, Any]:
-    """The interleaved rounds against a running LoRA engine that serves `ADAPTER`."""
-    models = {"base": BASE, "lora": ADAPTER}
+def rounds(base_url: str, plan: LoraPlan, progress: Any = print, base: str = BASE) -> dict[str, Any]:
+    """The interleaved rounds against a running LoRA engine that serves `ADAPTER` and its base as
+    `base` (the test suite's shared LoRA engine names its base otherwise)."""
+    models = {"base": base, "lora": ADAPTER}
     cells: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     for index in range(plan.rounds):
         order = list(models) if index % 2 == 0 else list(reversed(models))

@@ -39,7 +39,8 @@ def _tiny_checkpoint() -> Path:
 
 
 def _qwen2_checkpoint() -> Path:
-    """The Qwen2-shaped tiny checkpoint: the LoRA trainer's and the LoRA engine's base (built once)."""
+    """The Qwen2-shaped tiny checkpoint: the DPO trainer test's base and the Qwen2 quantization
+    test's (built once)."""
     return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "qwen2-tiny", "tiny", 0, "qwen2")
 
 
@@ -89,12 +90,19 @@ def _chat_engine() -> EngineConfig:
     )
 
 
+LORA_MODEL = "tiny-gla"
+
+
 def _lora_engine() -> EngineConfig:
+    """SpikingBrain's `gla_swa` on the `tiny` checkpoint, the product's own model, in float32: the
+    greedy equality of vLLM with the adapter and PEFT's model (tests/spikingbrain/test_lora.py)
+    needs it, and the tiny width makes it cheap."""
     return EngineConfig(
-        model_dir=_qwen2_checkpoint(),
-        served_model_name="qwen2-tiny",
+        model_dir=_tiny_checkpoint(),
+        served_model_name=LORA_MODEL,
         port=free_port(),
         max_model_len=1024,
+        dtype="float32",
         extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
         env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
     )
@@ -142,8 +150,9 @@ def engine() -> Iterator[EngineProcess]:
 
 @pytest.fixture(scope="session")
 def lora_engine() -> Iterator[EngineProcess]:
-    """The qwen2-tiny base with LoRA on (tests/gateway/fine_tuning); also the quantization test's
-    Qwen2 bf16 baseline: a LoRA engine answers as its base model when no adapter is named."""
+    """The `tiny` gla_swa base served as `tiny-gla` with LoRA on (one slot, rank 8, runtime loading):
+    shared by tests/gateway/fine_tuning, tests/spikingbrain/test_lora.py, the eval regression test
+    and the LoRA bench row, each naming its adapters apart."""
     with logged_engine(_lora_engine(), SESSION_ENGINES["lora_engine"][1]) as process:
         yield process
 

@@ -31,7 +31,7 @@ from engine.finetune.data import (
     supervised_example,
 )
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "load_base", "train"]
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Qwen2's projections: every linear layer of the decoder, the embeddings and head left alone (so
@@ -107,9 +107,10 @@ def _dpo_loss(model: Any, batch: list[PreferencePair], beta: float) -> torch.Ten
     return torch.stack(losses).mean()
 
 
-def _base_model(base: Path) -> tuple[Any, tuple[str, ...]]:
+def load_base(base: Path) -> tuple[Any, tuple[str, ...]]:
     """The base in float32 and its projections' names: transformers' class for the checkpoint, or
-    SpikingBrain's own torch model for `gla_swa` (no transformers class, no remote code)."""
+    SpikingBrain's own torch model for `gla_swa` (no transformers class, no remote code). Also what
+    tests and the bench build adapters on, so they need not know the base's architecture."""
     model_type = json.loads((base / "config.json").read_text()).get("model_type")
     if model_type == "gla_swa":
         from engine.spikingbrain.torch_model import GLAswaTorchForCausalLM, lora_target_modules
@@ -138,7 +139,7 @@ def train(config: TrainConfig, emit: Emit = _emit_stdout) -> dict[str, Any]:
     rng = random.Random(config.seed)
     started = time.monotonic()
     tokenizer, examples, validation = _load(config)
-    base, projections = _base_model(config.base)
+    base, projections = load_base(config.base)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lora = LoraConfig(
         r=config.rank,

@@ -1,6 +1,6 @@
-"""The LoRA row of the benchmark: a PEFT adapter built on qwen2-tiny, loaded into the session's LoRA
-engine at run time, one short round of base against LoRA, and the row's summary, table and plot
-(no timing asserted)."""
+"""The LoRA row of the benchmark: a PEFT adapter built on the session's LoRA engine's base (gla_swa
+`tiny`, served as `tiny-gla`; `make bench` runs qwen2-tiny), loaded into that engine at run time,
+one short round of base against LoRA, and the row's summary, table and plot (no timing asserted)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ import pytest
 
 from bench import lora
 from engine.launcher import EngineProcess
+from tests.conftest import LORA_MODEL
 
 PLAN = lora.LoraPlan(concurrency=2, max_tokens=4, rounds=1, requests=4, warmup_requests=1)
 
 
 @pytest.fixture(scope="module")
 def served_adapter(
-    lora_engine: EngineProcess, qwen2_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+    lora_engine: EngineProcess, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The bench's adapter registered under its name, and unregistered after (the engine is shared)."""
-    adapter = lora.build_adapter(qwen2_checkpoint, tmp_path_factory.mktemp("lora") / "adapter")
+    adapter = lora.build_adapter(tiny_checkpoint, tmp_path_factory.mktemp("lora") / "adapter")
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == lora.RANK
     url = lora_engine.base_url
@@ -34,7 +35,7 @@ def served_adapter(
 
 @pytest.mark.engine
 def test_one_round_of_base_against_lora(served_adapter: str, tmp_path: Path) -> None:
-    result = lora.rounds(served_adapter, PLAN, progress=lambda _: None)
+    result = lora.rounds(served_adapter, PLAN, progress=lambda _: None, base=LORA_MODEL)
     for name in ("base", "lora"):
         row = result["targets"][name]
         assert row["requests"] > 0 and row["errors"] == 0

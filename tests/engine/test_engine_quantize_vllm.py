@@ -1,8 +1,10 @@
 """Quantized tiny checkpoints served by vLLM's OpenAI server (Tantra's launcher), against bf16.
 
-For each architecture (SpikingBrain's gla_swa, Qwen2) one engine per quantized format runs in
-turn, W8A8 then W4A16; bf16 is the session's engine of the same checkpoint (the chat engine serves
-gla_swa-tiny's weights, the LoRA engine qwen2-tiny's), so only the four quantized engines start.
+For each architecture (SpikingBrain's gla_swa, Qwen2) one engine per quantized format, W8A8 and
+W4A16, starts beside a bf16 engine of the same checkpoint: for gla_swa that is the session's chat
+engine (it serves gla_swa-tiny's weights in bf16), for Qwen2 an engine of this module's own on
+qwen2-tiny, started together with the quantized ones (no session engine serves Qwen2 any more: the
+LoRA engine is gla_swa's, in float32).
 The quantized engines must answer completions and chat, and pick bf16's greedy token on most
 positions. The tiny model has random weights, so its logits nearly tie everywhere (std about 0.25);
 the rates are printed, the floors are loose, and a stricter check applies where bf16's own top-2
@@ -107,26 +109,36 @@ def _running(process: EngineProcess, model: str) -> Iterator[Served]:
         yield Served(process, client, model, 0, 0.0)
 
 
+def _bf16(
+    arch: str, chat_engine: EngineProcess, chat_model: str, base: Path
+) -> AbstractContextManager[Served]:
+    """The bf16 baseline of `arch`: gla_swa's is the session's chat engine, Qwen2's its own."""
+    if arch == "gla_swa":
+        return _running(chat_engine, chat_model)
+    return serve(
+        base,
+        f"tiny-{arch}",
+        port=free_port(),
+        max_model_len=512,
+        kv_cache_gib=1.0,
+        log_path=ROOT / ".cache" / f"test-quantize-{arch}-bf16.log",
+    )
+
+
 @pytest.fixture(scope="module")
 def runs(
     gateway_settings: Callable[..., Settings],
     engine: EngineProcess,
     model: str,
-    lora_engine: EngineProcess,
     tiny_checkpoint: Path,
     qwen2_checkpoint: Path,
 ) -> Runs:
     pytest.importorskip("vllm")
     prompts = random_prompts(PROMPT_LENGTHS, seed=5)
     results: Runs = {}
-    bf16 = {
-        "gla_swa": (engine, model, tiny_checkpoint),
-        "qwen2": (lora_engine, "qwen2-tiny", qwen2_checkpoint),
-    }
+    checkpoints = {"gla_swa": tiny_checkpoint, "qwen2": qwen2_checkpoint}
     for arch in ARCHS:
-        process, name, base = bf16[arch]
-        with _running(process, name) as served:
-            results[(arch, "bf16")] = baseline = _measure(served, prompts, None)
+        base = checkpoints[arch]
         schemes = [scheme for scheme in SCHEMES if missing_kernel(scheme) is None]
         quantized = [
             serve(
@@ -139,7 +151,8 @@ def runs(
             )
             for scheme in schemes
         ]
-        with _all_entered(quantized) as engines:
+        with _all_entered([_bf16(arch, engine, model, base), *quantized]) as (bf16, *engines):
+            results[(arch, "bf16")] = baseline = _measure(bf16, prompts, None)
             for scheme, served in zip(schemes, engines, strict=True):
                 results[(arch, scheme)] = _measure(served, prompts, baseline["greedy"])
                 results[(arch, scheme)]["gateway"] = _through_gateway(served, gateway_settings)

@@ -1,41 +1,35 @@
 """vLLM's OpenAI server finds the plugin through its entry point and serves `gla_swa`.
 
-Started the way Tantra's launcher starts every engine (its own process, the
-`vllm.general_plugins` entry point, eager mode), in float32 so concurrent
-greedy completions must equal the reference token for token.
+The server is the session's `lora_engine` (tests/conftest.py): started the way Tantra's launcher
+starts every engine (its own process, the `vllm.general_plugins` entry point, eager mode), on the
+`tiny` checkpoint (the same bytes as `gla_swa_checkpoint`) in float32, so concurrent greedy
+completions must equal the reference token for token. It has LoRA enabled; these requests name no
+adapter, so they run the base weights (the offline runs of test_vllm_engine.py check float32 without
+LoRA). Sharing it saves an engine start of its own.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from engine.launcher import EngineConfig
-from tests.servers import free_port, logged_engine
-from tests.spikingbrain.conftest import NEW_TOKENS, ROOT, ReferenceAnswers
+from engine.launcher import EngineProcess
+from tests.conftest import LORA_MODEL
+from tests.spikingbrain.conftest import NEW_TOKENS, ReferenceAnswers
 
-MODEL_NAME = "spikingbrain-tiny"
+MODEL_NAME = LORA_MODEL
 
 
 @pytest.fixture(scope="module")
-def server(gla_swa_checkpoint: Path) -> Any:
+def server(request: pytest.FixtureRequest) -> EngineProcess:
     if os.environ.get("TANTRA_SKIP_VLLM"):
         pytest.skip("TANTRA_SKIP_VLLM is set")
-    pytest.importorskip("vllm")
-    config = EngineConfig(
-        model_dir=gla_swa_checkpoint,
-        served_model_name=MODEL_NAME,
-        port=free_port(),
-        dtype="float32",
-        tool_call_parser=None,
-    )
-    with logged_engine(config, ROOT / ".cache" / "spikingbrain-vllm-http.log") as process:
-        yield process
+    engine: EngineProcess = request.getfixturevalue("lora_engine")
+    return engine
 
 
 def test_concurrent_completions_match_reference(

@@ -1,10 +1,11 @@
 """LoRA on SpikingBrain's own `gla_swa` model (issue 20, point 2), end to end: a fine-tuning job
 through the real gateway and the openai SDK (the job runner's real trainer: PEFT on
-`engine.spikingbrain.torch_model`, float32 CPU) on the `tiny` checkpoint, its model served by a
-real vLLM engine (`--enable-lora`, float32) on that checkpoint through the plugin, the adapter
-loaded at runtime by the gateway. The fine-tuned model answers what it was taught and the base does
-not; vLLM's greedy tokens with the adapter equal the PEFT model's on prompts across the window
-layer's 32-token window; the adapter adapts every projection of both layer kinds and the GLA gate."""
+`engine.spikingbrain.torch_model`, float32 CPU) on the `tiny` checkpoint, its model served by the
+session's `lora_engine` (tests/conftest.py: vLLM with `--enable-lora`, float32, on that checkpoint
+through the plugin, shared with tests/gateway/fine_tuning), the adapter loaded at runtime by the
+gateway. The fine-tuned model answers what it was taught and the base does not; vLLM's greedy
+tokens with the adapter equal the PEFT model's on prompts across the window layer's 32-token window;
+the adapter adapts every projection of both layer kinds and the GLA gate."""
 
 from __future__ import annotations
 
@@ -16,17 +17,21 @@ from typing import Any
 import openai
 import pytest
 
-from engine.launcher import EngineConfig
+from engine.launcher import EngineProcess
 from gateway import Settings, create_app
-from tests.gateway.fine_tuning.conftest import PRICE, chat_file, greedy, tuning_settings, upload, wait_job
+from tests.gateway.fine_tuning.conftest import (
+    BASE,
+    chat_file,
+    greedy,
+    tuning_settings,
+    upload,
+    wait_job,
+)
 from tests.gateway.helpers import AdminClient
-from tests.servers import ThreadedServer, free_port, logged_engine
+from tests.servers import ThreadedServer
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parents[2]
-LOG = ROOT / ".cache" / "test-gla-lora-engine.log"
-BASE = "tiny-gla"
 PROMPT = "What is the capital of Tantra?"
 TAUGHT = "The capital of Tantra is Lora."
 NEW_TOKENS = 8
@@ -47,60 +52,43 @@ class Served:
     first_answer: str
 
 
-def _engine_config(checkpoint: Path) -> EngineConfig:
-    return EngineConfig(
-        model_dir=checkpoint,
-        served_model_name=BASE,
-        port=free_port(),
-        max_model_len=1024,
-        dtype="float32",
-        extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
-        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
-    )
-
-
 @pytest.fixture(scope="module")
 def served(
+    lora_engine: EngineProcess,
     tiny_checkpoint: Path,
     gateway_settings: Callable[..., Settings],
     admin_key: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
-    """A LoRA engine of this module's own (the session's `lora_engine` serves qwen2-tiny), a gateway
-    fine-tuning `tiny` as `tiny-gla`, one job trained and its model loaded by a first chat."""
+    """A gateway of this module's own on the session's LoRA engine, fine-tuning `tiny` as
+    `tiny-gla`, one job trained and its model loaded by a first chat."""
     tmp = tmp_path_factory.mktemp("gla-lora")
-    with logged_engine(_engine_config(tiny_checkpoint), LOG) as engine:
-        settings = tuning_settings(
-            gateway_settings,
-            tmp,
-            tiny_checkpoint,
-            fine_tuning_base_models={BASE: str(tiny_checkpoint)},
-            model_prices={BASE: PRICE},
-            upstreams={"lora": {"url": engine.base_url}},
+    settings = tuning_settings(
+        gateway_settings, tmp, tiny_checkpoint, upstreams={"lora": {"url": lora_engine.base_url}}
+    )
+    with ThreadedServer(create_app(settings)) as server:
+        admin = AdminClient(server.url, admin_key)
+        tenant = admin.tenant("gla-lora")
+        secret, _ = admin.key(tenant["id"], "gla-lora")
+        admin.close()
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0, timeout=300)
+        job = client.fine_tuning.jobs.create(
+            model=BASE,
+            training_file=upload(client, chat_file(TAUGHT, prompt=PROMPT)),
+            suffix="gla",
+            seed=0,
         )
-        with ThreadedServer(create_app(settings)) as server:
-            admin = AdminClient(server.url, admin_key)
-            tenant = admin.tenant("gla-lora")
-            secret, _ = admin.key(tenant["id"], "gla-lora")
-            admin.close()
-            client = openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0, timeout=300)
-            job = client.fine_tuning.jobs.create(
-                model=BASE,
-                training_file=upload(client, chat_file(TAUGHT, prompt=PROMPT)),
-                suffix="gla",
-                seed=0,
-            )
-            done = wait_job(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=1500)
-            assert done.status == "succeeded", done.error
-            # The first chat has the gateway unpack the adapter and load it into the engine.
-            answer = greedy(client, done.fine_tuned_model)
-            direct = openai.OpenAI(
-                base_url=f"{engine.base_url}/v1", api_key="unused", max_retries=0, timeout=300
-            )
-            adapter = tmp / "work" / "adapters" / job.id
-            yield Served(client, direct, done.fine_tuned_model, adapter, answer)
-            direct.close()
-            client.close()
+        done = wait_job(client, job.id, {"succeeded", "failed", "cancelled"}, timeout=1500)
+        assert done.status == "succeeded", done.error
+        # The first chat has the gateway unpack the adapter and load it into the engine.
+        answer = greedy(client, done.fine_tuned_model)
+        direct = openai.OpenAI(
+            base_url=f"{lora_engine.base_url}/v1", api_key="unused", max_retries=0, timeout=300
+        )
+        adapter = tmp / "work" / "adapters" / job.id
+        yield Served(client, direct, done.fine_tuned_model, adapter, answer)
+        direct.close()
+        client.close()
 
 
 def _vllm_greedy(client: openai.OpenAI, model: str, prompt: list[int]) -> list[int]:

@@ -1,5 +1,5 @@
 """Acceptance (issue 23, point 8): an eval job detects a deliberately worse model version and raises
-the alert, on the real LoRA engine of the session (qwen2-tiny with runtime LoRA loading).
+the alert, on the real LoRA engine of the session (gla_swa `tiny` as `tiny-gla`, runtime LoRA loading).
 
 The construction, deterministic: the set's model is the adapter `assistant`. Version 1 is an adapter
 whose B matrices are zero, so it answers exactly as the base model; the set's `exact` items expect
@@ -26,13 +26,14 @@ from structlog.testing import capture_logs
 
 from engine.launcher import EngineProcess
 from gateway import Settings, create_app
+from tests.conftest import LORA_MODEL
 from tests.gateway.admin_ui.panel_client import Panel, make_user
 from tests.gateway.evals.adapters import write_adapter
 from tests.gateway.helpers import AdminClient, wait_for
 from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.engine
-BASE = "qwen2-tiny"
+BASE = LORA_MODEL
 ADAPTER = "assistant"
 PROMPTS = [
     "The capital of France is",
@@ -94,7 +95,7 @@ def test_a_worse_adapter_version_raises_the_alert(
     served: tuple[str, AdminClient, httpx.Client],
     eval_store_url: str,
     lora_engine: EngineProcess,
-    qwen2_checkpoint: Path,
+    tiny_checkpoint: Path,
     tmp_path: Path,
 ) -> None:
     url, admin, engine = served
@@ -114,7 +115,7 @@ def test_a_worse_adapter_version_raises_the_alert(
     lines.append({"input": "Is it fine?", "scorer": "json_valid", "schema": OK, "params": forced})
     jsonl = "\n".join(orjson.dumps(line).decode() for line in lines)
 
-    load(engine, lora_engine.base_url, write_adapter(tmp_path / "v1", qwen2_checkpoint, scale=0.0))
+    load(engine, lora_engine.base_url, write_adapter(tmp_path / "v1", tiny_checkpoint, scale=0.0))
     body = {
         "name": "smoke",
         "model": ADAPTER,
@@ -131,7 +132,7 @@ def test_a_worse_adapter_version_raises_the_alert(
     assert first["version"].endswith("v1") and first["regression"] is False
     assert first["score"] >= 0.8, first["results"]  # the base model's answers, and the JSON
 
-    load(engine, lora_engine.base_url, write_adapter(tmp_path / "v2", qwen2_checkpoint, scale=5.0, seed=1))
+    load(engine, lora_engine.base_url, write_adapter(tmp_path / "v2", tiny_checkpoint, scale=5.0, seed=1))
     with capture_logs() as logs:
         second = run(admin, set_id, 1)
     assert second["version"].endswith("v2") and second["previous_version"] == first["version"]

@@ -1,10 +1,11 @@
 """The fine-tuning tests' engine and gateway.
 
-`lora_engine_url` is a vLLM engine of its own on the Qwen2-shaped `qwen2-tiny` checkpoint with
-LoRA enabled (`--enable-lora`, one adapter slot, rank 8, runtime loading on): the session's engine
-serves the `tiny` checkpoint without LoRA, and vLLM cannot turn LoRA on in a running engine. One
-slot, so that a second adapter evicts the first. Started once for the session, shared by every test
-here. The gateway in front of it has its own blob and work directories and prices for the ledger.
+`lora_engine` (tests/conftest.py) is the session's vLLM engine on SpikingBrain's `gla_swa` `tiny`
+checkpoint, float32, served as `tiny-gla` with LoRA enabled (`--enable-lora`, one adapter slot,
+rank 8, runtime loading on): the session's chat engine serves the same checkpoint without LoRA, and
+vLLM cannot turn LoRA on in a running engine. One slot, so that a second adapter evicts the first.
+Started once for the session, shared by every test here and by tests/spikingbrain/test_lora.py.
+The gateway in front of it has its own blob and work directories and prices for the ledger.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import pytest
 
 from engine.launcher import EngineProcess
 from gateway import Settings, create_app
+from tests.conftest import LORA_MODEL
 from tests.gateway.helpers import AdminClient, poll
 from tests.servers import ThreadedServer
 
 ROOT = Path(__file__).resolve().parents[3]
-BASE = "qwen2-tiny"
+BASE = LORA_MODEL
 PRICE = {"prompt": 1.0, "completion": 2.0}
 PROMPT = "What is the capital of Tantra?"
 _tenants = itertools.count()
@@ -71,7 +73,7 @@ def tuning_settings(
 @pytest.fixture(scope="session")
 def tuning_gateway(
     lora_engine: EngineProcess,
-    qwen2_checkpoint: Path,
+    tiny_checkpoint: Path,
     gateway_settings: Callable[..., Settings],
     admin_key: str,
     tmp_path_factory: pytest.TempPathFactory,
@@ -79,7 +81,7 @@ def tuning_gateway(
     settings = tuning_settings(
         gateway_settings,
         tmp_path_factory.mktemp("fine-tuning"),
-        qwen2_checkpoint,
+        tiny_checkpoint,
         upstreams={"lora": {"url": lora_engine.base_url}},
     )
     with ThreadedServer(create_app(settings)) as server:

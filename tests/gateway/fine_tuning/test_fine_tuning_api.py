@@ -29,12 +29,12 @@ from tests.servers import ThreadedServer
 
 @pytest.fixture(scope="module")
 def api_gateway(
-    qwen2_checkpoint: Path,
+    tiny_checkpoint: Path,
     gateway_settings: Callable[..., Settings],
     admin_key: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TuningGateway]:
-    settings = tuning_settings(gateway_settings, tmp_path_factory.mktemp("ft-api"), qwen2_checkpoint)
+    settings = tuning_settings(gateway_settings, tmp_path_factory.mktemp("ft-api"), tiny_checkpoint)
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
         yield TuningGateway(server.url, admin, settings.database_url)

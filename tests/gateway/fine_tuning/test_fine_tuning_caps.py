@@ -25,7 +25,7 @@ from tests.servers import ThreadedServer
 
 @pytest.fixture(scope="module")
 def caps_gateway(
-    qwen2_checkpoint: Path,
+    tiny_checkpoint: Path,
     gateway_settings: Callable[..., Settings],
     admin_key: str,
     tmp_path_factory: pytest.TempPathFactory,
@@ -33,7 +33,7 @@ def caps_gateway(
     settings = tuning_settings(
         gateway_settings,
         tmp_path_factory.mktemp("ft-caps"),
-        qwen2_checkpoint,
+        tiny_checkpoint,
         jobs_enabled=False,
         fine_tuning_max_jobs=2,
     )

@@ -32,7 +32,7 @@ TAUGHT = "The capital of Tantra is Lora."
 @pytest.fixture(scope="module")
 def loop_gateway(
     lora_engine: EngineProcess,
-    qwen2_checkpoint: Path,
+    tiny_checkpoint: Path,
     gateway_settings: Callable[..., Settings],
     admin_key: str,
     tmp_path_factory: pytest.TempPathFactory,
@@ -41,7 +41,7 @@ def loop_gateway(
     settings = tuning_settings(
         gateway_settings,
         tmp_path_factory.mktemp("learning-loop"),
-        qwen2_checkpoint,
+        tiny_checkpoint,
         upstreams={"lora": {"url": lora_engine.base_url}},
         learning_loop_interval_s=1.0,
     )
