@@ -1,6 +1,7 @@
 """LoRA on Long-VITA (issue 28, point 6): the trainer adapts the language model of `tiny-long-vita`
 on image-and-text chat examples (data URLs, tiled as serving tiles them), and vLLM serves the adapter
-(`--enable-lora`, float32) with the plugin's `SupportsLoRA`. vLLM's greedy tokens with the adapter
+(loaded at run time into the session's float32 Long-VITA engine, which has LoRA on) with the plugin's
+`SupportsLoRA`. vLLM's greedy tokens with the adapter
 equal the trainer-side PEFT model's on image prompts, and differ from the base's, which vLLM's
 base tokens equal too."""
 
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from PIL import Image
 
-from engine.launcher import EngineConfig
+from engine.launcher import EngineProcess
+from tests.long_vita.conftest import VITA
 from tests.long_vita.media import picture
-from tests.servers import free_port, logged_engine
 
 pytestmark = [
     pytest.mark.engine,
@@ -29,13 +31,13 @@ pytestmark = [
     pytest.mark.skipif(bool(os.environ.get("TANTRA_SKIP_VLLM")), reason="TANTRA_SKIP_VLLM is set"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-BASE = "tiny-long-vita"
+BASE = VITA
 ADAPTER = "vita-lora"
 QUESTION = "What is in this picture?"
 TAUGHT = "The picture shows Lora."
 NEW_TOKENS = 6
-IMAGES = ([448, 448, 100], [896, 448, 101], [448, 448, 300])  # seen, seen (a 2 x 1 grid), unseen
+IMAGES = ([896, 448, 101], [448, 448, 300])  # seen (a 2 x 1 grid), unseen
+TRAINED = ([448, 448, 100], IMAGES[0])
 
 
 def data_url(image: Image.Image) -> str:
@@ -55,16 +57,18 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(long_vita_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """An adapter trained by the job runner's trainer on 10 image-and-text lines, then one engine
-    (module-scoped) serving the base with it."""
+def served(
+    long_vita_checkpoint: Path, vita_engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """An adapter trained by the job runner's trainer on 10 image-and-text lines, loaded at run time
+    into the session's Long-VITA engine (as the gateway loads tenants' adapters)."""
     from engine.finetune.train import TrainConfig, train
 
     tmp = tmp_path_factory.mktemp("vita-lora")
     lines = [
         {
             "messages": [
-                {"role": "user", "content": content(picture(*IMAGES[i % 2]))},
+                {"role": "user", "content": content(picture(*TRAINED[i % 2]))},
                 {"role": "assistant", "content": TAUGHT},
             ]
         }
@@ -82,24 +86,15 @@ def served(long_vita_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
         threads=2,
     )
     train(config, emit=lambda event: None)
-    engine = EngineConfig(
-        model_dir=long_vita_checkpoint,
-        served_model_name=BASE,
-        port=free_port(),
-        max_model_len=4096,
-        dtype="float32",
-        kv_cache_gib=0.25,
-        extra_args=(
-            *("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
-            *("--lora-modules", f"{ADAPTER}={adapter}"),
-        ),
+    url = vita_engine.base_url
+    loaded = httpx.post(
+        f"{url}/v1/load_lora_adapter", json={"lora_name": ADAPTER, "lora_path": str(adapter)}, timeout=300
     )
-    with logged_engine(engine, ROOT / ".cache" / "test-engine-long-vita-lora.log") as process:
-        client = openai.OpenAI(
-            base_url=f"{process.base_url}/v1", api_key="unused", max_retries=0, timeout=300
-        )
-        yield Served(client, adapter)
-        client.close()
+    assert loaded.status_code == 200, loaded.text
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+    yield Served(client, adapter)
+    httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": ADAPTER}, timeout=60)
+    client.close()
 
 
 def _vllm_greedy(client: openai.OpenAI, model: str, image: Image.Image) -> list[int]:
