@@ -23,6 +23,9 @@ class ChatTemplate(Protocol):
 class SupervisedExample:
     input_ids: list[int]
     labels: list[int]
+    features: Any = None
+    """A multimodal example's (positions, features): what replaces the embeddings of its image
+    context tokens (a vision-language base's `see_images` fills it; None for text)."""
 
     @property
     def trained_tokens(self) -> int:

@@ -81,10 +81,29 @@ def _sft_loss(model: Any, batch: list[SupervisedExample], pad_id: int) -> torch.
     input_ids = _pad([e.input_ids for e in batch], pad_id)
     labels = _pad([e.labels for e in batch], IGNORE)
     mask = _pad([[1] * len(e.input_ids) for e in batch], 0)
+    if any(e.features is not None for e in batch):
+        return _multimodal_sft_loss(model.get_base_model(), batch, input_ids, labels, mask)
     logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE
     )
+
+
+def _multimodal_sft_loss(
+    base: Any,
+    batch: list[SupervisedExample],
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """A vision-language base's loss: the images' features replace their context tokens'
+    embeddings, and the head is applied at the learnt positions only (an image's hundreds of
+    prompt tokens times a 151k vocabulary would dominate the step otherwise)."""
+    embeds = base.embed(input_ids, [e.features for e in batch])
+    hidden = base.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    learnt = targets != IGNORE
+    return F.cross_entropy(base.lm_head(hidden[learnt]), targets[learnt])
 
 
 def _answer_logprob(model: Any, prompt: list[int], answer: list[int]) -> torch.Tensor:
@@ -109,9 +128,14 @@ def _dpo_loss(model: Any, batch: list[PreferencePair], beta: float) -> torch.Ten
 
 def load_base(base: Path) -> tuple[Any, tuple[str, ...]]:
     """The base in float32 and its projections' names: transformers' class for the checkpoint, or
-    SpikingBrain's own torch model for `gla_swa` (no transformers class, no remote code). Also what
-    tests and the bench build adapters on, so they need not know the base's architecture."""
+    SpikingBrain's own torch model for `gla_swa` (no transformers class, no remote code), or
+    Long-VITA's language model with the reference's vision path for `long_vita` (images in examples).
+    Also what tests and the bench build adapters on, so they need not know the base's architecture."""
     model_type = json.loads((base / "config.json").read_text()).get("model_type")
+    if model_type == "long_vita":
+        from engine.long_vita.torch_model import LongVitaTorchForCausalLM
+
+        return LongVitaTorchForCausalLM.from_checkpoint(base), TARGET_MODULES
     if model_type == "gla_swa":
         from engine.spikingbrain.torch_model import GLAswaTorchForCausalLM, lora_target_modules
 
@@ -120,16 +144,23 @@ def load_base(base: Path) -> tuple[Any, tuple[str, ...]]:
     return AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32), TARGET_MODULES
 
 
-def _load(config: TrainConfig) -> tuple[Any, list[Any], list[Any]]:
+def _examples(config: TrainConfig, tokenizer: Any, base: Any, path: Path | None) -> list[Any]:
+    """A file's examples; a base that sees images (`see_images`) gets each line's images placed."""
+    lines = read_jsonl(path) if path is not None else []
+    if config.method == "dpo":
+        return [preference_pair(tokenizer, line, config.max_tokens) for line in lines]
+    examples = [supervised_example(tokenizer, line, config.max_tokens) for line in lines]
+    see = getattr(base, "see_images", None)
+    return [see(line, example) for line, example in zip(lines, examples, strict=True)] if see else examples
+
+
+def _load(config: TrainConfig, base: Any) -> tuple[Any, list[Any], list[Any]]:
     tokenizer = AutoTokenizer.from_pretrained(config.base)
-    make = preference_pair if config.method == "dpo" else supervised_example
-    examples = [make(tokenizer, line, config.max_tokens) for line in read_jsonl(config.train_file)]
-    validation = (
-        [make(tokenizer, line, config.max_tokens) for line in read_jsonl(config.validation_file)]
-        if config.validation_file
-        else []
+    return (
+        tokenizer,
+        _examples(config, tokenizer, base, config.train_file),
+        _examples(config, tokenizer, base, config.validation_file),
     )
-    return tokenizer, examples, validation
 
 
 def train(config: TrainConfig, emit: Emit = _emit_stdout) -> dict[str, Any]:
@@ -138,8 +169,8 @@ def train(config: TrainConfig, emit: Emit = _emit_stdout) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     started = time.monotonic()
-    tokenizer, examples, validation = _load(config)
     base, projections = load_base(config.base)
+    tokenizer, examples, validation = _load(config, base)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lora = LoraConfig(
         r=config.rank,

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 from vllm.config import VllmConfig
-from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
+from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsLoRA, SupportsMultiModal
 from vllm.model_executor.models.intern_vit import InternVisionModel
+from vllm.model_executor.models.module_mapping import MultiModelKeys
 from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, init_vllm_registered_model
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
@@ -57,8 +58,19 @@ class ResamplerProjector(nn.Module):
 @MULTIMODAL_REGISTRY.register_processor(
     LongVitaProcessor, info=LongVitaProcessingInfo, dummy_inputs=LongVitaDummyInputs
 )
-class LongVITAForCausalLM(nn.Module, SupportsMultiModal):
-    """Images and video frames through InternViT and the projector, into Qwen2.5's prompt."""
+class LongVITAForCausalLM(nn.Module, SupportsMultiModal, SupportsLoRA):
+    """Images and video frames through InternViT and the projector, into Qwen2.5's prompt.
+
+    LoRA (`--enable-lora`) adapts the language model only, as its Qwen2 (q/k/v and gate/up
+    packed): an adapter's PEFT names (`model.layers.N.self_attn.q_proj`, as the trainer's
+    `engine.long_vita.torch_model` gives them) map to `language_model.*` through
+    `hf_to_vllm_mapper`. The vision tower and projector are left unadapted (`get_mm_mapping` names
+    no punica wrapper for them, so vLLM skips their layers)."""
+
+    packed_modules_mapping = {
+        "qkv_proj": ["q_proj", "k_proj", "v_proj"],
+        "gate_up_proj": ["gate_proj", "up_proj"],
+    }
 
     hf_to_vllm_mapper = WeightsMapper(
         orig_to_new_prefix={
@@ -141,6 +153,11 @@ class LongVITAForCausalLM(nn.Module, SupportsMultiModal):
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         logits: torch.Tensor | None = self.language_model.compute_logits(hidden_states)
         return logits
+
+    def get_mm_mapping(self) -> MultiModelKeys:
+        return MultiModelKeys.from_string_field(
+            language_model="language_model", connector="vision_projection", tower_model="vision_model"
+        )
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         loader = AutoWeightsLoader(self)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -25,7 +24,7 @@ from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 from PIL import Image
 
-from engine.launcher import EngineConfig, EngineProcess
+from engine.launcher import EngineProcess
 from engine.long_vita.tiling import grid_for, image_token_ids, video_token_ids
 from gateway import Settings
 from tests.adapters.media import data_url, text_video
@@ -36,21 +35,16 @@ from tests.gateway.media.vision import (
     recording_gateway,
     sent_parts,
 )
+from tests.long_vita.conftest import VITA
 from tests.long_vita.media import picture
-from tests.servers import free_port, logged_engine
 
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.skipif(bool(os.environ.get("TANTRA_SKIP_VLLM")), reason="TANTRA_SKIP_VLLM is set"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-VITA = "tiny-long-vita"
 TILE_TOKENS = 256
 NEW_TOKENS = 6
-# As `make run` serves it: vLLM's video loader takes one frame per second (docs/vision.md), here at
-# most 8 (the engine's profiling decodes a dummy video of that many frames).
-VIDEO_IO = '{"video": {"fps": 1, "num_frames": 8}}'
 SEE = {"prompt_logprobs": 0, "ignore_eos": True}
 
 
@@ -59,23 +53,6 @@ def image_cost(width: int, height: int) -> int:
     and the newline the chat template writes after its `<image>` tag."""
     cols, rows = grid_for(width, height)
     return len(image_token_ids(cols, rows, TILE_TOKENS)) + 1
-
-
-@pytest.fixture(scope="module")
-def vita_engine(long_vita_checkpoint: Path) -> Iterator[EngineProcess]:
-    """vLLM on tiny-long-vita as `make run` starts it (float32: the reference's precision); its log
-    goes to .cache/test-engine-long-vita.log."""
-    config = EngineConfig(
-        model_dir=long_vita_checkpoint,
-        served_model_name=VITA,
-        port=free_port(),
-        max_model_len=16384,
-        dtype="float32",
-        kv_cache_gib=0.25,
-        extra_args=("--media-io-kwargs", VIDEO_IO),
-    )
-    with logged_engine(config, ROOT / ".cache" / "test-engine-long-vita.log") as process:
-        yield process
 
 
 @pytest.fixture(scope="module")
