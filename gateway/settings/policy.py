@@ -60,8 +60,11 @@ class Policy:
         return (model, *(name for name in fallbacks if name != model))
 
     def accepts(self, model: str) -> tuple[Modality, ...]:
-        """The modalities `model` takes as they are (the rest is turned into text)."""
+        """The modalities `model` takes as they are (the rest is turned into text). A fine-tuned
+        model (`ft:<base>:...`, a LoRA adapter on its base) takes what its base's route says."""
         route = self.models.get(model)
+        if route is None and model.startswith("ft:"):
+            route = self.models.get(model.split(":", 2)[1])
         if route is not None and route.accepts is not None:
             return tuple(route.accepts)
         return self.media_default_accepts
