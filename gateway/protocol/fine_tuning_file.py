@@ -4,6 +4,7 @@ problems found (with their line numbers) fail the job at `validating_files`."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = ["MIN_EXAMPLES", "check_lines"]
@@ -12,6 +13,33 @@ MIN_EXAMPLES = 10
 """OpenAI refuses a training file with fewer than 10 examples."""
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _MAX_REPORTED = 5
+# OpenAI's vision fine-tuning limits: images in user messages only, JPEG/PNG/WEBP, 10 MB, 64 per example.
+_MAX_IMAGES = 64
+_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+# The trainer reads images from the line itself: a data URL, not a link it would have to fetch.
+_IMAGE_DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,", re.IGNORECASE)
+
+
+def _part_problem(where: str, role: Any, part: Any) -> str | None:
+    if not isinstance(part, dict):
+        return f"{where} must be an object"
+    kind = part.get("type")
+    if kind in ("text", "refusal"):
+        return None if isinstance(part.get(kind), str) else f"{where}.{kind} must be a string"
+    if kind != "image_url":
+        return f"{where} has an unsupported type: {kind!r}"
+    if role != "user":
+        return f"{where}: images are only allowed in user messages"
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else None
+    if not isinstance(url, str) or not _IMAGE_DATA_URL.match(url):
+        return (
+            f"{where}.image_url.url must be a base64 data URL of a JPEG, PNG or WEBP image "
+            "(this server does not fetch image links for training)"
+        )
+    if (len(url) - url.index(",") - 1) * 3 // 4 > _MAX_IMAGE_BYTES:
+        return f"{where}.image_url is larger than 10 MB"
+    return None
 
 
 def _message_problem(position: int, message: Any) -> str | None:
@@ -28,6 +56,10 @@ def _message_problem(position: int, message: Any) -> str | None:
         return f"messages[{position}] has an invalid weight: weight must be 0 or 1"
     if content is not None and not isinstance(content, (str, list)):
         return f"messages[{position}].content must be a string or a list of content parts"
+    for index, part in enumerate(content if isinstance(content, list) else ()):
+        problem = _part_problem(f"messages[{position}].content[{index}]", role, part)
+        if problem is not None:
+            return problem
     for call in message.get("tool_calls") or []:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or "name" not in function:
@@ -47,6 +79,15 @@ def _chat_problem(line: dict[str, Any]) -> str | None:
             return problem
     if not any(message.get("role") == "assistant" for message in messages):
         return "Examples must contain at least one assistant message"
+    images = sum(
+        1
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    )
+    if images > _MAX_IMAGES:
+        return f"Examples may contain at most {_MAX_IMAGES} images (this one has {images})"
     return None
 
 

@@ -75,3 +75,58 @@ def test_dpo_lines() -> None:
         "Line 2: 'preferred_output' must contain only assistant messages",
         "Line 3: Missing required field 'input.messages'",
     ]
+
+
+PNG = "data:image/png;base64,iVBORw0KGgo="
+
+
+def _image_chat(*parts: Any, role: str = "user") -> dict[str, Any]:
+    return {"messages": [{"role": role, "content": list(parts)}, {"role": "assistant", "content": "A cat."}]}
+
+
+def _image(url: str = PNG) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_image_parts_in_user_messages_are_examples() -> None:
+    line = _image_chat(
+        {"type": "text", "text": "What is this?"}, _image(), _image("data:image/webp;base64,UklG")
+    )
+    assert check_lines(_file([line] * 10), "supervised") == (10, [])
+
+
+def test_image_parts_follow_openais_vision_rules() -> None:
+    where = "Line 1: messages[0].content[0]"
+    cases = {
+        "assistant image": (
+            _image_chat(_image(), role="assistant"),
+            f"{where}: images are only allowed in user messages",
+        ),
+        "link": (
+            _image_chat(_image("https://example.com/cat.png")),
+            f"{where}.image_url.url must be a base64 data URL of a JPEG, PNG or WEBP image "
+            "(this server does not fetch image links for training)",
+        ),
+        "gif": (_image_chat(_image("data:image/gif;base64,R0lG")), None),
+        "too big": (
+            _image_chat(_image("data:image/png;base64," + "A" * (14 * 1024 * 1024))),
+            f"{where}.image_url is larger than 10 MB",
+        ),
+        "unknown part": (
+            _image_chat({"type": "input_audio"}),
+            f"{where} has an unsupported type: 'input_audio'",
+        ),
+        "text not a string": (_image_chat({"type": "text", "text": 3}), f"{where}.text must be a string"),
+        "not an object": (_image_chat("hello"), f"{where} must be an object"),
+        "65 images": (
+            _image_chat(*[_image()] * 65),
+            "Line 1: Examples may contain at most 64 images (this one has 65)",
+        ),
+    }
+    for name, (line, message) in cases.items():
+        _, problems = check_lines(_file([line] + [_chat()] * 9), "supervised")
+        assert len(problems) == 1, name
+        if message is not None:
+            assert problems[0] == message, name
+        else:
+            assert "base64 data URL" in problems[0], name
