@@ -149,9 +149,23 @@ def _examples(config: TrainConfig, tokenizer: Any, base: Any, path: Path | None)
     lines = read_jsonl(path) if path is not None else []
     if config.method == "dpo":
         return [preference_pair(tokenizer, line, config.max_tokens) for line in lines]
-    examples = [supervised_example(tokenizer, line, config.max_tokens) for line in lines]
     see = getattr(base, "see_images", None)
+    if see is None:
+        _refuse_images(lines)
+    examples = [supervised_example(tokenizer, line, config.max_tokens) for line in lines]
     return [see(line, example) for line, example in zip(lines, examples, strict=True)] if see else examples
+
+
+def _refuse_images(lines: list[Any]) -> None:
+    """A text-only base would train on the text around an image as if the image were not there."""
+    for number, line in enumerate(lines, start=1):
+        for message in line.get("messages", []):
+            content = message.get("content")
+            if isinstance(content, list) and any(part.get("type") == "image_url" for part in content):
+                raise ValueError(
+                    f"Line {number} has an image, but this base model reads text only "
+                    "(image examples train Long-VITA bases)"
+                )
 
 
 def _load(config: TrainConfig, base: Any) -> tuple[Any, list[Any], list[Any]]:

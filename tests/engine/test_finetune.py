@@ -78,3 +78,18 @@ def test_dpo_prefers_the_preferred_answer(qwen2_checkpoint: Path, tmp_path: Path
     before = margin(base)
     after = margin(PeftModel.from_pretrained(base, tmp_path / "adapter"))
     assert after > before + 1.0, (before, after)
+
+
+def test_a_text_only_base_refuses_image_examples(qwen2_checkpoint: Path, tmp_path: Path) -> None:
+    import pytest
+
+    from engine.finetune.train import TrainConfig, train
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    line = {"messages": [{"role": "user", "content": [image]}, {"role": "assistant", "content": "A cat."}]}
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("\n".join(json.dumps(line) for _ in range(10)))
+    config = TrainConfig(base=qwen2_checkpoint, train_file=train_file, out=tmp_path / "adapter")
+    with pytest.raises(ValueError, match="Line 1 has an image, but this base model reads text only"):
+        train(config, lambda event: None)
+    assert not (tmp_path / "adapter").exists()
