@@ -69,6 +69,7 @@ from gateway.routes.usage_api import usage_router
 from gateway.routes.vector_stores import vector_stores_router
 from gateway.services.pii import Redactor
 from gateway.settings.schema import Settings
+from gateway.voices_setup import include_voices
 
 _log = logging.getLogger("tantra.gateway")
 
@@ -182,7 +183,9 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(pooling_router(services.pooling))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
-        app.include_router(speech_router(services.speech, authenticate))
+        custom = include_voices(app, parts)
+        listed = custom.list_voices if custom is not None else None
+        app.include_router(speech_router(services.speech, authenticate, listed))
     _include_moderation(app, parts)
     _include_stored(app, parts)
     if settings.realtime_enabled:

@@ -373,7 +373,9 @@ def _services(
     speech = speech_service(settings, admission) if settings.tts_enabled else None
     moderated = moderation(settings, shared.database, admission, dispatcher, media_client)
     # Chat's spoken answers (audio output) use the speech endpoint's synthesizer and its pool.
-    chat_speech = ChatSpeech(speech.synthesizer, model=speech.model) if speech is not None else None
+    chat_speech = (
+        ChatSpeech(speech.synthesizer, model=speech.model, custom=speech.custom_voice) if speech else None
+    )
     return Services(
         media_client=media_client,
         transcriber=transcriber,

@@ -103,6 +103,10 @@ class Synthesizer:
         self._detector = detector
         self._catalog: list[VoiceEntry] | None = None
 
+    def backend(self, name: str) -> SpeechBackend | None:
+        """The backend of this name (`coqui`, `piper`, ...), if the synthesizer has one."""
+        return next((backend for backend in self._backends if backend.name == name), None)
+
     async def catalog(self) -> list[VoiceEntry]:
         """Every backend's voices, in the backends' order (cached: the voices are installed ones)."""
         if self._catalog is None:

@@ -14,15 +14,20 @@ from gateway.errors import InvalidRequest, PayloadTooLarge
 
 
 async def read_upload(
-    request: Request, limit: int, *, list_fields: tuple[str, ...] = (), max_field_bytes: int = 1024 * 1024
+    request: Request,
+    limit: int,
+    *,
+    list_fields: tuple[str, ...] = (),
+    max_field_bytes: int = 1024 * 1024,
+    file_field: str = "file",
 ) -> tuple[bytes, dict[str, Any]]:
-    """The `file` part's bytes and the string fields; fields named in `list_fields` (with or
-    without `[]`) are lists. 400 for a body that is not multipart or has no file, or a field over
-    `max_field_bytes`; 413 past `limit`."""
+    """The `file` part's (or `file_field`'s) bytes and the string fields; fields named in
+    `list_fields` (with or without `[]`) are lists. 400 for a body that is not multipart or has no
+    file, or a field over `max_field_bytes`; 413 past `limit`."""
     kind = request.headers.get("content-type", "")
     if not kind.lower().startswith("multipart/form-data"):
         raise InvalidRequest(
-            "This endpoint takes multipart/form-data (the audio in a `file` part); "
+            f"This endpoint takes multipart/form-data (the audio in a `{file_field}` part); "
             f"the request's Content-Type is {kind or 'missing'}.",
             code="invalid_content_type",
         )
@@ -35,15 +40,16 @@ async def read_upload(
     except MultiPartException as exc:
         raise InvalidRequest(f"The multipart body could not be read: {exc.message}") from None
     try:
-        upload = form.get("file")
+        upload = form.get(file_field)
         if not isinstance(upload, UploadFile):
             raise InvalidRequest(
-                "Missing required parameter: 'file' (the audio, as a file part).", param="file"
+                f"Missing required parameter: '{file_field}' (the audio, as a file part).",
+                param=file_field,
             )
         data = await upload.read()
         values: dict[str, Any] = {}
         for name, value in form.multi_items():
-            if name == "file" or not isinstance(value, str):
+            if name == file_field or not isinstance(value, str):
                 continue
             bare = name.removesuffix("[]")
             if bare in list_fields:

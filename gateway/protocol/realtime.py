@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.validation import parse_object
@@ -22,6 +22,18 @@ AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 ToolChoice = str | dict[str, Any]
 
 
+def _voice_id(value: Any) -> Any:
+    """A custom voice as OpenAI's GA sessions name it (`{"id": "voice_..."}`), kept as its id: the
+    session speaks through /v1/audio/speech, which takes the id as a voice name."""
+    if isinstance(value, dict) and set(value) == {"id"} and isinstance(value["id"], str):
+        return value["id"]
+    return value
+
+
+# A voice name, or a custom voice's `{"id": ...}`.
+VoiceName = Annotated[str, BeforeValidator(_voice_id), Field(min_length=1, max_length=64)]
+
+
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -31,7 +43,7 @@ class SessionUpdate(_Lenient):
 
     modalities: list[RealtimeModality] | None = Field(None, min_length=1)
     instructions: str | None = None
-    voice: str | None = Field(None, min_length=1, max_length=64)
+    voice: VoiceName | None = None
     input_audio_format: AudioFormat | None = None
     output_audio_format: AudioFormat | None = None
     input_audio_transcription: dict[str, Any] | None = None
@@ -78,7 +90,7 @@ class Item(_Lenient):
 class ResponseOptions(_Lenient):
     modalities: list[RealtimeModality] | None = Field(None, min_length=1)
     instructions: str | None = None
-    voice: str | None = Field(None, min_length=1, max_length=64)
+    voice: VoiceName | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     max_output_tokens: int | Literal["inf"] | None = None
     max_response_output_tokens: int | Literal["inf"] | None = None

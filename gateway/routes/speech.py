@@ -35,14 +35,21 @@ _SSE_EXAMPLE = (
 )
 
 
-def speech_router(service: SpeechService, authenticate: Authenticate) -> APIRouter:
+def speech_router(
+    service: SpeechService,
+    authenticate: Authenticate,
+    custom_voices: Callable[[Request], Awaitable[Response]] | None = None,
+) -> APIRouter:
     router = APIRouter(tags=["audio"], responses=_ERRORS)
 
     @router.get(
         "/v1/audio/voices",
-        summary="List the voices by language (Tantra's extension; `?language=ja` filters)",
+        summary="List the voices by language (Tantra's extension; `?language=ja` filters), or with "
+        "`?type=audio_sample` the tenant's custom voices (an OpenAI page: `after`, `limit`, `order`)",
     )
-    async def list_voices(request: Request, language: str | None = None) -> dict[str, Any]:
+    async def list_voices(request: Request, language: str | None = None) -> Any:
+        if custom_voices is not None and "type" in request.query_params:
+            return await custom_voices(request)
         await authenticate(request.headers, client_address(request))
         with as_api_errors():
             return await service.voices(language)

@@ -251,7 +251,7 @@ class InferenceService:
         if not ticket.principal.may_use(self._speech.model):
             raise speech_off(f"this key may not use the speech model `{self._speech.model}`")
         with as_api_errors():
-            speaking = await self._speech.order(parsed)
+            speaking = await self._speech.order(parsed, ticket.principal.tenant_id)
         assert speaking is not None
         body = without_speech(body)
         return await self._answer(ticket, path, body, orjson.loads(body), parsed, media, capture, speaking)

@@ -120,6 +120,7 @@ class Retention:
                 swept = await self.store.sweep(kind, horizon, now)
                 counts[kind] += swept.rows
                 await self._forget(swept.blob_keys, swept.vectors)
+                await self._delete_blobs(swept.blobs)
                 await self._forget_graph(swept.memory_ids)
                 if swept.rows < CHUNK:
                     break
@@ -150,6 +151,11 @@ class Retention:
         if self._index is not None:
             for tenant_id, seqs in vectors.items():
                 await self._index.remove(tenant_id, seqs)
+
+    async def _delete_blobs(self, keys: list[str]) -> None:
+        if self._blobs is not None:
+            for key in keys:
+                await self._blobs.delete(key)
 
     async def _forget_graph(self, memory_ids: Mapping[str | None, list[str]]) -> None:
         if self._graph is not None:

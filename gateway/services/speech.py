@@ -25,6 +25,7 @@ from gateway.limits import Estimate
 from gateway.media.service import as_api_error, as_api_errors
 from gateway.protocol import SpeechAudioDelta, SpeechAudioDone, SpeechRequest
 from gateway.protocol.speech import SpeechUsage
+from gateway.services.voice_clips import VoiceCloner, is_custom
 
 PATH = "/v1/audio/speech"
 # Input characters count against token limits the way prompts do when estimated: four to a token.
@@ -48,6 +49,8 @@ class SpeechService:
         self._names = {model, *aliases}
         self._max_input_chars = max_input_chars
         self._created = int(time.time())
+        # The tenants' custom voices (gateway/voices_setup.py), when the blob store serves them.
+        self.custom_voices: VoiceCloner | None = None
 
     def cards(self) -> list[dict[str, Any]]:
         """The speech model as /v1/models lists it (its OpenAI aliases answer for it, unlisted)."""
@@ -80,6 +83,20 @@ class SpeechService:
         ]
         return {"object": "list", "languages": languages, "data": aliases + entries}
 
+    async def custom_voice(self, tenant_id: str | None, name: str, *, param: str) -> None:
+        """A custom voice's id (`voice_...`) checked to be the tenant's and made speakable (404 for
+        an unknown or another tenant's id, 400 where custom voices are not spoken), before any
+        synthesis; any other voice name is left to the synthesizer."""
+        if not is_custom(name):
+            return
+        if self.custom_voices is None:
+            raise InvalidRequest(
+                "Custom voices are not served by this gateway (they need the Files API's blob store).",
+                param=param,
+                code="custom_voices_unavailable",
+            )
+        await self.custom_voices.prepare(tenant_id, name, param=param)
+
     async def handle(self, request: Request) -> Response:
         async with self._admission.enter(request, PATH) as ticket:
             ticket.tab.model = self.model
@@ -91,6 +108,7 @@ class SpeechService:
             _, _, parsed = await ticket.read_json(SpeechRequest)
             self._check(parsed)
             ticket.use_model(self.model, stream=parsed.stream_format == "sse")
+            await self.custom_voice(ticket.principal.tenant_id, parsed.voice_name, param="voice")
             voice = await self.synthesizer.voice(
                 parsed.voice_name, language=parsed.language, text=parsed.input
             )

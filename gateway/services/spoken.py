@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -74,20 +74,30 @@ class Speaking:
         return {"seconds": round(self.seconds, 3), "characters": self.characters}
 
 
+class CustomVoice(Protocol):
+    """SpeechService.custom_voice: a custom voice id checked for the tenant and made speakable."""
+
+    async def __call__(self, tenant_id: str | None, name: str, *, param: str) -> None: ...
+
+
 class ChatSpeech:
     """The synthesizer as chat completions use it: a request's voice, its answer spoken, its account."""
 
-    def __init__(self, synthesizer: Synthesizer, *, model: str) -> None:
+    def __init__(self, synthesizer: Synthesizer, *, model: str, custom: CustomVoice | None = None) -> None:
         self._synthesizer = synthesizer
         self.model = model
+        # Checks a custom voice (`voice_...`) is the tenant's and makes it speakable (SpeechService's).
+        self._custom = custom
 
-    async def order(self, parsed: ChatCompletionRequest) -> Speaking | None:
+    async def order(self, parsed: ChatCompletionRequest, tenant_id: str | None = None) -> Speaking | None:
         """What the request asked to hear (None: text only); 400 naming `audio.voice` for a voice
         no backend speaks, or `audio.language` (Tantra's) for a language no voice speaks, before the
         engine is asked. Without a language, the answer's text picks it as it is spoken."""
         wanted = parsed.audio_output()
         if wanted is None:
             return None
+        if self._custom is not None:
+            await self._custom(tenant_id, wanted.voice_name, param="audio.voice")
         try:
             voice = await self._synthesizer.voice(wanted.voice_name, language=wanted.language)
         except UnknownVoice as exc:

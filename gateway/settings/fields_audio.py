@@ -14,10 +14,11 @@ from pydantic import Field
 
 from gateway.settings.fields_audio_analysis import AudioAnalysisFields
 from gateway.settings.fields_audio_quality import AudioQualityFields
+from gateway.settings.fields_voices import VoiceFields
 from gateway.settings.fields_webrtc import WebRtcFields
 
 
-class AudioFields(AudioQualityFields, AudioAnalysisFields, WebRtcFields):
+class AudioFields(AudioQualityFields, AudioAnalysisFields, WebRtcFields, VoiceFields):
     """What the gateway hears and speaks: realtime sessions, speech synthesis and transcription
     (and, in the mixins, loudness and noise suppression, emotion and sound-event labels)."""
 

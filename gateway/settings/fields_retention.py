@@ -60,6 +60,12 @@ class RetentionFields(BaseModel):
         ge=0,
         description="Days the runs of eval sets (their scores per model version) are kept (0: forever).",
     )
+    retention_custom_voices_days: int = Field(
+        0,
+        ge=0,
+        description="Days custom voices (their reference clips) are kept after they are made (0: forever); "
+        "consent recordings stay until deleted or erased.",
+    )
 
     @field_validator("retention_ledger_days")
     @classmethod
@@ -91,4 +97,5 @@ RETENTION_KINDS = (
     "moderation_flags",
     "fine_tuning_jobs",
     "eval_runs",
+    "custom_voices",
 )

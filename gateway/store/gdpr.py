@@ -37,6 +37,7 @@ from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
 from gateway.store.retention import CHUNK, Swept, delete_children
 from gateway.store.vector_stores import StoredChunk, StoredFileBatch, StoredVectorStore, StoredVectorStoreFile
+from gateway.store.voices import StoredVoice, StoredVoiceConsent
 
 # The columns that name an end user, in the tables that have one.
 USER_COLUMNS = ("end_user", "user", "user_id")
@@ -271,4 +272,7 @@ OWNED_KINDS: tuple[OwnedKind, ...] = (
         children=(Child(EvalRunRow, "set_id", "id"),),
     ),
     OwnedKind("eval_runs", EvalRunRow, ()),
+    # Custom voices, then the consent recordings they were made under: rows and their audio blobs.
+    OwnedKind("custom_voices", StoredVoice, ("end_user",), retention_kind="custom_voices", blobs=_file_blob),
+    OwnedKind("voice_consents", StoredVoiceConsent, ("end_user",), blobs=_file_blob),
 )

@@ -31,6 +31,7 @@ from gateway.store.models import AuditEvent, Base, UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.records import AuditContext
 from gateway.store.responses import ResponseEvent, StoredResponse
+from gateway.store.voices import StoredVoice
 
 BATCH_DONE = ("completed", "failed", "expired", "cancelled")
 FINE_TUNING_DONE = ("succeeded", "failed", "cancelled")
@@ -86,6 +87,8 @@ class Swept:
     vectors: dict[str | None, list[int]] = field(default_factory=dict)
     # Memories: (tenant, ids) to forget in the knowledge graph.
     memory_ids: dict[str | None, list[str]] = field(default_factory=dict)
+    # Whole blob keys to delete (custom voices' clips), where `blob_keys` are adapter prefixes.
+    blobs: list[str] = field(default_factory=list)
 
 
 class RetentionStore:
@@ -220,6 +223,8 @@ async def delete_children(session: Any, kind: str, rows: Any, swept: Swept) -> N
         for row in rows:
             swept.vectors.setdefault(row.tenant_id, []).append(row.seq)
             swept.memory_ids.setdefault(row.tenant_id, []).append(row.id)
+    elif kind == "custom_voices":
+        swept.blobs.extend(row.blob_key for row in rows)
 
 
 # kind -> (table, its tenant column, the time retention counts from, conditions sparing live rows)
@@ -245,4 +250,5 @@ _TARGETS: dict[str, tuple[Any, Any, Any, tuple[Any, ...]]] = {
         (FineTuningJobRow.status.in_(FINE_TUNING_DONE),),
     ),
     "eval_runs": (EvalRunRow, EvalRunRow.tenant_id, EvalRunRow.created_at, ()),
+    "custom_voices": (StoredVoice, StoredVoice.tenant_id, StoredVoice.created_at, ()),
 }

@@ -27,6 +27,7 @@ from gateway.store.memory_recalls import StoredRecall
 from gateway.store.models import UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
+from gateway.store.voices import StoredVoice, StoredVoiceConsent
 
 T0 = datetime(2026, 11, 1, 12, 0)
 # Every table seeded, with the column naming its end user (None: a child, found through its parent).
@@ -46,6 +47,8 @@ SEEDED: dict[Any, str] = {
     FineTuningJobRow: "end_user",
     StoredFlag: "end_user",
     JobRow: "user",
+    StoredVoiceConsent: "end_user",
+    StoredVoice: "end_user",
 }
 
 
@@ -77,6 +80,10 @@ async def seed_user(
     await blobs.put(file_key, _chunks(f"the file of {name}".encode()))
     await blobs.put(part_key, _chunks(b"part"))
     made.blob_keys += [file_key, part_key]
+    consent_key, clip_key = f"voice-consent/{tenant}/{name}", f"voice/{tenant}/{name}"
+    await blobs.put(consent_key, _chunks(f"the consent of {name}".encode()))
+    await blobs.put(clip_key, _chunks(f"the voice of {name}".encode()))
+    made.blob_keys += [consent_key, clip_key]
     for adapter_file in ADAPTER_FILES:
         await blobs.put(f"adapters/{tenant}/{name}/{adapter_file}", _chunks(b"lora"))
         made.blob_keys.append(f"adapters/{tenant}/{name}/{adapter_file}")
@@ -282,6 +289,9 @@ async def seed_user(
                 updated_at=T0,
             )
         )
+        voice = {"name": name, "language": "en-US", "seconds": 3.0, "tags": {}, **owned}
+        session.add(StoredVoiceConsent(id=f"cons_{name}", blob_key=consent_key, **voice))
+        session.add(StoredVoice(id=f"voice_{name}", consent_id=f"cons_{name}", blob_key=clip_key, **voice))
         await session.commit()
         made.memory_seqs = [memory.seq]
     await index.add(tenant, {memory.seq: vector(sum(name.encode()))})

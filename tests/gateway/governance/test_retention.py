@@ -42,6 +42,7 @@ from gateway.store.models import AuditEvent, UsageRecord
 from gateway.store.moderation import StoredFlag
 from gateway.store.responses import ResponseEvent, StoredResponse
 from gateway.store.retention import _TARGETS, RetentionPolicy, RetentionStore
+from gateway.store.voices import StoredVoice
 from tests.gateway.jobs.handlers import finished
 from tests.services import PostgresServer
 
@@ -92,6 +93,7 @@ async def seed(
     name = f"{tenant}_{tag}"
     owned = {"tenant_id": tenant, "created_by": f"key_{tenant}", "end_user": "u1", "created_at": at}
     await blobs.put(f"files/{name}", _chunks(b"data"))
+    await blobs.put(f"voice/{name}", _chunks(b"clip"))
     for file in ADAPTER_FILES:
         await blobs.put(f"adapters/{name}/{file}", _chunks(b"lora"))
     async with database.session() as session:
@@ -237,6 +239,18 @@ async def seed(
                 created_at=at,
             )
         )
+        session.add(
+            StoredVoice(
+                id=f"voice_{name}",
+                name=name,
+                consent_id=f"cons_{name}",
+                language="en",
+                blob_key=f"voice/{name}",
+                seconds=3.0,
+                tags={},
+                **owned,
+            )
+        )
         await session.commit()
 
 
@@ -324,6 +338,8 @@ async def test_a_clock_moved_forward(database: Database, blobs: LocalBlobStore) 
     assert deleted["files"] == 4 and deleted["ledger"] == 2
     assert not blob_exists(blobs, "files/tn_a_old") and not blob_exists(blobs, "files/tn_a_recent")
     assert not blob_exists(blobs, "files/tn_a_expiring") and blob_exists(blobs, "files/tn_b_old")
+    assert not blob_exists(blobs, "voice/tn_a_old") and blob_exists(blobs, "voice/tn_a_recent")
+    assert blob_exists(blobs, "voice/tn_b_old")
     assert not blob_exists(blobs, "adapters/tn_a_old/adapter_model.safetensors")
     assert blob_exists(blobs, "adapters/tn_a_running/adapter_model.safetensors")
     assert blob_exists(blobs, "adapters/tn_b_old/adapter_model.safetensors")
