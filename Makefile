@@ -94,7 +94,7 @@ $(COQUI_STAMP):
 	$(PYTHON) -m venv $(COQUI_VENV)
 	$(COQUI_VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(COQUI_VENV)/bin/python -m pip install --quiet --no-deps torchaudio==2.11.0 torchcodec==0.17.0
-	$(COQUI_VENV)/bin/python -m pip install --quiet coqui-tts==0.28.0 'transformers>=4.57,<5' soundfile
+	$(COQUI_VENV)/bin/python -m pip install --quiet coqui-tts==0.28.0 'transformers>=4.57,<5' soundfile six
 	rm -f $(COQUI_VENV)/lib/python3.*/site-packages/torchaudio/lib/*.so
 	$(COQUI_VENV)/bin/python -c "import TTS.api"
 	touch $@
