@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.validation import parse_object
+from gateway.protocol.voices import VOICE_PREFIX
 
 RealtimeModality = Literal["text", "audio"]
 # pcm16 at 24 kHz, or G.711 mu-law / a-law at 8 kHz (beta names; GA's `audio/pcmu`, `audio/pcma`).
@@ -28,6 +29,11 @@ def _voice_id(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"id"} and isinstance(value["id"], str):
         return value["id"]
     return value
+
+
+def voice_param(voice: str) -> str | dict[str, str]:
+    """A session's voice as OpenAI echoes it: a custom voice's id as `{"id": ...}`, a name as is."""
+    return {"id": voice} if voice.startswith(VOICE_PREFIX) else voice
 
 
 # A voice name, or a custom voice's `{"id": ...}`.

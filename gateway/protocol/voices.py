@@ -9,6 +9,9 @@ from pydantic import BaseModel, Field
 
 from gateway.protocol.common import Strict
 
+# OpenAI's custom voice ids; a voice name of this shape is looked up as one.
+VOICE_PREFIX = "voice_"
+
 
 class VoiceConsent(BaseModel):
     id: str

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.protocol.realtime import ResponseOptions, SessionUpdate, TranscriptionSessionUpdate
+from gateway.protocol.realtime import ResponseOptions, SessionUpdate, TranscriptionSessionUpdate, voice_param
 from gateway.realtime import g711
 from gateway.realtime.conversation import Entry, item_of
 from gateway.realtime.events import EventError
@@ -49,7 +49,7 @@ class SessionConfig:
             "model": self.model,
             "modalities": self.modalities,
             "instructions": self.instructions,
-            "voice": self.voice,
+            "voice": voice_param(self.voice),
             "speed": self.speed,
             "input_audio_format": self.input_format,
             "output_audio_format": self.output_format,

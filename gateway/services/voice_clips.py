@@ -20,10 +20,9 @@ from adapters.tts.coqui import CoquiBackend
 from adapters.tts.errors import UnknownVoice
 from gateway.blobs import BlobStore
 from gateway.errors import InvalidRequest, NotFound
+from gateway.protocol.voices import VOICE_PREFIX
 from gateway.store.voices import VoiceStore
 
-# OpenAI's custom voice ids; a voice name of this shape is looked up as one.
-VOICE_PREFIX = "voice_"
 _log = logging.getLogger("tantra.tts")
 
 

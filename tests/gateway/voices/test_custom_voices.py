@@ -173,3 +173,18 @@ def test_realtime_sessions_take_a_custom_voice_as_openai_names_it() -> None:
     assert SessionUpdate.model_validate({"voice": {"id": "voice_abc"}}).voice == "voice_abc"
     assert ResponseOptions.model_validate({"voice": {"id": "voice_abc"}}).voice == "voice_abc"
     assert SessionUpdate.model_validate({"voice": "alloy"}).voice == "alloy"
+
+
+def test_a_session_echoes_a_custom_voice_as_openai_names_it() -> None:
+    """session.created/updated give a custom voice back as `{"id": ...}` (beta `voice`, GA
+    `audio.output.voice`), a named voice as its name."""
+    from gateway.realtime.ga import server_event
+    from gateway.realtime.session_config import SessionConfig
+
+    config = SessionConfig(id="sess_1", model="m")
+    config.update(SessionUpdate.model_validate({"voice": {"id": "voice_abc"}}))
+    assert config.describe()["voice"] == {"id": "voice_abc"}
+    ga = server_event({"type": "session.updated", "session": config.describe()})
+    assert ga["session"]["audio"]["output"]["voice"] == {"id": "voice_abc"}
+    config.update(SessionUpdate.model_validate({"voice": "alloy"}))
+    assert config.describe()["voice"] == "alloy"
