@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from gateway.protocol.common import InvalidParam
 from gateway.protocol.validation import parse_object
@@ -37,7 +37,9 @@ def voice_param(voice: str) -> str | dict[str, str]:
 
 
 # A voice name, or a custom voice's `{"id": ...}`.
-VoiceName = Annotated[str, BeforeValidator(_voice_id), Field(min_length=1, max_length=64)]
+# The length is the string's own constraint, applied before the id is unwrapped around it, so a long
+# name is `string_above_max_length` as any other string field reports it.
+VoiceName = Annotated[str, StringConstraints(min_length=1, max_length=64), BeforeValidator(_voice_id)]
 
 
 class _Lenient(BaseModel):
