@@ -103,6 +103,7 @@ def _lora_engine() -> EngineConfig:
         port=free_port(),
         max_model_len=1024,
         dtype="float32",
+        kv_cache_gib=0.25,  # 1,024 tokens of a tiny model; it lives the whole session beside others
         extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
         env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
     )
