@@ -50,7 +50,8 @@ def vita_engine(long_vita_checkpoint: Path) -> Iterator[EngineProcess]:
     """vLLM on tiny-long-vita as `make run` starts it (float32: the reference's precision), with LoRA
     on and runtime adapter loading, so the gateway tests and the LoRA test share one engine start (a
     LoRA engine answers as its base when no adapter is named). Package-scoped: it stops when
-    tests/long_vita is done, not at the session's end (CI's memory ran out with it kept). Its log is .cache/test-engine-long-vita.log."""
+    tests/long_vita is done, not at the session's end (CI's memory ran out with it kept). Its log is
+    .cache/test-engine-long-vita.log."""
     config = EngineConfig(
         model_dir=long_vita_checkpoint,
         served_model_name=VITA,
