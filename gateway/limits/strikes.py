@@ -2,11 +2,15 @@
 requests that are refused anyway is throttled before it costs parsing, validation or a database
 lookup.
 
-Counting happens only on the refusal path: one pipelined INCR/EXPIRE round trip per refused
-request, in fixed windows shared by every replica. Once a subject's count reaches its allowance,
-the replica that saw it remembers the block in memory until the window ends; checking a subject is
-then a dict lookup, so admitted traffic pays no Redis round trip for it. Redis that does not answer
-blocks nobody (these are abuse brakes, not the limits a tenant pays for): the failure is logged.
+Counting happens only on the refusal path: one pipelined INCR/EXPIRE/GET round trip per refused
+request, shared by every replica. The count is a sliding-window estimate (this window's count plus
+the last window's, weighted by how much of it still overlaps the sliding window), so a burst that
+straddles a window boundary is counted whole instead of starting again from zero at the boundary
+(a fixed window lets twice the allowance through there). Once a subject's estimate reaches its
+allowance, the replica that saw it remembers the block in memory until the estimate falls below it
+again; checking a subject is then a dict lookup, so admitted traffic pays no Redis round trip for
+it. Redis that does not answer blocks nobody (these are abuse brakes, not the limits a tenant pays
+for): the failure is logged.
 """
 
 from __future__ import annotations
@@ -55,21 +59,25 @@ class Strikes:
         if allowance.count <= 0:
             return 0.0
         now = time.time()
-        window = math.floor(now / allowance.window_s)
+        width = allowance.window_s
+        window = math.floor(now / width)
         key = f"tantra:{self.kind}:{subject}:{window}"
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.incr(key)
-                pipe.expire(key, math.ceil(allowance.window_s) + 1)
-                count, _ = await pipe.execute()
+                # Read again through the next window, as its previous one.
+                pipe.expire(key, math.ceil(2 * width) + 1)
+                pipe.get(f"tantra:{self.kind}:{subject}:{window - 1}")
+                count, _, previous = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self.redis_errors += 1
             _log.warning("refusals of %s could not be counted: %s", self.kind, type(exc).__name__)
             return 0.0
-        if int(count) < allowance.count:
-            return 0.0
-        left = (window + 1) * allowance.window_s - now
-        self._remember(subject, time.monotonic() + left)
+        left = blocked_seconds(
+            int(count), int(previous or 0), (now - window * width) / width, allowance.count, width
+        )
+        if left > 0:
+            self._remember(subject, time.monotonic() + left)
         return left
 
     def _remember(self, subject: str, until: float) -> None:
@@ -77,3 +85,15 @@ class Strikes:
         self._blocked.move_to_end(subject)
         while len(self._blocked) > self._max_remembered:
             self._blocked.popitem(last=False)
+
+
+def blocked_seconds(current: int, previous: int, elapsed: float, allowance: int, width: float) -> float:
+    """Seconds until the sliding estimate of `current` refusals in this window (`elapsed` of it gone,
+    0 to 1) and `previous` in the last one falls below `allowance`, with no refusal more; 0: it is
+    below already."""
+    if previous * (1 - elapsed) + current < allowance:
+        return 0.0
+    # Over only through the last window, whose weight fades in this one; or through this window,
+    # whose weight fades in the next.
+    fades_at = 1 - (allowance - current) / previous if current < allowance else 2 - allowance / current
+    return max((fades_at - elapsed) * width, 1.0)
