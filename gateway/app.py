@@ -99,8 +99,7 @@ def create_app(
         try:
             yield
         finally:
-            if (calls := getattr(running.state, "webrtc_calls", None)) is not None:
-                await calls.close()  # the peer connections, before what their sessions use
+            await _close_routes(running)
             await governed.stop()
             await parts.stop()
             if redactor is not None:
@@ -153,6 +152,15 @@ def _include_pii(app: FastAPI, parts: Components, redactor: Redactor) -> None:
         )
 
 
+async def _close_routes(app: FastAPI) -> None:
+    """What routes hold apart from the components: WebRTC's peer connections (before what their
+    sessions use) and the custom voices' speaker check."""
+    if (calls := getattr(app.state, "webrtc_calls", None)) is not None:
+        await calls.close()
+    if (voices := getattr(app.state, "custom_voices", None)) is not None:
+        await voices.close()
+
+
 def _include_routes(app: FastAPI, parts: Components) -> None:
     settings, services, access = parts.settings, parts.services, parts.access
     authenticate = parts.access.admission.gate.authenticate
@@ -183,7 +191,7 @@ def _include_routes(app: FastAPI, parts: Components) -> None:
     app.include_router(pooling_router(services.pooling))
     app.include_router(transcription_router(services.transcription))
     if services.speech is not None:
-        custom = include_voices(app, parts)
+        custom = app.state.custom_voices = include_voices(app, parts)
         listed = custom.list_voices if custom is not None else None
         app.include_router(speech_router(services.speech, authenticate, listed))
     _include_moderation(app, parts)

@@ -1,6 +1,7 @@
 """Custom voices built from the settings and wired in (docs/audio.md, "Custom voices"): served when
 speech is on and the Files API's blob store is there (the recordings and clips live in it); spoken
-by the Coqui backend's XTTS model named by TANTRA_TTS_COQUI_CLONE_MODEL."""
+by the Coqui backend's XTTS model named by TANTRA_TTS_COQUI_CLONE_MODEL; reference clips checked
+against their consent's speaker when the diarization extra (Resemblyzer) is installed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from adapters.stt.diarizer import SpeakerCheck, diarization_installed
 from adapters.tts.coqui import CoquiBackend
 from gateway.components import Components
 from gateway.routes.voices import voices_router
@@ -30,7 +32,17 @@ def include_voices(app: FastAPI, parts: Components) -> CustomVoices | None:
         Path(settings.voices_clip_cache),
     )
     limits = ClipLimits(settings.voices_min_seconds, settings.voices_max_seconds, settings.voices_max_bytes)
-    voices = CustomVoices(storage.objects, store, storage.blobs, limits, cloner)
+    check = settings.voices_min_speaker_similarity > 0 and diarization_installed()
+    speakers = SpeakerCheck(threads=settings.audio_threads, nice=settings.audio_nice) if check else None
+    voices = CustomVoices(
+        storage.objects,
+        store,
+        storage.blobs,
+        limits,
+        cloner,
+        speakers,
+        settings.voices_min_speaker_similarity,
+    )
     speech.custom_voices = cloner
     app.include_router(voices_router(voices))
     return voices

@@ -8,7 +8,9 @@ Each endpoint is admitted as the Files API's (authenticated, one request against
 tenant's limits, no tokens, a ledger row). Consents and voices belong to their tenant: another
 tenant's id is the 404 of one that does not exist. The recordings go to the blob store as sent
 (the consent: the evidence), the clips as the WAV XTTS reads; who uploaded each (key, end user) and
-when are kept on its row. Deleting a consent withdraws it: the voices made under it go too.
+when are kept on its row. Deleting a consent withdraws it: the voices made under it go too. A
+reference clip whose speaker does not sound like the consent recording's is refused (the speaker
+check, when the diarization extra is installed).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapters.stt.audio import decode_audio
+from adapters.stt.diarizer import SpeakerCheck
 from gateway.admission import Ticket, validate
 from gateway.admission.form import read_upload
 from gateway.blobs import BlobStore, new_blob_key
@@ -59,12 +63,16 @@ class CustomVoices:
         blobs: BlobStore,
         limits: ClipLimits,
         cloner: VoiceCloner,
+        speakers: SpeakerCheck | None = None,
+        min_similarity: float = 0.0,
     ) -> None:
         self._objects = objects
         self._store = store
         self._blobs = blobs
         self._limits = limits
         self.cloner = cloner
+        self._speakers = speakers if min_similarity > 0 else None
+        self._min_similarity = min_similarity
 
     # Consents ------------------------------------------------------------------------------------
 
@@ -122,6 +130,7 @@ class CustomVoices:
                 raise _no_consent(fields["consent"], param="consent")
             with as_api_errors():
                 clip, seconds = await asyncio.to_thread(checked_clip, data, "audio_sample", self._limits)
+                await self._same_speaker(consent, clip)
             row = StoredVoice(
                 name=fields["name"], consent_id=consent.id, language=consent.language, seconds=seconds
             )
@@ -146,6 +155,28 @@ class CustomVoices:
             if not await self._remove(ticket, StoredVoice, voice_id):
                 raise _no_voice(voice_id)
             return answer(ticket, CustomVoiceDeleted(id=voice_id).model_dump())
+
+    async def close(self) -> None:
+        if self._speakers is not None:
+            await self._speakers.close()
+
+    async def _same_speaker(self, consent: StoredVoiceConsent, clip: bytes) -> None:
+        """400 `voice_consent_mismatch` when the clip's speaker is not the consent recording's."""
+        if self._speakers is None:
+            return
+        recording = b"".join([chunk async for chunk in self._blobs.get(consent.blob_key)])
+        first, second = await asyncio.gather(
+            asyncio.to_thread(decode_audio, recording), asyncio.to_thread(decode_audio, clip)
+        )
+        similarity = await self._speakers.similarity(first.samples, second.samples)
+        if similarity < self._min_similarity:
+            raise InvalidRequest(
+                f"The audio sample's speaker does not sound like the one who recorded consent "
+                f"{consent.id} (similarity {similarity:.2f}, below {self._min_similarity:g}); a voice "
+                "is made from the consenting speaker's own voice.",
+                param="audio_sample",
+                code="voice_consent_mismatch",
+            )
 
     # Shared --------------------------------------------------------------------------------------
 

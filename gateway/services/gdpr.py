@@ -1,9 +1,10 @@
 """GDPR export and erasure (issue 21, point 5) as durable jobs of the job runner (docs/governance.md).
 
 `gdpr-export` writes a ZIP of JSON files, one per kind of the registry (gateway/store/gdpr.py),
-with the subject's files' bytes beside them, to the blob store. `gdpr-erase` removes every kind
-from SQL, the blob store (files, upload parts, fine-tuning adapters, earlier exports), the vector
-index (rebuilt from SQL at once) and the knowledge graph, pseudonymises the ledger, then sweeps:
+with the bytes of the subject's files, voice clips and consent recordings beside them, to the
+blob store. `gdpr-erase` removes every kind from SQL, the blob store (files, upload parts,
+fine-tuning adapters, earlier exports, voice audio), the vector index (rebuilt from SQL at once)
+and the knowledge graph, pseudonymises the ledger, then sweeps:
 every table with a tenant or user column, the blob keys the erased rows held (and, for a tenant on
 a local blob store, every blob under a directory named after it), the vector index and the graph,
 and records the counts and the sweep in the audit log with the real actor. Both are idempotent: a
@@ -151,21 +152,22 @@ class Gdpr:
                 counts[kind.name] = len(own) if own is not None else sum(len(rows) for rows in found.values())
                 # Encoding and deflating off the event loop: an export may be large.
                 await asyncio.to_thread(_write_json, archive, f"{kind.name}.json", found)
-                if isinstance(kind, OwnedKind) and kind.export_blobs:
-                    await self._export_blobs(archive, found[kind.name])
+                if isinstance(kind, OwnedKind) and kind.export_blob is not None:
+                    await self._export_blobs(archive, found[kind.name], kind.export_blob)
                 if kind.name == "memories":
                     entries = await self._vectors(subject, found)
                     await asyncio.to_thread(_write_json, archive, "vector_index.json", entries)
         return counts
 
-    async def _export_blobs(self, archive: zipfile.ZipFile, rows: list[dict[str, Any]]) -> None:
+    async def _export_blobs(
+        self, archive: zipfile.ZipFile, rows: list[dict[str, Any]], name: Callable[[dict[str, Any]], str]
+    ) -> None:
         if self._blobs is None:
             return
         for row in rows:
             if await self._blobs.size(row["blob_key"]) is None:
                 continue  # a file still uploading, or its blob already deleted
-            name = f"files/{row['id']}/{row['filename'].replace('/', '_')}"
-            with archive.open(name, "w") as member:
+            with archive.open(name(row), "w") as member:
                 async for chunk in self._blobs.get(row["blob_key"]):
                     member.write(chunk)
 

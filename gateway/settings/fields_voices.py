@@ -30,6 +30,17 @@ class VoiceFields(BaseModel):
     voices_max_seconds: float = Field(
         60.0, gt=0, description="Longest consent recording or reference clip; longer gets 400."
     )
+    # Resemblyzer's embeddings (the diarization extra): the same speaker reading two texts scores
+    # about 0.85 to 0.95, different people mostly below 0.75. A guard against the wrong clip, not
+    # against a forger who imitates the voice actor.
+    voices_min_speaker_similarity: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="How alike (cosine of speaker embeddings) a reference clip's voice must be to its "
+        "consent recording's; below: 400 `voice_consent_mismatch`. 0: not checked (nor when the "
+        "diarization extra is not installed).",
+    )
     voices_clip_cache: str = Field(
         ".cache/voices",
         description="Where the reference clips the XTTS worker reads are kept on local disk (fetched "

@@ -106,9 +106,10 @@ class OwnedKind:
     # Retention's name of the kind when it deletes children or notes blobs and vectors.
     retention_kind: str | None = None
     children: tuple[Child, ...] = ()
-    # The blob keys a row holds (deleted with it; exported when `export_blobs`).
+    # The blob keys a row holds (deleted with it).
     blobs: Callable[[Any], list[str]] | None = None
-    export_blobs: bool = False
+    # Where a row's blob (`blob_key`) goes in an export's ZIP; None: not exported.
+    export_blob: Callable[[dict[str, Any]], str] | None = None
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -191,6 +192,15 @@ def _file_blob(row: Any) -> list[str]:
     return [row.blob_key]
 
 
+def _file_name(row: dict[str, Any]) -> str:
+    return f"files/{row['id']}/{row['filename'].replace('/', '_')}"
+
+
+def _clip_name(folder: str) -> Callable[[dict[str, Any]], str]:
+    """The recordings and clips: a consent's as it was sent, a voice's as its 16 kHz WAV."""
+    return lambda row: f"{folder}/{row['id']}" + (".wav" if folder == "custom_voices" else "")
+
+
 def _vector_store_index(row: Any) -> list[str]:
     """A vector store's FAISS index (gateway/vector_setup.py keys one per store, as memory's per tenant)."""
     return [f"vector-store-index/{row.id}/faiss.index"]
@@ -218,7 +228,7 @@ OWNED_KINDS: tuple[OwnedKind, ...] = (
     OwnedKind("conversation_items", StoredItem, ("end_user",)),
     OwnedKind("upload_parts", UploadPart, ("user",), blobs=_file_blob),
     OwnedKind("uploads", Upload, ("user",)),
-    OwnedKind("files", StoredFile, ("user",), blobs=_file_blob, export_blobs=True),
+    OwnedKind("files", StoredFile, ("user",), blobs=_file_blob, export_blob=_file_name),
     OwnedKind(
         "batches",
         Batch,
@@ -273,6 +283,19 @@ OWNED_KINDS: tuple[OwnedKind, ...] = (
     ),
     OwnedKind("eval_runs", EvalRunRow, ()),
     # Custom voices, then the consent recordings they were made under: rows and their audio blobs.
-    OwnedKind("custom_voices", StoredVoice, ("end_user",), retention_kind="custom_voices", blobs=_file_blob),
-    OwnedKind("voice_consents", StoredVoiceConsent, ("end_user",), blobs=_file_blob),
+    OwnedKind(
+        "custom_voices",
+        StoredVoice,
+        ("end_user",),
+        retention_kind="custom_voices",
+        blobs=_file_blob,
+        export_blob=_clip_name("custom_voices"),
+    ),
+    OwnedKind(
+        "voice_consents",
+        StoredVoiceConsent,
+        ("end_user",),
+        blobs=_file_blob,
+        export_blob=_clip_name("voice_consents"),
+    ),
 )

@@ -115,6 +115,9 @@ async def test_export_holds_the_user_and_no_one_else(world: World) -> None:
     assert b"alice" in text and b"bob" not in text and b"carol" not in text
     assert _ids(archive, "files") == {f"file_{t}_alice"}
     assert archive.read(f"files/file_{t}_alice/train.jsonl") == f"the file of {t}_alice".encode()
+    # A custom voice's clip and the consent recording it was made under: the audio itself.
+    assert archive.read(f"custom_voices/voice_{t}_alice.wav") == f"the voice of {t}_alice".encode()
+    assert archive.read(f"voice_consents/cons_{t}_alice") == f"the consent of {t}_alice".encode()
     assert _ids(archive, "memories") == {f"mem_{t}_alice"}
     index = json.loads(archive.read("vector_index.json"))
     assert [entry["in_index"] for entry in index] == [True] and len(index[0]["vector"]) == 8

@@ -2,20 +2,21 @@
 (auth on, the session's Redis and SQLite store, blobs on disk): consent recordings and voices made,
 listed, renamed and deleted within their tenant; every bad input in OpenAI's envelope; another
 tenant's ids are 404s everywhere, in /v1/audio/speech and chat's spoken answers too, before any
-synthesis; a gateway without an XTTS model says why it cannot speak a custom voice."""
+synthesis; a clip in another speaker's voice than its consent's is refused; a gateway without an
+XTTS model says why it cannot speak a custom voice."""
 
 from __future__ import annotations
 
 import io
 import wave
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
 import pytest
 
 from gateway.protocol.realtime import ResponseOptions, SessionUpdate
-from tests.audio_samples import needs_espeak
+from tests.audio_samples import espeak_wav, needs_espeak
 from tests.gateway.helpers import bearer, envelope
 from tests.gateway.voices.conftest import VoicesGateway
 
@@ -87,6 +88,23 @@ def test_consents_and_voices_are_made_listed_and_deleted(gateway: VoicesGateway,
         assert len(before - _blob_paths(gateway)) == 2
         with pytest.raises(openai.NotFoundError):
             client.audio.voice_consents.retrieve(second.id)
+
+
+def test_a_clip_in_another_voice_than_the_consents_is_refused(gateway: VoicesGateway) -> None:
+    # eSpeak NG's female variant 2 and its default voice are told apart by Resemblyzer's encoder
+    # (about 0.66 alike; the same voice reading the two texts, about 0.90).
+    consent_clip = espeak_wav(
+        "I am the owner of this voice and I agree to a synthetic version.", voice="en-us+f2"
+    )
+    with gateway.client(gateway.tenant_key("voices-speaker")) as client:
+        consent = _consent(client, consent_clip)
+        sample = "The quick brown fox jumps over the lazy dog, twice over."
+        with pytest.raises(openai.BadRequestError) as refused:
+            _voice(client, espeak_wav(sample), consent.id)
+        error = cast(dict[str, Any], refused.value.body)
+        assert (error["code"], error["param"]) == ("voice_consent_mismatch", "audio_sample")
+        assert consent.id in error["message"]
+        assert _voice(client, espeak_wav(sample, voice="en-us+f2"), consent.id).id.startswith("voice_")
 
 
 def test_bad_inputs_get_openai_errors(gateway: VoicesGateway, speech_clip: bytes) -> None:

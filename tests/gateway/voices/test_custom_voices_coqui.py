@@ -53,11 +53,11 @@ def _speak(client: openai.OpenAI, voice_id: str) -> bytes:
 
 
 def test_two_clips_speak_differently(xtts_gateway: VoicesGateway) -> None:
-    consent_clip = espeak_wav("I agree to have a synthetic version of my voice made.")
     voices = []
     for name, espeak_voice in (("low", "en-us"), ("high", "en-gb+f4")):
         key = xtts_gateway.tenant_key(f"xtts-{name}")
         client = xtts_gateway.client(key)
+        consent_clip = espeak_wav("I agree to have a synthetic version of my voice made.", voice=espeak_voice)
         consent = client.audio.voice_consents.create(
             name=name, language="en", recording=("consent.wav", consent_clip, "audio/wav")
         )
