@@ -94,6 +94,7 @@ def governance(parts: Components) -> Governance:
         index=index,
         graph=graph.store if graph is not None else None,
         forget_tenant=forget,
+        forget_queries=parts.memory.core.queries.forget if parts.memory is not None else None,
         settle_s=settle_s,
     )
     gdpr.register()

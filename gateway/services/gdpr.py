@@ -60,6 +60,7 @@ class Gdpr:
         index: VectorIndex | None = None,
         graph: GraphStore | None = None,
         forget_tenant: Callable[[str], Awaitable[None]] | None = None,
+        forget_queries: Callable[[str | None], int] | None = None,
         settle_s: float = 0.0,
     ) -> None:
         self.store = store
@@ -68,6 +69,8 @@ class Gdpr:
         self._settle_s = settle_s
         # Tells every replica's key cache that an erased tenant's keys are revoked.
         self._forget_tenant = forget_tenant
+        # Drops the tenant's memory search queries this replica keeps (gateway/memory/query_cache.py).
+        self._forget_queries = forget_queries
         self._runner = runner
         self._blobs = blobs
         self._index = index
@@ -229,6 +232,8 @@ class Gdpr:
             await self._forget_tenant(subject.tenant_id)
         if self._index is not None and (seqs or subject.whole_tenant):
             await self._index.purge(subject.tenant_id)
+        if self._forget_queries is not None:
+            self._forget_queries(subject.tenant_id)
         if self._graph is not None:
             await self._graph.erase(subject.tenant_id, subject.user)
         sweep = await self.sweep(subject, blob_keys, seqs)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ from starlette.types import ASGIApp
 
 from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.memory.index import Vector, VectorIndex, from_bytes
+from gateway.memory.query_cache import QueryCache
 from gateway.memory.scope_cache import ScopeCache
 from gateway.protocol.memory import FACTS_SCHEMA, MAX_FACTS, MAX_MEMORY_CHARS
 from gateway.services.memory_graph import MemoryGraph, Related
@@ -49,8 +49,9 @@ class MemoryOptions:
     extraction_model: str
     extraction_max_tokens: int = 512
     dedupe_threshold: float = 0.92
-    # Search queries' vectors kept (per tenant, model and exact text), least recent out first.
+    # Search queries' vectors kept (gateway/memory/query_cache.py), and for how long at most.
     query_cache: int = 1024
+    query_cache_ttl_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class MemoryCore:
         self.graph: MemoryGraph | None = None
         # Scopes' row numbers kept between searches (gateway/memory/scope_cache.py); None: SQL each time.
         self.scopes: ScopeCache | None = None
-        self._queries: OrderedDict[tuple[str | None, str, str], Vector] = OrderedDict()
+        self.queries = QueryCache(options.query_cache, options.query_cache_ttl_s)
 
     def bind(self, app: ASGIApp) -> None:
         self._app = app
@@ -221,15 +222,10 @@ class MemoryCore:
         """A search query's vector: kept from an earlier search of the same text by the tenant (no
         engine call, no tokens), else embedded."""
         key = (caller.owner.tenant_id, self.options.embedding_model, query)
-        vector = self._queries.get(key)
-        if vector is not None:
-            self._queries.move_to_end(key)
-            return vector
-        (vector,) = await self.embed(caller, [query])
-        if self.options.query_cache > 0:
-            self._queries[key] = vector
-            while len(self._queries) > self.options.query_cache:
-                self._queries.popitem(last=False)
+        vector = self.queries.get(key)
+        if vector is None:
+            (vector,) = await self.embed(caller, [query])
+            self.queries.put(key, vector)
         return vector
 
     async def update(

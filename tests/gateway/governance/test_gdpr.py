@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -22,6 +23,7 @@ from gateway.blobs import LocalBlobStore
 from gateway.jobs import JobQueue, JobRunner, RunnerPolicy
 from gateway.memory import FaissIndex
 from gateway.memory.index import Vector, VectorIndex, from_bytes
+from gateway.memory.query_cache import QueryCache
 from gateway.services.gdpr import ERASE, EXPORT, Gdpr, digest
 from gateway.store import AuditContext, Database, Limits, Store
 from gateway.store.gdpr import Subject
@@ -55,7 +57,11 @@ class World:
         self, database: Database, blobs: LocalBlobStore, index: VectorIndex, runner: JobRunner
     ) -> None:
         self.database, self.blobs, self.index, self.runner = database, blobs, index, runner
-        self.gdpr = Gdpr(GdprStore(database), runner, blobs=blobs, index=index)
+        # Memory's search queries kept on this replica (their texts are end users' words).
+        self.queries = QueryCache()
+        self.gdpr = Gdpr(
+            GdprStore(database), runner, blobs=blobs, index=index, forget_queries=self.queries.forget
+        )
         self.seeded: dict[tuple[str, str], Any] = {}
 
     async def run(self, kind: str, subject: Subject) -> Any:
@@ -144,8 +150,12 @@ async def test_erasing_a_user(world: World) -> None:
     earlier_key = earlier.result["blob_key"]
     bob_export = await world.run(EXPORT, Subject(t, "bob"))
     whole = await world.run(EXPORT, Subject(t))  # the tenant's: alice's data is in it too
+    world.queries.put((t, "minilm", "where does alice live?"), np.ones(4, np.float32))
+    world.queries.put((u, "minilm", "where does carol live?"), np.ones(4, np.float32))
 
     done = await world.run(ERASE, Subject(t, "alice"))
+    assert world.queries.get((t, "minilm", "where does alice live?")) is None
+    assert world.queries.get((u, "minilm", "where does carol live?")) is not None
 
     # The job's own sweep, then this test's look at the same places.
     assert done.result["sweep"] == {"clean": True, "kinds": {}, "tables": {}, "blobs": [], "vectors": 0}
