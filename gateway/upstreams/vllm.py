@@ -103,8 +103,10 @@ class VllmUpstream(HttpUpstream):
         return count if isinstance(count, int) else None
 
     async def scrape_metrics(self, timeout_s: float) -> str | None:
+        """Through the probes' client: a scrape that queued behind the streams for a connection
+        would show a loaded engine as down (`tantra_engine_scrape_up 0`) exactly when it matters."""
         try:
-            response = await self._api.get("/metrics", timeout_s)
+            response = await self._probes.get("/metrics", timeout_s)
         except httpx.HTTPError:
             return None
         return response.text if response.status_code == 200 else None

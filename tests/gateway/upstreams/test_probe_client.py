@@ -133,7 +133,8 @@ async def test_probes_sharing_the_engine_pool_queue_behind_the_streams(
 
 
 async def test_an_upstreams_probes_go_through_the_probe_client() -> None:
-    """Both kinds of upstream send their health checks on the probes' client, requests on the other."""
+    """Both kinds of upstream send their health checks (and vLLM's metrics scrapes) on the probes'
+    client, requests on the other."""
     seen: list[str] = []
 
     def probes(request: httpx.Request) -> httpx.Response:
@@ -154,6 +155,9 @@ async def test_an_upstreams_probes_go_through_the_probe_client() -> None:
         assert await vllm.is_healthy(1.0)
         assert await vllm.deep_check(MODEL, generate=True) == MODEL
         assert seen == ["/health", "/health", "/v1/models", "/v1/completions"]
+        # /metrics/engines' scrape too: an engine under load is not shown down for want of a connection.
+        assert await vllm.scrape_metrics(1.0) == ""
+        assert seen[-1] == "/metrics"
         provider = make_upstream(UpstreamSpec("openai", "http://provider", "sk-1"), engine_pool, probe_pool)
         assert await provider.is_healthy(1.0)
         assert await provider.deep_check(None, generate=True) == MODEL
