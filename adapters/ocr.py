@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 
-import pytesseract
 from PIL import Image
 
 from adapters.errors import MediaError
@@ -37,6 +36,8 @@ class Ocr:
                 "(Tesseract is not installed).",
                 code="unsupported_content_part",
             )
+        import pytesseract  # here: half a second of the gateway's start otherwise
+
         pytesseract.pytesseract.tesseract_cmd = self.binary
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")

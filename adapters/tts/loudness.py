@@ -16,9 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyloudnorm
 import soxr
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from adapters.tts.audio import SpokenPcm
 
@@ -45,6 +43,8 @@ def integrated_lufs(samples: np.ndarray, rate: int) -> float:
     seconds = len(samples) / rate
     if seconds < _MIN_S:
         return float("-inf")
+    import pyloudnorm  # here: it pulls scipy.signal, 1.1 s of the gateway's start otherwise
+
     meter = pyloudnorm.Meter(rate, block_size=min(_BLOCK_S, seconds))
     return float(meter.integrated_loudness(samples.astype(np.float64)))
 
@@ -71,6 +71,8 @@ def limit(samples: np.ndarray, rate: int, ceiling: float) -> np.ndarray:
     peaks = true_peaks(samples, rate)
     if not len(peaks) or peaks.max() <= ceiling:
         return samples
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d  # here: scipy at first use only
+
     needed = np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
     width = max(1, int(_LIMITER_S * rate))
     gain = uniform_filter1d(

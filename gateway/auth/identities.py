@@ -13,6 +13,7 @@ The shared admin key (`AdminGuard`) stays the automation's service identity for 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -33,7 +34,6 @@ ALL_TENANTS = frozenset({"owner", "operator", "auditor"})
 # A password hashed once at start, verified against when the user is unknown: a wrong username
 # costs the same argon2 time as a wrong password, so timing does not tell which users exist.
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD_CHARS = 12
 
 
@@ -149,7 +149,7 @@ class AdminIdentities:
     async def login(self, username: str, password: str, *, audit: AuditContext) -> OpenedSession | None:
         account = await self.store.find_user(username)
         # argon2 takes tens of milliseconds of CPU on purpose: off the event loop.
-        stored = account.password_hash if account is not None else _DUMMY_HASH
+        stored = account.password_hash if account is not None else await asyncio.to_thread(_dummy_hash)
         matched = await asyncio.to_thread(_verify, stored, password)
         if account is None or account.disabled or not matched:
             failed = AuditContext(
@@ -224,3 +224,10 @@ def _verify(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown user's password is checked against, so that an unknown name takes as long as
+    a wrong password; made at the first such login, not at import (argon2 takes ~0.2 s)."""
+    return _hasher.hash(secrets.token_urlsafe(16))

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiobotocore.session import get_session
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from gateway.blobs.interface import READ_CHUNK, check_key, counted
@@ -41,6 +39,10 @@ class S3BlobStore:
         self._client: Any = None
 
     async def start(self) -> None:
+        # Here: aiobotocore takes 0.2-0.3 s to import, paid by gateways whose blobs are in S3 only.
+        from aiobotocore.session import get_session
+        from botocore.config import Config
+
         options = self.options
         session = get_session()
         self._client = await self._stack.enter_async_context(

@@ -14,14 +14,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from adapters.addresses import AddressPolicy, Resolver, system_resolver
 from adapters.fetch import parse_target
+
+if TYPE_CHECKING:
+    from mcp import Client
 
 
 class ToolServerError(Exception):
@@ -92,6 +93,10 @@ class McpServers:
     @asynccontextmanager
     async def _session(self, url: str, headers: dict[str, str] | None) -> AsyncIterator[Client]:
         self.check_url(url)
+        # Here: the SDK takes 0.7 s to import, paid at the first `mcp` tool, not at every start.
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+
         http = httpx2.AsyncClient(
             transport=PinnedTransport(self._policy, self._resolver),
             headers=headers or {},
