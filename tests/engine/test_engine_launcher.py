@@ -109,6 +109,17 @@ def test_cpu_cores_pin_the_worker_threads(tmp_path: Path) -> None:
     ).environment({})
 
 
+def test_a_worker_in_process_is_vllms_uni_executor_on_cpu_only(tmp_path: Path) -> None:
+    config = EngineConfig(model_dir=tmp_path, worker_in_process=True)
+    assert config.command()[-4:-2] == ["--distributed-executor-backend", "uni"]
+    env = config.environment({})
+    assert (env["VLLM_ENABLE_V1_MULTIPROCESSING"], env["OMP_NUM_THREADS"]) == ("0", "1")
+    assert config.environment({"OMP_NUM_THREADS": "4"})["OMP_NUM_THREADS"] == "4"
+    gpu = EngineConfig(model_dir=tmp_path, worker_in_process=True, device="cuda")
+    assert "uni" not in gpu.command() and "VLLM_ENABLE_V1_MULTIPROCESSING" not in gpu.environment({})
+    assert "uni" not in EngineConfig(model_dir=tmp_path).command()
+
+
 def test_split_cores_gives_each_replica_its_own() -> None:
     assert split_cores(2, [0, 1]) == ["0", "1"]
     assert split_cores(2, [4, 5, 6, 7, 8]) == ["4,5,6", "7,8"]

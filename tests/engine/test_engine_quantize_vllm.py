@@ -122,6 +122,7 @@ def _bf16(
         max_model_len=512,
         kv_cache_gib=1.0,
         log_path=ROOT / ".cache" / f"test-quantize-{arch}-bf16.log",
+        worker_in_process=True,
     )
 
 
@@ -148,6 +149,7 @@ def runs(
                 max_model_len=512,
                 kv_cache_gib=1.0,
                 log_path=ROOT / ".cache" / f"test-quantize-{arch}-{scheme}.log",
+                worker_in_process=True,
             )
             for scheme in schemes
         ]

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         "logprobs_mode": "raw_logits",
         "enable_prefix_caching": not args.no_prefix_caching,
         "seed": 0,
+        # With VLLM_ENABLE_V1_MULTIPROCESSING=0 (conftest): the model runner in this process.
+        "distributed_executor_backend": "uni",
     }
     if args.hf_overrides:
         engine_args["hf_overrides"] = json.loads(args.hf_overrides)
