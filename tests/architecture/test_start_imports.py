@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-LAZY = ("torch", "noisereduce", "scipy", "pyloudnorm", "mcp", "pytesseract", "aiobotocore")
+LAZY = ("torch", "noisereduce", "scipy", "pyloudnorm", "mcp", "pytesseract", "aiobotocore", "model2vec")
 
 
 def test_creating_the_app_imports_none_of_the_first_use_libraries() -> None:
