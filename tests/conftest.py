@@ -52,8 +52,8 @@ def _embedding_checkpoint() -> Path:
 
 def _static_embedding_checkpoint() -> Path:
     """minilm-static, the model2vec static model distilled from MiniLM (engine/static_embedding.py,
-    about 45 s): built once into .cache/minilm-static, beside .cache/minilm, then reused."""
-    return ensure_checkpoint(ROOT / ".cache" / "minilm-static", preset="minilm-static")
+    about 45 s): built once into .cache/checkpoints, where `make checkpoint` and the bench put it."""
+    return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "minilm-static", preset="minilm-static")
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,10 @@ def test_a_small_run_measures_every_backend_and_the_chat(
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"memory.json", "memory.md", "memory.png"}
     table = (tmp_path / "out" / "memory.md").read_text()
     assert "| faiss-hnsw |" in table and "TTFT with memory on and off" in table
+    # MiniLM against its static distillation, in the same FAISS flat index.
+    assert [row["model"] for row in result["static"]["rows"]] == ["all-minilm-l6-v2", "minilm-static"]
+    assert all(row["recall"] > 0.5 and row["p50_ms"] > 0 for row in result["static"]["rows"])
+    assert "| minilm-static | 256 |" in table
 
 
 def test_a_chat_only_run_keeps_the_last_full_runs_other_rows(tmp_path: Path) -> None:
@@ -49,10 +53,18 @@ def test_a_chat_only_run_keeps_the_last_full_runs_other_rows(tmp_path: Path) -> 
     import json
 
     args = argparse.Namespace(
-        skip="", sizes=None, query_budget=None, chats=None, no_chat=False, chat_only=True
+        skip="",
+        sizes=None,
+        query_budget=None,
+        chats=None,
+        no_chat=False,
+        chat_only=True,
+        embedding_model="minilm-static",
+        no_static=False,
     )
     plan = memory._overrides(memory.MemoryPlan(), args)
-    assert plan.backends == () and plan.sizes == () and plan.chat is not None
+    assert plan.backends == () and plan.sizes == () and plan.chat is not None and not plan.static
+    assert plan.chat.embedding_model == "minilm-static"
     earlier = tmp_path / "memory.json"
     earlier.write_text(json.dumps({"recall": [{"backend": "faiss-flat"}], "chat": {"added_p50_ms": 635.0}}))
     merged = memory._with_earlier({"chat": {"added_p50_ms": 9.0}, "date": "today"}, earlier)

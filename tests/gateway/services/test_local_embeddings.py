@@ -50,6 +50,7 @@ def served(
         database_url=database_url,
         local_embedding_models={MODEL: static_embedding_checkpoint},
         memory_embedding_model=MODEL,
+        vector_stores_embedding_model=MODEL,
         blob_dir=tmp / "blobs",
     )
     with ThreadedServer(create_app(settings)) as server:
@@ -204,3 +205,33 @@ def test_memory_embeds_with_it_without_any_engine(served: tuple[str, AdminClient
     assert found[0]["id"] == tea
     found = memory.search("which city is pat's job in?", filters={"user_id": "pat"})["results"]
     assert found[0]["memory"] == "works as a nurse in Porto"
+
+
+def test_a_vector_store_chunks_and_searches_with_it(served: tuple[str, AdminClient, str]) -> None:
+    url, admin, _ = served
+    secret, _ = admin.key(admin.tenant("local-embeddings-vectors")["id"])
+    documents = {
+        "tea.txt": "Green tea is brewed with water at eighty degrees for three minutes.",
+        "rome.md": "# Rome\n\nThe Colosseum in Rome held fifty thousand spectators.",
+        "long.txt": " ".join(f"word{n}" for n in range(300)),
+    }
+    with openai.OpenAI(base_url=url + "/v1", api_key=secret, max_retries=0, timeout=60) as client:
+        store = client.vector_stores.create(name="local")
+        for name, text in documents.items():
+            file_id = client.files.create(file=(name, text.encode()), purpose="assistants").id
+            done = client.vector_stores.files.create_and_poll(
+                file_id,
+                vector_store_id=store.id,
+                chunking_strategy={
+                    "type": "static",
+                    "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20},
+                },
+                poll_interval_ms=50,
+            )
+            assert done.status == "completed", done.last_error
+        best = client.vector_stores.search(store.id, query="how hot should the water be for tea?").data[0]
+        assert best.filename == "tea.txt"
+        assert (
+            client.vector_stores.search(store.id, query="gladiators in the Colosseum").data[0].filename
+            == "rome.md"
+        )
