@@ -226,7 +226,12 @@ def _parts_line(parts: dict[str, float] | None) -> list[str]:
         f"Parts of the memory path, each alone (p50): the query's embedding (straight from the engine, "
         f"or in process for the static model) {parts['embed_p50_ms']:.2f} ms; reading the row numbers "
         f"of the user's unexpired memories "
-        f"from SQLite {parts['scope_seqs_p50_ms']:.1f} ms (done while the query is embedded).",
+        f"from SQLite {parts['scope_seqs_p50_ms']:.1f} ms (done while the query is embedded)"
+        + (
+            f"; the whole recall through the memory search API {parts['search_p50_ms']:.1f} ms."
+            if parts.get("search_p50_ms") is not None
+            else "."
+        ),
     ]
 
 

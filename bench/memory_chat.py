@@ -224,6 +224,8 @@ def measure(  # noqa: PLR0913 -- the run's cores, engines and data, as the other
         progress(f"bench: memory chat: {plan.memories} memories seeded; alternating on/off")
         found = asyncio.run(alternate(gateway_url, [p.question for p in pairs], plan))
         parts = asyncio.run(path_parts(embedding_url, database, [p.question for p in pairs][:20]))
+        # Questions no chat asked (the query vector cache would answer the others).
+        parts["search_p50_ms"] = asyncio.run(search_p50(gateway_url, [p.question for p in pairs][-20:]))
     return {**summarise(found, plan), "embedding_model": plan.embedding_model, "parts": parts}
 
 
@@ -260,6 +262,23 @@ async def path_parts(embedding_url: str | None, database_url: str, questions: li
     finally:
         await database.engine.dispose()
     return {"embed_p50_ms": percentile(embed, 50), "scope_seqs_p50_ms": percentile(read, 50)}
+
+
+async def search_p50(gateway_url: str, questions: list[str]) -> float:
+    """p50 ms of the memory path's recall through the gateway's memory search API (the query's
+    embedding by the memory model, the scope's rows, the index search, the hits' rows from SQL): what
+    a memory-on chat does before it is sent, without the chat."""
+    url = gateway_url.rstrip("/") + "/v2/memories/search/"
+    times: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for question in questions:
+            body = {"query": question, "filters": {"user_id": USER}, "top_k": 5}
+            began = time.perf_counter()
+            async with session.post(url, json=body) as answer:
+                await answer.read()
+                answer.raise_for_status()
+            times.append((time.perf_counter() - began) * 1000)
+    return percentile(times, 50)
 
 
 def summarise(found: dict[str, Any], plan: ChatPlan) -> dict[str, Any]:
