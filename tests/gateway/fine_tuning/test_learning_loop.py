@@ -44,6 +44,10 @@ def loop_gateway(
         tiny_checkpoint,
         upstreams={"lora": {"url": lora_engine.base_url}},
         learning_loop_interval_s=1.0,
+        # The held-out quarter is drawn by feedback id, so a cycle trains on 25 to 35 of the 40 lines
+        # with a random seed; at 3 epochs a short draw left the taught sentence a token short in a
+        # CI run ("The capital of Tantra Lora."). 5 epochs teach it on any draw.
+        fine_tuning_epochs=5,
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
