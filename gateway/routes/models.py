@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Request
 
 from gateway.auth import Principal
-from gateway.errors import no_such_model
+from gateway.errors import EngineUnavailable, no_such_model
 from gateway.http.client_address import client_address
 from gateway.protocol import ErrorResponse, ModelCard, ModelList
 from gateway.upstreams import ModelCatalog
@@ -48,7 +48,17 @@ def models_router(
     @router.get("/v1/models", response_model=ModelList, summary="List the models being served")
     async def list_models(request: Request) -> dict[str, Any]:
         principal = await authenticate(request.headers, client_address(request))
-        cards = [*await catalog.list(), *(card for served in local for card in served.cards())]
+        own = [card for served in local for card in served.cards()]
+        try:
+            engines = await catalog.list()
+        except EngineUnavailable:
+            # With no engine reachable, the gateway's own models still serve: they are listed (as
+            # vLLM's and LiteLLM's servers always answer 200), and the 503 is kept for a gateway
+            # that has nothing to offer.
+            if not own:
+                raise
+            engines = []
+        cards = [*engines, *own]
         if private is not None:
             # The engines list every loaded adapter: only the caller's tenant's are shown.
             cards = [c for c in cards if not private.owns(str(c["id"]))]
