@@ -1,14 +1,16 @@
 """Quantized tiny checkpoints served by vLLM's OpenAI server (Tantra's launcher), against bf16.
 
-For each architecture (SpikingBrain's gla_swa, Qwen2) one engine per quantized format, W8A8 and
-W4A16, starts beside a bf16 engine of the same checkpoint: for gla_swa that is the session's chat
-engine (it serves gla_swa-tiny's weights in bf16), for Qwen2 an engine of this module's own on
-qwen2-tiny, started together with the quantized ones (no session engine serves Qwen2 any more: the
-LoRA engine is gla_swa's, in float32).
+For SpikingBrain's gla_swa, one engine per quantized format, W8A8 and W4A16, starts beside a bf16
+engine of the same checkpoint: the session's chat engine (it serves gla_swa-tiny's weights in bf16).
 The quantized engines must answer completions and chat, and pick bf16's greedy token on most
-positions. The tiny model has random weights, so its logits nearly tie everywhere (std about 0.25);
-the rates are printed, the floors are loose, and a stricter check applies where bf16's own top-2
-margin is clear.
+positions. Qwen2's W8A8 checkpoint (the same writer, read by vLLM's own Qwen2 model) is served too
+and must answer, directly and through the gateway; its agreement with bf16 (a third engine, a
+fourth with W4A16) was measured and is in docs/quantization.md, but is no longer run here: each
+engine start costs the suite about a minute, and the quantizer's output is already checked tensor
+by tensor against compressed-tensors in test_engine_quantize.py.
+The tiny model has random weights, so its logits nearly tie everywhere (std about 0.25); the rates
+are printed, the floors are loose, and a stricter check applies where bf16's own top-2 margin is
+clear.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from gateway.settings.schema import Settings
 from tests.servers import ThreadedServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-ARCHS = ("gla_swa", "qwen2")
 SCHEMES = ("w8a8", "w4a16")
+RUNS = (("gla_swa", "bf16"), ("gla_swa", "w8a8"), ("gla_swa", "w4a16"), ("qwen2", "w8a8"))
+"""What the module serves; the agreement test compares gla_swa's formats with its bf16 run."""
 NEW_TOKENS = 32
 # Lengths cross the gla_swa tiny preset's 32-token window.
 PROMPT_LENGTHS = (5, 17, 40, 64, 90, 128, 160, 200)
@@ -109,23 +112,6 @@ def _running(process: EngineProcess, model: str) -> Iterator[Served]:
         yield Served(process, client, model, 0, 0.0)
 
 
-def _bf16(
-    arch: str, chat_engine: EngineProcess, chat_model: str, base: Path
-) -> AbstractContextManager[Served]:
-    """The bf16 baseline of `arch`: gla_swa's is the session's chat engine, Qwen2's its own."""
-    if arch == "gla_swa":
-        return _running(chat_engine, chat_model)
-    return serve(
-        base,
-        f"tiny-{arch}",
-        port=free_port(),
-        max_model_len=512,
-        kv_cache_gib=1.0,
-        log_path=ROOT / ".cache" / f"test-quantize-{arch}-bf16.log",
-        worker_in_process=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def runs(
     gateway_settings: Callable[..., Settings],
@@ -136,28 +122,30 @@ def runs(
 ) -> Runs:
     pytest.importorskip("vllm")
     prompts = random_prompts(PROMPT_LENGTHS, seed=5)
-    results: Runs = {}
     checkpoints = {"gla_swa": tiny_checkpoint, "qwen2": qwen2_checkpoint}
-    for arch in ARCHS:
-        base = checkpoints[arch]
-        schemes = [scheme for scheme in SCHEMES if missing_kernel(scheme) is None]
-        quantized = [
-            serve(
-                ensure_quantized(base, ROOT / ".cache" / "checkpoints" / f"{arch}-tiny-{scheme}", scheme),
-                f"tiny-{arch}-{scheme}",
-                port=free_port(),
-                max_model_len=512,
-                kv_cache_gib=1.0,
-                log_path=ROOT / ".cache" / f"test-quantize-{arch}-{scheme}.log",
-                worker_in_process=True,
-            )
-            for scheme in schemes
-        ]
-        with _all_entered([_bf16(arch, engine, model, base), *quantized]) as (bf16, *engines):
-            results[(arch, "bf16")] = baseline = _measure(bf16, prompts, None)
-            for scheme, served in zip(schemes, engines, strict=True):
-                results[(arch, scheme)] = _measure(served, prompts, baseline["greedy"])
-                results[(arch, scheme)]["gateway"] = _through_gateway(served, gateway_settings)
+    quantized = [(a, s) for a, s in RUNS if s != "bf16" and missing_kernel(s) is None]
+    contexts: list[AbstractContextManager[Served]] = [_running(engine, model)]
+    contexts += [
+        serve(
+            ensure_quantized(
+                checkpoints[arch], ROOT / ".cache" / "checkpoints" / f"{arch}-tiny-{scheme}", scheme
+            ),
+            f"tiny-{arch}-{scheme}",
+            port=free_port(),
+            max_model_len=512,
+            kv_cache_gib=1.0,
+            log_path=ROOT / ".cache" / f"test-quantize-{arch}-{scheme}.log",
+            worker_in_process=True,
+        )
+        for arch, scheme in quantized
+    ]
+    results: Runs = {}
+    with _all_entered(contexts) as (bf16, *engines):
+        results[("gla_swa", "bf16")] = baseline = _measure(bf16, prompts, None)
+        for (arch, scheme), served in zip(quantized, engines, strict=True):
+            own = baseline["greedy"] if arch == "gla_swa" else None
+            results[(arch, scheme)] = _measure(served, prompts, own)
+            results[(arch, scheme)]["gateway"] = _through_gateway(served, gateway_settings)
     return results
 
 
@@ -187,8 +175,7 @@ def _all_entered(contexts: Sequence[AbstractContextManager[Served]]) -> Iterator
         yield entered
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize(("arch", "scheme"), [run for run in RUNS if run[1] != "bf16"])
 def test_quantized_checkpoint_serves(
     runs: dict[tuple[str, str], dict[str, Any]], arch: str, scheme: str
 ) -> None:
@@ -199,11 +186,9 @@ def test_quantized_checkpoint_serves(
     assert run["gateway"] == {"json_tokens": 4, "stream_tokens": 4}
 
 
-@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_greedy_tokens_agree_with_bf16(
-    runs: Runs, arch: str, scheme: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_greedy_tokens_agree_with_bf16(runs: Runs, scheme: str, capsys: pytest.CaptureFixture[str]) -> None:
+    arch = "gla_swa"
     bf16, quant = runs[(arch, "bf16")], _run_of(runs, arch, scheme)
     reference = bf16["greedy"]
     forced = agreement(reference, [[tok for tok, _ in row] for row in quant["forced"]])
