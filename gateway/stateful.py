@@ -163,6 +163,7 @@ def fine_tuning(
     store = FineTuningStore(runner.queue.db)
     work_dir = Path(settings.fine_tuning_work_dir)
     bases = dict(settings.fine_tuning_base_models)
+    policy = settings.policy()
     work = FineTuningWork(
         store,
         storage.objects.files,
@@ -171,6 +172,7 @@ def fine_tuning(
         TrainerOptions(
             bases=bases,
             work_dir=work_dir,
+            image_bases=frozenset(base for base in bases if "image" in policy.accepts(base)),
             learning_rate=settings.fine_tuning_learning_rate,
             rank=settings.fine_tuning_lora_rank,
             threads=settings.fine_tuning_threads,

@@ -57,8 +57,9 @@ class TrainConfig:
     seed: int = 0
     max_tokens: int = 512
     threads: int = 1
-    target_modules: Sequence[str] | None = None
-    """PEFT's `target_modules`; None: every projection of the base (`TARGET_MODULES`, or gla_swa's)."""
+    target_modules: str | Sequence[str] | None = None
+    """PEFT's `target_modules` (names, or a string: one regular expression); None: every projection
+    of the base (`TARGET_MODULES`, gla_swa's, or Idefics3's text model's)."""
 
 
 def _emit_stdout(event: dict[str, Any]) -> None:
@@ -126,12 +127,18 @@ def _dpo_loss(model: Any, batch: list[PreferencePair], beta: float) -> torch.Ten
     return torch.stack(losses).mean()
 
 
-def load_base(base: Path) -> tuple[Any, tuple[str, ...]]:
-    """The base in float32 and its projections' names: transformers' class for the checkpoint, or
-    SpikingBrain's own torch model for `gla_swa` (no transformers class, no remote code), or
-    Long-VITA's language model with the reference's vision path for `long_vita` (images in examples).
-    Also what tests and the bench build adapters on, so they need not know the base's architecture."""
+def load_base(base: Path) -> tuple[Any, str | tuple[str, ...]]:
+    """The base in float32 and its projections (PEFT's `target_modules`: names, or one regular
+    expression): transformers' class for the checkpoint, or SpikingBrain's own torch model for
+    `gla_swa` (no transformers class, no remote code), or Long-VITA's language model with the
+    reference's vision path for `long_vita`, or transformers' Idefics3 with its own processor for
+    `idefics3` (`tiny-vl`; images in examples for both). Also what tests and the bench build
+    adapters on, so they need not know the base's architecture."""
     model_type = json.loads((base / "config.json").read_text()).get("model_type")
+    if model_type == "idefics3":
+        from engine.finetune.idefics3 import TEXT_PROJECTIONS, Idefics3Trainee
+
+        return Idefics3Trainee.from_checkpoint(base), TEXT_PROJECTIONS
     if model_type == "long_vita":
         from engine.long_vita.torch_model import LongVitaTorchForCausalLM
 
@@ -164,8 +171,13 @@ def _refuse_images(lines: list[Any]) -> None:
             if isinstance(content, list) and any(part.get("type") == "image_url" for part in content):
                 raise ValueError(
                     f"Line {number} has an image, but this base model reads text only "
-                    "(image examples train Long-VITA bases)"
+                    "(image examples train Long-VITA and Idefics3 bases)"
                 )
+
+
+def _targets(modules: str | Sequence[str]) -> str | list[str]:
+    """PEFT's `target_modules`: a string is one regular expression, not a list of letters."""
+    return modules if isinstance(modules, str) else list(modules)
 
 
 def _load(config: TrainConfig, base: Any) -> tuple[Any, list[Any], list[Any]]:
@@ -190,7 +202,7 @@ def train(config: TrainConfig, emit: Emit = _emit_stdout) -> dict[str, Any]:
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=0.0,
-        target_modules=list(config.target_modules or projections),
+        target_modules=_targets(config.target_modules or projections),
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, lora)

@@ -17,10 +17,7 @@ features go where the context tokens are.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -28,40 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoConfig, Qwen2ForCausalLM
 
 from engine.finetune.data import IGNORE, SupervisedExample
+from engine.finetune.images import decode_image, images_of
 from engine.long_vita.config import IMAGE_TAG, MODEL_TYPE, LongVITAConfig, token_id
 from engine.long_vita.reference import LongVitaReference, MultimodalPrompt, expand_prompt
 
 __all__ = ["LongVitaTorchForCausalLM", "decode_image", "images_of"]
 
 _VISION_PREFIXES = ("model.vision_model.", "model.vision_projection.")
-
-
-def decode_image(url: str) -> Image.Image:
-    """An `image_url` part's data URL (`data:image/...;base64,...`) as RGB, as vLLM loads it."""
-    header, sep, payload = url.partition(",")
-    if not (sep and header.startswith("data:image/") and header.endswith(";base64")):
-        raise ValueError("image_url parts must be base64 data URLs (data:image/...;base64,...)")
-    try:
-        return Image.open(io.BytesIO(base64.b64decode(payload, validate=True))).convert("RGB")
-    except (binascii.Error, OSError) as error:
-        raise ValueError(f"an image_url part is not a readable image: {error}") from error
-
-
-def images_of(messages: Sequence[dict[str, Any]]) -> list[Image.Image]:
-    """Every `image_url` part's image, in the conversation's order (the order of the template's tags)."""
-    images = []
-    for message in messages:
-        content = message.get("content")
-        for part in content if isinstance(content, list) else []:
-            if isinstance(part, dict) and part.get("type") == "image_url":
-                url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
-                images.append(decode_image(str(url)))
-    return images
 
 
 class LongVitaTorchForCausalLM(Qwen2ForCausalLM):

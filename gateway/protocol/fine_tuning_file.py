@@ -20,7 +20,7 @@ _MAX_IMAGE_BYTES = 10 * 1024 * 1024
 _IMAGE_DATA_URL = re.compile(r"data:image/(png|jpeg|jpg|webp);base64,", re.IGNORECASE)
 
 
-def _part_problem(where: str, role: Any, part: Any) -> str | None:
+def _part_problem(where: str, role: Any, part: Any, images: bool) -> str | None:
     if not isinstance(part, dict):
         return f"{where} must be an object"
     kind = part.get("type")
@@ -28,6 +28,8 @@ def _part_problem(where: str, role: Any, part: Any) -> str | None:
         return None if isinstance(part.get(kind), str) else f"{where}.{kind} must be a string"
     if kind != "image_url":
         return f"{where} has an unsupported type: {kind!r}"
+    if not images:
+        return f"{where}: images are not supported for this base model (it takes text only)"
     if role != "user":
         return f"{where}: images are only allowed in user messages"
     image = part.get("image_url")
@@ -42,7 +44,7 @@ def _part_problem(where: str, role: Any, part: Any) -> str | None:
     return None
 
 
-def _message_problem(position: int, message: Any) -> str | None:
+def _message_problem(position: int, message: Any, images: bool) -> str | None:
     if not isinstance(message, dict):
         return f"messages[{position}] must be an object"
     role = message.get("role")
@@ -57,7 +59,7 @@ def _message_problem(position: int, message: Any) -> str | None:
     if content is not None and not isinstance(content, (str, list)):
         return f"messages[{position}].content must be a string or a list of content parts"
     for index, part in enumerate(content if isinstance(content, list) else ()):
-        problem = _part_problem(f"messages[{position}].content[{index}]", role, part)
+        problem = _part_problem(f"messages[{position}].content[{index}]", role, part, images)
         if problem is not None:
             return problem
     for call in message.get("tool_calls") or []:
@@ -67,31 +69,31 @@ def _message_problem(position: int, message: Any) -> str | None:
     return None
 
 
-def _chat_problem(line: dict[str, Any]) -> str | None:
+def _chat_problem(line: dict[str, Any], images: bool) -> str | None:
     messages = line.get("messages")
     if not isinstance(messages, list) or not messages:
         return (
             "Missing required field 'messages'" if messages is None else "'messages' must be a non-empty list"
         )
     for position, message in enumerate(messages):
-        problem = _message_problem(position, message)
+        problem = _message_problem(position, message, images)
         if problem is not None:
             return problem
     if not any(message.get("role") == "assistant" for message in messages):
         return "Examples must contain at least one assistant message"
-    images = sum(
+    counted = sum(
         1
         for message in messages
         if isinstance(message.get("content"), list)
         for part in message["content"]
         if part.get("type") == "image_url"
     )
-    if images > _MAX_IMAGES:
-        return f"Examples may contain at most {_MAX_IMAGES} images (this one has {images})"
+    if counted > _MAX_IMAGES:
+        return f"Examples may contain at most {_MAX_IMAGES} images (this one has {counted})"
     return None
 
 
-def _dpo_problem(line: dict[str, Any]) -> str | None:
+def _dpo_problem(line: dict[str, Any], images: bool) -> str | None:
     prompt = line.get("input")
     if not isinstance(prompt, dict) or not isinstance(prompt.get("messages"), list):
         return "Missing required field 'input.messages'"
@@ -101,12 +103,18 @@ def _dpo_problem(line: dict[str, Any]) -> str | None:
             return f"Missing required field '{field}'"
         if any(not isinstance(m, dict) or m.get("role") != "assistant" for m in output):
             return f"'{field}' must contain only assistant messages"
+    if not images:
+        for position, message in enumerate(prompt["messages"]):
+            problem = _message_problem(position, message, images) if isinstance(message, dict) else None
+            if problem is not None:
+                return f"input.{problem}"
     return None
 
 
-def check_lines(text: str, method: str) -> tuple[int, list[str]]:
+def check_lines(text: str, method: str, *, images: bool = True) -> tuple[int, list[str]]:
     """(examples, problems): `problems` names the first few bad lines as OpenAI does; a file with
-    fewer than `MIN_EXAMPLES` examples is one problem."""
+    fewer than `MIN_EXAMPLES` examples is one problem. `images` False: the base takes text only, so
+    an `image_url` part is a problem (it would be trained on as if the image were not there)."""
     problems: list[str] = []
     examples = 0
     check = _dpo_problem if method == "dpo" else _chat_problem
@@ -119,7 +127,7 @@ def check_lines(text: str, method: str) -> tuple[int, list[str]]:
         except ValueError:
             problems.append(f"Line {number}: invalid JSON")
             continue
-        problem = "Each line must be a JSON object" if not isinstance(line, dict) else check(line)
+        problem = "Each line must be a JSON object" if not isinstance(line, dict) else check(line, images)
         if problem is not None:
             problems.append(f"Line {number}: {problem}")
         if len(problems) >= _MAX_REPORTED:

@@ -49,6 +49,8 @@ class TrainerOptions:
 
     bases: dict[str, str]  # served base model -> its checkpoint directory
     work_dir: Path
+    # The bases whose route accepts images (`accepts`): their training lines may carry image parts.
+    image_bases: frozenset[str] = frozenset()
     learning_rate: float = 2e-3
     rank: int = 8
     threads: int = 1
@@ -123,7 +125,9 @@ class FineTuningWork:
             if found is None:
                 raise JobFailed(f"The {param} {file_id} is gone.")
             data = b"".join([chunk async for chunk in self._blobs.get(found.blob_key)])
-            count, problems = check_lines(data.decode("utf-8", errors="replace"), method)
+            count, problems = check_lines(
+                data.decode("utf-8", errors="replace"), method, images=row.model in self._options.image_bases
+            )
             if problems and (param == "training_file" or count):
                 raise JobFailed(
                     f"The job failed due to an invalid {param.replace('_', ' ')}. " + "; ".join(problems)

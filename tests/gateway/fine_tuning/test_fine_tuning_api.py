@@ -94,6 +94,19 @@ def test_invalid_training_file_fails_the_job(tenant: tuple[str, openai.OpenAI]) 
     few = client.fine_tuning.jobs.create(model=BASE, training_file=upload(client, chat_file("x", 3)))
     failed = wait_job(client, few.id, {"failed", "succeeded"}, timeout=60)
     assert failed.error is not None and "at least 10 examples" in failed.error.message
+    # The base's route accepts text only (no `accepts` on it): an image part is the line's problem.
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    seen = [
+        *chat_file("x", 10),
+        {"messages": [{"role": "user", "content": [image]}, *chat_file("x", 1)[0]["messages"][1:]]},
+    ]
+    job = client.fine_tuning.jobs.create(model=BASE, training_file=upload(client, seen))
+    failed = wait_job(client, job.id, {"failed", "succeeded"}, timeout=60)
+    assert failed.error is not None and failed.error.code == "invalid_training_file"
+    assert (
+        "Line 11: messages[0].content[0]: images are not supported for this base model (it takes text only)"
+        in failed.error.message
+    )
 
 
 def test_cancel_a_running_job(api_gateway: TuningGateway, tenant: tuple[str, openai.OpenAI]) -> None:

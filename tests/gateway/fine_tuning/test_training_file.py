@@ -130,3 +130,24 @@ def test_image_parts_follow_openais_vision_rules() -> None:
             assert problems[0] == message, name
         else:
             assert "base64 data URL" in problems[0], name
+
+
+def test_a_text_only_base_refuses_image_parts() -> None:
+    """A base whose route does not accept images (`images=False`): an image part is the line's
+    problem, in chat lines and in a dpo line's input; text-only files pass as before."""
+    refused = ": images are not supported for this base model (it takes text only)"
+    lines = [_chat()] * 9 + [_image_chat({"type": "text", "text": "What is this?"}, _image())]
+    assert check_lines(_file(lines), "supervised") == (10, [])
+    assert check_lines(_file(lines), "supervised", images=False) == (
+        10,
+        [f"Line 10: messages[0].content[1]{refused}"],
+    )
+    assert check_lines(_file([_chat()] * 10), "supervised", images=False) == (10, [])
+    good = {
+        "input": {"messages": [{"role": "user", "content": [_image()]}]},
+        "preferred_output": [{"role": "assistant", "content": "a"}],
+        "non_preferred_output": [{"role": "assistant", "content": "b"}],
+    }
+    assert check_lines(_file([good] * 10), "dpo") == (10, [])
+    _, problems = check_lines(_file([good] * 10), "dpo", images=False)
+    assert problems[0] == f"Line 1: input.messages[0].content[0]{refused}"

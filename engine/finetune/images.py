@@ -1,0 +1,37 @@
+"""A training line's images: its `image_url` parts' data URLs decoded as vLLM decodes them (RGB),
+in the order the chat template places their tags. Shared by the vision-language bases."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image
+
+__all__ = ["decode_image", "images_of"]
+
+
+def decode_image(url: str) -> Image.Image:
+    """An `image_url` part's data URL (`data:image/...;base64,...`) as RGB, as vLLM loads it."""
+    header, sep, payload = url.partition(",")
+    if not (sep and header.startswith("data:image/") and header.endswith(";base64")):
+        raise ValueError("image_url parts must be base64 data URLs (data:image/...;base64,...)")
+    try:
+        return Image.open(io.BytesIO(base64.b64decode(payload, validate=True))).convert("RGB")
+    except (binascii.Error, OSError) as error:
+        raise ValueError(f"an image_url part is not a readable image: {error}") from error
+
+
+def images_of(messages: Sequence[dict[str, Any]]) -> list[Image.Image]:
+    """Every `image_url` part's image, in the conversation's order (the order of the template's tags)."""
+    images = []
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
+                images.append(decode_image(str(url)))
+    return images
