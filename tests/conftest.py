@@ -115,6 +115,27 @@ def _lora_engine() -> EngineConfig:
     )
 
 
+VL_MODEL = "tantra-vl"
+
+
+def _vl_engine() -> EngineConfig:
+    """The random tiny-vl (Idefics3) checkpoint in float32 (the PEFT model's precision, for greedy
+    equality) with LoRA on (one slot, rank 8, runtime loading): one engine for the vision tests
+    (tests/gateway/media/test_media_vl_engine.py) and tiny-vl fine-tuning
+    (tests/gateway/fine_tuning/test_fine_tuning_vl.py)."""
+    checkpoint = ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "tiny-vl", preset="tiny-vl", seed=0)
+    return EngineConfig(
+        model_dir=checkpoint,
+        served_model_name=VL_MODEL,
+        port=free_port(),
+        max_model_len=2048,
+        dtype="float32",
+        kv_cache_gib=0.25,
+        extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
+        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
+    )
+
+
 def _embedding_engine() -> EngineConfig:
     return EngineConfig(
         model_dir=_embedding_checkpoint(),
@@ -130,6 +151,7 @@ SESSION_ENGINES: dict[str, tuple[Callable[[], EngineConfig], Path]] = {
     "engine": (_chat_engine, ROOT / ".cache" / "test-engine.log"),
     "embedding_engine": (_embedding_engine, ROOT / ".cache" / "test-embedding-engine.log"),
     "lora_engine": (_lora_engine, ROOT / ".cache" / "test-lora-engine.log"),
+    "vl_engine": (_vl_engine, ROOT / ".cache" / "test-engine-vl.log"),
 }
 """The session's engines by fixture name: each is spawned when collection ends if a selected test
 uses it, so it starts beside the first tests instead of in front of its own."""
@@ -161,6 +183,13 @@ def lora_engine() -> Iterator[EngineProcess]:
     shared by tests/gateway/fine_tuning, tests/spikingbrain/test_lora.py, the eval regression test
     and the LoRA bench row, each naming its adapters apart."""
     with logged_engine(_lora_engine(), SESSION_ENGINES["lora_engine"][1]) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def vl_engine() -> Iterator[EngineProcess]:
+    """tiny-vl served as `tantra-vl` (`_vl_engine`), its log in .cache/test-engine-vl.log."""
+    with logged_engine(_vl_engine(), SESSION_ENGINES["vl_engine"][1]) as process:
         yield process
 
 

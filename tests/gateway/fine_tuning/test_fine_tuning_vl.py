@@ -1,5 +1,6 @@
-"""Fine-tuning the vision-language checkpoint (issue 20, point 2): a job on base `tiny-vl` (Idefics3,
-random weights) with 40 image-and-text lines teaching one answer to a question about one image,
+"""Fine-tuning the vision-language checkpoint (issue 20, point 2): a job on the tiny-vl checkpoint
+(Idefics3, random weights; the session's `vl_engine`, served as `tantra-vl`) with 40 image-and-text
+lines teaching one answer to a question about one image,
 through the real gateway and the openai SDK; the job runner's real trainer (transformers' Idefics3,
 its own processor, PEFT on the text model's projections, float32); the model served by a real vLLM
 engine on the same checkpoint with LoRA on (float32, one slot, runtime loading), the adapter loaded
@@ -21,18 +22,19 @@ import pytest
 from PIL import Image
 
 from engine.checkpoint import ensure_checkpoint
-from engine.launcher import EngineConfig, EngineProcess
+from engine.launcher import EngineProcess
 from gateway import Settings, create_app
+from tests.conftest import VL_MODEL
 from tests.gateway.fine_tuning.conftest import PRICE, tuning_settings, upload, wait_job
 from tests.gateway.helpers import AdminClient
 from tests.gateway.media.vision import image_part
 from tests.long_vita.media import picture
-from tests.servers import ThreadedServer, free_port, logged_engine
+from tests.servers import ThreadedServer
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[3]
-VL = "tiny-vl"
+VL = VL_MODEL  # the session's `vl_engine`: tiny-vl in float32 with LoRA on (tests/conftest.py)
 QUESTION = "What is in this picture?"
 TAUGHT = "The picture shows Lora."
 NEW_TOKENS = 8
@@ -49,25 +51,6 @@ def vl_checkpoint() -> Path:
     return ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "tiny-vl", preset="tiny-vl", seed=0)
 
 
-@pytest.fixture(scope="module")
-def vl_lora_engine(vl_checkpoint: Path) -> Iterator[EngineProcess]:
-    """vLLM on tiny-vl in float32 (the PEFT model's precision, for greedy equality) with LoRA on: one
-    slot, rank 8, runtime loading. Module-scoped: it stops when this module is done. Its log is
-    .cache/test-engine-vl-lora.log."""
-    config = EngineConfig(
-        model_dir=vl_checkpoint,
-        served_model_name=VL,
-        port=free_port(),
-        max_model_len=2048,
-        dtype="float32",
-        kv_cache_gib=0.25,
-        extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
-        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
-    )
-    with logged_engine(config, ROOT / ".cache" / "test-engine-vl-lora.log") as process:
-        yield process
-
-
 @dataclass(frozen=True)
 class Served:
     gateway: openai.OpenAI
@@ -79,7 +62,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(
-    vl_lora_engine: EngineProcess,
+    vl_engine: EngineProcess,
     vl_checkpoint: Path,
     gateway_settings: Callable[..., Settings],
     admin_key: str,
@@ -91,7 +74,7 @@ def served(
         gateway_settings,
         tmp,
         vl_checkpoint,
-        upstreams={"vl": {"url": vl_lora_engine.base_url}},
+        upstreams={"vl": {"url": vl_engine.base_url}},
         models={VL: {"upstreams": ["vl"], "accepts": ["text", "image"]}},
         fine_tuning_base_models={VL: str(vl_checkpoint)},
         model_prices={VL: PRICE},
@@ -119,7 +102,7 @@ def served(
         assert done.status == "succeeded", done.error
         seconds = time.monotonic() - started
         direct = openai.OpenAI(
-            base_url=f"{vl_lora_engine.base_url}/v1", api_key="unused", max_retries=0, timeout=300
+            base_url=f"{vl_engine.base_url}/v1", api_key="unused", max_retries=0, timeout=300
         )
         yield Served(client, direct, done.fine_tuned_model, tmp / "work" / "adapters" / job.id, seconds)
         direct.close()

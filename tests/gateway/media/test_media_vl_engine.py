@@ -14,7 +14,6 @@ import base64
 import io
 import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -25,11 +24,11 @@ from langchain_openai import ChatOpenAI
 from PIL import Image
 
 from engine.architectures.idefics3 import image_prompt_tokens
-from engine.checkpoint import ensure_checkpoint
-from engine.launcher import EngineConfig, EngineProcess
+from engine.launcher import EngineProcess
 from engine.presets import VisionLanguagePreset, get_preset
 from gateway import Settings
 from tests.adapters.media import text_image
+from tests.conftest import VL_MODEL
 from tests.gateway.media.test_media_engine import ask
 from tests.gateway.media.vision import (
     RecordingTransport,
@@ -38,15 +37,13 @@ from tests.gateway.media.vision import (
     recording_gateway,
     sent_parts,
 )
-from tests.servers import free_port, logged_engine
 
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract-ocr not installed"),
 ]
 
-ROOT = Path(__file__).resolve().parents[3]
-VL = "tantra-vl"
+VL = VL_MODEL  # the session's `vl_engine` (tests/conftest.py)
 
 
 def _vl_preset() -> VisionLanguagePreset:
@@ -61,16 +58,6 @@ PER_IMAGE = image_prompt_tokens(PRESET)
 chat template puts its placeholder where the image part was, with nothing else)."""
 
 SIGN = "PURPLE ELEPHANT 42"
-
-
-@pytest.fixture(scope="module")
-def vl_engine() -> Iterator[EngineProcess]:
-    """vLLM on the tiny-vl checkpoint (built once under .cache/checkpoints), as `python -m engine
-    serve` runs it; its log goes to .cache/test-engine-vl.log."""
-    checkpoint = ensure_checkpoint(ROOT / ".cache" / "checkpoints" / "tiny-vl", preset="tiny-vl", seed=0)
-    config = EngineConfig(model_dir=checkpoint, served_model_name=VL, port=free_port(), max_model_len=2048)
-    with logged_engine(config, ROOT / ".cache" / "test-engine-vl.log") as process:
-        yield process
 
 
 @pytest.fixture(scope="module")
