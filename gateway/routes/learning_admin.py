@@ -35,6 +35,11 @@ class LearningPolicy(BaseModel):
     suffix: str = Field("loop", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
     # The key the loop acts as: its training jobs and held-out answers are this key's.
     key_id: str = Field(min_length=1, max_length=64)
+    # How a held-out answer is graded against the wanted one: the evals service's `exact` scorer,
+    # or its `judge` (the judge model's 0..1 grade, asked as the policy's key, with the rubric).
+    scorer: Literal["exact", "judge"] = "exact"
+    judge_model: str | None = Field(None, min_length=1, max_length=200)
+    rubric: str | None = Field(None, min_length=1, max_length=4000)
 
 
 class Rollback(BaseModel):
@@ -60,6 +65,8 @@ def learning_admin_router(
             raise InvalidRequest(
                 f"Model {body.base_model} is not available for fine-tuning.", param="base_model"
             )
+        if body.scorer == "judge" and body.judge_model is None:
+            raise InvalidRequest("The `judge` scorer needs `judge_model`.", param="judge_model")
         key = await store.find_key_by_id(body.key_id)
         if key is None or key.tenant_id != tenant_id:
             message = "The loop acts as one of the tenant's keys: give its `key_id`."

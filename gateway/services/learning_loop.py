@@ -13,8 +13,9 @@ at a time per tenant). A cycle, acting as the policy's key (limited and billed a
 2. creates a fine-tuning job on the base model (`POST /v1/fine_tuning/jobs`, the suffix the
    policy's) and waits for it;
 3. evaluates the new version and the current one (the promoted version, else the base model) on the
-   held-out slice: greedy answers scored by the evals service's `exact` scorer against the corrected
-   (supervised) or preferred (dpo) answer;
+   held-out slice: greedy answers scored by the evals service's scorer the policy names against the
+   corrected (supervised) or preferred (dpo) answer: `exact`, or `judge` (the policy's
+   `judge_model` grades each answer 0..1 with its `rubric`, asked as the policy's key);
 4. promotes the new version when its score is not below the current's: the alias
    `ft:<base>:<tenant>:<suffix>` then resolves to it (`AdapterServing`); otherwise it stays
    addressable by its full name and the alias keeps its version.
@@ -42,7 +43,7 @@ from gateway.admission.internal import ACTING_AS, InternalCall
 from gateway.errors import APIError
 from gateway.jobs import Job, JobOptions, JobRunner
 from gateway.protocol.fine_tuning import FINAL
-from gateway.services.evals import EvalItem, score
+from gateway.services.evals import Ask, EvalItem, score
 from gateway.services.feedback_export import FileWriter, training_lines
 from gateway.services.fine_tuning import add_event
 from gateway.services.own_calls import post_json
@@ -77,9 +78,19 @@ def held_out(feedback_id: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def eval_items(rows: list[StoredFeedback], method: str) -> list[EvalItem]:
-    """The held-out rows as exact-scored eval items: the prompt, and the answer the feedback asks
-    for (the export's lines: the correction; for dpo the preferred answer)."""
+def eval_items(
+    rows: list[StoredFeedback], method: str, policy: dict[str, Any] | None = None
+) -> list[EvalItem]:
+    """The held-out rows as eval items: the prompt, and the answer the feedback asks for (the
+    export's lines: the correction; for dpo the preferred answer), graded by the policy's scorer
+    (`exact` unless it names `judge`, with its `judge_model` and `rubric`)."""
+    policy = policy or {}
+    scorer = str(policy.get("scorer") or "exact")
+    judge = (
+        {"judge_model": policy.get("judge_model"), "rubric": policy.get("rubric")}
+        if scorer == "judge"
+        else {}
+    )
     items = []
     for line in training_lines(rows, method).lines:
         raw = orjson.loads(line)
@@ -88,7 +99,7 @@ def eval_items(rows: list[StoredFeedback], method: str) -> list[EvalItem]:
         else:
             messages, wanted = raw["messages"][:-1], raw["messages"][-1]
         if isinstance(wanted.get("content"), str):
-            items.append(EvalItem(messages, wanted["content"], "exact", params={"temperature": 0}))
+            items.append(EvalItem(messages, wanted["content"], scorer, params={"temperature": 0}, **judge))
     return items
 
 
@@ -199,7 +210,7 @@ class LearningLoop:
         kept = {row.id for row in held}
         fresh = [row for row in rows if row.seq > int(state.get("cursor", 0)) and row.id not in kept]
         lines = training_lines(fresh, method).lines
-        items = eval_items(held, method)
+        items = eval_items(held, method, policy)
         if not lines or not items:
             reason = "no training lines" if not lines else "no held-out examples"
             await self._audit(tenant_id, "learning_loop.skip", {"cycle": job.id, "reason": reason})
@@ -251,8 +262,11 @@ class LearningLoop:
         state = await self.store.state(tenant_id)
         current = await self._current(tenant_id, policy, state)
         candidate = str(trained.fine_tuned_model)
-        new_score = await self._score(policy, job.id, candidate, items)
-        old_score = await self._score(policy, job.id, current, items)
+        try:
+            new_score = await self._score(policy, job.id, candidate, items)
+            old_score = await self._score(policy, job.id, current, items)
+        except APIError as exc:
+            return await self._unjudged(job, tenant_id, trained, exc)
         promote = new_score >= old_score
         details = {
             "cycle": job.id,
@@ -281,6 +295,18 @@ class LearningLoop:
         await self._event(trained.id, message)
         return {**details, "promoted": promote}
 
+    async def _unjudged(
+        self, job: Job, tenant_id: str, trained: FineTuningJobRow, exc: APIError
+    ) -> dict[str, Any]:
+        """The judge failed: nothing is promoted and the cursor stays (the next check retries),
+        as after a failed training job."""
+        details = {"cycle": job.id, "job": trained.id, "reason": f"judge: {exc.message}"}
+        await self._event(
+            trained.id, f"Learning loop {job.id}: not evaluated (the judge failed: {exc.message})"
+        )
+        await self._audit(tenant_id, "learning_loop.failed", details)
+        return {**details, "promoted": False}
+
     async def _current(self, tenant_id: str, policy: dict[str, Any], state: dict[str, Any]) -> str:
         promoted = state.get("promoted")
         if promoted:
@@ -302,9 +328,26 @@ class LearningLoop:
                 answer = await self._post(policy, f"{cycle}-{number}-{model}", "/v1/chat/completions", body)
             except APIError:
                 continue  # an answer that failed scores 0
-            text = str(((answer.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
-            total += await score(item, text, _no_judge)
+            # A judge that fails raises: no version is promoted on grades it did not give.
+            total += await score(item, _text(answer), self._judge(policy, f"{cycle}-{number}-{model}"))
         return total / len(items)
+
+    def _judge(self, policy: dict[str, Any], request_id: str) -> Ask:
+        """The `judge` scorer's call: the judge model asked through the gateway as the policy's key
+        (limited and billed as its held-out answers are), greedy, with the scorer's JSON schema and
+        the answers' token cap (a grade is a few tokens; one cut short scores 0)."""
+
+        async def ask(model: str, messages: list[dict[str, Any]], response_format: dict[str, Any]) -> str:
+            body = {
+                "model": model,
+                "messages": messages,
+                "response_format": response_format,
+                "temperature": 0,
+                "max_tokens": self.options.max_tokens,
+            }
+            return _text(await self._post(policy, f"{request_id}-judge", "/v1/chat/completions", body))
+
+        return ask
 
     async def _post(
         self, policy: dict[str, Any], request_id: str, path: str, body: dict[str, Any]
@@ -321,5 +364,6 @@ class LearningLoop:
         await self.store.update_state(tenant_id, {}, at=self.clock(), audit=(_ACTOR, action, details))
 
 
-async def _no_judge(model: str, messages: list[dict[str, Any]], response_format: dict[str, Any]) -> str:
-    raise APIError("The learning loop scores exactly; it asks no judge.", status=500)
+def _text(answer: dict[str, Any]) -> str:
+    """A chat completion's first answer's text."""
+    return str(((answer.get("choices") or [{}])[0].get("message") or {}).get("content") or "")

@@ -160,6 +160,50 @@ def test_the_loop_promotes_a_better_version_and_refuses_a_worse_one(loop_gateway
     assert "learning_policy.rollback" in _audit(admin, tenant)
 
 
+def _ledger(database_url: str, key_id: str) -> list[Any]:
+    from gateway.store import Store
+
+    async def read() -> list[Any]:
+        database = Database(database_url)
+        try:
+            return await Store(database).usage_rows(key_id=key_id)
+        finally:
+            await database.close()
+
+    return asyncio.run(read())
+
+
+def test_a_judged_cycle_asks_its_judge_through_the_gateway(loop_gateway: TuningGateway) -> None:
+    """`scorer: judge` with the served base as the judge (a random-weight model: its grades mean
+    nothing, so only the wiring is checked): the cycle's held-out answers are graded by judge
+    calls through the gateway as the policy's key, with structured outputs, and decided."""
+    secret, key_id, tenant = loop_gateway.tenant_key("judged")
+    client, admin = loop_gateway.client(secret), loop_gateway.admin
+    policy = {
+        "min_new_feedback": 20,
+        "holdout_fraction": 0.3,
+        "base_model": BASE,
+        "suffix": "judged",
+        "key_id": key_id,
+        "scorer": "judge",
+        "judge_model": BASE,
+    }
+    made = admin.http.put(_policy_path(tenant), json=policy)
+    assert made.status_code == 200, made.text
+    _feedback(loop_gateway, secret, key_id, tenant, [TAUGHT] * 20)
+    job_id = _wait_versions(admin, tenant, 1)["versions"][0]["job_id"]
+    events = client.fine_tuning.jobs.list_events(job_id, limit=100).data
+    assert not any("judge failed" in e.message for e in events), [e.message for e in events]
+    data: list[Any] = [e.data for e in events]
+    scores = next(d for d in data if isinstance(d, dict) and "current_score" in d)
+    assert 0.0 <= scores["score"] <= 1.0 and 0.0 <= scores["current_score"] <= 1.0
+    judged = [r for r in _ledger(loop_gateway.database_url, key_id) if r.request_id.endswith("-judge")]
+    # Each held-out answer of both versions graded once by the judge model, billed to the key.
+    assert len(judged) == 2 * int(scores["held_out"]) and {r.model for r in judged} == {BASE}, judged
+    actions = _audit(admin, tenant)
+    assert "learning_loop.promote" in actions or "learning_loop.refuse" in actions, actions
+
+
 def test_the_policy_api_refuses_what_it_cannot_run(loop_gateway: TuningGateway) -> None:
     _, key_id, tenant = loop_gateway.tenant_key("refused")
     _, other_key, _ = loop_gateway.tenant_key("other")
@@ -171,13 +215,19 @@ def test_the_policy_api_refuses_what_it_cannot_run(loop_gateway: TuningGateway) 
         ({**good, "key_id": other_key}, "key_id"),
         ({**good, "holdout_fraction": 1.5}, None),
         ({**good, "method": "rlhf"}, None),
+        ({**good, "scorer": "judge"}, "judge_model"),
+        ({**good, "scorer": "bleu"}, None),
     ]
     for body, param in cases:
         refused = admin.http.put(_policy_path(tenant), json=body)
         error = envelope(refused, 400)
         assert param is None or error["param"] == param
     assert admin.http.put(_policy_path("no-such-tenant"), json=good).status_code == 404
-    assert admin.http.put(_policy_path(tenant), json=good).status_code == 200
+    judged = admin.http.put(_policy_path(tenant), json={**good, "scorer": "judge", "judge_model": BASE})
+    assert judged.status_code == 200, judged.text
+    policy = judged.json()["policy"]
+    assert (policy["scorer"], policy["judge_model"], policy["rubric"]) == ("judge", BASE, None)
+    assert admin.http.put(_policy_path(tenant), json=good).json()["policy"]["scorer"] == "exact"
     nope = {"model": f"ft:{BASE}:{tenant}:loop:nope"}
     missing = admin.http.post(_policy_path(tenant) + "/rollback", json=nope)
     assert envelope(missing, 404)["param"] == "model"
