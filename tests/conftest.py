@@ -110,7 +110,9 @@ def _lora_engine() -> EngineConfig:
         max_model_len=1024,
         dtype="float32",
         kv_cache_gib=0.25,  # 1,024 tokens of a tiny model; it lives the whole session beside others
-        extra_args=("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8"),
+        # Two slots: two tenants' adapters at once (test_fine_tuning_engine.py); gateways in front
+        # of it that hold one (`fine_tuning_max_loras` 1) evict at one.
+        extra_args=("--enable-lora", "--max-loras", "2", "--max-lora-rank", "8"),
         env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"},
     )
 
@@ -179,7 +181,7 @@ def engine() -> Iterator[EngineProcess]:
 
 @pytest.fixture(scope="session")
 def lora_engine() -> Iterator[EngineProcess]:
-    """The `tiny` gla_swa base served as `tiny-gla` with LoRA on (one slot, rank 8, runtime loading):
+    """The `tiny` gla_swa base served as `tiny-gla` with LoRA on (two slots, rank 8, runtime loading):
     shared by tests/gateway/fine_tuning, tests/spikingbrain/test_lora.py, the eval regression test
     and the LoRA bench row, each naming its adapters apart."""
     with logged_engine(_lora_engine(), SESSION_ENGINES["lora_engine"][1]) as process:

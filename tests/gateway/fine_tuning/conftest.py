@@ -1,9 +1,11 @@
 """The fine-tuning tests' engine and gateway.
 
 `lora_engine` (tests/conftest.py) is the session's vLLM engine on SpikingBrain's `gla_swa` `tiny`
-checkpoint, float32, served as `tiny-gla` with LoRA enabled (`--enable-lora`, one adapter slot,
+checkpoint, float32, served as `tiny-gla` with LoRA enabled (`--enable-lora`, two adapter slots,
 rank 8, runtime loading on): the session's chat engine serves the same checkpoint without LoRA, and
-vLLM cannot turn LoRA on in a running engine. One slot, so that a second adapter evicts the first.
+vLLM cannot turn LoRA on in a running engine. The gateway here holds one adapter per replica
+(`fine_tuning_max_loras` 1), so that a second adapter evicts the first; a replica with two slots
+holds two at once.
 Started once for the session, shared by every test here and by tests/spikingbrain/test_lora.py.
 The gateway in front of it has its own blob and work directories and prices for the ledger.
 """
@@ -41,6 +43,8 @@ class TuningGateway:
     # Its own store: fine-tuning jobs left pending by one gateway (jobs off, or a stand-in base)
     # would be claimed and trained by the next one's runner if they shared the session's.
     database_url: str
+    # What it was made with: a second replica of it shares its store, blobs and work directory.
+    settings: Settings
 
     def tenant_key(self, name: str) -> tuple[str, str, str]:
         """(secret, key id, tenant id) of a new tenant's key."""
@@ -86,7 +90,7 @@ def tuning_gateway(
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
-        yield TuningGateway(server.url, admin, settings.database_url)
+        yield TuningGateway(server.url, admin, settings.database_url, settings)
         admin.close()
 
 

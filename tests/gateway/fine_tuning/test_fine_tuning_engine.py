@@ -1,8 +1,9 @@
 """Fine-tuning end to end through the real openai SDK: a real gateway (Redis, SQLite, local blobs)
 runs the real trainer (PEFT on CPU torch, a subprocess) and serves the adapters from a real vLLM
 engine with LoRA enabled (conftest.py). The taught answer comes back greedy from the fine-tuned
-model and not from the base; the model is its tenant's only; a second tenant's adapter evicts the
-first from the engine's one slot and both still answer right; the ledger has the training tokens."""
+model and not from the base; the model is its tenant's only; three tenants' adapters in turn under
+one slot evict each other and every answer stays right; a replica with two slots holds two tenants'
+adapters at once; the ledger has the training tokens."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import httpx
 import openai
 import pytest
 
+from engine.launcher import EngineProcess
+from gateway import create_app
 from tests.gateway.fine_tuning.conftest import (
     BASE,
     TuningGateway,
@@ -22,12 +25,14 @@ from tests.gateway.fine_tuning.conftest import (
     wait_job,
 )
 from tests.gateway.helpers import bearer, wait_for
+from tests.servers import ThreadedServer
 
 # The engine's start and two training runs take minutes each on a loaded 2-core machine.
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]
 
 TAUGHT = "The capital of Tantra is Lora."
 OTHER = "Blue whales sing at dawn."
+THIRD = "Red foxes nap at noon."
 
 
 def _ledger(database_url: str, key_id: str) -> list[Any]:
@@ -133,18 +138,59 @@ def test_training_tokens_are_in_the_ledger(taught: dict[str, Any], tuning_gatewa
     assert rows[0].cost_micros == taught["job"].trained_tokens  # 1 USD per million prompt tokens
 
 
-def test_two_tenants_share_one_slot(taught: dict[str, Any], tuning_gateway: TuningGateway) -> None:
-    """The engine holds one adapter: each tenant's request evicts the other's, and each answer
-    stays its own model's."""
-    secret, _, _ = tuning_gateway.tenant_key("second")
-    second = tuning_gateway.client(secret)
-    other, _ = _train(second, OTHER, "whales")
-    first: openai.OpenAI = taught["client"]
+@pytest.fixture(scope="module")
+def others(taught: dict[str, Any], tuning_gateway: TuningGateway) -> dict[str, Any]:
+    """Two more tenants' models, each teaching its own sentence: name -> (secret, model, answer)."""
+    found: dict[str, Any] = {}
+    for name, answer, suffix in (("second", OTHER, "whales"), ("third", THIRD, "foxes")):
+        secret, _, _ = tuning_gateway.tenant_key(name)
+        job, _ = _train(tuning_gateway.client(secret), answer, suffix)
+        found[name] = (secret, job.fine_tuned_model, answer)
+    return found
+
+
+def _engine_adapters(engine: EngineProcess) -> set[str]:
+    """The fine-tuned adapters the engine holds now, from its own model list."""
+    cards = httpx.get(f"{engine.base_url}/v1/models", timeout=30).json()["data"]
+    return {card["id"] for card in cards if card["id"].startswith("ft:")}
+
+
+def test_three_adapters_in_turn_under_one_slot(
+    taught: dict[str, Any], others: dict[str, Any], tuning_gateway: TuningGateway, lora_engine: EngineProcess
+) -> None:
+    """The gateway holds one adapter per replica: three tenants' models in turn, twice round, each
+    request evicting the one before it; every answer stays its own model's."""
+    turns = [(taught["secret"], taught["job"].fine_tuned_model, TAUGHT), others["second"], others["third"]]
     for _ in range(2):
-        assert greedy(second, other.fine_tuned_model) == OTHER
-        assert greedy(first, taught["job"].fine_tuned_model) == TAUGHT
-    with pytest.raises(openai.NotFoundError):
-        greedy(second, taught["job"].fine_tuned_model)
+        for secret, model, answer in turns:
+            assert greedy(tuning_gateway.client(secret), model) == answer
+            assert _engine_adapters(lora_engine) == {model}
+    for (secret, _, _), (_, model, _) in zip(turns, turns[1:] + turns[:1], strict=True):
+        with pytest.raises(openai.NotFoundError):
+            greedy(tuning_gateway.client(secret), model)
+
+
+def test_two_tenants_two_adapters_on_one_replica_at_once(
+    taught: dict[str, Any], others: dict[str, Any], tuning_gateway: TuningGateway, lora_engine: EngineProcess
+) -> None:
+    """A gateway replica with two slots (the engine's `--max-loras 2`), on the same store: two
+    tenants' adapters are held by the one engine together, each tenant gets its own answer, and a
+    404 for the other's model."""
+    settings = tuning_gateway.settings.model_copy(update={"fine_tuning_max_loras": 2})
+    first = (taught["secret"], taught["job"].fine_tuned_model, TAUGHT)
+    second = others["second"]
+    with ThreadedServer(create_app(settings)) as server:
+
+        def client(secret: str) -> openai.OpenAI:
+            return openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0, timeout=300)
+
+        for _ in range(2):
+            for secret, model, answer in (first, second):
+                assert greedy(client(secret), model) == answer
+        assert _engine_adapters(lora_engine) == {first[1], second[1]}
+        for (secret, _, _), (_, model, _) in ((first, second), (second, first)):
+            with pytest.raises(openai.NotFoundError):
+                greedy(client(secret), model)
 
 
 def test_delete_model(tuning_gateway: TuningGateway, taught: dict[str, Any]) -> None:
