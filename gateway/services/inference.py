@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -38,6 +38,8 @@ from gateway.services.upstream_call import chose, upstream_headers
 from gateway.upstreams import ModelCatalog
 from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.stream import UpstreamRequest, UpstreamStream
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,7 +275,9 @@ class InferenceService:
         if (voted := await self._voted(ticket, request, ask)) is not None:
             return voted
         if not parsed.stream:
-            answer, upstream, served = await unless_disconnected(receive, self._dispatcher.answer(request))
+            answer, upstream, served = await unless_disconnected(
+                receive, self._dispatched(ticket, request, self._dispatcher.answer)
+            )
             chose(ticket, upstream, served)
             if isinstance(parsed, ChatCompletionRequest):
                 answer = await self._reasoning.complete(answer, upstream, served)
@@ -290,7 +294,9 @@ class InferenceService:
         wants_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
         if not wants_usage:
             request = dataclasses.replace(request, body=asking_for_usage(body, parsed.stream_options))
-        stream = await unless_disconnected(receive, self._dispatcher.stream(request))
+        stream = await unless_disconnected(
+            receive, self._dispatched(ticket, request, self._dispatcher.stream)
+        )
         chose(ticket, stream.upstream, stream.model)
         usage = StreamUsage(
             forward_usage=wants_usage,
@@ -310,6 +316,15 @@ class InferenceService:
         if speaking is not None:
             return self._spoken_stream(stream, usage, speaking, ticket.limit_headers, close, keep)
         return SSERelay(stream, usage=usage, headers=ticket.limit_headers, on_close=close, on_complete=keep)
+
+    def _dispatched(
+        self, ticket: Ticket, request: UpstreamRequest, call: Callable[[UpstreamRequest], Awaitable[T]]
+    ) -> Awaitable[T]:
+        """`call(request)`; for a fine-tuned model, sent once more after a reload when the engine
+        no longer held its adapter (evicted between the load and the dispatch)."""
+        if self._adapters is None or not self._adapters.owns(request.model):
+            return call(request)
+        return self._adapters.answering(ticket.principal.tenant_id, request.model, lambda: call(request))
 
     async def _voted(
         self, ticket: Ticket, request: UpstreamRequest, ask: ConfidenceAsk | None
