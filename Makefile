@@ -114,7 +114,7 @@ $(CHECKPOINT)/config.json: | $(STAMP)
 clean:
 	rm -rf $(VENV) $(COQUI_VENV) .cache .pytest_cache .mypy_cache .ruff_cache
 
-# The gateway-overhead, engine and sustained-load benchmarks (bench/README.md); 25-40 minutes.
+# The gateway-overhead, engine and sustained-load benchmarks (bench/README.md); 25-40 minutes, plus about 20 for the Long-VITA context part (a full 128k-token prompt).
 bench: $(STAMP)
 	$(PY) -m bench
 

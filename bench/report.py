@@ -12,6 +12,7 @@ from bench import (
     batch_latency,
     cost_curve,
     embeddings,
+    long_vita_context,
     lora,
     memory,
     memory_chat,
@@ -64,6 +65,7 @@ def write(outcome: Outcome, out: Path) -> dict[str, Any]:
         "memory": outcome.memory,
         "cost_curve": outcome.cost_curve,
         "realtime": outcome.realtime,
+        "long_vita_context": outcome.long_vita_context,
         "model_choice": model_choice.rows(fake_summary),
         "pending_profiles": outcome.pending,
         "notes": outcome.notes,
@@ -109,6 +111,9 @@ def draw(document: dict[str, Any], per_minute: float, out: Path) -> list[str]:
     if (document.get("realtime") or {}).get("spoken"):
         realtime.plot(document["realtime"], out / "realtime.png")
         pngs.append("realtime.png")
+    if (document.get("long_vita_context") or {}).get("variants"):
+        long_vita_context.plot(document["long_vita_context"], out / "long_vita_context.png")
+        pngs.append("long_vita_context.png")
     return pngs
 
 
@@ -256,6 +261,7 @@ def markdown(
     lines += lora.markdown(outcome.lora)
     lines += memory.markdown(outcome.memory)
     lines += realtime.markdown(outcome.realtime)
+    lines += long_vita_context.markdown(outcome.long_vita_context)
     lines += [*(f"![{p}]({p})" for p in pngs), ""]
     if outcome.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in outcome.notes), ""]

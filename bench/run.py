@@ -27,6 +27,7 @@ from bench import (
     cost_curve,
     embeddings,
     litellm_env,
+    long_vita_context,
     lora,
     memory,
     profiles,
@@ -84,6 +85,8 @@ class Plan:
     cost_curve: cost_curve.CurvePlan = field(default_factory=cost_curve.CurvePlan)
     # End of speech to first audio byte on /v1/realtime, and its parts alone (bench/realtime.py).
     realtime: realtime.RealtimePlan = field(default_factory=realtime.RealtimePlan)
+    # Long-VITA per image tile at 16k and 128k tokens of context (bench/long_vita_context.py).
+    long_vita_context: long_vita_context.ContextPlan = field(default_factory=long_vita_context.ContextPlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
 
     @classmethod
@@ -116,6 +119,7 @@ class Plan:
             memory=memory.MemoryPlan.smoke(),
             cost_curve=cost_curve.CurvePlan.smoke(),
             realtime=realtime.RealtimePlan(turns=1, warmup=0, max_tokens=4),
+            long_vita_context=long_vita_context.ContextPlan.smoke(),
         )
 
     @classmethod
@@ -137,6 +141,7 @@ class Plan:
             memory=memory.MemoryPlan.quick(),
             cost_curve=cost_curve.CurvePlan.quick(),
             realtime=realtime.RealtimePlan(turns=3, warmup=1),
+            long_vita_context=long_vita_context.ContextPlan.quick(),
         )
 
 
@@ -156,6 +161,7 @@ class Outcome:
     memory: dict[str, Any] | None = None
     cost_curve: dict[str, Any] | None = None
     realtime: dict[str, Any] | None = None
+    long_vita_context: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
     """Profiles not measured, and why (feature not built yet, Redis missing)."""
@@ -214,6 +220,11 @@ def _engine_parts(
         outcome,
         "realtime",
         lambda: realtime.measure(plan.logs, cores.all, cores.gateway, plan.realtime, progress),
+    )
+    outcome.long_vita_context = _part(
+        outcome,
+        "Long-VITA context",
+        lambda: long_vita_context.measure(plan.logs, cores.all, plan.long_vita_context, progress),
     )
 
 
