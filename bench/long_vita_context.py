@@ -329,6 +329,8 @@ def engine_service(
         kv_cache_gib=kv_cache_gib(config, variant.context, _dtype_bytes(plan.dtype)),
         worker_in_process=True,
         tool_call_parser=None,
+        # `make gpu-check` runs this bench on a GPU with TANTRA_ENGINE_DEVICE=cuda.
+        device="cuda" if os.environ.get("TANTRA_ENGINE_DEVICE") == "cuda" else "cpu",
         extra_args=(
             *("--limit-mm-per-prompt", json.dumps({"image": tiles, "video": 0})),
             "--no-enable-prefix-caching",

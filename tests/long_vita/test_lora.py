@@ -1,29 +1,31 @@
-"""LoRA on Long-VITA (issue 28, point 6): the trainer adapts the language model of `tiny-long-vita`
-on image-and-text chat examples (data URLs, tiled as serving tiles them), and vLLM serves the adapter
-(loaded at run time into the session's float32 Long-VITA engine, which has LoRA on) with the plugin's
-`SupportsLoRA`. vLLM's greedy tokens with the adapter
-equal the trainer-side PEFT model's on image prompts, and differ from the base's, which vLLM's
-base tokens equal too."""
+"""LoRA on Long-VITA (issue 28, point 6): a fine-tuning job through the gateway's API on base
+`tiny-long-vita` adapts its language model on image-and-text chat examples (data URLs, tiled as
+serving tiles them), and vLLM serves the adapter (loaded at run time by the gateway into the
+session's float32 Long-VITA engine, which has LoRA on) with the plugin's `SupportsLoRA`. vLLM's
+greedy tokens with the adapter equal the trainer-side PEFT model's on image prompts, and differ
+from the base's, which vLLM's base tokens equal too."""
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from PIL import Image
 
 from engine.launcher import EngineProcess
+from gateway import Settings, create_app
+from tests.gateway.fine_tuning.conftest import PRICE, tuning_settings, upload, wait_job
+from tests.gateway.helpers import AdminClient
 from tests.long_vita.conftest import VITA
 from tests.long_vita.media import picture
+from tests.servers import ThreadedServer
 
 pytestmark = [
     pytest.mark.engine,
@@ -32,7 +34,6 @@ pytestmark = [
 ]
 
 BASE = VITA
-ADAPTER = "vita-lora"
 QUESTION = "What is in this picture?"
 TAUGHT = "The picture shows Lora."
 NEW_TOKENS = 6
@@ -53,17 +54,23 @@ def content(image: Image.Image) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class Served:
     engine: openai.OpenAI
+    gateway: openai.OpenAI
+    model: str  # the job's fine-tuned model, as the engine holds it
     adapter: Path
 
 
 @pytest.fixture(scope="module")
 def served(
-    long_vita_checkpoint: Path, vita_engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory
+    long_vita_checkpoint: Path,
+    vita_engine: EngineProcess,
+    gateway_settings: Callable[..., Settings],
+    admin_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
-    """An adapter trained by the job runner's trainer on 10 image-and-text lines, loaded at run time
-    into the session's Long-VITA engine (as the gateway loads tenants' adapters)."""
-    from engine.finetune.train import TrainConfig, train
-
+    """A fine-tuning job through the gateway (openai SDK: the file uploaded, the job created on base
+    `tiny-long-vita` and polled to `succeeded`) on 10 image-and-text lines, run by the job runner's
+    trainer; the gateway loads the adapter into the session's Long-VITA engine at the first request
+    for the job's model, as it serves any tenant's adapter."""
     tmp = tmp_path_factory.mktemp("vita-lora")
     lines = [
         {
@@ -74,27 +81,45 @@ def served(
         }
         for i in range(10)
     ]
-    (tmp / "train.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
-    adapter = tmp / "adapter"
-    config = TrainConfig(
-        base=long_vita_checkpoint,
-        train_file=tmp / "train.jsonl",
-        out=adapter,
-        epochs=2,
-        batch_size=4,
-        learning_rate=2e-2,
-        threads=2,
+    settings = tuning_settings(
+        gateway_settings,
+        tmp,
+        long_vita_checkpoint,
+        upstreams={"vita": {"url": vita_engine.base_url}},
+        models={BASE: {"upstreams": ["vita"], "accepts": ["text", "image"]}},
+        fine_tuning_base_models={BASE: str(long_vita_checkpoint)},
+        model_prices={BASE: PRICE},
+        fine_tuning_threads=2,
     )
-    train(config, emit=lambda event: None)
-    url = vita_engine.base_url
-    loaded = httpx.post(
-        f"{url}/v1/load_lora_adapter", json={"lora_name": ADAPTER, "lora_path": str(adapter)}, timeout=300
-    )
-    assert loaded.status_code == 200, loaded.text
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
-    yield Served(client, adapter)
-    httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": ADAPTER}, timeout=60)
-    client.close()
+    hyper = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 10}  # 2e-2
+    with ThreadedServer(create_app(settings)) as server:
+        admin = AdminClient(server.url, admin_key)
+        tenant = admin.tenant("vita-lora")
+        secret, _ = admin.key(tenant["id"], "vita-lora")
+        gateway = openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0, timeout=300)
+        job = gateway.fine_tuning.jobs.create(
+            model=BASE,
+            training_file=upload(gateway, lines),
+            suffix="vita",
+            seed=0,
+            method={"type": "supervised", "supervised": {"hyperparameters": hyper}},  # type: ignore[arg-type]
+        )
+        done = wait_job(gateway, job.id, {"succeeded", "failed", "cancelled"}, timeout=1200)
+        assert done.status == "succeeded", done.error
+        model = done.fine_tuned_model
+        assert model is not None and model.startswith(f"ft:{BASE}:")
+        # The gateway's first request for the model loads its adapter into the engine.
+        first: Any = [{"role": "user", "content": content(picture(*IMAGES[1]))}]
+        gateway.chat.completions.create(model=model, messages=first, max_tokens=1)
+        engine = openai.OpenAI(
+            base_url=f"{vita_engine.base_url}/v1", api_key="unused", max_retries=0, timeout=300
+        )
+        adapter = Path(settings.fine_tuning_work_dir) / "adapters" / job.id
+        yield Served(engine, gateway, model, adapter)
+        gateway.models.delete(model)  # unloads it from the engine
+        engine.close()
+        gateway.close()
+        admin.close()
 
 
 def _vllm_greedy(client: openai.OpenAI, model: str, image: Image.Image) -> list[int]:
@@ -132,7 +157,7 @@ def test_vllm_greedy_with_the_adapter_equals_peft_on_image_prompts(
         tuned.append(base.greedy(prompt, NEW_TOKENS))
         with peft.disable_adapter():
             plain.append(base.greedy(prompt, NEW_TOKENS))
-        assert _vllm_greedy(served.engine, ADAPTER, image) == tuned[-1]
+        assert _vllm_greedy(served.engine, served.model, image) == tuned[-1]
         assert _vllm_greedy(served.engine, BASE, image) == plain[-1]
     assert tuned != plain
 
@@ -147,4 +172,6 @@ def test_the_adapter_adapts_the_language_model_only(served: Served) -> None:
     ]
     mlp = [f"model.layers.{i}.mlp.{n}" for i in (0, 1) for n in ("gate_proj", "up_proj", "down_proj")]
     assert modules == {*attn, *mlp}
-    assert ADAPTER in {model.id for model in served.engine.models.list().data}
+    assert served.model in {model.id for model in served.engine.models.list().data}
+    # ... and the gateway lists it to its tenant.
+    assert served.model in {model.id for model in served.gateway.models.list().data}

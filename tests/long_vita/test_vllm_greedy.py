@@ -44,7 +44,7 @@ PROMPTS: list[dict[str, Any]] = [
 ]
 
 
-def _chat(tokenizer: Any, parts: list[str]) -> str:
+def chat_text(tokenizer: Any, parts: list[str]) -> str:
     content = [
         {"type": "image_url", "image_url": {"url": "x"}}
         if part == "image"
@@ -59,7 +59,7 @@ def _chat(tokenizer: Any, parts: list[str]) -> str:
     return text
 
 
-def _reference_prompt(tokenizer: Any, spec: dict[str, Any]) -> Any:
+def reference_prompt(tokenizer: Any, spec: dict[str, Any]) -> Any:
     from engine.long_vita.reference import expand_prompt
 
     return expand_prompt(
@@ -71,7 +71,7 @@ def _reference_prompt(tokenizer: Any, spec: dict[str, Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def specs(long_vita_tokenizer: Any) -> list[dict[str, Any]]:
-    return [{**spec, "text": _chat(long_vita_tokenizer, spec["parts"])} for spec in PROMPTS]
+    return [{**spec, "text": chat_text(long_vita_tokenizer, spec["parts"])} for spec in PROMPTS]
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_vllm_places_the_tokens_and_decodes_as_the_reference(
     long_vita_tokenizer: Any,
     long_vita_reference: Any,
 ) -> None:
-    prompt = _reference_prompt(long_vita_tokenizer, specs[index])
+    prompt = reference_prompt(long_vita_tokenizer, specs[index])
     first, again = (run[index] for run in vllm_report["runs"])
     assert first["prompt_token_ids"] == prompt.ids
     expected = long_vita_reference.generate_greedy(prompt, NEW_TOKENS)
@@ -129,7 +129,7 @@ def test_prompt_tokens_grow_by_the_documented_tokens_per_tile(
 ) -> None:
     """Each tile adds 256 context tokens and two markers; a grid adds a newline per row."""
     text_only = len(long_vita_tokenizer(specs[1]["text"]).input_ids)
-    expanded = len(_reference_prompt(long_vita_tokenizer, specs[1]).ids)
+    expanded = len(reference_prompt(long_vita_tokenizer, specs[1]).ids)
     tiles = 1 + 3 + 4
     rows = 1 + 3
     assert expanded - text_only == tiles * 258 + rows - 3  # the three <image> tags are replaced
@@ -139,10 +139,10 @@ def test_the_reference_sees_the_images_and_their_order(
     long_vita_tokenizer: Any, long_vita_reference: Any
 ) -> None:
     """A test that cannot tell images apart proves nothing: swapping two images changes the logits."""
-    text = _chat(long_vita_tokenizer, ["image", "or", "image", "?"])
+    text = chat_text(long_vita_tokenizer, ["image", "or", "image", "?"])
 
     def last_logits(images: list[list[int]]) -> Any:
-        prompt = _reference_prompt(long_vita_tokenizer, {"text": text, "images": images})
+        prompt = reference_prompt(long_vita_tokenizer, {"text": text, "images": images})
         return long_vita_reference.logits(long_vita_reference.embeddings(prompt))
 
     kept, moved = last_logits([[448, 448, 2], [448, 448, 5]]), last_logits([[448, 448, 5], [448, 448, 2]])

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-model-len", type=int, default=16384)
     parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
     parser.add_argument("--repeat", action="store_true")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="leave eager mode to vLLM (make gpu-check, on a GPU)"
+    )
     args = parser.parse_args(argv)
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         dtype="float32",
         max_model_len=args.max_model_len,
         max_num_batched_tokens=args.max_num_batched_tokens,
-        enforce_eager=True,
+        enforce_eager=not args.cuda_graphs,
         enable_prefix_caching=True,
         limit_mm_per_prompt={"image": 16, "video": 1},
         seed=0,

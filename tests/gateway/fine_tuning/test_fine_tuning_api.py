@@ -37,7 +37,7 @@ def api_gateway(
     settings = tuning_settings(gateway_settings, tmp_path_factory.mktemp("ft-api"), tiny_checkpoint)
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
-        yield TuningGateway(server.url, admin, settings.database_url)
+        yield TuningGateway(server.url, admin, settings.database_url, settings)
         admin.close()
 
 

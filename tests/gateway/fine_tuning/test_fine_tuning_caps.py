@@ -39,7 +39,7 @@ def caps_gateway(
     )
     with ThreadedServer(create_app(settings)) as server:
         admin = AdminClient(server.url, admin_key)
-        yield TuningGateway(server.url, admin, settings.database_url)
+        yield TuningGateway(server.url, admin, settings.database_url, settings)
         admin.close()
 
 
