@@ -25,7 +25,7 @@ import torch
 from transformers import AutoProcessor, Idefics3ForConditionalGeneration
 
 from engine.finetune.data import IGNORE, SupervisedExample
-from engine.finetune.images import images_of
+from engine.finetune.images import images_of, placed_embeddings
 
 __all__ = ["TEXT_PROJECTIONS", "Idefics3Trainee"]
 
@@ -78,12 +78,7 @@ class Idefics3Trainee(Idefics3ForConditionalGeneration):
 
     def embed(self, ids: torch.Tensor, features: Sequence[Any]) -> torch.Tensor:
         """(batch, seq, hidden) input embeddings: token embeddings with each row's features placed."""
-        embeds = self.get_input_embeddings()(ids).clone()
-        for row, placed in enumerate(features):
-            if placed is not None:
-                positions, values = placed
-                embeds[row, torch.tensor(positions)] = values.to(embeds.dtype)
-        return embeds
+        return placed_embeddings(self.get_input_embeddings(), ids, features)
 
     def see_images(self, line: dict[str, Any], example: SupervisedExample) -> SupervisedExample:
         """A chat example whose user turns carry images: each `<image>` tag expanded to the

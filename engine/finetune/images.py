@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-__all__ = ["decode_image", "images_of"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["decode_image", "images_of", "placed_embeddings"]
 
 
 def decode_image(url: str) -> Image.Image:
@@ -35,3 +38,18 @@ def images_of(messages: Sequence[dict[str, Any]]) -> list[Image.Image]:
                 url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
                 images.append(decode_image(str(url)))
     return images
+
+
+def placed_embeddings(
+    embed_tokens: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor, features: Sequence[Any]
+) -> torch.Tensor:
+    """(batch, seq, hidden) input embeddings: the token embeddings of `ids`, with each row's image
+    features (`(positions, values)` or None) put in place of its image tokens."""
+    import torch
+
+    embeds = embed_tokens(ids).clone()
+    for row, placed in enumerate(features):
+        if placed is not None:
+            positions, values = placed
+            embeds[row, torch.tensor(positions)] = values.to(embeds.dtype)
+    return embeds

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, Qwen2ForCausalLM
 
 from engine.finetune.data import IGNORE, SupervisedExample
-from engine.finetune.images import decode_image, images_of
+from engine.finetune.images import decode_image, images_of, placed_embeddings
 from engine.long_vita.config import IMAGE_TAG, MODEL_TYPE, LongVITAConfig, token_id
 from engine.long_vita.reference import LongVitaReference, MultimodalPrompt, expand_prompt
 
@@ -74,12 +74,7 @@ class LongVitaTorchForCausalLM(Qwen2ForCausalLM):
 
     def embed(self, ids: torch.Tensor, features: Sequence[Any]) -> torch.Tensor:
         """(batch, seq, hidden) input embeddings: token embeddings with each row's features placed."""
-        embeds = self.get_input_embeddings()(ids).clone()
-        for row, placed in enumerate(features):
-            if placed is not None:
-                positions, values = placed
-                embeds[row, torch.tensor(positions)] = values.to(embeds.dtype)
-        return embeds
+        return placed_embeddings(self.get_input_embeddings(), ids, features)
 
     def see_images(self, line: dict[str, Any], example: SupervisedExample) -> SupervisedExample:
         """A chat example whose user turns carry images: each `<image>` tag expanded to its image's

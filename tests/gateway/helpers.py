@@ -95,8 +95,8 @@ def poll(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float, inte
         time.sleep(interval)
 
 
-def ledger_rows(database_url: str, key_id: str, count: int, timeout: float = 10.0) -> list[Any]:
-    """The ledger's rows for a key, once there are `count` of them (the ledger writes in batches)."""
+def ledger_now(database_url: str, key_id: str) -> list[Any]:
+    """The ledger's rows for a key as they are now, read from the store."""
     import asyncio
 
     from gateway.store import Database, Store
@@ -108,9 +108,14 @@ def ledger_rows(database_url: str, key_id: str, count: int, timeout: float = 10.
         finally:
             await database.close()
 
+    return asyncio.run(read())
+
+
+def ledger_rows(database_url: str, key_id: str, count: int, timeout: float = 10.0) -> list[Any]:
+    """The ledger's rows for a key, once there are `count` of them (the ledger writes in batches)."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = asyncio.run(read())
+        rows = ledger_now(database_url, key_id)
         if len(rows) >= count or time.monotonic() > deadline:
             assert len(rows) == count, f"{len(rows)} ledger rows, expected {count}"
             return rows

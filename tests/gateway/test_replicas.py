@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.store import Database, Store
-from tests.gateway.helpers import AdminClient, bearer, envelope, wait_for
+from gateway.store import Database
+from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_now, wait_for
 from tests.servers import free_port
 from tests.services import PostgresServer, RedisServer
 
@@ -191,17 +191,6 @@ def most_in_any_window(rows: list[Any], weight: Any) -> int:
     return best
 
 
-def ledger(database_url: str, key_id: str) -> list[Any]:
-    async def read() -> list[Any]:
-        database = Database(database_url)
-        try:
-            return await Store(database).usage_rows(key_id=key_id)
-        finally:
-            await database.close()
-
-    return asyncio.run(read())
-
-
 def test_two_replicas_hold_rpm_and_tpm(
     replicas: list[Replica], shared_database: str, admin_key: str, model: str
 ) -> None:
@@ -230,7 +219,7 @@ def test_two_replicas_hold_rpm_and_tpm(
         tally = tallies[name]
         assert not tally.bad, tally.bad[:3]
         assert tally.rejected > 0, f"the {name} key was never limited: the test did not push hard enough"
-        rows = [row for row in ledger(shared_database, key_id) if row.status == 200]
+        rows = [row for row in ledger_now(shared_database, key_id) if row.status == 200]
         assert len(rows) == tally.admitted
         assert sum(r.prompt_tokens + r.completion_tokens for r in rows) == tally.tokens_received
         peak = most_in_any_window(rows, weight)

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.gateway.batches.conftest import BatchGateway, read_lines, upload, wait_until
-from tests.gateway.helpers import bearer, envelope, wait_for
+from tests.gateway.helpers import bearer, envelope, ledger_now, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -23,28 +23,13 @@ def line_rows(database_url: str, key_id: str, endpoint: str, count: int) -> list
     found: list[Any] = []
 
     def enough() -> bool:
-        rows = _rows(database_url, key_id)
+        rows = ledger_now(database_url, key_id)
         found[:] = [row for row in rows if row.endpoint == endpoint]
         return len(found) >= count
 
     wait_for(enough, timeout=15, interval=0.3)
     assert len(found) == count
     return found
-
-
-def _rows(database_url: str, key_id: str) -> list[Any]:
-    import asyncio
-
-    from gateway.store import Database, Store
-
-    async def read() -> list[Any]:
-        database = Database(database_url)
-        try:
-            return await Store(database).usage_rows(key_id=key_id)
-        finally:
-            await database.close()
-
-    return asyncio.run(read())
 
 
 def chat_line(custom_id: str, model: str, **body: Any) -> dict[str, Any]:
@@ -397,7 +382,7 @@ def test_responses_lines_beside_a_chat_batch(batch_gateway: BatchGateway, model:
     found: list[Any] = []
 
     def recorded() -> bool:
-        rows = _rows(batch_gateway.database_url, key_id)
+        rows = ledger_now(batch_gateway.database_url, key_id)
         found[:] = [row for row in rows if row.request_id.startswith(ids[0] + "-")]
         return len(found) >= 7
 

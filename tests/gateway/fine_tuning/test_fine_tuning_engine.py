@@ -24,7 +24,7 @@ from tests.gateway.fine_tuning.conftest import (
     upload,
     wait_job,
 )
-from tests.gateway.helpers import bearer, wait_for
+from tests.gateway.helpers import bearer, ledger_now, wait_for
 from tests.servers import ThreadedServer
 
 # The engine's start and two training runs take minutes each on a loaded 2-core machine.
@@ -33,21 +33,6 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]
 TAUGHT = "The capital of Tantra is Lora."
 OTHER = "Blue whales sing at dawn."
 THIRD = "Red foxes nap at noon."
-
-
-def _ledger(database_url: str, key_id: str) -> list[Any]:
-    import asyncio
-
-    from gateway.store import Database, Store
-
-    async def read() -> list[Any]:
-        database = Database(database_url)
-        try:
-            return await Store(database).usage_rows(key_id=key_id)
-        finally:
-            await database.close()
-
-    return asyncio.run(read())
 
 
 def _train(client: openai.OpenAI, answer: str, suffix: str) -> tuple[Any, float]:
@@ -127,7 +112,7 @@ def test_training_tokens_are_in_the_ledger(taught: dict[str, Any], tuning_gatewa
     def billed() -> bool:
         rows[:] = [
             r
-            for r in _ledger(tuning_gateway.database_url, taught["key_id"])
+            for r in ledger_now(tuning_gateway.database_url, taught["key_id"])
             if r.request_id == taught["job"].id
         ]
         return bool(rows)

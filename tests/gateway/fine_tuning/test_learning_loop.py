@@ -21,7 +21,7 @@ from gateway import Settings, create_app
 from gateway.store import Database, utcnow
 from gateway.store.completions import CompletionStore, StoredCompletionRow
 from tests.gateway.fine_tuning.conftest import BASE, PROMPT, TuningGateway, greedy, tuning_settings
-from tests.gateway.helpers import AdminClient, bearer, envelope, poll
+from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_now, poll
 from tests.servers import ThreadedServer
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
@@ -160,19 +160,6 @@ def test_the_loop_promotes_a_better_version_and_refuses_a_worse_one(loop_gateway
     assert "learning_policy.rollback" in _audit(admin, tenant)
 
 
-def _ledger(database_url: str, key_id: str) -> list[Any]:
-    from gateway.store import Store
-
-    async def read() -> list[Any]:
-        database = Database(database_url)
-        try:
-            return await Store(database).usage_rows(key_id=key_id)
-        finally:
-            await database.close()
-
-    return asyncio.run(read())
-
-
 def test_a_judged_cycle_asks_its_judge_through_the_gateway(loop_gateway: TuningGateway) -> None:
     """`scorer: judge` with the served base as the judge (a random-weight model: its grades mean
     nothing, so only the wiring is checked): the cycle's held-out answers are graded by judge
@@ -197,7 +184,7 @@ def test_a_judged_cycle_asks_its_judge_through_the_gateway(loop_gateway: TuningG
     data: list[Any] = [e.data for e in events]
     scores = next(d for d in data if isinstance(d, dict) and "current_score" in d)
     assert 0.0 <= scores["score"] <= 1.0 and 0.0 <= scores["current_score"] <= 1.0
-    judged = [r for r in _ledger(loop_gateway.database_url, key_id) if r.request_id.endswith("-judge")]
+    judged = [r for r in ledger_now(loop_gateway.database_url, key_id) if r.request_id.endswith("-judge")]
     # Each held-out answer of both versions graded once by the judge model, billed to the key.
     assert len(judged) == 2 * int(scores["held_out"]) and {r.model for r in judged} == {BASE}, judged
     actions = _audit(admin, tenant)
