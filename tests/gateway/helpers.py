@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
+import openai
 
 T = TypeVar("T")
 
@@ -120,3 +121,19 @@ def ledger_rows(database_url: str, key_id: str, count: int, timeout: float = 10.
             assert len(rows) == count, f"{len(rows)} ledger rows, expected {count}"
             return rows
         time.sleep(0.1)
+
+
+def greedy_token_ids(client: openai.OpenAI, model: str, content: Any, max_tokens: int) -> list[int]:
+    """vLLM's greedy token ids for one user turn of `content` (its `return_tokens_as_token_ids`
+    logprobs), end of sequence ignored: what the greedy-equality tests compare."""
+    answer = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": content}],
+        temperature=0,
+        max_tokens=max_tokens,
+        logprobs=True,
+        extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True},
+    )
+    logprobs = answer.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    return [int(item.token.removeprefix("token_id:")) for item in logprobs.content]

@@ -22,7 +22,7 @@ from PIL import Image
 from engine.launcher import EngineProcess
 from gateway import Settings, create_app
 from tests.gateway.fine_tuning.conftest import PRICE, tuning_settings, upload, wait_job
-from tests.gateway.helpers import AdminClient
+from tests.gateway.helpers import AdminClient, greedy_token_ids
 from tests.long_vita.conftest import VITA
 from tests.long_vita.media import picture
 from tests.servers import ThreadedServer
@@ -122,20 +122,6 @@ def served(
         admin.close()
 
 
-def _vllm_greedy(client: openai.OpenAI, model: str, image: Image.Image) -> list[int]:
-    answer = client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": content(image)}],  # type: ignore[list-item,misc]
-        temperature=0,
-        max_tokens=NEW_TOKENS,
-        logprobs=True,
-        extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True},
-    )
-    logprobs = answer.choices[0].logprobs
-    assert logprobs is not None and logprobs.content is not None
-    return [int(item.token.removeprefix("token_id:")) for item in logprobs.content]
-
-
 def test_vllm_greedy_with_the_adapter_equals_peft_on_image_prompts(
     served: Served, long_vita_checkpoint: Path, long_vita_tokenizer: Any
 ) -> None:
@@ -157,8 +143,8 @@ def test_vllm_greedy_with_the_adapter_equals_peft_on_image_prompts(
         tuned.append(base.greedy(prompt, NEW_TOKENS))
         with peft.disable_adapter():
             plain.append(base.greedy(prompt, NEW_TOKENS))
-        assert _vllm_greedy(served.engine, served.model, image) == tuned[-1]
-        assert _vllm_greedy(served.engine, BASE, image) == plain[-1]
+        assert greedy_token_ids(served.engine, served.model, content(image), NEW_TOKENS) == tuned[-1]
+        assert greedy_token_ids(served.engine, BASE, content(image), NEW_TOKENS) == plain[-1]
     assert tuned != plain
 
 

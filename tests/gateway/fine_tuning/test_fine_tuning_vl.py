@@ -26,7 +26,7 @@ from engine.launcher import EngineProcess
 from gateway import Settings, create_app
 from tests.conftest import VL_MODEL
 from tests.gateway.fine_tuning.conftest import PRICE, tuning_settings, upload, wait_job
-from tests.gateway.helpers import AdminClient
+from tests.gateway.helpers import AdminClient, greedy_token_ids
 from tests.gateway.media.vision import image_part
 from tests.long_vita.media import picture
 from tests.servers import ThreadedServer
@@ -119,20 +119,6 @@ def _greedy(client: openai.OpenAI, model: str, image: Image.Image) -> str:
     return answer.choices[0].message.content or ""
 
 
-def _vllm_tokens(client: openai.OpenAI, model: str, image: Image.Image) -> list[int]:
-    answer = client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": _content(image)}],  # type: ignore[list-item,misc]
-        temperature=0,
-        max_tokens=NEW_TOKENS,
-        logprobs=True,
-        extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True},
-    )
-    logprobs = answer.choices[0].logprobs
-    assert logprobs is not None and logprobs.content is not None
-    return [int(item.token.removeprefix("token_id:")) for item in logprobs.content]
-
-
 def _peft_tokens(model: Any, processor: Any, image: Image.Image) -> list[int]:
     """Greedy by re-reading the sequence with transformers' own Idefics3 forward, the prompt made
     by the checkpoint's chat template and processor (float32)."""
@@ -171,8 +157,8 @@ def test_vllm_greedy_with_the_adapter_equals_peft_in_fp32(served: Served, vl_che
         tuned.append(_peft_tokens(peft, base.processor, image))
         with peft.disable_adapter():
             plain.append(_peft_tokens(peft, base.processor, image))
-        assert _vllm_tokens(served.engine, served.model, image) == tuned[-1]
-        assert _vllm_tokens(served.engine, VL, image) == plain[-1]
+        assert greedy_token_ids(served.engine, served.model, _content(image), NEW_TOKENS) == tuned[-1]
+        assert greedy_token_ids(served.engine, VL, _content(image), NEW_TOKENS) == plain[-1]
     assert tuned != plain
 
 
