@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from transformers import AutoProcessor, Idefics3ForConditionalGeneration
 
-from engine.finetune.data import IGNORE, SupervisedExample
-from engine.finetune.images import images_of, placed_embeddings
+from engine.finetune.data import SupervisedExample
+from engine.finetune.images import ImageBlock, expand_image_tags, placed_embeddings
 
 __all__ = ["TEXT_PROJECTIONS", "Idefics3Trainee"]
 
@@ -84,26 +84,13 @@ class Idefics3Trainee(Idefics3ForConditionalGeneration):
         """A chat example whose user turns carry images: each `<image>` tag expanded to the
         processor's block for its image (masked out of the loss), the features computed once."""
         tag = int(self.config.image_token_id)
-        kept = sum(1 for token in example.input_ids if token == tag)  # tags left after truncation
-        images = iter(images_of(line["messages"])[:kept])
-        ids: list[int] = []
-        labels: list[int] = []
-        pixels: list[dict[str, torch.Tensor]] = []
-        for token, label in zip(example.input_ids, example.labels, strict=True):
-            if token != tag:
-                ids.append(token)
-                labels.append(label)
-                continue
-            image = next(images, None)
-            if image is None:
-                raise ValueError("an <image> tag without an image_url part")
+
+        def block_of(image: Any) -> ImageBlock:
             block, inputs = self.image_block(image)
-            pixels.append(inputs)
-            ids += block
-            labels += [IGNORE] * len(block)
-        if not pixels:
+            return block, [offset for offset, token in enumerate(block) if token == tag], inputs
+
+        expanded = expand_image_tags(line, example, tag, block_of)
+        if expanded is None:
             return example
-        positions = [index for index, token in enumerate(ids) if token == tag]
-        return replace(
-            example, input_ids=ids, labels=labels, features=(positions, self.image_features(pixels))
-        )
+        features = (expanded.positions, self.image_features(expanded.pixels))
+        return replace(example, input_ids=expanded.input_ids, labels=expanded.labels, features=features)

@@ -7,14 +7,20 @@ import base64
 import binascii
 import io
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from engine.finetune.data import IGNORE, SupervisedExample
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["decode_image", "images_of", "placed_embeddings"]
+__all__ = ["ExpandedImages", "decode_image", "expand_image_tags", "images_of", "placed_embeddings"]
+
+# An image's block: its token ids, the offsets in them that take the image's features, its pixels.
+ImageBlock = tuple[list[int], list[int], Any]
 
 
 def decode_image(url: str) -> Image.Image:
@@ -53,3 +59,44 @@ def placed_embeddings(
             positions, values = placed
             embeds[row, torch.tensor(positions)] = values.to(embeds.dtype)
     return embeds
+
+
+@dataclass(frozen=True)
+class ExpandedImages:
+    """A chat example with its `<image>` tags expanded: ids and labels (the blocks out of the loss),
+    the positions that take image features, and each image's pixels in order."""
+
+    input_ids: list[int]
+    labels: list[int]
+    positions: list[int]
+    pixels: list[Any]
+
+
+def expand_image_tags(
+    line: dict[str, Any],
+    example: SupervisedExample,
+    tag: int,
+    block_of: Callable[[Image.Image], ImageBlock],
+) -> ExpandedImages | None:
+    """Each `<image>` tag left in the (possibly truncated) example replaced by its image's block,
+    as the base's processor lays it out (`block_of`); None when no image is left."""
+    kept = sum(1 for token in example.input_ids if token == tag)
+    images = iter(images_of(line["messages"])[:kept])
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    pixels: list[Any] = []
+    for token, label in zip(example.input_ids, example.labels, strict=True):
+        if token != tag:
+            ids.append(token)
+            labels.append(label)
+            continue
+        image = next(images, None)
+        if image is None:
+            raise ValueError("an <image> tag without an image_url part")
+        block, offsets, image_pixels = block_of(image)
+        positions += [len(ids) + offset for offset in offsets]
+        pixels.append(image_pixels)
+        ids += block
+        labels += [IGNORE] * len(block)
+    return ExpandedImages(ids, labels, positions, pixels) if pixels else None

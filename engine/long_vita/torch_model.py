@@ -28,8 +28,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, Qwen2ForCausalLM
 
-from engine.finetune.data import IGNORE, SupervisedExample
-from engine.finetune.images import decode_image, images_of, placed_embeddings
+from engine.finetune.data import SupervisedExample
+from engine.finetune.images import (
+    ImageBlock,
+    decode_image,
+    expand_image_tags,
+    images_of,
+    placed_embeddings,
+)
 from engine.long_vita.config import IMAGE_TAG, MODEL_TYPE, LongVITAConfig, token_id
 from engine.long_vita.reference import LongVitaReference, MultimodalPrompt, expand_prompt
 
@@ -81,29 +87,17 @@ class LongVitaTorchForCausalLM(Qwen2ForCausalLM):
         tokens as `expand_prompt` expands it (labels ignored there), the features computed once and
         kept with the example."""
         tag = token_id(IMAGE_TAG)
-        kept = sum(1 for token in example.input_ids if token == tag)  # tags left after truncation
-        images = iter(images_of(line["messages"])[:kept])
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        pixels: list[torch.Tensor] = []
-        for token, label in zip(example.input_ids, example.labels, strict=True):
-            if token != tag:
-                ids.append(token)
-                labels.append(label)
-                continue
-            image = next(images, None)
-            if image is None:
-                raise ValueError("an <image> tag without an image_url part")
+
+        def block_of(image: Any) -> ImageBlock:
             block = expand_prompt([tag], [image], tile_tokens=self.config.tile_tokens)
-            positions += [len(ids) + position for position in block.positions]
-            pixels.append(block.pixels)
-            ids += block.ids
-            labels += [IGNORE] * len(block.ids)
-        if not pixels:
+            return block.ids, list(block.positions), block.pixels
+
+        expanded = expand_image_tags(line, example, tag, block_of)
+        if expanded is None:
             return example
-        features = self.place_features(MultimodalPrompt(ids, torch.cat(pixels), positions))
-        return replace(example, input_ids=ids, labels=labels, features=(positions, features))
+        prompt = MultimodalPrompt(expanded.input_ids, torch.cat(expanded.pixels), expanded.positions)
+        features = (expanded.positions, self.place_features(prompt))
+        return replace(example, input_ids=expanded.input_ids, labels=expanded.labels, features=features)
 
     def greedy(self, prompt: MultimodalPrompt, new_tokens: int) -> list[int]:
         """Greedy continuation by re-reading the sequence (no cache), float32: the test's oracle for
