@@ -51,6 +51,17 @@ class HttpApi:
         self._client = client
         self._auth = dict(auth or {})
         self._error: ErrorMap = error or engine_error
+        # The request path's sends skip httpx's client layers (URL merge, header and cookie merges,
+        # auth and redirect hooks, cookie extraction): 13% of the gateway's CPU at one request in
+        # flight under cProfile (docs/performance.md, fix 4). What they did that a
+        # relay needs is done once here: the client's default headers, the per-path URL, the
+        # timeouts. An engine's cookies are not kept between requests (the shared client kept them,
+        # and sent one caller's cookies on every other caller's requests).
+        self._transport = _plain_transport(client)
+        self._base_headers = {**dict(client.headers), **_JSON}
+        self._auth_lower = {name.lower(): value for name, value in self._auth.items()}
+        self._urls: dict[str, httpx.URL] = {}
+        self._timeouts: dict[float | None, dict[str, float | None]] = {}
 
     async def open(
         self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
@@ -60,20 +71,7 @@ class HttpApi:
         Any other status is raised as the APIError a client should see (its `retry_after_s` taken
         from the upstream's Retry-After); the caller owns the returned response and must close it.
         """
-        timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
-        if connect_timeout_s is not None:
-            default = self._client.timeout
-            timeout = httpx.Timeout(
-                default.read, connect=connect_timeout_s, write=default.write, pool=default.pool
-            )
-        request = self._client.build_request(
-            "POST",
-            self.base_url + path,
-            content=body,
-            headers={**_JSON, **headers, **self._auth},
-            timeout=timeout,
-        )
-        response = await self._send(request)
+        response = await self._send_direct(path, body, headers, connect_timeout_s)
         if response.status_code != 200:
             try:
                 raw = await response.aread()
@@ -128,6 +126,55 @@ class HttpApi:
         """The /v1/models cards that name a model; APIError when the upstream cannot say."""
         return model_cards(await self.get_json("/v1/models", timeout_s))
 
+    async def _send_direct(
+        self, path: str, body: bytes, headers: dict[str, str], connect_timeout_s: float | None
+    ) -> httpx.Response:
+        """A POST of `body` to `path`, straight to the client's transport when it has one for every
+        URL (no proxies or mounts), else through the client as any other call."""
+        if self._transport is None:
+            timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
+            if connect_timeout_s is not None:
+                timeout = self._timeout(connect_timeout_s)
+            return await self._send(
+                self._client.build_request(
+                    "POST",
+                    self.base_url + path,
+                    content=body,
+                    headers={**_JSON, **headers, **self._auth},
+                    timeout=timeout,
+                )
+            )
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.base_url + path)
+        timeouts = self._timeouts.get(connect_timeout_s)
+        if timeouts is None:
+            timeouts = self._timeouts[connect_timeout_s] = self._timeout(connect_timeout_s).as_dict()
+        request = httpx.Request(
+            "POST",
+            url,
+            content=body,
+            headers={**self._base_headers, **{k.lower(): v for k, v in headers.items()}, **self._auth_lower},
+            extensions={"timeout": timeouts},
+        )
+        transport = self._transport
+        try:
+            response = await transport.handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            raise EngineUnavailable("The engine did not accept a connection in time.") from exc
+        except httpx.TimeoutException as exc:
+            raise EngineTimeout("The engine did not answer in time.") from exc
+        except httpx.HTTPError as exc:
+            raise EngineUnavailable("The engine is not reachable; try again shortly.") from exc
+        response.request = request
+        return response
+
+    def _timeout(self, connect_timeout_s: float | None) -> httpx.Timeout:
+        default = self._client.timeout
+        if connect_timeout_s is None:
+            return default
+        return httpx.Timeout(default.read, connect=connect_timeout_s, write=default.write, pool=default.pool)
+
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
             return await self._client.send(request, stream=True)
@@ -142,6 +189,14 @@ class HttpApi:
 _JSON = {"content-type": "application/json", "accept-encoding": "identity"}
 # What OpenAI calls the prompt in each route, for errors vLLM reports against `input_tokens`.
 _PROMPT_PARAM = {"/v1/chat/completions": "messages", "/v1/completions": "prompt"}
+
+
+def _plain_transport(client: httpx.AsyncClient) -> httpx.AsyncBaseTransport | None:
+    """The transport `client` sends every request through, when it has one: none of httpx's
+    mounts (proxies from the environment, a test's per-host transports) to choose between."""
+    if client._mounts:  # httpx has no public accessor for either
+        return None
+    return client._transport
 
 
 def model_cards(answer: Any) -> list[dict[str, Any]]:
