@@ -67,6 +67,7 @@ from gateway.routes.retention_admin import retention_admin_router
 from gateway.routes.stored_completions import stored_completions_router
 from gateway.routes.usage_api import usage_router
 from gateway.routes.vector_stores import vector_stores_router
+from gateway.services.memory_query import LocalQueryEmbedder
 from gateway.services.pii import Redactor
 from gateway.settings.schema import Settings
 from gateway.voices_setup import include_voices
@@ -226,8 +227,12 @@ def _include_stored(app: FastAPI, parts: Components) -> None:
         app.include_router(feedback_admin_router(parts.access.admin_guard, parts.feedback))
     if parts.memory is not None:
         app.include_router(memory_router(parts.memory))
-        # Its embeddings and extractions are requests of this app, made in process as the caller.
+        # Its embeddings and extractions are requests of this app, made in process as the caller;
+        # a search's query, with the gateway's own static model, is computed directly.
         parts.memory.core.bind(app)
+        local, model = parts.services.pooling.local, parts.settings.memory_embedding_model
+        if local.knows(model):
+            parts.memory.core.direct_queries = LocalQueryEmbedder(local, parts.access.accountant, model)
     if parts.vector_stores is not None:
         app.include_router(vector_stores_router(parts.vector_stores))
         # Its tokenizing and embeddings are requests of this app, made in process as the caller.

@@ -84,6 +84,8 @@ def governance(parts: Components) -> Governance:
     blobs = parts.storage.blobs if parts.storage is not None else None
     index = parts.memory.core.index if parts.memory is not None else None
     graph = parts.memory.core.graph if parts.memory is not None else None
+    scopes = parts.memory.core.scopes if parts.memory is not None else None
+    erased = scopes.erased if scopes is not None else None
     forget = parts.access.key_admin.forget_tenant
     # The second pass waits for the ledger's batches in flight (two flushes and a margin).
     settle_s = 2 * settings.ledger_flush_interval_s + 1
@@ -97,6 +99,7 @@ def governance(parts: Components) -> Governance:
         forget_queries=parts.memory.core.queries.forget if parts.memory is not None else None,
         settle_s=settle_s,
     )
+    gdpr.erased_memories = erased
     gdpr.register()
     evals = _evals(parts)
     compression = _compression(parts)
@@ -112,6 +115,7 @@ def governance(parts: Components) -> Governance:
         index=index,
         graph=graph.store if graph is not None else None,
     )
+    retention.erased_memories = erased
     retention.register()
     return Governance(usage, retention, gdpr=gdpr, evals=evals, compression=compression, learning=loop)
 

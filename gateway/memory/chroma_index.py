@@ -65,7 +65,7 @@ class ChromaIndex:
     async def search(
         self, tenant_id: str | None, query: Vector, k: int, *, among: Collection[int]
     ) -> list[Hit]:
-        if not among or k <= 0:
+        if len(among) == 0 or k <= 0:  # `among` may be a numpy array (the scope cache's)
             return []
         found = await self._on(
             tenant_id,

@@ -72,7 +72,7 @@ class PgvectorIndex:
     async def search(
         self, tenant_id: str | None, query: Vector, k: int, *, among: Collection[int]
     ) -> list[Hit]:
-        if not among or k <= 0:
+        if len(among) == 0 or k <= 0:  # `among` may be a numpy array (the scope cache's)
             return []
         table = await self._table(len(query), create=False)
         if table is None:
@@ -86,7 +86,7 @@ class PgvectorIndex:
                 "WHERE tenant = $2 AND seq = ANY($3::bigint[]) ORDER BY embedding <=> $1 LIMIT $4",
                 _half(query),
                 _tenant(tenant_id),
-                list(among),
+                [int(seq) for seq in among],
                 min(k, len(among)),
             )
         return [Hit(int(row["seq"]), float(row["score"])) for row in rows]

@@ -71,6 +71,9 @@ class Gdpr:
         self._forget_tenant = forget_tenant
         # Drops the tenant's memory search queries this replica keeps (gateway/memory/query_cache.py).
         self._forget_queries = forget_queries
+        # Moves the tenant's memory scope versions: no replica's scope cache keeps erased rows
+        # (gateway/memory/scope_cache.py; set once built).
+        self.erased_memories: Callable[[str | None], Awaitable[None]] | None = None
         self._runner = runner
         self._blobs = blobs
         self._index = index
@@ -227,6 +230,8 @@ class Gdpr:
                 blob_keys += erased.blob_keys
                 for found in erased.vectors.values():
                     seqs.update(found)
+            if self.erased_memories is not None:
+                await self.erased_memories(subject.tenant_id)
         counts["exports"] = await self._drop_exports(subject, blob_keys)
         if subject.whole_tenant and self._forget_tenant is not None:
             await self._forget_tenant(subject.tenant_id)

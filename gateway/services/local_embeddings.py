@@ -83,6 +83,14 @@ class LocalEmbeddings:
             code="model_not_supported",
         )
 
+    async def vectors(self, model: str, texts: list[str]) -> tuple[Any, int]:
+        """The texts' unit vectors (float32 rows) and their tokens, computed with no request around
+        them: a memory search's query (gateway/services/memory_query.py), whose caller writes the
+        tokens to the ledger itself. The same vectors and count as /v1/embeddings answers."""
+        static = await self._load(model)
+        ids = _token_ids(static, list(texts), None)
+        return _vectors(static.embedding, ids), sum(len(row) for row in ids)
+
     async def _load(self, model: str) -> Any:
         loaded = self._models.get(model)
         if loaded is not None:

@@ -236,7 +236,7 @@ async def _admit(ticket: Ticket) -> Caller:
     """Count the request against the caller's limits; the caller as owner."""
     await ticket.reserve(_NOTHING)
     principal = ticket.principal
-    return Caller(Owner(principal.tenant_id, principal.key_id), ticket.tab.request_id)
+    return Caller(Owner(principal.tenant_id, principal.key_id), ticket.tab.request_id, principal)
 
 
 def _scope(body: Scoped, extra: dict[str, Any] | None = None) -> Scope:

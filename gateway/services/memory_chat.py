@@ -67,19 +67,24 @@ class Recall:
         return [{"id": memory_id, "score": round(score, 4)} for memory_id, score in self.used]
 
 
-def _within_budget(found: list[Found], token_budget: int) -> tuple[list[str], list[tuple[str, float]]]:
-    """The lines of the best memories that fit the budget, and their ids and scores."""
-    lines: list[str] = []
-    used: list[tuple[str, float]] = []
+def _fitting(texts: list[str], token_budget: int) -> int:
+    """How many of the memories' texts, best first, fit the budget as lines under the intro."""
     budget = token_budget * _CHARS_PER_TOKEN - len(_INTRO)
-    for hit in found:
-        line = f"- {hit.memory.memory}"
+    count = 0
+    for text in texts:
+        line = f"- {text}"
         if len(line) + 1 > budget:
             break
         budget -= len(line) + 1
-        lines.append(line)
-        used.append((hit.memory.id, hit.score))
-    return lines, used
+        count += 1
+    return count
+
+
+def placed_block(texts: list[str], token_budget: int) -> str:
+    """The system message placed for these memories' texts, best first: the intro and one line each,
+    as many as fit the budget ("" when none does). bench/memory_block.py sends the same."""
+    kept = texts[: _fitting(texts, token_budget)]
+    return "\n".join([_INTRO, *(f"- {text}" for text in kept)]) if kept else ""
 
 
 def recall_header(used: list[tuple[str, float]]) -> str:
@@ -137,7 +142,7 @@ class ChatMemory:
         )
         if not query:
             return None
-        caller = Caller(Owner(principal.tenant_id, principal.key_id), ticket.tab.request_id)
+        caller = Caller(Owner(principal.tenant_id, principal.key_id), ticket.tab.request_id, principal)
         try:
             with ticket.stage("memory"):
                 found = await self.core.search(
@@ -148,8 +153,9 @@ class ChatMemory:
             # The answer goes on without memories (the embedding model down or over its limits).
             log.warning("memory recall failed (%s): %s", exc.status, exc.message)
             return None
-        lines, used = _within_budget(found, self.options.token_budget)
-        content = "\n".join([_INTRO, *lines]) if used else ""
+        texts = [hit.memory.memory for hit in found]
+        used = [(hit.memory.id, hit.score) for hit in found[: _fitting(texts, self.options.token_budget)]]
+        content = placed_block(texts, self.options.token_budget)
         tokens = len(content) // _CHARS_PER_TOKEN + 1 if used else 0
         # Written beside the answer, not before it: the record is for the panel, not the model.
         self._later(self._record(caller, user, found, used, content, tokens))

@@ -16,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.types import ASGIApp
 
 from gateway.admission.internal import ACTING_AS, InternalCall
+from gateway.auth import Principal
 from gateway.memory.index import Vector, VectorIndex, from_bytes
 from gateway.memory.query_cache import QueryCache
 from gateway.memory.scope_cache import ScopeCache
@@ -56,13 +58,21 @@ class MemoryOptions:
 
 @dataclass(frozen=True)
 class Caller:
-    """Whose memories, and the key (and request id) the gateway's own requests act as."""
+    """Whose memories, and the key (and request id) the gateway's own requests act as; with the
+    key's principal when a request of that key is under way (a chat, the memory API), so that a
+    search's query can be embedded directly (`MemoryCore.direct_queries`)."""
 
     owner: Owner
     request_id: str
+    principal: Principal | None = None
 
     def call(self, n: int) -> InternalCall:
         return InternalCall(self.owner.key_id, f"{self.request_id}-mem{n}-{secrets.token_hex(3)}")
+
+
+# A search query's vector computed without a request of the gateway to itself, its tokens in the
+# ledger all the same (gateway/services/memory_query.py); the caller has a principal.
+QueryEmbedder = Callable[[Caller, str], Awaitable[Vector]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class MemoryCore:
         # Scopes' row numbers kept between searches (gateway/memory/scope_cache.py); None: SQL each time.
         self.scopes: ScopeCache | None = None
         self.queries = QueryCache(options.query_cache, options.query_cache_ttl_s)
+        # With the gateway's own static model as the embedding model: queries embedded directly.
+        self.direct_queries: QueryEmbedder | None = None
 
     def bind(self, app: ASGIApp) -> None:
         self._app = app
@@ -186,15 +198,16 @@ class MemoryCore:
 
         await self.graph.remember(post, caller.owner.tenant_id, memories)
 
-    async def _nearest(self, owner: Owner, vector: Vector, among: list[int]) -> Memory | None:
+    async def _nearest(self, owner: Owner, vector: Vector, among: Collection[int]) -> Memory | None:
         """The scope's memory nearest `vector`, if as near as the dedupe threshold."""
         hits = await self.index.search(owner.tenant_id, vector, 1, among=among)
         if not hits or hits[0].score < self.options.dedupe_threshold:
             return None
         return (await self.store.by_seqs(owner, [hits[0].seq])).get(hits[0].seq)
 
-    async def _scope_seqs(self, owner: Owner, scope: Scope, *, live_at: datetime | None) -> list[int]:
-        """The row numbers a search of `scope` is limited to: read alone from SQL, or, when the
+    async def _scope_seqs(self, owner: Owner, scope: Scope, *, live_at: datetime | None) -> Collection[int]:
+        """The row numbers a search of `scope` is limited to: from the scope cache (a read-only
+        array, the same object while the scope is unchanged), read alone from SQL, or, when the
         scope filters on metadata (matched in Python), from its rows."""
         if scope.metadata:
             rows = await self.store.in_scope(owner, scope)
@@ -211,20 +224,40 @@ class MemoryCore:
         among, vector = await asyncio.gather(
             self._scope_seqs(caller.owner, scope, live_at=utcnow()), self._query_vector(caller, query)
         )
-        if not among:
+        if len(among) == 0:
             return []
         hits = await self.index.search(caller.owner.tenant_id, vector, k, among=among)
-        by_seq = await self.store.by_seqs(caller.owner, [h.seq for h in hits])
+        by_seq = await self._hit_rows(caller.owner, scope, among, [h.seq for h in hits])
         found = [Found(by_seq[h.seq], h.score) for h in hits if h.seq in by_seq]
         return [f for f in found if threshold is None or f.score >= threshold]
 
+    async def _hit_rows(
+        self, owner: Owner, scope: Scope, among: Collection[int], seqs: list[int]
+    ) -> dict[int, Memory]:
+        """The hits' rows: kept by the scope cache from an earlier search of the same scope version
+        (gateway/memory/scope_cache.py), else read from SQL by row number (and kept)."""
+        scopes = self.scopes
+        if scopes is None or not isinstance(among, np.ndarray) or not seqs:
+            return await self.store.by_seqs(owner, seqs)
+        found = scopes.rows(owner, scope, among, seqs)
+        missing = [seq for seq in seqs if seq not in found]
+        if missing:
+            read = await self.store.by_seqs(owner, missing)
+            scopes.keep_rows(owner, scope, among, read)
+            found.update(read)
+        return found
+
     async def _query_vector(self, caller: Caller, query: str) -> Vector:
         """A search query's vector: kept from an earlier search of the same text by the tenant (no
-        engine call, no tokens), else embedded."""
+        engine call, no tokens), else embedded: directly by the gateway's static model when it is
+        the embedding model and the caller's principal is known, else by a request to itself."""
         key = (caller.owner.tenant_id, self.options.embedding_model, query)
         vector = self.queries.get(key)
         if vector is None:
-            (vector,) = await self.embed(caller, [query])
+            if self.direct_queries is not None and caller.principal is not None:
+                vector = await self.direct_queries(caller, query)
+            else:
+                (vector,) = await self.embed(caller, [query])
             self.queries.put(key, vector)
         return vector
 

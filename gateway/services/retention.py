@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,6 +56,9 @@ class Retention:
         self._blobs = blobs
         self._index = index
         self._graph = graph
+        # Moves the tenants' memory scope versions once their rows are swept (scope caches; set
+        # once built).
+        self.erased_memories: Callable[[str | None], Awaitable[None]] | None = None
         # Naive UTC now; tests move it forward.
         self.clock = clock
 
@@ -120,6 +123,9 @@ class Retention:
                 swept = await self.store.sweep(kind, horizon, now)
                 counts[kind] += swept.rows
                 await self._forget(swept.blob_keys, swept.vectors)
+                if self.erased_memories is not None:
+                    for tenant_id in swept.vectors:
+                        await self.erased_memories(tenant_id)
                 await self._delete_blobs(swept.blobs)
                 await self._forget_graph(swept.memory_ids)
                 if swept.rows < CHUNK:

@@ -70,3 +70,26 @@ def test_a_chat_only_run_keeps_the_last_full_runs_other_rows(tmp_path: Path) -> 
     merged = memory._with_earlier({"chat": {"added_p50_ms": 9.0}, "date": "today"}, earlier)
     assert merged["recall"] == [{"backend": "faiss-flat"}]
     assert merged["chat"]["added_p50_ms"] == 9.0 and merged["chat"]["date"] == "today"
+
+
+def test_the_probes_block_and_side_by_side_table(tmp_path: Path) -> None:
+    """bench/memory_block.py sends the block memory in chat places (the intro, then facts within the
+    budget); bench/memory_compare.py puts chat rows side by side with their load, and plots them."""
+    import json
+
+    from bench import memory_block, memory_compare
+
+    facts = [p.fact for p in memory_set.retrieval_set(10)[:5]]
+    block = memory_block.block(facts)
+    assert block.splitlines()[1:] == [f"- {fact}" for fact in facts]
+    assert memory_block.block(["x" * 2000]) == ""  # nothing fits the 256-token budget
+    chat = {
+        "date": "2026-12-07 01:15:02 UTC", "chats": 60, "load_average_start": [9.3, 8, 6],
+        "load_average_end": [12.7, 9, 7], "off_p50_ms": 68.7, "on_p50_ms": 98.2, "added_p50_ms": 29.5,
+        "parts": {"search_p50_ms": 22.4}, "with_memories_placed": {"on": 60}, "errors": {"on": 0, "off": 0},
+    }  # fmt: skip
+    (tmp_path / "run.json").write_text(json.dumps({"chat": chat}))
+    assert memory_compare.main(["--run", f"after={tmp_path / 'run.json'}", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "compare.md").read_text()
+    assert "| after | 01:15 | 60 | 9.3 → 12.7 | 68.7 | 98.2 | **29.5** | 22.4 | 60/60 | 0 |" in table
+    assert (tmp_path / "compare.png").stat().st_size > 0

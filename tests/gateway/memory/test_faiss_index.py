@@ -247,3 +247,55 @@ async def test_hnsw_replaces_in_place_and_compacts_its_tombstones(blobs: LocalBl
     await _filled(index, sql, "t1", {41: fresh[1]})
     assert loads == 1  # compacted: 13 tombstones of 44 vectors
     assert index._tenants["t1"].index.ntotal == 31 and index._tenants["t1"].tombstones == 0
+
+
+def _scope_array(seqs: list[int]) -> np.ndarray:
+    """A scope as the scope cache hands it: a read-only int64 array."""
+    array = np.asarray(sorted(seqs), dtype=np.int64)
+    array.flags.writeable = False
+    return array
+
+
+@pytest.mark.parametrize("threshold", [100, 10])  # flat, then HNSW (50 vectors above 10)
+async def test_a_kept_scope_selector_follows_the_scope_and_the_index(
+    blobs: LocalBlobStore, sql: _Sql, threshold: int
+) -> None:
+    index = FaissIndex(blobs, sql.load, hnsw_threshold=threshold)
+    vectors = _vectors(50)
+    await _filled(index, sql, "t1", vectors)
+    scope = _scope_array(list(range(1, 26)))
+    first = await index.search("t1", vectors[7], 3, among=scope)
+    assert first[0].seq == 7
+    assert len(index._selectors) == 1
+    # The same array: its kept selector, the same answer.
+    assert await index.search("t1", vectors[7], 3, among=scope) == first
+    assert len(index._selectors) == 1
+    # Another scope (another array) never gets the first one's rows.
+    other = _scope_array(list(range(26, 51)))
+    assert all(h.seq >= 26 for h in await index.search("t1", vectors[7], 5, among=other))
+    # A writable array or a set is not kept: built per search, as before.
+    assert (await index.search("t1", vectors[7], 3, among=set(range(1, 26))))[0].seq == 7
+    assert len(index._selectors) == 2
+    # Row 7 replaced by another vector (HNSW: its next generation; the kept selector is rebuilt).
+    moved = vectors[40].copy()
+    sql.rows["t1"][7] = moved
+    await index.add("t1", {7: moved})
+    assert (await index.search("t1", moved, 1, among=scope))[0].seq == 7
+    # Row 7 removed: no search of the same scope array returns it.
+    del sql.rows["t1"][7]
+    await index.remove("t1", [7])
+    assert all(h.seq != 7 for h in await index.search("t1", moved, 5, among=scope))
+    assert all(h.seq != 7 for h in await index.search("t1", vectors[7], 5, among=scope))
+
+
+async def test_kept_selectors_are_bounded(
+    blobs: LocalBlobStore, sql: _Sql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.memory.faiss_index.SELECTOR_ROWS", 40)
+    index = FaissIndex(blobs, sql.load, hnsw_threshold=100)
+    vectors = _vectors(50)
+    await _filled(index, sql, "t1", vectors)
+    scopes = [_scope_array(list(range(start, start + 15))) for start in (1, 16, 31)]
+    for scope in scopes:
+        await index.search("t1", vectors[1], 1, among=scope)
+    assert index._selector_rows <= 40 and len(index._selectors) == 2

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from redis.asyncio import Redis
 
@@ -82,23 +83,23 @@ async def test_rows_are_read_once_until_a_write_of_that_user(
     a1 = await _add(store, owner, alice)
     b1 = await _add(store, owner, bob)
     for cache in (first, other, first, other):
-        assert await cache.seqs(owner, alice, live_at=T0) == [a1]
+        assert (await cache.seqs(owner, alice, live_at=T0)).tolist() == [a1]
     assert read.reads == 2  # once per replica
-    assert await other.seqs(owner, bob, live_at=T0) == [b1]
+    assert (await other.seqs(owner, bob, live_at=T0)).tolist() == [b1]
     # Bob's write moves bob's version (and the tenant's), not alice's: her rows stay cached.
     b2 = await _add(store, owner, bob)
     reads = read.reads
-    assert await other.seqs(owner, alice, live_at=T0) == [a1]
+    assert (await other.seqs(owner, alice, live_at=T0)).tolist() == [a1]
     assert read.reads == reads
-    assert sorted(await other.seqs(owner, bob, live_at=T0)) == [b1, b2]
+    assert sorted((await other.seqs(owner, bob, live_at=T0)).tolist()) == [b1, b2]
     # A scope without a user (an agent's) reads the tenant's version: any write moves it.
     agent = Scope(agent_id="helper")
-    assert await other.seqs(owner, agent, live_at=T0) == []
+    assert (await other.seqs(owner, agent, live_at=T0)).tolist() == []
     g1 = await _add(store, owner, Scope(user_id="carol", agent_id="helper"))
-    assert await other.seqs(owner, agent, live_at=T0) == [g1]
+    assert (await other.seqs(owner, agent, live_at=T0)).tolist() == [g1]
     # Deleted through the store: gone at once on the other replica.
     await store.apply(owner, [Change("DELETE", (await store.by_seqs(owner, [a1]))[a1].id, "h")], at=T0)
-    assert await other.seqs(owner, alice, live_at=T0) == []
+    assert (await other.seqs(owner, alice, live_at=T0)).tolist() == []
 
 
 async def test_expiry_is_applied_when_the_rows_are_read(parts: tuple[MemoryStore, _Counted, Redis]) -> None:
@@ -108,9 +109,9 @@ async def test_expiry_is_applied_when_the_rows_are_read(parts: tuple[MemoryStore
     scope = Scope(user_id="u")
     keep = await _add(store, owner, scope)
     soon = await _add(store, owner, scope, expires=T0 + timedelta(minutes=5))
-    assert sorted(await cache.seqs(owner, scope, live_at=T0)) == [keep, soon]
-    assert await cache.seqs(owner, scope, live_at=T0 + timedelta(minutes=6)) == [keep]
-    assert sorted(await cache.seqs(owner, scope, live_at=None)) == [keep, soon]
+    assert sorted((await cache.seqs(owner, scope, live_at=T0)).tolist()) == [keep, soon]
+    assert (await cache.seqs(owner, scope, live_at=T0 + timedelta(minutes=6))).tolist() == [keep]
+    assert sorted((await cache.seqs(owner, scope, live_at=None)).tolist()) == [keep, soon]
     assert read.reads == 1
     # The same rows the store reads itself.
     assert await store.seqs_in_scope(owner, scope, live_at=T0 + timedelta(minutes=6)) == [keep]
@@ -125,12 +126,12 @@ async def test_without_redis_it_reads_sql_and_tenants_stay_apart(
     scope = Scope(user_id="same")
     mine = await _add(store, one, scope)
     theirs = await _add(store, two, scope)
-    assert await cache.seqs(one, scope, live_at=T0) == [mine]
-    assert await cache.seqs(two, scope, live_at=T0) == [theirs]
+    assert (await cache.seqs(one, scope, live_at=T0)).tolist() == [mine]
+    assert (await cache.seqs(two, scope, live_at=T0)).tolist() == [theirs]
     down = ScopeCache(Redis.from_url("redis://127.0.0.1:1/0"), read)
     before = read.reads
-    assert await down.seqs(one, scope, live_at=T0) == [mine]
-    assert await down.seqs(one, scope, live_at=T0) == [mine]
+    assert (await down.seqs(one, scope, live_at=T0)).tolist() == [mine]
+    assert (await down.seqs(one, scope, live_at=T0)).tolist() == [mine]
     assert read.reads == before + 2
 
 
@@ -186,3 +187,69 @@ def test_no_stale_read_on_one_replica_after_a_write_through_the_other(
     assert all("espresso" not in m for m in found_on_b("espresso after lunch"))
     a.delete_all(user_id="u1")
     assert found_on_b("green tea") == []
+
+
+async def test_the_same_array_while_the_scope_is_unchanged_and_a_new_one_when_a_row_expires(
+    parts: tuple[MemoryStore, _Counted, Redis],
+) -> None:
+    store, read, redis = parts
+    owner = Owner(f"t-{uuid.uuid4().hex[:8]}", "k")
+    cache = _cache(redis, read, store)
+    scope = Scope(user_id="u")
+    keep = await _add(store, owner, scope)
+    soon = await _add(store, owner, scope, expires=T0 + timedelta(minutes=5))
+    first = await cache.seqs(owner, scope, live_at=T0)
+    assert not first.flags.writeable
+    assert await cache.seqs(owner, scope, live_at=T0 + timedelta(minutes=4)) is first
+    later = await cache.seqs(owner, scope, live_at=T0 + timedelta(minutes=5))
+    assert later is not first and later.tolist() == [keep]
+    assert await cache.seqs(owner, scope, live_at=T0 + timedelta(days=1)) is later
+    # A clock set back: the expired row is live again, in a new array.
+    assert sorted((await cache.seqs(owner, scope, live_at=T0)).tolist()) == [keep, soon]
+    # A write: a new array.
+    again = await cache.seqs(owner, scope, live_at=T0)
+    await _add(store, owner, scope)
+    assert await cache.seqs(owner, scope, live_at=T0) is not again
+
+
+async def test_hits_rows_are_kept_per_scope_version_and_dropped_by_writes_and_erasures(
+    parts: tuple[MemoryStore, _Counted, Redis],
+) -> None:
+    store, read, redis = parts
+    owner = Owner(f"t-{uuid.uuid4().hex[:8]}", "k")
+    cache = _cache(redis, read, store)
+    other = ScopeCache(redis, read)  # another replica
+    scope = Scope(user_id="u")
+    a = await _add(store, owner, scope)
+    b = await _add(store, owner, scope)
+    for replica in (cache, other):
+        among = await replica.seqs(owner, scope, live_at=T0)
+        assert replica.rows(owner, scope, among, [a, b]) == {}
+        replica.keep_rows(owner, scope, among, await store.by_seqs(owner, [a, b]))
+        assert set(replica.rows(owner, scope, among, [a, b])) == {a, b}
+    # Rows are only kept in the entry whose array the search used: a stale array keeps nothing.
+    stale = np.asarray([a, b], dtype=np.int64)
+    cache.keep_rows(owner, scope, stale, {})
+    assert cache.rows(owner, scope, stale, [a]) == {}
+    # An update through the store on one replica: the other's kept rows go with its version.
+    memory = (await store.by_seqs(owner, [a]))[a]
+    await store.apply(owner, [Change("UPDATE", memory.id, "h2", text="new text", vector=b"\0" * 8)], at=T0)
+    among = await other.seqs(owner, scope, live_at=T0)
+    assert other.rows(owner, scope, among, [a, b]) == {}
+    other.keep_rows(owner, scope, among, await store.by_seqs(owner, [a, b]))
+    assert other.rows(owner, scope, among, [a])[a].memory == "new text"
+    # An erasure or a retention sweep (outside the store's writes) moves the tenant's version:
+    # every replica reads every scope of the tenant again, with no rows kept.
+    await cache.erased(owner.tenant_id)
+    before = read.reads
+    among = await other.seqs(owner, scope, live_at=T0)
+    assert read.reads == before + 1
+    assert other.rows(owner, scope, among, [a, b]) == {}
+    # Another tenant's scopes are not moved by it.
+    elsewhere = Owner(f"t-{uuid.uuid4().hex[:8]}", "k")
+    await _add(store, elsewhere, scope)
+    await other.seqs(elsewhere, scope, live_at=T0)
+    reads = read.reads
+    await cache.erased(owner.tenant_id)
+    await other.seqs(elsewhere, scope, live_at=T0)
+    assert read.reads == reads

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from model2vec import StaticModel
 
 from gateway import Settings, create_app
-from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_rows
+from tests.gateway.helpers import AdminClient, bearer, envelope, ledger_now, ledger_rows
 from tests.gateway.memory.fake_models import CHAT, EMBEDDING, FakeModels
 from tests.servers import ThreadedServer
 
@@ -205,6 +206,38 @@ def test_memory_embeds_with_it_without_any_engine(served: tuple[str, AdminClient
     assert found[0]["id"] == tea
     found = memory.search("which city is pat's job in?", filters={"user_id": "pat"})["results"]
     assert found[0]["memory"] == "works as a nurse in Porto"
+
+
+def test_a_search_query_is_embedded_directly_its_tokens_in_the_ledger(
+    served: tuple[str, AdminClient, str], reference: StaticModel
+) -> None:
+    """The memory search's query is computed by the static model with no request of the gateway to
+    itself (gateway/services/memory_query.py), its tokens still a /v1/embeddings row of the key; a key
+    not allowed the model gets the model's 404, as the endpoint answers it."""
+    url, admin, database_url = served
+    tenant = admin.tenant("local-embeddings-query")
+    secret, record = admin.key(tenant["id"], "query")
+    memory = MemoryClient(api_key=secret, host=url)
+    memory.add("likes green tea in the morning", user_id="pat", infer=False)
+    query = "what does pat drink in the morning?"
+    assert memory.search(query, filters={"user_id": "pat"})["results"][0]["memory"].startswith("likes green")
+    tokens = len(reference.tokenize([query])[0])
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [r for r in ledger_now(database_url, str(record["id"])) if r.endpoint == "/v1/embeddings"]
+        if len(rows) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    (row,) = [r for r in rows if r.prompt_tokens == tokens]
+    assert (row.model, row.served_model, row.outcome, row.status) == (MODEL, MODEL, "completed", 200)
+    assert row.tenant_id == tenant["id"] and "-mem" in row.request_id
+    barred, _ = admin.key(tenant["id"], "barred", allowed_models=["some-other-model"])
+    refused = httpx.post(
+        url + "/v2/memories/search/",
+        json={"query": "tea", "filters": {"user_id": "pat"}},
+        headers=bearer(barred),
+    )
+    assert envelope(refused, 404)["code"] == "model_not_found"
 
 
 def test_a_vector_store_chunks_and_searches_with_it(served: tuple[str, AdminClient, str]) -> None:
