@@ -47,6 +47,7 @@ from engine.spikingbrain.real_shapes import (
     MAX_MODEL_LEN,
     NEW_TOKENS,
     PRESET,
+    answers_file_name,
     compute_answers,
     real_shape_sequence,
 )
@@ -162,6 +163,16 @@ def test_preset_is_shaped_like_the_7b(checkpoint: Path) -> None:
     assert config["attn_layers"] == [1, 3, 5, 7] and config["num_hidden_layers"] == 8
     assert (config["sliding_window"], config["vocab_size"]) == (4096, 151936)
     assert max(LENGTHS) > 2 * config["sliding_window"]
+
+
+def test_reference_answers_are_checked_in(checkpoint: Path, sequence: list[int]) -> None:
+    """Without them a fresh clone (CI) computes them again: 3 to 12 minutes of one core, which the
+    vLLM runs wait for. A change to the reference or the preset must bring its new answers along."""
+    name = answers_file_name(checkpoint, sequence)
+    assert (DATA / name).is_file(), (
+        f"{DATA / name} is missing: copy {checkpoint.parent / name} (written by this module's run) "
+        f"into {DATA} and remove the stale reference-{PRESET}-*.json there"
+    )
 
 
 def test_fp32_greedy_equal_with_prefix_caching(
