@@ -17,6 +17,7 @@ from engine.launcher import EngineConfig, EngineProcess
 from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient
+from tests.litellm_install import begin_install
 from tests.servers import ThreadedServer, free_port, logged_engine, prestart_engine, stop_prestarted
 
 if TYPE_CHECKING:
@@ -166,6 +167,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for name, (config, log_path) in SESSION_ENGINES.items():
         if name in used:
             prestart_engine(config(), log_path)
+    if "litellm_proxy" in used:
+        begin_install()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

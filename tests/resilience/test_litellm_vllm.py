@@ -1,7 +1,8 @@
 """A fallback chain ending at an external upstream, with real parts: LiteLLM's proxy (with a master
 key) in front of the session's vLLM engine, reached as a `kind: openai` upstream whose key comes
 from an environment variable, behind a gateway whose local engine is down; clients use the real
-`openai` SDK. LiteLLM's proxy comes from the bench's venv (bench/litellm_env.py, bench/servers.py).
+`openai` SDK. LiteLLM's proxy comes from the bench's venv (bench/litellm_env.py, bench/servers.py),
+installed beside the session's first tests (tests/litellm_install.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import httpx
 import openai
 import pytest
 
-from bench import litellm_env, servers
+from bench import servers
 from gateway import Settings, create_app
 from tests.gateway.helpers import wait_for
+from tests.litellm_install import begin_install
 from tests.servers import ThreadedServer, free_port
 
 pytestmark = pytest.mark.engine
@@ -31,7 +33,7 @@ KEY_ENV = "TANTRA_TEST_LITELLM_KEY"
 def litellm_proxy(engine_url: str) -> Iterator[tuple[str, str]]:
     """LiteLLM's proxy serving MODEL from the session's engine; (url, master key)."""
     try:
-        venv = litellm_env.ensure_litellm()
+        venv = begin_install().result()  # begun when collection ended (tests/conftest.py)
     except (subprocess.CalledProcessError, OSError) as exc:
         pytest.skip(f"LiteLLM's proxy could not be installed (no package index?): {exc}")
     master_key = "sk-litellm-" + secrets.token_urlsafe(12)

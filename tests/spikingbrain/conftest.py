@@ -10,7 +10,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +85,14 @@ class VllmRunner:
     Each run starts vLLM, submits all prompts as one batch, and tears the whole process group down
     before it ends. `start` begins a run in the background (at most RUNS_AT_ONCE at a time) and
     calling the runner waits for it, so a module's runs overlap with each other and with the
-    reference's work in the test process.
+    reference's work in the test process. `start_in_one_process` begins several runs that one
+    driver process makes one after another, paying for the imports once.
     """
 
     def __init__(self, checkpoint: Path, prompts: list[list[int]], workdir: Path) -> None:
         self._checkpoint, self._prompts, self._workdir = checkpoint, prompts, workdir
         self._pool = ThreadPoolExecutor(RUNS_AT_ONCE, thread_name_prefix="vllm-run")
-        self._runs: dict[str, Future[dict[str, Any]]] = {}
+        self._runs: dict[str, Future[dict[str, dict[str, Any]]]] = {}
 
     def start(
         self,
@@ -102,10 +103,29 @@ class VllmRunner:
         new_tokens: int = NEW_TOKENS,
     ) -> Future[dict[str, Any]]:
         """The run called `name`, begun now unless it was begun before (with the same arguments)."""
+        plan = self.start_in_one_process(
+            name, {name: args}, model=model, token_prompts=token_prompts, new_tokens=new_tokens
+        )
+        report: Future[dict[str, Any]] = Future()
+        plan.add_done_callback(lambda done: _settle(report, done, name))
+        return report
+
+    def start_in_one_process(
+        self,
+        name: str,
+        runs: Mapping[str, Sequence[str]],
+        *,
+        model: Path | None = None,
+        token_prompts: list[list[int]] | None = None,
+        new_tokens: int = NEW_TOKENS,
+    ) -> Future[dict[str, dict[str, Any]]]:
+        """`runs` (report name: driver arguments) made one after another by one driver process
+        called `name`; the reports by run name. A run's own
+        `--model` comes after the common one, so it wins."""
         if name not in self._runs:
             prompts = self._prompts if token_prompts is None else token_prompts
             self._runs[name] = self._pool.submit(
-                self._run, name, args, model or self._checkpoint, prompts, new_tokens
+                self._run, name, dict(runs), model or self._checkpoint, prompts, new_tokens
             )
         return self._runs[name]
 
@@ -124,25 +144,23 @@ class VllmRunner:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(
-        self, name: str, args: tuple[str, ...], model: Path, prompts: list[list[int]], new_tokens: int
-    ) -> dict[str, Any]:
-        out = self._workdir / f"{name}.json"
+        self,
+        name: str,
+        runs: dict[str, Sequence[str]],
+        model: Path,
+        prompts: list[list[int]],
+        new_tokens: int,
+    ) -> dict[str, dict[str, Any]]:
         prompt_file = self._workdir / f"{name}-prompts.json"
         prompt_file.write_text(json.dumps(prompts))
+        outs = {run: self._workdir / f"{run}.json" for run in runs}
+        common = ["--model", str(model), "--prompts", str(prompt_file), "--max-tokens", str(new_tokens)]
+        plan_file = self._workdir / f"{name}-plan.json"
+        plan_file.write_text(
+            json.dumps([[*common, "--out", str(outs[run]), *args] for run, args in runs.items()])
+        )
         log = ROOT / ".cache" / f"spikingbrain-vllm-{name}.log"
-        cmd = [
-            sys.executable,
-            str(DRIVER),
-            "--model",
-            str(model),
-            "--prompts",
-            str(prompt_file),
-            "--out",
-            str(out),
-            "--max-tokens",
-            str(new_tokens),
-            *args,
-        ]
+        cmd = [sys.executable, str(DRIVER), "--plan", str(plan_file)]
         # PYTHONPATH: the driver and vLLM's workers import this checkout's engine, not an installed one.
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": path}
@@ -161,8 +179,19 @@ class VllmRunner:
         if code != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             pytest.fail(f"vLLM run {name!r} exited {code}; log {log}:\n{tail}")
-        report: dict[str, Any] = json.loads(out.read_text())
-        return report
+        return {run: json.loads(out.read_text()) for run, out in outs.items()}
+
+
+def _settle(report: Future[dict[str, Any]], plan: Future[dict[str, dict[str, Any]]], name: str) -> None:
+    """Passes one run's report (or the plan's failure) from its plan's future to its own."""
+    if plan.cancelled():
+        report.cancel()
+        return
+    error = plan.exception()
+    if error is not None:
+        report.set_exception(error)
+    else:
+        report.set_result(plan.result()[name])
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ sequence), the published 4096-token window and Qwen2.5's 151,936-token vocabular
 
 Prompts are the prefixes of one random 10,000-token sequence, of lengths 1 to 10,000, straddling
 the window's edge (4096, 4097, 4098) and going far beyond it, so each engine also meets prompts
-that share long prefixes. Three engines, one per configuration, each run once for all its tests:
+that share long prefixes. Three engines, one per configuration, each run once for all its tests
+(the first and the last one after another in one driver process, the second in another beside them):
 
 - float32, prefix caching on, a 2048-token step budget (long prompts prefilled in chunks, mixed
   with decodes; prompts sharing a prefix start from its cached blocks and GLA states), each prompt
@@ -47,6 +48,7 @@ from engine.spikingbrain.real_shapes import (
     MAX_MODEL_LEN,
     NEW_TOKENS,
     PRESET,
+    answers_file_name,
     compute_answers,
     real_shape_sequence,
 )
@@ -81,79 +83,68 @@ def answers(checkpoint: Path, sequence: list[int]) -> list[Continuation]:
     return compute_answers(checkpoint, sequence, (DATA,))
 
 
-def _start(
-    run_vllm: VllmRunner, name: str, prompts: list[list[int]], checkpoint: Path, *args: str
-) -> Future[dict[str, Any]]:
-    return run_vllm.start(
-        name,
-        "--max-model-len",
-        str(MAX_MODEL_LEN),
-        "--enforce-eager",
-        *args,
-        model=checkpoint,
-        token_prompts=prompts,
-        new_tokens=NEW_TOKENS,
-    )
+COMMON = ("--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager")
+FP32_CACHED = "7b-fp32-prefix-cache"
+FP32_UNCACHED = "7b-fp32-no-prefix-cache"
+BF16 = "7b-bf16"
 
 
 @pytest.fixture(scope="module")
-def fp32_cached_started(
+def cached_then_bf16_started(
     run_vllm: VllmRunner, long_prompts: list[list[int]], checkpoint: Path
-) -> Future[dict[str, Any]]:
-    return _start(
-        run_vllm,
-        "7b-fp32-prefix-cache",
-        long_prompts,
-        checkpoint,
-        "--dtype",
-        "float32",
-        "--max-num-batched-tokens",
-        "2048",
-        "--count-preemptions",
-        "--repeat",
+) -> Future[dict[str, dict[str, Any]]]:
+    """Two engines one after another in one driver process, beside the third in another: both
+    cores busy to the end, one vLLM import fewer. (Three processes, two at a time, left a core idle
+    through the whole third run; all three in one process rely on two threads scaling, which a
+    loaded machine does not give.)"""
+    return run_vllm.start_in_one_process(
+        "7b-fp32-prefix-cache-then-bf16",
+        {
+            FP32_CACHED: (
+                *COMMON,
+                *("--dtype", "float32", "--max-num-batched-tokens", "2048", "--count-preemptions"),
+                "--repeat",
+            ),
+            # One batch, then the two shortest prompts again one at a time, on pages the batch has used.
+            BF16: (*COMMON, "--dtype", "bfloat16", "--then-one-by-one", "2"),
+        },
+        model=checkpoint,
+        token_prompts=long_prompts,
+        new_tokens=NEW_TOKENS,
     )
 
 
 @pytest.fixture(scope="module")
 def fp32_uncached_started(
     run_vllm: VllmRunner, long_prompts: list[list[int]], checkpoint: Path
-) -> Future[dict[str, Any]]:
-    return _start(
-        run_vllm,
-        "7b-fp32-no-prefix-cache",
-        long_prompts,
-        checkpoint,
-        "--dtype",
-        "float32",
-        "--no-prefix-caching",
-        "--max-num-batched-tokens",
-        "512",
+) -> Future[dict[str, dict[str, Any]]]:
+    return run_vllm.start_in_one_process(
+        FP32_UNCACHED,
+        {
+            FP32_UNCACHED: (
+                *COMMON,
+                *("--dtype", "float32", "--no-prefix-caching", "--max-num-batched-tokens", "512"),
+            )
+        },
+        model=checkpoint,
+        token_prompts=long_prompts,
+        new_tokens=NEW_TOKENS,
     )
 
 
 @pytest.fixture(scope="module")
-def bf16_run_started(
-    run_vllm: VllmRunner, long_prompts: list[list[int]], checkpoint: Path
-) -> Future[dict[str, Any]]:
-    """One batch, then the two shortest prompts again one at a time, on pages the batch has used."""
-    return _start(
-        run_vllm, "7b-bf16", long_prompts, checkpoint, "--dtype", "bfloat16", "--then-one-by-one", "2"
-    )
+def fp32_cached(cached_then_bf16_started: Future[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    return cached_then_bf16_started.result()[FP32_CACHED]
 
 
 @pytest.fixture(scope="module")
-def fp32_cached(fp32_cached_started: Future[dict[str, Any]]) -> dict[str, Any]:
-    return fp32_cached_started.result()
+def fp32_uncached(fp32_uncached_started: Future[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    return fp32_uncached_started.result()[FP32_UNCACHED]
 
 
 @pytest.fixture(scope="module")
-def fp32_uncached(fp32_uncached_started: Future[dict[str, Any]]) -> dict[str, Any]:
-    return fp32_uncached_started.result()
-
-
-@pytest.fixture(scope="module")
-def bf16_run(bf16_run_started: Future[dict[str, Any]]) -> dict[str, Any]:
-    return bf16_run_started.result()
+def bf16_run(cached_then_bf16_started: Future[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    return cached_then_bf16_started.result()[BF16]
 
 
 def test_preset_is_shaped_like_the_7b(checkpoint: Path) -> None:
@@ -162,6 +153,16 @@ def test_preset_is_shaped_like_the_7b(checkpoint: Path) -> None:
     assert config["attn_layers"] == [1, 3, 5, 7] and config["num_hidden_layers"] == 8
     assert (config["sliding_window"], config["vocab_size"]) == (4096, 151936)
     assert max(LENGTHS) > 2 * config["sliding_window"]
+
+
+def test_reference_answers_are_checked_in(checkpoint: Path, sequence: list[int]) -> None:
+    """Without them a fresh clone (CI) computes them again: 3 to 12 minutes of one core, which the
+    vLLM runs wait for. A change to the reference or the preset must bring its new answers along."""
+    name = answers_file_name(checkpoint, sequence)
+    assert (DATA / name).is_file(), (
+        f"{DATA / name} is missing: copy {checkpoint.parent / name} (written by this module's run) "
+        f"into {DATA} and remove the stale reference-{PRESET}-*.json there"
+    )
 
 
 def test_fp32_greedy_equal_with_prefix_caching(

@@ -3,11 +3,16 @@
 The tests start this in its own process group, so every process vLLM spawns
 dies with it when the test ends or times out. Greedy continuations and raw
 prompt logits (`logprobs_mode="raw_logits"`) come back for token-id prompts.
+
+`--plan FILE` (a JSON list of argument lists, each one run's arguments) runs several engines one
+after another in this one process: Python, torch and vLLM are imported once, not once a run, which
+on a busy 2-core host is tens of seconds a run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -15,6 +20,26 @@ from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--plan"] and len(args) == 2:
+        plan: list[list[str]] = json.loads(Path(args[1]).read_text())
+        for run_argv in plan:
+            _run(run_argv)
+            _release()
+    else:
+        _run(args)
+
+
+def _release() -> None:
+    """Tears down the last engine's distributed state and memory, so the next one can start."""
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+    gc.collect()
+    cleanup_dist_env_and_memory()
+
+
+def _run(argv: list[str]) -> None:
+    """One engine built from `argv`, its prompts served, its report written; the engine let go."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--prompts", required=True, help="JSON file: a list of token-id lists")
@@ -98,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         report["repeat_cached_tokens"] = [out.num_cached_tokens or 0 for out in again]
     Path(args.out).write_text(json.dumps(report))
     print(f"wrote {len(results)} results to {args.out}", file=sys.stderr)
+    llm.llm_engine.engine_core.shutdown()
 
 
 def _result(out: Any) -> dict[str, Any]:
