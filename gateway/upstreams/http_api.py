@@ -6,10 +6,11 @@ request the gateway relays); the functions turn an engine's answers into what a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -157,15 +158,8 @@ class HttpApi:
             headers={**self._base_headers, **{k.lower(): v for k, v in headers.items()}, **self._auth_lower},
             extensions={"timeout": timeouts},
         )
-        transport = self._transport
-        try:
-            response = await transport.handle_async_request(request)
-        except httpx.ConnectTimeout as exc:
-            raise EngineUnavailable("The engine did not accept a connection in time.") from exc
-        except httpx.TimeoutException as exc:
-            raise EngineTimeout("The engine did not answer in time.") from exc
-        except httpx.HTTPError as exc:
-            raise EngineUnavailable("The engine is not reachable; try again shortly.") from exc
+        with _engine_errors():
+            response = await self._transport.handle_async_request(request)
         response.request = request
         return response
 
@@ -176,14 +170,21 @@ class HttpApi:
         return httpx.Timeout(default.read, connect=connect_timeout_s, write=default.write, pool=default.pool)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
-        try:
+        with _engine_errors():
             return await self._client.send(request, stream=True)
-        except httpx.ConnectTimeout as exc:
-            raise EngineUnavailable("The engine did not accept a connection in time.") from exc
-        except httpx.TimeoutException as exc:
-            raise EngineTimeout("The engine did not answer in time.") from exc
-        except httpx.HTTPError as exc:
-            raise EngineUnavailable("The engine is not reachable; try again shortly.") from exc
+
+
+@contextlib.contextmanager
+def _engine_errors() -> Iterator[None]:
+    """httpx's failures to reach or hear from an engine, as the errors a client is shown."""
+    try:
+        yield
+    except httpx.ConnectTimeout as exc:
+        raise EngineUnavailable("The engine did not accept a connection in time.") from exc
+    except httpx.TimeoutException as exc:
+        raise EngineTimeout("The engine did not answer in time.") from exc
+    except httpx.HTTPError as exc:
+        raise EngineUnavailable("The engine is not reachable; try again shortly.") from exc
 
 
 _JSON = {"content-type": "application/json", "accept-encoding": "identity"}
