@@ -131,8 +131,10 @@ class HttpApi:
         self, path: str, body: bytes, headers: dict[str, str], connect_timeout_s: float | None
     ) -> httpx.Response:
         """A POST of `body` to `path`, straight to the client's transport when it has one for every
-        URL (no proxies or mounts), else through the client as any other call."""
-        if self._transport is None:
+        URL (no proxies or mounts) and no event hooks (an operator's or a test's, which may be
+        added after start: read per request), else through the client as any other call."""
+        hooks = self._client.event_hooks
+        if self._transport is None or hooks["request"] or hooks["response"]:
             timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
             if connect_timeout_s is not None:
                 timeout = self._timeout(connect_timeout_s)

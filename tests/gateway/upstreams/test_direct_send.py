@@ -115,3 +115,22 @@ async def test_a_client_with_mounts_is_sent_through_as_before() -> None:
         )
         assert response.status_code == 200
     assert [r.headers["x-request-id"] for r in seen] == ["r"]
+
+
+async def test_a_client_with_event_hooks_is_sent_through_its_hooks() -> None:
+    """Hooks (an operator's instrumentation, a test's recorder) see every request, also ones added
+    after the upstream was built."""
+    server, url, heads, _ = await _recording_engine(OK)
+    seen: list[str] = []
+
+    async def remember(request: httpx.Request) -> None:
+        seen.append(request.headers["x-request-id"])
+
+    async with server, _client() as client:
+        api = HttpApi(url, client)
+        client.event_hooks["request"] = [remember]
+        response = await api.open("/v1/completions", b"{}", {"x-request-id": "r"})
+        assert response.status_code == 200
+        await response.aclose()
+    assert seen == ["r"]
+    assert heads[0]["x-request-id"] == "r"
