@@ -4,7 +4,8 @@ One collection per tenant (per vector store for the vector stores API), cosine s
 Chroma id is its SQL row number and its metadata carries that number (`seq`) so that a search's scope
 is a `where` filter Chroma applies on the server: the rows the caller's tenant, user, agent and run
 admit (`among`, read from SQL) are the only ones a query can return, and another tenant's rows are
-in another collection. The text, scope and history stay in SQL as for FAISS.
+in another collection. The text, scope and history stay in SQL as for FAISS. A scope larger than one
+filter can carry is first tried as a plain query (post-filtered), then searched in parts.
 
 chromadb's own `AsyncHttpClient` is used: it speaks Chroma's v2 HTTP API, and keeps the client's
 shape (collections, `where` filters) the docs describe, so no request is hand-built here.
@@ -26,11 +27,22 @@ from gateway.memory.index import Hit, Loader, Vector, normalized
 # Chroma's collection names: 3-512 characters of [a-zA-Z0-9._-], starting and ending alphanumeric.
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,200}[a-zA-Z0-9]")
 _BATCH = 1000  # rows per upsert and delete: under Chroma's own max batch size
+# Row numbers per `$in` filter. Chroma's SQLite refuses a statement with more variables than it allows
+# and a filter of about 16,380 ids already fails ("too many SQL variables"); a larger scope is searched
+# in parts of this size, all at once, and their nearest merged.
+_FILTER_IDS = 8000
+# Before that, a scope that large is tried without a filter: when the collection's nearest
+# `k * _OVERSAMPLE` rows hold k the scope admits, they are its nearest k (a nearer admitted row would
+# be among them), so one plain query answers a user who holds most of the tenant's rows.
+_OVERSAMPLE = 4
 
 
 class ChromaIndex:
-    def __init__(self, host: str, port: int, load: Loader, *, prefix: str = "memory") -> None:
+    def __init__(
+        self, host: str, port: int, load: Loader, *, prefix: str = "memory", filter_ids: int = _FILTER_IDS
+    ) -> None:
         self._host, self._port = host, port
+        self._filter_ids = filter_ids
         self._load = load
         self._prefix = prefix
         self._client: Any = None
@@ -67,13 +79,24 @@ class ChromaIndex:
     ) -> list[Hit]:
         if len(among) == 0 or k <= 0:  # `among` may be a numpy array (the scope cache's)
             return []
+        vector = normalized(query).reshape(1, -1)
+        seqs = among.tolist() if isinstance(among, np.ndarray) else [int(seq) for seq in among]
+        if len(seqs) > self._filter_ids:
+            nearest = await self._query(tenant_id, vector, k * _OVERSAMPLE, None)
+            admitted = [hit for hit, kept in zip(nearest, _isin(nearest, among), strict=True) if kept]
+            if len(admitted) >= k:
+                return admitted[:k]
+        parts = [seqs[start : start + self._filter_ids] for start in range(0, len(seqs), self._filter_ids)]
+        found = await asyncio.gather(
+            *(self._query(tenant_id, vector, min(k, len(part)), {"seq": {"$in": part}}) for part in parts)
+        )
+        return sorted((hit for hits in found for hit in hits), key=lambda hit: -hit.score)[:k]
+
+    async def _query(
+        self, tenant_id: str | None, vector: np.ndarray, n: int, where: dict[str, Any] | None
+    ) -> list[Hit]:
         found = await self._on(
-            tenant_id,
-            "query",
-            query_embeddings=normalized(query).reshape(1, -1),
-            n_results=min(k, len(among)),
-            where={"seq": {"$in": [int(seq) for seq in among]}},
-            include=["distances"],
+            tenant_id, "query", query_embeddings=vector, n_results=n, where=where, include=["distances"]
         )
         if found is None:
             return []
@@ -162,3 +185,10 @@ class ChromaIndex:
                 return None
         self._collections[tenant_id] = held
         return held
+
+
+def _isin(hits: list[Hit], among: Collection[int]) -> list[bool]:
+    """Whether each hit's row is one `among` admits (a set, or the scope cache's array)."""
+    if isinstance(among, np.ndarray):
+        return [bool(kept) for kept in np.isin(np.fromiter((hit.seq for hit in hits), np.int64), among)]
+    return [hit.seq in among for hit in hits]

@@ -139,6 +139,51 @@ async def test_purge_keeps_only_what_sql_holds(pair: tuple[VectorIndex, VectorIn
     assert await index.ids(tenant) == set(range(1, 13)) - {2, 5, 11}
 
 
+def _exact(vectors: dict[int, Vector], allowed: set[int], query: Vector, k: int) -> list[int]:
+    scores = {seq: float(_unit(vectors[seq]) @ _unit(query)) for seq in allowed if seq in vectors}
+    return sorted(scores, key=lambda seq: -scores[seq])[:k]
+
+
+async def test_a_scope_of_forty_thousand_rows_is_searched(
+    pair: tuple[VectorIndex, VectorIndex, _Sql],
+) -> None:
+    """More row numbers than one SQL statement of Chroma's binds (a filter of about 16,380 failed with
+    "too many SQL variables"): a user holding most of a large tenant, or a few rows among many."""
+    index, _, sql = pair
+    tenant = _tenant()
+    vectors = _vectors(400, seed=5)
+    await _filled(index, sql, tenant, vectors)
+    absent = set(range(100_000, 140_000))
+    query = vectors[7]
+    # Most of the scope near: the nearest come back whatever the scope's size.
+    everything = np.array(sorted(set(vectors) | absent), dtype=np.int64)
+    everything.flags.writeable = False  # as the scope cache hands it
+    hits = await index.search(tenant, query, 5, among=everything)
+    assert [hit.seq for hit in hits] == _exact(vectors, set(vectors), query, 5)
+    # A few admitted rows far from the query, among 40,000 numbers: exactly their nearest.
+    allowed = set(range(300, 320))
+    hits = await index.search(tenant, query, 5, among=allowed | absent)
+    assert [hit.seq for hit in hits] == _exact(vectors, allowed, query, 5)
+
+
+async def test_chroma_merges_the_parts_of_a_large_scope(chroma_server: ChromaServer) -> None:
+    """A scope over the filter's size is searched in parts at once and their nearest merged (the
+    part size is shrunk here so that 20 rows make three parts)."""
+    sql = _Sql()
+    index = ChromaIndex("127.0.0.1", chroma_server.port, sql.load, filter_ids=7)
+    try:
+        tenant = _tenant()
+        vectors = _vectors(400, seed=6)
+        await _filled(index, sql, tenant, vectors)
+        allowed = set(range(200, 220))
+        for probe in (vectors[3], vectors[205]):
+            hits = await index.search(tenant, probe, 6, among=allowed)
+            assert [hit.seq for hit in hits] == _exact(vectors, allowed, probe, 6)
+            assert all(hit.seq in allowed for hit in hits)
+    finally:
+        await index.close()
+
+
 def test_chroma_collection_names_are_per_tenant_and_valid() -> None:
     index = ChromaIndex("127.0.0.1", 1, _Sql().load)
     assert index.collection_name("t_1") == "memory-t_1"
