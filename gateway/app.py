@@ -30,6 +30,7 @@ from gateway.http.client_address import TrustedProxies
 from gateway.http.disconnect import ClientGone
 from gateway.http.drain import DrainMiddleware
 from gateway.http.edge import EdgeMiddleware
+from gateway.http.exact_routes import ExactRoutes
 from gateway.http.listeners import ListenerGate, listener_of
 from gateway.http.openapi import install_openapi
 from gateway.learning_setup import include_learning
@@ -41,6 +42,7 @@ from gateway.realtime_setup import include_realtime
 from gateway.routes import (
     admin_router,
     anthropic_router,
+    inference_endpoints,
     inference_router,
     models_router,
     operations_router,
@@ -122,7 +124,19 @@ def create_app(
         _include_pii(app, parts, redactor)
     _install_error_handlers(app)
     install_openapi(app, description=_DESCRIPTION)
-    # Added first, so it runs inside EdgeMiddleware: the request id is known when it starts.
+    _install_middleware(app, parts)
+    return app
+
+
+def _install_middleware(app: FastAPI, parts: Components) -> None:
+    """The pure ASGI layers, innermost first (each `add_middleware` wraps the ones before it)."""
+    # Innermost: chat and completions answered past the router, inside every layer added after it.
+    app.add_middleware(
+        ExactRoutes,
+        routes=inference_endpoints(parts.services.inference),
+        exception_handlers=app.exception_handlers,
+    )
+    # Next, so it runs inside EdgeMiddleware: the request id is known when it starts.
     app.add_middleware(
         RequestInstrumentation, metrics=parts.metrics, tracing=parts.tracing, routes=app.router.routes
     )
@@ -132,7 +146,6 @@ def create_app(
         ListenerGate, operator_port=parts.settings.operator_port, admin=parts.settings.admin_listener
     )
     app.add_middleware(EdgeMiddleware, proxies=TrustedProxies(parts.settings.trusted_proxies))
-    return app
 
 
 def _include_pii(app: FastAPI, parts: Components, redactor: Redactor) -> None:

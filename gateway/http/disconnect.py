@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
-import anyio
 from starlette.types import Receive
 
 T = TypeVar("T")
@@ -22,24 +21,33 @@ async def wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-async def while_connected(
-    receive: Receive, work: Awaitable[T], *companions: Callable[[], Coroutine[Any, Any, None]]
-) -> T | None:
-    """Run `work` (a response's sending) with its `companions` beside it, until it ends or the
-    client disconnects; None when the client left first (`work` is cancelled)."""
-    result: T | None = None
-    async with anyio.create_task_group() as group:
+async def while_connected(receive: Receive, work: Awaitable[T]) -> T | None:
+    """Await `work` (a response's sending) in this task until it ends or the client disconnects;
+    None when the client left first (`work` is cancelled). One watcher task, no task group: this runs
+    once per streamed answer, and anyio's task group and cancel scopes cost more than the watch."""
+    current = asyncio.current_task()
+    assert current is not None
+    ended = gone = False
 
-        async def watch() -> None:
-            await wait_for_disconnect(receive)
-            group.cancel_scope.cancel()
+    def on_disconnect(watcher: asyncio.Future[None]) -> None:
+        nonlocal gone
+        if ended or watcher.cancelled() or watcher.exception() is not None:
+            return
+        gone = True
+        current.cancel()
 
-        group.start_soon(watch)
-        for companion in companions:
-            group.start_soon(companion)
-        result = await work
-        group.cancel_scope.cancel()
-    return result
+    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    watcher.add_done_callback(on_disconnect)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        # Only the cancel this function asked for is absorbed; a cancel from outside goes on.
+        if gone and current.uncancel() == 0:
+            return None
+        raise
+    finally:
+        ended = True
+        watcher.cancel()
 
 
 async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:

@@ -4,8 +4,7 @@ it ended."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.responses import Response
@@ -17,8 +16,8 @@ from gateway.http.disconnect import while_connected
 
 class RawStream(Response):
     """A Response subclass only so that FastAPI hands it to the server untouched; subclasses write
-    the body in `pump` and may run `companions` beside it (a stall watchdog). A client that leaves
-    cancels `pump`; `on_close` then hears CLIENT_CLOSED. `finish` runs last, whatever happened."""
+    the body in `pump`. A client that leaves cancels `pump`; `on_close` then hears CLIENT_CLOSED.
+    `finish` runs last, whatever happened."""
 
     def __init__(
         self,
@@ -40,7 +39,7 @@ class RawStream(Response):
         outcome = Outcome.CLIENT_CLOSED
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            outcome = await while_connected(receive, self.pump(send), *self.companions()) or outcome
+            outcome = await while_connected(receive, self.pump(send)) or outcome
         finally:
             await self.finish()
             if self._on_close is not None:
@@ -50,9 +49,6 @@ class RawStream(Response):
 
     async def pump(self, send: Send) -> Outcome:
         raise NotImplementedError
-
-    def companions(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], ...]:
-        return ()
 
     async def finish(self) -> None:
         """Release what the body was read from (an upstream connection, a generator)."""

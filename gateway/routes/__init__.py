@@ -2,7 +2,7 @@
 
 from gateway.routes.admin import admin_router
 from gateway.routes.anthropic import anthropic_router
-from gateway.routes.inference import inference_router
+from gateway.routes.inference import inference_endpoints, inference_router
 from gateway.routes.models import models_router
 from gateway.routes.operations import operations_router, profile_router
 from gateway.routes.pooling import pooling_router
@@ -13,6 +13,7 @@ from gateway.routes.transcription import transcription_router
 __all__ = [
     "admin_router",
     "anthropic_router",
+    "inference_endpoints",
     "inference_router",
     "models_router",
     "operations_router",

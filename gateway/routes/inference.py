@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -24,8 +26,21 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+def inference_endpoints(service: InferenceService) -> dict[str, Callable[[Request], Awaitable[Response]]]:
+    """The two endpoints by path: the router's, and `http.exact_routes`' (which answers them first)."""
+
+    async def chat_completions(request: Request) -> Response:
+        return await service.handle(request, ChatCompletionRequest, "/v1/chat/completions")
+
+    async def completions(request: Request) -> Response:
+        return await service.handle(request, CompletionRequest, "/v1/completions")
+
+    return {"/v1/chat/completions": chat_completions, "/v1/completions": completions}
+
+
 def inference_router(service: InferenceService) -> APIRouter:
     router = APIRouter(tags=["inference"], responses=_ERRORS)
+    endpoints = inference_endpoints(service)
 
     @router.post(
         "/v1/chat/completions",
@@ -35,7 +50,7 @@ def inference_router(service: InferenceService) -> APIRouter:
         responses=inference_responses("/v1/chat/completions"),
     )
     async def chat_completions(request: Request) -> Response | SSERelay:
-        return await service.handle(request, ChatCompletionRequest, "/v1/chat/completions")
+        return await endpoints["/v1/chat/completions"](request)
 
     @router.post(
         "/v1/completions",
@@ -45,7 +60,7 @@ def inference_router(service: InferenceService) -> APIRouter:
         responses=inference_responses("/v1/completions"),
     )
     async def completions(request: Request) -> Response | SSERelay:
-        return await service.handle(request, CompletionRequest, "/v1/completions")
+        return await endpoints["/v1/completions"](request)
 
     return router
 
