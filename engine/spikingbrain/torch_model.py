@@ -200,5 +200,11 @@ class GLAswaTorchForCausalLM(PreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> nn.Module:
         return self.model.embeddings
 
-    def forward(self, input_ids: torch.Tensor, **_: Any) -> CausalLMOutput:
-        return CausalLMOutput(logits=self.lm_head(self.model(input_ids)))
+    def forward(
+        self, input_ids: torch.Tensor, logits_to_keep: int | torch.Tensor = 0, **_: Any
+    ) -> CausalLMOutput:
+        """`logits_to_keep` as transformers' causal LMs take it: the last n positions (0: all), or
+        the positions' indices; training's loss needs the head at the answer's positions only."""
+        hidden = self.model(input_ids)
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        return CausalLMOutput(logits=self.lm_head(hidden[:, kept]))

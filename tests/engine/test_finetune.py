@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 
 def test_only_assistant_turns_are_learnt(qwen2_checkpoint: Path) -> None:
     from transformers import AutoTokenizer
@@ -93,3 +95,39 @@ def test_a_text_only_base_refuses_image_examples(qwen2_checkpoint: Path, tmp_pat
     with pytest.raises(ValueError, match="Line 1 has an image, but this base model reads text only"):
         train(config, lambda event: None)
     assert not (tmp_path / "adapter").exists()
+
+
+def test_the_loss_at_the_answers_positions_is_the_full_heads(qwen2_checkpoint: Path) -> None:
+    """The SFT loss and DPO's answer log-probabilities apply the head at the positions that
+    predict learnt tokens only (`logits_to_keep`): the same values as the full head's, padded rows
+    of different lengths included."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.finetune.data import IGNORE, supervised_example
+    from engine.finetune.train import _answer_logprob, _pad, _sft_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen2_checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(qwen2_checkpoint, torch_dtype=torch.float32)
+    turns = [("One?", "Uno."), ("Say something longer, please.", "Bien, algo un poco más largo.")]
+    batch = [
+        supervised_example(
+            tokenizer,
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+            512,
+        )
+        for q, a in turns
+    ]
+    with torch.no_grad():
+        ids, labels = _pad([e.input_ids for e in batch], 0), _pad([e.labels for e in batch], IGNORE)
+        mask = _pad([[1] * len(e.input_ids) for e in batch], 0)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        full = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+        )
+        assert float(_sft_loss(model, batch, 0)) == pytest.approx(float(full), rel=1e-5)
+        prompt, answer = batch[1].input_ids[:-6], batch[1].input_ids[-6:]
+        whole = model(input_ids=torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1]
+        expected = torch.log_softmax(whole, dim=-1).gather(1, torch.tensor(answer)[:, None]).sum()
+        assert float(_answer_logprob(model, prompt, answer)) == pytest.approx(float(expected), rel=1e-5)

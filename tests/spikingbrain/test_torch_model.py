@@ -52,3 +52,17 @@ def test_peft_adapts_the_projections_by_the_checkpoint_names(gla_swa_checkpoint:
     assert "base_model.model.model.layers.1.attn.q_proj" in adapted
     assert all("embeddings" not in name and "lm_head" not in name for name in adapted)
     assert lora_target_modules("full")[-1] == "gk_proj"
+
+
+def test_logits_to_keep_is_the_full_heads_slice(gla_swa_checkpoint: Path, prompts: list[list[int]]) -> None:
+    """transformers' `logits_to_keep` (the last n positions, or indices), which training's loss
+    uses to apply the 151k-wide head at the answer's positions only."""
+    model = GLAswaTorchForCausalLM.from_checkpoint(gla_swa_checkpoint)
+    ids = torch.tensor([prompts[4]])
+    kept = torch.tensor([0, 5, len(prompts[4]) - 2])
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[0]
+        assert torch.allclose(model(input_ids=ids, logits_to_keep=3).logits[0], full[-3:], atol=1e-5, rtol=0)
+        assert torch.allclose(
+            model(input_ids=ids, logits_to_keep=kept).logits[0], full[kept], atol=1e-5, rtol=0
+        )
