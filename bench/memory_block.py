@@ -167,6 +167,11 @@ def counts(questions: int = 40) -> dict[str, Any]:
     return {"prompt_tokens_p50": medians, "template_default_system_tokens": default, "questions": questions}
 
 
+def _order(result: dict[str, Any]) -> list[str]:
+    """The sides measured, in `sides`' order (each base before what adds to it)."""
+    return [name for name in sides(system=True) if name in result["prompt_tokens_last"]]
+
+
 def markdown(result: dict[str, Any]) -> list[str]:
     lines = [
         f"{result['chats']} chats a side, sides rotated per question; load average "
@@ -175,7 +180,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| side | TTFT p50 ms | added to its base p50 ms | prompt tokens (engine, last chat) |",
         "|---|---|---|---|",
     ]
-    for side in result["prompt_tokens_last"]:
+    for side in _order(result):
         added = result.get(f"{side}_added_p50_ms")
         shown = f"**{added}** (vs {BASE[side]})" if added is not None else "base"
         lines.append(
@@ -190,7 +195,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(result["prompt_tokens_last"])
+    names = _order(result)
     figure, axis = plt.subplots(figsize=(8, 4))
     colours = ["#999999" if name in BASE.values() else "#2a7ab0" for name in names]
     axis.bar(range(len(names)), [result[f"{name}_p50_ms"] for name in names], color=colours)
