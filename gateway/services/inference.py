@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import orjson
@@ -132,20 +132,30 @@ class InferenceService:
     ) -> Response:
         """The answer, with the end user's memories placed in the prompt when memory is on."""
         memory = self.memory if isinstance(parsed, ChatCompletionRequest) else None
-        recall = await memory.recall(ticket, payload) if memory is not None else None
+        # The recall's record for the panel, started once the answer is sent (or has failed).
+        records: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        recall = await memory.recall(ticket, payload, records.append) if memory is not None else None
         asked = payload
-        if recall is not None:
-            await ticket.reserve_more(recall.tokens)
-            body, payload = recall.body, recall.payload
-        if isinstance(parsed, ChatCompletionRequest) and parsed.speaks:
-            response = await self._spoken(ticket, path, body, parsed, media, capture)
-        else:
-            response = await self._answer(ticket, path, body, payload, parsed, media, capture)
+        try:
+            if recall is not None:
+                await ticket.reserve_more(recall.tokens)
+                body, payload = recall.body, recall.payload
+            if isinstance(parsed, ChatCompletionRequest) and parsed.speaks:
+                response = await self._spoken(ticket, path, body, parsed, media, capture)
+            else:
+                response = await self._answer(ticket, path, body, payload, parsed, media, capture)
+        except BaseException:
+            if memory is not None:
+                for record in records:
+                    await memory.start(record)
+            raise
         if recall is not None:
             response = annotate(response, recall, json_answer=not parsed.stream)
         if memory is not None:
-            # The extraction job is queued once the answer is sent: neither its SQL write nor its
-            # engine work comes before the answer's first byte.
+            # The record's SQL write, the extraction job's submission and its engine work all come
+            # after the answer's body, never before its first byte.
+            for record in records:
+                after_body(response, functools.partial(memory.start, record))
             after_body(response, functools.partial(memory.remember, ticket, asked))
         return response
 

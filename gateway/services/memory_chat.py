@@ -8,15 +8,16 @@ The end user is `user` (OpenAI's), else `safety_identifier`, else `metadata.user
 the last user message's text. The placed memories' tokens are reserved on top of the request's.
 What the search returned and the block placed are kept per request id (`memory_recalls`) for the
 admin panel's memory page. Neither that record nor the extraction job's submission comes before the
-answer's first byte: the record is written beside the answer, the job queued once it is sent.
+answer's first byte: both are started once the answer's body is sent (`recall(later=...)`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,10 @@ KIND = "memory-extract"
 HEADER = "x-tantra-memory"
 # A rough count (4 characters a token) is enough for a budget of placed memories.
 _CHARS_PER_TOKEN = 4
-_INTRO = "Facts remembered about the user from earlier conversations (use them when relevant):"
+# The block's first line: what the lines under it are, in as few tokens as say it (7 with the tiny
+# checkpoint's tokenizer, where the earlier "...from earlier conversations (use them when relevant):"
+# took 15; docs/memory.md, "The placed block, counted").
+_INTRO = "Remembered facts about the user:"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,26 @@ def placed_block(texts: list[str], token_budget: int) -> str:
     return "\n".join([_INTRO, *(f"- {text}" for text in kept)]) if kept else ""
 
 
+def with_block(messages: list[Any], block: str) -> list[Any]:
+    """The messages with the placed block: appended to the request's own system message when it
+    opens with one (one system message, the client's instructions first and unchanged, as every
+    chat template takes them), else as a system message of its own before them."""
+    first = messages[0] if messages else None
+    if isinstance(first, dict) and first.get("role") == "system":
+        content = first.get("content")
+        if isinstance(content, str):
+            joined = f"{content}\n\n{block}" if content.strip() else block
+            return [{**first, "content": joined}, *messages[1:]]
+        if isinstance(content, list) and all(_text_part(part) for part in content):
+            # vLLM joins a message's text parts with a newline.
+            return [{**first, "content": [*content, {"type": "text", "text": block}]}, *messages[1:]]
+    return [{"role": "system", "content": block}, *messages]
+
+
+def _text_part(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text"
+
+
 def recall_header(used: list[tuple[str, float]]) -> str:
     return ",".join(f"{memory_id}:{score:.4f}" for memory_id, score in used)
 
@@ -124,14 +148,26 @@ class ChatMemory:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    async def start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start `work` (a recall's record) as a task `settle` waits for, and return at once: the
+        answer's work after its body (`after_body`) hands it here."""
+        self._later(work())
+
     async def settle(self) -> None:
         """Wait until the recall records under way are written (tests; the gateway's shutdown)."""
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    async def recall(self, ticket: Ticket, payload: dict[str, Any]) -> Recall | None:
+    async def recall(
+        self,
+        ticket: Ticket,
+        payload: dict[str, Any],
+        later: Callable[[Callable[[], Coroutine[Any, Any, None]]], None] | None = None,
+    ) -> Recall | None:
         """The memories to place in this chat request, and the body with them (None: memory is off
-        for the caller, no end user is named, or nothing relevant is remembered)."""
+        for the caller, no end user is named, or nothing relevant is remembered). The recall's
+        record for the panel is handed to `later` (the caller starts it once the answer is sent),
+        else started at once beside the answer."""
         principal = ticket.principal
         user = end_user_of(payload)
         messages = payload.get("messages")
@@ -157,14 +193,17 @@ class ChatMemory:
         used = [(hit.memory.id, hit.score) for hit in found[: _fitting(texts, self.options.token_budget)]]
         content = placed_block(texts, self.options.token_budget)
         tokens = len(content) // _CHARS_PER_TOKEN + 1 if used else 0
-        # Written beside the answer, not before it: the record is for the panel, not the model.
-        self._later(self._record(caller, user, found, used, content, tokens))
+        # Never before the answer: the record is for the panel, not the model.
+        record = functools.partial(self._record, caller, user, found, used, content, tokens)
+        if later is None:
+            self._later(record())
+        else:
+            later(record)
         if not used:
             return None
         if ticket.record is not None:
             ticket.record.span.set_attribute("tantra.memory", recall_header(used))
-        system = {"role": "system", "content": content}
-        placed = {**payload, "messages": [system, *messages]}
+        placed = {**payload, "messages": with_block(messages, content)}
         return Recall(user, used, orjson.dumps(placed), placed, tokens)
 
     async def _graph_found(self, caller: Caller, user: str, query: str, found: list[Found]) -> list[Found]:

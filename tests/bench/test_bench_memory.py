@@ -81,7 +81,7 @@ def test_the_probes_block_and_side_by_side_table(tmp_path: Path) -> None:
 
     facts = [p.fact for p in memory_set.retrieval_set(10)[:5]]
     block = memory_block.block(facts)
-    assert block.splitlines()[1:] == [f"- {fact}" for fact in facts]
+    assert block.splitlines() == ["Remembered facts about the user:", *(f"- {fact}" for fact in facts)]
     assert memory_block.block(["x" * 2000]) == ""  # nothing fits the 256-token budget
     chat = {
         "date": "2026-12-07 01:15:02 UTC", "chats": 60, "load_average_start": [9.3, 8, 6],
@@ -93,3 +93,26 @@ def test_the_probes_block_and_side_by_side_table(tmp_path: Path) -> None:
     table = (tmp_path / "compare.md").read_text()
     assert "| after | 01:15 | 60 | 9.3 → 12.7 | 68.7 | 98.2 | **29.5** | 22.4 | 60/60 | 0 |" in table
     assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_the_probes_sides_send_what_the_gateway_places() -> None:
+    """Each side of bench/memory_block.py: the gateway's own placement (`with_block`) for `with` and
+    `system+appended`, the layout before it for `before` and `system+separate`."""
+    from bench import memory_block
+    from gateway.services.memory_chat import with_block
+
+    facts = [p.fact for p in memory_set.retrieval_set(10)[:5]]
+    made = memory_block.sides(system=True)
+    user = [{"role": "user", "content": "q"}]
+    own = [{"role": "system", "content": memory_block.SYSTEM}, *user]
+    assert made["with"]("q", facts) == with_block(user, memory_block.block(facts))
+    assert made["system+appended"]("q", facts) == with_block(own, memory_block.block(facts))
+    assert made["system+separate"]("q", facts)[1:] == own
+    before = made["before"]("q", facts)[0]["content"]
+    assert before.splitlines()[0] == memory_block.BEFORE_INTRO
+    assert before.splitlines()[1:] == memory_block.block(facts).splitlines()[1:]
+    assert set(memory_block.BASE) <= set(made) and set(memory_block.sides(system=False)) == {
+        "without",
+        "with",
+        "before",
+    }

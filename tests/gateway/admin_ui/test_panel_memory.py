@@ -134,7 +134,7 @@ def test_a_request_shows_what_was_retrieved_and_placed(world: World) -> None:
     placed = re.search(r'<pre id="placed"[^>]*>(.*?)</pre>', page.text, re.S)
     assert placed is not None
     block = placed.group(1)
-    assert block.startswith("Facts remembered about the user") and all(fact in block for fact in FACTS)
+    assert block.startswith("Remembered facts about the user:") and all(fact in block for fact in FACTS)
     tokens = re.search(r"Placed in the prompt: (\d+) tokens", page.text)
     assert tokens is not None and int(tokens.group(1)) == len(block) // 4 + 1
     missing = operator.http.get("/memory", params={"tenant_id": world.first, "request_id": "req-nothing"})
@@ -169,5 +169,5 @@ def test_the_memory_page_in_a_browser(browser: Browser, world: World, artefacts:
     page.screenshot(path=artefacts / "memory.png", full_page=True)
     page.get_by_role("link", name=world.request_id).click()
     page.wait_for_load_state()
-    assert "Facts remembered" in page.locator("#placed").inner_text()
+    assert "Remembered facts" in page.locator("#placed").inner_text()
     page.screenshot(path=artefacts / "memory-request.png", full_page=True)

@@ -171,6 +171,14 @@ def test_memory_in_chat_placed_reported_and_extracted_after(
     sent = models.extractions[-1]["messages"]
     assert sent[0]["role"] == "system" and "likes green tea in the morning" in sent[0]["content"]
     assert "black tea" not in sent[0]["content"]  # another user's memory is never placed
+    # A request with its own system message: the block is appended to it, one system message sent.
+    asked = {"role": "user", "content": "what tea do I like"}
+    own = [{"role": "system", "content": "Answer briefly."}, asked]
+    assert _chat(url, key, user="pat", messages=own).status_code == 200
+    sent = models.extractions[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user"]
+    assert sent[0]["content"].startswith("Answer briefly.\n\nRemembered facts about the user:\n- ")
+    assert "likes green tea in the morning" in sent[0]["content"]
     # After the answer, the job extracts and adds the new fact.
     for _ in range(100):
         if any(

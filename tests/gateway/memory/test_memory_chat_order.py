@@ -1,12 +1,13 @@
 """What memory in chat does before an answer's first byte and what after (unit, fakes): the recall's
-record is written beside the answer and still lands; the extraction job is queued once the body is
-sent (`after_body`), for a relayed stream and a plain response alike."""
+record is handed to the caller to start once the answer is sent (or written beside it when no caller
+takes it) and still lands; the extraction job is queued once the body is sent (`after_body`), for a
+relayed stream and a plain response alike. And where the placed block goes in the messages."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,7 +17,7 @@ from starlette.types import Message, Send
 
 from gateway.admission import Outcome, Ticket
 from gateway.http.streaming import RawStream, after_body, send_chunk
-from gateway.services.memory_chat import ChatMemory, ChatMemoryOptions
+from gateway.services.memory_chat import ChatMemory, ChatMemoryOptions, placed_block, with_block
 from gateway.services.memory_core import Found, MemoryCore
 from gateway.store.memories import Memory, Scope
 from gateway.store.memory_recalls import Recalled, RecallStore
@@ -71,7 +72,62 @@ async def test_the_recall_answers_before_its_record_is_written_and_the_record_la
     (written,) = recalls.written
     assert written.request_id == "req-1" and written.end_user == "pat"
     assert [row["id"] for row in written.found] == ["m1", "m2"] and all(r["placed"] for r in written.found)
-    assert written.prompt.startswith("Facts remembered") and "likes green tea" in written.prompt
+    assert (
+        written.prompt.startswith("Remembered facts about the user:") and "likes green tea" in written.prompt
+    )
+
+
+async def test_a_record_handed_to_later_is_not_started_until_it_is_run() -> None:
+    """The gateway's chat path (InferenceService) hands the record to `after_body`: no SQL write of
+    the panel's record runs before the answer is sent."""
+    recalls = _SlowRecalls()
+    recalls.release.set()
+    chat = ChatMemory(cast(MemoryCore, _Core()), None, ChatMemoryOptions(), cast(RecallStore, recalls))
+    payload = {"user": "pat", "messages": [{"role": "user", "content": "what tea do I like"}]}
+    held: list[Callable[[], Coroutine[Any, Any, None]]] = []
+
+    recall = await asyncio.wait_for(chat.recall(_ticket(), payload, held.append), 10)
+    assert recall is not None and len(held) == 1
+    await asyncio.sleep(0.05)
+    assert recalls.written == [] and not chat._pending  # nothing started
+
+    await chat.start(held[0])  # what the answer's after-body work does
+    await asyncio.wait_for(chat.settle(), 10)
+    (written,) = recalls.written
+    assert written.request_id == "req-1" and [row["id"] for row in written.found] == ["m1", "m2"]
+
+
+def test_the_block_opens_the_messages_as_a_system_message_when_the_request_has_none() -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    assert with_block(messages, "B") == [{"role": "system", "content": "B"}, *messages]
+    assert with_block([], "B") == [{"role": "system", "content": "B"}]
+    later_system = [{"role": "user", "content": "hi"}, {"role": "system", "content": "S"}]
+    assert with_block(later_system, "B") == [{"role": "system", "content": "B"}, *later_system]
+
+
+def test_the_block_is_appended_to_the_requests_own_system_message() -> None:
+    """One system message, the client's instructions first and unchanged (every chat template takes
+    that; a second system message some refuse, and the client's prompt stays a cacheable prefix)."""
+    own = {"role": "system", "content": "Be brief.", "name": "ops"}
+    user = {"role": "user", "content": "hi"}
+    assert with_block([own, user], "B") == [
+        {"role": "system", "content": "Be brief.\n\nB", "name": "ops"},
+        user,
+    ]
+    assert own["content"] == "Be brief."  # the request's own message is not changed in place
+    assert with_block([{"role": "system", "content": "  "}, user], "B")[0]["content"] == "B"
+    parts = {"role": "system", "content": [{"type": "text", "text": "Be brief."}]}
+    placed = with_block([parts, user], "B")
+    assert placed[0]["content"] == [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "B"}]
+    # A content it cannot extend as text: the block goes before it, as its own system message.
+    odd = {"role": "system", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+    assert with_block([odd, user], "B") == [{"role": "system", "content": "B"}, odd, user]
+
+
+def test_the_placed_block_is_a_short_intro_then_the_facts_verbatim() -> None:
+    block = placed_block(["likes green tea", "owns a bicycle"], 256)
+    assert block == "Remembered facts about the user:\n- likes green tea\n- owns a bicycle"
+    assert placed_block(["x" * 2000], 256) == ""
 
 
 async def test_shutdown_waits_for_the_records_under_way() -> None:
