@@ -1,7 +1,8 @@
 """`python -m bench.engine_memory`: an engine's resident memory broken down, per process and by kind.
 
 Serves each checkpoint given (one engine at a time, Tantra's launcher) and samples every process's
-/proc/PID/smaps (bench/core/memory.py) after the model is loaded, after a batch of 8 requests, and
+/proc/PID/smaps (bench/core/memory.py) after the model is loaded, after a batch of requests
+(`--requests`, default 8 at once of 256 prompt tokens and 32 new ones), and
 (with `--gdb-trim`) after glibc's `malloc_trim(0)` has been called in each process from outside
 through gdb: what the allocator holds freed but unreturned, measured without changing any code.
 `--env TANTRA_POST_LOAD_TRIM=0` turns the plugin's own post-load trim off (engine/allocator.py).
@@ -69,15 +70,24 @@ def gdb_trim(served: Served) -> list[str]:
 
 
 def measure(
-    checkpoint: Path, *, kv_cache_gib: float, env: dict[str, str], trim: bool, port: int
+    checkpoint: Path,
+    *,
+    kv_cache_gib: float,
+    env: dict[str, str],
+    trim: bool,
+    port: int,
+    requests: tuple[int, int, int] = (8, 256, 32),
 ) -> dict[str, Any]:
-    prompts = random_prompts([256] * 8, seed=3)
+    """`requests`: how many at once, their prompt tokens and new tokens."""
+    count, prompt_tokens, new_tokens = requests
+    prompts = random_prompts([prompt_tokens] * count, seed=3)
     weights = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
     result: dict[str, Any] = {
         "checkpoint": checkpoint.name,
         "weights_mib": round(weights / MiB, 1),
         "env": env,
         "kv_cache_gib": kv_cache_gib,
+        "requests": list(requests),
     }
     with serve(
         checkpoint,
@@ -90,8 +100,10 @@ def measure(
     ) as served:
         result["startup_s"] = round(served.startup_s, 1)
         result["loaded"] = sample(served)
+        if not prompts:  # `--requests 0,0,0`: the loaded engine only
+            return result
         with ThreadPoolExecutor(len(prompts)) as pool:
-            list(pool.map(lambda p: complete(served, p, 32), prompts))
+            list(pool.map(lambda p: complete(served, p, new_tokens), prompts))
         result["after_requests"] = sample(served)
         if trim:
             result["gdb"] = gdb_trim(served)
@@ -101,7 +113,7 @@ def measure(
 
 SAMPLES = {
     "loaded": "loaded",
-    "after_requests": "after 8 requests",
+    "after_requests": "after the requests",
     "after_trim": "then malloc_trim(0) in every process (gdb)",
 }
 
@@ -155,7 +167,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> Path:
         trim = "" if run["env"].get("TANTRA_POST_LOAD_TRIM") == "0" else "\n+trim"
         labels.append(f"{run['checkpoint'].replace('gla_swa-', '')}{trim}")
         sums = dict.fromkeys(parts, 0.0)
-        for process in run["after_requests"]["processes"]:
+        for process in run.get("after_requests", run["loaded"])["processes"]:
             sums[_role(process)] += process["rss"] - process["kv_cache"]
             sums["KV cache"] += process["kv_cache"]
         for name, values in parts.items():
@@ -165,7 +177,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> Path:
     for name, values in parts.items():
         axis.bar(labels, values, bottom=bottom, label=name)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    axis.set_ylabel("RSS MiB (after 8 requests)")
+    axis.set_ylabel("RSS MiB (after the requests)")
     axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     axis.grid(True, axis="y", alpha=0.3)
     axis.tick_params(axis="x", labelsize=7)
@@ -182,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the engine")
     parser.add_argument("--gdb-trim", action="store_true")
     parser.add_argument("--port", type=int, default=18777)
+    parser.add_argument("--requests", default="8,256,32", help="concurrent requests, prompt and new tokens")
     parser.add_argument("--out", type=Path, default=None, help="the runs as JSON")
     parser.add_argument("--report", type=Path, nargs="+", default=None, help="JSON files of earlier runs")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results" / "engine_memory")
@@ -197,8 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(item.split("=", 1) for item in args.env)
     results = []
     for checkpoint in args.checkpoints:
+        count, prompt_tokens, new_tokens = (int(n) for n in args.requests.split(","))
         result = measure(
-            checkpoint, kv_cache_gib=args.kv_cache_gib, env=env, trim=args.gdb_trim, port=args.port
+            checkpoint,
+            kv_cache_gib=args.kv_cache_gib,
+            env=env,
+            trim=args.gdb_trim,
+            port=args.port,
+            requests=(count, prompt_tokens, new_tokens),
         )
         print(json.dumps(result), flush=True)
         results.append(result)
