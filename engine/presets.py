@@ -120,6 +120,19 @@ PRESETS: dict[str, Preset] = {
         tie_word_embeddings=False,
         explicit_head_dim=128,
     ),
+    # About 1.2B parameters, 0.89B of them the decoder projections a W8A8 checkpoint quantizes
+    # (74%; SpikingBrain-7B: 6.5B of 7.6B, 85%): `small`'s width and vocabulary, 32 layers and a
+    # wider MLP. For the weight-format memory measurement (docs/quantization.md); no test or
+    # `make checkpoint` builds it (2.4 GB in bf16).
+    "medium": Preset(
+        name="medium",
+        hidden_size=1024,
+        num_hidden_layers=32,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=8192,
+        max_position_embeddings=32768,
+    ),
     # `tiny`'s text shape behind a two-layer vision tower (head dim 64 on both
     # sides): 256 px images in 16 px patches, merged 2 x 2: 64 prompt tokens per image.
     "tiny-vl": VisionLanguagePreset(**{**asdict(_TINY), "name": "tiny-vl"}),

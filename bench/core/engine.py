@@ -57,6 +57,7 @@ def serve(  # noqa: PLR0913 (keyword-only: the engine options a bench or test se
     compile_model: bool = False,
     extra_args: Sequence[str] = (),
     worker_in_process: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Served]:
     """Start vLLM on `model_dir`, wait until healthy, and always stop its whole process group.
     `worker_in_process`: a faster start without vLLM's thread binding (EngineConfig), for tests
@@ -73,6 +74,7 @@ def serve(  # noqa: PLR0913 (keyword-only: the engine options a bench or test se
         tool_call_parser=None,
         extra_args=tuple(extra_args),
         worker_in_process=worker_in_process,
+        env=dict(extra_env or {}),
     )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.core.agreement import agreement, greedy_sequences, random_prompts, teacher_forced
 from bench.core.engine import Served, complete, group_rss_bytes, serve, stream_completion
+from bench.core.memory import group_memory, without_kv_cache
 
 __all__ = ["SchemePoint", "run_quant_bench"]
 
@@ -33,6 +35,12 @@ class SchemePoint:
     agreement_free_running: float | None
     agreement_clear_margin: float | None = None
     """Teacher-forced agreement where bf16's top-1 leads its runner-up by more than CLEAR_MARGIN."""
+    kv_cache_resident_bytes: int | None = None
+    """Resident pages of the KV cache's mapping after the batch (bench/core/memory.py)."""
+    rss_without_kv_bytes: int | None = None
+    """The group's RSS after the batch less the KV cache's resident pages: model and vLLM alone."""
+    processes: tuple[dict[str, int | str], ...] = ()
+    """Each process's memory by kind after the batch (ProcessMemory as a dict)."""
 
 
 CLEAR_MARGIN = 0.1
@@ -91,6 +99,7 @@ def run_quant_bench(  # noqa: PLR0913
                 agreement_teacher_forced=forced,
                 agreement_free_running=free,
                 agreement_clear_margin=clear,
+                **_memory_breakdown(served),
             )
             print(json.dumps(asdict(point)), flush=True)
             points.append(point)
@@ -107,6 +116,17 @@ def _speed(
     assert pid is not None
     singles = [stream_completion(served, batch[0], new_tokens).decode_s_per_token for _ in range(repeats)]
     return 1.0 / sorted(singles)[len(singles) // 2], _run_batch_sampling_rss(served, batch, new_tokens, pid)
+
+
+def _memory_breakdown(served: Served) -> dict[str, Any]:
+    """SchemePoint's breakdown fields, sampled once after the batch (bench/core/memory.py)."""
+    assert served.process.pid is not None
+    memory = group_memory(served.process.pid, served.kv_cache_bytes)
+    return {
+        "kv_cache_resident_bytes": sum(p.kv_cache for p in memory),
+        "rss_without_kv_bytes": without_kv_cache(memory),
+        "processes": tuple(asdict(p) for p in memory),
+    }
 
 
 def _clear_margin_agreement(

@@ -42,22 +42,33 @@ def quant_table(points: Sequence[SchemePoint]) -> str:
     base = points[0]
     lines = [
         "| scheme | weights MiB | decode tok/s (1 req) | x bf16 | batch tok/s | x bf16 | RSS MiB (group) "
-        "| x bf16 | RSS MiB (largest proc) | agree (teacher-forced) | agree (bf16 margin > 0.1) "
-        "| agree (free-running) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| x bf16 | RSS MiB (largest proc) | RSS MiB less KV cache | x bf16 | agree (teacher-forced) "
+        "| agree (bf16 margin > 0.1) | agree (free-running) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
         forced = "-" if p.agreement_teacher_forced is None else f"{p.agreement_teacher_forced:.1%}"
         free = "-" if p.agreement_free_running is None else f"{p.agreement_free_running:.1%}"
         clear = "-" if p.agreement_clear_margin is None else f"{p.agreement_clear_margin:.1%}"
+        less_kv = _less_kv(p, base)
         lines.append(
             f"| {p.scheme} | {p.weights_bytes / MiB:.0f} "
             f"| {p.decode_tok_s:.1f} | {p.decode_tok_s / base.decode_tok_s:.2f} "
             f"| {p.batch_tok_s:.1f} | {p.batch_tok_s / base.batch_tok_s:.2f} "
             f"| {p.rss_bytes / MiB:.0f} | {p.rss_bytes / base.rss_bytes:.2f} "
-            f"| {p.rss_largest_process_bytes / MiB:.0f} | {forced} | {clear} | {free} |"
+            f"| {p.rss_largest_process_bytes / MiB:.0f} | {less_kv} | {forced} | {clear} | {free} |"
         )
     return "\n".join(lines)
+
+
+def _less_kv(point: SchemePoint, base: SchemePoint) -> str:
+    """'MiB | ratio' of the RSS less the KV cache ('- | -' for results from before it was measured)."""
+    if point.rss_without_kv_bytes is None:
+        return "- | -"
+    mib = f"{point.rss_without_kv_bytes / MiB:.0f}"
+    if not base.rss_without_kv_bytes:
+        return f"{mib} | -"
+    return f"{mib} | {point.rss_without_kv_bytes / base.rss_without_kv_bytes:.2f}"
 
 
 def write_results(

@@ -27,6 +27,7 @@ from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid, SupportsLoRA
 from vllm.sequence import IntermediateTensors
 
+from engine.allocator import return_freed_memory, trim_after_load_enabled
 from engine.spikingbrain import vllm_pages  # noqa: F401  (registers the page-clearing op)
 from engine.spikingbrain.config import GLAswaConfig
 from engine.spikingbrain.vllm_gla import GLAswaLinearAttention, gla_state_dtype, gla_state_shape
@@ -345,6 +346,12 @@ class GLAswaForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsLoRA):
             check_quantized_tensor(self._expected, name, tensor.shape)
         else:
             check_tensors(self._expected, {name: tensor.shape})
+
+    def process_weights_after_loading(self) -> None:
+        """vLLM's model-level hook, after every layer's weights are in their final form (oneDNN's
+        packed int8 for W8A8): hand the load's freed buffers back to the OS (engine/allocator.py)."""
+        if trim_after_load_enabled():
+            return_freed_memory()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Load by the published names, stacking q/k/v and gate/up projections."""

@@ -267,7 +267,7 @@ def test_presets() -> None:
     assert tiny.head_dim == 64
     assert small.head_dim == 128
     assert 200e6 < _parameter_count(small) < 500e6
-    assert set(PRESETS) == {"tiny", "small", "tiny-vl", "tiny-long-vita", "7b-shaped"}
+    assert set(PRESETS) == {"tiny", "small", "medium", "tiny-vl", "tiny-long-vita", "7b-shaped"}
     shaped = get_preset("7b-shaped")
     assert shaped.head_dim == 128 and shaped.hidden_size < shaped.num_attention_heads * shaped.head_dim
     with pytest.raises(ValueError):
