@@ -39,12 +39,16 @@ async def while_connected(receive: Receive, work: Awaitable[T]) -> T | None:
     watcher = asyncio.ensure_future(wait_for_disconnect(receive))
     watcher.add_done_callback(on_disconnect)
     try:
-        return await work
+        result = await work
     except asyncio.CancelledError:
         # Only the cancel this function asked for is absorbed; a cancel from outside goes on.
         if gone and current.uncancel() == 0:
             return None
         raise
+    else:
+        if gone:  # `work` swallowed the cancel asked for: take it back, so this task is not left cancelling
+            current.uncancel()
+        return result
     finally:
         ended = True
         watcher.cancel()

@@ -66,6 +66,23 @@ async def test_a_client_leaving_as_the_work_ends_changes_nothing() -> None:
     await asyncio.sleep(0.01)
 
 
+async def test_a_cancel_the_work_swallowed_is_taken_back() -> None:
+    client = _Client()
+
+    async def work() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return "finished anyway"
+        return "sent"
+
+    asyncio.get_running_loop().call_later(0.01, client.left.set)
+    assert await while_connected(client.receive, work()) == "finished anyway"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)
+
+
 async def test_the_work_s_error_is_raised_as_it_is() -> None:
     client = _Client()
 
