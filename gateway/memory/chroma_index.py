@@ -80,12 +80,14 @@ class ChromaIndex:
         if len(among) == 0 or k <= 0:  # `among` may be a numpy array (the scope cache's)
             return []
         vector = normalized(query).reshape(1, -1)
-        seqs = among.tolist() if isinstance(among, np.ndarray) else [int(seq) for seq in among]
-        if len(seqs) > self._filter_ids:
+        if len(among) > self._filter_ids:
             nearest = await self._query(tenant_id, vector, k * _OVERSAMPLE, None)
             admitted = [hit for hit, kept in zip(nearest, _isin(nearest, among), strict=True) if kept]
             if len(admitted) >= k:
                 return admitted[:k]
+        # The filter's ids as plain ints, built only when a filter is sent (a 100k scope's list is
+        # not free, and the plain query above answers most large scopes).
+        seqs = among.tolist() if isinstance(among, np.ndarray) else [int(seq) for seq in among]
         parts = [seqs[start : start + self._filter_ids] for start in range(0, len(seqs), self._filter_ids)]
         found = await asyncio.gather(
             *(self._query(tenant_id, vector, min(k, len(part)), {"seq": {"$in": part}}) for part in parts)
