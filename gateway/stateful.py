@@ -15,7 +15,7 @@ from gateway.file_storage import FileStorage
 from gateway.jobs import JobRunner
 from gateway.limits.accounting import Accountant
 from gateway.memory.backends import vector_index
-from gateway.memory.graph import KuzuGraph
+from gateway.memory.graph import GraphStore, KuzuGraph, Neo4jGraph
 from gateway.memory.index import Vector, from_bytes
 from gateway.memory.scope_cache import ScopeCache
 from gateway.services.adapters import AdapterServing
@@ -237,7 +237,8 @@ def memory(
             search_default=settings.memory_graph_search,
             hops=settings.memory_graph_hops,
         )
-        core.graph = MemoryGraph(KuzuGraph(directory), graph_options)
+        graph: GraphStore = Neo4jGraph(settings.graph_url()) if settings.graph_url() else KuzuGraph(directory)
+        core.graph = MemoryGraph(graph, graph_options)
     return MemoryService(admission, core)
 
 

@@ -53,11 +53,13 @@ def requirements(target: str, pyproject: Path = ROOT / "pyproject.toml") -> list
     project = tomllib.loads(pyproject.read_text())["project"]
     core = list(project["dependencies"])
     if target == "gateway":
-        # Single sign-on for the panel, WebRTC calls of the Realtime API (aiortc), and speech in
-        # many languages (lingua's detection, Kokoro's Japanese voices, pyopenjtalk-plus's kanji):
-        # without `languages` a deployed gateway detects no language and speaks English.
+        # Single sign-on for the panel, WebRTC calls of the Realtime API (aiortc), speech in many
+        # languages (lingua's detection, Kokoro's Japanese voices, pyopenjtalk-plus's kanji):
+        # without `languages` a deployed gateway detects no language and speaks English; and the
+        # memory backends replicas share (Chroma, pgvector, Neo4j), which a cluster's chart selects.
         extras = project["optional-dependencies"]
-        return core + [line for extra in ("oidc", "webrtc", "languages") for line in extras[extra]]
+        chosen = ("oidc", "webrtc", "languages", "memory-backends")
+        return core + [line for extra in chosen for line in extras[extra]]
     if target in ("engine-cpu", "engine-cuda"):
         return core + engine_requirements(target.removeprefix("engine-"), pyproject)
     raise ValueError(f"unknown target {target!r}: {', '.join(TARGETS)}")

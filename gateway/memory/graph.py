@@ -6,13 +6,16 @@ follows). Every node and edge carries `tenant` and `user`, and an entity's key i
 so two users naming the same person have two nodes and no edge crosses between them; every query
 filters on both as well.
 
-The queries are plain Cypher with parameters (`MERGE`, `MATCH`, `OPTIONAL MATCH`, `DELETE`): they
-are written to run unchanged on Neo4j through its official driver. Only the schema (`CREATE NODE
-TABLE`, `CREATE REL TABLE`: Kuzu is typed, Neo4j is not) is Kuzu's own. The Neo4j path is untested:
-no server runs here, and its driver is not a dependency.
+The queries are plain Cypher with parameters (`MERGE`, `MATCH`, `OPTIONAL MATCH`, `DELETE`): one
+`CypherGraph` runs them unchanged on either database, Kuzu (embedded, the default) or a Neo4j server
+through its official driver (`TANTRA_MEMORY_GRAPH_URL`: one graph every replica shares). Only the
+schema differs (Kuzu's typed `CREATE NODE TABLE`/`CREATE REL TABLE`, Neo4j's uniqueness constraints
+and indexes). The Neo4j store is tested only when a server is named (`TANTRA_TEST_NEO4J_URL`): none
+runs here.
 
 Kuzu is embedded and allows one writer per database: every call runs in a worker thread under one
-lock (its calls block, and a second connection writing at once would fail).
+lock (its calls block, and a second connection writing at once would fail). Neo4j's driver is
+thread-safe: each call is one managed transaction of its own session, in a worker thread.
 """
 
 from __future__ import annotations
@@ -20,18 +23,20 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import kuzu
+
+from gateway.memory.graph_url import neo4j_target
 
 MAX_NAME_CHARS = 200
 # The longest entity name (in words) looked for in a query's text.
 _MAX_NAME_WORDS = 5
 
-_SCHEMA = (
+_KUZU_SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Entity(key STRING, tenant STRING, user STRING, name STRING, "
     "type STRING, PRIMARY KEY(key))",
     "CREATE NODE TABLE IF NOT EXISTS Memory(key STRING, id STRING, tenant STRING, user STRING, "
@@ -40,6 +45,19 @@ _SCHEMA = (
     "tenant STRING, user STRING)",
     "CREATE REL TABLE IF NOT EXISTS MENTIONS(FROM Memory TO Entity, tenant STRING, user STRING)",
 )
+# Neo4j has no tables: a key is unique by constraint (what makes MERGE safe between replicas), and
+# the scope filters are indexed.
+_NEO4J_SCHEMA = (
+    "CREATE CONSTRAINT tantra_entity_key IF NOT EXISTS FOR (e:Entity) REQUIRE e.key IS UNIQUE",
+    "CREATE CONSTRAINT tantra_memory_key IF NOT EXISTS FOR (m:Memory) REQUIRE m.key IS UNIQUE",
+    "CREATE INDEX tantra_entity_scope IF NOT EXISTS FOR (e:Entity) ON (e.tenant, e.user)",
+    "CREATE INDEX tantra_memory_scope IF NOT EXISTS FOR (m:Memory) ON (m.tenant, m.id)",
+    "CREATE INDEX tantra_relates_scope IF NOT EXISTS FOR ()-[r:RELATES]-() ON (r.tenant, r.user)",
+)
+
+# Runs one query with its parameters and returns its rows (a row: the RETURN clause's values).
+Rows = Callable[[str, dict[str, Any]], list[list[Any]]]
+T = TypeVar("T")
 
 # The portable queries (Kuzu and Neo4j alike).
 _MERGE_ENTITY = (
@@ -163,40 +181,15 @@ def names_in(text: str) -> set[str]:
     }
 
 
-class KuzuGraph:
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        self._lock = threading.Lock()
-        self._connection: kuzu.Connection | None = None
-        self._database: kuzu.Database | None = None
+class CypherGraph:
+    """The `GraphStore`, written once over the portable queries; a database gives `_run`, which
+    calls `work` with its `Rows` function in a worker thread (one transaction where it has them)."""
 
-    # The one writer: every call below goes through `_run`.
+    async def _run(self, work: Callable[[Rows], T]) -> T:
+        raise NotImplementedError
 
-    def _connect(self) -> kuzu.Connection:
-        if self._connection is None:
-            self._directory.parent.mkdir(parents=True, exist_ok=True)
-            self._database = kuzu.Database(str(self._directory))
-            self._connection = kuzu.Connection(self._database)
-            for statement in _SCHEMA:
-                self._connection.execute(statement)
-        return self._connection
-
-    def _rows(self, query: str, parameters: dict[str, Any]) -> list[list[Any]]:
-        result = self._connect().execute(query, parameters)
-        assert not isinstance(result, list)
-        rows: list[list[Any]] = []
-        while result.has_next():
-            rows.append(list(result.get_next()))
-        return rows
-
-    async def _run(self, work: Any) -> Any:
-        def locked() -> Any:
-            with self._lock:
-                return work()
-
-        return await asyncio.to_thread(locked)
-
-    # GraphStore ---------------------------------------------------------------------------------
+    async def close(self) -> None:
+        raise NotImplementedError
 
     async def add(
         self,
@@ -218,14 +211,14 @@ class KuzuGraph:
         if not types:
             return
 
-        def write() -> None:
+        def write(rows: Rows) -> None:
             memory = f"{tenant_id or ''}\x1f{memory_id}"
-            self._rows(_MERGE_MEMORY, {"key": memory, "id": memory_id, **scope})
+            rows(_MERGE_MEMORY, {"key": memory, "id": memory_id, **scope})
             for name, kind in types.items():
                 key = entity_key(tenant_id, user, name)
                 shown = names.get(name, name)[:MAX_NAME_CHARS]
-                self._rows(_MERGE_ENTITY, {"key": key, "name": shown, "type": kind[:80], **scope})
-                self._rows(_MENTION, {"memory": memory, "entity": key, **scope})
+                rows(_MERGE_ENTITY, {"key": key, "name": shown, "type": kind[:80], **scope})
+                rows(_MENTION, {"memory": memory, "entity": key, **scope})
             for r in relations:
                 source, target = normal_name(r.source), normal_name(r.target)
                 if not source or not target or not r.relation.strip():
@@ -237,7 +230,7 @@ class KuzuGraph:
                     "memory_id": memory_id,
                     **scope,
                 }
-                self._rows(_RELATE, parameters)
+                rows(_RELATE, parameters)
 
         await self._run(write)
 
@@ -247,66 +240,138 @@ class KuzuGraph:
         frontier = {entity_key(tenant_id, user, name) for name in names_in(text)}
         scope = {"tenant": tenant_id or "", "user": user or ""}
 
-        def walk() -> list[Fact]:
+        def walk(rows: Rows) -> list[Fact]:
             seen_keys = set(frontier)
             keys = set(frontier)
             found: dict[tuple[str, str, str, str], Fact] = {}
             for hop in range(1, hops + 1):
                 if not keys:
                     break
-                rows = self._rows(_NEIGHBOURS, {"keys": sorted(keys), **scope})
+                answer = rows(_NEIGHBOURS, {"keys": sorted(keys), **scope})
                 keys = set()
-                for source_key, source, relation, target_key, target, memory_id in rows:
+                for source_key, source, relation, target_key, target, memory_id in answer:
                     fact = Fact(source, relation, target, memory_id, hop)
                     found.setdefault((source_key, relation, target_key, memory_id), fact)
                     keys |= {source_key, target_key} - seen_keys
                 seen_keys |= keys
             return sorted(found.values(), key=lambda f: f.hops)
 
-        return list(await self._run(walk)) if frontier else []
+        return await self._run(walk) if frontier else []
 
     async def facts(self, tenant_id: str | None, user: str, limit: int) -> list[tuple[str, str, str]]:
         parameters = {"tenant": tenant_id or "", "user": user, "limit": max(int(limit), 0)}
-        rows = await self._run(lambda: self._rows(_USER_FACTS, parameters))
-        return [(str(source), str(relation), str(target)) for source, relation, target in rows]
+        answer = await self._run(lambda rows: rows(_USER_FACTS, parameters))
+        return [(str(source), str(relation), str(target)) for source, relation, target in answer]
 
     async def forget(self, tenant_id: str | None, memory_ids: Collection[str]) -> None:
         if not memory_ids:
             return
         parameters = {"tenant": tenant_id or "", "ids": sorted(memory_ids)}
 
-        def drop() -> None:
-            self._rows(_FORGET_RELATIONS, parameters)
-            self._rows(_FORGET_MEMORIES, parameters)
-            self._rows(_ORPHANS, {"tenant": parameters["tenant"]})
+        def drop(rows: Rows) -> None:
+            rows(_FORGET_RELATIONS, parameters)
+            rows(_FORGET_MEMORIES, parameters)
+            rows(_ORPHANS, {"tenant": parameters["tenant"]})
 
         await self._run(drop)
 
     async def erase(self, tenant_id: str | None, user: str | None) -> None:
-        await self._run(lambda: self._each_label(tenant_id, user, count=False))
+        await self._run(lambda rows: _each_label(rows, tenant_id, user, count=False))
 
     async def count(self, tenant_id: str | None, user: str | None) -> int:
-        return int(await self._run(lambda: self._each_label(tenant_id, user, count=True)))
+        return await self._run(lambda rows: _each_label(rows, tenant_id, user, count=True))
 
-    def _each_label(self, tenant_id: str | None, user: str | None, *, count: bool) -> int:
-        erase, counting = _ERASE_TENANT if user is None else _ERASE_USER
-        parameters = (
-            {"tenant": tenant_id or ""} if user is None else {"tenant": tenant_id or "", "user": user}
-        )
-        total = 0
-        for label in ("Memory", "Entity"):
-            if count:
-                total += int(self._rows(counting.format(label=label), parameters)[0][0])
-            else:
-                self._rows(erase.format(label=label), parameters)
-        return total
+
+def _each_label(rows: Rows, tenant_id: str | None, user: str | None, *, count: bool) -> int:
+    erase, counting = _ERASE_TENANT if user is None else _ERASE_USER
+    parameters = {"tenant": tenant_id or ""} if user is None else {"tenant": tenant_id or "", "user": user}
+    total = 0
+    for label in ("Memory", "Entity"):
+        if count:
+            total += int(rows(counting.format(label=label), parameters)[0][0])
+        else:
+            rows(erase.format(label=label), parameters)
+    return total
+
+
+class KuzuGraph(CypherGraph):
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._connection: kuzu.Connection | None = None
+        self._database: kuzu.Database | None = None
+
+    # The one writer: every call goes through `_run`.
+
+    def _connect(self) -> kuzu.Connection:
+        if self._connection is None:
+            self._directory.parent.mkdir(parents=True, exist_ok=True)
+            self._database = kuzu.Database(str(self._directory))
+            self._connection = kuzu.Connection(self._database)
+            for statement in _KUZU_SCHEMA:
+                self._connection.execute(statement)
+        return self._connection
+
+    def _rows(self, query: str, parameters: dict[str, Any]) -> list[list[Any]]:
+        result = self._connect().execute(query, parameters)
+        assert not isinstance(result, list)
+        rows: list[list[Any]] = []
+        while result.has_next():
+            rows.append(list(result.get_next()))
+        return rows
+
+    async def _run(self, work: Callable[[Rows], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return work(self._rows)
+
+        return await asyncio.to_thread(locked)
 
     async def close(self) -> None:
         def shut() -> None:
-            if self._connection is not None:
-                self._connection.close()
-            if self._database is not None:
-                self._database.close()
-            self._connection = self._database = None
+            with self._lock:
+                if self._connection is not None:
+                    self._connection.close()
+                if self._database is not None:
+                    self._database.close()
+                self._connection = self._database = None
 
-        await self._run(shut)
+        await asyncio.to_thread(shut)
+
+
+class Neo4jGraph(CypherGraph):
+    """One graph every replica shares, on a Neo4j server (5.x) through its official driver (the
+    memory-backends extra). `url`: bolt:// or neo4j:// (+s, +ssc for TLS), credentials in its
+    user-info part and a database other than the default as its path (`neo4j://u:pw@host:7687/db`)."""
+
+    def __init__(self, url: str) -> None:
+        self._uri, self._auth, self._database = neo4j_target(url)
+        self._driver: Any = None
+        self._ready = threading.Lock()
+
+    def _connected(self) -> Any:
+        with self._ready:
+            if self._driver is None:
+                import neo4j  # the memory-backends extra; only a Neo4j deployment needs it
+
+                driver = neo4j.GraphDatabase.driver(self._uri, auth=self._auth)
+                with driver.session(database=self._database) as session:
+                    for statement in _NEO4J_SCHEMA:
+                        session.run(statement).consume()
+                self._driver = driver
+            return self._driver
+
+    async def _run(self, work: Callable[[Rows], T]) -> T:
+        def managed() -> T:
+            def transaction(tx: Any) -> T:
+                return work(lambda query, parameters: [list(r.values()) for r in tx.run(query, parameters)])
+
+            with self._connected().session(database=self._database) as session:
+                return session.execute_write(transaction)
+
+        return await asyncio.to_thread(managed)
+
+    async def close(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            await asyncio.to_thread(driver.close)

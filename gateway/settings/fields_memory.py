@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from gateway.memory.graph_url import neo4j_target
 from gateway.settings.fields_local_embeddings import LocalEmbeddingFields
 
 
@@ -106,6 +107,13 @@ class MemoryFields(LocalEmbeddingFields):
         description="The Kuzu database's directory (one writer: one replica's). Empty: "
         "`<blob_dir>/memory-graph`.",
     )
+    # May carry a password: a secret, never logged or shown.
+    memory_graph_url: SecretStr | None = Field(
+        None,
+        description="A Neo4j server (5.x) holding the knowledge graph every replica shares, instead of "
+        "the embedded Kuzu: bolt:// or neo4j:// (+s, +ssc), credentials and a database in the URL "
+        "(neo4j://user:pw@neo4j:7687/db). Needs the memory-backends extra's `neo4j` driver.",
+    )
     memory_graph_on_plain_add: bool = Field(
         True,
         description="Extract the graph from memories stored as given (`infer: false`) too, not only "
@@ -142,7 +150,12 @@ class MemoryFields(LocalEmbeddingFields):
             raise ValueError("memory_backend=chroma needs memory_chroma_url")
         if self.memory_backend == "pgvector" and not self.pgvector_url():
             raise ValueError("memory_backend=pgvector needs memory_pgvector_url")
+        if self.graph_url():
+            neo4j_target(self.graph_url())  # a URL the driver cannot take fails at start, saying why
         return self
 
     def pgvector_url(self) -> str:
         return self.memory_pgvector_url.get_secret_value() if self.memory_pgvector_url else ""
+
+    def graph_url(self) -> str:
+        return self.memory_graph_url.get_secret_value() if self.memory_graph_url else ""
