@@ -48,7 +48,7 @@ def graph_gateway(
 
 def _entities(graph: KuzuGraph, tenant: str) -> list[list[Any]]:
     query = "MATCH (e:Entity) WHERE e.tenant = $tenant RETURN e.name, e.user"
-    return list(asyncio.run(graph._run(lambda: graph._rows(query, {"tenant": tenant}))))
+    return asyncio.run(graph._run(lambda rows: rows(query, {"tenant": tenant})))
 
 
 def test_the_real_model_extracts_a_graph_kept_in_its_scope(
