@@ -52,13 +52,13 @@ from gateway.stateful import (
     Batches,
     FineTuning,
     batches,
-    chat_memory,
     conversations,
     feedback,
     fine_tuning,
     memory,
     responses_service,
     stored_completions,
+    wire_memory,
 )
 from gateway.store import Database, Store, UsageLedger
 from gateway.store.admin_users import AdminUserStore
@@ -287,8 +287,8 @@ def build(
     if components.fine_tuning is not None:
         components.services.inference.use_adapters(components.fine_tuning.adapters)
     components.memory = memory(settings, shared.database, access.admission, components.storage, shared.redis)
-    if components.memory is not None:
-        components.services.inference.memory = chat_memory(settings, components.memory, shared.jobs)
+    served = components.services
+    wire_memory(settings, components.memory, shared.jobs, served.inference, served.responses)
     components.feedback = feedback(settings, shared.database, access.admission, components.storage)
     wire_model_choice(components.services, policy, catalog, dispatcher, access.accountant.prices, live)
     components.vector_stores = vector_stores(

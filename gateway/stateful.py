@@ -29,10 +29,12 @@ from gateway.services.fine_tuning import KIND as FINE_TUNING
 from gateway.services.fine_tuning import Defaults, FineTuningService
 from gateway.services.fine_tuning_caps import FineTuningCaps
 from gateway.services.fine_tuning_work import FineTuningWork, TrainerOptions
+from gateway.services.inference import InferenceService
 from gateway.services.memory import MemoryService
 from gateway.services.memory_chat import ChatMemory, ChatMemoryOptions
 from gateway.services.memory_core import MemoryCore, MemoryOptions
 from gateway.services.memory_graph import GraphOptions, MemoryGraph
+from gateway.services.memory_responses import ResponsesMemory
 from gateway.services.responses import ResponsesService
 from gateway.services.responses_background import Background
 from gateway.services.stored_completions import StoredCompletions
@@ -253,6 +255,26 @@ def chat_memory(settings: Settings, service: MemoryService, runner: JobRunner) -
     )
     # What each request recalled is kept for the panel's memory page (gateway/store/memory_recalls.py).
     return ChatMemory(service.core, runner, options, RecallStore(service.core.store.db))
+
+
+def wire_memory(
+    settings: Settings,
+    service: MemoryService | None,
+    runner: JobRunner,
+    inference: InferenceService,
+    responses: ResponsesService,
+) -> None:
+    """Memory in chat and in the Responses API (when the memory API is served), one `ChatMemory` for
+    both (its recall, options and extraction job): the Responses API places at create and extracts
+    after the answer (a background response's at the end of its job; docs/memory.md, "Memory in
+    responses")."""
+    if service is None:
+        return
+    chat = chat_memory(settings, service, runner)
+    inference.memory = chat
+    memory = ResponsesMemory(chat)
+    responses.memory = memory
+    responses.background.memory = memory
 
 
 def feedback(

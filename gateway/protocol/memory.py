@@ -62,8 +62,10 @@ class MemoryList(Scoped):
 class MemoryUpdate(Strict):
     text: str | None = Field(None, min_length=1, max_length=MAX_MEMORY_CHARS)
     metadata: dict[str, Any] | None = None
-    # mem0's platform fields the gateway keeps no column for yet: accepted, not stored.
+    # mem0's platform field the gateway keeps no column for yet: accepted, not stored.
     timestamp: int | float | str | None = None
+    # The memory's new expiry (an ISO date or datetime); given as null, the expiry is cleared, as
+    # mem0's client sends `update(id, expiration_date=None)`; left out, it stays.
     expiration_date: str | None = None
 
 

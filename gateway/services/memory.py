@@ -34,6 +34,7 @@ from gateway.protocol.memory import (
 from gateway.services.memory_core import Caller, MemoryCore, text_of
 from gateway.services.memory_graph import Related, fact_object
 from gateway.store.memories import Event, Memory, Scope
+from gateway.store.memory_events import Expiry
 from gateway.store.owned import Owner
 
 _NOTHING = Estimate(0, 0, 0)
@@ -138,10 +139,17 @@ class MemoryService:
             caller = await _admit(ticket)
             _, _, body = await ticket.read_json(MemoryUpdate)
             await self._found(caller.owner, memory_id)
-            if body.text is None and body.metadata is None:
+            expiry = "expiration_date" in body.model_fields_set
+            if body.text is None and body.metadata is None and not expiry:
                 current = await self._found(caller.owner, memory_id)
                 return _done(ticket, memory_object(current))
-            memory = await self.core.update(caller, memory_id, text=body.text, metadata=body.metadata)
+            memory = await self.core.update(
+                caller,
+                memory_id,
+                text=body.text,
+                metadata=body.metadata,
+                expires=Expiry(_expiry(body.expiration_date)) if expiry else None,
+            )
             if memory is None:
                 raise _not_found(memory_id)
             return _done(ticket, memory_object(memory))

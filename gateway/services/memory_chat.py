@@ -9,6 +9,10 @@ the last user message's text. The placed memories' tokens are reserved on top of
 What the search returned and the block placed are kept per request id (`memory_recalls`) for the
 admin panel's memory page. Neither that record nor the extraction job's submission comes before the
 answer's first byte: both are started once the answer's body is sent (`recall(later=...)`).
+
+The Responses API places the same block through the same recall (`ChatMemory.place`) and queues its
+turns through the same job (`ChatMemory.queue`); only where the block goes is its own
+(memory_responses.py).
 """
 
 from __future__ import annotations
@@ -54,13 +58,13 @@ class ChatMemoryOptions:
 
 
 @dataclass(frozen=True)
-class Recall:
-    """What was placed in a request: the memories' ids and scores, and the body sent instead."""
+class Placement:
+    """What a request is given: the end user, the memories' ids and scores, the block of their
+    texts and its estimated tokens."""
 
     user: str
     used: list[tuple[str, float]]
-    body: bytes
-    payload: dict[str, Any]
+    block: str
     tokens: int
 
     @property
@@ -69,6 +73,17 @@ class Recall:
 
     def usage(self) -> list[dict[str, Any]]:
         return [{"id": memory_id, "score": round(score, 4)} for memory_id, score in self.used]
+
+
+@dataclass(frozen=True)
+class Recall(Placement):
+    """A chat request's placement and the body sent instead of the client's."""
+
+    body: bytes
+    payload: dict[str, Any]
+
+
+Later = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
 def _fitting(texts: list[str], token_budget: int) -> int:
@@ -158,26 +173,45 @@ class ChatMemory:
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
+    def end_user(self, ticket: Ticket, payload: dict[str, Any]) -> str | None:
+        """The end user whose memories this request may read and add to (None: no end user is
+        named, or memory is off for the caller)."""
+        user = end_user_of(payload)
+        if user is None or not ticket.principal.memory_on(self.options.default_on):
+            return None
+        return user
+
     async def recall(
-        self,
-        ticket: Ticket,
-        payload: dict[str, Any],
-        later: Callable[[Callable[[], Coroutine[Any, Any, None]]], None] | None = None,
+        self, ticket: Ticket, payload: dict[str, Any], later: Later | None = None
     ) -> Recall | None:
         """The memories to place in this chat request, and the body with them (None: memory is off
         for the caller, no end user is named, or nothing relevant is remembered). The recall's
         record for the panel is handed to `later` (the caller starts it once the answer is sent),
         else started at once beside the answer."""
-        principal = ticket.principal
-        user = end_user_of(payload)
+        user = self.end_user(ticket, payload)
         messages = payload.get("messages")
-        if user is None or not isinstance(messages, list) or not principal.memory_on(self.options.default_on):
+        if user is None or not isinstance(messages, list):
             return None
         query = next(
             (text_of(m) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), ""
         )
+        placement = await self.place(ticket, user, query, later)
+        if placement is None:
+            return None
+        placed = {**payload, "messages": with_block(messages, placement.block)}
+        return Recall(
+            placement.user, placement.used, placement.block, placement.tokens, orjson.dumps(placed), placed
+        )
+
+    async def place(
+        self, ticket: Ticket, user: str, query: str, later: Later | None = None
+    ) -> Placement | None:
+        """The end user's memories most relevant to `query` that fit the token budget, as the block
+        to place (None: nothing relevant, or the search failed). Chat and the Responses API both
+        recall through here; the record for the panel goes to `later` as `recall` says."""
         if not query:
             return None
+        principal = ticket.principal
         caller = Caller(Owner(principal.tenant_id, principal.key_id), ticket.tab.request_id, principal)
         try:
             with ticket.stage("memory"):
@@ -203,8 +237,7 @@ class ChatMemory:
             return None
         if ticket.record is not None:
             ticket.record.span.set_attribute("tantra.memory", recall_header(used))
-        placed = {**payload, "messages": with_block(messages, content)}
-        return Recall(user, used, orjson.dumps(placed), placed, tokens)
+        return Placement(user, used, content, tokens)
 
     async def _graph_found(self, caller: Caller, user: str, query: str, found: list[Found]) -> list[Found]:
         """The memories only the knowledge graph reaches from the query's entities, nearest first,
@@ -248,14 +281,27 @@ class ChatMemory:
             log.warning("memory recall not recorded: %s", exc)
 
     async def remember(self, ticket: Ticket, payload: dict[str, Any]) -> None:
-        """Queue the extraction of new memories from the request's messages (its own system
+        """Queue the extraction of new memories from the chat request's messages (its own system
         messages and the placed memories are not read)."""
-        principal = ticket.principal
-        user = end_user_of(payload)
+        user = self.end_user(ticket, payload)
         messages = payload.get("messages")
-        if self.runner is None or user is None or not isinstance(messages, list):
+        if user is None or not isinstance(messages, list):
             return
-        if not self.options.extract or not principal.memory_on(self.options.default_on):
+        principal = ticket.principal
+        await self.queue(principal.tenant_id, principal.key_id, user, messages, ticket.tab.request_id)
+
+    async def queue(
+        self,
+        tenant_id: str | None,
+        key_id: str | None,
+        user: str,
+        messages: list[Any],
+        request_id: str,
+    ) -> None:
+        """Queue a `memory-extract` job over the user and assistant messages' text (chat messages or
+        Responses message items alike); nothing when extraction is off or no message has text. The
+        caller has checked that memory is on for the key."""
+        if self.runner is None or not self.options.extract:
             return
         kept = [
             {"role": m.get("role"), "content": text_of(m)}
@@ -265,26 +311,15 @@ class ChatMemory:
         if not kept:
             return
         try:
-            await self._submit(principal.tenant_id, principal.key_id, user, kept, ticket.tab.request_id)
+            await self.runner.submit(
+                KIND,
+                tenant_id,
+                {"key_id": key_id, "user": user, "messages": kept, "request_id": request_id},
+                created_by=key_id,
+                user=user,
+            )
         except Exception as exc:  # the answer is sent all the same; only this request's memories are lost
             log.warning("memory extraction not queued: %s", exc)
-
-    async def _submit(
-        self,
-        tenant_id: str | None,
-        key_id: str | None,
-        user: str,
-        kept: list[dict[str, Any]],
-        request_id: str,
-    ) -> None:
-        assert self.runner is not None
-        await self.runner.submit(
-            KIND,
-            tenant_id,
-            {"key_id": key_id, "user": user, "messages": kept, "request_id": request_id},
-            created_by=key_id,
-            user=user,
-        )
 
     async def _extract(self, job: Job) -> dict[str, Any]:
         payload = job.payload

@@ -36,6 +36,7 @@ from gateway.services.own_calls import embedded, post_json
 from gateway.services.pii import Redactor
 from gateway.store import utcnow
 from gateway.store.memories import Change, Memory, MemoryStore, Scope, text_hash
+from gateway.store.memory_events import Expiry
 from gateway.store.owned import Owner
 
 EXTRACTION_PROMPT = (
@@ -262,12 +263,22 @@ class MemoryCore:
         return vector
 
     async def update(
-        self, caller: Caller, memory_id: str, *, text: str | None, metadata: dict[str, Any] | None
+        self,
+        caller: Caller,
+        memory_id: str,
+        *,
+        text: str | None,
+        metadata: dict[str, Any] | None,
+        expires: Expiry | None = None,
     ) -> Memory | None:
+        """New text (embedded again), metadata and/or expiry (`expires`; None: left as it is) for
+        one memory, one UPDATE in its history."""
         if text is not None and self.redactor is not None:
             text = await self.redactor.stored(caller.owner.tenant_id, text)
         vector = (await self.embed(caller, [text]))[0].tobytes() if text is not None else None
-        change = Change("UPDATE", memory_id, new_memory_id(), text=text, vector=vector, metadata=metadata)
+        change = Change(
+            "UPDATE", memory_id, new_memory_id(), text=text, vector=vector, metadata=metadata, expiry=expires
+        )
         (memory,) = await self.store.apply(caller.owner, [change], at=utcnow())
         if memory is not None and vector is not None:
             await self.index.add(caller.owner.tenant_id, {memory.seq: from_bytes(memory.vector)})

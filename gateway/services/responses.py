@@ -14,7 +14,6 @@ belongs to its tenant (another tenant's id is the 404 of an id that does not exi
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -29,16 +28,19 @@ from gateway.errors import InvalidRequest, NotFound
 from gateway.http.disconnect import unless_disconnected
 from gateway.limits import Estimate, TokenEstimator
 from gateway.protocol.responses_api import InputItemsParams, ResponsesRequest, RetrieveParams
-from gateway.services.citation_check import CitationChecks, Verification
+from gateway.services.citation_check import CitationChecks
 from gateway.services.conversations import Conversations
 from gateway.services.file_search import FileSearch, Searched, latest_user_text
-from gateway.services.mcp_tools import McpRun, McpTools
+from gateway.services.mcp_tools import McpTools
+from gateway.services.memory_chat import Later
+from gateway.services.memory_responses import ResponsesMemory
 from gateway.services.model_choice import ModelChoice
 from gateway.services.pii import Redactor
 from gateway.services.reasoning import responses_thinking_fields
 from gateway.services.responses_background import Background, conversation_turn, responses_plan
-from gateway.services.responses_items import for_engine, history, input_items, new_id, shown
+from gateway.services.responses_items import for_engine, history, input_items, new_id
 from gateway.services.responses_stream import ResponseEvents, ResponsesRelay, StoredEventsStream, usage_of
+from gateway.services.responses_turn import Turn
 from gateway.services.tool_turn import tool_answer
 from gateway.services.upstream_call import chose, upstream_headers
 from gateway.services.web_search import Browsed, WebSearch
@@ -57,45 +59,6 @@ _NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0}
 _GATEWAY_KEYS = ("previous_response_id", "store", "background", "conversation", "tantra")
 _CHARS_PER_TOKEN = 4
 _PER_ITEM = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class Turn:
-    """One create request, resolved: the response's id, its items and what the engine is sent."""
-
-    response_id: str
-    model: str
-    parsed: ResponsesRequest
-    items: list[dict[str, Any]]
-    engine_body: dict[str, Any]
-    metadata: dict[str, str]
-    new_items: int = 0
-    # The search tools' runs (file_search.py, web_search.py): their items and citations added.
-    hosted: tuple[Searched | Browsed, ...] = ()
-    # The request's remote MCP tools (mcp_tools.py): the gateway runs the tool loop.
-    mcp: McpRun | None = None
-    # The citation verification pass, when asked (citation_check.py).
-    verification: Verification | None = None
-
-    async def checked(self, response: dict[str, Any]) -> dict[str, Any]:
-        """The shown response with its citations verified, when the request asked."""
-        return response if self.verification is None else await self.verification.apply(response)
-
-    def show(self, body: dict[str, Any]) -> dict[str, Any]:
-        return shown(
-            _applied(body, self.hosted),
-            response_id=self.response_id,
-            previous_response_id=self.parsed.previous_response_id,
-            store=self.parsed.store is not False,
-            background=bool(self.parsed.background),
-            metadata=self.metadata,
-            conversation=self.parsed.conversation,
-        )
-
-    @property
-    def fresh(self) -> list[dict[str, Any]]:
-        """This request's own input items (after the previous response's or the conversation's)."""
-        return self.items[len(self.items) - self.new_items :]
 
 
 class ResponsesService:
@@ -129,6 +92,8 @@ class ResponsesService:
         # Remote MCP tools and their loop (set by the composition root when served).
         self.mcp: McpTools | None = None
         self.citations: CitationChecks | None = None  # the verification pass (tools_setup.py)
+        # Memory in responses (docs/memory.md), set by the composition root with chat's; None: off.
+        self.memory: ResponsesMemory | None = None
 
     @property
     def background(self) -> Background:
@@ -142,49 +107,69 @@ class ResponsesService:
 
     async def create(self, request: Request) -> Response:
         async with self._admission.enter(request, RESPONSES) as ticket:
-            turn = await self._admit(ticket)
-            if turn.mcp is not None and self.mcp is not None:
-                finish = self._finisher(ticket, turn)
-                spawn = self._background.spawn
-                return await tool_answer(ticket, turn, turn.mcp, self.mcp, self._dispatcher, finish, spawn)
-            if turn.parsed.background:
-                return await self._background.submit(ticket, turn, self._owner(ticket))
-            plan = responses_plan(self._dispatcher, turn.model)
-            body = orjson.dumps(turn.engine_body)
-            headers = upstream_headers(ticket)
-            deadline = Deadline(plan[0].timeouts.total_s)
-            receive = ticket.request.receive
-            if not turn.parsed.stream:
-                answer, member, target = await unless_disconnected(
-                    receive, self._dispatcher.complete(RESPONSES, body, headers, plan, deadline)
-                )
-                chose(ticket, member.name, target.model)
-                response = await turn.checked(turn.show(orjson.loads(answer)))
-                await self._keep(ticket, turn, response)
-                await self._append(ticket, turn, response)
-                ticket.settle(Outcome.COMPLETED, usage=usage_of(response))
-                return _json(ticket, response)
-            attempt = await unless_disconnected(
-                receive, self._dispatcher.open_stream(RESPONSES, body, headers, plan, deadline)
+            # The recall's record for the panel, started once the answer is sent (or has failed).
+            records: list[Callable[[], Coroutine[Any, Any, None]]] = []
+            try:
+                turn = await self._admit(ticket, records.append)
+                answered: list[dict[str, Any]] = []
+                response = await self._created(ticket, turn, answered)
+            except BaseException:
+                if self.memory is not None:
+                    await self.memory.start(records)
+                raise
+            if self.memory is not None:
+                foreground = turn.memory if not turn.parsed.background else None  # a job's: its own
+                self.memory.after_answer(ticket, response, records, foreground, turn.fresh, answered)
+            return response
+
+    async def _created(self, ticket: Ticket, turn: Turn, answered: list[dict[str, Any]]) -> Response:
+        """The create's answer: the tool loop's, a background job's, or the engine's relayed (the
+        final response added to `answered` when the answer is JSON)."""
+        if turn.mcp is not None and self.mcp is not None:
+            finish = self._finisher(ticket, turn, answered)
+            spawn = self._background.spawn
+            return await tool_answer(ticket, turn, turn.mcp, self.mcp, self._dispatcher, finish, spawn)
+        if turn.parsed.background:
+            return await self._background.submit(ticket, turn, self._owner(ticket))
+        plan = responses_plan(self._dispatcher, turn.model)
+        body = orjson.dumps(turn.engine_body)
+        headers = upstream_headers(ticket)
+        deadline = Deadline(plan[0].timeouts.total_s)
+        receive = ticket.request.receive
+        if not turn.parsed.stream:
+            answer, member, target = await unless_disconnected(
+                receive, self._dispatcher.complete(RESPONSES, body, headers, plan, deadline)
             )
-            upstream = UpstreamStream(
-                attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=None
-            )
-            chose(ticket, attempt.member.name, attempt.target.model)
-            events = ResponseEvents(turn.show, turn.checked if turn.verification else None)
-            ticket.defer()
+            chose(ticket, member.name, target.model)
+            response = await turn.checked(turn.show(orjson.loads(answer)))
+            await self._keep(ticket, turn, response)
+            await self._append(ticket, turn, response)
+            answered.append(response)
+            ticket.settle(Outcome.COMPLETED, usage=usage_of(response))
+            return _json(ticket, response)
+        attempt = await unless_disconnected(
+            receive, self._dispatcher.open_stream(RESPONSES, body, headers, plan, deadline)
+        )
+        upstream = UpstreamStream(
+            attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=None
+        )
+        chose(ticket, attempt.member.name, attempt.target.model)
+        events = ResponseEvents(turn.show, turn.checked if turn.verification else None)
+        ticket.defer()
 
-            def closed(outcome: Outcome) -> None:
-                ticket.settle(outcome, usage=usage_of(events.final))
-                if events.final is not None and outcome is Outcome.COMPLETED:
-                    self._background.spawn(self._keep(ticket, turn, events.final))
-                    self._background.spawn(self._append(ticket, turn, events.final))
+        def closed(outcome: Outcome) -> None:
+            ticket.settle(outcome, usage=usage_of(events.final))
+            if events.final is not None and outcome is Outcome.COMPLETED:
+                answered.append(events.final)
+                self._background.spawn(self._keep(ticket, turn, events.final))
+                self._background.spawn(self._append(ticket, turn, events.final))
 
-            return ResponsesRelay(upstream, events, headers=ticket.limit_headers, on_close=closed)
+        return ResponsesRelay(upstream, events, headers=ticket.limit_headers, on_close=closed)
 
-    async def _admit(self, ticket: Ticket) -> Turn:
-        """Read and validate, resolve the model, rebuild the input from the previous response, and
-        reserve the key's limits for it."""
+    async def _admit(self, ticket: Ticket, later: Later | None = None) -> Turn:
+        """Read and validate, resolve the model, rebuild the input from the previous response, place
+        the end user's memories (their record for the panel handed to `later`), and reserve the
+        key's limits for it."""
         with ticket.stage("preprocess"):
             _, payload, parsed = await ticket.read_json(ResponsesRequest)
             name = parsed.model
@@ -193,18 +178,7 @@ class ResponsesService:
             card = await self._catalog.resolve(name)
         model = str(card["id"])
         ticket.use_model(model, stream=bool(parsed.stream))
-        previous: list[dict[str, Any]] = []
-        if parsed.previous_response_id is not None:
-            row = await self._store.get(self._owner(ticket), parsed.previous_response_id)
-            if row is None or row.status not in FINAL or row.status == "cancelled":
-                raise InvalidRequest(
-                    f"Previous response with id '{parsed.previous_response_id}' not found.",
-                    param="previous_response_id",
-                    code="previous_response_not_found",
-                )
-            previous = history(row.input_items, row.body)
-        elif isinstance(parsed.conversation, str):
-            previous = await self._conversation_items(ticket, parsed.conversation)
+        previous = await self._previous(ticket, parsed)
         fresh = input_items(parsed.input)
         items = [*previous, *fresh]
         response_id = new_id("resp")
@@ -220,6 +194,9 @@ class ResponsesService:
             sent = await self.redactor.user_items(ticket.principal.tenant_id, engine_body["input"])
             engine_body["input"] = engine_body["input"] if sent is None else sent
         engine_body.update(responses_thinking_fields(payload, ticket.policy.reasoning_budgets(model)))
+        # Memory's query: the user's text as the engine gets it (after redaction, as chat's, and
+        # before the search tools put their context in it).
+        query = latest_user_text(engine_body["input"])
         metadata = parsed.metadata if isinstance(parsed.metadata, dict) else {}
         max_len = card.get("max_model_len")
         hosted: list[Searched | Browsed | None] = []
@@ -233,14 +210,33 @@ class ResponsesService:
         mcp = self.mcp
         run = await mcp.prepare(payload, items, len(fresh), engine_body, ticket.stage) if mcp else None
         checks = self.citations.prepare(parsed.tantra, ran, model) if self.citations else None
-        turn = Turn(response_id, model, parsed, items, engine_body, metadata, len(fresh), ran, run, checks)
         raw = _prompt_tokens(parsed.instructions, items, parsed.tools)
         raw += sum(math.ceil(len(h.context) / _CHARS_PER_TOKEN) for h in ran)
         room = max(1, max_len - raw) if isinstance(max_len, int) else None
         asked = parsed.max_output_tokens or room or self._estimator.default_completion
         completion = min(asked, room) if room is not None else asked
         await ticket.reserve(self._estimator.estimate_counted(RESPONSES, model, raw, completion))
-        return turn
+        # After the reservation, as chat's: a key over its limits costs no recall.
+        memory = await self.memory.recall(ticket, payload, engine_body, query, later) if self.memory else None
+        return Turn(
+            response_id, model, parsed, items, engine_body, metadata, len(fresh), ran, run, checks, memory
+        )
+
+    async def _previous(self, ticket: Ticket, parsed: ResponsesRequest) -> list[dict[str, Any]]:
+        """The items before the request's own: the previous response's (its input items and output)
+        or the conversation's; none for a first turn."""
+        if parsed.previous_response_id is not None:
+            row = await self._store.get(self._owner(ticket), parsed.previous_response_id)
+            if row is None or row.status not in FINAL or row.status == "cancelled":
+                raise InvalidRequest(
+                    f"Previous response with id '{parsed.previous_response_id}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            return history(row.input_items, row.body)
+        if isinstance(parsed.conversation, str):
+            return await self._conversation_items(ticket, parsed.conversation)
+        return []
 
     async def _keep(self, ticket: Ticket, turn: Turn, response: dict[str, Any]) -> None:
         """Store the response (unless `store: false`)."""
@@ -251,8 +247,11 @@ class ResponsesService:
             row = await self.redactor.stored_row(row, "input_items", "body")
         await self._store.add(row)
 
-    def _finisher(self, ticket: Ticket, turn: Turn) -> Callable[[dict[str, Any]], Coroutine[Any, Any, None]]:
+    def _finisher(
+        self, ticket: Ticket, turn: Turn, answered: list[dict[str, Any]]
+    ) -> Callable[[dict[str, Any]], Coroutine[Any, Any, None]]:
         async def finish(response: dict[str, Any]) -> None:
+            answered.append(response)
             await self._keep(ticket, turn, response)
             await self._append(ticket, turn, response)
 
@@ -378,12 +377,6 @@ def _prompt_tokens(instructions: str | None, items: list[dict[str, Any]], tools:
     the items' and tools' JSON, a few per item."""
     chars = len(instructions or "") + len(orjson.dumps(items)) + (len(orjson.dumps(tools)) if tools else 0)
     return math.ceil(chars / _CHARS_PER_TOKEN) + _PER_ITEM * (len(items) + 1)
-
-
-def _applied(body: dict[str, Any], hosted: tuple[Searched | Browsed, ...]) -> dict[str, Any]:
-    for ran in reversed(hosted):  # file_search's item first, as the tools were listed
-        body = ran.apply(body)
-    return body
 
 
 def _json(ticket: Ticket, body: dict[str, Any]) -> Response:

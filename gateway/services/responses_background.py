@@ -31,6 +31,7 @@ from gateway.jobs import Job, JobCancelled, JobRunner
 from gateway.limits.accounting import Accountant, Tab
 from gateway.services.citation_check import CitationChecks
 from gateway.services.conversations import Conversations
+from gateway.services.memory_responses import ResponsesMemory, placement_json, placement_of
 from gateway.services.pii import Redactor
 from gateway.services.responses_background_parts import (
     OWN_EVENTS,
@@ -51,7 +52,7 @@ from gateway.upstreams.stream import UpstreamStream
 from gateway.upstreams.timeouts import Deadline
 
 if TYPE_CHECKING:
-    from gateway.services.responses import Turn
+    from gateway.services.responses_turn import Turn
 
 KIND = "response"
 PATH = "/v1/responses"
@@ -101,6 +102,8 @@ class Background:
         self.redactor: Redactor | None = None
         # The search tools' citation verification pass (set by tools_setup.py); None: none.
         self.citations: CitationChecks | None = None
+        # Memory in responses: the turn queued for extraction when the job ends (set with chat's).
+        self.memory: ResponsesMemory | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # One run per job: a response's answer is not generated twice (see the module's words).
         jobs.register(KIND, self.run, max_attempts=2)
@@ -124,6 +127,8 @@ class Background:
             turn.model,
             {
                 **turn.engine_body,
+                # The request's own: the engine body's may hold the placed memories.
+                "instructions": turn.parsed.instructions,
                 "previous_response_id": turn.parsed.previous_response_id,
                 "conversation": turn.parsed.conversation,
             },
@@ -141,7 +146,9 @@ class Background:
             payload["verify"] = {"method": turn.verification.method}
         if isinstance(turn.parsed.conversation, str):
             payload["conversation"] = turn.parsed.conversation
-            payload["new_items"] = turn.new_items
+        if turn.memory is not None:  # placed at create time: the job's body holds the block already
+            payload["memory"] = placement_json(turn.memory)
+        payload["new_items"] = turn.new_items
         async with self._store.db.session() as session:
             record = await self._jobs.submit(
                 KIND,
@@ -193,7 +200,7 @@ class Background:
         if row is None or row.status in FINAL:
             return {"status": row.status if row is not None else "deleted"}
         hosted = decoded(job.payload.get("hosted"))
-        show = shower(row, hosted)
+        show = shower(row, hosted, placement_of(job.payload.get("memory")))
         if (job.checkpoint or {}).get("started"):
             await self._fail(job, row, _died())
             return {"status": "failed"}
@@ -280,14 +287,7 @@ class Background:
             self._store.add_events(step.session, row.id, events)
             await self._store.finish(step.session, row.id, status, kept)
             step.checkpoint({"started": True, "events": sink.next})
-        conversation = job.payload.get("conversation")
-        if self._conversations is not None and isinstance(conversation, str):
-            fresh = row.input_items[len(row.input_items) - int(job.payload.get("new_items", 0)) :]
-            owner = Owner(job.tenant_id, job.created_by)
-            with contextlib.suppress(APIError):  # the conversation was deleted meanwhile
-                await conversation_turn(
-                    self._conversations, owner, conversation, fresh, final, end_user=row.end_user
-                )
+        await self._ended(job, row, final)
         failed = status == "failed"
         tab.close(
             status=500 if failed else 200,
@@ -295,6 +295,21 @@ class Background:
             usage=usage_of(final),
         )
         return {"status": status}
+
+    async def _ended(self, job: Job, row: ResponseRow, final: dict[str, Any]) -> None:
+        """Once the response is stored: its turn appended to its conversation, and queued for
+        extraction when memories were placed at create time (memory was on for the key then)."""
+        fresh = row.input_items[len(row.input_items) - int(job.payload.get("new_items", 0)) :]
+        placement = placement_of(job.payload.get("memory"))
+        if self.memory is not None and placement is not None:
+            await self.memory.remember(job.tenant_id, job.created_by, placement.user, fresh, final, row.id)
+        conversation = job.payload.get("conversation")
+        if self._conversations is not None and isinstance(conversation, str):
+            owner = Owner(job.tenant_id, job.created_by)
+            with contextlib.suppress(APIError):  # the conversation was deleted meanwhile
+                await conversation_turn(
+                    self._conversations, owner, conversation, fresh, final, end_user=row.end_user
+                )
 
     async def _sink(self, job: Job, show: Any) -> JobSink:
         redacts = self.redactor is not None and await self.redactor.redacts_stored(job.tenant_id)

@@ -16,6 +16,8 @@ from typing import Any
 from gateway.http.sse import EVENT_END
 from gateway.services.citation_check import CitationChecks, Verification
 from gateway.services.file_search import Searched
+from gateway.services.memory_chat import Placement
+from gateway.services.memory_responses import shown_memory
 from gateway.services.responses_items import shown
 from gateway.services.responses_redacted import DeltaHold
 from gateway.services.responses_stream import ResponseEvents
@@ -62,9 +64,12 @@ def verification_of(
     return Verification(checks, asked["method"], sources, str(payload["model"]))
 
 
-def shower(row: ResponseRow, hosted: Sequence[Hosted] = ()) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def shower(
+    row: ResponseRow, hosted: Sequence[Hosted] = (), memory: Placement | None = None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """How the job shows the engine's response: the search tools' call items and citations added
-    once (the sink reads an event the stream re-showed already), then the stored response's fields."""
+    once (the sink reads an event the stream re-showed already), then the stored response's fields,
+    and with memories placed, the request's own `instructions` and the memories used."""
 
     def show(body: dict[str, Any]) -> dict[str, Any]:
         output = body.get("output")
@@ -76,7 +81,7 @@ def shower(row: ResponseRow, hosted: Sequence[Hosted] = ()) -> Callable[[dict[st
         for ran in reversed(hosted):  # file_search's item first, as the tools were listed
             if ran.call_id not in present:
                 body = ran.apply(body)
-        return shown(
+        out = shown(
             body,
             response_id=row.id,
             previous_response_id=row.previous_response_id,
@@ -85,6 +90,7 @@ def shower(row: ResponseRow, hosted: Sequence[Hosted] = ()) -> Callable[[dict[st
             metadata=row.metadata,
             conversation=conversation_of(row.body),
         )
+        return shown_memory(out, memory, row.body.get("instructions"))
 
     return show
 

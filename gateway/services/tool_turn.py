@@ -35,7 +35,7 @@ from gateway.upstreams.dispatch import Dispatcher
 from gateway.upstreams.timeouts import Deadline
 
 if TYPE_CHECKING:
-    from gateway.services.responses import Turn
+    from gateway.services.responses_turn import Turn
 
 Finish = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 

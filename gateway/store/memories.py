@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.store.database import Database
+from gateway.store.memory_events import Event, Expiry, expiry_change
 from gateway.store.models import Base
 from gateway.store.owned import BigId, OwnedColumns, Owner
 
@@ -147,19 +148,6 @@ class Memory:
 
 
 @dataclass(frozen=True)
-class Event:
-    id: str
-    memory_id: str
-    event: str
-    old_memory: str | None
-    new_memory: str | None
-    input: list[dict[str, Any]] | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    end_user: str | None
-
-
-@dataclass(frozen=True)
 class Change:
     """One write of `MemoryStore.apply`: a new memory (`id` new), new text or metadata for one
     (`old` given), its deletion, or its merge into another (MERGE: the row goes, its history's
@@ -174,6 +162,7 @@ class Change:
     scope: Scope = field(default_factory=Scope)
     input: list[dict[str, Any]] | None = None
     expires_at: datetime | None = None
+    expiry: Expiry | None = None  # an UPDATE's new expiry (memory_events.py); None: unchanged
 
 
 def text_hash(text: str) -> str:
@@ -305,20 +294,7 @@ class MemoryStore:
         query = select(table).where(owner.owns(table), table.memory_id == memory_id).order_by(table.seq)
         async with self.db.session() as session:
             rows = (await session.execute(query)).scalars().all()
-        return [
-            Event(
-                row.id,
-                row.memory_id,
-                row.event,
-                row.old_memory,
-                row.new_memory,
-                row.input,
-                dict(row.tags or {}),
-                row.created_at,
-                row.end_user,
-            )
-            for row in rows
-        ]
+        return [Event.of(row) for row in rows]
 
 
 def _scoped(query: _Query, scope: Scope, live_at: datetime | None) -> _Query:
@@ -344,6 +320,7 @@ async def _apply(
 ) -> Memory | None:
     """One change in the session; the end user of the memory it changed is added to `users`."""
     old: str | None = None
+    expired: dict[str, str | None] = {}  # an UPDATE's expiry, before and after, for its history
     if change.event == "ADD":
         assert change.text is not None and change.vector is not None
         scope = change.scope
@@ -374,6 +351,8 @@ async def _apply(
         else:
             if change.expires_at is not None:
                 row.expires_at = change.expires_at
+            if change.expiry is not None:
+                expired, row.expires_at = expiry_change(row.expires_at, change.expiry.at), change.expiry.at
             if change.text is not None and change.vector is not None:
                 row.memory, row.hash, row.vector = change.text, text_hash(change.text), change.vector
             if change.metadata is not None:
@@ -391,9 +370,7 @@ async def _apply(
             old_memory=old,
             new_memory=change.text if change.event in _REMOVING else row.memory,
             input=change.input,
-            tags={**(row.tags or {}), **(change.metadata or {})}
-            if change.event in _REMOVING
-            else dict(row.tags or {}),
+            tags={**(row.tags or {}), **((change.metadata or {}) if change.event in _REMOVING else expired)},
             created_at=at,
         )
     )

@@ -20,7 +20,7 @@ from tests.servers import ThreadedServer
 os.environ.setdefault("MEM0_TELEMETRY", "False")
 
 from mem0 import MemoryClient
-from mem0.exceptions import MemoryNotFoundError
+from mem0.exceptions import MemoryNotFoundError, ValidationError
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +204,34 @@ def test_memory_in_chat_placed_reported_and_extracted_after(
     time.sleep(0.3)  # the key cache hears of the change
     off = _chat(url, key, user="pat")
     assert "x-tantra-memory" not in off.headers and "tantra_memory" not in off.json()["usage"]
+
+
+def test_update_stores_the_expiry_in_the_memory_and_its_history(
+    new_client: Callable[[str], MemoryClient],
+) -> None:
+    """mem0's `update(id, expiration_date=...)` sets the expiry (an expired memory is not searched),
+    records it in the history, and `expiration_date=None` clears it; leaving it out keeps it."""
+    client = new_client("units-expiry")
+    memory_id = client.add("red apples are sweet", user_id="u1", infer=False)["results"][0]["id"]
+    client.update(memory_id, expiration_date="2020-01-01")
+    got = client.get(memory_id)
+    assert got["expiration_date"] == "2020-01-01T23:59:59+00:00" and got["memory"] == "red apples are sweet"
+    assert client.search("red apples", filters={"user_id": "u1"})["results"] == []
+    client.update(memory_id, text="red apples are very sweet")  # no expiration_date: kept
+    assert client.get(memory_id)["expiration_date"] == "2020-01-01T23:59:59+00:00"
+    client.update(memory_id, expiration_date=None)
+    assert client.get(memory_id)["expiration_date"] is None
+    found = client.search("red apples", filters={"user_id": "u1"})["results"]
+    assert [r["id"] for r in found] == [memory_id]
+    history = client.history(memory_id)
+    assert [h["event"] for h in history] == ["ADD", "UPDATE", "UPDATE", "UPDATE"]
+    assert history[1]["metadata"] == {
+        "role": "user",
+        "previous_expiration_date": None,
+        "expiration_date": "2020-01-01T23:59:59+00:00",
+    }
+    assert "expiration_date" not in history[2]["metadata"]  # the text's update left the expiry alone
+    assert history[3]["metadata"]["previous_expiration_date"] == "2020-01-01T23:59:59+00:00"
+    assert history[3]["metadata"]["expiration_date"] is None
+    with pytest.raises(ValidationError):  # the gateway's 400 on `expiration_date`
+        client.update(memory_id, expiration_date="next tuesday")
