@@ -199,8 +199,8 @@ class VectorCore:
         """Deleted files out of every vector store holding them (OpenAI's `DELETE /v1/files/{id}`
         removes a file from its stores): rows and chunks in one transaction, so `file_counts`,
         `usage_bytes` and search change at once, then the chunks' vectors out of each store's
-        index. The store files dropped. Idempotent: the Files API, the file sweeper, retention
-        and GDPR erasure all call it for the files they delete."""
+        index. The number of chunks dropped. Idempotent: the Files API, the file sweeper,
+        retention and GDPR erasure all call it for the files they delete."""
         dropped = await self.store.drop_files(file_ids)
         for store_id, seqs in dropped.items():
             await self.index.remove(store_id, seqs)
