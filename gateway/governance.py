@@ -100,6 +100,8 @@ def governance(parts: Components) -> Governance:
         settle_s=settle_s,
     )
     gdpr.erased_memories = erased
+    stores = parts.vector_stores.core if parts.vector_stores is not None else None
+    gdpr.forget_files = stores.forget_user_files if stores is not None else None
     gdpr.register()
     evals = _evals(parts)
     compression = _compression(parts)
@@ -116,6 +118,7 @@ def governance(parts: Components) -> Governance:
         graph=graph.store if graph is not None else None,
     )
     retention.erased_memories = erased
+    retention.forget_files = stores.forget_files if stores is not None else None
     retention.register()
     return Governance(usage, retention, gdpr=gdpr, evals=evals, compression=compression, learning=loop)
 

@@ -43,6 +43,9 @@ def vector_stores(
         KIND, core, priority=-5, concurrency=settings.vector_stores_concurrency, max_attempts=ATTEMPTS
     )
     service = VectorStoresService(storage.objects, core)
+    # A deleted file leaves every store holding it, whichever path deletes it (the API's DELETE,
+    # the sweeper finishing a tombstone or an expiry; retention and GDPR: gateway/governance.py).
+    storage.files.forget = storage.sweeper.forget = core.forget_files
     responses.file_search = FileSearch(service)
     offline_web_search(settings, responses, service)  # web_search's default provider (tools_setup.py)
     return service

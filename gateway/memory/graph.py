@@ -84,6 +84,11 @@ _USER_FACTS = (
     "MATCH (s:Entity)-[r:RELATES]->(o:Entity) WHERE r.tenant = $tenant AND r.user = $user "
     "RETURN s.name, r.relation, o.name ORDER BY s.name, r.relation, o.name LIMIT $limit"
 )
+_USER_ENTITIES = (
+    "MATCH (e:Entity) WHERE e.tenant = $tenant AND e.user = $user "
+    "OPTIONAL MATCH (e)-[r:RELATES]-(:Entity) "
+    "WITH e, count(r) AS n RETURN e.name, e.type, n ORDER BY e.name LIMIT $limit"
+)
 _FORGET_RELATIONS = (
     "MATCH (:Entity)-[r:RELATES]->(:Entity) WHERE r.tenant = $tenant AND r.memory_id IN $ids DELETE r"
 )
@@ -147,6 +152,10 @@ class GraphStore(Protocol):
 
     async def facts(self, tenant_id: str | None, user: str, limit: int) -> list[tuple[str, str, str]]:
         """A user's relations as (entity, relation, entity), at most `limit` (the panel's view)."""
+        ...
+
+    async def entities(self, tenant_id: str | None, user: str, limit: int) -> list[tuple[str, str, int]]:
+        """A user's entities as (name, type, relations touching it), at most `limit` (the panel's)."""
         ...
 
     async def forget(self, tenant_id: str | None, memory_ids: Collection[str]) -> None:
@@ -262,6 +271,11 @@ class CypherGraph:
         parameters = {"tenant": tenant_id or "", "user": user, "limit": max(int(limit), 0)}
         answer = await self._run(lambda rows: rows(_USER_FACTS, parameters))
         return [(str(source), str(relation), str(target)) for source, relation, target in answer]
+
+    async def entities(self, tenant_id: str | None, user: str, limit: int) -> list[tuple[str, str, int]]:
+        parameters = {"tenant": tenant_id or "", "user": user, "limit": max(int(limit), 0)}
+        answer = await self._run(lambda rows: rows(_USER_ENTITIES, parameters))
+        return [(str(name), str(kind or ""), int(n)) for name, kind, n in answer]
 
     async def forget(self, tenant_id: str | None, memory_ids: Collection[str]) -> None:
         if not memory_ids:

@@ -3,8 +3,9 @@ debugging memory"): for one tenant and one end user (mem0's `user_id`, or an age
 memories and each one's history, a search over them through the real search path (the query
 embedded by the served embedding model, scores as the API returns them), a 2-D map of their
 embeddings (PCA, drawn on the server as SVG with a table as its text alternative), the entity graph
-when a graph store is plugged in, and, for a request id, what memory in chat retrieved (ids,
-scores) and the exact block it placed in the prompt with its token count.
+from the knowledge graph's store (Kuzu) when the graph is on (the user's entities and relations),
+and, for a request id, what memory in chat retrieved (ids, scores) and the exact block it placed in
+the prompt with its token count.
 
 Nothing here runs JavaScript. A tenant admin reaches its own tenant only (another's id is the 404
 of a missing tenant; another tenant's request id is not found). The search's embedding is a request
@@ -42,8 +43,13 @@ MAP_W, MAP_H, MARGIN = 640, 400, 24
 
 
 class MemoryGraphView(Protocol):
-    """What the page needs of a knowledge-graph store (issue 19 point 4): the end user's facts as
-    (entity, relation, entity) triples of the tenant, at most `limit`."""
+    """What the page needs of a knowledge-graph store (issue 19 point 4; `GraphStore`, Kuzu's in
+    gateway/memory/graph.py): the end user's entities (name, type, relations touching it) and facts
+    as (entity, relation, entity) triples, of the tenant and that user only, at most `limit` each."""
+
+    async def entities(
+        self, tenant_id: str | None, user_id: str, limit: int
+    ) -> list[tuple[str, str, int]]: ...
 
     async def facts(self, tenant_id: str | None, user_id: str, limit: int) -> list[tuple[str, str, str]]: ...
 
@@ -65,6 +71,7 @@ class _View:
     points: list[dict[str, Any]] = field(default_factory=list)
     variance: tuple[float, float] = (0.0, 0.0)
     graph: list[tuple[str, str, str]] | None = None
+    entities: list[tuple[str, str, int]] | None = None
     recent: list[Recalled] = field(default_factory=list)
 
 
@@ -121,6 +128,7 @@ async def _scope_view(source: MemoryPanelSource, owner: Owner, scope: Scope) -> 
         view.recent = await source.recalls.of_user(owner, scope.user_id)
         if source.graph is not None:
             view.graph = await source.graph.facts(owner.tenant_id, scope.user_id, GRAPH_FACTS)
+            view.entities = await source.graph.entities(owner.tenant_id, scope.user_id, GRAPH_FACTS)
     return view
 
 

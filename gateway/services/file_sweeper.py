@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from gateway.background import cancelled
 from gateway.blobs import BlobStore
+from gateway.services.files import ForgetFiles
 from gateway.store import FileStore, utcnow
 from gateway.store.files import COMPLETING, EXPIRED, PENDING
 
@@ -24,6 +25,8 @@ class FileSweeper:
         self._blobs = blobs
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        # Set when the vector stores API is served: a file's stores lose it before its row goes.
+        self.forget: ForgetFiles | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -44,7 +47,10 @@ class FileSweeper:
         """One round; the number of blobs deleted."""
         now = utcnow()
         deleted = 0
-        for row in await self._files.stale_files(now, uploading_before=now - STALE_UPLOAD):
+        stale = await self._files.stale_files(now, uploading_before=now - STALE_UPLOAD)
+        if stale and self.forget is not None:
+            await self.forget([row.id for row in stale])
+        for row in stale:
             await self._blobs.delete(row.blob_key)
             await self._files.remove_file(row.id)
             deleted += 1

@@ -13,7 +13,7 @@ left over; `FileSweeper` (gateway/services/file_sweeper.py) finishes the job.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -36,6 +36,8 @@ FORM_OVERHEAD = MAX_PARTS * MAX_FIELD_BYTES + 64 * 1024
 MAX_LIST = 10_000
 # OpenAI's default: files for batches expire after 30 days unless asked otherwise.
 BATCH_EXPIRY = timedelta(days=30)
+# Takes deleted files out of every vector store holding them (VectorCore.forget_files).
+ForgetFiles = Callable[[Collection[str]], Awaitable[int]]
 
 
 class FilesService:
@@ -43,6 +45,8 @@ class FilesService:
         self._objects = objects
         self._files = objects.files
         self._blobs = blobs
+        # Set when the vector stores API is served (gateway/vector_setup.py).
+        self.forget: ForgetFiles | None = None
 
     # POST /v1/files ----------------------------------------------------------------------------
 
@@ -158,10 +162,13 @@ class FilesService:
             if row is None:
                 raise no_such("File", file_id)
             try:
+                if self.forget is not None:  # out of its vector stores first, as OpenAI's
+                    await self.forget([row.id])
                 await self._blobs.delete(row.blob_key)
                 await self._files.remove_file(row.id)
             except Exception:
-                # The tombstone is committed: the file is gone for the API, the sweeper retries.
+                # The tombstone is committed: the file is gone for the API, the sweeper retries
+                # (the stores included).
                 _log.exception("file %s: its blob could not be deleted yet", file_id)
             return answer(ticket, FileDeleted(id=file_id).model_dump())
 

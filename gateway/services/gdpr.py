@@ -74,6 +74,9 @@ class Gdpr:
         # Moves the tenant's memory scope versions: no replica's scope cache keeps erased rows
         # (gateway/memory/scope_cache.py; set once built).
         self.erased_memories: Callable[[str | None], Awaitable[None]] | None = None
+        # Takes the subject's files out of the vector stores holding them before the files are
+        # erased (VectorCore.forget_user_files; set when the vector stores API is served).
+        self.forget_files: Callable[[str, str | None], Awaitable[int]] | None = None
         self._runner = runner
         self._blobs = blobs
         self._index = index
@@ -222,16 +225,7 @@ class Gdpr:
                 if self._settle_s <= 0:
                     break
                 await asyncio.sleep(self._settle_s)
-            for kind in self.store.registry:
-                if job is not None:
-                    job.check()
-                erased = await self.store.erase(kind, subject, self._drop_blobs)
-                counts[kind.name] = counts.get(kind.name, 0) + erased.rows
-                blob_keys += erased.blob_keys
-                for found in erased.vectors.values():
-                    seqs.update(found)
-            if self.erased_memories is not None:
-                await self.erased_memories(subject.tenant_id)
+            await self._erase_pass(subject, job, counts, blob_keys, seqs)
         counts["exports"] = await self._drop_exports(subject, blob_keys)
         if subject.whole_tenant and self._forget_tenant is not None:
             await self._forget_tenant(subject.tenant_id)
@@ -243,6 +237,24 @@ class Gdpr:
             await self._graph.erase(subject.tenant_id, subject.user)
         sweep = await self.sweep(subject, blob_keys, seqs)
         return {"erased": {name: n for name, n in counts.items() if n}, "sweep": sweep}
+
+    async def _erase_pass(
+        self, subject: Subject, job: Job | None, counts: dict[str, int], blob_keys: list[str], seqs: set[int]
+    ) -> None:
+        """One pass over every kind (the subject's files out of the vector stores first)."""
+        if self.forget_files is not None:
+            dropped = await self.forget_files(subject.tenant_id, subject.user)
+            counts["chunks_of_files"] = counts.get("chunks_of_files", 0) + dropped
+        for kind in self.store.registry:
+            if job is not None:
+                job.check()
+            erased = await self.store.erase(kind, subject, self._drop_blobs)
+            counts[kind.name] = counts.get(kind.name, 0) + erased.rows
+            blob_keys += erased.blob_keys
+            for found in erased.vectors.values():
+                seqs.update(found)
+        if self.erased_memories is not None:
+            await self.erased_memories(subject.tenant_id)
 
     async def _drop_blobs(self, erased: Erased) -> None:
         if self._blobs is None:

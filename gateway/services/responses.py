@@ -154,7 +154,7 @@ class ResponsesService:
             attempt, inter_token_s=attempt.target.timeouts.inter_token_s, deadline=deadline, failover=None
         )
         chose(ticket, attempt.member.name, attempt.target.model)
-        events = ResponseEvents(turn.show, turn.checked if turn.verification else None)
+        events = ResponseEvents(turn.show, turn.checked if turn.verification else None, turn.hosted)
         ticket.defer()
 
         def closed(outcome: Outcome) -> None:

@@ -41,6 +41,7 @@ from gateway.services.responses_background_parts import (
     shower,
     verification_of,
 )
+from gateway.services.responses_hosted import HostedShift
 from gateway.services.responses_items import queued
 from gateway.services.responses_redacted import DeltaHold, redacted_events, redacted_payload
 from gateway.services.responses_stream import TERMINAL, ResponseEvents, StoredEventsStream, usage_of
@@ -316,7 +317,8 @@ class Background:
         hosted = decoded(job.payload.get("hosted"))
         verification = verification_of(self.citations, job.payload, hosted)
         finish = verification.apply if verification is not None else None
-        return JobSink(ResponseEvents(show, finish), DeltaHold() if redacts else None)
+        shift = HostedShift(hosted) if hosted else None
+        return JobSink(ResponseEvents(show, finish), DeltaHold() if redacts else None, shift)
 
     async def _kept(self, job: Job, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Events as the tenant's PII policy lets them be stored (responses_redacted.py)."""

@@ -18,6 +18,7 @@ from gateway.services.citation_check import CitationChecks, Verification
 from gateway.services.file_search import Searched
 from gateway.services.memory_chat import Placement
 from gateway.services.memory_responses import shown_memory
+from gateway.services.responses_hosted import HostedShift
 from gateway.services.responses_items import shown
 from gateway.services.responses_redacted import DeltaHold
 from gateway.services.responses_stream import ResponseEvents
@@ -104,8 +105,12 @@ class JobSink:
     """The engine's events, renumbered after the gateway's own and held until the next flush; the
     engine's own `response.created` and `response.in_progress` are the gateway's already."""
 
-    def __init__(self, events: ResponseEvents, hold: DeltaHold | None = None) -> None:
+    def __init__(
+        self, events: ResponseEvents, hold: DeltaHold | None = None, hosted: HostedShift | None = None
+    ) -> None:
         self.events = events
+        # The search tools' call events, ahead of the engine's first (responses_hosted.py).
+        self.hosted = hosted
         # Under a PII `store` policy: text deltas held until their part is whole (responses_redacted).
         self.hold = hold
         self.next = OWN_EVENTS
@@ -124,7 +129,11 @@ class JobSink:
                 continue
             if str(parsed.get("type", "")).endswith(".delta"):
                 self.deltas += 1
-            self.add(parsed)
+            self.shifted(parsed)
+
+    def shifted(self, event: dict[str, Any]) -> None:
+        for each in self.hosted.around(event) if self.hosted is not None else [event]:
+            self.add(each)
 
     def add(self, event: dict[str, Any]) -> None:
         for ready in self.hold.offer(event) if self.hold is not None else [event]:
@@ -153,5 +162,5 @@ class JobSink:
         for raw in tail.split(EVENT_END)[:-1]:
             parsed = self.events.parse(raw)
             if parsed is not None:
-                self.add(parsed)
+                self.shifted(parsed)
         self.release()

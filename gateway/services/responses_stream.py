@@ -14,7 +14,7 @@ and so does the gateway.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from gateway.errors import APIError, EngineUnavailable
 from gateway.http.sse import EVENT_END, SSE_HEADERS
 from gateway.http.streaming import RawStream, send_chunk
 from gateway.services.relay import EngineEvents
+from gateway.services.responses_hosted import HostedRun, HostedShift
 from gateway.store.responses import FINAL, ResponseStore
 from gateway.upstreams.stream import UpstreamStream
 
@@ -84,9 +85,12 @@ class ResponseEvents:
         self,
         show: Callable[[dict[str, Any]], dict[str, Any]],
         finish: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+        hosted: Sequence[HostedRun] = (),
     ) -> None:
         self._show = show
         self._finish = finish
+        # The hosted search tools' events (responses_hosted.py): every event is then read.
+        self._hosted = HostedShift(hosted) if hosted else None
         self.final: dict[str, Any] | None = None
         self.done = False
         self.failed = False
@@ -110,14 +114,17 @@ class ResponseEvents:
         return held
 
     def _read(self, event: bytes) -> bytes:
-        if not event.startswith(_LIFECYCLE) and not event.startswith(b"event: error"):
+        hosted = self._hosted
+        if hosted is None and not event.startswith(_LIFECYCLE) and not event.startswith(b"event: error"):
             return event + EVENT_END
         parsed = self.parse(event)
         held = self._finish is not None and self.final is not None
         if parsed is not None and held and parsed.get("response") is self.final:
             self._last = parsed
             return b""
-        return event + EVENT_END if parsed is None else frame(parsed)
+        if parsed is None:
+            return event + EVENT_END
+        return frame(parsed) if hosted is None else b"".join(frame(e) for e in hosted.around(parsed))
 
     async def release(self) -> bytes:
         """The held final event, its response finished ("" when none is held)."""
@@ -125,6 +132,8 @@ class ResponseEvents:
         if last is None or self._finish is None or self.final is None:
             return b""
         self.final = last["response"] = await self._finish(self.final)
+        if self._hosted is not None:
+            return b"".join(frame(e) for e in self._hosted.around(last))
         return frame(last)
 
     def parse(self, event: bytes) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from gateway.jobs import Job, JobOptions, JobRunner
 from gateway.memory.graph import GraphStore
 from gateway.memory.index import VectorIndex
 from gateway.services.adapters import ADAPTER_FILES
+from gateway.services.files import ForgetFiles
 from gateway.store import utcnow
 from gateway.store.retention import CHUNK, Horizon, RetentionStore
 
@@ -59,6 +60,8 @@ class Retention:
         # Moves the tenants' memory scope versions once their rows are swept (scope caches; set
         # once built).
         self.erased_memories: Callable[[str | None], Awaitable[None]] | None = None
+        # Takes the files it deletes out of the vector stores holding them (set when served).
+        self.forget_files: ForgetFiles | None = None
         # Naive UTC now; tests move it forward.
         self.clock = clock
 
@@ -141,6 +144,8 @@ class Retention:
             return 0
         deleted = 0
         while batch := await self.store.expired_files(now):
+            if self.forget_files is not None:
+                await self.forget_files([file_id for file_id, _ in batch])
             for _, blob_key in batch:
                 await self._blobs.delete(blob_key)
             await self.store.remove_files([file_id for file_id, _ in batch])

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,7 +186,30 @@ class VectorCore:
         if added is None:
             return {"status": "cancelled"}
         await self.index.add(row.vector_store_id, {seq: from_bytes(data) for seq, data in added.items()})
+        if not await self.store.holds(row.vector_store_id, row.file_id):
+            # Detached or deleted between the chunks' commit and the index's write: that removal
+            # may have run before these vectors were added, so they go here.
+            await self.index.remove(row.vector_store_id, list(added))
+            return {"status": "cancelled"}
         return {"status": COMPLETED, "chunks": len(chunks)}
+
+    # A deleted file ----------------------------------------------------------------------------------
+
+    async def forget_files(self, file_ids: Collection[str]) -> int:
+        """Deleted files out of every vector store holding them (OpenAI's `DELETE /v1/files/{id}`
+        removes a file from its stores): rows and chunks in one transaction, so `file_counts`,
+        `usage_bytes` and search change at once, then the chunks' vectors out of each store's
+        index. The number of chunks dropped. Idempotent: the Files API, the file sweeper,
+        retention and GDPR erasure all call it for the files they delete."""
+        dropped = await self.store.drop_files(file_ids)
+        for store_id, seqs in dropped.items():
+            await self.index.remove(store_id, seqs)
+        return sum(len(seqs) for seqs in dropped.values())
+
+    async def forget_user_files(self, tenant_id: str, user: str | None) -> int:
+        """An end user's files (or a whole tenant's) out of the stores: GDPR erasure's step
+        before the files themselves are erased."""
+        return await self.forget_files(await self.store.user_files(tenant_id, user))
 
     async def _read(self, job: Job, acting: Acting, row: StoredVectorStoreFile) -> tuple[list[str], int]:
         stored = await self.files.get_file(row.tenant_id or ANONYMOUS_TENANT, row.file_id, utcnow())

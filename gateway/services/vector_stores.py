@@ -37,6 +37,7 @@ from gateway.store.owned import Owner, PageQuery
 from gateway.store.vector_stores import (
     CANCELLED,
     IN_PROGRESS,
+    FileGone,
     StoredFileBatch,
     StoredVectorStore,
     StoredVectorStoreFile,
@@ -347,7 +348,10 @@ class VectorStoresService:
 
     async def _attach(self, rows: list[StoredVectorStoreFile]) -> None:
         if rows:
-            await self.core.store.attach(rows)
+            try:
+                await self.core.store.attach(rows)
+            except FileGone as gone:  # deleted since `_file_row` found it
+                raise no_such("file", gone.file_id) from None
             await self.core.submit(rows)
 
     async def _found_file(self, ticket: Ticket, store_id: str, file_id: str) -> StoredVectorStoreFile:

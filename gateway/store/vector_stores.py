@@ -11,110 +11,20 @@ Another tenant's store is not found (None), exactly as one that never existed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    DateTime,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    delete,
-    func,
-    select,
-)
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.store.database import Database
-from gateway.store.models import Base
-from gateway.store.owned import BigId, OwnedColumns, Owner, PageQuery, paged
+from gateway.store.file_models import StoredFile
+from gateway.store.files import PROCESSED
+from gateway.store.owned import Owner, PageQuery, paged
+from gateway.store.vector_models import StoredChunk, StoredFileBatch, StoredVectorStore, StoredVectorStoreFile
 
 IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "in_progress", "completed", "failed", "cancelled"
-
-
-class StoredVectorStore(OwnedColumns, Base):
-    """One vector store (migration 0020)."""
-
-    __tablename__ = "vector_stores"
-    __table_args__ = (
-        Index("ix_vector_stores_tenant_created", "tenant_id", "created_at"),
-        Index("ix_vector_stores_created_by", "created_by"),
-        Index("ix_vector_stores_end_user", "end_user"),
-    )
-
-    name: Mapped[str] = mapped_column(String(256), nullable=False, default="")
-    description: Mapped[str | None] = mapped_column(Text, nullable=True)
-    expires_after_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    last_active_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-
-
-class StoredVectorStoreFile(Base):
-    """A file attached to a vector store, its ingestion status and its attributes."""
-
-    __tablename__ = "vector_store_files"
-    __table_args__ = (
-        Index("ix_vector_store_files_store", "vector_store_id", "file_id", unique=True),
-        Index("ix_vector_store_files_batch", "batch_id"),
-        Index("ix_vector_store_files_created_by", "created_by"),
-        Index("ix_vector_store_files_end_user", "end_user"),
-    )
-
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    vector_store_id: Mapped[str] = mapped_column(String(160), nullable=False)
-    file_id: Mapped[str] = mapped_column(String(160), nullable=False)
-    tenant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    end_user: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-    filename: Mapped[str] = mapped_column(String(512), nullable=False, default="")
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
-    last_error: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
-    chunking: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
-    usage_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
-
-
-class StoredFileBatch(OwnedColumns, Base):
-    """A file batch: the files it attached carry its id; `cancelled` once cancelled."""
-
-    __tablename__ = "vector_store_file_batches"
-    __table_args__ = (
-        Index("ix_vector_store_file_batches_store", "vector_store_id"),
-        Index("ix_vector_store_file_batches_created_by", "created_by"),
-        Index("ix_vector_store_file_batches_end_user", "end_user"),
-    )
-
-    vector_store_id: Mapped[str] = mapped_column(String(160), nullable=False)
-    cancelled: Mapped[bool] = mapped_column(nullable=False, default=False)
-
-
-class StoredChunk(Base):
-    """One chunk of a store file: its text and its embedding; `seq` is its id in the vector index."""
-
-    __tablename__ = "vector_store_chunks"
-    __table_args__ = (
-        Index("ix_vector_store_chunks_file", "vector_store_id", "file_id"),
-        Index("ix_vector_store_chunks_created_by", "created_by"),
-        Index("ix_vector_store_chunks_end_user", "end_user"),
-    )
-
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    vector_store_id: Mapped[str] = mapped_column(String(160), nullable=False)
-    file_id: Mapped[str] = mapped_column(String(160), nullable=False)
-    tenant_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    end_user: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    position: Mapped[int] = mapped_column(Integer, nullable=False)
-    text: Mapped[str] = mapped_column(Text, nullable=False)
-    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 @dataclass(frozen=True)
@@ -136,6 +46,14 @@ class Counts:
             "cancelled": self.cancelled,
             "total": self.total,
         }
+
+
+class FileGone(Exception):
+    """A file to attach was deleted (or never was the tenant's live file)."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(file_id)
+        self.file_id = file_id
 
 
 @dataclass(frozen=True)
@@ -222,12 +140,64 @@ class VectorStoreStore:
     # Files ---------------------------------------------------------------------------------------
 
     async def attach(self, rows: Sequence[StoredVectorStoreFile]) -> list[StoredVectorStoreFile]:
-        """Attach files; a file already in the store is replaced (its chunks go: it is ingested again)."""
+        """Attach files; a file already in the store is replaced (its chunks go: it is ingested again).
+        A file deleted meanwhile raises `FileGone`, nothing attached: its row is read under a lock
+        (PostgreSQL's FOR UPDATE; SQLite writes one at a time), so a deletion either waits for this
+        attach and then finds the row to drop, or commits first and is seen here."""
         async with self.db.session() as session, session.begin():
+            ids = sorted({row.file_id for row in rows})
+            live = set(
+                (
+                    await session.execute(
+                        select(StoredFile.id)
+                        .where(StoredFile.id.in_(ids), StoredFile.status == PROCESSED)
+                        .with_for_update()
+                    )
+                ).scalars()
+            )
+            for file_id in ids:
+                if file_id not in live:
+                    raise FileGone(file_id)
             for row in rows:
                 await _drop_file(session, row.vector_store_id, row.file_id)
                 session.add(row)
         return list(rows)
+
+    async def drop_files(self, file_ids: Collection[str]) -> dict[str, list[int]]:
+        """These files out of every store holding them, with their chunks, in one transaction
+        (a deleted file leaves its stores, as OpenAI's does): the chunks' row numbers by store."""
+        if not file_ids:
+            return {}
+        table, chunks = StoredVectorStoreFile, StoredChunk
+        ids = sorted(set(file_ids))
+        async with self.db.session() as session, session.begin():
+            held = await session.execute(
+                select(chunks.vector_store_id, chunks.seq).where(chunks.file_id.in_(ids))
+            )
+            dropped: dict[str, list[int]] = {}
+            for store_id, seq in held.tuples():
+                dropped.setdefault(store_id, []).append(seq)
+            await session.execute(delete(chunks).where(chunks.file_id.in_(ids)))
+            await session.execute(delete(table).where(table.file_id.in_(ids)))
+        return dropped
+
+    async def user_files(self, tenant_id: str, user: str | None) -> list[str]:
+        """The Files API's file ids of an end user (`user` given) or of a whole tenant (None), live
+        or not: what a GDPR erasure takes out of the stores before it deletes the files."""
+        query = select(StoredFile.id).where(StoredFile.tenant_id == tenant_id)
+        if user is not None:
+            query = query.where(StoredFile.user == user)
+        async with self.db.session() as session:
+            return list((await session.execute(query)).scalars())
+
+    async def holds(self, store_id: str, file_id: str) -> bool:
+        """Whether the store still holds the file (an ingestion's check after it wrote its index)."""
+        table = StoredVectorStoreFile
+        async with self.db.session() as session:
+            found = await session.scalar(
+                select(table.seq).where(table.vector_store_id == store_id, table.file_id == file_id)
+            )
+            return found is not None
 
     async def file(self, owner: Owner, store_id: str, file_id: str) -> StoredVectorStoreFile | None:
         table = StoredVectorStoreFile

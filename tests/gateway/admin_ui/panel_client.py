@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from gateway import Settings, create_app
 from gateway.auth.identities import AdminIdentities
@@ -116,6 +117,8 @@ class PanelGateway:
     database_url: str
     admin: AdminClient
     suffix: str = field(default_factory=lambda: secrets.token_hex(3))
+    # The gateway's app, for a test that reaches a part of it no endpoint writes (the memory graph).
+    app: FastAPI | None = None
 
     def user(self, name: str, role: str, tenant_id: str | None = None) -> str:
         """A named admin user (`name` made unique); returns the username."""
@@ -136,9 +139,10 @@ def panel_gateway(
 ) -> Iterator[PanelGateway]:
     database_url = f"sqlite+aiosqlite:///{directory / 'store.db'}"
     values = {"database_url": database_url, "jobs_enabled": False, **settings}
-    with ThreadedServer(create_app(gateway_settings(**values))) as server:
+    app = create_app(gateway_settings(**values))
+    with ThreadedServer(app) as server:
         admin = AdminClient(server.url, admin_key)
         try:
-            yield PanelGateway(server.url, database_url, admin)
+            yield PanelGateway(server.url, database_url, admin, app=app)
         finally:
             admin.close()

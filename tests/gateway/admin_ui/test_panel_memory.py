@@ -1,14 +1,17 @@
 """The panel's memory page on a real gateway (real vLLM engines for chat and MiniLM embeddings, real
 Redis and SQLite): an end user's memories with their history, the real search with its scores, the
-PCA map with its text alternative, the graph's table (the store on, the user's graph empty), and
+PCA map with its text alternative, the entity graph (the user's entities and relations from the
+gateway's Kuzu store, never another user's or tenant's), and
 for a chat request id what memory retrieved and the exact block placed in the prompt; a tenant
 admin sees its own tenant only (another tenant's id is a 404, another tenant's request id is not
 found). Then the same page in headless chromium, with screenshots in <pytest tmp>/artefacts."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser
 
 from gateway import Settings
+from gateway.memory.graph import Entity, Relation
 from tests.gateway.admin_ui.panel_client import PanelGateway, panel_gateway
 from tests.gateway.admin_ui.test_panel_browser import artefacts, browser, log_in
 
@@ -70,8 +74,9 @@ def world(
         memory_extraction_model=model,
         memory_chat_default=True,
         memory_chat_min_score=-1.0,  # every memory of the user is retrieved, so each is shown
-        # The graph is on and memories stored as given (`infer: false`) are not extracted into it, so
-        # the user's graph is empty: the page shows the graph's table (its facts: test_graph_store).
+        # The graph is on; memories stored as given (`infer: false`) are not extracted into it (the
+        # tiny model's extraction is not predictable): `_graph` writes known entities and relations
+        # into the gateway's own Kuzu store, as the extraction would (test_memory_graph_engine.py).
         memory_graph_enabled=True,
         memory_graph_on_plain_add=False,
         blob_dir=tmp / "blobs",
@@ -80,8 +85,10 @@ def world(
         second = gw.admin.tenant(f"memory-b-{gw.suffix}")["id"]
         secret_a, _ = gw.admin.key(first, "a")
         secret_b, _ = gw.admin.key(second, "b")
-        _remember(gw.url, secret_a, "alice", FACTS)
-        _remember(gw.url, secret_b, "alice", ["I play the cello every evening."])
+        alice = _remember(gw.url, secret_a, "alice", FACTS)
+        (cello,) = _remember(gw.url, secret_b, "alice", ["I play the cello every evening."])
+        (jazz,) = _remember(gw.url, secret_a, "bob", ["I like jazz."])
+        _graph(gw, first, second, alice, cello, jazz)
         chat = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret_a, max_retries=0, timeout=300)
         raw = chat.chat.completions.with_raw_response.create(
             model=model,
@@ -94,6 +101,24 @@ def world(
         gw.user("auditor", "auditor")
         gw.user("tenant", "tenant_admin", second)
         yield World(gw, first, second, raw.headers["x-request-id"], used)
+
+
+def _graph(gw: PanelGateway, first: str, second: str, alice: list[str], cello: str, jazz: str) -> None:
+    """Alice's entities and relations (tenant A), her namesake's (tenant B) and Bob's (tenant A), in
+    the gateway's own graph store through `GraphStore.add`, as memory's extraction writes them."""
+    assert gw.app is not None
+    graph = gw.app.state.components.memory.core.graph.store
+
+    async def write() -> None:
+        lisbon = [Entity("user", "person"), Entity("Lisbon", "place")]
+        await graph.add(first, "alice", alice[2], lisbon, [Relation("user", "lives_in", "Lisbon")])
+        tennis = [Entity("tennis", "sport")]
+        await graph.add(first, "alice", alice[1], tennis, [Relation("user", "plays", "tennis")])
+        await graph.add(second, "alice", cello, [], [Relation("user", "plays", "cello")])
+        await graph.add(first, "bob", jazz, [], [Relation("user", "likes", "jazz")])
+
+    with ThreadPoolExecutor(1) as pool:  # its own loop: Kuzu's calls take the store's thread lock
+        pool.submit(asyncio.run, write()).result()
 
 
 def _cells(html: str, css: str) -> list[str]:
@@ -109,8 +134,11 @@ def test_memories_history_map_and_graph_slot(world: World) -> None:
     assert len(_cells(html, "memory-id")) == 3
     assert html.count("ADD ") == 3  # each memory's history
     assert html.count("<circle ") == 3 and 'role="img"' in html and 'id="map-table"' in html
-    assert "No graph store is configured." not in html
-    assert "No facts in the graph for this user." in html
+    # The entity graph: the user's entities and relations from Kuzu, not Bob's nor the other alice's.
+    assert _cells(html, "entity-name") == ["Lisbon", "tennis", "user"]
+    facts = re.findall(r'<tr class="fact"><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>', html)
+    assert facts == [("user", "lives_in", "Lisbon"), ("user", "plays", "tennis")]
+    assert "jazz" not in html and "No graph store is configured." not in html
     assert world.request_id in html  # the recent requests with memory link to the chat
 
 
@@ -145,6 +173,7 @@ def test_a_tenant_admin_sees_its_own_tenant_only(world: World) -> None:
     tenant = world.gw.panel(f"tenant-{world.gw.suffix}")
     own = tenant.http.get("/memory", params={"user_id": "alice"})
     assert own.status_code == 200 and "cello" in own.text and FACTS[0] not in own.text
+    assert _cells(own.text, "entity-name") == ["cello", "user"] and "Lisbon" not in own.text
     assert f'value="{world.first}"' not in own.text
     tampered = tenant.http.get("/memory", params={"tenant_id": world.first, "user_id": "alice"})
     assert tampered.status_code == 404 and FACTS[0] not in tampered.text
@@ -166,6 +195,8 @@ def test_the_memory_page_in_a_browser(browser: Browser, world: World, artefacts:
     assert page.locator("#memories tbody tr").count() == 3
     assert page.locator("#search tbody tr").count() == 3
     assert page.locator("#embedding-map circle").count() == 3
+    assert page.locator("#entities tbody tr").count() == 3 and page.locator("#graph tr.fact").count() == 2
+    assert page.get_by_role("table", name="Relations").get_by_text("lives_in").is_visible()
     page.screenshot(path=artefacts / "memory.png", full_page=True)
     page.get_by_role("link", name=world.request_id).click()
     page.wait_for_load_state()

@@ -298,6 +298,14 @@ async def test_a_clock_moved_forward(database: Database, blobs: LocalBlobStore) 
         index=vectors,  # type: ignore[arg-type]
         clock=lambda: now[0],
     )
+    # The files it deletes leave the vector stores holding them (VectorCore.forget_files).
+    forgotten: list[str] = []
+
+    async def forget(file_ids: Collection[str]) -> int:
+        forgotten.extend(file_ids)
+        return len(file_ids)
+
+    retention.forget_files = forget
     await store.set_policies("tn_a", {**ALL_30, "files": 7}, T0, AUDIT)
     await seed(database, blobs, "tn_a", "old", T0)
     await seed(
@@ -336,6 +344,7 @@ async def test_a_clock_moved_forward(database: Database, blobs: LocalBlobStore) 
     # files: 7 days for A, so its 11-day-old file went too, and the 7-day-old one past its expires_at
     assert await ids(database, "files") == {"file_tn_b_old"}
     assert deleted["files"] == 4 and deleted["ledger"] == 2
+    assert sorted(forgotten) == sorted(before["files"] - {"file_tn_b_old"})
     assert not blob_exists(blobs, "files/tn_a_old") and not blob_exists(blobs, "files/tn_a_recent")
     assert not blob_exists(blobs, "files/tn_a_expiring") and blob_exists(blobs, "files/tn_b_old")
     assert not blob_exists(blobs, "voice/tn_a_old") and blob_exists(blobs, "voice/tn_a_recent")

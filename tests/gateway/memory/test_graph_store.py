@@ -83,6 +83,21 @@ async def test_a_users_facts_for_the_panel(graph: CypherGraph) -> None:
     assert await graph.facts("t3", "u1", 50) == []
 
 
+async def test_a_users_entities_for_the_panel(graph: CypherGraph) -> None:
+    """Each entity once, with its type and the relations touching it; another user's or tenant's
+    namesakes are theirs."""
+    assert await graph.entities("t1", "u1", 50) == [
+        ("Acme", "organisation", 2),
+        ("Alice", "person", 1),
+        ("Lisbon", "", 2),
+        ("Portugal", "", 1),
+    ]
+    assert await graph.entities("t1", "u1", 2) == [("Acme", "organisation", 2), ("Alice", "person", 1)]
+    assert await graph.entities("t1", "u2", 50) == [("Alice", "", 1), ("Jazz", "", 1)]
+    assert await graph.entities("t2", "u1", 50) == [("Oslo", "", 1), ("alice", "", 1)]  # by name, as stored
+    assert await graph.entities("t3", "u1", 50) == []
+
+
 async def test_one_hop_and_no_entity(graph: CypherGraph) -> None:
     assert {f.memory_id for f in await graph.related("t1", "u1", "ALICE", hops=1)} == {"m1"}
     assert await graph.related("t1", "u1", "nothing known here") == []

@@ -1,17 +1,19 @@
 """A stand-in engine for the vector stores' unit tests: an embedding model whose vectors are bags of
 words (texts sharing words are near), its tokenizer (one token per word: /tokenize, /detokenize), and
-a Responses model that answers one fixed message and counts the words it was given as its input
-tokens (so a test sees what the gateway put in its context). The proof with the real engines is
-test_vector_stores.py."""
+a Responses model that answers one fixed message (streamed as vLLM streams it when asked) and counts
+the words it was given as its input tokens (so a test sees what the gateway put in its context). The
+proof with the real engines is test_vector_stores.py."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.gateway.memory.fake_models import bag_of_words
@@ -99,4 +101,37 @@ class FakeEngine:
             "usage": usage,
             "tools": body.get("tools") or [],
         }
+        if body.get("stream"):
+            return StreamingResponse(_sse(answer), media_type="text/event-stream")
         return JSONResponse(answer)
+
+
+async def _sse(answer: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The answer as vLLM streams it: the response created and in progress with no output, the
+    message's item, part and text deltas (`output_index` 0: the engine's first item), completed."""
+    message = answer["output"][0]
+    text = message["content"][0]["text"]
+    started = {**answer, "status": "in_progress", "output": [], "usage": None}
+    where = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**message, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **where, "part": part},
+        *(
+            {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
+            for piece in re.findall(r"\S+\s*", text)
+        ),
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": message["content"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.completed", "response": answer},
+    ]
+    for number, event in enumerate(events):
+        data = json.dumps({**event, "sequence_number": number})
+        yield f"event: {event['type']}\ndata: {data}\n\n".encode()

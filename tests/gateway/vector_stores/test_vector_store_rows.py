@@ -12,14 +12,17 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import update
 
 from gateway.protocol.validation import parse_object
 from gateway.protocol.vector_stores import SearchRequest, matches
 from gateway.services.vector_core import new_store_file
 from gateway.services.vector_text import Unreadable, file_text, html_text, token_ends, windows
 from gateway.store import Database, utcnow
+from gateway.store.file_models import StoredFile
+from gateway.store.files import DELETING, PROCESSED
 from gateway.store.owned import Owner, PageQuery
-from gateway.store.vector_stores import COMPLETED, StoredVectorStore, VectorStoreStore
+from gateway.store.vector_stores import COMPLETED, FileGone, StoredVectorStore, VectorStoreStore
 from tests.adapters.media import text_pdf
 from tests.services import PostgresServer
 
@@ -38,6 +41,24 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await database.migrate()
     yield VectorStoreStore(database)
     await database.close()
+
+
+async def a_file(store: VectorStoreStore, owner: Owner, file_id: str, user: str | None = None) -> None:
+    """A processed file of the Files API (what a store file is made from)."""
+    row = StoredFile(
+        id=file_id,
+        tenant_id=owner.tenant_id,
+        created_by=owner.key_id,
+        user=user,
+        filename=f"{file_id}.txt",
+        purpose="assistants",
+        bytes=3,
+        blob_key=f"files/{file_id}",
+        status=PROCESSED,
+        created_at=utcnow(),
+    )
+    async with store.db.session() as session, session.begin():
+        session.add(row)
 
 
 def vector_store(owner: Owner, store_id: str) -> StoredVectorStore:
@@ -67,6 +88,7 @@ async def test_rows_are_the_owners_and_chunks_land_once(store: VectorStoreStore)
     assert await store.get(OTHER, "vs_a") is None and (await store.get(ACME, "vs_a")) is not None
     rows, more = await store.page(ACME, PageQuery(limit=10))
     assert [r.id for r in rows] == ["vs_a"] and not more
+    await a_file(store, ACME, "file-1")
     (row,) = await store.attach(
         [new_store_file(ACME, "vs_a", "file-1", "a.txt", {"type": "static"}, {"k": 1})]
     )
@@ -82,6 +104,36 @@ async def test_rows_are_the_owners_and_chunks_land_once(store: VectorStoreStore)
     assert sorted(await store.detach(ACME, "vs_a", "file-1") or []) == sorted(added)
     assert await store.chunks("vs_a") == []
     assert not await store.delete(OTHER, "vs_a") and await store.delete(ACME, "vs_a")
+
+
+async def test_a_deleted_file_leaves_every_store_and_cannot_be_attached(store: VectorStoreStore) -> None:
+    for store_id in ("vs_1", "vs_2"):
+        await store.add(vector_store(ACME, store_id))
+    for file_id, user in (("file-a", "alice"), ("file-b", None)):
+        await a_file(store, ACME, file_id, user)
+    added: dict[str, list[int]] = {}
+    for store_id, file_id in (("vs_1", "file-a"), ("vs_1", "file-b"), ("vs_2", "file-a")):
+        (row,) = await store.attach([new_store_file(ACME, store_id, file_id, "f.txt", {}, None)])
+        seqs = await store.add_chunks(row, [("x", b"\x00" * 8), ("yy", b"\x01" * 8)], 3)
+        assert seqs is not None
+        added.setdefault(store_id, []).extend(seqs)
+    assert await store.user_files("tn_acme", "alice") == ["file-a"]
+    assert sorted(await store.user_files("tn_acme", None)) == ["file-a", "file-b"]
+    dropped = await store.drop_files(["file-a"])
+    assert sorted(dropped) == ["vs_1", "vs_2"] and sorted(dropped["vs_2"]) == sorted(added["vs_2"])
+    assert len(dropped["vs_1"]) == 2 and set(dropped["vs_1"]) < set(added["vs_1"])
+    assert (await store.counts("vs_1")).as_dict()["total"] == 1 and await store.usage_bytes("vs_1") == 3
+    assert (await store.counts("vs_2")).as_dict()["total"] == 0 and await store.usage_bytes("vs_2") == 0
+    assert {c.file_id for c in await store.chunks("vs_1")} == {"file-b"} and await store.chunks("vs_2") == []
+    assert not await store.holds("vs_2", "file-a") and await store.holds("vs_1", "file-b")
+    assert await store.drop_files(["file-a"]) == {}  # idempotent
+    # A file being deleted (its tombstone) or gone is not attached, nothing of the batch is.
+    async with store.db.session() as session, session.begin():
+        await session.execute(update(StoredFile).where(StoredFile.id == "file-b").values(status=DELETING))
+    for file_id in ("file-b", "file-none"):
+        with pytest.raises(FileGone):
+            await store.attach([new_store_file(ACME, "vs_2", file_id, "f.txt", {}, None)])
+    assert (await store.counts("vs_2")).as_dict()["total"] == 0
 
 
 def test_windows_overlap_and_end_at_the_last_token() -> None:

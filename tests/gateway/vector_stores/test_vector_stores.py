@@ -25,6 +25,7 @@ from openai.types.responses.response_output_text import AnnotationFileCitation
 from gateway import Settings, create_app
 from tests.adapters.media import text_pdf
 from tests.gateway.helpers import AdminClient
+from tests.gateway.vector_stores.stream_checks import check_call_events
 from tests.servers import ThreadedServer
 
 DOCUMENTS: dict[str, tuple[bytes, dict[str, str | float | bool]]] = {
@@ -170,10 +171,12 @@ def test_file_search_in_responses_on_the_chat_engine(
     assert response.usage is not None and plain.usage is not None
     assert response.usage.input_tokens >= plain.usage.input_tokens + 30
     assert client.responses.retrieve(response.id).output[0].type == "file_search_call"
-    # Streamed: the final event (response.incomplete at max_output_tokens, as OpenAI names it)
-    # carries the item too.
-    with client.responses.create(
-        model=model, input=question, tools=[tool], max_output_tokens=4, stream=True
-    ) as stream:
-        ends = [e for e in stream if e.type in ("response.completed", "response.incomplete")]
+    # Streamed through the SDK's stream helper: the call's own events after vLLM's leading two, one
+    # run of sequence numbers, vLLM's items moved past the call; the final event (response.incomplete
+    # at max_output_tokens, as OpenAI names it) carries the item too.
+    with client.responses.stream(model=model, input=question, tools=[tool], max_output_tokens=4) as stream:
+        events = list(stream)
+    ends = [e for e in events if e.type in ("response.completed", "response.incomplete")]
     assert ends and ends[0].response.output[0].type == "file_search_call"
+    leading = ["response.created", "response.in_progress"]
+    check_call_events(events, leading, ends[0].response.output[0].id, question)
