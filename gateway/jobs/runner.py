@@ -51,7 +51,10 @@ Handler = Callable[[Job], Awaitable[Any]]
 class RunnerPolicy:
     concurrency: int = 2
     lease_s: float = 30.0
-    poll_s: float = 1.0
+    # How often an idle runner claims: a local submit or a run's end wakes it at once, so the poll
+    # only finds other replicas' jobs and retries come due. Each claim costs ~2 ms of CPU, 40% of
+    # an idle gateway's at 1 s (docs/performance.md, round 3).
+    poll_s: float = 5.0
     max_attempts: int = 3
     retry_backoff_s: float = 10.0
     stop_grace_s: float = 10.0

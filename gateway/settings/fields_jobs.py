@@ -33,7 +33,10 @@ class JobsFields(BaseModel):
         "to another replica this long after its last renewal. Keep it well above the replicas' clock skew.",
     )
     jobs_poll_s: float = Field(
-        1.0, gt=0, description="How often an idle runner looks for jobs other replicas submitted."
+        5.0,
+        gt=0,
+        description="How often an idle runner looks for jobs other replicas submitted and retries that "
+        "came due; a job submitted on this replica, or a run's end, wakes it at once.",
     )
     jobs_max_attempts: int = Field(
         3,

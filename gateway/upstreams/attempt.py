@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
+from gateway.upstreams.interface import UpstreamAnswer
 from gateway.upstreams.pool import Member
 from gateway.upstreams.timeouts import Timeouts
 
@@ -30,7 +31,7 @@ class Attempt:
 
     member: Member
     target: Target
-    response: httpx.Response
+    response: UpstreamAnswer
     chunks: AsyncIterator[bytes]
     first: bytes
     closed: bool = field(default=False)

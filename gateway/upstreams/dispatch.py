@@ -26,6 +26,7 @@ from gateway.upstreams.attempt import Attempt, Target
 from gateway.upstreams.coldstart import ColdStart
 from gateway.upstreams.failover import Failover, can_continue
 from gateway.upstreams.http_api import read_body
+from gateway.upstreams.interface import UpstreamAnswer
 from gateway.upstreams.pool import Member, UpstreamPool
 from gateway.upstreams.retry import BackoffWait, RetryBudget, UpstreamFailed
 from gateway.upstreams.stream import UpstreamRequest, UpstreamStream
@@ -244,7 +245,7 @@ class Dispatcher:
         deadline: Deadline,
     ) -> Attempt:
         member.take()
-        response: httpx.Response | None = None
+        response: UpstreamAnswer | None = None
         ttft = target.timeouts.ttft_s
         try:
             async with asyncio.timeout(deadline.cap(ttft)):
@@ -281,7 +282,7 @@ class Dispatcher:
         deadline: Deadline,
     ) -> bytes:
         member.take()
-        response: httpx.Response | None = None
+        response: UpstreamAnswer | None = None
         total = target.timeouts.total_s
         try:
             async with asyncio.timeout(deadline.cap(total)):
@@ -303,7 +304,7 @@ class Dispatcher:
         raise await _failed(member, response, error)
 
 
-async def _failed(member: Member, response: httpx.Response | None, error: APIError) -> UpstreamFailed:
+async def _failed(member: Member, response: UpstreamAnswer | None, error: APIError) -> UpstreamFailed:
     failure = UpstreamFailed(error, upstream=member.name, retry_after_s=error.retry_after_s)
     if failure.counts_against_upstream:
         await _abandon(member, response, failed=error.message)
@@ -313,7 +314,7 @@ async def _failed(member: Member, response: httpx.Response | None, error: APIErr
     return failure
 
 
-async def _abandon(member: Member, response: httpx.Response | None, *, failed: str | None = None) -> None:
+async def _abandon(member: Member, response: UpstreamAnswer | None, *, failed: str | None = None) -> None:
     if response is not None:
         with anyio.CancelScope(shield=True), contextlib.suppress(httpx.HTTPError):
             await response.aclose()

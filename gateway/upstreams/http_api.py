@@ -13,8 +13,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 import orjson
+import yarl
 
 from gateway.errors import (
     APIError,
@@ -27,7 +29,8 @@ from gateway.errors import (
     UpstreamError,
     UpstreamRateLimited,
 )
-from gateway.upstreams.interface import ProbeFailed, UpstreamSpec
+from gateway.upstreams.interface import ProbeFailed, UpstreamAnswer, UpstreamSpec
+from gateway.upstreams.transport import EngineTransport, client_timeout
 
 
 class ErrorMap(Protocol):
@@ -59,14 +62,17 @@ class HttpApi:
         # timeouts. An engine's cookies are not kept between requests (the shared client kept them,
         # and sent one caller's cookies on every other caller's requests).
         self._transport = _plain_transport(client)
+        # On the engine transport (the default): aiohttp's session and response, no httpx objects.
+        self._aiohttp = self._transport if isinstance(self._transport, EngineTransport) else None
         self._base_headers = {**dict(client.headers), **_JSON}
         self._auth_lower = {name.lower(): value for name, value in self._auth.items()}
         self._urls: dict[str, httpx.URL] = {}
         self._timeouts: dict[float | None, dict[str, float | None]] = {}
+        self._aiohttp_targets: dict[tuple[str, float | None], tuple[yarl.URL, aiohttp.ClientTimeout]] = {}
 
     async def open(
         self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
-    ) -> httpx.Response:
+    ) -> UpstreamAnswer:
         """Send a request and return the upstream's 200 response with its body still unread.
 
         Any other status is raised as the APIError a client should see (its `retry_after_s` taken
@@ -129,12 +135,15 @@ class HttpApi:
 
     async def _send_direct(
         self, path: str, body: bytes, headers: dict[str, str], connect_timeout_s: float | None
-    ) -> httpx.Response:
+    ) -> UpstreamAnswer:
         """A POST of `body` to `path`, straight to the client's transport when it has one for every
         URL (no proxies or mounts) and no event hooks (an operator's or a test's, which may be
         added after start: read per request), else through the client as any other call."""
         hooks = self._client.event_hooks
-        if self._transport is None or hooks["request"] or hooks["response"]:
+        hooked = bool(hooks["request"] or hooks["response"])
+        if self._aiohttp is not None and not hooked:
+            return await self._send_aiohttp(self._aiohttp, path, body, headers, connect_timeout_s)
+        if self._transport is None or hooked:
             timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
             if connect_timeout_s is not None:
                 timeout = self._timeout(connect_timeout_s)
@@ -164,6 +173,23 @@ class HttpApi:
             response = await self._transport.handle_async_request(request)
         response.request = request
         return response
+
+    async def _send_aiohttp(
+        self,
+        transport: EngineTransport,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        connect_s: float | None,
+    ) -> UpstreamAnswer:
+        """`_send_direct`'s send on aiohttp's session: the same URL, headers and timeouts."""
+        target = self._aiohttp_targets.get((path, connect_s))
+        if target is None:
+            limits = client_timeout(self._timeout(connect_s).as_dict())
+            target = self._aiohttp_targets[path, connect_s] = (yarl.URL(self.base_url + path), limits)
+        sent = {**self._base_headers, **{k.lower(): v for k, v in headers.items()}, **self._auth_lower}
+        with _engine_errors():
+            return await transport.post(target[0], body, sent, target[1])
 
     def _timeout(self, connect_timeout_s: float | None) -> httpx.Timeout:
         default = self._client.timeout
@@ -259,7 +285,7 @@ def retry_after_seconds(headers: Any) -> float | None:
     return None
 
 
-async def read_body(response: httpx.Response) -> bytes:
+async def read_body(response: UpstreamAnswer) -> bytes:
     try:
         return await response.aread()
     except httpx.TimeoutException as exc:
@@ -367,7 +393,7 @@ class HttpUpstream:
 
     async def open(
         self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
-    ) -> httpx.Response:
+    ) -> UpstreamAnswer:
         return await self._api.open(path, body, headers, connect_timeout_s=connect_timeout_s)
 
     async def list_models(self, timeout_s: float) -> list[dict[str, Any]]:

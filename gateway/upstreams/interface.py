@@ -7,11 +7,9 @@ place, `gateway.upstreams.factory.make_upstream`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    import httpx
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,33 @@ class UpstreamSpec:
     api_key: str | None = None
 
 
+class UpstreamAnswer(Protocol):
+    """An upstream's 200 answer with its body unread, as the request path reads it: httpx's
+    `Response` (the provider path, or httpx's own pool), or the engine transport's `EngineAnswer`
+    (aiohttp's response read directly, without httpx's objects). Transport failures are raised as
+    httpx's exceptions either way; the reader must `aclose` it."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive."""
+        ...
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they come; closes the answer at its end."""
+        ...
+
+    async def aread(self) -> bytes:
+        """The whole body; closes the answer."""
+        ...
+
+    async def aclose(self) -> None:
+        """Releases the connection (an unfinished body closes it: vLLM aborts the request)."""
+        ...
+
+
 class ProbeFailed(Exception):
     """A deep check's verdict against an upstream; the message is the reason readiness shows."""
 
@@ -71,7 +96,7 @@ class Upstream(Protocol):
 
     async def open(
         self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
-    ) -> httpx.Response:
+    ) -> UpstreamAnswer:
         """POST `body` to `path`; the 200 response with its body unread (the caller closes it).
 
         Any other answer, or none, is raised as the APIError a client should see."""

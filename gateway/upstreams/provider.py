@@ -29,7 +29,7 @@ from gateway.errors import (
     UpstreamAuthFailed,
 )
 from gateway.upstreams.http_api import HttpApi, HttpUpstream, engine_error, probe_failure, served_model
-from gateway.upstreams.interface import Capabilities, UpstreamSpec
+from gateway.upstreams.interface import Capabilities, UpstreamAnswer, UpstreamSpec
 
 _log = logging.getLogger("tantra.upstreams")
 
@@ -54,7 +54,7 @@ class ProviderUpstream(HttpUpstream):
 
     async def open(
         self, path: str, body: bytes, headers: dict[str, str], *, connect_timeout_s: float | None = None
-    ) -> httpx.Response:
+    ) -> UpstreamAnswer:
         return await super().open(path, _without_priority(body), headers, connect_timeout_s=connect_timeout_s)
 
     async def is_healthy(self, timeout_s: float) -> bool:

@@ -14,18 +14,25 @@ Its connect timeout also survives a stalled event loop (`EngineConnector`): on a
 machine the loop can be held for longer than the connect timeout, and then every connect in
 progress timed out although the kernel had completed each one (reproduced in
 tests/gateway/upstreams/test_connect_timeout.py; httpx's own pool does the same).
+
+The request path (chat and completions, JSON and streamed) does not go through httpx at all on
+this transport: `EngineTransport.post` returns an `EngineAnswer`, aiohttp's response with the same
+error mapping, read without httpx's `Request`/`Response`/`Headers` (docs/performance.md, round 3).
+Probes, model lists and the httpx fallback pool keep httpx's interface.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
 
 import aiohttp
 import httpx
+import yarl
 from httpx_aiohttp import AiohttpTransport
+from multidict import CIMultiDictProxy
 
 # Loop passes a connect still gets after its timer fired: enough for the loop to see a socket the
 # kernel connected during a stall and to finish the transport around it (measured: 1 on asyncio, 4 on uvloop),
@@ -142,13 +149,40 @@ class EngineTransport(AiohttpTransport):
         """httpx-aiohttp's own session, on `EngineConnector`. No per-host limit (aiohttp's default
         `limit_per_host=0`): `max_connections` bounds the whole pool as in httpx's. An engine named
         by IP address is connected without a lookup; a host name is resolved once per 10 s
-        (aiohttp's DNS cache), concurrent lookups of one name shared."""
+        (aiohttp's DNS cache), concurrent lookups of one name shared. No cookie jar: aiohttp's
+        keeps the cookies of engines named by host, and would send one caller's on every later
+        caller's request (and reads and filters them on every request)."""
         connector = EngineConnector(
             limit=self.limits.max_connections or 0,
             keepalive_timeout=self.limits.keepalive_expiry,
             ssl=self.ssl_context,
         )
-        return aiohttp.ClientSession(connector=connector)
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    async def post(
+        self, url: yarl.URL, body: bytes, headers: Mapping[str, str], limits: aiohttp.ClientTimeout
+    ) -> EngineAnswer:
+        """The request path's POST on aiohttp's session directly: no httpx `Request`, `Response`
+        or `Headers` around aiohttp's own (docs/performance.md, fix 4). The session, the options
+        and the error mapping are `handle_async_request`'s, so both routes behave alike.
+        `limits` are aiohttp's timeouts (`client_timeout`), which aiohttp enforces itself."""
+        session = self.client
+        if not isinstance(session, aiohttp.ClientSession):
+            session = self.client = self.get_client()
+        try:
+            response = await session.request(
+                "POST",
+                url,
+                data=body or None,
+                headers=headers,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=limits,
+            )
+        except aiohttp.ClientError as exc:
+            _raise_as_httpx(exc)
+        return EngineAnswer(response)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -158,3 +192,45 @@ class EngineTransport(AiohttpTransport):
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Body(response.stream)
         return response
+
+
+def client_timeout(timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+    """httpx's timeouts (`Timeout.as_dict()`) as httpx-aiohttp hands them to aiohttp."""
+    return aiohttp.ClientTimeout(
+        sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read"), connect=timeouts.get("pool")
+    )
+
+
+class EngineAnswer:
+    """An engine's answer, read from aiohttp's response as `_Body` reads it (the same chunks, the
+    same error mapping, the same close), with the status and headers aiohttp already parsed."""
+
+    __slots__ = ("_response", "headers", "status_code")
+
+    CHUNK_SIZE = 16 * 1024  # httpx-aiohttp's read size
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code: int = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_chunked(self.CHUNK_SIZE):
+                yield chunk
+        except aiohttp.ClientError as exc:
+            _raise_as_httpx(exc)
+        await self.aclose()
+
+    async def aread(self) -> bytes:
+        try:
+            body = await self._response.read()
+        except aiohttp.ClientError as exc:
+            _raise_as_httpx(exc)
+        await self.aclose()
+        return body
+
+    async def aclose(self) -> None:
+        # As `_Body.aclose`: an unfinished body closes its connection (vLLM aborts the request).
+        with contextlib.suppress(aiohttp.ClientError):
+            await self._response.__aexit__(None, None, None)

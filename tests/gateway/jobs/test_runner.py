@@ -88,6 +88,22 @@ async def test_submit_claim_run_complete(database: Database) -> None:
     assert await runner.queue.list(tenant_id="tn_b") == []
 
 
+async def test_an_idle_runner_starts_a_job_submitted_here_at_once(database: Database) -> None:
+    """The idle poll is long (TANTRA_JOBS_POLL_S, 5 s by default: each claim costs the idle
+    gateway ~2 ms of CPU); a job submitted on this replica wakes its runner instead of waiting for
+    it, and so does a run's end, for the next job."""
+    runner = runner_on(database, poll_s=60.0, concurrency=1)
+    runner.start()
+    try:
+        await asyncio.sleep(0.2)  # the first claim has found nothing: the runner sleeps its poll
+        first = await runner.submit("items", "tn_a", {"items": 1})
+        second = await runner.submit("items", "tn_a", {"items": 1})
+        assert (await finished(runner, first.id, within_s=10)).status == "completed"
+        assert (await finished(runner, second.id, within_s=10)).status == "completed"
+    finally:
+        await runner.stop()
+
+
 async def test_priority_runs_first(database: Database) -> None:
     runner = runner_on(database, concurrency=1)
     order: list[str] = []
