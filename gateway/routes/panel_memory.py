@@ -3,7 +3,8 @@ debugging memory"): for one tenant and one end user (mem0's `user_id`, or an age
 memories and each one's history, a search over them through the real search path (the query
 embedded by the served embedding model, scores as the API returns them), a 2-D map of their
 embeddings (PCA, drawn on the server as SVG with a table as its text alternative), the entity graph
-from the knowledge graph's store (Kuzu) when the graph is on (the user's entities and relations),
+from the knowledge graph's store when the graph is on (the user's entities and relations, drawn as
+SVG, with tables as its text alternative),
 and, for a request id, what memory in chat retrieved (ids, scores) and the exact block it placed in
 the prompt with its token count.
 
@@ -15,6 +16,7 @@ that tenant's ledger as every memory search's do.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
@@ -40,6 +42,7 @@ SHOWN = 200
 SEARCH_K = 10
 GRAPH_FACTS = 50
 MAP_W, MAP_H, MARGIN = 640, 400, 24
+NODE_R = 6
 
 
 class MemoryGraphView(Protocol):
@@ -72,6 +75,7 @@ class _View:
     variance: tuple[float, float] = (0.0, 0.0)
     graph: list[tuple[str, str, str]] | None = None
     entities: list[tuple[str, str, int]] | None = None
+    drawing: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     recent: list[Recalled] = field(default_factory=list)
 
 
@@ -129,6 +133,7 @@ async def _scope_view(source: MemoryPanelSource, owner: Owner, scope: Scope) -> 
         if source.graph is not None:
             view.graph = await source.graph.facts(owner.tenant_id, scope.user_id, GRAPH_FACTS)
             view.entities = await source.graph.entities(owner.tenant_id, scope.user_id, GRAPH_FACTS)
+            view.drawing = entity_drawing(view.entities, view.graph)
     return view
 
 
@@ -193,3 +198,47 @@ def _scaled(coords: np.ndarray) -> list[tuple[float, float]]:
     xs = MAP_W / 2 + (coords[:, 0] - middle[0]) * scale
     ys = MAP_H / 2 - (coords[:, 1] - middle[1]) * scale  # SVG's y grows downwards
     return [(round(float(x), 1), round(float(y), 1)) for x, y in zip(xs, ys, strict=True)]
+
+
+def entity_drawing(
+    entities: list[tuple[str, str, int]], facts: list[tuple[str, str, str]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The entity graph in SVG coordinates: the entities evenly on a circle (in the order listed, at
+    most GRAPH_FACTS of them: a layout that needs no library and never overlaps two nodes), each
+    relation an arrow from its source to its target, cut short at both circles, its name at the
+    middle. A relation naming an entity not listed, or itself, is left to the table."""
+    count = len(entities)
+    radius = min(MAP_W, MAP_H) / 2 - 3 * MARGIN
+    nodes, where = [], {}
+    for n, (name, kind, relations) in enumerate(entities):
+        angle = 2 * math.pi * n / max(count, 1) - math.pi / 2
+        x, y = MAP_W / 2 + radius * math.cos(angle), MAP_H / 2 + radius * math.sin(angle)
+        where[name] = (x, y)
+        # Labels outward: left of a node on the circle's left half, right of one on its right half.
+        anchor = "end" if math.cos(angle) < -0.1 else ("start" if math.cos(angle) > 0.1 else "middle")
+        shift = {"end": -(NODE_R + 3), "start": NODE_R + 3, "middle": 0}[anchor]
+        ly = y + (4 if anchor != "middle" else (-(NODE_R + 4) if math.sin(angle) < 0 else NODE_R + 13))
+        node = {"name": name, "type": kind, "relations": relations, "x": round(x, 1), "y": round(y, 1)}
+        nodes.append({**node, "lx": round(x + shift, 1), "ly": round(ly, 1), "anchor": anchor})
+    edges = []
+    for source, relation, target in facts:
+        if source not in where or target not in where or source == target:
+            continue
+        (x1, y1), (x2, y2) = where[source], where[target]
+        length = math.hypot(x2 - x1, y2 - y1) or 1.0
+        dx, dy = (x2 - x1) / length, (y2 - y1) / length
+        cut = NODE_R + 2
+        edges.append(
+            {
+                "source": source,
+                "relation": relation,
+                "target": target,
+                "x1": round(x1 + dx * cut, 1),
+                "y1": round(y1 + dy * cut, 1),
+                "x2": round(x2 - dx * cut, 1),
+                "y2": round(y2 - dy * cut, 1),
+                "mx": round((x1 + x2) / 2, 1),
+                "my": round((y1 + y2) / 2 - 3, 1),
+            }
+        )
+    return {"nodes": nodes, "edges": edges}

@@ -9,6 +9,8 @@ found). Then the same page in headless chromium, with screenshots in <pytest tmp
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ from playwright.sync_api import Browser
 
 from gateway import Settings
 from gateway.memory.graph import Entity, Relation
+from gateway.routes.panel_memory import MAP_H, MAP_W, NODE_R, entity_drawing
 from tests.gateway.admin_ui.panel_client import PanelGateway, panel_gateway
 from tests.gateway.admin_ui.test_panel_browser import artefacts, browser, log_in
 
@@ -133,12 +136,21 @@ def test_memories_history_map_and_graph_slot(world: World) -> None:
     assert all(fact in html for fact in FACTS) and "cello" not in html  # the other tenant's alice
     assert len(_cells(html, "memory-id")) == 3
     assert html.count("ADD ") == 3  # each memory's history
-    assert html.count("<circle ") == 3 and 'role="img"' in html and 'id="map-table"' in html
+    embedding_map = html.split('id="embedding-map"')[1].split("</svg>")[0]
+    assert embedding_map.count("<circle ") == 3 and 'role="img"' in html and 'id="map-table"' in html
     # The entity graph: the user's entities and relations from Kuzu, not Bob's nor the other alice's.
     assert _cells(html, "entity-name") == ["Lisbon", "tennis", "user"]
     facts = re.findall(r'<tr class="fact"><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>', html)
     assert facts == [("user", "lives_in", "Lisbon"), ("user", "plays", "tennis")]
     assert "jazz" not in html and "No graph store is configured." not in html
+    # ... and drawn: a node per entity, an arrow per relation (named in its title).
+    drawn = html.split('id="entity-graph"')[1].split("</svg>")[0]
+    titles = re.findall(r'<circle class="entity"[^>]*><title>([^<]*)</title>', drawn)
+    assert [title.split(" (")[0] for title in titles] == ["Lisbon", "tennis", "user"]
+    assert re.findall(r'<line class="relation"[^>]*><title>([^<]*)</title>', drawn) == [
+        "user lives_in Lisbon",
+        "user plays tennis",
+    ]
     assert world.request_id in html  # the recent requests with memory link to the chat
 
 
@@ -197,8 +209,24 @@ def test_the_memory_page_in_a_browser(browser: Browser, world: World, artefacts:
     assert page.locator("#embedding-map circle").count() == 3
     assert page.locator("#entities tbody tr").count() == 3 and page.locator("#graph tr.fact").count() == 2
     assert page.get_by_role("table", name="Relations").get_by_text("lives_in").is_visible()
+    drawing = page.locator("#entity-graph")
+    assert drawing.is_visible() and drawing.locator("circle").count() == 3
+    assert drawing.locator("line").count() == 2
     page.screenshot(path=artefacts / "memory.png", full_page=True)
     page.get_by_role("link", name=world.request_id).click()
     page.wait_for_load_state()
     assert "Remembered facts" in page.locator("#placed").inner_text()
     page.screenshot(path=artefacts / "memory-request.png", full_page=True)
+
+
+def test_the_entity_drawing_keeps_every_node_apart_and_inside() -> None:
+    entities = [(f"e{n}", "", 1) for n in range(50)]
+    facts = [("e0", "knows", "e25"), ("e1", "likes", "e1"), ("e2", "likes", "not listed")]
+    drawing = entity_drawing(entities, facts)
+    points = [(node["x"], node["y"]) for node in drawing["nodes"]]
+    assert len(set(points)) == 50
+    assert all(0 < x < MAP_W and 0 < y < MAP_H for x, y in points)
+    assert min(math.dist(a, b) for a, b in itertools.combinations(points, 2)) > 2 * NODE_R
+    # A self-relation and one naming an entity not drawn are left to the table.
+    assert [(e["source"], e["target"]) for e in drawing["edges"]] == [("e0", "e25")]
+    assert entity_drawing([], []) == {"nodes": [], "edges": []}
