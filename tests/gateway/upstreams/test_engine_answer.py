@@ -14,7 +14,7 @@ import yarl
 
 from gateway.upstreams.http_api import HttpApi
 from gateway.upstreams.transport import EngineAnswer, EngineTransport, client_timeout
-from tests.gateway.upstreams.test_transport import EVENT, HEAD, Handler, _read_request, serve
+from tests.gateway.upstreams.test_transport import EVENT, HEAD, Handler, _read_request, endless, serve
 from tests.servers import free_port
 
 BODY = b'{"model": "m"}'
@@ -113,18 +113,7 @@ async def test_leaving_early_closes_the_connection() -> None:
     """What makes vLLM abort: the engine sees its connection close when the relay stops reading."""
     closed = asyncio.Event()
 
-    async def streams(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(HEAD)
-        try:
-            while True:
-                writer.write(EVENT)
-                await writer.drain()
-                await asyncio.sleep(0.01)
-        except (ConnectionError, OSError):
-            closed.set()
-
-    server, url = await serve(streams)
+    server, url = await serve(endless(closed))
     async with server:
         async for engine in transport():
             answer = await _post(engine, url)

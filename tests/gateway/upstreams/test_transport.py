@@ -16,6 +16,23 @@ HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding
 EVENT = b"a\r\ndata: {}\n\n\r\n"  # one chunk of 0xa bytes
 
 
+def endless(closed: asyncio.Event) -> Handler:
+    """An engine that streams events until its client closes the connection, then sets `closed`."""
+
+    async def streams(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(HEAD)
+        try:
+            while True:
+                writer.write(EVENT)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except (ConnectionError, OSError):
+            closed.set()
+
+    return streams
+
+
 async def _read_request(reader: asyncio.StreamReader) -> None:
     await reader.readuntil(b"\r\n\r\n")
 
@@ -80,18 +97,7 @@ async def test_leaving_early_closes_the_connection() -> None:
     """What makes vLLM abort: the engine sees its connection close when the relay stops reading."""
     closed = asyncio.Event()
 
-    async def streams(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(HEAD)
-        try:
-            while True:
-                writer.write(EVENT)
-                await writer.drain()
-                await asyncio.sleep(0.01)
-        except (ConnectionError, OSError):
-            closed.set()
-
-    server, url = await serve(streams)
+    server, url = await serve(endless(closed))
     async with server:
         async for c in client():
             async with c.stream("POST", url + "/v1/chat/completions", content=b"{}") as response:
