@@ -14,7 +14,17 @@ import yarl
 
 from gateway.upstreams.http_api import HttpApi
 from gateway.upstreams.transport import EngineAnswer, EngineTransport, client_timeout
-from tests.gateway.upstreams.test_transport import EVENT, HEAD, Handler, _read_request, endless, serve
+from tests.gateway.upstreams.test_transport import (
+    EVENT,
+    HEAD,
+    Handler,
+    _read_request,
+    dies,
+    endless,
+    garbles,
+    serve,
+    stalls,
+)
 from tests.servers import free_port
 
 BODY = b'{"model": "m"}'
@@ -74,37 +84,17 @@ async def test_refused_connection_is_a_connect_error() -> None:
 
 
 async def test_engine_dying_mid_stream_is_a_protocol_error_not_a_timeout() -> None:
-    async def dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(HEAD + EVENT)
-        await writer.drain()
-        writer.close()
-
     with pytest.raises(httpx.TransportError) as caught:
         await _stream(dies)
     assert not isinstance(caught.value, httpx.TimeoutException)
 
 
 async def test_a_silent_engine_is_a_read_timeout() -> None:
-    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(HEAD)
-        await writer.drain()
-        await asyncio.sleep(2)
-        writer.close()
-
     with pytest.raises(httpx.ReadTimeout):
         await _stream(stalls, read_s=0.3)
 
 
 async def test_bytes_that_are_not_http_are_a_protocol_error() -> None:
-    async def garbles(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(HEAD + b"zz\r\nnot a chunk\r\n")
-        await writer.drain()
-        await asyncio.sleep(1)
-        writer.close()
-
     with pytest.raises(httpx.RemoteProtocolError):
         await _stream(garbles)
 

@@ -16,6 +16,32 @@ HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding
 EVENT = b"a\r\ndata: {}\n\n\r\n"  # one chunk of 0xa bytes
 
 
+async def dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An engine that sends one event and closes: a stream torn mid-way."""
+    await _read_request(reader)
+    writer.write(HEAD + EVENT)
+    await writer.drain()
+    writer.close()
+
+
+async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An engine that sends its head and then nothing for 2 s."""
+    await _read_request(reader)
+    writer.write(HEAD)
+    await writer.drain()
+    await asyncio.sleep(2)
+    writer.close()
+
+
+async def garbles(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An engine whose body is not HTTP chunking."""
+    await _read_request(reader)
+    writer.write(HEAD + b"zz\r\nnot a chunk\r\n")
+    await writer.drain()
+    await asyncio.sleep(1)
+    writer.close()
+
+
 def endless(closed: asyncio.Event) -> Handler:
     """An engine that streams events until its client closes the connection, then sets `closed`."""
 
@@ -58,12 +84,6 @@ async def test_refused_connection_is_a_connect_error() -> None:
 
 
 async def test_engine_dying_mid_stream_is_a_protocol_error_not_a_timeout() -> None:
-    async def dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(HEAD + EVENT)
-        await writer.drain()
-        writer.close()
-
     server, url = await serve(dies)
     async with server:
         async for c in client():
@@ -77,13 +97,6 @@ async def test_engine_dying_mid_stream_is_a_protocol_error_not_a_timeout() -> No
 
 
 async def test_a_silent_engine_is_a_read_timeout() -> None:
-    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(HEAD)
-        await writer.drain()
-        await asyncio.sleep(2)
-        writer.close()
-
     server, url = await serve(stalls)
     async with server:
         async for c in client(read_s=0.3):
@@ -107,13 +120,6 @@ async def test_leaving_early_closes_the_connection() -> None:
 
 
 async def test_bytes_that_are_not_http_are_a_protocol_error() -> None:
-    async def garbles(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(HEAD + b"zz\r\nnot a chunk\r\n")
-        await writer.drain()
-        await asyncio.sleep(1)
-        writer.close()
-
     server, url = await serve(garbles)
     async with server:
         async for c in client():
