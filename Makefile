@@ -17,8 +17,13 @@ run: $(STAMP) $(CHECKPOINT)/config.json $(WHISPER)/ggml-model.bin $(EMBEDDING)/c
 	@CHECKPOINT=$(CHECKPOINT) WHISPER=$(WHISPER) EMBEDDING=$(EMBEDDING) STATIC_EMBEDDING=$(STATIC_EMBEDDING) \
 		PY=$(PY) bash scripts/run.sh
 
+# Two pytest-xdist workers by default: one runs the tests that share the session's vLLM engines,
+# the other everything else beside it (tests/parallel.py groups them). TEST_WORKERS=0 runs one process.
+TEST_WORKERS ?= 2
+TEST_PARALLEL := $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,)
+
 test: $(STAMP) test-services coqui
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(TEST_PARALLEL) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

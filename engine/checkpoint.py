@@ -9,12 +9,14 @@ so an interrupted build never leaves something that looks complete.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +184,33 @@ def ensure_checkpoint(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Reuse a complete checkpoint built with the same recipe, else build it."""
+    """Reuse a complete checkpoint built with the same recipe, else build it.
+
+    Processes that ask for the same checkpoint at once (parallel test workers, two `make` targets)
+    take turns on a lock file beside it: the first builds, the others find it built. Without the
+    lock each built its own copy and the last one published replaced a checkpoint an engine might
+    already be loading."""
     out = Path(out_dir).absolute()
-    if _matches(out, preset, seed, architecture or default_architecture(preset)):
+    recipe = architecture or default_architecture(preset)
+    if _matches(out, preset, seed, recipe):
         return out
-    return build_checkpoint(out, preset, seed, architecture, cache_dir=cache_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out):
+        if _matches(out, preset, seed, recipe):
+            return out
+        return build_checkpoint(out, preset, seed, architecture, cache_dir=cache_dir)
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """An exclusive `flock` on `.<name>.lock` beside `out`, released when its process ends however
+    it ends (stdlib `fcntl` rather than the filelock package: checkpoints are built on Linux only)."""
+    with (out.parent / f".{out.name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def default_architecture(preset: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +18,13 @@ from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient
 from tests.litellm_install import begin_install
+from tests.parallel import heavy_fixtures_of, publish_groups, suite_groups, xdist_worker
 from tests.servers import ThreadedServer, free_port, logged_engine, prestart_engine, stop_prestarted
 
 if TYPE_CHECKING:
     from tests.services import RedisServer
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.services", "tests.parallel"]
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tantra-tiny"
@@ -160,15 +161,52 @@ SESSION_ENGINES: dict[str, tuple[Callable[[], EngineConfig], Path]] = {
 uses it, so it starts beside the first tests instead of in front of its own."""
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.option.collectonly or os.environ.get("TANTRA_SKIP_VLLM"):
+HEAVY_FIXTURES = frozenset({*SESSION_ENGINES, "litellm_proxy", "vita_engine"})
+"""Session fixtures too costly to set up on two workers at once: a test using one runs on the same
+xdist worker as every other test using it (tests/parallel.py)."""
+
+_GROUP_HEAVY = pytest.StashKey[frozenset[str]]()
+_begun: set[str] = set()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the items (after every other hook has deselected or reordered), tell xdist's controller
+    the groups, and note on each item its group's expensive fixtures, which a worker starts when the
+    group's first test begins."""
+    groups = suite_groups(items, HEAVY_FIXTURES)
+    publish_groups(config, groups)
+    for name, fixtures in heavy_fixtures_of(groups, HEAVY_FIXTURES).items():
+        for item in groups[name]:
+            item.stash[_GROUP_HEAVY] = frozenset(fixtures)
+
+
+def _begin(fixtures: Collection[str]) -> None:
+    """Spawn the session engines and LiteLLM's install among `fixtures`, once a session, without
+    waiting for them: the fixtures take them over when their first test asks."""
+    if os.environ.get("TANTRA_SKIP_VLLM"):
         return
-    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     for name, (config, log_path) in SESSION_ENGINES.items():
-        if name in used:
+        if name in fixtures and name not in _begun:
+            _begun.add(name)
             prestart_engine(config(), log_path)
-    if "litellm_proxy" in used:
+    if "litellm_proxy" in fixtures:
         begin_install()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """One process: everything the selected tests use begins as collection ends. An xdist worker
+    cannot know yet which groups it will run, so it begins a group's at its first test instead."""
+    if session.config.option.collectonly or xdist_worker(session.config):
+        return
+    _begin({name for item in session.items for name in getattr(item, "fixturenames", ())})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    heavy = item.stash.get(_GROUP_HEAVY, None)
+    if heavy and xdist_worker(item.config):
+        _begin(heavy)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -1,0 +1,146 @@
+"""Running the suite on several pytest-xdist workers (`make test` runs two: `-n 2 --dist loadgroup`).
+
+A group is what one worker must run alone: every test of a module (module-scoped fixtures start
+once), and every test that shares an expensive session fixture, a vLLM engine above all (each
+worker has its own session, so a shared engine split across workers would start once per worker).
+The groups are the connected parts of the graph whose nodes are modules and expensive fixtures and
+whose edges are the tests.
+
+xdist's own `loadgroup` reads groups from node ids suffixed by its `xdist_group` mark, which pytest
+9.2's node ids no longer carry (`Item.nodeid` is built from the structured id, not `_nodeid`), so
+every test became a group of its own. Here each worker writes the groups it collected to a file the
+controller named, and the controller's scheduler (xdist's `loadscope`, its scope taken from that
+file) hands out whole groups, the largest first, to whichever worker is free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_GROUPS_FILE = "tantra_groups_file"
+"""The key, in each worker's `workerinput`, of the file where it writes the suite's groups."""
+_FILE_KEY = pytest.StashKey[Path]()
+
+
+class _Parts:
+    """Union-find over names (modules and fixtures), each part rooted at its smallest member."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, str] = {}
+
+    def find(self, name: str) -> str:
+        parent = self._parent.setdefault(name, name)
+        if parent != name:
+            parent = self._parent[name] = self.find(parent)
+        return parent
+
+    def join(self, a: str, b: str) -> None:
+        first, second = sorted((self.find(a), self.find(b)))
+        if first != second:
+            self._parent[second] = first
+
+    def members(self) -> dict[str, set[str]]:
+        """Every part's names, by the part's root."""
+        parts: dict[str, set[str]] = {}
+        for name in list(self._parent):
+            parts.setdefault(self.find(name), set()).add(name)
+        return parts
+
+
+def suite_groups(items: Iterable[pytest.Item], heavy: Collection[str]) -> dict[str, list[pytest.Item]]:
+    """The suite's items by group name: the name joins the group's expensive fixtures, or is its
+    (smallest) module's path when it has none. Deterministic for a given collection, as xdist needs
+    (every worker collects the suite and must agree)."""
+    parts = _Parts()
+    listed: list[tuple[pytest.Item, str]] = []
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        parts.find(module)
+        for name in getattr(item, "fixturenames", ()):
+            if name in heavy:
+                parts.join(module, "fixture:" + name)
+        listed.append((item, module))
+    names = {root: _group_name(members) for root, members in parts.members().items()}
+    groups: dict[str, list[pytest.Item]] = {}
+    for item, module in listed:
+        groups.setdefault(names[parts.find(module)], []).append(item)
+    return groups
+
+
+def _group_name(members: Collection[str]) -> str:
+    fixtures = sorted(m.removeprefix("fixture:") for m in members if m.startswith("fixture:"))
+    return "+".join(fixtures) if fixtures else min(members)
+
+
+def heavy_fixtures_of(groups: Mapping[str, list[pytest.Item]], heavy: Collection[str]) -> dict[str, set[str]]:
+    """Which of the expensive fixtures each group's tests use."""
+    return {
+        name: {f for item in items for f in getattr(item, "fixturenames", ()) if f in heavy}
+        for name, items in groups.items()
+    }
+
+
+def xdist_worker(config: pytest.Config) -> bool:
+    """Whether this process is one of xdist's workers (the controller collects nothing)."""
+    return hasattr(config, "workerinput")
+
+
+def publish_groups(config: pytest.Config, groups: Mapping[str, list[pytest.Item]]) -> None:
+    """On a worker, write {node id: group} where the controller's scheduler reads it (every worker
+    writes the same content; each replaces the file whole)."""
+    target = getattr(config, "workerinput", {}).get(_GROUPS_FILE)
+    if not target:
+        return
+    content = json.dumps({item.nodeid: name for name, items in groups.items() for item in items})
+    fd, partial = tempfile.mkstemp(dir=Path(target).parent, prefix=".groups-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.replace(partial, target)
+
+
+def _grouped(config: pytest.Config) -> bool:
+    return bool(config.getoption("numprocesses", None)) and config.getoption("dist", "no") == "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Name, for each worker, the file its collection's groups go to (one file per run)."""
+    config = node.config
+    if not _grouped(config):
+        return
+    path = config.stash.setdefault(_FILE_KEY, Path(tempfile.mkdtemp(prefix="tantra-groups-")) / "groups.json")
+    node.workerinput[_GROUPS_FILE] = str(path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`: xdist's loadscope scheduler over this suite's groups."""
+    if not _grouped(config):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """Scopes are the groups the workers wrote (a test missing there is a group of its own)."""
+
+        _groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._groups is None:
+                self._groups = json.loads(config.stash[_FILE_KEY].read_text())
+            return self._groups.get(nodeid, nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_FILE_KEY, None)
+    if path is not None:
+        shutil.rmtree(path.parent, ignore_errors=True)
