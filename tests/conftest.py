@@ -18,8 +18,15 @@ from engine.whisper import MODEL_FILE as WHISPER_MODEL_FILE
 from gateway import Settings, create_app
 from tests.gateway.helpers import AdminClient
 from tests.litellm_install import begin_install
-from tests.parallel import heavy_fixtures_of, publish_groups, suite_groups, xdist_worker
-from tests.servers import ThreadedServer, free_port, logged_engine, prestart_engine, stop_prestarted
+from tests.parallel import engine_groups, heavy_fixtures_of, publish_groups, suite_groups, xdist_worker
+from tests.servers import (
+    ThreadedServer,
+    free_port,
+    logged_engine,
+    prestart_engine,
+    stop_engine,
+    stop_prestarted,
+)
 
 if TYPE_CHECKING:
     from tests.services import RedisServer
@@ -165,19 +172,27 @@ HEAVY_FIXTURES = frozenset({*SESSION_ENGINES, "litellm_proxy", "vita_engine"})
 """Session fixtures too costly to set up on two workers at once: a test using one runs on the same
 xdist worker as every other test using it (tests/parallel.py)."""
 
+ENGINE_DIRECTORIES = ("tests/engine/", "tests/spikingbrain/", "tests/long_vita/", "tests/resilience/")
+"""Where modules start vLLM engines of their own without the `engine` mark: their groups are engine
+groups, which take turns on the workers (tests/parallel.py)."""
+
+_GROUP = pytest.StashKey[str]()
 _GROUP_HEAVY = pytest.StashKey[frozenset[str]]()
 _begun: set[str] = set()
+_left_in_group: dict[str, int] = {}
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group the items (after every other hook has deselected or reordered), tell xdist's controller
-    the groups, and note on each item its group's expensive fixtures, which a worker starts when the
-    group's first test begins."""
+    the groups, and note on each item its group and the group's expensive fixtures, which start when
+    the group's first test begins (on a worker) and stop when its last one ends."""
     groups = suite_groups(items, HEAVY_FIXTURES)
-    publish_groups(config, groups)
+    publish_groups(config, groups, engine_groups(groups, HEAVY_FIXTURES, ENGINE_DIRECTORIES))
     for name, fixtures in heavy_fixtures_of(groups, HEAVY_FIXTURES).items():
+        _left_in_group[name] = len(groups[name])
         for item in groups[name]:
+            item.stash[_GROUP] = name
             item.stash[_GROUP_HEAVY] = frozenset(fixtures)
 
 
@@ -207,6 +222,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     heavy = item.stash.get(_GROUP_HEAVY, None)
     if heavy and xdist_worker(item.config):
         _begin(heavy)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a group's last test, stop the session engines only it used: with two workers the other
+    one may be about to start engines of its own, and each holds about 3 GB."""
+    try:
+        return (yield)
+    finally:
+        group = item.stash.get(_GROUP, None)
+        if group is not None and group in _left_in_group:
+            _left_in_group[group] -= 1
+            if _left_in_group[group] == 0:
+                for name in item.stash[_GROUP_HEAVY] & SESSION_ENGINES.keys():
+                    stop_engine(SESSION_ENGINES[name][1])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

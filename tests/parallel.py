@@ -11,6 +11,15 @@ xdist's own `loadgroup` reads groups from node ids suffixed by its `xdist_group`
 every test became a group of its own. Here each worker writes the groups it collected to a file the
 controller named, and the controller's scheduler (xdist's `loadscope`, its scope taken from that
 file) hands out whole groups, the largest first, to whichever worker is free.
+
+Memory decides the rest. A vLLM engine here holds about 3 GB (its API server and engine core), the
+session's engines five of them, and a module such as the quantized engines' starts three more: two
+workers each running engines ran CI's 24 GiB out (the kernel killed the session's chat engine). So
+the groups that run engines ("engine groups": the `engine` mark, an expensive fixture, or a module
+under a directory of vLLM tests) take turns: one runs while the other worker runs groups that start
+none, and a second may start beside it only when the host has `PARALLEL_ENGINES_FREE_GIB` available
+and the last engine group started at least `ENGINE_START_S` ago (its engines are up and counted).
+A worker stops its session engines when their group's last test is done (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -80,6 +89,23 @@ def _group_name(members: Collection[str]) -> str:
     return "+".join(fixtures) if fixtures else min(members)
 
 
+def engine_groups(
+    groups: Mapping[str, list[pytest.Item]], heavy: Collection[str], directories: Collection[str]
+) -> set[str]:
+    """The groups that run vLLM engines: a test marked `engine`, one using an expensive fixture, or a
+    module under one of `directories` (where modules start engines of their own, unmarked)."""
+    return {
+        name
+        for name, items in groups.items()
+        if any(
+            item.get_closest_marker("engine") is not None
+            or any(f in heavy for f in getattr(item, "fixturenames", ()))
+            or item.nodeid.startswith(tuple(directories))
+            for item in items
+        )
+    }
+
+
 def heavy_fixtures_of(groups: Mapping[str, list[pytest.Item]], heavy: Collection[str]) -> dict[str, set[str]]:
     """Which of the expensive fixtures each group's tests use."""
     return {
@@ -93,13 +119,20 @@ def xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def publish_groups(config: pytest.Config, groups: Mapping[str, list[pytest.Item]]) -> None:
-    """On a worker, write {node id: group} where the controller's scheduler reads it (every worker
-    writes the same content; each replaces the file whole)."""
+def publish_groups(
+    config: pytest.Config, groups: Mapping[str, list[pytest.Item]], engines: Collection[str]
+) -> None:
+    """On a worker, write the node ids' groups and the engine groups where the controller's scheduler
+    reads them (every worker writes the same content; each replaces the file whole)."""
     target = getattr(config, "workerinput", {}).get(_GROUPS_FILE)
     if not target:
         return
-    content = json.dumps({item.nodeid: name for name, items in groups.items() for item in items})
+    content = json.dumps(
+        {
+            "groups": {item.nodeid: name for name, items in groups.items() for item in items},
+            "engine_groups": sorted(engines),
+        }
+    )
     fd, partial = tempfile.mkstemp(dir=Path(target).parent, prefix=".groups-")
     with os.fdopen(fd, "w") as handle:
         handle.write(content)
@@ -122,22 +155,13 @@ def pytest_configure_node(node: Any) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`--dist loadgroup`: xdist's loadscope scheduler over this suite's groups."""
+    """`--dist loadgroup`: xdist's loadscope scheduler over this suite's groups, engine groups in
+    turn (tests/group_scheduling.py; imported here, where xdist is known to be installed)."""
     if not _grouped(config):
         return None
-    from xdist.scheduler import LoadScopeScheduling
+    from tests.group_scheduling import GroupScheduling
 
-    class GroupScheduling(LoadScopeScheduling):
-        """Scopes are the groups the workers wrote (a test missing there is a group of its own)."""
-
-        _groups: dict[str, str] | None = None
-
-        def _split_scope(self, nodeid: str) -> str:
-            if self._groups is None:
-                self._groups = json.loads(config.stash[_FILE_KEY].read_text())
-            return self._groups.get(nodeid, nodeid)
-
-    return GroupScheduling(config, log)
+    return GroupScheduling(config, log, config.stash[_FILE_KEY])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -66,11 +66,28 @@ def logged_engine(config: EngineConfig, log_path: Path) -> Iterator[EngineProces
     with log:
         if process.pid is None:
             process.start()
+        _live[log_path] = process
         try:
             process.wait_healthy()
             yield process
         finally:
+            _live.pop(log_path, None)
             process.stop()
+
+
+_live: dict[Path, EngineProcess] = {}
+"""Engines `logged_engine` is serving, by log path."""
+
+
+def stop_engine(log_path: Path) -> None:
+    """Stop the engine `logged_engine` serves (or `prestart_engine` spawned) for `log_path` before its
+    fixture ends: its last user is done and its memory is wanted (stopping twice is harmless)."""
+    if log_path in _prestarted:
+        process, log = _prestarted.pop(log_path)
+        process.stop()
+        log.close()
+    if log_path in _live:
+        _live[log_path].stop()
 
 
 def free_port() -> int:

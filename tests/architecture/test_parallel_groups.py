@@ -8,7 +8,7 @@ from typing import cast
 
 import pytest
 
-from tests.parallel import heavy_fixtures_of, suite_groups
+from tests.parallel import engine_groups, heavy_fixtures_of, suite_groups
 
 HEAVY = frozenset({"engine", "lora_engine", "vita_engine"})
 
@@ -64,3 +64,23 @@ def test_each_group_knows_the_expensive_fixtures_it_starts() -> None:
     items = [FakeItem("tests/a.py::test_1", ["engine"]), FakeItem("tests/b.py::test_1", ["vita_engine"])]
     groups = suite_groups(cast(list[pytest.Item], items), HEAVY)
     assert heavy_fixtures_of(groups, HEAVY) == {"engine": {"engine"}, "vita_engine": {"vita_engine"}}
+
+
+@dataclass
+class MarkedItem(FakeItem):
+    marks: tuple[str, ...] = ()
+
+    def get_closest_marker(self, name: str) -> object | None:
+        return name if name in self.marks else None
+
+
+def test_engine_groups_are_marked_use_an_engine_or_live_where_modules_start_their_own() -> None:
+    items = [
+        MarkedItem("tests/gateway/a.py::test_1", ["engine"]),
+        MarkedItem("tests/gateway/b.py::test_1", marks=("engine",)),
+        MarkedItem("tests/engine/c.py::test_1"),
+        MarkedItem("tests/gateway/d.py::test_1", ["redis_server"]),
+    ]
+    groups = suite_groups(cast(list[pytest.Item], items), HEAVY)
+    engines = engine_groups(groups, HEAVY, ("tests/engine/",))
+    assert engines == {"engine", "tests/gateway/b.py", "tests/engine/c.py"}
