@@ -18,7 +18,9 @@ def test_one_in_flight_measures_every_target_and_kind(tmp_path: Path) -> None:
     for (target, _), cell in cells.items():
         assert cell["requests"] == 5 and cell["p50_ms"] > 0
         if target != "direct":
-            assert cell["cpu_us_per_request"] > 0
+            # The kernel counts a process's CPU in 10 ms ticks: five requests of about a millisecond
+            # each can fall between two, so zero is a measurement here, not a failure.
+            assert cell["cpu_us_per_request"] >= 0
     assert "| stream | same |" in "\n".join(markdown(result))
     plot(result, tmp_path / "one_in_flight.png")
     assert (tmp_path / "one_in_flight.png").stat().st_size > 0
