@@ -42,8 +42,10 @@ class GroupScheduling(LoadScopeScheduling):
         return self._groups.get(nodeid, nodeid)
 
     def _engines_running(self, apart_from: Any) -> bool:
+        """Whether another node is in an engine group with tests still to run (its last test counts
+        as done: a worker holds its last test until it is given more work or told to stop)."""
         return any(
-            scope in self._engine_groups and not all(work.values())
+            scope in self._engine_groups and list(work.values()).count(False) >= 2
             for node, assigned in self.assigned_work.items()
             if node is not apart_from
             for scope, work in assigned.items()
@@ -56,23 +58,18 @@ class GroupScheduling(LoadScopeScheduling):
         return settled and _available_gib() >= PARALLEL_ENGINES_FREE_GIB
 
     def _assign_work_unit(self, node: Any) -> None:
-        """The first group in the queue this node may run now; none (the node waits for the
-        next finished test anywhere) when only engine groups are left and they must wait."""
+        """The first group in the queue this node may run now, else the first group: a node that
+        asks is never left without work while there is some (xdist has no timer to come back to a
+        refused node, and a worker holding its last test would wait for ever). So two engine groups
+        run at once only when memory allows or when nothing but engine groups is left."""
         engines_allowed = self._may_start_engines(node)
-        for scope in self.workqueue:
-            if scope not in self._engine_groups or engines_allowed:
-                break
-        else:
-            return
+        scope = next(
+            (s for s in self.workqueue if s not in self._engine_groups or engines_allowed),
+            next(iter(self.workqueue)),
+        )
         work = self.workqueue.pop(scope)
         if scope in self._engine_groups:
             self._engines_began = time.monotonic()
         self.assigned_work.setdefault(node, {})[scope] = work
         collection = self.registered_collections[node]
         node.send_runtest_some([collection.index(nodeid) for nodeid, done in work.items() if not done])
-
-    def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
-        super().mark_test_complete(node, item_index, duration)
-        for other in self.nodes:  # a waiting worker may go on now
-            if other is not node and not other.shutting_down and self.workqueue:
-                self._reschedule(other)
