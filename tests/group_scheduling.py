@@ -1,27 +1,14 @@
 """The controller's scheduler for `make test`'s workers (tests/parallel.py says why): whole groups,
-largest first, and the groups that run vLLM engines in turn unless memory allows two."""
+largest first, and the groups that run vLLM engines one at a time."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from xdist.scheduler import LoadScopeScheduling
-
-PARALLEL_ENGINES_FREE_GIB = 12.0
-"""MemAvailable a second engine group needs to start beside a running one: room for four engines."""
-ENGINE_START_S = 120.0
-"""How long an engine group's engines take to start and show in MemAvailable (two at once, loaded)."""
-
-
-def _available_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 2**20
-    return 0.0
 
 
 class GroupScheduling(LoadScopeScheduling):
@@ -32,7 +19,6 @@ class GroupScheduling(LoadScopeScheduling):
         self._groups_file = groups_file
         self._groups: dict[str, str] | None = None
         self._engine_groups: frozenset[str] = frozenset()
-        self._engines_began = 0.0
 
     def _split_scope(self, nodeid: str) -> str:
         if self._groups is None:
@@ -51,25 +37,19 @@ class GroupScheduling(LoadScopeScheduling):
             for scope, work in assigned.items()
         )
 
-    def _may_start_engines(self, node: Any) -> bool:
-        if not self._engines_running(node):
-            return True
-        settled = time.monotonic() - self._engines_began >= ENGINE_START_S
-        return settled and _available_gib() >= PARALLEL_ENGINES_FREE_GIB
-
     def _assign_work_unit(self, node: Any) -> None:
-        """The first group in the queue this node may run now, else the first group: a node that
-        asks is never left without work while there is some (xdist has no timer to come back to a
-        refused node, and a worker holding its last test would wait for ever). So two engine groups
-        run at once only when memory allows or when nothing but engine groups is left."""
-        engines_allowed = self._may_start_engines(node)
-        scope = next(
-            (s for s in self.workqueue if s not in self._engine_groups or engines_allowed),
-            next(iter(self.workqueue)),
-        )
+        """The first group in the queue this node may run now: any group while no other node runs
+        an engine group, else the first group that starts no engines. When only engine groups are
+        left and another node runs one, this node is told to stop: it runs the test it holds (a
+        worker keeps its last test until it gets more work or is stopped, so a node merely left
+        waiting would keep that test's engines alive) and leaves the rest to the other node.
+        xdist has no timer to come back to a node given nothing, so nothing is not an answer."""
+        engines_allowed = not self._engines_running(node)
+        scope = next((s for s in self.workqueue if s not in self._engine_groups or engines_allowed), None)
+        if scope is None:
+            node.shutdown()
+            return
         work = self.workqueue.pop(scope)
-        if scope in self._engine_groups:
-            self._engines_began = time.monotonic()
         self.assigned_work.setdefault(node, {})[scope] = work
         collection = self.registered_collections[node]
         node.send_runtest_some([collection.index(nodeid) for nodeid, done in work.items() if not done])

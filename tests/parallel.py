@@ -16,12 +16,10 @@ Memory decides the rest. A vLLM engine here holds about 3 GB (its API server and
 session's engines five of them, and a module such as the quantized engines' starts three more: two
 workers each running engines ran CI's 24 GiB out (the kernel killed the session's chat engine). So
 the groups that run engines ("engine groups": the `engine` mark, an expensive fixture, or a module
-under a directory of vLLM tests) take turns: while one runs, the other worker is given groups that
-start none; a second engine group starts beside it only when the host has
-`PARALLEL_ENGINES_FREE_GIB` available and the last one started at least `ENGINE_START_S` ago (its
-engines are up and counted), or when nothing but engine groups is left (a worker that asks is never
-refused: xdist would not come back to it). A worker stops its session engines when their group's
-last test is done (tests/conftest.py).
+under a directory of vLLM tests) run one at a time: while one runs, the other worker is given groups
+that start none, and once only engine groups are left it stops and the last engine groups run on
+one worker (two at once also starved each other's timing tests of CPU: load 31 on two cores). A
+worker stops its session engines when their group's last test is done (tests/conftest.py).
 """
 
 from __future__ import annotations
