@@ -52,10 +52,8 @@ def prestart_engine(config: EngineConfig, log_path: Path) -> None:
 
 def stop_prestarted() -> None:
     """Stop the engines spawned for tests that never ran (deselected, skipped, failed earlier)."""
-    while _prestarted:
-        _, (process, log) = _prestarted.popitem()
-        process.stop()
-        log.close()
+    for log_path in list(_prestarted):
+        stop_engine(log_path)
 
 
 @contextlib.contextmanager
