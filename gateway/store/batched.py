@@ -119,8 +119,12 @@ class BatchedWriter(Generic[RowT]):
         self.written += len(batch)
 
     async def close(self) -> None:
-        await cancelled(self._task)
-        self._task = None
+        """Stop the background task between writes, never during one: a write cancelled mid-commit
+        leaves its connection to be rolled back under it (SQLite's then fails), and the rows it held
+        could be lost with the flush after it."""
+        async with self._lock:
+            await cancelled(self._task)
+            self._task = None
         try:
             await self.flush()
         except Exception:

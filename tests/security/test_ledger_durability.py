@@ -86,8 +86,10 @@ class _Slow(Store):
         super().__init__(database)
         self.writing = asyncio.Event()
         self.go = asyncio.Event()
+        self.writes = 0
 
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        self.writes += 1
         self.writing.set()
         await self.go.wait()
         await super().add_usage(rows)
@@ -113,6 +115,29 @@ async def test_rows_recorded_during_a_write_are_not_popped_in_its_place(tmp_path
     # The buffer never held more than four waiting rows: nothing had to be dropped.
     assert sorted(await _written(url)) == [f"r{number}" for number in range(6)]
     assert (ledger.dropped, ledger.pending) == (0, 0)
+
+
+async def test_close_lets_a_write_under_way_finish(ledger_url: str) -> None:
+    """Shutdown waits for the background task's write instead of cancelling it mid-commit (on
+    SQLite the cancelled connection's rollback failed and both rows were lost, once in a CI run)."""
+    database = Database(ledger_url)
+    await database.migrate()
+    store = _Slow(database)
+    ledger = UsageLedger(store, flush_interval_s=0.01, batch_size=10)
+    ledger.start()
+    try:
+        ledger.record(usage_row("r0"))
+        ledger.record(usage_row("r1"))
+        await asyncio.wait_for(store.writing.wait(), 10)  # the background task is writing
+        closing = asyncio.create_task(ledger.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # it waits for the write
+        store.go.set()
+        await asyncio.wait_for(closing, 30)
+    finally:
+        await database.close()
+    assert sorted(await _written(ledger_url)) == ["r0", "r1"]
+    assert (store.writes, ledger.written, ledger.pending) == (1, 2, 0)  # one write, not cancelled
 
 
 def test_a_reused_client_request_id_gets_rows_of_its_own(
