@@ -164,6 +164,67 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return GroupScheduling(config, log, config.stash[_FILE_KEY])
 
 
+_SPANS_KEY = pytest.StashKey[dict[str, list[float]]]()
+_WORKERS_KEY = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """On the controller, each test's worker, first start and last stop (setup to teardown), for
+    the schedule summary below."""
+    node = getattr(report, "node", None)
+    if node is None:
+        return
+    spans = node.config.stash.setdefault(_SPANS_KEY, {})
+    span = spans.setdefault(report.nodeid, [report.start, report.stop, 0.0])
+    span[0], span[1] = min(span[0], report.start), max(span[1], report.stop)
+    span[2] += report.duration
+    node.config.stash.setdefault(_WORKERS_KEY, {})[report.nodeid] = node.gateway.id
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The schedule's critical path, printed at the end of a grouped run and kept in pytest's cache
+    (`tantra/schedule`): each group's worker, start (seconds from the first test) and wall time, so
+    that a slow CI run shows which groups made it slow."""
+    spans, path = config.stash.get(_SPANS_KEY, None), config.stash.get(_FILE_KEY, None)
+    if not spans or path is None or not path.exists():
+        return
+    groups: dict[str, str] = json.loads(path.read_text())["groups"]
+    workers = config.stash[_WORKERS_KEY]
+    origin = min(start for start, _, _ in spans.values())
+    rows: dict[str, list[Any]] = {}
+    for nodeid, (start, stop, busy) in spans.items():
+        row = rows.setdefault(groups.get(nodeid, nodeid), [workers[nodeid], start, stop, 0.0, 0])
+        row[1], row[2], row[3], row[4] = min(row[1], start), max(row[2], stop), row[3] + busy, row[4] + 1
+    table = sorted(
+        (
+            {
+                "group": g,
+                "worker": w,
+                "start_s": round(a - origin),
+                "wall_s": round(b - a),
+                "busy_s": round(c),
+                "tests": n,
+            }
+            for g, (w, a, b, c, n) in rows.items()
+        ),
+        key=lambda row: row["start_s"],
+    )
+    if config.cache is not None:
+        config.cache.set("tantra/schedule", table)
+    write = terminalreporter.write_line
+    terminalreporter.section("schedule (groups of 60 s or more)")
+    for worker in sorted({row["worker"] for row in table}):
+        own = [row for row in table if row["worker"] == worker]
+        write(
+            f"{worker}: {len(own)} groups, {sum(r['busy_s'] for r in own)} s in tests, last end "
+            f"{max(r['start_s'] + r['wall_s'] for r in own)} s"
+        )
+    for entry in table:
+        if entry["wall_s"] >= 60:
+            at, wall = f"{entry['start_s']:>5} s", f"+{entry['wall_s']:>4} s"
+            write(f"{entry['worker']} {at} {wall} {entry['tests']:>4} tests  {entry['group']}")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     path = config.stash.get(_FILE_KEY, None)
     if path is not None:
