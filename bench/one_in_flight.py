@@ -47,6 +47,7 @@ def measure(
 ) -> dict[str, Any]:
     """Start the upstream and the gateways, then run the interleaved blocks."""
     cpus = usable_cpus()
+    logs.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         upstream, upstream_url = servers.upstream(logs, plan.latency, MODEL, cpus)
         stack.enter_context(upstream)

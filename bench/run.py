@@ -30,6 +30,7 @@ from bench import (
     long_vita_context,
     lora,
     memory,
+    one_in_flight,
     profiles,
     realtime,
     servers,
@@ -85,6 +86,9 @@ class Plan:
     cost_curve: cost_curve.CurvePlan = field(default_factory=cost_curve.CurvePlan)
     # End of speech to first audio byte on /v1/realtime, and its parts alone (bench/realtime.py).
     realtime: realtime.RealtimePlan = field(default_factory=realtime.RealtimePlan)
+    # The base profile's cost at one request in flight, in blocks of hundreds of requests against a
+    # fast upstream (bench/one_in_flight.py): the 1 ms target's measurement.
+    one_in_flight: one_in_flight.OneInFlightPlan = field(default_factory=one_in_flight.OneInFlightPlan)
     # Long-VITA per image tile at 16k and 128k tokens of context (bench/long_vita_context.py).
     long_vita_context: long_vita_context.ContextPlan = field(default_factory=long_vita_context.ContextPlan)
     logs: Path = servers.ROOT / ".cache" / "bench" / "logs"
@@ -119,6 +123,7 @@ class Plan:
             memory=memory.MemoryPlan.smoke(),
             cost_curve=cost_curve.CurvePlan.smoke(),
             realtime=realtime.RealtimePlan(turns=1, warmup=0, max_tokens=4),
+            one_in_flight=one_in_flight.OneInFlightPlan(rounds=1, block=5, warmup=2),
             long_vita_context=long_vita_context.ContextPlan.smoke(),
         )
 
@@ -141,6 +146,7 @@ class Plan:
             memory=memory.MemoryPlan.quick(),
             cost_curve=cost_curve.CurvePlan.quick(),
             realtime=realtime.RealtimePlan(turns=3, warmup=1),
+            one_in_flight=one_in_flight.OneInFlightPlan(rounds=2, block=100, warmup=20),
             long_vita_context=long_vita_context.ContextPlan.quick(),
         )
 
@@ -161,6 +167,7 @@ class Outcome:
     memory: dict[str, Any] | None = None
     cost_curve: dict[str, Any] | None = None
     realtime: dict[str, Any] | None = None
+    one_in_flight: dict[str, Any] | None = None
     long_vita_context: dict[str, Any] | None = None
     sustained_series: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)
@@ -248,6 +255,13 @@ def execute(plan: Plan, outcome: Outcome, progress: Any = print) -> Outcome:
         f"bench: fixed-latency upstream, targets: direct, {', '.join(names)}" + (", litellm" if venv else "")
     )
     _overhead_run(plan, cores, runnable, venv, None, outcome, progress, outcome.fake_cells)
+    outcome.one_in_flight = _part(
+        outcome,
+        "one in flight",
+        lambda: one_in_flight.measure(
+            plan.logs / "one-in-flight", plan.one_in_flight, dict(plan.variants), progress
+        ),
+    )
     progress("bench: cost curve, streams " + ", ".join(map(str, plan.cost_curve.streams)))
     outcome.cost_curve = _part(
         outcome, "cost curve", lambda: cost_curve.measure(plan.logs, plan.cost_curve, progress)

@@ -78,7 +78,11 @@ def test_bench_cli_smoke_writes_table_json_and_plots(tmp_path: Path) -> None:
     document = json.loads((out / "results.json").read_text())
     scenarios = {row["scenario"] for row in document["fixed_latency"]["overhead"]}
     assert scenarios == {"json-c1", "json-c16", "json-c64", "stream-c1", "stream-c16", "stream-c64"}
-    assert "| tantra adds <= 1 ms at p50" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    # Issue 24's budgets: the base profile at one in flight, judged on the one-in-flight part's cells.
+    assert "| tantra (base profile) adds <= 1 ms at p50 (c=1, JSON and first token) |" in table
+    assert "| tantra's CPU per streamed request at 64 in flight <= 1.5 ms |" in table
+    assert {cell["target"] for cell in document["one_in_flight"]["cells"]} == {"direct", "tantra"}
     assert (out / "overhead_fixed.png").stat().st_size > 10_000
     # The cost curve (bench/cost_curve.py) is a part of the run, its smoke plan at 1 and 4 streams.
     assert {row["streams"] for row in document["cost_curve"]["rows"]} == {1, 4}
