@@ -188,7 +188,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the groups, and note on each item its group and the group's expensive fixtures, which start when
     the group's first test begins (on a worker) and stop when its last one ends."""
     groups = suite_groups(items, HEAVY_FIXTURES)
-    publish_groups(config, groups, engine_groups(groups, HEAVY_FIXTURES, ENGINE_DIRECTORIES))
+    engines = engine_groups(groups, HEAVY_FIXTURES, ENGINE_DIRECTORIES, not_engines={"litellm_proxy"})
+    publish_groups(config, groups, engines)
     for name, fixtures in heavy_fixtures_of(groups, HEAVY_FIXTURES).items():
         _left_in_group[name] = len(groups[name])
         for item in groups[name]:

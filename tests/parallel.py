@@ -14,12 +14,14 @@ file) hands out whole groups, the largest first, to whichever worker is free.
 
 Memory decides the rest. A vLLM engine here holds about 3 GB (its API server and engine core), the
 session's engines five of them, and a module such as the quantized engines' starts three more: two
-workers each running engines ran CI's 24 GiB out (the kernel killed the session's chat engine). So
-the groups that run engines ("engine groups": the `engine` mark, an expensive fixture, or a module
-under a directory of vLLM tests) run one at a time: while one runs, the other worker is given groups
-that start none, and once only engine groups are left it stops and the last engine groups run on
-one worker (two at once also starved each other's timing tests of CPU: load 31 on two cores). A
-worker stops its session engines when their group's last test is done (tests/conftest.py).
+workers each running the session's engines ran CI's 24 GiB out (the kernel killed the session's
+chat engine). So each group that runs engines ("engine groups": the `engine` mark, an expensive
+fixture, or a module under a directory of vLLM tests) has a weight, the engines it may hold at once
+(`engine_groups`), and engine groups run side by side only within a budget of four and while the
+host has memory available (tests/group_scheduling.py): the session's big group, and modules that
+must not share the CPU (the resilience replicas), run alone; two groups of two run together. While
+none fits, a worker waits for the other's next finished test. A worker stops its session engines
+when their group's last test is done (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -90,20 +92,35 @@ def _group_name(members: Collection[str]) -> str:
 
 
 def engine_groups(
-    groups: Mapping[str, list[pytest.Item]], heavy: Collection[str], directories: Collection[str]
-) -> set[str]:
-    """The groups that run vLLM engines: a test marked `engine`, one using an expensive fixture, or a
-    module under one of `directories` (where modules start engines of their own, unmarked)."""
-    return {
-        name
-        for name, items in groups.items()
-        if any(
+    groups: Mapping[str, list[pytest.Item]],
+    heavy: Collection[str],
+    directories: Collection[str],
+    not_engines: Collection[str] = (),
+) -> dict[str, int]:
+    """The groups that run vLLM engines, each with its weight: a test marked `engine`, one using an
+    expensive fixture, or a module under one of `directories` (where modules start engines of their
+    own, unmarked). The weight is how many engines the group may hold at once: its expensive
+    fixtures that are engines (all of `heavy` but `not_engines`) plus the most any of its modules
+    starts on its own (an `engines(n)` mark; none without), at least 2 (the scheduler's unit,
+    tests/group_scheduling.py)."""
+    weights = {}
+    for name, items in groups.items():
+        if not any(
             item.get_closest_marker("engine") is not None
             or any(f in heavy for f in getattr(item, "fixturenames", ()))
             or item.nodeid.startswith(tuple(directories))
             for item in items
-        )
-    }
+        ):
+            continue
+        fixtures = {f for item in items for f in getattr(item, "fixturenames", ()) if f in heavy}
+        own = max((_engines_mark(item) for item in items), default=0)
+        weights[name] = max(2, len(fixtures - set(not_engines)) + own)
+    return weights
+
+
+def _engines_mark(item: pytest.Item) -> int:
+    mark = item.get_closest_marker("engines")
+    return int(mark.args[0]) if mark is not None else 0
 
 
 def heavy_fixtures_of(groups: Mapping[str, list[pytest.Item]], heavy: Collection[str]) -> dict[str, set[str]]:
@@ -120,7 +137,7 @@ def xdist_worker(config: pytest.Config) -> bool:
 
 
 def publish_groups(
-    config: pytest.Config, groups: Mapping[str, list[pytest.Item]], engines: Collection[str]
+    config: pytest.Config, groups: Mapping[str, list[pytest.Item]], engines: Mapping[str, int]
 ) -> None:
     """On a worker, write the node ids' groups and the engine groups where the controller's scheduler
     reads them (every worker writes the same content; each replaces the file whole)."""
@@ -130,7 +147,7 @@ def publish_groups(
     content = json.dumps(
         {
             "groups": {item.nodeid: name for name, items in groups.items() for item in items},
-            "engine_groups": sorted(engines),
+            "engine_groups": dict(sorted(engines.items())),
         }
     )
     fd, partial = tempfile.mkstemp(dir=Path(target).parent, prefix=".groups-")

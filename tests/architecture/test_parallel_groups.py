@@ -69,8 +69,11 @@ def test_each_group_knows_the_expensive_fixtures_it_starts() -> None:
 @dataclass
 class MarkedItem(FakeItem):
     marks: tuple[str, ...] = ()
+    engines: int | None = None
 
     def get_closest_marker(self, name: str) -> object | None:
+        if name == "engines":
+            return None if self.engines is None else pytest.mark.engines(self.engines).mark
         return name if name in self.marks else None
 
 
@@ -83,4 +86,23 @@ def test_engine_groups_are_marked_use_an_engine_or_live_where_modules_start_thei
     ]
     groups = suite_groups(cast(list[pytest.Item], items), HEAVY)
     engines = engine_groups(groups, HEAVY, ("tests/engine/",))
-    assert engines == {"engine", "tests/gateway/b.py", "tests/engine/c.py"}
+    assert set(engines) == {"engine", "tests/gateway/b.py", "tests/engine/c.py"}
+
+
+def test_an_engine_groups_weight_counts_its_engines() -> None:
+    """Its expensive fixtures that are engines, plus the most a module starts itself, at least 2."""
+    items = [
+        MarkedItem("tests/a.py::test_1", ["engine", "vita_engine", "litellm_proxy"]),
+        MarkedItem("tests/b.py::test_1", ["engine", "lora_engine"], engines=3),
+        MarkedItem("tests/engine/c.py::test_1"),
+        MarkedItem("tests/resilience/d.py::test_1", engines=2),
+    ]
+    groups = suite_groups(cast(list[pytest.Item], items), HEAVY | {"litellm_proxy"})
+    weights = engine_groups(
+        groups, HEAVY | {"litellm_proxy"}, ("tests/engine/", "tests/resilience/"), {"litellm_proxy"}
+    )
+    assert weights == {
+        "engine+litellm_proxy+lora_engine+vita_engine": 3 + 3,
+        "tests/engine/c.py": 2,
+        "tests/resilience/d.py": 2,
+    }

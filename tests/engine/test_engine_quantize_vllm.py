@@ -62,6 +62,7 @@ pytestmark = [
     pytest.mark.skipif(bool(os.environ.get("TANTRA_SKIP_VLLM")), reason="TANTRA_SKIP_VLLM is set"),
     # The first test also starts four engines in turn: ~3 min on a quiet machine, far more when loaded.
     pytest.mark.timeout(2400),
+    pytest.mark.engines(3),  # the quantized engines, side by side beside the session's
 ]
 
 

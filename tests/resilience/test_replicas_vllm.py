@@ -27,7 +27,9 @@ from tests.gateway.helpers import envelope, wait_for
 from tests.gateway.http.test_disconnect import engine_metric
 from tests.servers import ThreadedServer, free_port
 
-pytestmark = pytest.mark.engine
+# Two replicas, weighed as the whole budget (tests/group_scheduling.py): the module runs alone, since
+# its SIGKILL test waits on a restart under 20 streams that another group's engines would slow.
+pytestmark = [pytest.mark.engine, pytest.mark.engines(4)]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tantra-tiny"
