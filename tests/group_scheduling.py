@@ -15,7 +15,7 @@ ENGINE_BUDGET = 4
 """Engines (by the groups' weights, tests/parallel.py) that may run at once on the workers: the
 session's big group (four engines) runs alone, two groups of two side by side."""
 
-MIN_AVAILABLE_GIB = float(os.environ.get("TANTRA_TEST_MIN_AVAILABLE_GIB", "11"))
+MIN_AVAILABLE_GIB = float(os.environ.get("TANTRA_TEST_MIN_AVAILABLE_GIB", "13"))
 """An engine group starts beside another only while the host has this much memory available:
 engines of a group just finished may still be stopping, and weights are estimates."""
 

@@ -56,7 +56,9 @@ from engine.spikingbrain.reference import Continuation
 from tests.spikingbrain.conftest import ROOT, VllmRunner
 
 # A test's setup waits for its vLLM run, which shares the machine with the module's other runs.
-pytestmark = pytest.mark.timeout(1800)
+# Weighed as the whole budget (tests/group_scheduling.py): the float32 reference over 10,000-token
+# prompts holds gigabytes beside its engine; beside Long-VITA's engine it once ran CI out of memory.
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.engines(4)]
 
 BF16_NEAR_TIE = 0.05
 CHECKPOINT_DIR = ROOT / ".cache" / "spikingbrain" / "gla_swa-7b-shaped"
