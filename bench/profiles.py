@@ -35,6 +35,9 @@ class Profile:
     """The model the load asks for; None: the bench's model."""
 
 
+FULL_STACK = "tantra+all"
+"""The profile the service targets (the sweep and the sustained load) are measured through."""
+
 PROFILES: tuple[Profile, ...] = (
     Profile(
         "tantra",

@@ -382,9 +382,13 @@ def _engine_part(
         names = ["direct", *(p.name for p in plain), *(label for label, _ in plan.variants)]
         progress("bench: real engine, targets: " + ", ".join(names) + (", litellm" if venv else ""))
         _overhead_run(plan, cores, plain, venv, engine_url, outcome, progress, outcome.engine_cells)
-        # The sustained load goes through the most complete stack that could be built this run.
+        # The sweep and the sustained load go through the full stack (keys, limits, ledger, access
+        # line, metrics, tracing) when it could be built this run: not merely the last profile
+        # listed, which since automatic model choice came is a relay with a classifier and no keys.
+        built = [p for p in chosen if p.name not in outcome.pending]
         richest = next(
-            (p for p in reversed(chosen) if p.name not in outcome.pending), profiles.by_name("tantra")
+            (p for p in built if p.name == profiles.FULL_STACK),
+            built[-1] if built else profiles.by_name("tantra"),
         )
         with contextlib.ExitStack() as stack:
             redis_url = _start_redis(plan, cores, [richest], stack, outcome)
