@@ -104,6 +104,7 @@ def engine_groups(
     starts on its own (an `engines(n)` mark; none without), at least 2 (the scheduler's unit,
     tests/group_scheduling.py)."""
     weights = {}
+    used = heavy_fixtures_of(groups, heavy)
     for name, items in groups.items():
         if not any(
             item.get_closest_marker("engine") is not None
@@ -112,9 +113,8 @@ def engine_groups(
             for item in items
         ):
             continue
-        fixtures = {f for item in items for f in getattr(item, "fixturenames", ()) if f in heavy}
         own = max((_engines_mark(item) for item in items), default=0)
-        weights[name] = max(2, len(fixtures - set(not_engines)) + own)
+        weights[name] = max(2, len(used[name] - set(not_engines)) + own)
     return weights
 
 
